@@ -1,0 +1,94 @@
+"""Shared pytest fixtures: a private MariaDB per session and a scratch database per test.
+
+Fixtures:
+
+* ``server`` (session): a ``ThrowawayMariaDB`` in a temp dir, or the server
+  named by ``$ARCHIVE_TEST_DSN``; stopped at the end of the session.  Before
+  each test that uses it, it is restarted if a previous test killed it.
+* ``controllable_server``: the same server, but the test is skipped when it
+  is external (cannot be killed or restarted).
+* ``db``: a fresh database for this test (``helpers.ScratchDatabase``),
+  dropped afterwards.
+* ``spawn_cli``: ``spawn_cli(config, *args, **kw)`` starts archive.py like
+  ``helpers.start_cli`` and kills whatever is still running at teardown.
+
+Set ``ARCHIVE_TEST_KEEP_SERVER=1`` to keep the throwaway data dir and logs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from helpers import CliProcess, ScratchDatabase, kill_process_group, start_cli, unique_db_name
+from throwaway_server import DSN_ENV_VAR, ThrowawayMariaDB, server_from_dsn
+
+KEEP_ENV_VAR = "ARCHIVE_TEST_KEEP_SERVER"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The MariaDB server for the whole session (throwaway, or external via DSN)."""
+    dsn = os.environ.get(DSN_ENV_VAR)
+    if dsn:
+        external = server_from_dsn(dsn)
+        external.start()
+        yield external
+        return
+    basedir = tmp_path_factory.mktemp("mariadb")
+    srv = ThrowawayMariaDB(basedir)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        if not os.environ.get(KEEP_ENV_VAR):
+            shutil.rmtree(srv.datadir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _revive_server(request: pytest.FixtureRequest) -> None:
+    """Restart the session server if an earlier test killed it (only for tests using it)."""
+    if "server" in request.fixturenames:
+        request.getfixturevalue("server").ensure_running()
+
+
+@pytest.fixture
+def controllable_server(server: Any) -> Any:
+    """The session server; skips the test if it cannot be killed/restarted."""
+    if not server.can_control:
+        pytest.skip(f"needs a throwaway server it can kill/restart ({DSN_ENV_VAR} is set)")
+    return server
+
+
+@pytest.fixture
+def db(server: Any, request: pytest.FixtureRequest) -> Iterator[ScratchDatabase]:
+    """A fresh, empty utf8mb4 database named after the test; dropped afterwards."""
+    scratch = ScratchDatabase.create(server, unique_db_name(request.node.name))
+    try:
+        yield scratch
+    finally:
+        server.ensure_running()  # the test may have killed the server
+        scratch.drop()
+
+
+@pytest.fixture
+def spawn_cli() -> Iterator[Callable[..., CliProcess]]:
+    """Factory starting archive.py processes; any still running at teardown are SIGKILLed."""
+    procs: list[CliProcess] = []
+
+    def spawn(config_path: Any, *args: Any, **kw: Any) -> CliProcess:
+        proc = start_cli(config_path, *args, **kw)
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        kill_process_group(proc)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -1,0 +1,180 @@
+"""Config validation: every bad value exits 2 naming its [section] key, before any database work."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import archive
+
+BASE = """
+[database]
+host = 127.0.0.1
+port = 3306
+user = archiver
+password = secret
+database = app
+[archive]
+source_table = rewards
+archive_table = rewards_archives
+key_column = id
+csv_dir = {csv}
+csv_pattern = *.csv
+csv_column = id            ; header name of the key column in the CSV files
+batch_size = 1000
+log_dir = {logs}
+"""
+
+
+@pytest.fixture
+def ini(tmp_path: Path):
+    """Write a config with some lines replaced; return its path."""
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "logs").mkdir()
+
+    def write(replace: dict[str, str | None] | None = None, extra: str = "") -> Path:
+        lines = BASE.format(csv=tmp_path / "csv", logs=tmp_path / "logs").splitlines()
+        for key, value in (replace or {}).items():
+            lines = [l for l in lines if not l.startswith(f"{key} =")]
+            if value is not None:
+                section = "[database]" if key in ("host", "port", "user", "password", "database") else "[archive]"
+                lines.insert(lines.index(section) + 1, f"{key} = {value}")
+        path = tmp_path / "config.ini"
+        path.write_text("\n".join(lines) + "\n" + extra)
+        return path
+
+    return write
+
+
+def expect_usage_error(path: Path, fragment: str) -> str:
+    """Load must fail with exit code 2 and a message containing fragment."""
+    with pytest.raises(archive.ArchiveError) as info:
+        archive.load_config(path, environ={})
+    assert info.value.exit_code == archive.EXIT_USAGE
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_valid_config_loads_with_defaults(ini):
+    config = archive.load_config(ini(), environ={})
+    assert config.batch_size == 1000
+    assert config.csv_column == "id"  # the inline comment is stripped
+    assert config.db.password == "secret"
+    assert config.max_runtime is None and config.replicas == ()
+    assert config.db.connect_kwargs()["host"] == "127.0.0.1"
+
+
+def test_example_config_is_valid_apart_from_its_paths(tmp_path):
+    text = (archive.Path(archive.__file__).parent / "config.ini.example").read_text()
+    text = text.replace("/srv/archive/incoming", str(tmp_path)).replace("/var/log/archiver", str(tmp_path))
+    path = tmp_path / "c.ini"
+    path.write_text(text)
+    config = archive.load_config(path, environ={})
+    assert (config.source_table, config.key_column, config.batch_size) == ("rewards", "id", 1000)
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("batch_size", "-5", "[archive] batch_size"),
+    ("batch_size", "0", "[archive] batch_size"),
+    ("batch_size", "1000000", "[archive] batch_size"),
+    ("batch_size", "ten", "[archive] batch_size"),
+    ("port", "99999", "[database] port"),
+    ("source_table", "rewards; DROP TABLE users", "[archive] source_table"),
+    ("archive_table", "rewards`x", "[archive] archive_table"),
+    ("key_column", "id)--", "[archive] key_column"),
+    ("csv_dir", "/no/such/dir", "[archive] csv_dir"),
+    ("log_dir", "/no/such/logs", "[archive] log_dir"),
+    ("source_table", None, "[archive] source_table: is required"),
+    ("database", None, "[database] database: is required"),
+    ("archive_table", "rewards", "[archive] archive_table: must differ"),
+])
+def test_bad_values_name_section_and_key(ini, key, value, fragment):
+    expect_usage_error(ini({key: value}), fragment)
+
+
+def test_unknown_key_suggests_the_probable_one(ini):
+    message = expect_usage_error(ini({"batchsize": "10"}), "[archive] batchsize: unknown key")
+    assert "did you mean batch_size?" in message
+
+
+def test_unknown_section_is_refused(ini):
+    expect_usage_error(ini(extra="[control]\nsleep_seconds = 1\n"), "did you mean [controls]?")
+
+
+def test_controls_are_validated(ini):
+    expect_usage_error(ini(extra="[controls]\nmax_runtime = soon\n"), "[controls] max_runtime")
+    expect_usage_error(ini(extra="[controls]\nguard = 1=1; DELETE FROM users\n"), "[controls] guard")
+    expect_usage_error(ini(extra="[controls]\nguard = id IN (SELECT id FROM x)\n"), "[controls] guard")
+    expect_usage_error(ini(extra="[controls]\nreplicas = http://x\n"), "[controls] replicas")
+    config = archive.load_config(ini(extra="[controls]\nmax_runtime = 1h30m\nguard = created_at < NOW() "
+                                            "- INTERVAL 90 DAY\nreplicas = mysql://mon:pw@r1:3307\n"), environ={})
+    assert config.max_runtime == 5400
+    assert config.replicas[0].host == "r1" and config.replicas[0].port == 3307
+    assert config.replicas[0].user == "mon" and config.replicas[0].password == "pw"
+
+
+def test_unreadable_log_dir_is_refused(ini, tmp_path):
+    if os.geteuid() == 0:
+        # root can write anywhere, so make the path a file instead of a directory
+        (tmp_path / "logs").rmdir()
+        (tmp_path / "logs").write_text("")
+        expect_usage_error(ini(), "[archive] log_dir")
+    else:
+        (tmp_path / "logs").chmod(0o500)
+        expect_usage_error(ini(), "[archive] log_dir")
+
+
+def test_missing_config_file_and_syntax_errors(tmp_path):
+    with pytest.raises(archive.ArchiveError) as info:
+        archive.load_config(tmp_path / "nope.ini")
+    assert info.value.exit_code == archive.EXIT_USAGE and "no such file" in str(info.value)
+    bad = tmp_path / "bad.ini"
+    bad.write_text("host = x\n")
+    expect_usage_error(bad, "config:")
+
+
+def test_mysql_pwd_fills_a_missing_password(ini):
+    config = archive.load_config(ini({"password": None}), environ={"MYSQL_PWD": "from-env"})
+    assert config.db.password == "from-env"
+    config = archive.load_config(ini(), environ={"MYSQL_PWD": "from-env"})
+    assert config.db.password == "secret"
+
+
+def test_option_files_must_exist_and_only_set_keys_are_passed(ini, tmp_path):
+    path = ini({"host": None, "user": None, "password": None})
+    text = path.read_text().replace("[database]", "[database]\noption_files = /no/such.cnf")
+    path.write_text(text)
+    expect_usage_error(path, "[database] option_files")
+    cnf = tmp_path / "my.cnf"
+    cnf.write_text("[client]\nuser = fromfile\n")
+    path.write_text(text.replace("/no/such.cnf", str(cnf)))
+    kwargs = archive.load_config(path, environ={}).db.connect_kwargs()
+    assert "user" not in kwargs and "password" not in kwargs and kwargs["option_files"] == [str(cnf)]
+
+
+def test_cli_exit_code_2_for_bad_config_without_traceback(ini, capsys):
+    code = archive.main([str(ini({"batch_size": "-1"}))])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "[archive] batch_size" in err and "Traceback" not in err
+
+
+def test_cli_bad_option_and_help(capsys):
+    assert archive.main(["--no-such-flag"]) == 2
+    assert archive.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for word in ("--dry-run", "--status", "--check", "examples:", "exit codes"):
+        assert word in out
+
+
+def test_parse_duration():
+    assert archive.parse_duration("90") == 90
+    assert archive.parse_duration("2h") == 7200
+    assert archive.parse_duration("1h30m") == 5400
+    assert archive.parse_duration("45s") == 45
+    for bad in ("", "0", "2 days", "h"):
+        with pytest.raises(ValueError):
+            archive.parse_duration(bad)
