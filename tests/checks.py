@@ -1,0 +1,54 @@
+"""Invariants every run must keep, shared by the run and fault tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from helpers import ScratchDatabase, create_rewards_tables, insert_rewards, snapshot, write_config, write_csv
+
+
+def make_job(db: ScratchDatabase, tmp_path: Path, row_ids: range | list[int],
+             files: dict[str, list[Any]], **config: Any) -> tuple[Path, dict]:
+    """Tables with rows for row_ids, CSV files of keys, a config; returns (config, original rows)."""
+    create_rewards_tables(db)
+    insert_rewards(db, row_ids)
+    path = write_config(tmp_path, db, **config)
+    for name, keys in files.items():
+        write_csv(tmp_path / "csv" / name, keys)
+    return path, snapshot(db, "rewards")
+
+
+def assert_conserved(db: ScratchDatabase, original: dict, moved: set) -> None:
+    """Source plus archive hold exactly the original rows; the listed ones are archived."""
+    source, archived = snapshot(db, "rewards"), snapshot(db, "rewards_archives")
+    assert not set(source) & set(archived), "a key is in both tables"
+    assert {**source, **archived} == original, "source + archive differ from the original rows"
+    assert set(archived) == moved & set(original), "the archive does not hold exactly the listed rows"
+
+
+def assert_batches_once(db: ScratchDatabase, file_name: str, total_batches: int) -> None:
+    """Every batch number of a file is recorded completed exactly once across all runs."""
+    rows = db.query("SELECT batch_number, COUNT(*) FROM batch_processing_logs WHERE file_name = %s "
+                    "AND status IN ('COMPLETED', 'COMPLETED_WITH_DUPLICATES') GROUP BY batch_number "
+                    "ORDER BY batch_number", (file_name,))
+    assert [r[0] for r in rows] == list(range(1, total_batches + 1))
+    assert all(r[1] == 1 for r in rows), f"batches recorded twice: {[r for r in rows if r[1] > 1]}"
+
+
+def assert_no_run_left_running(db: ScratchDatabase) -> None:
+    """No run claims to be RUNNING and no file PROCESSING once everything stopped."""
+    assert db.scalar("SELECT COUNT(*) FROM process_logs WHERE status = 'RUNNING'") == 0
+    assert db.scalar("SELECT COUNT(*) FROM file_processing_logs WHERE status = 'PROCESSING'") == 0
+
+
+def text_log(tmp_path: Path) -> str:
+    """All text logs of a job, concatenated in name order."""
+    return "".join(p.read_text() for p in sorted((tmp_path / "logs").glob("DataProcessingAllDetails_*.txt")))
+
+
+def completed_batches(db: ScratchDatabase) -> int:
+    """Batches recorded so far (0 before the run has created its tracking tables)."""
+    if not db.table_exists("batch_processing_logs"):
+        return 0
+    return db.scalar("SELECT COUNT(*) FROM batch_processing_logs WHERE status <> 'FAILED'")
