@@ -1096,8 +1096,8 @@ class Database:
         try:
             if self.conn is not None:
                 self.conn.rollback()
-        except mysql.connector.Error:
-            pass
+        except Exception:  # the C extension raises its own error type for a dead socket
+            self.drop()
 
     def write(self, sql: str, params: Sequence = ()) -> int:
         """Run one tracking statement in its own transaction."""
@@ -2269,6 +2269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"archive.py: {describe_mysql_error(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # a bug: still one line for cron, the traceback with --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"archive.py: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+              file=sys.stderr)
         return EXIT_FAILED
 
 

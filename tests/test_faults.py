@@ -1,0 +1,166 @@
+"""Faults: SIGKILL at random moments, a server crash, lock waits, overlapping runs, SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+
+import pytest
+
+import archive
+
+from checks import (assert_batches_once, assert_conserved, assert_no_run_left_running, completed_batches,
+                    make_job, text_log)
+from helpers import kill_process_group, run_cli, wait_until
+
+KILLS = 12
+
+
+def test_random_sigkill_never_loses_or_doubles_a_row(db, tmp_path, spawn_cli):
+    rng = random.Random(20251128)
+    keys = list(range(1, 20001))
+    rng.shuffle(keys)
+    config, original = make_job(db, tmp_path, range(1, 20201), {"a.csv": keys[:10000], "b.csv": keys[10000:]},
+                                archive__batch_size=10)
+    # a few kills during start-up and file scanning, most once batches are flowing
+    kill_times = [rng.uniform(0.0, 0.25) for _ in range(3)] + [rng.uniform(0.3, 0.8) for _ in range(KILLS - 3)]
+    progress = []  # batches committed after each kill: they must only grow
+    for delay in kill_times:
+        proc = spawn_cli(config)
+        time.sleep(delay)
+        kill_process_group(proc, signal.SIGKILL)
+        proc.wait(timeout=10)
+        progress.append(completed_batches(db))
+    mid_run = sum(1 for before, after in zip([0] + progress, progress) if before < after < 2000)
+    assert progress == sorted(progress) and mid_run >= KILLS // 2, progress
+    final = run_cli(config)
+    assert final.returncode == 0, final.stderr
+    assert_conserved(db, original, set(keys))
+    assert_batches_once(db, "a.csv", 1000)
+    assert_batches_once(db, "b.csv", 1000)
+    assert_no_run_left_running(db)
+    died = db.scalar("SELECT COUNT(*) FROM process_logs WHERE status = 'INTERRUPTED' AND stop_reason = 'process died'")
+    assert died >= 1
+
+
+def test_server_crash_mid_run_exits_quickly_and_rerun_finishes(db, tmp_path, spawn_cli, controllable_server):
+    config, original = make_job(db, tmp_path, range(1, 401), {"ids.csv": list(range(1, 401))},
+                                archive__batch_size=10, archive__max_retries=2, controls__sleep_seconds=0.1)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 3, timeout=30)
+    controllable_server.kill()
+    killed_at = time.monotonic()
+    code = proc.wait(timeout=30)
+    assert code == 1
+    assert time.monotonic() - killed_at < 15
+    stderr = proc.read_stderr()
+    assert "archive.py:" in stderr and "Traceback" not in stderr
+    assert "ERROR:" in text_log(tmp_path)
+    controllable_server.restart()
+    rerun = run_cli(config, "--sleep", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert_conserved(db, original, set(range(1, 401)))
+    assert_batches_once(db, "ids.csv", 40)
+    assert_no_run_left_running(db)
+
+
+def hold_row_lock(db, key: int, seconds: float, started: threading.Event) -> None:
+    """Hold an exclusive lock on one source row from another connection for a while."""
+    conn = db.connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("START TRANSACTION")
+        cur.execute("SELECT id FROM rewards WHERE id = %s FOR UPDATE", (key,))
+        cur.fetchall()
+        started.set()
+        time.sleep(seconds)
+        cur.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def test_lock_wait_timeout_is_retried_then_the_batch_succeeds(db, tmp_path):
+    config, original = make_job(db, tmp_path, range(1, 61), {"ids.csv": list(range(1, 61))},
+                                archive__batch_size=10, archive__lock_wait_timeout=1, archive__max_retries=4)
+    started = threading.Event()
+    holder = threading.Thread(target=hold_row_lock, args=(db, 35, 2.5, started))
+    holder.start()
+    started.wait(10)
+    result = run_cli(config)
+    holder.join()
+    assert result.returncode == 0, result.stderr
+    log = text_log(tmp_path)
+    assert "RETRY: Batch 4 attempt 2/5 after MySQL Error 1205" in log
+    assert_conserved(db, original, set(range(1, 61)))
+    assert_batches_once(db, "ids.csv", 6)
+
+
+def test_a_lock_that_never_goes_away_fails_the_run_without_touching_the_batch(db, tmp_path):
+    config, original = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 31))},
+                                archive__batch_size=10, archive__lock_wait_timeout=1, archive__max_retries=1)
+    started = threading.Event()
+    holder = threading.Thread(target=hold_row_lock, args=(db, 15, 6, started))
+    holder.start()
+    started.wait(10)
+    result = run_cli(config)
+    holder.join()
+    assert result.returncode == 1
+    assert "1205" in result.stderr
+    assert db.query("SELECT batch_number, status FROM batch_processing_logs ORDER BY batch_number") == [
+        (1, "COMPLETED"), (2, "FAILED")]
+    assert db.query("SELECT status FROM process_logs") == [("FAILED",)]
+    assert "Lock wait timeout" in db.scalar("SELECT error_message FROM process_logs")
+    assert_conserved(db, original, set(range(1, 11)))
+
+
+def test_a_dropped_connection_is_reconnected_and_the_run_goes_on(db, tmp_path, spawn_cli):
+    config, original = make_job(db, tmp_path, range(1, 201), {"ids.csv": list(range(1, 201))},
+                                archive__batch_size=10, controls__sleep_seconds=0.2)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 2, timeout=30)
+    holder = db.scalar("SELECT IS_USED_LOCK(%s)", (archive.lock_name(db.name, "rewards"),))
+    db.execute(f"KILL {int(holder)}")
+    assert proc.wait(timeout=60) == 0, proc.read_stderr()
+    assert "RETRY:" in text_log(tmp_path)
+    assert_conserved(db, original, set(range(1, 201)))
+    assert_batches_once(db, "ids.csv", 20)
+
+
+def test_an_overlapping_run_exits_5_and_the_first_is_unaffected(db, tmp_path, spawn_cli):
+    config, original = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))},
+                                archive__batch_size=10, controls__sleep_seconds=0.2)
+    first = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 1, timeout=30)
+    started = time.monotonic()
+    second = run_cli(config)
+    assert second.returncode == 5
+    assert time.monotonic() - started < 5
+    assert "already running" in second.stderr
+    assert first.wait(timeout=60) == 0
+    assert db.query("SELECT status FROM process_logs") == [("COMPLETED",)]
+    assert_conserved(db, original, set(range(1, 101)))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_resumes(db, tmp_path, spawn_cli, signum):
+    config, original = make_job(db, tmp_path, range(1, 201), {"ids.csv": list(range(1, 201))},
+                                archive__batch_size=10, controls__sleep_seconds=0.2)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 2, timeout=30)
+    proc.send_signal(signum)
+    sent = time.monotonic()
+    assert proc.wait(timeout=15) == 6
+    assert time.monotonic() - sent < 5
+    status, reason = db.query("SELECT status, stop_reason FROM process_logs")[0]
+    assert status == "INTERRUPTED" and signal.Signals(signum).name in reason
+    assert db.query("SELECT status FROM file_processing_logs") == [("INTERRUPTED",)]
+    assert "INTERRUPTED:" in text_log(tmp_path)
+    done = db.scalar("SELECT MAX(batch_number) FROM batch_processing_logs")
+    rerun = run_cli(config, "--sleep", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"Resuming file ids.csv from batch {done + 1}" in rerun.stdout
+    assert_conserved(db, original, set(range(1, 201)))
+    assert_batches_once(db, "ids.csv", 20)
+    assert_no_run_left_running(db)
