@@ -1491,13 +1491,12 @@ def archive_batch(db: Database, plan: TablePlan, batch: Batch) -> tuple[Counters
         except mysql.connector.Error as exc:
             if exc.errno != errorcode.ER_DUP_ENTRY:
                 raise
-    return archive_batch_carefully(db, plan, batch, condition, params)
+    return archive_batch_carefully(db, plan, batch)
 
 
-def archive_batch_carefully(db: Database, plan: TablePlan, batch: Batch, condition: str,
-                            params: tuple) -> tuple[Counters, list]:
+def archive_batch_carefully(db: Database, plan: TablePlan, batch: Batch) -> tuple[Counters, list]:
     """Lock and compare each row: copy new ones, drop identical twins, keep conflicts."""
-    aliased, _ = key_condition("s." + quote_ident(plan.key), batch.keys, plan.key_type)
+    aliased, params = key_condition("s." + quote_ident(plan.key), batch.keys, plan.key_type)
     to_copy, identical, conflicts, skipped = classify_batch(db, plan, aliased, params)
     copied, deleted = move_rows(db, plan, to_copy)
     if copied != len(to_copy) or deleted != len(to_copy):

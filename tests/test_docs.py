@@ -1,0 +1,68 @@
+"""The README, schema.sql, config.ini.example and --help stay in step with the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import archive
+
+REPO = Path(archive.__file__).resolve().parent
+README = (REPO / "README.md").read_text()
+
+
+def test_every_config_key_is_documented_in_the_readme():
+    for option in archive.OPTIONS:
+        assert f"| `[{option.section}] {option.key}` |" in README, f"[{option.section}] {option.key}"
+
+
+def test_every_config_key_is_in_the_example_config():
+    example = (REPO / "config.ini.example").read_text()
+    for option in archive.OPTIONS:
+        assert re.search(rf"^;? ?{option.key} =", example, re.M), option.key
+
+
+def test_every_command_line_option_is_documented():
+    parser = archive.build_parser()
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if flag not in ("-h", "--help"):
+                assert f"`{flag}" in README, flag
+                assert action.help and action.help.endswith("."), f"{flag} help is not a sentence"
+
+
+def test_exit_codes_agree_between_code_docstring_and_readme():
+    constants = {value for name, value in vars(archive).items() if name.startswith("EXIT_")}
+    assert constants == set(range(7))
+    doc = archive.__doc__.split("Exit codes:")[1]
+    doc_rows = {int(c): " ".join(t.split()) for c, t in re.findall(r"^    (\d)  (.*?)(?=^    \d  |\Z)", doc, re.M | re.S)}
+    section = README.split("## Exit codes")[1].split("\n## ")[0]
+    readme_rows = {int(c): t for c, t in re.findall(r"^\| (\d) \|(.+)$", section, re.M)}
+    assert sorted(doc_rows) == sorted(readme_rows) == list(range(7))
+    for code, word in ((1, "FAILED"), (2, "configuration"), (3, "conflicts"), (4, "rejected"),
+                       (5, "already running"), (6, "INTERRUPTED")):
+        assert word in doc_rows[code] and word in readme_rows[code], (code, word)
+    assert "exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 duplicate conflicts kept" in archive.EPILOG
+
+
+def test_schema_sql_is_the_ddl_the_script_runs():
+    schema = (REPO / "schema.sql").read_text()
+    statements = [s.strip() for s in re.sub(r"^--.*$", "", schema, flags=re.M).split(";") if s.strip()]
+    assert statements == [ddl.strip() for ddl in archive.TRACKING_DDL]
+
+
+def test_readme_quick_start_commands_exist():
+    makefile = (REPO / "Makefile").read_text()
+    for target in ("demo", "test"):
+        assert f"make {target}" in README
+        assert re.search(rf"^{target}:", makefile, re.M)
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_module_layout_follows_the_house_order():
+    source = (REPO / "archive.py").read_text()
+    order = ["class ArchiveError", "class Config", "def load_config", "def iter_csv_keys",
+             "def key_condition", "def parse_log_checkpoints", "class Database", "def run(", "def main(",
+             'if __name__ == "__main__":']
+    positions = [source.index(marker) for marker in order]
+    assert positions == sorted(positions)
