@@ -1164,6 +1164,16 @@ def cascading_foreign_keys(db: Database, table: str) -> list[str]:
     return [f"{schema}.{child} ({name}: ON DELETE {rule})" for schema, child, name, rule in rows]
 
 
+def restricting_foreign_keys(db: Database, table: str) -> list[str]:
+    """Child tables that make a delete fail (1451) while they still reference a row."""
+    rows = db.query(
+        "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS "
+        "WHERE UNIQUE_CONSTRAINT_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME = %s "
+        "AND DELETE_RULE IN ('RESTRICT', 'NO ACTION')", (table,))
+    return [f"{schema}.{child} ({name}) restricts deletes: a batch with a still-referenced row "
+            "fails with error 1451 and is rolled back" for schema, child, name in rows]
+
+
 @dataclass
 class Preflight:
     """The outcome of checking the tables: a plan, or the problems that block one."""
@@ -1171,6 +1181,11 @@ class Preflight:
     plan: TablePlan | None = None
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def describe_type(column: dict[str, Any]) -> str:
+    """A column's type with its character set, for messages."""
+    return " ".join(filter(None, (column["column_type"], column["charset"])))
 
 
 def compare_columns(source: list[dict], archive: list[dict], found: Preflight) -> tuple[str, ...]:
@@ -1187,8 +1202,8 @@ def compare_columns(source: list[dict], archive: list[dict], found: Preflight) -
             found.notes.append(f"archive column `{column['name']}` is generated; not copied")
         elif (twin["column_type"].lower(), twin["charset"]) != (column["column_type"].lower(), column["charset"]):
             found.problems.append(
-                f"column `{column['name']}` is {column['column_type']} {column['charset'] or ''} in the "
-                f"source but {twin['column_type']} {twin['charset'] or ''} in the archive")
+                f"column `{column['name']}` is {describe_type(column)} in the source but "
+                f"{describe_type(twin)} in the archive")
         else:
             copied.append(column["name"])
     names = {c.lower() for c in copied} | {c["name"].lower() for c in source}
@@ -1260,9 +1275,11 @@ def run_preflight(db: Database, config: Config) -> Preflight:
     plan = TablePlan(config.source_table, config.archive_table, key["name"], columns, key_type, config.guard)
     if key["name"] not in columns:
         found.problems.append(f"key column `{key['name']}` must be copied, but is generated")
-    check_privileges(db, plan, found)
-    if config.guard:
+    if not found.problems:  # the EXPLAINs would only repeat a column problem as a grant problem
+        check_privileges(db, plan, found)
+    if config.guard and not found.problems:
         check_guard(db, plan, found)
+    found.notes.extend(restricting_foreign_keys(db, config.source_table))
     if not found.problems:
         found.plan = plan
     return found
@@ -2091,10 +2108,11 @@ def print_run(db: Database, config: Config, run_row: dict[str, Any], out: Any) -
                                          "conflicts", "error_message")):
             print("  " + line, file=out)
     problems = db.query_dicts(
-        "SELECT process_log_id AS run, file_name, batch_number AS batch, status, duplicates, conflicts, "
-        "LEFT(COALESCE(error_message, conflict_keys, ''), 120) AS detail, created_at "
-        "FROM batch_processing_logs WHERE status IN ('FAILED', 'COMPLETED_WITH_DUPLICATES') "
-        "ORDER BY id DESC LIMIT 10")
+        "SELECT process_log_id AS run, file_name, batch_number AS batch, b.status, b.duplicates, b.conflicts, "
+        "LEFT(COALESCE(b.error_message, conflict_keys, ''), 120) AS detail, created_at "
+        "FROM batch_processing_logs b JOIN process_logs p ON p.id = b.process_log_id "
+        "WHERE p.source_table = %s AND b.status IN ('FAILED', 'COMPLETED_WITH_DUPLICATES') "
+        "ORDER BY b.id DESC LIMIT 10", (config.source_table,))
     if problems:
         print("Recent FAILED or duplicate batches:", file=out)
         for line in format_table(problems, ("run", "file_name", "batch", "status", "duplicates",

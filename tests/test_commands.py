@@ -1,0 +1,468 @@
+"""Operator commands: --dry-run, --status, --check, -q/-v, the summary line, the seed's
+monitoring SQL, and credentials from a MySQL option file or MYSQL_PWD."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytest
+
+from helpers import (
+    ScratchDatabase,
+    create_rewards_tables,
+    insert_rewards,
+    kill_process_group,
+    reward_row,
+    run_cli,
+    snapshot,
+    wait_until,
+    write_config,
+    write_csv,
+)
+
+TRACKING = ("process_logs", "file_processing_logs", "batch_processing_logs")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def dicts(db: ScratchDatabase, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Run a query on the test connection; rows as dicts."""
+    cur = db.conn.cursor(dictionary=True)
+    try:
+        cur.execute(sql, tuple(params) or None)
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+def log_files(config: Path) -> list[Path]:
+    """Text logs in the config's log_dir."""
+    return sorted((config.parent / "logs").glob("DataProcessingAllDetails_*.txt"))
+
+
+def tracking_tables(db: ScratchDatabase) -> list[str]:
+    """Which tracking tables exist."""
+    return [t for t in TRACKING if db.table_exists(t)]
+
+
+def state(db: ScratchDatabase) -> tuple:
+    """Both data tables, all columns, for before/after comparisons."""
+    return (snapshot(db, "rewards", columns="*"), snapshot(db, "rewards_archives", columns="*"))
+
+
+def setup(db: ScratchDatabase, tmp_path: Path, ids: Sequence[int] = range(1, 31),
+          csv_ids: Sequence[int] = range(1, 26), batch_size: int = 10, **config: Any) -> Path:
+    """Rewards tables holding *ids*, csv/ids.csv with *csv_ids*, and a config."""
+    create_rewards_tables(db)
+    insert_rewards(db, ids)
+    write_csv(tmp_path / "csv" / "ids.csv", csv_ids)
+    return write_config(tmp_path, db, archive__batch_size=batch_size, **config)
+
+
+def add_conflict_and_duplicate(db: ScratchDatabase, identical: int, conflict: int) -> None:
+    """Archive an identical copy of *identical* and a different version of *conflict*."""
+    cols = "id, user_id, kind, note, payload, amount, created_at, updated_at"
+    db.execute(f"INSERT INTO rewards_archives ({cols}) SELECT {cols} FROM rewards WHERE id = %s", (identical,))
+    db.execute(f"INSERT INTO rewards_archives ({cols}) SELECT {cols} FROM rewards WHERE id = %s", (conflict,))
+    db.execute("UPDATE rewards_archives SET note = 'older version' WHERE id = %s", (conflict,))
+
+
+def running_row(db: ScratchDatabase) -> dict[str, Any] | None:
+    """The RUNNING process_logs row, or None (also while the table does not exist yet)."""
+    if not db.table_exists("process_logs"):
+        return None
+    rows = dicts(db, "SELECT * FROM process_logs WHERE status = 'RUNNING'")
+    return rows[0] if rows else None
+
+
+def table_row(output: str, first_cell: str) -> list[str] | None:
+    """The cells of the format_table line starting with *first_cell* (split on 2+ spaces)."""
+    for line in output.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells and cells[0] == first_cell:
+            return cells
+    return None
+
+
+# --------------------------------------------------------------------------- --dry-run
+
+def test_dry_run_counts_batches_and_existing_rows_and_changes_nothing(db, tmp_path):
+    create_rewards_tables(db)
+    insert_rewards(db, range(1, 41))
+    write_csv(tmp_path / "csv" / "a.csv", list(range(1, 13)) + list(range(1000, 1005)))  # 17 keys, 12 exist
+    write_csv(tmp_path / "csv" / "b.csv", range(20, 30))  # 10 keys, all exist
+    config = write_config(tmp_path, db, archive__batch_size=5)
+    before = state(db)
+    result = run_cli(config, "--dry-run")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    a, b, total = (table_row(result.stdout, name) for name in ("a.csv", "b.csv", "TOTAL"))
+    assert a is not None and b is not None and total is not None, result.stdout
+    assert a[1:3] == ["4", "12"], a
+    assert b[1:3] == ["2", "10"], b
+    assert total[1:3] == ["6", "22"], total
+    assert "nothing was changed" in result.stdout
+    assert state(db) == before
+    assert tracking_tables(db) == []
+    assert log_files(config) == [], "a dry run must not write a text log"
+    assert list((tmp_path / "logs").iterdir()) == []
+
+
+def test_dry_run_reports_a_malformed_csv_as_rejected_with_exit_4(db, tmp_path):
+    config = setup(db, tmp_path, batch_size=5)
+    write_csv(tmp_path / "csv" / "bad.csv", ["1", "2", "x3"])
+    before = state(db)
+    result = run_cli(config, "--dry-run")
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    bad = table_row(result.stdout, "bad.csv")
+    assert bad is not None and bad[3].startswith("REJECTED") and "line 4" in bad[3], result.stdout
+    good = table_row(result.stdout, "ids.csv")
+    assert good is not None and good[1:3] == ["5", "25"], result.stdout
+    assert state(db) == before
+    assert tracking_tables(db) == [] and log_files(config) == []
+
+
+def test_dry_run_after_a_partial_run_counts_only_what_is_left(db, tmp_path):
+    """With tracking tables present the dry run resumes where the runs got to and stays read-only."""
+    config = setup(db, tmp_path, batch_size=5, controls__max_runtime="1s", controls__sleep_seconds=0.6)
+    first = run_cli(config)
+    assert first.returncode == 6, (first.stdout, first.stderr)
+    done = db.scalar("SELECT MAX(batch_number) FROM batch_processing_logs")
+    assert 1 <= done < 5
+    before = state(db)
+    counts = {t: db.count(t) for t in TRACKING}
+    logs_before = [p.read_bytes() for p in log_files(config)]
+    result = run_cli(config, "--dry-run")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    row = table_row(result.stdout, "ids.csv")
+    assert row is not None and row[1:3] == [str(5 - done), str(25 - 5 * done)], result.stdout
+    assert row[3] == f"resumes at batch {done + 1}"
+    assert state(db) == before
+    assert {t: db.count(t) for t in TRACKING} == counts
+    assert [p.read_bytes() for p in log_files(config)] == logs_before
+
+
+# --------------------------------------------------------------------------- --check
+
+def test_check_says_ready_on_good_tables_and_changes_nothing(db, tmp_path):
+    config = setup(db, tmp_path)
+    before = state(db)
+    result = run_cli(config, "--check")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "Verdict: READY." in result.stdout
+    assert not [l for l in result.stdout.splitlines() if l.startswith("FAIL")]
+    assert "`rewards` -> `rewards_archives` on key `id`" in result.stdout
+    assert state(db) == before and tracking_tables(db) == [] and log_files(config) == []
+
+
+# --------------------------------------------------------------------------- --status
+
+def test_status_before_any_run_says_so_and_creates_nothing(db, tmp_path):
+    config = setup(db, tmp_path)
+    result = run_cli(config, "--status")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "No runs recorded yet" in result.stdout
+    assert tracking_tables(db) == [] and log_files(config) == []
+
+
+def test_status_after_a_run_shows_the_run_files_and_rows(db, tmp_path):
+    config = setup(db, tmp_path)
+    write_csv(tmp_path / "csv" / "more.csv", range(26, 29))
+    assert run_cli(config).returncode == 0
+    run_id = db.scalar("SELECT MAX(id) FROM process_logs")
+    result = run_cli(config, "--status")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    out = result.stdout
+    assert re.search(rf"^Run {run_id}: COMPLETED$", out, re.MULTILINE), out
+    assert re.search(r"^\s+ids\.csv\s+3/3 batches\s+COMPLETED\s+25\b", out, re.MULTILINE), out
+    assert re.search(r"^\s+more\.csv\s+1/1 batches\s+COMPLETED\s+3\b", out, re.MULTILINE), out
+    assert "files 2/2" in out
+    assert "rows archived 28" in out
+    assert "Recent FAILED or duplicate batches" not in out
+
+
+def test_status_after_a_conflict_run_lists_the_duplicate_batches(db, tmp_path):
+    config = setup(db, tmp_path)
+    add_conflict_and_duplicate(db, identical=5, conflict=15)
+    result = run_cli(config)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    status = run_cli(config, "--status")
+    assert status.returncode == 0
+    out = status.stdout
+    assert "Recent FAILED or duplicate batches" in out, out
+    section = out.split("Recent FAILED or duplicate batches", 1)[1]
+    assert re.search(r"ids\.csv\s+2\s+COMPLETED_WITH_DUPLICATES\s+0\s+1\s+15\b", section), section
+    assert re.search(r"ids\.csv\s+1\s+COMPLETED_WITH_DUPLICATES\s+1\s+0\b", section), section
+    assert "conflicts 1" in out
+
+
+def test_status_lists_only_batches_of_its_own_source_table(db, tmp_path):
+    """Duplicate batches of another source table in the same database are not this table's news."""
+    config = setup(db, tmp_path)
+    db.execute("CREATE TABLE other LIKE rewards")
+    db.execute("CREATE TABLE other_archives LIKE rewards_archives")
+    db.execute("INSERT INTO other SELECT * FROM rewards WHERE id <= 10")
+    db.execute("INSERT INTO other_archives (id, user_id, kind, note, payload, amount, created_at, "
+               "updated_at) SELECT id, user_id, kind, 'different', payload, amount, created_at, "
+               "updated_at FROM other WHERE id = 3")
+    other_dir = tmp_path / "other"
+    write_csv(other_dir / "csv" / "other.csv", range(1, 11))
+    other = write_config(other_dir, db, archive__source_table="other",
+                         archive__archive_table="other_archives", archive__batch_size=10)
+    assert run_cli(other).returncode == 3
+    assert run_cli(config).returncode == 0
+    out = run_cli(config, "--status").stdout
+    assert "Run " in out and "COMPLETED" in out
+    assert "other.csv" not in out, out
+
+
+def test_status_during_a_run_is_quick_and_alive_then_dead_after_sigkill(db, tmp_path, spawn_cli):
+    config = setup(db, tmp_path, ids=range(1, 201), csv_ids=range(1, 201), batch_size=5,
+                   controls__sleep_seconds=0.5)
+    proc = spawn_cli(config)
+    row = wait_until(lambda: running_row(db), timeout=30, message="a RUNNING process_logs row")
+    wait_until(lambda: db.scalar("SELECT COUNT(*) FROM batch_processing_logs"), timeout=30,
+               message="a first batch")
+    started = time.monotonic()
+    status = run_cli(config, "--status", timeout=30)
+    took = time.monotonic() - started
+    assert status.returncode == 0, (status.stdout, status.stderr)
+    assert took < 5, f"--status took {took:.1f}s during a run"
+    assert re.search(rf"^Run {row['id']}: RUNNING \(alive", status.stdout, re.MULTILINE), status.stdout
+    assert "ids.csv" in status.stdout and "PROCESSING" in status.stdout
+    assert proc.poll() is None, "the run must still be going (the test needs a live run)"
+
+    kill_process_group(proc)
+
+    def says_dead() -> str | None:
+        out = run_cli(config, "--status", timeout=30).stdout
+        return out if "died" in out else None
+
+    out = wait_until(says_dead, timeout=30, interval=0.2, message="--status noticing the dead run")
+    assert re.search(rf"^Run {row['id']}: RUNNING \(no process holds the run lock", out, re.MULTILINE), out
+    assert "alive" not in out
+
+
+# --------------------------------------------------------------------------- output levels
+
+def test_quiet_run_prints_nothing_when_all_is_well(db, tmp_path):
+    config = setup(db, tmp_path)
+    result = run_cli(config, "-q")
+    assert result.returncode == 0
+    assert result.stdout == "" and result.stderr == ""
+    assert db.count("rewards_archives") == 25  # it did run
+    assert any("SUMMARY:" in p.read_text() for p in log_files(config))
+
+
+def test_quiet_run_still_reports_a_run_that_needs_attention(db, tmp_path):
+    config = setup(db, tmp_path)
+    add_conflict_and_duplicate(db, identical=5, conflict=15)
+    result = run_cli(config, "-q")
+    assert result.returncode == 3
+    assert "SUMMARY:" in result.stdout + result.stderr
+    assert "conflicts 1" in result.stdout + result.stderr
+
+
+def test_verbose_run_prints_a_line_per_batch(db, tmp_path):
+    config = setup(db, tmp_path)
+    result = run_cli(config, "-v")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    lines = [l for l in result.stdout.splitlines() if l.startswith("Processing batch")]
+    assert lines == ["Processing batch 1/3 - IDs: 1 to 10", "Processing batch 2/3 - IDs: 11 to 20",
+                     "Processing batch 3/3 - IDs: 21 to 25"], result.stdout
+    assert "SUMMARY:" in result.stdout
+
+
+def test_default_non_tty_run_prints_the_summary_but_no_batch_lines(db, tmp_path):
+    config = setup(db, tmp_path)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "Processing batch" not in result.stdout
+    assert "\r" not in result.stdout and "\x1b" not in result.stdout  # no progress line off a TTY
+    assert len([l for l in result.stdout.splitlines() if l.startswith("SUMMARY:")]) == 1
+    assert result.stderr == ""
+
+
+def summary_of(output: str) -> str:
+    lines = [l for l in output.splitlines() if l.startswith("SUMMARY:")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def field(summary: str, pattern: str) -> str:
+    match = re.search(pattern, summary)
+    assert match, (pattern, summary)
+    return match.group(1)
+
+
+def test_summary_line_says_what_the_run_did(db, tmp_path):
+    config = setup(db, tmp_path)
+    write_csv(tmp_path / "csv" / "gone.csv", [500, 501])  # keys with no rows
+    started = time.monotonic()
+    result = run_cli(config)
+    wall = time.monotonic() - started
+    assert result.returncode == 0
+    line = summary_of(result.stdout)
+    assert line.startswith("SUMMARY: COMPLETED")
+    assert field(line, r"\bfiles (\d+)") == "2"
+    assert field(line, r"\bbatches (\d+)") == "4"
+    assert field(line, r"\brows archived (\d+)") == "25"
+    assert field(line, r"\bduplicates (\d+)") == "0"
+    assert field(line, r"\bconflicts (\d+)") == "0"
+    elapsed = float(field(line, r"\belapsed (\d+(?:\.\d+)?)s"))
+    assert 0 <= elapsed <= wall
+    rate = int(field(line, r"\b([\d,]+) rows/s").replace(",", ""))
+    assert rate >= 25 / max(wall, 0.05) * 0.5
+    assert field(line, r"\bstopped: (.+)$") == "all files done"
+    assert any(line in p.read_text() for p in log_files(config))
+
+
+def test_summary_line_counts_duplicates_and_conflicts(db, tmp_path):
+    config = setup(db, tmp_path)
+    add_conflict_and_duplicate(db, identical=5, conflict=15)
+    result = run_cli(config)
+    assert result.returncode == 3
+    line = summary_of(result.stdout)
+    assert field(line, r"\bbatches (\d+)") == "3"
+    assert field(line, r"\brows archived (\d+)") == "23"
+    assert field(line, r"\bduplicates (\d+)") == "1"
+    assert field(line, r"\bconflicts (\d+)") == "1"
+    assert "stopped:" in line
+
+
+def test_summary_line_of_an_interrupted_run_says_why_it_stopped(db, tmp_path):
+    config = setup(db, tmp_path, batch_size=5, controls__max_runtime="1s", controls__sleep_seconds=0.6)
+    result = run_cli(config)
+    assert result.returncode == 6
+    line = summary_of(result.stdout)
+    assert line.startswith("SUMMARY: INTERRUPTED")
+    assert "max_runtime" in field(line, r"\bstopped: (.+)$")
+
+
+# --------------------------------------------------------------------------- monitoring SQL
+
+def test_seed_monitoring_queries_after_a_run(db, tmp_path):
+    config = setup(db, tmp_path, csv_ids=range(1, 24), batch_size=5)  # 5 batches
+    write_csv(tmp_path / "csv" / "z.csv", range(24, 31))  # 2 batches
+    assert run_cli(config).returncode == 0
+    pid = db.scalar("SELECT MAX(id) FROM process_logs")
+
+    run = dicts(db, f"SELECT * FROM process_logs WHERE id = {pid};")
+    assert len(run) == 1
+    assert (run[0]["status"], run[0]["processed_files"], run[0]["total_files"],
+            run[0]["rows_archived"]) == ("COMPLETED", 2, 2, 30)
+
+    files = dicts(db, f"SELECT * FROM file_processing_logs WHERE process_log_id = {pid};")
+    assert sorted((f["file_name"], f["status"], f["processed_batches"], f["total_batches"],
+                   f["rows_archived"]) for f in files) == [
+        ("ids.csv", "COMPLETED", 5, 5, 23), ("z.csv", "COMPLETED", 2, 2, 7)]
+
+    last = dicts(db, "SELECT MAX(batch_number) as last_batch FROM batch_processing_logs "
+                     f"WHERE process_log_id = {pid} AND file_name = 'ids.csv';")
+    assert last == [{"last_batch": 5}]
+
+    batches = dicts(db, f"SELECT * FROM batch_processing_logs WHERE process_log_id = {pid} "
+                        "ORDER BY created_at DESC;")
+    assert [(b["file_name"], b["batch_number"]) for b in batches] == (
+        [("z.csv", 2), ("z.csv", 1)] + [("ids.csv", n) for n in range(5, 0, -1)])
+    assert all(b["status"] == "COMPLETED" for b in batches)
+    assert sum(b["rows_archived"] for b in batches) == 30
+
+    live = dicts(db, LIVE_QUERY)
+    assert live == []  # nothing is running any more
+
+
+LIVE_QUERY = (
+    "SELECT p.status, p.current_file, p.current_batch, p.processed_files, p.total_files, "
+    "f.processed_batches, f.total_batches FROM process_logs p LEFT JOIN file_processing_logs f "
+    "ON f.process_log_id = p.id AND f.status = 'PROCESSING' WHERE p.status = 'RUNNING';")
+
+
+def test_seed_live_progress_query_during_a_run(db, tmp_path, spawn_cli):
+    config = setup(db, tmp_path, ids=range(1, 201), csv_ids=range(1, 201), batch_size=5,
+                   controls__sleep_seconds=0.3)
+    proc = spawn_cli(config)
+
+    def progressed(at_least: int) -> list[dict[str, Any]] | None:
+        if running_row(db) is None:
+            return None
+        rows = dicts(db, LIVE_QUERY)
+        return rows if rows and (rows[0]["processed_batches"] or 0) >= at_least else None
+
+    first = wait_until(lambda: progressed(1), timeout=30, message="a first batch in the live query")
+    assert len(first) == 1
+    row = first[0]
+    assert (row["status"], row["current_file"], row["processed_files"], row["total_files"],
+            row["total_batches"]) == ("RUNNING", "ids.csv", 0, 1, 40)
+    assert 1 <= row["processed_batches"] < 40
+    assert row["current_batch"] == row["processed_batches"]
+    later = wait_until(lambda: progressed(row["processed_batches"] + 2), timeout=30,
+                       message="the live query to show progress")
+    assert later[0]["processed_batches"] > row["processed_batches"]
+    assert later[0]["current_batch"] >= later[0]["processed_batches"] - 1
+    assert proc.poll() is None
+    kill_process_group(proc)
+
+
+# --------------------------------------------------------------------------- credentials
+
+@pytest.fixture
+def app_user(db, server):
+    """A user with a password and every privilege on the test database; dropped afterwards."""
+    user, password = f"app_{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex[:10]}"
+    root = server.connect()
+    cur = root.cursor()
+    cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
+    cur.execute(f"GRANT ALL PRIVILEGES ON `{db.name}`.* TO '{user}'@'localhost'")
+    try:
+        yield user, password
+    finally:
+        cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+        cur.close()
+        root.close()
+
+
+def test_credentials_from_a_mysql_option_file(db, tmp_path, app_user):
+    user, password = app_user
+    create_rewards_tables(db)
+    insert_rewards(db, range(1, 31))
+    write_csv(tmp_path / "csv" / "ids.csv", range(1, 26))
+    cnf = tmp_path / "my.cnf"
+    cnf.write_text(f"[client]\nuser={user}\npassword=wrong-{password}\n")
+    cnf.chmod(0o600)
+    config = write_config(tmp_path, db, archive__batch_size=10, database__user=None,
+                          database__password=None, database__option_files=cnf)
+    assert "password" not in config.read_text() and "user" not in config.read_text().split("[archive]")[0]
+    denied = run_cli(config)  # negative control: the file's (wrong) password is what is used
+    assert denied.returncode == 1, (denied.stdout, denied.stderr)
+    assert "cannot connect" in denied.stderr and user in denied.stderr
+    assert db.count("rewards") == 30 and db.count("rewards_archives") == 0
+
+    cnf.write_text(f"[client]\nuser={user}\npassword={password}\n")
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert snapshot(db, "rewards_archives") == {i: reward_row(i) for i in range(1, 26)}
+    assert password not in result.stdout + result.stderr
+    assert all(password not in p.read_text() for p in log_files(config))
+
+
+def test_password_from_mysql_pwd(db, tmp_path, app_user):
+    user, password = app_user
+    create_rewards_tables(db)
+    insert_rewards(db, range(1, 31))
+    write_csv(tmp_path / "csv" / "ids.csv", range(1, 26))
+    config = write_config(tmp_path, db, archive__batch_size=10, database__user=user,
+                          database__password=None)
+    denied = run_cli(config, env={"MYSQL_PWD": "not-" + password})  # negative control
+    assert denied.returncode == 1, (denied.stdout, denied.stderr)
+    assert "cannot connect" in denied.stderr
+    assert db.count("rewards_archives") == 0
+    result = run_cli(config, env={"MYSQL_PWD": password})
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert snapshot(db, "rewards_archives") == {i: reward_row(i) for i in range(1, 26)}
+    status = run_cli(config, "--status", env={"MYSQL_PWD": password})
+    assert status.returncode == 0 and "COMPLETED" in status.stdout
+    assert password not in result.stdout + result.stderr + status.stdout

@@ -1,0 +1,319 @@
+"""Preflight: everything archive.py must refuse (or accept) before the first DELETE of a run.
+
+Every refusal is checked the same way (``expect_refused``): a run exits 1, its
+process_logs row is FAILED with the reason in error_message (and on stderr and in
+the text log), no file or batch was started, the source, archive and any child
+tables are byte-for-byte unchanged, and ``--check`` prints a FAIL line naming the
+same reason and exits 1.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytest
+
+from helpers import (
+    ScratchDatabase,
+    create_rewards_tables,
+    insert_rewards,
+    reward_row,
+    rewards_archive_ddl,
+    run_cli,
+    snapshot,
+    write_config,
+    write_csv,
+)
+
+IDS = list(range(1, 31))  # rows in the source
+CSV_IDS = list(range(1, 21))  # keys in the CSV file
+BATCH = 10
+
+
+# --------------------------------------------------------------------------- helpers
+
+def table_snapshot(db: ScratchDatabase, table: str) -> dict[Any, tuple] | None:
+    """All columns of all rows of *table* keyed by its first column, or None if it does not exist."""
+    if not db.table_exists(table):
+        return None
+    cols = [r[0] for r in db.query(
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+        "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (db.name, table))]
+    return snapshot(db, table, columns=cols, key=cols[0])
+
+
+def snapshots(db: ScratchDatabase, tables: Sequence[str]) -> dict[str, Any]:
+    """Snapshots of several tables (None for a missing one)."""
+    return {t: table_snapshot(db, t) for t in tables}
+
+
+def run_rows(db: ScratchDatabase) -> list[dict[str, Any]]:
+    """All process_logs rows as dicts."""
+    conn = db.conn
+    cur = conn.cursor(dictionary=True)
+    try:
+        cur.execute("SELECT * FROM process_logs ORDER BY id")
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+def text_logs(config: Path) -> str:
+    """Everything written to the text logs of this config's log_dir."""
+    log_dir = config.parent / "logs"
+    return "".join(p.read_text(encoding="utf-8") for p in sorted(log_dir.glob("DataProcessingAllDetails_*.txt")))
+
+
+def expect_refused(db: ScratchDatabase, config: Path, fragments: Sequence[str],
+                   tables: Sequence[str] = ("rewards", "rewards_archives"),
+                   check: bool = True) -> str:
+    """A run and --check must both refuse with every fragment in the reason; nothing is touched."""
+    before = snapshots(db, tables)
+    result = run_cli(config)
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    runs = run_rows(db)
+    assert len(runs) == 1, runs
+    assert runs[0]["status"] == "FAILED"
+    assert runs[0]["end_time"] is not None
+    message = runs[0]["error_message"] or ""
+    for fragment in fragments:
+        assert fragment.lower() in message.lower(), (fragment, message)
+        assert fragment.lower() in result.stderr.lower(), (fragment, result.stderr)
+        assert fragment.lower() in text_logs(config).lower(), fragment
+    assert db.count("file_processing_logs") == 0
+    assert db.count("batch_processing_logs") == 0
+    assert snapshots(db, tables) == before
+    if check:
+        checked = run_cli(config, "--check")
+        assert checked.returncode == 1, (checked.stdout, checked.stderr)
+        fail_lines = [l for l in checked.stdout.splitlines() if l.startswith("FAIL:")]
+        assert fail_lines, checked.stdout
+        for fragment in fragments:
+            assert any(fragment.lower() in l.lower() for l in fail_lines), (fragment, fail_lines)
+        assert "NOT READY" in checked.stdout
+        assert "Verdict: READY" not in checked.stdout
+        assert snapshots(db, tables) == before
+    return message
+
+
+def setup_rewards(db: ScratchDatabase, tmp_path: Path, **config: Any) -> Path:
+    """Standard rewards tables with IDS, a CSV of CSV_IDS, and a config."""
+    create_rewards_tables(db)
+    insert_rewards(db, IDS)
+    path = write_config(tmp_path, db, archive__batch_size=BATCH, **config)
+    write_csv(tmp_path / "csv" / "ids.csv", CSV_IDS)
+    return path
+
+
+def expect_success(db: ScratchDatabase, config: Path, moved: Sequence[int] = CSV_IDS) -> None:
+    """A run exits 0, moves exactly *moved* intact and leaves the rest."""
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    runs = run_rows(db)
+    assert [r["status"] for r in runs] == ["COMPLETED"]
+    assert runs[0]["error_message"] is None
+    assert runs[0]["rows_archived"] == len(moved)
+    assert snapshot(db, "rewards_archives") == {i: reward_row(i) for i in moved}
+    assert snapshot(db, "rewards") == {i: reward_row(i) for i in IDS if i not in set(moved)}
+
+
+# --------------------------------------------------------------------------- baseline
+
+def test_good_tables_pass_preflight_and_run(db, tmp_path):
+    """The baseline the refusals below differ from: the same setup runs and moves the rows."""
+    config = setup_rewards(db, tmp_path)
+    checked = run_cli(config, "--check")
+    assert checked.returncode == 0, checked.stdout
+    assert not [l for l in checked.stdout.splitlines() if l.startswith("FAIL")]
+    expect_success(db, config)
+    archived_at = db.query("SELECT COUNT(*) FROM rewards_archives WHERE archived_at IS NOT NULL")
+    assert archived_at == [(len(CSV_IDS),)]
+
+
+# --------------------------------------------------------------------------- tables and key
+
+def test_missing_source_table_is_refused(db, tmp_path):
+    db.execute(rewards_archive_ddl())
+    insert_rewards(db, range(100, 106), table="rewards_archives")
+    config = write_config(tmp_path, db, archive__batch_size=BATCH)
+    write_csv(tmp_path / "csv" / "ids.csv", CSV_IDS)
+    expect_refused(db, config, [f"`{db.name}`.`rewards` does not exist"])
+    assert not db.table_exists("rewards")
+
+
+def test_missing_archive_table_is_refused_naming_it(db, tmp_path):
+    create_rewards_tables(db, archive=None)
+    insert_rewards(db, IDS)
+    config = write_config(tmp_path, db, archive__batch_size=BATCH)
+    write_csv(tmp_path / "csv" / "ids.csv", CSV_IDS)
+    expect_refused(db, config, ["`rewards_archives` does not exist"])
+    assert not db.table_exists("rewards_archives")
+
+
+def test_missing_key_column_is_refused(db, tmp_path):
+    config = setup_rewards(db, tmp_path, archive__key_column="reward_id")
+    expect_refused(db, config, ["no column `reward_id`"])
+
+
+def test_key_column_that_is_not_unique_is_refused(db, tmp_path):
+    """A non-unique index on the key and another primary key: a key could match many rows."""
+    create_rewards_tables(db)
+    db.execute("ALTER TABLE rewards DROP PRIMARY KEY, "
+               "ADD COLUMN pk INT NOT NULL AUTO_INCREMENT PRIMARY KEY FIRST, ADD KEY ix_id (id)")
+    db.execute("ALTER TABLE rewards_archives ADD COLUMN pk INT NOT NULL FIRST")
+    insert_rewards(db, IDS)
+    config = write_config(tmp_path, db, archive__batch_size=BATCH)
+    write_csv(tmp_path / "csv" / "ids.csv", CSV_IDS)
+    expect_refused(db, config, ["`id` is not the primary key or a unique key of the source"])
+
+
+# --------------------------------------------------------------------------- columns
+
+def test_archive_lacking_a_source_column_is_refused(db, tmp_path):
+    config = setup_rewards(db, tmp_path)
+    db.execute("ALTER TABLE rewards_archives DROP COLUMN note")
+    expect_refused(db, config, ["archive table has no column `note`"])
+
+
+def test_archive_column_with_another_type_is_refused(db, tmp_path):
+    """DATETIME(6) -> DATETIME would silently round away the microseconds."""
+    config = setup_rewards(db, tmp_path)
+    db.execute("ALTER TABLE rewards_archives MODIFY created_at DATETIME NOT NULL")
+    message = expect_refused(db, config, ["`created_at`"])
+    assert "datetime(6)" in message.lower()
+
+
+def test_column_type_mismatch_is_not_misreported_as_an_insert_problem(db, tmp_path):
+    """The only problem is the type; the reason must not add a spurious INSERT failure.
+
+    Leaving the mismatched column out of the privilege test makes EXPLAIN INSERT fail
+    with 1364 "Field 'created_at' doesn't have a default value", reported as
+    "cannot INSERT ... SELECT into the archive", which reads like a missing grant.
+    """
+    config = setup_rewards(db, tmp_path)
+    db.execute("ALTER TABLE rewards_archives MODIFY created_at DATETIME NOT NULL")
+    message = expect_refused(db, config, ["`created_at`"])
+    assert "1364" not in message and "cannot insert" not in message.lower(), message
+
+
+def test_archive_extra_not_null_column_without_default_is_refused(db, tmp_path):
+    config = setup_rewards(db, tmp_path)
+    db.execute("ALTER TABLE rewards_archives ADD COLUMN batch_tag VARCHAR(20) NOT NULL")
+    expect_refused(db, config, ["`batch_tag`", "NOT NULL"])
+
+
+def test_archive_extra_columns_with_defaults_are_fine(db, tmp_path):
+    config = setup_rewards(db, tmp_path)
+    db.execute("ALTER TABLE rewards_archives ADD COLUMN archived_by VARCHAR(20) NOT NULL "
+               "DEFAULT 'archiver', ADD COLUMN remark VARCHAR(20) NULL")
+    checked = run_cli(config, "--check")
+    assert checked.returncode == 0 and "Verdict: READY." in checked.stdout, checked.stdout
+    expect_success(db, config)
+    assert db.query("SELECT COUNT(*) FROM rewards_archives WHERE archived_by = 'archiver' "
+                    "AND remark IS NULL AND archived_at IS NOT NULL") == [(len(CSV_IDS),)]
+
+
+def test_generated_column_is_left_out_of_the_copy(db, tmp_path):
+    create_rewards_tables(db)
+    for table in ("rewards", "rewards_archives"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN amount_x2 DECIMAL(13,2) AS (amount * 2) VIRTUAL")
+    insert_rewards(db, IDS)
+    config = write_config(tmp_path, db, archive__batch_size=BATCH)
+    write_csv(tmp_path / "csv" / "ids.csv", CSV_IDS)
+    checked = run_cli(config, "--check")
+    assert checked.returncode == 0 and "Verdict: READY." in checked.stdout, checked.stdout
+    assert "amount_x2" in checked.stdout  # noted as not copied
+    expect_success(db, config)
+    rows = db.query("SELECT id, amount, amount_x2 FROM rewards_archives ORDER BY id")
+    assert [r[0] for r in rows] == CSV_IDS
+    assert all(r[2] == r[1] * 2 for r in rows)
+
+
+# --------------------------------------------------------------------------- foreign keys
+
+def create_child(db: ScratchDatabase, rule: str, reward_ids: Sequence[int]) -> None:
+    """reward_items(reward_id) REFERENCES rewards(id) ON DELETE <rule>, one item per id."""
+    db.execute("CREATE TABLE reward_items (item_id INT NOT NULL PRIMARY KEY, reward_id BIGINT NULL, "
+               "CONSTRAINT fk_items_reward FOREIGN KEY (reward_id) REFERENCES rewards (id) "
+               f"ON DELETE {rule}) ENGINE=InnoDB")
+    db.executemany("INSERT INTO reward_items (item_id, reward_id) VALUES (%s, %s)",
+                   [(1000 + r, r) for r in reward_ids])
+
+
+@pytest.mark.parametrize("rule", ["CASCADE", "SET NULL"])
+def test_cascading_foreign_key_is_refused(db, tmp_path, rule):
+    config = setup_rewards(db, tmp_path)
+    create_child(db, rule, [3, 15, 25])
+    expect_refused(db, config, ["allow_cascading_deletes", "reward_items"],
+                   tables=("rewards", "rewards_archives", "reward_items"))
+
+
+def test_cascading_foreign_key_accepted_by_config_loses_child_rows(db, tmp_path):
+    """With allow_cascading_deletes = yes the run proceeds and child rows of archived ids vanish."""
+    config = setup_rewards(db, tmp_path, archive__allow_cascading_deletes="yes")
+    create_child(db, "CASCADE", [3, 15, 25])
+    checked = run_cli(config, "--check")
+    assert checked.returncode == 0 and "Verdict: READY." in checked.stdout, checked.stdout
+    assert "reward_items" in checked.stdout  # still told about it
+    expect_success(db, config)
+    # the documented, accepted consequence: children of archived rows are gone, unarchived
+    assert db.query("SELECT item_id, reward_id FROM reward_items ORDER BY item_id") == [(1025, 25)]
+
+
+def test_restrict_foreign_key_fails_the_batch_it_blocks(db, tmp_path):
+    """A referenced row makes its batch's DELETE fail (1451): FAILED, that batch rolled back."""
+    config = setup_rewards(db, tmp_path)
+    create_child(db, "RESTRICT", [15])  # in batch 2 (ids 11-20)
+    result = run_cli(config)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "1451" in result.stderr
+    runs = run_rows(db)
+    assert [r["status"] for r in runs] == ["FAILED"]
+    assert "1451" in runs[0]["error_message"]
+    batches = db.query("SELECT batch_number, status, rows_archived, error_message "
+                       "FROM batch_processing_logs ORDER BY batch_number")
+    assert [(b[0], b[1]) for b in batches] == [(1, "COMPLETED"), (2, "FAILED")]
+    assert batches[0][2] == BATCH
+    assert "1451" in (batches[1][3] or "")
+    files = db.query("SELECT status, error_message FROM file_processing_logs")
+    assert files[0][0] == "FAILED" and "1451" in (files[0][1] or "")
+    # batch 1 moved; batch 2 untouched in both tables; nothing after it ran
+    moved = list(range(1, 11))
+    assert snapshot(db, "rewards_archives") == {i: reward_row(i) for i in moved}
+    assert snapshot(db, "rewards") == {i: reward_row(i) for i in IDS if i not in moved}
+    assert db.query("SELECT item_id, reward_id FROM reward_items") == [(1015, 15)]
+
+
+# --------------------------------------------------------------------------- privileges and guard
+
+def test_user_without_delete_privilege_is_refused_at_preflight(db, tmp_path, server):
+    create_rewards_tables(db)
+    insert_rewards(db, IDS)
+    write_csv(tmp_path / "csv" / "ids.csv", CSV_IDS)
+    user, password = f"lim_{uuid.uuid4().hex[:8]}", "Lim-pw-1"
+    root = server.connect()
+    cur = root.cursor()
+    try:
+        cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
+        cur.execute(f"GRANT SELECT, INSERT, UPDATE, CREATE ON `{db.name}`.* TO '{user}'@'localhost'")
+        config = write_config(tmp_path, db, archive__batch_size=BATCH,
+                              database__user=user, database__password=password)
+        message = expect_refused(db, config, ["DELETE"])
+        assert re.search(r"denied|1142", message, re.IGNORECASE), message
+        assert "rewards" in message
+        # the tracking row was written by the limited user itself (so it really ran as that user)
+        assert run_rows(db)[0]["status"] == "FAILED"
+    finally:
+        cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+        cur.close()
+        root.close()
+
+
+def test_guard_that_is_not_valid_sql_is_refused(db, tmp_path):
+    config = setup_rewards(db, tmp_path, controls__guard="no_such_col < 5")
+    expect_refused(db, config, ["guard", "no_such_col"])
+
