@@ -72,6 +72,7 @@ HASH_CHUNK = 1 << 20
 RANGE_MIN_RUN = 4  # contiguous integer keys this long are sent as BETWEEN, not IN
 SHOWN_KEYS = 20  # conflict keys printed in one message; all are stored in the DB
 RETRY_BACKOFF_CAP = 4.0
+MAX_MESSAGE = 20_000  # characters of an error kept in a TEXT column
 
 DEADLOCK_ERRNOS = {errorcode.ER_LOCK_DEADLOCK, errorcode.ER_LOCK_WAIT_TIMEOUT}
 CONNECTION_ERRNOS = {
@@ -801,7 +802,10 @@ class TablePlan:
 
     def classify_sql(self, condition: str) -> str:
         """Source rows of the batch with their guard verdict and archived twin, locked."""
-        guard = f"({self.guard}) IS TRUE" if self.guard else "1"
+        # The guard names source columns unqualified; a subquery on the source alone keeps
+        # them from clashing with the archive's identical column names.
+        guard = (f"(SELECT ({self.guard}) IS TRUE FROM {quote_ident(self.source)} g "
+                 f"WHERE g.{quote_ident(self.key)} = s.{quote_ident(self.key)})") if self.guard else "1"
         return (f"SELECT s.{quote_ident(self.key)}, {guard}, a.{quote_ident(self.key)} IS NOT NULL, "
                 f"COALESCE({identical_expression(self.columns)}, 0) "
                 f"FROM {quote_ident(self.source)} s LEFT JOIN {quote_ident(self.archive)} a "
@@ -1379,11 +1383,12 @@ def start_run(db: Database, config: Config, total_files: int) -> int:
 
 
 def finish_run(db: Database, state: RunState, status: str, error: str | None) -> None:
-    """Record the run's end (its own small transaction)."""
+    """Record the run's end (its own small transaction); long texts are cut to fit."""
     db.write(
         "UPDATE process_logs SET status = %s, end_time = NOW(), stop_reason = %s, "
         "error_message = NULLIF(CONCAT_WS('; ', error_message, %s), '') WHERE id = %s",
-        (status, state.stop_reason, error, state.run_id))
+        (status, state.stop_reason and state.stop_reason[:255], error and error[:MAX_MESSAGE],
+         state.run_id))
 
 
 def db_completed_run(db: Database, scan: FileScan) -> int | None:
@@ -1667,29 +1672,26 @@ class Controls:
 
     def wait_until_clear(self) -> str | None:
         """Pause while the server is busy or a replica lags; give up after replica_timeout."""
-        paused_at, last_reason = None, None
+        paused_at = replica_since = last_reason = None
         while True:
             stop = self.stop_reason()
-            if stop:
-                return stop
-            reason, replica_problem = self.pause_reason()
-            if reason is None:
-                if paused_at is not None:
-                    self.note(f"RESUME: pause over after {time.monotonic() - paused_at:.1f}s")
-                    self.state.paused_seconds += time.monotonic() - paused_at
-                return None
+            reason, replica_problem = (None, False) if stop else self.pause_reason()
             now = time.monotonic()
+            if reason is None or stop:
+                if paused_at is not None:
+                    self.state.paused_seconds += now - paused_at
+                    if not stop:
+                        self.note(f"RESUME: pause over after {now - paused_at:.1f}s")
+                return stop
             paused_at = paused_at or now
+            replica_since = (replica_since or now) if replica_problem else None
             if reason != last_reason:
                 self.note(f"PAUSE: {reason}")
                 last_reason = reason
-            if replica_problem and now - paused_at >= self.config.replica_timeout:
+            if replica_since is not None and now - replica_since >= self.config.replica_timeout:
                 self.state.paused_seconds += now - paused_at
-                return f"gave up after {now - paused_at:.0f}s: {reason}"
-            stop = self.sleep(self.config.check_interval)
-            if stop:
-                self.state.paused_seconds += time.monotonic() - paused_at
-                return stop
+                return f"gave up after {now - replica_since:.0f}s: {reason}"
+            time.sleep(self.config.check_interval)
 
     def pause_reason(self) -> tuple[str | None, bool]:
         """(why to pause, whether it is about replicas), or (None, False) to go on."""

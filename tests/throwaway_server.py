@@ -192,6 +192,7 @@ class ThrowawayMariaDB:
             "--skip-test-db",
             "--skip-name-resolve",
             "--innodb-log-file-size=48M",
+            f"--tmpdir={self.tmpdir}",  # concurrent installs clash over /tmp/#sql-temptable-*
         ]
         if os.geteuid() == 0:
             cmd.append("--user=root")
