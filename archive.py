@@ -37,6 +37,7 @@ import dataclasses
 import datetime as dt
 import difflib
 import hashlib
+import itertools
 import math
 import os
 import re
@@ -665,9 +666,16 @@ def iter_csv_keys(path: Path, column: str, delimiter: str, key_type: KeyType,
         if start[0]:
             handle.seek(start[0])
             offset, line_no = start
+        # Most lines are one plain number; ASCII digits need no decoding, splitting or regex.
+        fast, high = key_type.kind == "int" and index == 0, key_type.high
         for raw in handle:
             line_no += 1
             offset += len(raw)
+            if fast:
+                stripped = raw.strip()
+                if stripped.isdigit() and int(stripped) <= high:
+                    yield line_no, offset, int(stripped)
+                    continue
             text = decode_line(raw, name, line_no)
             if not text.strip():
                 continue
@@ -699,17 +707,12 @@ def count_keys(path: Path, column: str, delimiter: str, key_type: KeyType) -> in
 def iter_batches(keys: Iterable[tuple[int, int, int | str]], batch_size: int,
                  first_number: int = 1) -> Iterator[Batch]:
     """Group (line, offset, key) triples into numbered batches of batch_size keys."""
-    chunk: list = []
+    keys = iter(keys)
     number = first_number
-    line = offset = 0
-    for line, offset, key in keys:
-        chunk.append(key)
-        if len(chunk) == batch_size:
-            yield Batch(number, tuple(chunk), offset, line)
-            number += 1
-            chunk = []
-    if chunk:
-        yield Batch(number, tuple(chunk), offset, line)
+    while chunk := list(itertools.islice(keys, batch_size)):
+        line, offset, _ = chunk[-1]
+        yield Batch(number, tuple(key for _, _, key in chunk), offset, line)
+        number += 1
 
 
 def skip_keys(keys: Iterator[tuple[int, int, int | str]], count: int) -> Iterator:
@@ -1016,6 +1019,7 @@ class Database:
         self.config = config
         self.read_only = read_only
         self.conn: Any = None
+        self.cursor: Any = None  # one cursor per session: a new one costs a ping
         self.lock: str | None = None
         self.connect()
 
@@ -1033,6 +1037,7 @@ class Database:
         self.conn = mysql.connector.connect(
             **self.config.db.connect_kwargs(), autocommit=True, charset="utf8mb4",
             use_unicode=True, get_warnings=False)
+        self.cursor = self.conn.cursor()
         try:
             self.session_setup()
             if self.lock:
@@ -1043,7 +1048,7 @@ class Database:
 
     def drop(self) -> None:
         """Forget a connection that is gone or unwanted."""
-        conn, self.conn = self.conn, None
+        conn, self.conn, self.cursor = self.conn, None, None
         if conn is not None:
             try:
                 conn.close()
@@ -1062,34 +1067,42 @@ class Database:
             self.execute("SET SESSION wait_timeout = 3600")
         self.execute("SET SESSION autocommit = 0")
 
+    def run_sql(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        """Run one statement on the session's cursor; return its rows, if any."""
+        self.cursor.execute(sql, tuple(params) if params else None)
+        return self.cursor.fetchall() if self.cursor.with_rows else []
+
     def execute(self, sql: str, params: Sequence = ()) -> int:
         """Run one statement; return the affected row count."""
-        cursor = self.conn.cursor()
+        self.run_sql(sql, params)
+        return self.cursor.rowcount
+
+    def execute_script(self, statements: Sequence[tuple[str, Sequence]]) -> list[int]:
+        """Run statements in one round trip (the server stops at the first error); return row counts."""
+        params = tuple(p for _, ps in statements for p in ps)
+        self.cursor.execute("; ".join(sql for sql, _ in statements), params or None)
+        counts = [self.cursor.rowcount]
         try:
-            cursor.execute(sql, tuple(params) if params else None)
-            if cursor.with_rows:
-                cursor.fetchall()
-            return cursor.rowcount
-        finally:
-            cursor.close()
+            while self.cursor.nextset():
+                counts.append(self.cursor.rowcount)
+        except mysql.connector.Error:
+            raise
+        except Exception as exc:  # the C extension's nextset() raises server errors untranslated
+            if not getattr(exc, "errno", None):
+                raise
+            raise mysql.connector.errors.get_mysql_exception(
+                exc.errno, msg=exc.msg, sqlstate=exc.sqlstate) from exc
+        return counts
 
     def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
         """Run one query; return all rows."""
-        cursor = self.conn.cursor()
-        try:
-            cursor.execute(sql, tuple(params) if params else None)
-            return cursor.fetchall()
-        finally:
-            cursor.close()
+        return self.run_sql(sql, params)
 
     def query_dicts(self, sql: str, params: Sequence = ()) -> list[dict[str, Any]]:
         """Run one query; return rows as dicts."""
-        cursor = self.conn.cursor(dictionary=True)
-        try:
-            cursor.execute(sql, tuple(params) if params else None)
-            return cursor.fetchall()
-        finally:
-            cursor.close()
+        rows = self.run_sql(sql, params)
+        names = [column[0] for column in self.cursor.description]
+        return [dict(zip(names, row)) for row in rows]
 
     def commit(self) -> None:
         """Commit the open transaction."""
@@ -1503,8 +1516,8 @@ def archive_batch(db: Database, plan: TablePlan, batch: Batch) -> tuple[Counters
     result = Counters(batches=1)
     if not plan.guard:
         try:
-            copied = db.execute(plan.insert_sql(condition), params)
-            deleted = db.execute(plan.delete_sql(condition), params)
+            copied, deleted = db.execute_script([(plan.insert_sql(condition), params),
+                                                 (plan.delete_sql(condition), params)])
             if copied == deleted:
                 result.archived = result.deleted = copied
                 result.missing = len(set(batch.keys)) - copied
@@ -1537,10 +1550,10 @@ def archive_batch_carefully(db: Database, plan: TablePlan, batch: Batch) -> tupl
     return result, conflicts
 
 
-def record_batch(db: Database, ctx: BatchContext, batch: Batch, counts: Counters,
-                 conflicts: list, status: str) -> None:
-    """Write the batch's tracking rows inside its transaction (so they commit with it)."""
-    db.execute(
+def batch_record_statements(ctx: BatchContext, batch: Batch, counts: Counters, conflicts: list,
+                            status: str) -> list[tuple[str, tuple]]:
+    """The tracking writes of a batch; they run inside its transaction and commit with it."""
+    return [(
         "INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
         "first_key, last_key, keys_in_batch, rows_archived, rows_deleted, duplicates, conflicts, "
         "skipped_by_guard, conflict_keys, end_offset, end_line) "
@@ -1548,8 +1561,7 @@ def record_batch(db: Database, ctx: BatchContext, batch: Batch, counts: Counters
         (ctx.run_id, ctx.file_name, batch.number, status, str(batch.keys[0])[:255],
          str(batch.keys[-1])[:255], len(batch.keys), counts.archived, counts.deleted,
          counts.duplicates, counts.conflicts, counts.skipped_by_guard,
-         ",".join(map(str, conflicts)) or None, batch.end_offset, batch.end_line))
-    db.execute(
+         ",".join(map(str, conflicts)) or None, batch.end_offset, batch.end_line)), (
         "UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET "
         "f.processed_batches = %s, f.last_processed_batch = %s, f.rows_archived = f.rows_archived + %s, "
         "f.rows_deleted = f.rows_deleted + %s, f.duplicates = f.duplicates + %s, "
@@ -1559,7 +1571,7 @@ def record_batch(db: Database, ctx: BatchContext, batch: Batch, counts: Counters
         "p.conflicts = p.conflicts + %s, p.skipped_by_guard = p.skipped_by_guard + %s WHERE f.id = %s",
         (batch.number, batch.number, counts.archived, counts.deleted, counts.duplicates,
          counts.conflicts, counts.skipped_by_guard, batch.number, counts.archived, counts.deleted,
-         counts.duplicates, counts.conflicts, counts.skipped_by_guard, ctx.file_id))
+         counts.duplicates, counts.conflicts, counts.skipped_by_guard, ctx.file_id))]
 
 
 def batch_committed(db: Database, ctx: BatchContext, number: int) -> bool:
@@ -1575,8 +1587,8 @@ def run_batch_once(db: Database, plan: TablePlan, ctx: BatchContext, batch: Batc
     """One attempt: move, record and commit the batch as one transaction."""
     counts, conflicts = archive_batch(db, plan, batch)
     status = "COMPLETED_WITH_DUPLICATES" if counts.duplicates or counts.conflicts else "COMPLETED"
-    record_batch(db, ctx, batch, counts, conflicts, status)
-    db.commit()
+    # One round trip for the tracking rows and the COMMIT: the batch's only commit.
+    db.execute_script(batch_record_statements(ctx, batch, counts, conflicts, status) + [("COMMIT", ())])
     return counts, conflicts, status
 
 
