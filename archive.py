@@ -114,6 +114,8 @@ TRACKING_DDL = (
   `conflicts` BIGINT NOT NULL DEFAULT 0,
   `skipped_by_guard` BIGINT NOT NULL DEFAULT 0,
   `stop_reason` VARCHAR(255) NULL,
+  `pause_reason` VARCHAR(255) NULL,
+  `paused_seconds` DOUBLE NOT NULL DEFAULT 0,
   `error_message` TEXT NULL,
   KEY `ix_process_status` (`source_table`, `status`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
@@ -1398,10 +1400,10 @@ def start_run(db: Database, config: Config, total_files: int) -> int:
 def finish_run(db: Database, state: RunState, status: str, error: str | None) -> None:
     """Record the run's end (its own small transaction); long texts are cut to fit."""
     db.write(
-        "UPDATE process_logs SET status = %s, end_time = NOW(), stop_reason = %s, "
-        "error_message = NULLIF(CONCAT_WS('; ', error_message, %s), '') WHERE id = %s",
-        (status, state.stop_reason and state.stop_reason[:255], error and error[:MAX_MESSAGE],
-         state.run_id))
+        "UPDATE process_logs SET status = %s, end_time = NOW(), stop_reason = %s, pause_reason = NULL, "
+        "paused_seconds = %s, error_message = NULLIF(CONCAT_WS('; ', error_message, %s), '') WHERE id = %s",
+        (status, state.stop_reason and state.stop_reason[:255], round(state.paused_seconds, 3),
+         error and error[:MAX_MESSAGE], state.run_id))
 
 
 def db_completed_run(db: Database, scan: FileScan) -> int | None:
@@ -1692,17 +1694,19 @@ class Controls:
             if reason is None or stop:
                 if paused_at is not None:
                     self.state.paused_seconds += now - paused_at
-                    if not stop:
-                        self.note(f"RESUME: pause over after {now - paused_at:.1f}s")
+                    self.note(f"RESUME: pause over after {now - paused_at:.1f}s" if not stop else
+                              f"PAUSE ENDED: {stop}")
                 return stop
             paused_at = paused_at or now
             replica_since = (replica_since or now) if replica_problem else None
             if reason != last_reason:
-                self.note(f"PAUSE: {reason}")
+                self.note(f"PAUSE: {reason}", pause=reason)
                 last_reason = reason
             if replica_since is not None and now - replica_since >= self.config.replica_timeout:
                 self.state.paused_seconds += now - paused_at
-                return f"gave up after {now - replica_since:.0f}s: {reason}"
+                stop = f"gave up after {now - replica_since:.0f}s: {reason}"
+                self.note(f"PAUSE ENDED: {stop}")
+                return stop
             time.sleep(self.config.check_interval)
 
     def pause_reason(self) -> tuple[str | None, bool]:
@@ -1715,6 +1719,8 @@ class Controls:
                 return (f"replica {replica.describe()} is {lag:g}s behind "
                         f"(max_replica_lag {self.config.max_replica_lag:g}s)"), True
         if self.config.max_threads_running:
+            if self.db.conn is None:
+                self.db.reconnect()
             running = int(self.db.query("SHOW GLOBAL STATUS LIKE 'Threads_running'")[0][1])
             self.db.rollback()
             if running > self.config.max_threads_running:
@@ -1734,10 +1740,15 @@ class Controls:
             self.replica_conns.pop(index, None)
             return None
 
-    def note(self, text: str) -> None:
-        """A pause or resume line: text log and terminal."""
+    def note(self, text: str, pause: str | None = None) -> None:
+        """A pause or resume line: text log, terminal, and process_logs for --status."""
         self.log.write(text)
         self.reporter.say(text)
+        try:
+            self.db.write("UPDATE process_logs SET pause_reason = %s, paused_seconds = %s WHERE id = %s",
+                          (pause and pause[:255], round(self.state.paused_seconds, 3), self.state.run_id))
+        except mysql.connector.Error:
+            self.db.drop()  # the next batch reconnects (and retries) or fails the run
 
     def close(self) -> None:
         """Close replica connections."""
@@ -2082,7 +2093,7 @@ def show_status(config: Config, out: Any = None) -> int:
             "SELECT id, status, start_time, end_time, TIMESTAMPDIFF(SECOND, start_time, "
             "COALESCE(end_time, NOW())) AS seconds, current_file, current_batch, processed_files, "
             "total_files, rows_archived, duplicates, conflicts, skipped_by_guard, stop_reason, "
-            "error_message, host, pid FROM process_logs WHERE source_table = %s ORDER BY id DESC LIMIT 1",
+            "pause_reason, paused_seconds, error_message, host, pid FROM process_logs WHERE source_table = %s ORDER BY id DESC LIMIT 1",
             (config.source_table,))
         if not runs:
             print(f"No runs recorded yet for `{config.source_table}`.", file=out)
@@ -2108,6 +2119,10 @@ def print_run(db: Database, config: Config, run_row: dict[str, Any], out: Any) -
           f"batch {r['current_batch'] or '-'}", file=out)
     print(f"  rows archived {r['rows_archived']}, duplicates {r['duplicates']}, conflicts "
           f"{r['conflicts']}, skipped by guard {r['skipped_by_guard']}", file=out)
+    if r["pause_reason"] and r["status"] == "RUNNING":
+        print(f"  PAUSED: {r['pause_reason']}", file=out)
+    if r["paused_seconds"]:
+        print(f"  paused {r['paused_seconds']:.1f}s in all", file=out)
     if r["stop_reason"]:
         print(f"  stop reason: {r['stop_reason']}", file=out)
     if r["error_message"]:

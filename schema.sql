@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS `process_logs` (
   `conflicts` BIGINT NOT NULL DEFAULT 0,
   `skipped_by_guard` BIGINT NOT NULL DEFAULT 0,
   `stop_reason` VARCHAR(255) NULL,
+  `pause_reason` VARCHAR(255) NULL,
+  `paused_seconds` DOUBLE NOT NULL DEFAULT 0,
   `error_message` TEXT NULL,
   KEY `ix_process_status` (`source_table`, `status`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -18,8 +18,10 @@ What it does, in one run:
 2. Builds database ``bench`` with a realistic 9-column ``rewards`` table (BIGINT PK,
    ENUM, utf8mb4 VARCHAR with some 4-byte chars, JSON, DECIMAL, DATETIME(6),
    TIMESTAMP, TINYINT; secondary keys on user_id and created_at) and
-   ``rewards_archives`` (same columns + ``archived_at``).  Ids are 1,000,000 + 2, + 4,
-   ..., + 2*rows (gaps, like real life; keys below 1,000,000 never match a row).  A pristine copy ``rewards_pristine`` is filled once from
+   ``rewards_archives`` (same columns + ``archived_at``).  Ids are 1,000,000 + step,
+   + 2*step, ... (``--id-step``, default 1: contiguous, so archive.py can send ranges;
+   2 or more leaves gaps, so it must send IN lists while the floor still uses ranges;
+   keys below 1,000,000 never match a row).  A pristine copy ``rewards_pristine`` is filled once from
    the Sequence engine (``seq_1_to_N``); before every contender the data is *reset*:
    tracking tables dropped (every table in ``bench`` that is not ours), ``rewards`` and
    ``rewards_archives`` truncated, ``rewards`` refilled from the pristine copy, then
@@ -121,7 +123,7 @@ SERVER_ARGS = [
     "--character-set-server=utf8mb4",
     "--collation-server=utf8mb4_general_ci",
 ]
-ID_BASE = 1_000_000  # row ids are ID_BASE + 2, + 4, ...; smaller keys never match a row
+ID_BASE = 1_000_000  # row ids are ID_BASE + step, + 2*step, ...; smaller keys never match a row
 RSS_SMALL_IDS = 30_000
 RSS_LARGE_IDS = 3_000_000
 PROBE_KEYS = 1_000_000
@@ -141,7 +143,7 @@ COLUMNS_DDL = """
 
 FILL_SQL = f"""
 INSERT INTO {PRISTINE} ({", ".join(DATA_COLUMNS)})
-SELECT {{id_base}} + seq * 2,
+SELECT {{id_base}} + seq * {{id_step}},
        1 + (seq * 7919) % 50000,
        ELT(1 + seq % 4, 'signup', 'referral', 'purchase', 'bonus'),
        CASE WHEN seq % 5 = 0 THEN NULL
@@ -233,7 +235,7 @@ def start_server(workdir: Path) -> Any:
     return server
 
 
-def create_schema(conn: Any, rows: int) -> None:
+def create_schema(conn: Any, rows: int, id_step: int = 1) -> None:
     """Create the bench tables and fill the pristine copy once."""
     if not query(conn, "SELECT 1 FROM information_schema.ENGINES "
                        "WHERE ENGINE='SEQUENCE' AND SUPPORT IN ('YES','DEFAULT')"):
@@ -253,7 +255,7 @@ def create_schema(conn: Any, rows: int) -> None:
     query(conn, f"CREATE TABLE {BATCHES} (batch_no INT NOT NULL PRIMARY KEY,"
                 f" lo BIGINT NOT NULL, hi BIGINT NOT NULL) ENGINE=InnoDB")
     t0 = time.perf_counter()
-    query(conn, FILL_SQL.format(rows=int(rows), id_base=ID_BASE))
+    query(conn, FILL_SQL.format(rows=int(rows), id_base=ID_BASE, id_step=int(id_step)))
     log(f"filled {PRISTINE} with {rows} rows in {time.perf_counter() - t0:.1f}s")
 
 
@@ -783,12 +785,16 @@ def resume_probe(env: Env, ids: Sequence[int], flags: list[str]) -> list[Result]
     results: list[Result] = []
     log("resume probe: phase 2, resuming (timed)")
     logfile = rundir / "phase2.log"
+    spawned = scalar(env.conn, "SELECT NOW(6)")
     t, status, rss = run_child([sys.executable, str(env.archive_py), *flags, str(config)],
                                logfile, env.time_bin, cwd=REPO)
     try:
         if status != 0:
             raise BenchError(f"resume run exited with {status}:\n{tail(logfile)}")
         rows = verify(env.conn, "resume probe", moved)
+        first = scalar(env.conn, f"SELECT MIN(created_at) FROM {DB}.batch_processing_logs WHERE "
+                                 f"process_log_id = (SELECT MAX(id) FROM {DB}.process_logs)")
+        print(f"resume: process start to first batch committed: {(first - spawned).total_seconds():.2f}s")
         results.append(Result(f"resume after {done} done batches", t, len(tail_keys), rss,
                               note=f"({rows} rows in archive incl. phase 1)"))
     except BenchError as exc:
@@ -817,6 +823,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=200_000, help="rows in the table (default 200000)")
     p.add_argument("--batch-size", type=int, default=1000, help="batch size for the side-by-side")
+    p.add_argument("--id-step", type=int, default=1,
+                   help="gap between row ids: 1 = contiguous (ranges apply), 2+ = sparse (IN lists)")
     p.add_argument("--sweep", default="100,500,1000,2000,5000,10000",
                    help="comma-separated batch sizes for the archive.py sweep ('' to skip)")
     p.add_argument("--repeat", type=int, default=1, help="runs per measurement (median reported)")
@@ -827,7 +835,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--archive-py", type=Path, default=REPO / "archive.py", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.sweep_sizes = [int(s) for s in args.sweep.split(",") if s.strip()]
-    if args.rows < 1 or args.batch_size < 1 or args.repeat < 1 or any(s < 1 for s in args.sweep_sizes):
+    if args.rows < 1 or args.batch_size < 1 or args.repeat < 1 or args.id_step < 1 or any(s < 1 for s in args.sweep_sizes):
         p.error("--rows, --batch-size, --repeat and --sweep values must be positive")
     return args
 
@@ -837,14 +845,15 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> bool:
     server = start_server(workdir)
     try:
         conn = server.connect()
-        create_schema(conn, args.rows)
+        create_schema(conn, args.rows, args.id_step)
         ids_csv = workdir / "ids.csv"
         ids = write_ids_csv(conn, ids_csv)
         log(f"wrote {len(ids)} ids to {ids_csv}")
         env = Env(server, conn, workdir, ids_csv, args.rows, args.archive_py.resolve(),
                   find_gnu_time())
         print(f"# {scalar(conn, 'SELECT @@version')}, {os.cpu_count()} CPUs, "
-              f"python {sys.version.split()[0]}, rows={args.rows}, batch={args.batch_size}")
+              f"python {sys.version.split()[0]}, rows={args.rows}, batch={args.batch_size}, "
+              f"id step={args.id_step}")
 
         flags: list[str] = []
         skipped: list[Result] = []

@@ -466,3 +466,40 @@ def test_password_from_mysql_pwd(db, tmp_path, app_user):
     status = run_cli(config, "--status", env={"MYSQL_PWD": password})
     assert status.returncode == 0 and "COMPLETED" in status.stdout
     assert password not in result.stdout + result.stderr + status.stdout
+
+
+# --------------------------------------------------------------------------- terminal progress
+
+def run_on_terminal(config: Path, *args: str, timeout: float = 60) -> str:
+    """Run archive.py with stdout on a pseudo-terminal; return everything it wrote there."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent.parent / "archive.py"), str(config), *args],
+                            stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=10) == 0, proc.stderr.read()
+    return b"".join(chunks).decode()
+
+
+def test_terminal_shows_one_updating_progress_line_instead_of_batch_lines(db, tmp_path):
+    config = setup(db, tmp_path, ids=range(1, 61), csv_ids=range(1, 61), batch_size=10)
+    screen = run_on_terminal(config)
+    progress = re.findall(r"\r(ids\.csv  batch (\d+)/6  (\d+) rows  [\d,]+ rows/s  ETA \S+)\x1b\[K", screen)
+    assert [int(p[1]) for p in progress] == [1, 2, 3, 4, 5, 6]
+    assert int(progress[-1][2]) == 60
+    assert "Processing batch" not in screen
+    assert "SUMMARY: COMPLETED" in screen

@@ -418,7 +418,7 @@ def threads_running(server: Any) -> int:
 
 
 def test_max_threads_running_pauses_until_the_server_is_quiet(
-        tmp_path: Path, db: ScratchDatabase, server: Any) -> None:
+        tmp_path: Path, db: ScratchDatabase, server: Any, spawn_cli: Any) -> None:
     """Three SELECT SLEEP(4) threads keep Threads_running above 2: the run waits them out."""
     job = make_job(tmp_path, db, range(1, 51), batch_size=10,
                    controls__max_threads_running=2, controls__check_interval=0.2)
@@ -443,13 +443,18 @@ def test_max_threads_running_pauses_until_the_server_is_quiet(
     try:
         wait_until(lambda: threads_running(server) >= 4, timeout=10, message="3 sleeping threads")
         busy_at = time.monotonic()
-        res = run_cli(job.config, timeout=40)
+        proc = spawn_cli(job.config)
+        wait_until(lambda: log_lines(job, "PAUSE: Threads_running is "), timeout=10, message="PAUSE line")
+        status = run_cli(job.config, "--status")
+        assert "PAUSED: Threads_running is" in status.stdout, status.stdout
+        code = proc.wait(timeout=40)
         finished_at = time.monotonic()
     finally:
         for t in threads:
             t.join(timeout=15)
     assert not errors, errors
-    assert res.returncode == EXIT_OK, res.stdout + res.stderr
+    assert code == EXIT_OK, proc.read_stdout() + proc.read_stderr()
+    assert db.scalar("SELECT paused_seconds FROM process_logs") >= 2.5
     assert finished_at - busy_at >= 3.0, f"finished {finished_at - busy_at:.1f}s into the busy period"
 
     pauses = log_lines(job, "PAUSE: Threads_running is ")

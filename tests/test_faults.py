@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import threading
 import time
+from typing import Iterator
 
 import pytest
 
@@ -81,15 +83,24 @@ def hold_row_lock(db, key: int, seconds: float, started: threading.Event) -> Non
         conn.close()
 
 
+@contextlib.contextmanager
+def row_locked(db, key: int, seconds: float) -> Iterator[None]:
+    """Another session holds a row lock on `key` for `seconds` while the body runs."""
+    started = threading.Event()
+    holder = threading.Thread(target=hold_row_lock, args=(db, key, seconds, started))
+    holder.start()
+    assert started.wait(10), "the lock holder did not start"
+    try:
+        yield
+    finally:
+        holder.join()
+
+
 def test_lock_wait_timeout_is_retried_then_the_batch_succeeds(db, tmp_path):
     config, original = make_job(db, tmp_path, range(1, 61), {"ids.csv": list(range(1, 61))},
                                 archive__batch_size=10, archive__lock_wait_timeout=1, archive__max_retries=4)
-    started = threading.Event()
-    holder = threading.Thread(target=hold_row_lock, args=(db, 35, 2.5, started))
-    holder.start()
-    started.wait(10)
-    result = run_cli(config)
-    holder.join()
+    with row_locked(db, key=35, seconds=2.5):
+        result = run_cli(config)
     assert result.returncode == 0, result.stderr
     log = text_log(tmp_path)
     assert "RETRY: Batch 4 attempt 2/5 after MySQL Error 1205" in log
@@ -100,12 +111,8 @@ def test_lock_wait_timeout_is_retried_then_the_batch_succeeds(db, tmp_path):
 def test_a_lock_that_never_goes_away_fails_the_run_without_touching_the_batch(db, tmp_path):
     config, original = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 31))},
                                 archive__batch_size=10, archive__lock_wait_timeout=1, archive__max_retries=1)
-    started = threading.Event()
-    holder = threading.Thread(target=hold_row_lock, args=(db, 15, 6, started))
-    holder.start()
-    started.wait(10)
-    result = run_cli(config)
-    holder.join()
+    with row_locked(db, key=15, seconds=6):
+        result = run_cli(config)
     assert result.returncode == 1
     assert "1205" in result.stderr
     assert db.query("SELECT batch_number, status FROM batch_processing_logs ORDER BY batch_number") == [
