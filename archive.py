@@ -1296,6 +1296,9 @@ def run_preflight(db: Database, config: Config) -> Preflight:
         found.problems.append(f"key column `{key['name']}` must be copied, but is generated")
     if not found.problems:  # the EXPLAINs would only repeat a column problem as a grant problem
         check_privileges(db, plan, found)
+    if config.guard and key_type.kind == "str" and "%s" in config.guard:
+        found.problems.append("[controls] guard must not contain '%s' with a string key column "
+                              "(it would be taken for a key parameter)")
     if config.guard and not found.problems:
         check_guard(db, plan, found)
     found.notes.extend(restricting_foreign_keys(db, config.source_table))

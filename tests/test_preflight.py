@@ -317,3 +317,14 @@ def test_guard_that_is_not_valid_sql_is_refused(db, tmp_path):
     config = setup_rewards(db, tmp_path, controls__guard="no_such_col < 5")
     expect_refused(db, config, ["guard", "no_such_col"])
 
+
+
+def test_guard_with_a_parameter_marker_and_string_keys_is_refused(db, tmp_path):
+    db.execute("CREATE TABLE codes (code VARCHAR(20) NOT NULL PRIMARY KEY, note VARCHAR(20))")
+    db.execute("CREATE TABLE codes_arch LIKE codes")
+    db.execute("INSERT INTO codes VALUES ('a', '%sale%'), ('b', 'x')")
+    config = write_config(tmp_path, db, archive__source_table="codes", archive__archive_table="codes_arch",
+                          archive__key_column="code", archive__csv_column="code",
+                          controls__guard="note LIKE '%sale%'")
+    write_csv(tmp_path / "csv" / "k.csv", ["a", "b"], header="code")
+    expect_refused(db, config, ["must not contain '%s'"], tables=("codes", "codes_arch"))
