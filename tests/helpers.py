@@ -204,7 +204,7 @@ class ScratchDatabase:
 # Rewards tables and data
 # --------------------------------------------------------------------------
 
-_REWARDS_COLUMN_DDL = """
+REWARDS_COLUMN_DDL = """
   id BIGINT NOT NULL,
   user_id INT NOT NULL,
   kind ENUM('signup','referral','purchase','bonus') NOT NULL,
@@ -218,7 +218,7 @@ _REWARDS_COLUMN_DDL = """
 def rewards_source_ddl(table: str = "rewards") -> str:
     """Return the CREATE TABLE statement of the rewards source table."""
     return (
-        f"CREATE TABLE {quote_ident(table)} ({_REWARDS_COLUMN_DDL},\n"
+        f"CREATE TABLE {quote_ident(table)} ({REWARDS_COLUMN_DDL},\n"
         "  PRIMARY KEY (id),\n  KEY idx_user_id (user_id),\n  KEY idx_created_at (created_at)\n"
         ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
     )
@@ -227,7 +227,7 @@ def rewards_source_ddl(table: str = "rewards") -> str:
 def rewards_archive_ddl(table: str = "rewards_archives") -> str:
     """Return the CREATE TABLE statement of the rewards archive table."""
     return (
-        f"CREATE TABLE {quote_ident(table)} ({_REWARDS_COLUMN_DDL},\n"
+        f"CREATE TABLE {quote_ident(table)} ({REWARDS_COLUMN_DDL},\n"
         "  archived_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,\n"
         "  PRIMARY KEY (id),\n  KEY idx_user_id (user_id),\n  KEY idx_created_at (created_at)\n"
         ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
