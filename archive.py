@@ -673,11 +673,9 @@ def iter_csv_keys(path: Path, column: str, delimiter: str, key_type: KeyType,
         for raw in handle:
             line_no += 1
             offset += len(raw)
-            if fast:
-                stripped = raw.strip()
-                if stripped.isdigit() and int(stripped) <= high:
-                    yield line_no, offset, int(stripped)
-                    continue
+            if fast and (stripped := raw.strip()).isdigit() and (number := int(stripped)) <= high:
+                yield line_no, offset, number
+                continue
             text = decode_line(raw, name, line_no)
             if not text.strip():
                 continue
@@ -1173,24 +1171,22 @@ def has_unique_key_on(db: Database, table: str, column: str) -> bool:
     return bool(rows)
 
 
-def cascading_foreign_keys(db: Database, table: str) -> list[str]:
-    """Foreign keys whose ON DELETE would change child rows when a source row is deleted."""
-    rows = db.query(
+def child_foreign_keys(db: Database, table: str) -> list[tuple[str, str, str, str]]:
+    """(schema, child table, constraint, ON DELETE rule) of every foreign key to `table`."""
+    return db.query(
         "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE "
         "FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = DATABASE() "
-        "AND REFERENCED_TABLE_NAME = %s AND DELETE_RULE IN ('CASCADE', 'SET NULL', 'SET DEFAULT')",
-        (table,))
-    return [f"{schema}.{child} ({name}: ON DELETE {rule})" for schema, child, name, rule in rows]
+        "AND REFERENCED_TABLE_NAME = %s", (table,))
 
 
-def restricting_foreign_keys(db: Database, table: str) -> list[str]:
-    """Child tables that make a delete fail (1451) while they still reference a row."""
-    rows = db.query(
-        "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS "
-        "WHERE UNIQUE_CONSTRAINT_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME = %s "
-        "AND DELETE_RULE IN ('RESTRICT', 'NO ACTION')", (table,))
-    return [f"{schema}.{child} ({name}) restricts deletes: a batch with a still-referenced row "
-            "fails with error 1451 and is rolled back" for schema, child, name in rows]
+def describe_foreign_keys(children: list[tuple[str, str, str, str]]) -> tuple[list[str], list[str]]:
+    """Split child foreign keys into those whose ON DELETE changes child rows and those that block."""
+    cascades = [f"{schema}.{child} ({name}: ON DELETE {rule})" for schema, child, name, rule in children
+                if rule in ("CASCADE", "SET NULL", "SET DEFAULT")]
+    restricts = [f"{schema}.{child} ({name}) restricts deletes: a batch with a still-referenced row "
+                 "fails with error 1451 and is rolled back" for schema, child, name, rule in children
+                 if rule in ("RESTRICT", "NO ACTION")]
+    return cascades, restricts
 
 
 @dataclass
@@ -1278,7 +1274,7 @@ def run_preflight(db: Database, config: Config) -> Preflight:
     if not has_unique_key_on(db, config.archive_table, key["name"]):
         found.problems.append(f"`{key['name']}` is not the primary key or a unique key of the archive")
     columns = compare_columns(source, archive, found)
-    cascades = cascading_foreign_keys(db, config.source_table)
+    cascades, restricts = describe_foreign_keys(child_foreign_keys(db, config.source_table))
     if cascades and not config.allow_cascading_deletes:
         found.problems.append(
             "deleting source rows would cascade into child tables whose rows would vanish "
@@ -1301,7 +1297,7 @@ def run_preflight(db: Database, config: Config) -> Preflight:
                               "(it would be taken for a key parameter)")
     if config.guard and not found.problems:
         check_guard(db, plan, found)
-    found.notes.extend(restricting_foreign_keys(db, config.source_table))
+    found.notes.extend(restricts)
     if not found.problems:
         found.plan = plan
     return found
@@ -1710,7 +1706,7 @@ class Controls:
                 stop = f"gave up after {now - replica_since:.0f}s: {reason}"
                 self.note(f"PAUSE ENDED: {stop}")
                 return stop
-            time.sleep(self.config.check_interval)
+            self.sleep(self.config.check_interval)  # cut short by a signal; the loop top sees why
 
     def pause_reason(self) -> tuple[str | None, bool]:
         """(why to pause, whether it is about replicas), or (None, False) to go on."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -237,6 +238,22 @@ def test_max_runtime_from_config_ends_a_long_pause(tmp_path: Path, db: ScratchDa
     assert any("lag unknown" in line for line in log_lines(job, "PAUSE:")), log_text(job)
     assert completed_batches(db) == []
     assert_rows(job, [], job.listed)
+
+
+def test_sigterm_ends_a_pause_long_before_check_interval(tmp_path: Path, db: ScratchDatabase,
+                                                          spawn_cli: Any) -> None:
+    """A pause waits in short steps: SIGTERM stops it at once, not after check_interval."""
+    job = make_job(tmp_path, db, range(1, 31), batch_size=10, controls__check_interval=60,
+                   controls__replicas=f"mysql://mon:{MONITOR_PASSWORD}@127.0.0.1:{free_port()}",
+                   controls__replica_timeout=600)
+    proc = spawn_cli(job.config)
+    wait_until(lambda: log_lines(job, "PAUSE:"), timeout=15, message="PAUSE line")
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert proc.wait(timeout=30) == EXIT_INTERRUPTED, proc.read_stdout() + proc.read_stderr()
+    assert time.monotonic() - sent < 5
+    assert_clean_stop(job, proc.read_stdout(), "SIGTERM")
+    assert completed_batches(db) == []
 
 
 # --------------------------------------------------------------------------
