@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from helpers import ScratchDatabase, create_rewards_tables, insert_rewards, snapshot, write_config, write_csv
+from helpers import (ScratchDatabase, create_rewards_tables, insert_rewards, read_text_logs, snapshot, write_config,
+                     write_csv)
 
 
 def make_job(db: ScratchDatabase, tmp_path: Path, row_ids: range | list[int],
@@ -44,7 +45,7 @@ def assert_no_run_left_running(db: ScratchDatabase) -> None:
 
 def text_log(tmp_path: Path) -> str:
     """All text logs of a job, concatenated in name order."""
-    return "".join(p.read_text() for p in sorted((tmp_path / "logs").glob("DataProcessingAllDetails_*.txt")))
+    return read_text_logs(tmp_path / "logs")
 
 
 def completed_batches(db: ScratchDatabase) -> int:

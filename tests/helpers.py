@@ -144,6 +144,16 @@ class ScratchDatabase:
         finally:
             cur.close()
 
+    def query_dicts(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+                    ) -> list[dict[str, Any]]:
+        """Run a query and return all rows as dicts keyed by column name."""
+        cur = self.conn.cursor(dictionary=True)
+        try:
+            cur.execute(sql, params or None)
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+
     def scalar(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
         """Run a query and return the first column of the first row (or None)."""
         rows = self.query(sql, params)
@@ -373,6 +383,16 @@ def _config_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def text_log_files(log_dir: str | os.PathLike[str]) -> list[Path]:
+    """archive.py's text logs in *log_dir*, in name order."""
+    return sorted(Path(log_dir).glob("DataProcessingAllDetails_*.txt"))
+
+
+def read_text_logs(log_dir: str | os.PathLike[str]) -> str:
+    """Everything archive.py wrote to the text logs in *log_dir*."""
+    return "".join(p.read_text(encoding="utf-8", errors="replace") for p in text_log_files(log_dir))
 
 
 def write_config(tmp_path: str | os.PathLike[str], db: ScratchDatabase, *,

@@ -19,6 +19,7 @@ from helpers import (
     reward_row,
     run_cli,
     snapshot,
+    text_log_files,
     wait_until,
     write_config,
     write_csv,
@@ -29,19 +30,9 @@ TRACKING = ("process_logs", "file_processing_logs", "batch_processing_logs")
 
 # --------------------------------------------------------------------------- helpers
 
-def dicts(db: ScratchDatabase, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """Run a query on the test connection; rows as dicts."""
-    cur = db.conn.cursor(dictionary=True)
-    try:
-        cur.execute(sql, tuple(params) or None)
-        return cur.fetchall()
-    finally:
-        cur.close()
-
-
 def log_files(config: Path) -> list[Path]:
     """Text logs in the config's log_dir."""
-    return sorted((config.parent / "logs").glob("DataProcessingAllDetails_*.txt"))
+    return text_log_files(config.parent / "logs")
 
 
 def tracking_tables(db: ScratchDatabase) -> list[str]:
@@ -75,7 +66,7 @@ def running_row(db: ScratchDatabase) -> dict[str, Any] | None:
     """The RUNNING process_logs row, or None (also while the table does not exist yet)."""
     if not db.table_exists("process_logs"):
         return None
-    rows = dicts(db, "SELECT * FROM process_logs WHERE status = 'RUNNING'")
+    rows = db.query_dicts("SELECT * FROM process_logs WHERE status = 'RUNNING'")
     return rows[0] if rows else None
 
 
@@ -350,28 +341,28 @@ def test_seed_monitoring_queries_after_a_run(db, tmp_path):
     assert run_cli(config).returncode == 0
     pid = db.scalar("SELECT MAX(id) FROM process_logs")
 
-    run = dicts(db, f"SELECT * FROM process_logs WHERE id = {pid};")
+    run = db.query_dicts(f"SELECT * FROM process_logs WHERE id = {pid};")
     assert len(run) == 1
     assert (run[0]["status"], run[0]["processed_files"], run[0]["total_files"],
             run[0]["rows_archived"]) == ("COMPLETED", 2, 2, 30)
 
-    files = dicts(db, f"SELECT * FROM file_processing_logs WHERE process_log_id = {pid};")
+    files = db.query_dicts(f"SELECT * FROM file_processing_logs WHERE process_log_id = {pid};")
     assert sorted((f["file_name"], f["status"], f["processed_batches"], f["total_batches"],
                    f["rows_archived"]) for f in files) == [
         ("ids.csv", "COMPLETED", 5, 5, 23), ("z.csv", "COMPLETED", 2, 2, 7)]
 
-    last = dicts(db, "SELECT MAX(batch_number) as last_batch FROM batch_processing_logs "
+    last = db.query_dicts("SELECT MAX(batch_number) as last_batch FROM batch_processing_logs "
                      f"WHERE process_log_id = {pid} AND file_name = 'ids.csv';")
     assert last == [{"last_batch": 5}]
 
-    batches = dicts(db, f"SELECT * FROM batch_processing_logs WHERE process_log_id = {pid} "
+    batches = db.query_dicts(f"SELECT * FROM batch_processing_logs WHERE process_log_id = {pid} "
                         "ORDER BY created_at DESC;")
     assert [(b["file_name"], b["batch_number"]) for b in batches] == (
         [("z.csv", 2), ("z.csv", 1)] + [("ids.csv", n) for n in range(5, 0, -1)])
     assert all(b["status"] == "COMPLETED" for b in batches)
     assert sum(b["rows_archived"] for b in batches) == 30
 
-    live = dicts(db, LIVE_QUERY)
+    live = db.query_dicts(LIVE_QUERY)
     assert live == []  # nothing is running any more
 
 
@@ -389,7 +380,7 @@ def test_seed_live_progress_query_during_a_run(db, tmp_path, spawn_cli):
     def progressed(at_least: int) -> list[dict[str, Any]] | None:
         if running_row(db) is None:
             return None
-        rows = dicts(db, LIVE_QUERY)
+        rows = db.query_dicts(LIVE_QUERY)
         return rows if rows and (rows[0]["processed_batches"] or 0) >= at_least else None
 
     first = wait_until(lambda: progressed(1), timeout=30, message="a first batch in the live query")

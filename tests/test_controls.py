@@ -31,10 +31,12 @@ from typing import Any
 import mysql.connector
 import pytest
 
+from checks import assert_batches_once
 from helpers import (
     ScratchDatabase,
     create_rewards_tables,
     insert_rewards,
+    read_text_logs,
     reward_row,
     run_cli,
     snapshot,
@@ -91,24 +93,14 @@ def make_job(tmp_path: Path, db: ScratchDatabase, listed: Iterable[int], *,
     return Job(tmp_path, db, config, listed, unlisted, batch_size)
 
 
-def dict_rows(db: ScratchDatabase, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """Run a query on the scratch database; rows as dicts."""
-    cur = db.conn.cursor(dictionary=True)
-    try:
-        cur.execute(sql, tuple(params) or None)
-        return list(cur.fetchall())
-    finally:
-        cur.close()
-
-
 def runs(db: ScratchDatabase) -> list[dict[str, Any]]:
     """Every process_logs row, oldest first."""
-    return dict_rows(db, "SELECT * FROM process_logs ORDER BY id")
+    return db.query_dicts("SELECT * FROM process_logs ORDER BY id")
 
 
 def file_rows(db: ScratchDatabase, run_id: int) -> list[dict[str, Any]]:
     """The file_processing_logs rows of one run."""
-    return dict_rows(db, "SELECT * FROM file_processing_logs WHERE process_log_id = %s ORDER BY id",
+    return db.query_dicts("SELECT * FROM file_processing_logs WHERE process_log_id = %s ORDER BY id",
                      (run_id,))
 
 
@@ -126,8 +118,7 @@ def completed_batches(db: ScratchDatabase, file_name: str = CSV_NAME) -> list[in
 
 def log_text(job: Job) -> str:
     """All text logs of the job, concatenated."""
-    return "".join(p.read_text(encoding="utf-8", errors="replace")
-                   for p in sorted(job.log_dir.glob("DataProcessingAllDetails_*.txt")))
+    return read_text_logs(job.log_dir)
 
 
 def log_lines(job: Job, prefix: str) -> list[str]:
@@ -149,7 +140,7 @@ def status_text(job: Job) -> str:
 
 def assert_each_batch_once(job: Job) -> None:
     """Across all runs, batches 1..N of the file are recorded completed exactly once each."""
-    assert completed_batches(job.db) == list(range(1, job.total_batches + 1))
+    assert_batches_once(job.db, CSV_NAME, job.total_batches)
 
 
 def assert_rows(job: Job, moved: Iterable[int], stayed: Iterable[int]) -> None:
@@ -363,7 +354,7 @@ def test_guard_keeps_failing_rows_and_counts_them(tmp_path: Path, db: ScratchDat
     (frow,) = file_rows(db, run["id"])
     assert (frow["status"], frow["skipped_by_guard"], frow["rows_archived"]) == (
         "COMPLETED", len(fails), len(passes))
-    per_batch = dict_rows(db, "SELECT batch_number, status, rows_archived, skipped_by_guard "
+    per_batch = db.query_dicts("SELECT batch_number, status, rows_archived, skipped_by_guard "
                               "FROM batch_processing_logs ORDER BY batch_number")
     expected = [{"batch_number": n, "status": "COMPLETED",
                  "rows_archived": sum(k in passes for k in b),

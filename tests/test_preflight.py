@@ -20,6 +20,7 @@ from helpers import (
     ScratchDatabase,
     create_rewards_tables,
     insert_rewards,
+    read_text_logs,
     reward_row,
     rewards_archive_ddl,
     run_cli,
@@ -52,19 +53,12 @@ def snapshots(db: ScratchDatabase, tables: Sequence[str]) -> dict[str, Any]:
 
 def run_rows(db: ScratchDatabase) -> list[dict[str, Any]]:
     """All process_logs rows as dicts."""
-    conn = db.conn
-    cur = conn.cursor(dictionary=True)
-    try:
-        cur.execute("SELECT * FROM process_logs ORDER BY id")
-        return cur.fetchall()
-    finally:
-        cur.close()
+    return db.query_dicts("SELECT * FROM process_logs ORDER BY id")
 
 
 def text_logs(config: Path) -> str:
     """Everything written to the text logs of this config's log_dir."""
-    log_dir = config.parent / "logs"
-    return "".join(p.read_text(encoding="utf-8") for p in sorted(log_dir.glob("DataProcessingAllDetails_*.txt")))
+    return read_text_logs(config.parent / "logs")
 
 
 def expect_refused(db: ScratchDatabase, config: Path, fragments: Sequence[str],
