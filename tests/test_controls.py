@@ -557,6 +557,26 @@ def pause_line(job: Job, fragment: str) -> str | None:
     return next((line for line in log_lines(job, "PAUSE:") if fragment in line), None)
 
 
+def assert_held(job: Job, proc: Any, rdb: ScratchDatabase, seconds: float) -> None:
+    """While paused, the run stays alive and commits no batch for *seconds*."""
+    held = len(completed_batches(rdb))
+    time.sleep(seconds)
+    assert proc.poll() is None
+    assert len(completed_batches(rdb)) == held < job.total_batches
+
+
+def assert_resumed_and_finished(job: Job, proc: Any, pair: ReplicationPair, rdb: ScratchDatabase,
+                                fragment: str) -> str:
+    """The run resumed after the pause on *fragment* and finished the job on both servers."""
+    assert proc.wait(timeout=40) == EXIT_OK, proc.read_stdout() + proc.read_stderr()
+    text = log_text(job)
+    assert text.index("RESUME:", text.index(fragment)) > 0
+    assert_each_batch_once(job)
+    assert_rows(job, job.listed, [])
+    assert_replica_matches(pair, rdb)
+    return text
+
+
 def test_replica_sql_thread_stopped_pauses_until_it_runs_again(
         tmp_path: Path, rdb: ScratchDatabase, pair: ReplicationPair, spawn_cli: Any) -> None:
     """STOP SLAVE SQL_THREAD mid-run: 'lag unknown' pause, no batch meanwhile; resumes after."""
@@ -573,21 +593,13 @@ def test_replica_sql_thread_stopped_pauses_until_it_runs_again(
                           timeout=15, message="PAUSE line")
         assert isinstance(line, str), proc.read_stdout() + proc.read_stderr()
         assert line.startswith(f"PAUSE: replica mon@127.0.0.1:{pair.replica.port} lag unknown"), line
-        held = len(completed_batches(rdb))
-        time.sleep(1.5)
-        assert proc.poll() is None
-        assert len(completed_batches(rdb)) == held < job.total_batches
+        assert_held(job, proc, rdb, 1.5)
     finally:
         pair.start_replication()
-    assert proc.wait(timeout=40) == EXIT_OK, proc.read_stdout() + proc.read_stderr()
-    text = log_text(job)
-    assert text.index("RESUME:", text.index("lag unknown")) > 0
+    text = assert_resumed_and_finished(job, proc, pair, rdb, "lag unknown")
     assert runs(rdb)[-1]["status"] == "COMPLETED"
     assert paused_seconds(summaries(job)[-1]) >= 1.0
     assert MONITOR_PASSWORD not in text + proc.read_stdout()
-    assert_each_batch_once(job)
-    assert_rows(job, job.listed, [])
-    assert_replica_matches(pair, rdb)
 
 
 def test_replica_lag_above_max_replica_lag_pauses(
@@ -606,19 +618,11 @@ def test_replica_lag_above_max_replica_lag_pauses(
         lag = re.search(r"is (\d+(?:\.\d+)?)s behind \(max_replica_lag 1s\)", line)
         assert lag and float(lag.group(1)) > 1, line
         assert (pair.lag() or 0) > 1
-        held = len(completed_batches(rdb))
-        time.sleep(1.0)
-        assert proc.poll() is None
-        assert len(completed_batches(rdb)) == held < job.total_batches
+        assert_held(job, proc, rdb, 1.0)
     finally:
         blocker.cursor().execute("UNLOCK TABLES")
         blocker.close()
-    assert proc.wait(timeout=40) == EXIT_OK, proc.read_stdout() + proc.read_stderr()
-    text = log_text(job)
-    assert text.index("RESUME:", text.index("s behind")) > 0
-    assert_each_batch_once(job)
-    assert_rows(job, job.listed, [])
-    assert_replica_matches(pair, rdb)
+    assert_resumed_and_finished(job, proc, pair, rdb, "s behind")
 
 
 def test_replica_restarted_mid_run_pauses_then_resumes(
@@ -635,18 +639,11 @@ def test_replica_restarted_mid_run_pauses_then_resumes(
         line = wait_until(lambda: proc.poll() is not None or pause_line(job, "lag unknown"),
                           timeout=15, message="PAUSE line")
         assert isinstance(line, str), proc.read_stdout() + proc.read_stderr()
-        held = len(completed_batches(rdb))
-        time.sleep(0.6)
-        assert proc.poll() is None and len(completed_batches(rdb)) == held < job.total_batches
+        assert_held(job, proc, rdb, 0.6)
     finally:
         pair.replica.start()
         pair.start_replication()
-    assert proc.wait(timeout=40) == EXIT_OK, proc.read_stdout() + proc.read_stderr()
-    text = log_text(job)
-    assert text.index("RESUME:", text.index("lag unknown")) > 0
-    assert_each_batch_once(job)
-    assert_rows(job, job.listed, [])
-    assert_replica_matches(pair, rdb)
+    assert_resumed_and_finished(job, proc, pair, rdb, "lag unknown")
 
 
 def test_replica_timeout_gives_up_and_rerun_completes(
