@@ -107,7 +107,58 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class ThrowawayMariaDB:
+class _ServerBase:
+    """What both kinds of test server share: connecting and the context-manager protocol."""
+
+    user: str
+    password: str
+    host: str
+    port: int | None
+
+    @property
+    def client_socket(self) -> str | None:
+        """The unix socket clients should use, or None for TCP."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Make the server answer (subclasses say how)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server, if it is ours to stop (subclasses say how)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        """Start the server (an external one is only checked)."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the server (an external one is left alone)."""
+        self.stop()
+
+    def connection_kwargs(self, database: str | None = None) -> dict[str, Any]:
+        """Return mysql.connector.connect() keyword arguments for this server."""
+        kw: dict[str, Any] = {"user": self.user, "password": self.password}
+        if self.client_socket:
+            kw["unix_socket"] = self.client_socket
+        else:
+            kw.update(host=self.host, port=self.port)
+        if database is not None:
+            kw["database"] = database
+        return kw
+
+    def connect(self, database: str | None = None, **kw: Any) -> Any:
+        """Open an autocommit utf8mb4 mysql.connector connection."""
+        return _connect(self.connection_kwargs(database), kw)
+
+
+class ThrowawayMariaDB(_ServerBase):
     """A mariadbd of our own, running on a data directory inside *basedir*."""
 
     def __init__(
@@ -340,38 +391,13 @@ class ThrowawayMariaDB:
         except Exception:  # pragma: no cover - best effort at interpreter exit
             self._kill_process()
 
-    def __enter__(self) -> ThrowawayMariaDB:
-        """Start the server."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the server."""
-        self.stop()
-
-    # ------------------------------------------------------------ connecting
-    def connection_kwargs(self, database: str | None = None) -> dict[str, Any]:
-        """Return mysql.connector.connect() keyword arguments for this server."""
-        kw: dict[str, Any] = {"user": self.user, "password": self.password}
-        if self.port is None:
-            kw["unix_socket"] = self.socket
-        else:
-            kw.update(host=self.host, port=self.port)
-        if database is not None:
-            kw["database"] = database
-        return kw
-
-    def connect(self, database: str | None = None, **kw: Any) -> Any:
-        """Open an autocommit utf8mb4 mysql.connector connection."""
-        return _connect(self.connection_kwargs(database), kw)
+    @property
+    def client_socket(self) -> str | None:
+        """The private socket, unless the server was started on a TCP port."""
+        return str(self.socket) if self.port is None else None
 
 
-class ExternalServer:
+class ExternalServer(_ServerBase):
     """An already-running server reached through a DSN; it cannot be controlled."""
 
     def __init__(
@@ -438,33 +464,10 @@ class ExternalServer:
         """Return a note: the error log of an external server is not available."""
         return "<external server: error log not available>"
 
-    def __enter__(self) -> ExternalServer:
-        """Check the server answers."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Do nothing."""
-
-    def connection_kwargs(self, database: str | None = None) -> dict[str, Any]:
-        """Return mysql.connector.connect() keyword arguments for this server."""
-        kw: dict[str, Any] = {"user": self.user, "password": self.password}
-        if self.socket:
-            kw["unix_socket"] = self.socket
-        else:
-            kw.update(host=self.host, port=self.port)
-        if database is not None:
-            kw["database"] = database
-        return kw
-
-    def connect(self, database: str | None = None, **kw: Any) -> Any:
-        """Open an autocommit utf8mb4 mysql.connector connection."""
-        return _connect(self.connection_kwargs(database), kw)
+    @property
+    def client_socket(self) -> str | None:
+        """The socket named in the DSN, if any."""
+        return self.socket or None
 
 
 def _connect(base: dict[str, Any], extra: dict[str, Any]) -> Any:
