@@ -728,14 +728,6 @@ def list_csv_files(csv_dir: Path, pattern: str) -> list[Path]:
     return sorted((p for p in csv_dir.glob(pattern) if p.is_file()), key=lambda p: p.name)
 
 
-def describe_ranges(numbers: Sequence[int]) -> str:
-    """Compact text for a sorted list of numbers: 1-9, 12, 15-20."""
-    parts: list[str] = []
-    for low, high in group_runs(numbers):
-        parts.append(str(low) if low == high else f"{low}-{high}")
-    return ", ".join(parts)
-
-
 def group_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
     """Split sorted unique integers into (first, last) runs of consecutive values."""
     runs: list[tuple[int, int]] = []

@@ -44,10 +44,6 @@ def test_lock_name_fits_the_server_limit():
     assert len(archive.lock_name("d" * 64, "t" * 64)) <= 64
 
 
-def test_describe_ranges_is_compact():
-    assert archive.describe_ranges([1, 2, 3, 5, 7, 8]) == "1-3, 5, 7-8"
-
-
 SHA = "a" * 64
 OTHER = "b" * 64
 
