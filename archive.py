@@ -32,15 +32,19 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import csv
+import contextlib
 import dataclasses
 import datetime as dt
 import difflib
 import hashlib
 import itertools
+import json
 import math
 import os
+import random
 import re
+import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -48,13 +52,19 @@ import time
 import traceback
 import urllib.parse
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
 import mysql.connector
 from mysql.connector import errorcode
+from mysql.connector.constants import ClientFlag
+
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------- constants
+
+__version__ = "2.0.0"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -69,117 +79,97 @@ EXIT_INTERRUPTED = 6
 MAX_BATCH_SIZE = 20_000
 LOG_PREFIX = "DataProcessingAllDetails_"
 LOG_TIMESTAMP = "%Y-%m-%d %H:%M:%S"
+LOG_INDEX_NAME = ".archive-log-index.json"
 HASH_CHUNK = 1 << 20
+TICK_KEYS = 50_000  # keys validated between two heartbeats of the run lock
 RANGE_MIN_RUN = 4  # contiguous integer keys this long are sent as BETWEEN, not IN
 SHOWN_KEYS = 20  # conflict keys printed in one message; all are stored in the DB
 RETRY_BACKOFF_CAP = 4.0
-MAX_MESSAGE = 20_000  # characters of an error kept in a TEXT column
+TRACKING_ROWS_PER_BATCH = 8  # rows a batch writes besides its data rows (Galera write-set limit)
 
-DEADLOCK_ERRNOS = {errorcode.ER_LOCK_DEADLOCK, errorcode.ER_LOCK_WAIT_TIMEOUT}
-CONNECTION_ERRNOS = {
-    errorcode.CR_CONNECTION_ERROR, errorcode.CR_CONN_HOST_ERROR,
-    errorcode.CR_SERVER_GONE_ERROR, errorcode.CR_SERVER_LOST,
-    errorcode.CR_SERVER_LOST_EXTENDED, 2055, 1927, 4031, 1053,
-    errorcode.ER_CON_COUNT_ERROR,
-}
+# MySQL's latin1 is Windows-1252, except that the five bytes cp1252 leaves unassigned
+# stand for the C1 control characters of the same number.
+LATIN1_PASSTHROUGH = frozenset((0x81, 0x8D, 0x8F, 0x90, 0x9D))
+KEY_CHARSETS = frozenset(("utf8mb4", "utf8mb3", "utf8", "latin1", "ascii"))
+INT_KEY = re.compile(r"[+-]?[0-9]{1,20}")  # ASCII digits only: Python's \d takes any script's digits
+HEX_KEY = re.compile(r"(?:[0-9A-Fa-f]{2})+")
+
+ER_LOCK_WAIT_TIMEOUT = errorcode.ER_LOCK_WAIT_TIMEOUT  # 1205
+ER_LOCK_DEADLOCK = errorcode.ER_LOCK_DEADLOCK  # 1213: also a Galera certification conflict
+ER_DUP_ENTRY = errorcode.ER_DUP_ENTRY  # 1062
+ER_WSREP_NOT_READY = 1047  # "WSREP has not yet prepared node for application use"
+ER_WSREP_MAX_WS_ROWS = 1180  # a Galera write set has more rows than wsrep_max_ws_rows
+ER_WSREP_MAX_WS_SIZE = 1105  # ... or more bytes than wsrep_max_ws_size (at COMMIT)
+ER_QUERY_INTERRUPTED = 1317
+ER_CONNECTION_KILLED = 1927
+ER_SERVER_SHUTDOWN = 1053
+ER_CLIENT_INTERACTION_TIMEOUT = 4031
+CR_CONNECTION_ERROR = errorcode.CR_CONNECTION_ERROR  # 2002: no server at the socket
+CR_CONN_HOST_ERROR = errorcode.CR_CONN_HOST_ERROR  # 2003: no server at host:port
+CR_SERVER_GONE_ERROR = errorcode.CR_SERVER_GONE_ERROR  # 2006
+CR_SERVER_LOST = errorcode.CR_SERVER_LOST  # 2013
+CR_SERVER_LOST_EXTENDED = errorcode.CR_SERVER_LOST_EXTENDED  # 2055
+RETRY_ERRNOS = frozenset((ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT))
+CONNECTION_ERRNOS = frozenset((
+    CR_CONNECTION_ERROR, CR_CONN_HOST_ERROR, CR_SERVER_GONE_ERROR, CR_SERVER_LOST,
+    CR_SERVER_LOST_EXTENDED, ER_CONNECTION_KILLED, ER_CLIENT_INTERACTION_TIMEOUT,
+    ER_SERVER_SHUTDOWN, errorcode.ER_CON_COUNT_ERROR, ER_WSREP_NOT_READY,
+))
+
 DONE_STATUSES = ("COMPLETED", "COMPLETED_WITH_DUPLICATES")
 INT_RANGES = {
     "tinyint": 8, "smallint": 16, "mediumint": 24, "int": 32, "integer": 32, "bigint": 64,
 }
-STRING_TYPES = {"char", "varchar", "binary", "varbinary"}
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_$]{1,64}$")
+# A guard is one condition on the source row. These words would let it read other
+# tables, write, sleep, or touch the run lock; parentheses are checked separately.
 GUARD_FORBIDDEN = re.compile(
-    r";|--|#|/\*|\b(select|insert|update|delete|drop|alter|create|truncate|grant|revoke"
-    r"|union|into|outfile|dumpfile|load_file|sleep|benchmark|get_lock|call|handler)\b",
+    r";|--|#|/\*|:=|\b(select|insert|update|delete|replace|drop|alter|create|truncate|grant|revoke"
+    r"|union|into|outfile|dumpfile|load_file|sleep|benchmark|get_lock|release_lock|release_all_locks"
+    r"|is_free_lock|is_used_lock|master_pos_wait|master_gtid_wait|nextval|setval|lastval|call|handler"
+    r"|run_locks|process_logs|file_processing_logs|batch_processing_logs|conflict_logs)\b",
     re.IGNORECASE,
 )
 
-TRACKING_DDL = (
-    """CREATE TABLE IF NOT EXISTS `process_logs` (
-  `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
-  `source_table` VARCHAR(64) NOT NULL,
-  `archive_table` VARCHAR(64) NOT NULL,
-  `status` ENUM('RUNNING','COMPLETED','FAILED','INTERRUPTED') NOT NULL,
-  `host` VARCHAR(255) NOT NULL,
-  `pid` INT NOT NULL,
-  `start_time` DATETIME NOT NULL,
-  `end_time` DATETIME NULL,
-  `total_files` INT NOT NULL DEFAULT 0,
-  `processed_files` INT NOT NULL DEFAULT 0,
-  `current_file` VARCHAR(255) NULL,
-  `current_batch` INT NULL,
-  `rows_archived` BIGINT NOT NULL DEFAULT 0,
-  `rows_deleted` BIGINT NOT NULL DEFAULT 0,
-  `duplicates` BIGINT NOT NULL DEFAULT 0,
-  `conflicts` BIGINT NOT NULL DEFAULT 0,
-  `skipped_by_guard` BIGINT NOT NULL DEFAULT 0,
-  `stop_reason` VARCHAR(255) NULL,
-  `pause_reason` VARCHAR(255) NULL,
-  `paused_seconds` DOUBLE NOT NULL DEFAULT 0,
-  `error_message` TEXT NULL,
-  KEY `ix_process_status` (`source_table`, `status`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
-    """CREATE TABLE IF NOT EXISTS `file_processing_logs` (
-  `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
-  `process_log_id` BIGINT UNSIGNED NOT NULL,
-  `file_name` VARCHAR(255) NOT NULL,
-  `file_size` BIGINT NOT NULL,
-  `file_checksum` CHAR(64) NOT NULL,
-  `status` ENUM('PROCESSING','COMPLETED','FAILED','INTERRUPTED') NOT NULL,
-  `batch_size` INT NOT NULL,
-  `total_keys` BIGINT NOT NULL DEFAULT 0,
-  `total_batches` INT NOT NULL DEFAULT 0,
-  `start_batch` INT NOT NULL DEFAULT 1,
-  `processed_batches` INT NOT NULL DEFAULT 0,
-  `last_processed_batch` INT NOT NULL DEFAULT 0,
-  `rows_archived` BIGINT NOT NULL DEFAULT 0,
-  `rows_deleted` BIGINT NOT NULL DEFAULT 0,
-  `duplicates` BIGINT NOT NULL DEFAULT 0,
-  `conflicts` BIGINT NOT NULL DEFAULT 0,
-  `skipped_by_guard` BIGINT NOT NULL DEFAULT 0,
-  `error_message` TEXT NULL,
-  `started_at` DATETIME NOT NULL,
-  `finished_at` DATETIME NULL,
-  UNIQUE KEY `ux_file_run` (`process_log_id`, `file_name`),
-  KEY `ix_file_checksum` (`file_name`, `file_checksum`, `status`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
-    """CREATE TABLE IF NOT EXISTS `batch_processing_logs` (
-  `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
-  `process_log_id` BIGINT UNSIGNED NOT NULL,
-  `file_name` VARCHAR(255) NOT NULL,
-  `batch_number` INT NOT NULL,
-  `status` ENUM('COMPLETED','COMPLETED_WITH_DUPLICATES','FAILED') NOT NULL,
-  `first_key` VARCHAR(255) NULL,
-  `last_key` VARCHAR(255) NULL,
-  `keys_in_batch` INT NOT NULL DEFAULT 0,
-  `rows_archived` INT NOT NULL DEFAULT 0,
-  `rows_deleted` INT NOT NULL DEFAULT 0,
-  `duplicates` INT NOT NULL DEFAULT 0,
-  `conflicts` INT NOT NULL DEFAULT 0,
-  `skipped_by_guard` INT NOT NULL DEFAULT 0,
-  `conflict_keys` MEDIUMTEXT NULL,
-  `end_offset` BIGINT NULL,
-  `end_line` BIGINT NULL,
-  `error_message` TEXT NULL,
-  `created_at` DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-  UNIQUE KEY `ux_batch_run` (`process_log_id`, `file_name`, `batch_number`),
-  KEY `ix_batch_status` (`status`, `created_at`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
-)
-TRACKING_TABLES = ("process_logs", "file_processing_logs", "batch_processing_logs")
 
+# --------------------------------------------------------------------------- errors
 
 class ArchiveError(Exception):
-    """An error a DBA can act on; main() prints it as one line and exits with its code."""
+    """An error a DBA can act on; main() prints it as one line and exits 1 (the run FAILED)."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
-        super().__init__(message)
-        self.exit_code = exit_code
+
+class ConfigError(ArchiveError):
+    """Bad usage or configuration, found before anything was touched (exit 2)."""
+
+
+class RejectedFile(ArchiveError):
+    """A CSV file that cannot be archived as listed; the run goes on without it (exit 4)."""
+
+
+class AlreadyRunning(ArchiveError):
+    """Another run holds the job's run lock (exit 5)."""
+
+
+class LostLock(AlreadyRunning):
+    """This run's lease expired and another run took the lock over; it stopped (exit 5)."""
+
+
+class Unreachable(ArchiveError):
+    """No address of the server answered as a usable node (retried for retry_timeout in a run)."""
+
+
+class BatchFailed(ArchiveError):
+    """A batch failed after its retries; the text log already says so."""
+
+
+class NodeNotReady(Exception):
+    """A cluster node that answers but must not take writes (not synced, not primary)."""
 
 
 # --------------------------------------------------------------------------- configuration
 
 REQUIRED = object()
+Endpoint = tuple[str, Optional[int]]  # (host, port); port None means the [database] port or 3306
 
 
 @dataclass(frozen=True)
@@ -195,10 +185,9 @@ class Option:
 
 @dataclass(frozen=True)
 class DbSettings:
-    """How to reach one server; None means "not set", so option files can supply it."""
+    """How to reach one server or cluster; None means "not set", so option files can supply it."""
 
-    host: str | None = None
-    port: int | None = None
+    hosts: tuple[Endpoint, ...] = ()
     user: str | None = None
     password: str | None = None
     database: str | None = None
@@ -206,26 +195,40 @@ class DbSettings:
     option_files: tuple[str, ...] = ()
     option_groups: tuple[str, ...] = ()
     connect_timeout: int = 5
+    password_source: str = ""  # where the password came from, for "access denied" messages
 
-    def connect_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for mysql.connector.connect()."""
+    @property
+    def endpoints(self) -> int:
+        """How many addresses to try: the host list, or one (socket, option file or default)."""
+        return 1 if self.unix_socket or not self.hosts else len(self.hosts)
+
+    def connect_kwargs(self, index: int = 0) -> dict[str, Any]:
+        """Keyword arguments for mysql.connector.connect() to endpoint `index`."""
         kwargs: dict[str, Any] = {"connection_timeout": self.connect_timeout}
-        for name in ("host", "port", "user", "password", "database", "unix_socket"):
+        for name in ("user", "password", "database", "unix_socket"):
             value = getattr(self, name)
             if value is not None:
                 kwargs[name] = value
-        if self.unix_socket:
-            kwargs.pop("host", None)
-            kwargs.pop("port", None)
+        if self.hosts and not self.unix_socket:
+            host, port = self.hosts[index % len(self.hosts)]
+            kwargs["host"] = host
+            if port is not None:
+                kwargs["port"] = port
         if self.option_files:
             kwargs["option_files"] = list(self.option_files)
             if self.option_groups:
                 kwargs["option_groups"] = list(self.option_groups)
         return kwargs
 
-    def describe(self) -> str:
+    def describe(self, index: int | None = None) -> str:
         """Where this server is, for messages (never the password)."""
-        where = self.unix_socket or f"{self.host or 'localhost'}:{self.port or 3306}"
+        if self.unix_socket:
+            where = self.unix_socket
+        elif not self.hosts:
+            where = "(option file host)"
+        else:
+            chosen = self.hosts if index is None else (self.hosts[index % len(self.hosts)],)
+            where = ",".join(f"{host}:{port or 3306}" for host, port in chosen)
         return f"{self.user or '(option file user)'}@{where}"
 
 
@@ -244,9 +247,15 @@ class Config:
     csv_delimiter: str
     batch_size: int
     log_dir: Path
+    log_retention_days: int | None
+    done_dir: Path | None
     lock_wait_timeout: int
-    max_retries: int
+    lock_lease: float
+    retry_timeout: float
+    max_retries: int | None
     allow_cascading_deletes: bool
+    allow_triggers: bool
+    allow_system_versioning: bool
     sleep_seconds: float
     max_runtime: float | None
     stop_file: Path | None
@@ -256,11 +265,23 @@ class Config:
     max_replica_lag: float
     replica_timeout: float
     check_interval: float
+    max_flow_control: float
+    max_recv_queue: int | None
 
     @property
     def database(self) -> str:
         """The database holding the source, archive and tracking tables."""
         return self.db.database or ""
+
+    @property
+    def job(self) -> str:
+        """What tracking rows of this job are filed under: the database and both tables."""
+        return f"{self.database}.{self.source_table} -> {self.database}.{self.archive_table}"
+
+    @property
+    def lock_name(self) -> str:
+        """One run at a time per source table, whatever its archive table."""
+        return f"{self.database}.{self.source_table}"
 
 
 def parse_text(text: str) -> str:
@@ -281,10 +302,9 @@ def make_int_parser(low: int, high: int) -> Callable[[str], int]:
     """Build a parser for a whole number within [low, high]."""
 
     def parse_int(text: str) -> int:
-        try:
-            value = int(text.strip())
-        except ValueError:
-            raise ValueError(f"{text!r} is not a whole number") from None
+        if not INT_KEY.fullmatch(text.strip()):
+            raise ValueError(f"{text!r} is not a whole number")
+        value = int(text.strip())
         if not low <= value <= high:
             raise ValueError(f"{value} is out of range; use {low} to {high}")
         return value
@@ -293,7 +313,7 @@ def make_int_parser(low: int, high: int) -> Callable[[str], int]:
 
 
 def make_float_parser(low: float, high: float) -> Callable[[str], float]:
-    """Build a parser for a number of seconds within [low, high]."""
+    """Build a parser for a number (of seconds, or a fraction) within [low, high]."""
 
     def parse_float(text: str) -> float:
         try:
@@ -320,10 +340,10 @@ def parse_bool(text: str) -> bool:
 def parse_duration(text: str) -> float:
     """A duration such as 90, 45s, 30m, 2h or 1h30m, in seconds."""
     cleaned = text.strip().lower().replace(" ", "")
-    if re.fullmatch(r"\d+(\.\d+)?", cleaned):
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", cleaned):
         seconds = float(cleaned)
     else:
-        parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", cleaned)
+        parts = re.fullmatch(r"(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?", cleaned)
         if not cleaned or not parts:
             raise ValueError(f"{text!r} is not a duration like 90s, 30m, 2h or 1h30m")
         hours, minutes, secs = (int(p or 0) for p in parts.groups())
@@ -338,22 +358,66 @@ def parse_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def parse_hosts(text: str) -> tuple[Endpoint, ...]:
+    """One host, or a comma-separated list of host[:port] ([v6]:port for IPv6) to fail over across."""
+    hosts = []
+    for item in parse_list(text):
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::([0-9]+))?|([^:\s\[\]]+)(?::([0-9]+))?", item)
+        if not match:
+            raise ValueError(f"{item!r} is not host or host:port")
+        host = match.group(1) or match.group(3)
+        port = match.group(2) or match.group(4)
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise ValueError(f"{item!r} has a bad port")
+        hosts.append((host, int(port) if port else None))
+    if not hosts:
+        raise ValueError("must not be empty")
+    return tuple(hosts)
+
+
+DELIMITER_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "pipe": "|"}
+
+
 def parse_delimiter(text: str) -> str:
-    """One character; 'tab' for a tab."""
-    value = "\t" if text.strip().lower() in ("tab", "\\t") else text.strip()
-    if len(value) != 1 or value in "\"\r\n":
-        raise ValueError(f"{text!r} must be one character (or 'tab')")
+    """One character, or comma/semicolon/tab/pipe; ';' and '#' also work quoted."""
+    value = text.strip()
+    value = DELIMITER_NAMES.get(value.lower(), value)
+    if len(value) == 3 and value[0] == value[2] and value[0] in "'\"":
+        value = value[1]
+    if len(value) != 1 or value in "\"\r\n ":
+        raise ValueError(f"{text!r} must be one character, or comma, semicolon, tab or pipe")
+    return value
+
+
+def parse_pattern(text: str) -> str:
+    """A glob relative to csv_dir; absolute or upward patterns would read other folders."""
+    value = parse_text(text)
+    if value.startswith(("/", "~")) or ".." in Path(value).parts:
+        raise ValueError(f"{value!r} must be relative to csv_dir (no leading / or ~, no ..)")
     return value
 
 
 def parse_guard(text: str) -> str:
-    """A boolean SQL condition on the source row, without statements or comments."""
+    """A boolean SQL condition on the source row, without statements, comments or lock functions."""
     value = parse_text(text)
     bad = GUARD_FORBIDDEN.search(value)
     if bad:
         raise ValueError(f"{bad.group(0)!r} is not allowed; give a plain condition such as "
                          "created_at < NOW() - INTERVAL 90 DAY")
+    depth = 0
+    for char in strip_sql_literals(value):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            break
+    if depth != 0:
+        raise ValueError("parentheses do not balance; the guard must be one condition "
+                         "(it is ANDed with the listed keys, and must not widen them)")
     return value
+
+
+def strip_sql_literals(text: str) -> str:
+    """The SQL text with quoted strings and identifiers blanked, so their brackets don't count."""
+    return re.sub(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`(?:[^`]|``)*`", "''", text)
 
 
 def parse_path(text: str) -> Path:
@@ -361,43 +425,66 @@ def parse_path(text: str) -> Path:
     return Path(parse_text(text)).expanduser()
 
 
-OPTIONS = (
-    Option("database", "host", None, parse_text, "Server host name or address."),
-    Option("database", "port", None, make_int_parser(1, 65535), "Server TCP port (3306)."),
-    Option("database", "user", None, parse_text, "User name; may come from an option file."),
-    Option("database", "password", None, str,
-           "Password. Better: leave it out and use MYSQL_PWD or an option file."),
-    Option("database", "database", REQUIRED, parse_identifier,
-           "Database holding the source, archive and tracking tables."),
-    Option("database", "unix_socket", None, parse_text,
-           "Unix socket path; when set it is used instead of host and port."),
-    Option("database", "option_files", (), parse_list,
-           "MySQL option files to read credentials from, e.g. ~/.my.cnf."),
-    Option("database", "option_groups", (), parse_list,
-           "Groups to read in the option files (default: client, connector_python)."),
-    Option("database", "connect_timeout", 5, make_int_parser(1, 300),
-           "Seconds to wait for a connection before giving up."),
+def connection_options(section: str, what: str) -> tuple[Option, ...]:
+    """The keys that say how to reach a server, the same in every server section."""
+    return (
+        Option(section, "host", None, parse_hosts,
+               f"{what} host, or a comma-separated list host:port, host:port, ... to fail over across "
+               "(Galera); the first that is up and synced is used."),
+        Option(section, "port", None, make_int_parser(1, 65535), "TCP port for hosts without one (3306)."),
+        Option(section, "user", None, parse_text, "User name; may come from an option file."),
+        Option(section, "password", None, str,
+               "Password. Better: leave it out and use MYSQL_PWD or an option file."),
+        Option(section, "database", REQUIRED, parse_identifier, f"Database on the {what.lower()}."),
+        Option(section, "unix_socket", None, parse_text,
+               "Unix socket path; when set it is used instead of host and port."),
+        Option(section, "option_files", (), parse_list,
+               "MySQL option files to read credentials from, e.g. ~/.my.cnf."),
+        Option(section, "option_groups", (), parse_list,
+               "Groups to read in the option files (default: client, connector_python)."),
+        Option(section, "connect_timeout", 5, make_int_parser(1, 300),
+               "Seconds to wait for a connection before giving up on an address."),
+    )
+
+
+OPTIONS = connection_options("database", "Source server") + (
     Option("archive", "source_table", REQUIRED, parse_identifier, "The hot table rows leave."),
     Option("archive", "archive_table", REQUIRED, parse_identifier,
            "The table rows are copied into; it has every source column."),
     Option("archive", "key_column", REQUIRED, parse_identifier,
            "The source column the CSV keys match; its primary or a unique key."),
-    Option("archive", "csv_dir", REQUIRED, parse_path, "Directory holding the CSV key files."),
-    Option("archive", "csv_pattern", "*.csv", parse_text,
-           "Glob of the files to process, in name order."),
+    Option("archive", "csv_dir", REQUIRED, parse_path,
+           "Directory holding the CSV key files (relative paths start at the config file's folder)."),
+    Option("archive", "csv_pattern", "*.csv", parse_pattern,
+           "Glob of the files to process, relative to csv_dir, in name order."),
     Option("archive", "csv_column", REQUIRED, parse_text,
            "Header name of the key column in the CSV files."),
-    Option("archive", "csv_delimiter", ",", parse_delimiter, "CSV field delimiter ('tab' for tabs)."),
+    Option("archive", "csv_delimiter", ",", parse_delimiter,
+           "CSV field delimiter: one character, or comma, semicolon, tab or pipe."),
     Option("archive", "batch_size", 1000, make_int_parser(1, MAX_BATCH_SIZE),
            "Keys per batch; one batch is one transaction."),
     Option("archive", "log_dir", REQUIRED, parse_path,
            "Directory for the DataProcessingAllDetails_DD_MM_YYYY.txt text logs."),
+    Option("archive", "log_retention_days", None, make_int_parser(1, 100_000),
+           "Delete text logs older than this many days at the start of a run (default: keep all)."),
+    Option("archive", "done_dir", None, parse_path,
+           "Move each completed CSV file here (same file system as csv_dir) so it is not hashed again."),
     Option("archive", "lock_wait_timeout", 10, make_int_parser(1, 3600),
            "Seconds a batch waits for a row lock before it is rolled back and retried."),
-    Option("archive", "max_retries", 4, make_int_parser(0, 20),
-           "Retries of a batch after a deadlock, lock wait timeout or lost connection."),
+    Option("archive", "lock_lease", 120.0, parse_duration,
+           "How long the run lock stays valid without a heartbeat; a dead run's lock is taken "
+           "over after this."),
+    Option("archive", "retry_timeout", 60.0, parse_duration,
+           "How long a batch is retried after deadlocks, lock waits, certification conflicts or a "
+           "lost server before the run fails."),
+    Option("archive", "max_retries", None, make_int_parser(0, 1_000_000),
+           "Also stop retrying a batch after this many attempts (default: only retry_timeout counts)."),
     Option("archive", "allow_cascading_deletes", False, parse_bool,
            "Proceed although foreign keys cascade deletes into child tables (yes/no)."),
+    Option("archive", "allow_triggers", False, parse_bool,
+           "Proceed although the source has DELETE triggers or the archive INSERT triggers (yes/no)."),
+    Option("archive", "allow_system_versioning", False, parse_bool,
+           "Proceed although the source is system-versioned, so deleted rows stay as history (yes/no)."),
     Option("controls", "sleep_seconds", 0.0, make_float_parser(0, 3600),
            "Pause between batches, outside any transaction."),
     Option("controls", "max_runtime", None, parse_duration,
@@ -409,7 +496,7 @@ OPTIONS = (
     Option("controls", "max_threads_running", None, make_int_parser(1, 100_000),
            "Pause while the server's Threads_running is above this."),
     Option("controls", "replicas", (), parse_list,
-           "Replicas to watch: mysql://user:pw@host:port or mysql://user@localhost?socket=/path, "
+           "Replicas to watch: mysql://user:pw@host:port, mysql://user@localhost/?unix_socket=/path, "
            "or group:NAME for an option-file group."),
     Option("controls", "max_replica_lag", 10.0, make_float_parser(0, 86400),
            "Pause while any replica is more than this many seconds behind."),
@@ -417,28 +504,37 @@ OPTIONS = (
            "Give up (INTERRUPTED, exit 6) after a replica's lag stays unknown or high this long."),
     Option("controls", "check_interval", 1.0, make_float_parser(0.05, 600),
            "Seconds between checks while paused."),
+    Option("controls", "max_flow_control", 0.25, make_float_parser(0, 1),
+           "Galera: pause while the node spent more than this fraction of the last check "
+           "interval paused by flow control."),
+    Option("controls", "max_recv_queue", None, make_int_parser(1, 10_000_000),
+           "Galera: pause while the node's receive queue (wsrep_local_recv_queue) is longer."),
 )
-OPTION_INDEX = {(o.section, o.key): o for o in OPTIONS}
 
 
-def config_error(section: str, key: str, message: str) -> ArchiveError:
+def config_error(section: str, key: str, message: str) -> ConfigError:
     """An exit-2 error naming the [section] key."""
-    return ArchiveError(f"config: [{section}] {key}: {message}", EXIT_USAGE)
+    return ConfigError(f"config: [{section}] {key}: {message}")
 
 
 def read_ini(path: Path) -> configparser.ConfigParser:
     """Read the INI file, turning every parse problem into a usage error."""
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
     except FileNotFoundError:
-        raise ArchiveError(f"config: {path}: no such file", EXIT_USAGE) from None
+        raise ConfigError(f"config: {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ArchiveError(f"config: {path}: cannot read: {exc}", EXIT_USAGE) from None
+        raise ConfigError(f"config: {path}: cannot read: {exc}") from None
     except configparser.Error as exc:
-        raise ArchiveError(f"config: {path}: {' '.join(str(exc).split())}", EXIT_USAGE) from None
+        raise ConfigError(f"config: {path}: {' '.join(str(exc).split())}") from None
     return parser
+
+
+def strip_inline_comment(raw: str) -> str:
+    """Drop a ` ;` or ` #` comment: a comment needs a space before it, so `csv_delimiter = ;` works."""
+    return re.split(r"\s[;#]", raw, maxsplit=1)[0].strip()
 
 
 def reject_unknown_keys(parser: configparser.ConfigParser) -> None:
@@ -448,7 +544,7 @@ def reject_unknown_keys(parser: configparser.ConfigParser) -> None:
         if section not in sections:
             hint = difflib.get_close_matches(section, sections, 1)
             extra = f"; did you mean [{hint[0]}]?" if hint else f"; known: {', '.join(sections)}"
-            raise ArchiveError(f"config: [{section}]: unknown section{extra}", EXIT_USAGE)
+            raise ConfigError(f"config: [{section}]: unknown section{extra}")
         known = [o.key for o in OPTIONS if o.section == section]
         for key in parser[section]:
             if key not in known:
@@ -462,6 +558,8 @@ def read_options(parser: configparser.ConfigParser) -> dict[tuple[str, str], Any
     values: dict[tuple[str, str], Any] = {}
     for option in OPTIONS:
         raw = parser.get(option.section, option.key, fallback=None)
+        if raw is not None and option.key != "password":
+            raw = strip_inline_comment(raw)
         if raw is None or (raw.strip() == "" and option.key != "password"):
             if option.default is REQUIRED:
                 raise config_error(option.section, option.key, "is required")
@@ -474,39 +572,64 @@ def read_options(parser: configparser.ConfigParser) -> dict[tuple[str, str], Any
     return values
 
 
+def resolve_paths(values: dict[tuple[str, str], Any], base: Path) -> None:
+    """Relative paths start at the config file's folder, not wherever cron happens to be."""
+    for key in (("archive", "csv_dir"), ("archive", "log_dir"), ("archive", "done_dir"),
+                ("controls", "stop_file")):
+        if values[key] is not None and not values[key].is_absolute():
+            values[key] = base / values[key]
+
+
 def check_directories(values: dict[tuple[str, str], Any]) -> None:
-    """The CSV directory must be readable and the log directory writable."""
-    csv_dir = values[("archive", "csv_dir")]
+    """The CSV directory must be readable, the log directory writable, done_dir beside csv_dir."""
+    csv_dir, log_dir, done_dir = (values[("archive", k)] for k in ("csv_dir", "log_dir", "done_dir"))
     if not csv_dir.is_dir():
         raise config_error("archive", "csv_dir", f"{csv_dir} is not a directory")
     if not os.access(csv_dir, os.R_OK | os.X_OK):
         raise config_error("archive", "csv_dir", f"{csv_dir} is not readable")
-    log_dir = values[("archive", "log_dir")]
     if not log_dir.is_dir():
         raise config_error("archive", "log_dir", f"{log_dir} is not a directory")
     if not os.access(log_dir, os.R_OK | os.W_OK | os.X_OK):
         raise config_error("archive", "log_dir", f"{log_dir} is not readable and writable")
+    if done_dir is None:
+        return
+    if not done_dir.is_dir() or not os.access(done_dir, os.W_OK | os.X_OK):
+        raise config_error("archive", "done_dir", f"{done_dir} is not a writable directory")
+    if done_dir.stat().st_dev != csv_dir.stat().st_dev:
+        raise config_error("archive", "done_dir", f"{done_dir} must be on the same file system as "
+                           f"csv_dir {csv_dir}, so that moving a file is one atomic rename")
+    if done_dir.resolve() == csv_dir.resolve():
+        raise config_error("archive", "done_dir", "must differ from csv_dir")
 
 
-def build_db_settings(values: dict[tuple[str, str], Any], environ: dict[str, str]) -> DbSettings:
-    """The primary's connection settings; MYSQL_PWD fills a password left out of the file."""
+def build_db_settings(values: dict[tuple[str, str], Any], environ: dict[str, str],
+                      section: str = "database") -> DbSettings:
+    """One server section's settings; MYSQL_PWD fills a password left out of the file."""
     def get(key: str) -> Any:
-        return values[("database", key)]
+        return values[(section, key)]
 
-    password = get("password")
+    password, source = get("password"), f"[{section}] password"
     if password is None and environ.get("MYSQL_PWD") is not None:
-        password = environ["MYSQL_PWD"]
-    if get("option_files"):
-        for name in get("option_files"):
-            if not Path(name).expanduser().is_file():
-                raise config_error("database", "option_files", f"{name}: no such file")
+        password, source = environ["MYSQL_PWD"], "the MYSQL_PWD environment variable"
+    for name in get("option_files"):
+        if not Path(name).expanduser().is_file():
+            raise config_error(section, "option_files", f"{name}: no such file")
+    if password is None:
+        source = (f"option file(s) {', '.join(get('option_files'))}" if get("option_files")
+                  else "nowhere (no password given)")
+    hosts = get("host") or (() if get("option_files") else (("127.0.0.1", None),))
+    port = get("port")
     return DbSettings(
-        host=get("host") if get("host") or get("option_files") else "127.0.0.1",
-        port=get("port"), user=get("user"), password=password, database=get("database"),
+        hosts=tuple((host, p if p is not None else port) for host, p in hosts),
+        user=get("user"), password=password, database=get("database"),
         unix_socket=get("unix_socket"),
         option_files=tuple(str(Path(n).expanduser()) for n in get("option_files")),
         option_groups=get("option_groups"), connect_timeout=get("connect_timeout"),
+        password_source=source,
     )
+
+
+REPLICA_QUERY_KEYS = ("socket", "unix_socket")
 
 
 def parse_replica(spec: str, primary: DbSettings) -> DbSettings:
@@ -514,21 +637,27 @@ def parse_replica(spec: str, primary: DbSettings) -> DbSettings:
     if spec.startswith("group:"):
         if not primary.option_files:
             raise ValueError(f"{spec}: group: needs [database] option_files")
-        return dataclasses.replace(primary, host=None, port=None, unix_socket=None,
+        return dataclasses.replace(primary, hosts=(), unix_socket=None,
                                    option_groups=(spec[len("group:"):],))
     url = urllib.parse.urlsplit(spec)
-    if url.scheme != "mysql" or not (url.hostname or "socket" in url.query):
-        raise ValueError(f"{spec!r} is not mysql://user:password@host:port or group:NAME")
-    query = urllib.parse.parse_qs(url.query)
+    query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+    unknown = sorted(set(query) - set(REPLICA_QUERY_KEYS))
+    if unknown:
+        raise ValueError(f"{spec!r}: unknown parameter {unknown[0]!r}; only unix_socket (or socket) "
+                         "is understood")
+    socket_path = (query.get("unix_socket") or query.get("socket") or [None])[0]
+    if url.scheme != "mysql" or not (url.hostname or socket_path) or url.path not in ("", "/"):
+        raise ValueError(f"{spec!r} is not mysql://user:password@host:port, "
+                         "mysql://user@localhost/?unix_socket=/path or group:NAME")
     try:
         port = url.port
     except ValueError:
         raise ValueError(f"{spec!r} has a bad port") from None
     return dataclasses.replace(
-        primary, host=url.hostname, port=port or (None if query.get("socket") else 3306),
+        primary, hosts=() if socket_path else ((url.hostname or "localhost", port or 3306),),
         user=urllib.parse.unquote(url.username) if url.username else primary.user,
         password=urllib.parse.unquote(url.password) if url.password is not None else primary.password,
-        unix_socket=(query.get("socket") or [None])[0], database=None,
+        unix_socket=socket_path, database=None,
     )
 
 
@@ -538,6 +667,7 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     parser = read_ini(path)
     reject_unknown_keys(parser)
     values = read_options(parser)
+    resolve_paths(values, path.resolve().parent)
     check_directories(values)
     db = build_db_settings(values, dict(os.environ if environ is None else environ))
     try:
@@ -546,6 +676,9 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
         raise config_error("controls", "replicas", str(exc)) from None
     if values[("archive", "source_table")] == values[("archive", "archive_table")]:
         raise config_error("archive", "archive_table", "must differ from source_table")
+    if values[("archive", "lock_lease")] < 2 * values[("archive", "lock_wait_timeout")] + 10:
+        raise config_error("archive", "lock_lease", "must be at least 2 x lock_wait_timeout + 10s, "
+                           "or a live run waiting for a row lock could lose its run lock")
     archive = {key: values[("archive", key)] for (section, key) in values if section == "archive"}
     controls = {key: values[("controls", key)] for (section, key) in values if section == "controls"}
     controls["replicas"] = replicas
@@ -554,15 +687,49 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
 
 # --------------------------------------------------------------------------- CSV reading
 
+Key = Union[int, str, bytes]
+
+
 @dataclass(frozen=True)
 class KeyType:
     """What a valid key looks like, read from the source's key column."""
 
-    kind: str  # "int" or "str"
+    kind: str  # "int", "str" (CHAR/VARCHAR) or "bytes" (BINARY/VARBINARY, written in hex)
     low: int = 0
     high: int = 0
-    max_length: int = 0
+    max_length: int = 0  # characters for "str", bytes for "bytes"
+    fixed_length: bool = False  # BINARY(n): a shorter value is zero-padded, so keys need all n bytes
+    charset: str = ""
     sql_type: str = ""
+
+    def encode(self, key: Key) -> bytes:
+        """The bytes the column stores for `key` (exact matching compares these)."""
+        if isinstance(key, bytes):
+            return key
+        if isinstance(key, int):
+            return str(key).encode()
+        return encode_for_charset(key, self.charset)
+
+
+def encode_for_charset(text: str, charset: str) -> bytes:
+    """The bytes of `text` in a MySQL character set; ValueError when the set cannot hold it."""
+    if charset == "utf8mb4":
+        return text.encode("utf-8")
+    if charset in ("utf8mb3", "utf8"):
+        if any(ord(char) > 0xFFFF for char in text):
+            raise ValueError(f"{text[:40]!r} has a character outside the Basic Multilingual Plane, "
+                             f"which a {charset} column cannot hold")
+        return text.encode("utf-8")
+    try:
+        if charset == "ascii":
+            return text.encode("ascii")
+        if charset == "latin1":
+            # MySQL's latin1 is cp1252 whose five unassigned bytes stand for themselves.
+            return bytes(ord(c) if ord(c) in LATIN1_PASSTHROUGH else c.encode("cp1252")[0] for c in text)
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start] if hasattr(exc, "start") else "?"
+        raise ValueError(f"{text[:40]!r} has {bad!r}, which a {charset} column cannot hold") from None
+    raise ValueError(f"character set {charset} is not supported for key columns")
 
 
 @dataclass(frozen=True)
@@ -580,43 +747,77 @@ class Batch:
     """One batch of keys in file order, and where it ends in the file."""
 
     number: int
-    keys: tuple
+    keys: tuple[Key, ...]
     end_offset: int
     end_line: int
 
 
-def key_type_from_column(data_type: str, column_type: str, max_length: int | None) -> KeyType:
-    """Describe the keys a column accepts; only integer and string keys are supported."""
-    data_type = data_type.lower()
+def key_type_from_column(column: dict[str, Any]) -> KeyType:
+    """Describe the keys a column accepts: integers, (VAR)CHAR text or (VAR)BINARY bytes."""
+    data_type, column_type = column["data_type"].lower(), column["column_type"]
+    length = int(column.get("max_length") or 0)
     if data_type in INT_RANGES:
         bits = INT_RANGES[data_type]
         if "unsigned" in column_type.lower():
             return KeyType("int", 0, 2 ** bits - 1, sql_type=column_type)
         return KeyType("int", -(2 ** (bits - 1)), 2 ** (bits - 1) - 1, sql_type=column_type)
-    if data_type in STRING_TYPES:
-        return KeyType("str", max_length=int(max_length or 0), sql_type=column_type)
-    raise ArchiveError(f"key column type {column_type} is not supported; use an integer or "
-                       "(VAR)CHAR key column")
+    if data_type in ("binary", "varbinary"):
+        return KeyType("bytes", max_length=length, fixed_length=data_type == "binary", sql_type=column_type)
+    if data_type in ("char", "varchar"):
+        charset = (column.get("charset") or "").lower()
+        if charset not in KEY_CHARSETS:
+            raise ArchiveError(f"key column character set {charset} is not supported for exact key "
+                               f"matching; use one of {', '.join(sorted(KEY_CHARSETS))}")
+        return KeyType("str", max_length=length, charset=charset,
+                       sql_type=f"{column_type} {charset}")
+    raise ArchiveError(f"key column type {column_type} is not supported; use an integer, "
+                       "(VAR)CHAR or (VAR)BINARY key column")
 
 
-def parse_key(text: str, key_type: KeyType) -> int | str:
-    """Turn one CSV cell into a key, or raise ValueError saying why it is not one."""
-    value = text.strip()
+def parse_key(text: str, quoted: bool, key_type: KeyType) -> Key:
+    """Turn one CSV field into a key, or raise ValueError saying why it is not one.
+
+    A quoted field is taken exactly; an unquoted one loses the ASCII spaces around it.
+    """
+    value = text if quoted else text.strip(" ")
     if not value:
         raise ValueError("empty key")
-    if key_type.kind == "str":
-        if len(value) > key_type.max_length:
-            raise ValueError(f"key {value[:40]!r} is longer than {key_type.sql_type}")
-        return value
-    if not re.fullmatch(r"[+-]?\d{1,20}", value):
-        raise ValueError(f"{value[:40]!r} is not a whole number for {key_type.sql_type}")
-    number = int(value)
-    if not key_type.low <= number <= key_type.high:
-        raise ValueError(f"{number} is out of range for {key_type.sql_type}")
-    return number
+    if key_type.kind == "int":
+        if not INT_KEY.fullmatch(value):
+            raise ValueError(f"{value[:40]!r} is not a whole number (ASCII digits) for {key_type.sql_type}")
+        number = int(value)
+        if not key_type.low <= number <= key_type.high:
+            raise ValueError(f"{number} is out of range for {key_type.sql_type}")
+        return number
+    if key_type.kind == "bytes":
+        return parse_hex_key(value, key_type)
+    if len(value) > key_type.max_length:
+        raise ValueError(f"key {value[:40]!r} is longer than {key_type.sql_type}")
+    key_type.encode(value)
+    return value
 
 
-def hash_file(path: Path) -> FileScan:
+def parse_hex_key(value: str, key_type: KeyType) -> bytes:
+    """A (VAR)BINARY key written in hex, with or without 0x: 0x0a1b... or 0A1B..."""
+    digits = value[2:] if value[:2] in ("0x", "0X") else value
+    if not HEX_KEY.fullmatch(digits):
+        raise ValueError(f"{value[:40]!r} is not hex (keys of a {key_type.sql_type} column are "
+                         "written as hex digits, e.g. 0x3f2a...)")
+    key = bytes.fromhex(digits)
+    if key_type.fixed_length and len(key) != key_type.max_length:
+        raise ValueError(f"{value[:40]!r} is {len(key)} bytes; a {key_type.sql_type} key has exactly "
+                         f"{key_type.max_length}")
+    if len(key) > key_type.max_length:
+        raise ValueError(f"{value[:40]!r} is longer than {key_type.sql_type}")
+    return key
+
+
+def format_key(key: Key) -> str:
+    """A key as an operator writes it in a CSV file (hex for binary keys)."""
+    return "0x" + key.hex() if isinstance(key, bytes) else str(key)
+
+
+def hash_file(path: Path, tick: Callable[[], None] = lambda: None) -> FileScan:
     """Size and SHA-256 of a file, read in large chunks (fast; no parsing)."""
     digest = hashlib.sha256()
     size = 0
@@ -625,86 +826,170 @@ def hash_file(path: Path) -> FileScan:
             while chunk := handle.read(HASH_CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
+                tick()
     except OSError as exc:
-        raise ArchiveError(f"{path.name}: cannot read: {exc.strerror}") from None
-    return FileScan(path.name, size, digest.hexdigest())
+        raise RejectedFile(f"{display_name(path)}: cannot read: {exc.strerror}") from None
+    return FileScan(display_name(path), size, digest.hexdigest())
 
 
-def find_key_field(header: list[str], column: str, delimiter: str, name: str) -> int:
+def display_name(path: Path) -> str:
+    """A file's name as printed and stored; bytes that are not UTF-8 show as \\x escapes."""
+    return path.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def find_key_field(header: list[str], column: str, delimiter: str, where: str) -> int:
     """Index of the key column in the header row, or a message naming what is wrong."""
-    cleaned = [cell.strip() for cell in header]
-    if column in cleaned:
-        return cleaned.index(column)
+    if column in header:
+        return header.index(column)
     hint = ""
-    if len(cleaned) == 1 and any(d in cleaned[0] for d in ",;\t|" if d != delimiter):
+    if len(header) == 1 and any(d in header[0] for d in ",;\t|" if d != delimiter):
         hint = f" (wrong delimiter? csv_delimiter is {delimiter!r})"
-    raise ArchiveError(f"{name} line 1: no column {column!r} in header {cleaned}{hint}")
+    raise RejectedFile(f"{where}: no column {column!r} in header {header}{hint}")
 
 
-def split_csv_line(line: str, delimiter: str) -> list[str]:
-    """Split one CSV line, honouring quotes."""
-    return next(csv.reader([line], delimiter=delimiter, strict=True), [])
+def field_pattern(delimiter: str) -> re.Pattern[str]:
+    """One CSV field followed by a delimiter or the record's end: quoted (exact) or bare."""
+    d = re.escape(delimiter)
+    return re.compile(rf' *"((?:[^"]|"")*)" *(?={d}|\Z)|([^"{d}]*)(?={d}|\Z)', re.S)
 
 
-def iter_csv_keys(path: Path, column: str, delimiter: str, key_type: KeyType,
-                  start: tuple[int, int] = (0, 0)) -> Iterator[tuple[int, int, int | str]]:
-    """Yield (line number, byte offset after the line, key) for every key in a CSV file.
-
-    Streams line by line. Raises ArchiveError naming the file and line for anything
-    that is not a clean key: bad UTF-8, a NUL byte, a short row, a bad value.
-    `start` is (offset, line) of a line boundary after the header, to resume mid-file.
-    """
-    name = path.name
-    with open(path, "rb") as handle:
-        header_line = handle.readline()
-        if not header_line.strip(b"\r\n\t \xef\xbb\xbf"):
-            return
-        header = decode_line(header_line, name, 1, strip_bom=True)
-        try:
-            index = find_key_field(split_csv_line(header, delimiter), column, delimiter, name)
-        except csv.Error as exc:
-            raise ArchiveError(f"{name} line 1: {exc}") from None
-        offset, line_no = handle.tell(), 1
-        if start[0]:
-            handle.seek(start[0])
-            offset, line_no = start
-        # Most lines are one plain number; ASCII digits need no decoding, splitting or regex.
-        fast, high = key_type.kind == "int" and index == 0, key_type.high
-        for raw in handle:
-            line_no += 1
-            offset += len(raw)
-            if fast and (stripped := raw.strip()).isdigit() and (number := int(stripped)) <= high:
-                yield line_no, offset, number
-                continue
-            text = decode_line(raw, name, line_no)
-            if not text.strip():
-                continue
-            try:
-                cells = split_csv_line(text, delimiter)
-                if index >= len(cells):
-                    raise ValueError(f"row has {len(cells)} field(s); the key is field {index + 1}")
-                yield line_no, offset, parse_key(cells[index], key_type)
-            except (ValueError, csv.Error) as exc:
-                raise ArchiveError(f"{name} line {line_no}: {exc}") from None
+def split_record(text: str, pattern: re.Pattern[str]) -> list[tuple[str, bool]]:
+    """Split one record into (value, quoted) fields; ValueError on stray quotes."""
+    fields, pos = [], 0
+    while True:
+        match = pattern.match(text, pos)
+        if match is None:
+            raise ValueError("stray or unbalanced double quote (quote the whole field and double "
+                             "quotes inside it)")
+        quoted = match.group(1) is not None
+        fields.append((match.group(1).replace('""', '"'), True) if quoted else (match.group(2), False))
+        pos = match.end() + 1
+        if match.end() >= len(text):
+            return fields
 
 
 def decode_line(raw: bytes, name: str, line_no: int, strip_bom: bool = False) -> str:
-    """Decode one line as UTF-8 without its line end, refusing NUL bytes."""
+    """Decode one physical line as UTF-8 (line end kept), refusing NUL bytes."""
     if b"\x00" in raw:
-        raise ArchiveError(f"{name} line {line_no}: contains a NUL byte (binary or UTF-16 file?)")
+        raise RejectedFile(f"{name} line {line_no}: contains a NUL byte (binary or UTF-16 file?)")
     try:
-        text = raw.decode("utf-8-sig" if strip_bom else "utf-8")
+        return raw.decode("utf-8-sig" if strip_bom else "utf-8")
     except UnicodeDecodeError:
-        raise ArchiveError(f"{name} line {line_no}: not valid UTF-8") from None
-    return text.rstrip("\r\n")
+        raise RejectedFile(f"{name} line {line_no}: not valid UTF-8") from None
 
 
-def count_keys(path: Path, column: str, delimiter: str, key_type: KeyType) -> int:
+def strip_line_end(text: str) -> str:
+    """Drop one LF or CRLF from the end of a record."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
+Record = tuple[int, int, int, Any]  # first line, last line, offset after it, fields (or a plain int)
+
+
+def iter_records(lines: Iterable[bytes], name: str, delimiter: str, line_no: int = 0,
+                 offset: int = 0, fast_ints: bool = False) -> Iterator[Record]:
+    """Yield (first line, last line, byte offset after the record, fields) per non-blank record.
+
+    Fields are (value, quoted) pairs. A quoted field may hold the delimiter, doubled
+    quotes and line breaks; a record ends at the first line end outside quotes. Lines
+    of only whitespace are skipped. With fast_ints, a line of bare ASCII digits comes
+    back as an int without decoding or splitting (most key files are just that).
+    """
+    pattern, pending, first = field_pattern(delimiter), "", 0
+    for raw in lines:
+        line_no += 1
+        if fast_ints and not pending:
+            digits = raw.rstrip(b"\r\n").strip(b" ")
+            if digits.isdigit() and len(digits) < 19:
+                offset += len(raw)
+                yield line_no, line_no, offset, int(digits)
+                continue
+        text = decode_line(raw, name, line_no, strip_bom=offset == 0)
+        offset += len(raw)
+        if not pending:
+            first = line_no
+        pending += text
+        if pending.count('"') % 2:
+            continue  # inside a quoted field: the record goes on
+        record, pending = strip_line_end(pending), ""
+        if not record.strip():
+            continue
+        try:
+            yield first, line_no, offset, split_record(record, pattern)
+        except ValueError as exc:
+            raise RejectedFile(f"{name} line {first}: {exc}") from None
+    if pending:
+        raise RejectedFile(f"{name} line {first}: a quoted field is never closed")
+
+
+def iter_csv_keys(path: Path, column: str, delimiter: str, key_type: KeyType,
+                  start: tuple[int, int] = (0, 0)) -> Iterator[tuple[int, int, Key]]:
+    """Yield (last line of the record, byte offset after it, key) for every key in a CSV file.
+
+    Streams the file. Raises RejectedFile naming the file and line for anything that
+    is not a clean key. The header is the first non-blank record. `start` is
+    (offset, line) of a record boundary after the header, to resume mid-file.
+    """
+    name = display_name(path)
+    with open(path, "rb") as handle:
+        header = next(iter_records(handle, name, delimiter), None)
+        if header is None:
+            return
+        first, last, offset, cells = header
+        index = find_key_field([text if quoted else text.strip(" ") for text, quoted in cells],
+                               column, delimiter, f"{name} line {first}")
+        offset, last = start if start[0] else (offset, last)
+        handle.seek(offset)
+        fast = key_type.kind == "int" and index == 0
+        for first, last, offset, fields in iter_records(handle, name, delimiter, last, offset, fast):
+            if isinstance(fields, int):
+                if key_type.low <= fields <= key_type.high:
+                    yield last, offset, fields
+                    continue
+                fields = [(str(fields), False)]  # out of range: parse_key says so
+            try:
+                if index >= len(fields):
+                    raise ValueError(f"row has {len(fields)} field(s); the key is field {index + 1}")
+                yield last, offset, parse_key(*fields[index], key_type)
+            except ValueError as exc:
+                raise RejectedFile(f"{name} line {first}: {exc}") from None
+
+
+def count_keys(path: Path, column: str, delimiter: str, key_type: KeyType,
+               tick: Callable[[], None] = lambda: None) -> int:
     """Validate a whole file and count its keys, before any of its batches run."""
-    return sum(1 for _ in iter_csv_keys(path, column, delimiter, key_type))
+    count = 0
+    for count, _ in enumerate(iter_csv_keys(path, column, delimiter, key_type), 1):
+        if not count % TICK_KEYS:
+            tick()
+    return count
 
 
-def iter_batches(keys: Iterable[tuple[int, int, int | str]], batch_size: int,
+def list_csv_files(csv_dir: Path, pattern: str) -> list[Path]:
+    """The files to process, in name order; refuses two files that share a name."""
+    paths = sorted((p for p in csv_dir.glob(pattern) if p.is_file()), key=lambda p: p.name)
+    for first, second in zip(paths, paths[1:]):
+        if first.name == second.name:
+            raise ConfigError(f"config: [archive] csv_pattern: {pattern!r} matches two files named "
+                              f"{display_name(first)!r} ({first.parent} and {second.parent}); "
+                              "checkpoints are kept by file name, so narrow the pattern")
+    return paths
+
+
+def has_utf8_name(path: Path) -> bool:
+    """Whether the file name is valid UTF-8 (others cannot be recorded faithfully)."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- batching
+
+def iter_batches(keys: Iterable[tuple[int, int, Key]], batch_size: int,
                  first_number: int = 1) -> Iterator[Batch]:
     """Group (line, offset, key) triples into numbered batches of batch_size keys."""
     keys = iter(keys)
@@ -715,17 +1000,12 @@ def iter_batches(keys: Iterable[tuple[int, int, int | str]], batch_size: int,
         number += 1
 
 
-def skip_keys(keys: Iterator[tuple[int, int, int | str]], count: int) -> Iterator:
+def skip_keys(keys: Iterator[tuple[int, int, Key]], count: int) -> Iterator[tuple[int, int, Key]]:
     """Drop the first `count` keys (for resuming without a stored offset)."""
     for _ in range(count):
         if next(keys, None) is None:
             break
     return keys
-
-
-def list_csv_files(csv_dir: Path, pattern: str) -> list[Path]:
-    """The files to process, in name order."""
-    return sorted((p for p in csv_dir.glob(pattern) if p.is_file()), key=lambda p: p.name)
 
 
 def group_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
@@ -746,14 +1026,24 @@ def quote_ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def key_condition(column_sql: str, keys: Iterable, key_type: KeyType) -> tuple[str, tuple]:
-    """A WHERE condition matching exactly `keys`: BETWEEN for long runs, IN for the rest."""
-    unique = sorted(set(keys))
+def key_condition(column_sql: str, keys: Iterable[Key], key_type: KeyType) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE condition true for exactly the rows whose key is byte-identical to one of `keys`.
+
+    Integers go as BETWEEN for long runs and IN for the rest. Text keys match by the
+    column first (so the index is used) and then by the stored bytes, because the
+    column's collation would also match 'ABC', 'abc ' or 'résumé' for 'abc', 'abc', 'resume'.
+    """
+    unique = sorted(set(keys))  # type: ignore[type-var]  # one batch holds one kind of key
+    marks = ", ".join(["%s"] * len(unique))
+    if key_type.kind == "bytes":
+        return f"{column_sql} IN ({marks})", tuple(unique)  # binary comparison is already exact
     if key_type.kind == "str":
-        return f"{column_sql} IN ({', '.join(['%s'] * len(unique))})", tuple(unique)
+        encoded = tuple(key_type.encode(k) for k in unique)
+        return (f"({column_sql} IN ({marks}) AND CAST({column_sql} AS BINARY) IN ({marks}))",
+                tuple(unique) + encoded)
     terms: list[str] = []
     singles: list[int] = []
-    for low, high in group_runs(unique):
+    for low, high in group_runs(unique):  # type: ignore[arg-type]
         if high - low + 1 >= RANGE_MIN_RUN:
             terms.append(f"{column_sql} BETWEEN {low} AND {high}")
         else:
@@ -763,28 +1053,63 @@ def key_condition(column_sql: str, keys: Iterable, key_type: KeyType) -> tuple[s
     return (terms[0] if len(terms) == 1 else "(" + " OR ".join(terms) + ")"), ()
 
 
-def identical_expression(columns: Sequence[str], left: str = "s", right: str = "a") -> str:
-    """True when two rows agree byte for byte in every column, NULLs included."""
-    return " AND ".join(
-        f"BINARY {left}.{quote_ident(c)} <=> BINARY {right}.{quote_ident(c)}" for c in columns
-    )
+@dataclass(frozen=True)
+class Column:
+    """A copied column: its name and its type (which decides how values are compared)."""
+
+    name: str
+    data_type: str
+
+
+def same_value_sql(column: Column, left: str, right: str) -> str:
+    """True when two values of `column` are the same stored value; NULL equals NULL.
+
+    BINARY renders a FLOAT with 6 significant digits, so two different values would
+    look the same; compared as numbers they cannot, and ATAN2(x, -1) tells FLOAT's
+    -0 from 0. TIMESTAMPs compare as their stored UTC value, because rendered in a
+    DST time zone two instants an hour apart read the same. An ENUM's index 0 (an
+    invalid value) renders like a '' member. Everything else compares its bytes.
+    """
+    a, b = f"{left}.{quote_ident(column.name)}", f"{right}.{quote_ident(column.name)}"
+    if column.data_type in ("float", "double", "real", "double precision"):
+        return f"({a} <=> {b} AND ATAN2({a}, -1) <=> ATAN2({b}, -1))"
+    if column.data_type == "timestamp":
+        return f"UNIX_TIMESTAMP({a}) <=> UNIX_TIMESTAMP({b})"
+    if column.data_type in ("enum", "set"):
+        return f"({a} + 0 <=> {b} + 0 AND BINARY {a} <=> BINARY {b})"
+    return f"BINARY {a} <=> BINARY {b}"
+
+
+def identical_expression(columns: Sequence[Column], left: str = "s", right: str = "a") -> str:
+    """True when two rows hold the same value in every column, NULLs included."""
+    return " AND ".join(same_value_sql(c, left, right) for c in columns)
 
 
 @dataclass(frozen=True)
 class TablePlan:
-    """The checked shape of the copy: what to copy and how keys look."""
+    """The checked shape of the copy: what to copy, how keys look and how rows compare."""
 
     source: str
     archive: str
     key: str
-    columns: tuple[str, ...]
+    columns: tuple[Column, ...]
     key_type: KeyType
     guard: str | None = None
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Names of the copied columns, in source order."""
+        return tuple(c.name for c in self.columns)
 
     def column_list(self, alias: str = "") -> str:
         """The copied columns, quoted, optionally prefixed by a table alias."""
         prefix = f"{alias}." if alias else ""
-        return ", ".join(prefix + quote_ident(c) for c in self.columns)
+        return ", ".join(prefix + quote_ident(c.name) for c in self.columns)
+
+    def condition(self, keys: Iterable[Key], alias: str = "") -> tuple[str, tuple[Any, ...]]:
+        """The exact-match WHERE condition for `keys` on the source (optionally aliased)."""
+        column = (f"{alias}." if alias else "") + quote_ident(self.key)
+        return key_condition(column, keys, self.key_type)
 
     def insert_sql(self, condition: str) -> str:
         """Copy matching source rows into the archive; never INSERT IGNORE."""
@@ -795,17 +1120,27 @@ class TablePlan:
         """Delete matching source rows."""
         return f"DELETE FROM {quote_ident(self.source)} WHERE {condition}"
 
-    def classify_sql(self, condition: str) -> str:
-        """Source rows of the batch with their guard verdict and archived twin, locked."""
+    def returned_key_sql(self, alias: str) -> str:
+        """The key as the server stores it: bytes for text keys, so no collation blurs it."""
+        column = f"{alias}.{quote_ident(self.key)}"
+        return f"CAST({column} AS BINARY)" if self.key_type.kind == "str" else column
+
+    def guard_sql(self) -> str:
+        """The guard's verdict on source row `s`, TRUE or FALSE (NULL counts as FALSE)."""
+        if not self.guard:
+            return "1"
         # The guard names source columns unqualified; a subquery on the source alone keeps
         # them from clashing with the archive's identical column names.
-        guard = (f"(SELECT ({self.guard}) IS TRUE FROM {quote_ident(self.source)} g "
-                 f"WHERE g.{quote_ident(self.key)} = s.{quote_ident(self.key)})") if self.guard else "1"
-        return (f"SELECT s.{quote_ident(self.key)}, {guard}, a.{quote_ident(self.key)} IS NOT NULL, "
-                f"COALESCE({identical_expression(self.columns)}, 0) "
+        return (f"(SELECT ({self.guard}) IS TRUE FROM {quote_ident(self.source)} g "
+                f"WHERE g.{quote_ident(self.key)} = s.{quote_ident(self.key)})")
+
+    def classify_sql(self, condition: str, lock: bool = True) -> str:
+        """Source rows of the batch with their guard verdict and archived twin (locked)."""
+        return (f"SELECT {self.returned_key_sql('s')}, {self.guard_sql()}, "
+                f"a.{quote_ident(self.key)} IS NOT NULL, COALESCE({identical_expression(self.columns)}, 0) "
                 f"FROM {quote_ident(self.source)} s LEFT JOIN {quote_ident(self.archive)} a "
                 f"ON a.{quote_ident(self.key)} = s.{quote_ident(self.key)} "
-                f"WHERE {condition} FOR UPDATE")
+                f"WHERE {condition}{' FOR UPDATE' if lock else ''}")
 
     def delete_identical_sql(self, condition: str) -> str:
         """Delete source rows whose identical copy is already in the archive."""
@@ -813,26 +1148,25 @@ class TablePlan:
                 f"ON a.{quote_ident(self.key)} = s.{quote_ident(self.key)} "
                 f"WHERE {condition} AND {identical_expression(self.columns)}")
 
-    def count_sql(self, condition: str) -> str:
-        """Count source rows a batch would move (read-only)."""
-        guard = f" AND ({self.guard})" if self.guard else ""
-        return f"SELECT COUNT(*) FROM {quote_ident(self.source)} s WHERE {condition}{guard}"
+    def present_sql(self, condition: str) -> str:
+        """Whether any key of a batch is still in the source (for the rewind check)."""
+        return f"SELECT 1 FROM {quote_ident(self.source)} WHERE {condition} LIMIT 1"
 
-
-def lock_name(database: str, table: str) -> str:
-    """The server-wide lock that keeps two runs off one source table (at most 64 chars)."""
-    name = f"archive.py/{database}/{table}"
-    if len(name) > 64:
-        name = "archive.py/" + hashlib.sha1(name.encode()).hexdigest()
-    return name
+    def keys_by_bytes(self, keys: Iterable[Key]) -> dict[Any, Key]:
+        """Map what returned_key_sql gives back to the listed keys."""
+        return {self.key_type.encode(k) if self.key_type.kind == "str" else k: k for k in keys}
 
 
 # --------------------------------------------------------------------------- text log
 
-BATCH_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] FILE: (.+?) \| BATCH: (\d+) \| STATUS: ([A-Z_]+)$")
+BATCH_LINE = re.compile(
+    r"^\[([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8})\] FILE: (.+?) \| BATCH: ([0-9]+) \| STATUS: ([A-Z_]+)$")
 FILE_INFO_LINE = re.compile(
-    r"^FILE_INFO: (.+?) \| SHA256: ([0-9a-f]{64}) \| BATCH_SIZE: (\d+) \| KEYS: (\d+) \| TABLE: (\S+)$")
-LOG_NAME = re.compile(rf"^{LOG_PREFIX}(\d\d)_(\d\d)_(\d{{4}})\.txt$")
+    r"^FILE_INFO: (.+?) \| SHA256: ([0-9a-f]{64}) \| BATCH_SIZE: ([0-9]+) \| KEYS: ([0-9]+) "
+    r"\| (?:JOB|TABLE): (.+)$")
+FILE_CHANGED_LINE = re.compile(r"^FILE_CHANGED: (.+?) \| SHA256: ([0-9a-f]{64}) \| JOB: (.+)$")
+LOG_NAME = re.compile(rf"^{LOG_PREFIX}([0-9]{{2}})_([0-9]{{2}})_([0-9]{{4}})\.txt$")
+Progress = dict[tuple[str, str, str, int], tuple[int, int]]  # (job, file, sha, batch size) -> keys, last
 
 
 @dataclass(frozen=True)
@@ -847,6 +1181,14 @@ class Checkpoint:
     source: str = "db"
 
 
+@dataclass
+class LogSummary:
+    """What one text log says about progress: enough to resume without re-reading it."""
+
+    progress: Progress = field(default_factory=dict)
+    changed: set[tuple[str, str, str]] = field(default_factory=set)
+
+
 def log_file_name(when: dt.datetime) -> str:
     """The seed's text log name for a day."""
     return f"{LOG_PREFIX}{when:%d_%m_%Y}.txt"
@@ -857,44 +1199,75 @@ def batch_log_line(when: dt.datetime, file_name: str, batch: int, status: str) -
     return f"[{when:{LOG_TIMESTAMP}}] FILE: {file_name} | BATCH: {batch} | STATUS: {status}"
 
 
-def file_info_line(scan: FileScan, batch_size: int, keys: int, target: str) -> str:
+def file_info_line(scan: FileScan, batch_size: int, job: str) -> str:
     """Our checkpoint identity line: which content and batch size the batch lines refer to."""
     return (f"FILE_INFO: {scan.name} | SHA256: {scan.sha256} | BATCH_SIZE: {batch_size} "
-            f"| KEYS: {keys} | TABLE: {target}")
+            f"| KEYS: {scan.keys} | JOB: {job}")
+
+
+def file_changed_line(scan: FileScan, job: str) -> str:
+    """Marks the batch lines logged so far for this content as untrustworthy."""
+    return f"FILE_CHANGED: {scan.name} | SHA256: {scan.sha256} | JOB: {job}"
+
+
+def log_day(path: Path) -> dt.date | None:
+    """The day in a text log's name, or None for other files."""
+    match = LOG_NAME.match(path.name)
+    if not match:
+        return None
+    day, month, year = (int(g) for g in match.groups())
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        return None
 
 
 def sorted_log_files(log_dir: Path) -> list[Path]:
     """Every text log in log_dir, oldest day first."""
-    found = []
-    for path in log_dir.glob(f"{LOG_PREFIX}*.txt"):
-        match = LOG_NAME.match(path.name)
-        if match:
-            day, month, year = (int(g) for g in match.groups())
-            found.append(((year, month, day), path))
-    return [path for _, path in sorted(found)]
+    dated = [(day, path) for path in log_dir.glob(f"{LOG_PREFIX}*.txt") if (day := log_day(path))]
+    return [path for _, path in sorted(dated)]
 
 
-def parse_log_checkpoints(lines: Iterable[str], target: str,
-                          found: dict[tuple[str, str], Checkpoint]) -> None:
-    """Fold one log's lines into found[(file, sha256)]; batch lines count only after FILE_INFO."""
-    current: dict[str, tuple[str, int, int]] = {}
+def summarize_log(lines: Iterable[str]) -> LogSummary:
+    """Fold one log's lines: batch lines count for the content named by the latest FILE_INFO."""
+    summary = LogSummary()
+    current: dict[str, tuple[str, str, int, int]] = {}  # file -> job, sha, batch size, keys
     for line in lines:
-        info = FILE_INFO_LINE.match(line)
-        if info:
-            name, sha, size, keys, table = info.groups()
-            if table == target:
-                current[name] = (sha, int(size), int(keys))
-            else:
-                current.pop(name, None)
-            continue
-        batch = BATCH_LINE.match(line)
-        if not batch or batch.group(4) not in DONE_STATUSES or batch.group(2) not in current:
-            continue
-        sha, size, keys = current[batch.group(2)]
-        number = int(batch.group(3))
-        old = found.get((batch.group(2), sha))
-        if old is None or (old.batch_size == size and number > old.last_batch):
-            found[(batch.group(2), sha)] = Checkpoint(size, keys, number, source="log")
+        if info := FILE_INFO_LINE.match(line):
+            name, sha, size, keys, job = info.groups()
+            current[name] = (job, sha, int(size), int(keys))
+        elif changed := FILE_CHANGED_LINE.match(line):
+            name, sha, job = changed.groups()
+            summary.changed.add((job, name, sha))
+            for key in [k for k in summary.progress if k[:3] == (job, name, sha)]:
+                del summary.progress[key]
+        elif (batch := BATCH_LINE.match(line)) and batch.group(4) in DONE_STATUSES:
+            if batch.group(2) in current:
+                job, sha, size, keys = current[batch.group(2)]
+                key = (job, batch.group(2), sha, size)
+                summary.progress[key] = (keys, max(int(batch.group(3)), summary.progress.get(key, (0, 0))[1]))
+    return summary
+
+
+def merge_summaries(summaries: Iterable[LogSummary]) -> Progress:
+    """Progress across logs, oldest first: a FILE_CHANGED line voids what came before it."""
+    merged: Progress = {}
+    for summary in summaries:
+        for key in [k for k in merged if k[:3] in summary.changed]:
+            del merged[key]
+        for key, (keys, last) in summary.progress.items():
+            merged[key] = (keys, max(last, merged.get(key, (0, 0))[1]))
+    return merged
+
+
+def log_checkpoints(progress: Progress, jobs: Sequence[str]) -> dict[tuple[str, str], Checkpoint]:
+    """The furthest checkpoint per (file, sha256) for this job (or its legacy TABLE name)."""
+    found: dict[tuple[str, str], Checkpoint] = {}
+    for (job, name, sha, size), (keys, last) in progress.items():
+        if job in jobs:
+            found[(name, sha)] = best_checkpoint(found.get((name, sha)),
+                                                 Checkpoint(size, keys, last, source="log"))  # type: ignore[assignment]
+    return found
 
 
 def read_log_lines(path: Path) -> list[str]:
@@ -907,12 +1280,72 @@ def read_log_lines(path: Path) -> list[str]:
     return [line.decode("utf-8", "replace").rstrip("\r") for line in lines[:-1]]
 
 
-def read_log_checkpoints(log_dir: Path, target: str) -> dict[tuple[str, str], Checkpoint]:
-    """Checkpoints from every DataProcessingAllDetails_*.txt, because runs cross midnight."""
-    found: dict[tuple[str, str], Checkpoint] = {}
+def read_log_index(log_dir: Path) -> dict[str, Any]:
+    """The cached summaries of earlier logs; anything unreadable just means re-reading the logs."""
+    try:
+        index = json.loads((log_dir / LOG_INDEX_NAME).read_text(encoding="utf-8"))
+        return index["logs"] if index.get("format") == 1 else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def write_log_index(log_dir: Path, logs: dict[str, Any]) -> None:
+    """Replace the cache atomically; a failure only costs the next run some reading."""
+    temp = log_dir / f"{LOG_INDEX_NAME}.{os.getpid()}.tmp"
+    try:
+        temp.write_text(json.dumps({"format": 1, "logs": logs}), encoding="utf-8")
+        os.replace(temp, log_dir / LOG_INDEX_NAME)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+
+
+def summary_to_json(path: Path, summary: LogSummary) -> dict[str, Any]:
+    """A log's summary with the size and mtime that prove it is still current."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "progress": [[*k, *v] for k, v in summary.progress.items()],
+            "changed": [list(k) for k in summary.changed]}
+
+
+def summary_from_json(entry: dict[str, Any]) -> LogSummary:
+    """Inverse of summary_to_json."""
+    return LogSummary({(j, n, s, int(b)): (int(k), int(last)) for j, n, s, b, k, last in entry["progress"]},
+                      {(j, n, s) for j, n, s in entry["changed"]})
+
+
+def read_log_progress(log_dir: Path, save: bool = True) -> Progress:
+    """Progress from every DataProcessingAllDetails_*.txt, re-reading only logs that changed.
+
+    Runs cross midnight and files span days, so every log counts; but a log that has
+    not changed since it was last read is taken from the index instead of parsed again.
+    """
+    cached, fresh, summaries = read_log_index(log_dir), {}, []
     for path in sorted_log_files(log_dir):
-        parse_log_checkpoints(read_log_lines(path), target, found)
-    return found
+        entry = cached.get(path.name)
+        try:
+            stat = path.stat()
+            if not (entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns):
+                entry = summary_to_json(path, summarize_log(read_log_lines(path)))
+            summaries.append(summary_from_json(entry))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a log removed or garbled under us says nothing
+        fresh[path.name] = entry
+    if save and fresh != cached:
+        write_log_index(log_dir, fresh)
+    return merge_summaries(summaries)
+
+
+def remove_old_logs(log_dir: Path, days: int, today: dt.date) -> list[str]:
+    """Delete text logs whose day is more than `days` days before today; return their names."""
+    removed = []
+    for path in sorted_log_files(log_dir):
+        day = log_day(path)
+        if day is not None and (today - day).days > days:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path.name)
+    return removed
 
 
 def best_checkpoint(*candidates: Checkpoint | None) -> Checkpoint | None:
@@ -922,10 +1355,14 @@ def best_checkpoint(*candidates: Checkpoint | None) -> Checkpoint | None:
 
 
 class TextLog:
-    """The seed-format text log; COMPLETED lines are forced to disk after the commit."""
+    """The seed-format text log; final batch statuses are forced to disk after the commit."""
 
     def __init__(self, log_dir: Path, started: dt.datetime):
         self.path = log_dir / log_file_name(started)
+        self.handle: Any = None
+
+    def open(self) -> None:
+        """Open for appending (only once this run holds the lock, so refusals write nothing)."""
         try:
             self.handle = open(self.path, "a", encoding="utf-8")
         except OSError as exc:
@@ -933,10 +1370,15 @@ class TextLog:
 
     def write(self, text: str, durable: bool = False) -> None:
         """Append one line; with durable, fsync it before returning."""
-        self.handle.write(text.replace("\n", " ") + "\n")
-        self.handle.flush()
-        if durable:
-            os.fsync(self.handle.fileno())
+        if self.handle is None:
+            self.open()
+        try:
+            self.handle.write(text.replace("\n", " ") + "\n")
+            self.handle.flush()
+            if durable:
+                os.fsync(self.handle.fileno())
+        except OSError as exc:
+            raise ArchiveError(f"cannot write text log {self.path}: {exc.strerror}") from None
 
     def batch(self, file_name: str, number: int, status: str) -> None:
         """A batch status line; final statuses are made durable."""
@@ -944,11 +1386,176 @@ class TextLog:
                    durable=status != "PROCESSING")
 
     def close(self) -> None:
-        """Flush and close."""
-        self.handle.close()
+        """Flush and close, ignoring a full disk at this point (the error was reported)."""
+        if self.handle is not None:
+            with contextlib.suppress(OSError):
+                self.handle.close()
+            self.handle = None
+
+
+# --------------------------------------------------------------------------- outcomes
+
+@dataclass
+class Counters:
+    """Row counts of one batch, file or run."""
+
+    batches: int = 0
+    archived: int = 0
+    deleted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    skipped_by_guard: int = 0
+    not_found: int = 0
+
+    def add(self, other: Counters) -> None:
+        """Accumulate another set of counts."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one committed batch did: its counts, the keys kept as conflicts, its log status."""
+
+    counts: Counters
+    conflicts: tuple[Key, ...]
+    status: str
+
+
+@dataclass
+class RunState:
+    """What one run has done so far; owned by run(), never module-wide."""
+
+    run_id: int = 0
+    started: float = field(default_factory=time.monotonic)
+    totals: Counters = field(default_factory=Counters)
+    files_total: int = 0
+    files_seen: int = 0
+    files_done: int = 0
+    files_skipped: int = 0
+    rejected: list[str] = field(default_factory=list)
+    conflict_files: list[str] = field(default_factory=list)
+    open_conflicts: int = 0
+    stop_reason: str | None = None
+    planned_stop: bool = False
+    paused_seconds: float = 0.0
+
+
+@dataclass
+class StopSignal:
+    """Set by SIGTERM/SIGINT or a control; checked between batches."""
+
+    reason: str | None = None
+
+    def handler(self, signum: int, _frame: Any) -> None:
+        """Signal handler: remember why, and let the current batch finish or roll back."""
+        self.reason = f"received {signal.Signals(signum).name}"
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 batch', '2 batches'."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+def outcome_of(state: RunState) -> tuple[str, int, str | None]:
+    """The run's final status, exit code and error message for process_logs."""
+    if state.stop_reason:
+        return "INTERRUPTED", EXIT_INTERRUPTED, None
+    problems = []
+    if state.rejected:
+        problems.append(f"rejected file(s): {', '.join(state.rejected)}")
+    if state.open_conflicts:
+        where = f" in: {', '.join(state.conflict_files)}" if state.conflict_files else ""
+        problems.append(f"{plural(state.open_conflicts, 'duplicate-key conflict')} kept in both tables{where}")
+    code = EXIT_REJECTED if state.rejected else EXIT_CONFLICTS if state.open_conflicts else EXIT_OK
+    return "COMPLETED", code, "; ".join(problems) or None
+
+
+def summary_line(state: RunState, status: str) -> str:
+    """One line that says what the run did and why it stopped."""
+    t = state.totals
+    elapsed = time.monotonic() - state.started
+    why = state.stop_reason or ("failed" if status == "FAILED" else "all files done")
+    run = f"run {state.run_id} | " if state.run_id else ""
+    return (f"SUMMARY: {status} | {run}files {state.files_total} ({state.files_done} archived, "
+            f"{state.files_skipped} already done, {len(state.rejected)} rejected) | batches {t.batches} "
+            f"| rows archived {t.archived} | rows deleted {t.deleted} | duplicates {t.duplicates} "
+            f"| conflicts {t.conflicts} | not found {t.not_found} | skipped by guard {t.skipped_by_guard} "
+            f"| failures {1 if status == 'FAILED' else 0} | paused {state.paused_seconds:.1f}s "
+            f"| elapsed {elapsed:.1f}s | {t.archived / max(elapsed, 1e-6):,.0f} rows/s | stopped: {why}")
+
+
+# --------------------------------------------------------------------------- pause decisions
+
+@dataclass(frozen=True)
+class PauseStep:
+    """What to do after one look at the servers: go, pause, keep waiting, resume or give up."""
+
+    action: str  # "go", "pause", "wait", "resume" or "give up"
+    text: str = ""
+
+
+@dataclass
+class PauseState:
+    """When to pause, resume and give up, from what the probes saw and the time; no I/O."""
+
+    replica_timeout: float
+    paused_at: float | None = None
+    replica_since: float | None = None
+    reason: str | None = None
+    paused_seconds: float = 0.0
+
+    def step(self, now: float, reason: str | None, replica_problem: bool) -> PauseStep:
+        """Decide after a probe: `reason` is why to pause now, or None when all is clear."""
+        if reason is None:
+            if self.paused_at is None:
+                return PauseStep("go")
+            took = self.close(now)
+            return PauseStep("resume", f"RESUME: pause over after {took:.1f}s")
+        if self.paused_at is None:
+            self.paused_at = now
+        self.replica_since = (self.replica_since or now) if replica_problem else None
+        if self.replica_since is not None and now - self.replica_since >= self.replica_timeout:
+            waited = now - self.replica_since
+            self.close(now)
+            return PauseStep("give up", f"gave up after {waited:.0f}s: {reason}")
+        if reason != self.reason:
+            self.reason = reason
+            return PauseStep("pause", f"PAUSE: {reason}")
+        return PauseStep("wait")
+
+    def interrupt(self, now: float, stop: str) -> PauseStep:
+        """A stop arrived: end a pause that is going on."""
+        if self.paused_at is None:
+            return PauseStep("go")
+        self.close(now)
+        return PauseStep("resume", f"PAUSE ENDED: {stop}")
+
+    def close(self, now: float) -> float:
+        """Book the pause that ends now; return how long it lasted."""
+        took = now - (self.paused_at or now)
+        self.paused_seconds += took
+        self.paused_at = self.replica_since = self.reason = None
+        return took
 
 
 # --------------------------------------------------------------------------- terminal output
+
+def fit_progress(name: str, rest: str, width: int) -> str:
+    """One progress line of at most `width` characters: the file name gives way first."""
+    room = width - len(rest) - 2
+    if len(name) > room:
+        name = (name[:max(room - 1, 0)] + "…") if room > 1 else ""
+    return f"{name}  {rest}".strip()[:width]
+
+
+def format_seconds(seconds: float) -> str:
+    """1h02m03s style."""
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
 
 class Reporter:
     """What the operator sees: quiet for cron, a live progress line on a terminal."""
@@ -958,43 +1565,56 @@ class Reporter:
         self.verbosity = verbosity
         self.live = verbosity == 1 and self.stream.isatty()
         self.pending = False
+        self.closed = False
+
+    def emit(self, text: str) -> None:
+        """Write to the terminal; a reader that went away (| head) is an error for a run."""
+        if self.closed:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self.closed = True
+            raise ArchiveError("standard output was closed by its reader (broken pipe); stopped after "
+                               "the last committed batch") from None
 
     def say(self, text: str, level: int = 1) -> None:
         """Print a line when the verbosity allows it."""
         if self.verbosity >= level:
             self.clear_progress()
-            print(text, file=self.stream, flush=True)
+            self.emit(text + "\n")
 
     def batch(self, text: str) -> None:
         """A per-batch line: only with -v (a terminal shows the progress line instead)."""
         self.say(text, level=2)
 
-    def progress(self, text: str) -> None:
-        """Redraw the single progress line on a terminal."""
+    def progress(self, name: str, rest: str) -> None:
+        """Redraw the single progress line on a terminal, cut to fit its width."""
         if self.live:
-            self.stream.write("\r" + text[:200] + "\x1b[K")
-            self.stream.flush()
+            width = shutil.get_terminal_size((80, 24)).columns - 1
+            self.emit("\r" + fit_progress(name, rest, width) + "\x1b[K")
             self.pending = True
 
     def clear_progress(self) -> None:
         """Erase the progress line before printing a normal line."""
         if self.pending:
-            self.stream.write("\r\x1b[K")
             self.pending = False
+            self.emit("\r\x1b[K")
 
 
-# --------------------------------------------------------------------------- database access
+# --------------------------------------------------------------------------- database connection
 
 def is_connection_error(exc: BaseException) -> bool:
-    """The connection is gone (server down, killed, network), as opposed to a SQL error."""
+    """The connection or its node is gone (down, killed, out of the cluster), not a SQL error."""
     errno = getattr(exc, "errno", None)
     return errno in CONNECTION_ERRNOS or (
         isinstance(exc, mysql.connector.errors.OperationalError) and errno in (None, -1))
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Worth retrying the whole batch: deadlock, lock wait timeout or a lost connection."""
-    return getattr(exc, "errno", None) in DEADLOCK_ERRNOS or is_connection_error(exc)
+    """Worth retrying the whole batch: deadlock or certification conflict, lock wait, lost node."""
+    return getattr(exc, "errno", None) in RETRY_ERRNOS or is_connection_error(exc)
 
 
 def describe_mysql_error(exc: BaseException) -> str:
@@ -1004,72 +1624,136 @@ def describe_mysql_error(exc: BaseException) -> str:
     return " ".join(f"MySQL Error {errno}: {text}".split()) if errno and errno > 0 else " ".join(str(exc).split())
 
 
-class Database:
-    """One connection to the primary, with a session set up for safe archiving."""
+def explain_write_set_error(exc: BaseException, batch_size: int) -> str | None:
+    """What to change when a batch is bigger than Galera lets one transaction be."""
+    errno = getattr(exc, "errno", None)
+    if errno == ER_WSREP_MAX_WS_ROWS:
+        return (f"{describe_mysql_error(exc)}: a batch of {batch_size} keys writes more rows than "
+                "wsrep_max_ws_rows allows on this node; lower [archive] batch_size or raise the limit")
+    if errno == ER_WSREP_MAX_WS_SIZE and "size" in str(exc).lower():
+        return (f"{describe_mysql_error(exc)}: a batch of {batch_size} keys is more bytes than "
+                "wsrep_max_ws_size allows on this node; lower [archive] batch_size or raise the limit")
+    return None
 
-    def __init__(self, config: Config, read_only: bool = False):
-        self.config = config
+
+class Database:
+    """One connection to a server (or to one node of a cluster), set up for exact copies."""
+
+    def __init__(self, settings: DbSettings, lock_wait_timeout: int = 10, read_only: bool = False,
+                 wait_timeout: int | None = None):
+        self.settings = settings
+        self.lock_wait_timeout = lock_wait_timeout
         self.read_only = read_only
+        self.wait_timeout = wait_timeout
         self.conn: Any = None
         self.cursor: Any = None  # one cursor per session: a new one costs a ping
-        self.lock: str | None = None
+        self.endpoint = 0  # which address of the host list this session is on
+        self.wsrep = False
+        self.node = ""
+        self.on_reconnect: Callable[[], None] | None = None
         self.connect()
 
-    def connect(self) -> None:
-        """Connect, or raise a critical error naming the server."""
-        try:
-            self.reconnect()
-        except mysql.connector.Error as exc:
-            raise ArchiveError(f"cannot connect to {self.config.db.describe()}: "
-                               f"{describe_mysql_error(exc)}") from exc
+    @property
+    def where(self) -> str:
+        """The server this session is on, for messages."""
+        return self.settings.describe(self.endpoint)
 
-    def reconnect(self) -> None:
-        """(Re)connect and set up the session; after a reconnect take the run lock back."""
-        self.drop()
+    def connect(self, move_on: bool = False) -> None:
+        """Connect to the first address that answers and is ready, from the current one (or the next).
+
+        Raises ArchiveError naming every address tried when none will do.
+        """
+        self.disconnect()
+        count = self.settings.endpoints
+        failures = []
+        for step in range(count):
+            index = (self.endpoint + step + (1 if move_on and count > 1 else 0)) % count
+            try:
+                self.open_session(index)
+                return
+            except (mysql.connector.Error, NodeNotReady) as exc:
+                self.disconnect()
+                failures.append(f"{self.settings.describe(index)}: {self.explain_connect_error(exc)}")
+        raise Unreachable("cannot connect to " + "; ".join(failures))
+
+    def explain_connect_error(self, exc: BaseException) -> str:
+        """The error, plus where the password came from when the server refused it."""
+        text = describe_mysql_error(exc)
+        if getattr(exc, "errno", None) == errorcode.ER_ACCESS_DENIED_ERROR:
+            text += f" (password from {self.settings.password_source})"
+        return text
+
+    def open_session(self, index: int) -> None:
+        """Connect to address `index` and set up the session; refuse a cluster node that isn't ready."""
         self.conn = mysql.connector.connect(
-            **self.config.db.connect_kwargs(), autocommit=True, charset="utf8mb4",
-            use_unicode=True, get_warnings=False)
+            **self.settings.connect_kwargs(index), autocommit=True, charset="utf8mb4",
+            use_unicode=True, get_warnings=False, client_flags=[ClientFlag.FOUND_ROWS])
         self.cursor = self.conn.cursor()
-        try:
-            self.session_setup()
-            if self.lock:
-                self.reacquire_lock()
-        except Exception:
-            self.drop()
-            raise
+        self.endpoint = index
+        self.session_setup()
+        if self.on_reconnect is not None:
+            self.on_reconnect()
 
-    def drop(self) -> None:
+    def session_setup(self) -> None:
+        """A session that copies values exactly and reads a cluster causally.
+
+        The sql_mode is fixed, not added to: STRICT_ALL_TABLES turns truncation into
+        errors; NO_AUTO_VALUE_ON_ZERO keeps an id 0 as 0 instead of renumbering it;
+        leaving out NO_ZERO_DATE and PAD_CHAR_TO_FULL_LENGTH lets zero dates and CHAR
+        values copy as stored. Repeatable read gives gap locks on the batch's keys.
+        """
+        self.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'")
+        self.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        self.execute(f"SET SESSION innodb_lock_wait_timeout = {int(self.lock_wait_timeout)}")
+        if self.wait_timeout:
+            # A process frozen inside a batch holds its row locks until the server drops it.
+            self.execute(f"SET SESSION wait_timeout = LEAST(@@GLOBAL.wait_timeout, {int(self.wait_timeout)})")
+        hostname, port, datadir = self.query("SELECT @@hostname, @@port, @@datadir")[0]
+        self.node = f"{hostname}:{port} {hashlib.sha1(str(datadir).encode()).hexdigest()[:8]}"
+        wsrep = self.query("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")  # no such variable on MySQL
+        self.wsrep = bool(wsrep) and str(wsrep[0][1]).upper() == "ON"
+        if self.wsrep:
+            self.check_node_ready()
+            self.execute("SET SESSION wsrep_sync_wait = 1")  # reads see every commit the cluster made
+        self.execute("SET SESSION autocommit = 0")
+
+    def check_node_ready(self) -> None:
+        """A Galera node must be in the primary component and synced to take our writes."""
+        status = self.status_values("wsrep_ready", "wsrep_cluster_status", "wsrep_local_state_comment")
+        if status.get("wsrep_ready") != "ON" or status.get("wsrep_cluster_status") != "Primary" \
+                or status.get("wsrep_local_state_comment") != "Synced":
+            raise NodeNotReady(f"Galera node not ready: wsrep_ready {status.get('wsrep_ready')}, cluster "
+                               f"{status.get('wsrep_cluster_status')}, state {status.get('wsrep_local_state_comment')}")
+
+    def status_values(self, *names: str) -> dict[str, str]:
+        """Some SHOW GLOBAL STATUS values by name (lower case)."""
+        marks = ", ".join(["%s"] * len(names))
+        rows = self.query(f"SHOW GLOBAL STATUS WHERE Variable_name IN ({marks})", names)
+        return {str(name).lower(): str(value) for name, value in rows}
+
+    def disconnect(self) -> None:
         """Forget a connection that is gone or unwanted."""
         conn, self.conn, self.cursor = self.conn, None, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a dead connection can fail in many ways
                 conn.close()
-            except Exception:  # closing a dead connection can fail in many ways
-                pass
 
-    def session_setup(self) -> None:
-        """Strict mode turns silent truncation into errors; RR gives gap locks on keys."""
-        modes = [m for m in (self.query("SELECT @@SESSION.sql_mode")[0][0] or "").split(",") if m]
-        if "STRICT_ALL_TABLES" not in modes:
-            modes.append("STRICT_ALL_TABLES")
-        self.execute("SET SESSION sql_mode = %s", (",".join(modes),))
-        self.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        self.execute(f"SET SESSION innodb_lock_wait_timeout = {int(self.config.lock_wait_timeout)}")
-        if not self.read_only:
-            self.execute("SET SESSION wait_timeout = 3600")
-        self.execute("SET SESSION autocommit = 0")
+    def ensure_connected(self) -> None:
+        """Reconnect (to the next address) if the last error dropped the connection."""
+        if self.conn is None:
+            self.connect(move_on=True)
 
-    def run_sql(self, sql: str, params: Sequence = ()) -> list[tuple]:
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the session's cursor; return its rows, if any."""
         self.cursor.execute(sql, tuple(params) if params else None)
         return self.cursor.fetchall() if self.cursor.with_rows else []
 
-    def execute(self, sql: str, params: Sequence = ()) -> int:
-        """Run one statement; return the affected row count."""
-        self.run_sql(sql, params)
-        return self.cursor.rowcount
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return the affected (or, for UPDATE, matched) row count."""
+        self._run(sql, params)
+        return int(self.cursor.rowcount)
 
-    def execute_script(self, statements: Sequence[tuple[str, Sequence]]) -> list[int]:
+    def execute_script(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         """Run statements in one round trip (the server stops at the first error); return row counts."""
         params = tuple(p for _, ps in statements for p in ps)
         self.cursor.execute("; ".join(sql for sql, _ in statements), params or None)
@@ -1086,13 +1770,13 @@ class Database:
                 exc.errno, msg=exc.msg, sqlstate=exc.sqlstate) from exc
         return counts
 
-    def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one query; return all rows."""
-        return self.run_sql(sql, params)
+        return self._run(sql, params)
 
-    def query_dicts(self, sql: str, params: Sequence = ()) -> list[dict[str, Any]]:
+    def query_dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run one query; return rows as dicts."""
-        rows = self.run_sql(sql, params)
+        rows = self._run(sql, params)
         names = [column[0] for column in self.cursor.description]
         return [dict(zip(names, row)) for row in rows]
 
@@ -1101,55 +1785,59 @@ class Database:
         self.conn.commit()
 
     def rollback(self) -> None:
-        """Roll back, ignoring a connection that is already gone."""
+        """Roll back, forgetting a connection that is already gone."""
         try:
             if self.conn is not None:
                 self.conn.rollback()
         except Exception:  # the C extension raises its own error type for a dead socket
-            self.drop()
+            self.disconnect()
 
-    def write(self, sql: str, params: Sequence = ()) -> int:
-        """Run one tracking statement in its own transaction."""
+    def write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement in its own transaction."""
         count = self.execute(sql, params)
         self.commit()
         return count
 
-    def acquire_lock(self, name: str) -> None:
-        """Take the run lock or raise "already running" naming its holder."""
-        got = self.query("SELECT GET_LOCK(%s, 0)", (name,))[0][0]
-        if got != 1:
-            holder = self.query("SELECT IS_USED_LOCK(%s)", (name,))[0][0]
-            raise ArchiveError(
-                f"another archive.py run is already running for `{self.config.database}`."
-                f"`{self.config.source_table}` (server connection {holder} holds lock '{name}'); "
-                f"if that process is dead, KILL {holder} on the server", EXIT_LOCKED)
-        self.lock = name
-
-    def reacquire_lock(self) -> None:
-        """After a reconnect the lock died with the old session; take it back or stop."""
-        name, self.lock = self.lock, None
+    def variable(self, name: str) -> Any:
+        """A global server variable, or None where this server has no such variable."""
         try:
-            self.acquire_lock(name)
-        except ArchiveError as exc:
-            raise ArchiveError(f"lost the run lock while reconnecting: {exc}") from None
+            rows = self.query(f"SELECT @@GLOBAL.{name}")
+        except mysql.connector.Error as exc:
+            if is_connection_error(exc):
+                raise
+            return None
+        return rows[0][0] if rows else None
 
     def close(self) -> None:
-        """Close; the server releases the run lock with the session."""
-        self.drop()
+        """Close the session."""
+        self.disconnect()
 
+
+# --------------------------------------------------------------------------- preflight
 
 def fetch_columns(db: Database, table: str) -> list[dict[str, Any]]:
-    """A table's columns from information_schema, in table order."""
+    """A table's columns from information_schema, in table order (INVISIBLE ones included)."""
     return db.query_dicts(
         "SELECT COLUMN_NAME AS name, DATA_TYPE AS data_type, COLUMN_TYPE AS column_type, "
-        "CHARACTER_SET_NAME AS charset, CHARACTER_MAXIMUM_LENGTH AS max_length, "
-        "IS_NULLABLE AS nullable, COLUMN_DEFAULT AS col_default, EXTRA AS extra "
-        "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
-        "ORDER BY ORDINAL_POSITION", (table,))
+        "CHARACTER_SET_NAME AS charset, COLLATION_NAME AS collation, CHARACTER_MAXIMUM_LENGTH AS "
+        "max_length, IS_NULLABLE AS nullable, COLUMN_DEFAULT AS col_default, EXTRA AS extra, "
+        "GENERATION_EXPRESSION AS expression FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (table,))
+
+
+def fetch_tables(db: Database, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Engine, whether it is transactional, and table type (view, system-versioned) by name."""
+    marks = ", ".join(["%s"] * len(names))
+    rows = db.query_dicts(
+        "SELECT t.TABLE_NAME AS name, t.ENGINE AS engine, t.TABLE_TYPE AS type, "
+        "e.TRANSACTIONS AS transactions FROM information_schema.TABLES t LEFT JOIN "
+        "information_schema.ENGINES e ON e.ENGINE = t.ENGINE "
+        f"WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_NAME IN ({marks})", names)
+    return {row["name"]: row for row in rows}
 
 
 def is_generated(column: dict[str, Any]) -> bool:
-    """Generated columns cannot be inserted into and are recomputed anyway."""
+    """Generated columns cannot be inserted into; their values are computed."""
     extra = (column["extra"] or "").upper()
     return any(k in extra for k in ("VIRTUAL GENERATED", "STORED GENERATED", "PERSISTENT GENERATED"))
 
@@ -1163,7 +1851,7 @@ def has_unique_key_on(db: Database, table: str, column: str) -> bool:
     return bool(rows)
 
 
-def child_foreign_keys(db: Database, table: str) -> list[tuple[str, str, str, str]]:
+def child_foreign_keys(db: Database, table: str) -> list[tuple[Any, ...]]:
     """(schema, child table, constraint, ON DELETE rule) of every foreign key to `table`."""
     return db.query(
         "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE "
@@ -1171,14 +1859,13 @@ def child_foreign_keys(db: Database, table: str) -> list[tuple[str, str, str, st
         "AND REFERENCED_TABLE_NAME = %s", (table,))
 
 
-def describe_foreign_keys(children: list[tuple[str, str, str, str]]) -> tuple[list[str], list[str]]:
-    """Split child foreign keys into those whose ON DELETE changes child rows and those that block."""
-    cascades = [f"{schema}.{child} ({name}: ON DELETE {rule})" for schema, child, name, rule in children
-                if rule in ("CASCADE", "SET NULL", "SET DEFAULT")]
-    restricts = [f"{schema}.{child} ({name}) restricts deletes: a batch with a still-referenced row "
-                 "fails with error 1451 and is rolled back" for schema, child, name, rule in children
-                 if rule in ("RESTRICT", "NO ACTION")]
-    return cascades, restricts
+def fetch_triggers(db: Database, table: str, event: str) -> list[str]:
+    """Triggers that fire on `event` (INSERT, DELETE) for `table`, as 'name (BEFORE DELETE)'."""
+    rows = db.query(
+        "SELECT TRIGGER_NAME, ACTION_TIMING FROM information_schema.TRIGGERS WHERE "
+        "EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = %s AND EVENT_MANIPULATION = %s "
+        "ORDER BY ACTION_TIMING, ACTION_ORDER", (table, event))
+    return [f"{name} ({timing} {event})" for name, timing in rows]
 
 
 @dataclass
@@ -1189,37 +1876,149 @@ class Preflight:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def refuse_unless(self, allowed: bool, problem: str, note: str) -> None:
+        """A risk the config may accept: a problem unless allowed, then a note."""
+        if allowed:
+            self.notes.append(note)
+        else:
+            self.problems.append(problem)
+
 
 def describe_type(column: dict[str, Any]) -> str:
     """A column's type with its character set, for messages."""
     return " ".join(filter(None, (column["column_type"], column["charset"])))
 
 
-def compare_columns(source: list[dict], archive: list[dict], found: Preflight) -> tuple[str, ...]:
+def same_type(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same type, length, precision, sign, ENUM members and character set."""
+    return (a["column_type"].lower(), a["charset"]) == (b["column_type"].lower(), b["charset"])
+
+
+def compare_column(column: dict[str, Any], twin: dict[str, Any] | None, found: Preflight) -> bool:
+    """Check one source column against its archive twin; True when it is copied."""
+    name = column["name"]
+    if twin is None:
+        if is_generated(column):
+            found.notes.append(f"generated column `{name}` is not archived (the archive has no such column)")
+        else:
+            found.problems.append(f"archive table has no column `{name}`")
+        return False
+    if not same_type(column, twin):
+        found.problems.append(f"column `{name}` is {describe_type(column)} in the source but "
+                              f"{describe_type(twin)} in the archive")
+        return False
+    if is_generated(twin):
+        same = is_generated(column) and column["expression"] == twin["expression"]
+        if not same:
+            found.problems.append(f"archive column `{name}` is generated but the source's is "
+                                  f"{'generated differently' if is_generated(column) else 'stored data'}: "
+                                  "the archive would hold computed values instead of the source's")
+        else:
+            found.notes.append(f"generated column `{name}` is recomputed by the archive (same expression)")
+        return False
+    if column["nullable"] == "YES" and twin["nullable"] == "NO":
+        found.problems.append(f"archive column `{name}` is NOT NULL but the source's is nullable: a NULL "
+                              "would fail the batch or, for a TIMESTAMP, be stored as the current time")
+        return False
+    return True
+
+
+def compare_columns(source: list[dict[str, Any]], archive: list[dict[str, Any]],
+                    found: Preflight) -> tuple[Column, ...]:
     """Pick the columns to copy and record mismatches that would lose or change data."""
     by_name = {c["name"].lower(): c for c in archive}
-    copied = []
-    for column in source:
-        twin = by_name.get(column["name"].lower())
-        if is_generated(column):
-            found.notes.append(f"generated column `{column['name']}` is not copied")
-        elif twin is None:
-            found.problems.append(f"archive table has no column `{column['name']}`")
-        elif is_generated(twin):
-            found.notes.append(f"archive column `{column['name']}` is generated; not copied")
-        elif (twin["column_type"].lower(), twin["charset"]) != (column["column_type"].lower(), column["charset"]):
-            found.problems.append(
-                f"column `{column['name']}` is {describe_type(column)} in the source but "
-                f"{describe_type(twin)} in the archive")
-        else:
-            copied.append(column["name"])
-    names = {c.lower() for c in copied} | {c["name"].lower() for c in source}
+    copied = tuple(Column(c["name"], c["data_type"].lower()) for c in source
+                   if compare_column(c, by_name.get(c["name"].lower()), found))
+    names = {c["name"].lower() for c in source}
     for column in archive:
         needs_value = column["nullable"] == "NO" and column["col_default"] is None and not (
             is_generated(column) or "auto_increment" in (column["extra"] or "").lower())
         if column["name"].lower() not in names and needs_value:
             found.problems.append(f"archive column `{column['name']}` is NOT NULL without a default")
-    return tuple(copied)
+    return copied
+
+
+def describe_foreign_keys(children: list[tuple[Any, ...]]) -> tuple[list[str], list[str]]:
+    """Split child foreign keys into those whose ON DELETE changes child rows and those that block."""
+    effects = {"CASCADE": "its rows are deleted with the parent, unarchived",
+               "SET NULL": "its key column is set to NULL when the parent goes",
+               "SET DEFAULT": "its key column is set to its default when the parent goes"}
+    changing = [f"{schema}.{child} ({name}: ON DELETE {rule}: {effects[rule]})"
+                for schema, child, name, rule in children if rule in effects]
+    restricts = [f"{schema}.{child} ({name}) restricts deletes: a batch with a still-referenced row "
+                 "fails with error 1451 and is rolled back" for schema, child, name, rule in children
+                 if rule in ("RESTRICT", "NO ACTION")]
+    return changing, restricts
+
+
+def check_tables(db: Database, config: Config, found: Preflight) -> bool:
+    """Both tables exist, are real tables and are transactional; True when the rest can be checked."""
+    names = [config.source_table, config.archive_table]
+    present = [t for t in TRACKING_TABLES if t not in names]
+    tables = fetch_tables(db, names + present)
+    for name in names:
+        if name not in tables:
+            found.problems.append(f"table `{config.database}`.`{name}` does not exist")
+        elif tables[name]["type"] == "VIEW":
+            found.problems.append(f"`{name}` is a view; archive to and from base tables")
+    for name, table in tables.items():
+        if table["type"] != "VIEW" and table["transactions"] != "YES":
+            found.problems.append(
+                f"table `{name}` uses the {table['engine']} engine, which cannot roll back: a failed or "
+                "killed batch could leave rows in neither table; convert it to InnoDB")
+    if tables.get(config.source_table, {}).get("type") == "SYSTEM VERSIONED":
+        found.refuse_unless(
+            config.allow_system_versioning,
+            f"source `{config.source_table}` is system-versioned: deleted rows stay in it as history; "
+            "set [archive] allow_system_versioning = yes to accept that",
+            f"source `{config.source_table}` is system-versioned: deleted rows stay as history "
+            "(accepted by config)")
+    return not found.problems
+
+
+def check_side_effects(db: Database, config: Config, found: Preflight) -> None:
+    """Foreign keys and triggers that make a DELETE or INSERT do more than move the row."""
+    changing, restricts = describe_foreign_keys(child_foreign_keys(db, config.source_table))
+    if changing:
+        found.refuse_unless(
+            config.allow_cascading_deletes,
+            "deleting source rows changes child tables: " + "; ".join(changing) + "; archive those "
+            "first, or set [archive] allow_cascading_deletes = yes to accept it",
+            "child tables changed by deletes, accepted by config: " + "; ".join(changing))
+    triggers = fetch_triggers(db, config.source_table, "DELETE")
+    triggers += fetch_triggers(db, config.archive_table, "INSERT")
+    if triggers:
+        found.refuse_unless(
+            config.allow_triggers,
+            f"triggers fire on the archive's inserts or the source's deletes: {', '.join(triggers)}; "
+            "what they write is not checked, and in a non-transactional table survives a rollback; "
+            "set [archive] allow_triggers = yes to accept them",
+            f"triggers accepted by config: {', '.join(triggers)}")
+    found.notes.extend(restricts)
+
+
+def check_key(db: Database, config: Config, source: list[dict[str, Any]], archive: list[dict[str, Any]],
+              found: Preflight) -> KeyType | None:
+    """The key column: present, unique on both sides, same collation, a type keys can be written in."""
+    key = next((c for c in source if c["name"].lower() == config.key_column.lower()), None)
+    if key is None:
+        found.problems.append(f"source table has no column `{config.key_column}`")
+        return None
+    for table in (config.source_table, config.archive_table):
+        if not has_unique_key_on(db, table, key["name"]):
+            side = "source" if table == config.source_table else "archive"
+            found.problems.append(f"`{key['name']}` is not the primary key or a unique key of the {side}")
+    twin = next((c for c in archive if c["name"].lower() == key["name"].lower()), None)
+    if twin is not None and twin["collation"] != key["collation"]:
+        found.problems.append(f"key column `{key['name']}` has collation {key['collation']} in the source "
+                              f"but {twin['collation']} in the archive: keys equal in one are not in the other")
+    if is_generated(key):
+        found.problems.append(f"key column `{key['name']}` must be copied, but is generated")
+    try:
+        return key_type_from_column(key)
+    except ArchiveError as exc:
+        found.problems.append(str(exc))
+        return None
 
 
 def check_privileges(db: Database, plan: TablePlan, found: Preflight) -> None:
@@ -1238,6 +2037,10 @@ def check_privileges(db: Database, plan: TablePlan, found: Preflight) -> None:
 
 def check_guard(db: Database, plan: TablePlan, found: Preflight) -> None:
     """The guard must be a condition the server accepts on the source table."""
+    if plan.key_type.kind != "int" and "%s" in (plan.guard or ""):
+        found.problems.append("[controls] guard must not contain '%s' with a text or binary key column "
+                              "(it would be taken for a key parameter)")
+        return
     try:
         db.query(f"SELECT 1 FROM {quote_ident(plan.source)} s WHERE ({plan.guard}) LIMIT 0")
     except mysql.connector.Error as exc:
@@ -1247,49 +2050,51 @@ def check_guard(db: Database, plan: TablePlan, found: Preflight) -> None:
     db.rollback()
 
 
+def check_write_set(db: Database, batch_size: int, source: str, found: Preflight) -> None:
+    """On Galera, a batch is one write set: it must fit the node's row and byte limits."""
+    if not db.wsrep:
+        return
+    max_rows = int(db.variable("wsrep_max_ws_rows") or 0)
+    rows_needed = 2 * batch_size + TRACKING_ROWS_PER_BATCH
+    if max_rows and rows_needed > max_rows:
+        fits = max(0, (max_rows - TRACKING_ROWS_PER_BATCH) // 2)
+        found.problems.append(
+            f"[archive] batch_size {batch_size} needs write sets of up to {rows_needed} rows, but "
+            f"wsrep_max_ws_rows is {max_rows} on {db.where}; use batch_size {fits} or less")
+    max_bytes = int(db.variable("wsrep_max_ws_size") or 0)
+    row_bytes = db.query("SELECT AVG_ROW_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                         "DATABASE() AND TABLE_NAME = %s", (source,))
+    estimate = 2 * batch_size * int((row_bytes[0][0] if row_bytes else 0) or 0) * 2  # 2x: rows vary
+    if max_bytes and estimate > max_bytes:
+        found.problems.append(
+            f"[archive] batch_size {batch_size} makes write sets of about {estimate} bytes, over "
+            f"wsrep_max_ws_size {max_bytes} on {db.where}; lower batch_size")
+    db.rollback()
+
+
 def run_preflight(db: Database, config: Config) -> Preflight:
-    """Check tables, key, columns, privileges and cascading foreign keys; touch nothing."""
+    """Check tables, key, columns, side effects, privileges and limits; touch nothing."""
     found = Preflight()
+    if not check_tables(db, config, found):
+        return found
     source = fetch_columns(db, config.source_table)
     archive = fetch_columns(db, config.archive_table)
-    for table, columns in ((config.source_table, source), (config.archive_table, archive)):
-        if not columns:
-            found.problems.append(f"table `{config.database}`.`{table}` does not exist")
-    if found.problems:
+    key_type = check_key(db, config, source, archive, found)
+    copied = compare_columns(source, archive, found)
+    check_side_effects(db, config, found)
+    check_write_set(db, config.batch_size, config.source_table, found)
+    if key_type is None:
         return found
-    key = next((c for c in source if c["name"].lower() == config.key_column.lower()), None)
-    if key is None:
-        found.problems.append(f"source table has no column `{config.key_column}`")
-        return found
-    if not has_unique_key_on(db, config.source_table, key["name"]):
-        found.problems.append(f"`{key['name']}` is not the primary key or a unique key of the source")
-    if not has_unique_key_on(db, config.archive_table, key["name"]):
-        found.problems.append(f"`{key['name']}` is not the primary key or a unique key of the archive")
-    columns = compare_columns(source, archive, found)
-    cascades, restricts = describe_foreign_keys(child_foreign_keys(db, config.source_table))
-    if cascades and not config.allow_cascading_deletes:
-        found.problems.append(
-            "deleting source rows would cascade into child tables whose rows would vanish "
-            f"unarchived: {', '.join(cascades)}; archive those first, or set "
-            "[archive] allow_cascading_deletes = yes to accept it")
-    elif cascades:
-        found.notes.append(f"cascading deletes accepted by config: {', '.join(cascades)}")
-    try:
-        key_type = key_type_from_column(key["data_type"], key["column_type"], key["max_length"])
-    except ArchiveError as exc:
-        found.problems.append(str(exc))
-        return found
-    plan = TablePlan(config.source_table, config.archive_table, key["name"], columns, key_type, config.guard)
-    if key["name"] not in columns:
-        found.problems.append(f"key column `{key['name']}` must be copied, but is generated")
+    plan = TablePlan(config.source_table, config.archive_table, config.key_column, copied, key_type,
+                     config.guard)
+    plan = dataclasses.replace(plan, key=next(c["name"] for c in source
+                                              if c["name"].lower() == config.key_column.lower()))
+    if plan.key not in plan.column_names and not found.problems:
+        found.problems.append(f"key column `{plan.key}` is not copied")
     if not found.problems:  # the EXPLAINs would only repeat a column problem as a grant problem
         check_privileges(db, plan, found)
-    if config.guard and key_type.kind == "str" and "%s" in config.guard:
-        found.problems.append("[controls] guard must not contain '%s' with a string key column "
-                              "(it would be taken for a key parameter)")
     if config.guard and not found.problems:
         check_guard(db, plan, found)
-    found.notes.extend(restricts)
     if not found.problems:
         found.plan = plan
     return found
@@ -1303,315 +2108,798 @@ def require_plan(db: Database, config: Config) -> TablePlan:
     return found.plan
 
 
-def existing_tracking_tables(db: Database) -> set[str]:
-    """Which tracking tables exist in the database."""
-    rows = db.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-                    "AND TABLE_NAME IN ('process_logs', 'file_processing_logs', 'batch_processing_logs')")
-    return {r[0] for r in rows}
+# --------------------------------------------------------------------------- tracking tables
+
+SCHEMA_VERSION = 2
+SCHEMA_COMMENT = f"archive.py tracking schema {SCHEMA_VERSION}"
+TRACKING_TABLES = ("process_logs", "file_processing_logs", "batch_processing_logs", "conflict_logs",
+                   "run_locks")
+TEXT_BYTES = 60_000  # what a TEXT column (65,535 bytes) is given, with room to spare
+
+# The current schema. Columns added since schema 1 come last, in the order the
+# migration adds them, so a migrated table and a new one are the same table.
+TRACKING_DDL = (
+    """CREATE TABLE IF NOT EXISTS `process_logs` (
+  `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  `source_table` VARCHAR(64) NOT NULL,
+  `archive_table` VARCHAR(64) NOT NULL,
+  `status` ENUM('RUNNING','COMPLETED','FAILED','INTERRUPTED') NOT NULL,
+  `host` VARCHAR(255) NOT NULL,
+  `pid` INT NOT NULL,
+  `start_time` DATETIME NOT NULL,
+  `end_time` DATETIME NULL,
+  `total_files` INT NOT NULL DEFAULT 0,
+  `processed_files` INT NOT NULL DEFAULT 0,
+  `current_file` VARCHAR(255) NULL,
+  `current_batch` INT NULL,
+  `rows_archived` BIGINT NOT NULL DEFAULT 0,
+  `rows_deleted` BIGINT NOT NULL DEFAULT 0,
+  `duplicates` BIGINT NOT NULL DEFAULT 0,
+  `conflicts` BIGINT NOT NULL DEFAULT 0,
+  `skipped_by_guard` BIGINT NOT NULL DEFAULT 0,
+  `stop_reason` VARCHAR(255) NULL,
+  `pause_reason` VARCHAR(255) NULL,
+  `paused_seconds` DOUBLE NOT NULL DEFAULT 0,
+  `error_message` TEXT NULL,
+  `job` VARCHAR(300) NOT NULL DEFAULT '',
+  `version` VARCHAR(32) NULL,
+  `last_seen` DATETIME NULL,
+  `not_found` BIGINT NOT NULL DEFAULT 0,
+  `destination` VARCHAR(255) NULL,
+  KEY `ix_process_status` (`source_table`, `status`),
+  KEY `ix_process_job` (`job`, `id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 2'""",
+    """CREATE TABLE IF NOT EXISTS `file_processing_logs` (
+  `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  `process_log_id` BIGINT UNSIGNED NOT NULL,
+  `file_name` VARCHAR(255) NOT NULL,
+  `file_size` BIGINT NOT NULL,
+  `file_checksum` CHAR(64) NOT NULL,
+  `status` ENUM('PROCESSING','COMPLETED','FAILED','INTERRUPTED','CONFLICTS','CHANGED') NOT NULL,
+  `batch_size` INT NOT NULL,
+  `total_keys` BIGINT NOT NULL DEFAULT 0,
+  `total_batches` INT NOT NULL DEFAULT 0,
+  `start_batch` INT NOT NULL DEFAULT 1,
+  `processed_batches` INT NOT NULL DEFAULT 0,
+  `last_processed_batch` INT NOT NULL DEFAULT 0,
+  `rows_archived` BIGINT NOT NULL DEFAULT 0,
+  `rows_deleted` BIGINT NOT NULL DEFAULT 0,
+  `duplicates` BIGINT NOT NULL DEFAULT 0,
+  `conflicts` BIGINT NOT NULL DEFAULT 0,
+  `skipped_by_guard` BIGINT NOT NULL DEFAULT 0,
+  `error_message` TEXT NULL,
+  `started_at` DATETIME NOT NULL,
+  `finished_at` DATETIME NULL,
+  `job` VARCHAR(300) NOT NULL DEFAULT '',
+  `not_found` BIGINT NOT NULL DEFAULT 0,
+  UNIQUE KEY `ux_file_run` (`process_log_id`, `file_name`),
+  KEY `ix_file_checksum` (`file_name`, `file_checksum`, `status`),
+  KEY `ix_file_job` (`job`, `file_name`, `file_checksum`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    """CREATE TABLE IF NOT EXISTS `batch_processing_logs` (
+  `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  `process_log_id` BIGINT UNSIGNED NOT NULL,
+  `file_name` VARCHAR(255) NOT NULL,
+  `batch_number` INT NOT NULL,
+  `status` ENUM('COMPLETED','COMPLETED_WITH_DUPLICATES','FAILED') NOT NULL,
+  `first_key` VARCHAR(255) NULL,
+  `last_key` VARCHAR(255) NULL,
+  `keys_in_batch` INT NOT NULL DEFAULT 0,
+  `rows_archived` INT NOT NULL DEFAULT 0,
+  `rows_deleted` INT NOT NULL DEFAULT 0,
+  `duplicates` INT NOT NULL DEFAULT 0,
+  `conflicts` INT NOT NULL DEFAULT 0,
+  `skipped_by_guard` INT NOT NULL DEFAULT 0,
+  `conflict_keys` MEDIUMTEXT NULL,
+  `end_offset` BIGINT NULL,
+  `end_line` BIGINT NULL,
+  `error_message` TEXT NULL,
+  `created_at` DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+  `not_found` INT NOT NULL DEFAULT 0,
+  UNIQUE KEY `ux_batch_run` (`process_log_id`, `file_name`, `batch_number`),
+  KEY `ix_batch_status` (`status`, `created_at`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    """CREATE TABLE IF NOT EXISTS `conflict_logs` (
+  `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  `job` VARCHAR(300) NOT NULL,
+  `file_name` VARCHAR(255) NOT NULL,
+  `file_checksum` CHAR(64) NOT NULL,
+  `key_value` TEXT NOT NULL,
+  `process_log_id` BIGINT UNSIGNED NOT NULL,
+  `batch_number` INT NOT NULL,
+  `status` ENUM('OPEN','RESOLVED') NOT NULL DEFAULT 'OPEN',
+  `resolution` VARCHAR(255) NULL,
+  `resolved_by` BIGINT UNSIGNED NULL,
+  `found_at` DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  `resolved_at` DATETIME NULL,
+  KEY `ix_conflict_open` (`job`, `status`, `file_name`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    """CREATE TABLE IF NOT EXISTS `run_locks` (
+  `lock_name` VARCHAR(191) NOT NULL PRIMARY KEY,
+  `owner` CHAR(32) NOT NULL,
+  `process_log_id` BIGINT UNSIGNED NULL,
+  `host` VARCHAR(255) NOT NULL,
+  `pid` INT NOT NULL,
+  `node` VARCHAR(255) NOT NULL,
+  `connection_id` BIGINT UNSIGNED NOT NULL,
+  `acquired_at` DATETIME(6) NOT NULL,
+  `heartbeat_at` DATETIME(6) NOT NULL,
+  `expires_at` DATETIME(6) NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+)
+
+# Schema 1 -> 2, as (table, column or index, DDL). Each step checks first, so a
+# migration killed halfway is finished by the next run.
+MIGRATION_COLUMNS = (
+    ("process_logs", "job", "ADD COLUMN `job` VARCHAR(300) NOT NULL DEFAULT ''"),
+    ("process_logs", "version", "ADD COLUMN `version` VARCHAR(32) NULL"),
+    ("process_logs", "last_seen", "ADD COLUMN `last_seen` DATETIME NULL"),
+    ("process_logs", "not_found", "ADD COLUMN `not_found` BIGINT NOT NULL DEFAULT 0"),
+    ("process_logs", "destination", "ADD COLUMN `destination` VARCHAR(255) NULL"),
+    ("file_processing_logs", "job", "ADD COLUMN `job` VARCHAR(300) NOT NULL DEFAULT ''"),
+    ("file_processing_logs", "not_found", "ADD COLUMN `not_found` BIGINT NOT NULL DEFAULT 0"),
+    ("batch_processing_logs", "not_found", "ADD COLUMN `not_found` INT NOT NULL DEFAULT 0"),
+)
+MIGRATION_INDEXES = (
+    ("process_logs", "ix_process_job", "ADD KEY `ix_process_job` (`job`, `id`)"),
+    ("file_processing_logs", "ix_file_job", "ADD KEY `ix_file_job` (`job`, `file_name`, `file_checksum`)"),
+)
+MIGRATION_FILL = (
+    # Schema 1 had one job per source table as far as resuming went; name it as today.
+    "UPDATE process_logs SET job = CONCAT(DATABASE(), '.', source_table, ' -> ', DATABASE(), '.', "
+    "archive_table) WHERE job = ''",
+    "UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET f.job = p.job "
+    "WHERE f.job = ''",
+    "ALTER TABLE file_processing_logs MODIFY `status` ENUM('PROCESSING','COMPLETED','FAILED',"
+    "'INTERRUPTED','CONFLICTS','CHANGED') NOT NULL",
+)
 
 
-def ensure_tracking_tables(db: Database) -> None:
-    """Create the tracking tables that are missing (so no CREATE privilege is needed after)."""
-    present = existing_tracking_tables(db)
-    for name, ddl in zip(TRACKING_TABLES, TRACKING_DDL):
-        if name not in present:
-            db.execute(ddl)
-    db.commit()
-
-
-# --------------------------------------------------------------------------- run bookkeeping
-
-@dataclass
-class Counters:
-    """Row counts of one batch, file or run."""
-
-    batches: int = 0
-    archived: int = 0
-    deleted: int = 0
-    duplicates: int = 0
-    conflicts: int = 0
-    skipped_by_guard: int = 0
-    missing: int = 0
-
-    def add(self, other: "Counters") -> None:
-        """Accumulate another set of counts."""
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-
-@dataclass
-class RunState:
-    """What one run has done so far; owned by run(), never module-wide."""
-
-    run_id: int = 0
-    started: float = field(default_factory=time.monotonic)
-    totals: Counters = field(default_factory=Counters)
-    files_done: int = 0
-    files_skipped: int = 0
-    rejected: list[str] = field(default_factory=list)
-    conflict_files: list[str] = field(default_factory=list)
-    stop_reason: str | None = None
-    paused_seconds: float = 0.0
-
-
-@dataclass
-class StopSignal:
-    """Set by SIGTERM/SIGINT or a control; checked between batches."""
-
-    reason: str | None = None
-
-    def handler(self, signum: int, _frame: Any) -> None:
-        """Signal handler: remember why, and let the current batch finish or roll back."""
-        self.reason = f"received {signal.Signals(signum).name}"
-
-
-def start_run(db: Database, config: Config, total_files: int) -> int:
-    """Mark runs that died without an end as INTERRUPTED, then record this run as RUNNING."""
-    host, pid = socket.gethostname(), os.getpid()
-    db.execute(
-        "UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id "
-        "SET f.status = 'INTERRUPTED', f.finished_at = NOW() "
-        "WHERE p.status = 'RUNNING' AND p.source_table = %s AND f.status = 'PROCESSING'",
-        (config.source_table,))
-    db.execute(
-        "UPDATE process_logs SET status = 'INTERRUPTED', end_time = NOW(), "
-        "stop_reason = 'process died', error_message = NULLIF(CONCAT_WS('; ', error_message, %s), '') "
-        "WHERE status = 'RUNNING' AND source_table = %s",
-        (f"run ended without recording an outcome (killed or lost its server); found by a run "
-         f"started on {host} pid {pid}", config.source_table))
-    db.execute(
-        "INSERT INTO process_logs (source_table, archive_table, status, host, pid, start_time, "
-        "total_files) VALUES (%s, %s, 'RUNNING', %s, %s, NOW(), %s)",
-        (config.source_table, config.archive_table, host, pid, total_files))
-    run_id = db.query("SELECT LAST_INSERT_ID()")[0][0]
-    db.commit()
-    return int(run_id)
-
-
-def finish_run(db: Database, state: RunState, status: str, error: str | None) -> None:
-    """Record the run's end (its own small transaction); long texts are cut to fit."""
-    db.write(
-        "UPDATE process_logs SET status = %s, end_time = NOW(), stop_reason = %s, pause_reason = NULL, "
-        "paused_seconds = %s, error_message = NULLIF(CONCAT_WS('; ', error_message, %s), '') WHERE id = %s",
-        (status, state.stop_reason and state.stop_reason[:255], round(state.paused_seconds, 3),
-         error and error[:MAX_MESSAGE], state.run_id))
-
-
-def db_completed_run(db: Database, scan: FileScan) -> int | None:
-    """The run that completed a file with this exact content, if any."""
-    rows = db.query("SELECT process_log_id FROM file_processing_logs WHERE file_name = %s "
-                    "AND file_checksum = %s AND status = 'COMPLETED' LIMIT 1", (scan.name, scan.sha256))
-    return rows[0][0] if rows else None
-
-
-def db_checkpoint(db: Database, scan: FileScan) -> Checkpoint | None:
-    """The furthest committed batch for a file with this exact content."""
-    rows = db.query(
-        "SELECT f.batch_size, f.total_keys, b.batch_number, b.end_offset, b.end_line "
-        "FROM file_processing_logs f JOIN batch_processing_logs b "
-        "ON b.process_log_id = f.process_log_id AND b.file_name = f.file_name "
-        "WHERE f.file_name = %s AND f.file_checksum = %s "
-        "AND b.status IN ('COMPLETED', 'COMPLETED_WITH_DUPLICATES') "
-        "ORDER BY b.batch_number * f.batch_size DESC LIMIT 1", (scan.name, scan.sha256))
-    if not rows:
+def fit(text: str | None, chars: int | None = None, max_bytes: int = TEXT_BYTES) -> str | None:
+    """Cut a text to what its column holds (characters for VARCHAR, bytes for TEXT), marking the cut."""
+    if text is None:
         return None
-    size, keys, number, offset, line = rows[0]
-    return Checkpoint(int(size), int(keys), int(number), int(offset or 0), int(line or 0))
+    if chars is not None:
+        return text if len(text) <= chars else text[:chars - 7] + " [cut]"
+    data = text.encode("utf-8")
+    return text if len(data) <= max_bytes else data[:max_bytes - 7].decode("utf-8", "ignore") + " [cut]"
 
 
-def db_other_checksums(db: Database, scan: FileScan) -> list[str]:
-    """Checksums recorded earlier for a file of this name with different content."""
-    rows = db.query("SELECT DISTINCT file_checksum FROM file_processing_logs WHERE file_name = %s "
-                    "AND file_checksum <> %s AND last_processed_batch > 0", (scan.name, scan.sha256))
-    return [r[0] for r in rows]
+def encode_keys(keys: Sequence[Key]) -> str | None:
+    """Keys as a JSON list for conflict_keys (text keys may hold commas)."""
+    return json.dumps([format_key(k) for k in keys], ensure_ascii=False) if keys else None
 
 
-def start_file(db: Database, run_id: int, scan: FileScan, batch_size: int, total_batches: int,
-               start_batch: int) -> int:
-    """Record a file as PROCESSING with the batches already done before this run."""
-    done = start_batch - 1
-    db.execute(
-        "INSERT INTO file_processing_logs (process_log_id, file_name, file_size, file_checksum, "
-        "status, batch_size, total_keys, total_batches, start_batch, processed_batches, "
-        "last_processed_batch, started_at) VALUES (%s, %s, %s, %s, 'PROCESSING', %s, %s, %s, %s, "
-        "%s, %s, NOW())",
-        (run_id, scan.name, scan.size, scan.sha256, batch_size, scan.keys, total_batches,
-         start_batch, done, done))
-    file_id = db.query("SELECT LAST_INSERT_ID()")[0][0]
-    db.execute("UPDATE process_logs SET current_file = %s, current_batch = %s WHERE id = %s",
-               (scan.name, done or None, run_id))
-    db.commit()
-    return int(file_id)
+@dataclass(frozen=True)
+class FileContext:
+    """Where a batch belongs: run, file row, file name and content."""
+
+    run_id: int
+    file_id: int
+    scan: FileScan
 
 
-def finish_file(db: Database, file_id: int, run_id: int, status: str, error: str | None) -> None:
-    """Record a file's end; a completed or rejected file counts as processed."""
-    db.execute("UPDATE file_processing_logs SET status = %s, finished_at = NOW(), "
-               "error_message = %s WHERE id = %s", (status, error, file_id))
-    if status != "INTERRUPTED":
-        db.execute("UPDATE process_logs SET processed_files = processed_files + 1 WHERE id = %s",
-                   (run_id,))
-    db.commit()
+class Tracking:
+    """The one home of the tracking tables: their schema, its migrations, every read and write,
+    and the run lock that lives in them."""
+
+    def __init__(self, db: Database, config: Config):
+        self.db, self.config = db, config
+        self.owner = secrets.token_hex(16)
+        self.locked = False
+        self.user_lock = False
+        self.run_id = 0
+        self.last_beat = 0.0
+
+    # ------------------------------------------------------------ schema
+
+    def present(self) -> set[str]:
+        """Which tracking tables exist."""
+        marks = ", ".join(["%s"] * len(TRACKING_TABLES))
+        rows = self.db.query(f"SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                             f"DATABASE() AND TABLE_NAME IN ({marks})", TRACKING_TABLES)
+        return {r[0] for r in rows}
+
+    def schema_version(self) -> int:
+        """The stamped schema version (1 for tables made before versions were stamped)."""
+        rows = self.db.query("SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                             "DATABASE() AND TABLE_NAME = 'process_logs'")
+        match = re.search(r"tracking schema ([0-9]+)", str(rows[0][0])) if rows else None
+        return int(match.group(1)) if match else 1
+
+    def ensure_schema(self) -> list[str]:
+        """Create missing tracking tables and migrate older ones; return what was done."""
+        present = self.present()
+        done = []
+        if "process_logs" in present and self.schema_version() < SCHEMA_VERSION:
+            done = self.migrate()
+        for name, ddl in zip(TRACKING_TABLES, TRACKING_DDL):
+            if name not in present:
+                self.db.execute(ddl)
+        self.db.commit()
+        return done
+
+    def migrate(self) -> list[str]:
+        """Bring schema-1 tables to the current schema; every step is safe to repeat."""
+        columns = {(t, c) for t, c in self.db.query(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()")}
+        indexes = {(t, i) for t, i in self.db.query(
+            "SELECT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE()")}
+        steps = [(t, f"ALTER TABLE `{t}` {ddl}") for t, c, ddl in MIGRATION_COLUMNS if (t, c) not in columns]
+        steps += [(t, f"ALTER TABLE `{t}` {ddl}") for t, i, ddl in MIGRATION_INDEXES if (t, i) not in indexes]
+        tables = {t for t, _ in columns}
+        for table, sql in steps:
+            if table in tables:
+                self.run_ddl(sql)
+        for sql in MIGRATION_FILL:
+            if "file_processing_logs" in sql and "file_processing_logs" not in tables:
+                continue
+            self.db.execute(sql)
+            self.db.commit()
+        self.run_ddl(f"ALTER TABLE process_logs COMMENT = '{SCHEMA_COMMENT}'")
+        return [sql for _, sql in steps]
+
+    def run_ddl(self, sql: str) -> None:
+        """One migration step; a concurrent run that did it first is fine."""
+        try:
+            self.db.execute(sql)
+        except mysql.connector.Error as exc:
+            if exc.errno not in (errorcode.ER_DUP_FIELDNAME, errorcode.ER_DUP_KEYNAME):
+                raise
+
+    # ------------------------------------------------------------ run lock
+
+    def lock_params(self) -> tuple[Any, ...]:
+        """Who we are, for the lock row."""
+        return (self.owner, self.run_id or None, socket.gethostname()[:255], os.getpid(), self.db.node,
+                self.connection_id())
+
+    def connection_id(self) -> int:
+        """This session's server connection id."""
+        return int(self.db.query("SELECT CONNECTION_ID()")[0][0])
+
+    def take_user_lock(self) -> bool | None:
+        """GET_LOCK on this node: True if free, False if a live session here holds it, None if unusable.
+
+        It dies with its session, so it tells at once that a holder on this node is gone.
+        """
+        try:
+            got = self.db.query("SELECT GET_LOCK(%s, 0)", (self.config.lock_name,))[0][0]
+        except mysql.connector.Error as exc:
+            if is_connection_error(exc):
+                raise
+            return None  # some Galera releases refuse GET_LOCK (1235)
+        self.user_lock = got == 1
+        return got == 1
+
+    def acquire_lock(self) -> str | None:
+        """Take the run lock, or raise AlreadyRunning naming the holder; return a takeover note."""
+        name, lease = self.config.lock_name, int(math.ceil(self.config.lock_lease))
+        holder_gone = self.take_user_lock()
+        try:
+            self.db.execute(
+                "INSERT INTO run_locks (lock_name, owner, process_log_id, host, pid, node, connection_id, "
+                "acquired_at, heartbeat_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, NOW(6), NOW(6), "
+                f"NOW(6) + INTERVAL {lease} SECOND)", (name, *self.lock_params()))
+            self.db.commit()
+            self.locked, self.last_beat = True, time.monotonic()
+            return None
+        except mysql.connector.Error as exc:
+            self.db.rollback()
+            if exc.errno not in (ER_DUP_ENTRY, ER_LOCK_DEADLOCK):
+                raise
+        holder = self.lock_holder()
+        try:
+            taken = self.db.execute(
+                "UPDATE run_locks SET owner = %s, process_log_id = %s, host = %s, pid = %s, node = %s, "
+                f"connection_id = %s, acquired_at = NOW(6), heartbeat_at = NOW(6), expires_at = NOW(6) + "
+                f"INTERVAL {lease} SECOND WHERE lock_name = %s AND (expires_at < NOW(6) OR (node = %s AND %s))",
+                (*self.lock_params(), name, self.db.node, bool(holder_gone)))
+            self.db.commit()
+        except mysql.connector.Error as exc:
+            self.db.rollback()
+            if exc.errno not in (ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT):
+                raise
+            taken = 0  # another run on another node took it at the same moment
+        if taken != 1:
+            raise AlreadyRunning(f"another archive.py run is already running for `{name}`: "
+                                 f"{describe_holder(holder)}")
+        self.locked, self.last_beat = True, time.monotonic()
+        return f"took over the run lock from {describe_holder(holder)}"
+
+    def lock_holder(self) -> dict[str, Any] | None:
+        """The lock row, with whether its lease is still valid and how old its heartbeat is."""
+        rows = self.db.query_dicts(
+            "SELECT owner, process_log_id, host, pid, node, connection_id, heartbeat_at, expires_at, "
+            "expires_at > NOW(6) AS valid, TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)) / 1e6 AS age "
+            "FROM run_locks WHERE lock_name = %s", (self.config.lock_name,))
+        self.db.rollback()
+        return rows[0] if rows else None
+
+    def fence(self) -> tuple[str, tuple[Any, ...]]:
+        """The statement every batch starts with: renew our lease; it matches no row once we lost it."""
+        return ("UPDATE run_locks SET heartbeat_at = NOW(6), expires_at = NOW(6) + INTERVAL "
+                f"{int(math.ceil(self.config.lock_lease))} SECOND WHERE lock_name = %s AND owner = %s",
+                (self.config.lock_name, self.owner))
+
+    def heartbeat(self, force: bool = False) -> None:
+        """Renew the lease between batches (at most every quarter lease unless forced)."""
+        if not self.locked or (not force and time.monotonic() - self.last_beat < self.config.lock_lease / 4):
+            return
+        self.db.ensure_connected()
+        try:
+            sql, params = self.fence()
+            renewed = self.db.execute(sql, params)
+            if self.run_id:
+                self.db.execute("UPDATE process_logs SET last_seen = NOW() WHERE id = %s", (self.run_id,))
+            self.db.commit()
+        except mysql.connector.Error:
+            self.db.rollback()
+            raise
+        if renewed != 1:
+            self.lost_lock()
+        self.last_beat = time.monotonic()
+
+    def lost_lock(self) -> None:
+        """Stop: our lease ran out and another run took the lock, so we must not write again."""
+        self.locked = False
+        holder = self.lock_holder()
+        raise LostLock(f"lost the run lock for `{self.config.lock_name}` (this run's lease of "
+                       f"{self.config.lock_lease:g}s ran out while it was stopped or cut off) to "
+                       f"{describe_holder(holder)}; nothing more was written")
+
+    def retake_lock(self) -> None:
+        """After a reconnect (perhaps to another node): our lock row moves with us, or we lost it."""
+        if not self.locked:
+            return
+        self.take_user_lock()
+        moved = self.db.execute("UPDATE run_locks SET node = %s, connection_id = %s, heartbeat_at = NOW(6) "
+                                "WHERE lock_name = %s AND owner = %s",
+                                (self.db.node, self.connection_id(), self.config.lock_name, self.owner))
+        self.db.commit()
+        if moved != 1:
+            self.lost_lock()
+
+    def release_lock(self) -> None:
+        """Give the lock up at the end of the run (a crash leaves it to expire or be taken over)."""
+        if not self.locked:
+            return
+        with contextlib.suppress(mysql.connector.Error, ArchiveError):
+            self.db.ensure_connected()
+            self.db.write("DELETE FROM run_locks WHERE lock_name = %s AND owner = %s",
+                          (self.config.lock_name, self.owner))
+            if self.user_lock:
+                self.db.query("SELECT RELEASE_LOCK(%s)", (self.config.lock_name,))
+        self.locked = False
+
+    def holder_is_alive(self, run_id: int) -> tuple[bool, str]:
+        """Whether run `run_id` still holds the lock, and how we know (for --status)."""
+        holder = self.lock_holder()
+        if holder is None or holder["process_log_id"] != run_id:
+            return False, "it does not hold the run lock: it died; the next run marks it INTERRUPTED"
+        if holder["node"] == self.db.node:
+            used = self.db.query("SELECT IS_USED_LOCK(%s)", (self.config.lock_name,))[0][0]
+            if used is None:
+                return False, ("its server session is gone: it died; the next run takes the lock "
+                               "over at once")
+        if not holder["valid"]:
+            return False, (f"its lease expired {holder['age']:.0f}s after its last heartbeat: it died or "
+                           "is frozen; the next run takes the lock over")
+        return True, (f"alive: heartbeat {holder['age']:.1f}s ago from {holder['host']} pid {holder['pid']} "
+                      f"via {holder['node'].split()[0]}")
+
+    # ------------------------------------------------------------ runs
+
+    def start_run(self, total_files: int) -> int:
+        """Mark runs that died without an end as INTERRUPTED, then record this run as RUNNING."""
+        host, pid = socket.gethostname(), os.getpid()
+        db, config = self.db, self.config
+        db.execute(
+            "UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id "
+            "SET f.status = 'INTERRUPTED', f.finished_at = COALESCE(p.last_seen, NOW()) "
+            "WHERE p.status = 'RUNNING' AND p.source_table = %s AND f.status = 'PROCESSING'",
+            (config.source_table,))
+        db.execute(
+            "UPDATE process_logs SET status = 'INTERRUPTED', end_time = COALESCE(last_seen, NOW()), "
+            "stop_reason = 'process died', error_message = NULLIF(CONCAT_WS('; ', error_message, %s), '') "
+            "WHERE status = 'RUNNING' AND source_table = %s",
+            (f"run ended without recording an outcome (killed, frozen or cut off from its server); "
+             f"found by a run started on {host} pid {pid}", config.source_table))
+        db.execute(
+            "INSERT INTO process_logs (source_table, archive_table, status, host, pid, start_time, "
+            "total_files, job, version, last_seen) VALUES (%s, %s, 'RUNNING', %s, %s, NOW(), %s, %s, %s, NOW())",
+            (config.source_table, config.archive_table, host[:255], pid, total_files, config.job,
+             __version__))
+        self.run_id = int(db.query("SELECT LAST_INSERT_ID()")[0][0])
+        db.execute("UPDATE run_locks SET process_log_id = %s WHERE lock_name = %s AND owner = %s",
+                   (self.run_id, config.lock_name, self.owner))
+        db.commit()
+        return self.run_id
+
+    def finish_run(self, status: str, stop_reason: str | None, paused: float, error: str | None) -> None:
+        """Record the run's end (its own small transaction)."""
+        self.db.write(
+            "UPDATE process_logs SET status = %s, end_time = NOW(), last_seen = NOW(), stop_reason = %s, "
+            "pause_reason = NULL, paused_seconds = %s, "
+            "error_message = NULLIF(CONCAT_WS('; ', error_message, %s), '') WHERE id = %s",
+            (status, fit(stop_reason, 255), round(paused, 3), fit(error), self.run_id))
+
+    def note_pause(self, reason: str | None, paused: float) -> None:
+        """Show a pause (or its end) in process_logs for --status."""
+        self.db.write("UPDATE process_logs SET pause_reason = %s, paused_seconds = %s, last_seen = NOW() "
+                      "WHERE id = %s", (fit(reason, 255), round(paused, 3), self.run_id))
+
+    def add_run_counts(self, counts: Counters) -> tuple[str, tuple[Any, ...]]:
+        """Add counts to this run's row (inside the transaction that did the work)."""
+        return ("UPDATE process_logs SET rows_archived = rows_archived + %s, rows_deleted = rows_deleted + %s, "
+                "duplicates = duplicates + %s, conflicts = conflicts + %s, last_seen = NOW() WHERE id = %s",
+                (counts.archived, counts.deleted, counts.duplicates, counts.conflicts, self.run_id))
+
+    # ------------------------------------------------------------ files
+
+    def finished_record(self, scan: FileScan) -> tuple[int, str] | None:
+        """(run, status) of the latest COMPLETED or CONFLICTS record of this exact content."""
+        rows = self.db.query(
+            "SELECT process_log_id, status FROM file_processing_logs WHERE job = %s AND file_name = %s "
+            "AND file_checksum = %s AND status IN ('COMPLETED', 'CONFLICTS') ORDER BY id DESC LIMIT 1",
+            (self.config.job, scan.name, scan.sha256))
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def checkpoint(self, scan: FileScan) -> Checkpoint | None:
+        """The furthest committed batch for this exact content (runs whose file changed don't count)."""
+        rows = self.db.query(
+            "SELECT f.batch_size, f.total_keys, b.batch_number, b.end_offset, b.end_line "
+            "FROM file_processing_logs f JOIN batch_processing_logs b "
+            "ON b.process_log_id = f.process_log_id AND b.file_name = f.file_name "
+            "WHERE f.job = %s AND f.file_name = %s AND f.file_checksum = %s AND f.status <> 'CHANGED' "
+            "AND b.status IN ('COMPLETED', 'COMPLETED_WITH_DUPLICATES') "
+            "ORDER BY b.batch_number * f.batch_size DESC LIMIT 1", (self.config.job, scan.name, scan.sha256))
+        if not rows:
+            return None
+        size, keys, number, offset, line = rows[0]
+        return Checkpoint(int(size), int(keys), int(number), int(offset or 0), int(line or 0))
+
+    def other_checksums(self, scan: FileScan) -> list[str]:
+        """Checksums recorded earlier for a file of this name with different content."""
+        rows = self.db.query(
+            "SELECT DISTINCT file_checksum FROM file_processing_logs WHERE job = %s AND file_name = %s "
+            "AND file_checksum <> %s AND last_processed_batch > 0", (self.config.job, scan.name, scan.sha256))
+        return [r[0] for r in rows]
+
+    def start_file(self, scan: FileScan, batch_size: int, total_batches: int, start_batch: int) -> int:
+        """Record a file as PROCESSING with the batches already done before this run."""
+        done = start_batch - 1
+        self.db.execute(
+            "INSERT INTO file_processing_logs (process_log_id, file_name, file_size, file_checksum, "
+            "status, batch_size, total_keys, total_batches, start_batch, processed_batches, "
+            "last_processed_batch, started_at, job) VALUES (%s, %s, %s, %s, 'PROCESSING', %s, %s, %s, %s, "
+            "%s, %s, NOW(), %s)",
+            (self.run_id, fit(scan.name, 255), scan.size, scan.sha256, batch_size, scan.keys, total_batches,
+             start_batch, done, done, self.config.job))
+        file_id = int(self.db.query("SELECT LAST_INSERT_ID()")[0][0])
+        self.db.execute("UPDATE process_logs SET current_file = %s, current_batch = %s WHERE id = %s",
+                        (fit(scan.name, 255), done or None, self.run_id))
+        self.db.commit()
+        return file_id
+
+    def finish_file(self, file_id: int, status: str, error: str | None) -> None:
+        """Record a file's end; every end but INTERRUPTED counts the file as processed."""
+        self.db.execute("UPDATE file_processing_logs SET status = %s, finished_at = NOW(), "
+                        "error_message = %s WHERE id = %s", (status, fit(error), file_id))
+        if status != "INTERRUPTED":
+            self.count_processed_file()
+        self.db.commit()
+
+    def count_processed_file(self) -> None:
+        """One more file dealt with by this run (done, skipped or rejected)."""
+        self.db.execute("UPDATE process_logs SET processed_files = processed_files + 1 WHERE id = %s",
+                        (self.run_id,))
+
+    def skip_file(self) -> None:
+        """A file already done: it counts as processed."""
+        self.count_processed_file()
+        self.db.commit()
+
+    def reject_file(self, scan: FileScan, batch_size: int, error: str) -> None:
+        """Record a file that cannot be archived as FAILED with its reason; none of its batches ran."""
+        file_id = self.start_file(scan, batch_size, 0, 1)
+        self.finish_file(file_id, "FAILED", error)
+
+    # ------------------------------------------------------------ batches
+
+    def batch_statements(self, ctx: FileContext, batch: Batch, outcome: BatchOutcome) -> list[tuple[str, tuple[Any, ...]]]:
+        """The tracking writes of a batch; they run inside its transaction and commit with it."""
+        c = outcome.counts
+        statements: list[tuple[str, tuple[Any, ...]]] = [(
+            "INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
+            "first_key, last_key, keys_in_batch, rows_archived, rows_deleted, duplicates, conflicts, "
+            "skipped_by_guard, conflict_keys, end_offset, end_line, not_found) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (ctx.run_id, fit(ctx.scan.name, 255), batch.number, outcome.status,
+             fit(format_key(batch.keys[0]), 255), fit(format_key(batch.keys[-1]), 255), len(batch.keys),
+             c.archived, c.deleted, c.duplicates, c.conflicts, c.skipped_by_guard,
+             encode_keys(outcome.conflicts), batch.end_offset, batch.end_line, c.not_found)), (
+            "UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET "
+            "f.processed_batches = %s, f.last_processed_batch = %s, f.rows_archived = f.rows_archived + %s, "
+            "f.rows_deleted = f.rows_deleted + %s, f.duplicates = f.duplicates + %s, "
+            "f.conflicts = f.conflicts + %s, f.skipped_by_guard = f.skipped_by_guard + %s, "
+            "f.not_found = f.not_found + %s, p.current_batch = %s, p.rows_archived = p.rows_archived + %s, "
+            "p.rows_deleted = p.rows_deleted + %s, p.duplicates = p.duplicates + %s, "
+            "p.conflicts = p.conflicts + %s, p.skipped_by_guard = p.skipped_by_guard + %s, "
+            "p.not_found = p.not_found + %s, p.last_seen = NOW() WHERE f.id = %s",
+            (batch.number, batch.number, c.archived, c.deleted, c.duplicates, c.conflicts,
+             c.skipped_by_guard, c.not_found, batch.number, c.archived, c.deleted, c.duplicates,
+             c.conflicts, c.skipped_by_guard, c.not_found, ctx.file_id))]
+        for key in outcome.conflicts:
+            statements.append((
+                "INSERT INTO conflict_logs (job, file_name, file_checksum, key_value, process_log_id, "
+                "batch_number) VALUES (%s, %s, %s, %s, %s, %s)",
+                (self.config.job, fit(ctx.scan.name, 255), ctx.scan.sha256, format_key(key), ctx.run_id,
+                 batch.number)))
+        return statements
+
+    def committed_batch(self, ctx: FileContext, number: int) -> BatchOutcome | None:
+        """After a connection died during COMMIT: the batch as it was committed, if it was."""
+        rows = self.db.query_dicts(
+            "SELECT status, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, "
+            "not_found, conflict_keys FROM batch_processing_logs WHERE process_log_id = %s AND "
+            "file_name = %s AND batch_number = %s AND status <> 'FAILED'",
+            (ctx.run_id, fit(ctx.scan.name, 255), number))
+        self.db.rollback()
+        if not rows:
+            return None
+        row = rows[0]
+        counts = Counters(batches=1, archived=row["rows_archived"], deleted=row["rows_deleted"],
+                          duplicates=row["duplicates"], conflicts=row["conflicts"],
+                          skipped_by_guard=row["skipped_by_guard"], not_found=row["not_found"])
+        keys = tuple(json.loads(row["conflict_keys"])) if row["conflict_keys"] else ()
+        return BatchOutcome(counts, keys, row["status"])
+
+    def record_batch_failure(self, ctx: FileContext, batch: Batch, message: str) -> None:
+        """Record the FAILED batch and file (the batch's own work was rolled back)."""
+        self.db.execute(
+            "INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
+            "first_key, last_key, keys_in_batch, error_message) VALUES (%s, %s, %s, 'FAILED', %s, %s, "
+            "%s, %s) ON DUPLICATE KEY UPDATE status = 'FAILED', error_message = VALUES(error_message)",
+            (ctx.run_id, fit(ctx.scan.name, 255), batch.number, fit(format_key(batch.keys[0]), 255),
+             fit(format_key(batch.keys[-1]), 255), len(batch.keys), fit(message)))
+        self.db.execute("UPDATE file_processing_logs SET status = 'FAILED', finished_at = NOW(), "
+                        "error_message = %s WHERE id = %s", (fit(message), ctx.file_id))
+        self.db.execute("UPDATE process_logs SET current_batch = %s WHERE id = %s", (batch.number, ctx.run_id))
+        self.db.commit()
+
+    # ------------------------------------------------------------ conflicts
+
+    def open_conflicts(self) -> dict[tuple[str, str], list[tuple[int, str]]]:
+        """This job's unresolved conflicts: (file, sha256) -> [(row id, key as written)]."""
+        grouped: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        for row_id, name, sha, key in self.db.query(
+                "SELECT id, file_name, file_checksum, key_value FROM conflict_logs WHERE job = %s "
+                "AND status = 'OPEN' ORDER BY id", (self.config.job,)):
+            grouped.setdefault((name, sha), []).append((int(row_id), key))
+        self.db.rollback()
+        return grouped
+
+    def resolve_statements(self, resolved: dict[int, str], file: tuple[str, str], left: int
+                           ) -> list[tuple[str, tuple[Any, ...]]]:
+        """Close resolved conflicts; a file with none left open becomes COMPLETED."""
+        statements: list[tuple[str, tuple[Any, ...]]] = [(
+            "UPDATE conflict_logs SET status = 'RESOLVED', resolution = %s, resolved_by = %s, "
+            "resolved_at = NOW() WHERE id = %s", (fit(how, 255), self.run_id, row_id))
+            for row_id, how in resolved.items()]
+        if not left:
+            statements.append((
+                "UPDATE file_processing_logs SET status = 'COMPLETED', error_message = "
+                "CONCAT_WS('; ', error_message, %s) WHERE job = %s AND file_name = %s AND file_checksum = %s "
+                "AND status = 'CONFLICTS'",
+                (f"conflicts resolved by run {self.run_id}", self.config.job, file[0], file[1])))
+        return statements
+
+    def open_conflict_count(self) -> int:
+        """How many conflicts of this job are still open."""
+        count = int(self.db.query("SELECT COUNT(*) FROM conflict_logs WHERE job = %s AND status = 'OPEN'",
+                                  (self.config.job,))[0][0])
+        self.db.rollback()
+        return count
 
 
-def reject_file(db: Database, run_id: int, scan: FileScan, batch_size: int, error: str) -> None:
-    """Record a malformed file as FAILED with its reason; none of its batches ran."""
-    file_id = start_file(db, run_id, scan, batch_size, 0, 1)
-    finish_file(db, file_id, run_id, "FAILED", error)
+def describe_holder(holder: dict[str, Any] | None) -> str:
+    """Who holds the run lock, for messages."""
+    if holder is None:
+        return "a run that has just finished"
+    state = (f"heartbeat {holder['age']:.0f}s ago, lease valid" if holder["valid"]
+             else f"lease expired, last heartbeat {holder['age']:.0f}s ago")
+    return (f"run {holder['process_log_id'] or '?'} on {holder['host']} pid {holder['pid']} via "
+            f"{str(holder['node']).split()[0]} ({state})")
 
 
 # --------------------------------------------------------------------------- one batch
 
-@dataclass(frozen=True)
-class BatchContext:
-    """Where a batch belongs: run, file row and file name."""
+@dataclass
+class Classified:
+    """The listed keys of a batch, sorted by what must happen to their source rows."""
 
-    run_id: int
-    file_id: int
-    file_name: str
+    to_copy: list[Key] = field(default_factory=list)
+    identical: list[Key] = field(default_factory=list)
+    conflicts: list[Key] = field(default_factory=list)
+    skipped: list[Key] = field(default_factory=list)
 
 
-def classify_batch(db: Database, plan: TablePlan, condition: str, params: tuple
-                   ) -> tuple[list, list, list, int]:
-    """Lock the batch's source rows; split keys into to-copy, identical twins and conflicts."""
-    to_copy, identical, conflicts, skipped = [], [], [], 0
-    for key, passes_guard, archived, same in db.query(plan.classify_sql(condition), params):
+def classify_keys(db: Database, plan: TablePlan, keys: Sequence[Key], lock: bool = True) -> Classified:
+    """Lock the keys' source rows; sort them into new, identical twin, conflict, or held by the guard."""
+    condition, params = plan.condition(keys, "s")
+    listed = plan.keys_by_bytes(keys)
+    found = Classified()
+    for raw, passes_guard, archived, same in db.query(plan.classify_sql(condition, lock), params):
+        key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
         if not passes_guard:
-            skipped += 1
+            found.skipped.append(key)
         elif not archived:
-            to_copy.append(key)
+            found.to_copy.append(key)
         elif same:
-            identical.append(key)
+            found.identical.append(key)
         else:
-            conflicts.append(key)
-    return to_copy, identical, conflicts, skipped
+            found.conflicts.append(key)
+    return found
 
 
-def move_rows(db: Database, plan: TablePlan, keys: Sequence, column: str = "") -> tuple[int, int]:
-    """Copy then delete exactly `keys`; the two counts must agree or nothing happens."""
+def move_rows(db: Database, plan: TablePlan, keys: Sequence[Key]) -> tuple[int, int]:
+    """Copy then delete exactly `keys`; the caller checks that both counts are len(keys)."""
     if not keys:
         return 0, 0
-    condition, params = key_condition(column or quote_ident(plan.key), keys, plan.key_type)
+    condition, params = plan.condition(keys)
     copied = db.execute(plan.insert_sql(condition), params)
     deleted = db.execute(plan.delete_sql(condition), params)
     return copied, deleted
 
 
-def archive_batch(db: Database, plan: TablePlan, batch: Batch) -> tuple[Counters, list]:
-    """Move one batch inside the open transaction; return its counts and conflicting keys.
-
-    The fast path copies then deletes the batch's keys: INSERT ... SELECT takes shared
-    locks on the rows it copies, so the DELETE removes exactly those rows. A duplicate
-    key, a guard or a count mismatch sends the batch down the careful path, which locks
-    and compares every row first.
-    """
-    condition, params = key_condition(quote_ident(plan.key), batch.keys, plan.key_type)
-    result = Counters(batches=1)
-    if not plan.guard:
-        try:
-            copied, deleted = db.execute_script([(plan.insert_sql(condition), params),
-                                                 (plan.delete_sql(condition), params)])
-            if copied == deleted:
-                result.archived = result.deleted = copied
-                result.missing = len(set(batch.keys)) - copied
-                return result, []
-            db.rollback()
-        except mysql.connector.Error as exc:
-            if exc.errno != errorcode.ER_DUP_ENTRY:
-                raise
-    return archive_batch_carefully(db, plan, batch)
+def check_fence(db: Database, tracking: Tracking, renewed: int) -> None:
+    """Stop before writing anything more once the run lock belongs to another run."""
+    if renewed != 1:
+        db.rollback()
+        tracking.lost_lock()
 
 
-def archive_batch_carefully(db: Database, plan: TablePlan, batch: Batch) -> tuple[Counters, list]:
+def archive_keys_carefully(db: Database, plan: TablePlan, tracking: Tracking, keys: Sequence[Key]
+                           ) -> tuple[Counters, Classified]:
     """Lock and compare each row: copy new ones, drop identical twins, keep conflicts."""
-    aliased, params = key_condition("s." + quote_ident(plan.key), batch.keys, plan.key_type)
-    to_copy, identical, conflicts, skipped = classify_batch(db, plan, aliased, params)
-    copied, deleted = move_rows(db, plan, to_copy)
-    if copied != len(to_copy) or deleted != len(to_copy):
-        raise ArchiveError(f"safety check failed: locked {len(to_copy)} rows but copied {copied} "
+    sql, params = tracking.fence()
+    check_fence(db, tracking, db.execute(sql, params))
+    found = classify_keys(db, plan, keys)
+    copied, deleted = move_rows(db, plan, found.to_copy)
+    if copied != len(found.to_copy) or deleted != len(found.to_copy):
+        raise ArchiveError(f"safety check failed: locked {len(found.to_copy)} rows but copied {copied} "
                            f"and deleted {deleted}; the batch was rolled back")
     twins = 0
-    if identical:
-        twin_condition, twin_params = key_condition("s." + quote_ident(plan.key), identical, plan.key_type)
-        twins = db.execute(plan.delete_identical_sql(twin_condition), twin_params)
-        if twins != len(identical):
-            raise ArchiveError(f"safety check failed: {len(identical)} identical duplicates but "
+    if found.identical:
+        condition, twin_params = plan.condition(found.identical, "s")
+        twins = db.execute(plan.delete_identical_sql(condition), twin_params)
+        if twins != len(found.identical):
+            raise ArchiveError(f"safety check failed: {len(found.identical)} identical duplicates but "
                                f"{twins} deleted; the batch was rolled back")
-    result = Counters(batches=1, archived=copied, deleted=deleted + twins, duplicates=len(identical),
-                      conflicts=len(conflicts), skipped_by_guard=skipped)
-    result.missing = len(set(batch.keys)) - copied - len(identical) - len(conflicts) - skipped
-    return result, conflicts
+    listed = len(set(keys))
+    present = len(found.to_copy) + len(found.identical) + len(found.conflicts) + len(found.skipped)
+    counts = Counters(batches=1, archived=copied, deleted=deleted + twins, duplicates=len(found.identical),
+                      conflicts=len(found.conflicts), skipped_by_guard=len(found.skipped),
+                      not_found=listed - present)
+    return counts, found
 
 
-def batch_record_statements(ctx: BatchContext, batch: Batch, counts: Counters, conflicts: list,
-                            status: str) -> list[tuple[str, tuple]]:
-    """The tracking writes of a batch; they run inside its transaction and commit with it."""
-    return [(
-        "INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
-        "first_key, last_key, keys_in_batch, rows_archived, rows_deleted, duplicates, conflicts, "
-        "skipped_by_guard, conflict_keys, end_offset, end_line) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (ctx.run_id, ctx.file_name, batch.number, status, str(batch.keys[0])[:255],
-         str(batch.keys[-1])[:255], len(batch.keys), counts.archived, counts.deleted,
-         counts.duplicates, counts.conflicts, counts.skipped_by_guard,
-         ",".join(map(str, conflicts)) or None, batch.end_offset, batch.end_line)), (
-        "UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET "
-        "f.processed_batches = %s, f.last_processed_batch = %s, f.rows_archived = f.rows_archived + %s, "
-        "f.rows_deleted = f.rows_deleted + %s, f.duplicates = f.duplicates + %s, "
-        "f.conflicts = f.conflicts + %s, f.skipped_by_guard = f.skipped_by_guard + %s, "
-        "p.current_batch = %s, p.rows_archived = p.rows_archived + %s, "
-        "p.rows_deleted = p.rows_deleted + %s, p.duplicates = p.duplicates + %s, "
-        "p.conflicts = p.conflicts + %s, p.skipped_by_guard = p.skipped_by_guard + %s WHERE f.id = %s",
-        (batch.number, batch.number, counts.archived, counts.deleted, counts.duplicates,
-         counts.conflicts, counts.skipped_by_guard, batch.number, counts.archived, counts.deleted,
-         counts.duplicates, counts.conflicts, counts.skipped_by_guard, ctx.file_id))]
+def archive_batch(db: Database, plan: TablePlan, tracking: Tracking, batch: Batch) -> BatchOutcome:
+    """Move one batch inside the open transaction; return its counts and conflicting keys.
 
-
-def batch_committed(db: Database, ctx: BatchContext, number: int) -> bool:
-    """After a connection died during COMMIT: did the batch make it?"""
-    rows = db.query("SELECT 1 FROM batch_processing_logs WHERE process_log_id = %s AND file_name = %s "
-                    "AND batch_number = %s AND status <> 'FAILED'", (ctx.run_id, ctx.file_name, number))
-    db.rollback()
-    return bool(rows)
-
-
-def run_batch_once(db: Database, plan: TablePlan, ctx: BatchContext, batch: Batch
-                   ) -> tuple[Counters, list, str]:
-    """One attempt: move, record and commit the batch as one transaction."""
-    counts, conflicts = archive_batch(db, plan, batch)
-    status = "COMPLETED_WITH_DUPLICATES" if counts.duplicates or counts.conflicts else "COMPLETED"
-    # One round trip for the tracking rows and the COMMIT: the batch's only commit.
-    db.execute_script(batch_record_statements(ctx, batch, counts, conflicts, status) + [("COMMIT", ())])
-    return counts, conflicts, status
-
-
-def run_batch(db: Database, plan: TablePlan, ctx: BatchContext, batch: Batch, log: TextLog,
-              say: Callable[[str], None]) -> tuple[Counters, list, str] | None:
-    """Run a batch, retrying deadlocks, lock waits and lost connections with capped backoff.
-
-    Returns None when a COMMIT whose answer was lost turns out to have committed.
+    The fast path renews the run lock, copies, then deletes the batch's keys in one
+    round trip: INSERT ... SELECT takes shared locks on the rows it copies, so the
+    DELETE removes exactly those rows. A duplicate key, a guard or a count mismatch
+    sends the batch down the careful path, which locks and compares every row first.
     """
-    retries = db.config.max_retries
-    for attempt in range(1, retries + 2):
+    if not plan.guard:
+        condition, params = plan.condition(batch.keys)
+        fence_sql, fence_params = tracking.fence()
+        try:
+            renewed, copied, deleted = db.execute_script([
+                (fence_sql, fence_params), (plan.insert_sql(condition), params),
+                (plan.delete_sql(condition), params)])
+            check_fence(db, tracking, renewed)
+            if copied == deleted:
+                counts = Counters(batches=1, archived=copied, deleted=deleted,
+                                  not_found=len(set(batch.keys)) - copied)
+                return BatchOutcome(counts, (), "COMPLETED")
+        except mysql.connector.Error as exc:
+            if exc.errno != ER_DUP_ENTRY:
+                raise
+        db.rollback()
+    counts, found = archive_keys_carefully(db, plan, tracking, batch.keys)
+    status = "COMPLETED_WITH_DUPLICATES" if counts.duplicates or counts.conflicts else "COMPLETED"
+    return BatchOutcome(counts, tuple(found.conflicts), status)
+
+
+def retry_transaction(run: RunContext, label: str, attempt: Callable[[], T],
+                      recover: Callable[[], T | None] = lambda: None) -> T:
+    """Run one transaction, retrying deadlocks, certification conflicts, lock waits and lost nodes.
+
+    Retries go on for [archive] retry_timeout with jittered, capped backoff. After a
+    lost connection the session moves to the next host; `recover` then says whether
+    the COMMIT whose answer was lost had in fact committed.
+    """
+    db, config = run.db, run.config
+    deadline, tries = None, 0
+    while True:
+        tries += 1
         try:
             if db.conn is None:
-                db.reconnect()
-                if batch_committed(db, ctx, batch.number):
-                    return None
-            return run_batch_once(db, plan, ctx, batch)
-        except mysql.connector.Error as exc:
+                db.connect(move_on=True)
+                recovered = recover()
+                if recovered is not None:
+                    return recovered
+            return attempt()
+        except (mysql.connector.Error, Unreachable) as exc:
             db.rollback()
             if is_connection_error(exc):
-                db.drop()
-            if not is_transient(exc) or attempt > retries:
+                db.disconnect()
+            if isinstance(exc, mysql.connector.Error) and (why := explain_write_set_error(exc, run.config.batch_size)):
+                raise ArchiveError(why) from exc
+            deadline = deadline or time.monotonic() + config.retry_timeout
+            out_of_tries = config.max_retries is not None and tries > config.max_retries
+            if not (isinstance(exc, Unreachable) or is_transient(exc)) or out_of_tries \
+                    or time.monotonic() >= deadline:
                 raise
-            wait = min(0.5 * 2 ** (attempt - 1), RETRY_BACKOFF_CAP)
-            message = (f"RETRY: Batch {batch.number} attempt {attempt + 1}/{retries + 1} after "
-                       f"{describe_mysql_error(exc)}; waiting {wait:.1f}s")
-            log.write(message)
-            say(message)
+            wait = min(0.25 * 2 ** tries, RETRY_BACKOFF_CAP) * random.uniform(0.5, 1.0)
+            what = describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc)
+            run.say(f"RETRY: {label} attempt {tries + 1} after {what}; waiting {wait:.1f}s")
             time.sleep(wait)
-    raise AssertionError("unreachable")
+
+
+def run_batch(run: RunContext, ctx: FileContext, batch: Batch) -> BatchOutcome:
+    """Move, record and commit one batch as one transaction, with retries."""
+    def attempt() -> BatchOutcome:
+        outcome = archive_batch(run.db, run.plan, run.tracking, batch)
+        # One round trip for the tracking rows and the COMMIT: the batch's only commit.
+        run.db.execute_script(run.tracking.batch_statements(ctx, batch, outcome) + [("COMMIT", ())])
+        run.tracking.last_beat = time.monotonic()
+        return outcome
+
+    return retry_transaction(run, f"Batch {batch.number}", attempt,
+                             lambda: run.tracking.committed_batch(ctx, batch.number))
+
+
+def parse_stored_key(text: str, key_type: KeyType) -> Key:
+    """A key as format_key wrote it into the tracking tables."""
+    if key_type.kind == "int":
+        return int(text)
+    return bytes.fromhex(text[2:]) if key_type.kind == "bytes" else text
+
+
+def recheck_conflicts(run: RunContext) -> Counters:
+    """Look again at the job's open conflicts: move, delete or keep each, and say so."""
+    total = Counters()
+    for file, rows in run.tracking.open_conflicts().items():
+        left = len(rows)
+        for start in range(0, len(rows), run.config.batch_size):
+            chunk = rows[start:start + run.config.batch_size]
+            resolved, counts = retry_transaction(run, f"Recheck of conflicts in {file[0]}",
+                                                 lambda chunk=chunk, left=left: recheck_chunk(run, file, chunk, left))
+            left -= len(resolved)
+            total.add(counts)
+        run.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} earlier conflict(s) resolved"
+                + (f", {left} still differ (both versions kept)" if left else ""))
+    return total
+
+
+def recheck_chunk(run: RunContext, file: tuple[str, str], chunk: list[tuple[int, str]], left: int
+                  ) -> tuple[dict[int, str], Counters]:
+    """One transaction: re-examine some conflict keys and close those that are settled."""
+    by_key = {parse_stored_key(text, run.plan.key_type): row_id for row_id, text in chunk}
+    counts, found = archive_keys_carefully(run.db, run.plan, run.tracking, list(by_key))
+    counts.conflicts = 0  # still-open conflicts were counted when found
+    counts.not_found = 0
+    resolved = {by_key[k]: "archived copy was gone: row archived" for k in found.to_copy}
+    resolved.update({by_key[k]: "archived copy is now identical: source row deleted" for k in found.identical})
+    present = set(found.to_copy) | set(found.identical) | set(found.conflicts) | set(found.skipped)
+    resolved.update({row_id: "source row no longer exists" for k, row_id in by_key.items() if k not in present})
+    statements = run.tracking.resolve_statements(resolved, file, left - len(resolved))
+    run.db.execute_script(statements + [run.tracking.add_run_counts(counts), ("COMMIT", ())])
+    return resolved, counts
 
 
 # --------------------------------------------------------------------------- pauses and stops
@@ -1636,38 +2924,49 @@ def replica_lag(conn: Any) -> float | None:
 
 
 class Controls:
-    """Everything that may pause or stop a run between batches, each visible in the log."""
+    """Probes the servers between batches and carries out PauseState's decisions, visibly."""
 
-    def __init__(self, config: Config, db: Database, stop: StopSignal, log: TextLog,
-                 reporter: Reporter, state: RunState):
-        self.config, self.db, self.stop, self.log = config, db, stop, log
-        self.reporter, self.state = reporter, state
+    def __init__(self, run: RunContext, stop: StopSignal):
+        self.run, self.config, self.stop = run, run.config, stop
+        self.pauses = PauseState(run.config.replica_timeout)
         self.replica_conns: dict[int, Any] = {}
         self.batches_seen = 0
+        self.flow_sample: tuple[float, int] | None = None
 
     def stop_reason(self) -> str | None:
-        """Why the run must stop now, if it must."""
+        """Why the run must stop now, if it must; planned stops are marked as such."""
         if self.stop.reason:
             return self.stop.reason
-        elapsed = time.monotonic() - self.state.started
+        elapsed = time.monotonic() - self.run.state.started
         if self.config.max_runtime and elapsed >= self.config.max_runtime:
+            self.run.state.planned_stop = True
             return f"max_runtime {self.config.max_runtime:g}s reached after {elapsed:.0f}s"
         if self.config.stop_file and self.config.stop_file.exists():
-            return f"stop file {self.config.stop_file} exists"
+            self.run.state.planned_stop = True
+            return (f"stop file {self.config.stop_file} exists (remove it before the next run, or "
+                    "that run stops at once too)")
         return None
 
     def sleep(self, seconds: float) -> str | None:
-        """Sleep in short steps so a signal or stop file ends the wait early."""
+        """Sleep in short steps so a signal or stop file ends the wait early; keep the lock alive."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             reason = self.stop_reason()
             if reason:
                 return reason
+            self.keep_lock()
             time.sleep(min(left, 0.2))
         return self.stop_reason()
 
+    def keep_lock(self) -> None:
+        """Renew the run lock's lease while waiting; a lost server is left to the next batch."""
+        try:
+            self.run.tracking.heartbeat()
+        except (mysql.connector.Error, Unreachable):
+            self.run.db.disconnect()
+
     def before_batch(self) -> str | None:
-        """Sleep, then wait out load and replica lag; return a stop reason or None."""
+        """Sleep, then wait out load, lag and cluster trouble; return a stop reason or None."""
         self.batches_seen += 1
         if self.batches_seen > 1 and self.config.sleep_seconds:
             reason = self.sleep(self.config.sleep_seconds)
@@ -1676,29 +2975,28 @@ class Controls:
         return self.wait_until_clear()
 
     def wait_until_clear(self) -> str | None:
-        """Pause while the server is busy or a replica lags; give up after replica_timeout."""
-        paused_at = replica_since = last_reason = None
+        """Pause while a probe says so; give up after replica_timeout of replica trouble."""
         while True:
             stop = self.stop_reason()
-            reason, replica_problem = (None, False) if stop else self.pause_reason()
-            now = time.monotonic()
-            if reason is None or stop:
-                if paused_at is not None:
-                    self.state.paused_seconds += now - paused_at
-                    self.note(f"RESUME: pause over after {now - paused_at:.1f}s" if not stop else
-                              f"PAUSE ENDED: {stop}")
+            if stop:
+                self.act(self.pauses.interrupt(time.monotonic(), stop))
                 return stop
-            paused_at = paused_at or now
-            replica_since = (replica_since or now) if replica_problem else None
-            if reason != last_reason:
-                self.note(f"PAUSE: {reason}", pause=reason)
-                last_reason = reason
-            if replica_since is not None and now - replica_since >= self.config.replica_timeout:
-                self.state.paused_seconds += now - paused_at
-                stop = f"gave up after {now - replica_since:.0f}s: {reason}"
-                self.note(f"PAUSE ENDED: {stop}")
-                return stop
+            reason, replica_problem = self.pause_reason()
+            step = self.pauses.step(time.monotonic(), reason, replica_problem)
+            self.act(step, reason)
+            if step.action in ("go", "resume"):
+                return None
+            if step.action == "give up":
+                return step.text
             self.sleep(self.config.check_interval)  # cut short by a signal; the loop top sees why
+
+    def act(self, step: PauseStep, reason: str | None = None) -> None:
+        """Show a pause decision in the text log, on the terminal and in process_logs."""
+        self.run.state.paused_seconds = self.pauses.paused_seconds
+        if step.action == "give up":
+            self.note(f"PAUSE ENDED: {step.text}", None)
+        elif step.text:
+            self.note(step.text, reason if step.action == "pause" else None)
 
     def pause_reason(self) -> tuple[str | None, bool]:
         """(why to pause, whether it is about replicas), or (None, False) to go on."""
@@ -1709,15 +3007,43 @@ class Controls:
             if lag > self.config.max_replica_lag:
                 return (f"replica {replica.describe()} is {lag:g}s behind "
                         f"(max_replica_lag {self.config.max_replica_lag:g}s)"), True
-        if self.config.max_threads_running:
-            if self.db.conn is None:
-                self.db.reconnect()
-            running = int(self.db.query("SHOW GLOBAL STATUS LIKE 'Threads_running'")[0][1])
-            self.db.rollback()
-            if running > self.config.max_threads_running:
-                return (f"Threads_running is {running} "
-                        f"(max_threads_running {self.config.max_threads_running})"), False
-        return None, False
+        try:
+            return self.server_pause_reason(), False
+        except mysql.connector.Error:
+            self.run.db.disconnect()  # the next batch reconnects (to another node) or fails
+            return None, False
+
+    def server_pause_reason(self) -> str | None:
+        """Load on the server, or a Galera node that is not keeping up."""
+        db = self.run.db
+        if not (self.config.max_threads_running or db.wsrep):
+            return None
+        db.ensure_connected()
+        names = ["Threads_running"] + (["wsrep_local_state_comment", "wsrep_flow_control_paused_ns",
+                                        "wsrep_local_recv_queue"] if db.wsrep else [])
+        status = db.status_values(*names)
+        db.rollback()
+        running = int(status.get("threads_running", 0))
+        if self.config.max_threads_running and running > self.config.max_threads_running:
+            return f"Threads_running is {running} (max_threads_running {self.config.max_threads_running})"
+        return self.galera_pause_reason(status) if db.wsrep else None
+
+    def galera_pause_reason(self, status: dict[str, str]) -> str | None:
+        """Pause while the node is not Synced, flow control holds it back, or it lags behind."""
+        state = status.get("wsrep_local_state_comment", "")
+        if state != "Synced":
+            return f"Galera node {self.run.db.where} is {state or 'in an unknown state'}, not Synced"
+        now, paused_ns = time.monotonic(), int(status.get("wsrep_flow_control_paused_ns", 0))
+        previous, self.flow_sample = self.flow_sample, (now, paused_ns)
+        if previous and now > previous[0]:
+            fraction = (paused_ns - previous[1]) / 1e9 / (now - previous[0])
+            if fraction > self.config.max_flow_control:
+                return (f"Galera flow control paused the cluster {fraction:.0%} of the last "
+                        f"{now - previous[0]:.1f}s (max_flow_control {self.config.max_flow_control:g})")
+        queue = int(status.get("wsrep_local_recv_queue", 0))
+        if self.config.max_recv_queue and queue > self.config.max_recv_queue:
+            return f"Galera receive queue is {queue} (max_recv_queue {self.config.max_recv_queue})"
+        return None
 
     def read_lag(self, index: int, replica: DbSettings) -> float | None:
         """One replica's lag, reconnecting as needed; None when it cannot be known."""
@@ -1731,44 +3057,36 @@ class Controls:
             self.replica_conns.pop(index, None)
             return None
 
-    def note(self, text: str, pause: str | None = None) -> None:
+    def note(self, text: str, pause: str | None) -> None:
         """A pause or resume line: text log, terminal, and process_logs for --status."""
-        self.log.write(text)
-        self.reporter.say(text)
+        self.run.say(text)
         try:
-            self.db.write("UPDATE process_logs SET pause_reason = %s, paused_seconds = %s WHERE id = %s",
-                          (pause and pause[:255], round(self.state.paused_seconds, 3), self.state.run_id))
+            self.run.tracking.note_pause(pause, self.pauses.paused_seconds)
         except mysql.connector.Error:
-            self.db.drop()  # the next batch reconnects (and retries) or fails the run
+            self.run.db.disconnect()  # the next batch reconnects (and retries) or fails the run
 
     def close(self) -> None:
         """Close replica connections."""
         for conn in self.replica_conns.values():
-            try:
+            with contextlib.suppress(Exception):  # a dead replica connection may fail to close
                 conn.close()
-            except Exception:  # a dead replica connection may fail to close; nothing to do
-                pass
 
 
 # --------------------------------------------------------------------------- one file
 
 @dataclass
 class RunContext:
-    """What a run passes around: settings, connection, logs and state."""
+    """What a run passes around: settings, connection, tracking, logs and state."""
 
     config: Config
     db: Database
+    tracking: Tracking
     plan: TablePlan
     log: TextLog
     reporter: Reporter
     state: RunState
-    controls: Controls
     log_checkpoints: dict[tuple[str, str], Checkpoint]
-
-    @property
-    def target(self) -> str:
-        """database.source_table, as written in FILE_INFO lines."""
-        return f"{self.config.database}.{self.config.source_table}"
+    controls: Controls | None = None
 
     def say(self, text: str, log: bool = True) -> None:
         """Tell the operator, and the text log."""
@@ -1776,26 +3094,75 @@ class RunContext:
             self.log.write(text)
         self.reporter.say(text)
 
+    def tick(self) -> None:
+        """Called during long file reads: keep the run lock's lease alive."""
+        self.tracking.heartbeat()
 
-def skip_completed_file(run: RunContext, scan: FileScan, run_id: int) -> None:
-    """A file completed before with this exact content: count it and move on."""
-    run.say(f"SKIPPING: {scan.name} (completed by run {run_id}; same content)")
+
+def reject(run: RunContext, scan: FileScan, reason: str) -> None:
+    """A file that cannot be archived as listed: FAILED with its reason, the run goes on."""
+    run.log.write(f"STARTING: {scan.name} (Size: {scan.size} bytes)")
+    run.say(f"ERROR: rejected {reason}")
+    print(f"archive.py: rejected {reason}", file=sys.stderr)
+    run.tracking.reject_file(scan, run.config.batch_size, f"rejected: {reason}")
+    run.state.rejected.append(scan.name)
+
+
+def identify_file(run: RunContext, path: Path) -> FileScan | None:
+    """Hash a file; None (and the file rejected) when its name or content cannot be read."""
+    if not has_utf8_name(path):
+        reject(run, FileScan(display_name(path), 0, "0" * 64),
+               f"{display_name(path)}: the file name is not valid UTF-8; rename the file")
+        return None
+    try:
+        return hash_file(path, run.tick)
+    except RejectedFile as exc:
+        reject(run, FileScan(display_name(path), 0, "0" * 64), f"{exc} (removed or unreadable)")
+        return None
+
+
+def skip_finished_file(run: RunContext, path: Path, scan: FileScan, finished: tuple[int, str],
+                       why: str = "") -> None:
+    """A file done before with this exact content: count it, and move it to done_dir if wanted."""
+    run_id, status = finished
+    note = why or (f"completed by run {run_id}" if status == "COMPLETED"
+                   else f"done by run {run_id}, with conflicts (rechecked at the start of each run)")
+    run.say(f"SKIPPING: {scan.name} ({note}; same content)")
     run.state.files_skipped += 1
-    run.db.write("UPDATE process_logs SET processed_files = processed_files + 1 WHERE id = %s",
-                 (run.state.run_id,))
+    run.tracking.skip_file()
+    if status == "COMPLETED":
+        move_to_done_dir(run, path, scan)
+
+
+def move_to_done_dir(run: RunContext, path: Path, scan: FileScan) -> None:
+    """Move a completed file out of csv_dir (after its completion was committed)."""
+    done_dir = run.config.done_dir
+    if done_dir is None:
+        return
+    target = done_dir / path.name
+    if target.exists():
+        run.say(f"NOTE: {scan.name} stays in csv_dir: {target} already exists")
+        return
+    try:
+        os.rename(path, target)
+    except OSError as exc:
+        run.say(f"NOTE: {scan.name} stays in csv_dir: cannot move it to {done_dir}: {exc.strerror}")
+        return
+    run.log.write(f"MOVED: {scan.name} to {done_dir}")
 
 
 def plan_file(run: RunContext, path: Path) -> tuple[FileScan, Checkpoint | None] | None:
-    """Identify a file and find its checkpoint; None when it is done or rejected."""
-    scan = hash_file(path)
-    done_by = db_completed_run(run.db, scan)
-    if done_by is not None:
-        run.db.rollback()
-        skip_completed_file(run, scan, done_by)
+    """Identify a file and find where to start; None when it is done or rejected."""
+    scan = identify_file(run, path)
+    if scan is None:
         return None
-    checkpoint = best_checkpoint(db_checkpoint(run.db, scan),
-                                 run.log_checkpoints.get((scan.name, scan.sha256)))
-    others = db_other_checksums(run.db, scan) + [
+    finished = run.tracking.finished_record(scan)
+    if finished is not None:
+        run.db.rollback()
+        skip_finished_file(run, path, scan, finished)
+        return None
+    checkpoint = resume_point(run, path, scan)
+    others = run.tracking.other_checksums(scan) + [
         sha for (name, sha) in run.log_checkpoints if name == scan.name and sha != scan.sha256]
     run.db.rollback()
     if others and checkpoint is None:
@@ -1804,23 +3171,49 @@ def plan_file(run: RunContext, path: Path) -> tuple[FileScan, Checkpoint | None]
     if checkpoint is not None:
         return dataclasses.replace(scan, keys=checkpoint.total_keys), checkpoint
     try:
-        keys = count_keys(path, run.config.csv_column, run.config.csv_delimiter, run.plan.key_type)
-    except ArchiveError as exc:
+        keys = count_keys(path, run.config.csv_column, run.config.csv_delimiter, run.plan.key_type, run.tick)
+    except RejectedFile as exc:
         reject(run, scan, str(exc))
         return None
     return dataclasses.replace(scan, keys=keys), None
 
 
-def reject(run: RunContext, scan: FileScan, reason: str) -> None:
-    """A malformed file: FAILED with its reason, none of its batches run, the run goes on."""
-    run.log.write(f"STARTING: {scan.name} (Size: {scan.size} bytes)")
-    run.say(f"ERROR: rejected {reason}")
-    print(f"archive.py: rejected {reason}", file=sys.stderr)
-    reject_file(run.db, run.state.run_id, scan, run.config.batch_size, f"rejected: {reason}")
-    run.state.rejected.append(scan.name)
+def resume_point(run: RunContext, path: Path, scan: FileScan) -> Checkpoint | None:
+    """max(database, text log) -- but a log ahead of the database must prove its batches are gone."""
+    in_db = run.tracking.checkpoint(scan)
+    in_log = run.log_checkpoints.get((scan.name, scan.sha256))
+    best = best_checkpoint(in_db, in_log)
+    if best is None or best is in_db:
+        return best
+    return verify_log_checkpoint(run, path, in_db, best)
 
 
-def open_keys(run: RunContext, path: Path, checkpoint: Checkpoint | None) -> Iterator:
+def verify_log_checkpoint(run: RunContext, path: Path, in_db: Checkpoint | None, in_log: Checkpoint
+                          ) -> Checkpoint | None:
+    """Trust the log's extra batches only if none of their keys is still in the source.
+
+    The database may have gone back in time (a restored backup, a lagging replica
+    promoted) while the text log kept its lines: then those batches must run again.
+    """
+    config, size = run.config, in_log.batch_size
+    first = in_db.last_batch + 1 if in_db is not None and in_db.batch_size == size else 1
+    keys = iter_csv_keys(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
+    for batch in iter_batches(skip_keys(keys, (first - 1) * size), size, first):
+        if batch.number > in_log.last_batch:
+            break
+        condition, params = run.plan.condition(batch.keys)
+        present = run.db.query(run.plan.present_sql(condition), params)
+        run.db.rollback()
+        if present:
+            run.say(f"REWIND: the text log says {path.name} was done up to batch {in_log.last_batch}, "
+                    f"but keys of batch {batch.number} are still in the source (database restored or "
+                    f"failed over?); resuming at batch {batch.number}")
+            return dataclasses.replace(in_log, last_batch=batch.number - 1) if batch.number > 1 else None
+        run.tick()
+    return in_log
+
+
+def open_keys(run: RunContext, path: Path, checkpoint: Checkpoint | None) -> Iterator[tuple[int, int, Key]]:
     """The file's keys from the first batch not done: seek to a stored offset, else skip."""
     config = run.config
     if checkpoint and checkpoint.end_offset and checkpoint.source == "db":
@@ -1831,8 +3224,18 @@ def open_keys(run: RunContext, path: Path, checkpoint: Checkpoint | None) -> Ite
     return skip_keys(keys, done)
 
 
+def file_identity(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is rewritten, truncated or replaced: inode, size, mtime."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return (-1, -1, -1)
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 def process_file(run: RunContext, path: Path) -> None:
     """Archive one file batch by batch from its first batch not done."""
+    identity = file_identity(path)
     planned = plan_file(run, path)
     if planned is None:
         return
@@ -1840,103 +3243,125 @@ def process_file(run: RunContext, path: Path) -> None:
     batch_size = checkpoint.batch_size if checkpoint else run.config.batch_size
     total = math.ceil(scan.keys / batch_size)
     start = checkpoint.last_batch + 1 if checkpoint else 1
+    if checkpoint and start > total:
+        run.say(f"SKIPPING: {scan.name} (all {plural(total, 'batch', 'batches')} done per the "
+                f"{checkpoint.source} checkpoint; same content)")
+        file_id = run.tracking.start_file(scan, batch_size, total, start)
+        run.tracking.finish_file(file_id, "COMPLETED", f"completed by earlier runs ({checkpoint.source})")
+        run.state.files_skipped += 1
+        return
     run.log.write(f"STARTING: {scan.name} (Size: {scan.size} bytes)")
-    run.log.write(file_info_line(scan, batch_size, scan.keys, run.target))
-    file_id = start_file(run.db, run.state.run_id, scan, batch_size, total, start)
-    run.reporter.say(f"STARTING: {scan.name} ({scan.size} bytes, {scan.keys} keys, {total} batches)")
+    run.log.write(file_info_line(scan, batch_size, run.config.job))
+    file_id = run.tracking.start_file(scan, batch_size, total, start)
+    run.reporter.say(f"STARTING: {scan.name} ({scan.size} bytes, {plural(scan.keys, 'key')}, "
+                     f"{plural(total, 'batch', 'batches')})")
     if start > 1:
         run.say(f"Resuming file {scan.name} from batch {start}")
-        run.say(f"Skipping already processed batches 1-{start - 1} (checkpoint from {checkpoint.source})")
+        run.say(f"Skipping already processed batches 1-{start - 1} (checkpoint from {checkpoint.source})"
+                if start > 2 else f"Skipping already processed batch 1 (checkpoint from {checkpoint.source})")
     if batch_size != run.config.batch_size:
         run.say(f"NOTE: {scan.name} keeps batch_size {batch_size} from its checkpoint")
-    ctx = BatchContext(run.state.run_id, file_id, scan.name)
-    file_counts = Counters()
+    ctx = FileContext(run.state.run_id, file_id, scan)
+    file_counts, keys_seen = Counters(), (start - 1) * batch_size
     for batch in iter_batches(open_keys(run, path, checkpoint), batch_size, start):
-        reason = run.controls.before_batch()
+        if file_identity(path) != identity:
+            return file_changed(run, ctx, f"{scan.name} changed on disk while its batches ran "
+                                          f"(before batch {batch.number})")
+        reason = run.controls.before_batch() if run.controls else None
         if reason:
             run.state.stop_reason = reason
-            finish_file(run.db, file_id, run.state.run_id, "INTERRUPTED", reason)
-            return
+            run.tracking.finish_file(file_id, "INTERRUPTED", reason)
+            return None
         file_counts.add(archive_one(run, ctx, batch, total))
-    if file_counts.conflicts:
+        keys_seen += len(batch.keys)
+    finish_file(run, path, ctx, file_counts, keys_seen, identity)
+    return None
+
+
+def finish_file(run: RunContext, path: Path, ctx: FileContext, counts: Counters, keys_seen: int,
+                identity: tuple[int, int, int]) -> None:
+    """COMPLETED (or CONFLICTS) only if every batch of the validated content ran, unchanged."""
+    scan = ctx.scan
+    if keys_seen != scan.keys or file_identity(path) != identity or hash_file(path).sha256 != scan.sha256:
+        return file_changed(run, ctx, f"{scan.name} changed on disk while its batches ran "
+                                      f"({keys_seen} of {scan.keys} validated keys read)")
+    open_conflicts = counts.conflicts or run.tracking.open_conflicts().get((scan.name, scan.sha256))
+    status = "CONFLICTS" if open_conflicts else "COMPLETED"
+    run.tracking.finish_file(ctx.file_id, status, None)
+    if status == "CONFLICTS":
         run.state.conflict_files.append(scan.name)
-    finish_file(run.db, file_id, run.state.run_id, "COMPLETED", None)
     run.state.files_done += 1
-    run.reporter.say(f"FINISHED: {scan.name} ({file_counts.archived} rows archived, "
-                     f"{file_counts.duplicates} duplicates, {file_counts.conflicts} conflicts)")
+    run.reporter.say(f"FINISHED: {scan.name} ({counts.archived} rows archived, {counts.duplicates} "
+                     f"duplicates, {counts.conflicts} conflicts, {counts.not_found} not found)")
+    if status == "COMPLETED":
+        move_to_done_dir(run, path, scan)
+    return None
 
 
-def archive_one(run: RunContext, ctx: BatchContext, batch: Batch, total: int) -> Counters:
-    """Run one batch with its log lines; on failure record it and raise."""
-    run.log.batch(ctx.file_name, batch.number, "PROCESSING")
-    run.reporter.batch(f"Processing batch {batch.number}/{total} - IDs: {batch.keys[0]} to {batch.keys[-1]}")
+def file_changed(run: RunContext, ctx: FileContext, reason: str) -> None:
+    """The file is not what was validated: its batches so far no longer count as a checkpoint."""
+    run.log.write(file_changed_line(ctx.scan, run.config.job), durable=True)
+    run.say(f"ERROR: rejected {reason}; rerun to archive its current content from batch 1")
+    print(f"archive.py: rejected {reason}", file=sys.stderr)
+    run.tracking.finish_file(ctx.file_id, "CHANGED", f"rejected: {reason}")
+    run.state.rejected.append(ctx.scan.name)
+
+
+def archive_one(run: RunContext, ctx: FileContext, batch: Batch, total: int) -> Counters:
+    """Run one batch with its log lines; on failure record it and raise BatchFailed."""
+    run.log.batch(ctx.scan.name, batch.number, "PROCESSING")
+    run.reporter.batch(f"Processing batch {batch.number}/{total} - first key {format_key(batch.keys[0])} "
+                       f"… last key {format_key(batch.keys[-1])}")
     try:
-        outcome = run_batch(run.db, run.plan, ctx, batch, run.log, run.reporter.say)
+        outcome = run_batch(run, ctx, batch)
     except (mysql.connector.Error, ArchiveError) as exc:
-        message = f"Error processing batch {batch.number} in file {ctx.file_name}: " + (
+        if isinstance(exc, LostLock):
+            raise
+        message = f"Error processing batch {batch.number} in file {ctx.scan.name}: " + (
             describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc))
         run.log.write(f"ERROR: {message}")
-        run.log.batch(ctx.file_name, batch.number, "FAILED")
-        record_batch_failure(run.db, ctx, batch, message)
-        raise ArchiveError(message) from exc
-    if outcome is None:
-        run.log.batch(ctx.file_name, batch.number, "COMPLETED")
-        return Counters(batches=1)
-    counts, conflicts, status = outcome
-    run.log.batch(ctx.file_name, batch.number, status)
-    report_duplicates(run, batch, counts, conflicts)
-    run.state.totals.add(counts)
-    show_progress(run, ctx.file_name, batch.number, total)
-    return counts
+        run.log.batch(ctx.scan.name, batch.number, "FAILED")
+        record_batch_failure(run, ctx, batch, message)
+        raise BatchFailed(message) from exc
+    run.log.batch(ctx.scan.name, batch.number, outcome.status)
+    report_duplicates(run, batch, outcome)
+    run.state.totals.add(outcome.counts)
+    show_progress(run, ctx.scan.name, batch.number, total)
+    return outcome.counts
 
 
-def report_duplicates(run: RunContext, batch: Batch, counts: Counters, conflicts: list) -> None:
+def record_batch_failure(run: RunContext, ctx: FileContext, batch: Batch, message: str) -> None:
+    """Record the FAILED batch, if the database can still be written."""
+    run.db.rollback()
+    try:
+        run.db.ensure_connected()
+        run.tracking.record_batch_failure(ctx, batch, message)
+    except (mysql.connector.Error, ArchiveError):
+        run.db.disconnect()  # run() reports that the database could not be written
+
+
+def report_duplicates(run: RunContext, batch: Batch, outcome: BatchOutcome) -> None:
     """DUPLICATE_KEY_ERROR lines: identical twins were removed, conflicts were kept."""
+    counts, conflicts = outcome.counts, outcome.conflicts
     if counts.duplicates:
-        run.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - {counts.duplicates} key(s) already "
+        run.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - {plural(counts.duplicates, 'key')} already "
                 "archived with identical rows; removed from the source")
     if conflicts:
-        shown = ", ".join(map(str, conflicts[:SHOWN_KEYS]))
+        shown = ", ".join(format_key(k) for k in conflicts[:SHOWN_KEYS])
         more = f" and {len(conflicts) - SHOWN_KEYS} more" if len(conflicts) > SHOWN_KEYS else ""
-        run.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - CONFLICT: {len(conflicts)} key(s) "
+        run.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - CONFLICT: {plural(len(conflicts), 'key')} "
                 f"archived with different rows; both versions kept: {shown}{more}")
 
 
 def show_progress(run: RunContext, file_name: str, number: int, total: int) -> None:
-    """The terminal's single progress line: file, batch, rows, rate and ETA."""
-    elapsed = max(time.monotonic() - run.state.started, 1e-6)
-    rate = run.state.totals.archived / elapsed
-    done_here = run.state.totals.batches
-    eta = (total - number) * elapsed / done_here if done_here else 0
-    run.reporter.progress(f"{file_name}  batch {number}/{total}  {run.state.totals.archived} rows  "
-                          f"{rate:,.0f} rows/s  ETA {format_seconds(eta)}")
-
-
-def format_seconds(seconds: float) -> str:
-    """1h02m03s style."""
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
-def record_batch_failure(db: Database, ctx: BatchContext, batch: Batch, message: str) -> None:
-    """Record the FAILED batch and file; the batch's own work was rolled back."""
-    db.rollback()
-    try:
-        if db.conn is None:
-            db.reconnect()
-        db.execute(
-            "INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
-            "first_key, last_key, keys_in_batch, error_message) VALUES (%s, %s, %s, 'FAILED', %s, %s, "
-            "%s, %s) ON DUPLICATE KEY UPDATE status = 'FAILED', error_message = VALUES(error_message)",
-            (ctx.run_id, ctx.file_name, batch.number, str(batch.keys[0])[:255],
-             str(batch.keys[-1])[:255], len(batch.keys), message))
-        db.execute("UPDATE file_processing_logs SET status = 'FAILED', finished_at = NOW(), "
-                   "error_message = %s WHERE id = %s", (message, ctx.file_id))
-        db.commit()
-    except (mysql.connector.Error, ArchiveError):
-        db.drop()  # run() reports that the database could not be written
+    """The terminal's single progress line: file n/N, batch, rows, rate and the file's ETA."""
+    state = run.state
+    elapsed = max(time.monotonic() - state.started, 1e-6)
+    per_batch = elapsed / max(state.totals.batches, 1)
+    run.reporter.progress(
+        file_name, f"file {state.files_seen}/{state.files_total}  batch {number}/{total}  "
+                   f"{state.totals.archived:,} rows  {state.totals.archived / elapsed:,.0f} rows/s  "
+                   f"ETA {format_seconds((total - number) * per_batch)}")
 
 
 # --------------------------------------------------------------------------- run
@@ -1955,110 +3380,147 @@ def restore_signal_handlers(previous: dict[int, Any]) -> None:
         signal.signal(signum, handler)
 
 
-def summary_line(state: RunState, status: str, total_files: int) -> str:
-    """One line that says what the run did and why it stopped."""
-    t = state.totals
-    elapsed = time.monotonic() - state.started
-    why = state.stop_reason or ("failed" if status == "FAILED" else "all files done")
-    return (f"SUMMARY: {status} | files {total_files} ({state.files_done} archived, "
-            f"{state.files_skipped} already done, {len(state.rejected)} rejected) | batches {t.batches} "
-            f"| rows archived {t.archived} | rows deleted {t.deleted} | duplicates {t.duplicates} "
-            f"| conflicts {t.conflicts} | skipped by guard {t.skipped_by_guard} "
-            f"| failures {1 if status == 'FAILED' else 0} | paused {state.paused_seconds:.1f}s "
-            f"| elapsed {elapsed:.1f}s | {t.archived / max(elapsed, 1e-6):,.0f} rows/s | stopped: {why}")
-
-
-def outcome_of(state: RunState) -> tuple[str, int, str | None]:
-    """The run's final status, exit code and error message for process_logs."""
-    if state.stop_reason:
-        return "INTERRUPTED", EXIT_INTERRUPTED, None
-    problems = []
-    if state.rejected:
-        problems.append(f"rejected malformed file(s): {', '.join(state.rejected)}")
-    if state.conflict_files:
-        problems.append(f"{state.totals.conflicts} duplicate-key conflict(s) kept in both tables "
-                        f"in: {', '.join(state.conflict_files)}")
-    code = EXIT_REJECTED if state.rejected else EXIT_CONFLICTS if state.conflict_files else EXIT_OK
-    return "COMPLETED", code, "; ".join(problems) or None
-
-
-def record_run_failure(db: Database | None, state: RunState, message: str, log: TextLog) -> None:
-    """Write FAILED and the error into process_logs; if the DB is gone, say so in the log."""
-    if db is None or not state.run_id:
-        return
-    try:
-        db.rollback()
-        if db.conn is None:
-            db.reconnect()
-        state.stop_reason = None
-        finish_run(db, state, "FAILED", message)
-    except (mysql.connector.Error, ArchiveError) as exc:
-        note = f"could not record the failure in process_logs: {exc}; the next run will mark run " \
-               f"{state.run_id} INTERRUPTED"
-        log.write(f"ERROR: {note}")
-        print(f"archive.py: {note}", file=sys.stderr)
-
-
 def execute_run(run: RunContext, files: list[Path]) -> int:
-    """Walk the files; return the exit code."""
+    """Recheck old conflicts, walk the files; return the exit code."""
+    run.state.totals.add(recheck_conflicts(run))
     for path in files:
-        reason = run.controls.stop_reason()
+        reason = run.controls.stop_reason() if run.controls else None
         if reason:
             run.state.stop_reason = reason
             break
+        run.state.files_seen += 1
         process_file(run, path)
         if run.state.stop_reason:
             break
+    run.state.open_conflicts = run.tracking.open_conflict_count()
     status, code, error = outcome_of(run.state)
     if status == "INTERRUPTED":
         run.say(f"INTERRUPTED: {run.state.stop_reason}; rerun to resume")
-    finish_run(run.db, run.state, status, error)
+    run.tracking.finish_run(status, run.state.stop_reason, run.state.paused_seconds, error)
     run.reporter.clear_progress()
     return code
+
+
+def script_hash() -> str:
+    """A short hash of this file, so a copied script can be told apart from a release."""
+    try:
+        return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "unknown"
+
+
+def write_header(config: Config, log: TextLog, state: RunState) -> None:
+    """The text log's start lines: only written once this run holds the lock."""
+    log.write(f"=== Script Starts at: {dt.datetime.now():%d_%m_%Y_%H_%M_%S} ===")
+    log.write(f"RUN_ID: {state.run_id} | archive.py {__version__} ({script_hash()}) | JOB: {config.job} "
+              f"| HOST: {socket.gethostname()} | PID: {os.getpid()}")
+
+
+def open_run(config: Config, tracking: Tracking, log: TextLog, reporter: Reporter, state: RunState,
+             files: list[Path]) -> RunContext:
+    """Tracking tables, the run lock, this run's row and header, then the preflight, in that order."""
+    notes = [f"MIGRATED: tracking tables to schema {SCHEMA_VERSION}: {step}" for step in tracking.ensure_schema()]
+    takeover = tracking.acquire_lock()
+    tracking.db.on_reconnect = tracking.retake_lock
+    state.run_id = tracking.start_run(len(files))
+    write_header(config, log, state)
+    notes += [f"LOCK: {takeover}"] if takeover else []
+    if config.log_retention_days:
+        removed = remove_old_logs(config.log_dir, config.log_retention_days, dt.date.today())
+        notes += [f"LOG_RETENTION: removed {plural(len(removed), 'text log')} older than "
+                  f"{config.log_retention_days} days"] if removed else []
+    for note in notes:
+        log.write(note)
+        reporter.say(note, level=2)
+    plan = require_plan(tracking.db, config)
+    progress = read_log_progress(config.log_dir)
+    checkpoints = log_checkpoints(progress, (config.job, f"{config.database}.{config.source_table}"))
+    reporter.say(f"Run {state.run_id}: {plural(len(files), 'file')} in {config.csv_dir}", level=2)
+    return RunContext(config, tracking.db, tracking, plan, log, reporter, state, checkpoints)
 
 
 def run(config: Config, verbosity: int = 1) -> int:
     """Archive every CSV file; the whole job, as cron runs it."""
     state, stop, reporter = RunState(), StopSignal(), Reporter(verbosity)
+    files = list_csv_files(config.csv_dir, config.csv_pattern)  # a bad pattern stops us before any write
+    state.files_total = len(files)
     log = TextLog(config.log_dir, dt.datetime.now())
-    log.write(f"=== Script Starts at: {dt.datetime.now():%d_%m_%Y_%H_%M_%S} ===")
     previous = install_signal_handlers(stop)
     db: Database | None = None
-    status, code, files = "FAILED", EXIT_FAILED, []
+    tracking: Tracking | None = None
+    status, code = "FAILED", EXIT_FAILED
     try:
-        db = Database(config)
-        ensure_tracking_tables(db)
-        db.acquire_lock(lock_name(config.database, config.source_table))
-        files = list_csv_files(config.csv_dir, config.csv_pattern)
-        state.run_id = start_run(db, config, len(files))
-        reporter.say(f"Run {state.run_id}: {len(files)} file(s) in {config.csv_dir}", level=2)
-        plan = require_plan(db, config)
-        controls = Controls(config, db, stop, log, reporter, state)
-        context = RunContext(config, db, plan, log, reporter, state, controls,
-                             read_log_checkpoints(config.log_dir, f"{config.database}.{config.source_table}"))
+        db = Database(config.db, config.lock_wait_timeout,
+                      wait_timeout=int(config.lock_lease + config.lock_wait_timeout))
+        tracking = Tracking(db, config)
+        context = open_run(config, tracking, log, reporter, state, files)
+        context.controls = Controls(context, stop)
         try:
             code = execute_run(context, files)
         finally:
-            controls.close()
+            context.controls.close()
         status = "INTERRUPTED" if code == EXIT_INTERRUPTED else "COMPLETED"
         return code
-    except (ArchiveError, mysql.connector.Error) as exc:
-        error = exc if isinstance(exc, ArchiveError) else ArchiveError(describe_mysql_error(exc))
-        code = error.exit_code
-        log.write(f"ERROR: {error}")
-        if code == EXIT_FAILED:
-            record_run_failure(db, state, str(error), log)
-        raise error from exc
+    except AlreadyRunning as exc:
+        code = EXIT_LOCKED
+        if isinstance(exc, LostLock):
+            log.write(f"ERROR: {exc}")
+        raise
+    except Exception as exc:
+        error = describe_failure(exc)
+        if state.run_id and not isinstance(exc, BatchFailed):
+            with contextlib.suppress(ArchiveError):
+                log.write(f"ERROR: {error}")
+        record_run_failure(tracking, state, log, error)
+        raise
     finally:
         restore_signal_handlers(previous)
-        reporter.clear_progress()
-        if code != EXIT_LOCKED:
-            line = summary_line(state, status, len(files))
-            log.write(line)
-            reporter.say(line, level=1 if code == EXIT_OK else 0)
+        finish_output(log, reporter, state, status, code)
+        if tracking is not None:
+            tracking.release_lock()
         if db is not None:
             db.close()
         log.close()
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The one-line reason a run failed, for process_logs and the text log."""
+    if isinstance(exc, ArchiveError):
+        return str(exc)
+    if isinstance(exc, mysql.connector.Error):
+        return describe_mysql_error(exc)
+    return f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)"
+
+
+def finish_output(log: TextLog, reporter: Reporter, state: RunState, status: str, code: int) -> None:
+    """The SUMMARY line: always in the text log; on the terminal unless -q and nothing to say."""
+    if not state.run_id:
+        return  # refused or failed before it started: stderr says why
+    line = summary_line(state, status)
+    quiet_ok = code == EXIT_OK or (code == EXIT_INTERRUPTED and state.planned_stop and state.totals.batches)
+    with contextlib.suppress(ArchiveError):
+        log.write(line)
+    with contextlib.suppress(ArchiveError):
+        reporter.clear_progress()
+        reporter.say(line, level=1 if quiet_ok else 0)
+
+
+def record_run_failure(tracking: Tracking | None, state: RunState, log: TextLog, message: str) -> None:
+    """Write FAILED and the error into process_logs; if the DB is gone, say so in the log."""
+    if tracking is None or not state.run_id or not tracking.locked:
+        return
+    db = tracking.db
+    try:
+        db.rollback()
+        db.ensure_connected()
+        state.stop_reason = None
+        tracking.finish_run("FAILED", f"failed: {message}", state.paused_seconds, message)
+    except (mysql.connector.Error, ArchiveError) as exc:
+        note = (f"could not record the failure in process_logs: {exc}; the next run will mark run "
+                f"{state.run_id} INTERRUPTED")
+        with contextlib.suppress(ArchiveError):
+            log.write(f"ERROR: {note}")
+        print(f"archive.py: {note}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- read-only commands
@@ -2072,149 +3534,289 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[str
     return [line.rstrip() for line in lines]
 
 
-def show_status(config: Config, out: Any = None) -> int:
+def print_lines(lines: Iterable[str], out: Any) -> None:
+    """Print a report."""
+    for line in lines:
+        print(line, file=out)
+
+
+def json_value(value: Any) -> Any:
+    """Database values as JSON: times as ISO text, decimals as numbers."""
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def read_only_tracking(db: Database, config: Config) -> Tracking | None:
+    """Tracking for reports, or None when the tables are missing or older than this version."""
+    tracking = Tracking(db, config)
+    present = tracking.present()
+    if "process_logs" not in present or tracking.schema_version() < SCHEMA_VERSION:
+        return None
+    return tracking if present == set(TRACKING_TABLES) else None
+
+
+RUN_COLUMNS = (
+    "id, status, start_time, end_time, last_seen, current_file, current_batch, processed_files, "
+    "total_files, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, not_found, "
+    "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job")
+
+
+def status_report(db: Database, config: Config) -> dict[str, Any] | None:
+    """The latest run of this job that did something, with its files and liveness; None if none."""
+    tracking = read_only_tracking(db, config)
+    if tracking is None:
+        return None
+    runs = db.query_dicts(f"SELECT {RUN_COLUMNS} FROM process_logs WHERE job = %s ORDER BY id DESC LIMIT 1",
+                          (config.job,))
+    if not runs:
+        return None
+    newest = runs[0]
+    shown = newest if newest["status"] != "COMPLETED" or did_work(db, newest["id"]) else (
+        last_run_with_work(db, config) or newest)
+    report = {key: json_value(value) for key, value in shown.items()}
+    report["run_id"] = report.pop("id")
+    alive, liveness = tracking.holder_is_alive(shown["id"]) if shown["status"] == "RUNNING" else (False, "")
+    report.update(alive=alive, liveness=liveness, started=report.pop("start_time"),
+                  ended=report.pop("end_time"), error=report.pop("error_message"))
+    report["seconds"] = run_seconds(db, shown, alive)
+    report["latest_run"] = None if shown is newest else {
+        "run_id": newest["id"], "status": newest["status"], "started": json_value(newest["start_time"])}
+    report["files"] = [{key: json_value(v) for key, v in row.items()} for row in db.query_dicts(
+        "SELECT file_name AS file, status, processed_batches, total_batches, rows_archived, rows_deleted, "
+        "conflicts, not_found, error_message AS error FROM file_processing_logs WHERE process_log_id = %s "
+        "ORDER BY id", (shown["id"],))]
+    report["open_conflicts"] = [{"file": name, "keys": int(count)} for name, count in db.query(
+        "SELECT file_name, COUNT(*) FROM conflict_logs WHERE job = %s AND status = 'OPEN' GROUP BY file_name "
+        "ORDER BY file_name", (config.job,))]
+    report["problem_batches"] = [{key: json_value(v) for key, v in row.items()} for row in db.query_dicts(
+        "SELECT b.process_log_id AS run, b.file_name, b.batch_number AS batch, b.status, b.duplicates, "
+        "b.conflicts, LEFT(COALESCE(b.error_message, b.conflict_keys, ''), 120) AS detail, b.created_at "
+        "FROM batch_processing_logs b JOIN process_logs p ON p.id = b.process_log_id WHERE p.job = %s "
+        "AND b.status IN ('FAILED', 'COMPLETED_WITH_DUPLICATES') ORDER BY b.id DESC LIMIT 10", (config.job,))]
+    db.rollback()
+    return report
+
+
+def did_work(db: Database, run_id: int) -> bool:
+    """Whether a run ran a batch, or met a file it could not archive."""
+    return bool(db.query("SELECT 1 FROM file_processing_logs WHERE process_log_id = %s AND "
+                         "(processed_batches >= start_batch OR status <> 'COMPLETED') LIMIT 1", (run_id,)))
+
+
+def last_run_with_work(db: Database, config: Config) -> dict[str, Any] | None:
+    """The newest run of the job that did something (a nightly no-op must not hide it)."""
+    rows = db.query_dicts(
+        f"SELECT {RUN_COLUMNS} FROM process_logs p WHERE job = %s AND (status <> 'COMPLETED' OR EXISTS "
+        "(SELECT 1 FROM file_processing_logs f WHERE f.process_log_id = p.id AND "
+        "(f.processed_batches >= f.start_batch OR f.status <> 'COMPLETED'))) ORDER BY id DESC LIMIT 1",
+        (config.job,))
+    return rows[0] if rows else None
+
+
+def run_seconds(db: Database, run_row: dict[str, Any], alive: bool) -> int:
+    """How long the run lasted; a dead run's clock stops at its last sign of life."""
+    end = run_row["end_time"] or (None if alive else run_row["last_seen"])
+    now = db.query("SELECT NOW()")[0][0]
+    return int(((end or now) - run_row["start_time"]).total_seconds())
+
+
+def status_lines(report: dict[str, Any]) -> list[str]:
+    """The --status text."""
+    r = report
+    live = f" ({r['liveness']})" if r["status"] == "RUNNING" else ""
+    lines = [f"Run {r['run_id']}: {r['status']}{live}",
+             f"  started {r['started']} on {r['host']} pid {r['pid']}, "
+             f"{'ended ' + str(r['ended']) if r['ended'] else 'running' if r['alive'] else 'last seen ' + str(r['last_seen'])} "
+             f"({format_seconds(r['seconds'])})",
+             f"  files {r['processed_files']}/{r['total_files']}, current file {r['current_file'] or '-'} "
+             f"batch {r['current_batch'] or '-'}",
+             f"  rows archived {r['rows_archived']}, deleted {r['rows_deleted']}, duplicates {r['duplicates']}, "
+             f"conflicts {r['conflicts']}, not found {r['not_found']}, skipped by guard {r['skipped_by_guard']}"]
+    if r["pause_reason"] and r["status"] == "RUNNING":
+        lines.append(f"  PAUSED: {r['pause_reason']}")
+    lines += [f"  paused {r['paused_seconds']:.1f}s in all"] if r["paused_seconds"] else []
+    lines += [f"  stop reason: {r['stop_reason']}"] if r["stop_reason"] else []
+    lines += [f"  error: {r['error']}"] if r["error"] else []
+    if r["latest_run"]:
+        latest = r["latest_run"]
+        lines.append(f"  (the newest run, {latest['run_id']} at {latest['started']}, had nothing to do)")
+    if r["files"]:
+        rows = [dict(f, progress=f"{f['processed_batches']}/{f['total_batches']} batches") for f in r["files"]]
+        lines.append("Files:")
+        lines += ["  " + line for line in format_table(
+            rows, ("file", "progress", "status", "rows_archived", "conflicts", "not_found", "error"))]
+    if r["open_conflicts"]:
+        lines.append("Open conflicts (rechecked at the start of every run; see README, Duplicate conflicts):")
+        lines += [f"  {c['file']}: {plural(c['keys'], 'key')}" for c in r["open_conflicts"]]
+    if r["problem_batches"]:
+        lines.append("Recent FAILED or duplicate batches:")
+        lines += ["  " + line for line in format_table(
+            r["problem_batches"], ("run", "file_name", "batch", "status", "duplicates", "conflicts", "detail"))]
+    return lines
+
+
+def show_status(config: Config, as_json: bool = False, out: Any = None) -> int:
     """Print the latest run, its files and recent problem batches; read-only."""
     out = out or sys.stdout
-    db = Database(config, read_only=True)
+    db = Database(config.db, read_only=True)
     try:
-        if existing_tracking_tables(db) != set(TRACKING_TABLES):
-            print(f"No runs recorded yet in `{config.database}` (tracking tables not created).", file=out)
-            return EXIT_OK
-        runs = db.query_dicts(
-            "SELECT id, status, start_time, end_time, TIMESTAMPDIFF(SECOND, start_time, "
-            "COALESCE(end_time, NOW())) AS seconds, current_file, current_batch, processed_files, "
-            "total_files, rows_archived, duplicates, conflicts, skipped_by_guard, stop_reason, "
-            "pause_reason, paused_seconds, error_message, host, pid FROM process_logs WHERE source_table = %s ORDER BY id DESC LIMIT 1",
-            (config.source_table,))
-        if not runs:
-            print(f"No runs recorded yet for `{config.source_table}`.", file=out)
-            return EXIT_OK
-        print_run(db, config, runs[0], out)
-        return EXIT_OK
+        report = status_report(db, config)
     finally:
         db.close()
-
-
-def print_run(db: Database, config: Config, run_row: dict[str, Any], out: Any) -> None:
-    """The status report for one run."""
-    r = run_row
-    holder = db.query("SELECT IS_USED_LOCK(%s)", (lock_name(config.database, config.source_table),))[0][0]
-    live = "" if r["status"] != "RUNNING" else (
-        f" (alive: server connection {holder})" if holder else " (no process holds the run lock: it died;"
-        " the next run marks it INTERRUPTED)")
-    print(f"Run {r['id']}: {r['status']}{live}", file=out)
-    print(f"  started {r['start_time']} on {r['host']} pid {r['pid']}, "
-          f"{'ended ' + str(r['end_time']) if r['end_time'] else 'running'} "
-          f"({format_seconds(r['seconds'] or 0)})", file=out)
-    print(f"  files {r['processed_files']}/{r['total_files']}, current file {r['current_file'] or '-'} "
-          f"batch {r['current_batch'] or '-'}", file=out)
-    print(f"  rows archived {r['rows_archived']}, duplicates {r['duplicates']}, conflicts "
-          f"{r['conflicts']}, skipped by guard {r['skipped_by_guard']}", file=out)
-    if r["pause_reason"] and r["status"] == "RUNNING":
-        print(f"  PAUSED: {r['pause_reason']}", file=out)
-    if r["paused_seconds"]:
-        print(f"  paused {r['paused_seconds']:.1f}s in all", file=out)
-    if r["stop_reason"]:
-        print(f"  stop reason: {r['stop_reason']}", file=out)
-    if r["error_message"]:
-        print(f"  error: {r['error_message']}", file=out)
-    files = db.query_dicts(
-        "SELECT file_name, CONCAT(processed_batches, '/', total_batches, ' batches') AS progress, "
-        "status, rows_archived, conflicts, error_message FROM file_processing_logs "
-        "WHERE process_log_id = %s ORDER BY id", (r["id"],))
-    if files:
-        print("Files:", file=out)
-        for line in format_table(files, ("file_name", "progress", "status", "rows_archived",
-                                         "conflicts", "error_message")):
-            print("  " + line, file=out)
-    problems = db.query_dicts(
-        "SELECT process_log_id AS run, file_name, batch_number AS batch, b.status, b.duplicates, b.conflicts, "
-        "LEFT(COALESCE(b.error_message, conflict_keys, ''), 120) AS detail, created_at "
-        "FROM batch_processing_logs b JOIN process_logs p ON p.id = b.process_log_id "
-        "WHERE p.source_table = %s AND b.status IN ('FAILED', 'COMPLETED_WITH_DUPLICATES') "
-        "ORDER BY b.id DESC LIMIT 10", (config.source_table,))
-    if problems:
-        print("Recent FAILED or duplicate batches:", file=out)
-        for line in format_table(problems, ("run", "file_name", "batch", "status", "duplicates",
-                                            "conflicts", "detail")):
-            print("  " + line, file=out)
-    db.rollback()
-
-
-def check_tables(config: Config, out: Any = None) -> int:
-    """Preflight only, with a readable verdict; exit 0 when a run could proceed."""
-    out = out or sys.stdout
-    db = Database(config, read_only=True)
-    try:
-        found = run_preflight(db, config)
-        tracking = existing_tracking_tables(db)
-    finally:
-        db.close()
-    for note in found.notes:
-        print(f"note: {note}", file=out)
-    for problem in found.problems:
-        print(f"FAIL: {problem}", file=out)
-    missing = sorted(set(TRACKING_TABLES) - tracking)
-    if missing:
-        print(f"note: tracking tables {', '.join(missing)} will be created by the first run "
-              "(needs the CREATE privilege once)", file=out)
-    if found.plan is None:
-        print("Verdict: NOT READY: fix the FAIL lines above.", file=out)
-        return EXIT_FAILED
-    print(f"ok: `{config.source_table}` -> `{config.archive_table}` on key `{found.plan.key}` "
-          f"({found.plan.key_type.sql_type}), {len(found.plan.columns)} columns copied", file=out)
-    print("Verdict: READY.", file=out)
+    if as_json:
+        print(json.dumps(report if report is not None else {"run_id": None, "status": None, "files": []},
+                         indent=2), file=out)
+    elif report is None:
+        print(f"No runs recorded yet for {config.job} (or its tracking tables are from an older "
+              "version; the next run upgrades them).", file=out)
+    else:
+        print_lines(status_lines(report), out)
     return EXIT_OK
 
 
-def dry_run(config: Config, out: Any = None) -> int:
-    """Validate every file and count the rows a run would move, with read-only queries."""
+def check_command(config: Config, out: Any = None) -> int:
+    """Preflight only, with a readable verdict; exit 0 when a run could proceed."""
     out = out or sys.stdout
-    db = Database(config, read_only=True)
+    db = Database(config.db, read_only=True)
     try:
-        plan = require_plan(db, config)
-        tracked = existing_tracking_tables(db) == set(TRACKING_TABLES)
-        logs = read_log_checkpoints(config.log_dir, f"{config.database}.{config.source_table}")
-        rows, bad = [], 0
-        for path in list_csv_files(config.csv_dir, config.csv_pattern):
-            row = dry_run_file(db, config, plan, path, tracked, logs)
-            bad += row["status"].startswith("REJECTED")
-            rows.append(row)
+        found = run_preflight(db, config)
+        lines = cluster_lines(db)
+        tracking = Tracking(db, config)
+        present, version = tracking.present(), tracking.schema_version()
     finally:
         db.close()
-    total = {"file": "TOTAL", "batches": sum(r["batches"] for r in rows),
-             "rows_to_move": sum(r["rows_to_move"] for r in rows), "status": f"{len(rows)} file(s)"}
-    for line in format_table(rows + [total], ("file", "batches", "rows_to_move", "status")):
-        print(line, file=out)
-    print("Dry run: nothing was changed.", file=out)
-    return EXIT_REJECTED if bad else EXIT_OK
+    lines += [f"note: {note}" for note in found.notes] + [f"FAIL: {problem}" for problem in found.problems]
+    missing = [t for t in TRACKING_TABLES if t not in present]
+    if missing:
+        lines.append(f"note: tracking tables {', '.join(missing)} will be created by the first run "
+                     "(needs the CREATE privilege once)")
+    if "process_logs" in present and version < SCHEMA_VERSION:
+        lines.append(f"note: tracking tables are schema {version}; the next run upgrades them to "
+                     f"{SCHEMA_VERSION} (needs the ALTER privilege once)")
+    if found.plan is None:
+        print_lines(lines + ["Verdict: NOT READY: fix the FAIL lines above."], out)
+        return EXIT_FAILED
+    print_lines(lines + [
+        f"ok: `{config.source_table}` -> `{config.archive_table}` on key `{found.plan.key}` "
+        f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied",
+        "Verdict: READY."], out)
+    return EXIT_OK
 
 
-def dry_run_file(db: Database, config: Config, plan: TablePlan, path: Path, tracked: bool,
-                 logs: dict[tuple[str, str], Checkpoint]) -> dict[str, Any]:
-    """One file's line of the dry run: batches left and rows that would move."""
-    scan = hash_file(path)
-    row = {"file": scan.name, "batches": 0, "rows_to_move": 0, "status": "to do"}
-    if tracked and db_completed_run(db, scan) is not None:
-        row["status"] = "already done"
-        return row
-    checkpoint = best_checkpoint(db_checkpoint(db, scan) if tracked else None,
-                                 logs.get((scan.name, scan.sha256)))
+def cluster_lines(db: Database) -> list[str]:
+    """What --check says about a Galera node: its state and limits."""
+    if not db.wsrep:
+        return []
+    s = db.status_values("wsrep_cluster_size", "wsrep_cluster_status", "wsrep_local_state_comment",
+                         "wsrep_ready")
+    db.rollback()
+    return [f"cluster: Galera node {db.where}: {s.get('wsrep_local_state_comment')}, component "
+            f"{s.get('wsrep_cluster_status')}, {s.get('wsrep_cluster_size')} nodes, ready "
+            f"{s.get('wsrep_ready')}; wsrep_max_ws_rows {db.variable('wsrep_max_ws_rows')}, "
+            f"wsrep_max_ws_size {db.variable('wsrep_max_ws_size')}"]
+
+
+DRY_RUN_COUNTS = ("batches", "rows_to_archive", "rows_to_delete", "identical_twins", "conflicts",
+                  "not_found", "skipped_by_guard")
+
+
+class SilentLog(TextLog):
+    """A text log that writes nothing: --dry-run changes nothing, not even the log."""
+
+    def write(self, text: str, durable: bool = False) -> None:
+        """Drop the line."""
+
+
+def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
+    """Predict, per file, exactly what a run would do, with read-only queries."""
+    out = out or sys.stdout
+    db = Database(config.db, read_only=True)
     try:
-        keys = iter_csv_keys(path, config.csv_column, config.csv_delimiter, plan.key_type)
-        count_keys(path, config.csv_column, config.csv_delimiter, plan.key_type)
-    except ArchiveError as exc:
-        row["status"] = f"REJECTED: {exc}"
-        return row
+        plan = require_plan(db, config)
+        tracking = read_only_tracking(db, config) or Tracking(db, config)
+        progress = read_log_progress(config.log_dir, save=False)
+        run = RunContext(config, db, tracking, plan, SilentLog(config.log_dir, dt.datetime.now()),
+                         Reporter(0), RunState(), log_checkpoints(
+                             progress, (config.job, f"{config.database}.{config.source_table}")))
+        tracked = read_only_tracking(db, config) is not None
+        gone: set[Key] = set()
+        rows = ([predict_recheck(run, gone)] if tracked else []) + [
+            predict_file(run, path, tracked, gone) for path in list_csv_files(config.csv_dir, config.csv_pattern)]
+    finally:
+        db.close()
+    rows = [r for r in rows if r is not None]
+    total = {"file": "TOTAL", "status": plural(len(rows), "file")}
+    total.update({k: sum(r[k] for r in rows) for k in DRY_RUN_COUNTS})
+    rejected = sum(r["status"].startswith("REJECTED") for r in rows)
+    if as_json:
+        print(json.dumps({"files": rows, "total": {k: total[k] for k in DRY_RUN_COUNTS},
+                          "rows_to_archive": total["rows_to_archive"], "rows_to_delete": total["rows_to_delete"],
+                          "rejected_files": rejected}, indent=2), file=out)
+    else:
+        print_lines(format_table(rows + [total], ("file",) + DRY_RUN_COUNTS + ("status",)), out)
+        print("Dry run: nothing was changed.", file=out)
+    return EXIT_REJECTED if rejected else EXIT_OK
+
+
+def empty_prediction(name: str, status: str) -> dict[str, Any]:
+    """A dry-run row with nothing to do."""
+    return {"file": name, **dict.fromkeys(DRY_RUN_COUNTS, 0), "status": status}
+
+
+def predict_keys(run: RunContext, keys: Sequence[Key], gone: set[Key], row: dict[str, Any]) -> Classified:
+    """Classify keys as the run would, treating keys already moved by earlier batches as gone."""
+    fresh = [k for k in dict.fromkeys(keys) if k not in gone]
+    found = classify_keys(run.db, run.plan, fresh, lock=False) if fresh else Classified()
+    run.db.rollback()
+    row["rows_to_archive"] += len(found.to_copy)
+    row["rows_to_delete"] += len(found.to_copy) + len(found.identical)
+    row["identical_twins"] += len(found.identical)
+    row["conflicts"] += len(found.conflicts)
+    row["skipped_by_guard"] += len(found.skipped)
+    present = len(found.to_copy) + len(found.identical) + len(found.conflicts) + len(found.skipped)
+    row["not_found"] += len(set(keys)) - present
+    gone.update(found.to_copy, found.identical)
+    return found
+
+
+def predict_recheck(run: RunContext, gone: set[Key]) -> dict[str, Any] | None:
+    """What the run's recheck of open conflicts would settle."""
+    groups = run.tracking.open_conflicts()
+    if not groups:
+        return None
+    row = empty_prediction("(open conflicts)", "rechecked first")
+    keys = [parse_stored_key(text, run.plan.key_type) for rows in groups.values() for _, text in rows]
+    for start in range(0, len(keys), run.config.batch_size):
+        predict_keys(run, keys[start:start + run.config.batch_size], gone, row)
+    return row
+
+
+def predict_file(run: RunContext, path: Path, tracked: bool, gone: set[Key]) -> dict[str, Any]:
+    """One file's row of the dry run, from where the run would start in it."""
+    if not has_utf8_name(path):
+        return empty_prediction(display_name(path), "REJECTED: the file name is not valid UTF-8")
+    try:
+        scan = hash_file(path)
+    except RejectedFile as exc:
+        return empty_prediction(display_name(path), f"REJECTED: {exc}")
+    if tracked and (finished := run.tracking.finished_record(scan)) is not None:
+        return empty_prediction(scan.name, f"already done (run {finished[0]})")
+    checkpoint = resume_point(run, path, scan) if tracked else run.log_checkpoints.get((scan.name, scan.sha256))
+    config = run.config
+    try:
+        count_keys(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
+    except RejectedFile as exc:
+        return empty_prediction(scan.name, f"REJECTED: {exc}")
     size = checkpoint.batch_size if checkpoint else config.batch_size
     done = checkpoint.last_batch if checkpoint else 0
-    if done:
-        row["status"] = f"resumes at batch {done + 1}"
+    row = empty_prediction(scan.name, f"resumes at batch {done + 1}" if done else "to do")
+    keys = iter_csv_keys(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
     for batch in iter_batches(skip_keys(keys, done * size), size, done + 1):
-        condition, params = key_condition("s." + quote_ident(plan.key), batch.keys, plan.key_type)
-        row["rows_to_move"] += int(db.query(plan.count_sql(condition), params)[0][0])
+        predict_keys(run, batch.keys, gone, row)
         row["batches"] += 1
-    db.rollback()
     return row
 
 
@@ -2245,24 +3847,31 @@ def build_parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
                       help="Validate the config and every CSV file, run the preflight checks and "
-                           "count the batches and rows a run would move. Changes nothing.")
+                           "predict per file the rows a run would archive, delete, find identical or "
+                           "conflicting, not find, or leave to the guard. Changes nothing.")
     mode.add_argument("--status", action="store_true",
-                      help="Show the latest run, its files and recent failed or duplicate batches. "
-                           "Read-only; safe while a run is going on.")
+                      help="Show the latest run, its files, open conflicts and recent failed or "
+                           "duplicate batches. Read-only; safe while a run is going on.")
     mode.add_argument("--check", action="store_true",
-                      help="Check tables, key, columns, privileges and cascading foreign keys, "
-                           "and print a verdict. Changes nothing.")
+                      help="Check tables, key, columns, engines, triggers, foreign keys, privileges "
+                           "and cluster limits, and print a verdict. Changes nothing.")
+    parser.add_argument("--json", action="store_true",
+                        help="With --status or --dry-run: print one JSON document instead of text.")
     talk = parser.add_mutually_exclusive_group()
     talk.add_argument("-v", "--verbose", action="store_true",
                       help="Print a line per batch (the default on a terminal is one progress line).")
     talk.add_argument("-q", "--quiet", action="store_true",
-                      help="Print nothing unless the run needs attention (exit code not 0).")
+                      help="Print nothing unless the run needs attention: a failure, conflicts, a "
+                           "rejected file, or a stop that left work undone without finishing a batch.")
     parser.add_argument("--max-runtime", metavar="DURATION",
                         help="Override [controls] max_runtime for this run, e.g. 2h or 45m.")
     parser.add_argument("--sleep", metavar="SECONDS", type=float,
                         help="Override [controls] sleep_seconds for this run.")
     parser.add_argument("--debug", action="store_true",
                         help="Show a full traceback when something goes wrong.")
+    parser.add_argument("--version", action="version",
+                        version=f"archive.py {__version__} (file sha256 {script_hash()})",
+                        help="Print the version and a short hash of this file, then exit.")
     return parser
 
 
@@ -2273,12 +3882,36 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
         try:
             changes["max_runtime"] = parse_duration(args.max_runtime)
         except ValueError as exc:
-            raise ArchiveError(f"--max-runtime: {exc}", EXIT_USAGE) from None
+            raise ConfigError(f"--max-runtime: {exc}") from None
     if args.sleep is not None:
         if not 0 <= args.sleep <= 3600:
-            raise ArchiveError("--sleep: use 0 to 3600 seconds", EXIT_USAGE)
+            raise ConfigError("--sleep: use 0 to 3600 seconds")
         changes["sleep_seconds"] = args.sleep
     return dataclasses.replace(config, **changes) if changes else config
+
+
+ERROR_EXIT_CODES = ((ConfigError, EXIT_USAGE), (RejectedFile, EXIT_REJECTED), (AlreadyRunning, EXIT_LOCKED),
+                (ArchiveError, EXIT_FAILED))
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen command."""
+    if args.json and not (args.status or args.dry_run):
+        raise ConfigError("--json goes with --status or --dry-run")
+    config = apply_overrides(load_config(args.config), args)
+    if args.status:
+        return show_status(config, args.json)
+    if args.check:
+        return check_command(config)
+    if args.dry_run:
+        return dry_run(config, args.json)
+    return run(config, verbosity=0 if args.quiet else 2 if args.verbose else 1)
+
+
+def silence_stdout() -> None:
+    """After the reader of stdout went away, point it at /dev/null so exiting stays quiet."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -2289,24 +3922,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
     try:
-        config = apply_overrides(load_config(args.config), args)
-        if args.status:
-            return show_status(config)
-        if args.check:
-            return check_tables(config)
-        if args.dry_run:
-            return dry_run(config)
-        return run(config, verbosity=0 if args.quiet else 2 if args.verbose else 1)
-    except ArchiveError as exc:
+        return dispatch(args)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else EXIT_OK
+    except BrokenPipeError:
+        silence_stdout()  # `--status | head -1`: the reader has all it wanted
+        return EXIT_OK
+    except (ArchiveError, mysql.connector.Error) as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"archive.py: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except mysql.connector.Error as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"archive.py: {describe_mysql_error(exc)}", file=sys.stderr)
-        return EXIT_FAILED
+        if isinstance(exc, ArchiveError) and "broken pipe" in str(exc):
+            silence_stdout()
+        message = describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc)
+        print(f"archive.py: {message}", file=sys.stderr)
+        return next(code for kind, code in ERROR_EXIT_CODES if isinstance(exc, kind)) \
+            if isinstance(exc, ArchiveError) else EXIT_FAILED
     except Exception as exc:  # a bug: still one line for cron, the traceback with --debug
         if args.debug:
             traceback.print_exc()

@@ -1,4 +1,5 @@
--- Tracking tables for archive.py (archive.py also creates any that are missing).
+-- Tracking tables for archive.py, schema version 2 (archive.py also creates any that are missing,
+-- and upgrades tables made by older versions on its first run: see README, Upgrading).
 -- Kept identical to archive.TRACKING_DDL; tests/test_docs.py checks it.
 -- Load with: mariadb app < schema.sql
 
@@ -24,8 +25,14 @@ CREATE TABLE IF NOT EXISTS `process_logs` (
   `pause_reason` VARCHAR(255) NULL,
   `paused_seconds` DOUBLE NOT NULL DEFAULT 0,
   `error_message` TEXT NULL,
-  KEY `ix_process_status` (`source_table`, `status`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+  `job` VARCHAR(300) NOT NULL DEFAULT '',
+  `version` VARCHAR(32) NULL,
+  `last_seen` DATETIME NULL,
+  `not_found` BIGINT NOT NULL DEFAULT 0,
+  `destination` VARCHAR(255) NULL,
+  KEY `ix_process_status` (`source_table`, `status`),
+  KEY `ix_process_job` (`job`, `id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 2';
 
 CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -33,7 +40,7 @@ CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `file_name` VARCHAR(255) NOT NULL,
   `file_size` BIGINT NOT NULL,
   `file_checksum` CHAR(64) NOT NULL,
-  `status` ENUM('PROCESSING','COMPLETED','FAILED','INTERRUPTED') NOT NULL,
+  `status` ENUM('PROCESSING','COMPLETED','FAILED','INTERRUPTED','CONFLICTS','CHANGED') NOT NULL,
   `batch_size` INT NOT NULL,
   `total_keys` BIGINT NOT NULL DEFAULT 0,
   `total_batches` INT NOT NULL DEFAULT 0,
@@ -48,8 +55,11 @@ CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `error_message` TEXT NULL,
   `started_at` DATETIME NOT NULL,
   `finished_at` DATETIME NULL,
+  `job` VARCHAR(300) NOT NULL DEFAULT '',
+  `not_found` BIGINT NOT NULL DEFAULT 0,
   UNIQUE KEY `ux_file_run` (`process_log_id`, `file_name`),
-  KEY `ix_file_checksum` (`file_name`, `file_checksum`, `status`)
+  KEY `ix_file_checksum` (`file_name`, `file_checksum`, `status`),
+  KEY `ix_file_job` (`job`, `file_name`, `file_checksum`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE IF NOT EXISTS `batch_processing_logs` (
@@ -71,6 +81,36 @@ CREATE TABLE IF NOT EXISTS `batch_processing_logs` (
   `end_line` BIGINT NULL,
   `error_message` TEXT NULL,
   `created_at` DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+  `not_found` INT NOT NULL DEFAULT 0,
   UNIQUE KEY `ux_batch_run` (`process_log_id`, `file_name`, `batch_number`),
   KEY `ix_batch_status` (`status`, `created_at`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE IF NOT EXISTS `conflict_logs` (
+  `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  `job` VARCHAR(300) NOT NULL,
+  `file_name` VARCHAR(255) NOT NULL,
+  `file_checksum` CHAR(64) NOT NULL,
+  `key_value` TEXT NOT NULL,
+  `process_log_id` BIGINT UNSIGNED NOT NULL,
+  `batch_number` INT NOT NULL,
+  `status` ENUM('OPEN','RESOLVED') NOT NULL DEFAULT 'OPEN',
+  `resolution` VARCHAR(255) NULL,
+  `resolved_by` BIGINT UNSIGNED NULL,
+  `found_at` DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  `resolved_at` DATETIME NULL,
+  KEY `ix_conflict_open` (`job`, `status`, `file_name`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE IF NOT EXISTS `run_locks` (
+  `lock_name` VARCHAR(191) NOT NULL PRIMARY KEY,
+  `owner` CHAR(32) NOT NULL,
+  `process_log_id` BIGINT UNSIGNED NULL,
+  `host` VARCHAR(255) NOT NULL,
+  `pid` INT NOT NULL,
+  `node` VARCHAR(255) NOT NULL,
+  `connection_id` BIGINT UNSIGNED NOT NULL,
+  `acquired_at` DATETIME(6) NOT NULL,
+  `heartbeat_at` DATETIME(6) NOT NULL,
+  `expires_at` DATETIME(6) NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

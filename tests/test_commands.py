@@ -3,6 +3,7 @@ monitoring SQL, and credentials from a MySQL option file or MYSQL_PWD."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -25,7 +26,7 @@ from helpers import (
     write_csv,
 )
 
-TRACKING = ("process_logs", "file_processing_logs", "batch_processing_logs")
+TRACKING = ("process_logs", "file_processing_logs", "batch_processing_logs", "conflict_logs", "run_locks")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -79,6 +80,15 @@ def table_row(output: str, first_cell: str) -> list[str] | None:
     return None
 
 
+def dry_run_json(config: Path, code: int = 0) -> dict[str, Any]:
+    """--dry-run --json, parsed; its files keyed by name."""
+    result = run_cli(config, "--dry-run", "--json")
+    assert result.returncode == code, (result.stdout, result.stderr)
+    document = json.loads(result.stdout)
+    document["by_file"] = {row["file"]: row for row in document["files"]}
+    return document
+
+
 # --------------------------------------------------------------------------- --dry-run
 
 def test_dry_run_counts_batches_and_existing_rows_and_changes_nothing(db, tmp_path):
@@ -96,6 +106,9 @@ def test_dry_run_counts_batches_and_existing_rows_and_changes_nothing(db, tmp_pa
     assert b[1:3] == ["2", "10"], b
     assert total[1:3] == ["6", "22"], total
     assert "nothing was changed" in result.stdout
+    document = dry_run_json(config)
+    assert (document["rows_to_archive"], document["rows_to_delete"]) == (22, 22)
+    assert document["by_file"]["a.csv"]["not_found"] == 5
     assert state(db) == before
     assert tracking_tables(db) == []
     assert log_files(config) == [], "a dry run must not write a text log"
@@ -109,7 +122,7 @@ def test_dry_run_reports_a_malformed_csv_as_rejected_with_exit_4(db, tmp_path):
     result = run_cli(config, "--dry-run")
     assert result.returncode == 4, (result.stdout, result.stderr)
     bad = table_row(result.stdout, "bad.csv")
-    assert bad is not None and bad[3].startswith("REJECTED") and "line 4" in bad[3], result.stdout
+    assert bad is not None and bad[-1].startswith("REJECTED") and "line 4" in bad[-1], result.stdout
     good = table_row(result.stdout, "ids.csv")
     assert good is not None and good[1:3] == ["5", "25"], result.stdout
     assert state(db) == before
@@ -130,7 +143,7 @@ def test_dry_run_after_a_partial_run_counts_only_what_is_left(db, tmp_path):
     assert result.returncode == 0, (result.stdout, result.stderr)
     row = table_row(result.stdout, "ids.csv")
     assert row is not None and row[1:3] == [str(5 - done), str(25 - 5 * done)], result.stdout
-    assert row[3] == f"resumes at batch {done + 1}"
+    assert row[-1] == f"resumes at batch {done + 1}"
     assert state(db) == before
     assert {t: db.count(t) for t in TRACKING} == counts
     assert [p.read_bytes() for p in log_files(config)] == logs_before
@@ -185,7 +198,7 @@ def test_status_after_a_conflict_run_lists_the_duplicate_batches(db, tmp_path):
     out = status.stdout
     assert "Recent FAILED or duplicate batches" in out, out
     section = out.split("Recent FAILED or duplicate batches", 1)[1]
-    assert re.search(r"ids\.csv\s+2\s+COMPLETED_WITH_DUPLICATES\s+0\s+1\s+15\b", section), section
+    assert re.search(r'ids\.csv\s+2\s+COMPLETED_WITH_DUPLICATES\s+0\s+1\s+\["15"\]', section), section
     assert re.search(r"ids\.csv\s+1\s+COMPLETED_WITH_DUPLICATES\s+1\s+0\b", section), section
     assert "conflicts 1" in out
 
@@ -233,7 +246,7 @@ def test_status_during_a_run_is_quick_and_alive_then_dead_after_sigkill(db, tmp_
         return out if "died" in out else None
 
     out = wait_until(says_dead, timeout=30, interval=0.2, message="--status noticing the dead run")
-    assert re.search(rf"^Run {row['id']}: RUNNING \(no process holds the run lock", out, re.MULTILINE), out
+    assert re.search(rf"^Run {row['id']}: RUNNING \(its server session is gone: it died", out, re.MULTILINE), out
     assert "alive" not in out
 
 
@@ -262,8 +275,9 @@ def test_verbose_run_prints_a_line_per_batch(db, tmp_path):
     result = run_cli(config, "-v")
     assert result.returncode == 0, (result.stdout, result.stderr)
     lines = [l for l in result.stdout.splitlines() if l.startswith("Processing batch")]
-    assert lines == ["Processing batch 1/3 - IDs: 1 to 10", "Processing batch 2/3 - IDs: 11 to 20",
-                     "Processing batch 3/3 - IDs: 21 to 25"], result.stdout
+    assert lines == ["Processing batch 1/3 - first key 1 … last key 10",
+                     "Processing batch 2/3 - first key 11 … last key 20",
+                     "Processing batch 3/3 - first key 21 … last key 25"], result.stdout
     assert "SUMMARY:" in result.stdout
 
 
@@ -461,15 +475,20 @@ def test_password_from_mysql_pwd(db, tmp_path, app_user):
 
 # --------------------------------------------------------------------------- terminal progress
 
-def run_on_terminal(config: Path, *args: str, timeout: float = 60) -> str:
-    """Run archive.py with stdout on a pseudo-terminal; return everything it wrote there."""
+def run_on_terminal(config: Path, *args: str, timeout: float = 60, columns: int = 200) -> str:
+    """Run archive.py with stdout on a pseudo-terminal of some width; return all it wrote there."""
+    import fcntl
     import os
     import pty
+    import struct
     import subprocess
     import sys
+    import termios
     leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     proc = subprocess.Popen([sys.executable, str(Path(__file__).parent.parent / "archive.py"), str(config), *args],
-                            stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                            stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
     os.close(follower)
     chunks = []
     deadline = time.monotonic() + timeout
@@ -486,11 +505,29 @@ def run_on_terminal(config: Path, *args: str, timeout: float = 60) -> str:
     return b"".join(chunks).decode()
 
 
+PROGRESS = re.compile(r"\r([^\r\x1b]*?file (\d+)/(\d+)  batch (\d+)/(\d+)  ([\d,]+) rows  [\d,]+ rows/s  "
+                      r"ETA \S+)\x1b\[K")
+
+
 def test_terminal_shows_one_updating_progress_line_instead_of_batch_lines(db, tmp_path):
     config = setup(db, tmp_path, ids=range(1, 61), csv_ids=range(1, 61), batch_size=10)
     screen = run_on_terminal(config)
-    progress = re.findall(r"\r(ids\.csv  batch (\d+)/6  (\d+) rows  [\d,]+ rows/s  ETA \S+)\x1b\[K", screen)
-    assert [int(p[1]) for p in progress] == [1, 2, 3, 4, 5, 6]
-    assert int(progress[-1][2]) == 60
+    progress = PROGRESS.findall(screen)
+    assert [int(p[3]) for p in progress] == [1, 2, 3, 4, 5, 6], screen
+    assert all(p[0].startswith("ids.csv  file 1/1") for p in progress), screen
+    assert int(progress[-1][5].replace(",", "")) == 60
     assert "Processing batch" not in screen
     assert "SUMMARY: COMPLETED" in screen
+
+
+def test_the_progress_line_fits_an_80_column_terminal(db, tmp_path):
+    config = setup(db, tmp_path, ids=range(1, 61), csv_ids=[], batch_size=10)
+    long_name = "archive-candidates-exported-from-the-billing-system-2025-11.csv"
+    write_csv(tmp_path / "csv" / long_name, range(1, 31))
+    write_csv(tmp_path / "csv" / "z.csv", range(31, 61))
+    screen = run_on_terminal(config, columns=80)
+    progress = PROGRESS.findall(screen)
+    assert len(progress) == 6, screen
+    assert all(len(p[0]) <= 79 for p in progress), [p[0] for p in progress]
+    assert [(p[1], p[2]) for p in progress] == [("1", "3")] * 3 + [("3", "3")] * 3
+    assert "…" in progress[0][0]

@@ -37,7 +37,7 @@ def ini(tmp_path: Path):
     def write(replace: dict[str, str | None] | None = None, extra: str = "") -> Path:
         lines = BASE.format(csv=tmp_path / "csv", logs=tmp_path / "logs").splitlines()
         for key, value in (replace or {}).items():
-            lines = [l for l in lines if not l.startswith(f"{key} =")]
+            lines = [line for line in lines if not line.startswith(f"{key} =")]
             if value is not None:
                 section = "[database]" if key in ("host", "port", "user", "password", "database") else "[archive]"
                 lines.insert(lines.index(section) + 1, f"{key} = {value}")
@@ -50,9 +50,8 @@ def ini(tmp_path: Path):
 
 def expect_usage_error(path: Path, fragment: str) -> str:
     """Load must fail with exit code 2 and a message containing fragment."""
-    with pytest.raises(archive.ArchiveError) as info:
+    with pytest.raises(archive.ConfigError) as info:
         archive.load_config(path, environ={})
-    assert info.value.exit_code == archive.EXIT_USAGE
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
     return str(info.value)
@@ -112,7 +111,7 @@ def test_controls_are_validated(ini):
     config = archive.load_config(ini(extra="[controls]\nmax_runtime = 1h30m\nguard = created_at < NOW() "
                                             "- INTERVAL 90 DAY\nreplicas = mysql://mon:pw@r1:3307\n"), environ={})
     assert config.max_runtime == 5400
-    assert config.replicas[0].host == "r1" and config.replicas[0].port == 3307
+    assert config.replicas[0].hosts == (("r1", 3307),)
     assert config.replicas[0].user == "mon" and config.replicas[0].password == "pw"
 
 
@@ -128,9 +127,9 @@ def test_unreadable_log_dir_is_refused(ini, tmp_path):
 
 
 def test_missing_config_file_and_syntax_errors(tmp_path):
-    with pytest.raises(archive.ArchiveError) as info:
+    with pytest.raises(archive.ConfigError) as info:
         archive.load_config(tmp_path / "nope.ini")
-    assert info.value.exit_code == archive.EXIT_USAGE and "no such file" in str(info.value)
+    assert "no such file" in str(info.value)
     bad = tmp_path / "bad.ini"
     bad.write_text("host = x\n")
     expect_usage_error(bad, "config:")
@@ -178,3 +177,81 @@ def test_parse_duration():
     for bad in ("", "0", "2 days", "h"):
         with pytest.raises(ValueError):
             archive.parse_duration(bad)
+
+
+@pytest.mark.parametrize("value, expected", [(";", ";"), ("semicolon", ";"), ("tab", "\t"), ('"#"', "#"),
+                                             ("|", "|"), ("pipe", "|"), (",   ; a comment", ",")])
+def test_delimiters_that_look_like_comments_still_work(ini, value, expected):
+    config = archive.load_config(ini({"csv_delimiter": value}), environ={})
+    assert config.csv_delimiter == expected
+
+
+@pytest.mark.parametrize("pattern", ["/etc/*.csv", "~/x/*.csv", "../*.csv", "a/../../*.csv"])
+def test_csv_pattern_must_stay_inside_csv_dir(ini, pattern):
+    expect_usage_error(ini({"csv_pattern": pattern}), "[archive] csv_pattern: ")
+
+
+@pytest.mark.parametrize("guard, fragment", [
+    ("1) OR (1", "parentheses do not balance"),
+    ("id > 0) OR (id < 0", "parentheses do not balance"),
+    ("(id > 0", "parentheses do not balance"),
+    ("RELEASE_ALL_LOCKS() = 0", "release_all_locks"),
+    ("GET_LOCK('x', 0)", "get_lock"),
+    ("IS_USED_LOCK('x') IS NULL", "is_used_lock"),
+    ("@x := 1", ":="),
+    ("id NOT IN (SELECT 1)", "select"),
+])
+def test_a_guard_can_never_widen_the_keys_or_touch_the_run_lock(ini, guard, fragment):
+    message = expect_usage_error(ini(extra=f"[controls]\nguard = {guard}\n"), "[controls] guard")
+    assert fragment in message.lower()
+
+
+def test_a_guard_with_brackets_inside_quotes_is_fine(ini):
+    config = archive.load_config(ini(extra="[controls]\nguard = note <> ')' AND (kind = 'a(b')\n"),
+                                 environ={})
+    assert config.guard == "note <> ')' AND (kind = 'a(b')"
+
+
+def test_relative_directories_start_at_the_config_files_folder(ini, tmp_path, monkeypatch):
+    path = ini({"csv_dir": "csv", "log_dir": "./logs"})
+    monkeypatch.chdir("/")
+    config = archive.load_config(path, environ={})
+    assert config.csv_dir == tmp_path / "csv" and config.log_dir == tmp_path / "logs"
+
+
+def test_host_lists_parse_and_fill_in_the_port(ini):
+    config = archive.load_config(ini({"host": "10.0.0.1:3307, db2, [::1]:3308", "port": "3399"}), environ={})
+    assert config.db.hosts == (("10.0.0.1", 3307), ("db2", 3399), ("::1", 3308))
+    assert config.db.endpoints == 3
+    assert config.db.connect_kwargs(1)["host"] == "db2" and config.db.connect_kwargs(1)["port"] == 3399
+    assert config.db.describe() == "archiver@10.0.0.1:3307,db2:3399,::1:3308"
+    expect_usage_error(ini({"host": "a:99999"}), "[database] host")
+    expect_usage_error(ini({"host": "a:b:c"}), "[database] host")
+
+
+def test_the_password_says_where_it_came_from(ini, tmp_path):
+    assert archive.load_config(ini(), environ={}).db.password_source == "[database] password"
+    no_password = ini({"password": None})
+    assert archive.load_config(no_password, environ={"MYSQL_PWD": "x"}).db.password_source == \
+        "the MYSQL_PWD environment variable"
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("mysql://root@/?unix_socket=/run/x.sock&ssl=1", "unknown parameter 'ssl'"),
+    ("mysql://root@/?sockett=/run/x.sock", "unknown parameter 'sockett'"),
+    ("mysql://root@r1/otherdb", "is not mysql://"),
+])
+def test_replica_addresses_refuse_what_they_would_ignore(ini, spec, fragment):
+    message = expect_usage_error(ini(extra=f"[controls]\nreplicas = {spec}\n"), "[controls] replicas")
+    assert fragment in message
+
+
+def test_replica_by_unix_socket(ini):
+    config = archive.load_config(ini(extra="[controls]\nreplicas = mysql://root@/?unix_socket=/run/r.sock\n"),
+                                 environ={})
+    replica = config.replicas[0]
+    assert replica.unix_socket == "/run/r.sock" and "host" not in replica.connect_kwargs()
+
+
+def test_lock_lease_must_outlast_a_lock_wait(ini):
+    expect_usage_error(ini({"lock_wait_timeout": "60", "lock_lease": "100"}), "[archive] lock_lease")

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 import archive
 
-INT_KEY = archive.KeyType("int", -(2 ** 63), 2 ** 63 - 1, sql_type="bigint(20)")
-UNSIGNED_INT = archive.key_type_from_column("int", "int(10) unsigned", None)
-STR_KEY = archive.key_type_from_column("varchar", "varchar(8)", 8)
+
+def column(data_type: str, column_type: str, max_length: int | None = None, charset: str | None = None) -> dict:
+    """An information_schema.COLUMNS row as preflight reads it."""
+    return {"data_type": data_type, "column_type": column_type, "max_length": max_length, "charset": charset}
+
+
+INT_KEY = archive.key_type_from_column(column("bigint", "bigint(20)"))
+UNSIGNED_INT = archive.key_type_from_column(column("int", "int(10) unsigned"))
+STR_KEY = archive.key_type_from_column(column("varchar", "varchar(8)", 8, "utf8mb4"))
 
 
 def keys_of(path: Path, key_type=INT_KEY, column: str = "id", delimiter: str = ",") -> list:
@@ -33,6 +40,16 @@ def test_bom_crlf_blank_lines_spaces_and_duplicates_are_accepted(tmp_path):
     assert keys_of(path) == [1, 2, 2, 3]
 
 
+@pytest.mark.parametrize("before", [b"\n", b"  \t \r\n", b"\xef\xbb\xbf\n", b"\xef\xbb\xbf  \n\n", b"\r\n\r\n"])
+def test_blank_lines_and_a_lone_bom_before_the_header_are_skipped(tmp_path, before):
+    assert keys_of(write(tmp_path, before + b"id\n1\n2\n")) == [1, 2]
+
+
+def test_data_lines_without_a_usable_header_are_rejected(tmp_path):
+    with pytest.raises(archive.RejectedFile, match=r"ids.csv line 2: no column 'id'"):
+        keys_of(write(tmp_path, b"\n1\n2\n"))
+
+
 def test_key_column_picked_by_header_name(tmp_path):
     path = write(tmp_path, b'name,id\n"Smith, J",7\nx,8\n')
     assert keys_of(path) == [7, 8]
@@ -41,6 +58,7 @@ def test_key_column_picked_by_header_name(tmp_path):
 def test_header_only_and_empty_files_have_no_keys(tmp_path):
     assert keys_of(write(tmp_path, b"id\n", "a.csv")) == []
     assert keys_of(write(tmp_path, b"", "b.csv")) == []
+    assert keys_of(write(tmp_path, b"\n \n", "c.csv")) == []
 
 
 def test_last_line_without_newline_is_read(tmp_path):
@@ -56,11 +74,18 @@ def test_last_line_without_newline_is_read(tmp_path):
     (b"key\n1\n", 1, "no column 'id'"),
     (b"id;name\n1;x\n", 1, "wrong delimiter"),
     (b"name,id\nx\n", 2, "row has 1 field(s)"),
-    (b"id\n\"1\n", 2, ""),
+    (b"id\n\"1\n", 2, "never closed"),
+    (b"id\n1\"2\n", 2, "never closed"),
+    (b"id\n1\"2\"\n", 2, "stray or unbalanced double quote"),
+    (b"id\n\"1\"x\n", 2, "stray or unbalanced double quote"),
+    (b"id\n1_000\n", 2, "is not a whole number"),
+    ("id\n３１\n".encode(), 2, "is not a whole number"),
+    ("id\n٣٢\n".encode(), 2, "is not a whole number"),
+    (b'id\n" 31"\n', 2, "is not a whole number"),
 ])
 def test_malformed_files_name_file_and_line(tmp_path, data, line, fragment):
     path = write(tmp_path, data, "bad.csv")
-    with pytest.raises(archive.ArchiveError) as info:
+    with pytest.raises(archive.RejectedFile) as info:
         keys_of(path)
     assert f"bad.csv line {line}:" in str(info.value)
     assert fragment in str(info.value)
@@ -68,21 +93,76 @@ def test_malformed_files_name_file_and_line(tmp_path, data, line, fragment):
 
 def test_utf16_file_is_rejected(tmp_path):
     path = write(tmp_path, "id\n1\n".encode("utf-16"), "u16.csv")
-    with pytest.raises(archive.ArchiveError, match="u16.csv line 1"):
+    with pytest.raises(archive.RejectedFile, match="u16.csv line 1"):
         keys_of(path)
 
 
 def test_unsigned_and_string_keys(tmp_path):
-    with pytest.raises(archive.ArchiveError, match="out of range for int"):
+    with pytest.raises(archive.RejectedFile, match="out of range for int"):
         keys_of(write(tmp_path, b"id\n-1\n"), UNSIGNED_INT)
     assert keys_of(write(tmp_path, b"id\nab\n c d \n", "s.csv"), STR_KEY) == ["ab", "c d"]
-    with pytest.raises(archive.ArchiveError, match="longer than varchar"):
+    with pytest.raises(archive.RejectedFile, match="longer than varchar"):
         keys_of(write(tmp_path, b"id\nabcdefghi\n", "t.csv"), STR_KEY)
 
 
-def test_unsupported_key_type_is_refused():
+def test_quoted_fields_are_taken_exactly_and_unquoted_lose_only_ascii_spaces(tmp_path):
+    data = 'id\n" x1"\n"tab\t"\n"nb\u00a0"\n  plain  \n\t\ttabbed\n"say ""hi"""\n'.encode()
+    assert keys_of(write(tmp_path, data), STR_KEY) == [" x1", "tab\t", "nb\u00a0", "plain", "\t\ttabbed",
+                                                       'say "hi"']
+
+
+def test_a_quoted_field_may_hold_a_line_break_and_offsets_stay_exact(tmp_path):
+    path = write(tmp_path, b'note,id\n"two\nlines",1\n"x",2\n"a\r\nb",3\n')
+    keys = list(archive.iter_csv_keys(path, "id", ",", INT_KEY))
+    assert [k for _, _, k in keys] == [1, 2, 3]
+    assert [line for line, _, _ in keys] == [3, 4, 6]
+    resumed = archive.iter_csv_keys(path, "id", ",", INT_KEY, start=keys[0][:2][::-1])
+    assert [k for _, _, k in resumed] == [2, 3]
+    text_key = archive.key_type_from_column(column("varchar", "varchar(20)", 20, "utf8mb4"))
+    assert keys_of(write(tmp_path, b'id\n"a\nb"\n', "nl.csv"), text_key) == ["a\nb"]
+
+
+@pytest.mark.parametrize("charset, key, ok", [
+    ("latin1", "Müller", True), ("latin1", "Łódź", False), ("latin1", "€uro", True),
+    ("latin1", "x\u0081y", True), ("latin1", "x\u0080y", False), ("latin1", "tag🐳", False),
+    ("utf8mb3", "Łódź", True), ("utf8mb3", "tag🐳", False), ("utf8mb4", "tag🐳", True),
+    ("ascii", "abc", True), ("ascii", "é", False),
+])
+def test_keys_the_column_cannot_hold_are_rejected_naming_the_line(tmp_path, charset, key, ok):
+    key_type = archive.key_type_from_column(column("varchar", "varchar(20)", 20, charset))
+    path = write(tmp_path, f"id\nok\n{key}\n".encode())
+    if ok:
+        assert keys_of(path, key_type) == ["ok", key]
+    else:
+        with pytest.raises(archive.RejectedFile, match=rf"ids.csv line 3: .*cannot hold"):
+            keys_of(path, key_type)
+
+
+def test_latin1_keys_are_encoded_as_mysql_stores_them():
+    key_type = archive.key_type_from_column(column("varchar", "varchar(20)", 20, "latin1"))
+    assert key_type.encode("Müller€\u0081") == b"M\xfcller\x80\x81"
+
+
+def test_binary_keys_are_written_in_hex_and_need_their_full_width(tmp_path):
+    fixed = archive.key_type_from_column(column("binary", "binary(4)", 4))
+    varying = archive.key_type_from_column(column("varbinary", "varbinary(4)", 4))
+    path = write(tmp_path, b"id\n0x0a0B0c0D\nDEADBEEF\n")
+    assert keys_of(path, fixed) == [b"\x0a\x0b\x0c\x0d", b"\xde\xad\xbe\xef"]
+    assert keys_of(write(tmp_path, b"id\n0x0102\n", "v.csv"), varying) == [b"\x01\x02"]
+    with pytest.raises(archive.RejectedFile, match="is 2 bytes; a binary.4. key has exactly 4"):
+        keys_of(write(tmp_path, b"id\n0x0102\n", "short.csv"), fixed)
+    with pytest.raises(archive.RejectedFile, match="is not hex"):
+        keys_of(write(tmp_path, b"id\nxyz\n", "nothex.csv"), fixed)
+    with pytest.raises(archive.RejectedFile, match="longer than varbinary"):
+        keys_of(write(tmp_path, b"id\n0102030405\n", "long.csv"), varying)
+    assert archive.format_key(b"\x01\xff") == "0x01ff"
+
+
+def test_unsupported_key_type_and_charset_are_refused():
     with pytest.raises(archive.ArchiveError, match="not supported"):
-        archive.key_type_from_column("datetime", "datetime", None)
+        archive.key_type_from_column(column("datetime", "datetime"))
+    with pytest.raises(archive.ArchiveError, match="character set ucs2 is not supported"):
+        archive.key_type_from_column(column("varchar", "varchar(5)", 5, "ucs2"))
 
 
 def test_batches_are_numbered_and_record_where_they_end(tmp_path):
@@ -110,6 +190,11 @@ def test_hash_file_identifies_content(tmp_path):
     assert a.size == 5 and len(a.sha256) == 64 and a.sha256 != b.sha256
 
 
+def test_a_vanished_file_is_a_rejection_not_a_failure(tmp_path):
+    with pytest.raises(archive.RejectedFile, match="gone.csv: cannot read"):
+        archive.hash_file(tmp_path / "gone.csv")
+
+
 def test_files_are_listed_in_name_order(tmp_path):
     for name in ("b.csv", "a.csv", "c.txt", "10.csv"):
         (tmp_path / name).write_text("id\n")
@@ -117,9 +202,24 @@ def test_files_are_listed_in_name_order(tmp_path):
     assert [p.name for p in archive.list_csv_files(tmp_path, "*.csv")] == ["10.csv", "a.csv", "b.csv"]
 
 
+def test_two_files_with_one_name_are_a_config_error(tmp_path):
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "keys.csv").write_text("id\n1\n")
+    with pytest.raises(archive.ConfigError, match=r"\[archive\] csv_pattern: .* two files named 'keys.csv'"):
+        archive.list_csv_files(tmp_path, "*/keys.csv")
+
+
+def test_file_names_that_are_not_utf8_are_spotted(tmp_path):
+    path = tmp_path / b"caf\xe9.csv".decode("utf-8", "surrogateescape")
+    path.write_text("id\n1\n")
+    assert not archive.has_utf8_name(path)
+    assert archive.display_name(path) == "caf\\xe9.csv"
+    assert archive.has_utf8_name(tmp_path / "café.csv")
+
+
 def test_memory_does_not_grow_with_file_size(tmp_path):
     """Streaming: iterating a large file keeps only one batch alive."""
-    import tracemalloc
     path = tmp_path / "big.csv"
     with open(path, "w") as handle:
         handle.write("id\n")

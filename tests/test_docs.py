@@ -62,7 +62,7 @@ def test_readme_quick_start_commands_exist():
 def test_module_layout_follows_the_house_order():
     source = (REPO / "archive.py").read_text()
     order = ["class ArchiveError", "class Config", "def load_config", "def iter_csv_keys",
-             "def key_condition", "def parse_log_checkpoints", "class Database", "def run(", "def main(",
+             "def key_condition", "def summarize_log", "class Database", "def run(", "def main(",
              'if __name__ == "__main__":']
     positions = [source.index(marker) for marker in order]
     assert positions == sorted(positions)

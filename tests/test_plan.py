@@ -1,12 +1,17 @@
-"""Pure planning code: SQL building, identifier quoting, log parsing and checkpoints."""
+"""Pure planning code: SQL building, identifier quoting, log parsing, checkpoints and pauses."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+
+import pytest
 
 import archive
 
 INT_KEY = archive.KeyType("int", 0, 2 ** 64 - 1, sql_type="bigint unsigned")
+TEXT_KEY = archive.KeyType("str", max_length=20, charset="utf8mb4", sql_type="varchar(20) utf8mb4")
+JOB = "app.rewards -> app.rewards_archives"
 
 
 def test_quote_ident_doubles_backticks():
@@ -23,37 +28,63 @@ def test_contiguous_keys_become_a_range_and_sparse_keys_an_in_list():
     assert sql == "`id` IN (1,3,5)"
 
 
-def test_string_keys_are_parameters_not_sql():
-    key = archive.KeyType("str", max_length=20, sql_type="varchar(20)")
-    sql, params = archive.key_condition("`code`", ["a'); DROP TABLE x; --", "b"], key)
-    assert sql == "`code` IN (%s, %s)"
-    assert params == ("a'); DROP TABLE x; --", "b")
+def test_text_keys_are_parameters_matched_by_the_column_and_then_by_their_bytes():
+    sql, params = archive.key_condition("`code`", ["a'); DROP TABLE x; --", "b"], TEXT_KEY)
+    assert sql == "(`code` IN (%s, %s) AND CAST(`code` AS BINARY) IN (%s, %s))"
+    assert params == ("a'); DROP TABLE x; --", "b", b"a'); DROP TABLE x; --", b"b")
+
+
+def test_binary_keys_are_compared_as_bytes():
+    key = archive.KeyType("bytes", max_length=16, fixed_length=True, sql_type="binary(16)")
+    sql, params = archive.key_condition("`uuid`", [b"\x01" * 16], key)
+    assert sql == "`uuid` IN (%s)" and params == (b"\x01" * 16,)
+
+
+def plan(*columns: tuple[str, str]) -> archive.TablePlan:
+    return archive.TablePlan("src", "arc", "id", tuple(archive.Column(n, t) for n, t in columns), INT_KEY)
 
 
 def test_statements_quote_identifiers_and_never_insert_ignore():
-    plan = archive.TablePlan("src", "arc", "id", ("id", "note"), INT_KEY)
-    insert = plan.insert_sql("`id` IN (1)")
+    p = plan(("id", "int"), ("note", "varchar"))
+    insert = p.insert_sql("`id` IN (1)")
     assert insert == "INSERT INTO `arc` (`id`, `note`) SELECT `id`, `note` FROM `src` WHERE `id` IN (1)"
     assert "IGNORE" not in insert.upper()
-    assert plan.delete_sql("`id` IN (1)") == "DELETE FROM `src` WHERE `id` IN (1)"
-    assert "BINARY s.`note` <=> BINARY a.`note`" in plan.delete_identical_sql("s.`id` IN (1)")
+    assert p.delete_sql("`id` IN (1)") == "DELETE FROM `src` WHERE `id` IN (1)"
+    assert "BINARY s.`note` <=> BINARY a.`note`" in p.delete_identical_sql("s.`id` IN (1)")
 
 
-def test_lock_name_fits_the_server_limit():
-    assert archive.lock_name("app", "rewards") == "archive.py/app/rewards"
-    assert len(archive.lock_name("d" * 64, "t" * 64)) <= 64
+def test_every_type_is_compared_in_a_form_that_cannot_lose_information():
+    identical = archive.identical_expression([
+        archive.Column("f", "float"), archive.Column("d", "double"), archive.Column("t", "timestamp"),
+        archive.Column("e", "enum"), archive.Column("j", "longtext")])
+    assert "(s.`f` <=> a.`f` AND ATAN2(s.`f`, -1) <=> ATAN2(a.`f`, -1))" in identical
+    assert "(s.`d` <=> a.`d` AND ATAN2(s.`d`, -1) <=> ATAN2(a.`d`, -1))" in identical
+    assert "UNIX_TIMESTAMP(s.`t`) <=> UNIX_TIMESTAMP(a.`t`)" in identical
+    assert "(s.`e` + 0 <=> a.`e` + 0 AND BINARY s.`e` <=> BINARY a.`e`)" in identical
+    assert "BINARY s.`j` <=> BINARY a.`j`" in identical
+    assert "BINARY s.`f`" not in identical and "BINARY s.`t`" not in identical
 
 
 SHA = "a" * 64
 OTHER = "b" * 64
 
 
-def info(name: str, sha: str = SHA, size: int = 10, keys: int = 100, table: str = "app.rewards") -> str:
-    return f"FILE_INFO: {name} | SHA256: {sha} | BATCH_SIZE: {size} | KEYS: {keys} | TABLE: {table}"
+def info(name: str, sha: str = SHA, size: int = 10, keys: int = 100, job: str = JOB) -> str:
+    scan = archive.FileScan(name, 0, sha, keys)
+    return archive.file_info_line(scan, size, job)
+
+
+def legacy_info(name: str, table: str = "app.rewards") -> str:
+    """A FILE_INFO line as schema-1 versions wrote it."""
+    return f"FILE_INFO: {name} | SHA256: {SHA} | BATCH_SIZE: 10 | KEYS: 100 | TABLE: {table}"
 
 
 def line(name: str, n: int, status: str) -> str:
     return archive.batch_log_line(dt.datetime(2025, 8, 17, 14, 30, 46), name, n, status)
+
+
+def checkpoints(*lines: str, jobs=(JOB,)) -> dict:
+    return archive.log_checkpoints(archive.merge_summaries([archive.summarize_log(lines)]), jobs)
 
 
 def test_seed_line_format_is_exact():
@@ -62,21 +93,34 @@ def test_seed_line_format_is_exact():
 
 
 def test_log_checkpoint_is_the_last_completed_batch_for_that_content():
-    lines = [info("f.csv"), line("f.csv", 1, "PROCESSING"), line("f.csv", 1, "COMPLETED"),
-             line("f.csv", 2, "COMPLETED_WITH_DUPLICATES"), line("f.csv", 3, "PROCESSING"),
-             line("f.csv", 3, "FAILED"), info("g.csv", OTHER), line("g.csv", 1, "COMPLETED")]
-    found = {}
-    archive.parse_log_checkpoints(lines, "app.rewards", found)
+    found = checkpoints(info("f.csv"), line("f.csv", 1, "PROCESSING"), line("f.csv", 1, "COMPLETED"),
+                        line("f.csv", 2, "COMPLETED_WITH_DUPLICATES"), line("f.csv", 3, "PROCESSING"),
+                        line("f.csv", 3, "FAILED"), info("g.csv", OTHER), line("g.csv", 1, "COMPLETED"))
     assert found[("f.csv", SHA)].last_batch == 2
     assert found[("f.csv", SHA)].batch_size == 10 and found[("f.csv", SHA)].total_keys == 100
     assert found[("g.csv", OTHER)].last_batch == 1
 
 
-def test_batch_lines_without_file_info_or_for_another_table_do_not_count():
-    lines = [line("f.csv", 5, "COMPLETED"), info("f.csv", table="app.other"), line("f.csv", 6, "COMPLETED")]
-    found = {}
-    archive.parse_log_checkpoints(lines, "app.rewards", found)
-    assert found == {}
+def test_batch_lines_without_file_info_or_for_another_job_do_not_count():
+    assert checkpoints(line("f.csv", 5, "COMPLETED"), info("f.csv", job="app.other -> app.x"),
+                       line("f.csv", 6, "COMPLETED")) == {}
+
+
+def test_legacy_table_lines_count_for_the_job_on_that_source():
+    found = checkpoints(legacy_info("f.csv"), line("f.csv", 4, "COMPLETED"), jobs=(JOB, "app.rewards"))
+    assert found[("f.csv", SHA)].last_batch == 4
+
+
+def test_a_file_changed_line_voids_the_batches_before_it():
+    scan = archive.FileScan("f.csv", 0, SHA, 100)
+    lines = [info("f.csv"), line("f.csv", 1, "COMPLETED"), line("f.csv", 2, "COMPLETED"),
+             archive.file_changed_line(scan, JOB)]
+    assert checkpoints(*lines) == {}
+    assert checkpoints(*lines, info("f.csv"), line("f.csv", 1, "COMPLETED"))[("f.csv", SHA)].last_batch == 1
+    # ... and across days, a later log's FILE_CHANGED voids an earlier log's progress
+    early = archive.summarize_log([info("f.csv"), line("f.csv", 7, "COMPLETED")])
+    late = archive.summarize_log([archive.file_changed_line(scan, JOB)])
+    assert archive.merge_summaries([early, late]) == {}
 
 
 def test_torn_last_line_is_ignored_and_logs_are_read_across_days(tmp_path):
@@ -85,12 +129,43 @@ def test_torn_last_line_is_ignored_and_logs_are_read_across_days(tmp_path):
     (tmp_path / "DataProcessingAllDetails_01_01_2025.txt").write_text(
         "\n".join([info("f.csv"), line("f.csv", 3, "COMPLETED")]) + "\n" + line("f.csv", 4, "COMPLETED")[:30])
     (tmp_path / "DataProcessingAllDetails_garbage.txt").write_text("junk\n")
-    found = archive.read_log_checkpoints(tmp_path, "app.rewards")
-    assert found[("f.csv", SHA)].last_batch == 3
+
+    def last() -> int:
+        return archive.log_checkpoints(archive.read_log_progress(tmp_path), (JOB,))[("f.csv", SHA)].last_batch
+
+    assert last() == 3
     # a torn COMPLETED line that is complete but lacks its newline is also ignored
     (tmp_path / "DataProcessingAllDetails_02_01_2025.txt").write_text(
         info("f.csv") + "\n" + line("f.csv", 4, "COMPLETED"))
-    assert archive.read_log_checkpoints(tmp_path, "app.rewards")[("f.csv", SHA)].last_batch == 3
+    assert last() == 3
+
+
+def test_unchanged_logs_are_read_from_the_index_and_changed_ones_again(tmp_path):
+    log = tmp_path / "DataProcessingAllDetails_31_12_2024.txt"
+    log.write_text("\n".join([info("f.csv"), line("f.csv", 1, "COMPLETED")]) + "\n")
+    archive.read_log_progress(tmp_path)
+    index = json.loads((tmp_path / archive.LOG_INDEX_NAME).read_text())
+    assert list(index["logs"]) == [log.name]
+    # The index is trusted while size and mtime match: prove it by editing only the index.
+    entry = index["logs"][log.name]
+    entry["progress"][0][-1] = 9
+    (tmp_path / archive.LOG_INDEX_NAME).write_text(json.dumps(index))
+    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, 10)] == (100, 9)
+    with open(log, "a") as handle:  # the log grows: it is read again
+        handle.write(line("f.csv", 2, "COMPLETED") + "\n")
+    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, 10)] == (100, 2)
+    (tmp_path / archive.LOG_INDEX_NAME).write_text("{not json")  # a broken index is rebuilt
+    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, 10)] == (100, 2)
+
+
+def test_old_logs_are_removed_by_retention(tmp_path):
+    for name in ("DataProcessingAllDetails_01_01_2025.txt", "DataProcessingAllDetails_22_01_2025.txt",
+                 "DataProcessingAllDetails_31_01_2025.txt", "notes.txt"):
+        (tmp_path / name).write_text("x\n")
+    removed = archive.remove_old_logs(tmp_path, 10, dt.date(2025, 1, 31))
+    assert removed == ["DataProcessingAllDetails_01_01_2025.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "DataProcessingAllDetails_22_01_2025.txt", "DataProcessingAllDetails_31_01_2025.txt", "notes.txt"]
 
 
 def test_log_files_sort_by_date_not_by_name(tmp_path):
@@ -111,9 +186,46 @@ def test_best_checkpoint_takes_the_furthest():
 def test_outcome_precedence():
     state = archive.RunState()
     assert archive.outcome_of(state)[:2] == ("COMPLETED", archive.EXIT_OK)
-    state.conflict_files.append("a.csv")
+    state.open_conflicts = 2
     assert archive.outcome_of(state)[1] == archive.EXIT_CONFLICTS
     state.rejected.append("b.csv")
     assert archive.outcome_of(state)[1] == archive.EXIT_REJECTED
     state.stop_reason = "received SIGTERM"
     assert archive.outcome_of(state)[:2] == ("INTERRUPTED", archive.EXIT_INTERRUPTED)
+
+
+def test_texts_are_cut_to_fit_their_column():
+    assert archive.fit("x" * 300, 255) == "x" * 248 + " [cut]"
+    cut = archive.fit("ł" * 40_000)
+    assert len(cut.encode()) <= archive.TEXT_BYTES and cut.endswith("[cut]")
+    assert archive.fit(None) is None and archive.fit("short", 255) == "short"
+
+
+def test_the_progress_line_fits_the_terminal():
+    line = archive.fit_progress("a-very-long-file-name-" * 5 + ".csv", "file 3/12  batch 40/50  1,234 rows", 80)
+    assert len(line) <= 80 and line.endswith("file 3/12  batch 40/50  1,234 rows") and "…" in line
+    assert len(archive.fit_progress("x.csv", "y" * 100, 40)) == 40
+
+
+@pytest.mark.parametrize("count, word, many, text", [(1, "batch", "batches", "1 batch"),
+                                                      (2, "batch", "batches", "2 batches"), (0, "file", None, "0 files")])
+def test_plural(count, word, many, text):
+    assert archive.plural(count, word, many) == text
+
+
+def test_pauses_resume_and_give_up_by_the_clock():
+    state = archive.PauseState(replica_timeout=30)
+    assert state.step(0, None, False).action == "go"
+    assert state.step(10, "replica lag", True) == archive.PauseStep("pause", "PAUSE: replica lag")
+    assert state.step(20, "replica lag", True).action == "wait"
+    assert state.step(25, "busy", False).text == "PAUSE: busy"  # not a replica problem: no clock
+    assert state.step(60, "replica lag", True).action == "pause"  # the replica clock starts again
+    step = state.step(90, "replica lag", True)
+    assert step.action == "give up" and step.text.startswith("gave up after 30s")
+    assert state.paused_seconds == 80
+    assert state.step(100, "busy", False).action == "pause"
+    assert state.step(104, None, False) == archive.PauseStep("resume", "RESUME: pause over after 4.0s")
+    assert state.paused_seconds == 84
+    assert state.interrupt(105, "stop").action == "go"
+    state.step(106, "busy", False)
+    assert state.interrupt(107, "received SIGTERM").text == "PAUSE ENDED: received SIGTERM"

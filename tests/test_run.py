@@ -122,7 +122,7 @@ def test_identical_duplicates_leave_the_source_and_the_run_goes_on(db, tmp_path)
     assert statuses == {1: "COMPLETED_WITH_DUPLICATES", 2: "COMPLETED", 3: "COMPLETED_WITH_DUPLICATES",
                         4: "COMPLETED"}
     assert db.query("SELECT duplicates, conflicts FROM process_logs") == [(3, 0)]
-    assert "DUPLICATE_KEY_ERROR: Batch 1 - 2 key(s) already archived with identical rows" in text_log(tmp_path)
+    assert "DUPLICATE_KEY_ERROR: Batch 1 - 2 keys already archived with identical rows" in text_log(tmp_path)
     assert "BATCH: 1 | STATUS: COMPLETED_WITH_DUPLICATES" in text_log(tmp_path)
 
 
@@ -143,8 +143,8 @@ def test_conflicting_duplicates_keep_both_versions_and_exit_3(db, tmp_path):
     archived = snapshot(db, "rewards_archives")
     assert all(archived[k] == archived_before[k] for k in (5, 6, 7))
     assert archived[33] == original[33]  # identical twin: source copy removed
-    assert db.query("SELECT conflict_keys FROM batch_processing_logs WHERE batch_number = 1") == [("5,6,7",)]
-    assert "CONFLICT: 3 key(s) archived with different rows; both versions kept: 5, 6, 7" in result.stdout
+    assert db.query("SELECT conflict_keys FROM batch_processing_logs WHERE batch_number = 1") == [('["5", "6", "7"]',)]
+    assert "CONFLICT: 3 keys archived with different rows; both versions kept: 5, 6, 7" in result.stdout
     assert "conflicts 3" in result.stdout
     assert db.query("SELECT status, conflicts FROM process_logs") == [("COMPLETED", 3)]
     assert "duplicate-key conflict" in db.scalar("SELECT error_message FROM process_logs")
