@@ -92,3 +92,20 @@ def spawn_cli() -> Iterator[Callable[..., CliProcess]]:
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+# --------------------------------------------------------------------------- markers
+
+# Fixtures that start or need MariaDB: this file's ``server`` (and so ``db`` and
+# ``controllable_server``) and test_controls.py's primary+replica ``pair``.
+SERVER_FIXTURES = frozenset({"server", "pair"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs MariaDB with ``server``: those using a SERVER_FIXTURES
+    fixture, directly or through another one (a test that starts mariadbd itself carries
+    ``@pytest.mark.server``).  ``pytest -m "not server"`` runs the rest, the pure tests,
+    without MariaDB; ``./dev.sh py39`` does."""
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)

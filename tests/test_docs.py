@@ -52,11 +52,13 @@ def test_schema_sql_is_the_ddl_the_script_runs():
 
 
 def test_readme_quick_start_commands_exist():
+    dev_sh = (REPO / "dev.sh").read_text()
     makefile = (REPO / "Makefile").read_text()
-    for target in ("demo", "test"):
-        assert f"make {target}" in README
-        assert re.search(rf"^{target}:", makefile, re.M)
-    assert "make test" in (REPO / ".ci" / "run").read_text()
+    for command in ("demo", "test", "ci"):
+        assert f"./dev.sh {command}" in README
+        assert re.search(rf"^  [a-z0-9|-]*\b{command}\b[a-z0-9|-]*\)", dev_sh, re.M), command
+        assert re.search(rf"^{command}: ; \$\(DEV\) {command}\b", makefile, re.M), command
+    assert "./dev.sh ci" in (REPO / ".ci" / "run").read_text()
 
 
 def test_module_layout_follows_the_house_order():

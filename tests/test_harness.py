@@ -128,6 +128,7 @@ def test_server_revived_after_previous_test_killed_it(server: Any, db: ScratchDa
     assert db.query("SELECT 1") == [(1,)]
 
 
+@pytest.mark.server
 def test_second_server_with_binlog_and_tcp(tmp_path: Path) -> None:
     """extra_args and port reach mariadbd; the context manager stops the server."""
     with socket.socket() as s:
