@@ -322,3 +322,136 @@ def test_guard_with_a_parameter_marker_and_string_keys_is_refused(db, tmp_path):
                           controls__guard="note LIKE '%sale%'")
     write_csv(tmp_path / "csv" / "k.csv", ["a", "b"], header="code")
     expect_refused(db, config, ["must not contain '%s'"], tables=("codes", "codes_arch"))
+
+
+# --------------------------------------------------------------------------- copies that would differ
+
+def test_not_null_archive_column_for_a_nullable_source_column_is_refused(db, tmp_path):
+    config = setup_rewards(db, tmp_path)
+    db.execute("UPDATE rewards SET note = NULL WHERE id = 3")
+    db.execute("ALTER TABLE rewards_archives MODIFY note VARCHAR(191) NOT NULL DEFAULT ''")
+    expect_refused(db, config, ["archive column `note` is NOT NULL but the source's is nullable"])
+
+
+def test_nullable_timestamp_into_not_null_timestamp_is_refused(db, tmp_path):
+    """Stored, a NULL would silently become the current time: a different row."""
+    config = setup_rewards(db, tmp_path)
+    db.execute("ALTER TABLE rewards ADD COLUMN paid_at TIMESTAMP NULL")
+    db.execute("ALTER TABLE rewards_archives ADD COLUMN paid_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP")
+    expect_refused(db, config, ["`paid_at` is NOT NULL but the source's is nullable"])
+
+
+def test_generated_archive_column_for_stored_source_data_is_refused(db, tmp_path):
+    config = setup_rewards(db, tmp_path)
+    db.execute("ALTER TABLE rewards ADD COLUMN total DECIMAL(13,2) NULL")
+    db.execute("UPDATE rewards SET total = 90.00")
+    db.execute("ALTER TABLE rewards_archives ADD COLUMN total DECIMAL(13,2) AS (amount * 2) STORED")
+    expect_refused(db, config, ["archive column `total` is generated but the source's is stored data"])
+
+
+def test_generated_columns_with_different_expressions_are_refused(db, tmp_path):
+    config = setup_rewards(db, tmp_path)
+    db.execute("ALTER TABLE rewards ADD COLUMN total DECIMAL(13,2) AS (amount * 2) VIRTUAL")
+    db.execute("ALTER TABLE rewards_archives ADD COLUMN total DECIMAL(13,2) AS (amount * 3) VIRTUAL")
+    expect_refused(db, config, ["archive column `total` is generated but the source's is generated differently"])
+
+
+def test_a_source_generated_column_is_copied_into_a_stored_archive_column(db, tmp_path):
+    config = setup_rewards(db, tmp_path)
+    db.execute("ALTER TABLE rewards ADD COLUMN doubled DECIMAL(13,2) AS (amount * 2) VIRTUAL")
+    db.execute("ALTER TABLE rewards_archives ADD COLUMN doubled DECIMAL(13,2) NULL")
+    expect_success(db, config)
+    assert db.query("SELECT COUNT(*) FROM rewards_archives WHERE doubled <=> amount * 2") == [(len(CSV_IDS),)]
+
+
+def test_archive_key_with_another_collation_is_refused(db, tmp_path):
+    for table, collation in (("src", "utf8mb4_general_ci"), ("arc", "utf8mb4_bin")):
+        db.execute(f"CREATE TABLE {table} (code VARCHAR(20) COLLATE {collation} NOT NULL PRIMARY KEY, n INT)")
+    db.execute("INSERT INTO src VALUES ('a', 1), ('B', 2)")
+    write_csv(tmp_path / "csv" / "ids.csv", ["a", "B"], header="code")
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                          archive__key_column="code", archive__csv_column="code")
+    expect_refused(db, config, ["key column `code` has collation utf8mb4_general_ci in the source but "
+                                "utf8mb4_bin in the archive"], tables=("src", "arc"))
+
+
+@pytest.mark.parametrize("table, engine", [("rewards", "MyISAM"), ("rewards", "Aria"),
+                                           ("rewards_archives", "MyISAM"), ("rewards_archives", "MEMORY")])
+def test_non_transactional_tables_are_refused_by_name(db, tmp_path, table, engine):
+    config = setup_rewards(db, tmp_path)
+    if engine == "MEMORY":
+        db.execute("ALTER TABLE rewards_archives MODIFY payload VARCHAR(2000) NULL, MODIFY note VARCHAR(255)")
+    db.execute(f"ALTER TABLE {table} ENGINE={engine}")
+    expect_refused(db, config, [f"table `{table}` uses the {engine} engine, which cannot roll back"])
+
+
+def test_a_non_transactional_tracking_table_is_refused(db, tmp_path):
+    config = setup_rewards(db, tmp_path)
+    assert run_cli(config, "--dry-run").returncode == 0
+    db.execute(archive_ddl("batch_processing_logs").replace("ENGINE=InnoDB", "ENGINE=MyISAM"))
+    before = snapshots(db, ("rewards", "rewards_archives"))
+    result = run_cli(config)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "table `batch_processing_logs` uses the MyISAM engine" in result.stderr
+    assert snapshots(db, ("rewards", "rewards_archives")) == before
+
+
+def archive_ddl(table: str) -> str:
+    """The current DDL of one tracking table."""
+    import archive
+    return next(ddl for ddl in archive.TRACKING_DDL if f"`{table}`" in ddl.split("(")[0])
+
+
+# --------------------------------------------------------------------------- side effects
+
+def make_delete_trigger(db: ScratchDatabase) -> None:
+    """pt-archiver's sakila shape: an AFTER DELETE trigger writing to a MyISAM table."""
+    db.execute("CREATE TABLE deleted_log (id BIGINT, at TIMESTAMP DEFAULT CURRENT_TIMESTAMP) ENGINE=MyISAM")
+    db.execute("CREATE TRIGGER rewards_ad AFTER DELETE ON rewards FOR EACH ROW "
+               "INSERT INTO deleted_log (id) VALUES (OLD.id)")
+
+
+def test_a_delete_trigger_on_the_source_is_refused_unless_allowed(db, tmp_path):
+    config = setup_rewards(db, tmp_path)
+    make_delete_trigger(db)
+    expect_refused(db, config, ["rewards_ad (AFTER DELETE)", "allow_triggers"],
+                   tables=("rewards", "rewards_archives", "deleted_log"))
+
+
+def test_an_insert_trigger_on_the_archive_is_refused_unless_allowed(db, tmp_path):
+    config = setup_rewards(db, tmp_path)
+    db.execute("CREATE TRIGGER arc_bi BEFORE INSERT ON rewards_archives FOR EACH ROW SET NEW.note = 'changed'")
+    expect_refused(db, config, ["arc_bi (BEFORE INSERT)", "allow_triggers"])
+
+
+def test_an_allowed_trigger_is_noted_and_the_run_goes_on(db, tmp_path):
+    config = setup_rewards(db, tmp_path, archive__allow_triggers="yes")
+    make_delete_trigger(db)
+    checked = run_cli(config, "--check")
+    assert checked.returncode == 0 and "triggers accepted by config: rewards_ad" in checked.stdout
+    expect_success(db, config)
+    assert db.count("deleted_log") == len(CSV_IDS)
+
+
+def test_a_system_versioned_source_is_refused_unless_allowed(db, tmp_path):
+    config = setup_rewards(db, tmp_path)
+    db.execute("ALTER TABLE rewards ADD SYSTEM VERSIONING")
+    expect_refused(db, config, ["source `rewards` is system-versioned", "allow_system_versioning"])
+    allowed = write_config(tmp_path, db, archive__batch_size=BATCH, archive__allow_system_versioning="yes")
+    checked = run_cli(allowed, "--check")
+    assert checked.returncode == 0 and "deleted rows stay as history" in checked.stdout, checked.stdout
+    result = run_cli(allowed)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.count("rewards") == len(IDS) - len(CSV_IDS)
+    history = db.scalar("SELECT COUNT(*) FROM rewards FOR SYSTEM_TIME ALL")
+    assert history == len(IDS), "the deleted rows are kept as history, as --check said"
+
+
+def test_set_null_children_are_described_as_what_happens(db, tmp_path):
+    config = setup_rewards(db, tmp_path, archive__allow_cascading_deletes="yes")
+    create_child(db, "SET NULL", [3, 25])
+    checked = run_cli(config, "--check")
+    assert "ON DELETE SET NULL: its key column is set to NULL when the parent goes" in checked.stdout
+    assert "vanish" not in checked.stdout
+    expect_success(db, config)
+    assert db.query("SELECT item_id, reward_id FROM reward_items ORDER BY item_id") == [(1003, None), (1025, 25)]

@@ -1,0 +1,260 @@
+"""A listed key moves exactly its own row, and "identical" means identical for every type.
+
+Each test builds its own tables on the throwaway server, runs archive.py as cron
+would, and compares every row of both tables before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import ScratchDatabase, read_text_logs, run_cli, write_config, write_csv
+from throwaway_server import find_mariadb_binary
+
+KEY_TABLE = """CREATE TABLE {table} (
+  code VARCHAR(32) CHARACTER SET {charset} COLLATE {collation} NOT NULL PRIMARY KEY,
+  note VARCHAR(40) NULL
+) ENGINE=InnoDB"""
+
+
+def text_key_job(db: ScratchDatabase, tmp_path: Path, codes: list[str], listed: list[Any],
+                 charset: str = "utf8mb4", collation: str = "utf8mb4_general_ci", quote: bool = False) -> Path:
+    """Source and archive keyed by a text column holding `codes`; a CSV listing `listed`."""
+    for table in ("src", "arc"):
+        db.execute(KEY_TABLE.format(table=table, charset=charset, collation=collation))
+    db.executemany("INSERT INTO src (code, note) VALUES (%s, %s)", [(c, f"row {c!r}") for c in codes])
+    lines = ["code"] + [('"' + str(k).replace('"', '""') + '"') if quote else str(k) for k in listed]
+    (tmp_path / "csv").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "csv" / "keys.csv").write_bytes(("\n".join(lines) + "\n").encode())
+    return write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                        archive__key_column="code", archive__csv_column="code", archive__batch_size=50)
+
+
+def codes_in(db: ScratchDatabase, table: str) -> list[str]:
+    """The keys in a table, compared as bytes so collation cannot blur them."""
+    return sorted(r[0] for r in db.query(f"SELECT code FROM {table} ORDER BY BINARY code"))
+
+
+@pytest.mark.parametrize("charset, collation, stored, listed", [
+    ("utf8mb4", "utf8mb4_general_ci", ["ABC", "résumé", "def ", "tag🐬"], ["abc", "resume", "def", "tag🐳"]),
+    ("utf8mb4", "utf8mb4_bin", ["def "], ["def"]),
+    ("latin1", "latin1_swedish_ci", ["Müller", "ABC"], ["Myller", "abc"]),
+    ("utf8mb3", "utf8mb3_general_ci", ["Straße", "ABC"], ["Strasse", "abc"]),
+])
+def test_collation_equality_never_moves_an_unlisted_row(db, tmp_path, charset, collation, stored, listed):
+    config = text_key_job(db, tmp_path, stored, listed, charset, collation)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert codes_in(db, "src") == sorted(stored), "an unlisted row moved"
+    assert codes_in(db, "arc") == []
+    assert f"not found {len(listed)}" in result.stdout
+    assert db.query("SELECT not_found, rows_archived FROM process_logs") == [(len(listed), 0)]
+    assert db.query("SELECT not_found FROM batch_processing_logs") == [(len(listed),)]
+    assert db.query("SELECT not_found FROM file_processing_logs") == [(len(listed),)]
+
+
+def test_the_exact_keys_still_move_and_the_rest_is_counted_as_not_found(db, tmp_path):
+    stored = ["ABC", "abd", "résumé", "def ", "tag🐬", "x"]
+    config = text_key_job(db, tmp_path, stored, ["ABC", "résumé", "def ", "tag🐬", "abc", "nope"], quote=True)
+    dry = json.loads(run_cli(config, "--dry-run", "--json").stdout)
+    assert (dry["rows_to_archive"], dry["total"]["not_found"]) == (4, 2)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert codes_in(db, "arc") == sorted(["ABC", "résumé", "def ", "tag🐬"])
+    assert codes_in(db, "src") == ["abd", "x"]
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(4, 2)]
+
+
+def test_whitespace_inside_quotes_is_data(db, tmp_path):
+    stored = ["x1", " x1", "tab", "tab\t", "nb", "nb\u00a0", "two\nlines", "two"]
+    config = text_key_job(db, tmp_path, stored, [" x1", "tab\t", "nb\u00a0", "two\nlines"],
+                          collation="utf8mb4_bin", quote=True)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert codes_in(db, "arc") == sorted([" x1", "tab\t", "nb\u00a0", "two\nlines"])
+    assert codes_in(db, "src") == sorted(["x1", "tab", "nb", "two"])
+
+
+def test_a_key_the_column_cannot_hold_rejects_its_file_before_any_batch(db, tmp_path):
+    config = text_key_job(db, tmp_path, ["Lodz", "ok1", "ok2"], ["ok1", "Łódź"], "latin1", "latin1_swedish_ci")
+    (tmp_path / "csv" / "later.csv").write_text("code\nok2\n")
+    result = run_cli(config)
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    assert "keys.csv line 3" in result.stderr and "latin1 column cannot hold" in result.stderr
+    assert codes_in(db, "arc") == ["ok2"], "the later file must still run"
+    assert codes_in(db, "src") == ["Lodz", "ok1"], "nothing of the rejected file may move"
+    assert db.query("SELECT file_name, status FROM file_processing_logs ORDER BY id") == [
+        ("keys.csv", "FAILED"), ("later.csv", "COMPLETED")]
+    again = run_cli(config)
+    assert again.returncode == 4 and codes_in(db, "arc") == ["ok2"]
+
+
+def test_binary_uuid_keys_are_listed_in_hex(db, tmp_path):
+    db.execute("CREATE TABLE src (id BINARY(16) NOT NULL PRIMARY KEY, note VARCHAR(20))")
+    db.execute("CREATE TABLE arc LIKE src")
+    keys = [bytes.fromhex(f"{n:02x}" * 16) for n in (1, 2, 3)]
+    db.executemany("INSERT INTO src VALUES (%s, %s)", [(k, k.hex()[:6]) for k in keys])
+    db.execute("INSERT INTO src VALUES (%s, 'padded')", (b"\x01\x02" + b"\x00" * 14,))
+    write_csv(tmp_path / "csv" / "ids.csv", ["0x" + keys[0].hex(), keys[2].hex().upper()])
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc")
+    assert "Verdict: READY." in run_cli(config, "--check").stdout
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert sorted(r[0] for r in db.query("SELECT id FROM arc")) == [keys[0], keys[2]]
+    write_csv(tmp_path / "csv" / "short.csv", ["0x0102"])
+    short = run_cli(config)
+    assert short.returncode == 4 and "short.csv line 2" in short.stderr and "exactly 16" in short.stderr
+    assert db.count("src") == 2
+
+
+def test_auto_increment_id_0_is_archived_as_0(db, tmp_path):
+    db.execute("CREATE TABLE src (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, note VARCHAR(20))")
+    db.execute("CREATE TABLE arc LIKE src")
+    db.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')")
+    db.execute("INSERT INTO src VALUES (0, 'zero'), (1, 'one'), (2, 'two')")
+    write_csv(tmp_path / "csv" / "ids.csv", [0, 2])
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc")
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT id, note FROM arc ORDER BY id") == [(0, "zero"), (2, "two")]
+    assert db.query("SELECT id, note FROM src") == [(1, "one")]
+
+
+# --------------------------------------------------------------------------- every type
+
+# (column, type, value in the source row, value in the archived copy one step away)
+STEPS = [
+    ("ti", "TINYINT", "1", "2"),
+    ("su", "SMALLINT UNSIGNED", "65534", "65535"),
+    ("mi", "MEDIUMINT", "-1", "0"),
+    ("i", "INT", "2147483646", "2147483647"),
+    ("bu", "BIGINT UNSIGNED", "18446744073709551614", "18446744073709551615"),
+    ("de", "DECIMAL(20,6)", "1.000001", "1.000002"),
+    ("fl", "FLOAT", "0.1234567", "0.1234568"),
+    ("fl", "FLOAT", "16777216", "16777218"),
+    ("fl", "FLOAT", "-1e-50", "0"),  # FLOAT keeps -0, which equals 0 as a number
+    ("fm", "FLOAT(7,4)", "1.2345", "1.2346"),
+    ("db", "DOUBLE", "1", "1.0000000000000002"),
+    ("bt", "BIT(64)", "b'1'", "b'11'"),
+    ("da", "DATE", "'2024-01-01'", "'2024-01-02'"),
+    ("tm", "TIME(6)", "'10:00:00.000001'", "'10:00:00.000002'"),
+    ("dt", "DATETIME(6)", "'2024-01-01 00:00:00.000001'", "'2024-01-01 00:00:00.000002'"),
+    ("ts", "TIMESTAMP(6) NULL", "FROM_UNIXTIME(1698539400)", "FROM_UNIXTIME(1698543000)"),  # DST: same wall time
+    ("ts", "TIMESTAMP(6) NULL", "FROM_UNIXTIME(1700000000.000001)", "FROM_UNIXTIME(1700000000.000002)"),
+    ("yr", "YEAR", "2001", "2002"),
+    ("ch", "CHAR(10) COLLATE utf8mb4_general_ci", "'abc'", "'ABC'"),
+    ("vc", "VARCHAR(20) COLLATE utf8mb4_general_ci", "'abc'", "'abc '"),
+    ("vl", "VARCHAR(20) CHARACTER SET latin1", "'e'", "'é'"),
+    ("bn", "BINARY(4)", "x'00000001'", "x'00000002'"),
+    ("vb", "VARBINARY(8)", "x'01'", "x'0100'"),
+    ("tx", "TEXT", "'a'", "'A'"),
+    ("tx", "TEXT", "NULL", "''"),
+    ("bl", "BLOB", "x'00'", "x'0000'"),
+    ("en", "ENUM('','a','b')", "''", "'zz'"),  # an invalid value is stored as index 0
+    ("st", "SET('x','y')", "'x'", "'x,y'"),
+    ("js", "JSON", "'{\"a\": 1, \"b\": 2}'", "'{\"b\": 2, \"a\": 1}'"),
+    ("ge", "POINT NULL", "ST_GeomFromText('POINT(1 2)')", "ST_GeomFromText('POINT(1 2.0000001)')"),
+    ("i4", "INET4", "'10.0.0.1'", "'10.0.0.2'"),
+    ("i6", "INET6", "'::1'", "'::2'"),
+    ("uu", "UUID", "'123e4567-e89b-12d3-a456-426614174000'", "'123e4567-e89b-12d3-a456-426614174001'"),
+]
+
+
+@pytest.fixture
+def berlin_time(server):
+    """The server's time zone set to Europe/Berlin (DST) for this test, then back to SYSTEM."""
+    tool = find_mariadb_binary("mariadb-tzinfo-to-sql", "mysql_tzinfo_to_sql")
+    if tool is None:
+        pytest.skip("mariadb-tzinfo-to-sql not found (package mariadb-server)")
+    conn = server.connect("mysql")
+    cur = conn.cursor()
+    cur.execute("SELECT COUNT(*) FROM time_zone_name WHERE Name = 'Europe/Berlin'")
+    if not cur.fetchone()[0]:
+        sql = subprocess.run([tool, "/usr/share/zoneinfo/Europe/Berlin", "Europe/Berlin"], check=True,
+                             capture_output=True, text=True).stdout
+        for statement in (s for s in sql.split(";\n") if s.strip()):
+            cur.execute(statement)
+        conn.commit()
+    cur.execute("SET GLOBAL time_zone = 'Europe/Berlin'")
+    try:
+        yield
+    finally:
+        cur.execute("SET GLOBAL time_zone = 'SYSTEM'")
+        conn.close()
+
+
+def test_a_one_step_difference_in_any_type_is_a_conflict(db, tmp_path, berlin_time):
+    columns = {}
+    for name, sql_type, _, _ in STEPS:
+        columns.setdefault(name, sql_type)
+    ddl = ", ".join(f"`{n}` {t}" for n, t in columns.items())
+    for table in ("src", "arc"):
+        db.execute(f"CREATE TABLE {table} (id INT NOT NULL PRIMARY KEY, {ddl}) ENGINE=InnoDB")
+    conn = db.connect()
+    cur = conn.cursor()
+    # UTC here: in Berlin, FROM_UNIXTIME of the second 02:30 on the DST night maps back to the first.
+    cur.execute("SET SESSION time_zone = '+00:00', sql_mode = ''")  # '' lets the invalid ENUM in
+    for key, (name, _, source_value, _) in enumerate(STEPS, start=1):
+        cur.execute(f"INSERT INTO src (id, `{name}`) VALUES ({key}, {source_value})")
+    twin = len(STEPS) + 1
+    cur.execute(f"INSERT INTO src (id, ti, ts, tx) VALUES ({twin}, 7, FROM_UNIXTIME(1698539400), NULL)")
+    cur.execute("INSERT INTO arc SELECT * FROM src")
+    for key, (name, _, _, archived_value) in enumerate(STEPS, start=1):
+        cur.execute(f"UPDATE arc SET `{name}` = {archived_value} WHERE id = {key}")
+        assert cur.rowcount == 1, f"{name}: {archived_value} did not change the archived copy"
+    conn.commit()
+    conn.close()
+    before = {t: db.query(f"SELECT id, HEX(CONCAT_WS('|', {', '.join(f'HEX(`{n}`)' for n in columns)})), "
+                          f"UNIX_TIMESTAMP(ts), fl FROM {t} ORDER BY id") for t in ("src", "arc")}
+    write_csv(tmp_path / "csv" / "ids.csv", range(1, twin + 1))
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc")
+    result = run_cli(config)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    kept = [r[0] for r in db.query("SELECT id FROM src ORDER BY id")]
+    judged_identical = [f"{STEPS[k - 1][0]}: {STEPS[k - 1][2]} vs {STEPS[k - 1][3]}"
+                        for k in range(1, twin) if k not in kept]
+    assert not judged_identical, f"different values judged identical, source row deleted: {judged_identical}"
+    assert kept == list(range(1, twin)), "the identical twin must leave the source"
+    assert db.query("SELECT conflicts, duplicates FROM process_logs") == [(len(STEPS), 1)]
+    after = {t: db.query(f"SELECT id, HEX(CONCAT_WS('|', {', '.join(f'HEX(`{n}`)' for n in columns)})), "
+                         f"UNIX_TIMESTAMP(ts), fl FROM {t} ORDER BY id") for t in ("src", "arc")}
+    assert after["arc"] == before["arc"]
+    assert after["src"] == [row for row in before["src"] if row[0] != twin]
+
+
+def test_every_type_is_copied_exactly(db, tmp_path, berlin_time):
+    """The archived copy of a row of every type is the same stored value, not a rendering of it."""
+    columns = {}
+    for name, sql_type, _, _ in STEPS:
+        columns.setdefault(name, sql_type)
+    ddl = ", ".join(f"`{n}` {t}" for n, t in columns.items())
+    for table in ("src", "arc"):
+        db.execute(f"CREATE TABLE {table} (id INT NOT NULL PRIMARY KEY, {ddl}) ENGINE=InnoDB")
+    conn = db.connect()
+    cur = conn.cursor()
+    cur.execute("SET SESSION time_zone = '+00:00', sql_mode = ''")
+    for key, (name, _, source_value, archived_value) in enumerate(STEPS, start=1):
+        cur.execute(f"INSERT INTO src (id, `{name}`) VALUES ({key}, {source_value})")
+        cur.execute(f"INSERT INTO src (id, `{name}`) VALUES ({key + 100}, {archived_value})")
+    conn.commit()
+    conn.close()
+    fingerprint = (f"SELECT id, {', '.join(f'HEX(`{n}`)' for n in columns)}, UNIX_TIMESTAMP(ts), fl, "
+                   "ATAN2(fl, -1), en + 0 FROM {table} ORDER BY id")
+    original = db.query(fingerprint.format(table="src"))
+    write_csv(tmp_path / "csv" / "ids.csv", [r[0] for r in original])
+    result = run_cli(write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc"))
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.count("src") == 0
+    assert db.query(fingerprint.format(table="arc")) == original
+
+
+def test_text_log_records_not_found_keys(db, tmp_path):
+    config = text_key_job(db, tmp_path, ["a"], ["a", "b", "c"])
+    result = run_cli(config)
+    assert result.returncode == 0
+    assert "not found 2" in read_text_logs(tmp_path / "logs")
