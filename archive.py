@@ -1636,6 +1636,15 @@ def explain_write_set_error(exc: BaseException, batch_size: int) -> str | None:
     return None
 
 
+def translate_error(exc: Exception) -> Exception:
+    """The C extension's own exception for a server or connection error, as a mysql.connector.Error."""
+    errno = getattr(exc, "errno", None)
+    if not errno:
+        return exc
+    return mysql.connector.errors.get_mysql_exception(errno, msg=getattr(exc, "msg", str(exc)),
+                                                      sqlstate=getattr(exc, "sqlstate", None))
+
+
 class Database:
     """One connection to a server (or to one node of a cluster), set up for exact copies."""
 
@@ -1764,10 +1773,7 @@ class Database:
         except mysql.connector.Error:
             raise
         except Exception as exc:  # the C extension's nextset() raises server errors untranslated
-            if not getattr(exc, "errno", None):
-                raise
-            raise mysql.connector.errors.get_mysql_exception(
-                exc.errno, msg=exc.msg, sqlstate=exc.sqlstate) from exc
+            raise translate_error(exc) from exc
         return counts
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -1782,7 +1788,12 @@ class Database:
 
     def commit(self) -> None:
         """Commit the open transaction."""
-        self.conn.commit()
+        try:
+            self.conn.commit()
+        except mysql.connector.Error:
+            raise
+        except Exception as exc:  # the C extension's commit() raises its own error type
+            raise translate_error(exc) from exc
 
     def rollback(self) -> None:
         """Roll back, forgetting a connection that is already gone."""
@@ -2517,7 +2528,11 @@ class Tracking:
         return self.run_id
 
     def finish_run(self, status: str, stop_reason: str | None, paused: float, error: str | None) -> None:
-        """Record the run's end (its own small transaction)."""
+        """Record the run's end (its own small transaction); a file still open ends with the run."""
+        if status == "FAILED":
+            self.db.execute("UPDATE file_processing_logs SET status = 'FAILED', finished_at = NOW(), "
+                            "error_message = COALESCE(error_message, %s) WHERE process_log_id = %s "
+                            "AND status = 'PROCESSING'", (fit(error), self.run_id))
         self.db.write(
             "UPDATE process_logs SET status = %s, end_time = NOW(), last_seen = NOW(), stop_reason = %s, "
             "pause_reason = NULL, paused_seconds = %s, "

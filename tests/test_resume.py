@@ -1,0 +1,421 @@
+"""Every listed row is archived and the run tells the truth: jobs sharing tracking tables, a
+database that went back in time, files changed under a run, revisited conflicts, lost commit
+answers, runs that end badly, and the upgrade from schema 1."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+import archive
+from checks import assert_batches_once, assert_conserved, assert_no_run_left_running, make_job, text_log
+from helpers import (
+    ScratchDatabase,
+    create_rewards_tables,
+    insert_rewards,
+    reward_row,
+    run_cli,
+    snapshot,
+    start_cli,
+    wait_until,
+    write_config,
+    write_csv,
+)
+from proxy import CuttingProxy
+
+REPO = Path(archive.__file__).resolve().parent
+
+
+def completed(db) -> int:
+    """Batches committed so far."""
+    if not db.table_exists("batch_processing_logs"):
+        return 0
+    return int(db.scalar("SELECT COUNT(*) FROM batch_processing_logs WHERE status <> 'FAILED'"))
+
+
+# --------------------------------------------------------------------------- jobs sharing tables
+
+def second_job(db, tmp_path: Path, ids, **config) -> Path:
+    """reward_events / reward_events_archives, same shape and keys, its own config and dirs."""
+    create_rewards_tables(db, "reward_events", "reward_events_archives")
+    insert_rewards(db, ids, table="reward_events")
+    return write_config(tmp_path / "events", db, archive__source_table="reward_events",
+                        archive__archive_table="reward_events_archives", **config)
+
+
+def test_jobs_sharing_tracking_tables_never_skip_each_others_files(db, tmp_path):
+    config, original = make_job(db, tmp_path, range(1, 61), {"keys.csv": list(range(1, 61))},
+                                archive__batch_size=10)
+    events = second_job(db, tmp_path, range(1, 61), archive__batch_size=10)
+    write_csv(tmp_path / "events" / "csv" / "keys.csv", range(1, 61))  # same name, same content
+    assert run_cli(config).returncode == 0
+    result = run_cli(events)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "SKIPPING" not in result.stdout and "CHANGED" not in result.stdout
+    assert db.count("reward_events") == 0 and db.count("reward_events_archives") == 60
+    assert_conserved(db, original, set(range(1, 61)))
+    run_id = db.scalar("SELECT MAX(id) FROM process_logs")
+    # the seed's monitoring query, as written, still answers for each run
+    assert db.query_dicts("SELECT MAX(batch_number) as last_batch FROM batch_processing_logs "
+                          f"WHERE process_log_id = {run_id} AND file_name = 'keys.csv';") == [{"last_batch": 6}]
+
+
+def test_an_interrupted_job_does_not_decide_where_another_starts(db, tmp_path):
+    config, _ = make_job(db, tmp_path, range(1, 101), {"keys.csv": list(range(1, 101))},
+                         archive__batch_size=10, controls__max_runtime="1s", controls__sleep_seconds=0.4)
+    events = second_job(db, tmp_path, range(1, 101), archive__batch_size=10)
+    write_csv(tmp_path / "events" / "csv" / "keys.csv", range(1, 101))
+    assert run_cli(config).returncode == 6
+    result = run_cli(events)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "Resuming" not in result.stdout
+    assert db.count("reward_events") == 0
+    assert db.query("SELECT MIN(batch_number) FROM batch_processing_logs b JOIN process_logs p ON "
+                    "p.id = b.process_log_id WHERE p.source_table = 'reward_events'") == [(1,)]
+
+
+# --------------------------------------------------------------------------- a rewound database
+
+TABLES = ("rewards", "rewards_archives", *archive.TRACKING_TABLES)
+
+
+def backup(db) -> None:
+    """What a logical backup would hold: every table's rows, now."""
+    for table in TABLES:
+        db.execute(f"CREATE TABLE bak_{table} LIKE {table}")
+        db.execute(f"INSERT INTO bak_{table} SELECT * FROM {table}")
+
+
+def restore(db) -> None:
+    """Put every table back as it was at backup time (a restore, or a failover to a lagging replica)."""
+    for table in TABLES:
+        db.execute(f"DELETE FROM {table}")
+        db.execute(f"INSERT INTO {table} SELECT * FROM bak_{table}")
+
+
+def test_a_database_restored_from_a_backup_is_not_overruled_by_the_text_log(db, tmp_path):
+    config, original = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))},
+                                archive__batch_size=10, controls__max_runtime="1s",
+                                controls__sleep_seconds=0.4)
+    assert run_cli(config).returncode == 6
+    done = completed(db)
+    assert 1 <= done < 10
+    backup(db)
+    assert run_cli(config, "--max-runtime", "1h", "--sleep", "0").returncode == 0  # the log now says 1-10
+    restore(db)
+    assert db.count("rewards") == 100 - 10 * done
+    result = run_cli(config, "--max-runtime", "1h", "--sleep", "0")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert f"keys of batch {done + 1} are still in the source" in result.stdout
+    assert f"resuming at batch {done + 1}" in result.stdout
+    assert_conserved(db, original, set(range(1, 101)))
+
+
+def test_a_log_checkpoint_is_trusted_when_the_rows_are_gone(db, tmp_path):
+    """The common case: tracking tables lost, rows long archived; the log says where to go on."""
+    config, original = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))},
+                                archive__batch_size=10)
+    assert run_cli(config).returncode == 0
+    for table in archive.TRACKING_TABLES:
+        db.execute(f"DROP TABLE {table}")
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "all 10 batches done per the log checkpoint" in result.stdout
+    assert "REWIND" not in result.stdout
+    assert_conserved(db, original, set(range(1, 101)))
+    assert db.query("SELECT status FROM file_processing_logs") == [("COMPLETED",)]
+    assert "SKIPPING: ids.csv (completed by run" in run_cli(config).stdout
+
+
+# --------------------------------------------------------------------------- files that change
+
+def test_a_file_rewritten_while_its_batches_run_is_not_completed(db, tmp_path):
+    keys = list(range(1, 501))
+    config, original = make_job(db, tmp_path, keys, {"ids.csv": keys}, archive__batch_size=10,
+                                controls__sleep_seconds=0.15)
+    path = tmp_path / "csv" / "ids.csv"
+    content = path.read_bytes()
+    proc = start_cli(config)
+    wait_until(lambda: completed(db) >= 5, timeout=60)
+    with open(path, "r+b") as handle:  # truncated in place, as an editor or exporter might
+        handle.truncate(len(content) // 3)
+    assert proc.wait(timeout=120) == archive.EXIT_REJECTED, proc.read_stderr()
+    assert "changed on disk while its batches ran" in proc.read_stderr()
+    assert db.query("SELECT status FROM file_processing_logs") == [("CHANGED",)]
+    assert db.scalar("SELECT COUNT(*) FROM file_processing_logs WHERE status = 'COMPLETED'") == 0
+    path.write_bytes(content)  # the same content again: it must not count as done
+    rerun = run_cli(config, "--sleep", "0")
+    assert rerun.returncode == 0, (rerun.stdout, rerun.stderr)
+    assert_conserved(db, original, set(keys))
+    assert db.count("rewards") == 0
+
+
+def test_a_file_that_vanishes_before_its_turn_is_reported_and_the_others_run(db, tmp_path):
+    config, _ = make_job(db, tmp_path, range(1, 131), {"a.csv": list(range(1, 101)), "b.csv": [101, 102],
+                                                       "c.csv": [103, 104]},
+                         archive__batch_size=10, controls__sleep_seconds=0.1)
+    proc = start_cli(config)
+    wait_until(lambda: completed(db) >= 2, timeout=60)
+    (tmp_path / "csv" / "b.csv").unlink()
+    assert proc.wait(timeout=60) == archive.EXIT_REJECTED, proc.read_stderr()
+    assert "b.csv" in proc.read_stderr()
+    assert db.query("SELECT file_name, status FROM file_processing_logs ORDER BY id") == [
+        ("a.csv", "COMPLETED"), ("b.csv", "FAILED"), ("c.csv", "COMPLETED")]
+
+
+@pytest.mark.parametrize("before", [b"\n", b"   \n", b"\xef\xbb\xbf\n", b"\xef\xbb\xbf\r\n\r\n"])
+def test_blank_lines_before_the_header_do_not_empty_the_file(db, tmp_path, before):
+    config, original = make_job(db, tmp_path, range(1, 21), {}, archive__batch_size=10)
+    (tmp_path / "csv" / "ids.csv").write_bytes(before + b"id\n" + b"".join(b"%d\n" % i for i in range(1, 21)))
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert_conserved(db, original, set(range(1, 21)))
+
+
+# --------------------------------------------------------------------------- conflicts revisited
+
+def make_conflicts(db, keys) -> None:
+    """Archived versions of `keys` that differ from the source rows."""
+    insert_rewards(db, keys, table="rewards_archives")
+    db.execute(f"UPDATE rewards_archives SET note = 'older version' WHERE id IN ({','.join(map(str, keys))})")
+
+
+def test_the_readme_conflict_procedure_works_as_written(db, tmp_path):
+    config, original = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 31))},
+                                archive__batch_size=10)
+    make_conflicts(db, [5, 6, 7])
+    first = run_cli(config)
+    assert first.returncode == 3
+    assert db.query("SELECT status FROM file_processing_logs") == [("CONFLICTS",)]
+    status = run_cli(config, "--status").stdout
+    assert "Open conflicts" in status and "ids.csv: 3 keys" in status
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Duplicate conflicts")[1].split("\n## ")[0]
+    # The README's steps: delete the archived copy you no longer want, then rerun ...
+    assert "DELETE FROM rewards_archives WHERE id = " in section and "rerun" in section.lower()
+    db.execute("DELETE FROM rewards_archives WHERE id = 5")
+    # ... or make it the version you want to keep, then rerun.
+    db.execute("UPDATE rewards_archives a JOIN rewards s ON s.id = a.id SET a.note = s.note WHERE a.id = 6")
+    second = run_cli(config)
+    assert second.returncode == 3, "key 7 still differs: cron must keep mailing"
+    assert "RECHECK: ids.csv: 2 of 3 earlier conflict(s) resolved, 1 still differ" in second.stdout
+    assert snapshot(db, "rewards_archives")[5] == reward_row(5)
+    assert set(snapshot(db, "rewards")) == {7}
+    db.execute("DELETE FROM rewards_archives WHERE id = 7")
+    third = run_cli(config)
+    assert third.returncode == 0, (third.stdout, third.stderr)
+    assert_conserved(db, original, set(range(1, 31)))
+    assert db.query("SELECT status, COUNT(*) FROM conflict_logs GROUP BY status") == [("RESOLVED", 3)]
+    assert db.query("SELECT DISTINCT status FROM file_processing_logs WHERE file_name = 'ids.csv'") == [
+        ("COMPLETED",)]
+    assert "Open conflicts" not in run_cli(config, "--status").stdout
+    assert run_cli(config).returncode == 0
+
+
+# --------------------------------------------------------------------------- a lost COMMIT answer
+
+def test_a_commit_whose_answer_was_lost_keeps_its_counts(db, tmp_path, server):
+    if not server.client_socket:
+        pytest.skip("needs the throwaway server's unix socket for the proxy")
+    config, original = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 31))},
+                                archive__batch_size=10)
+    make_conflicts(db, [3])
+    proxy = CuttingProxy(tmp_path / "proxy.sock", server.client_socket,
+                         lambda data: b"INSERT INTO batch_processing_logs" in data and b"COMMIT" in data)
+    try:
+        proxied = write_config(tmp_path, db, archive__batch_size=10, database__unix_socket=tmp_path / "proxy.sock")
+        result = run_cli(proxied)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1, "the proxy must have cut the first batch's COMMIT"
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "RETRY: Batch 1" in result.stdout
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("SUMMARY:"))
+    assert "rows archived 29" in summary and "conflicts 1" in summary, summary
+    assert "STATUS: COMPLETED_WITH_DUPLICATES" in text_log(tmp_path)
+    assert_batches_once(db, "ids.csv", 3)
+    assert config  # the direct config is unused: the run went through the proxy
+    assert set(snapshot(db, "rewards")) == {3}
+    assert len(original) == 30
+
+
+# --------------------------------------------------------------------------- runs that end badly
+
+def test_a_huge_error_is_cut_to_fit_and_the_file_is_rejected_not_left_processing(db, tmp_path):
+    config, _ = make_job(db, tmp_path, range(1, 11), {"z.csv": [1, 2]}, archive__batch_size=10)
+    (tmp_path / "csv" / "a.csv").write_text(",".join(str(n) for n in range(1, 20_001)) + "\n1\n")
+    result = run_cli(config)
+    assert result.returncode == 4, (result.stdout, result.stderr[:300])
+    rows = db.query("SELECT file_name, status, LENGTH(error_message) FROM file_processing_logs ORDER BY id")
+    assert [(r[0], r[1]) for r in rows] == [("a.csv", "FAILED"), ("z.csv", "COMPLETED")]
+    assert rows[0][2] <= 65535
+    assert db.query("SELECT status FROM process_logs") == [("COMPLETED",)]
+    assert run_cli(config).returncode == 4  # the next run is not blocked either
+
+
+def test_a_full_disk_for_the_text_log_fails_the_run_visibly(db, tmp_path):
+    config, original = make_job(db, tmp_path, range(1, 11), {"ids.csv": list(range(1, 11))})
+    log = tmp_path / "logs" / archive.log_file_name(archive.dt.datetime.now())
+    os.symlink("/dev/full", log)  # every write fails with ENOSPC, as on a full disk
+    result = run_cli(config)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
+    rows = db.query("SELECT status, error_message FROM process_logs")
+    assert rows[0][0] == "FAILED" and "text log" in rows[0][1], rows
+    assert_no_run_left_running(db)
+    assert_conserved(db, original, set())
+
+
+def test_a_reader_that_closes_stdout_fails_the_run_without_leaving_it_running(db, tmp_path):
+    config, original = make_job(db, tmp_path, range(1, 201), {"ids.csv": list(range(1, 201))},
+                                archive__batch_size=5, controls__sleep_seconds=0.05)
+    import subprocess
+    proc = start_cli(config, "-v", stdout=subprocess.PIPE)
+    for _ in range(3):  # `archive.py -v | head -3`
+        proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 1
+    assert "broken pipe" in proc.read_stderr()
+    assert db.query("SELECT status FROM process_logs") == [("FAILED",)]
+    assert_no_run_left_running(db)
+    rerun = run_cli(config, "--sleep", "0")
+    assert rerun.returncode == 0
+    assert_conserved(db, original, set(range(1, 201)))
+
+
+def test_a_file_name_that_is_not_utf8_is_rejected_and_the_others_run(db, tmp_path):
+    config, original = make_job(db, tmp_path, range(1, 21), {"b.csv": list(range(1, 11))})
+    odd = os.path.join(os.fsencode(tmp_path / "csv"), b"caf\xe9.csv")
+    with open(odd, "wb") as handle:
+        handle.write(b"id\n15\n")
+    result = run_cli(config)
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    assert "caf\\xe9.csv: the file name is not valid UTF-8" in result.stderr
+    assert_conserved(db, original, set(range(1, 11)))
+
+
+def test_an_unexpected_exception_ends_the_run_as_failed(db, tmp_path, monkeypatch, capsys):
+    config, original = make_job(db, tmp_path, range(1, 21), {"ids.csv": list(range(1, 21))})
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(archive, "show_progress", broken)  # any bug after the first batch
+    code = archive.main([str(config)])
+    assert code == 1
+    assert "internal error: RuntimeError: a bug" in capsys.readouterr().err
+    row = db.query("SELECT status, error_message FROM process_logs")[0]
+    assert row[0] == "FAILED" and "internal error: RuntimeError: a bug" in row[1]
+    assert_no_run_left_running(db)
+    assert_conserved(db, original, set(range(1, 21)))  # the batch before the bug committed
+
+
+def test_a_frozen_run_does_not_hold_its_connection_past_the_servers_wait_timeout(db, tmp_path, server):
+    config, original = make_job(db, tmp_path, range(1, 201), {"ids.csv": list(range(1, 201))},
+                                archive__batch_size=5, controls__sleep_seconds=0.3)
+    root = server.connect()
+    cur = root.cursor()
+    cur.execute("SET GLOBAL wait_timeout = 4")
+    try:
+        proc = start_cli(config)
+        wait_until(lambda: completed(db) >= 2, timeout=30)
+        connection = db.scalar("SELECT connection_id FROM run_locks")
+        proc.send_signal(signal.SIGSTOP)
+
+        def gone() -> bool:
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", (connection,))
+            return cur.fetchone()[0] == 0
+
+        started = time.monotonic()
+        wait_until(gone, timeout=30, interval=0.5, message="the frozen run's connection to be dropped")
+        assert time.monotonic() - started < 15
+        proc.send_signal(signal.SIGCONT)
+        assert proc.wait(timeout=60) == 0, proc.read_stderr()
+    finally:
+        cur.execute("SET GLOBAL wait_timeout = 28800")
+        root.close()
+    assert_conserved(db, original, set(range(1, 201)))
+    assert_batches_once(db, "ids.csv", 40)
+
+
+# --------------------------------------------------------------------------- schema upgrade
+
+V1_SCHEMA = (REPO / "tests" / "fixtures" / "schema_v1.sql").read_text()
+
+
+def load_v1_half_done_file(db, tmp_path: Path, batches_done: int) -> Path:
+    """Tracking tables as schema-1 archive.py left them after a kill in the middle of ids.csv."""
+    for statement in (s for s in re.sub(r"^--.*$", "", V1_SCHEMA, flags=re.M).split(";") if s.strip()):
+        db.execute(statement)
+    path = tmp_path / "csv" / "ids.csv"
+    data = path.read_bytes()
+    sha, lines = hashlib.sha256(data).hexdigest(), data.split(b"\n")
+    db.execute("INSERT INTO process_logs (id, source_table, archive_table, status, host, pid, start_time, "
+               "total_files) VALUES (7, 'rewards', 'rewards_archives', 'RUNNING', 'old-host', 1, NOW(), 1)")
+    db.execute("INSERT INTO file_processing_logs (process_log_id, file_name, file_size, file_checksum, status, "
+               "batch_size, total_keys, total_batches, processed_batches, last_processed_batch, started_at) "
+               "VALUES (7, 'ids.csv', %s, %s, 'PROCESSING', 10, 100, 10, %s, %s, NOW())",
+               (len(data), sha, batches_done, batches_done))
+    for number in range(1, batches_done + 1):
+        end_line = 1 + 10 * number
+        offset = sum(len(line) + 1 for line in lines[:end_line])
+        db.execute("INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, first_key, "
+                   "last_key, keys_in_batch, rows_archived, rows_deleted, end_offset, end_line) VALUES "
+                   "(7, 'ids.csv', %s, 'COMPLETED', %s, %s, 10, 10, 10, %s, %s)",
+                   (number, 10 * number - 9, 10 * number, offset, end_line))
+        keys = ",".join(str(k) for k in range(10 * number - 9, 10 * number + 1))
+        db.execute(f"INSERT INTO rewards_archives (id, user_id, kind, note, payload, amount, created_at, "
+                   f"updated_at) SELECT id, user_id, kind, note, payload, amount, created_at, updated_at "
+                   f"FROM rewards WHERE id IN ({keys})")
+        db.execute(f"DELETE FROM rewards WHERE id IN ({keys})")
+    return path
+
+
+def show_create(db, tables) -> dict[str, str]:
+    """SHOW CREATE TABLE without the AUTO_INCREMENT counter."""
+    return {t: re.sub(r" AUTO_INCREMENT=\d+", "", db.query(f"SHOW CREATE TABLE {t}")[0][1]) for t in tables}
+
+
+def test_an_upgrade_from_schema_1_resumes_a_half_done_file_at_the_right_batch(db, tmp_path, server):
+    config, original = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))},
+                                archive__batch_size=10)
+    load_v1_half_done_file(db, tmp_path, batches_done=4)
+    check = run_cli(config, "--check")
+    assert "tracking tables are schema 1; the next run upgrades them" in check.stdout
+    result = run_cli(config, "-v")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "MIGRATED: tracking tables to schema 2" in text_log(tmp_path)
+    assert "Resuming file ids.csv from batch 5" in result.stdout
+    assert_conserved(db, original, set(range(1, 101)))
+    assert_batches_once(db, "ids.csv", 10)
+    assert db.query("SELECT id, status, stop_reason FROM process_logs ORDER BY id") == [
+        (7, "INTERRUPTED", "process died"), (8, "COMPLETED", None)]
+    # The migrated tables are the tables a fresh install creates.
+    fresh = ScratchDatabase.create(server, db.name[:50] + "_fresh")
+    try:
+        for ddl in archive.TRACKING_DDL:
+            fresh.execute(ddl)
+        assert show_create(db, archive.TRACKING_TABLES) == show_create(fresh, archive.TRACKING_TABLES)
+    finally:
+        fresh.drop()
+
+
+def test_a_migration_cut_short_is_finished_by_the_next_run(db, tmp_path):
+    config, original = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))},
+                                archive__batch_size=10)
+    load_v1_half_done_file(db, tmp_path, batches_done=3)
+    # a run killed after its first steps: some columns added, no version stamp yet
+    db.execute("ALTER TABLE process_logs ADD COLUMN `job` VARCHAR(300) NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE file_processing_logs ADD COLUMN `job` VARCHAR(300) NOT NULL DEFAULT ''")
+    result = run_cli(config, "-v")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "Resuming file ids.csv from batch 4" in result.stdout
+    assert_conserved(db, original, set(range(1, 101)))
+    assert "tracking schema 2" in db.scalar("SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE "
+                                            "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'process_logs'")
