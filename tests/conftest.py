@@ -12,7 +12,7 @@ Fixtures:
 * ``spawn_cli``: ``spawn_cli(config, *args, **kw)`` starts archive.py like
   ``helpers.start_cli`` and kills whatever is still running at teardown.
 * ``galera_cluster`` (session, started only when a test asks for it): a real
-  3-node ``galera.GaleraCluster`` on loopback (~15 s to form).  Before each
+  3-node ``galera.GaleraCluster`` on loopback (~10-12 s to form).  Before each
   test that uses it, nodes an earlier test killed are restarted and a lost
   quorum is re-bootstrapped.  Skipped when galera-4 or rsync is missing and
   we are not root (as root they are installed with apt-get).

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import pwd
+from pathlib import Path
 
 import mysql.connector
+import pytest
 
+import galera
 from galera import NODE_OS_USER, GaleraCluster
-from helpers import ScratchDatabase
+from helpers import ScratchDatabase, wait_until
 
 
 def _uid_of(pid: int) -> int:
@@ -97,3 +100,50 @@ def test_restarted_node_resyncs(galera_cluster: GaleraCluster,
         assert galera_cluster.status(i, "wsrep_cluster_size") == "3"
     assert galera_cluster.status(1, "wsrep_local_state_comment") == "Synced"
     assert _count_on(galera_cluster, 1, galera_db.name) == 3
+
+
+def test_lost_quorum_answers_1047_until_bootstrapped(galera_cluster: GaleraCluster,
+                                                     galera_db: ScratchDatabase) -> None:
+    """Alone after two nodes die, node 0 refuses queries (1047) until pc.bootstrap."""
+    galera_db.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    galera_db.close()
+    galera_cluster.kill(1)
+    galera_cluster.kill(2)
+    wait_until(lambda: galera_cluster.status(0, "wsrep_cluster_status") == "non-Primary",
+               timeout=30, message="node 0 to lose its primary component")
+    assert galera_cluster.status(0, "wsrep_ready") == "OFF"
+    conn = galera_cluster.connect(0, galera_db.name)
+    try:
+        cur = conn.cursor()
+        with pytest.raises(mysql.connector.Error) as info:
+            cur.execute("SELECT COUNT(*) FROM t")
+        assert info.value.errno == 1047  # WSREP has not yet prepared node for application use
+    finally:
+        conn.close()
+    galera_cluster.bootstrap_primary(0)
+    assert galera_cluster.status(0, "wsrep_cluster_size") == "1"
+    assert _count_on(galera_cluster, 0, galera_db.name) == 0
+
+
+def test_isolated_node_rejoins(galera_cluster: GaleraCluster,
+                               galera_db: ScratchDatabase) -> None:
+    """isolate(2) splits off node 2 (non-Primary) while 0 and 1 go on; it then catches up."""
+    galera_db.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    galera_cluster.isolate(2)
+    wait_until(lambda: galera_cluster.status(2, "wsrep_cluster_status") == "non-Primary",
+               timeout=30, message="node 2 to leave the primary component")
+    galera_cluster.nodes[0].wait_synced(cluster_size=2, timeout=30)
+    galera_db.execute("INSERT INTO t VALUES (1)")
+    galera_cluster.isolate(2, False)
+    galera_cluster.nodes[2].wait_synced(cluster_size=3, timeout=60)
+    assert _count_on(galera_cluster, 2, galera_db.name) == 1
+
+
+def test_missing_galera_is_reported_with_what_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    """Not root and no provider library: nothing is installed, the message names the packages."""
+    monkeypatch.setattr(galera, "GALERA_PROVIDER", str(tmp_path / "libgalera_smm.so"))
+    monkeypatch.setattr(galera.os, "geteuid", lambda: 1000)
+    assert galera.missing_requirements() == ["galera-4"]
+    message = galera.ensure_requirements()
+    assert message is not None and "apt-get install galera-4 rsync" in message
