@@ -11,6 +11,13 @@ Fixtures:
   dropped afterwards.
 * ``spawn_cli``: ``spawn_cli(config, *args, **kw)`` starts archive.py like
   ``helpers.start_cli`` and kills whatever is still running at teardown.
+* ``galera_cluster`` (session, started only when a test asks for it): a real
+  3-node ``galera.GaleraCluster`` on loopback (~10-12 s to form).  Before each
+  test that uses it, nodes an earlier test killed are restarted and a lost
+  quorum is re-bootstrapped.  Skipped when galera-4 or rsync is missing and
+  we are not root (as root they are installed with apt-get).
+* ``galera_db``: a fresh database on that cluster (created through node 0,
+  a ``ScratchDatabase`` on node 0), dropped afterwards.
 
 Set ``ARCHIVE_TEST_KEEP_SERVER=1`` to keep the throwaway data dir and logs.
 """
@@ -24,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from galera import GaleraCluster, ensure_requirements, make_basedir
 from helpers import CliProcess, ScratchDatabase, kill_process_group, start_cli, unique_db_name
 from throwaway_server import DSN_ENV_VAR, ThrowawayMariaDB, server_from_dsn
 
@@ -55,6 +63,8 @@ def _revive_server(request: pytest.FixtureRequest) -> None:
     """Restart the session server if an earlier test killed it (only for tests using it)."""
     if "server" in request.fixturenames:
         request.getfixturevalue("server").ensure_running()
+    if "galera_cluster" in request.fixturenames:
+        request.getfixturevalue("galera_cluster").heal()
 
 
 @pytest.fixture
@@ -73,6 +83,34 @@ def db(server: Any, request: pytest.FixtureRequest) -> Iterator[ScratchDatabase]
         yield scratch
     finally:
         server.ensure_running()  # the test may have killed the server
+        scratch.drop()
+
+
+@pytest.fixture(scope="session")
+def galera_cluster() -> Iterator[GaleraCluster]:
+    """A 3-node Galera cluster for the whole session (its nodes run as the mysql user)."""
+    problem = ensure_requirements()
+    if problem:
+        pytest.skip(problem)
+    cluster = GaleraCluster(make_basedir())
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if not os.environ.get(KEEP_ENV_VAR):
+            shutil.rmtree(cluster.basedir, ignore_errors=True)
+
+
+@pytest.fixture
+def galera_db(galera_cluster: GaleraCluster,
+              request: pytest.FixtureRequest) -> Iterator[ScratchDatabase]:
+    """A fresh database on the cluster, made through node 0; dropped afterwards."""
+    scratch = ScratchDatabase.create(galera_cluster.nodes[0], unique_db_name(request.node.name))
+    try:
+        yield scratch
+    finally:
+        galera_cluster.heal()  # the test may have killed nodes
         scratch.drop()
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -107,6 +108,22 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _chown_tree(path: Path, user: str) -> None:
+    """Give *path* and everything below it to *user* and that user's primary group."""
+    pw = pwd.getpwnam(user)
+    for top, dirs, files in os.walk(path):
+        for name in [top, *(os.path.join(top, n) for n in dirs + files)]:
+            os.chown(name, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+
+
+def _as_user(user: str | None) -> dict[str, Any]:
+    """Popen keyword arguments that run the child as *user* with only its primary group."""
+    if user is None:
+        return {}
+    pw = pwd.getpwnam(user)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
 class _ServerBase:
     """What both kinds of test server share: connecting and the context-manager protocol."""
 
@@ -170,6 +187,7 @@ class ThrowawayMariaDB(_ServerBase):
         startup_timeout: float = 60.0,
         shutdown_timeout: float = 60.0,
         die_with_parent: bool = True,
+        os_user: str | None = None,
     ) -> None:
         """Prepare paths; nothing is started until ``start()``.
 
@@ -178,6 +196,10 @@ class ThrowawayMariaDB(_ServerBase):
         127.0.0.1:port instead of ``--skip-networking``.  With
         ``die_with_parent`` (Linux) mariadbd gets SIGTERM when the thread that
         called ``start()`` dies, so a killed test run leaves no server behind.
+        ``os_user`` (only when we are root) runs mariadbd as that OS user
+        instead of root: *basedir* is chowned to it and the process is started
+        as that user, not through ``--user`` (Linux clears the parent-death
+        signal when a process changes its own uid).
         """
         self.basedir = Path(basedir).resolve()
         self.extra_args: list[str] = list(extra_args or [])
@@ -186,6 +208,7 @@ class ThrowawayMariaDB(_ServerBase):
         self.startup_timeout = startup_timeout
         self.die_with_parent = die_with_parent
         self.shutdown_timeout = shutdown_timeout
+        self.os_user = os_user if os.geteuid() == 0 else None
         self.datadir = self.basedir / "data"
         self.tmpdir = self.basedir / "tmp"
         self.error_log = self.basedir / "mariadbd.err"
@@ -246,7 +269,7 @@ class ThrowawayMariaDB(_ServerBase):
             f"--tmpdir={self.tmpdir}",  # concurrent installs clash over /tmp/#sql-temptable-*
         ]
         if os.geteuid() == 0:
-            cmd.append("--user=root")
+            cmd.append(f"--user={self.os_user or 'root'}")
         with open(self.install_log, "wb") as log:
             result = subprocess.run(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -280,26 +303,33 @@ class ThrowawayMariaDB(_ServerBase):
             cmd.append("--skip-networking")
         else:
             cmd += [f"--port={self.port}", "--bind-address=127.0.0.1"]
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and self.os_user is None:
             cmd.append("--user=root")
         cmd += DEFAULT_SERVER_OPTIONS
         if not any(a.startswith(("--log-bin", "--log_bin")) for a in self.extra_args):
             cmd.append("--skip-log-bin")
         return cmd + self.extra_args
 
+    def prepare(self) -> None:
+        """Create the directories and install the data directory, unless done before."""
+        self.basedir.mkdir(parents=True, exist_ok=True)
+        self.tmpdir.mkdir(exist_ok=True)
+        self._give_to_os_user()  # install-db's bootstrap server writes tmpdir too
+        if not (self.datadir / "mysql").is_dir():
+            self._install()
+            self._give_to_os_user()
+
     def start(self) -> None:
         """Install the data directory if needed, launch mariadbd and wait until usable."""
         if self.is_running():
             return
-        self.basedir.mkdir(parents=True, exist_ok=True)
-        self.tmpdir.mkdir(exist_ok=True)
-        if not (self.datadir / "mysql").is_dir():
-            self._install()
+        self.prepare()
         with open(self.stdout_log, "ab") as out:
             self._proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_term_when_parent_dies if self.die_with_parent else None,
+                **_as_user(self.os_user),
             )
         if not self._atexit_registered:
             atexit.register(self._stop_at_exit)
@@ -309,6 +339,15 @@ class ThrowawayMariaDB(_ServerBase):
         except BaseException:
             self._kill_process()
             raise
+
+    def _give_to_os_user(self) -> None:
+        """With ``os_user``: chown the base directory (and a separate socket dir) to it."""
+        if self.os_user is None:
+            return
+        _chown_tree(self.basedir, self.os_user)
+        socket_dir = Path(self.socket).parent
+        if socket_dir != self.basedir:
+            _chown_tree(socket_dir, self.os_user)
 
     def _wait_ready(self) -> None:
         """Poll until a real connection runs ``SELECT 1``, or raise ServerStartError."""
