@@ -136,7 +136,7 @@ def spawn_cli() -> Iterator[Callable[..., CliProcess]]:
 
 # Fixtures that start or need MariaDB: this file's ``server`` (and so ``db`` and
 # ``controllable_server``) and test_controls.py's primary+replica ``pair``.
-SERVER_FIXTURES = frozenset({"server", "pair"})
+SERVER_FIXTURES = frozenset({"server", "pair", "galera_cluster", "galera_db"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
