@@ -1660,6 +1660,8 @@ class Database:
         self.wsrep = False
         self.node = ""
         self.on_reconnect: Callable[[], None] | None = None
+        self.on_note: Callable[[str], None] = lambda _text: None
+        self.sessions = 0
         self.connect()
 
     @property
@@ -1673,17 +1675,25 @@ class Database:
         Raises ArchiveError naming every address tried when none will do.
         """
         self.disconnect()
-        count = self.settings.endpoints
-        failures = []
-        for step in range(count):
-            index = (self.endpoint + step + (1 if move_on and count > 1 else 0)) % count
-            try:
-                self.open_session(index)
+        count, before = self.settings.endpoints, self.where
+        failures: dict[int, str] = {}
+        # A synced node first; failing that, one that is at least in the primary component
+        # (a desynced donor): the pause logic then waits for it to catch up.
+        for synced_only in (True, False):
+            for step in range(count):
+                index = (self.endpoint + step + (1 if move_on and count > 1 else 0)) % count
+                try:
+                    self.open_session(index, synced_only)
+                except (mysql.connector.Error, NodeNotReady) as exc:
+                    self.disconnect()
+                    failures[index] = f"{self.settings.describe(index)}: {self.explain_connect_error(exc)}"
+                    continue
+                self.sessions += 1
+                if self.sessions > 1:
+                    moved = f" (was {before})" if self.where != before else ""
+                    self.on_note(f"RECONNECTED: to {self.where}{moved}")
                 return
-            except (mysql.connector.Error, NodeNotReady) as exc:
-                self.disconnect()
-                failures.append(f"{self.settings.describe(index)}: {self.explain_connect_error(exc)}")
-        raise Unreachable("cannot connect to " + "; ".join(failures))
+        raise Unreachable("cannot connect to " + "; ".join(failures.values()))
 
     def explain_connect_error(self, exc: BaseException) -> str:
         """The error, plus where the password came from when the server refused it."""
@@ -1692,18 +1702,18 @@ class Database:
             text += f" (password from {self.settings.password_source})"
         return text
 
-    def open_session(self, index: int) -> None:
+    def open_session(self, index: int, synced_only: bool = True) -> None:
         """Connect to address `index` and set up the session; refuse a cluster node that isn't ready."""
         self.conn = mysql.connector.connect(
             **self.settings.connect_kwargs(index), autocommit=True, charset="utf8mb4",
             use_unicode=True, get_warnings=False, client_flags=[ClientFlag.FOUND_ROWS])
         self.cursor = self.conn.cursor()
         self.endpoint = index
-        self.session_setup()
+        self.session_setup(synced_only)
         if self.on_reconnect is not None:
             self.on_reconnect()
 
-    def session_setup(self) -> None:
+    def session_setup(self, synced_only: bool = True) -> None:
         """A session that copies values exactly and reads a cluster causally.
 
         The sql_mode is fixed, not added to: STRICT_ALL_TABLES turns truncation into
@@ -1722,17 +1732,18 @@ class Database:
         wsrep = self.query("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")  # no such variable on MySQL
         self.wsrep = bool(wsrep) and str(wsrep[0][1]).upper() == "ON"
         if self.wsrep:
-            self.check_node_ready()
+            self.check_node_ready(synced_only)
             self.execute("SET SESSION wsrep_sync_wait = 1")  # reads see every commit the cluster made
         self.execute("SET SESSION autocommit = 0")
 
-    def check_node_ready(self) -> None:
-        """A Galera node must be in the primary component and synced to take our writes."""
+    def check_node_ready(self, synced_only: bool = True) -> None:
+        """A Galera node must be in the primary component (and, by preference, synced)."""
         status = self.status_values("wsrep_ready", "wsrep_cluster_status", "wsrep_local_state_comment")
+        state = status.get("wsrep_local_state_comment")
         if status.get("wsrep_ready") != "ON" or status.get("wsrep_cluster_status") != "Primary" \
-                or status.get("wsrep_local_state_comment") != "Synced":
+                or (synced_only and state != "Synced"):
             raise NodeNotReady(f"Galera node not ready: wsrep_ready {status.get('wsrep_ready')}, cluster "
-                               f"{status.get('wsrep_cluster_status')}, state {status.get('wsrep_local_state_comment')}")
+                               f"{status.get('wsrep_cluster_status')}, state {state}")
 
     def status_values(self, *names: str) -> dict[str, str]:
         """Some SHOW GLOBAL STATUS values by name (lower case)."""
@@ -3437,6 +3448,7 @@ def open_run(config: Config, tracking: Tracking, log: TextLog, reporter: Reporte
     notes = [f"MIGRATED: tracking tables to schema {SCHEMA_VERSION}: {step}" for step in tracking.ensure_schema()]
     takeover = tracking.acquire_lock()
     tracking.db.on_reconnect = tracking.retake_lock
+    tracking.db.on_note = lambda text: (log.write(text), reporter.say(text))
     state.run_id = tracking.start_run(len(files))
     write_header(config, log, state)
     notes += [f"LOCK: {takeover}"] if takeover else []
@@ -3478,8 +3490,10 @@ def run(config: Config, verbosity: int = 1) -> int:
         return code
     except AlreadyRunning as exc:
         code = EXIT_LOCKED
-        if isinstance(exc, LostLock):
-            log.write(f"ERROR: {exc}")
+        if isinstance(exc, LostLock):  # the run that took over already marked this one INTERRUPTED
+            status, state.stop_reason = "INTERRUPTED", "lost the run lock"
+            with contextlib.suppress(ArchiveError):
+                log.write(f"ERROR: {exc}")
         raise
     except Exception as exc:
         error = describe_failure(exc)
@@ -3509,7 +3523,7 @@ def describe_failure(exc: BaseException) -> str:
 
 def finish_output(log: TextLog, reporter: Reporter, state: RunState, status: str, code: int) -> None:
     """The SUMMARY line: always in the text log; on the terminal unless -q and nothing to say."""
-    if not state.run_id:
+    if not state.run_id or (code == EXIT_LOCKED and state.stop_reason is None):
         return  # refused or failed before it started: stderr says why
     line = summary_line(state, status)
     quiet_ok = code == EXIT_OK or (code == EXIT_INTERRUPTED and state.planned_stop and state.totals.batches)

@@ -170,3 +170,38 @@ def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_resumes(db, tmp_path, spa
     assert_conserved(db, original, set(range(1, 201)))
     assert_batches_once(db, "ids.csv", 20)
     assert_no_run_left_running(db)
+
+
+def test_a_frozen_run_loses_its_lock_once_its_lease_runs_out_and_cannot_commit_again(db, tmp_path, spawn_cli):
+    lease = {"archive__lock_lease": "15s", "archive__lock_wait_timeout": 2}
+    config, original = make_job(db, tmp_path, range(1, 301), {"ids.csv": list(range(1, 301))},
+                                archive__batch_size=10, controls__sleep_seconds=0.3, **lease)
+    frozen = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 3, timeout=30)
+    frozen.send_signal(signal.SIGSTOP)
+    early = run_cli(config)
+    assert early.returncode == 5 and "lease valid" in early.stderr, early.stderr
+    time.sleep(16)
+    taker = run_cli(config, "--sleep", "0")
+    assert taker.returncode == 0, (taker.stdout, taker.stderr)
+    assert "LOCK: took over the run lock from run 1" in text_log(tmp_path)
+    frozen.send_signal(signal.SIGCONT)
+    assert frozen.wait(timeout=60) == 5
+    assert "lost the run lock" in frozen.read_stderr()
+    assert_conserved(db, original, set(range(1, 301)))
+    assert_batches_once(db, "ids.csv", 30)
+    assert db.query("SELECT status, stop_reason FROM process_logs ORDER BY id") == [
+        ("INTERRUPTED", "process died"), ("COMPLETED", None)]
+
+
+def test_a_killed_runs_lock_is_taken_over_at_once_on_the_same_server(db, tmp_path, spawn_cli):
+    config, original = make_job(db, tmp_path, range(1, 201), {"ids.csv": list(range(1, 201))},
+                                archive__batch_size=10, controls__sleep_seconds=0.2)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 2, timeout=30)
+    kill_process_group(proc)
+    started = time.monotonic()
+    rerun = run_cli(config, "--sleep", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert time.monotonic() - started < 10, "a dead holder's session is gone: no need to wait for the lease"
+    assert_conserved(db, original, set(range(1, 201)))

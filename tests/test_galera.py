@@ -1,0 +1,203 @@
+"""archive.py on a real 3-node MariaDB Galera cluster: one run at a time across nodes, fencing,
+node failover, certification conflicts, write-set limits and --status through any node."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checks import assert_batches_once, assert_conserved, make_job
+from galera import GaleraCluster
+from helpers import ScratchDatabase, kill_process_group, run_cli, wait_until, write_config
+
+
+def causal(db: ScratchDatabase) -> ScratchDatabase:
+    """Make the test's own reads on node 0 wait for everything the cluster committed."""
+    db.execute("SET SESSION wsrep_sync_wait = 1")
+    return db
+
+
+def hosts(cluster: GaleraCluster, *order: int) -> str:
+    """A host list naming the nodes in this order."""
+    return ", ".join(f"127.0.0.1:{cluster.nodes[i].port}" for i in order)
+
+
+def cluster_job(db: ScratchDatabase, tmp_path: Path, cluster: GaleraCluster, keys: range, order=(0, 1, 2),
+                **config: Any) -> tuple[Path, dict]:
+    """The rewards job on the cluster, connecting through the nodes in `order`."""
+    causal(db)
+    return make_job(db, tmp_path, keys, {"ids.csv": list(keys)}, database__host=hosts(cluster, *order),
+                    **config)
+
+
+def batches(db: ScratchDatabase) -> int:
+    """Batches committed so far, as the cluster sees them."""
+    if not db.table_exists("batch_processing_logs"):
+        return 0
+    return int(db.scalar("SELECT COUNT(*) FROM batch_processing_logs WHERE status <> 'FAILED'"))
+
+
+def test_two_runs_on_two_nodes_only_one_archives(galera_db, galera_cluster, tmp_path, spawn_cli):
+    config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 201), archive__batch_size=10,
+                                   controls__sleep_seconds=0.2)
+    first = spawn_cli(config)
+    wait_until(lambda: batches(galera_db) >= 2, timeout=60)
+    other_node = write_config(tmp_path / "node1", galera_db, database__host=hosts(galera_cluster, 1),
+                              archive__batch_size=10, archive__csv_dir=tmp_path / "csv")
+    second = run_cli(other_node)
+    assert second.returncode == 5, (second.stdout, second.stderr)
+    assert "already running" in second.stderr and "lease valid" in second.stderr
+    status = run_cli(write_config(tmp_path / "node2", galera_db, database__host=hosts(galera_cluster, 2)),
+                     "--status")
+    assert "RUNNING (alive: heartbeat" in status.stdout, status.stdout
+    assert first.wait(timeout=120) == 0, first.read_stderr()
+    assert_conserved(galera_db, original, set(range(1, 201)))
+    assert_batches_once(galera_db, "ids.csv", 20)
+    assert galera_db.query("SELECT status FROM process_logs") == [("COMPLETED",)]
+
+
+def test_a_frozen_holder_whose_lease_expired_cannot_commit_again(galera_db, galera_cluster, tmp_path, spawn_cli):
+    lease = {"archive__lock_lease": "15s", "archive__lock_wait_timeout": 2}
+    config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 301), archive__batch_size=10,
+                                   controls__sleep_seconds=0.3, **lease)
+    frozen = spawn_cli(config)
+    wait_until(lambda: batches(galera_db) >= 3, timeout=60)
+    frozen.send_signal(signal.SIGSTOP)
+    stopped_at = batches(galera_db)
+    taker = write_config(tmp_path / "node1", galera_db, database__host=hosts(galera_cluster, 1),
+                         archive__batch_size=10, archive__csv_dir=tmp_path / "csv", **lease)
+    assert run_cli(taker).returncode == 5  # the lease is still running
+    time.sleep(16)
+    result = run_cli(taker)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert batches(galera_db) > stopped_at
+    frozen.send_signal(signal.SIGCONT)
+    assert frozen.wait(timeout=60) == 5, frozen.read_stderr()
+    assert "lost the run lock" in frozen.read_stderr()
+    assert_conserved(galera_db, original, set(range(1, 301)))
+    assert_batches_once(galera_db, "ids.csv", 30)
+    assert galera_db.query("SELECT status, stop_reason FROM process_logs ORDER BY id") == [
+        ("INTERRUPTED", "process died"), ("COMPLETED", None)]
+
+
+def test_the_run_moves_to_another_node_when_its_node_dies(galera_db, galera_cluster, tmp_path, spawn_cli):
+    config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 401), order=(2, 1, 0),
+                                   archive__batch_size=10, controls__sleep_seconds=0.1)
+    proc = spawn_cli(config, "-v")
+    wait_until(lambda: batches(galera_db) >= 5, timeout=60)
+    galera_cluster.kill(2)
+    assert proc.wait(timeout=180) == 0, proc.read_stderr()
+    out = proc.read_stdout()
+    assert re.search(rf"RECONNECTED: to root@127\.0\.0\.1:({galera_cluster.nodes[1].port}|"
+                     rf"{galera_cluster.nodes[0].port}) \(was root@127\.0\.0\.1:{galera_cluster.nodes[2].port}\)",
+                     out), out
+    assert_conserved(galera_db, original, set(range(1, 401)))
+    assert_batches_once(galera_db, "ids.csv", 40)
+
+
+def keep_updating(cluster: GaleraCluster, database: str, keys: range, stop: threading.Event,
+                  counts: dict[str, int]) -> None:
+    """Another application on node 1: single-row updates of the rows being archived, flat out."""
+    conn = cluster.connect(1, database)
+    cur = conn.cursor()
+    n = 0
+    while not stop.is_set():
+        for key in keys:
+            if stop.is_set():
+                break
+            n += 1
+            try:
+                cur.execute("UPDATE rewards SET user_id = %s WHERE id = %s", (n, key))
+                counts["updates"] += cur.rowcount
+            except Exception:  # a conflict with the archiver's batch is this writer's problem
+                counts["errors"] += 1
+    conn.close()
+
+
+def test_certification_conflicts_from_another_node_are_retried_and_nothing_is_lost(
+        galera_db, galera_cluster, tmp_path):
+    keys = range(1, 301)
+    config, original = cluster_job(galera_db, tmp_path, galera_cluster, keys, order=(0,),
+                                   archive__batch_size=50)
+    stop, counts = threading.Event(), {"updates": 0, "errors": 0}
+    writer = threading.Thread(target=keep_updating, args=(galera_cluster, galera_db.name, keys, stop, counts))
+    writer.start()
+    wait_until(lambda: counts["updates"] > 200, timeout=30)
+    try:
+        result = run_cli(config, "-v")
+    finally:
+        stop.set()
+        writer.join()
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "RETRY:" in result.stdout and "1213" in result.stdout, "the test needs real conflicts"
+    assert galera_db.count("rewards") == 0
+    archived = galera_db.query("SELECT id FROM rewards_archives ORDER BY id")
+    assert [r[0] for r in archived] == list(keys)
+    assert original  # rows changed under the run on purpose; each key exists exactly once
+    assert_batches_once(galera_db, "ids.csv", 6)
+
+
+def test_a_batch_bigger_than_wsrep_max_ws_rows_is_refused_before_any_row_moves(
+        galera_db, galera_cluster, tmp_path):
+    config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 1201), order=(0,),
+                                   archive__batch_size=1000)
+    galera_cluster.set_global(0, "wsrep_max_ws_rows", 500)
+    try:
+        result = run_cli(config)
+        check = run_cli(config, "--check")
+    finally:
+        galera_cluster.set_global(0, "wsrep_max_ws_rows", 0)
+    assert result.returncode == 1
+    assert "batch_size 1000 needs write sets of up to 2008 rows, but wsrep_max_ws_rows is 500" in result.stderr
+    assert "use batch_size 246 or less" in result.stderr
+    assert "Galera node" in check.stdout and "Synced" in check.stdout and "NOT READY" in check.stdout
+    assert_conserved(galera_db, original, set())
+
+
+@pytest.fixture
+def quorum_lost(galera_cluster: GaleraCluster):
+    """Nodes 1 and 2 killed: node 0 is left without a primary component."""
+    galera_cluster.kill(1)
+    galera_cluster.kill(2)
+    wait_until(lambda: galera_cluster.status(0, "wsrep_cluster_status") != "Primary", timeout=30)
+    yield
+    galera_cluster.heal()
+
+
+def test_check_on_a_node_without_quorum_says_so(galera_db, galera_cluster, tmp_path, quorum_lost):
+    config = write_config(tmp_path, galera_db, database__host=hosts(galera_cluster, 0))
+    result = run_cli(config, "--check")
+    assert result.returncode == 1
+    assert "Galera node not ready" in result.stderr and "non-Primary" in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+def test_a_node_that_is_not_synced_pauses_the_run_visibly(galera_db, galera_cluster, tmp_path, spawn_cli):
+    config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 201), order=(0,),
+                                   archive__batch_size=10, controls__sleep_seconds=0.2,
+                                   controls__check_interval=0.2)
+    proc = spawn_cli(config)
+    wait_until(lambda: batches(galera_db) >= 2, timeout=60)
+    galera_cluster.set_global(0, "wsrep_desync", "ON")
+    try:
+        def paused() -> str | None:
+            out = run_cli(config, "--status").stdout
+            return out if "PAUSED: Galera node" in out else None
+
+        out = wait_until(paused, timeout=30, interval=0.3, message="--status to show the pause")
+        assert "not Synced" in out
+        held = batches(galera_db)
+        time.sleep(1.5)
+        assert batches(galera_db) == held, "no batch may run while the node is not synced"
+    finally:
+        galera_cluster.set_global(0, "wsrep_desync", "OFF")
+    assert proc.wait(timeout=120) == 0, proc.read_stderr()
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("DataProcessingAllDetails_*.txt"))
+    assert "PAUSE: Galera node" in log and "RESUME: pause over" in log
+    assert_conserved(galera_db, original, set(range(1, 201)))
