@@ -136,8 +136,8 @@ def test_a_log_checkpoint_is_trusted_when_the_rows_are_gone(db, tmp_path):
 # --------------------------------------------------------------------------- files that change
 
 def test_a_file_rewritten_while_its_batches_run_is_not_completed(db, tmp_path):
-    keys = list(range(1, 501))
-    config, original = make_job(db, tmp_path, keys, {"ids.csv": keys}, archive__batch_size=10,
+    keys = list(range(1, 5001))  # 24 KB: more than one read buffer, so the change reaches the reader
+    config, original = make_job(db, tmp_path, keys, {"ids.csv": keys}, archive__batch_size=100,
                                 controls__sleep_seconds=0.15)
     path = tmp_path / "csv" / "ids.csv"
     content = path.read_bytes()
