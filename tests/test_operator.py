@@ -1,0 +1,221 @@
+"""What an operator sees: an exact dry run, JSON for monitoring, a truthful --status, quiet
+cron on planned stops, run ids that lead from a cron mail to the tracking rows, closed pipes,
+done_dir and log retention."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import archive
+from checks import assert_conserved, make_job, text_log
+from helpers import (
+    ARCHIVE_SCRIPT,
+    insert_rewards,
+    kill_process_group,
+    run_cli,
+    wait_until,
+    write_config,
+    write_csv,
+)
+
+COUNTS = ("rows_to_archive", "rows_to_delete", "identical_twins", "conflicts", "not_found", "skipped_by_guard")
+
+
+def dry_run(config: Path) -> dict[str, Any]:
+    """--dry-run --json, parsed."""
+    result = run_cli(config, "--dry-run", "--json")
+    assert result.returncode in (0, 4), (result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+def run_counts(db) -> dict[str, int]:
+    """What the run did, from process_logs, in the dry run's terms."""
+    row = db.query_dicts("SELECT SUM(rows_archived) AS a, SUM(rows_deleted) AS d, SUM(duplicates) AS t, "
+                         "SUM(conflicts) AS c, SUM(not_found) AS n, SUM(skipped_by_guard) AS g FROM process_logs")[0]
+    return dict(zip(COUNTS, (int(row[k] or 0) for k in "adtcng")))
+
+
+def test_the_dry_run_predicts_exactly_what_the_run_does(db, tmp_path):
+    keys_a = list(range(1, 41)) + [5, 6, 39] + [900, 901]  # repeats across batches, absent keys
+    keys_b = [7, 8, 41, 42, 43, 902]  # repeats across files
+    config, _ = make_job(db, tmp_path, range(1, 51), {"a.csv": keys_a, "b.csv": keys_b},
+                         archive__batch_size=10, controls__guard="amount >= 0")
+    insert_rewards(db, [3, 4, 12], table="rewards_archives")  # identical twins
+    insert_rewards(db, [20, 21], table="rewards_archives")
+    db.execute("UPDATE rewards_archives SET note = 'old' WHERE id IN (20, 21)")  # conflicts
+    guarded = [r[0] for r in db.query("SELECT id FROM rewards WHERE amount < 0 AND id <= 43")]
+    assert guarded, "the guard must hold some rows back for this test"
+    predicted = dry_run(config)
+    result = run_cli(config)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    actual = run_counts(db)
+    assert {k: predicted["total"][k] for k in COUNTS} == actual
+    assert (predicted["rows_to_archive"], predicted["rows_to_delete"]) == (actual["rows_to_archive"],
+                                                                          actual["rows_to_delete"])
+    per_file = {row["file"]: row for row in predicted["files"]}
+    done = {r["file_name"]: r for r in db.query_dicts(
+        "SELECT file_name, rows_archived, rows_deleted, duplicates, conflicts, not_found, skipped_by_guard "
+        "FROM file_processing_logs")}
+    for name in ("a.csv", "b.csv"):
+        assert (per_file[name]["rows_to_archive"], per_file[name]["not_found"], per_file[name]["conflicts"]) == (
+            done[name]["rows_archived"], done[name]["not_found"], done[name]["conflicts"]), name
+    assert actual["identical_twins"] == 3 and actual["conflicts"] == 2 and actual["not_found"] >= 6
+
+
+def test_status_json_has_what_monitoring_needs(db, tmp_path):
+    config, _ = make_job(db, tmp_path, range(1, 31), {"a.csv": list(range(1, 21)), "b.csv": [21, 22]},
+                         archive__batch_size=10)
+    empty = json.loads(run_cli(config, "--status", "--json").stdout)
+    assert empty["run_id"] is None and empty["files"] == []
+    assert run_cli(config).returncode == 0
+    document = json.loads(run_cli(config, "--status", "--json").stdout)
+    for key in ("run_id", "status", "alive", "started", "ended", "current_file", "current_batch",
+                "rows_archived", "rows_deleted", "conflicts", "not_found", "error", "files"):
+        assert key in document, key
+    assert document["status"] == "COMPLETED" and document["alive"] is False
+    assert [(f["file"], f["status"], f["processed_batches"], f["total_batches"]) for f in document["files"]] == [
+        ("a.csv", "COMPLETED", 2, 2), ("b.csv", "COMPLETED", 1, 1)]
+
+
+def test_status_keeps_showing_the_last_run_that_did_work_after_a_no_op_rerun(db, tmp_path):
+    config, _ = make_job(db, tmp_path, range(1, 31), {"a.csv": list(range(1, 21))}, archive__batch_size=10)
+    assert run_cli(config).returncode == 0
+    assert run_cli(config).returncode == 0  # nothing to do
+    out = run_cli(config, "--status").stdout
+    assert out.startswith("Run 1: COMPLETED"), out
+    assert "(the newest run, 2 at" in out and "had nothing to do)" in out
+    assert "a.csv" in out and "2/2 batches" in out
+
+
+def test_status_of_a_dead_run_stops_its_clock_at_its_last_sign_of_life(db, tmp_path, spawn_cli):
+    config, _ = make_job(db, tmp_path, range(1, 201), {"ids.csv": list(range(1, 201))}, archive__batch_size=10,
+                         controls__sleep_seconds=0.3)
+    proc = spawn_cli(config)
+    wait_until(lambda: db.table_exists("batch_processing_logs")
+               and db.scalar("SELECT COUNT(*) FROM batch_processing_logs") >= 2, timeout=30)
+    kill_process_group(proc)
+    first = json.loads(run_cli(config, "--status", "--json").stdout)
+    time.sleep(2.5)
+    second = json.loads(run_cli(config, "--status", "--json").stdout)
+    assert first["status"] == second["status"] == "RUNNING" and not second["alive"]
+    assert second["seconds"] == first["seconds"], "a dead run's duration must not keep growing"
+    assert "died" in second["liveness"]
+
+
+def test_a_failed_run_shows_the_batch_that_failed_and_a_stop_reason(db, tmp_path):
+    config, _ = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 31))}, archive__batch_size=10)
+    db.execute("CREATE TABLE reward_items (id INT PRIMARY KEY, reward_id BIGINT, FOREIGN KEY (reward_id) "
+               "REFERENCES rewards (id) ON DELETE RESTRICT) ENGINE=InnoDB")
+    db.execute("INSERT INTO reward_items VALUES (1, 25)")  # blocks batch 3
+    result = run_cli(config)
+    assert result.returncode == 1
+    report = json.loads(run_cli(config, "--status", "--json").stdout)
+    assert report["status"] == "FAILED" and report["current_batch"] == 3
+    assert report["stop_reason"].startswith("failed: Error processing batch 3")
+    log = text_log(tmp_path)
+    assert log.count("ERROR:") == 1, log
+
+
+def test_the_run_id_leads_from_the_summary_and_the_log_to_the_tracking_rows(db, tmp_path):
+    config, _ = make_job(db, tmp_path, range(1, 11), {"ids.csv": list(range(1, 11))})
+    result = run_cli(config)
+    run_id = db.scalar("SELECT MAX(id) FROM process_logs")
+    assert f"SUMMARY: COMPLETED | run {run_id} |" in result.stdout
+    lines = text_log(tmp_path).splitlines()
+    assert lines[0].startswith("=== Script Starts at: ")
+    assert lines[1].startswith(f"RUN_ID: {run_id} | archive.py {archive.__version__}")
+    assert db.scalar("SELECT version FROM process_logs WHERE id = %s", (run_id,)) == archive.__version__
+
+
+def test_a_run_refused_by_the_lock_writes_nothing_into_the_running_jobs_log(db, tmp_path, spawn_cli):
+    config, _ = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))}, archive__batch_size=10,
+                         controls__sleep_seconds=0.2)
+    proc = spawn_cli(config)
+    wait_until(lambda: db.table_exists("batch_processing_logs")
+               and db.scalar("SELECT COUNT(*) FROM batch_processing_logs") >= 1, timeout=30)
+    before = text_log(tmp_path)
+    refused = run_cli(config)
+    assert refused.returncode == 5
+    after = text_log(tmp_path)
+    assert after.startswith(before)
+    assert "already running" not in after and after.count("=== Script Starts at") == 1
+    assert proc.wait(timeout=60) == 0
+
+
+def test_quiet_cron_is_silent_on_a_planned_stop_but_not_on_a_stuck_backlog(db, tmp_path):
+    stop = tmp_path / "STOP"
+    config, _ = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))}, archive__batch_size=10,
+                         controls__max_runtime="1s", controls__sleep_seconds=0.4, controls__stop_file=stop)
+    timed_out = run_cli(config, "-q")
+    assert timed_out.returncode == 6 and timed_out.stdout == "" and timed_out.stderr == ""
+    stop.touch()
+    stuck = run_cli(config, "-q")
+    assert stuck.returncode == 6
+    assert "SUMMARY: INTERRUPTED" in stuck.stdout and "batches 0" in stuck.stdout
+    assert "remove it before the next run" in stuck.stdout
+
+
+def test_closed_pipes_end_read_only_commands_quietly(db, tmp_path):
+    config, _ = make_job(db, tmp_path, range(1, 31), {f"f{i}.csv": [i] for i in range(1, 30)})
+    assert run_cli(config).returncode == 0
+    for args in (["--status"], ["--dry-run"]):
+        shell = f"{sys.executable} {ARCHIVE_SCRIPT} {config} {' '.join(args)} | head -1; exit ${{PIPESTATUS[0]}}"
+        done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (args, done.stderr)
+        assert done.stderr == "", (args, done.stderr)
+
+
+def test_a_wrong_password_says_where_it_came_from(db, tmp_path):
+    config = write_config(tmp_path, db, database__user="nobody_here", database__password=None)
+    write_csv(tmp_path / "csv" / "ids.csv", [1])
+    result = run_cli(config, "--check", env={"MYSQL_PWD": "wrong"})
+    assert result.returncode == 1
+    assert "1045" in result.stderr and "(password from the MYSQL_PWD environment variable)" in result.stderr
+
+
+def test_completed_files_move_to_done_dir_and_are_not_hashed_again(db, tmp_path):
+    done_dir = tmp_path / "done"
+    done_dir.mkdir()
+    config, original = make_job(db, tmp_path, range(1, 41), {"a.csv": list(range(1, 21)), "b.csv": [21, 22]},
+                                archive__batch_size=10, archive__done_dir=done_dir)
+    insert_rewards(db, [22], table="rewards_archives")
+    db.execute("UPDATE rewards_archives SET note = 'old' WHERE id = 22")  # b.csv ends with a conflict
+    assert run_cli(config).returncode == 3
+    assert sorted(p.name for p in done_dir.iterdir()) == ["a.csv"]
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["b.csv"], "open conflicts keep a file"
+    assert "MOVED: a.csv to" in text_log(tmp_path)
+    db.execute("DELETE FROM rewards_archives WHERE id = 22")
+    assert run_cli(config).returncode == 0
+    assert sorted(p.name for p in done_dir.iterdir()) == ["a.csv", "b.csv"]
+    assert_conserved(db, original, set(range(1, 23)))
+
+
+def test_old_text_logs_are_removed_by_retention_and_resume_still_works(db, tmp_path):
+    config, original = make_job(db, tmp_path, range(1, 21), {"ids.csv": list(range(1, 21))},
+                                archive__batch_size=10, archive__log_retention_days=30)
+    old_day = dt.date.today() - dt.timedelta(days=45)
+    old = tmp_path / "logs" / f"DataProcessingAllDetails_{old_day:%d_%m_%Y}.txt"
+    old.write_text("=== Script Starts at: old ===\n")
+    recent = tmp_path / "logs" / f"DataProcessingAllDetails_{dt.date.today() - dt.timedelta(days=3):%d_%m_%Y}.txt"
+    recent.write_text("=== Script Starts at: recent ===\n")
+    result = run_cli(config, "-v")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert not old.exists() and recent.exists()
+    assert "LOG_RETENTION: removed 1 text log older than 30 days" in text_log(tmp_path)
+    assert_conserved(db, original, set(range(1, 21)))
+    assert os.path.exists(tmp_path / "logs" / archive.LOG_INDEX_NAME)
+
+
+def test_version_prints_the_release_and_a_hash_of_the_file():
+    done = subprocess.run([sys.executable, str(ARCHIVE_SCRIPT), "--version"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert re.fullmatch(rf"archive\.py {re.escape(archive.__version__)} \(file sha256 [0-9a-f]{{12}}\)\n",
+                        done.stdout), done.stdout
