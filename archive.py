@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import difflib
+import functools
 import hashlib
 import itertools
 import json
@@ -51,10 +52,11 @@ import sys
 import time
 import traceback
 import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import mysql.connector
 from mysql.connector import errorcode
@@ -645,7 +647,8 @@ def parse_replica(spec: str, primary: DbSettings) -> DbSettings:
     if unknown:
         raise ValueError(f"{spec!r}: unknown parameter {unknown[0]!r}; only unix_socket (or socket) "
                          "is understood")
-    socket_path = (query.get("unix_socket") or query.get("socket") or [None])[0]
+    sockets = query.get("unix_socket") or query.get("socket")
+    socket_path = sockets[0] if sockets else None
     if url.scheme != "mysql" or not (url.hostname or socket_path) or url.path not in ("", "/"):
         raise ValueError(f"{spec!r} is not mysql://user:password@host:port, "
                          "mysql://user@localhost/?unix_socket=/path or group:NAME")
@@ -952,7 +955,8 @@ def iter_csv_keys(path: Path, column: str, delimiter: str, key_type: KeyType,
             try:
                 if index >= len(fields):
                     raise ValueError(f"row has {len(fields)} field(s); the key is field {index + 1}")
-                yield last, offset, parse_key(*fields[index], key_type)
+                text, quoted = fields[index]
+                yield last, offset, parse_key(text, quoted, key_type)
             except ValueError as exc:
                 raise RejectedFile(f"{name} line {first}: {exc}") from None
 
@@ -1033,7 +1037,7 @@ def key_condition(column_sql: str, keys: Iterable[Key], key_type: KeyType) -> tu
     column first (so the index is used) and then by the stored bytes, because the
     column's collation would also match 'ABC', 'abc ' or 'résumé' for 'abc', 'abc', 'resume'.
     """
-    unique = sorted(set(keys))  # type: ignore[type-var]  # one batch holds one kind of key
+    unique: list[Any] = sorted(set(keys))  # one batch holds one kind of key, so they sort
     marks = ", ".join(["%s"] * len(unique))
     if key_type.kind == "bytes":
         return f"{column_sql} IN ({marks})", tuple(unique)  # binary comparison is already exact
@@ -1043,7 +1047,7 @@ def key_condition(column_sql: str, keys: Iterable[Key], key_type: KeyType) -> tu
                 tuple(unique) + encoded)
     terms: list[str] = []
     singles: list[int] = []
-    for low, high in group_runs(unique):  # type: ignore[arg-type]
+    for low, high in group_runs(unique):
         if high - low + 1 >= RANGE_MIN_RUN:
             terms.append(f"{column_sql} BETWEEN {low} AND {high}")
         else:
@@ -2268,12 +2272,12 @@ MIGRATION_INDEXES = (
 )
 MIGRATION_FILL = (
     # Schema 1 had one job per source table as far as resuming went; name it as today.
-    "UPDATE process_logs SET job = CONCAT(DATABASE(), '.', source_table, ' -> ', DATABASE(), '.', "
-    "archive_table) WHERE job = ''",
-    "UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET f.job = p.job "
-    "WHERE f.job = ''",
-    "ALTER TABLE file_processing_logs MODIFY `status` ENUM('PROCESSING','COMPLETED','FAILED',"
-    "'INTERRUPTED','CONFLICTS','CHANGED') NOT NULL",
+    ("UPDATE process_logs SET job = CONCAT(DATABASE(), '.', source_table, ' -> ', DATABASE(), '.', "
+    "archive_table) WHERE job = ''"),
+    ("UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET f.job = p.job "
+    "WHERE f.job = ''"),
+    ("ALTER TABLE file_processing_logs MODIFY `status` ENUM('PROCESSING','COMPLETED','FAILED',"
+    "'INTERRUPTED','CONFLICTS','CHANGED') NOT NULL"),
 )
 
 
@@ -2392,11 +2396,11 @@ class Tracking:
                 raise
             return None  # some Galera releases refuse GET_LOCK (1235)
         self.user_lock = got == 1
-        return got == 1
+        return bool(got == 1)
 
     def acquire_lock(self) -> str | None:
         """Take the run lock, or raise AlreadyRunning naming the holder; return a takeover note."""
-        name, lease = self.config.lock_name, int(math.ceil(self.config.lock_lease))
+        name, lease = self.config.lock_name, math.ceil(self.config.lock_lease)
         holder_gone = self.take_user_lock()
         try:
             self.db.execute(
@@ -2440,8 +2444,8 @@ class Tracking:
 
     def fence(self) -> tuple[str, tuple[Any, ...]]:
         """The statement every batch starts with: renew our lease; it matches no row once we lost it."""
-        return ("UPDATE run_locks SET heartbeat_at = NOW(6), expires_at = NOW(6) + INTERVAL "
-                f"{int(math.ceil(self.config.lock_lease))} SECOND WHERE lock_name = %s AND owner = %s",
+        return (("UPDATE run_locks SET heartbeat_at = NOW(6), expires_at = NOW(6) + INTERVAL "
+                f"{math.ceil(self.config.lock_lease)} SECOND WHERE lock_name = %s AND owner = %s"),
                 (self.config.lock_name, self.owner))
 
     def heartbeat(self, force: bool = False) -> None:
@@ -2525,8 +2529,8 @@ class Tracking:
             "UPDATE process_logs SET status = 'INTERRUPTED', end_time = COALESCE(last_seen, NOW()), "
             "stop_reason = 'process died', error_message = NULLIF(CONCAT_WS('; ', error_message, %s), '') "
             "WHERE status = 'RUNNING' AND source_table = %s",
-            (f"run ended without recording an outcome (killed, frozen or cut off from its server); "
-             f"found by a run started on {host} pid {pid}", config.source_table))
+            ((f"run ended without recording an outcome (killed, frozen or cut off from its server); "
+             f"found by a run started on {host} pid {pid}"), config.source_table))
         db.execute(
             "INSERT INTO process_logs (source_table, archive_table, status, host, pid, start_time, "
             "total_files, job, version, last_seen) VALUES (%s, %s, 'RUNNING', %s, %s, NOW(), %s, %s, %s, NOW())",
@@ -2557,8 +2561,8 @@ class Tracking:
 
     def add_run_counts(self, counts: Counters) -> tuple[str, tuple[Any, ...]]:
         """Add counts to this run's row (inside the transaction that did the work)."""
-        return ("UPDATE process_logs SET rows_archived = rows_archived + %s, rows_deleted = rows_deleted + %s, "
-                "duplicates = duplicates + %s, conflicts = conflicts + %s, last_seen = NOW() WHERE id = %s",
+        return (("UPDATE process_logs SET rows_archived = rows_archived + %s, rows_deleted = rows_deleted + %s, "
+                "duplicates = duplicates + %s, conflicts = conflicts + %s, last_seen = NOW() WHERE id = %s"),
                 (counts.archived, counts.deleted, counts.duplicates, counts.conflicts, self.run_id))
 
     # ------------------------------------------------------------ files
@@ -2637,29 +2641,29 @@ class Tracking:
         """The tracking writes of a batch; they run inside its transaction and commit with it."""
         c = outcome.counts
         statements: list[tuple[str, tuple[Any, ...]]] = [(
-            "INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
+            ("INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
             "first_key, last_key, keys_in_batch, rows_archived, rows_deleted, duplicates, conflicts, "
             "skipped_by_guard, conflict_keys, end_offset, end_line, not_found) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"),
             (ctx.run_id, fit(ctx.scan.name, 255), batch.number, outcome.status,
              fit(format_key(batch.keys[0]), 255), fit(format_key(batch.keys[-1]), 255), len(batch.keys),
              c.archived, c.deleted, c.duplicates, c.conflicts, c.skipped_by_guard,
              encode_keys(outcome.conflicts), batch.end_offset, batch.end_line, c.not_found)), (
-            "UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET "
+            ("UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET "
             "f.processed_batches = %s, f.last_processed_batch = %s, f.rows_archived = f.rows_archived + %s, "
             "f.rows_deleted = f.rows_deleted + %s, f.duplicates = f.duplicates + %s, "
             "f.conflicts = f.conflicts + %s, f.skipped_by_guard = f.skipped_by_guard + %s, "
             "f.not_found = f.not_found + %s, p.current_batch = %s, p.rows_archived = p.rows_archived + %s, "
             "p.rows_deleted = p.rows_deleted + %s, p.duplicates = p.duplicates + %s, "
             "p.conflicts = p.conflicts + %s, p.skipped_by_guard = p.skipped_by_guard + %s, "
-            "p.not_found = p.not_found + %s, p.last_seen = NOW() WHERE f.id = %s",
+            "p.not_found = p.not_found + %s, p.last_seen = NOW() WHERE f.id = %s"),
             (batch.number, batch.number, c.archived, c.deleted, c.duplicates, c.conflicts,
              c.skipped_by_guard, c.not_found, batch.number, c.archived, c.deleted, c.duplicates,
              c.conflicts, c.skipped_by_guard, c.not_found, ctx.file_id))]
         for key in outcome.conflicts:
             statements.append((
-                "INSERT INTO conflict_logs (job, file_name, file_checksum, key_value, process_log_id, "
-                "batch_number) VALUES (%s, %s, %s, %s, %s, %s)",
+                ("INSERT INTO conflict_logs (job, file_name, file_checksum, key_value, process_log_id, "
+                "batch_number) VALUES (%s, %s, %s, %s, %s, %s)"),
                 (self.config.job, fit(ctx.scan.name, 255), ctx.scan.sha256, format_key(key), ctx.run_id,
                  batch.number)))
         return statements
@@ -2710,14 +2714,14 @@ class Tracking:
                            ) -> list[tuple[str, tuple[Any, ...]]]:
         """Close resolved conflicts; a file with none left open becomes COMPLETED."""
         statements: list[tuple[str, tuple[Any, ...]]] = [(
-            "UPDATE conflict_logs SET status = 'RESOLVED', resolution = %s, resolved_by = %s, "
-            "resolved_at = NOW() WHERE id = %s", (fit(how, 255), self.run_id, row_id))
+            ("UPDATE conflict_logs SET status = 'RESOLVED', resolution = %s, resolved_by = %s, "
+            "resolved_at = NOW() WHERE id = %s"), (fit(how, 255), self.run_id, row_id))
             for row_id, how in resolved.items()]
         if not left:
             statements.append((
-                "UPDATE file_processing_logs SET status = 'COMPLETED', error_message = "
+                ("UPDATE file_processing_logs SET status = 'COMPLETED', error_message = "
                 "CONCAT_WS('; ', error_message, %s) WHERE job = %s AND file_name = %s AND file_checksum = %s "
-                "AND status = 'CONFLICTS'",
+                "AND status = 'CONFLICTS'"),
                 (f"conflicts resolved by run {self.run_id}", self.config.job, file[0], file[1])))
         return statements
 
@@ -2904,7 +2908,7 @@ def recheck_conflicts(run: RunContext) -> Counters:
         for start in range(0, len(rows), run.config.batch_size):
             chunk = rows[start:start + run.config.batch_size]
             resolved, counts = retry_transaction(run, f"Recheck of conflicts in {file[0]}",
-                                                 lambda chunk=chunk, left=left: recheck_chunk(run, file, chunk, left))
+                                                 functools.partial(recheck_chunk, run, file, chunk, left))
             left -= len(resolved)
             total.add(counts)
         run.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} earlier conflict(s) resolved"
@@ -3281,7 +3285,7 @@ def process_file(run: RunContext, path: Path) -> None:
     file_id = run.tracking.start_file(scan, batch_size, total, start)
     run.reporter.say(f"STARTING: {scan.name} ({scan.size} bytes, {plural(scan.keys, 'key')}, "
                      f"{plural(total, 'batch', 'batches')})")
-    if start > 1:
+    if checkpoint and start > 1:
         run.say(f"Resuming file {scan.name} from batch {start}")
         run.say(f"Skipping already processed batches 1-{start - 1} (checkpoint from {checkpoint.source})"
                 if start > 2 else f"Skipping already processed batch 1 (checkpoint from {checkpoint.source})")
@@ -3394,7 +3398,7 @@ def show_progress(run: RunContext, file_name: str, number: int, total: int) -> N
 
 def install_signal_handlers(stop: StopSignal) -> dict[int, Any]:
     """Route SIGTERM and SIGINT to the stop flag; return the previous handlers."""
-    previous = {}
+    previous: dict[int, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, stop.handler)
     return previous
@@ -3435,6 +3439,12 @@ def script_hash() -> str:
         return "unknown"
 
 
+def say_everywhere(log: TextLog, reporter: Reporter, text: str) -> None:
+    """A line for the text log and the terminal alike."""
+    log.write(text)
+    reporter.say(text)
+
+
 def write_header(config: Config, log: TextLog, state: RunState) -> None:
     """The text log's start lines: only written once this run holds the lock."""
     log.write(f"=== Script Starts at: {dt.datetime.now():%d_%m_%Y_%H_%M_%S} ===")
@@ -3448,14 +3458,14 @@ def open_run(config: Config, tracking: Tracking, log: TextLog, reporter: Reporte
     notes = [f"MIGRATED: tracking tables to schema {SCHEMA_VERSION}: {step}" for step in tracking.ensure_schema()]
     takeover = tracking.acquire_lock()
     tracking.db.on_reconnect = tracking.retake_lock
-    tracking.db.on_note = lambda text: (log.write(text), reporter.say(text))
+    tracking.db.on_note = functools.partial(say_everywhere, log, reporter)
     state.run_id = tracking.start_run(len(files))
     write_header(config, log, state)
     notes += [f"LOCK: {takeover}"] if takeover else []
     if config.log_retention_days:
         removed = remove_old_logs(config.log_dir, config.log_retention_days, dt.date.today())
-        notes += [f"LOG_RETENTION: removed {plural(len(removed), 'text log')} older than "
-                  f"{config.log_retention_days} days"] if removed else []
+        notes += [(f"LOG_RETENTION: removed {plural(len(removed), 'text log')} older than "
+                  f"{config.log_retention_days} days")] if removed else []
     for note in notes:
         log.write(note)
         reporter.say(note, level=2)
@@ -3657,13 +3667,13 @@ def status_lines(report: dict[str, Any]) -> list[str]:
     r = report
     live = f" ({r['liveness']})" if r["status"] == "RUNNING" else ""
     lines = [f"Run {r['run_id']}: {r['status']}{live}",
-             f"  started {r['started']} on {r['host']} pid {r['pid']}, "
+             (f"  started {r['started']} on {r['host']} pid {r['pid']}, "
              f"{'ended ' + str(r['ended']) if r['ended'] else 'running' if r['alive'] else 'last seen ' + str(r['last_seen'])} "
-             f"({format_seconds(r['seconds'])})",
-             f"  files {r['processed_files']}/{r['total_files']}, current file {r['current_file'] or '-'} "
-             f"batch {r['current_batch'] or '-'}",
-             f"  rows archived {r['rows_archived']}, deleted {r['rows_deleted']}, duplicates {r['duplicates']}, "
-             f"conflicts {r['conflicts']}, not found {r['not_found']}, skipped by guard {r['skipped_by_guard']}"]
+             f"({format_seconds(r['seconds'])})"),
+             (f"  files {r['processed_files']}/{r['total_files']}, current file {r['current_file'] or '-'} "
+             f"batch {r['current_batch'] or '-'}"),
+             (f"  rows archived {r['rows_archived']}, deleted {r['rows_deleted']}, duplicates {r['duplicates']}, "
+             f"conflicts {r['conflicts']}, not found {r['not_found']}, skipped by guard {r['skipped_by_guard']}")]
     if r["pause_reason"] and r["status"] == "RUNNING":
         lines.append(f"  PAUSED: {r['pause_reason']}")
     lines += [f"  paused {r['paused_seconds']:.1f}s in all"] if r["paused_seconds"] else []
@@ -3729,8 +3739,8 @@ def check_command(config: Config, out: Any = None) -> int:
         print_lines(lines + ["Verdict: NOT READY: fix the FAIL lines above."], out)
         return EXIT_FAILED
     print_lines(lines + [
-        f"ok: `{config.source_table}` -> `{config.archive_table}` on key `{found.plan.key}` "
-        f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied",
+        (f"ok: `{config.source_table}` -> `{config.archive_table}` on key `{found.plan.key}` "
+        f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied"),
         "Verdict: READY."], out)
     return EXIT_OK
 
@@ -3742,10 +3752,10 @@ def cluster_lines(db: Database) -> list[str]:
     s = db.status_values("wsrep_cluster_size", "wsrep_cluster_status", "wsrep_local_state_comment",
                          "wsrep_ready")
     db.rollback()
-    return [f"cluster: Galera node {db.where}: {s.get('wsrep_local_state_comment')}, component "
+    return [(f"cluster: Galera node {db.where}: {s.get('wsrep_local_state_comment')}, component "
             f"{s.get('wsrep_cluster_status')}, {s.get('wsrep_cluster_size')} nodes, ready "
             f"{s.get('wsrep_ready')}; wsrep_max_ws_rows {db.variable('wsrep_max_ws_rows')}, "
-            f"wsrep_max_ws_size {db.variable('wsrep_max_ws_size')}"]
+            f"wsrep_max_ws_size {db.variable('wsrep_max_ws_size')}")]
 
 
 DRY_RUN_COUNTS = ("batches", "rows_to_archive", "rows_to_delete", "identical_twins", "conflicts",
@@ -3772,12 +3782,12 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
                              progress, (config.job, f"{config.database}.{config.source_table}")))
         tracked = read_only_tracking(db, config) is not None
         gone: set[Key] = set()
-        rows = ([predict_recheck(run, gone)] if tracked else []) + [
+        recheck = predict_recheck(run, gone) if tracked else None
+        rows = ([recheck] if recheck else []) + [
             predict_file(run, path, tracked, gone) for path in list_csv_files(config.csv_dir, config.csv_pattern)]
     finally:
         db.close()
-    rows = [r for r in rows if r is not None]
-    total = {"file": "TOTAL", "status": plural(len(rows), "file")}
+    total: dict[str, Any] = {"file": "TOTAL", "status": plural(len(rows), "file")}
     total.update({k: sum(r[k] for r in rows) for k in DRY_RUN_COUNTS})
     rejected = sum(r["status"].startswith("REJECTED") for r in rows)
     if as_json:
@@ -3919,8 +3929,12 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
     return dataclasses.replace(config, **changes) if changes else config
 
 
-ERROR_EXIT_CODES = ((ConfigError, EXIT_USAGE), (RejectedFile, EXIT_REJECTED), (AlreadyRunning, EXIT_LOCKED),
-                (ArchiveError, EXIT_FAILED))
+ERROR_EXIT_CODES = ((ConfigError, EXIT_USAGE), (RejectedFile, EXIT_REJECTED), (AlreadyRunning, EXIT_LOCKED))
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code an error ends the program with: only main() decides this."""
+    return next((code for kind, code in ERROR_EXIT_CODES if isinstance(exc, kind)), EXIT_FAILED)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -3964,8 +3978,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             silence_stdout()
         message = describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc)
         print(f"archive.py: {message}", file=sys.stderr)
-        return next(code for kind, code in ERROR_EXIT_CODES if isinstance(exc, kind)) \
-            if isinstance(exc, ArchiveError) else EXIT_FAILED
+        return exit_code_of(exc)
     except Exception as exc:  # a bug: still one line for cron, the traceback with --debug
         if args.debug:
             traceback.print_exc()
