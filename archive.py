@@ -2,27 +2,48 @@
 """archive.py: move the rows listed in CSV key files from a hot table into its archive table.
 
 For each batch of keys it copies the source rows into the archive table, deletes
-from the source only the rows whose copy it just made (or whose identical copy was
-already archived), records the batch in the tracking tables and commits: one
-transaction per batch. A crash at any instant leaves a batch either done and
-recorded or not done at all, and the next run resumes at the first batch not done.
+from the source only the rows whose identical copy it just made (or found already
+archived), records the batch in the tracking tables and commits: one transaction per
+batch. A crash at any instant leaves a batch either done and recorded or not done at
+all, and the next run resumes at the first batch not done.
 
 Usage:
     python archive.py config.ini              run the job (the cron form)
-    python archive.py config.ini --dry-run    show what a run would move; change nothing
+    python archive.py config.ini --dry-run    predict exactly what a run would do; change nothing
     python archive.py config.ini --status     show the latest run's progress (read-only)
-    python archive.py config.ini --check      check tables, keys, privileges and foreign keys
+    python archive.py config.ini --check      check tables, keys, privileges and side effects
+
+How a run flows:
+    main -> dispatch -> run -> open_run (Tracking.ensure_schema, Tracking.acquire_lock,
+    Tracking.start_run, require_plan) -> execute_run -> recheck_conflicts, then for each file process_file
+    -> plan_file (identify_file, Tracking.finished_record, resume_point) -> archive_one
+    -> run_batch -> retry_transaction -> SameServer.batch / OtherServer.batch
+    (careful path: SameServer.carefully / OtherServer.carefully) -> finish_file.
+Where resume lives: resume_point (max of Tracking.checkpoint and the text log's
+log_checkpoints, verify_log_checkpoint for a log ahead of the database) and open_keys.
+Where the run lock lives: Tracking.acquire_lock, Tracking.fence (first statement of every
+batch), Tracking.heartbeat (between batches) and Tracking.retake_lock (after a reconnect).
+
+Sections, in this order:
+    constants, errors, configuration,
+    CSV reading, batching, SQL building, text log, outcomes, pause decisions,
+    terminal output                                     (pure: no database)
+    database connection, preflight, tracking tables, one batch, pauses and stops
+                                                        (database code)
+    one file, run                                       (the run)
+    read-only commands, command line                    (--status/--check/--dry-run, main)
 
 Exit codes:
     0  success: every file archived (or nothing to do)
     1  the run FAILED: a database error, a failed preflight check or an internal error;
        the reason is in process_logs.error_message, the text log and stderr
     2  bad usage or configuration (names the [section] key); nothing was touched
-    3  finished, but duplicate-key conflicts were found: rows whose archived copy
-       differs were left in both tables for a human to resolve
-    4  finished, but one or more CSV files were rejected as malformed (takes
-       precedence over 3)
-    5  another run for the same source table is already running; nothing was touched
+    3  finished, but duplicate-key conflicts are open: rows whose archived copy differs
+       are kept in both tables for a human to resolve (rechecked every run)
+    4  finished, but one or more CSV files were rejected (malformed, a key the column
+       cannot hold, a file that changed while it ran); takes precedence over 3
+    5  another run for the same source table is already running (nothing was touched),
+       or this run lost its run lock to another run and stopped
     6  the run was INTERRUPTED (SIGTERM/SIGINT, max_runtime, stop_file or a replica
        that stayed unknown) after finishing or rolling back its current batch;
        rerun to resume
@@ -240,6 +261,7 @@ class Config:
 
     path: Path
     db: DbSettings
+    dest: DbSettings | None
     source_table: str
     archive_table: str
     key_column: str
@@ -276,9 +298,15 @@ class Config:
         return self.db.database or ""
 
     @property
+    def archive_database(self) -> str:
+        """The database holding the archive table: the destination's, or the source's."""
+        return (self.dest.database or "") if self.dest else self.database
+
+    @property
     def job(self) -> str:
-        """What tracking rows of this job are filed under: the database and both tables."""
-        return f"{self.database}.{self.source_table} -> {self.database}.{self.archive_table}"
+        """What tracking rows of this job are filed under: the databases and both tables."""
+        where = "[destination] " if self.dest else ""
+        return f"{self.database}.{self.source_table} -> {where}{self.archive_database}.{self.archive_table}"
 
     @property
     def lock_name(self) -> str:
@@ -449,7 +477,8 @@ def connection_options(section: str, what: str) -> tuple[Option, ...]:
     )
 
 
-OPTIONS = connection_options("database", "Source server") + (
+OPTIONS = connection_options("database", "Source server") + connection_options(
+    "destination", "Destination server (only with an archive on another server)") + (
     Option("archive", "source_table", REQUIRED, parse_identifier, "The hot table rows leave."),
     Option("archive", "archive_table", REQUIRED, parse_identifier,
            "The table rows are copied into; it has every source column."),
@@ -559,6 +588,9 @@ def read_options(parser: configparser.ConfigParser) -> dict[tuple[str, str], Any
     """Parse every known key, applying defaults and naming the key on error."""
     values: dict[tuple[str, str], Any] = {}
     for option in OPTIONS:
+        if option.section == "destination" and not parser.has_section("destination"):
+            values[(option.section, option.key)] = None if option.default is REQUIRED else option.default
+            continue
         raw = parser.get(option.section, option.key, fallback=None)
         if raw is not None and option.key != "password":
             raw = strip_inline_comment(raw)
@@ -611,7 +643,7 @@ def build_db_settings(values: dict[tuple[str, str], Any], environ: dict[str, str
         return values[(section, key)]
 
     password, source = get("password"), f"[{section}] password"
-    if password is None and environ.get("MYSQL_PWD") is not None:
+    if password is None and section == "database" and environ.get("MYSQL_PWD") is not None:
         password, source = environ["MYSQL_PWD"], "the MYSQL_PWD environment variable"
     for name in get("option_files"):
         if not Path(name).expanduser().is_file():
@@ -672,20 +704,24 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     values = read_options(parser)
     resolve_paths(values, path.resolve().parent)
     check_directories(values)
-    db = build_db_settings(values, dict(os.environ if environ is None else environ))
+    env = dict(os.environ if environ is None else environ)
+    db = build_db_settings(values, env)
     try:
         replicas = tuple(parse_replica(s, db) for s in values[("controls", "replicas")])
     except ValueError as exc:
         raise config_error("controls", "replicas", str(exc)) from None
-    if values[("archive", "source_table")] == values[("archive", "archive_table")]:
-        raise config_error("archive", "archive_table", "must differ from source_table")
+    if values[("archive", "source_table")] == values[("archive", "archive_table")] \
+            and not parser.has_section("destination"):
+        raise config_error("archive", "archive_table", "must differ from source_table (unless it is on "
+                                                        "another server, given in [destination])")
     if values[("archive", "lock_lease")] < 2 * values[("archive", "lock_wait_timeout")] + 10:
         raise config_error("archive", "lock_lease", "must be at least 2 x lock_wait_timeout + 10s, "
                            "or a live run waiting for a row lock could lose its run lock")
+    dest = build_db_settings(values, env, "destination") if parser.has_section("destination") else None
     archive = {key: values[("archive", key)] for (section, key) in values if section == "archive"}
     controls = {key: values[("controls", key)] for (section, key) in values if section == "controls"}
     controls["replicas"] = replicas
-    return Config(path=path, db=db, **archive, **controls)
+    return Config(path=path, db=db, dest=dest, **archive, **controls)
 
 
 # --------------------------------------------------------------------------- CSV reading
@@ -1161,6 +1197,90 @@ class TablePlan:
         return {self.key_type.encode(k) if self.key_type.kind == "str" else k: k for k in keys}
 
 
+FLOAT_TYPES = frozenset(("float", "double", "real", "double precision"))
+TEXT_AS_TEXT = frozenset(("date", "datetime", "time", "year", "inet4", "inet6", "uuid"))
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """How one column travels through the client without changing: what the source sends,
+    what the destination's INSERT makes of it, and how the Python value becomes parameters."""
+
+    select: str
+    insert: str
+    kind: str  # "value", "float", "float32" or "twice"
+
+
+def column_transfer(column: Column, alias: str = "s") -> Transfer:
+    """The exact transfer of one column (the destination session runs in UTC)."""
+    c = f"{alias}.{quote_ident(column.name)}"
+    if column.data_type in FLOAT_TYPES:  # a double's text is its shortest exact form; -0 needs a word
+        kind = "float32" if column.data_type == "float" else "float"
+        return Transfer(f"IF({c} = 0 AND ATAN2({c}, -1) < 0, '-0', CAST({c} AS DOUBLE))", "%s", kind)
+    if column.data_type == "timestamp":  # the stored UTC value, whatever the session's time zone
+        return Transfer(f"UNIX_TIMESTAMP({c})", "IF(%s = 0, '0000-00-00 00:00:00', FROM_UNIXTIME(%s))", "twice")
+    if column.data_type in ("enum", "set", "bit"):
+        return Transfer(f"{c} + 0", "%s", "value")
+    if column.data_type in TEXT_AS_TEXT:  # text keeps zero dates and microseconds the driver would drop
+        return Transfer(f"CAST({c} AS CHAR)", "%s", "value")
+    return Transfer(c, "%s", "value")
+
+
+def exact_text_sql(column: Column, alias: str) -> str:
+    """A text that is the same for two values exactly when they are the same stored value."""
+    c = f"{alias}.{quote_ident(column.name)}"
+    if column.data_type in FLOAT_TYPES:
+        return f"CONCAT(CAST({c} AS DOUBLE), '/', SIGN(ATAN2({c}, -1)))"
+    if column.data_type == "timestamp":
+        return f"UNIX_TIMESTAMP({c})"
+    if column.data_type in ("enum", "set"):
+        return f"CONCAT({c} + 0, ':', HEX({c}))"
+    return f"HEX(CAST({c} AS BINARY))"
+
+
+def fingerprint_sql(columns: Sequence[Column], alias: str) -> str:
+    """SHA-256 over every column's exact text, NULLs marked: equal on two servers only for equal rows."""
+    parts = ", ".join(f"IFNULL(CONCAT('v', {exact_text_sql(c, alias)}), 'n')" for c in columns)
+    return f"SHA2(CONCAT_WS('|', {parts}), 256)"
+
+
+@dataclass(frozen=True)
+class RemotePlan:
+    """The statements of archiving into another server: read and lock on the source, look up,
+    insert and verify on the destination, then delete on the source."""
+
+    plan: TablePlan
+
+    @property
+    def transfers(self) -> tuple[Transfer, ...]:
+        """One transfer per copied column, in column order."""
+        return tuple(column_transfer(c) for c in self.plan.columns)
+
+    def read_sql(self, condition: str, lock: bool = True) -> str:
+        """The batch's source rows: key, guard verdict, fingerprint, then every column's value."""
+        p = self.plan
+        values = ", ".join(t.select for t in self.transfers)
+        return (f"SELECT {p.returned_key_sql('s')}, {p.guard_sql()}, {fingerprint_sql(p.columns, 's')}, "
+                f"{values} FROM {quote_ident(p.source)} s WHERE {condition}{' FOR UPDATE' if lock else ''}")
+
+    def lookup_sql(self, condition: str, lock: bool = True) -> str:
+        """Archived rows with these keys, with their fingerprints (locked until the destination commits)."""
+        p = self.plan
+        return (f"SELECT {p.returned_key_sql('a')}, {fingerprint_sql(p.columns, 'a')} FROM "
+                f"{quote_ident(p.archive)} a WHERE {condition}{' FOR UPDATE' if lock else ''}")
+
+    def insert_sql(self, rows: int) -> str:
+        """A multi-row INSERT of `rows` rows (never IGNORE, never REPLACE)."""
+        group = "(" + ", ".join(t.insert for t in self.transfers) + ")"
+        return (f"INSERT INTO {quote_ident(self.plan.archive)} ({self.plan.column_list()}) VALUES "
+                + ", ".join([group] * rows))
+
+    def collides_sql(self) -> str:
+        """Whether the archive holds a key equal to this one under the column's collation."""
+        return (f"SELECT 1 FROM {quote_ident(self.plan.archive)} WHERE {quote_ident(self.plan.key)} = %s "
+                "LIMIT 1")
+
+
 # --------------------------------------------------------------------------- text log
 
 BATCH_LINE = re.compile(
@@ -1443,6 +1563,7 @@ class RunState:
     stop_reason: str | None = None
     planned_stop: bool = False
     paused_seconds: float = 0.0
+    destination: str | None = None
 
 
 @dataclass
@@ -1481,6 +1602,7 @@ def summary_line(state: RunState, status: str) -> str:
     elapsed = time.monotonic() - state.started
     why = state.stop_reason or ("failed" if status == "FAILED" else "all files done")
     run = f"run {state.run_id} | " if state.run_id else ""
+    run += f"into {state.destination} | " if state.destination else ""
     return (f"SUMMARY: {status} | {run}files {state.files_total} ({state.files_done} archived, "
             f"{state.files_skipped} already done, {len(state.rejected)} rejected) | batches {t.batches} "
             f"| rows archived {t.archived} | rows deleted {t.deleted} | duplicates {t.duplicates} "
@@ -1653,8 +1775,9 @@ class Database:
     """One connection to a server (or to one node of a cluster), set up for exact copies."""
 
     def __init__(self, settings: DbSettings, lock_wait_timeout: int = 10, read_only: bool = False,
-                 wait_timeout: int | None = None):
+                 wait_timeout: int | None = None, utc: bool = False):
         self.settings = settings
+        self.utc = utc
         self.lock_wait_timeout = lock_wait_timeout
         self.read_only = read_only
         self.wait_timeout = wait_timeout
@@ -1728,6 +1851,8 @@ class Database:
         self.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'")
         self.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         self.execute(f"SET SESSION innodb_lock_wait_timeout = {int(self.lock_wait_timeout)}")
+        if self.utc:
+            self.execute("SET SESSION time_zone = '+00:00'")
         if self.wait_timeout:
             # A process frozen inside a batch holds its row locks until the server drops it.
             self.execute(f"SET SESSION wait_timeout = LEAST(@@GLOBAL.wait_timeout, {int(self.wait_timeout)})")
@@ -1977,22 +2102,23 @@ def describe_foreign_keys(children: list[tuple[Any, ...]]) -> tuple[list[str], l
     return changing, restricts
 
 
-def check_tables(db: Database, config: Config, found: Preflight) -> bool:
+def check_tables(db: Database, archive_db: Database, config: Config, found: Preflight) -> bool:
     """Both tables exist, are real tables and are transactional; True when the rest can be checked."""
-    names = [config.source_table, config.archive_table]
-    present = [t for t in TRACKING_TABLES if t not in names]
-    tables = fetch_tables(db, names + present)
-    for name in names:
+    source_side = fetch_tables(db, [config.source_table] + [t for t in TRACKING_TABLES if t != config.source_table])
+    archive_side = fetch_tables(archive_db, [config.archive_table])
+    for name, tables, database in ((config.source_table, source_side, config.database),
+                                   (config.archive_table, archive_side, config.archive_database)):
         if name not in tables:
-            found.problems.append(f"table `{config.database}`.`{name}` does not exist")
+            found.problems.append(f"table `{database}`.`{name}` does not exist"
+                                  + (" on the destination" if tables is archive_side and config.dest else ""))
         elif tables[name]["type"] == "VIEW":
             found.problems.append(f"`{name}` is a view; archive to and from base tables")
-    for name, table in tables.items():
+    for name, table in list(source_side.items()) + list(archive_side.items()):
         if table["type"] != "VIEW" and table["transactions"] != "YES":
             found.problems.append(
                 f"table `{name}` uses the {table['engine']} engine, which cannot roll back: a failed or "
                 "killed batch could leave rows in neither table; convert it to InnoDB")
-    if tables.get(config.source_table, {}).get("type") == "SYSTEM VERSIONED":
+    if source_side.get(config.source_table, {}).get("type") == "SYSTEM VERSIONED":
         found.refuse_unless(
             config.allow_system_versioning,
             f"source `{config.source_table}` is system-versioned: deleted rows stay in it as history; "
@@ -2002,7 +2128,7 @@ def check_tables(db: Database, config: Config, found: Preflight) -> bool:
     return not found.problems
 
 
-def check_side_effects(db: Database, config: Config, found: Preflight) -> None:
+def check_side_effects(db: Database, archive_db: Database, config: Config, found: Preflight) -> None:
     """Foreign keys and triggers that make a DELETE or INSERT do more than move the row."""
     changing, restricts = describe_foreign_keys(child_foreign_keys(db, config.source_table))
     if changing:
@@ -2012,7 +2138,7 @@ def check_side_effects(db: Database, config: Config, found: Preflight) -> None:
             "first, or set [archive] allow_cascading_deletes = yes to accept it",
             "child tables changed by deletes, accepted by config: " + "; ".join(changing))
     triggers = fetch_triggers(db, config.source_table, "DELETE")
-    triggers += fetch_triggers(db, config.archive_table, "INSERT")
+    triggers += fetch_triggers(archive_db, config.archive_table, "INSERT")
     if triggers:
         found.refuse_unless(
             config.allow_triggers,
@@ -2023,16 +2149,15 @@ def check_side_effects(db: Database, config: Config, found: Preflight) -> None:
     found.notes.extend(restricts)
 
 
-def check_key(db: Database, config: Config, source: list[dict[str, Any]], archive: list[dict[str, Any]],
-              found: Preflight) -> KeyType | None:
+def check_key(db: Database, archive_db: Database, config: Config, source: list[dict[str, Any]],
+              archive: list[dict[str, Any]], found: Preflight) -> KeyType | None:
     """The key column: present, unique on both sides, same collation, a type keys can be written in."""
     key = next((c for c in source if c["name"].lower() == config.key_column.lower()), None)
     if key is None:
         found.problems.append(f"source table has no column `{config.key_column}`")
         return None
-    for table in (config.source_table, config.archive_table):
-        if not has_unique_key_on(db, table, key["name"]):
-            side = "source" if table == config.source_table else "archive"
+    for side, session, table in (("source", db, config.source_table), ("archive", archive_db, config.archive_table)):
+        if not has_unique_key_on(session, table, key["name"]):
             found.problems.append(f"`{key['name']}` is not the primary key or a unique key of the {side}")
     twin = next((c for c in archive if c["name"].lower() == key["name"].lower()), None)
     if twin is not None and twin["collation"] != key["collation"]:
@@ -2047,18 +2172,26 @@ def check_key(db: Database, config: Config, source: list[dict[str, Any]], archiv
         return None
 
 
-def check_privileges(db: Database, plan: TablePlan, found: Preflight) -> None:
+def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found: Preflight) -> None:
     """EXPLAIN needs the same privileges as the statement, so it tests them without writing."""
     condition = f"{quote_ident(plan.key)} IN (NULL)"
-    for label, sql in (("INSERT ... SELECT into the archive", plan.insert_sql(condition)),
-                       ("DELETE from the source", plan.delete_sql(condition))):
+    remote = RemotePlan(plan)
+    checks = [(db, "DELETE from the source", plan.delete_sql(condition))]
+    if archive_db is db:
+        checks.append((db, "INSERT ... SELECT into the archive", plan.insert_sql(condition)))
+    else:
+        checks += [(db, "SELECT ... FOR UPDATE on the source", remote.read_sql(f"s.{condition}")),
+                   (archive_db, "SELECT and INSERT the archive on the destination",
+                    f"INSERT INTO {quote_ident(plan.archive)} ({plan.column_list()}) "
+                    f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}")]
+    for session, label, sql in checks:
         try:
-            db.query("EXPLAIN " + sql)
+            session.query("EXPLAIN " + sql)
         except mysql.connector.Error as exc:
             if is_connection_error(exc):
                 raise
             found.problems.append(f"cannot {label}: {describe_mysql_error(exc)}")
-    db.rollback()
+        session.rollback()
 
 
 def check_guard(db: Database, plan: TablePlan, found: Preflight) -> None:
@@ -2098,27 +2231,43 @@ def check_write_set(db: Database, batch_size: int, source: str, found: Preflight
     db.rollback()
 
 
-def run_preflight(db: Database, config: Config) -> Preflight:
-    """Check tables, key, columns, side effects, privileges and limits; touch nothing."""
+def check_transfer(archive_db: Database, copied: Sequence[Column], source: list[dict[str, Any]],
+                   found: Preflight) -> None:
+    """What must hold for rows to reach another server byte for byte."""
+    charsets = {c["name"]: (c["charset"] or "").lower() for c in source}
+    for column in copied:
+        if charsets.get(column.name) and charsets[column.name] not in KEY_CHARSETS:
+            found.problems.append(f"column `{column.name}` is {charsets[column.name]}: archiving into another "
+                                  f"server passes text through utf8mb4, exact only for "
+                                  f"{', '.join(sorted(KEY_CHARSETS))}")
+    packet = int(archive_db.variable("max_allowed_packet") or 0)
+    found.notes.append(f"destination {archive_db.where}: max_allowed_packet {packet}; inserts are split to "
+                       "fit it, and a single row larger than that fails its batch")
+
+
+def run_preflight(db: Database, config: Config, dest: Database | None = None) -> Preflight:
+    """Check tables, key, columns, side effects, privileges and limits on both sides; touch nothing."""
     found = Preflight()
-    if not check_tables(db, config, found):
+    archive_db = dest or db
+    if not check_tables(db, archive_db, config, found):
         return found
     source = fetch_columns(db, config.source_table)
-    archive = fetch_columns(db, config.archive_table)
-    key_type = check_key(db, config, source, archive, found)
+    archive = fetch_columns(archive_db, config.archive_table)
+    key_type = check_key(db, archive_db, config, source, archive, found)
     copied = compare_columns(source, archive, found)
-    check_side_effects(db, config, found)
-    check_write_set(db, config.batch_size, config.source_table, found)
+    check_side_effects(db, archive_db, config, found)
+    for session in {id(db): db, id(archive_db): archive_db}.values():
+        check_write_set(session, config.batch_size, config.source_table, found)
+    if dest is not None:
+        check_transfer(dest, copied, source, found)
     if key_type is None:
         return found
-    plan = TablePlan(config.source_table, config.archive_table, config.key_column, copied, key_type,
-                     config.guard)
-    plan = dataclasses.replace(plan, key=next(c["name"] for c in source
-                                              if c["name"].lower() == config.key_column.lower()))
+    key = next(c["name"] for c in source if c["name"].lower() == config.key_column.lower())
+    plan = TablePlan(config.source_table, config.archive_table, key, copied, key_type, config.guard)
     if plan.key not in plan.column_names and not found.problems:
         found.problems.append(f"key column `{plan.key}` is not copied")
     if not found.problems:  # the EXPLAINs would only repeat a column problem as a grant problem
-        check_privileges(db, plan, found)
+        check_privileges(db, archive_db, plan, found)
     if config.guard and not found.problems:
         check_guard(db, plan, found)
     if not found.problems:
@@ -2126,9 +2275,9 @@ def run_preflight(db: Database, config: Config) -> Preflight:
     return found
 
 
-def require_plan(db: Database, config: Config) -> TablePlan:
+def require_plan(db: Database, config: Config, dest: Database | None = None) -> TablePlan:
     """Preflight, raising a critical error with every problem found."""
-    found = run_preflight(db, config)
+    found = run_preflight(db, config, dest)
     if found.plan is None:
         raise ArchiveError("preflight failed: " + "; ".join(found.problems))
     return found.plan
@@ -2516,7 +2665,7 @@ class Tracking:
 
     # ------------------------------------------------------------ runs
 
-    def start_run(self, total_files: int) -> int:
+    def start_run(self, total_files: int, destination: str | None = None) -> int:
         """Mark runs that died without an end as INTERRUPTED, then record this run as RUNNING."""
         host, pid = socket.gethostname(), os.getpid()
         db, config = self.db, self.config
@@ -2533,9 +2682,10 @@ class Tracking:
              f"found by a run started on {host} pid {pid}"), config.source_table))
         db.execute(
             "INSERT INTO process_logs (source_table, archive_table, status, host, pid, start_time, "
-            "total_files, job, version, last_seen) VALUES (%s, %s, 'RUNNING', %s, %s, NOW(), %s, %s, %s, NOW())",
+            "total_files, job, version, last_seen, destination) "
+            "VALUES (%s, %s, 'RUNNING', %s, %s, NOW(), %s, %s, %s, NOW(), %s)",
             (config.source_table, config.archive_table, host[:255], pid, total_files, config.job,
-             __version__))
+             __version__, fit(destination, 255)))
         self.run_id = int(db.query("SELECT LAST_INSERT_ID()")[0][0])
         db.execute("UPDATE run_locks SET process_log_id = %s WHERE lock_name = %s AND owner = %s",
                    (self.run_id, config.lock_name, self.owner))
@@ -2754,33 +2904,12 @@ class Classified:
     conflicts: list[Key] = field(default_factory=list)
     skipped: list[Key] = field(default_factory=list)
 
-
-def classify_keys(db: Database, plan: TablePlan, keys: Sequence[Key], lock: bool = True) -> Classified:
-    """Lock the keys' source rows; sort them into new, identical twin, conflict, or held by the guard."""
-    condition, params = plan.condition(keys, "s")
-    listed = plan.keys_by_bytes(keys)
-    found = Classified()
-    for raw, passes_guard, archived, same in db.query(plan.classify_sql(condition, lock), params):
-        key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
-        if not passes_guard:
-            found.skipped.append(key)
-        elif not archived:
-            found.to_copy.append(key)
-        elif same:
-            found.identical.append(key)
-        else:
-            found.conflicts.append(key)
-    return found
-
-
-def move_rows(db: Database, plan: TablePlan, keys: Sequence[Key]) -> tuple[int, int]:
-    """Copy then delete exactly `keys`; the caller checks that both counts are len(keys)."""
-    if not keys:
-        return 0, 0
-    condition, params = plan.condition(keys)
-    copied = db.execute(plan.insert_sql(condition), params)
-    deleted = db.execute(plan.delete_sql(condition), params)
-    return copied, deleted
+    def counts(self, keys: Sequence[Key], copied: int, deleted: int) -> Counters:
+        """The batch's counts once its rows moved: every listed key is accounted for once."""
+        present = len(self.to_copy) + len(self.identical) + len(self.conflicts) + len(self.skipped)
+        return Counters(batches=1, archived=copied, deleted=deleted, duplicates=len(self.identical),
+                        conflicts=len(self.conflicts), skipped_by_guard=len(self.skipped),
+                        not_found=len(set(keys)) - present)
 
 
 def check_fence(db: Database, tracking: Tracking, renewed: int) -> None:
@@ -2790,58 +2919,241 @@ def check_fence(db: Database, tracking: Tracking, renewed: int) -> None:
         tracking.lost_lock()
 
 
-def archive_keys_carefully(db: Database, plan: TablePlan, tracking: Tracking, keys: Sequence[Key]
-                           ) -> tuple[Counters, Classified]:
-    """Lock and compare each row: copy new ones, drop identical twins, keep conflicts."""
+def renew_fence(db: Database, tracking: Tracking) -> None:
+    """The first statement of every batch transaction: our lease, renewed, or a stop."""
     sql, params = tracking.fence()
     check_fence(db, tracking, db.execute(sql, params))
-    found = classify_keys(db, plan, keys)
-    copied, deleted = move_rows(db, plan, found.to_copy)
-    if copied != len(found.to_copy) or deleted != len(found.to_copy):
-        raise ArchiveError(f"safety check failed: locked {len(found.to_copy)} rows but copied {copied} "
-                           f"and deleted {deleted}; the batch was rolled back")
-    twins = 0
-    if found.identical:
-        condition, twin_params = plan.condition(found.identical, "s")
-        twins = db.execute(plan.delete_identical_sql(condition), twin_params)
-        if twins != len(found.identical):
-            raise ArchiveError(f"safety check failed: {len(found.identical)} identical duplicates but "
-                               f"{twins} deleted; the batch was rolled back")
-    listed = len(set(keys))
-    present = len(found.to_copy) + len(found.identical) + len(found.conflicts) + len(found.skipped)
-    counts = Counters(batches=1, archived=copied, deleted=deleted + twins, duplicates=len(found.identical),
-                      conflicts=len(found.conflicts), skipped_by_guard=len(found.skipped),
-                      not_found=listed - present)
-    return counts, found
 
 
-def archive_batch(db: Database, plan: TablePlan, tracking: Tracking, batch: Batch) -> BatchOutcome:
-    """Move one batch inside the open transaction; return its counts and conflicting keys.
+def checked(what: str, expected: int, got: int) -> None:
+    """A row count that must be exact, or the batch is rolled back."""
+    if got != expected:
+        raise ArchiveError(f"safety check failed: expected {expected} rows {what} but got {got}; the batch "
+                           "was rolled back")
 
-    The fast path renews the run lock, copies, then deletes the batch's keys in one
-    round trip: INSERT ... SELECT takes shared locks on the rows it copies, so the
-    DELETE removes exactly those rows. A duplicate key, a guard or a count mismatch
-    sends the batch down the careful path, which locks and compares every row first.
-    """
-    if not plan.guard:
-        condition, params = plan.condition(batch.keys)
-        fence_sql, fence_params = tracking.fence()
-        try:
-            renewed, copied, deleted = db.execute_script([
-                (fence_sql, fence_params), (plan.insert_sql(condition), params),
-                (plan.delete_sql(condition), params)])
-            check_fence(db, tracking, renewed)
-            if copied == deleted:
-                counts = Counters(batches=1, archived=copied, deleted=deleted,
-                                  not_found=len(set(batch.keys)) - copied)
-                return BatchOutcome(counts, (), "COMPLETED")
-        except mysql.connector.Error as exc:
-            if exc.errno != ER_DUP_ENTRY:
-                raise
-        db.rollback()
-    counts, found = archive_keys_carefully(db, plan, tracking, batch.keys)
+
+class SameServer:
+    """Archiving within one server: the copy and the delete are in one transaction."""
+
+    def __init__(self, db: Database, plan: TablePlan, tracking: Tracking):
+        self.db, self.plan, self.tracking = db, plan, tracking
+
+    def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
+        """Lock the keys' source rows; sort them into new, identical twin, conflict, or held by the guard."""
+        condition, params = self.plan.condition(keys, "s")
+        listed = self.plan.keys_by_bytes(keys)
+        found = Classified()
+        for raw, passes_guard, archived, same in self.db.query(self.plan.classify_sql(condition, lock), params):
+            key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
+            if not passes_guard:
+                found.skipped.append(key)
+            elif not archived:
+                found.to_copy.append(key)
+            elif same:
+                found.identical.append(key)
+            else:
+                found.conflicts.append(key)
+        return found
+
+    def carefully(self, keys: Sequence[Key]) -> tuple[Counters, Classified]:
+        """Lock and compare each row: copy new ones, drop identical twins, keep conflicts."""
+        renew_fence(self.db, self.tracking)
+        found = self.classify(keys)
+        copied = deleted = twins = 0
+        if found.to_copy:
+            condition, params = self.plan.condition(found.to_copy)
+            copied = self.db.execute(self.plan.insert_sql(condition), params)
+            deleted = self.db.execute(self.plan.delete_sql(condition), params)
+            checked("copied", len(found.to_copy), copied)
+            checked("deleted", len(found.to_copy), deleted)
+        if found.identical:
+            condition, params = self.plan.condition(found.identical, "s")
+            twins = self.db.execute(self.plan.delete_identical_sql(condition), params)
+            checked("deleted as identical twins", len(found.identical), twins)
+        return found.counts(keys, copied, deleted + twins), found
+
+    def batch(self, batch: Batch) -> BatchOutcome:
+        """Move one batch inside the open transaction; return its counts and conflicting keys.
+
+        The fast path renews the run lock, copies, then deletes the batch's keys in one
+        round trip: INSERT ... SELECT takes shared locks on the rows it copies, so the
+        DELETE removes exactly those rows. A duplicate key, a guard or a count mismatch
+        sends the batch down the careful path, which locks and compares every row first.
+        """
+        if not self.plan.guard:
+            condition, params = self.plan.condition(batch.keys)
+            fence_sql, fence_params = self.tracking.fence()
+            try:
+                renewed, copied, deleted = self.db.execute_script([
+                    (fence_sql, fence_params), (self.plan.insert_sql(condition), params),
+                    (self.plan.delete_sql(condition), params)])
+                check_fence(self.db, self.tracking, renewed)
+                if copied == deleted:
+                    counts = Counters(batches=1, archived=copied, deleted=deleted,
+                                      not_found=len(set(batch.keys)) - copied)
+                    return BatchOutcome(counts, (), "COMPLETED")
+            except mysql.connector.Error as exc:
+                if exc.errno != ER_DUP_ENTRY:
+                    raise
+            self.db.rollback()
+        return outcome_of_batch(*self.carefully(batch.keys))
+
+    def rollback(self) -> None:
+        """Undo the open transaction."""
+        self.db.rollback()
+
+
+def outcome_of_batch(counts: Counters, found: Classified) -> BatchOutcome:
+    """The batch's outcome and its status in the text log."""
     status = "COMPLETED_WITH_DUPLICATES" if counts.duplicates or counts.conflicts else "COMPLETED"
     return BatchOutcome(counts, tuple(found.conflicts), status)
+
+
+@dataclass
+class SourceRow:
+    """A source row as it travels: its fingerprint and the parameters that recreate it."""
+
+    fingerprint: str
+    params: tuple[Any, ...]
+    size: int
+
+
+class OtherServer(SameServer):
+    """Archiving into another server, with no distributed transaction.
+
+    The source transaction locks and reads the batch's rows; the destination inserts
+    them, reads back their fingerprints (SHA-256 over an exact text of every column),
+    and commits only if each equals the source's; then the source deletes exactly
+    those rows, records the batch and commits. A crash between the two commits leaves
+    identical copies that the next attempt finds as twins, so no row is ever in
+    neither place, and a row that changed in between is a conflict, kept in both.
+    """
+
+    def __init__(self, db: Database, dest: Database, plan: TablePlan, tracking: Tracking):
+        super().__init__(db, plan, tracking)
+        self.dest, self.remote = dest, RemotePlan(plan)
+        self.packet = int(dest.variable("max_allowed_packet") or 4 << 20)
+        self.rows: dict[Key, SourceRow] = {}
+
+    def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
+        """Read (and lock) the source rows, then compare them with what the destination holds."""
+        condition, params = self.plan.condition(keys, "s")
+        listed = self.plan.keys_by_bytes(keys)
+        found, self.rows = Classified(), {}
+        for raw, passes_guard, fingerprint, *values in self.db.query(self.remote.read_sql(condition, lock), params):
+            key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
+            if not passes_guard:
+                found.skipped.append(key)
+                continue
+            self.rows[key] = SourceRow(fingerprint, *transfer_params(self.remote.transfers, values))
+        archived = self.on_destination(self.lookup, list(self.rows), lock)
+        for key, row in self.rows.items():
+            if key not in archived:
+                found.to_copy.append(key)
+            elif archived[key] == row.fingerprint:
+                found.identical.append(key)
+            else:
+                found.conflicts.append(key)
+        return found
+
+    def lookup(self, keys: Sequence[Key], lock: bool = True) -> dict[Key, str]:
+        """Fingerprints of the archived rows whose keys are exactly these."""
+        if not keys:
+            return {}
+        condition, params = self.plan.condition(keys, "a")
+        listed = self.plan.keys_by_bytes(keys)
+        return {listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw: fingerprint
+                for raw, fingerprint in self.dest.query(self.remote.lookup_sql(condition, lock), params)}
+
+    def on_destination(self, step: Callable[..., T], *args: Any) -> T:
+        """Run a step on the destination; a lost destination is marked so only it reconnects."""
+        try:
+            self.dest.ensure_connected()
+            return step(*args)
+        except mysql.connector.Error as exc:
+            self.dest.rollback()
+            if is_connection_error(exc):
+                self.dest.disconnect()
+            exc.on_destination = True  # type: ignore[attr-defined]  # read by retry_transaction
+            raise
+
+    def carefully(self, keys: Sequence[Key]) -> tuple[Counters, Classified]:
+        """Copy to the destination and commit there, then delete from the source (not committed)."""
+        renew_fence(self.db, self.tracking)
+        found = self.classify(keys)
+        if found.to_copy or found.identical:
+            self.on_destination(self.copy, found)
+        moved = found.to_copy + found.identical
+        deleted = 0
+        if moved:
+            condition, params = self.plan.condition(moved)
+            deleted = self.db.execute(self.plan.delete_sql(condition), params)
+            checked("deleted", len(moved), deleted)
+        return found.counts(keys, len(found.to_copy), deleted), found
+
+    def copy(self, found: Classified) -> None:
+        """Insert the new rows on the destination, prove them identical, and commit there."""
+        while True:
+            try:
+                for chunk in self.chunks(found.to_copy):
+                    rows = [self.rows[k] for k in chunk]
+                    inserted = self.dest.execute(self.remote.insert_sql(len(rows)),
+                                                 [p for row in rows for p in row.params])
+                    checked("inserted on the destination", len(rows), inserted)
+                break
+            except mysql.connector.Error as exc:
+                if exc.errno != ER_DUP_ENTRY:
+                    raise
+                self.dest.rollback()  # a key equal to an archived one under the collation: a conflict
+                colliding = [k for k in found.to_copy if self.dest.query(self.remote.collides_sql(), (k,))]
+                found.to_copy = [k for k in found.to_copy if k not in colliding]
+                found.conflicts += colliding
+        copies = self.lookup(found.to_copy, False)
+        differ = [format_key(k) for k in found.to_copy if copies.get(k) != self.rows[k].fingerprint]
+        if differ:
+            self.dest.rollback()
+            raise ArchiveError(f"the copies on the destination would differ from the source rows "
+                               f"(keys {', '.join(differ[:SHOWN_KEYS])}): a column the destination stores "
+                               "differently; nothing was moved")
+        self.dest.commit()
+
+    def chunks(self, keys: Sequence[Key]) -> Iterator[list[Key]]:
+        """Keys grouped so that each INSERT fits the destination's max_allowed_packet."""
+        chunk: list[Key] = []
+        size = 0
+        for key in keys:
+            row = self.rows[key]
+            if chunk and size + row.size > self.packet * 3 // 4:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(key)
+            size += row.size
+        if chunk:
+            yield chunk
+
+    def batch(self, batch: Batch) -> BatchOutcome:
+        """Move one batch: the copy is committed on the destination, the delete is left open."""
+        return outcome_of_batch(*self.carefully(batch.keys))
+
+    def rollback(self) -> None:
+        """Undo both open transactions (a committed destination copy stays: it is a twin now)."""
+        self.db.rollback()
+        self.dest.rollback()
+
+
+def transfer_params(transfers: Sequence[Transfer], values: Sequence[Any]) -> tuple[tuple[Any, ...], int]:
+    """The INSERT parameters that recreate a row from the values read, and their rough size in bytes."""
+    params: list[Any] = []
+    size = 16
+    for transfer, value in zip(transfers, values):
+        if isinstance(value, bytearray):
+            value = bytes(value)
+        if transfer.kind in ("float", "float32") and value is not None:
+            # A FLOAT holds -0 only as the result of an underflow; DOUBLE never holds it.
+            value = (-1e-50 if transfer.kind == "float32" else -0.0) if value == "-0" else float(value)
+        params += [value, value] if transfer.kind == "twice" else [value]
+        size += 2 * len(value) + 8 if isinstance(value, (bytes, str)) else 24
+    return tuple(params), size
 
 
 def retry_transaction(run: RunContext, label: str, attempt: Callable[[], T],
@@ -2864,8 +3176,8 @@ def retry_transaction(run: RunContext, label: str, attempt: Callable[[], T],
                     return recovered
             return attempt()
         except (mysql.connector.Error, Unreachable) as exc:
-            db.rollback()
-            if is_connection_error(exc):
+            run.mover.rollback()
+            if is_connection_error(exc) and not getattr(exc, "on_destination", False):
                 db.disconnect()
             if isinstance(exc, mysql.connector.Error) and (why := explain_write_set_error(exc, run.config.batch_size)):
                 raise ArchiveError(why) from exc
@@ -2883,7 +3195,7 @@ def retry_transaction(run: RunContext, label: str, attempt: Callable[[], T],
 def run_batch(run: RunContext, ctx: FileContext, batch: Batch) -> BatchOutcome:
     """Move, record and commit one batch as one transaction, with retries."""
     def attempt() -> BatchOutcome:
-        outcome = archive_batch(run.db, run.plan, run.tracking, batch)
+        outcome = run.mover.batch(batch)
         # One round trip for the tracking rows and the COMMIT: the batch's only commit.
         run.db.execute_script(run.tracking.batch_statements(ctx, batch, outcome) + [("COMMIT", ())])
         run.tracking.last_beat = time.monotonic()
@@ -2920,7 +3232,7 @@ def recheck_chunk(run: RunContext, file: tuple[str, str], chunk: list[tuple[int,
                   ) -> tuple[dict[int, str], Counters]:
     """One transaction: re-examine some conflict keys and close those that are settled."""
     by_key = {parse_stored_key(text, run.plan.key_type): row_id for row_id, text in chunk}
-    counts, found = archive_keys_carefully(run.db, run.plan, run.tracking, list(by_key))
+    counts, found = run.mover.carefully(list(by_key))
     counts.conflicts = 0  # still-open conflicts were counted when found
     counts.not_found = 0
     resolved = {by_key[k]: "archived copy was gone: row archived" for k in found.to_copy}
@@ -3116,6 +3428,7 @@ class RunContext:
     reporter: Reporter
     state: RunState
     log_checkpoints: dict[tuple[str, str], Checkpoint]
+    mover: SameServer
     controls: Controls | None = None
 
     def say(self, text: str, log: bool = True) -> None:
@@ -3452,14 +3765,15 @@ def write_header(config: Config, log: TextLog, state: RunState) -> None:
               f"| HOST: {socket.gethostname()} | PID: {os.getpid()}")
 
 
-def open_run(config: Config, tracking: Tracking, log: TextLog, reporter: Reporter, state: RunState,
-             files: list[Path]) -> RunContext:
+def open_run(config: Config, tracking: Tracking, dest: Database | None, log: TextLog, reporter: Reporter,
+             state: RunState, files: list[Path]) -> RunContext:
     """Tracking tables, the run lock, this run's row and header, then the preflight, in that order."""
     notes = [f"MIGRATED: tracking tables to schema {SCHEMA_VERSION}: {step}" for step in tracking.ensure_schema()]
     takeover = tracking.acquire_lock()
     tracking.db.on_reconnect = tracking.retake_lock
     tracking.db.on_note = functools.partial(say_everywhere, log, reporter)
-    state.run_id = tracking.start_run(len(files))
+    state.destination = dest.where if dest else None
+    state.run_id = tracking.start_run(len(files), state.destination)
     write_header(config, log, state)
     notes += [f"LOCK: {takeover}"] if takeover else []
     if config.log_retention_days:
@@ -3469,11 +3783,26 @@ def open_run(config: Config, tracking: Tracking, log: TextLog, reporter: Reporte
     for note in notes:
         log.write(note)
         reporter.say(note, level=2)
-    plan = require_plan(tracking.db, config)
+    plan = require_plan(tracking.db, config, dest)
     progress = read_log_progress(config.log_dir)
     checkpoints = log_checkpoints(progress, (config.job, f"{config.database}.{config.source_table}"))
-    reporter.say(f"Run {state.run_id}: {plural(len(files), 'file')} in {config.csv_dir}", level=2)
-    return RunContext(config, tracking.db, tracking, plan, log, reporter, state, checkpoints)
+    reporter.say(f"Run {state.run_id}: {plural(len(files), 'file')} in {config.csv_dir}"
+                 + (f", archiving into {dest.where}" if dest else ""), level=2)
+    return RunContext(config, tracking.db, tracking, plan, log, reporter, state, checkpoints,
+                      make_mover(tracking, plan, dest))
+
+
+def make_mover(tracking: Tracking, plan: TablePlan, dest: Database | None) -> SameServer:
+    """Within one server, or into the destination server."""
+    return OtherServer(tracking.db, dest, plan, tracking) if dest else SameServer(tracking.db, plan, tracking)
+
+
+def open_destination(config: Config, read_only: bool = False) -> Database | None:
+    """The destination session, in UTC so TIMESTAMPs travel as their stored value; None without one."""
+    if config.dest is None:
+        return None
+    return Database(config.dest, config.lock_wait_timeout, read_only=read_only, utc=True,
+                    wait_timeout=None if read_only else int(config.lock_lease + config.lock_wait_timeout))
 
 
 def run(config: Config, verbosity: int = 1) -> int:
@@ -3483,14 +3812,15 @@ def run(config: Config, verbosity: int = 1) -> int:
     state.files_total = len(files)
     log = TextLog(config.log_dir, dt.datetime.now())
     previous = install_signal_handlers(stop)
-    db: Database | None = None
+    db = dest = None
     tracking: Tracking | None = None
     status, code = "FAILED", EXIT_FAILED
     try:
         db = Database(config.db, config.lock_wait_timeout,
                       wait_timeout=int(config.lock_lease + config.lock_wait_timeout))
+        dest = open_destination(config)
         tracking = Tracking(db, config)
-        context = open_run(config, tracking, log, reporter, state, files)
+        context = open_run(config, tracking, dest, log, reporter, state, files)
         context.controls = Controls(context, stop)
         try:
             code = execute_run(context, files)
@@ -3517,8 +3847,9 @@ def run(config: Config, verbosity: int = 1) -> int:
         finish_output(log, reporter, state, status, code)
         if tracking is not None:
             tracking.release_lock()
-        if db is not None:
-            db.close()
+        for session in (db, dest):
+            if session is not None:
+                session.close()
         log.close()
 
 
@@ -3600,7 +3931,7 @@ def read_only_tracking(db: Database, config: Config) -> Tracking | None:
 RUN_COLUMNS = (
     "id, status, start_time, end_time, last_seen, current_file, current_batch, processed_files, "
     "total_files, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, not_found, "
-    "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job")
+    "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job, destination")
 
 
 def status_report(db: Database, config: Config) -> dict[str, Any] | None:
@@ -3674,6 +4005,8 @@ def status_lines(report: dict[str, Any]) -> list[str]:
              f"batch {r['current_batch'] or '-'}"),
              (f"  rows archived {r['rows_archived']}, deleted {r['rows_deleted']}, duplicates {r['duplicates']}, "
              f"conflicts {r['conflicts']}, not found {r['not_found']}, skipped by guard {r['skipped_by_guard']}")]
+    if r["destination"]:
+        lines.append(f"  archiving into {r['destination']} (job {r['job']})")
     if r["pause_reason"] and r["status"] == "RUNNING":
         lines.append(f"  PAUSED: {r['pause_reason']}")
     lines += [f"  paused {r['paused_seconds']:.1f}s in all"] if r["paused_seconds"] else []
@@ -3720,13 +4053,17 @@ def check_command(config: Config, out: Any = None) -> int:
     """Preflight only, with a readable verdict; exit 0 when a run could proceed."""
     out = out or sys.stdout
     db = Database(config.db, read_only=True)
+    dest = None
     try:
-        found = run_preflight(db, config)
-        lines = cluster_lines(db)
+        dest = open_destination(config, read_only=True)
+        found = run_preflight(db, config, dest)
+        lines = cluster_lines(db) + (cluster_lines(dest) if dest else [])
         tracking = Tracking(db, config)
         present, version = tracking.present(), tracking.schema_version()
     finally:
-        db.close()
+        for session in (db, dest):
+            if session is not None:
+                session.close()
     lines += [f"note: {note}" for note in found.notes] + [f"FAIL: {problem}" for problem in found.problems]
     missing = [t for t in TRACKING_TABLES if t not in present]
     if missing:
@@ -3738,8 +4075,9 @@ def check_command(config: Config, out: Any = None) -> int:
     if found.plan is None:
         print_lines(lines + ["Verdict: NOT READY: fix the FAIL lines above."], out)
         return EXIT_FAILED
+    where = f" on {config.dest.describe()}" if config.dest else ""
     print_lines(lines + [
-        (f"ok: `{config.source_table}` -> `{config.archive_table}` on key `{found.plan.key}` "
+        (f"ok: `{config.source_table}` -> `{config.archive_table}`{where} on key `{found.plan.key}` "
         f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied"),
         "Verdict: READY."], out)
     return EXIT_OK
@@ -3773,20 +4111,25 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
     """Predict, per file, exactly what a run would do, with read-only queries."""
     out = out or sys.stdout
     db = Database(config.db, read_only=True)
+    dest = None
     try:
-        plan = require_plan(db, config)
+        dest = open_destination(config, read_only=True)
+        plan = require_plan(db, config, dest)
         tracking = read_only_tracking(db, config) or Tracking(db, config)
         progress = read_log_progress(config.log_dir, save=False)
         run = RunContext(config, db, tracking, plan, SilentLog(config.log_dir, dt.datetime.now()),
                          Reporter(0), RunState(), log_checkpoints(
-                             progress, (config.job, f"{config.database}.{config.source_table}")))
+                             progress, (config.job, f"{config.database}.{config.source_table}")),
+                         make_mover(tracking, plan, dest))
         tracked = read_only_tracking(db, config) is not None
         gone: set[Key] = set()
         recheck = predict_recheck(run, gone) if tracked else None
         rows = ([recheck] if recheck else []) + [
             predict_file(run, path, tracked, gone) for path in list_csv_files(config.csv_dir, config.csv_pattern)]
     finally:
-        db.close()
+        for session in (db, dest):
+            if session is not None:
+                session.close()
     total: dict[str, Any] = {"file": "TOTAL", "status": plural(len(rows), "file")}
     total.update({k: sum(r[k] for r in rows) for k in DRY_RUN_COUNTS})
     rejected = sum(r["status"].startswith("REJECTED") for r in rows)
@@ -3808,8 +4151,8 @@ def empty_prediction(name: str, status: str) -> dict[str, Any]:
 def predict_keys(run: RunContext, keys: Sequence[Key], gone: set[Key], row: dict[str, Any]) -> Classified:
     """Classify keys as the run would, treating keys already moved by earlier batches as gone."""
     fresh = [k for k in dict.fromkeys(keys) if k not in gone]
-    found = classify_keys(run.db, run.plan, fresh, lock=False) if fresh else Classified()
-    run.db.rollback()
+    found = run.mover.classify(fresh, lock=False) if fresh else Classified()
+    run.mover.rollback()
     row["rows_to_archive"] += len(found.to_copy)
     row["rows_to_delete"] += len(found.to_copy) + len(found.identical)
     row["identical_twins"] += len(found.identical)

@@ -58,6 +58,33 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             shutil.rmtree(srv.datadir, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def dest_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayMariaDB]:
+    """A second throwaway server, the destination of the archive-into-another-server tests."""
+    if os.environ.get(DSN_ENV_VAR):
+        pytest.skip(f"needs a second throwaway server ({DSN_ENV_VAR} is set)")
+    srv = ThrowawayMariaDB(tmp_path_factory.mktemp("dest"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        if not os.environ.get(KEEP_ENV_VAR):
+            shutil.rmtree(srv.datadir, ignore_errors=True)
+
+
+@pytest.fixture
+def dest_db(dest_server: ThrowawayMariaDB, request: pytest.FixtureRequest) -> Iterator[ScratchDatabase]:
+    """A fresh database on the destination server; dropped afterwards."""
+    dest_server.ensure_running()
+    scratch = ScratchDatabase.create(dest_server, unique_db_name(request.node.name, prefix="d_"))
+    try:
+        yield scratch
+    finally:
+        dest_server.ensure_running()  # the test may have killed it
+        scratch.drop()
+
+
 @pytest.fixture(autouse=True)
 def _revive_server(request: pytest.FixtureRequest) -> None:
     """Restart the session server if an earlier test killed it (only for tests using it)."""
@@ -136,7 +163,7 @@ def spawn_cli() -> Iterator[Callable[..., CliProcess]]:
 
 # Fixtures that start or need MariaDB: this file's ``server`` (and so ``db`` and
 # ``controllable_server``) and test_controls.py's primary+replica ``pair``.
-SERVER_FIXTURES = frozenset({"server", "pair", "galera_cluster", "galera_db"})
+SERVER_FIXTURES = frozenset({"server", "pair", "galera_cluster", "galera_db", "dest_server", "dest_db"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

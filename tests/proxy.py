@@ -17,10 +17,13 @@ from pathlib import Path
 
 class CuttingProxy:
     """Relays client connections to `target`; the first client packet matching `cut_after` is
-    forwarded, then, after `delay` seconds, that connection is closed on both sides."""
+    forwarded (or, with forward=False, dropped), then, after `delay` seconds, that connection is
+    closed on both sides."""
 
-    def __init__(self, path: Path, target: str, cut_after: Callable[[bytes], bool], delay: float = 0.5):
+    def __init__(self, path: Path, target: str, cut_after: Callable[[bytes], bool], delay: float = 0.5,
+                 forward: bool = True):
         self.path, self.target, self.cut_after, self.delay = path, target, cut_after, delay
+        self.forward = forward
         self.cuts = 0
         self.armed = True
         self.muted: set[int] = set()  # connections whose answers are no longer passed on
@@ -53,7 +56,8 @@ class CuttingProxy:
                 if from_client and self.armed and self.cut_after(data):
                     self.armed = False
                     self.muted.add(id(pair))
-                sink.sendall(data)
+                if self.forward or id(pair) not in self.muted:
+                    sink.sendall(data)
                 if id(pair) in self.muted and from_client:
                     time.sleep(self.delay)  # let the server finish the statement before the cut
                     self.cuts += 1

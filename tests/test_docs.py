@@ -68,3 +68,21 @@ def test_module_layout_follows_the_house_order():
              'if __name__ == "__main__":']
     positions = [source.index(marker) for marker in order]
     assert positions == sorted(positions)
+
+
+def test_the_map_names_every_section_in_order():
+    source = (REPO / "archive.py").read_text()
+    markers = re.findall(r"^# -{75} (.+)$", source, re.M)
+    listed = archive.__doc__.split("Sections, in this order:")[1].split("Exit codes:")[0]
+    names = [n.strip() for n in re.sub(r"\([^)]*\)", ",", listed).replace("\n", ",").split(",") if n.strip()]
+    assert names == markers
+
+
+def test_the_map_names_functions_that_exist():
+    flow = archive.__doc__.split("How a run flows:")[1].split("Sections, in this order:")[0]
+    names = re.findall(r"\b[A-Z][A-Za-z]+\.[a-z_]+\b|\b[a-z]+(?:_[a-z]+)+\b|\b(?:main|dispatch|run)\b", flow)
+    assert len(names) > 20
+    for name in names:
+        owner, _, attribute = name.partition(".")
+        assert hasattr(archive, owner), name
+        assert not attribute or hasattr(getattr(archive, owner), attribute), name

@@ -1,0 +1,262 @@
+"""Archiving into another server ([destination]): exactly once across two servers with no
+distributed transaction, byte-identical copies, preflight on both sides, and faults on either."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checks import assert_batches_once, assert_no_run_left_running
+from helpers import (
+    ScratchDatabase,
+    create_rewards_tables,
+    insert_rewards,
+    kill_process_group,
+    read_text_logs,
+    rewards_archive_ddl,
+    run_cli,
+    snapshot,
+    wait_until,
+    write_config,
+    write_csv,
+)
+from proxy import CuttingProxy
+from test_exactness import STEPS
+
+
+def dest_keys(dest: ScratchDatabase) -> dict[str, Any]:
+    """The [destination] section for a scratch database on the destination server."""
+    kw = dest.connection_kwargs()
+    return {"destination__unix_socket": kw["unix_socket"], "destination__user": kw.get("user", "root"),
+            "destination__password": kw.get("password", ""), "destination__database": dest.name}
+
+
+def remote_job(db: ScratchDatabase, dest: ScratchDatabase, tmp_path: Path, ids, listed, **config: Any
+               ) -> tuple[Path, dict]:
+    """rewards on the source, rewards_archives on the destination, a CSV and a config."""
+    create_rewards_tables(db, archive=None)
+    dest.execute(rewards_archive_ddl())
+    insert_rewards(db, ids)
+    write_csv(tmp_path / "csv" / "ids.csv", listed)
+    path = write_config(tmp_path, db, **dest_keys(dest), **config)
+    return path, snapshot(db, "rewards")
+
+
+def assert_exactly_once(db: ScratchDatabase, dest: ScratchDatabase, original: dict, moved: set) -> None:
+    """Every original row is in exactly one place: moved ones on the destination, intact."""
+    source, archived = snapshot(db, "rewards"), snapshot(dest, "rewards_archives")
+    assert not set(source) & set(archived), f"in both: {sorted(set(source) & set(archived))[:10]}"
+    assert {**source, **archived} == original
+    assert set(archived) == moved & set(original)
+
+
+def test_rows_move_to_the_destination_intact_and_the_seed_queries_stay_on_the_source(db, dest_db, tmp_path):
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 101), range(1, 81), archive__batch_size=25)
+    check = run_cli(config, "--check")
+    assert check.returncode == 0 and "Verdict: READY." in check.stdout, check.stdout
+    assert "max_allowed_packet" in check.stdout
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert_exactly_once(db, dest_db, original, set(range(1, 81)))
+    assert "into root@" in next(line for line in result.stdout.splitlines() if line.startswith("SUMMARY:"))
+    assert not dest_db.table_exists("process_logs"), "tracking stays with the source"
+    assert db.query("SELECT COUNT(*), SUM(rows_archived) FROM batch_processing_logs") == [(4, 80)]
+    assert db.scalar("SELECT destination FROM process_logs").startswith("root@")
+    assert "archiving into" in run_cli(config, "--status").stdout
+    assert run_cli(config).returncode == 0  # a rerun is a no-op
+    assert_exactly_once(db, dest_db, original, set(range(1, 81)))
+
+
+def test_every_type_arrives_byte_identical(db, dest_db, tmp_path):
+    columns: dict[str, str] = {}
+    for name, sql_type, _, _ in STEPS:
+        columns.setdefault(name, sql_type)
+    ddl = ", ".join(f"`{n}` {t}" for n, t in columns.items())
+    for side in (db, dest_db):
+        side.execute(f"CREATE TABLE t (id INT NOT NULL PRIMARY KEY, {ddl}) ENGINE=InnoDB")
+    conn = db.connect()
+    cur = conn.cursor()
+    cur.execute("SET SESSION time_zone = '+00:00', sql_mode = 'NO_ENGINE_SUBSTITUTION'")
+    keys = []
+    for key, (name, _, source_value, other_value) in enumerate(STEPS, start=1):
+        if "'zz'" in other_value:
+            other_value = "'a'"  # ENUM index 0 cannot travel (refused loudly; tested below)
+        cur.execute(f"INSERT INTO t (id, `{name}`) VALUES ({key}, {source_value})")
+        cur.execute(f"INSERT INTO t (id, `{name}`) VALUES ({key + 100}, {other_value})")
+        keys += [key, key + 100]
+    conn.commit()
+    conn.close()
+    fingerprint = (f"SELECT id, {', '.join(f'HEX(`{n}`)' for n in columns)}, UNIX_TIMESTAMP(ts), "
+                   "CONCAT(CAST(fl AS DOUBLE), SIGN(ATAN2(fl, -1))), en + 0 FROM t ORDER BY id")
+    original = db.query(fingerprint)
+    write_csv(tmp_path / "csv" / "ids.csv", keys)
+    config = write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
+                          **dest_keys(dest_db))
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.count("t") == 0
+    assert dest_db.query(fingerprint) == original
+
+
+def test_an_invalid_enum_cannot_travel_and_nothing_moves(db, dest_db, tmp_path):
+    for side in (db, dest_db):
+        side.execute("CREATE TABLE t (id INT PRIMARY KEY, e ENUM('', 'a'))")
+    db.execute("SET SESSION sql_mode = ''")
+    db.execute("INSERT INTO t VALUES (1, 'a'), (2, 'zz')")
+    write_csv(tmp_path / "csv" / "ids.csv", [1, 2])
+    config = write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
+                          **dest_keys(dest_db))
+    result = run_cli(config)
+    assert result.returncode == 1
+    assert db.count("t") == 2 and dest_db.count("t") == 0
+
+
+def test_twins_on_the_destination_are_settled_and_conflicts_kept(db, dest_db, tmp_path):
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 41), range(1, 41), archive__batch_size=10)
+    insert_rewards(dest_db, [3, 4], table="rewards_archives")  # identical copies
+    insert_rewards(dest_db, [5], table="rewards_archives")
+    dest_db.execute("UPDATE rewards_archives SET note = 'older version' WHERE id = 5")
+    result = run_cli(config)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert set(snapshot(db, "rewards")) == {5}
+    assert snapshot(dest_db, "rewards_archives")[5][3] == "older version"
+    assert db.query("SELECT duplicates, conflicts, rows_archived, rows_deleted FROM process_logs") == [(2, 1, 37, 39)]
+    dest_db.execute("DELETE FROM rewards_archives WHERE id = 5")  # the README's conflict procedure
+    assert run_cli(config).returncode == 0
+    assert_exactly_once(db, dest_db, original, set(range(1, 41)))
+
+
+def test_preflight_checks_the_destination(db, dest_db, tmp_path):
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 11), range(1, 11))
+    dest_db.execute("ALTER TABLE rewards_archives MODIFY note VARCHAR(100)")
+    refused = run_cli(config)
+    assert refused.returncode == 1 and "column `note` is varchar(191) utf8mb4 in the source" in refused.stderr
+    dest_db.execute("ALTER TABLE rewards_archives MODIFY note VARCHAR(191) NULL, ENGINE=MyISAM")
+    refused = run_cli(config, "--check")
+    assert "table `rewards_archives` uses the MyISAM engine" in refused.stdout
+    dest_db.execute("DROP TABLE rewards_archives")
+    missing = run_cli(config, "--check")
+    assert f"table `{dest_db.name}`.`rewards_archives` does not exist on the destination" in missing.stdout
+    assert snapshot(db, "rewards") == original
+
+
+def test_a_destination_user_without_insert_is_refused_before_any_row_moves(db, dest_db, dest_server, tmp_path):
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 11), range(1, 11))
+    root = dest_server.connect()
+    cur = root.cursor()
+    cur.execute("CREATE USER 'reader'@'localhost' IDENTIFIED BY 'pw'")
+    cur.execute(f"GRANT SELECT ON `{dest_db.name}`.* TO 'reader'@'localhost'")
+    try:
+        config = write_config(tmp_path, db, **{**dest_keys(dest_db), "destination__user": "reader",
+                                               "destination__password": "pw"})
+        result = run_cli(config)
+    finally:
+        cur.execute("DROP USER 'reader'@'localhost'")
+        root.close()
+    assert result.returncode == 1
+    assert "cannot SELECT and INSERT the archive on the destination" in result.stderr
+    assert snapshot(db, "rewards") == original and dest_db.count("rewards_archives") == 0
+
+
+def test_a_destination_that_is_down_fails_the_run_and_touches_nothing(db, dest_db, dest_server, tmp_path):
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 21), range(1, 21),
+                                  archive__retry_timeout="2s")
+    dest_server.kill()
+    try:
+        result = run_cli(config)
+    finally:
+        dest_server.ensure_running()
+    assert result.returncode == 1
+    assert "cannot connect to" in result.stderr and "Traceback" not in result.stderr
+    assert snapshot(db, "rewards") == original
+
+
+def test_a_destination_lost_mid_run_is_retried_then_fails_without_losing_a_row(db, dest_db, dest_server,
+                                                                              tmp_path, spawn_cli):
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 401), range(1, 401), archive__batch_size=10,
+                                  archive__retry_timeout="3s", controls__sleep_seconds=0.1)
+    proc = spawn_cli(config)
+    wait_until(lambda: db.table_exists("batch_processing_logs")
+               and db.scalar("SELECT COUNT(*) FROM batch_processing_logs") >= 3, timeout=30)
+    dest_server.kill()
+    try:
+        assert proc.wait(timeout=60) == 1, proc.read_stderr()
+        assert "RETRY:" in read_text_logs(tmp_path / "logs")
+        assert db.query("SELECT status FROM process_logs") == [("FAILED",)]
+    finally:
+        dest_server.ensure_running()
+    rerun = run_cli(config, "--sleep", "0")
+    assert rerun.returncode == 0, (rerun.stdout, rerun.stderr)
+    assert_exactly_once(db, dest_db, original, set(range(1, 401)))
+    assert_batches_once(db, "ids.csv", 40)
+
+
+def test_a_source_lost_after_the_destination_committed_heals(db, dest_db, tmp_path, server):
+    if not server.client_socket:
+        pytest.skip("needs the throwaway server's unix socket for the proxy")
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 31), range(1, 31), archive__batch_size=10)
+    # The source's DELETE of batch 1 never arrives: the destination has committed its copies, the
+    # source transaction dies with the connection and the rows stay; the retry must find the twins.
+    proxy = CuttingProxy(tmp_path / "src.sock", server.client_socket,
+                         lambda data: b"\x03DELETE FROM `rewards`" in data, delay=0.2, forward=False)
+    try:
+        proxied = write_config(tmp_path, db, database__unix_socket=tmp_path / "src.sock", archive__batch_size=10,
+                               **dest_keys(dest_db))
+        result = run_cli(proxied)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1
+    assert result.returncode == 0, (result.stdout, result.stderr[-3000:])
+    assert "RETRY: Batch 1" in result.stdout
+    assert_exactly_once(db, dest_db, original, set(range(1, 31)))
+    assert db.query("SELECT batch_number, rows_archived, duplicates FROM batch_processing_logs "
+                    "ORDER BY batch_number") == [(1, 0, 10), (2, 10, 0), (3, 10, 0)]
+    assert config.exists()
+
+
+def test_random_kills_never_lose_or_double_a_row_across_two_servers(db, dest_db, tmp_path, spawn_cli):
+    keys = range(1, 601)
+    config, original = remote_job(db, dest_db, tmp_path, keys, keys, archive__batch_size=10)
+    rng = random.Random(1234)
+    for _ in range(8):
+        proc = spawn_cli(config)
+        time.sleep(rng.uniform(0.2, 1.2))
+        kill_process_group(proc)
+    final = run_cli(config)
+    assert final.returncode == 0, (final.stdout, final.stderr)
+    assert_exactly_once(db, dest_db, original, set(keys))
+    assert_batches_once(db, "ids.csv", 60)
+    assert_no_run_left_running(db)
+
+
+def test_sigterm_stops_cleanly_and_the_rerun_finishes(db, dest_db, tmp_path, spawn_cli):
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 201), range(1, 201), archive__batch_size=10,
+                                  controls__sleep_seconds=0.2)
+    proc = spawn_cli(config)
+    wait_until(lambda: db.table_exists("batch_processing_logs")
+               and db.scalar("SELECT COUNT(*) FROM batch_processing_logs") >= 2, timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 6
+    assert run_cli(config, "--sleep", "0").returncode == 0
+    assert_exactly_once(db, dest_db, original, set(range(1, 201)))
+
+
+def test_the_dry_run_predicts_a_remote_run(db, dest_db, tmp_path):
+    import json
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 51), list(range(1, 41)) + [99],
+                                  archive__batch_size=10)
+    insert_rewards(dest_db, [3], table="rewards_archives")
+    insert_rewards(dest_db, [7], table="rewards_archives")
+    dest_db.execute("UPDATE rewards_archives SET note = 'x' WHERE id = 7")
+    predicted = json.loads(run_cli(config, "--dry-run", "--json").stdout)["total"]
+    assert run_cli(config).returncode == 3
+    row = db.query_dicts("SELECT rows_archived, rows_deleted, duplicates, conflicts, not_found FROM process_logs")[0]
+    assert (predicted["rows_to_archive"], predicted["rows_to_delete"], predicted["identical_twins"],
+            predicted["conflicts"], predicted["not_found"]) == (
+        row["rows_archived"], row["rows_deleted"], row["duplicates"], row["conflicts"], row["not_found"])
+    assert len(original) == 50
