@@ -103,8 +103,9 @@ MAX_BATCH_SIZE = 20_000
 LOG_PREFIX = "DataProcessingAllDetails_"
 LOG_TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 LOG_INDEX_NAME = ".archive-log-index.json"
+LOG_INDEX_FORMAT = 2
 HASH_CHUNK = 1 << 20
-TICK_KEYS = 50_000  # keys validated between two heartbeats of the run lock
+MAX_RECORD = 1 << 20  # characters a record (a quoted field with line breaks) may span
 RANGE_MIN_RUN = 4  # contiguous integer keys this long are sent as BETWEEN, not IN
 SHOWN_KEYS = 20  # conflict keys printed in one message; all are stored in the DB
 RETRY_BACKOFF_CAP = 4.0
@@ -150,6 +151,7 @@ GUARD_FORBIDDEN = re.compile(
     r";|--|#|/\*|:=|\b(select|insert|update|delete|replace|drop|alter|create|truncate|grant|revoke"
     r"|union|into|outfile|dumpfile|load_file|sleep|benchmark|get_lock|release_lock|release_all_locks"
     r"|is_free_lock|is_used_lock|master_pos_wait|master_gtid_wait|nextval|setval|lastval|call|handler"
+    r"|next\s+value\s+for|previous\s+value\s+for"
     r"|run_locks|process_logs|file_processing_logs|batch_processing_logs|conflict_logs)\b",
     re.IGNORECASE,
 )
@@ -309,6 +311,11 @@ class Config:
         return f"{self.database}.{self.source_table} -> {where}{self.archive_database}.{self.archive_table}"
 
     @property
+    def reading(self) -> str:
+        """How keys are read from the CSV files: checkpoints only hold for the same reading."""
+        return f"key {self.key_column} from column {self.csv_column!r}, delimiter {self.csv_delimiter!r}"
+
+    @property
     def lock_name(self) -> str:
         """One run at a time per source table, whatever its archive table."""
         return f"{self.database}.{self.source_table}"
@@ -414,8 +421,9 @@ def parse_delimiter(text: str) -> str:
     value = DELIMITER_NAMES.get(value.lower(), value)
     if len(value) == 3 and value[0] == value[2] and value[0] in "'\"":
         value = value[1]
-    if len(value) != 1 or value in "\"\r\n ":
-        raise ValueError(f"{text!r} must be one character, or comma, semicolon, tab or pipe")
+    if len(value) != 1 or value in "\"\r\n " or value.isalnum():
+        raise ValueError(f"{text!r} must be one character that is not a letter, digit, quote or space, "
+                         "or comma, semicolon, tab or pipe")
     return value
 
 
@@ -936,7 +944,7 @@ def iter_records(lines: Iterable[bytes], name: str, delimiter: str, line_no: int
     of only whitespace are skipped. With fast_ints, a line of bare ASCII digits comes
     back as an int without decoding or splitting (most key files are just that).
     """
-    pattern, pending, first = field_pattern(delimiter), "", 0
+    pattern, pending, first, quotes = field_pattern(delimiter), "", 0, 0
     for raw in lines:
         line_no += 1
         if fast_ints and not pending:
@@ -950,9 +958,12 @@ def iter_records(lines: Iterable[bytes], name: str, delimiter: str, line_no: int
         if not pending:
             first = line_no
         pending += text
-        if pending.count('"') % 2:
-            continue  # inside a quoted field: the record goes on
-        record, pending = strip_line_end(pending), ""
+        quotes += text.count('"')
+        if quotes % 2:  # inside a quoted field: the record goes on, but not for ever
+            if len(pending) > MAX_RECORD:
+                raise RejectedFile(f"{name} line {first}: a quoted field is never closed (a stray \" ?)")
+            continue
+        record, pending, quotes = strip_line_end(pending), "", 0
         if not record.strip():
             continue
         try:
@@ -1002,8 +1013,7 @@ def count_keys(path: Path, column: str, delimiter: str, key_type: KeyType,
     """Validate a whole file and count its keys, before any of its batches run."""
     count = 0
     for count, _ in enumerate(iter_csv_keys(path, column, delimiter, key_type), 1):
-        if not count % TICK_KEYS:
-            tick()
+        tick()  # cheap: the heartbeat itself only acts every quarter lease
     return count
 
 
@@ -1287,10 +1297,11 @@ BATCH_LINE = re.compile(
     r"^\[([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8})\] FILE: (.+?) \| BATCH: ([0-9]+) \| STATUS: ([A-Z_]+)$")
 FILE_INFO_LINE = re.compile(
     r"^FILE_INFO: (.+?) \| SHA256: ([0-9a-f]{64}) \| BATCH_SIZE: ([0-9]+) \| KEYS: ([0-9]+) "
-    r"\| (?:JOB|TABLE): (.+)$")
+    r"(?:\| READING: (.+?) )?\| (?:JOB|TABLE): (.+)$")
 FILE_CHANGED_LINE = re.compile(r"^FILE_CHANGED: (.+?) \| SHA256: ([0-9a-f]{64}) \| JOB: (.+)$")
 LOG_NAME = re.compile(rf"^{LOG_PREFIX}([0-9]{{2}})_([0-9]{{2}})_([0-9]{{4}})\.txt$")
-Progress = dict[tuple[str, str, str, int], tuple[int, int]]  # (job, file, sha, batch size) -> keys, last
+# (job, file, sha256, how it was read, batch size) -> (keys, last batch done)
+Progress = dict[tuple[str, str, str, str, int], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -1323,10 +1334,10 @@ def batch_log_line(when: dt.datetime, file_name: str, batch: int, status: str) -
     return f"[{when:{LOG_TIMESTAMP}}] FILE: {file_name} | BATCH: {batch} | STATUS: {status}"
 
 
-def file_info_line(scan: FileScan, batch_size: int, job: str) -> str:
-    """Our checkpoint identity line: which content and batch size the batch lines refer to."""
+def file_info_line(scan: FileScan, batch_size: int, reading: str, job: str) -> str:
+    """Our checkpoint identity line: which content, reading and batch size the batch lines refer to."""
     return (f"FILE_INFO: {scan.name} | SHA256: {scan.sha256} | BATCH_SIZE: {batch_size} "
-            f"| KEYS: {scan.keys} | JOB: {job}")
+            f"| KEYS: {scan.keys} | READING: {reading} | JOB: {job}")
 
 
 def file_changed_line(scan: FileScan, job: str) -> str:
@@ -1355,21 +1366,20 @@ def sorted_log_files(log_dir: Path) -> list[Path]:
 def summarize_log(lines: Iterable[str]) -> LogSummary:
     """Fold one log's lines: batch lines count for the content named by the latest FILE_INFO."""
     summary = LogSummary()
-    current: dict[str, tuple[str, str, int, int]] = {}  # file -> job, sha, batch size, keys
+    current: dict[str, tuple[str, str, str, int, int]] = {}  # file -> job, sha, reading, batch size, keys
     for line in lines:
         if info := FILE_INFO_LINE.match(line):
-            name, sha, size, keys, job = info.groups()
-            current[name] = (job, sha, int(size), int(keys))
+            name, sha, size, keys, reading, job = info.groups()
+            current[name] = (job, sha, reading or "", int(size), int(keys))
         elif changed := FILE_CHANGED_LINE.match(line):
             name, sha, job = changed.groups()
             summary.changed.add((job, name, sha))
             for key in [k for k in summary.progress if k[:3] == (job, name, sha)]:
                 del summary.progress[key]
-        elif (batch := BATCH_LINE.match(line)) and batch.group(4) in DONE_STATUSES:
-            if batch.group(2) in current:
-                job, sha, size, keys = current[batch.group(2)]
-                key = (job, batch.group(2), sha, size)
-                summary.progress[key] = (keys, max(int(batch.group(3)), summary.progress.get(key, (0, 0))[1]))
+        elif (batch := BATCH_LINE.match(line)) and batch.group(4) in DONE_STATUSES and batch.group(2) in current:
+            job, sha, reading, size, keys = current[batch.group(2)]
+            key = (job, batch.group(2), sha, reading, size)
+            summary.progress[key] = (keys, max(int(batch.group(3)), summary.progress.get(key, (0, 0))[1]))
     return summary
 
 
@@ -1384,13 +1394,17 @@ def merge_summaries(summaries: Iterable[LogSummary]) -> Progress:
     return merged
 
 
-def log_checkpoints(progress: Progress, jobs: Sequence[str]) -> dict[tuple[str, str], Checkpoint]:
-    """The furthest checkpoint per (file, sha256) for this job (or its legacy TABLE name)."""
+def log_checkpoints(progress: Progress, jobs: Sequence[str], reading: str) -> dict[tuple[str, str], Checkpoint]:
+    """The furthest checkpoint per (file, sha256) for this job (or its legacy TABLE name) and reading.
+
+    Lines written before the reading was logged ("") count for any reading.
+    """
     found: dict[tuple[str, str], Checkpoint] = {}
-    for (job, name, sha, size), (keys, last) in progress.items():
-        if job in jobs:
-            found[(name, sha)] = best_checkpoint(found.get((name, sha)),
-                                                 Checkpoint(size, keys, last, source="log"))  # type: ignore[assignment]
+    for (job, name, sha, read_as, size), (keys, last) in progress.items():
+        if job in jobs and read_as in (reading, ""):
+            best = best_checkpoint(found.get((name, sha)), Checkpoint(size, keys, last, source="log"))
+            if best is not None:
+                found[(name, sha)] = best
     return found
 
 
@@ -1408,7 +1422,7 @@ def read_log_index(log_dir: Path) -> dict[str, Any]:
     """The cached summaries of earlier logs; anything unreadable just means re-reading the logs."""
     try:
         index = json.loads((log_dir / LOG_INDEX_NAME).read_text(encoding="utf-8"))
-        return index["logs"] if index.get("format") == 1 else {}
+        return index["logs"] if index.get("format") == LOG_INDEX_FORMAT else {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
@@ -1417,7 +1431,7 @@ def write_log_index(log_dir: Path, logs: dict[str, Any]) -> None:
     """Replace the cache atomically; a failure only costs the next run some reading."""
     temp = log_dir / f"{LOG_INDEX_NAME}.{os.getpid()}.tmp"
     try:
-        temp.write_text(json.dumps({"format": 1, "logs": logs}), encoding="utf-8")
+        temp.write_text(json.dumps({"format": LOG_INDEX_FORMAT, "logs": logs}), encoding="utf-8")
         os.replace(temp, log_dir / LOG_INDEX_NAME)
     except OSError:
         with contextlib.suppress(OSError):
@@ -1434,7 +1448,7 @@ def summary_to_json(path: Path, summary: LogSummary) -> dict[str, Any]:
 
 def summary_from_json(entry: dict[str, Any]) -> LogSummary:
     """Inverse of summary_to_json."""
-    return LogSummary({(j, n, s, int(b)): (int(k), int(last)) for j, n, s, b, k, last in entry["progress"]},
+    return LogSummary({(j, n, s, r, int(b)): (int(k), int(last)) for j, n, s, r, b, k, last in entry["progress"]},
                       {(j, n, s) for j, n, s in entry["changed"]})
 
 
@@ -1687,7 +1701,8 @@ class Reporter:
     """What the operator sees: quiet for cron, a live progress line on a terminal."""
 
     def __init__(self, verbosity: int, stream: Any = None):
-        self.stream = stream or sys.stdout
+        # Started with stdout closed (`>&-`): print nowhere rather than fail.
+        self.stream = stream or sys.stdout or open(os.devnull, "w", encoding="utf-8")
         self.verbosity = verbosity
         self.live = verbosity == 1 and self.stream.isatty()
         self.pending = False
@@ -2042,7 +2057,8 @@ def describe_type(column: dict[str, Any]) -> str:
 
 def same_type(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Same type, length, precision, sign, ENUM members and character set."""
-    return (a["column_type"].lower(), a["charset"]) == (b["column_type"].lower(), b["charset"])
+    # Exactly: ENUM('x','Y') and ENUM('x','y') are different types (the copy would change the value).
+    return (a["column_type"], a["charset"]) == (b["column_type"], b["charset"])
 
 
 def compare_column(column: dict[str, Any], twin: dict[str, Any] | None, found: Preflight) -> bool:
@@ -2347,6 +2363,7 @@ TRACKING_DDL = (
   `finished_at` DATETIME NULL,
   `job` VARCHAR(300) NOT NULL DEFAULT '',
   `not_found` BIGINT NOT NULL DEFAULT 0,
+  `reading` VARCHAR(255) NOT NULL DEFAULT '',
   UNIQUE KEY `ux_file_run` (`process_log_id`, `file_name`),
   KEY `ix_file_checksum` (`file_name`, `file_checksum`, `status`),
   KEY `ix_file_job` (`job`, `file_name`, `file_checksum`)
@@ -2413,6 +2430,7 @@ MIGRATION_COLUMNS = (
     ("process_logs", "destination", "ADD COLUMN `destination` VARCHAR(255) NULL"),
     ("file_processing_logs", "job", "ADD COLUMN `job` VARCHAR(300) NOT NULL DEFAULT ''"),
     ("file_processing_logs", "not_found", "ADD COLUMN `not_found` BIGINT NOT NULL DEFAULT 0"),
+    ("file_processing_logs", "reading", "ADD COLUMN `reading` VARCHAR(255) NOT NULL DEFAULT ''"),
     ("batch_processing_logs", "not_found", "ADD COLUMN `not_found` INT NOT NULL DEFAULT 0"),
 )
 MIGRATION_INDEXES = (
@@ -2461,6 +2479,7 @@ class Tracking:
     def __init__(self, db: Database, config: Config):
         self.db, self.config = db, config
         self.owner = secrets.token_hex(16)
+        self.legacy = False  # schema-1 tables, read (never written) by a read-only command
         self.locked = False
         self.user_lock = False
         self.run_id = 0
@@ -2485,14 +2504,21 @@ class Tracking:
     def ensure_schema(self) -> list[str]:
         """Create missing tracking tables and migrate older ones; return what was done."""
         present = self.present()
-        done = []
-        if "process_logs" in present and self.schema_version() < SCHEMA_VERSION:
-            done = self.migrate()
+        migrating = "process_logs" in present and self.schema_version() < SCHEMA_VERSION
         for name, ddl in zip(TRACKING_TABLES, TRACKING_DDL):
             if name not in present:
-                self.db.execute(ddl)
+                self.create_table(ddl)
+        done = self.migrate() if migrating else []
         self.db.commit()
         return done
+
+    def create_table(self, ddl: str) -> None:
+        """CREATE TABLE IF NOT EXISTS; a concurrent run (even on another node) may win the race."""
+        try:
+            self.db.execute(ddl)
+        except mysql.connector.Error as exc:
+            if exc.errno != errorcode.ER_TABLE_EXISTS_ERROR:
+                raise
 
     def migrate(self) -> list[str]:
         """Bring schema-1 tables to the current schema; every step is safe to repeat."""
@@ -2500,19 +2526,49 @@ class Tracking:
             "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()")}
         indexes = {(t, i) for t, i in self.db.query(
             "SELECT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE()")}
-        steps = [(t, f"ALTER TABLE `{t}` {ddl}") for t, c, ddl in MIGRATION_COLUMNS if (t, c) not in columns]
-        steps += [(t, f"ALTER TABLE `{t}` {ddl}") for t, i, ddl in MIGRATION_INDEXES if (t, i) not in indexes]
-        tables = {t for t, _ in columns}
-        for table, sql in steps:
-            if table in tables:
-                self.run_ddl(sql)
+        steps = [f"ALTER TABLE `{t}` {ddl}" for t, c, ddl in MIGRATION_COLUMNS if (t, c) not in columns]
+        steps += [f"ALTER TABLE `{t}` {ddl}" for t, i, ddl in MIGRATION_INDEXES if (t, i) not in indexes]
+        for sql in steps:
+            self.run_ddl(sql)
         for sql in MIGRATION_FILL:
-            if "file_processing_logs" in sql and "file_processing_logs" not in tables:
-                continue
             self.db.execute(sql)
             self.db.commit()
+        steps += self.migrate_conflicts()
         self.run_ddl(f"ALTER TABLE process_logs COMMENT = '{SCHEMA_COMMENT}'")
-        return [sql for _, sql in steps]
+        return steps
+
+    def migrate_conflicts(self) -> list[str]:
+        """Schema 1 kept conflict keys only as a comma list in batch_processing_logs: open them.
+
+        Only lists of integers are split: a text key may itself hold a comma, and a wrong
+        split would make the recheck move a row nobody listed.
+        """
+        rows = self.db.query(
+            "SELECT b.id, b.process_log_id, b.batch_number, b.conflict_keys, f.job, f.file_name, "
+            "f.file_checksum FROM batch_processing_logs b JOIN file_processing_logs f ON "
+            "f.process_log_id = b.process_log_id AND f.file_name = b.file_name WHERE b.conflicts > 0 "
+            "AND b.conflict_keys IS NOT NULL AND b.conflict_keys NOT LIKE '[%' AND NOT EXISTS (SELECT 1 FROM "
+            "conflict_logs c WHERE c.process_log_id = b.process_log_id AND c.batch_number = b.batch_number "
+            "AND c.file_name = b.file_name)")
+        carried, skipped = 0, 0
+        for _, run_id, number, keys, job, name, sha in rows:
+            parts = str(keys).split(",")
+            if not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
+                skipped += 1
+                continue
+            for key in parts:
+                self.db.execute("INSERT INTO conflict_logs (job, file_name, file_checksum, key_value, "
+                                "process_log_id, batch_number) VALUES (%s, %s, %s, %s, %s, %s)",
+                                (job, name, sha, key, run_id, number))
+            self.db.execute("UPDATE file_processing_logs SET status = 'CONFLICTS' WHERE process_log_id = %s "
+                            "AND file_name = %s AND status = 'COMPLETED'", (run_id, name))
+            carried += len(parts)
+        self.db.commit()
+        notes = [f"carried {carried} schema-1 conflict key(s) into conflict_logs (rechecked from now on)"]
+        if skipped:
+            notes.append(f"left {skipped} schema-1 batch(es) with text conflict keys in "
+                         "batch_processing_logs.conflict_keys: a comma list cannot be split safely")
+        return notes if carried or skipped else []
 
     def run_ddl(self, sql: str) -> None:
         """One migration step; a concurrent run that did it first is fine."""
@@ -2717,23 +2773,36 @@ class Tracking:
 
     # ------------------------------------------------------------ files
 
+    def file_scope(self) -> tuple[str, tuple[Any, ...]]:
+        """Which file rows are this job's (and read the same way), as a condition on alias f.
+
+        Schema-1 tables have no job column: a read-only command (which must not migrate)
+        then takes the rows of runs on these two tables, as schema 1 itself did.
+        """
+        if self.legacy:
+            return ("f.process_log_id IN (SELECT id FROM process_logs WHERE source_table = %s AND "
+                    "archive_table = %s)", (self.config.source_table, self.config.archive_table))
+        return "f.job = %s AND f.reading IN (%s, '')", (self.config.job, self.config.reading)
+
     def finished_record(self, scan: FileScan) -> tuple[int, str] | None:
         """(run, status) of the latest COMPLETED or CONFLICTS record of this exact content."""
+        scope, params = self.file_scope()
         rows = self.db.query(
-            "SELECT process_log_id, status FROM file_processing_logs WHERE job = %s AND file_name = %s "
-            "AND file_checksum = %s AND status IN ('COMPLETED', 'CONFLICTS') ORDER BY id DESC LIMIT 1",
-            (self.config.job, scan.name, scan.sha256))
+            f"SELECT f.process_log_id, f.status FROM file_processing_logs f WHERE {scope} AND f.file_name = %s "
+            "AND f.file_checksum = %s AND f.status IN ('COMPLETED', 'CONFLICTS') ORDER BY f.id DESC LIMIT 1",
+            (*params, scan.name, scan.sha256))
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     def checkpoint(self, scan: FileScan) -> Checkpoint | None:
         """The furthest committed batch for this exact content (runs whose file changed don't count)."""
+        scope, params = self.file_scope()
         rows = self.db.query(
             "SELECT f.batch_size, f.total_keys, b.batch_number, b.end_offset, b.end_line "
             "FROM file_processing_logs f JOIN batch_processing_logs b "
             "ON b.process_log_id = f.process_log_id AND b.file_name = f.file_name "
-            "WHERE f.job = %s AND f.file_name = %s AND f.file_checksum = %s AND f.status <> 'CHANGED' "
-            "AND b.status IN ('COMPLETED', 'COMPLETED_WITH_DUPLICATES') "
-            "ORDER BY b.batch_number * f.batch_size DESC LIMIT 1", (self.config.job, scan.name, scan.sha256))
+            f"WHERE {scope} AND f.file_name = %s AND f.file_checksum = %s "
+            "AND f.status <> 'CHANGED' AND b.status IN ('COMPLETED', 'COMPLETED_WITH_DUPLICATES') "
+            "ORDER BY b.batch_number * f.batch_size DESC LIMIT 1", (*params, scan.name, scan.sha256))
         if not rows:
             return None
         size, keys, number, offset, line = rows[0]
@@ -2741,9 +2810,10 @@ class Tracking:
 
     def other_checksums(self, scan: FileScan) -> list[str]:
         """Checksums recorded earlier for a file of this name with different content."""
+        scope, params = self.file_scope()
         rows = self.db.query(
-            "SELECT DISTINCT file_checksum FROM file_processing_logs WHERE job = %s AND file_name = %s "
-            "AND file_checksum <> %s AND last_processed_batch > 0", (self.config.job, scan.name, scan.sha256))
+            f"SELECT DISTINCT f.file_checksum FROM file_processing_logs f WHERE {scope} AND f.file_name = %s "
+            "AND f.file_checksum <> %s AND f.last_processed_batch > 0", (*params, scan.name, scan.sha256))
         return [r[0] for r in rows]
 
     def start_file(self, scan: FileScan, batch_size: int, total_batches: int, start_batch: int) -> int:
@@ -2752,10 +2822,10 @@ class Tracking:
         self.db.execute(
             "INSERT INTO file_processing_logs (process_log_id, file_name, file_size, file_checksum, "
             "status, batch_size, total_keys, total_batches, start_batch, processed_batches, "
-            "last_processed_batch, started_at, job) VALUES (%s, %s, %s, %s, 'PROCESSING', %s, %s, %s, %s, "
-            "%s, %s, NOW(), %s)",
+            "last_processed_batch, started_at, job, reading) VALUES (%s, %s, %s, %s, 'PROCESSING', %s, %s, "
+            "%s, %s, %s, %s, NOW(), %s, %s)",
             (self.run_id, fit(scan.name, 255), scan.size, scan.sha256, batch_size, scan.keys, total_batches,
-             start_batch, done, done, self.config.job))
+             start_batch, done, done, self.config.job, fit(self.config.reading, 255)))
         file_id = int(self.db.query("SELECT LAST_INSERT_ID()")[0][0])
         self.db.execute("UPDATE process_logs SET current_file = %s, current_batch = %s WHERE id = %s",
                         (fit(scan.name, 255), done or None, self.run_id))
@@ -2853,6 +2923,8 @@ class Tracking:
     def open_conflicts(self) -> dict[tuple[str, str], list[tuple[int, str]]]:
         """This job's unresolved conflicts: (file, sha256) -> [(row id, key as written)]."""
         grouped: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        if self.legacy:
+            return grouped  # schema 1 kept none in a form that can be rechecked
         for row_id, name, sha, key in self.db.query(
                 "SELECT id, file_name, file_checksum, key_value FROM conflict_logs WHERE job = %s "
                 "AND status = 'OPEN' ORDER BY id", (self.config.job,)):
@@ -2865,7 +2937,7 @@ class Tracking:
         """Close resolved conflicts; a file with none left open becomes COMPLETED."""
         statements: list[tuple[str, tuple[Any, ...]]] = [(
             ("UPDATE conflict_logs SET status = 'RESOLVED', resolution = %s, resolved_by = %s, "
-            "resolved_at = NOW() WHERE id = %s"), (fit(how, 255), self.run_id, row_id))
+            "resolved_at = NOW() WHERE id = %s AND status = 'OPEN'"), (fit(how, 255), self.run_id, row_id))
             for row_id, how in resolved.items()]
         if not left:
             statements.append((
@@ -2874,6 +2946,30 @@ class Tracking:
                 "AND status = 'CONFLICTS'"),
                 (f"conflicts resolved by run {self.run_id}", self.config.job, file[0], file[1])))
         return statements
+
+    def resolved_by_this_run(self, ids: Sequence[int]) -> tuple[dict[int, str], Counters] | None:
+        """After a lost COMMIT answer: the recheck's resolutions, if that transaction committed.
+
+        Its counts were added to process_logs in the same transaction; the run's totals are
+        read back from there at the end.
+        """
+        marks = ", ".join(["%s"] * len(ids))
+        rows = self.db.query(f"SELECT id, resolution FROM conflict_logs WHERE id IN ({marks}) "
+                             "AND status = 'RESOLVED' AND resolved_by = %s", (*ids, self.run_id))
+        self.db.rollback()
+        return ({int(row_id): str(how) for row_id, how in rows}, Counters()) if rows else None
+
+    def run_counts(self) -> Counters:
+        """What this run committed, from process_logs: the authority when an answer was lost."""
+        row = self.db.query_dicts(
+            "SELECT p.rows_archived, p.rows_deleted, p.duplicates, p.conflicts, p.skipped_by_guard, p.not_found, "
+            "(SELECT COUNT(*) FROM batch_processing_logs b WHERE b.process_log_id = p.id AND "
+            "b.status <> 'FAILED') AS batches FROM process_logs p WHERE p.id = %s", (self.run_id,))[0]
+        self.db.rollback()
+        return Counters(batches=int(row["batches"]), archived=int(row["rows_archived"]),
+                        deleted=int(row["rows_deleted"]), duplicates=int(row["duplicates"]),
+                        conflicts=int(row["conflicts"]), skipped_by_guard=int(row["skipped_by_guard"]),
+                        not_found=int(row["not_found"]))
 
     def open_conflict_count(self) -> int:
         """How many conflicts of this job are still open."""
@@ -3216,11 +3312,16 @@ def recheck_conflicts(run: RunContext) -> Counters:
     """Look again at the job's open conflicts: move, delete or keep each, and say so."""
     total = Counters()
     for file, rows in run.tracking.open_conflicts().items():
-        left = len(rows)
-        for start in range(0, len(rows), run.config.batch_size):
-            chunk = rows[start:start + run.config.batch_size]
-            resolved, counts = retry_transaction(run, f"Recheck of conflicts in {file[0]}",
-                                                 functools.partial(recheck_chunk, run, file, chunk, left))
+        by_key: dict[Key, list[int]] = {}
+        for row_id, text in rows:  # a key listed twice has two rows; they are settled together
+            by_key.setdefault(parse_stored_key(text, run.plan.key_type), []).append(row_id)
+        keys, left = list(by_key), len(rows)
+        for start in range(0, len(keys), run.config.batch_size):
+            chunk = {k: by_key[k] for k in keys[start:start + run.config.batch_size]}
+            ids = [row_id for row_ids in chunk.values() for row_id in row_ids]
+            resolved, counts = retry_transaction(
+                run, f"Recheck of conflicts in {file[0]}", functools.partial(recheck_chunk, run, file, chunk, left),
+                functools.partial(run.tracking.resolved_by_this_run, ids))
             left -= len(resolved)
             total.add(counts)
         run.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} earlier conflict(s) resolved"
@@ -3228,17 +3329,17 @@ def recheck_conflicts(run: RunContext) -> Counters:
     return total
 
 
-def recheck_chunk(run: RunContext, file: tuple[str, str], chunk: list[tuple[int, str]], left: int
+def recheck_chunk(run: RunContext, file: tuple[str, str], chunk: dict[Key, list[int]], left: int
                   ) -> tuple[dict[int, str], Counters]:
     """One transaction: re-examine some conflict keys and close those that are settled."""
-    by_key = {parse_stored_key(text, run.plan.key_type): row_id for row_id, text in chunk}
-    counts, found = run.mover.carefully(list(by_key))
+    counts, found = run.mover.carefully(list(chunk))
     counts.conflicts = 0  # still-open conflicts were counted when found
     counts.not_found = 0
-    resolved = {by_key[k]: "archived copy was gone: row archived" for k in found.to_copy}
-    resolved.update({by_key[k]: "archived copy is now identical: source row deleted" for k in found.identical})
     present = set(found.to_copy) | set(found.identical) | set(found.conflicts) | set(found.skipped)
-    resolved.update({row_id: "source row no longer exists" for k, row_id in by_key.items() if k not in present})
+    how = {**{k: "archived copy was gone: row archived" for k in found.to_copy},
+           **{k: "archived copy is now identical: source row deleted" for k in found.identical},
+           **{k: "source row no longer exists" for k in chunk if k not in present}}
+    resolved = {row_id: text for key, text in how.items() for row_id in chunk[key]}
     statements = run.tracking.resolve_statements(resolved, file, left - len(resolved))
     run.db.execute_script(statements + [run.tracking.add_run_counts(counts), ("COMMIT", ())])
     return resolved, counts
@@ -3590,11 +3691,13 @@ def process_file(run: RunContext, path: Path) -> None:
         run.say(f"SKIPPING: {scan.name} (all {plural(total, 'batch', 'batches')} done per the "
                 f"{checkpoint.source} checkpoint; same content)")
         file_id = run.tracking.start_file(scan, batch_size, total, start)
-        run.tracking.finish_file(file_id, "COMPLETED", f"completed by earlier runs ({checkpoint.source})")
+        still_open = run.tracking.open_conflicts().get((scan.name, scan.sha256))
+        run.tracking.finish_file(file_id, "CONFLICTS" if still_open else "COMPLETED",
+                                 f"completed by earlier runs ({checkpoint.source})")
         run.state.files_skipped += 1
         return
     run.log.write(f"STARTING: {scan.name} (Size: {scan.size} bytes)")
-    run.log.write(file_info_line(scan, batch_size, run.config.job))
+    run.log.write(file_info_line(scan, batch_size, run.config.reading, run.config.job))
     file_id = run.tracking.start_file(scan, batch_size, total, start)
     run.reporter.say(f"STARTING: {scan.name} ({scan.size} bytes, {plural(scan.keys, 'key')}, "
                      f"{plural(total, 'batch', 'batches')})")
@@ -3736,6 +3839,7 @@ def execute_run(run: RunContext, files: list[Path]) -> int:
         if run.state.stop_reason:
             break
     run.state.open_conflicts = run.tracking.open_conflict_count()
+    run.state.totals = run.tracking.run_counts()  # committed work, also where an answer was lost
     status, code, error = outcome_of(run.state)
     if status == "INTERRUPTED":
         run.say(f"INTERRUPTED: {run.state.stop_reason}; rerun to resume")
@@ -3785,7 +3889,8 @@ def open_run(config: Config, tracking: Tracking, dest: Database | None, log: Tex
         reporter.say(note, level=2)
     plan = require_plan(tracking.db, config, dest)
     progress = read_log_progress(config.log_dir)
-    checkpoints = log_checkpoints(progress, (config.job, f"{config.database}.{config.source_table}"))
+    checkpoints = log_checkpoints(progress, (config.job, f"{config.database}.{config.source_table}"),
+                                  config.reading)
     reporter.say(f"Run {state.run_id}: {plural(len(files), 'file')} in {config.csv_dir}"
                  + (f", archiving into {dest.where}" if dest else ""), level=2)
     return RunContext(config, tracking.db, tracking, plan, log, reporter, state, checkpoints,
@@ -3920,12 +4025,18 @@ def json_value(value: Any) -> Any:
 
 
 def read_only_tracking(db: Database, config: Config) -> Tracking | None:
-    """Tracking for reports, or None when the tables are missing or older than this version."""
+    """Tracking for reports, or None when there are no tracking tables to read.
+
+    Schema-1 tables are read as they are (a read-only command never migrates).
+    """
     tracking = Tracking(db, config)
     present = tracking.present()
-    if "process_logs" not in present or tracking.schema_version() < SCHEMA_VERSION:
-        return None
-    return tracking if present == set(TRACKING_TABLES) else None
+    if present >= set(TRACKING_TABLES) and tracking.schema_version() >= SCHEMA_VERSION:
+        return tracking
+    if present >= set(TRACKING_TABLES[:3]) and tracking.schema_version() < SCHEMA_VERSION:
+        tracking.legacy = True
+        return tracking
+    return None
 
 
 RUN_COLUMNS = (
@@ -3937,7 +4048,7 @@ RUN_COLUMNS = (
 def status_report(db: Database, config: Config) -> dict[str, Any] | None:
     """The latest run of this job that did something, with its files and liveness; None if none."""
     tracking = read_only_tracking(db, config)
-    if tracking is None:
+    if tracking is None or tracking.legacy:
         return None
     runs = db.query_dicts(f"SELECT {RUN_COLUMNS} FROM process_logs WHERE job = %s ORDER BY id DESC LIMIT 1",
                           (config.job,))
@@ -3970,19 +4081,23 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
     return report
 
 
+DID_WORK_SQL = ("(p.rows_archived + p.rows_deleted + p.conflicts + p.not_found + p.skipped_by_guard > 0 "
+                "OR EXISTS (SELECT 1 FROM file_processing_logs f WHERE f.process_log_id = p.id AND "
+                "(f.processed_batches >= f.start_batch OR f.status <> 'COMPLETED')) OR EXISTS (SELECT 1 FROM "
+                "conflict_logs c WHERE c.resolved_by = p.id))")
+
+
 def did_work(db: Database, run_id: int) -> bool:
-    """Whether a run ran a batch, or met a file it could not archive."""
-    return bool(db.query("SELECT 1 FROM file_processing_logs WHERE process_log_id = %s AND "
-                         "(processed_batches >= start_batch OR status <> 'COMPLETED') LIMIT 1", (run_id,)))
+    """Whether a run moved or counted a row, ran a batch, met a file it could not archive, or
+    settled a conflict."""
+    return bool(db.query(f"SELECT 1 FROM process_logs p WHERE p.id = %s AND {DID_WORK_SQL}", (run_id,)))
 
 
 def last_run_with_work(db: Database, config: Config) -> dict[str, Any] | None:
     """The newest run of the job that did something (a nightly no-op must not hide it)."""
     rows = db.query_dicts(
-        f"SELECT {RUN_COLUMNS} FROM process_logs p WHERE job = %s AND (status <> 'COMPLETED' OR EXISTS "
-        "(SELECT 1 FROM file_processing_logs f WHERE f.process_log_id = p.id AND "
-        "(f.processed_batches >= f.start_batch OR f.status <> 'COMPLETED'))) ORDER BY id DESC LIMIT 1",
-        (config.job,))
+        f"SELECT {RUN_COLUMNS} FROM process_logs p WHERE job = %s AND (status <> 'COMPLETED' OR "
+        f"{DID_WORK_SQL}) ORDER BY id DESC LIMIT 1", (config.job,))
     return rows[0] if rows else None
 
 
@@ -4115,13 +4230,14 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
     try:
         dest = open_destination(config, read_only=True)
         plan = require_plan(db, config, dest)
-        tracking = read_only_tracking(db, config) or Tracking(db, config)
+        found_tracking = read_only_tracking(db, config)
+        tracking = found_tracking or Tracking(db, config)
         progress = read_log_progress(config.log_dir, save=False)
         run = RunContext(config, db, tracking, plan, SilentLog(config.log_dir, dt.datetime.now()),
                          Reporter(0), RunState(), log_checkpoints(
-                             progress, (config.job, f"{config.database}.{config.source_table}")),
+                             progress, (config.job, f"{config.database}.{config.source_table}"), config.reading),
                          make_mover(tracking, plan, dest))
-        tracked = read_only_tracking(db, config) is not None
+        tracked = found_tracking is not None
         gone: set[Key] = set()
         recheck = predict_recheck(run, gone) if tracked else None
         rows = ([recheck] if recheck else []) + [
@@ -4186,7 +4302,9 @@ def predict_file(run: RunContext, path: Path, tracked: bool, gone: set[Key]) -> 
         return empty_prediction(display_name(path), f"REJECTED: {exc}")
     if tracked and (finished := run.tracking.finished_record(scan)) is not None:
         return empty_prediction(scan.name, f"already done (run {finished[0]})")
-    checkpoint = resume_point(run, path, scan) if tracked else run.log_checkpoints.get((scan.name, scan.sha256))
+    in_log = run.log_checkpoints.get((scan.name, scan.sha256))
+    checkpoint = resume_point(run, path, scan) if tracked else (
+        verify_log_checkpoint(run, path, None, in_log) if in_log else None)
     config = run.config
     try:
         count_keys(path, config.csv_column, config.csv_delimiter, run.plan.key_type)

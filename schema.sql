@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `finished_at` DATETIME NULL,
   `job` VARCHAR(300) NOT NULL DEFAULT '',
   `not_found` BIGINT NOT NULL DEFAULT 0,
+  `reading` VARCHAR(255) NOT NULL DEFAULT '',
   UNIQUE KEY `ux_file_run` (`process_log_id`, `file_name`),
   KEY `ix_file_checksum` (`file_name`, `file_checksum`, `status`),
   KEY `ix_file_job` (`job`, `file_name`, `file_checksum`)

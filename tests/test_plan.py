@@ -12,6 +12,7 @@ import archive
 INT_KEY = archive.KeyType("int", 0, 2 ** 64 - 1, sql_type="bigint unsigned")
 TEXT_KEY = archive.KeyType("str", max_length=20, charset="utf8mb4", sql_type="varchar(20) utf8mb4")
 JOB = "app.rewards -> app.rewards_archives"
+READING = "key id from column 'id', delimiter ','"
 
 
 def test_quote_ident_doubles_backticks():
@@ -71,7 +72,7 @@ OTHER = "b" * 64
 
 def info(name: str, sha: str = SHA, size: int = 10, keys: int = 100, job: str = JOB) -> str:
     scan = archive.FileScan(name, 0, sha, keys)
-    return archive.file_info_line(scan, size, job)
+    return archive.file_info_line(scan, size, READING, job)
 
 
 def legacy_info(name: str, table: str = "app.rewards") -> str:
@@ -84,7 +85,7 @@ def line(name: str, n: int, status: str) -> str:
 
 
 def checkpoints(*lines: str, jobs=(JOB,)) -> dict:
-    return archive.log_checkpoints(archive.merge_summaries([archive.summarize_log(lines)]), jobs)
+    return archive.log_checkpoints(archive.merge_summaries([archive.summarize_log(lines)]), jobs, READING)
 
 
 def test_seed_line_format_is_exact():
@@ -111,6 +112,14 @@ def test_legacy_table_lines_count_for_the_job_on_that_source():
     assert found[("f.csv", SHA)].last_batch == 4
 
 
+def test_a_checkpoint_holds_only_for_the_same_reading_of_the_file():
+    lines = [info("f.csv"), line("f.csv", 3, "COMPLETED")]
+    assert checkpoints(*lines)[("f.csv", SHA)].last_batch == 3
+    other = archive.log_checkpoints(archive.merge_summaries([archive.summarize_log(lines)]), (JOB,),
+                                    "key id from column 'user_id', delimiter ','")
+    assert other == {}
+
+
 def test_a_file_changed_line_voids_the_batches_before_it():
     scan = archive.FileScan("f.csv", 0, SHA, 100)
     lines = [info("f.csv"), line("f.csv", 1, "COMPLETED"), line("f.csv", 2, "COMPLETED"),
@@ -131,7 +140,7 @@ def test_torn_last_line_is_ignored_and_logs_are_read_across_days(tmp_path):
     (tmp_path / "DataProcessingAllDetails_garbage.txt").write_text("junk\n")
 
     def last() -> int:
-        return archive.log_checkpoints(archive.read_log_progress(tmp_path), (JOB,))[("f.csv", SHA)].last_batch
+        return archive.log_checkpoints(archive.read_log_progress(tmp_path), (JOB,), READING)[("f.csv", SHA)].last_batch
 
     assert last() == 3
     # a torn COMPLETED line that is complete but lacks its newline is also ignored
@@ -150,12 +159,12 @@ def test_unchanged_logs_are_read_from_the_index_and_changed_ones_again(tmp_path)
     entry = index["logs"][log.name]
     entry["progress"][0][-1] = 9
     (tmp_path / archive.LOG_INDEX_NAME).write_text(json.dumps(index))
-    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, 10)] == (100, 9)
+    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, READING, 10)] == (100, 9)
     with open(log, "a") as handle:  # the log grows: it is read again
         handle.write(line("f.csv", 2, "COMPLETED") + "\n")
-    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, 10)] == (100, 2)
+    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, READING, 10)] == (100, 2)
     (tmp_path / archive.LOG_INDEX_NAME).write_text("{not json")  # a broken index is rebuilt
-    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, 10)] == (100, 2)
+    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, READING, 10)] == (100, 2)
 
 
 def test_old_logs_are_removed_by_retention(tmp_path):
