@@ -8,7 +8,7 @@ Usage (from the repo root, with the venv that has mysql-connector-python)::
                           [--repeat 1] [--rss] [--resume-probe] [--keep] [--no-main]
 
 The code: ``bench.py`` (this entry point and the main table), ``benchlib.py`` (server,
-tables, reset/settle/verify, child runs, measuring), ``contenders.py`` (a-c below),
+tables, reset/settle/verify, child runs, measuring), ``contenders.py`` (a-d below),
 ``probes.py`` (4, 5).  Every mode verifies the data after each run it times.
 
 What it does, in one run:
@@ -54,12 +54,21 @@ What it does, in one run:
       COMMIT``); as the CSV lists every row, each range holds exactly that batch's
       keys.  The range table is loaded before the clock starts; only the CALL is
       timed.  This is the practical floor: no client round trips, no bookkeeping.
+   d. Only with sparse keys (``--id-step`` 2+): "in-server loop, same statements", a fair
+      floor for sparse keys.  A stored procedure runs, per batch, the exact ``INSERT ...
+      SELECT`` and ``DELETE`` texts archive.py sends for that batch (built with
+      archive.py's own ``TablePlan``/``key_condition``: ``BETWEEN`` for runs of 4+
+      consecutive ids, an ``IN (...)`` list for the rest) through ``EXECUTE IMMEDIATE``,
+      one transaction per batch.  The statements are stored before the clock starts.
+      c stays too: it shows what ranges would cost, d what the key file's statements
+      cost with no client and no bookkeeping.
+
    After each contender the result is verified: ``rewards`` must hold exactly the
    rows not listed, ``rewards_archives`` exactly the listed ones, and a CRC32
    checksum over all data columns of the archive must equal the pristine rows'
    checksum.  A failed verification is reported as FAILED and the exit status is 1.
 
-   Prints a table (contender, seconds, rows/s, ratios a/c and a/b), then a
+   Prints a table (contender, seconds, rows/s, ratios a/c, a/b and, sparse, a/d), then a
    batch-size sweep of archive.py alone (``--sweep``; ``--sweep ''`` skips it).
    ``--repeat N`` runs every measurement N times, interleaved (a b c a b c ...) so
    background load hits all contenders alike, and reports the median.
@@ -137,12 +146,15 @@ def print_main_table(results: list[Result], rows: int, batch_size: int) -> None:
     by_key = {r.name[0]: r for r in results}
     print(f"ratio a/c (archive.py / stored proc): {fmt_ratio(by_key.get('a'), by_key.get('c'))}")
     print(f"ratio a/b (archive.py / pt-archiver): {fmt_ratio(by_key.get('a'), by_key.get('b'))}")
+    if "d" in by_key:
+        print(f"ratio a/d (archive.py / in-server loop of its own statements): "
+              f"{fmt_ratio(by_key.get('a'), by_key.get('d'))}")
     sys.stdout.flush()
 
 
 def run_main(env: Env, args: argparse.Namespace, ids: Sequence[int]) -> list[Result]:
-    """The side-by-side table (a, b and c)."""
-    contenders, skipped = side_by_side(env, args.batch_size, ids)
+    """The side-by-side table (a, b, c and, for sparse keys, d)."""
+    contenders, skipped = side_by_side(env, args.batch_size, ids, sparse=args.id_step > 1)
     results = sorted(measure(env, contenders, args.repeat) + skipped, key=lambda r: r.name)
     print_main_table(results, args.rows, args.batch_size)
     return results
@@ -174,7 +186,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=200_000, help="rows in the table (default 200000)")
     p.add_argument("--batch-size", type=int, default=1000, help="batch size for the side-by-side")
     p.add_argument("--id-step", type=int, default=1,
-                   help="gap between row ids: 1 = contiguous (ranges apply), 2+ = sparse (IN lists)")
+                   help="gap between row ids: 1 = contiguous (ranges apply), 2+ = sparse (IN lists; "
+                        "adds contender d, the in-server loop of archive.py's own statements)")
     p.add_argument("--sweep", default="100,500,1000,2000,5000,10000",
                    help="comma-separated batch sizes for the archive.py sweep ('' to skip)")
     p.add_argument("--repeat", type=int, default=1, help="runs per measurement (median reported)")

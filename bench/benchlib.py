@@ -41,6 +41,7 @@ SERVER_ARGS = [
 ]
 ID_BASE = 1_000_000  # row ids are ID_BASE + step, + 2*step, ...; smaller keys never match a row
 BATCHES = "bench_batches"        # (batch_no, lo, hi) ranges for the stored-procedure floor
+STATEMENTS = "bench_statements"  # (batch_no, insert_sql, delete_sql) for the same-statement floor
 DONE_STATUSES = "('COMPLETED','COMPLETED_WITH_DUPLICATES')"
 
 
@@ -60,7 +61,7 @@ class Schema:
     @property
     def ours(self) -> frozenset[str]:
         """Tables reset() keeps; every other table in db is archive.py's and is dropped."""
-        return frozenset((self.source, self.archive, self.pristine, BATCHES))
+        return frozenset((self.source, self.archive, self.pristine, BATCHES, STATEMENTS))
 
     def table(self, name: str) -> str:
         """A table of this schema, qualified with its database."""
@@ -259,6 +260,8 @@ def create_schema(conn: Any, rows: int, id_step: int = 1, schema: Schema = REWAR
                 f" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
     query(conn, f"CREATE TABLE {BATCHES} (batch_no INT NOT NULL PRIMARY KEY,"
                 f" lo BIGINT NOT NULL, hi BIGINT NOT NULL) ENGINE=InnoDB")
+    query(conn, f"CREATE TABLE {STATEMENTS} (batch_no INT NOT NULL PRIMARY KEY,"
+                f" insert_sql MEDIUMTEXT NOT NULL, delete_sql MEDIUMTEXT NOT NULL) ENGINE=InnoDB")
     t0 = time.perf_counter()
     query(conn, s.fill_sql.format(pristine=s.pristine, rows=int(rows), id_base=ID_BASE,
                                   id_step=int(id_step)))

@@ -1,8 +1,13 @@
-"""The contenders of the side-by-side tables: archive.py, pt-archiver and the in-server floor.
+"""The contenders of the side-by-side tables: archive.py, pt-archiver and two in-server floors.
 
 a. archive.py (``benchlib.run_archive_py``): a subprocess, start-up and all.
 b. pt-archiver ``--bulk-insert --bulk-delete --commit-each --limit B``.
 c. a stored procedure looping over id ranges (``BETWEEN lo AND hi`` per batch): the floor.
+d. (sparse keys only) a stored procedure running, per batch, the very ``INSERT ... SELECT``
+   and ``DELETE`` texts archive.py sends (built with archive.py's own ``TablePlan``, so runs
+   of 4+ consecutive ids become ``BETWEEN`` and the rest an ``IN (...)`` list), each through
+   PREPARE/EXECUTE: a fair floor for sparse keys, where c's ranges are cheaper statements
+   than anything a key-file tool can send.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from typing import Any
 
 from benchlib import (
     BATCHES,
+    STATEMENTS,
     BenchError,
     Contender,
     Env,
@@ -112,6 +118,27 @@ END
 """
 
 
+STATEMENTS_PROC_SQL = f"""
+CREATE PROCEDURE bench_run_statements()
+BEGIN
+  DECLARE done INT DEFAULT 0;
+  DECLARE v_insert, v_delete MEDIUMTEXT;
+  DECLARE cur CURSOR FOR SELECT insert_sql, delete_sql FROM {STATEMENTS} ORDER BY batch_no;
+  DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
+  OPEN cur;
+  batch_loop: LOOP
+    FETCH cur INTO v_insert, v_delete;
+    IF done THEN LEAVE batch_loop; END IF;
+    START TRANSACTION;
+    EXECUTE IMMEDIATE v_insert;
+    EXECUTE IMMEDIATE v_delete;
+    COMMIT;
+  END LOOP;
+  CLOSE cur;
+END
+"""
+
+
 def insert_rows(conn: Any, sql: str, rows: Sequence[tuple]) -> None:
     """executemany in slices (untimed preparation)."""
     cur = conn.cursor()
@@ -146,11 +173,46 @@ def run_stored_proc(env: Env, batch_size: int, ids: Sequence[int]) -> float:
     return time.perf_counter() - t0
 
 
+# --------------------------------------------------------------------------- d: same statements
+
+def archive_statements(schema: Schema, ids: Sequence[int], batch_size: int) -> list[tuple[int, str, str]]:
+    """(batch, INSERT, DELETE) exactly as archive.py's fast path words them for these batches.
+
+    archive.py batches the CSV's keys in file order (here: sorted ids) and builds the
+    condition with key_condition(): BETWEEN for runs of 4+ consecutive integers, an IN
+    list for the rest.  Integer keys are inlined, so the statements take no parameters.
+    """
+    import archive  # the product itself: the statements cannot drift from what it sends
+
+    plan = archive.TablePlan(schema.source, schema.archive, "id",
+                             tuple(archive.Column(c, "") for c in schema.columns),
+                             archive.KeyType("int"))
+    out = []
+    for number, keys in enumerate(chunks(ids, batch_size), 1):
+        condition, params = plan.condition(keys)
+        if params:
+            raise BenchError("archive.py sent parameters for integer keys; update the bench")
+        out.append((number, plan.insert_sql(condition), plan.delete_sql(condition)))
+    return out
+
+
+def run_same_statements(env: Env, batch_size: int, ids: Sequence[int]) -> float:
+    """Run archive.py's statements in an in-server loop once; return seconds for the CALL."""
+    conn, schema = env.conn, env.schema
+    query(conn, f"TRUNCATE TABLE {schema.table(STATEMENTS)}")
+    insert_rows(conn, f"INSERT INTO {schema.table(STATEMENTS)} (batch_no, insert_sql, delete_sql) "
+                      f"VALUES (%s, %s, %s)", archive_statements(schema, ids, batch_size))
+    create_proc(conn, schema, "bench_run_statements", STATEMENTS_PROC_SQL)
+    t0 = time.perf_counter()
+    query(conn, "CALL bench_run_statements()")
+    return time.perf_counter() - t0
+
+
 # --------------------------------------------------------------------------- the line-up
 
-def side_by_side(env: Env, batch_size: int, ids: Sequence[int],
+def side_by_side(env: Env, batch_size: int, ids: Sequence[int], sparse: bool = False,
                  prefix: str = "") -> tuple[list[Contender], list[Result]]:
-    """Contenders a, b and c on env, plus SKIPPED results.
+    """Contenders a, b, c (and d when keys are sparse) on env, plus SKIPPED results.
 
     `ids` are every row id in env.ids_csv (sorted); `prefix` goes before each name
     ("a archive.py" -> "<prefix>a archive.py") so several servers can share one table.
@@ -171,4 +233,7 @@ def side_by_side(env: Env, batch_size: int, ids: Sequence[int],
                               note=f"SKIPPED: {env.pt_missing}"))
     contenders.append(Contender(f"{prefix}c stored procedure (floor)",
                                 lambda: run_stored_proc(env, batch_size, ids), env=env))
+    if sparse:
+        contenders.append(Contender(f"{prefix}d in-server loop, same statements",
+                                    lambda: run_same_statements(env, batch_size, ids), env=env))
     return contenders, skipped
