@@ -6,10 +6,12 @@ Usage (from the repo root, with the venv that has mysql-connector-python)::
     python bench/bench.py [--rows 200000] [--batch-size 1000] [--id-step 1]
                           [--sweep 100,500,1000,2000,5000,10000]
                           [--repeat 1] [--rss] [--resume-probe] [--keep] [--no-main]
+                          [--history [--history-days 365] [--history-lines 20000]
+                                     [--history-batches 1000000]]
 
 The code: ``bench.py`` (this entry point and the main table), ``benchlib.py`` (server,
 tables, reset/settle/verify, child runs, measuring), ``contenders.py`` (a-d below),
-``probes.py`` (4, 5).  Every mode verifies the data after each run it times.
+``probes.py`` (4, 5), ``history.py`` (6).  Every mode verifies the data after each run it times.
 
 What it does, in one run:
 
@@ -96,6 +98,40 @@ What it does, in one run:
    timed.  It is compared with a fresh run (empty tracking tables) of a CSV holding
    only the keys of batches 9,001..10,000; the difference is the cost of resuming.
 
+6. ``--history``: start-up cost with a year of history.  The history describes
+   ``--history-days`` (365) earlier daily runs of the same job, 3 files each (names
+   ``history_YYYYMMDD_N.csv``, content hash = sha256 of the name; none of them is the
+   file being run):
+
+   * text logs: one ``DataProcessingAllDetails_DD_MM_YYYY.txt`` per day before today, in
+     the exact format archive.py writes (its ``log_file_name``, ``file_info_line`` and
+     ``batch_log_line`` are called or matched line for line): the run's two header lines
+     (``=== Script Starts at ...``, ``RUN_ID ... | JOB: bench.rewards -> bench.rewards_archives
+     ...``), per file ``STARTING`` and ``FILE_INFO`` (with ``JOB:``), a ``PROCESSING`` and a
+     ``COMPLETED`` line per batch (``--history-lines`` (20,000) batch lines per log), and the
+     ``SUMMARY`` line.  Written once per bench run (~620 MB at the defaults).
+   * tracking rows: archive.py's own ``TRACKING_DDL``, then one ``process_logs`` row per
+     day, 3 ``file_processing_logs`` rows per run and ``--history-batches`` (1,000,000)
+     ``batch_processing_logs`` rows spread over those files, all COMPLETED, loaded with
+     ``INSERT ... SELECT`` from ``seq_1_to_N`` (a few seconds per million rows).
+
+   Logs and tables name the same files and hashes; their batch counts follow their own
+   options (batch lines are rounded down to whole batches of 3 files, 2 lines each).
+
+   Three runs of archive.py on a CSV of 5 batches (``--batch-size``) are timed: empty
+   history (archive.py's tracking tables created but empty, so a first run's one-off DDL
+   is not counted; empty log_dir); history, first run (no ``.archive-log-index.json``
+   yet: it parses every log and writes the index); history, second run (same log_dir and
+   tracking tables; it reads the index and re-parses only today's log, which the first
+   run wrote).  Measured from outside: the bench reads the server clock (``NOW(6)``)
+   just before it spawns archive.py; afterwards the ``created_at`` (``DATETIME(6)``,
+   server clock) of the new run's first ``batch_processing_logs`` row gives "process
+   start to first batch", which includes interpreter start-up and excludes only the
+   few-ms COMMIT right after that insert; nothing polls the server while it runs.  Also
+   reported: the whole run, peak RSS, the index size, and the ratio to the empty run
+   (target: <= 1.5 for the run using the index).  ``--repeat N`` repeats the three runs
+   N times (history tables reloaded each time) and takes medians.
+
 Progress goes to stderr, result tables to stdout.  ``--keep`` leaves the temp dir
 (server datadir, CSVs, configs, logs) in place and prints its path.
 """
@@ -109,6 +145,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import history
 import probes
 from benchlib import (
     REPO,
@@ -134,7 +171,7 @@ from benchlib import (
 )
 from contenders import ensure_pt_archiver, side_by_side
 
-MODES: tuple[Mode, ...] = ()
+MODES: tuple[Mode, ...] = (history.MODE,)
 
 
 def print_main_table(results: list[Result], rows: int, batch_size: int) -> None:
