@@ -8,10 +8,13 @@ Usage (from the repo root, with the venv that has mysql-connector-python)::
                           [--repeat 1] [--rss] [--resume-probe] [--keep] [--no-main]
                           [--history [--history-days 365] [--history-lines 20000]
                                      [--history-batches 1000000]]
+                          [--workload [--workload-threads 4] [--workload-rate 200]
+                                      [--workload-seconds 10] [--throttle sleep_seconds=0.05]]
 
 The code: ``bench.py`` (this entry point and the main table), ``benchlib.py`` (server,
 tables, reset/settle/verify, child runs, measuring), ``contenders.py`` (a-d below),
-``probes.py`` (4, 5), ``history.py`` (6).  Every mode verifies the data after each run it times.
+``probes.py`` (4, 5), ``history.py`` (6) and ``workload.py`` (7).  Every mode verifies
+the data after each run it times.
 
 What it does, in one run:
 
@@ -132,6 +135,22 @@ What it does, in one run:
    (target: <= 1.5 for the run using the index).  ``--repeat N`` repeats the three runs
    N times (history tables reloaded each time) and takes medians.
 
+7. ``--workload``: the cost to the application while archiving.  The CSV lists the first
+   half of the rows; ``--workload-threads`` (4) threads in the bench process, each with
+   its own connection (mysql-connector-python, autocommit), send point reads by primary
+   key (``SELECT *``, 80%) and single-row updates (``UPDATE ... SET status = ...``, 20%)
+   of random rows from the *other* half, paced at ``--workload-rate`` (200) ops/s per
+   thread (0 = as fast as they can), so the offered load is the same in every phase and
+   latency shows the interference.  Four phases, each after a reset and settle, with a
+   0.5 s warm-up that is not counted: idle (no archiver, ``--workload-seconds``),
+   archive.py, pt-archiver at the same batch size (``--where 'id <= <last listed id>'``:
+   the same rows) and archive.py with ``[controls]`` throttles (``--throttle``, default
+   ``sleep_seconds=0.05``; e.g. ``sleep_seconds=0.02,max_threads_running=3``).  The
+   archiver phases last as long as the archiver takes (equal rows).  Prints, per phase,
+   its length, ops/s achieved, p50/p99 latency (ms) of reads and of updates, workload
+   errors and the archiver's rows/s.  ``--repeat N`` interleaves N rounds of the four
+   phases and pools the latencies.
+
 Progress goes to stderr, result tables to stdout.  ``--keep`` leaves the temp dir
 (server datadir, CSVs, configs, logs) in place and prints its path.
 """
@@ -147,6 +166,7 @@ from pathlib import Path
 
 import history
 import probes
+import workload
 from benchlib import (
     REPO,
     BenchError,
@@ -171,7 +191,7 @@ from benchlib import (
 )
 from contenders import ensure_pt_archiver, side_by_side
 
-MODES: tuple[Mode, ...] = (history.MODE,)
+MODES: tuple[Mode, ...] = (history.MODE, workload.MODE)
 
 
 def print_main_table(results: list[Result], rows: int, batch_size: int) -> None:
