@@ -10,11 +10,12 @@ Usage (from the repo root, with the venv that has mysql-connector-python)::
                                      [--history-batches 1000000]]
                           [--workload [--workload-threads 4] [--workload-rate 200]
                                       [--workload-seconds 10] [--throttle sleep_seconds=0.05]]
+                          [--wide [--wide-rows 5000]]
 
 The code: ``bench.py`` (this entry point and the main table), ``benchlib.py`` (server,
 tables, reset/settle/verify, child runs, measuring), ``contenders.py`` (a-d below),
-``probes.py`` (4, 5), ``history.py`` (6) and ``workload.py`` (7).  Every mode verifies
-the data after each run it times.
+``probes.py`` (4, 5), ``history.py`` (6), ``workload.py`` (7) and ``wide.py`` (8).
+Every mode verifies the data after each run it times.
 
 What it does, in one run:
 
@@ -151,6 +152,11 @@ What it does, in one run:
    errors and the archiver's rows/s.  ``--repeat N`` interleaves N rounds of the four
    phases and pools the latencies.
 
+8. ``--wide``: database ``bench_wide``, table ``documents`` with about 8 KB of TEXT and
+   JSON per row (``--wide-rows``, default 5,000: ~40 MB): a, b and c at ``--batch-size``,
+   reporting seconds, rows/s, MB/s (logical bytes of the data columns, 10^6 per MB) and
+   peak RSS (GNU time), verified like the main table.
+
 Progress goes to stderr, result tables to stdout.  ``--keep`` leaves the temp dir
 (server datadir, CSVs, configs, logs) in place and prints its path.
 """
@@ -166,6 +172,7 @@ from pathlib import Path
 
 import history
 import probes
+import wide
 import workload
 from benchlib import (
     REPO,
@@ -191,7 +198,7 @@ from benchlib import (
 )
 from contenders import ensure_pt_archiver, side_by_side
 
-MODES: tuple[Mode, ...] = (history.MODE, workload.MODE)
+MODES: tuple[Mode, ...] = (history.MODE, workload.MODE, wide.MODE)
 
 
 def print_main_table(results: list[Result], rows: int, batch_size: int) -> None:
