@@ -10,12 +10,12 @@ Usage (from the repo root, with the venv that has mysql-connector-python)::
                                      [--history-batches 1000000]]
                           [--workload [--workload-threads 4] [--workload-rate 200]
                                       [--workload-seconds 10] [--throttle sleep_seconds=0.05]]
-                          [--wide [--wide-rows 5000]]
+                          [--wide [--wide-rows 5000]] [--galera]
 
 The code: ``bench.py`` (this entry point and the main table), ``benchlib.py`` (server,
 tables, reset/settle/verify, child runs, measuring), ``contenders.py`` (a-d below),
-``probes.py`` (4, 5), ``history.py`` (6), ``workload.py`` (7) and ``wide.py`` (8).
-Every mode verifies the data after each run it times.
+``probes.py`` (4, 5), ``history.py`` (6), ``workload.py`` (7), ``wide.py`` (8) and
+``cluster.py`` (9).  Every mode verifies the data after each run it times.
 
 What it does, in one run:
 
@@ -157,6 +157,16 @@ What it does, in one run:
    reporting seconds, rows/s, MB/s (logical bytes of the data columns, 10^6 per MB) and
    peak RSS (GNU time), verified like the main table.
 
+9. ``--galera``: a real 3-node Galera cluster (``tests/galera.py``'s ``GaleraCluster``;
+   nodes run as the mysql user from a base dir under /tmp; needs galera-4 and rsync)
+   with the bench's server options on each node (flush_log_at_trx_commit=1 like the
+   single server; 256M buffer pool each).  The same ``rewards`` rows are built through
+   node 0; archive.py connects with ``[database] host = 127.0.0.1:P1, 127.0.0.1:P2,
+   127.0.0.1:P3``, pt-archiver and the floor go to node 0.  Every node catches up
+   (``wsrep_sync_wait``) and settles before each run.  The same contenders are timed on the
+   single server and on the cluster, interleaved, and printed side by side (rows/s and
+   the cluster/single ratio).  The cluster is stopped at the end.
+
 Progress goes to stderr, result tables to stdout.  ``--keep`` leaves the temp dir
 (server datadir, CSVs, configs, logs) in place and prints its path.
 """
@@ -170,6 +180,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import cluster
 import history
 import probes
 import wide
@@ -198,7 +209,7 @@ from benchlib import (
 )
 from contenders import ensure_pt_archiver, side_by_side
 
-MODES: tuple[Mode, ...] = (history.MODE, workload.MODE, wide.MODE)
+MODES: tuple[Mode, ...] = (history.MODE, workload.MODE, wide.MODE, cluster.MODE)
 
 
 def print_main_table(results: list[Result], rows: int, batch_size: int) -> None:
