@@ -1145,6 +1145,8 @@ class TablePlan:
     columns: tuple[Column, ...]
     key_type: KeyType
     guard: str | None = None
+    source_index: str = "PRIMARY"
+    archive_index: str = "PRIMARY"
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -1161,14 +1163,28 @@ class TablePlan:
         column = (f"{alias}." if alias else "") + quote_ident(self.key)
         return key_condition(column, keys, self.key_type)
 
+    def source_sql(self, alias: str = "") -> str:
+        """The source table, read through its key's index.
+
+        When a batch's keys are a large share of what is left of a table, the optimizer
+        prefers a full scan, and under REPEATABLE READ a locking scan locks every row:
+        the application's rows too. The index hint keeps the locks on the batch's rows.
+        """
+        return f"{quote_ident(self.source)}{' ' + alias if alias else ''} FORCE INDEX ({quote_ident(self.source_index)})"
+
+    def archive_sql(self, alias: str) -> str:
+        """The archive table, read through its key's index (see source_sql)."""
+        return f"{quote_ident(self.archive)} {alias} FORCE INDEX ({quote_ident(self.archive_index)})"
+
     def insert_sql(self, condition: str) -> str:
         """Copy matching source rows into the archive; never INSERT IGNORE."""
         return (f"INSERT INTO {quote_ident(self.archive)} ({self.column_list()}) "
-                f"SELECT {self.column_list()} FROM {quote_ident(self.source)} WHERE {condition}")
+                f"SELECT {self.column_list()} FROM {self.source_sql()} WHERE {condition}")
 
-    def delete_sql(self, condition: str) -> str:
-        """Delete matching source rows."""
-        return f"DELETE FROM {quote_ident(self.source)} WHERE {condition}"
+    def delete_sql(self, condition: str, rows: int) -> str:
+        """Delete matching source rows: at most `rows` (one per listed key), which also keeps the
+        optimizer on the key's index (a single-table DELETE takes no index hint)."""
+        return f"DELETE FROM {quote_ident(self.source)} WHERE {condition} LIMIT {int(rows)}"
 
     def returned_key_sql(self, alias: str) -> str:
         """The key as the server stores it: bytes for text keys, so no collation blurs it."""
@@ -1188,19 +1204,13 @@ class TablePlan:
         """Source rows of the batch with their guard verdict and archived twin (locked)."""
         return (f"SELECT {self.returned_key_sql('s')}, {self.guard_sql()}, "
                 f"a.{quote_ident(self.key)} IS NOT NULL, COALESCE({identical_expression(self.columns)}, 0) "
-                f"FROM {quote_ident(self.source)} s LEFT JOIN {quote_ident(self.archive)} a "
+                f"FROM {self.source_sql('s')} LEFT JOIN {self.archive_sql('a')} "
                 f"ON a.{quote_ident(self.key)} = s.{quote_ident(self.key)} "
                 f"WHERE {condition}{' FOR UPDATE' if lock else ''}")
 
-    def delete_identical_sql(self, condition: str) -> str:
-        """Delete source rows whose identical copy is already in the archive."""
-        return (f"DELETE s FROM {quote_ident(self.source)} s JOIN {quote_ident(self.archive)} a "
-                f"ON a.{quote_ident(self.key)} = s.{quote_ident(self.key)} "
-                f"WHERE {condition} AND {identical_expression(self.columns)}")
-
     def present_sql(self, condition: str) -> str:
         """Whether any key of a batch is still in the source (for the rewind check)."""
-        return f"SELECT 1 FROM {quote_ident(self.source)} WHERE {condition} LIMIT 1"
+        return f"SELECT 1 FROM {self.source_sql()} WHERE {condition} LIMIT 1"
 
     def keys_by_bytes(self, keys: Iterable[Key]) -> dict[Any, Key]:
         """Map what returned_key_sql gives back to the listed keys."""
@@ -1271,13 +1281,13 @@ class RemotePlan:
         p = self.plan
         values = ", ".join(t.select for t in self.transfers)
         return (f"SELECT {p.returned_key_sql('s')}, {p.guard_sql()}, {fingerprint_sql(p.columns, 's')}, "
-                f"{values} FROM {quote_ident(p.source)} s WHERE {condition}{' FOR UPDATE' if lock else ''}")
+                f"{values} FROM {p.source_sql('s')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
 
     def lookup_sql(self, condition: str, lock: bool = True) -> str:
         """Archived rows with these keys, with their fingerprints (locked until the destination commits)."""
         p = self.plan
         return (f"SELECT {p.returned_key_sql('a')}, {fingerprint_sql(p.columns, 'a')} FROM "
-                f"{quote_ident(p.archive)} a WHERE {condition}{' FOR UPDATE' if lock else ''}")
+                f"{p.archive_sql('a')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
 
     def insert_sql(self, rows: int) -> str:
         """A multi-row INSERT of `rows` rows (never IGNORE, never REPLACE)."""
@@ -2008,13 +2018,13 @@ def is_generated(column: dict[str, Any]) -> bool:
     return any(k in extra for k in ("VIRTUAL GENERATED", "STORED GENERATED", "PERSISTENT GENERATED"))
 
 
-def has_unique_key_on(db: Database, table: str, column: str) -> bool:
-    """Whether `column` alone is the primary key or a unique key of `table`."""
+def unique_key_on(db: Database, table: str, column: str) -> str | None:
+    """The name of the primary key or unique key that is `column` alone, if `table` has one."""
     rows = db.query(
         "SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
         "AND TABLE_NAME = %s AND NON_UNIQUE = 0 GROUP BY INDEX_NAME "
-        "HAVING COUNT(*) = 1 AND MAX(COLUMN_NAME) = %s", (table, column))
-    return bool(rows)
+        "HAVING COUNT(*) = 1 AND MAX(COLUMN_NAME) = %s ORDER BY INDEX_NAME <> 'PRIMARY'", (table, column))
+    return str(rows[0][0]) if rows else None
 
 
 def child_foreign_keys(db: Database, table: str) -> list[tuple[Any, ...]]:
@@ -2166,15 +2176,21 @@ def check_side_effects(db: Database, archive_db: Database, config: Config, found
 
 
 def check_key(db: Database, archive_db: Database, config: Config, source: list[dict[str, Any]],
-              archive: list[dict[str, Any]], found: Preflight) -> KeyType | None:
-    """The key column: present, unique on both sides, same collation, a type keys can be written in."""
+              archive: list[dict[str, Any]], found: Preflight) -> tuple[KeyType | None, list[str]]:
+    """The key column: present, unique on both sides, same collation, a type keys can be written in.
+
+    Returns the key type and the names of the unique indexes on it (source, archive).
+    """
     key = next((c for c in source if c["name"].lower() == config.key_column.lower()), None)
     if key is None:
         found.problems.append(f"source table has no column `{config.key_column}`")
-        return None
+        return None, []
+    indexes = []
     for side, session, table in (("source", db, config.source_table), ("archive", archive_db, config.archive_table)):
-        if not has_unique_key_on(session, table, key["name"]):
+        index = unique_key_on(session, table, key["name"])
+        if index is None:
             found.problems.append(f"`{key['name']}` is not the primary key or a unique key of the {side}")
+        indexes.append(index or "PRIMARY")
     twin = next((c for c in archive if c["name"].lower() == key["name"].lower()), None)
     if twin is not None and twin["collation"] != key["collation"]:
         found.problems.append(f"key column `{key['name']}` has collation {key['collation']} in the source "
@@ -2182,17 +2198,17 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
     if is_generated(key):
         found.problems.append(f"key column `{key['name']}` must be copied, but is generated")
     try:
-        return key_type_from_column(key)
+        return key_type_from_column(key), indexes
     except ArchiveError as exc:
         found.problems.append(str(exc))
-        return None
+        return None, indexes
 
 
 def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found: Preflight) -> None:
     """EXPLAIN needs the same privileges as the statement, so it tests them without writing."""
     condition = f"{quote_ident(plan.key)} IN (NULL)"
     remote = RemotePlan(plan)
-    checks = [(db, "DELETE from the source", plan.delete_sql(condition))]
+    checks = [(db, "DELETE from the source", plan.delete_sql(condition, 1))]
     if archive_db is db:
         checks.append((db, "INSERT ... SELECT into the archive", plan.insert_sql(condition)))
     else:
@@ -2269,7 +2285,7 @@ def run_preflight(db: Database, config: Config, dest: Database | None = None) ->
         return found
     source = fetch_columns(db, config.source_table)
     archive = fetch_columns(archive_db, config.archive_table)
-    key_type = check_key(db, archive_db, config, source, archive, found)
+    key_type, indexes = check_key(db, archive_db, config, source, archive, found)
     copied = compare_columns(source, archive, found)
     check_side_effects(db, archive_db, config, found)
     for session in {id(db): db, id(archive_db): archive_db}.values():
@@ -2279,7 +2295,7 @@ def run_preflight(db: Database, config: Config, dest: Database | None = None) ->
     if key_type is None:
         return found
     key = next(c["name"] for c in source if c["name"].lower() == config.key_column.lower())
-    plan = TablePlan(config.source_table, config.archive_table, key, copied, key_type, config.guard)
+    plan = TablePlan(config.source_table, config.archive_table, key, copied, key_type, config.guard, *indexes)
     if plan.key not in plan.column_names and not found.problems:
         found.problems.append(f"key column `{plan.key}` is not copied")
     if not found.problems:  # the EXPLAINs would only repeat a column problem as a grant problem
@@ -3059,12 +3075,12 @@ class SameServer:
         if found.to_copy:
             condition, params = self.plan.condition(found.to_copy)
             copied = self.db.execute(self.plan.insert_sql(condition), params)
-            deleted = self.db.execute(self.plan.delete_sql(condition), params)
+            deleted = self.db.execute(self.plan.delete_sql(condition, len(found.to_copy)), params)
             checked("copied", len(found.to_copy), copied)
             checked("deleted", len(found.to_copy), deleted)
-        if found.identical:
-            condition, params = self.plan.condition(found.identical, "s")
-            twins = self.db.execute(self.plan.delete_identical_sql(condition), params)
+        if found.identical:  # compared under the FOR UPDATE locks taken by classify: still identical
+            condition, params = self.plan.condition(found.identical)
+            twins = self.db.execute(self.plan.delete_sql(condition, len(found.identical)), params)
             checked("deleted as identical twins", len(found.identical), twins)
         return found.counts(keys, copied, deleted + twins), found
 
@@ -3082,7 +3098,7 @@ class SameServer:
             try:
                 renewed, copied, deleted = self.db.execute_script([
                     (fence_sql, fence_params), (self.plan.insert_sql(condition), params),
-                    (self.plan.delete_sql(condition), params)])
+                    (self.plan.delete_sql(condition, len(set(batch.keys))), params)])
                 check_fence(self.db, self.tracking, renewed)
                 if copied == deleted:
                     counts = Counters(batches=1, archived=copied, deleted=deleted,
@@ -3183,7 +3199,7 @@ class OtherServer(SameServer):
         deleted = 0
         if moved:
             condition, params = self.plan.condition(moved)
-            deleted = self.db.execute(self.plan.delete_sql(condition), params)
+            deleted = self.db.execute(self.plan.delete_sql(condition, len(moved)), params)
             checked("deleted", len(moved), deleted)
         return found.counts(keys, len(found.to_copy), deleted), found
 

@@ -48,10 +48,12 @@ def plan(*columns: tuple[str, str]) -> archive.TablePlan:
 def test_statements_quote_identifiers_and_never_insert_ignore():
     p = plan(("id", "int"), ("note", "varchar"))
     insert = p.insert_sql("`id` IN (1)")
-    assert insert == "INSERT INTO `arc` (`id`, `note`) SELECT `id`, `note` FROM `src` WHERE `id` IN (1)"
+    assert insert == ("INSERT INTO `arc` (`id`, `note`) SELECT `id`, `note` FROM `src` FORCE INDEX (`PRIMARY`) "
+                      "WHERE `id` IN (1)")
     assert "IGNORE" not in insert.upper()
-    assert p.delete_sql("`id` IN (1)") == "DELETE FROM `src` WHERE `id` IN (1)"
-    assert "BINARY s.`note` <=> BINARY a.`note`" in p.delete_identical_sql("s.`id` IN (1)")
+    assert p.delete_sql("`id` IN (1)", 1) == "DELETE FROM `src` WHERE `id` IN (1) LIMIT 1"
+    assert "BINARY s.`note` <=> BINARY a.`note`" in p.classify_sql("s.`id` IN (1)")
+    assert "FROM `src` s FORCE INDEX (`PRIMARY`) LEFT JOIN `arc` a FORCE INDEX (`PRIMARY`)" in p.classify_sql("1")
 
 
 def test_every_type_is_compared_in_a_form_that_cannot_lose_information():
