@@ -192,7 +192,7 @@ def archive_statements(schema: Schema, ids: Sequence[int], batch_size: int) -> l
         condition, params = plan.condition(keys)
         if params:
             raise BenchError("archive.py sent parameters for integer keys; update the bench")
-        out.append((number, plan.insert_sql(condition), plan.delete_sql(condition)))
+        out.append((number, plan.insert_sql(condition), plan.delete_sql(condition, len(set(keys)))))
     return out
 
 
