@@ -77,7 +77,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, BinaryIO, Callable, Generator, Optional, TypeVar, Union
 
 import mysql.connector
 from mysql.connector import errorcode
@@ -105,8 +105,13 @@ LOG_TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 LOG_INDEX_NAME = ".archive-log-index.json"
 LOG_INDEX_FORMAT = 2
 HASH_CHUNK = 1 << 20
+LOG_SYNC_SECONDS = 1.0  # the text log is forced to disk at most this often (see TextLog)
 MAX_RECORD = 1 << 20  # characters a record (a quoted field with line breaks) may span
+BLOCK_KEYS = 256  # keys per block from the careful reader (a heartbeat may follow each block)
+KEY_BLOCK_BYTES = 1 << 14  # plain-number blocks: big enough to be fast, small enough to stay flat
+PLAIN_INTS = re.compile(rb"(?:[0-9]{1,18}\n)*")  # a block of plain numbers, LF line ends
 RANGE_MIN_RUN = 4  # contiguous integer keys this long are sent as BETWEEN, not IN
+SPAN_FACTOR = 4  # sparse integer keys go as one filtered range while it spans at most 4x the keys
 SHOWN_KEYS = 20  # conflict keys printed in one message; all are stored in the DB
 RETRY_BACKOFF_CAP = 4.0
 TRACKING_ROWS_PER_BATCH = 8  # rows a batch writes besides its data rows (Galera write-set limit)
@@ -982,6 +987,22 @@ def iter_csv_keys(path: Path, column: str, delimiter: str, key_type: KeyType,
     is not a clean key. The header is the first non-blank record. `start` is
     (offset, line) of a record boundary after the header, to resume mid-file.
     """
+    for block in key_blocks(path, column, delimiter, key_type, start):
+        yield from zip(block.lines, block.offsets, block.keys)
+
+
+@dataclass(frozen=True)
+class KeyBlock:
+    """Keys in file order, each with the last line and the byte offset after its record."""
+
+    keys: Sequence[Key]
+    lines: Sequence[int]
+    offsets: Sequence[int]
+
+
+def key_blocks(path: Path, column: str, delimiter: str, key_type: KeyType,
+               start: tuple[int, int] = (0, 0)) -> Iterator[KeyBlock]:
+    """iter_csv_keys, a block of keys at a time (so that counting need not touch each key)."""
     name = display_name(path)
     with open(path, "rb") as handle:
         header = next(iter_records(handle, name, delimiter), None)
@@ -992,27 +1013,67 @@ def iter_csv_keys(path: Path, column: str, delimiter: str, key_type: KeyType,
                                column, delimiter, f"{name} line {first}")
         offset, last = start if start[0] else (offset, last)
         handle.seek(offset)
-        fast = key_type.kind == "int" and index == 0
-        for first, last, offset, fields in iter_records(handle, name, delimiter, last, offset, fast):
-            if isinstance(fields, int):
-                if key_type.low <= fields <= key_type.high:
-                    yield last, offset, fields
-                    continue
-                fields = [(str(fields), False)]  # out of range: parse_key says so
-            try:
-                if index >= len(fields):
-                    raise ValueError(f"row has {len(fields)} field(s); the key is field {index + 1}")
-                text, quoted = fields[index]
-                yield last, offset, parse_key(text, quoted, key_type)
-            except ValueError as exc:
-                raise RejectedFile(f"{name} line {first}: {exc}") from None
+        lines: Iterable[bytes] = handle
+        if key_type.kind == "int" and index == 0:
+            lines, last, offset = yield from plain_int_blocks(read_blocks(handle), key_type, last, offset)
+        records = iter_records(lines, name, delimiter, last, offset, key_type.kind == "int" and index == 0)
+        while triples := list(itertools.islice(keys_of_records(records, name, index, key_type), BLOCK_KEYS)):
+            yield KeyBlock([k for _, _, k in triples], [n for n, _, _ in triples], [o for _, o, _ in triples])
+
+
+def read_blocks(handle: BinaryIO) -> Iterator[bytes]:
+    """The rest of a file in blocks of about KEY_BLOCK_BYTES that end at a line end."""
+    while block := handle.read(KEY_BLOCK_BYTES):
+        yield block if block.endswith(b"\n") else block + handle.readline()
+
+
+def plain_int_blocks(blocks: Iterator[bytes], key_type: KeyType, line_no: int, offset: int
+                     ) -> Generator[KeyBlock, None, tuple[Iterable[bytes], int, int]]:
+    """Keys of a one-column file of plain numbers, a block at a time, at C speed.
+
+    Most key files are just that. At the first block that is anything else (quotes,
+    spaces, CRLF, blank lines, a value out of range) the rest of the file goes back,
+    as lines with their starting line number and offset, to the careful reader, which
+    also names any offending line.
+    """
+    for block in blocks:
+        lines = block.split(b"\n")
+        lines.pop()
+        keys = list(map(int, lines)) if PLAIN_INTS.fullmatch(block) else []
+        if not keys or not key_type.low <= min(keys) <= max(keys) <= key_type.high:
+            rest = itertools.chain([block], blocks)
+            return itertools.chain.from_iterable(b.splitlines(keepends=True) for b in rest), line_no, offset
+        ends = list(itertools.accumulate([len(line) + 1 for line in lines], initial=offset))
+        yield KeyBlock(keys, range(line_no + 1, line_no + len(keys) + 1), ends[1:])
+        line_no += len(keys)
+        offset += len(block)
+    return [], line_no, offset
+
+
+def keys_of_records(records: Iterator[Record], name: str, index: int, key_type: KeyType
+                    ) -> Iterator[tuple[int, int, Key]]:
+    """The key field of each record, parsed, or RejectedFile naming the line."""
+    for first, last, offset, fields in records:
+        if isinstance(fields, int):
+            if key_type.low <= fields <= key_type.high:
+                yield last, offset, fields
+                continue
+            fields = [(str(fields), False)]  # out of range: parse_key says so
+        try:
+            if index >= len(fields):
+                raise ValueError(f"row has {len(fields)} field(s); the key is field {index + 1}")
+            text, quoted = fields[index]
+            yield last, offset, parse_key(text, quoted, key_type)
+        except ValueError as exc:
+            raise RejectedFile(f"{name} line {first}: {exc}") from None
 
 
 def count_keys(path: Path, column: str, delimiter: str, key_type: KeyType,
                tick: Callable[[], None] = lambda: None) -> int:
     """Validate a whole file and count its keys, before any of its batches run."""
     count = 0
-    for count, _ in enumerate(iter_csv_keys(path, column, delimiter, key_type), 1):
+    for block in key_blocks(path, column, delimiter, key_type):
+        count += len(block.keys)
         tick()  # cheap: the heartbeat itself only acts every quarter lease
     return count
 
@@ -1039,23 +1100,25 @@ def has_utf8_name(path: Path) -> bool:
 
 # --------------------------------------------------------------------------- batching
 
-def iter_batches(keys: Iterable[tuple[int, int, Key]], batch_size: int,
-                 first_number: int = 1) -> Iterator[Batch]:
-    """Group (line, offset, key) triples into numbered batches of batch_size keys."""
-    keys = iter(keys)
-    number = first_number
-    while chunk := list(itertools.islice(keys, batch_size)):
-        line, offset, _ = chunk[-1]
-        yield Batch(number, tuple(key for _, _, key in chunk), offset, line)
-        number += 1
-
-
-def skip_keys(keys: Iterator[tuple[int, int, Key]], count: int) -> Iterator[tuple[int, int, Key]]:
-    """Drop the first `count` keys (for resuming without a stored offset)."""
-    for _ in range(count):
-        if next(keys, None) is None:
-            break
-    return keys
+def iter_batches(blocks: Iterable[KeyBlock], batch_size: int, first_number: int = 1, skip: int = 0
+                 ) -> Iterator[Batch]:
+    """Cut blocks of keys into numbered batches of batch_size keys, after skipping `skip` keys
+    (to resume without a stored offset)."""
+    keys: list[Key] = []
+    number, end = first_number, (0, 0)
+    for block in blocks:
+        start = min(skip, len(block.keys))
+        skip -= start
+        while start < len(block.keys):
+            take = min(batch_size - len(keys), len(block.keys) - start)
+            keys.extend(block.keys[start:start + take])
+            start += take
+            end = (block.offsets[start - 1], block.lines[start - 1])
+            if len(keys) == batch_size:
+                yield Batch(number, tuple(keys), *end)
+                keys, number = [], number + 1
+    if keys:
+        yield Batch(number, tuple(keys), *end)
 
 
 def group_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
@@ -1208,6 +1271,29 @@ class TablePlan:
                 f"ON a.{quote_ident(self.key)} = s.{quote_ident(self.key)} "
                 f"WHERE {condition}{' FOR UPDATE' if lock else ''}")
 
+    def span_of(self, keys: Sequence[Key]) -> Span | None:
+        """Sparse integer keys as one key range with a bitmap filter, when that is cheaper.
+
+        An IN list costs the server an index dive per key; reading the range between the
+        smallest and the largest key reads the gaps' few rows instead, and a bitmap of the
+        listed keys (a byte per key in the range, looked up by position) keeps every other
+        row out, exactly and in constant time per row. Only for ranges at most SPAN_FACTOR
+        times the key count; contiguous keys are a plain range anyway.
+        """
+        unique = sorted({k for k in keys if isinstance(k, int)})
+        if self.key_type.kind != "int" or not unique:
+            return None
+        low, high, column = unique[0], unique[-1], quote_ident(self.key)
+        if high - low + 1 == len(unique) or high - low + 1 > SPAN_FACTOR * len(unique):
+            return None
+        bits = bytearray(b"0" * (high - low + 1))
+        for key in unique:
+            bits[key - low] = ord("1")
+        between = f"{column} BETWEEN {int(low)} AND {int(high)}"
+        listed = f"SUBSTRING(_binary'{bits.decode()}', {column} - {int(low)} + 1, 1) = '1'"
+        return Span(f"{between} AND {listed}", f"SELECT COUNT(*) INTO @archive_py_unlisted FROM "
+                                               f"{self.source_sql()} WHERE {between} AND NOT ({listed})")
+
     def present_sql(self, condition: str) -> str:
         """Whether any key of a batch is still in the source (for the rewind check)."""
         return f"SELECT 1 FROM {self.source_sql()} WHERE {condition} LIMIT 1"
@@ -1215,6 +1301,19 @@ class TablePlan:
     def keys_by_bytes(self, keys: Iterable[Key]) -> dict[Any, Key]:
         """Map what returned_key_sql gives back to the listed keys."""
         return {self.key_type.encode(k) if self.key_type.kind == "str" else k: k for k in keys}
+
+
+@dataclass(frozen=True)
+class Span:
+    """A batch of sparse integer keys as one key range, filtered to exactly the listed keys.
+
+    `unlisted_sql` first counts the range's unlisted rows, in a consistent read that
+    locks nothing and waits for nobody: when there are some (keys interleaved with live
+    rows), the range would lock them too, so the batch takes its key list instead.
+    """
+
+    condition: str
+    unlisted_sql: str
 
 
 FLOAT_TYPES = frozenset(("float", "double", "real", "double precision"))
@@ -1503,11 +1602,19 @@ def best_checkpoint(*candidates: Checkpoint | None) -> Checkpoint | None:
 
 
 class TextLog:
-    """The seed-format text log; final batch statuses are forced to disk after the commit."""
+    """The seed-format text log, flushed line by line and forced to disk at most once a second.
+
+    The database's COMMIT is the authority on what is done; the text log is the fallback
+    when the tracking tables are lost. A log behind by a second of batches (an OS crash)
+    only makes a run look at those batches again and find their rows gone; a log ahead
+    of the database is verified against the source (verify_log_checkpoint). So an fsync
+    per batch would buy nothing but time.
+    """
 
     def __init__(self, log_dir: Path, started: dt.datetime):
         self.path = log_dir / log_file_name(started)
         self.handle: Any = None
+        self.synced = time.monotonic()
 
     def open(self) -> None:
         """Open for appending (only once this run holds the lock, so refusals write nothing)."""
@@ -1517,25 +1624,28 @@ class TextLog:
             raise ArchiveError(f"cannot open text log {self.path}: {exc.strerror}") from None
 
     def write(self, text: str, durable: bool = False) -> None:
-        """Append one line; with durable, fsync it before returning."""
+        """Append one line; with durable, fsync it now, else within a second."""
         if self.handle is None:
             self.open()
         try:
             self.handle.write(text.replace("\n", " ") + "\n")
             self.handle.flush()
-            if durable:
+            if durable or time.monotonic() - self.synced >= LOG_SYNC_SECONDS:
                 os.fsync(self.handle.fileno())
+                self.synced = time.monotonic()
         except OSError as exc:
             raise ArchiveError(f"cannot write text log {self.path}: {exc.strerror}") from None
 
     def batch(self, file_name: str, number: int, status: str) -> None:
-        """A batch status line; final statuses are made durable."""
-        self.write(batch_log_line(dt.datetime.now(), file_name, number, status),
-                   durable=status != "PROCESSING")
+        """A batch status line."""
+        self.write(batch_log_line(dt.datetime.now(), file_name, number, status))
 
     def close(self) -> None:
-        """Flush and close, ignoring a full disk at this point (the error was reported)."""
+        """Force to disk and close, ignoring a full disk at this point (the error was reported)."""
         if self.handle is not None:
+            with contextlib.suppress(OSError):
+                self.handle.flush()
+                os.fsync(self.handle.fileno())
             with contextlib.suppress(OSError):
                 self.handle.close()
             self.handle = None
@@ -1928,18 +2038,28 @@ class Database:
         return int(self.cursor.rowcount)
 
     def execute_script(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        """Run statements in one round trip (the server stops at the first error); return row counts."""
+        """Run statements in one round trip (the server stops at the first error).
+
+        Returns each statement's row count, or for a query the first value it returned.
+        """
         params = tuple(p for _, ps in statements for p in ps)
         self.cursor.execute("; ".join(sql for sql, _ in statements), params or None)
-        counts = [self.cursor.rowcount]
+        counts = [self.script_value()]
         try:
             while self.cursor.nextset():
-                counts.append(self.cursor.rowcount)
+                counts.append(self.script_value())
         except mysql.connector.Error:
             raise
         except Exception as exc:  # the C extension's nextset() raises server errors untranslated
             raise translate_error(exc) from exc
         return counts
+
+    def script_value(self) -> int:
+        """The current result of a script: a query's first value, else the row count."""
+        if self.cursor.with_rows:
+            rows = self.cursor.fetchall()
+            return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+        return int(self.cursor.rowcount)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one query; return all rows."""
@@ -2295,7 +2415,8 @@ def run_preflight(db: Database, config: Config, dest: Database | None = None) ->
     if key_type is None:
         return found
     key = next(c["name"] for c in source if c["name"].lower() == config.key_column.lower())
-    plan = TablePlan(config.source_table, config.archive_table, key, copied, key_type, config.guard, *indexes)
+    plan = TablePlan(config.source_table, config.archive_table, key, copied, key_type, config.guard,
+                     source_index=indexes[0], archive_index=indexes[1])
     if plan.key not in plan.column_names and not found.problems:
         found.problems.append(f"key column `{plan.key}` is not copied")
     if not found.problems:  # the EXPLAINs would only repeat a column problem as a grant problem
@@ -3049,6 +3170,7 @@ class SameServer:
 
     def __init__(self, db: Database, plan: TablePlan, tracking: Tracking):
         self.db, self.plan, self.tracking = db, plan, tracking
+        self.spans = True  # whether sparse integer keys may go as one range with a filter
 
     def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
         """Lock the keys' source rows; sort them into new, identical twin, conflict, or held by the guard."""
@@ -3088,27 +3210,64 @@ class SameServer:
         """Move one batch inside the open transaction; return its counts and conflicting keys.
 
         The fast path renews the run lock, copies, then deletes the batch's keys in one
-        round trip: INSERT ... SELECT takes shared locks on the rows it copies, so the
-        DELETE removes exactly those rows. A duplicate key, a guard or a count mismatch
-        sends the batch down the careful path, which locks and compares every row first.
+        round trip (sparse integer keys as one range, when a locking read shows it holds
+        only listed rows). A duplicate key, a guard or a count mismatch sends the batch
+        down the careful path, which locks and compares every row first.
         """
         if not self.plan.guard:
-            condition, params = self.plan.condition(batch.keys)
-            fence_sql, fence_params = self.tracking.fence()
             try:
-                renewed, copied, deleted = self.db.execute_script([
-                    (fence_sql, fence_params), (self.plan.insert_sql(condition), params),
-                    (self.plan.delete_sql(condition, len(set(batch.keys))), params)])
-                check_fence(self.db, self.tracking, renewed)
-                if copied == deleted:
-                    counts = Counters(batches=1, archived=copied, deleted=deleted,
-                                      not_found=len(set(batch.keys)) - copied)
-                    return BatchOutcome(counts, (), "COMPLETED")
+                span = self.plan.span_of(batch.keys) if self.spans else None
+                outcome = self.by_span(batch, span) if span else None
+                if outcome is None:
+                    condition, params = self.plan.condition(batch.keys)
+                    outcome = self.move(batch, condition, params, [self.tracking.fence()])
+                if outcome is not None:
+                    return outcome
             except mysql.connector.Error as exc:
                 if exc.errno != ER_DUP_ENTRY:
                     raise
             self.db.rollback()
         return outcome_of_batch(*self.carefully(batch.keys))
+
+    def by_span(self, batch: Batch, span: Span) -> BatchOutcome | None:
+        """The batch as one filtered key range, if the range holds no unlisted row.
+
+        One round trip: the count goes into a session variable, and the INSERT and DELETE
+        are conditioned on it being 0 (a constant to the optimizer: when it is not, they
+        read and lock nothing).
+        """
+        condition = f"{span.condition} AND @archive_py_unlisted = 0"
+        renewed, _, copied, deleted, unlisted = self.db.execute_script([
+            self.tracking.fence(), (span.unlisted_sql, ()), (self.plan.insert_sql(condition), ()),
+            (self.plan.delete_sql(condition, len(set(batch.keys))), ()), ("SELECT @archive_py_unlisted", ())])
+        check_fence(self.db, self.tracking, renewed)
+        if unlisted:  # interleaved with live rows: key lists, which lock only the listed rows
+            self.db.rollback()
+            self.spans = False
+            return None
+        return self.counted(batch, copied, deleted)
+
+    def move(self, batch: Batch, condition: str, params: tuple[Any, ...],
+             first: list[tuple[str, tuple[Any, ...]]]) -> BatchOutcome | None:
+        """Copy then delete by `condition` in one round trip; None (rolled back) if the counts differ.
+
+        INSERT ... SELECT takes shared locks on the rows it copies, so the DELETE removes
+        exactly those rows unless a row came into being in between: then the counts differ.
+        """
+        statements = first + [(self.plan.insert_sql(condition), params),
+                              (self.plan.delete_sql(condition, len(set(batch.keys))), params)]
+        *fence, copied, deleted = self.db.execute_script(statements)
+        if fence:
+            check_fence(self.db, self.tracking, fence[0])
+        return self.counted(batch, copied, deleted)
+
+    def counted(self, batch: Batch, copied: int, deleted: int) -> BatchOutcome | None:
+        """The fast path's outcome, or None (rolled back) when the two counts differ."""
+        if copied != deleted:
+            self.db.rollback()
+            return None
+        counts = Counters(batches=1, archived=copied, deleted=deleted, not_found=len(set(batch.keys)) - copied)
+        return BatchOutcome(counts, (), "COMPLETED")
 
     def rollback(self) -> None:
         """Undo the open transaction."""
@@ -3657,8 +3816,8 @@ def verify_log_checkpoint(run: RunContext, path: Path, in_db: Checkpoint | None,
     """
     config, size = run.config, in_log.batch_size
     first = in_db.last_batch + 1 if in_db is not None and in_db.batch_size == size else 1
-    keys = iter_csv_keys(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
-    for batch in iter_batches(skip_keys(keys, (first - 1) * size), size, first):
+    blocks = key_blocks(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
+    for batch in iter_batches(blocks, size, first, skip=(first - 1) * size):
         if batch.number > in_log.last_batch:
             break
         condition, params = run.plan.condition(batch.keys)
@@ -3673,15 +3832,17 @@ def verify_log_checkpoint(run: RunContext, path: Path, in_db: Checkpoint | None,
     return in_log
 
 
-def open_keys(run: RunContext, path: Path, checkpoint: Checkpoint | None) -> Iterator[tuple[int, int, Key]]:
-    """The file's keys from the first batch not done: seek to a stored offset, else skip."""
+def open_keys(run: RunContext, path: Path, checkpoint: Checkpoint | None) -> tuple[Iterator[KeyBlock], int]:
+    """The file's keys from the first batch not done: seek to a stored offset, else skip.
+
+    Returns the blocks and how many keys of them to skip.
+    """
     config = run.config
     if checkpoint and checkpoint.end_offset and checkpoint.source == "db":
-        return iter_csv_keys(path, config.csv_column, config.csv_delimiter, run.plan.key_type,
-                             start=(checkpoint.end_offset, checkpoint.end_line))
-    keys = iter_csv_keys(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
-    done = checkpoint.last_batch * checkpoint.batch_size if checkpoint else 0
-    return skip_keys(keys, done)
+        return key_blocks(path, config.csv_column, config.csv_delimiter, run.plan.key_type,
+                          start=(checkpoint.end_offset, checkpoint.end_line)), 0
+    blocks = key_blocks(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
+    return blocks, checkpoint.last_batch * checkpoint.batch_size if checkpoint else 0
 
 
 def file_identity(path: Path) -> tuple[int, int, int]:
@@ -3725,7 +3886,8 @@ def process_file(run: RunContext, path: Path) -> None:
         run.say(f"NOTE: {scan.name} keeps batch_size {batch_size} from its checkpoint")
     ctx = FileContext(run.state.run_id, file_id, scan)
     file_counts, keys_seen = Counters(), (start - 1) * batch_size
-    for batch in iter_batches(open_keys(run, path, checkpoint), batch_size, start):
+    blocks, skip = open_keys(run, path, checkpoint)
+    for batch in iter_batches(blocks, batch_size, start, skip):
         if file_identity(path) != identity:
             return file_changed(run, ctx, f"{scan.name} changed on disk while its batches ran "
                                           f"(before batch {batch.number})")
@@ -4329,8 +4491,8 @@ def predict_file(run: RunContext, path: Path, tracked: bool, gone: set[Key]) -> 
     size = checkpoint.batch_size if checkpoint else config.batch_size
     done = checkpoint.last_batch if checkpoint else 0
     row = empty_prediction(scan.name, f"resumes at batch {done + 1}" if done else "to do")
-    keys = iter_csv_keys(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
-    for batch in iter_batches(skip_keys(keys, done * size), size, done + 1):
+    blocks = key_blocks(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
+    for batch in iter_batches(blocks, size, done + 1, skip=done * size):
         predict_keys(run, batch.keys, gone, row)
         row["batches"] += 1
     return row

@@ -167,21 +167,30 @@ def test_unsupported_key_type_and_charset_are_refused():
 
 def test_batches_are_numbered_and_record_where_they_end(tmp_path):
     path = write(tmp_path, b"id\n" + b"".join(b"%d\n" % i for i in range(1, 8)))
-    keys = archive.iter_csv_keys(path, "id", ",", INT_KEY)
-    batches = list(archive.iter_batches(keys, 3))
+    blocks = archive.key_blocks(path, "id", ",", INT_KEY)
+    batches = list(archive.iter_batches(blocks, 3))
     assert [b.number for b in batches] == [1, 2, 3]
     assert [b.keys for b in batches] == [(1, 2, 3), (4, 5, 6), (7,)]
     assert batches[0].end_line == 4
     # resuming from a stored offset yields exactly the keys after it
     start = (batches[0].end_offset, batches[0].end_line)
-    rest = archive.iter_csv_keys(path, "id", ",", INT_KEY, start=start)
+    rest = archive.key_blocks(path, "id", ",", INT_KEY, start=start)
     assert [b.keys for b in archive.iter_batches(rest, 3, 2)] == [(4, 5, 6), (7,)]
 
 
-def test_skip_keys_resumes_by_count(tmp_path):
+def test_batches_resume_by_count_across_blocks(tmp_path):
     path = write(tmp_path, b"id\n1\n\n2\n3\n4\n")
-    keys = archive.skip_keys(archive.iter_csv_keys(path, "id", ",", INT_KEY), 2)
-    assert [k for _, _, k in keys] == [3, 4]
+    batches = archive.iter_batches(archive.key_blocks(path, "id", ",", INT_KEY), 2, 2, skip=2)
+    assert [(b.number, b.keys, b.end_line) for b in batches] == [(2, (3, 4), 6)]
+    big = write(tmp_path, b"id\n" + b"".join(b"%d\n" % i for i in range(1, 50_001)), "big.csv")
+    blocks = list(archive.key_blocks(big, "id", ",", INT_KEY))
+    assert len(blocks) > 3, "the test needs several blocks"
+    batches = list(archive.iter_batches(blocks, 1000, 31, skip=30_000))
+    assert [b.number for b in batches] == list(range(31, 51))
+    assert batches[0].keys[0] == 30_001 and batches[-1].keys[-1] == 50_000
+    offset = big.read_bytes().index(b"\n30000\n") + len(b"\n30000\n")
+    assert (batches[0].end_line, batches[1].end_line) == (31_001, 32_001)  # the header is line 1
+    assert archive.iter_batches(blocks, 1000, 30, skip=29_000).__next__().end_offset == offset
 
 
 def test_hash_file_identifies_content(tmp_path):
@@ -226,7 +235,7 @@ def test_memory_does_not_grow_with_file_size(tmp_path):
         for i in range(1, 300_001):
             handle.write(f"{i}\n")
     tracemalloc.start()
-    count = sum(len(b.keys) for b in archive.iter_batches(archive.iter_csv_keys(path, "id", ",", INT_KEY), 1000))
+    count = sum(len(b.keys) for b in archive.iter_batches(archive.key_blocks(path, "id", ",", INT_KEY), 1000))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert count == 300_000

@@ -21,12 +21,12 @@ KILLS = 12
 
 def test_random_sigkill_never_loses_or_doubles_a_row(db, tmp_path, spawn_cli):
     rng = random.Random(20251128)
-    keys = list(range(1, 20001))
+    keys = list(range(1, 40001))
     rng.shuffle(keys)
-    config, original = make_job(db, tmp_path, range(1, 20201), {"a.csv": keys[:10000], "b.csv": keys[10000:]},
-                                archive__batch_size=10)
+    config, original = make_job(db, tmp_path, range(1, 40201), {"a.csv": keys[:20000], "b.csv": keys[20000:]},
+                                archive__batch_size=20)
     # a few kills during start-up and file scanning, most once batches are flowing
-    kill_times = [rng.uniform(0.0, 0.25) for _ in range(3)] + [rng.uniform(0.3, 0.8) for _ in range(KILLS - 3)]
+    kill_times = [rng.uniform(0.0, 0.25) for _ in range(3)] + [rng.uniform(0.3, 0.6) for _ in range(KILLS - 3)]
     progress = []  # batches committed after each kill: they must only grow
     for delay in kill_times:
         proc = spawn_cli(config)

@@ -240,3 +240,16 @@ def test_pauses_resume_and_give_up_by_the_clock():
     assert state.interrupt(105, "stop").action == "go"
     state.step(106, "busy", False)
     assert state.interrupt(107, "received SIGTERM").text == "PAUSE ENDED: received SIGTERM"
+
+
+def test_sparse_integer_keys_may_go_as_one_range_filtered_by_a_bitmap():
+    p = plan(("id", "int"))
+    span = p.span_of([11, 13, 15, 17])
+    assert span is not None
+    assert span.condition == "`id` BETWEEN 11 AND 17 AND SUBSTRING(_binary'1010101', `id` - 11 + 1, 1) = '1'"
+    assert span.unlisted_sql == ("SELECT COUNT(*) INTO @archive_py_unlisted FROM `src` FORCE INDEX (`PRIMARY`) "
+                                 "WHERE `id` BETWEEN 11 AND 17 AND NOT (SUBSTRING(_binary'1010101', "
+                                 "`id` - 11 + 1, 1) = '1')")
+    assert "FOR UPDATE" not in span.unlisted_sql and "SHARE" not in span.unlisted_sql
+    assert p.span_of(range(1, 5)) is None  # contiguous: key_condition's BETWEEN already
+    assert p.span_of([1, 50, 99]) is None  # spread far apart: an IN list
