@@ -73,11 +73,11 @@ import sys
 import time
 import traceback
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Generator, Optional, TypeVar, Union
+from typing import Any, BinaryIO, Callable, Optional, TypeVar, Union
 
 import mysql.connector
 from mysql.connector import errorcode
@@ -105,6 +105,7 @@ LOG_TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 LOG_INDEX_NAME = ".archive-log-index.json"
 LOG_INDEX_FORMAT = 2
 HASH_CHUNK = 1 << 20
+SESSION_SQL_MODE = "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION"  # see session_setup
 LOG_SYNC_SECONDS = 1.0  # the text log is forced to disk at most this often (see TextLog)
 MAX_RECORD = 1 << 20  # characters a record (a quoted field with line breaks) may span
 BLOCK_KEYS = 256  # keys per block from the careful reader (a heartbeat may follow each block)
@@ -1233,7 +1234,8 @@ class TablePlan:
         prefers a full scan, and under REPEATABLE READ a locking scan locks every row:
         the application's rows too. The index hint keeps the locks on the batch's rows.
         """
-        return f"{quote_ident(self.source)}{' ' + alias if alias else ''} FORCE INDEX ({quote_ident(self.source_index)})"
+        table = f"{quote_ident(self.source)} {alias}".rstrip()
+        return f"{table} FORCE INDEX ({quote_ident(self.source_index)})"
 
     def archive_sql(self, alias: str) -> str:
         """The archive table, read through its key's index (see source_sql)."""
@@ -1337,7 +1339,8 @@ def column_transfer(column: Column, alias: str = "s") -> Transfer:
         kind = "float32" if column.data_type == "float" else "float"
         return Transfer(f"IF({c} = 0 AND ATAN2({c}, -1) < 0, '-0', CAST({c} AS DOUBLE))", "%s", kind)
     if column.data_type == "timestamp":  # the stored UTC value, whatever the session's time zone
-        return Transfer(f"UNIX_TIMESTAMP({c})", "IF(%s = 0, '0000-00-00 00:00:00', FROM_UNIXTIME(%s))", "twice")
+        return Transfer(f"UNIX_TIMESTAMP({c})", "IF(%s = 0, '0000-00-00 00:00:00', FROM_UNIXTIME(%s))",
+                        "twice")
     if column.data_type in ("enum", "set", "bit"):
         return Transfer(f"{c} + 0", "%s", "value")
     if column.data_type in TEXT_AS_TEXT:  # text keeps zero dates and microseconds the driver would drop
@@ -1485,7 +1488,8 @@ def summarize_log(lines: Iterable[str]) -> LogSummary:
             summary.changed.add((job, name, sha))
             for key in [k for k in summary.progress if k[:3] == (job, name, sha)]:
                 del summary.progress[key]
-        elif (batch := BATCH_LINE.match(line)) and batch.group(4) in DONE_STATUSES and batch.group(2) in current:
+        elif (batch := BATCH_LINE.match(line)) and batch.group(4) in DONE_STATUSES \
+                and batch.group(2) in current:
             job, sha, reading, size, keys = current[batch.group(2)]
             key = (job, batch.group(2), sha, reading, size)
             summary.progress[key] = (keys, max(int(batch.group(3)), summary.progress.get(key, (0, 0))[1]))
@@ -1503,7 +1507,8 @@ def merge_summaries(summaries: Iterable[LogSummary]) -> Progress:
     return merged
 
 
-def log_checkpoints(progress: Progress, jobs: Sequence[str], reading: str) -> dict[tuple[str, str], Checkpoint]:
+def log_checkpoints(progress: Progress, jobs: Sequence[str], reading: str
+                    ) -> dict[tuple[str, str], Checkpoint]:
     """The furthest checkpoint per (file, sha256) for this job (or its legacy TABLE name) and reading.
 
     Lines written before the reading was logged ("") count for any reading.
@@ -1557,7 +1562,8 @@ def summary_to_json(path: Path, summary: LogSummary) -> dict[str, Any]:
 
 def summary_from_json(entry: dict[str, Any]) -> LogSummary:
     """Inverse of summary_to_json."""
-    return LogSummary({(j, n, s, r, int(b)): (int(k), int(last)) for j, n, s, r, b, k, last in entry["progress"]},
+    return LogSummary({(j, n, s, r, int(b)): (int(k), int(last))
+                       for j, n, s, r, b, k, last in entry["progress"]},
                       {(j, n, s) for j, n, s in entry["changed"]})
 
 
@@ -1572,7 +1578,7 @@ def read_log_progress(log_dir: Path, save: bool = True) -> Progress:
         entry = cached.get(path.name)
         try:
             stat = path.stat()
-            if not (entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns):
+            if not entry or (entry.get("size"), entry.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
                 entry = summary_to_json(path, summarize_log(read_log_lines(path)))
             summaries.append(summary_from_json(entry))
         except (OSError, ValueError, KeyError, TypeError):
@@ -1725,7 +1731,8 @@ def outcome_of(state: RunState) -> tuple[str, int, str | None]:
         problems.append(f"rejected file(s): {', '.join(state.rejected)}")
     if state.open_conflicts:
         where = f" in: {', '.join(state.conflict_files)}" if state.conflict_files else ""
-        problems.append(f"{plural(state.open_conflicts, 'duplicate-key conflict')} kept in both tables{where}")
+        conflicts = plural(state.open_conflicts, "duplicate-key conflict")
+        problems.append(f"{conflicts} kept in both tables{where}")
     code = EXIT_REJECTED if state.rejected else EXIT_CONFLICTS if state.open_conflicts else EXIT_OK
     return "COMPLETED", code, "; ".join(problems) or None
 
@@ -1735,9 +1742,9 @@ def summary_line(state: RunState, status: str) -> str:
     t = state.totals
     elapsed = time.monotonic() - state.started
     why = state.stop_reason or ("failed" if status == "FAILED" else "all files done")
-    run = f"run {state.run_id} | " if state.run_id else ""
-    run += f"into {state.destination} | " if state.destination else ""
-    return (f"SUMMARY: {status} | {run}files {state.files_total} ({state.files_done} archived, "
+    which = f"run {state.run_id} | " if state.run_id else ""
+    which += f"into {state.destination} | " if state.destination else ""
+    return (f"SUMMARY: {status} | {which}files {state.files_total} ({state.files_done} archived, "
             f"{state.files_skipped} already done, {len(state.rejected)} rejected) | batches {t.batches} "
             f"| rows archived {t.archived} | rows deleted {t.deleted} | duplicates {t.duplicates} "
             f"| conflicts {t.conflicts} | not found {t.not_found} | skipped by guard {t.skipped_by_guard} "
@@ -1882,7 +1889,9 @@ def describe_mysql_error(exc: BaseException) -> str:
     """MySQL error text with its number, on one line."""
     errno = getattr(exc, "errno", None)
     text = getattr(exc, "msg", None) or str(exc)
-    return " ".join(f"MySQL Error {errno}: {text}".split()) if errno and errno > 0 else " ".join(str(exc).split())
+    if errno and errno > 0:
+        return " ".join(f"MySQL Error {errno}: {text}".split())
+    return " ".join(str(exc).split())
 
 
 def explain_write_set_error(exc: BaseException, batch_size: int) -> str | None:
@@ -1983,7 +1992,7 @@ class Database:
         leaving out NO_ZERO_DATE and PAD_CHAR_TO_FULL_LENGTH lets zero dates and CHAR
         values copy as stored. Repeatable read gives gap locks on the batch's keys.
         """
-        self.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'")
+        self.execute(f"SET SESSION sql_mode = '{SESSION_SQL_MODE}'")
         self.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         self.execute(f"SET SESSION innodb_lock_wait_timeout = {int(self.lock_wait_timeout)}")
         if self.utc:
@@ -2250,7 +2259,8 @@ def describe_foreign_keys(children: list[tuple[Any, ...]]) -> tuple[list[str], l
 
 def check_tables(db: Database, archive_db: Database, config: Config, found: Preflight) -> bool:
     """Both tables exist, are real tables and are transactional; True when the rest can be checked."""
-    source_side = fetch_tables(db, [config.source_table] + [t for t in TRACKING_TABLES if t != config.source_table])
+    tracking = [t for t in TRACKING_TABLES if t != config.source_table]
+    source_side = fetch_tables(db, [config.source_table, *tracking])
     archive_side = fetch_tables(archive_db, [config.archive_table])
     for name, tables, database in ((config.source_table, source_side, config.database),
                                    (config.archive_table, archive_side, config.archive_database)):
@@ -2306,7 +2316,8 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
         found.problems.append(f"source table has no column `{config.key_column}`")
         return None, []
     indexes = []
-    for side, session, table in (("source", db, config.source_table), ("archive", archive_db, config.archive_table)):
+    sides = (("source", db, config.source_table), ("archive", archive_db, config.archive_table))
+    for side, session, table in sides:
         index = unique_key_on(session, table, key["name"])
         if index is None:
             found.problems.append(f"`{key['name']}` is not the primary key or a unique key of the {side}")
@@ -2314,7 +2325,8 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
     twin = next((c for c in archive if c["name"].lower() == key["name"].lower()), None)
     if twin is not None and twin["collation"] != key["collation"]:
         found.problems.append(f"key column `{key['name']}` has collation {key['collation']} in the source "
-                              f"but {twin['collation']} in the archive: keys equal in one are not in the other")
+                              f"but {twin['collation']} in the archive: keys equal in one are not "
+                              "in the other")
     if is_generated(key):
         found.problems.append(f"key column `{key['name']}` must be copied, but is generated")
     try:
@@ -2334,8 +2346,8 @@ def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found:
     else:
         checks += [(db, "SELECT ... FOR UPDATE on the source", remote.read_sql(f"s.{condition}")),
                    (archive_db, "SELECT and INSERT the archive on the destination",
-                    f"INSERT INTO {quote_ident(plan.archive)} ({plan.column_list()}) "
-                    f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}")]
+                    (f"INSERT INTO {quote_ident(plan.archive)} ({plan.column_list()}) "
+                    f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}"))]
     for session, label, sql in checks:
         try:
             session.query("EXPLAIN " + sql)
@@ -2389,7 +2401,8 @@ def check_transfer(archive_db: Database, copied: Sequence[Column], source: list[
     charsets = {c["name"]: (c["charset"] or "").lower() for c in source}
     for column in copied:
         if charsets.get(column.name) and charsets[column.name] not in KEY_CHARSETS:
-            found.problems.append(f"column `{column.name}` is {charsets[column.name]}: archiving into another "
+            found.problems.append(f"column `{column.name}` is {charsets[column.name]}: archiving into "
+                                  "another "
                                   f"server passes text through utf8mb4, exact only for "
                                   f"{', '.join(sorted(KEY_CHARSETS))}")
     packet = int(archive_db.variable("max_allowed_packet") or 0)
@@ -2662,7 +2675,8 @@ class Tracking:
         columns = {(t, c) for t, c in self.db.query(
             "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()")}
         indexes = {(t, i) for t, i in self.db.query(
-            "SELECT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE()")}
+            "SELECT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS "
+            "WHERE TABLE_SCHEMA = DATABASE()")}
         steps = [f"ALTER TABLE `{t}` {ddl}" for t, c, ddl in MIGRATION_COLUMNS if (t, c) not in columns]
         steps += [f"ALTER TABLE `{t}` {ddl}" for t, i, ddl in MIGRATION_INDEXES if (t, i) not in indexes]
         for sql in steps:
@@ -2761,7 +2775,8 @@ class Tracking:
             taken = self.db.execute(
                 "UPDATE run_locks SET owner = %s, process_log_id = %s, host = %s, pid = %s, node = %s, "
                 f"connection_id = %s, acquired_at = NOW(6), heartbeat_at = NOW(6), expires_at = NOW(6) + "
-                f"INTERVAL {lease} SECOND WHERE lock_name = %s AND (expires_at < NOW(6) OR (node = %s AND %s))",
+                f"INTERVAL {lease} SECOND WHERE lock_name = %s "
+                "AND (expires_at < NOW(6) OR (node = %s AND %s))",
                 (*self.lock_params(), name, self.db.node, bool(holder_gone)))
             self.db.commit()
         except mysql.connector.Error as exc:
@@ -2904,7 +2919,8 @@ class Tracking:
 
     def add_run_counts(self, counts: Counters) -> tuple[str, tuple[Any, ...]]:
         """Add counts to this run's row (inside the transaction that did the work)."""
-        return (("UPDATE process_logs SET rows_archived = rows_archived + %s, rows_deleted = rows_deleted + %s, "
+        return (("UPDATE process_logs SET rows_archived = rows_archived + %s, "
+                 "rows_deleted = rows_deleted + %s, "
                 "duplicates = duplicates + %s, conflicts = conflicts + %s, last_seen = NOW() WHERE id = %s"),
                 (counts.archived, counts.deleted, counts.duplicates, counts.conflicts, self.run_id))
 
@@ -2917,15 +2933,16 @@ class Tracking:
         then takes the rows of runs on these two tables, as schema 1 itself did.
         """
         if self.legacy:
-            return ("f.process_log_id IN (SELECT id FROM process_logs WHERE source_table = %s AND "
-                    "archive_table = %s)", (self.config.source_table, self.config.archive_table))
+            return (("f.process_log_id IN (SELECT id FROM process_logs WHERE source_table = %s AND "
+                    "archive_table = %s)"), (self.config.source_table, self.config.archive_table))
         return "f.job = %s AND f.reading IN (%s, '')", (self.config.job, self.config.reading)
 
     def finished_record(self, scan: FileScan) -> tuple[int, str] | None:
         """(run, status) of the latest COMPLETED or CONFLICTS record of this exact content."""
         scope, params = self.file_scope()
         rows = self.db.query(
-            f"SELECT f.process_log_id, f.status FROM file_processing_logs f WHERE {scope} AND f.file_name = %s "
+            f"SELECT f.process_log_id, f.status FROM file_processing_logs f WHERE {scope} "
+            "AND f.file_name = %s "
             "AND f.file_checksum = %s AND f.status IN ('COMPLETED', 'CONFLICTS') ORDER BY f.id DESC LIMIT 1",
             (*params, scan.name, scan.sha256))
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
@@ -2994,7 +3011,8 @@ class Tracking:
 
     # ------------------------------------------------------------ batches
 
-    def batch_statements(self, ctx: FileContext, batch: Batch, outcome: BatchOutcome) -> list[tuple[str, tuple[Any, ...]]]:
+    def batch_statements(self, ctx: FileContext, batch: Batch, outcome: BatchOutcome
+                         ) -> list[tuple[str, tuple[Any, ...]]]:
         """The tracking writes of a batch; they run inside its transaction and commit with it."""
         c = outcome.counts
         statements: list[tuple[str, tuple[Any, ...]]] = [(
@@ -3052,7 +3070,8 @@ class Tracking:
              fit(format_key(batch.keys[-1]), 255), len(batch.keys), fit(message)))
         self.db.execute("UPDATE file_processing_logs SET status = 'FAILED', finished_at = NOW(), "
                         "error_message = %s WHERE id = %s", (fit(message), ctx.file_id))
-        self.db.execute("UPDATE process_logs SET current_batch = %s WHERE id = %s", (batch.number, ctx.run_id))
+        self.db.execute("UPDATE process_logs SET current_batch = %s WHERE id = %s",
+                        (batch.number, ctx.run_id))
         self.db.commit()
 
     # ------------------------------------------------------------ conflicts
@@ -3099,7 +3118,8 @@ class Tracking:
     def run_counts(self) -> Counters:
         """What this run committed, from process_logs: the authority when an answer was lost."""
         row = self.db.query_dicts(
-            "SELECT p.rows_archived, p.rows_deleted, p.duplicates, p.conflicts, p.skipped_by_guard, p.not_found, "
+            "SELECT p.rows_archived, p.rows_deleted, p.duplicates, p.conflicts, p.skipped_by_guard, "
+            "p.not_found, "
             "(SELECT COUNT(*) FROM batch_processing_logs b WHERE b.process_log_id = p.id AND "
             "b.status <> 'FAILED') AS batches FROM process_logs p WHERE p.id = %s", (self.run_id,))[0]
         self.db.rollback()
@@ -3177,7 +3197,8 @@ class SameServer:
         condition, params = self.plan.condition(keys, "s")
         listed = self.plan.keys_by_bytes(keys)
         found = Classified()
-        for raw, passes_guard, archived, same in self.db.query(self.plan.classify_sql(condition, lock), params):
+        rows = self.db.query(self.plan.classify_sql(condition, lock), params)
+        for raw, passes_guard, archived, same in rows:
             key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
             if not passes_guard:
                 found.skipped.append(key)
@@ -3266,7 +3287,8 @@ class SameServer:
         if copied != deleted:
             self.db.rollback()
             return None
-        counts = Counters(batches=1, archived=copied, deleted=deleted, not_found=len(set(batch.keys)) - copied)
+        counts = Counters(batches=1, archived=copied, deleted=deleted,
+                          not_found=len(set(batch.keys)) - copied)
         return BatchOutcome(counts, (), "COMPLETED")
 
     def rollback(self) -> None:
@@ -3311,7 +3333,8 @@ class OtherServer(SameServer):
         condition, params = self.plan.condition(keys, "s")
         listed = self.plan.keys_by_bytes(keys)
         found, self.rows = Classified(), {}
-        for raw, passes_guard, fingerprint, *values in self.db.query(self.remote.read_sql(condition, lock), params):
+        rows = self.db.query(self.remote.read_sql(condition, lock), params)
+        for raw, passes_guard, fingerprint, *values in rows:
             key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
             if not passes_guard:
                 found.skipped.append(key)
@@ -3427,7 +3450,7 @@ def transfer_params(transfers: Sequence[Transfer], values: Sequence[Any]) -> tup
     return tuple(params), size
 
 
-def retry_transaction(run: RunContext, label: str, attempt: Callable[[], T],
+def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
                       recover: Callable[[], T | None] = lambda: None) -> T:
     """Run one transaction, retrying deadlocks, certification conflicts, lock waits and lost nodes.
 
@@ -3435,7 +3458,7 @@ def retry_transaction(run: RunContext, label: str, attempt: Callable[[], T],
     lost connection the session moves to the next host; `recover` then says whether
     the COMMIT whose answer was lost had in fact committed.
     """
-    db, config = run.db, run.config
+    db, config = context.db, context.config
     deadline, tries = None, 0
     while True:
         tries += 1
@@ -3447,11 +3470,12 @@ def retry_transaction(run: RunContext, label: str, attempt: Callable[[], T],
                     return recovered
             return attempt()
         except (mysql.connector.Error, Unreachable) as exc:
-            run.mover.rollback()
+            context.mover.rollback()
             if is_connection_error(exc) and not getattr(exc, "on_destination", False):
                 db.disconnect()
-            if isinstance(exc, mysql.connector.Error) and (why := explain_write_set_error(exc, run.config.batch_size)):
-                raise ArchiveError(why) from exc
+            too_big = explain_write_set_error(exc, config.batch_size)
+            if too_big:
+                raise ArchiveError(too_big) from exc
             deadline = deadline or time.monotonic() + config.retry_timeout
             out_of_tries = config.max_retries is not None and tries > config.max_retries
             if not (isinstance(exc, Unreachable) or is_transient(exc)) or out_of_tries \
@@ -3459,21 +3483,21 @@ def retry_transaction(run: RunContext, label: str, attempt: Callable[[], T],
                 raise
             wait = min(0.25 * 2 ** tries, RETRY_BACKOFF_CAP) * random.uniform(0.5, 1.0)
             what = describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc)
-            run.say(f"RETRY: {label} attempt {tries + 1} after {what}; waiting {wait:.1f}s")
+            context.say(f"RETRY: {label} attempt {tries + 1} after {what}; waiting {wait:.1f}s")
             time.sleep(wait)
 
 
-def run_batch(run: RunContext, ctx: FileContext, batch: Batch) -> BatchOutcome:
+def run_batch(context: RunContext, ctx: FileContext, batch: Batch) -> BatchOutcome:
     """Move, record and commit one batch as one transaction, with retries."""
     def attempt() -> BatchOutcome:
-        outcome = run.mover.batch(batch)
+        outcome = context.mover.batch(batch)
         # One round trip for the tracking rows and the COMMIT: the batch's only commit.
-        run.db.execute_script(run.tracking.batch_statements(ctx, batch, outcome) + [("COMMIT", ())])
-        run.tracking.last_beat = time.monotonic()
+        context.db.execute_script(context.tracking.batch_statements(ctx, batch, outcome) + [("COMMIT", ())])
+        context.tracking.last_beat = time.monotonic()
         return outcome
 
-    return retry_transaction(run, f"Batch {batch.number}", attempt,
-                             lambda: run.tracking.committed_batch(ctx, batch.number))
+    return retry_transaction(context, f"Batch {batch.number}", attempt,
+                             lambda: context.tracking.committed_batch(ctx, batch.number))
 
 
 def parse_stored_key(text: str, key_type: KeyType) -> Key:
@@ -3483,40 +3507,41 @@ def parse_stored_key(text: str, key_type: KeyType) -> Key:
     return bytes.fromhex(text[2:]) if key_type.kind == "bytes" else text
 
 
-def recheck_conflicts(run: RunContext) -> Counters:
+def recheck_conflicts(context: RunContext) -> Counters:
     """Look again at the job's open conflicts: move, delete or keep each, and say so."""
     total = Counters()
-    for file, rows in run.tracking.open_conflicts().items():
+    for file, rows in context.tracking.open_conflicts().items():
         by_key: dict[Key, list[int]] = {}
         for row_id, text in rows:  # a key listed twice has two rows; they are settled together
-            by_key.setdefault(parse_stored_key(text, run.plan.key_type), []).append(row_id)
+            by_key.setdefault(parse_stored_key(text, context.plan.key_type), []).append(row_id)
         keys, left = list(by_key), len(rows)
-        for start in range(0, len(keys), run.config.batch_size):
-            chunk = {k: by_key[k] for k in keys[start:start + run.config.batch_size]}
+        for start in range(0, len(keys), context.config.batch_size):
+            chunk = {k: by_key[k] for k in keys[start:start + context.config.batch_size]}
             ids = [row_id for row_ids in chunk.values() for row_id in row_ids]
             resolved, counts = retry_transaction(
-                run, f"Recheck of conflicts in {file[0]}", functools.partial(recheck_chunk, run, file, chunk, left),
-                functools.partial(run.tracking.resolved_by_this_run, ids))
+                context, f"Recheck of conflicts in {file[0]}",
+                functools.partial(recheck_chunk, context, file, chunk, left),
+                functools.partial(context.tracking.resolved_by_this_run, ids))
             left -= len(resolved)
             total.add(counts)
-        run.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} earlier conflict(s) resolved"
+        context.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} earlier conflict(s) resolved"
                 + (f", {left} still differ (both versions kept)" if left else ""))
     return total
 
 
-def recheck_chunk(run: RunContext, file: tuple[str, str], chunk: dict[Key, list[int]], left: int
+def recheck_chunk(context: RunContext, file: tuple[str, str], chunk: dict[Key, list[int]], left: int
                   ) -> tuple[dict[int, str], Counters]:
     """One transaction: re-examine some conflict keys and close those that are settled."""
-    counts, found = run.mover.carefully(list(chunk))
+    counts, found = context.mover.carefully(list(chunk))
     counts.conflicts = 0  # still-open conflicts were counted when found
     counts.not_found = 0
     present = set(found.to_copy) | set(found.identical) | set(found.conflicts) | set(found.skipped)
-    how = {**{k: "archived copy was gone: row archived" for k in found.to_copy},
-           **{k: "archived copy is now identical: source row deleted" for k in found.identical},
+    how = {**dict.fromkeys(found.to_copy, "archived copy was gone: row archived"),
+           **dict.fromkeys(found.identical, "archived copy is now identical: source row deleted"),
            **{k: "source row no longer exists" for k in chunk if k not in present}}
     resolved = {row_id: text for key, text in how.items() for row_id in chunk[key]}
-    statements = run.tracking.resolve_statements(resolved, file, left - len(resolved))
-    run.db.execute_script(statements + [run.tracking.add_run_counts(counts), ("COMMIT", ())])
+    statements = context.tracking.resolve_statements(resolved, file, left - len(resolved))
+    context.db.execute_script(statements + [context.tracking.add_run_counts(counts), ("COMMIT", ())])
     return resolved, counts
 
 
@@ -3544,9 +3569,9 @@ def replica_lag(conn: Any) -> float | None:
 class Controls:
     """Probes the servers between batches and carries out PauseState's decisions, visibly."""
 
-    def __init__(self, run: RunContext, stop: StopSignal):
-        self.run, self.config, self.stop = run, run.config, stop
-        self.pauses = PauseState(run.config.replica_timeout)
+    def __init__(self, context: RunContext, stop: StopSignal):
+        self.context, self.config, self.stop = context, context.config, stop
+        self.pauses = PauseState(context.config.replica_timeout)
         self.replica_conns: dict[int, Any] = {}
         self.batches_seen = 0
         self.flow_sample: tuple[float, int] | None = None
@@ -3555,12 +3580,12 @@ class Controls:
         """Why the run must stop now, if it must; planned stops are marked as such."""
         if self.stop.reason:
             return self.stop.reason
-        elapsed = time.monotonic() - self.run.state.started
+        elapsed = time.monotonic() - self.context.state.started
         if self.config.max_runtime and elapsed >= self.config.max_runtime:
-            self.run.state.planned_stop = True
+            self.context.state.planned_stop = True
             return f"max_runtime {self.config.max_runtime:g}s reached after {elapsed:.0f}s"
         if self.config.stop_file and self.config.stop_file.exists():
-            self.run.state.planned_stop = True
+            self.context.state.planned_stop = True
             return (f"stop file {self.config.stop_file} exists (remove it before the next run, or "
                     "that run stops at once too)")
         return None
@@ -3579,9 +3604,9 @@ class Controls:
     def keep_lock(self) -> None:
         """Renew the run lock's lease while waiting; a lost server is left to the next batch."""
         try:
-            self.run.tracking.heartbeat()
+            self.context.tracking.heartbeat()
         except (mysql.connector.Error, Unreachable):
-            self.run.db.disconnect()
+            self.context.db.disconnect()
 
     def before_batch(self) -> str | None:
         """Sleep, then wait out load, lag and cluster trouble; return a stop reason or None."""
@@ -3610,7 +3635,7 @@ class Controls:
 
     def act(self, step: PauseStep, reason: str | None = None) -> None:
         """Show a pause decision in the text log, on the terminal and in process_logs."""
-        self.run.state.paused_seconds = self.pauses.paused_seconds
+        self.context.state.paused_seconds = self.pauses.paused_seconds
         if step.action == "give up":
             self.note(f"PAUSE ENDED: {step.text}", None)
         elif step.text:
@@ -3628,12 +3653,12 @@ class Controls:
         try:
             return self.server_pause_reason(), False
         except mysql.connector.Error:
-            self.run.db.disconnect()  # the next batch reconnects (to another node) or fails
+            self.context.db.disconnect()  # the next batch reconnects (to another node) or fails
             return None, False
 
     def server_pause_reason(self) -> str | None:
         """Load on the server, or a Galera node that is not keeping up."""
-        db = self.run.db
+        db = self.context.db
         if not (self.config.max_threads_running or db.wsrep):
             return None
         db.ensure_connected()
@@ -3650,7 +3675,7 @@ class Controls:
         """Pause while the node is not Synced, flow control holds it back, or it lags behind."""
         state = status.get("wsrep_local_state_comment", "")
         if state != "Synced":
-            return f"Galera node {self.run.db.where} is {state or 'in an unknown state'}, not Synced"
+            return f"Galera node {self.context.db.where} is {state or 'in an unknown state'}, not Synced"
         now, paused_ns = time.monotonic(), int(status.get("wsrep_flow_control_paused_ns", 0))
         previous, self.flow_sample = self.flow_sample, (now, paused_ns)
         if previous and now > previous[0]:
@@ -3677,11 +3702,11 @@ class Controls:
 
     def note(self, text: str, pause: str | None) -> None:
         """A pause or resume line: text log, terminal, and process_logs for --status."""
-        self.run.say(text)
+        self.context.say(text)
         try:
-            self.run.tracking.note_pause(pause, self.pauses.paused_seconds)
+            self.context.tracking.note_pause(pause, self.pauses.paused_seconds)
         except mysql.connector.Error:
-            self.run.db.disconnect()  # the next batch reconnects (and retries) or fails the run
+            self.context.db.disconnect()  # the next batch reconnects (and retries) or fails the run
 
     def close(self) -> None:
         """Close replica connections."""
@@ -3718,130 +3743,132 @@ class RunContext:
         self.tracking.heartbeat()
 
 
-def reject(run: RunContext, scan: FileScan, reason: str) -> None:
+def reject(context: RunContext, scan: FileScan, reason: str) -> None:
     """A file that cannot be archived as listed: FAILED with its reason, the run goes on."""
-    run.log.write(f"STARTING: {scan.name} (Size: {scan.size} bytes)")
-    run.say(f"ERROR: rejected {reason}")
+    context.log.write(f"STARTING: {scan.name} (Size: {scan.size} bytes)")
+    context.say(f"ERROR: rejected {reason}")
     print(f"archive.py: rejected {reason}", file=sys.stderr)
-    run.tracking.reject_file(scan, run.config.batch_size, f"rejected: {reason}")
-    run.state.rejected.append(scan.name)
+    context.tracking.reject_file(scan, context.config.batch_size, f"rejected: {reason}")
+    context.state.rejected.append(scan.name)
 
 
-def identify_file(run: RunContext, path: Path) -> FileScan | None:
+def identify_file(context: RunContext, path: Path) -> FileScan | None:
     """Hash a file; None (and the file rejected) when its name or content cannot be read."""
     if not has_utf8_name(path):
-        reject(run, FileScan(display_name(path), 0, "0" * 64),
+        reject(context, FileScan(display_name(path), 0, "0" * 64),
                f"{display_name(path)}: the file name is not valid UTF-8; rename the file")
         return None
     try:
-        return hash_file(path, run.tick)
+        return hash_file(path, context.tick)
     except RejectedFile as exc:
-        reject(run, FileScan(display_name(path), 0, "0" * 64), f"{exc} (removed or unreadable)")
+        reject(context, FileScan(display_name(path), 0, "0" * 64), f"{exc} (removed or unreadable)")
         return None
 
 
-def skip_finished_file(run: RunContext, path: Path, scan: FileScan, finished: tuple[int, str],
+def skip_finished_file(context: RunContext, path: Path, scan: FileScan, finished: tuple[int, str],
                        why: str = "") -> None:
     """A file done before with this exact content: count it, and move it to done_dir if wanted."""
     run_id, status = finished
     note = why or (f"completed by run {run_id}" if status == "COMPLETED"
                    else f"done by run {run_id}, with conflicts (rechecked at the start of each run)")
-    run.say(f"SKIPPING: {scan.name} ({note}; same content)")
-    run.state.files_skipped += 1
-    run.tracking.skip_file()
+    context.say(f"SKIPPING: {scan.name} ({note}; same content)")
+    context.state.files_skipped += 1
+    context.tracking.skip_file()
     if status == "COMPLETED":
-        move_to_done_dir(run, path, scan)
+        move_to_done_dir(context, path, scan)
 
 
-def move_to_done_dir(run: RunContext, path: Path, scan: FileScan) -> None:
+def move_to_done_dir(context: RunContext, path: Path, scan: FileScan) -> None:
     """Move a completed file out of csv_dir (after its completion was committed)."""
-    done_dir = run.config.done_dir
+    done_dir = context.config.done_dir
     if done_dir is None:
         return
     target = done_dir / path.name
     if target.exists():
-        run.say(f"NOTE: {scan.name} stays in csv_dir: {target} already exists")
+        context.say(f"NOTE: {scan.name} stays in csv_dir: {target} already exists")
         return
     try:
         os.rename(path, target)
     except OSError as exc:
-        run.say(f"NOTE: {scan.name} stays in csv_dir: cannot move it to {done_dir}: {exc.strerror}")
+        context.say(f"NOTE: {scan.name} stays in csv_dir: cannot move it to {done_dir}: {exc.strerror}")
         return
-    run.log.write(f"MOVED: {scan.name} to {done_dir}")
+    context.log.write(f"MOVED: {scan.name} to {done_dir}")
 
 
-def plan_file(run: RunContext, path: Path) -> tuple[FileScan, Checkpoint | None] | None:
+def plan_file(context: RunContext, path: Path) -> tuple[FileScan, Checkpoint | None] | None:
     """Identify a file and find where to start; None when it is done or rejected."""
-    scan = identify_file(run, path)
+    scan = identify_file(context, path)
     if scan is None:
         return None
-    finished = run.tracking.finished_record(scan)
+    finished = context.tracking.finished_record(scan)
     if finished is not None:
-        run.db.rollback()
-        skip_finished_file(run, path, scan, finished)
+        context.db.rollback()
+        skip_finished_file(context, path, scan, finished)
         return None
-    checkpoint = resume_point(run, path, scan)
-    others = run.tracking.other_checksums(scan) + [
-        sha for (name, sha) in run.log_checkpoints if name == scan.name and sha != scan.sha256]
-    run.db.rollback()
+    checkpoint = resume_point(context, path, scan)
+    others = context.tracking.other_checksums(scan) + [
+        sha for (name, sha) in context.log_checkpoints if name == scan.name and sha != scan.sha256]
+    context.db.rollback()
     if others and checkpoint is None:
-        run.say(f"CHANGED: {scan.name} differs from its earlier checkpoint (sha256 {others[0][:12]}… "
+        context.say(f"CHANGED: {scan.name} differs from its earlier checkpoint (sha256 {others[0][:12]}… "
                 f"now {scan.sha256[:12]}…); not resuming by batch number, starting at batch 1")
     if checkpoint is not None:
         return dataclasses.replace(scan, keys=checkpoint.total_keys), checkpoint
     try:
-        keys = count_keys(path, run.config.csv_column, run.config.csv_delimiter, run.plan.key_type, run.tick)
+        config = context.config
+        keys = count_keys(path, config.csv_column, config.csv_delimiter, context.plan.key_type, context.tick)
     except RejectedFile as exc:
-        reject(run, scan, str(exc))
+        reject(context, scan, str(exc))
         return None
     return dataclasses.replace(scan, keys=keys), None
 
 
-def resume_point(run: RunContext, path: Path, scan: FileScan) -> Checkpoint | None:
+def resume_point(context: RunContext, path: Path, scan: FileScan) -> Checkpoint | None:
     """max(database, text log) -- but a log ahead of the database must prove its batches are gone."""
-    in_db = run.tracking.checkpoint(scan)
-    in_log = run.log_checkpoints.get((scan.name, scan.sha256))
+    in_db = context.tracking.checkpoint(scan)
+    in_log = context.log_checkpoints.get((scan.name, scan.sha256))
     best = best_checkpoint(in_db, in_log)
     if best is None or best is in_db:
         return best
-    return verify_log_checkpoint(run, path, in_db, best)
+    return verify_log_checkpoint(context, path, in_db, best)
 
 
-def verify_log_checkpoint(run: RunContext, path: Path, in_db: Checkpoint | None, in_log: Checkpoint
+def verify_log_checkpoint(context: RunContext, path: Path, in_db: Checkpoint | None, in_log: Checkpoint
                           ) -> Checkpoint | None:
     """Trust the log's extra batches only if none of their keys is still in the source.
 
     The database may have gone back in time (a restored backup, a lagging replica
     promoted) while the text log kept its lines: then those batches must run again.
     """
-    config, size = run.config, in_log.batch_size
+    config, size = context.config, in_log.batch_size
     first = in_db.last_batch + 1 if in_db is not None and in_db.batch_size == size else 1
-    blocks = key_blocks(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
+    blocks = key_blocks(path, config.csv_column, config.csv_delimiter, context.plan.key_type)
     for batch in iter_batches(blocks, size, first, skip=(first - 1) * size):
         if batch.number > in_log.last_batch:
             break
-        condition, params = run.plan.condition(batch.keys)
-        present = run.db.query(run.plan.present_sql(condition), params)
-        run.db.rollback()
+        condition, params = context.plan.condition(batch.keys)
+        present = context.db.query(context.plan.present_sql(condition), params)
+        context.db.rollback()
         if present:
-            run.say(f"REWIND: the text log says {path.name} was done up to batch {in_log.last_batch}, "
+            context.say(f"REWIND: the text log says {path.name} was done up to batch {in_log.last_batch}, "
                     f"but keys of batch {batch.number} are still in the source (database restored or "
                     f"failed over?); resuming at batch {batch.number}")
             return dataclasses.replace(in_log, last_batch=batch.number - 1) if batch.number > 1 else None
-        run.tick()
+        context.tick()
     return in_log
 
 
-def open_keys(run: RunContext, path: Path, checkpoint: Checkpoint | None) -> tuple[Iterator[KeyBlock], int]:
+def open_keys(context: RunContext, path: Path, checkpoint: Checkpoint | None
+              ) -> tuple[Iterator[KeyBlock], int]:
     """The file's keys from the first batch not done: seek to a stored offset, else skip.
 
     Returns the blocks and how many keys of them to skip.
     """
-    config = run.config
+    config = context.config
     if checkpoint and checkpoint.end_offset and checkpoint.source == "db":
-        return key_blocks(path, config.csv_column, config.csv_delimiter, run.plan.key_type,
+        return key_blocks(path, config.csv_column, config.csv_delimiter, context.plan.key_type,
                           start=(checkpoint.end_offset, checkpoint.end_line)), 0
-    blocks = key_blocks(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
+    blocks = key_blocks(path, config.csv_column, config.csv_delimiter, context.plan.key_type)
     return blocks, checkpoint.last_batch * checkpoint.batch_size if checkpoint else 0
 
 
@@ -3854,135 +3881,135 @@ def file_identity(path: Path) -> tuple[int, int, int]:
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def process_file(run: RunContext, path: Path) -> None:
+def process_file(context: RunContext, path: Path) -> None:
     """Archive one file batch by batch from its first batch not done."""
     identity = file_identity(path)
-    planned = plan_file(run, path)
+    planned = plan_file(context, path)
     if planned is None:
         return
     scan, checkpoint = planned
-    batch_size = checkpoint.batch_size if checkpoint else run.config.batch_size
+    batch_size = checkpoint.batch_size if checkpoint else context.config.batch_size
     total = math.ceil(scan.keys / batch_size)
     start = checkpoint.last_batch + 1 if checkpoint else 1
     if checkpoint and start > total:
-        run.say(f"SKIPPING: {scan.name} (all {plural(total, 'batch', 'batches')} done per the "
+        context.say(f"SKIPPING: {scan.name} (all {plural(total, 'batch', 'batches')} done per the "
                 f"{checkpoint.source} checkpoint; same content)")
-        file_id = run.tracking.start_file(scan, batch_size, total, start)
-        still_open = run.tracking.open_conflicts().get((scan.name, scan.sha256))
-        run.tracking.finish_file(file_id, "CONFLICTS" if still_open else "COMPLETED",
+        file_id = context.tracking.start_file(scan, batch_size, total, start)
+        still_open = context.tracking.open_conflicts().get((scan.name, scan.sha256))
+        context.tracking.finish_file(file_id, "CONFLICTS" if still_open else "COMPLETED",
                                  f"completed by earlier runs ({checkpoint.source})")
-        run.state.files_skipped += 1
+        context.state.files_skipped += 1
         return
-    run.log.write(f"STARTING: {scan.name} (Size: {scan.size} bytes)")
-    run.log.write(file_info_line(scan, batch_size, run.config.reading, run.config.job))
-    file_id = run.tracking.start_file(scan, batch_size, total, start)
-    run.reporter.say(f"STARTING: {scan.name} ({scan.size} bytes, {plural(scan.keys, 'key')}, "
+    context.log.write(f"STARTING: {scan.name} (Size: {scan.size} bytes)")
+    context.log.write(file_info_line(scan, batch_size, context.config.reading, context.config.job))
+    file_id = context.tracking.start_file(scan, batch_size, total, start)
+    context.reporter.say(f"STARTING: {scan.name} ({scan.size} bytes, {plural(scan.keys, 'key')}, "
                      f"{plural(total, 'batch', 'batches')})")
     if checkpoint and start > 1:
-        run.say(f"Resuming file {scan.name} from batch {start}")
-        run.say(f"Skipping already processed batches 1-{start - 1} (checkpoint from {checkpoint.source})"
+        context.say(f"Resuming file {scan.name} from batch {start}")
+        context.say(f"Skipping already processed batches 1-{start - 1} (checkpoint from {checkpoint.source})"
                 if start > 2 else f"Skipping already processed batch 1 (checkpoint from {checkpoint.source})")
-    if batch_size != run.config.batch_size:
-        run.say(f"NOTE: {scan.name} keeps batch_size {batch_size} from its checkpoint")
-    ctx = FileContext(run.state.run_id, file_id, scan)
+    if batch_size != context.config.batch_size:
+        context.say(f"NOTE: {scan.name} keeps batch_size {batch_size} from its checkpoint")
+    ctx = FileContext(context.state.run_id, file_id, scan)
     file_counts, keys_seen = Counters(), (start - 1) * batch_size
-    blocks, skip = open_keys(run, path, checkpoint)
+    blocks, skip = open_keys(context, path, checkpoint)
     for batch in iter_batches(blocks, batch_size, start, skip):
         if file_identity(path) != identity:
-            return file_changed(run, ctx, f"{scan.name} changed on disk while its batches ran "
+            return file_changed(context, ctx, f"{scan.name} changed on disk while its batches ran "
                                           f"(before batch {batch.number})")
-        reason = run.controls.before_batch() if run.controls else None
+        reason = context.controls.before_batch() if context.controls else None
         if reason:
-            run.state.stop_reason = reason
-            run.tracking.finish_file(file_id, "INTERRUPTED", reason)
+            context.state.stop_reason = reason
+            context.tracking.finish_file(file_id, "INTERRUPTED", reason)
             return None
-        file_counts.add(archive_one(run, ctx, batch, total))
+        file_counts.add(archive_one(context, ctx, batch, total))
         keys_seen += len(batch.keys)
-    finish_file(run, path, ctx, file_counts, keys_seen, identity)
+    finish_file(context, path, ctx, file_counts, keys_seen, identity)
     return None
 
 
-def finish_file(run: RunContext, path: Path, ctx: FileContext, counts: Counters, keys_seen: int,
+def finish_file(context: RunContext, path: Path, ctx: FileContext, counts: Counters, keys_seen: int,
                 identity: tuple[int, int, int]) -> None:
     """COMPLETED (or CONFLICTS) only if every batch of the validated content ran, unchanged."""
     scan = ctx.scan
     if keys_seen != scan.keys or file_identity(path) != identity or hash_file(path).sha256 != scan.sha256:
-        return file_changed(run, ctx, f"{scan.name} changed on disk while its batches ran "
+        return file_changed(context, ctx, f"{scan.name} changed on disk while its batches ran "
                                       f"({keys_seen} of {scan.keys} validated keys read)")
-    open_conflicts = counts.conflicts or run.tracking.open_conflicts().get((scan.name, scan.sha256))
+    open_conflicts = counts.conflicts or context.tracking.open_conflicts().get((scan.name, scan.sha256))
     status = "CONFLICTS" if open_conflicts else "COMPLETED"
-    run.tracking.finish_file(ctx.file_id, status, None)
+    context.tracking.finish_file(ctx.file_id, status, None)
     if status == "CONFLICTS":
-        run.state.conflict_files.append(scan.name)
-    run.state.files_done += 1
-    run.reporter.say(f"FINISHED: {scan.name} ({counts.archived} rows archived, {counts.duplicates} "
+        context.state.conflict_files.append(scan.name)
+    context.state.files_done += 1
+    context.reporter.say(f"FINISHED: {scan.name} ({counts.archived} rows archived, {counts.duplicates} "
                      f"duplicates, {counts.conflicts} conflicts, {counts.not_found} not found)")
     if status == "COMPLETED":
-        move_to_done_dir(run, path, scan)
+        move_to_done_dir(context, path, scan)
     return None
 
 
-def file_changed(run: RunContext, ctx: FileContext, reason: str) -> None:
+def file_changed(context: RunContext, ctx: FileContext, reason: str) -> None:
     """The file is not what was validated: its batches so far no longer count as a checkpoint."""
-    run.log.write(file_changed_line(ctx.scan, run.config.job), durable=True)
-    run.say(f"ERROR: rejected {reason}; rerun to archive its current content from batch 1")
+    context.log.write(file_changed_line(ctx.scan, context.config.job), durable=True)
+    context.say(f"ERROR: rejected {reason}; rerun to archive its current content from batch 1")
     print(f"archive.py: rejected {reason}", file=sys.stderr)
-    run.tracking.finish_file(ctx.file_id, "CHANGED", f"rejected: {reason}")
-    run.state.rejected.append(ctx.scan.name)
+    context.tracking.finish_file(ctx.file_id, "CHANGED", f"rejected: {reason}")
+    context.state.rejected.append(ctx.scan.name)
 
 
-def archive_one(run: RunContext, ctx: FileContext, batch: Batch, total: int) -> Counters:
+def archive_one(context: RunContext, ctx: FileContext, batch: Batch, total: int) -> Counters:
     """Run one batch with its log lines; on failure record it and raise BatchFailed."""
-    run.log.batch(ctx.scan.name, batch.number, "PROCESSING")
-    run.reporter.batch(f"Processing batch {batch.number}/{total} - first key {format_key(batch.keys[0])} "
+    context.log.batch(ctx.scan.name, batch.number, "PROCESSING")
+    context.reporter.batch(f"Processing batch {batch.number}/{total} - first key {format_key(batch.keys[0])} "
                        f"… last key {format_key(batch.keys[-1])}")
     try:
-        outcome = run_batch(run, ctx, batch)
+        outcome = run_batch(context, ctx, batch)
     except (mysql.connector.Error, ArchiveError) as exc:
         if isinstance(exc, LostLock):
             raise
         message = f"Error processing batch {batch.number} in file {ctx.scan.name}: " + (
             describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc))
-        run.log.write(f"ERROR: {message}")
-        run.log.batch(ctx.scan.name, batch.number, "FAILED")
-        record_batch_failure(run, ctx, batch, message)
+        context.log.write(f"ERROR: {message}")
+        context.log.batch(ctx.scan.name, batch.number, "FAILED")
+        record_batch_failure(context, ctx, batch, message)
         raise BatchFailed(message) from exc
-    run.log.batch(ctx.scan.name, batch.number, outcome.status)
-    report_duplicates(run, batch, outcome)
-    run.state.totals.add(outcome.counts)
-    show_progress(run, ctx.scan.name, batch.number, total)
+    context.log.batch(ctx.scan.name, batch.number, outcome.status)
+    report_duplicates(context, batch, outcome)
+    context.state.totals.add(outcome.counts)
+    show_progress(context, ctx.scan.name, batch.number, total)
     return outcome.counts
 
 
-def record_batch_failure(run: RunContext, ctx: FileContext, batch: Batch, message: str) -> None:
+def record_batch_failure(context: RunContext, ctx: FileContext, batch: Batch, message: str) -> None:
     """Record the FAILED batch, if the database can still be written."""
-    run.db.rollback()
+    context.db.rollback()
     try:
-        run.db.ensure_connected()
-        run.tracking.record_batch_failure(ctx, batch, message)
+        context.db.ensure_connected()
+        context.tracking.record_batch_failure(ctx, batch, message)
     except (mysql.connector.Error, ArchiveError):
-        run.db.disconnect()  # run() reports that the database could not be written
+        context.db.disconnect()  # run() reports that the database could not be written
 
 
-def report_duplicates(run: RunContext, batch: Batch, outcome: BatchOutcome) -> None:
+def report_duplicates(context: RunContext, batch: Batch, outcome: BatchOutcome) -> None:
     """DUPLICATE_KEY_ERROR lines: identical twins were removed, conflicts were kept."""
     counts, conflicts = outcome.counts, outcome.conflicts
     if counts.duplicates:
-        run.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - {plural(counts.duplicates, 'key')} already "
+        context.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - {plural(counts.duplicates, 'key')} already "
                 "archived with identical rows; removed from the source")
     if conflicts:
         shown = ", ".join(format_key(k) for k in conflicts[:SHOWN_KEYS])
         more = f" and {len(conflicts) - SHOWN_KEYS} more" if len(conflicts) > SHOWN_KEYS else ""
-        run.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - CONFLICT: {plural(len(conflicts), 'key')} "
+        context.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - CONFLICT: {plural(len(conflicts), 'key')} "
                 f"archived with different rows; both versions kept: {shown}{more}")
 
 
-def show_progress(run: RunContext, file_name: str, number: int, total: int) -> None:
+def show_progress(context: RunContext, file_name: str, number: int, total: int) -> None:
     """The terminal's single progress line: file n/N, batch, rows, rate and the file's ETA."""
-    state = run.state
+    state = context.state
     elapsed = max(time.monotonic() - state.started, 1e-6)
     per_batch = elapsed / max(state.totals.batches, 1)
-    run.reporter.progress(
+    context.reporter.progress(
         file_name, f"file {state.files_seen}/{state.files_total}  batch {number}/{total}  "
                    f"{state.totals.archived:,} rows  {state.totals.archived / elapsed:,.0f} rows/s  "
                    f"ETA {format_seconds((total - number) * per_batch)}")
@@ -4004,25 +4031,25 @@ def restore_signal_handlers(previous: dict[int, Any]) -> None:
         signal.signal(signum, handler)
 
 
-def execute_run(run: RunContext, files: list[Path]) -> int:
+def execute_run(context: RunContext, files: list[Path]) -> int:
     """Recheck old conflicts, walk the files; return the exit code."""
-    run.state.totals.add(recheck_conflicts(run))
+    context.state.totals.add(recheck_conflicts(context))
     for path in files:
-        reason = run.controls.stop_reason() if run.controls else None
+        reason = context.controls.stop_reason() if context.controls else None
         if reason:
-            run.state.stop_reason = reason
+            context.state.stop_reason = reason
             break
-        run.state.files_seen += 1
-        process_file(run, path)
-        if run.state.stop_reason:
+        context.state.files_seen += 1
+        process_file(context, path)
+        if context.state.stop_reason:
             break
-    run.state.open_conflicts = run.tracking.open_conflict_count()
-    run.state.totals = run.tracking.run_counts()  # committed work, also where an answer was lost
-    status, code, error = outcome_of(run.state)
+    context.state.open_conflicts = context.tracking.open_conflict_count()
+    context.state.totals = context.tracking.run_counts()  # committed work, also where an answer was lost
+    status, code, error = outcome_of(context.state)
     if status == "INTERRUPTED":
-        run.say(f"INTERRUPTED: {run.state.stop_reason}; rerun to resume")
-    run.tracking.finish_run(status, run.state.stop_reason, run.state.paused_seconds, error)
-    run.reporter.clear_progress()
+        context.say(f"INTERRUPTED: {context.state.stop_reason}; rerun to resume")
+    context.tracking.finish_run(status, context.state.stop_reason, context.state.paused_seconds, error)
+    context.reporter.clear_progress()
     return code
 
 
@@ -4050,7 +4077,8 @@ def write_header(config: Config, log: TextLog, state: RunState) -> None:
 def open_run(config: Config, tracking: Tracking, dest: Database | None, log: TextLog, reporter: Reporter,
              state: RunState, files: list[Path]) -> RunContext:
     """Tracking tables, the run lock, this run's row and header, then the preflight, in that order."""
-    notes = [f"MIGRATED: tracking tables to schema {SCHEMA_VERSION}: {step}" for step in tracking.ensure_schema()]
+    notes = [f"MIGRATED: tracking tables to schema {SCHEMA_VERSION}: {step}"
+             for step in tracking.ensure_schema()]
     takeover = tracking.acquire_lock()
     tracking.db.on_reconnect = tracking.retake_lock
     tracking.db.on_note = functools.partial(say_everywhere, log, reporter)
@@ -4290,14 +4318,16 @@ def status_lines(report: dict[str, Any]) -> list[str]:
     """The --status text."""
     r = report
     live = f" ({r['liveness']})" if r["status"] == "RUNNING" else ""
+    ending = (f"ended {r['ended']}" if r["ended"] else "running" if r["alive"]
+              else f"last seen {r['last_seen']}")
     lines = [f"Run {r['run_id']}: {r['status']}{live}",
-             (f"  started {r['started']} on {r['host']} pid {r['pid']}, "
-             f"{'ended ' + str(r['ended']) if r['ended'] else 'running' if r['alive'] else 'last seen ' + str(r['last_seen'])} "
+             (f"  started {r['started']} on {r['host']} pid {r['pid']}, {ending} "
              f"({format_seconds(r['seconds'])})"),
              (f"  files {r['processed_files']}/{r['total_files']}, current file {r['current_file'] or '-'} "
              f"batch {r['current_batch'] or '-'}"),
-             (f"  rows archived {r['rows_archived']}, deleted {r['rows_deleted']}, duplicates {r['duplicates']}, "
-             f"conflicts {r['conflicts']}, not found {r['not_found']}, skipped by guard {r['skipped_by_guard']}")]
+             (f"  rows archived {r['rows_archived']}, deleted {r['rows_deleted']}, "
+              f"duplicates {r['duplicates']}, conflicts {r['conflicts']}, not found {r['not_found']}, "
+              f"skipped by guard {r['skipped_by_guard']}")]
     if r["destination"]:
         lines.append(f"  archiving into {r['destination']} (job {r['job']})")
     if r["pause_reason"] and r["status"] == "RUNNING":
@@ -4309,7 +4339,8 @@ def status_lines(report: dict[str, Any]) -> list[str]:
         latest = r["latest_run"]
         lines.append(f"  (the newest run, {latest['run_id']} at {latest['started']}, had nothing to do)")
     if r["files"]:
-        rows = [dict(f, progress=f"{f['processed_batches']}/{f['total_batches']} batches") for f in r["files"]]
+        rows = [dict(f, progress=f"{f['processed_batches']}/{f['total_batches']} batches")
+                for f in r["files"]]
         lines.append("Files:")
         lines += ["  " + line for line in format_table(
             rows, ("file", "progress", "status", "rows_archived", "conflicts", "not_found", "error"))]
@@ -4319,7 +4350,8 @@ def status_lines(report: dict[str, Any]) -> list[str]:
     if r["problem_batches"]:
         lines.append("Recent FAILED or duplicate batches:")
         lines += ["  " + line for line in format_table(
-            r["problem_batches"], ("run", "file_name", "batch", "status", "duplicates", "conflicts", "detail"))]
+            r["problem_batches"],
+            ("run", "file_name", "batch", "status", "duplicates", "conflicts", "detail"))]
     return lines
 
 
@@ -4411,15 +4443,15 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
         found_tracking = read_only_tracking(db, config)
         tracking = found_tracking or Tracking(db, config)
         progress = read_log_progress(config.log_dir, save=False)
-        run = RunContext(config, db, tracking, plan, SilentLog(config.log_dir, dt.datetime.now()),
-                         Reporter(0), RunState(), log_checkpoints(
-                             progress, (config.job, f"{config.database}.{config.source_table}"), config.reading),
-                         make_mover(tracking, plan, dest))
+        jobs = (config.job, f"{config.database}.{config.source_table}")
+        context = RunContext(config, db, tracking, plan, SilentLog(config.log_dir, dt.datetime.now()),
+                             Reporter(0), RunState(), log_checkpoints(progress, jobs, config.reading),
+                             make_mover(tracking, plan, dest))
         tracked = found_tracking is not None
         gone: set[Key] = set()
-        recheck = predict_recheck(run, gone) if tracked else None
-        rows = ([recheck] if recheck else []) + [
-            predict_file(run, path, tracked, gone) for path in list_csv_files(config.csv_dir, config.csv_pattern)]
+        recheck = predict_recheck(context, gone) if tracked else None
+        files = list_csv_files(config.csv_dir, config.csv_pattern)
+        rows = ([recheck] if recheck else []) + [predict_file(context, path, tracked, gone) for path in files]
     finally:
         for session in (db, dest):
             if session is not None:
@@ -4429,7 +4461,8 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
     rejected = sum(r["status"].startswith("REJECTED") for r in rows)
     if as_json:
         print(json.dumps({"files": rows, "total": {k: total[k] for k in DRY_RUN_COUNTS},
-                          "rows_to_archive": total["rows_to_archive"], "rows_to_delete": total["rows_to_delete"],
+                          "rows_to_archive": total["rows_to_archive"],
+                          "rows_to_delete": total["rows_to_delete"],
                           "rejected_files": rejected}, indent=2), file=out)
     else:
         print_lines(format_table(rows + [total], ("file",) + DRY_RUN_COUNTS + ("status",)), out)
@@ -4442,11 +4475,11 @@ def empty_prediction(name: str, status: str) -> dict[str, Any]:
     return {"file": name, **dict.fromkeys(DRY_RUN_COUNTS, 0), "status": status}
 
 
-def predict_keys(run: RunContext, keys: Sequence[Key], gone: set[Key], row: dict[str, Any]) -> Classified:
+def predict_keys(context: RunContext, keys: Sequence[Key], gone: set[Key], row: dict[str, Any]) -> Classified:
     """Classify keys as the run would, treating keys already moved by earlier batches as gone."""
     fresh = [k for k in dict.fromkeys(keys) if k not in gone]
-    found = run.mover.classify(fresh, lock=False) if fresh else Classified()
-    run.mover.rollback()
+    found = context.mover.classify(fresh, lock=False) if fresh else Classified()
+    context.mover.rollback()
     row["rows_to_archive"] += len(found.to_copy)
     row["rows_to_delete"] += len(found.to_copy) + len(found.identical)
     row["identical_twins"] += len(found.identical)
@@ -4458,19 +4491,19 @@ def predict_keys(run: RunContext, keys: Sequence[Key], gone: set[Key], row: dict
     return found
 
 
-def predict_recheck(run: RunContext, gone: set[Key]) -> dict[str, Any] | None:
+def predict_recheck(context: RunContext, gone: set[Key]) -> dict[str, Any] | None:
     """What the run's recheck of open conflicts would settle."""
-    groups = run.tracking.open_conflicts()
+    groups = context.tracking.open_conflicts()
     if not groups:
         return None
     row = empty_prediction("(open conflicts)", "rechecked first")
-    keys = [parse_stored_key(text, run.plan.key_type) for rows in groups.values() for _, text in rows]
-    for start in range(0, len(keys), run.config.batch_size):
-        predict_keys(run, keys[start:start + run.config.batch_size], gone, row)
+    keys = [parse_stored_key(text, context.plan.key_type) for rows in groups.values() for _, text in rows]
+    for start in range(0, len(keys), context.config.batch_size):
+        predict_keys(context, keys[start:start + context.config.batch_size], gone, row)
     return row
 
 
-def predict_file(run: RunContext, path: Path, tracked: bool, gone: set[Key]) -> dict[str, Any]:
+def predict_file(context: RunContext, path: Path, tracked: bool, gone: set[Key]) -> dict[str, Any]:
     """One file's row of the dry run, from where the run would start in it."""
     if not has_utf8_name(path):
         return empty_prediction(display_name(path), "REJECTED: the file name is not valid UTF-8")
@@ -4478,22 +4511,22 @@ def predict_file(run: RunContext, path: Path, tracked: bool, gone: set[Key]) -> 
         scan = hash_file(path)
     except RejectedFile as exc:
         return empty_prediction(display_name(path), f"REJECTED: {exc}")
-    if tracked and (finished := run.tracking.finished_record(scan)) is not None:
+    if tracked and (finished := context.tracking.finished_record(scan)) is not None:
         return empty_prediction(scan.name, f"already done (run {finished[0]})")
-    in_log = run.log_checkpoints.get((scan.name, scan.sha256))
-    checkpoint = resume_point(run, path, scan) if tracked else (
-        verify_log_checkpoint(run, path, None, in_log) if in_log else None)
-    config = run.config
+    in_log = context.log_checkpoints.get((scan.name, scan.sha256))
+    checkpoint = resume_point(context, path, scan) if tracked else (
+        verify_log_checkpoint(context, path, None, in_log) if in_log else None)
+    config = context.config
     try:
-        count_keys(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
+        count_keys(path, config.csv_column, config.csv_delimiter, context.plan.key_type)
     except RejectedFile as exc:
         return empty_prediction(scan.name, f"REJECTED: {exc}")
     size = checkpoint.batch_size if checkpoint else config.batch_size
     done = checkpoint.last_batch if checkpoint else 0
     row = empty_prediction(scan.name, f"resumes at batch {done + 1}" if done else "to do")
-    blocks = key_blocks(path, config.csv_column, config.csv_delimiter, run.plan.key_type)
+    blocks = key_blocks(path, config.csv_column, config.csv_delimiter, context.plan.key_type)
     for batch in iter_batches(blocks, size, done + 1, skip=done * size):
-        predict_keys(run, batch.keys, gone, row)
+        predict_keys(context, batch.keys, gone, row)
         row["batches"] += 1
     return row
 
