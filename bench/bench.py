@@ -10,12 +10,12 @@ Usage (from the repo root, with the venv that has mysql-connector-python)::
                                      [--history-batches 1000000]]
                           [--workload [--workload-threads 4] [--workload-rate 200]
                                       [--workload-seconds 10] [--throttle sleep_seconds=0.05]]
-                          [--wide [--wide-rows 5000]] [--galera]
+                          [--wide [--wide-rows 5000]] [--galera] [--dest]
 
 The code: ``bench.py`` (this entry point and the main table), ``benchlib.py`` (server,
 tables, reset/settle/verify, child runs, measuring), ``contenders.py`` (a-d below),
-``probes.py`` (4, 5), ``history.py`` (6), ``workload.py`` (7), ``wide.py`` (8) and
-``cluster.py`` (9).  Every mode verifies the data after each run it times.
+``probes.py`` (4, 5), ``history.py`` (6), ``workload.py`` (7), ``wide.py`` (8),
+``cluster.py`` (9) and ``dest.py`` (10).  Every mode verifies the data after each run it times.
 
 What it does, in one run:
 
@@ -167,6 +167,28 @@ What it does, in one run:
    single server and on the cluster, interleaved, and printed side by side (rows/s and
    the cluster/single ratio).  The cluster is stopped at the end.
 
+10. ``--dest``: archiving into another server.  A second throwaway MariaDB is started in the
+   temp dir with the same settings (durability on); it holds the archive table, named like the
+   source table in a database named like the source's (``bench.rewards``, plus
+   ``archived_at``), while ``rewards``, its pristine copy, archive.py's tracking tables, text
+   log and run lock stay on the main server.  Timed side by side (interleaved with
+   ``--repeat``), at ``--batch-size``, moving every row:
+
+   a. archive.py with a ``[destination]`` section (the second server's socket and database);
+   b. ``pt-archiver --source <server 1> --dest <server 2> --bulk-insert --bulk-delete
+      --commit-each --limit B`` with the main table's DSN options on both sides (``L=1``,
+      ``F=<cnf>`` for utf8mb4, ``--no-check-columns``); it too commits the destination first.
+
+   Before each run the destination's archive table is truncated and both servers settle (the
+   source is reset as for the main table).  After each run: the source holds exactly the
+   unlisted rows, the destination's archive exactly the listed ones, and the checksum of 2.'s
+   verification, run on the destination over the archived rows, equals the one run on the
+   source over the pristine rows (the same SQL on both servers); the source's own
+   ``rewards_archives`` stays empty and no other table appears on the destination.  Prints
+   seconds, rows/s, peak RSS and the ratio a/b (goal: <= 0.7).  With ``--rss`` too, 4.'s
+   30k-key and 3M-key runs are repeated into the destination (goal: under 100 MB and flat).
+   The second server is stopped at the end.
+
 Progress goes to stderr, result tables to stdout.  ``--keep`` leaves the temp dir
 (server datadir, CSVs, configs, logs) in place and prints its path.
 """
@@ -181,6 +203,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cluster
+import dest
 import history
 import probes
 import wide
@@ -209,7 +232,7 @@ from benchlib import (
 )
 from contenders import ensure_pt_archiver, side_by_side
 
-MODES: tuple[Mode, ...] = (history.MODE, workload.MODE, wide.MODE, cluster.MODE)
+MODES: tuple[Mode, ...] = (history.MODE, workload.MODE, wide.MODE, cluster.MODE, dest.MODE)
 
 
 def print_main_table(results: list[Result], rows: int, batch_size: int) -> None:

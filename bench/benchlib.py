@@ -155,13 +155,17 @@ class Contender:
     """One thing to time: a name, a run() returning seconds or (seconds, RSS KB).
 
     ``env`` (default: the one measure() gets) lets one measure() call interleave
-    contenders on different servers.
+    contenders on different servers.  ``prepare`` and ``check`` replace the reset before
+    and the verification after the run (check returns the rows moved) when the data
+    does not stay on env's server alone (``--dest``).
     """
 
     name: str
     run: Callable[[], RunOutput]
     moved: tuple[int, int] | None = None  # id range expected to move (default: all rows)
     env: Env | None = None
+    prepare: Callable[[], None] | None = None
+    check: Callable[[], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,14 @@ def start_server(workdir: Path) -> Any:
     return server
 
 
+def archive_ddl(schema: Schema) -> str:
+    """CREATE TABLE for the schema's archive table: the data columns plus archived_at."""
+    s = schema
+    return (f"CREATE TABLE {s.table(s.archive)} ({s.columns_ddl},\n"
+            f"  archived_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,\n"
+            f"  PRIMARY KEY (id), {s.keys_ddl}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+
+
 def create_schema(conn: Any, rows: int, id_step: int = 1, schema: Schema = REWARDS) -> None:
     """Create the schema's database and tables and fill the pristine copy once."""
     if not query(conn, "SELECT 1 FROM information_schema.ENGINES "
@@ -253,9 +265,7 @@ def create_schema(conn: Any, rows: int, id_step: int = 1, schema: Schema = REWAR
     query(conn, f"USE `{s.db}`")
     query(conn, f"CREATE TABLE {s.source} ({s.columns_ddl},\n  PRIMARY KEY (id), {s.keys_ddl}"
                 f") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
-    query(conn, f"CREATE TABLE {s.archive} ({s.columns_ddl},\n"
-                f"  archived_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,\n"
-                f"  PRIMARY KEY (id), {s.keys_ddl}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+    query(conn, archive_ddl(s))
     query(conn, f"CREATE TABLE {s.pristine} ({s.columns_ddl}, PRIMARY KEY (id))"
                 f" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
     query(conn, f"CREATE TABLE {BATCHES} (batch_no INT NOT NULL PRIMARY KEY,"
@@ -322,7 +332,8 @@ def settle(conn: Any, schema: Schema = REWARDS, timeout: float = 120.0) -> None:
     Flushing at the default innodb_io_capacity=200 takes ~50s for 200k rows, so the
     I/O capacity is raised only while we wait and restored before the contender runs.
     """
-    query(conn, f"ANALYZE TABLE {schema.table(schema.source)}, {schema.table(schema.archive)}")
+    tables = dict.fromkeys((schema.source, schema.archive))  # one table when both are one (--dest)
+    query(conn, "ANALYZE TABLE " + ", ".join(schema.table(t) for t in tables))
     query(conn, "SET GLOBAL innodb_max_purge_lag_wait=0")  # blocks until history is purged
     saved = query(conn, "SELECT @@innodb_max_dirty_pages_pct, @@innodb_max_dirty_pages_pct_lwm, "
                         "@@innodb_io_capacity, @@innodb_io_capacity_max")[0]
@@ -363,22 +374,28 @@ def checksum_sql(schema: Schema, table: str, where: str = "1=1") -> str:
             f"FROM {schema.table(table)} WHERE {where}")
 
 
-def verify(conn: Any, name: str, moved: tuple[int, int] | None = None, schema: Schema = REWARDS) -> int:
+def verify(conn: Any, name: str, moved: tuple[int, int] | None = None, schema: Schema = REWARDS,
+           archive: tuple[Any, Schema] | None = None) -> int:
     """Check exactly the pristine rows with id in moved=(lo, hi) (default: all) were moved
-    intact and the others are still in the source; return the number moved."""
+    intact and the others are still in the source; return the number moved.
+
+    `archive` = (connection, schema) says where the archive table is read (its schema's
+    ``archive``) when it is not on conn's server (``--dest``); the checksum is the same SQL
+    on both sides."""
     s = schema
+    archive_conn, archived = archive or (conn, s)
     where = "1=1" if moved is None else f"id BETWEEN {int(moved[0])} AND {int(moved[1])}"
     want_count, want_sum = query(conn, checksum_sql(s, s.pristine, where))[0]
     total = scalar(conn, f"SELECT COUNT(*) FROM {s.table(s.pristine)}")
     left = scalar(conn, f"SELECT COUNT(*) FROM {s.table(s.source)}")
-    got_count, got_sum = query(conn, checksum_sql(s, s.archive))[0]
+    got_count, got_sum = query(archive_conn, checksum_sql(archived, archived.archive))[0]
     problems = []
     if left != total - want_count:
         problems.append(f"{s.source} has {left} rows, expected {total - want_count}")
     if got_count != want_count:
-        problems.append(f"{s.archive} has {got_count} rows, expected {want_count}")
+        problems.append(f"{archived.archive} has {got_count} rows, expected {want_count}")
     elif got_sum != want_sum:
-        problems.append(f"{s.archive} checksum {got_sum} != pristine {want_sum} (data altered)")
+        problems.append(f"{archived.archive} checksum {got_sum} != pristine {want_sum} (data altered)")
     if problems:
         raise BenchError(f"{name}: verification failed: " + "; ".join(problems))
     return int(want_count)
@@ -440,8 +457,9 @@ def archive_py_flags(archive_py: Path) -> list[str]:
     return ["-q"] if re.search(r"(^|[\s,\[])-q\b", out.stdout + out.stderr) else []
 
 
-def database_section(env: Env) -> str:
-    """The [database] lines for archive.py: the socket, a TCP address, or a cluster's host list."""
+def database_section(env: Env, section: str = "database") -> str:
+    """archive.py's [database] (or [destination]) lines: the socket, a TCP address, or a
+    cluster's host list, and env's database."""
     kw = env.server.connection_kwargs()
     if env.hosts:
         where = f"host = {env.hosts}\n"
@@ -449,13 +467,16 @@ def database_section(env: Env) -> str:
         where = f"unix_socket = {kw['unix_socket']}\n"
     else:
         where = f"host = {kw['host']}\nport = {kw['port']}\n"
-    return (f"[database]\n{where}user = {kw.get('user', 'root')}\n"
+    return (f"[{section}]\n{where}user = {kw.get('user', 'root')}\n"
             f"password = {kw.get('password') or ''}\ndatabase = {env.schema.db}\n")
 
 
 def write_config(env: Env, rundir: Path, batch_size: int, csv_file: Path,
-                 controls: dict[str, str] | None = None, log_dir: Path | None = None) -> Path:
-    """Create rundir with a fresh csv dir, a log dir (unless given) and INI config; return its path."""
+                 controls: dict[str, str] | None = None, log_dir: Path | None = None,
+                 extra: str = "") -> Path:
+    """Create rundir with a fresh csv dir, a log dir (unless given) and INI config; return its path.
+
+    `extra` is appended to the config as is (e.g. a [destination] section)."""
     csv_dir = rundir / "csv"
     csv_dir.mkdir(parents=True)
     if log_dir is None:
@@ -474,7 +495,8 @@ def write_config(env: Env, rundir: Path, batch_size: int, csv_file: Path,
         "csv_column = id\n"
         f"batch_size = {batch_size}\n"
         f"log_dir = {log_dir}\n"
-        + ("[controls]\n" + "".join(f"{k} = {v}\n" for k, v in controls.items()) if controls else ""))
+        + ("[controls]\n" + "".join(f"{k} = {v}\n" for k, v in controls.items()) if controls else "")
+        + extra)
     return config
 
 
@@ -524,11 +546,15 @@ def run_once(env: Env, contender: Contender) -> tuple[float, int | None, int]:
     """Reset, run and verify one contender; return (seconds, peak RSS KB, rows moved)."""
     env = contender.env or env
     log(f"{contender.name}: reset")
-    prepare(env)
+    if contender.prepare:
+        contender.prepare()
+    else:
+        prepare(env)
     log(f"{contender.name}: running")
     out = contender.run()
     seconds, rss = out if isinstance(out, tuple) else (out, None)
-    moved = verify(env.conn, contender.name, contender.moved, env.schema)
+    moved = (contender.check() if contender.check
+             else verify(env.conn, contender.name, contender.moved, env.schema))
     log(f"{contender.name}: {seconds:.2f}s, {moved} rows verified")
     return seconds, rss, moved
 

@@ -38,8 +38,9 @@ from benchlib import (
 # --------------------------------------------------------------------------- b: pt-archiver
 
 
-def pt_archiver_dsn(env: Env) -> str:
-    """pt-archiver's source DSN: socket or TCP, utf8mb4 from an option file, LOAD DATA LOCAL on.
+def pt_archiver_dsn(env: Env, table: str | None = None) -> str:
+    """pt-archiver's DSN for a table of env's server (default: the source table): socket or
+    TCP, utf8mb4 from an option file, LOAD DATA LOCAL on.
 
     The connection charset comes from an option file (DSN ``F=``): pt-archiver 3.2.1
     dies on ``--charset utf8mb4`` (Perl has no encoding of that name), ``--charset utf8``
@@ -51,15 +52,17 @@ def pt_archiver_dsn(env: Env) -> str:
     kw = env.server.connection_kwargs()
     where = (f"h=localhost,S={kw['unix_socket']}" if kw.get("unix_socket")
              else f"h={kw['host']},P={kw['port']}")
-    dsn = f"{where},u={kw.get('user', 'root')},D={env.schema.db},t={env.schema.source},L=1,F={cnf}"
+    dsn = (f"{where},u={kw.get('user', 'root')},D={env.schema.db},t={table or env.schema.source},"
+           f"L=1,F={cnf}")
     if kw.get("password"):
         dsn += f",p={kw['password']}"
     return dsn
 
 
-def pt_archiver_argv(env: Env, batch_size: int, where: str = "1=1") -> list[str]:
-    """Command line for pt-archiver moving the rows matching `where` in batches of batch_size."""
-    return ["pt-archiver", "--source", pt_archiver_dsn(env), "--dest", f"t={env.schema.archive}",
+def pt_archiver_argv(env: Env, batch_size: int, where: str = "1=1", dest: str | None = None) -> list[str]:
+    """Command line for pt-archiver moving the rows matching `where` in batches of batch_size,
+    into the archive table on the same server or into the `dest` DSN."""
+    return ["pt-archiver", "--source", pt_archiver_dsn(env), "--dest", dest or f"t={env.schema.archive}",
             "--where", where, "--limit", str(batch_size), "--commit-each",
             "--bulk-insert", "--bulk-delete", "--no-check-columns",
             "--statistics", "--why-quit"]
@@ -79,10 +82,11 @@ def ensure_pt_archiver() -> str | None:
     return None
 
 
-def run_pt_archiver(env: Env, batch_size: int, where: str = "1=1") -> tuple[float, int | None]:
-    """Run pt-archiver once; return (seconds, peak RSS KB)."""
+def run_pt_archiver(env: Env, batch_size: int, where: str = "1=1",
+                    dest: str | None = None) -> tuple[float, int | None]:
+    """Run pt-archiver once (into the `dest` DSN if given); return (seconds, peak RSS KB)."""
     logfile = env.workdir / f"pt-archiver-{time.monotonic_ns()}.log"
-    seconds, status, rss = run_child(pt_archiver_argv(env, batch_size, where), logfile, env.time_bin)
+    seconds, status, rss = run_child(pt_archiver_argv(env, batch_size, where, dest), logfile, env.time_bin)
     if status != 0:
         raise BenchError(f"pt-archiver exited with {status}:\n{tail(logfile)}")
     text = logfile.read_text(errors="replace")
@@ -181,7 +185,8 @@ def archive_statements(schema: Schema, ids: Sequence[int], batch_size: int) -> l
     archive.py batches the CSV's keys in file order (here: sorted ids) and builds the
     fast path's condition: one BETWEEN for contiguous keys, TablePlan.span_of()'s range and
     bitmap for sparse keys (after a read that checks the range holds no unlisted row: here
-    it never does, so that read is left out), IN lists for scattered ones.  Integer keys are inlined, so the statements take no parameters.
+    it never does, so that read is left out), IN lists for scattered ones.  Integer keys are
+    inlined, so the statements take no parameters.
     """
     import archive  # the product itself: the statements cannot drift from what it sends
 

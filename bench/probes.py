@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,21 @@ PROBE_BATCH = 100
 PROBE_DONE = 9_000
 
 
-def run_rss(env: Env, batch_size: int) -> list[Result]:
-    """Measure archive.py peak RSS on a 30k-id and a 3M-id CSV and print the comparison."""
+# (name, tag, csv file, id range expected to move) -> the contender timing archive.py on it
+RssContender = Callable[[str, str, Path, "tuple[int, int]"], Contender]
+
+
+def run_rss(env: Env, batch_size: int, contender: RssContender | None = None,
+            where: str = "") -> list[Result]:
+    """Measure archive.py peak RSS on a 30k-id and a 3M-id CSV and print the comparison.
+
+    `contender` builds the runs (default: archive.py on env's server alone); `where` is
+    added to the heading (e.g. "into another server").
+    """
+    def same_server(name: str, tag: str, csv: Path, moved: tuple[int, int]) -> Contender:
+        return Contender(name, lambda: run_archive_py(env, tag, batch_size, csv), moved=moved)
+
+    build = contender or same_server
     small_ids = pristine_ids(env.conn, env.schema)[:RSS_SMALL_IDS]
     small = env.workdir / "rss-small" / "ids_30k.csv"
     large = env.workdir / "rss-large" / "ids_3m.csv"
@@ -58,15 +71,11 @@ def run_rss(env: Env, batch_size: int) -> list[Result]:
     write_csv(large, range(1, RSS_LARGE_IDS + 1))
     log(f"RSS CSVs: {small} ({len(small_ids)} ids), {large} ({RSS_LARGE_IDS} ids)")
     results = measure(env, [
-        Contender(f"archive.py {len(small_ids)} ids",
-                  lambda: run_archive_py(env, "rss30k", batch_size, small),
-                  moved=(small_ids[0], small_ids[-1])),
-        Contender(f"archive.py {RSS_LARGE_IDS} ids",
-                  lambda: run_archive_py(env, "rss3m", batch_size, large),
-                  moved=(1, RSS_LARGE_IDS)),
+        build(f"archive.py {len(small_ids)} ids", "rss30k", small, (small_ids[0], small_ids[-1])),
+        build(f"archive.py {RSS_LARGE_IDS} ids", "rss3m", large, (1, RSS_LARGE_IDS)),
     ], 1)
-    print(f"\n== archive.py peak RSS (batch size {batch_size}; table has {env.rows} rows, "
-          f"ids beyond them simply miss) ==")
+    print(f"\n== archive.py peak RSS{' ' + where if where else ''} (batch size {batch_size}; "
+          f"table has {env.rows} rows, ids beyond them simply miss) ==")
     for r in results:
         print(f"{r.name:<28} {fmt_rss(r)}  ({fmt_seconds(r).strip()}s, {r.rows} rows moved)  "
               f"{fmt_note(r)}".rstrip())
