@@ -1140,6 +1140,40 @@ def quote_ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def sql_literal(value: Any) -> str:
+    """A parameter as SQL text in which none of its characters appear (strings go as hex).
+
+    mysql-connector-python rewrites a statement where it sees `delimiter <x>` outside
+    quotes, and its quote scan ignores backslash escapes, so a value quoted the usual
+    way could change on its way to the server: a key would match another row.
+    """
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, (int, Decimal)):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return f"_utf8mb4 X'{value.encode().hex()}'"
+    if isinstance(value, (bytes, bytearray)):
+        return f"X'{bytes(value).hex()}'"
+    if isinstance(value, dt.datetime):
+        return f"'{value.isoformat(' ')}'"
+    if isinstance(value, dt.date):
+        return f"'{value.isoformat()}'"
+    raise TypeError(f"no SQL literal for {type(value).__name__}")
+
+
+def bind_params(sql: str, params: Sequence[Any]) -> str:
+    """The statement with each %s replaced by its parameter's literal."""
+    parts = sql.split("%s")
+    if len(parts) != len(params) + 1:
+        raise ValueError(f"{len(parts) - 1} placeholders for {len(params)} parameters")
+    return parts[0] + "".join(sql_literal(p) + part for p, part in zip(params, parts[1:]))
+
+
 def key_condition(column_sql: str, keys: Iterable[Key], key_type: KeyType) -> tuple[str, tuple[Any, ...]]:
     """A WHERE condition true for exactly the rows whose key is byte-identical to one of `keys`.
 
@@ -1173,6 +1207,7 @@ class Column:
 
     name: str
     data_type: str
+    charset: str = ""
 
 
 def same_value_sql(column: Column, left: str, right: str) -> str:
@@ -1185,7 +1220,7 @@ def same_value_sql(column: Column, left: str, right: str) -> str:
     invalid value) renders like a '' member. Everything else compares its bytes.
     """
     a, b = f"{left}.{quote_ident(column.name)}", f"{right}.{quote_ident(column.name)}"
-    if column.data_type in ("float", "double", "real", "double precision"):
+    if column.data_type in ("float", "double"):
         return f"({a} <=> {b} AND ATAN2({a}, -1) <=> ATAN2({b}, -1))"
     if column.data_type == "timestamp":
         return f"UNIX_TIMESTAMP({a}) <=> UNIX_TIMESTAMP({b})"
@@ -1318,49 +1353,46 @@ class Span:
     unlisted_sql: str
 
 
-FLOAT_TYPES = frozenset(("float", "double", "real", "double precision"))
-TEXT_AS_TEXT = frozenset(("date", "datetime", "time", "year", "inet4", "inet6", "uuid"))
+EXACT_NUMBERS = frozenset(("tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "double"))
+QUOTED_AS_TEXT = frozenset(("date", "datetime", "time", "inet4", "inet6", "uuid"))
+CHARSET_NAME = re.compile(r"^[a-z0-9_]+$")
 
 
-@dataclass(frozen=True)
-class Transfer:
-    """How one column travels through the client without changing: what the source sends
-    (one or more expressions) and what the destination's INSERT makes of it (one %s each)."""
+def literal_sql(column: Column, alias: str) -> str:
+    """SQL that renders a column's value as the SQL literal recreating it exactly ('NULL' for NULL).
 
-    selects: tuple[str, ...]
-    insert: str
-
-
-def column_transfer(column: Column, alias: str = "s") -> Transfer:
-    """The exact transfer of one column, all in SQL (the destination session runs in UTC)."""
-    c = f"{alias}.{quote_ident(column.name)}"
-    if column.data_type == "float":  # as the shortest exact double text; a FLOAT's -0 only by underflow
-        return Transfer((f"IF({c} = 0 AND ATAN2({c}, -1) < 0, '-1e-50', CAST({c} AS DOUBLE))",), "%s")
-    if column.data_type == "timestamp":  # the stored UTC value, whatever the session's time zone
-        return Transfer((f"UNIX_TIMESTAMP({c})",) * 2, "IF(%s = 0, '0000-00-00 00:00:00', FROM_UNIXTIME(%s))")
-    if column.data_type in ("enum", "set", "bit"):
-        return Transfer((f"{c} + 0",), "%s")
-    if column.data_type in TEXT_AS_TEXT:  # text keeps zero dates and microseconds the driver would drop
-        return Transfer((f"CAST({c} AS CHAR)",), "%s")
-    return Transfer((c,), "%s")  # DOUBLE arrives as its shortest exact text, parsed exactly
-
-
-def exact_text_sql(column: Column, alias: str) -> str:
-    """A text that is the same for two values exactly when they are the same stored value."""
-    c = f"{alias}.{quote_ident(column.name)}"
-    if column.data_type in FLOAT_TYPES:
-        return f"CONCAT(CAST({c} AS DOUBLE), '/', SIGN(ATAN2({c}, -1)))"
-    if column.data_type == "timestamp":
-        return f"UNIX_TIMESTAMP({c})"
-    if column.data_type in ("enum", "set"):
-        return f"CONCAT({c} + 0, ':', HEX({c}))"
-    return f"HEX(CAST({c} AS BINARY))"
+    Strings travel as hex bytes under their character set, so no conversion can touch
+    them. A FLOAT goes as its exact double (-0 only by underflow), a TIMESTAMP as its
+    stored UTC second (the destination session runs in UTC), ENUM, SET, BIT and YEAR by
+    number (the text '0' would be the YEAR 2000). Other numbers' text is exact.
+    """
+    c, kind = f"{alias}.{quote_ident(column.name)}", column.data_type
+    if kind == "float":
+        text = f"IF({c} = 0 AND ATAN2({c}, -1) < 0, '-1e-50', CAST({c} AS DOUBLE))"
+    elif kind == "timestamp":
+        text = (f"IF(UNIX_TIMESTAMP({c}) = 0, '''0000-00-00 00:00:00''', "
+                f"CONCAT('FROM_UNIXTIME(', UNIX_TIMESTAMP({c}), ')'))")
+    elif kind in ("enum", "set", "bit", "year"):
+        text = f"{c} + 0"
+    elif kind in EXACT_NUMBERS:
+        text = c
+    elif kind in QUOTED_AS_TEXT:
+        text = f"QUOTE(CAST({c} AS CHAR))"
+    elif column.charset and CHARSET_NAME.match(column.charset):
+        text = f"CONCAT('_{column.charset} X''', HEX({c}), '''')"
+    else:
+        text = f"CONCAT('X''', HEX({c}), '''')"
+    return f"IFNULL({text}, 'NULL')"
 
 
-def fingerprint_sql(columns: Sequence[Column], alias: str) -> str:
-    """SHA-256 over every column's exact text, NULLs marked: equal on two servers only for equal rows."""
-    parts = ", ".join(f"IFNULL(CONCAT('v', {exact_text_sql(c, alias)}), 'n')" for c in columns)
-    return f"SHA2(CONCAT_WS('|', {parts}), 256)"
+def row_literal_sql(columns: Sequence[Column], alias: str) -> str:
+    """SQL that renders a row as the parenthesised VALUES tuple recreating it: equal texts, equal rows."""
+    return f"CONCAT('(', CONCAT_WS(',', {', '.join(literal_sql(c, alias) for c in columns)}), ')')"
+
+
+def fingerprint_of(literal: str) -> str:
+    """SHA-256 (hex) of a row's literal, as the SQL SHA2() of the same text gives it."""
+    return hashlib.sha256(literal.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -1369,35 +1401,24 @@ class RemotePlan:
     insert and verify on the destination, then delete on the source."""
 
     plan: TablePlan
-    transfers: tuple[Transfer, ...] = ()
-
-    def __post_init__(self) -> None:
-        """One transfer per copied column, in column order (computed once: it is used per row)."""
-        object.__setattr__(self, "transfers", tuple(column_transfer(c) for c in self.plan.columns))
 
     def read_sql(self, condition: str, lock: bool = True) -> str:
-        """The batch's source rows: key, guard verdict, fingerprint, rough size, then the values."""
+        """The batch's source rows: key, guard verdict, and the row as an SQL literal."""
         p = self.plan
-        values = ", ".join(s for t in self.transfers for s in t.selects)
-        size = " + ".join(f"IFNULL(LENGTH(s.{quote_ident(c.name)}), 4)" for c in p.columns)
-        return (f"SELECT {p.returned_key_sql('s')}, {p.guard_sql()}, {fingerprint_sql(p.columns, 's')}, "
-                f"{size}, {values} FROM {p.source_sql('s')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
+        return (f"SELECT {p.returned_key_sql('s')}, {p.guard_sql()}, {row_literal_sql(p.columns, 's')} "
+                f"FROM {p.source_sql('s')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
 
     def lookup_sql(self, condition: str, lock: bool = True) -> str:
-        """Archived rows with these keys, with their fingerprints (locked until the destination commits)."""
+        """Archived rows with these keys, with the fingerprints of their literals (locked until
+        the destination commits)."""
         p = self.plan
-        return (f"SELECT {p.returned_key_sql('a')}, {fingerprint_sql(p.columns, 'a')} FROM "
+        return (f"SELECT {p.returned_key_sql('a')}, SHA2({row_literal_sql(p.columns, 'a')}, 256) FROM "
                 f"{p.archive_sql('a')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
 
-    def insert_sql(self, literals: Sequence[Sequence[bytes]]) -> bytes:
-        """A multi-row INSERT of rows given as SQL literals (never IGNORE, never REPLACE).
-
-        The literals are the driver's own quoting of each value; filling them in here,
-        a row at a time, costs a fraction of the driver's substitution of one %s at a time.
-        """
-        group = ("(" + ", ".join(t.insert for t in self.transfers) + ")").encode()
-        head = f"INSERT INTO {quote_ident(self.plan.archive)} ({self.plan.column_list()}) VALUES ".encode()
-        return head + b", ".join(group % tuple(row) for row in literals)
+    def insert_sql(self, literals: Sequence[str]) -> str:
+        """A multi-row INSERT of rows given as literals (never IGNORE, never REPLACE)."""
+        return (f"INSERT INTO {quote_ident(self.plan.archive)} ({self.plan.column_list()}) VALUES "
+                + ", ".join(literals))
 
     def collides_sql(self) -> str:
         """Whether the archive holds a key equal to this one under the column's collation."""
@@ -2040,7 +2061,7 @@ class Database:
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the session's cursor; return its rows, if any."""
-        self.cursor.execute(sql, tuple(params) if params else None)
+        self.cursor.execute(bind_params(sql, params) if params else sql)
         return self.cursor.fetchall() if self.cursor.with_rows else []
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -2048,16 +2069,14 @@ class Database:
         self._run(sql, params)
         return int(self.cursor.rowcount)
 
-    def execute_script(self, statements: Sequence[tuple[str | bytes, Sequence[Any]]],
+    def execute_script(self, statements: Sequence[tuple[str, Sequence[Any]]],
                        rows: bool = False) -> list[Any]:
         """Run statements in one round trip (the server stops at the first error).
 
         Returns each statement's row count, or for a query its rows (with rows) or the first
         value it returned.
         """
-        params = tuple(p for _, ps in statements for p in ps)
-        texts = [sql.encode() if isinstance(sql, str) else sql for sql, _ in statements]
-        self.cursor.execute(b"; ".join(texts), params or None)
+        self.cursor.execute("; ".join(bind_params(sql, ps) if ps else sql for sql, ps in statements))
         results = [self.script_result(rows)]
         try:
             while self.cursor.nextset():
@@ -2076,10 +2095,6 @@ class Database:
                 return found
             return int(found[0][0]) if found and found[0][0] is not None else 0
         return int(self.cursor.rowcount)
-
-    def literals(self, values: Sequence[Any]) -> list[bytes]:
-        """Values quoted as SQL literals by the driver itself (as it does for %s parameters)."""
-        return list(self.conn.prepare_for_mysql(tuple(values)))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one query; return all rows."""
@@ -2244,7 +2259,7 @@ def compare_columns(source: list[dict[str, Any]], archive: list[dict[str, Any]],
                     found: Preflight) -> tuple[Column, ...]:
     """Pick the columns to copy and record mismatches that would lose or change data."""
     by_name = {c["name"].lower(): c for c in archive}
-    copied = tuple(Column(c["name"], c["data_type"].lower()) for c in source
+    copied = tuple(Column(c["name"], c["data_type"].lower(), c["charset"] or "") for c in source
                    if compare_column(c, by_name.get(c["name"].lower()), found))
     names = {c["name"].lower() for c in source}
     for column in archive:
@@ -3313,15 +3328,6 @@ def outcome_of_batch(counts: Counters, found: Classified) -> BatchOutcome:
     return BatchOutcome(counts, tuple(found.conflicts), status)
 
 
-@dataclass
-class SourceRow:
-    """A source row as it travels: its fingerprint, the values that recreate it, its rough size."""
-
-    fingerprint: str
-    values: list[Any]
-    size: int
-
-
 class OtherServer(SameServer):
     """Archiving into another server, with no distributed transaction.
 
@@ -3337,7 +3343,7 @@ class OtherServer(SameServer):
         super().__init__(db, plan, tracking)
         self.dest, self.remote = dest, RemotePlan(plan)
         self.packet = int(dest.variable("max_allowed_packet") or 4 << 20)
-        self.rows: dict[Key, SourceRow] = {}
+        self.rows: dict[Key, str] = {}  # the batch's rows to copy, as SQL literals
 
     def read(self, keys: Sequence[Key], lock: bool = True, fence: bool = False) -> Classified:
         """Read (and lock) the source rows of `keys`; sort out those the guard holds back.
@@ -3352,10 +3358,14 @@ class OtherServer(SameServer):
             check_fence(self.db, self.tracking, renewed[0])
         listed = self.plan.keys_by_bytes(keys)
         found, self.rows = Classified(), {}
-        for raw, passes_guard, fingerprint, size, *values in rows:
+        for raw, passes_guard, literal in rows:
             key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
+            if literal is None:  # CONCAT gives NULL past max_allowed_packet
+                raise ArchiveError(f"row {format_key(key)} is too large to copy through the client: "
+                                   "raise max_allowed_packet on the source and the destination; "
+                                   "nothing was moved")
             if passes_guard:
-                self.rows[key] = SourceRow(fingerprint, values, int(size))
+                self.rows[key] = literal
             else:
                 found.skipped.append(key)
         found.to_copy = list(self.rows)
@@ -3373,7 +3383,7 @@ class OtherServer(SameServer):
         for key in keys:
             if key not in archived:
                 found.to_copy.append(key)
-            elif archived[key] == self.rows[key].fingerprint:
+            elif archived[key] == fingerprint_of(self.rows[key]):
                 found.identical.append(key)
             else:
                 found.conflicts.append(key)
@@ -3426,7 +3436,7 @@ class OtherServer(SameServer):
             self.dest.rollback()  # some are archived already: sort them out, then insert the rest
             self.compare(found, self.lookup(found.to_copy))
             copies = self.insert(found.to_copy)
-        differ = [format_key(k) for k in found.to_copy if copies.get(k) != self.rows[k].fingerprint]
+        differ = [format_key(k) for k in found.to_copy if copies.get(k) != fingerprint_of(self.rows[k])]
         if differ:
             self.dest.rollback()
             raise ArchiveError(f"the copies on the destination would differ from the source rows "
@@ -3439,10 +3449,8 @@ class OtherServer(SameServer):
         all in one round trip. A key the collation makes equal to an archived one is a conflict."""
         if not keys:
             return {}
-        statements: list[tuple[str | bytes, tuple[Any, ...]]] = []
-        for chunk in self.chunks(keys):
-            literals = [self.dest.literals(self.rows[k].values) for k in chunk]
-            statements.append((self.remote.insert_sql(literals), ()))
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (self.remote.insert_sql([self.rows[k] for k in chunk]), ()) for chunk in self.chunks(keys)]
         condition, params = self.plan.condition(keys, "a")
         statements.append((self.remote.lookup_sql(condition, False), params))
         *inserted, rows = self.dest.execute_script(statements, rows=True)
@@ -3455,12 +3463,12 @@ class OtherServer(SameServer):
         chunk: list[Key] = []
         size = 0
         for key in keys:
-            row = self.rows[key]
-            if chunk and size + 2 * row.size + 64 > self.packet * 3 // 4:
+            length = len(self.rows[key]) + 2
+            if chunk and size + length > self.packet * 3 // 4:
                 yield chunk
                 chunk, size = [], 0
             chunk.append(key)
-            size += 2 * row.size + 64  # escaping can double a value
+            size += length
         if chunk:
             yield chunk
 

@@ -80,6 +80,24 @@ def test_whitespace_inside_quotes_is_data(db, tmp_path):
     assert codes_in(db, "src") == sorted(["x1", "tab", "nb", "two"])
 
 
+def test_sql_client_syntax_in_keys_and_file_names_is_data(db, tmp_path):
+    # mysql-connector-python rewrites a statement in which it sees `delimiter <x>` outside
+    # quotes, and its quote scan ignores backslash escapes: a key it had quoted as
+    # 'x\' delimiter $ \'' came out as the different key "x';\n'".
+    listed, rewritten = "x' delimiter $ '", "x';\n'"
+    config = text_key_job(db, tmp_path, [], [listed], quote=True)
+    for code in (listed, rewritten, "y"):  # inserted as hex, out of the driver's reach
+        db.execute(f"INSERT INTO src (code, note) VALUES (_utf8mb4 X'{code.encode().hex()}', 'row')")
+    name = "keys delimiter $ '.csv"
+    (tmp_path / "csv" / "keys.csv").rename(tmp_path / "csv" / name)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert codes_in(db, "arc") == [listed]
+    assert codes_in(db, "src") == sorted([rewritten, "y"])
+    assert db.query("SELECT file_name, status FROM file_processing_logs") == [(name, "COMPLETED")]
+    assert run_cli(config).returncode == 0 and codes_in(db, "arc") == [listed]
+
+
 def test_a_key_the_column_cannot_hold_rejects_its_file_before_any_batch(db, tmp_path):
     config = text_key_job(db, tmp_path, ["Lodz", "ok1", "ok2"], ["ok1", "Łódź"], "latin1", "latin1_swedish_ci")
     (tmp_path / "csv" / "later.csv").write_text("code\nok2\n")

@@ -68,6 +68,32 @@ def test_every_type_is_compared_in_a_form_that_cannot_lose_information():
     assert "BINARY s.`f`" not in identical and "BINARY s.`t`" not in identical
 
 
+def test_parameters_reach_the_sql_as_literals_with_no_character_of_theirs():
+    when = dt.datetime(2025, 1, 2, 3, 4, 5)
+    bound = archive.bind_params("SELECT %s, %s, %s, %s, %s, %s", ("x' delimiter $ '", b"\x00'", 7, None, 1.5, when))
+    assert bound == ("SELECT _utf8mb4 X'78272064656c696d6974657220242027', X'0027', 7, NULL, 1.5, "
+                     "'2025-01-02 03:04:05'")
+    assert "delimiter" not in archive.sql_literal("a\n delimiter ;")
+    with pytest.raises(ValueError, match="2 placeholders for 1 parameters"):
+        archive.bind_params("%s %s", (1,))
+    with pytest.raises(TypeError):
+        archive.sql_literal(float("nan"))
+
+
+def test_a_row_travels_to_another_server_as_an_exact_literal():
+    row = archive.row_literal_sql([
+        archive.Column("f", "float"), archive.Column("t", "timestamp"), archive.Column("y", "year"),
+        archive.Column("n", "varchar", "latin1"), archive.Column("b", "blob"),
+        archive.Column("d", "datetime"), archive.Column("i", "bigint")], "s")
+    assert "IF(s.`f` = 0 AND ATAN2(s.`f`, -1) < 0, '-1e-50', CAST(s.`f` AS DOUBLE))" in row
+    assert "CONCAT('FROM_UNIXTIME(', UNIX_TIMESTAMP(s.`t`), ')')" in row
+    assert "IFNULL(s.`y` + 0, 'NULL')" in row  # the text '0' would be the year 2000
+    assert "CONCAT('_latin1 X''', HEX(s.`n`), '''')" in row
+    assert "CONCAT('X''', HEX(s.`b`), '''')" in row
+    assert "QUOTE(CAST(s.`d` AS CHAR))" in row and "IFNULL(s.`i`, 'NULL')" in row
+    assert archive.fingerprint_of("(1)") == "fd0ad9026eee596b7072a762941f60bef57e760a230edd450b3a634825685c2a"
+
+
 SHA = "a" * 64
 OTHER = "b" * 64
 
