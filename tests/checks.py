@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from helpers import (ScratchDatabase, create_rewards_tables, insert_rewards, read_text_logs, snapshot, write_config,
-                     write_csv)
+from helpers import (
+    ScratchDatabase,
+    create_rewards_tables,
+    insert_rewards,
+    read_text_logs,
+    snapshot,
+    write_config,
+    write_csv,
+)
 
 
 def make_job(db: ScratchDatabase, tmp_path: Path, row_ids: range | list[int],

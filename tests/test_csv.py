@@ -134,7 +134,7 @@ def test_keys_the_column_cannot_hold_are_rejected_naming_the_line(tmp_path, char
     if ok:
         assert keys_of(path, key_type) == ["ok", key]
     else:
-        with pytest.raises(archive.RejectedFile, match=rf"ids.csv line 3: .*cannot hold"):
+        with pytest.raises(archive.RejectedFile, match=r"ids.csv line 3: .*cannot hold"):
             keys_of(path, key_type)
 
 

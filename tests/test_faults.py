@@ -7,13 +7,18 @@ import random
 import signal
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-
-from checks import (assert_batches_once, assert_conserved, assert_no_run_left_running, completed_batches,
-                    make_job, text_log)
+from checks import (
+    assert_batches_once,
+    assert_conserved,
+    assert_no_run_left_running,
+    completed_batches,
+    make_job,
+    text_log,
+)
 from helpers import kill_process_group, run_cli, wait_until
 
 KILLS = 12

@@ -14,7 +14,7 @@ import pytest
 
 from checks import assert_batches_once, assert_conserved, make_job
 from galera import GaleraCluster
-from helpers import ScratchDatabase, kill_process_group, run_cli, wait_until, write_config
+from helpers import ScratchDatabase, run_cli, wait_until, write_config
 
 
 def causal(db: ScratchDatabase) -> ScratchDatabase:

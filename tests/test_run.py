@@ -5,9 +5,15 @@ from __future__ import annotations
 import random
 import re
 
-from checks import (assert_batches_once, assert_conserved, assert_no_run_left_running, completed_batches,
-                    make_job, text_log)
-from helpers import create_rewards_tables, insert_rewards, run_cli, snapshot, wait_until, write_csv
+from checks import (
+    assert_batches_once,
+    assert_conserved,
+    assert_no_run_left_running,
+    completed_batches,
+    make_job,
+    text_log,
+)
+from helpers import insert_rewards, run_cli, snapshot, wait_until, write_csv
 
 
 def test_multi_file_run_moves_exactly_the_listed_rows(db, tmp_path):
