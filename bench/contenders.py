@@ -181,7 +181,8 @@ def archive_statements(schema: Schema, ids: Sequence[int], batch_size: int) -> l
     archive.py batches the CSV's keys in file order (here: sorted ids) and builds the
     fast path's condition: one BETWEEN for contiguous keys, TablePlan.span_of()'s range and
     bitmap for sparse keys (after a read that checks the range holds no unlisted row: here
-    it never does, so that read is left out), IN lists for scattered ones.  Integer keys are inlined, so the statements take no parameters.
+    it never does, so that read is left out), IN lists for scattered ones.  Integer keys are
+    inlined, so the statements take no parameters.
     """
     import archive  # the product itself: the statements cannot drift from what it sends
 

@@ -135,7 +135,8 @@ class ScratchDatabase:
         finally:
             cur.close()
 
-    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+              ) -> list[tuple[Any, ...]]:
         """Run a query and return all rows as tuples."""
         cur = self.conn.cursor()
         try:

@@ -125,7 +125,8 @@ def test_twins_on_the_destination_are_settled_and_conflicts_kept(db, dest_db, tm
     assert result.returncode == 3, (result.stdout, result.stderr)
     assert set(snapshot(db, "rewards")) == {5}
     assert snapshot(dest_db, "rewards_archives")[5][3] == "older version"
-    assert db.query("SELECT duplicates, conflicts, rows_archived, rows_deleted FROM process_logs") == [(2, 1, 37, 39)]
+    assert db.query("SELECT duplicates, conflicts, rows_archived, rows_deleted FROM process_logs") == [
+        (2, 1, 37, 39)]
     dest_db.execute("DELETE FROM rewards_archives WHERE id = 5")  # the README's conflict procedure
     assert run_cli(config).returncode == 0
     assert_exactly_once(db, dest_db, original, set(range(1, 41)))
@@ -145,7 +146,8 @@ def test_preflight_checks_the_destination(db, dest_db, tmp_path):
     assert snapshot(db, "rewards") == original
 
 
-def test_a_destination_user_without_insert_is_refused_before_any_row_moves(db, dest_db, dest_server, tmp_path):
+def test_a_destination_user_without_insert_is_refused_before_any_row_moves(db, dest_db, dest_server,
+                                                                           tmp_path):
     config, original = remote_job(db, dest_db, tmp_path, range(1, 11), range(1, 11))
     root = dest_server.connect()
     cur = root.cursor()
@@ -205,8 +207,8 @@ def test_a_source_lost_after_the_destination_committed_heals(db, dest_db, tmp_pa
     proxy = CuttingProxy(tmp_path / "src.sock", server.client_socket,
                          lambda data: b"\x03DELETE FROM `rewards`" in data, delay=0.2, forward=False)
     try:
-        proxied = write_config(tmp_path, db, database__unix_socket=tmp_path / "src.sock", archive__batch_size=10,
-                               **dest_keys(dest_db))
+        proxied = write_config(tmp_path, db, database__unix_socket=tmp_path / "src.sock",
+                               archive__batch_size=10, **dest_keys(dest_db))
         result = run_cli(proxied)
     finally:
         proxy.close()
@@ -255,7 +257,8 @@ def test_the_dry_run_predicts_a_remote_run(db, dest_db, tmp_path):
     dest_db.execute("UPDATE rewards_archives SET note = 'x' WHERE id = 7")
     predicted = json.loads(run_cli(config, "--dry-run", "--json").stdout)["total"]
     assert run_cli(config).returncode == 3
-    row = db.query_dicts("SELECT rows_archived, rows_deleted, duplicates, conflicts, not_found FROM process_logs")[0]
+    row = db.query_dicts("SELECT rows_archived, rows_deleted, duplicates, conflicts, not_found "
+                         "FROM process_logs")[0]
     assert (predicted["rows_to_archive"], predicted["rows_to_delete"], predicted["identical_twins"],
             predicted["conflicts"], predicted["not_found"]) == (
         row["rows_archived"], row["rows_deleted"], row["duplicates"], row["conflicts"], row["not_found"])

@@ -23,7 +23,8 @@ KEY_TABLE = """CREATE TABLE {table} (
 
 
 def text_key_job(db: ScratchDatabase, tmp_path: Path, codes: list[str], listed: list[Any],
-                 charset: str = "utf8mb4", collation: str = "utf8mb4_general_ci", quote: bool = False) -> Path:
+                 charset: str = "utf8mb4", collation: str = "utf8mb4_general_ci",
+                 quote: bool = False) -> Path:
     """Source and archive keyed by a text column holding `codes`; a CSV listing `listed`."""
     for table in ("src", "arc"):
         db.execute(KEY_TABLE.format(table=table, charset=charset, collation=collation))
@@ -81,7 +82,8 @@ def test_whitespace_inside_quotes_is_data(db, tmp_path):
 
 
 def test_a_key_the_column_cannot_hold_rejects_its_file_before_any_batch(db, tmp_path):
-    config = text_key_job(db, tmp_path, ["Lodz", "ok1", "ok2"], ["ok1", "Łódź"], "latin1", "latin1_swedish_ci")
+    config = text_key_job(db, tmp_path, ["Lodz", "ok1", "ok2"], ["ok1", "Łódź"], "latin1",
+                          "latin1_swedish_ci")
     (tmp_path / "csv" / "later.csv").write_text("code\nok2\n")
     result = run_cli(config)
     assert result.returncode == 4, (result.stdout, result.stderr)
@@ -144,7 +146,8 @@ STEPS = [
     ("da", "DATE", "'2024-01-01'", "'2024-01-02'"),
     ("tm", "TIME(6)", "'10:00:00.000001'", "'10:00:00.000002'"),
     ("dt", "DATETIME(6)", "'2024-01-01 00:00:00.000001'", "'2024-01-01 00:00:00.000002'"),
-    ("ts", "TIMESTAMP(6) NULL", "FROM_UNIXTIME(1698539400)", "FROM_UNIXTIME(1698543000)"),  # DST: same wall time
+    # DST: the same wall time, an hour apart
+    ("ts", "TIMESTAMP(6) NULL", "FROM_UNIXTIME(1698539400)", "FROM_UNIXTIME(1698543000)"),
     ("ts", "TIMESTAMP(6) NULL", "FROM_UNIXTIME(1700000000.000001)", "FROM_UNIXTIME(1700000000.000002)"),
     ("yr", "YEAR", "2001", "2002"),
     ("ch", "CHAR(10) COLLATE utf8mb4_general_ci", "'abc'", "'ABC'"),

@@ -62,7 +62,8 @@ def test_two_runs_on_two_nodes_only_one_archives(galera_db, galera_cluster, tmp_
     assert galera_db.query("SELECT status FROM process_logs") == [("COMPLETED",)]
 
 
-def test_a_frozen_holder_whose_lease_expired_cannot_commit_again(galera_db, galera_cluster, tmp_path, spawn_cli):
+def test_a_frozen_holder_whose_lease_expired_cannot_commit_again(galera_db, galera_cluster, tmp_path,
+                                                                  spawn_cli):
     lease = {"archive__lock_lease": "15s", "archive__lock_wait_timeout": 2}
     config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 301), archive__batch_size=10,
                                    controls__sleep_seconds=0.3, **lease)
@@ -94,9 +95,9 @@ def test_the_run_moves_to_another_node_when_its_node_dies(galera_db, galera_clus
     galera_cluster.kill(2)
     assert proc.wait(timeout=180) == 0, proc.read_stderr()
     out = proc.read_stdout()
-    assert re.search(rf"RECONNECTED: to root@127\.0\.0\.1:({galera_cluster.nodes[1].port}|"
-                     rf"{galera_cluster.nodes[0].port}) \(was root@127\.0\.0\.1:{galera_cluster.nodes[2].port}\)",
-                     out), out
+    ports = [node.port for node in galera_cluster.nodes]
+    assert re.search(rf"RECONNECTED: to root@127\.0\.0\.1:({ports[1]}|{ports[0]}) "
+                     rf"\(was root@127\.0\.0\.1:{ports[2]}\)", out), out
     assert_conserved(galera_db, original, set(range(1, 401)))
     assert_batches_once(galera_db, "ids.csv", 40)
 
@@ -154,7 +155,8 @@ def test_a_batch_bigger_than_wsrep_max_ws_rows_is_refused_before_any_row_moves(
     finally:
         galera_cluster.set_global(0, "wsrep_max_ws_rows", 0)
     assert result.returncode == 1
-    assert "batch_size 1000 needs write sets of up to 2008 rows, but wsrep_max_ws_rows is 500" in result.stderr
+    assert ("batch_size 1000 needs write sets of up to 2008 rows, but wsrep_max_ws_rows is 500"
+            in result.stderr)
     assert "use batch_size 246 or less" in result.stderr
     assert "Galera node" in check.stdout and "Synced" in check.stdout and "NOT READY" in check.stdout
     assert_conserved(galera_db, original, set())

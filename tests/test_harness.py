@@ -163,7 +163,7 @@ def test_server_from_dsn_and_external_refuses_control() -> None:
     for action in (sock.kill, sock.restart):
         with pytest.raises(ServerControlUnavailable, match="external server"):
             action()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unsupported DSN scheme 'postgres'"):
         server_from_dsn("postgres://x@y/")
 
 
@@ -181,7 +181,7 @@ def test_write_config_and_csv(tmp_path: Path, db: ScratchDatabase) -> None:
     assert Path(cfg["archive"]["csv_dir"]).is_dir() and Path(cfg["archive"]["log_dir"]).is_dir()
     kw = db.connection_kwargs()
     assert cfg["database"].get("unix_socket") == kw.get("unix_socket")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be named section__key"):
         write_config(tmp_path, db, batch_size=1)
 
     plain = write_csv(tmp_path / "csv" / "a.csv", [1, 2, " 3 "])

@@ -63,7 +63,8 @@ def test_jobs_sharing_tracking_tables_never_skip_each_others_files(db, tmp_path)
     run_id = db.scalar("SELECT MAX(id) FROM process_logs")
     # the seed's monitoring query, as written, still answers for each run
     assert db.query_dicts("SELECT MAX(batch_number) as last_batch FROM batch_processing_logs "
-                          f"WHERE process_log_id = {run_id} AND file_name = 'keys.csv';") == [{"last_batch": 6}]
+                          f"WHERE process_log_id = {run_id} AND file_name = 'keys.csv';") == [
+        {"last_batch": 6}]
 
 
 def test_an_interrupted_job_does_not_decide_where_another_starts(db, tmp_path):
@@ -229,7 +230,8 @@ def test_a_commit_whose_answer_was_lost_keeps_its_counts(db, tmp_path, server):
     proxy = CuttingProxy(tmp_path / "proxy.sock", server.client_socket,
                          lambda data: b"INSERT INTO batch_processing_logs" in data and b"COMMIT" in data)
     try:
-        proxied = write_config(tmp_path, db, archive__batch_size=10, database__unix_socket=tmp_path / "proxy.sock")
+        proxied = write_config(tmp_path, db, archive__batch_size=10,
+                               database__unix_socket=tmp_path / "proxy.sock")
         result = run_cli(proxied)
     finally:
         proxy.close()
@@ -358,15 +360,17 @@ def load_v1_half_done_file(db, tmp_path: Path, batches_done: int) -> Path:
     sha, lines = hashlib.sha256(data).hexdigest(), data.split(b"\n")
     db.execute("INSERT INTO process_logs (id, source_table, archive_table, status, host, pid, start_time, "
                "total_files) VALUES (7, 'rewards', 'rewards_archives', 'RUNNING', 'old-host', 1, NOW(), 1)")
-    db.execute("INSERT INTO file_processing_logs (process_log_id, file_name, file_size, file_checksum, status, "
-               "batch_size, total_keys, total_batches, processed_batches, last_processed_batch, started_at) "
+    db.execute("INSERT INTO file_processing_logs (process_log_id, file_name, file_size, file_checksum, "
+               "status, batch_size, total_keys, total_batches, processed_batches, last_processed_batch, "
+               "started_at) "
                "VALUES (7, 'ids.csv', %s, %s, 'PROCESSING', 10, 100, 10, %s, %s, NOW())",
                (len(data), sha, batches_done, batches_done))
     for number in range(1, batches_done + 1):
         end_line = 1 + 10 * number
         offset = sum(len(line) + 1 for line in lines[:end_line])
-        db.execute("INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, first_key, "
-                   "last_key, keys_in_batch, rows_archived, rows_deleted, end_offset, end_line) VALUES "
+        db.execute("INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
+                   "first_key, last_key, keys_in_batch, rows_archived, rows_deleted, end_offset, end_line) "
+                   "VALUES "
                    "(7, 'ids.csv', %s, 'COMPLETED', %s, %s, 10, 10, 10, %s, %s)",
                    (number, 10 * number - 9, 10 * number, offset, end_line))
         keys = ",".join(str(k) for k in range(10 * number - 9, 10 * number + 1))
