@@ -26,7 +26,7 @@ from helpers import (
     write_csv,
 )
 from proxy import CuttingProxy
-from test_exactness import STEPS
+from test_exactness import STEP_HEX, STEPS, step_table_ddl
 
 
 def dest_keys(dest: ScratchDatabase) -> dict[str, Any]:
@@ -73,12 +73,8 @@ def test_rows_move_to_the_destination_intact_and_the_seed_queries_stay_on_the_so
 
 
 def test_every_type_arrives_byte_identical(db, dest_db, tmp_path):
-    columns: dict[str, str] = {}
-    for name, sql_type, _, _ in STEPS:
-        columns.setdefault(name, sql_type)
-    ddl = ", ".join(f"`{n}` {t}" for n, t in columns.items())
     for side in (db, dest_db):
-        side.execute(f"CREATE TABLE t (id INT NOT NULL PRIMARY KEY, {ddl}) ENGINE=InnoDB")
+        side.execute(step_table_ddl("t"))
     conn = db.connect()
     cur = conn.cursor()
     cur.execute("SET SESSION time_zone = '+00:00', sql_mode = 'NO_ENGINE_SUBSTITUTION'")
@@ -91,7 +87,7 @@ def test_every_type_arrives_byte_identical(db, dest_db, tmp_path):
         keys += [key, key + 100]
     conn.commit()
     conn.close()
-    fingerprint = (f"SELECT id, {', '.join(f'HEX(`{n}`)' for n in columns)}, UNIX_TIMESTAMP(ts), "
+    fingerprint = (f"SELECT id, {STEP_HEX}, UNIX_TIMESTAMP(ts), "
                    "CONCAT(CAST(fl AS DOUBLE), SIGN(ATAN2(fl, -1))), en + 0 FROM t ORDER BY id")
     original = db.query(fingerprint)
     write_csv(tmp_path / "csv" / "ids.csv", keys)
