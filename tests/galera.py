@@ -55,15 +55,12 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mysql.connector
 
 from replication import _rows, free_port
 from throwaway_server import ServerStartError, ThrowawayMariaDB
-
-if TYPE_CHECKING:
-    from typing import Self
 
 GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 GALERA_PACKAGES = ("galera-4", "rsync")
@@ -264,7 +261,7 @@ class GaleraCluster:
         """Show the base directory and the nodes."""
         return f"<GaleraCluster {self.basedir} {self.nodes}>"
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> GaleraCluster:
         """Start the cluster."""
         self.start()
         return self

@@ -487,7 +487,7 @@ def run_cli(config_path: str | os.PathLike[str], *args: Any, timeout: float = 12
     )
 
 
-class CliProcess(subprocess.Popen):  # type: ignore[type-arg]
+class CliProcess(subprocess.Popen[str]):
     """A Popen of archive.py that knows where its output files are."""
 
     stdout_path: Path | None = None
@@ -558,7 +558,7 @@ def kill_process_group(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL,
     return proc.returncode
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 30, interval: float = 0.05,
+def wait_until(predicate: Callable[[], T | None], timeout: float = 30, interval: float = 0.05,
                message: str = "condition") -> T:
     """Poll *predicate* until it returns a truthy value and return it; TimeoutError otherwise."""
     deadline = time.monotonic() + timeout

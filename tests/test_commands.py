@@ -503,7 +503,8 @@ def run_on_terminal(config: Path, *args: str, timeout: float = 60, columns: int 
             break
         chunks.append(data)
     os.close(leader)
-    assert proc.wait(timeout=10) == 0, proc.stderr.read()
+    _, errors = proc.communicate(timeout=10)
+    assert proc.returncode == 0, errors
     return b"".join(chunks).decode()
 
 

@@ -182,8 +182,8 @@ def test_batches_are_numbered_and_record_where_they_end(tmp_path):
 
 def test_batches_resume_by_count_across_blocks(tmp_path):
     path = write(tmp_path, b"id\n1\n\n2\n3\n4\n")
-    batches = archive.iter_batches(archive.key_blocks(path, "id", ",", INT_KEY), 2, 2, skip=2)
-    assert [(b.number, b.keys, b.end_line) for b in batches] == [(2, (3, 4), 6)]
+    resumed = archive.iter_batches(archive.key_blocks(path, "id", ",", INT_KEY), 2, 2, skip=2)
+    assert [(b.number, b.keys, b.end_line) for b in resumed] == [(2, (3, 4), 6)]
     big = write(tmp_path, b"id\n" + b"".join(b"%d\n" % i for i in range(1, 50_001)), "big.csv")
     blocks = list(archive.key_blocks(big, "id", ",", INT_KEY))
     assert len(blocks) > 3, "the test needs several blocks"

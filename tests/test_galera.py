@@ -64,7 +64,7 @@ def test_two_runs_on_two_nodes_only_one_archives(galera_db, galera_cluster, tmp_
 
 def test_a_frozen_holder_whose_lease_expired_cannot_commit_again(galera_db, galera_cluster, tmp_path,
                                                                   spawn_cli):
-    lease = {"archive__lock_lease": "15s", "archive__lock_wait_timeout": 2}
+    lease: dict[str, Any] = {"archive__lock_lease": "15s", "archive__lock_wait_timeout": 2}
     config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 301), archive__batch_size=10,
                                    controls__sleep_seconds=0.3, **lease)
     frozen = spawn_cli(config)

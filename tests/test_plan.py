@@ -212,6 +212,7 @@ def test_outcome_precedence():
 def test_texts_are_cut_to_fit_their_column():
     assert archive.fit("x" * 300, 255) == "x" * 248 + " [cut]"
     cut = archive.fit("ł" * 40_000)
+    assert cut is not None
     assert len(cut.encode()) <= archive.TEXT_BYTES and cut.endswith("[cut]")
     assert archive.fit(None) is None and archive.fit("short", 255) == "short"
 

@@ -224,8 +224,8 @@ def test_the_readme_conflict_procedure_works_as_written(db, tmp_path):
 def test_a_commit_whose_answer_was_lost_keeps_its_counts(db, tmp_path, server):
     if not server.client_socket:
         pytest.skip("needs the throwaway server's unix socket for the proxy")
-    config, original = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 31))},
-                                archive__batch_size=10)
+    _, original = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 31))},
+                           archive__batch_size=10)  # the run goes through the proxy's config below
     make_conflicts(db, [3])
     proxy = CuttingProxy(tmp_path / "proxy.sock", server.client_socket,
                          lambda data: b"INSERT INTO batch_processing_logs" in data and b"COMMIT" in data)
@@ -242,7 +242,6 @@ def test_a_commit_whose_answer_was_lost_keeps_its_counts(db, tmp_path, server):
     assert "rows archived 29" in summary and "conflicts 1" in summary, summary
     assert "STATUS: COMPLETED_WITH_DUPLICATES" in text_log(tmp_path)
     assert_batches_once(db, "ids.csv", 3)
-    assert config  # the direct config is unused: the run went through the proxy
     assert set(snapshot(db, "rewards")) == {3}
     assert len(original) == 30
 
@@ -279,6 +278,7 @@ def test_a_reader_that_closes_stdout_fails_the_run_without_leaving_it_running(db
                                 archive__batch_size=5, controls__sleep_seconds=0.05)
     import subprocess
     proc = start_cli(config, "-v", stdout=subprocess.PIPE)
+    assert proc.stdout is not None
     for _ in range(3):  # `archive.py -v | head -3`
         proc.stdout.readline()
     proc.stdout.close()

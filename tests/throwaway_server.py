@@ -129,7 +129,7 @@ class _ServerBase:
 
     user: str
     password: str
-    host: str
+    host: str | None  # None when clients use the unix socket
     port: int | None
 
     @property
