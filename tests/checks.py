@@ -59,4 +59,4 @@ def completed_batches(db: ScratchDatabase) -> int:
     """Batches recorded so far (0 before the run has created its tracking tables)."""
     if not db.table_exists("batch_processing_logs"):
         return 0
-    return db.scalar("SELECT COUNT(*) FROM batch_processing_logs WHERE status <> 'FAILED'")
+    return int(db.scalar("SELECT COUNT(*) FROM batch_processing_logs WHERE status <> 'FAILED'"))

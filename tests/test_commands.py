@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from checks import completed_batches
 from helpers import (
     ScratchDatabase,
     cli_command,
@@ -230,8 +231,7 @@ def test_status_during_a_run_is_quick_and_alive_then_dead_after_sigkill(db, tmp_
                    controls__sleep_seconds=0.5)
     proc = spawn_cli(config)
     row = wait_until(lambda: running_row(db), timeout=30, message="a RUNNING process_logs row")
-    wait_until(lambda: db.scalar("SELECT COUNT(*) FROM batch_processing_logs"), timeout=30,
-               message="a first batch")
+    wait_until(lambda: completed_batches(db), timeout=30, message="a first batch")
     started = time.monotonic()
     status = run_cli(config, "--status", timeout=30)
     took = time.monotonic() - started

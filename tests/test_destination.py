@@ -9,9 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from checks import assert_batches_once, assert_no_run_left_running
+from checks import assert_batches_once, assert_no_run_left_running, completed_batches
 from helpers import (
     ScratchDatabase,
     create_rewards_tables,
@@ -25,7 +23,7 @@ from helpers import (
     write_config,
     write_csv,
 )
-from proxy import CuttingProxy
+from proxy import need_socket, run_cli_cut
 from test_exactness import STEP_HEX, STEPS, step_table_ddl
 
 
@@ -179,8 +177,7 @@ def test_a_destination_lost_mid_run_is_retried_then_fails_without_losing_a_row(d
     config, original = remote_job(db, dest_db, tmp_path, range(1, 401), range(1, 401), archive__batch_size=10,
                                   archive__retry_timeout="3s", controls__sleep_seconds=0.1)
     proc = spawn_cli(config)
-    wait_until(lambda: db.table_exists("batch_processing_logs")
-               and db.scalar("SELECT COUNT(*) FROM batch_processing_logs") >= 3, timeout=30)
+    wait_until(lambda: completed_batches(db) >= 3, timeout=30)
     dest_server.kill()
     try:
         assert proc.wait(timeout=60) == 1, proc.read_stderr()
@@ -195,19 +192,12 @@ def test_a_destination_lost_mid_run_is_retried_then_fails_without_losing_a_row(d
 
 
 def test_a_source_lost_after_the_destination_committed_heals(db, dest_db, tmp_path, server):
-    if not server.client_socket:
-        pytest.skip("needs the throwaway server's unix socket for the proxy")
+    need_socket(server)
     config, original = remote_job(db, dest_db, tmp_path, range(1, 31), range(1, 31), archive__batch_size=10)
     # The source's DELETE of batch 1 never arrives: the destination has committed its copies, the
     # source transaction dies with the connection and the rows stay; the retry must find the twins.
-    proxy = CuttingProxy(tmp_path / "src.sock", server.client_socket,
-                         lambda data: b"\x03DELETE FROM `rewards`" in data, delay=0.2, forward=False)
-    try:
-        proxied = write_config(tmp_path, db, database__unix_socket=tmp_path / "src.sock",
-                               archive__batch_size=10, **dest_keys(dest_db))
-        result = run_cli(proxied)
-    finally:
-        proxy.close()
+    result, proxy = run_cli_cut(tmp_path, db, lambda data: b"\x03DELETE FROM `rewards`" in data, delay=0.2,
+                                forward=False, archive__batch_size=10, **dest_keys(dest_db))
     assert proxy.cuts == 1
     assert result.returncode == 0, (result.stdout, result.stderr[-3000:])
     assert "RETRY: Batch 1" in result.stdout
@@ -236,8 +226,7 @@ def test_sigterm_stops_cleanly_and_the_rerun_finishes(db, dest_db, tmp_path, spa
     config, original = remote_job(db, dest_db, tmp_path, range(1, 201), range(1, 201), archive__batch_size=10,
                                   controls__sleep_seconds=0.2)
     proc = spawn_cli(config)
-    wait_until(lambda: db.table_exists("batch_processing_logs")
-               and db.scalar("SELECT COUNT(*) FROM batch_processing_logs") >= 2, timeout=30)
+    wait_until(lambda: completed_batches(db) >= 2, timeout=30)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 6
     assert run_cli(config, "--sleep", "0").returncode == 0

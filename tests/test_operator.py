@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import archive
-from checks import assert_conserved, make_job, text_log
+from checks import assert_conserved, completed_batches, make_job, text_log
 from helpers import (
     ARCHIVE_SCRIPT,
     insert_rewards,
@@ -102,8 +102,7 @@ def test_status_of_a_dead_run_stops_its_clock_at_its_last_sign_of_life(db, tmp_p
     config, _ = make_job(db, tmp_path, range(1, 201), {"ids.csv": list(range(1, 201))},
                          archive__batch_size=10, controls__sleep_seconds=0.3)
     proc = spawn_cli(config)
-    wait_until(lambda: db.table_exists("batch_processing_logs")
-               and db.scalar("SELECT COUNT(*) FROM batch_processing_logs") >= 2, timeout=30)
+    wait_until(lambda: completed_batches(db) >= 2, timeout=30)
     kill_process_group(proc)
     first = json.loads(run_cli(config, "--status", "--json").stdout)
     time.sleep(2.5)
@@ -142,8 +141,7 @@ def test_a_run_refused_by_the_lock_writes_nothing_into_the_running_jobs_log(db, 
     config, _ = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))},
                          archive__batch_size=10, controls__sleep_seconds=0.2)
     proc = spawn_cli(config)
-    wait_until(lambda: db.table_exists("batch_processing_logs")
-               and db.scalar("SELECT COUNT(*) FROM batch_processing_logs") >= 1, timeout=30)
+    wait_until(lambda: completed_batches(db) >= 1, timeout=30)
     before = text_log(tmp_path)
     refused = run_cli(config)
     assert refused.returncode == 5
