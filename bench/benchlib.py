@@ -28,8 +28,17 @@ for _path in (REPO / "tests", REPO):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from helpers import REWARDS_COLUMN_DDL  # noqa: E402
-from throwaway_server import ThrowawayMariaDB  # noqa: E402
+# The tests' helpers (one implementation each of queries, CSV and config writing) and server.
+# E402: these imports work only after the sys.path lines above.
+from helpers import (  # noqa: E402 - needs sys.path above
+    REWARDS_COLUMN_DDL,
+    ScratchDatabase,
+    query,
+    scalar,
+    write_csv,
+)
+from helpers import write_config as write_test_config  # noqa: E402 - needs sys.path above
+from throwaway_server import ThrowawayMariaDB  # noqa: E402 - needs sys.path above
 
 SERVER_ARGS = [
     "--innodb-buffer-pool-size=512M",
@@ -202,21 +211,6 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def query(conn: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-    """Run one statement and return all rows (empty list for non-SELECTs)."""
-    cur = conn.cursor()
-    try:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.with_rows else []
-    finally:
-        cur.close()
-
-
-def scalar(conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-    """Run a query returning a single value."""
-    return query(conn, sql, params)[0][0]
-
-
 def chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     """Yield consecutive slices of seq of at most size items."""
     for i in range(0, len(seq), size):
@@ -288,16 +282,6 @@ def write_ids_csv(conn: Any, path: Path, schema: Schema = REWARDS) -> list[int]:
     ids = pristine_ids(conn, schema)
     write_csv(path, ids)
     return ids
-
-
-def write_csv(path: Path, ids: Iterable[int]) -> None:
-    """Write an ids CSV with header 'id'."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        fh.write("id\n")
-        for chunk in chunks(ids if isinstance(ids, (list, range)) else list(ids), 100_000):
-            fh.write("\n".join(map(str, chunk)))
-            fh.write("\n")
 
 
 # --------------------------------------------------------------------------- reset, settle, verify
@@ -474,29 +458,23 @@ def database_section(env: Env, section: str = "database") -> str:
 def write_config(env: Env, rundir: Path, batch_size: int, csv_file: Path,
                  controls: dict[str, str] | None = None, log_dir: Path | None = None,
                  extra: str = "") -> Path:
-    """Create rundir with a fresh csv dir, a log dir (unless given) and INI config; return its path.
-
-    `extra` is appended to the config as is (e.g. a [destination] section)."""
-    csv_dir = rundir / "csv"
-    csv_dir.mkdir(parents=True)
-    if log_dir is None:
-        log_dir = rundir / "logs"
-        log_dir.mkdir()
-    shutil.copyfile(csv_file, csv_dir / csv_file.name)
-    config = rundir / "archive.ini"
-    config.write_text(
-        database_section(env)
-        + "[archive]\n"
-        f"source_table = {env.schema.source}\n"
-        f"archive_table = {env.schema.archive}\n"
-        "key_column = id\n"
-        f"csv_dir = {csv_dir}\n"
-        "csv_pattern = *.csv\n"
-        "csv_column = id\n"
-        f"batch_size = {batch_size}\n"
-        f"log_dir = {log_dir}\n"
-        + ("[controls]\n" + "".join(f"{k} = {v}\n" for k, v in controls.items()) if controls else "")
-        + extra)
+    """The tests' write_config for the schema's tables in a fresh rundir, with csv_file copied into
+    its csv dir; a cluster's host list replaces the server's address; log_dir (default: the
+    rundir's own) may be shared between runs; `extra` is appended as is (e.g. a [destination]
+    section).  Returns the config's path."""
+    (rundir / "csv").mkdir(parents=True)  # a fresh csv dir: only csv_file is archived
+    settings: dict[str, Any] = {"archive__source_table": env.schema.source,
+                                "archive__archive_table": env.schema.archive,
+                                "archive__batch_size": batch_size}
+    if env.hosts:
+        settings.update(database__host=env.hosts, database__port=None, database__unix_socket=None)
+    if log_dir is not None:
+        settings["archive__log_dir"] = log_dir
+    settings.update({f"controls__{key}": value for key, value in (controls or {}).items()})
+    config = write_test_config(rundir, ScratchDatabase(env.server, env.schema.db), **settings)
+    shutil.copyfile(csv_file, rundir / "csv" / csv_file.name)
+    if extra:
+        config.write_text(config.read_text() + extra)
     return config
 
 

@@ -97,50 +97,43 @@ def run_pt_archiver(env: Env, batch_size: int, where: str = "1=1",
 
 # --------------------------------------------------------------------------- c: range floor
 
+def batch_loop_sql(name: str, variables: str, sql_type: str, select: str, body: str) -> str:
+    """A procedure that fetches each row of `select` into `variables` and runs `body` on it
+    in a transaction of its own: one batch per row, as the in-server floors need."""
+    return f"""
+CREATE PROCEDURE {name}()
+BEGIN
+  DECLARE done INT DEFAULT 0;
+  DECLARE {variables} {sql_type};
+  DECLARE cur CURSOR FOR {select};
+  DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
+  OPEN cur;
+  batch_loop: LOOP
+    FETCH cur INTO {variables};
+    IF done THEN LEAVE batch_loop; END IF;
+    START TRANSACTION;
+    {body}
+    COMMIT;
+  END LOOP;
+  CLOSE cur;
+END
+"""
+
+
 def range_proc_sql(schema: Schema) -> str:
     """The range-loop procedure: one INSERT ... SELECT and DELETE by BETWEEN per batch."""
     cols = ", ".join(schema.columns)
-    return f"""
-CREATE PROCEDURE bench_move_batches()
-BEGIN
-  DECLARE done INT DEFAULT 0;
-  DECLARE v_lo, v_hi BIGINT;
-  DECLARE cur CURSOR FOR SELECT lo, hi FROM {BATCHES} ORDER BY batch_no;
-  DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
-  OPEN cur;
-  batch_loop: LOOP
-    FETCH cur INTO v_lo, v_hi;
-    IF done THEN LEAVE batch_loop; END IF;
-    START TRANSACTION;
-    INSERT INTO {schema.archive} ({cols})
-      SELECT {cols} FROM {schema.source} WHERE id BETWEEN v_lo AND v_hi;
-    DELETE FROM {schema.source} WHERE id BETWEEN v_lo AND v_hi;
-    COMMIT;
-  END LOOP;
-  CLOSE cur;
-END
-"""
+    return batch_loop_sql(
+        "bench_move_batches", "v_lo, v_hi", "BIGINT", f"SELECT lo, hi FROM {BATCHES} ORDER BY batch_no",
+        f"INSERT INTO {schema.archive} ({cols})\n"
+        f"      SELECT {cols} FROM {schema.source} WHERE id BETWEEN v_lo AND v_hi;\n"
+        f"    DELETE FROM {schema.source} WHERE id BETWEEN v_lo AND v_hi;")
 
 
-STATEMENTS_PROC_SQL = f"""
-CREATE PROCEDURE bench_run_statements()
-BEGIN
-  DECLARE done INT DEFAULT 0;
-  DECLARE v_insert, v_delete MEDIUMTEXT;
-  DECLARE cur CURSOR FOR SELECT insert_sql, delete_sql FROM {STATEMENTS} ORDER BY batch_no;
-  DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
-  OPEN cur;
-  batch_loop: LOOP
-    FETCH cur INTO v_insert, v_delete;
-    IF done THEN LEAVE batch_loop; END IF;
-    START TRANSACTION;
-    EXECUTE IMMEDIATE v_insert;
-    EXECUTE IMMEDIATE v_delete;
-    COMMIT;
-  END LOOP;
-  CLOSE cur;
-END
-"""
+STATEMENTS_PROC_SQL = batch_loop_sql(
+    "bench_run_statements", "v_insert, v_delete", "MEDIUMTEXT",
+    f"SELECT insert_sql, delete_sql FROM {STATEMENTS} ORDER BY batch_no",
+    "EXECUTE IMMEDIATE v_insert;\n    EXECUTE IMMEDIATE v_delete;")
 
 
 def insert_rows(conn: Any, sql: str, rows: Sequence[tuple]) -> None:

@@ -49,6 +49,9 @@ BATCH_SECONDS = 0.02     # spacing of the history's batch timestamps
 KEY_BYTES = 8            # bytes per key line in the history's (imaginary) CSV files
 RUN_START = dt.time(2, 0)
 HISTORY_HOST = "bench-history"
+# archive.py's Config.reading for the configs benchlib.write_config writes (key_column and
+# csv_column id, the default delimiter): its checkpoints hold only for the same reading.
+READING = "key id from column 'id', delimiter ','"
 TARGET_RATIO = 1.5
 
 
@@ -105,7 +108,7 @@ def day_log_lines(h: History, run: int) -> list[str]:
         keys = per_file * h.batch_size
         scan = archive.FileScan(name, keys * KEY_BYTES + 3, file_sha(name), keys)
         lines.append(f"STARTING: {name} (Size: {scan.size} bytes)")
-        lines.append(archive.file_info_line(scan, h.batch_size, h.job))
+        lines.append(archive.file_info_line(scan, h.batch_size, READING, h.job))
         for batch in range(1, per_file + 1):
             stamp = stamps[int(done * BATCH_SECONDS)]
             lines.append(f"[{stamp}] FILE: {name} | BATCH: {batch} | STATUS: PROCESSING")

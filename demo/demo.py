@@ -15,33 +15,26 @@ import tempfile
 import time
 from pathlib import Path
 
-import mysql.connector
-
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from helpers import ScratchDatabase, create_rewards_tables, insert_rewards, write_csv  # noqa: E402
-from throwaway_server import ThrowawayMariaDB  # noqa: E402
+sys.path[:0] = [str(REPO / "tests"), str(REPO)]  # the tests' helpers, and archive.py itself
+# E402: these imports work only after the sys.path line above.
+from archive import sorted_log_files  # noqa: E402 - needs sys.path above
+from checks import completed_batches  # noqa: E402 - needs sys.path above
+from helpers import (  # noqa: E402 - needs sys.path above
+    ScratchDatabase,
+    create_rewards_tables,
+    insert_rewards,
+    write_config,
+    write_csv,
+)
+from throwaway_server import ThrowawayMariaDB  # noqa: E402 - needs sys.path above
 
 ARCHIVE = (sys.executable, "-u", str(REPO / "archive.py"), "config.ini")  # -u: unbuffered output
 ROWS = 50_000
 IDS_PER_FILE = 20_000  # per CSV file, drawn from its pool below; ids above ROWS are not in `rewards`
 CSV_POOLS = {"rewards_2025-08-16.csv": range(1, 25_001), "rewards_2025-08-17.csv": range(25_001, 50_501)}
-CONFIG = """[database]
-unix_socket = {socket}
-user = root
-password =
-database = demo
-
-[archive]
-source_table = rewards
-archive_table = rewards_archives
-key_column = id
-csv_dir = csv/
-csv_pattern = *.csv
-csv_column = id
-batch_size = 500
-log_dir = logs/
-"""
+# config.ini: the tests' config for the demo database, with paths relative to the work directory
+CONFIG = {"archive__csv_dir": "csv/", "archive__log_dir": "logs/", "archive__batch_size": 500}
 
 
 def header(title: str) -> None:
@@ -79,7 +72,7 @@ def show_query(db: ScratchDatabase, sql: str) -> None:
     show(["  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in [list(cols)] + cells])
 
 
-def prepare(db: ScratchDatabase, server: ThrowawayMariaDB, workdir: Path) -> int:
+def prepare(db: ScratchDatabase, workdir: Path) -> int:
     """Create and fill the tables, write the CSV key files and config.ini; return the rows to archive."""
     create_rewards_tables(db)
     print(f"Inserted {insert_rewards(db, range(1, ROWS + 1)):,} rows into demo.rewards (ids 1-{ROWS:,}).")
@@ -91,19 +84,10 @@ def prepare(db: ScratchDatabase, server: ThrowawayMariaDB, workdir: Path) -> int
         missing = sum(i > ROWS for i in ids)
         expected += len(ids) - missing
         print(f"Wrote csv/{name}: {len(ids):,} ids ({ids[0]}..{ids[-1]}), {missing} not in rewards.")
-    (workdir / "logs").mkdir()
-    (workdir / "config.ini").write_text(CONFIG.format(socket=server.socket))
+    config = write_config(workdir, db, filename="config.ini", **CONFIG)
     print(f"Wrote config.ini in {workdir}:")
-    show((workdir / "config.ini").read_text().splitlines())
+    show(config.read_text().splitlines())
     return expected
-
-
-def batches_done(db: ScratchDatabase) -> int:
-    """Count recorded batches (0 until the run has created its tracking tables)."""
-    try:
-        return int(db.scalar("SELECT COUNT(*) FROM batch_processing_logs"))
-    except mysql.connector.Error:
-        return 0
 
 
 def crash_midway(db: ScratchDatabase, workdir: Path) -> None:
@@ -114,14 +98,14 @@ def crash_midway(db: ScratchDatabase, workdir: Path) -> None:
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
-        while batches_done(db) < 5:
+        while completed_batches(db) < 5:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the background run ended or stalled (exit code {proc.poll()})")
             time.sleep(0.05)
     finally:
         proc.kill()  # SIGKILL: no handler, no cleanup, exactly like a crash or a power cut
         proc.wait()
-    print(f"Simulating a crash / reboot: SIGKILL after {batches_done(db)} batches. What it printed:")
+    print(f"Simulating a crash / reboot: SIGKILL after {completed_batches(db)} batches. What it printed:")
     show((workdir / "crashed-run.out").read_text().splitlines())
     for _ in range(100):  # wait (up to 5 s) for the server to drop the dead client and its run lock
         if not db.scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = 'demo' "
@@ -147,7 +131,7 @@ def demo(server: ThrowawayMariaDB, workdir: Path) -> bool:
     """Run sections 2-8 against the started server; True when the final checks pass."""
     db = ScratchDatabase.create(server, "demo")
     header("2. Sample data: demo.rewards, demo.rewards_archives, two CSV key files, config.ini")
-    expected = prepare(db, server, workdir)
+    expected = prepare(db, workdir)
     header("3. Preflight: --check and --dry-run (both change nothing)")
     codes = {"--check": archive(workdir, "--check"), "--dry-run": archive(workdir, "--dry-run")}
     header("4. A run that crashes: -v --sleep 0.05, killed with SIGKILL after 5 batches")
@@ -163,7 +147,7 @@ def demo(server: ThrowawayMariaDB, workdir: Path) -> bool:
                    "last_processed_batch FROM file_processing_logs ORDER BY id")
     codes["--status"] = archive(workdir, "--status")
     header("7. The text log (last 8 lines)")
-    log = sorted((workdir / "logs").glob("DataProcessingAllDetails_*.txt"))[-1]
+    log = sorted_log_files(workdir / "logs")[-1]  # the newest day: today
     print(f"logs/{log.name}:")
     show(log.read_text().splitlines()[-8:])
     header("8. Verification")

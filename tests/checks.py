@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from helpers import (ScratchDatabase, create_rewards_tables, insert_rewards, read_text_logs, snapshot, write_config,
-                     write_csv)
+from helpers import (
+    ScratchDatabase,
+    create_rewards_tables,
+    insert_rewards,
+    read_text_logs,
+    snapshot,
+    write_config,
+    write_csv,
+)
 
 
 def make_job(db: ScratchDatabase, tmp_path: Path, row_ids: range | list[int],
@@ -52,4 +59,4 @@ def completed_batches(db: ScratchDatabase) -> int:
     """Batches recorded so far (0 before the run has created its tracking tables)."""
     if not db.table_exists("batch_processing_logs"):
         return 0
-    return db.scalar("SELECT COUNT(*) FROM batch_processing_logs WHERE status <> 'FAILED'")
+    return int(db.scalar("SELECT COUNT(*) FROM batch_processing_logs WHERE status <> 'FAILED'"))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +39,29 @@ from throwaway_server import DSN_ENV_VAR, ThrowawayMariaDB, server_from_dsn
 KEEP_ENV_VAR = "ARCHIVE_TEST_KEEP_SERVER"
 
 
+def _serve(server: Any, leftovers: Path) -> Iterator[Any]:
+    """Start *server* (a server or cluster), yield it, stop it and remove *leftovers* (its
+    data) unless KEEP_ENV_VAR is set: the body of the session fixtures."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if not os.environ.get(KEEP_ENV_VAR):
+            shutil.rmtree(leftovers, ignore_errors=True)
+
+
+def _scratch(server: Any, name: str, revive: Callable[[], None]) -> Iterator[ScratchDatabase]:
+    """A fresh database *name* on *server* for one test; afterwards *revive* undoes what the
+    test may have killed and the database is dropped: the body of the per-test fixtures."""
+    scratch = ScratchDatabase.create(server, name)
+    try:
+        yield scratch
+    finally:
+        revive()
+        scratch.drop()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The MariaDB server for the whole session (throwaway, or external via DSN)."""
@@ -47,15 +71,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         external.start()
         yield external
         return
-    basedir = tmp_path_factory.mktemp("mariadb")
-    srv = ThrowawayMariaDB(basedir)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        if not os.environ.get(KEEP_ENV_VAR):
-            shutil.rmtree(srv.datadir, ignore_errors=True)
+    srv = ThrowawayMariaDB(tmp_path_factory.mktemp("mariadb"))
+    yield from _serve(srv, srv.datadir)
 
 
 @pytest.fixture(scope="session")
@@ -64,25 +81,15 @@ def dest_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayM
     if os.environ.get(DSN_ENV_VAR):
         pytest.skip(f"needs a second throwaway server ({DSN_ENV_VAR} is set)")
     srv = ThrowawayMariaDB(tmp_path_factory.mktemp("dest"))
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        if not os.environ.get(KEEP_ENV_VAR):
-            shutil.rmtree(srv.datadir, ignore_errors=True)
+    yield from _serve(srv, srv.datadir)
 
 
 @pytest.fixture
 def dest_db(dest_server: ThrowawayMariaDB, request: pytest.FixtureRequest) -> Iterator[ScratchDatabase]:
     """A fresh database on the destination server; dropped afterwards."""
     dest_server.ensure_running()
-    scratch = ScratchDatabase.create(dest_server, unique_db_name(request.node.name, prefix="d_"))
-    try:
-        yield scratch
-    finally:
-        dest_server.ensure_running()  # the test may have killed it
-        scratch.drop()
+    yield from _scratch(dest_server, unique_db_name(request.node.name, prefix="d_"),
+                        dest_server.ensure_running)  # the test may have killed it
 
 
 @pytest.fixture(autouse=True)
@@ -105,12 +112,8 @@ def controllable_server(server: Any) -> Any:
 @pytest.fixture
 def db(server: Any, request: pytest.FixtureRequest) -> Iterator[ScratchDatabase]:
     """A fresh, empty utf8mb4 database named after the test; dropped afterwards."""
-    scratch = ScratchDatabase.create(server, unique_db_name(request.node.name))
-    try:
-        yield scratch
-    finally:
-        server.ensure_running()  # the test may have killed the server
-        scratch.drop()
+    yield from _scratch(server, unique_db_name(request.node.name),
+                        server.ensure_running)  # the test may have killed the server
 
 
 @pytest.fixture(scope="session")
@@ -120,25 +123,15 @@ def galera_cluster() -> Iterator[GaleraCluster]:
     if problem:
         pytest.skip(problem)
     cluster = GaleraCluster(make_basedir())
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        if not os.environ.get(KEEP_ENV_VAR):
-            shutil.rmtree(cluster.basedir, ignore_errors=True)
+    yield from _serve(cluster, cluster.basedir)
 
 
 @pytest.fixture
 def galera_db(galera_cluster: GaleraCluster,
               request: pytest.FixtureRequest) -> Iterator[ScratchDatabase]:
     """A fresh database on the cluster, made through node 0; dropped afterwards."""
-    scratch = ScratchDatabase.create(galera_cluster.nodes[0], unique_db_name(request.node.name))
-    try:
-        yield scratch
-    finally:
-        galera_cluster.heal()  # the test may have killed nodes
-        scratch.drop()
+    yield from _scratch(galera_cluster.nodes[0], unique_db_name(request.node.name),
+                        galera_cluster.heal)  # the test may have killed nodes
 
 
 @pytest.fixture

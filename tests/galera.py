@@ -55,15 +55,13 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mysql.connector
 
-from replication import _rows, free_port
+from helpers import query, query_dicts
+from replication import free_port
 from throwaway_server import ServerStartError, ThrowawayMariaDB
-
-if TYPE_CHECKING:
-    from typing import Self
 
 GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 GALERA_PACKAGES = ("galera-4", "rsync")
@@ -208,7 +206,7 @@ class GaleraNode(ThrowawayMariaDB):
         conn = self.connect(connection_timeout=5)
         try:
             return {r["Variable_name"]: r["Value"]
-                    for r in _rows(conn, "SHOW GLOBAL STATUS LIKE 'wsrep%'")}
+                    for r in query_dicts(conn, "SHOW GLOBAL STATUS LIKE 'wsrep%'")}
         finally:
             conn.close()
 
@@ -264,7 +262,7 @@ class GaleraCluster:
         """Show the base directory and the nodes."""
         return f"<GaleraCluster {self.basedir} {self.nodes}>"
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> GaleraCluster:
         """Start the cluster."""
         self.start()
         return self
@@ -430,7 +428,7 @@ class GaleraCluster:
         """The value of global status variable *name* on node *i* (None if absent)."""
         conn = self.connect(i, connection_timeout=5)
         try:
-            rows = _rows(conn, "SHOW GLOBAL STATUS LIKE %s", (name,))
+            rows = query_dicts(conn, "SHOW GLOBAL STATUS LIKE %s", (name,))
         finally:
             conn.close()
         return rows[0]["Value"] if rows else None
@@ -441,7 +439,7 @@ class GaleraCluster:
             raise ValueError(f"not a variable name: {name!r}")
         conn = self.connect(i, connection_timeout=5)
         try:
-            _rows(conn, f"SET GLOBAL {name} = %s", (value,))
+            query(conn, f"SET GLOBAL {name} = %s", (value,))
         finally:
             conn.close()
 

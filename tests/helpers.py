@@ -27,9 +27,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 import mysql.connector
+
+import archive
+from archive import quote_ident
 
 REPO = Path(__file__).resolve().parent.parent
 ARCHIVE_SCRIPT = REPO / "archive.py"
@@ -45,16 +48,42 @@ REWARDS_COLUMNS = (
 MAX_IDENTIFIER_LENGTH = 64
 
 T = TypeVar("T")
+Params = Union[Sequence[Any], Mapping[str, Any], None]  # a statement's parameters, if any
+
+
+# --------------------------------------------------------------------------
+# Queries on any connection
+# --------------------------------------------------------------------------
+
+def _fetch(conn: Any, sql: str, params: Params, dictionary: bool) -> list[Any]:
+    """Run one statement on *conn*; return all its rows (none when it has no result set)."""
+    cur = conn.cursor(dictionary=dictionary)
+    try:
+        cur.execute(sql, params)
+        return list(cur.fetchall()) if cur.with_rows else []
+    finally:
+        cur.close()
+
+
+def query(conn: Any, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
+    """Run one statement on *conn*; return its rows as tuples (empty when it returns none)."""
+    return [tuple(row) for row in _fetch(conn, sql, params, dictionary=False)]
+
+
+def query_dicts(conn: Any, sql: str, params: Params = None) -> list[dict[str, Any]]:
+    """Run one statement on *conn*; return its rows as dicts keyed by column name."""
+    return _fetch(conn, sql, params, dictionary=True)
+
+
+def scalar(conn: Any, sql: str, params: Params = None) -> Any:
+    """Run a query on *conn*; return the first column of the first row (or None)."""
+    rows = query(conn, sql, params)
+    return rows[0][0] if rows else None
 
 
 # --------------------------------------------------------------------------
 # Scratch databases
 # --------------------------------------------------------------------------
-
-def quote_ident(name: str) -> str:
-    """Quote an identifier with backticks (doubling embedded backticks)."""
-    return "`" + name.replace("`", "``") + "`"
-
 
 def unique_db_name(test_name: str, prefix: str = "t_") -> str:
     """Return a fresh database name derived from *test_name*, at most 64 chars."""
@@ -115,7 +144,7 @@ class ScratchDatabase:
         """Return mysql.connector.connect() keyword arguments for this database."""
         return self.server.connection_kwargs(self.name)
 
-    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> int:
+    def execute(self, sql: str, params: Params = None) -> int:
         """Run one statement; return its rowcount (any result set is discarded)."""
         cur = self.conn.cursor()
         try:
@@ -135,29 +164,17 @@ class ScratchDatabase:
         finally:
             cur.close()
 
-    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Run a query and return all rows as tuples."""
-        cur = self.conn.cursor()
-        try:
-            cur.execute(sql, params)
-            return [tuple(row) for row in cur.fetchall()]
-        finally:
-            cur.close()
+        return query(self.conn, sql, params)
 
-    def query_dicts(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
-                    ) -> list[dict[str, Any]]:
+    def query_dicts(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
         """Run a query and return all rows as dicts keyed by column name."""
-        cur = self.conn.cursor(dictionary=True)
-        try:
-            cur.execute(sql, params or None)
-            return list(cur.fetchall())
-        finally:
-            cur.close()
+        return query_dicts(self.conn, sql, params)
 
-    def scalar(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
+    def scalar(self, sql: str, params: Params = None) -> Any:
         """Run a query and return the first column of the first row (or None)."""
-        rows = self.query(sql, params)
-        return rows[0][0] if rows else None
+        return scalar(self.conn, sql, params)
 
     def count(self, table: str, where: str | None = None) -> int:
         """Return ``SELECT COUNT(*)`` of *table* (optionally with a WHERE clause)."""
@@ -386,8 +403,10 @@ def _config_value(value: Any) -> str:
 
 
 def text_log_files(log_dir: str | os.PathLike[str]) -> list[Path]:
-    """archive.py's text logs in *log_dir*, in name order."""
-    return sorted(Path(log_dir).glob("DataProcessingAllDetails_*.txt"))
+    """archive.py's text logs in *log_dir*, oldest day first (archive.sorted_log_files), then any
+    file with the log prefix but no valid date, so a misnamed log still counts as written."""
+    dated = archive.sorted_log_files(Path(log_dir))
+    return dated + sorted(set(Path(log_dir).glob(f"{archive.LOG_PREFIX}*.txt")) - set(dated))
 
 
 def read_text_logs(log_dir: str | os.PathLike[str]) -> str:
@@ -486,7 +505,7 @@ def run_cli(config_path: str | os.PathLike[str], *args: Any, timeout: float = 12
     )
 
 
-class CliProcess(subprocess.Popen):  # type: ignore[type-arg]
+class CliProcess(subprocess.Popen[str]):
     """A Popen of archive.py that knows where its output files are."""
 
     stdout_path: Path | None = None
@@ -557,7 +576,7 @@ def kill_process_group(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL,
     return proc.returncode
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 30, interval: float = 0.05,
+def wait_until(predicate: Callable[[], T | None], timeout: float = 30, interval: float = 0.05,
                message: str = "condition") -> T:
     """Poll *predicate* until it returns a truthy value and return it; TimeoutError otherwise."""
     deadline = time.monotonic() + timeout

@@ -8,11 +8,18 @@ when a network link or a cluster node dies at the wrong instant.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import ScratchDatabase, run_cli, write_config
 
 
 class CuttingProxy:
@@ -77,3 +84,22 @@ class CuttingProxy:
         self.closing = True
         with contextlib.suppress(OSError):
             self.listener.close()
+
+
+def need_socket(server: Any) -> None:
+    """Skip the test unless *server* is reached through a unix socket a proxy can stand in front of."""
+    if not getattr(server, "client_socket", None):
+        pytest.skip("needs the throwaway server's unix socket for the proxy")
+
+
+def run_cli_cut(tmp_path: str | os.PathLike[str], db: ScratchDatabase, cut_after: Callable[[bytes], bool], *,
+                delay: float = 0.5, forward: bool = True,
+                **config: Any) -> tuple[subprocess.CompletedProcess[str], CuttingProxy]:
+    """Run archive.py once on ``write_config(tmp_path, db, **config)`` with its connection to the
+    source going through a CuttingProxy (`cut_after`, `delay`, `forward`) in front of db's server
+    (see need_socket); return the run's result and the proxy, closed, to count its cuts."""
+    proxy = CuttingProxy(Path(tmp_path) / "proxy.sock", db.server.client_socket, cut_after, delay, forward)
+    try:
+        return run_cli(write_config(tmp_path, db, database__unix_socket=proxy.path, **config)), proxy
+    finally:
+        proxy.close()

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from helpers import query, query_dicts
 from throwaway_server import ThrowawayMariaDB
 
 REPL_USER, REPL_PASSWORD = "repl", "repl_pw_42"
@@ -36,16 +37,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _rows(conn: Any, sql: str, params: Any = None) -> list[dict[str, Any]]:
-    """Run one statement on *conn* and return its rows as dicts (empty when none)."""
-    cur = conn.cursor(dictionary=True)
-    try:
-        cur.execute(sql, params)
-        return list(cur.fetchall()) if cur.with_rows else []
-    finally:
-        cur.close()
-
-
 class ReplicationPair:
     """A primary and a replica replicating from it, both ThrowawayMariaDB."""
 
@@ -61,22 +52,22 @@ class ReplicationPair:
         self.replica.start()
         prim = self.primary.connect()
         try:
-            _rows(prim, f"CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASSWORD}'")
-            _rows(prim, f"GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'%'")
-            status = _rows(prim, "SHOW MASTER STATUS")[0]
+            query(prim, f"CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASSWORD}'")
+            query(prim, f"GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'%'")
+            status = query_dicts(prim, "SHOW MASTER STATUS")[0]
         finally:
             prim.close()
         rep = self.replica.connect()
         try:
-            _rows(rep, f"CREATE USER '{MONITOR_USER}'@'%' IDENTIFIED BY '{MONITOR_PASSWORD}'")
-            _rows(rep, f"GRANT SLAVE MONITOR ON *.* TO '{MONITOR_USER}'@'%'")
-            _rows(rep,
+            query(rep, f"CREATE USER '{MONITOR_USER}'@'%' IDENTIFIED BY '{MONITOR_PASSWORD}'")
+            query(rep, f"GRANT SLAVE MONITOR ON *.* TO '{MONITOR_USER}'@'%'")
+            query(rep,
                   "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = %s, "
                   "MASTER_USER = %s, MASTER_PASSWORD = %s, MASTER_LOG_FILE = %s, "
                   "MASTER_LOG_POS = %s, MASTER_CONNECT_RETRY = 1, MASTER_USE_GTID = no",
                   (self.primary.port, REPL_USER, REPL_PASSWORD, status["File"],
                    int(status["Position"])))
-            _rows(rep, "START SLAVE")
+            query(rep, "START SLAVE")
         finally:
             rep.close()
         self.wait_running()
@@ -94,7 +85,7 @@ class ReplicationPair:
         """The replica's SHOW SLAVE STATUS row."""
         conn = self.replica.connect()
         try:
-            rows = _rows(conn, "SHOW SLAVE STATUS")
+            rows = query_dicts(conn, "SHOW SLAVE STATUS")
         finally:
             conn.close()
         if not rows:
@@ -123,12 +114,12 @@ class ReplicationPair:
         """Wait until the replica has applied everything the primary has logged so far."""
         prim = self.primary.connect()
         try:
-            status = _rows(prim, "SHOW MASTER STATUS")[0]
+            status = query_dicts(prim, "SHOW MASTER STATUS")[0]
         finally:
             prim.close()
         rep = self.replica.connect()
         try:
-            got = _rows(rep, "SELECT MASTER_POS_WAIT(%s, %s, %s) AS w",
+            got = query_dicts(rep, "SELECT MASTER_POS_WAIT(%s, %s, %s) AS w",
                         (status["File"], int(status["Position"]), timeout))[0]["w"]
         finally:
             rep.close()
@@ -141,7 +132,7 @@ class ReplicationPair:
         """Run one statement on the replica with a short-lived root connection."""
         conn = self.replica.connect()
         try:
-            _rows(conn, sql)
+            query(conn, sql)
         finally:
             conn.close()
 

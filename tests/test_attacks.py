@@ -16,7 +16,7 @@ import pytest
 import archive
 from checks import make_job
 from helpers import cli_command, insert_rewards, run_cli, write_config, write_csv
-from proxy import CuttingProxy
+from proxy import need_socket, run_cli_cut
 from test_resume import load_v1_half_done_file
 
 
@@ -28,11 +28,6 @@ def make_conflicts(db, keys) -> None:
 
 def summary(result) -> str:
     return next(line for line in result.stdout.splitlines() if line.startswith("SUMMARY:"))
-
-
-def need_socket(server) -> None:
-    if not getattr(server, "client_socket", None):
-        pytest.skip("needs the throwaway server's unix socket for the proxy")
 
 
 # --------------------------------------------------------------------------- exact copies
@@ -117,14 +112,9 @@ def test_a_file_resumed_past_its_last_batch_keeps_its_open_conflicts(db, tmp_pat
     config, _ = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 21))}, archive__batch_size=10,
                          archive__done_dir=tmp_path / "done")
     make_conflicts(db, [15])
-    proxy = CuttingProxy(tmp_path / "proxy.sock", server.client_socket,
-                         lambda data: b"UPDATE file_processing_logs SET status" in data)
-    try:
-        cut = write_config(tmp_path, db, filename="cut.ini", archive__batch_size=10,
-                           archive__done_dir=tmp_path / "done", database__unix_socket=tmp_path / "proxy.sock")
-        assert run_cli(cut).returncode == 1
-    finally:
-        proxy.close()
+    cut, proxy = run_cli_cut(tmp_path, db, lambda data: b"UPDATE file_processing_logs SET status" in data,
+                             filename="cut.ini", archive__batch_size=10, archive__done_dir=tmp_path / "done")
+    assert cut.returncode == 1
     assert proxy.cuts == 1
     assert run_cli(config).returncode == 3
     assert run_cli(config).returncode == 3
@@ -158,14 +148,11 @@ def test_a_lost_commit_answer_during_the_recheck_is_read_back(db, tmp_path, serv
     make_conflicts(db, [5])
     assert run_cli(config).returncode == 3
     db.execute("DELETE FROM rewards_archives WHERE id = 5")
-    proxy = CuttingProxy(tmp_path / "proxy.sock", server.client_socket,
-                         lambda data: b"UPDATE conflict_logs" in data and b"COMMIT" in data)
-    try:
-        proxied = write_config(tmp_path, db, archive__batch_size=10,
-                               database__unix_socket=tmp_path / "proxy.sock")
-        result = run_cli(proxied)
-    finally:
-        proxy.close()
+
+    def commit_of_the_recheck(data: bytes) -> bool:
+        return b"UPDATE conflict_logs" in data and b"COMMIT" in data
+
+    result, proxy = run_cli_cut(tmp_path, db, commit_of_the_recheck, archive__batch_size=10)
     assert proxy.cuts == 1 and result.returncode == 0, (result.stdout, result.stderr)
     assert db.query("SELECT rows_archived FROM process_logs WHERE id = 2") == [(1,)]
     assert "rows archived 1 " in summary(result), summary(result)

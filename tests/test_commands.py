@@ -7,13 +7,16 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 
+from checks import completed_batches
 from helpers import (
     ScratchDatabase,
+    cli_command,
     create_rewards_tables,
     insert_rewards,
     kill_process_group,
@@ -58,8 +61,8 @@ def setup(db: ScratchDatabase, tmp_path: Path, ids: Sequence[int] = range(1, 31)
 def add_conflict_and_duplicate(db: ScratchDatabase, identical: int, conflict: int) -> None:
     """Archive an identical copy of *identical* and a different version of *conflict*."""
     cols = "id, user_id, kind, note, payload, amount, created_at, updated_at"
-    db.execute(f"INSERT INTO rewards_archives ({cols}) SELECT {cols} FROM rewards WHERE id = %s", (identical,))
-    db.execute(f"INSERT INTO rewards_archives ({cols}) SELECT {cols} FROM rewards WHERE id = %s", (conflict,))
+    for key in (identical, conflict):
+        db.execute(f"INSERT INTO rewards_archives ({cols}) SELECT {cols} FROM rewards WHERE id = %s", (key,))
     db.execute("UPDATE rewards_archives SET note = 'older version' WHERE id = %s", (conflict,))
 
 
@@ -157,7 +160,7 @@ def test_check_says_ready_on_good_tables_and_changes_nothing(db, tmp_path):
     result = run_cli(config, "--check")
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert "Verdict: READY." in result.stdout
-    assert not [l for l in result.stdout.splitlines() if l.startswith("FAIL")]
+    assert not [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
     assert "`rewards` -> `rewards_archives` on key `id`" in result.stdout
     assert state(db) == before and tracking_tables(db) == [] and log_files(config) == []
 
@@ -228,8 +231,7 @@ def test_status_during_a_run_is_quick_and_alive_then_dead_after_sigkill(db, tmp_
                    controls__sleep_seconds=0.5)
     proc = spawn_cli(config)
     row = wait_until(lambda: running_row(db), timeout=30, message="a RUNNING process_logs row")
-    wait_until(lambda: db.scalar("SELECT COUNT(*) FROM batch_processing_logs"), timeout=30,
-               message="a first batch")
+    wait_until(lambda: completed_batches(db), timeout=30, message="a first batch")
     started = time.monotonic()
     status = run_cli(config, "--status", timeout=30)
     took = time.monotonic() - started
@@ -246,7 +248,8 @@ def test_status_during_a_run_is_quick_and_alive_then_dead_after_sigkill(db, tmp_
         return out if "died" in out else None
 
     out = wait_until(says_dead, timeout=30, interval=0.2, message="--status noticing the dead run")
-    assert re.search(rf"^Run {row['id']}: RUNNING \(its server session is gone: it died", out, re.MULTILINE), out
+    assert re.search(rf"^Run {row['id']}: RUNNING \(its server session is gone: it died", out,
+                     re.MULTILINE), out
     assert "alive" not in out
 
 
@@ -274,7 +277,7 @@ def test_verbose_run_prints_a_line_per_batch(db, tmp_path):
     config = setup(db, tmp_path)
     result = run_cli(config, "-v")
     assert result.returncode == 0, (result.stdout, result.stderr)
-    lines = [l for l in result.stdout.splitlines() if l.startswith("Processing batch")]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("Processing batch")]
     assert lines == ["Processing batch 1/3 - first key 1 … last key 10",
                      "Processing batch 2/3 - first key 11 … last key 20",
                      "Processing batch 3/3 - first key 21 … last key 25"], result.stdout
@@ -287,12 +290,12 @@ def test_default_non_tty_run_prints_the_summary_but_no_batch_lines(db, tmp_path)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert "Processing batch" not in result.stdout
     assert "\r" not in result.stdout and "\x1b" not in result.stdout  # no progress line off a TTY
-    assert len([l for l in result.stdout.splitlines() if l.startswith("SUMMARY:")]) == 1
+    assert len([line for line in result.stdout.splitlines() if line.startswith("SUMMARY:")]) == 1
     assert result.stderr == ""
 
 
 def summary_of(output: str) -> str:
-    lines = [l for l in output.splitlines() if l.startswith("SUMMARY:")]
+    lines = [line for line in output.splitlines() if line.startswith("SUMMARY:")]
     assert len(lines) == 1, output
     return lines[0]
 
@@ -482,12 +485,11 @@ def run_on_terminal(config: Path, *args: str, timeout: float = 60, columns: int 
     import pty
     import struct
     import subprocess
-    import sys
     import termios
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent.parent / "archive.py"), str(config), *args],
+    proc = subprocess.Popen(cli_command(config, *args),
                             stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
     os.close(follower)
     chunks = []
@@ -501,7 +503,8 @@ def run_on_terminal(config: Path, *args: str, timeout: float = 60, columns: int 
             break
         chunks.append(data)
     os.close(leader)
-    assert proc.wait(timeout=10) == 0, proc.stderr.read()
+    _, errors = proc.communicate(timeout=10)
+    assert proc.returncode == 0, errors
     return b"".join(chunks).decode()
 
 

@@ -39,7 +39,8 @@ def ini(tmp_path: Path):
         for key, value in (replace or {}).items():
             lines = [line for line in lines if not line.startswith(f"{key} =")]
             if value is not None:
-                section = "[database]" if key in ("host", "port", "user", "password", "database") else "[archive]"
+                in_database = key in ("host", "port", "user", "password", "database")
+                section = "[database]" if in_database else "[archive]"
                 lines.insert(lines.index(section) + 1, f"{key} = {value}")
         path = tmp_path / "config.ini"
         path.write_text("\n".join(lines) + "\n" + extra)
@@ -109,7 +110,8 @@ def test_controls_are_validated(ini):
     expect_usage_error(ini(extra="[controls]\nguard = id IN (SELECT id FROM x)\n"), "[controls] guard")
     expect_usage_error(ini(extra="[controls]\nreplicas = http://x\n"), "[controls] replicas")
     config = archive.load_config(ini(extra="[controls]\nmax_runtime = 1h30m\nguard = created_at < NOW() "
-                                            "- INTERVAL 90 DAY\nreplicas = mysql://mon:pw@r1:3307\n"), environ={})
+                                            "- INTERVAL 90 DAY\nreplicas = mysql://mon:pw@r1:3307\n"),
+                                 environ={})
     assert config.max_runtime == 5400
     assert config.replicas[0].hosts == (("r1", 3307),)
     assert config.replicas[0].user == "mon" and config.replicas[0].password == "pw"
@@ -175,7 +177,7 @@ def test_parse_duration():
     assert archive.parse_duration("1h30m") == 5400
     assert archive.parse_duration("45s") == 45
     for bad in ("", "0", "2 days", "h"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"is not a duration|must be longer than zero"):
             archive.parse_duration(bad)
 
 

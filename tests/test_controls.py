@@ -22,7 +22,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -467,7 +467,8 @@ def test_max_threads_running_pauses_until_the_server_is_quiet(
 
     pauses = log_lines(job, "PAUSE: Threads_running is ")
     assert pauses, log_text(job)
-    assert int(re.match(r"PAUSE: Threads_running is (\d+)", pauses[0]).group(1)) > 2
+    busy = re.match(r"PAUSE: Threads_running is (\d+)", pauses[0])
+    assert busy and int(busy.group(1)) > 2, pauses[0]
     text = log_text(job)
     assert text.index("RESUME:") > text.index("PAUSE: Threads_running")
     # No batch committed while the sleepers ran (server clock on both sides).

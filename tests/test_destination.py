@@ -9,9 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from checks import assert_batches_once, assert_no_run_left_running
+from checks import assert_batches_once, assert_no_run_left_running, completed_batches
 from helpers import (
     ScratchDatabase,
     create_rewards_tables,
@@ -25,8 +23,8 @@ from helpers import (
     write_config,
     write_csv,
 )
-from proxy import CuttingProxy
-from test_exactness import STEPS
+from proxy import need_socket, run_cli_cut
+from test_exactness import STEP_HEX, STEPS, step_table_ddl
 
 
 def dest_keys(dest: ScratchDatabase) -> dict[str, Any]:
@@ -73,12 +71,8 @@ def test_rows_move_to_the_destination_intact_and_the_seed_queries_stay_on_the_so
 
 
 def test_every_type_arrives_byte_identical(db, dest_db, tmp_path):
-    columns: dict[str, str] = {}
-    for name, sql_type, _, _ in STEPS:
-        columns.setdefault(name, sql_type)
-    ddl = ", ".join(f"`{n}` {t}" for n, t in columns.items())
     for side in (db, dest_db):
-        side.execute(f"CREATE TABLE t (id INT NOT NULL PRIMARY KEY, {ddl}) ENGINE=InnoDB")
+        side.execute(step_table_ddl("t"))
     conn = db.connect()
     cur = conn.cursor()
     cur.execute("SET SESSION time_zone = '+00:00', sql_mode = 'NO_ENGINE_SUBSTITUTION'")
@@ -91,7 +85,7 @@ def test_every_type_arrives_byte_identical(db, dest_db, tmp_path):
         keys += [key, key + 100]
     conn.commit()
     conn.close()
-    fingerprint = (f"SELECT id, {', '.join(f'HEX(`{n}`)' for n in columns)}, UNIX_TIMESTAMP(ts), "
+    fingerprint = (f"SELECT id, {STEP_HEX}, UNIX_TIMESTAMP(ts), "
                    "CONCAT(CAST(fl AS DOUBLE), SIGN(ATAN2(fl, -1))), en + 0 FROM t ORDER BY id")
     original = db.query(fingerprint)
     write_csv(tmp_path / "csv" / "ids.csv", keys)
@@ -125,7 +119,8 @@ def test_twins_on_the_destination_are_settled_and_conflicts_kept(db, dest_db, tm
     assert result.returncode == 3, (result.stdout, result.stderr)
     assert set(snapshot(db, "rewards")) == {5}
     assert snapshot(dest_db, "rewards_archives")[5][3] == "older version"
-    assert db.query("SELECT duplicates, conflicts, rows_archived, rows_deleted FROM process_logs") == [(2, 1, 37, 39)]
+    assert db.query("SELECT duplicates, conflicts, rows_archived, rows_deleted FROM process_logs") == [
+        (2, 1, 37, 39)]
     dest_db.execute("DELETE FROM rewards_archives WHERE id = 5")  # the README's conflict procedure
     assert run_cli(config).returncode == 0
     assert_exactly_once(db, dest_db, original, set(range(1, 41)))
@@ -145,7 +140,8 @@ def test_preflight_checks_the_destination(db, dest_db, tmp_path):
     assert snapshot(db, "rewards") == original
 
 
-def test_a_destination_user_without_insert_is_refused_before_any_row_moves(db, dest_db, dest_server, tmp_path):
+def test_a_destination_user_without_insert_is_refused_before_any_row_moves(db, dest_db, dest_server,
+                                                                           tmp_path):
     config, original = remote_job(db, dest_db, tmp_path, range(1, 11), range(1, 11))
     root = dest_server.connect()
     cur = root.cursor()
@@ -181,8 +177,7 @@ def test_a_destination_lost_mid_run_is_retried_then_fails_without_losing_a_row(d
     config, original = remote_job(db, dest_db, tmp_path, range(1, 401), range(1, 401), archive__batch_size=10,
                                   archive__retry_timeout="3s", controls__sleep_seconds=0.1)
     proc = spawn_cli(config)
-    wait_until(lambda: db.table_exists("batch_processing_logs")
-               and db.scalar("SELECT COUNT(*) FROM batch_processing_logs") >= 3, timeout=30)
+    wait_until(lambda: completed_batches(db) >= 3, timeout=30)
     dest_server.kill()
     try:
         assert proc.wait(timeout=60) == 1, proc.read_stderr()
@@ -197,19 +192,12 @@ def test_a_destination_lost_mid_run_is_retried_then_fails_without_losing_a_row(d
 
 
 def test_a_source_lost_after_the_destination_committed_heals(db, dest_db, tmp_path, server):
-    if not server.client_socket:
-        pytest.skip("needs the throwaway server's unix socket for the proxy")
+    need_socket(server)
     config, original = remote_job(db, dest_db, tmp_path, range(1, 31), range(1, 31), archive__batch_size=10)
     # The source's DELETE of batch 1 never arrives: the destination has committed its copies, the
     # source transaction dies with the connection and the rows stay; the retry must find the twins.
-    proxy = CuttingProxy(tmp_path / "src.sock", server.client_socket,
-                         lambda data: b"\x03DELETE FROM `rewards`" in data, delay=0.2, forward=False)
-    try:
-        proxied = write_config(tmp_path, db, database__unix_socket=tmp_path / "src.sock", archive__batch_size=10,
-                               **dest_keys(dest_db))
-        result = run_cli(proxied)
-    finally:
-        proxy.close()
+    result, proxy = run_cli_cut(tmp_path, db, lambda data: b"\x03DELETE FROM `rewards`" in data, delay=0.2,
+                                forward=False, archive__batch_size=10, **dest_keys(dest_db))
     assert proxy.cuts == 1
     assert result.returncode == 0, (result.stdout, result.stderr[-3000:])
     assert "RETRY: Batch 1" in result.stdout
@@ -238,8 +226,7 @@ def test_sigterm_stops_cleanly_and_the_rerun_finishes(db, dest_db, tmp_path, spa
     config, original = remote_job(db, dest_db, tmp_path, range(1, 201), range(1, 201), archive__batch_size=10,
                                   controls__sleep_seconds=0.2)
     proc = spawn_cli(config)
-    wait_until(lambda: db.table_exists("batch_processing_logs")
-               and db.scalar("SELECT COUNT(*) FROM batch_processing_logs") >= 2, timeout=30)
+    wait_until(lambda: completed_batches(db) >= 2, timeout=30)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 6
     assert run_cli(config, "--sleep", "0").returncode == 0
@@ -255,7 +242,8 @@ def test_the_dry_run_predicts_a_remote_run(db, dest_db, tmp_path):
     dest_db.execute("UPDATE rewards_archives SET note = 'x' WHERE id = 7")
     predicted = json.loads(run_cli(config, "--dry-run", "--json").stdout)["total"]
     assert run_cli(config).returncode == 3
-    row = db.query_dicts("SELECT rows_archived, rows_deleted, duplicates, conflicts, not_found FROM process_logs")[0]
+    row = db.query_dicts("SELECT rows_archived, rows_deleted, duplicates, conflicts, not_found "
+                         "FROM process_logs")[0]
     assert (predicted["rows_to_archive"], predicted["rows_to_delete"], predicted["identical_twins"],
             predicted["conflicts"], predicted["not_found"]) == (
         row["rows_archived"], row["rows_deleted"], row["duplicates"], row["conflicts"], row["not_found"])

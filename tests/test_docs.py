@@ -35,7 +35,8 @@ def test_exit_codes_agree_between_code_docstring_and_readme():
     constants = {value for name, value in vars(archive).items() if name.startswith("EXIT_")}
     assert constants == set(range(7))
     doc = archive.__doc__.split("Exit codes:")[1]
-    doc_rows = {int(c): " ".join(t.split()) for c, t in re.findall(r"^    (\d)  (.*?)(?=^    \d  |\Z)", doc, re.M | re.S)}
+    doc_rows = {int(c): " ".join(t.split())
+                for c, t in re.findall(r"^    (\d)  (.*?)(?=^    \d  |\Z)", doc, re.M | re.S)}
     section = README.split("## Exit codes")[1].split("\n## ")[0]
     readme_rows = {int(c): t for c, t in re.findall(r"^\| (\d) \|(.+)$", section, re.M)}
     assert sorted(doc_rows) == sorted(readme_rows) == list(range(7))

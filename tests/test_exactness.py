@@ -23,7 +23,8 @@ KEY_TABLE = """CREATE TABLE {table} (
 
 
 def text_key_job(db: ScratchDatabase, tmp_path: Path, codes: list[str], listed: list[Any],
-                 charset: str = "utf8mb4", collation: str = "utf8mb4_general_ci", quote: bool = False) -> Path:
+                 charset: str = "utf8mb4", collation: str = "utf8mb4_general_ci",
+                 quote: bool = False) -> Path:
     """Source and archive keyed by a text column holding `codes`; a CSV listing `listed`."""
     for table in ("src", "arc"):
         db.execute(KEY_TABLE.format(table=table, charset=charset, collation=collation))
@@ -99,7 +100,8 @@ def test_sql_client_syntax_in_keys_and_file_names_is_data(db, tmp_path):
 
 
 def test_a_key_the_column_cannot_hold_rejects_its_file_before_any_batch(db, tmp_path):
-    config = text_key_job(db, tmp_path, ["Lodz", "ok1", "ok2"], ["ok1", "Łódź"], "latin1", "latin1_swedish_ci")
+    config = text_key_job(db, tmp_path, ["Lodz", "ok1", "ok2"], ["ok1", "Łódź"], "latin1",
+                          "latin1_swedish_ci")
     (tmp_path / "csv" / "later.csv").write_text("code\nok2\n")
     result = run_cli(config)
     assert result.returncode == 4, (result.stdout, result.stderr)
@@ -162,7 +164,8 @@ STEPS = [
     ("da", "DATE", "'2024-01-01'", "'2024-01-02'"),
     ("tm", "TIME(6)", "'10:00:00.000001'", "'10:00:00.000002'"),
     ("dt", "DATETIME(6)", "'2024-01-01 00:00:00.000001'", "'2024-01-01 00:00:00.000002'"),
-    ("ts", "TIMESTAMP(6) NULL", "FROM_UNIXTIME(1698539400)", "FROM_UNIXTIME(1698543000)"),  # DST: same wall time
+    # DST: the same wall time, an hour apart
+    ("ts", "TIMESTAMP(6) NULL", "FROM_UNIXTIME(1698539400)", "FROM_UNIXTIME(1698543000)"),
     ("ts", "TIMESTAMP(6) NULL", "FROM_UNIXTIME(1700000000.000001)", "FROM_UNIXTIME(1700000000.000002)"),
     ("yr", "YEAR", "2001", "2002"),
     ("ch", "CHAR(10) COLLATE utf8mb4_general_ci", "'abc'", "'ABC'"),
@@ -183,12 +186,30 @@ STEPS = [
 ]
 
 
+def step_columns() -> dict[str, str]:
+    """Every column STEPS names, with the type of its first step, in order."""
+    columns: dict[str, str] = {}
+    for name, sql_type, _, _ in STEPS:
+        columns.setdefault(name, sql_type)
+    return columns
+
+
+def step_table_ddl(table: str) -> str:
+    """CREATE TABLE for *table*: an INT key `id` and every column of step_columns()."""
+    ddl = ", ".join(f"`{n}` {t}" for n, t in step_columns().items())
+    return f"CREATE TABLE {table} (id INT NOT NULL PRIMARY KEY, {ddl}) ENGINE=InnoDB"
+
+
+STEP_HEX = ", ".join(f"HEX(`{n}`)" for n in step_columns())  # each step column's stored bytes
+
+
 @pytest.fixture
 def berlin_time(server):
     """The server's time zone set to Europe/Berlin (DST) for this test, then back to SYSTEM."""
     tool = find_mariadb_binary("mariadb-tzinfo-to-sql", "mysql_tzinfo_to_sql")
     if tool is None:
         pytest.skip("mariadb-tzinfo-to-sql not found (package mariadb-server)")
+    assert tool is not None  # pytest is Any to mypy (see pyproject.toml): it cannot see skip() never returns
     conn = server.connect("mysql")
     cur = conn.cursor()
     cur.execute("SELECT COUNT(*) FROM time_zone_name WHERE Name = 'Europe/Berlin'")
@@ -207,12 +228,8 @@ def berlin_time(server):
 
 
 def test_a_one_step_difference_in_any_type_is_a_conflict(db, tmp_path, berlin_time):
-    columns = {}
-    for name, sql_type, _, _ in STEPS:
-        columns.setdefault(name, sql_type)
-    ddl = ", ".join(f"`{n}` {t}" for n, t in columns.items())
     for table in ("src", "arc"):
-        db.execute(f"CREATE TABLE {table} (id INT NOT NULL PRIMARY KEY, {ddl}) ENGINE=InnoDB")
+        db.execute(step_table_ddl(table))
     conn = db.connect()
     cur = conn.cursor()
     # UTC here: in Berlin, FROM_UNIXTIME of the second 02:30 on the DST night maps back to the first.
@@ -227,8 +244,8 @@ def test_a_one_step_difference_in_any_type_is_a_conflict(db, tmp_path, berlin_ti
         assert cur.rowcount == 1, f"{name}: {archived_value} did not change the archived copy"
     conn.commit()
     conn.close()
-    before = {t: db.query(f"SELECT id, HEX(CONCAT_WS('|', {', '.join(f'HEX(`{n}`)' for n in columns)})), "
-                          f"UNIX_TIMESTAMP(ts), fl FROM {t} ORDER BY id") for t in ("src", "arc")}
+    fingerprint = f"SELECT id, HEX(CONCAT_WS('|', {STEP_HEX})), UNIX_TIMESTAMP(ts), fl FROM {{}} ORDER BY id"
+    before = {t: db.query(fingerprint.format(t)) for t in ("src", "arc")}
     write_csv(tmp_path / "csv" / "ids.csv", range(1, twin + 1))
     config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc")
     result = run_cli(config)
@@ -239,20 +256,15 @@ def test_a_one_step_difference_in_any_type_is_a_conflict(db, tmp_path, berlin_ti
     assert not judged_identical, f"different values judged identical, source row deleted: {judged_identical}"
     assert kept == list(range(1, twin)), "the identical twin must leave the source"
     assert db.query("SELECT conflicts, duplicates FROM process_logs") == [(len(STEPS), 1)]
-    after = {t: db.query(f"SELECT id, HEX(CONCAT_WS('|', {', '.join(f'HEX(`{n}`)' for n in columns)})), "
-                         f"UNIX_TIMESTAMP(ts), fl FROM {t} ORDER BY id") for t in ("src", "arc")}
+    after = {t: db.query(fingerprint.format(t)) for t in ("src", "arc")}
     assert after["arc"] == before["arc"]
     assert after["src"] == [row for row in before["src"] if row[0] != twin]
 
 
 def test_every_type_is_copied_exactly(db, tmp_path, berlin_time):
     """The archived copy of a row of every type is the same stored value, not a rendering of it."""
-    columns = {}
-    for name, sql_type, _, _ in STEPS:
-        columns.setdefault(name, sql_type)
-    ddl = ", ".join(f"`{n}` {t}" for n, t in columns.items())
     for table in ("src", "arc"):
-        db.execute(f"CREATE TABLE {table} (id INT NOT NULL PRIMARY KEY, {ddl}) ENGINE=InnoDB")
+        db.execute(step_table_ddl(table))
     conn = db.connect()
     cur = conn.cursor()
     cur.execute("SET SESSION time_zone = '+00:00', sql_mode = ''")
@@ -261,7 +273,7 @@ def test_every_type_is_copied_exactly(db, tmp_path, berlin_time):
         cur.execute(f"INSERT INTO src (id, `{name}`) VALUES ({key + 100}, {archived_value})")
     conn.commit()
     conn.close()
-    fingerprint = (f"SELECT id, {', '.join(f'HEX(`{n}`)' for n in columns)}, UNIX_TIMESTAMP(ts), fl, "
+    fingerprint = (f"SELECT id, {STEP_HEX}, UNIX_TIMESTAMP(ts), fl, "
                    "ATAN2(fl, -1), en + 0 FROM {table} ORDER BY id")
     original = db.query(fingerprint.format(table="src"))
     write_csv(tmp_path / "csv" / "ids.csv", [r[0] for r in original])

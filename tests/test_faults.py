@@ -7,13 +7,18 @@ import random
 import signal
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-
-from checks import (assert_batches_once, assert_conserved, assert_no_run_left_running, completed_batches,
-                    make_job, text_log)
+from checks import (
+    assert_batches_once,
+    assert_conserved,
+    assert_no_run_left_running,
+    completed_batches,
+    make_job,
+    text_log,
+)
 from helpers import kill_process_group, run_cli, wait_until
 
 KILLS = 12
@@ -26,7 +31,8 @@ def test_random_sigkill_never_loses_or_doubles_a_row(db, tmp_path, spawn_cli):
     config, original = make_job(db, tmp_path, range(1, 40201), {"a.csv": keys[:20000], "b.csv": keys[20000:]},
                                 archive__batch_size=20)
     # a few kills during start-up and file scanning, most once batches are flowing
-    kill_times = [rng.uniform(0.0, 0.25) for _ in range(3)] + [rng.uniform(0.3, 0.6) for _ in range(KILLS - 3)]
+    kill_times = ([rng.uniform(0.0, 0.25) for _ in range(3)]
+                  + [rng.uniform(0.3, 0.6) for _ in range(KILLS - 3)])
     progress = []  # batches committed after each kill: they must only grow
     for delay in kill_times:
         proc = spawn_cli(config)
@@ -42,7 +48,8 @@ def test_random_sigkill_never_loses_or_doubles_a_row(db, tmp_path, spawn_cli):
     assert_batches_once(db, "a.csv", 1000)
     assert_batches_once(db, "b.csv", 1000)
     assert_no_run_left_running(db)
-    died = db.scalar("SELECT COUNT(*) FROM process_logs WHERE status = 'INTERRUPTED' AND stop_reason = 'process died'")
+    died = db.scalar("SELECT COUNT(*) FROM process_logs "
+                     "WHERE status = 'INTERRUPTED' AND stop_reason = 'process died'")
     assert died >= 1
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from checks import assert_batches_once, assert_conserved, make_job
+from checks import assert_batches_once, assert_conserved, completed_batches, make_job, text_log
 from galera import GaleraCluster
-from helpers import ScratchDatabase, kill_process_group, run_cli, wait_until, write_config
+from helpers import ScratchDatabase, run_cli, wait_until, write_config
 
 
 def causal(db: ScratchDatabase) -> ScratchDatabase:
@@ -36,18 +36,11 @@ def cluster_job(db: ScratchDatabase, tmp_path: Path, cluster: GaleraCluster, key
                     **config)
 
 
-def batches(db: ScratchDatabase) -> int:
-    """Batches committed so far, as the cluster sees them."""
-    if not db.table_exists("batch_processing_logs"):
-        return 0
-    return int(db.scalar("SELECT COUNT(*) FROM batch_processing_logs WHERE status <> 'FAILED'"))
-
-
 def test_two_runs_on_two_nodes_only_one_archives(galera_db, galera_cluster, tmp_path, spawn_cli):
     config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 201), archive__batch_size=10,
                                    controls__sleep_seconds=0.2)
     first = spawn_cli(config)
-    wait_until(lambda: batches(galera_db) >= 2, timeout=60)
+    wait_until(lambda: completed_batches(galera_db) >= 2, timeout=60)
     other_node = write_config(tmp_path / "node1", galera_db, database__host=hosts(galera_cluster, 1),
                               archive__batch_size=10, archive__csv_dir=tmp_path / "csv")
     second = run_cli(other_node)
@@ -62,21 +55,22 @@ def test_two_runs_on_two_nodes_only_one_archives(galera_db, galera_cluster, tmp_
     assert galera_db.query("SELECT status FROM process_logs") == [("COMPLETED",)]
 
 
-def test_a_frozen_holder_whose_lease_expired_cannot_commit_again(galera_db, galera_cluster, tmp_path, spawn_cli):
-    lease = {"archive__lock_lease": "15s", "archive__lock_wait_timeout": 2}
+def test_a_frozen_holder_whose_lease_expired_cannot_commit_again(galera_db, galera_cluster, tmp_path,
+                                                                  spawn_cli):
+    lease: dict[str, Any] = {"archive__lock_lease": "15s", "archive__lock_wait_timeout": 2}
     config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 301), archive__batch_size=10,
                                    controls__sleep_seconds=0.3, **lease)
     frozen = spawn_cli(config)
-    wait_until(lambda: batches(galera_db) >= 3, timeout=60)
+    wait_until(lambda: completed_batches(galera_db) >= 3, timeout=60)
     frozen.send_signal(signal.SIGSTOP)
-    stopped_at = batches(galera_db)
+    stopped_at = completed_batches(galera_db)
     taker = write_config(tmp_path / "node1", galera_db, database__host=hosts(galera_cluster, 1),
                          archive__batch_size=10, archive__csv_dir=tmp_path / "csv", **lease)
     assert run_cli(taker).returncode == 5  # the lease is still running
     time.sleep(16)
     result = run_cli(taker)
     assert result.returncode == 0, (result.stdout, result.stderr)
-    assert batches(galera_db) > stopped_at
+    assert completed_batches(galera_db) > stopped_at
     frozen.send_signal(signal.SIGCONT)
     assert frozen.wait(timeout=60) == 5, frozen.read_stderr()
     assert "lost the run lock" in frozen.read_stderr()
@@ -90,13 +84,13 @@ def test_the_run_moves_to_another_node_when_its_node_dies(galera_db, galera_clus
     config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 401), order=(2, 1, 0),
                                    archive__batch_size=10, controls__sleep_seconds=0.1)
     proc = spawn_cli(config, "-v")
-    wait_until(lambda: batches(galera_db) >= 5, timeout=60)
+    wait_until(lambda: completed_batches(galera_db) >= 5, timeout=60)
     galera_cluster.kill(2)
     assert proc.wait(timeout=180) == 0, proc.read_stderr()
     out = proc.read_stdout()
-    assert re.search(rf"RECONNECTED: to root@127\.0\.0\.1:({galera_cluster.nodes[1].port}|"
-                     rf"{galera_cluster.nodes[0].port}) \(was root@127\.0\.0\.1:{galera_cluster.nodes[2].port}\)",
-                     out), out
+    ports = [node.port for node in galera_cluster.nodes]
+    assert re.search(rf"RECONNECTED: to root@127\.0\.0\.1:({ports[1]}|{ports[0]}) "
+                     rf"\(was root@127\.0\.0\.1:{ports[2]}\)", out), out
     assert_conserved(galera_db, original, set(range(1, 401)))
     assert_batches_once(galera_db, "ids.csv", 40)
 
@@ -154,7 +148,8 @@ def test_a_batch_bigger_than_wsrep_max_ws_rows_is_refused_before_any_row_moves(
     finally:
         galera_cluster.set_global(0, "wsrep_max_ws_rows", 0)
     assert result.returncode == 1
-    assert "batch_size 1000 needs write sets of up to 2008 rows, but wsrep_max_ws_rows is 500" in result.stderr
+    assert ("batch_size 1000 needs write sets of up to 2008 rows, but wsrep_max_ws_rows is 500"
+            in result.stderr)
     assert "use batch_size 246 or less" in result.stderr
     assert "Galera node" in check.stdout and "Synced" in check.stdout and "NOT READY" in check.stdout
     assert_conserved(galera_db, original, set())
@@ -183,7 +178,7 @@ def test_a_node_that_is_not_synced_pauses_the_run_visibly(galera_db, galera_clus
                                    archive__batch_size=10, controls__sleep_seconds=0.2,
                                    controls__check_interval=0.2)
     proc = spawn_cli(config)
-    wait_until(lambda: batches(galera_db) >= 2, timeout=60)
+    wait_until(lambda: completed_batches(galera_db) >= 2, timeout=60)
     galera_cluster.set_global(0, "wsrep_desync", "ON")
     try:
         def paused() -> str | None:
@@ -192,12 +187,12 @@ def test_a_node_that_is_not_synced_pauses_the_run_visibly(galera_db, galera_clus
 
         out = wait_until(paused, timeout=30, interval=0.3, message="--status to show the pause")
         assert "not Synced" in out
-        held = batches(galera_db)
+        held = completed_batches(galera_db)
         time.sleep(1.5)
-        assert batches(galera_db) == held, "no batch may run while the node is not synced"
+        assert completed_batches(galera_db) == held, "no batch may run while the node is not synced"
     finally:
         galera_cluster.set_global(0, "wsrep_desync", "OFF")
     assert proc.wait(timeout=120) == 0, proc.read_stderr()
-    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("DataProcessingAllDetails_*.txt"))
+    log = text_log(tmp_path)
     assert "PAUSE: Galera node" in log and "RESUME: pause over" in log
     assert_conserved(galera_db, original, set(range(1, 201)))

@@ -47,7 +47,8 @@ def test_server_answers(server: Any) -> None:
     raw = mysql.connector.connect(**server.connection_kwargs())
     cur = raw.cursor()
     cur.execute("SELECT VERSION()")
-    assert cur.fetchone()[0]
+    row = cur.fetchone()
+    assert isinstance(row, tuple) and row[0], row
     raw.close()
 
 
@@ -137,6 +138,7 @@ def test_second_server_with_binlog_and_tcp(tmp_path: Path) -> None:
     srv = ThrowawayMariaDB(tmp_path / "binlog", ["--log-bin", "--server-id=7"], port=port)
     with srv:
         pid = srv.pid
+        assert pid is not None
         assert srv.connection_kwargs()["port"] == port
         conn = srv.connect()
         cur = conn.cursor()
@@ -159,11 +161,12 @@ def test_server_from_dsn_and_external_refuses_control() -> None:
     assert sock.connection_kwargs() == {
         "user": "root", "password": "", "unix_socket": "/run/mysqld/mysqld.sock",
     }
-    assert isinstance(sock, ExternalServer) and not sock.can_control and sock.pid is None
+    assert isinstance(sock, ExternalServer)
+    assert not sock.can_control and sock.pid is None
     for action in (sock.kill, sock.restart):
         with pytest.raises(ServerControlUnavailable, match="external server"):
             action()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unsupported DSN scheme 'postgres'"):
         server_from_dsn("postgres://x@y/")
 
 
@@ -181,7 +184,7 @@ def test_write_config_and_csv(tmp_path: Path, db: ScratchDatabase) -> None:
     assert Path(cfg["archive"]["csv_dir"]).is_dir() and Path(cfg["archive"]["log_dir"]).is_dir()
     kw = db.connection_kwargs()
     assert cfg["database"].get("unix_socket") == kw.get("unix_socket")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be named section__key"):
         write_config(tmp_path, db, batch_size=1)
 
     plain = write_csv(tmp_path / "csv" / "a.csv", [1, 2, " 3 "])

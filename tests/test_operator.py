@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import archive
-from checks import assert_conserved, make_job, text_log
+from checks import assert_conserved, completed_batches, make_job, text_log
 from helpers import (
     ARCHIVE_SCRIPT,
     insert_rewards,
@@ -26,7 +26,8 @@ from helpers import (
     write_csv,
 )
 
-COUNTS = ("rows_to_archive", "rows_to_delete", "identical_twins", "conflicts", "not_found", "skipped_by_guard")
+COUNTS = ("rows_to_archive", "rows_to_delete", "identical_twins", "conflicts", "not_found",
+          "skipped_by_guard")
 
 
 def dry_run(config: Path) -> dict[str, Any]:
@@ -39,7 +40,8 @@ def dry_run(config: Path) -> dict[str, Any]:
 def run_counts(db) -> dict[str, int]:
     """What the run did, from process_logs, in the dry run's terms."""
     row = db.query_dicts("SELECT SUM(rows_archived) AS a, SUM(rows_deleted) AS d, SUM(duplicates) AS t, "
-                         "SUM(conflicts) AS c, SUM(not_found) AS n, SUM(skipped_by_guard) AS g FROM process_logs")[0]
+                         "SUM(conflicts) AS c, SUM(not_found) AS n, SUM(skipped_by_guard) AS g "
+                         "FROM process_logs")[0]
     return dict(zip(COUNTS, (int(row[k] or 0) for k in "adtcng")))
 
 
@@ -65,8 +67,9 @@ def test_the_dry_run_predicts_exactly_what_the_run_does(db, tmp_path):
         "SELECT file_name, rows_archived, rows_deleted, duplicates, conflicts, not_found, skipped_by_guard "
         "FROM file_processing_logs")}
     for name in ("a.csv", "b.csv"):
-        assert (per_file[name]["rows_to_archive"], per_file[name]["not_found"], per_file[name]["conflicts"]) == (
-            done[name]["rows_archived"], done[name]["not_found"], done[name]["conflicts"]), name
+        planned, recorded = per_file[name], done[name]
+        assert (planned["rows_to_archive"], planned["not_found"], planned["conflicts"]) == (
+            recorded["rows_archived"], recorded["not_found"], recorded["conflicts"]), name
     assert actual["identical_twins"] == 3 and actual["conflicts"] == 2 and actual["not_found"] >= 6
 
 
@@ -81,8 +84,8 @@ def test_status_json_has_what_monitoring_needs(db, tmp_path):
                 "rows_archived", "rows_deleted", "conflicts", "not_found", "error", "files"):
         assert key in document, key
     assert document["status"] == "COMPLETED" and document["alive"] is False
-    assert [(f["file"], f["status"], f["processed_batches"], f["total_batches"]) for f in document["files"]] == [
-        ("a.csv", "COMPLETED", 2, 2), ("b.csv", "COMPLETED", 1, 1)]
+    files = [(f["file"], f["status"], f["processed_batches"], f["total_batches"]) for f in document["files"]]
+    assert files == [("a.csv", "COMPLETED", 2, 2), ("b.csv", "COMPLETED", 1, 1)]
 
 
 def test_status_keeps_showing_the_last_run_that_did_work_after_a_no_op_rerun(db, tmp_path):
@@ -96,11 +99,10 @@ def test_status_keeps_showing_the_last_run_that_did_work_after_a_no_op_rerun(db,
 
 
 def test_status_of_a_dead_run_stops_its_clock_at_its_last_sign_of_life(db, tmp_path, spawn_cli):
-    config, _ = make_job(db, tmp_path, range(1, 201), {"ids.csv": list(range(1, 201))}, archive__batch_size=10,
-                         controls__sleep_seconds=0.3)
+    config, _ = make_job(db, tmp_path, range(1, 201), {"ids.csv": list(range(1, 201))},
+                         archive__batch_size=10, controls__sleep_seconds=0.3)
     proc = spawn_cli(config)
-    wait_until(lambda: db.table_exists("batch_processing_logs")
-               and db.scalar("SELECT COUNT(*) FROM batch_processing_logs") >= 2, timeout=30)
+    wait_until(lambda: completed_batches(db) >= 2, timeout=30)
     kill_process_group(proc)
     first = json.loads(run_cli(config, "--status", "--json").stdout)
     time.sleep(2.5)
@@ -136,11 +138,10 @@ def test_the_run_id_leads_from_the_summary_and_the_log_to_the_tracking_rows(db, 
 
 
 def test_a_run_refused_by_the_lock_writes_nothing_into_the_running_jobs_log(db, tmp_path, spawn_cli):
-    config, _ = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))}, archive__batch_size=10,
-                         controls__sleep_seconds=0.2)
+    config, _ = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))},
+                         archive__batch_size=10, controls__sleep_seconds=0.2)
     proc = spawn_cli(config)
-    wait_until(lambda: db.table_exists("batch_processing_logs")
-               and db.scalar("SELECT COUNT(*) FROM batch_processing_logs") >= 1, timeout=30)
+    wait_until(lambda: completed_batches(db) >= 1, timeout=30)
     before = text_log(tmp_path)
     refused = run_cli(config)
     assert refused.returncode == 5
@@ -152,8 +153,9 @@ def test_a_run_refused_by_the_lock_writes_nothing_into_the_running_jobs_log(db, 
 
 def test_quiet_cron_is_silent_on_a_planned_stop_but_not_on_a_stuck_backlog(db, tmp_path):
     stop = tmp_path / "STOP"
-    config, _ = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))}, archive__batch_size=10,
-                         controls__max_runtime="1s", controls__sleep_seconds=0.4, controls__stop_file=stop)
+    config, _ = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))},
+                         archive__batch_size=10, controls__max_runtime="1s", controls__sleep_seconds=0.4,
+                         controls__stop_file=stop)
     timed_out = run_cli(config, "-q")
     assert timed_out.returncode == 6 and timed_out.stdout == "" and timed_out.stderr == ""
     stop.touch()
@@ -167,7 +169,8 @@ def test_closed_pipes_end_read_only_commands_quietly(db, tmp_path):
     config, _ = make_job(db, tmp_path, range(1, 31), {f"f{i}.csv": [i] for i in range(1, 30)})
     assert run_cli(config).returncode == 0
     for args in (["--status"], ["--dry-run"]):
-        shell = f"{sys.executable} {ARCHIVE_SCRIPT} {config} {' '.join(args)} | head -1; exit ${{PIPESTATUS[0]}}"
+        shell = (f"{sys.executable} {ARCHIVE_SCRIPT} {config} {' '.join(args)} | head -1; "
+                 "exit ${PIPESTATUS[0]}")
         done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (args, done.stderr)
         assert done.stderr == "", (args, done.stderr)
@@ -204,7 +207,8 @@ def test_old_text_logs_are_removed_by_retention_and_resume_still_works(db, tmp_p
     old_day = dt.date.today() - dt.timedelta(days=45)
     old = tmp_path / "logs" / f"DataProcessingAllDetails_{old_day:%d_%m_%Y}.txt"
     old.write_text("=== Script Starts at: old ===\n")
-    recent = tmp_path / "logs" / f"DataProcessingAllDetails_{dt.date.today() - dt.timedelta(days=3):%d_%m_%Y}.txt"
+    recent_day = dt.date.today() - dt.timedelta(days=3)
+    recent = tmp_path / "logs" / f"DataProcessingAllDetails_{recent_day:%d_%m_%Y}.txt"
     recent.write_text("=== Script Starts at: recent ===\n")
     result = run_cli(config, "-v")
     assert result.returncode == 0, (result.stdout, result.stderr)

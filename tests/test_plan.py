@@ -48,12 +48,13 @@ def plan(*columns: tuple[str, str]) -> archive.TablePlan:
 def test_statements_quote_identifiers_and_never_insert_ignore():
     p = plan(("id", "int"), ("note", "varchar"))
     insert = p.insert_sql("`id` IN (1)")
-    assert insert == ("INSERT INTO `arc` (`id`, `note`) SELECT `id`, `note` FROM `src` FORCE INDEX (`PRIMARY`) "
-                      "WHERE `id` IN (1)")
+    assert insert == ("INSERT INTO `arc` (`id`, `note`) SELECT `id`, `note` "
+                      "FROM `src` FORCE INDEX (`PRIMARY`) WHERE `id` IN (1)")
     assert "IGNORE" not in insert.upper()
     assert p.delete_sql("`id` IN (1)", 1) == "DELETE FROM `src` WHERE `id` IN (1) LIMIT 1"
     assert "BINARY s.`note` <=> BINARY a.`note`" in p.classify_sql("s.`id` IN (1)")
-    assert "FROM `src` s FORCE INDEX (`PRIMARY`) LEFT JOIN `arc` a FORCE INDEX (`PRIMARY`)" in p.classify_sql("1")
+    assert ("FROM `src` s FORCE INDEX (`PRIMARY`) LEFT JOIN `arc` a FORCE INDEX (`PRIMARY`)"
+            in p.classify_sql("1"))
 
 
 def test_every_type_is_compared_in_a_form_that_cannot_lose_information():
@@ -70,7 +71,8 @@ def test_every_type_is_compared_in_a_form_that_cannot_lose_information():
 
 def test_parameters_reach_the_sql_as_literals_with_no_character_of_theirs():
     when = dt.datetime(2025, 1, 2, 3, 4, 5)
-    bound = archive.bind_params("SELECT %s, %s, %s, %s, %s, %s", ("x' delimiter $ '", b"\x00'", 7, None, 1.5, when))
+    params = ("x' delimiter $ '", b"\x00'", 7, None, 1.5, when)
+    bound = archive.bind_params("SELECT %s, %s, %s, %s, %s, %s", params)
     assert bound == ("SELECT _utf8mb4 X'78272064656c696d6974657220242027', X'0027', 7, NULL, 1.5, "
                      "'2025-01-02 03:04:05'")
     assert "delimiter" not in archive.sql_literal("a\n delimiter ;")
@@ -117,7 +119,8 @@ def checkpoints(*lines: str, jobs=(JOB,)) -> dict:
 
 
 def test_seed_line_format_is_exact():
-    assert line("file1.csv", 1, "COMPLETED") == "[2025-08-17 14:30:46] FILE: file1.csv | BATCH: 1 | STATUS: COMPLETED"
+    assert line("file1.csv", 1, "COMPLETED") == (
+        "[2025-08-17 14:30:46] FILE: file1.csv | BATCH: 1 | STATUS: COMPLETED")
     assert archive.log_file_name(dt.datetime(2025, 8, 17)) == "DataProcessingAllDetails_17_08_2025.txt"
 
 
@@ -168,7 +171,8 @@ def test_torn_last_line_is_ignored_and_logs_are_read_across_days(tmp_path):
     (tmp_path / "DataProcessingAllDetails_garbage.txt").write_text("junk\n")
 
     def last() -> int:
-        return archive.log_checkpoints(archive.read_log_progress(tmp_path), (JOB,), READING)[("f.csv", SHA)].last_batch
+        progress = archive.read_log_progress(tmp_path)
+        return archive.log_checkpoints(progress, (JOB,), READING)[("f.csv", SHA)].last_batch
 
     assert last() == 3
     # a torn COMPLETED line that is complete but lacks its newline is also ignored
@@ -209,7 +213,8 @@ def test_log_files_sort_by_date_not_by_name(tmp_path):
     for name in ("DataProcessingAllDetails_02_01_2025.txt", "DataProcessingAllDetails_31_12_2024.txt",
                  "DataProcessingAllDetails_01_02_2024.txt"):
         (tmp_path / name).write_text("")
-    assert [p.name[-14:-4] for p in archive.sorted_log_files(tmp_path)] == ["01_02_2024", "31_12_2024", "02_01_2025"]
+    assert [p.name[-14:-4] for p in archive.sorted_log_files(tmp_path)] == [
+        "01_02_2024", "31_12_2024", "02_01_2025"]
 
 
 def test_best_checkpoint_takes_the_furthest():
@@ -234,18 +239,21 @@ def test_outcome_precedence():
 def test_texts_are_cut_to_fit_their_column():
     assert archive.fit("x" * 300, 255) == "x" * 248 + " [cut]"
     cut = archive.fit("ł" * 40_000)
+    assert cut is not None
     assert len(cut.encode()) <= archive.TEXT_BYTES and cut.endswith("[cut]")
     assert archive.fit(None) is None and archive.fit("short", 255) == "short"
 
 
 def test_the_progress_line_fits_the_terminal():
-    line = archive.fit_progress("a-very-long-file-name-" * 5 + ".csv", "file 3/12  batch 40/50  1,234 rows", 80)
+    line = archive.fit_progress("a-very-long-file-name-" * 5 + ".csv", "file 3/12  batch 40/50  1,234 rows",
+                                80)
     assert len(line) <= 80 and line.endswith("file 3/12  batch 40/50  1,234 rows") and "…" in line
     assert len(archive.fit_progress("x.csv", "y" * 100, 40)) == 40
 
 
 @pytest.mark.parametrize("count, word, many, text", [(1, "batch", "batches", "1 batch"),
-                                                      (2, "batch", "batches", "2 batches"), (0, "file", None, "0 files")])
+                                                      (2, "batch", "batches", "2 batches"),
+                                                      (0, "file", None, "0 files")])
 def test_plural(count, word, many, text):
     assert archive.plural(count, word, many) == text
 
@@ -273,7 +281,8 @@ def test_sparse_integer_keys_may_go_as_one_range_filtered_by_a_bitmap():
     span = p.span_of([11, 13, 15, 17])
     assert span is not None
     assert span.condition == "`id` BETWEEN 11 AND 17 AND SUBSTRING(_binary'1010101', `id` - 11 + 1, 1) = '1'"
-    assert span.unlisted_sql == ("SELECT COUNT(*) INTO @archive_py_unlisted FROM `src` FORCE INDEX (`PRIMARY`) "
+    assert span.unlisted_sql == ("SELECT COUNT(*) INTO @archive_py_unlisted "
+                                 "FROM `src` FORCE INDEX (`PRIMARY`) "
                                  "WHERE `id` BETWEEN 11 AND 17 AND NOT (SUBSTRING(_binary'1010101', "
                                  "`id` - 11 + 1, 1) = '1')")
     assert "FOR UPDATE" not in span.unlisted_sql and "SHARE" not in span.unlisted_sql

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 
@@ -84,10 +85,10 @@ def expect_refused(db: ScratchDatabase, config: Path, fragments: Sequence[str],
     if check:
         checked = run_cli(config, "--check")
         assert checked.returncode == 1, (checked.stdout, checked.stderr)
-        fail_lines = [l for l in checked.stdout.splitlines() if l.startswith("FAIL:")]
+        fail_lines = [line for line in checked.stdout.splitlines() if line.startswith("FAIL:")]
         assert fail_lines, checked.stdout
         for fragment in fragments:
-            assert any(fragment.lower() in l.lower() for l in fail_lines), (fragment, fail_lines)
+            assert any(fragment.lower() in line.lower() for line in fail_lines), (fragment, fail_lines)
         assert "NOT READY" in checked.stdout
         assert "Verdict: READY" not in checked.stdout
         assert snapshots(db, tables) == before
@@ -122,7 +123,7 @@ def test_good_tables_pass_preflight_and_run(db, tmp_path):
     config = setup_rewards(db, tmp_path)
     checked = run_cli(config, "--check")
     assert checked.returncode == 0, checked.stdout
-    assert not [l for l in checked.stdout.splitlines() if l.startswith("FAIL")]
+    assert not [line for line in checked.stdout.splitlines() if line.startswith("FAIL")]
     expect_success(db, config)
     archived_at = db.query("SELECT COUNT(*) FROM rewards_archives WHERE archived_at IS NOT NULL")
     assert archived_at == [(len(CSV_IDS),)]
@@ -353,7 +354,8 @@ def test_generated_columns_with_different_expressions_are_refused(db, tmp_path):
     config = setup_rewards(db, tmp_path)
     db.execute("ALTER TABLE rewards ADD COLUMN total DECIMAL(13,2) AS (amount * 2) VIRTUAL")
     db.execute("ALTER TABLE rewards_archives ADD COLUMN total DECIMAL(13,2) AS (amount * 3) VIRTUAL")
-    expect_refused(db, config, ["archive column `total` is generated but the source's is generated differently"])
+    expect_refused(db, config, [
+        "archive column `total` is generated but the source's is generated differently"])
 
 
 def test_a_source_generated_column_is_copied_into_a_stored_archive_column(db, tmp_path):
@@ -372,8 +374,8 @@ def test_archive_key_with_another_collation_is_refused(db, tmp_path):
     write_csv(tmp_path / "csv" / "ids.csv", ["a", "A"], header="code")
     config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
                           archive__key_column="code", archive__csv_column="code")
-    expect_refused(db, config, ["key column `code` has collation utf8mb4_bin in the source but "
-                                "utf8mb4_general_ci in the archive"], tables=("src", "arc"))
+    expect_refused(db, config, [("key column `code` has collation utf8mb4_bin in the source but "
+                                 "utf8mb4_general_ci in the archive")], tables=("src", "arc"))
 
 
 @pytest.mark.parametrize("table, engine", [("rewards", "MyISAM"), ("rewards", "Aria"),
@@ -421,7 +423,8 @@ def test_a_delete_trigger_on_the_source_is_refused_unless_allowed(db, tmp_path):
 
 def test_an_insert_trigger_on_the_archive_is_refused_unless_allowed(db, tmp_path):
     config = setup_rewards(db, tmp_path)
-    db.execute("CREATE TRIGGER arc_bi BEFORE INSERT ON rewards_archives FOR EACH ROW SET NEW.note = 'changed'")
+    db.execute("CREATE TRIGGER arc_bi BEFORE INSERT ON rewards_archives "
+               "FOR EACH ROW SET NEW.note = 'changed'")
     expect_refused(db, config, ["arc_bi (BEFORE INSERT)", "allow_triggers"])
 
 
@@ -455,4 +458,5 @@ def test_set_null_children_are_described_as_what_happens(db, tmp_path):
     assert "ON DELETE SET NULL: its key column is set to NULL when the parent goes" in checked.stdout
     assert "vanish" not in checked.stdout
     expect_success(db, config)
-    assert db.query("SELECT item_id, reward_id FROM reward_items ORDER BY item_id") == [(1003, None), (1025, 25)]
+    assert db.query("SELECT item_id, reward_id FROM reward_items ORDER BY item_id") == [
+        (1003, None), (1025, 25)]

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 import archive
-from checks import assert_batches_once, assert_conserved, assert_no_run_left_running, make_job, text_log
+from checks import (
+    assert_batches_once,
+    assert_conserved,
+    assert_no_run_left_running,
+    completed_batches,
+    make_job,
+    text_log,
+)
 from helpers import (
     ScratchDatabase,
     create_rewards_tables,
@@ -27,16 +34,9 @@ from helpers import (
     write_config,
     write_csv,
 )
-from proxy import CuttingProxy
+from proxy import need_socket, run_cli_cut
 
 REPO = Path(archive.__file__).resolve().parent
-
-
-def completed(db) -> int:
-    """Batches committed so far."""
-    if not db.table_exists("batch_processing_logs"):
-        return 0
-    return int(db.scalar("SELECT COUNT(*) FROM batch_processing_logs WHERE status <> 'FAILED'"))
 
 
 # --------------------------------------------------------------------------- jobs sharing tables
@@ -63,7 +63,8 @@ def test_jobs_sharing_tracking_tables_never_skip_each_others_files(db, tmp_path)
     run_id = db.scalar("SELECT MAX(id) FROM process_logs")
     # the seed's monitoring query, as written, still answers for each run
     assert db.query_dicts("SELECT MAX(batch_number) as last_batch FROM batch_processing_logs "
-                          f"WHERE process_log_id = {run_id} AND file_name = 'keys.csv';") == [{"last_batch": 6}]
+                          f"WHERE process_log_id = {run_id} AND file_name = 'keys.csv';") == [
+        {"last_batch": 6}]
 
 
 def test_an_interrupted_job_does_not_decide_where_another_starts(db, tmp_path):
@@ -104,7 +105,7 @@ def test_a_database_restored_from_a_backup_is_not_overruled_by_the_text_log(db, 
                                 archive__batch_size=10, controls__max_runtime="1s",
                                 controls__sleep_seconds=0.4)
     assert run_cli(config).returncode == 6
-    done = completed(db)
+    done = completed_batches(db)
     assert 1 <= done < 10
     backup(db)
     assert run_cli(config, "--max-runtime", "1h", "--sleep", "0").returncode == 0  # the log now says 1-10
@@ -142,7 +143,7 @@ def test_a_file_rewritten_while_its_batches_run_is_not_completed(db, tmp_path):
     path = tmp_path / "csv" / "ids.csv"
     content = path.read_bytes()
     proc = start_cli(config)
-    wait_until(lambda: completed(db) >= 5, timeout=60)
+    wait_until(lambda: completed_batches(db) >= 5, timeout=60)
     with open(path, "r+b") as handle:  # truncated in place, as an editor or exporter might
         handle.truncate(len(content) // 3)
     assert proc.wait(timeout=120) == archive.EXIT_REJECTED, proc.read_stderr()
@@ -161,7 +162,7 @@ def test_a_file_that_vanishes_before_its_turn_is_reported_and_the_others_run(db,
                                                        "c.csv": [103, 104]},
                          archive__batch_size=10, controls__sleep_seconds=0.1)
     proc = start_cli(config)
-    wait_until(lambda: completed(db) >= 2, timeout=60)
+    wait_until(lambda: completed_batches(db) >= 2, timeout=60)
     (tmp_path / "csv" / "b.csv").unlink()
     assert proc.wait(timeout=60) == archive.EXIT_REJECTED, proc.read_stderr()
     assert "b.csv" in proc.read_stderr()
@@ -221,18 +222,13 @@ def test_the_readme_conflict_procedure_works_as_written(db, tmp_path):
 # --------------------------------------------------------------------------- a lost COMMIT answer
 
 def test_a_commit_whose_answer_was_lost_keeps_its_counts(db, tmp_path, server):
-    if not server.client_socket:
-        pytest.skip("needs the throwaway server's unix socket for the proxy")
-    config, original = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 31))},
-                                archive__batch_size=10)
+    need_socket(server)
+    _, original = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 31))},
+                           archive__batch_size=10)  # the run goes through the proxy's config below
     make_conflicts(db, [3])
-    proxy = CuttingProxy(tmp_path / "proxy.sock", server.client_socket,
-                         lambda data: b"INSERT INTO batch_processing_logs" in data and b"COMMIT" in data)
-    try:
-        proxied = write_config(tmp_path, db, archive__batch_size=10, database__unix_socket=tmp_path / "proxy.sock")
-        result = run_cli(proxied)
-    finally:
-        proxy.close()
+    result, proxy = run_cli_cut(
+        tmp_path, db, lambda data: b"INSERT INTO batch_processing_logs" in data and b"COMMIT" in data,
+        archive__batch_size=10)
     assert proxy.cuts == 1, "the proxy must have cut the first batch's COMMIT"
     assert result.returncode == 3, (result.stdout, result.stderr)
     assert "RETRY: Batch 1" in result.stdout
@@ -240,7 +236,6 @@ def test_a_commit_whose_answer_was_lost_keeps_its_counts(db, tmp_path, server):
     assert "rows archived 29" in summary and "conflicts 1" in summary, summary
     assert "STATUS: COMPLETED_WITH_DUPLICATES" in text_log(tmp_path)
     assert_batches_once(db, "ids.csv", 3)
-    assert config  # the direct config is unused: the run went through the proxy
     assert set(snapshot(db, "rewards")) == {3}
     assert len(original) == 30
 
@@ -277,6 +272,7 @@ def test_a_reader_that_closes_stdout_fails_the_run_without_leaving_it_running(db
                                 archive__batch_size=5, controls__sleep_seconds=0.05)
     import subprocess
     proc = start_cli(config, "-v", stdout=subprocess.PIPE)
+    assert proc.stdout is not None
     for _ in range(3):  # `archive.py -v | head -3`
         proc.stdout.readline()
     proc.stdout.close()
@@ -324,7 +320,7 @@ def test_a_frozen_run_does_not_hold_its_connection_past_the_servers_wait_timeout
     cur.execute("SET GLOBAL wait_timeout = 4")
     try:
         proc = start_cli(config)
-        wait_until(lambda: completed(db) >= 2, timeout=30)
+        wait_until(lambda: completed_batches(db) >= 2, timeout=30)
         connection = db.scalar("SELECT connection_id FROM run_locks")
         proc.send_signal(signal.SIGSTOP)
 
@@ -358,15 +354,17 @@ def load_v1_half_done_file(db, tmp_path: Path, batches_done: int) -> Path:
     sha, lines = hashlib.sha256(data).hexdigest(), data.split(b"\n")
     db.execute("INSERT INTO process_logs (id, source_table, archive_table, status, host, pid, start_time, "
                "total_files) VALUES (7, 'rewards', 'rewards_archives', 'RUNNING', 'old-host', 1, NOW(), 1)")
-    db.execute("INSERT INTO file_processing_logs (process_log_id, file_name, file_size, file_checksum, status, "
-               "batch_size, total_keys, total_batches, processed_batches, last_processed_batch, started_at) "
+    db.execute("INSERT INTO file_processing_logs (process_log_id, file_name, file_size, file_checksum, "
+               "status, batch_size, total_keys, total_batches, processed_batches, last_processed_batch, "
+               "started_at) "
                "VALUES (7, 'ids.csv', %s, %s, 'PROCESSING', 10, 100, 10, %s, %s, NOW())",
                (len(data), sha, batches_done, batches_done))
     for number in range(1, batches_done + 1):
         end_line = 1 + 10 * number
         offset = sum(len(line) + 1 for line in lines[:end_line])
-        db.execute("INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, first_key, "
-                   "last_key, keys_in_batch, rows_archived, rows_deleted, end_offset, end_line) VALUES "
+        db.execute("INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
+                   "first_key, last_key, keys_in_batch, rows_archived, rows_deleted, end_offset, end_line) "
+                   "VALUES "
                    "(7, 'ids.csv', %s, 'COMPLETED', %s, %s, 10, 10, 10, %s, %s)",
                    (number, 10 * number - 9, 10 * number, offset, end_line))
         keys = ",".join(str(k) for k in range(10 * number - 9, 10 * number + 1))

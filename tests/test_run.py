@@ -5,9 +5,15 @@ from __future__ import annotations
 import random
 import re
 
-from checks import (assert_batches_once, assert_conserved, assert_no_run_left_running, completed_batches,
-                    make_job, text_log)
-from helpers import create_rewards_tables, insert_rewards, run_cli, snapshot, wait_until, write_csv
+from checks import (
+    assert_batches_once,
+    assert_conserved,
+    assert_no_run_left_running,
+    completed_batches,
+    make_job,
+    text_log,
+)
+from helpers import insert_rewards, run_cli, snapshot, wait_until, write_csv
 
 
 def test_multi_file_run_moves_exactly_the_listed_rows(db, tmp_path):
@@ -42,8 +48,7 @@ def test_special_values_survive_byte_for_byte(db, tmp_path):
 
 
 def test_rerun_is_a_no_op(db, tmp_path):
-    config, original = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 51))},
-                                archive__batch_size=10)
+    config, _ = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 51))}, archive__batch_size=10)
     assert run_cli(config).returncode == 0
     after_first = snapshot(db, "rewards"), snapshot(db, "rewards_archives")
     batches = db.scalar("SELECT COUNT(*) FROM batch_processing_logs")
@@ -60,8 +65,8 @@ def test_empty_and_header_only_files_complete_with_zero_batches(db, tmp_path):
     (tmp_path / "csv" / "b.csv").write_bytes(b"")
     result = run_cli(config)
     assert result.returncode == 0, result.stderr
-    assert db.query("SELECT file_name, status, total_batches FROM file_processing_logs ORDER BY file_name") == [
-        ("a.csv", "COMPLETED", 0), ("b.csv", "COMPLETED", 0)]
+    assert db.query("SELECT file_name, status, total_batches FROM file_processing_logs "
+                    "ORDER BY file_name") == [("a.csv", "COMPLETED", 0), ("b.csv", "COMPLETED", 0)]
     assert snapshot(db, "rewards") == original
 
 
@@ -76,9 +81,10 @@ def test_resume_after_an_interrupted_run_skips_done_batches(db, tmp_path):
     assert second.returncode == 0, second.stderr
     assert f"Resuming file ids.csv from batch {done + 1}" in second.stdout
     assert f"Skipping already processed batches 1-{done}" in second.stdout
-    assert db.scalar("SELECT MIN(batch_number) FROM batch_processing_logs WHERE process_log_id = 2") == done + 1
-    assert db.query("SELECT processed_batches, total_batches FROM file_processing_logs WHERE process_log_id = 2"
-                    ) == [(30, 30)]
+    assert db.scalar("SELECT MIN(batch_number) FROM batch_processing_logs "
+                     "WHERE process_log_id = 2") == done + 1
+    assert db.query("SELECT processed_batches, total_batches FROM file_processing_logs "
+                    "WHERE process_log_id = 2") == [(30, 30)]
     assert_batches_once(db, "ids.csv", 30)
     assert_conserved(db, original, set(range(1, 301)))
 
@@ -106,8 +112,8 @@ def test_text_log_uses_the_seed_format(db, tmp_path):
     assert re.search(r"^STARTING: f\.csv \(Size: \d+ bytes\)$", log, re.M)
     for n in (1, 2, 3):
         for status in ("PROCESSING", "COMPLETED"):
-            assert re.search(rf"^\[\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\] FILE: f\.csv \| BATCH: {n} \| STATUS: {status}$",
-                             log, re.M)
+            assert re.search(rf"^\[\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\] "
+                             rf"FILE: f\.csv \| BATCH: {n} \| STATUS: {status}$", log, re.M)
     assert log.index("BATCH: 1 | STATUS: COMPLETED") < log.index("BATCH: 2 | STATUS: PROCESSING")
 
 
@@ -143,7 +149,8 @@ def test_conflicting_duplicates_keep_both_versions_and_exit_3(db, tmp_path):
     archived = snapshot(db, "rewards_archives")
     assert all(archived[k] == archived_before[k] for k in (5, 6, 7))
     assert archived[33] == original[33]  # identical twin: source copy removed
-    assert db.query("SELECT conflict_keys FROM batch_processing_logs WHERE batch_number = 1") == [('["5", "6", "7"]',)]
+    assert db.query("SELECT conflict_keys FROM batch_processing_logs WHERE batch_number = 1") == [
+        ('["5", "6", "7"]',)]
     assert "CONFLICT: 3 keys archived with different rows; both versions kept: 5, 6, 7" in result.stdout
     assert "conflicts 3" in result.stdout
     assert db.query("SELECT status, conflicts FROM process_logs") == [("COMPLETED", 3)]
@@ -151,9 +158,8 @@ def test_conflicting_duplicates_keep_both_versions_and_exit_3(db, tmp_path):
 
 
 def test_case_or_trailing_space_differences_are_conflicts_not_duplicates(db, tmp_path):
-    config, original = make_job(db, tmp_path, range(1, 4), {"ids.csv": [1, 2]})
+    config, _ = make_job(db, tmp_path, range(1, 4), {"ids.csv": [1, 2]})
     db.execute("UPDATE rewards SET note = 'Hello' WHERE id IN (1, 2)")
-    original = snapshot(db, "rewards")
     insert_rewards(db, [1, 2], table="rewards_archives")
     db.execute("UPDATE rewards_archives SET note = 'hello' WHERE id = 1")  # equal under a _ci collation
     db.execute("UPDATE rewards_archives SET note = 'Hello ' WHERE id = 2")  # equal under PAD SPACE
@@ -208,7 +214,8 @@ def test_malformed_file_is_rejected_whole_and_the_others_are_archived(db, tmp_pa
     assert_conserved(db, original, set(range(1, 21)) | set(range(41, 61)))
     rows = dict(db.query("SELECT file_name, status FROM file_processing_logs"))
     assert rows == {"a.csv": "COMPLETED", "b.csv": "FAILED", "c.csv": "COMPLETED"}
-    assert "b.csv line 5" in db.scalar("SELECT error_message FROM file_processing_logs WHERE file_name = 'b.csv'")
+    assert "b.csv line 5" in db.scalar("SELECT error_message FROM file_processing_logs "
+                                       "WHERE file_name = 'b.csv'")
     assert db.scalar("SELECT COUNT(*) FROM batch_processing_logs WHERE file_name = 'b.csv'") == 0
 
 

@@ -34,9 +34,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import mysql.connector
+
+import archive
 
 __all__ = [
     "DSN_ENV_VAR",
@@ -129,7 +130,7 @@ class _ServerBase:
 
     user: str
     password: str
-    host: str
+    host: str | None  # None when clients use the unix socket
     port: int | None
 
     @property
@@ -524,18 +525,15 @@ def _connect(base: dict[str, Any], extra: dict[str, Any]) -> Any:
 def server_from_dsn(dsn: str) -> ExternalServer:
     """Build an ExternalServer from ``mysql://user:pw@host:port/?unix_socket=PATH``.
 
-    The scheme may be ``mysql`` or ``mariadb``; user defaults to root, port to
-    3306, password to empty; percent-escapes in user and password are decoded.
+    Parsed by archive.py's own reader of ``[controls] replicas`` entries (the same
+    form; ``socket=`` works too); ``mariadb://`` is read as ``mysql://``.  User
+    defaults to root, port to 3306, password to empty; percent-escapes in user
+    and password are decoded.
     """
-    parts = urlsplit(dsn)
-    if parts.scheme not in ("mysql", "mariadb"):
-        raise ValueError(f"unsupported DSN scheme {parts.scheme!r} in {dsn!r}; use mysql://")
-    query = parse_qs(parts.query)
-    socket_path = query.get("unix_socket", [None])[0]
-    return ExternalServer(
-        user=unquote(parts.username) if parts.username else "root",
-        password=unquote(parts.password) if parts.password else "",
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        unix_socket=socket_path,
-    )
+    scheme, _, rest = dsn.partition("://")
+    if scheme not in ("mysql", "mariadb"):
+        raise ValueError(f"unsupported DSN scheme {scheme!r} in {dsn!r}; use mysql://")
+    settings = archive.parse_replica("mysql://" + rest, archive.DbSettings())
+    host, port = settings.hosts[0] if settings.hosts else (None, None)
+    return ExternalServer(user=settings.user or "root", password=settings.password or "",
+                          host=host, port=port, unix_socket=settings.unix_socket)
