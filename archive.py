@@ -2421,16 +2421,8 @@ def check_write_set(db: Database, batch_size: int, source: str, found: Preflight
     db.rollback()
 
 
-def check_transfer(archive_db: Database, copied: Sequence[Column], source: list[dict[str, Any]],
-                   found: Preflight) -> None:
-    """What must hold for rows to reach another server byte for byte."""
-    charsets = {c["name"]: (c["charset"] or "").lower() for c in source}
-    for column in copied:
-        if charsets.get(column.name) and charsets[column.name] not in KEY_CHARSETS:
-            found.problems.append(f"column `{column.name}` is {charsets[column.name]}: archiving into "
-                                  "another "
-                                  f"server passes text through utf8mb4, exact only for "
-                                  f"{', '.join(sorted(KEY_CHARSETS))}")
+def check_transfer(archive_db: Database, found: Preflight) -> None:
+    """What rows need to reach another server: room in its max_allowed_packet."""
     packet = int(archive_db.variable("max_allowed_packet") or 0)
     found.notes.append(f"destination {archive_db.where}: max_allowed_packet {packet}; inserts are split to "
                        "fit it, and a single row larger than that fails its batch")
@@ -2450,7 +2442,7 @@ def run_preflight(db: Database, config: Config, dest: Database | None = None) ->
     for session in {id(db): db, id(archive_db): archive_db}.values():
         check_write_set(session, config.batch_size, config.source_table, found)
     if dest is not None:
-        check_transfer(dest, copied, source, found)
+        check_transfer(dest, found)
     if key_type is None:
         return found
     key = next(c["name"] for c in source if c["name"].lower() == config.key_column.lower())

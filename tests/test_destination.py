@@ -97,6 +97,28 @@ def test_every_type_arrives_byte_identical(db, dest_db, tmp_path):
     assert dest_db.query(fingerprint) == original
 
 
+def test_text_in_any_character_set_arrives_byte_identical(db, dest_db, tmp_path):
+    # (charset, stored bytes): a 0x5C (backslash) trail byte, UTF-16 and UTF-32, latin1's 0x81
+    values = [("sjis", "835c"), ("cp932", "835c5c5c"), ("big5", "a55c"), ("gbk", "815c"),
+              ("ucs2", "00610000"), ("utf16", "d83ddc2c"), ("utf32", "0001f42c"), ("latin1", "81275c00"),
+              ("utf8mb4", "78272064656c696d6974657220242027")]
+    ddl = ", ".join(f"c{n} VARCHAR(20) CHARACTER SET {cs} NULL" for n, (cs, _) in enumerate(values))
+    for side in (db, dest_db):
+        side.execute(f"CREATE TABLE t (id INT PRIMARY KEY, {ddl}) ENGINE=InnoDB")
+    literals = ", ".join(f"_{cs} X'{hexed}'" for cs, hexed in values)
+    db.execute(f"INSERT INTO t VALUES (1, {literals}), (2, {', '.join(['NULL'] * len(values))})")
+    hexes = f"SELECT id, {', '.join(f'HEX(c{n})' for n in range(len(values)))} FROM t ORDER BY id"
+    original = db.query(hexes)
+    assert original[0][1:] == tuple(hexed.upper() for _, hexed in values)
+    write_csv(tmp_path / "csv" / "ids.csv", [1, 2])
+    config = write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
+                          **dest_keys(dest_db))
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.count("t") == 0
+    assert dest_db.query(hexes) == original
+
+
 def test_an_invalid_enum_cannot_travel_and_nothing_moves(db, dest_db, tmp_path):
     for side in (db, dest_db):
         side.execute("CREATE TABLE t (id INT PRIMARY KEY, e ENUM('', 'a'))")
