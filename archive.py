@@ -1395,6 +1395,11 @@ def fingerprint_of(literal: str) -> str:
     return hashlib.sha256(literal.encode()).hexdigest()
 
 
+def batch_fingerprint_of(literals: Iterable[str]) -> str:
+    """SHA-256 (hex) of a batch's row literals in byte order, as RemotePlan.verify_sql computes it."""
+    return hashlib.sha256(b",".join(sorted(literal.encode() for literal in literals))).hexdigest()
+
+
 @dataclass(frozen=True)
 class RemotePlan:
     """The statements of archiving into another server: read and lock on the source, look up,
@@ -1414,6 +1419,13 @@ class RemotePlan:
         p = self.plan
         return (f"SELECT {p.returned_key_sql('a')}, SHA2({row_literal_sql(p.columns, 'a')}, 256) FROM "
                 f"{p.archive_sql('a')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
+
+    def verify_sql(self, condition: str) -> str:
+        """How many archived rows have these keys, and the SHA-256 of their literals in byte order
+        (one row back instead of a fingerprint per row)."""
+        return (f"SELECT COUNT(*), SHA2(GROUP_CONCAT(t.l ORDER BY t.l SEPARATOR ','), 256) FROM "
+                f"(SELECT CAST({row_literal_sql(self.plan.columns, 'a')} AS BINARY) AS l FROM "
+                f"{self.plan.archive_sql('a')} WHERE {condition}) AS t")
 
     def insert_sql(self, literals: Sequence[str]) -> str:
         """A multi-row INSERT of rows given as literals (never IGNORE, never REPLACE)."""
@@ -2020,6 +2032,8 @@ class Database:
         self.execute(f"SET SESSION innodb_lock_wait_timeout = {int(self.lock_wait_timeout)}")
         if self.utc:
             self.execute("SET SESSION time_zone = '+00:00'")
+            # A batch's rows are verified as one GROUP_CONCAT; past this it would be cut short.
+            self.execute("SET SESSION group_concat_max_len = @@max_allowed_packet")
         if self.wait_timeout:
             # A process frozen inside a batch holds its row locks until the server drops it.
             self.execute(f"SET SESSION wait_timeout = LEAST(@@GLOBAL.wait_timeout, {int(self.wait_timeout)})")
@@ -3421,34 +3435,45 @@ class OtherServer(SameServer):
     def copy(self, found: Classified) -> None:
         """Insert the new rows on the destination, prove them identical, and commit there."""
         try:
-            copies = self.insert(found.to_copy)
+            same = self.insert(found.to_copy)
         except mysql.connector.Error as exc:
             if exc.errno != ER_DUP_ENTRY:
                 raise
             self.dest.rollback()  # some are archived already: sort them out, then insert the rest
             self.compare(found, self.lookup(found.to_copy))
-            copies = self.insert(found.to_copy)
-        differ = [format_key(k) for k in found.to_copy if copies.get(k) != fingerprint_of(self.rows[k])]
-        if differ:
-            self.dest.rollback()
-            raise ArchiveError(f"the copies on the destination would differ from the source rows "
-                               f"(keys {', '.join(differ[:SHOWN_KEYS])}): a column the destination stores "
-                               "differently; nothing was moved")
+            self.set_aside_collisions(found)
+            same = self.insert(found.to_copy)
+        if not same:  # find the rows that differ (the batch's text may only have been too long)
+            copies = self.lookup(found.to_copy, False)
+            differ = [format_key(k) for k in found.to_copy if copies.get(k) != fingerprint_of(self.rows[k])]
+            if differ:
+                self.dest.rollback()
+                raise ArchiveError(f"the copies on the destination would differ from the source rows "
+                                   f"(keys {', '.join(differ[:SHOWN_KEYS])}): a column the destination "
+                                   "stores differently; nothing was moved")
         self.dest.commit()
 
-    def insert(self, keys: list[Key]) -> dict[Key, str]:
-        """Insert rows (in INSERTs that fit max_allowed_packet), then read their fingerprints back,
-        all in one round trip. A key the collation makes equal to an archived one is a conflict."""
+    def set_aside_collisions(self, found: Classified) -> None:
+        """Keys equal to an archived key only under the column's collation are conflicts."""
+        if not found.to_copy:
+            return
+        collides = self.dest.execute_script([(self.remote.collides_sql(), (k,)) for k in found.to_copy])
+        found.conflicts += [k for k, hit in zip(found.to_copy, collides) if hit]
+        found.to_copy = [k for k, hit in zip(found.to_copy, collides) if not hit]
+
+    def insert(self, keys: list[Key]) -> bool:
+        """Insert rows (in INSERTs that fit max_allowed_packet) and, in the same round trip,
+        check that the destination holds exactly their texts: one aggregate, not a row each."""
         if not keys:
-            return {}
+            return True
         statements: list[tuple[str, tuple[Any, ...]]] = [
             (self.remote.insert_sql([self.rows[k] for k in chunk]), ()) for chunk in self.chunks(keys)]
         condition, params = self.plan.condition(keys, "a")
-        statements.append((self.remote.lookup_sql(condition, False), params))
+        statements.append((self.remote.verify_sql(condition), params))
         *inserted, rows = self.dest.execute_script(statements, rows=True)
         checked("inserted on the destination", len(keys), sum(inserted))
-        listed = self.plan.keys_by_bytes(keys)
-        return {listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw: fp for raw, fp in rows}
+        count, digest = rows[0]
+        return bool(count == len(keys) and digest == batch_fingerprint_of(self.rows[k] for k in keys))
 
     def chunks(self, keys: Sequence[Key]) -> Iterator[list[Key]]:
         """Keys grouped so that each INSERT fits the destination's max_allowed_packet."""
