@@ -52,6 +52,7 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import configparser
 import contextlib
 import dataclasses
@@ -3350,6 +3351,7 @@ class OtherServer(SameServer):
         self.dest, self.remote = dest, RemotePlan(plan)
         self.packet = int(dest.variable("max_allowed_packet") or 4 << 20)
         self.rows: dict[Key, str] = {}  # the batch's rows to copy, as SQL literals
+        self.beside = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="archive-destination")
 
     def read(self, keys: Sequence[Key], lock: bool = True, fence: bool = False) -> Classified:
         """Read (and lock) the source rows of `keys`; sort out those the guard holds back.
@@ -3416,21 +3418,51 @@ class OtherServer(SameServer):
             raise
 
     def carefully(self, keys: Sequence[Key]) -> tuple[Counters, Classified]:
-        """Copy to the destination and commit there, then delete from the source (not committed).
+        """Copy to the destination and commit there, and delete from the source (not committed).
 
-        The rows are inserted straight away; only when a key is already archived (1062)
-        does the destination get looked up first, for twins and conflicts.
+        The source deletes the rows while the destination inserts them; the destination
+        commits only when both did exactly their part, and the source's commit after it
+        stays the moment a row leaves. When a key is archived already (1062), the delete
+        is undone and the batch goes step by step: look up twins and conflicts, insert
+        the rest, commit there, then delete.
         """
         found = self.read(keys, fence=True)
-        if found.to_copy:
-            self.on_destination(self.copy, found)
-        moved = found.to_copy + found.identical
-        deleted = 0
-        if moved:
-            condition, params = self.plan.condition(moved)
-            deleted = self.db.execute(self.plan.delete_sql(condition, len(moved)), params)
-            checked("deleted", len(moved), deleted)
+        deleted = self.move_side_by_side(found) if found.to_copy else None
+        if deleted is None:
+            if found.to_copy:
+                self.on_destination(self.copy, found)
+            deleted = self.delete_locked(found.to_copy + found.identical)
         return found.counts(keys, len(found.to_copy), deleted), found
+
+    def move_side_by_side(self, found: Classified) -> int | None:
+        """Insert on the destination while the source deletes the same locked rows, then commit
+        the destination; the rows deleted, or None (delete undone) if a key was archived already."""
+        self.db.execute("SAVEPOINT archive_py_read")  # undoing the delete keeps the read's locks
+        inserting = self.beside.submit(self.on_destination, self.insert, found.to_copy)
+        try:
+            deleted = self.delete_locked(found.to_copy)
+        except BaseException:
+            inserting.exception()  # the destination's statement must end before its rollback
+            self.dest.rollback()
+            raise
+        failure = inserting.exception()
+        if isinstance(failure, mysql.connector.Error) and failure.errno == ER_DUP_ENTRY:
+            self.db.execute("ROLLBACK TO SAVEPOINT archive_py_read")
+            return None
+        if failure is not None:
+            self.dest.rollback()
+            raise failure
+        self.on_destination(self.commit_copies, found.to_copy, inserting.result())
+        return deleted
+
+    def delete_locked(self, keys: list[Key]) -> int:
+        """Delete the rows this transaction has locked; all of them, or the batch fails."""
+        if not keys:
+            return 0
+        condition, params = self.plan.condition(keys)
+        deleted = self.db.execute(self.plan.delete_sql(condition, len(keys)), params)
+        checked("deleted", len(keys), deleted)
+        return deleted
 
     def copy(self, found: Classified) -> None:
         """Insert the new rows on the destination, prove them identical, and commit there."""
@@ -3443,9 +3475,14 @@ class OtherServer(SameServer):
             self.compare(found, self.lookup(found.to_copy))
             self.set_aside_collisions(found)
             same = self.insert(found.to_copy)
-        if not same:  # find the rows that differ (the batch's text may only have been too long)
-            copies = self.lookup(found.to_copy, False)
-            differ = [format_key(k) for k in found.to_copy if copies.get(k) != fingerprint_of(self.rows[k])]
+        self.commit_copies(found.to_copy, same)
+
+    def commit_copies(self, keys: list[Key], same: bool) -> None:
+        """Commit the destination once its copies are proven identical (row by row when the
+        batch's check failed: it may only have been cut short)."""
+        if not same:
+            copies = self.lookup(keys, False)
+            differ = [format_key(k) for k in keys if copies.get(k) != fingerprint_of(self.rows[k])]
             if differ:
                 self.dest.rollback()
                 raise ArchiveError(f"the copies on the destination would differ from the source rows "

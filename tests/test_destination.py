@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import archive
 from checks import assert_batches_once, assert_no_run_left_running, completed_batches
 from helpers import (
@@ -246,19 +248,26 @@ def test_a_destination_lost_mid_run_is_retried_then_fails_without_losing_a_row(d
     assert_batches_once(db, "ids.csv", 40)
 
 
-def test_a_source_lost_after_the_destination_committed_heals(db, dest_db, tmp_path, server):
+@pytest.mark.parametrize("cut, first_batch", [
+    # Batch 1's DELETE never arrives, while the destination inserts beside it: the destination
+    # must roll back, so the retry archives the rows afresh.
+    (b"\x03DELETE FROM `rewards`", (1, 10, 0)),
+    # Its record and COMMIT never arrive: the destination has committed its copies, the source
+    # transaction (its DELETE done) dies with the connection and the rows stay; the retry must
+    # find the twins.
+    (b"\x03INSERT INTO batch_processing_logs", (1, 0, 10)),
+])
+def test_a_source_lost_mid_batch_heals(db, dest_db, tmp_path, server, cut, first_batch):
     need_socket(server)
     config, original = remote_job(db, dest_db, tmp_path, range(1, 31), range(1, 31), archive__batch_size=10)
-    # The source's DELETE of batch 1 never arrives: the destination has committed its copies, the
-    # source transaction dies with the connection and the rows stay; the retry must find the twins.
-    result, proxy = run_cli_cut(tmp_path, db, lambda data: b"\x03DELETE FROM `rewards`" in data, delay=0.2,
+    result, proxy = run_cli_cut(tmp_path, db, lambda data: cut in data, delay=0.2,
                                 forward=False, archive__batch_size=10, **dest_keys(dest_db))
     assert proxy.cuts == 1
     assert result.returncode == 0, (result.stdout, result.stderr[-3000:])
     assert "RETRY: Batch 1" in result.stdout
     assert_exactly_once(db, dest_db, original, set(range(1, 31)))
     assert db.query("SELECT batch_number, rows_archived, duplicates FROM batch_processing_logs "
-                    "ORDER BY batch_number") == [(1, 0, 10), (2, 10, 0), (3, 10, 0)]
+                    "ORDER BY batch_number") == [first_batch, (2, 10, 0), (3, 10, 0)]
     assert config.exists()
 
 
