@@ -300,13 +300,31 @@ class GaleraCluster:
                 self._bootstrap_start(0)
             for node in self.nodes:
                 if not node.is_running():
-                    node.start()
+                    self._join(node)
             for node in self.nodes:
                 node.wait_synced(cluster_size=len(self.nodes))
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - began
+
+    def _join(self, node: GaleraNode, attempts: int = 3) -> None:
+        """Start a node that joins the running ones.
+
+        Its rsync SST daemon dies at once when something holds its port for a moment
+        (seen once in a full run: "the rsync or stunnel daemon ... terminated
+        unexpectedly"); the joiner then aborts before anything was copied, so it is
+        simply started again.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                node.start()
+                return
+            except ServerStartError as exc:
+                if attempt == attempts or "Failed to prepare for 'rsync' SST" not in str(exc):
+                    raise
+                node._proc = None
+                time.sleep(1)
 
     def _bootstrap_start(self, i: int) -> None:
         """Start node *i* alone as a new cluster (``--wsrep-new-cluster``).
@@ -355,7 +373,7 @@ class GaleraCluster:
         if not self.nodes[i].is_running():
             self.nodes[i]._proc = None
             if self.running():
-                self.nodes[i].start()
+                self._join(self.nodes[i])
             else:
                 self._bootstrap_start(i)
         self.nodes[i].wait_synced(cluster_size=len(self.running()), timeout=timeout)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import socket
+import threading
 from pathlib import Path
 
 import mysql.connector
@@ -100,6 +102,24 @@ def test_restarted_node_resyncs(galera_cluster: GaleraCluster,
         assert galera_cluster.status(i, "wsrep_cluster_size") == "3"
     assert galera_cluster.status(1, "wsrep_local_state_comment") == "Synced"
     assert _count_on(galera_cluster, 1, galera_db.name) == 3
+
+
+def test_a_joiner_whose_sst_port_is_taken_for_a_moment_still_joins(galera_cluster: GaleraCluster,
+                                                                   galera_db: ScratchDatabase) -> None:
+    """The rsync SST daemon cannot bind while another socket holds its port: start again."""
+    galera_db.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    galera_cluster.kill(2)
+    galera_cluster.wait_synced(0, timeout=30)
+    galera_db.execute("INSERT INTO t VALUES (1)")
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", galera_cluster.nodes[2].sst_port))
+    holder.listen()
+    threading.Timer(3, holder.close).start()  # the first start fails with the port still held
+    galera_cluster.start_node(2)
+    assert "Failed to prepare for 'rsync' SST" in galera_cluster.nodes[2].error_log_tail(400)
+    assert galera_cluster.status(2, "wsrep_local_state_comment") == "Synced"
+    assert _count_on(galera_cluster, 2, galera_db.name) == 1
 
 
 def test_lost_quorum_answers_1047_until_bootstrapped(galera_cluster: GaleraCluster,
