@@ -15,6 +15,7 @@ from helpers import (
     ScratchDatabase,
     create_rewards_tables,
     insert_rewards,
+    kill_process_group,
     rewards_archive_ddl,
     run_cli,
     snapshot,
@@ -22,6 +23,7 @@ from helpers import (
     write_config,
     write_csv,
 )
+from proxy import CuttingProxy, need_socket
 
 
 def dest_keys(dest: ScratchDatabase) -> dict[str, Any]:
@@ -115,3 +117,42 @@ def test_a_backup_lock_on_the_destination_holds_the_source_rows_locked_without_e
     assert proc.returncode == 1, proc.read_stderr()
     assert run_cli(config, "--sleep", "0").returncode == 0
     assert_exactly_once(db, dest_db, original, set(range(1, 21)))
+
+
+def kill_between_the_commits(db: ScratchDatabase, tmp_path: Path, spawn_cli, **config: Any) -> CuttingProxy:
+    """Run archive.py with its source connection through a proxy that swallows the first batch's
+    record-and-COMMIT (the destination has committed its copies by then), and SIGKILL it while it
+    waits for that answer: a real kill exactly between the destination's and the source's commit."""
+    record = b"\x03INSERT INTO batch_processing_logs"
+    proxy = CuttingProxy(tmp_path / "proxy.sock", db.server.client_socket, lambda data: record in data,
+                         delay=3, forward=False)
+    try:
+        proc = spawn_cli(write_config(tmp_path, db, database__unix_socket=proxy.path, **config))
+        wait_until(lambda: not proxy.armed or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None, proc.read_stderr()
+        time.sleep(0.3)
+        kill_process_group(proc)
+        wait_until(lambda: proxy.cuts, timeout=30)  # then the server ends the source's session
+    finally:
+        proxy.close()
+    return proxy
+
+
+def test_a_copy_left_by_a_kill_stays_on_the_destination_when_the_guard_now_holds_the_row(
+        db, dest_db, server, tmp_path, spawn_cli):
+    # A kill between the destination's commit and the source's leaves copies on the destination
+    # and the rows on the source; the README promises the next run finds them as twins (or
+    # conflicts). But read() sorts out the rows the guard holds back before it looks at the
+    # destination: when a row changed in between so that the guard no longer passes it (here the
+    # application touched created_at), the next run counts it "skipped by guard", exits 0, and the
+    # row stays in both tables, the archive's copy stale and never reported as a conflict.
+    need_socket(server)
+    guard = "created_at < '2030-01-01'"
+    config, _ = remote_job(db, dest_db, tmp_path, range(1, 11), range(1, 11), controls__guard=guard)
+    kill_between_the_commits(db, tmp_path, spawn_cli, **dest_keys(dest_db), controls__guard=guard)
+    assert dest_db.count("rewards_archives") == 10 and db.count("rewards") == 10  # the window was hit
+    db.execute("UPDATE rewards SET created_at = '2031-01-01' WHERE id = 3")  # the application renews it
+    rerun = run_cli(config)
+    both = sorted(set(snapshot(db, "rewards")) & set(snapshot(dest_db, "rewards_archives")))
+    assert rerun.returncode != 0 or not both, (
+        f"exit {rerun.returncode} (success) with keys {both} in both tables: {rerun.stdout[-600:]}")
