@@ -3,6 +3,8 @@ is lost, altered, doubled or silently skipped, or a run fails badly. Real server
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -156,3 +158,31 @@ def test_a_copy_left_by_a_kill_stays_on_the_destination_when_the_guard_now_holds
     both = sorted(set(snapshot(db, "rewards")) & set(snapshot(dest_db, "rewards_archives")))
     assert rerun.returncode != 0 or not both, (
         f"exit {rerun.returncode} (success) with keys {both} in both tables: {rerun.stdout[-600:]}")
+
+
+def test_a_destination_that_stops_answering_mid_batch_hangs_the_run(db, dest_db, dest_server, tmp_path,
+                                                                    spawn_cli):
+    # README: "a destination that is down or lost mid-batch is retried for retry_timeout, then the
+    # run fails with the source untouched for that batch". A destination that stops answering
+    # without closing the connection (a network partition, a frozen VM; here SIGSTOP) is never
+    # noticed: the sessions have no read timeout, so the worker waits on the socket forever and
+    # the main thread forever on the worker, the batch's source rows locked and deleted until the
+    # source server drops the idle session (wait_timeout = lock_lease + lock_wait_timeout), and
+    # the run itself never ends. Expected: it fails (or retries) within a bounded time.
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 201), range(1, 201), archive__batch_size=10,
+                                  archive__lock_wait_timeout=2, archive__lock_lease="14s",
+                                  archive__retry_timeout="3s", controls__sleep_seconds=0.2)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 2, timeout=60)
+    os.kill(dest_server.pid, signal.SIGSTOP)
+    try:
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = None
+    finally:
+        os.kill(dest_server.pid, signal.SIGCONT)
+    assert code is not None, "archive.py still waits for the frozen destination after 60 s"
+    assert code == 1, proc.read_stderr()
+    assert run_cli(config, "--sleep", "0").returncode == 0
+    assert_exactly_once(db, dest_db, original, set(range(1, 201)))
