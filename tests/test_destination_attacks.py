@@ -186,3 +186,22 @@ def test_a_destination_that_stops_answering_mid_batch_hangs_the_run(db, dest_db,
     assert code == 1, proc.read_stderr()
     assert run_cli(config, "--sleep", "0").returncode == 0
     assert_exactly_once(db, dest_db, original, set(range(1, 201)))
+
+
+def test_the_dry_run_misses_a_key_equal_only_under_the_collation_on_the_destination(db, dest_db, tmp_path):
+    # README: --dry-run is "an exact prediction". OtherServer.classify (used by the dry run) looks
+    # the keys up byte for byte only; the run's set_aside_collisions also finds an archived 'ABC'
+    # for a source 'abc' and keeps it as a conflict. The dry run predicts the row archived.
+    import json
+    ddl = "CREATE TABLE t (code VARCHAR(10) COLLATE utf8mb4_general_ci PRIMARY KEY, note VARCHAR(10))"
+    db.execute(ddl)
+    dest_db.execute(ddl)
+    db.execute("INSERT INTO t VALUES ('abc', 'new'), ('x', 'x')")
+    dest_db.execute("INSERT INTO t VALUES ('ABC', 'old')")
+    write_csv(tmp_path / "csv" / "keys.csv", ["abc", "x"], header="code")
+    config = write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
+                          archive__key_column="code", archive__csv_column="code", **dest_keys(dest_db))
+    predicted = json.loads(run_cli(config, "--dry-run", "--json").stdout)["total"]
+    assert run_cli(config).returncode == 3
+    row = db.query_dicts("SELECT rows_archived, conflicts FROM process_logs")[0]
+    assert (predicted["rows_to_archive"], predicted["conflicts"]) == (row["rows_archived"], row["conflicts"])
