@@ -1,0 +1,207 @@
+"""Attacks on [destination] mode (archiving into another server): each test here shows a way a row
+is lost, altered, doubled or silently skipped, or a run fails badly. Real servers, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import mysql.connector
+
+from checks import completed_batches
+from helpers import (
+    ScratchDatabase,
+    create_rewards_tables,
+    insert_rewards,
+    kill_process_group,
+    rewards_archive_ddl,
+    run_cli,
+    snapshot,
+    wait_until,
+    write_config,
+    write_csv,
+)
+from proxy import CuttingProxy, need_socket
+
+
+def dest_keys(dest: ScratchDatabase) -> dict[str, Any]:
+    """The [destination] section for a scratch database on the destination server."""
+    kw = dest.connection_kwargs()
+    return {"destination__unix_socket": kw["unix_socket"], "destination__user": kw.get("user", "root"),
+            "destination__password": kw.get("password", ""), "destination__database": dest.name}
+
+
+def table_job(db: ScratchDatabase, dest: ScratchDatabase, tmp_path: Path, ddl: str, keys: list[Any],
+              **config: Any) -> Path:
+    """Table t (from `ddl`) on both sides, a CSV of `keys` and a config moving t into t."""
+    db.execute(ddl)
+    dest.execute(ddl)
+    write_csv(tmp_path / "csv" / "keys.csv", keys)
+    return write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
+                        **dest_keys(dest), **config)
+
+
+def test_a_value_whose_hex_exceeds_max_allowed_packet_is_archived_as_null(db, dest_db, tmp_path):
+    # literal_sql wraps each column in IFNULL(CONCAT(.., HEX(c), ..), 'NULL'). HEX() of a value
+    # longer than half of the source's max_allowed_packet (16 MB by default: a 9 MB blob) returns
+    # NULL with a warning, so the column is rendered as the literal NULL; the row's literal stays
+    # short, so read() does not notice. The destination inserts NULL, renders it as 'NULL' too, the
+    # SHA-256 matches, and the source row is deleted: the blob is gone from both servers, exit 0.
+    config = table_job(db, dest_db, tmp_path, "CREATE TABLE t (id INT PRIMARY KEY, b LONGBLOB NULL)", [1])
+    size = 9 * 1024 * 1024
+    db.execute(f"INSERT INTO t VALUES (1, REPEAT('a', {size}))")
+    result = run_cli(config)
+    moved = dest_db.query("SELECT id, LENGTH(b) FROM t")
+    kept = db.query("SELECT id, LENGTH(b) FROM t")
+    # Either the blob arrived whole, or the batch failed and the row stayed whole on the source.
+    assert (moved == [(1, size)] and kept == []) or (result.returncode != 0 and kept == [(1, size)]), (
+        result.returncode, moved, kept, result.stdout[-2000:], result.stderr[-2000:])
+
+
+def remote_job(db: ScratchDatabase, dest: ScratchDatabase, tmp_path: Path, ids, listed, **config: Any
+               ) -> tuple[Path, dict]:
+    """rewards on the source, rewards_archives on the destination, a CSV and a config."""
+    create_rewards_tables(db, archive=None)
+    dest.execute(rewards_archive_ddl())
+    insert_rewards(db, ids)
+    write_csv(tmp_path / "csv" / "ids.csv", listed)
+    return write_config(tmp_path, db, **dest_keys(dest), **config), snapshot(db, "rewards")
+
+
+def assert_exactly_once(db: ScratchDatabase, dest: ScratchDatabase, original: dict, moved: set) -> None:
+    """Every original row is in exactly one place: moved ones on the destination, intact."""
+    source, archived = snapshot(db, "rewards"), snapshot(dest, "rewards_archives")
+    assert not set(source) & set(archived), f"in both: {sorted(set(source) & set(archived))[:10]}"
+    assert {**source, **archived} == original
+    assert set(archived) == moved & set(original)
+
+
+def test_a_backup_lock_on_the_destination_holds_the_source_rows_locked_without_end(db, dest_db, tmp_path,
+                                                                                 spawn_cli):
+    # A backup on the archive server (FLUSH TABLES WITH READ LOCK, as mysqldump --lock-all-tables or
+    # mariabackup without backup locks take it) makes the destination INSERT wait for a metadata
+    # lock. Neither session sets lock_wait_timeout (only innodb_lock_wait_timeout), so the wait
+    # lasts up to the server default of a year, while the source transaction holds the batch's
+    # rows locked FOR UPDATE and deleted: the application blocks on them for as long as the backup
+    # runs, and [archive] lock_wait_timeout / retry_timeout never end it. Expected: the batch gives
+    # up after about lock_wait_timeout, is retried, and the run fails after retry_timeout.
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 21), range(1, 21), archive__batch_size=10,
+                                  archive__lock_wait_timeout=2, archive__retry_timeout="3s",
+                                  controls__sleep_seconds=3)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 1, timeout=60)
+    backup = dest_db.connect()
+    try:
+        backup.cursor().execute("FLUSH TABLES WITH READ LOCK")
+        try:
+            proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            app = db.connect()
+            cur = app.cursor()
+            cur.execute("SET SESSION innodb_lock_wait_timeout = 1")
+            started = time.monotonic()
+            try:
+                cur.execute("UPDATE rewards SET note = note WHERE id = 15")
+                blocked = "not blocked"
+            except mysql.connector.Error as exc:  # the lock wait timeout is the point
+                blocked = f"blocked: {exc}"
+            app.rollback()
+            app.close()
+            raise AssertionError(f"archive.py still waits on the destination after 45 s; an application "
+                                 f"UPDATE of a listed source row was {blocked} "
+                                 f"({time.monotonic() - started:.1f}s)") from None
+    finally:
+        backup.close()  # releases the global read lock
+    assert proc.returncode == 1, proc.read_stderr()
+    assert run_cli(config, "--sleep", "0").returncode == 0
+    assert_exactly_once(db, dest_db, original, set(range(1, 21)))
+
+
+def kill_between_the_commits(db: ScratchDatabase, tmp_path: Path, spawn_cli, **config: Any) -> CuttingProxy:
+    """Run archive.py with its source connection through a proxy that swallows the first batch's
+    record-and-COMMIT (the destination has committed its copies by then), and SIGKILL it while it
+    waits for that answer: a real kill exactly between the destination's and the source's commit."""
+    record = b"\x03INSERT INTO batch_processing_logs"
+    proxy = CuttingProxy(tmp_path / "proxy.sock", db.server.client_socket, lambda data: record in data,
+                         delay=3, forward=False)
+    try:
+        proc = spawn_cli(write_config(tmp_path, db, database__unix_socket=proxy.path, **config))
+        wait_until(lambda: not proxy.armed or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None, proc.read_stderr()
+        time.sleep(0.3)
+        kill_process_group(proc)
+        wait_until(lambda: proxy.cuts, timeout=30)  # then the server ends the source's session
+    finally:
+        proxy.close()
+    return proxy
+
+
+def test_a_copy_left_by_a_kill_stays_on_the_destination_when_the_guard_now_holds_the_row(
+        db, dest_db, server, tmp_path, spawn_cli):
+    # A kill between the destination's commit and the source's leaves copies on the destination
+    # and the rows on the source; the README promises the next run finds them as twins (or
+    # conflicts). But read() sorts out the rows the guard holds back before it looks at the
+    # destination: when a row changed in between so that the guard no longer passes it (here the
+    # application touched created_at), the next run counts it "skipped by guard", exits 0, and the
+    # row stays in both tables, the archive's copy stale and never reported as a conflict.
+    need_socket(server)
+    guard = "created_at < '2030-01-01'"
+    config, _ = remote_job(db, dest_db, tmp_path, range(1, 11), range(1, 11), controls__guard=guard)
+    kill_between_the_commits(db, tmp_path, spawn_cli, **dest_keys(dest_db), controls__guard=guard)
+    assert dest_db.count("rewards_archives") == 10 and db.count("rewards") == 10  # the window was hit
+    db.execute("UPDATE rewards SET created_at = '2031-01-01' WHERE id = 3")  # the application renews it
+    rerun = run_cli(config)
+    both = sorted(set(snapshot(db, "rewards")) & set(snapshot(dest_db, "rewards_archives")))
+    assert rerun.returncode != 0 or not both, (
+        f"exit {rerun.returncode} (success) with keys {both} in both tables: {rerun.stdout[-600:]}")
+
+
+def test_a_destination_that_stops_answering_mid_batch_hangs_the_run(db, dest_db, dest_server, tmp_path,
+                                                                    spawn_cli):
+    # README: "a destination that is down or lost mid-batch is retried for retry_timeout, then the
+    # run fails with the source untouched for that batch". A destination that stops answering
+    # without closing the connection (a network partition, a frozen VM; here SIGSTOP) is never
+    # noticed: the sessions have no read timeout, so the worker waits on the socket forever and
+    # the main thread forever on the worker, the batch's source rows locked and deleted until the
+    # source server drops the idle session (wait_timeout = lock_lease + lock_wait_timeout), and
+    # the run itself never ends. Expected: it fails (or retries) within a bounded time.
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 201), range(1, 201), archive__batch_size=10,
+                                  archive__lock_wait_timeout=2, archive__lock_lease="14s",
+                                  archive__retry_timeout="3s", controls__sleep_seconds=0.2)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 2, timeout=60)
+    os.kill(dest_server.pid, signal.SIGSTOP)
+    try:
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = None
+    finally:
+        os.kill(dest_server.pid, signal.SIGCONT)
+    assert code is not None, "archive.py still waits for the frozen destination after 60 s"
+    assert code == 1, proc.read_stderr()
+    assert run_cli(config, "--sleep", "0").returncode == 0
+    assert_exactly_once(db, dest_db, original, set(range(1, 201)))
+
+
+def test_the_dry_run_misses_a_key_equal_only_under_the_collation_on_the_destination(db, dest_db, tmp_path):
+    # README: --dry-run is "an exact prediction". OtherServer.classify (used by the dry run) looks
+    # the keys up byte for byte only; the run's set_aside_collisions also finds an archived 'ABC'
+    # for a source 'abc' and keeps it as a conflict. The dry run predicts the row archived.
+    import json
+    ddl = "CREATE TABLE t (code VARCHAR(10) COLLATE utf8mb4_general_ci PRIMARY KEY, note VARCHAR(10))"
+    db.execute(ddl)
+    dest_db.execute(ddl)
+    db.execute("INSERT INTO t VALUES ('abc', 'new'), ('x', 'x')")
+    dest_db.execute("INSERT INTO t VALUES ('ABC', 'old')")
+    write_csv(tmp_path / "csv" / "keys.csv", ["abc", "x"], header="code")
+    config = write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
+                          archive__key_column="code", archive__csv_column="code", **dest_keys(dest_db))
+    predicted = json.loads(run_cli(config, "--dry-run", "--json").stdout)["total"]
+    assert run_cli(config).returncode == 3
+    row = db.query_dicts("SELECT rows_archived, conflicts FROM process_logs")[0]
+    assert (predicted["rows_to_archive"], predicted["conflicts"]) == (row["rows_archived"], row["conflicts"])
