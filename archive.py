@@ -1383,12 +1383,17 @@ def literal_sql(column: Column, alias: str) -> str:
         text = f"CONCAT('_{column.charset} X''', HEX({c}), '''')"
     else:
         text = f"CONCAT('X''', HEX({c}), '''')"
-    return f"IFNULL({text}, 'NULL')"
+    # Not IFNULL(text, 'NULL'): past max_allowed_packet HEX() returns NULL, and a blob would
+    # travel as NULL. A NULL text of a value makes the whole row NULL, which read() refuses.
+    return f"IF({c} IS NULL, 'NULL', {text})"
 
 
 def row_literal_sql(columns: Sequence[Column], alias: str) -> str:
     """SQL that renders a row as the parenthesised VALUES tuple recreating it: equal texts, equal rows."""
-    return f"CONCAT('(', CONCAT_WS(',', {', '.join(literal_sql(c, alias) for c in columns)}), ')')"
+    # CONCAT, not CONCAT_WS: a value whose text came out NULL must make the whole row NULL,
+    # never a shorter row that another row with the same gap would match.
+    values = ", ',', ".join(literal_sql(c, alias) for c in columns)
+    return f"CONCAT('(', {values}, ')')"
 
 
 def fingerprint_of(literal: str) -> str:
@@ -2011,8 +2016,12 @@ class Database:
 
     def open_session(self, index: int, synced_only: bool = True) -> None:
         """Connect to address `index` and set up the session; refuse a cluster node that isn't ready."""
+        # A server that stops answering (a partition, a frozen host) is given up after as long as
+        # the server waits for a silent client: by then the run lock's lease has run out anyway.
+        timeouts = {"read_timeout": self.wait_timeout, "write_timeout": self.wait_timeout} \
+            if self.wait_timeout else {}
         self.conn = mysql.connector.connect(
-            **self.settings.connect_kwargs(index), autocommit=True, charset="utf8mb4",
+            **self.settings.connect_kwargs(index), **timeouts, autocommit=True, charset="utf8mb4",
             use_unicode=True, get_warnings=False, client_flags=[ClientFlag.FOUND_ROWS])
         self.cursor = self.conn.cursor()
         self.endpoint = index
@@ -2031,6 +2040,9 @@ class Database:
         self.execute(f"SET SESSION sql_mode = '{SESSION_SQL_MODE}'")
         self.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         self.execute(f"SET SESSION innodb_lock_wait_timeout = {int(self.lock_wait_timeout)}")
+        # Metadata locks too (a backup's FLUSH TABLES WITH READ LOCK): the default is a year,
+        # during which the batch's other server holds its rows locked.
+        self.execute(f"SET SESSION lock_wait_timeout = {int(self.lock_wait_timeout)}")
         if self.utc:
             self.execute("SET SESSION time_zone = '+00:00'")
             # A batch's rows are verified as one GROUP_CONCAT; past this it would be cut short.
@@ -3233,8 +3245,8 @@ class SameServer:
         rows = self.db.query(self.plan.classify_sql(condition, lock), params)
         for raw, passes_guard, archived, same in rows:
             key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
-            if not passes_guard:
-                found.skipped.append(key)
+            if not passes_guard:  # held back, yet archived too: in both tables, for a human
+                (found.conflicts if archived else found.skipped).append(key)
             elif not archived:
                 found.to_copy.append(key)
             elif same:
@@ -3382,8 +3394,21 @@ class OtherServer(SameServer):
     def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
         """Read the source rows, then compare them with what the destination holds."""
         found = self.read(keys, lock)
+        self.flag_guarded_copies(found)
         self.compare(found, self.on_destination(self.lookup, found.to_copy, lock))
+        self.on_destination(self.set_aside_collisions, found)
         return found
+
+    def flag_guarded_copies(self, found: Classified) -> None:
+        """A row the guard holds back whose key is archived as well is in both tables: a conflict.
+
+        (A kill between the two commits leaves such a copy when the row changed since.)
+        """
+        if found.skipped:
+            archived = self.on_destination(self.lookup, found.skipped, False)
+            self.dest.rollback()  # a plain read: no snapshot kept open on the destination
+            found.conflicts += [k for k in found.skipped if k in archived]
+            found.skipped = [k for k in found.skipped if k not in archived]
 
     def compare(self, found: Classified, archived: dict[Key, str]) -> None:
         """Split the rows to copy into new ones, identical twins and conflicts."""
@@ -3427,6 +3452,7 @@ class OtherServer(SameServer):
         the rest, commit there, then delete.
         """
         found = self.read(keys, fence=True)
+        self.flag_guarded_copies(found)
         deleted = self.move_side_by_side(found) if found.to_copy else None
         if deleted is None:
             if found.to_copy:
@@ -3492,23 +3518,24 @@ class OtherServer(SameServer):
 
     def set_aside_collisions(self, found: Classified) -> None:
         """Keys equal to an archived key only under the column's collation are conflicts."""
-        if not found.to_copy:
+        if not found.to_copy or self.plan.key_type.kind != "str":
             return
         collides = self.dest.execute_script([(self.remote.collides_sql(), (k,)) for k in found.to_copy])
         found.conflicts += [k for k, hit in zip(found.to_copy, collides) if hit]
         found.to_copy = [k for k, hit in zip(found.to_copy, collides) if not hit]
 
     def insert(self, keys: list[Key]) -> bool:
-        """Insert rows (in INSERTs that fit max_allowed_packet) and, in the same round trip,
-        check that the destination holds exactly their texts: one aggregate, not a row each."""
+        """Insert rows in INSERTs that each fit max_allowed_packet (a round trip each: a script
+        is one packet), and with the last one check that the destination holds exactly their
+        texts: one aggregate, not a row each."""
         if not keys:
             return True
-        statements: list[tuple[str, tuple[Any, ...]]] = [
-            (self.remote.insert_sql([self.rows[k] for k in chunk]), ()) for chunk in self.chunks(keys)]
+        *first, last = [self.remote.insert_sql([self.rows[k] for k in chunk]) for chunk in self.chunks(keys)]
+        inserted = sum(self.dest.execute(sql) for sql in first)
         condition, params = self.plan.condition(keys, "a")
-        statements.append((self.remote.verify_sql(condition), params))
-        *inserted, rows = self.dest.execute_script(statements, rows=True)
-        checked("inserted on the destination", len(keys), sum(inserted))
+        count_last, rows = self.dest.execute_script([(last, ()), (self.remote.verify_sql(condition), params)],
+                                                    rows=True)
+        checked("inserted on the destination", len(keys), inserted + count_last)
         count, digest = rows[0]
         return bool(count == len(keys) and digest == batch_fingerprint_of(self.rows[k] for k in keys))
 
@@ -3624,6 +3651,7 @@ def recheck_chunk(context: RunContext, file: tuple[str, str], chunk: dict[Key, l
     present = set(found.to_copy) | set(found.identical) | set(found.conflicts) | set(found.skipped)
     how = {**dict.fromkeys(found.to_copy, "archived copy was gone: row archived"),
            **dict.fromkeys(found.identical, "archived copy is now identical: source row deleted"),
+           **dict.fromkeys(found.skipped, "archived copy is gone; the guard holds the source row back"),
            **{k: "source row no longer exists" for k in chunk if k not in present}}
     resolved = {row_id: text for key, text in how.items() for row_id in chunk[key]}
     statements = context.tracking.resolve_statements(resolved, file, left - len(resolved))

@@ -381,6 +381,25 @@ def test_guard_that_is_null_counts_as_failing(tmp_path: Path, db: ScratchDatabas
     assert f"skipped by guard {len(fails)} " in summaries(job)[-1]
 
 
+def test_a_held_back_row_whose_key_is_archived_too_is_a_conflict_until_resolved(
+        tmp_path: Path, db: ScratchDatabase) -> None:
+    """A row the guard holds back while the archive holds a copy (a restored backup, say) is in
+    both tables: a conflict (exit 3), not "skipped"; once the copy is gone it is only held back."""
+    job = make_job(tmp_path, db, range(1, 11), batch_size=10, controls__guard="user_id <> -1")
+    db.execute("UPDATE rewards SET user_id = -1 WHERE id IN (3, 4)")
+    insert_rewards(db, [3], table="rewards_archives")
+    res = run_cli(job.config, timeout=60)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert sorted(snapshot(db, "rewards")) == [3, 4] and sorted(snapshot(db, "rewards_archives")) == [
+        1, 2, 3, 5, 6, 7, 8, 9, 10]
+    assert (runs(db)[-1]["conflicts"], runs(db)[-1]["skipped_by_guard"]) == (1, 1)
+    db.execute("DELETE FROM rewards_archives WHERE id = 3")  # the README's conflict procedure
+    again = run_cli(job.config, timeout=60)
+    assert again.returncode == EXIT_OK, again.stdout + again.stderr
+    assert "1 of 1 earlier conflict(s) resolved" in again.stdout
+    assert sorted(snapshot(db, "rewards")) == [3, 4]
+
+
 @pytest.mark.parametrize("guard", [
     "1=1; DROP TABLE rewards",
     "id IN (SELECT id FROM rewards_archives)",

@@ -167,6 +167,33 @@ def test_a_key_equal_only_under_the_collation_is_a_conflict_on_the_destination(d
     assert db.query("SELECT conflicts, rows_archived FROM process_logs") == [(1, 1)]
 
 
+def test_a_destination_that_stores_a_row_differently_gets_nothing(db, dest_db, tmp_path):
+    # A trigger on the destination (accepted by allow_triggers) rewrites what it stores: the batch
+    # check differs, the row-by-row check names the key, and the destination rolls back.
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 11), range(1, 11),
+                                  archive__allow_triggers="true")
+    dest_db.execute("CREATE TRIGGER t BEFORE INSERT ON rewards_archives FOR EACH ROW "
+                    "SET NEW.note = IF(NEW.id = 7, 'changed', NEW.note)")
+    result = run_cli(config)
+    assert result.returncode == 1
+    assert "would differ from the source rows (keys 7)" in result.stderr
+    assert snapshot(db, "rewards") == original and dest_db.count("rewards_archives") == 0
+
+
+def test_inserts_are_split_to_fit_the_destination_s_max_allowed_packet(db, dest_db, dest_server, tmp_path):
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 201), range(1, 201),
+                                  archive__batch_size=200)
+    admin = dest_server.connect()
+    admin.cursor().execute("SET GLOBAL max_allowed_packet = 16384")  # new sessions: ~60 rows an INSERT
+    try:
+        result = run_cli(config)
+    finally:
+        admin.cursor().execute("SET GLOBAL max_allowed_packet = DEFAULT")
+        admin.close()
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert_exactly_once(db, dest_db, original, set(range(1, 201)))
+
+
 def test_twins_on_the_destination_are_settled_and_conflicts_kept(db, dest_db, tmp_path):
     config, original = remote_job(db, dest_db, tmp_path, range(1, 41), range(1, 41), archive__batch_size=10)
     insert_rewards(dest_db, [3, 4], table="rewards_archives")  # identical copies

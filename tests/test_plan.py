@@ -89,10 +89,11 @@ def test_a_row_travels_to_another_server_as_an_exact_literal():
         archive.Column("d", "datetime"), archive.Column("i", "bigint")], "s")
     assert "IF(s.`f` = 0 AND ATAN2(s.`f`, -1) < 0, '-1e-50', CAST(s.`f` AS DOUBLE))" in row
     assert "CONCAT('FROM_UNIXTIME(', UNIX_TIMESTAMP(s.`t`), ')')" in row
-    assert "IFNULL(s.`y` + 0, 'NULL')" in row  # the text '0' would be the year 2000
+    assert "IF(s.`y` IS NULL, 'NULL', s.`y` + 0)" in row  # the text '0' would be the year 2000
     assert "CONCAT('_latin1 X''', HEX(s.`n`), '''')" in row
     assert "CONCAT('X''', HEX(s.`b`), '''')" in row
-    assert "QUOTE(CAST(s.`d` AS CHAR))" in row and "IFNULL(s.`i`, 'NULL')" in row
+    assert "QUOTE(CAST(s.`d` AS CHAR))" in row and "IF(s.`i` IS NULL, 'NULL', s.`i`)" in row
+    assert row.startswith("CONCAT('(', IF(") and "CONCAT_WS" not in row  # a NULL text voids the row
     assert archive.fingerprint_of("(1)") == "fd0ad9026eee596b7072a762941f60bef57e760a230edd450b3a634825685c2a"
 
 
