@@ -63,6 +63,7 @@ import hashlib
 import itertools
 import json
 import math
+import operator
 import os
 import random
 import re
@@ -1045,8 +1046,10 @@ def plain_int_blocks(blocks: Iterator[bytes], key_type: KeyType, line_no: int, o
         if not keys or not key_type.low <= min(keys) <= max(keys) <= key_type.high:
             rest = itertools.chain([block], blocks)
             return itertools.chain.from_iterable(b.splitlines(keepends=True) for b in rest), line_no, offset
-        ends = list(itertools.accumulate([len(line) + 1 for line in lines], initial=offset))
-        yield KeyBlock(keys, range(line_no + 1, line_no + len(keys) + 1), ends[1:])
+        # Each line's end: offset + its length + its LF, summed (map/accumulate run in C).
+        ends = list(itertools.accumulate(map(len, lines), operator.add, initial=offset))
+        yield KeyBlock(keys, range(line_no + 1, line_no + len(keys) + 1),
+                       list(map(operator.add, ends[1:], range(1, len(keys) + 1))))
         line_no += len(keys)
         offset += len(block)
     return [], line_no, offset
@@ -1318,15 +1321,15 @@ class TablePlan:
         row out, exactly and in constant time per row. Only for ranges at most SPAN_FACTOR
         times the key count; contiguous keys are a plain range anyway.
         """
-        unique = sorted({k for k in keys if isinstance(k, int)})
-        if self.key_type.kind != "int" or not unique:
+        if self.key_type.kind != "int" or not keys:
             return None
+        unique = sorted(set(keys))
         low, high, column = unique[0], unique[-1], quote_ident(self.key)
         if high - low + 1 == len(unique) or high - low + 1 > SPAN_FACTOR * len(unique):
             return None
         bits = bytearray(b"0" * (high - low + 1))
         for key in unique:
-            bits[key - low] = ord("1")
+            bits[key - low] = 49  # b"1"
         between = f"{column} BETWEEN {int(low)} AND {int(high)}"
         listed = f"SUBSTRING(_binary'{bits.decode()}', {column} - {int(low)} + 1, 1) = '1'"
         return Span(f"{between} AND {listed}", f"SELECT COUNT(*) INTO @archive_py_unlisted FROM "

@@ -124,6 +124,18 @@ def test_a_quoted_field_may_hold_a_line_break_and_offsets_stay_exact(tmp_path):
     assert keys_of(write(tmp_path, b'id\n"a\nb"\n', "nl.csv"), text_key) == ["a\nb"]
 
 
+def test_plain_number_files_record_the_byte_offset_after_each_line(tmp_path):
+    # Plain numbers take the block-at-a-time path; each key's offset must still be where
+    # its line ends, since resume seeks there. A blank line hands the rest to the careful reader.
+    data = b"id\n" + b"".join(b"%d\n" % n for n in range(1, 6001)) + b"\n7\n"
+    path = write(tmp_path, data)
+    keys = list(archive.iter_csv_keys(path, "id", ",", INT_KEY))
+    ends = [i + 1 for i, byte in enumerate(data) if byte == ord("\n")][1:]
+    assert [k for _, _, k in keys] == [*range(1, 6001), 7]
+    assert [offset for _, offset, _ in keys] == ends[:6000] + ends[6001:]
+    assert [line for line, _, _ in keys] == [*range(2, 6002), 6003]
+
+
 @pytest.mark.parametrize("charset, key, ok", [
     ("latin1", "Müller", True), ("latin1", "Łódź", False), ("latin1", "€uro", True),
     ("latin1", "x\u0081y", True), ("latin1", "x\u0080y", False), ("latin1", "tag🐳", False),
