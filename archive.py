@@ -79,7 +79,7 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional, TypeVar, Union
+from typing import Any, BinaryIO, Callable, Optional, TypeVar, Union, cast
 
 import mysql.connector
 from mysql.connector import errorcode
@@ -1323,7 +1323,7 @@ class TablePlan:
         """
         if self.key_type.kind != "int" or not keys:
             return None
-        unique = sorted(set(keys))
+        unique = sorted(set(cast(Sequence[int], keys)))  # an int key column yields only ints
         low, high, column = unique[0], unique[-1], quote_ident(self.key)
         if high - low + 1 == len(unique) or high - low + 1 > SPAN_FACTOR * len(unique):
             return None
