@@ -2489,10 +2489,12 @@ def run_preflight(db: Database, config: Config, dest: Database | None = None) ->
     return found
 
 
-def require_plan(db: Database, config: Config, dest: Database | None = None) -> TablePlan:
-    """Preflight, raising a critical error with every problem found."""
+def require_plan(db: Database, config: Config, dest: Database | None = None,
+                 problems: Sequence[str] = ()) -> TablePlan:
+    """Preflight, raising a critical error with every problem found (and those already known)."""
     found = run_preflight(db, config, dest)
-    if found.plan is None:
+    found.problems += problems
+    if found.plan is None or found.problems:
         raise ArchiveError("preflight failed: " + "; ".join(found.problems))
     return found.plan
 
@@ -2504,6 +2506,10 @@ SCHEMA_COMMENT = f"archive.py tracking schema {SCHEMA_VERSION}"
 TRACKING_TABLES = ("process_logs", "file_processing_logs", "batch_processing_logs", "conflict_logs",
                    "run_locks")
 TEXT_BYTES = 60_000  # what a TEXT column (65,535 bytes) is given, with room to spare
+# What a run writes to each tracking table (it reads them all), and a column to name in a test UPDATE.
+TRACKING_WRITES = {"process_logs": ("INSERT", "UPDATE"), "file_processing_logs": ("INSERT", "UPDATE"),
+                   "batch_processing_logs": ("INSERT",), "conflict_logs": ("INSERT", "UPDATE"),
+                   "run_locks": ("INSERT", "UPDATE", "DELETE")}
 
 # The current schema. Columns added since schema 1 come last, in the order the
 # migration adds them, so a migrated table and a new one are the same table.
@@ -2692,6 +2698,24 @@ class Tracking:
                              f"DATABASE() AND TABLE_NAME IN ({marks})", TRACKING_TABLES)
         return {r[0] for r in rows}
 
+    def privilege_problems(self, present: set[str]) -> list[str]:
+        """What this user may not do to the tracking tables (EXPLAIN needs the statement's privileges)."""
+        problems = []
+        for table in sorted(present, key=TRACKING_TABLES.index):
+            key = "lock_name" if table == "run_locks" else "id"
+            tests = {"INSERT": f"INSERT INTO `{table}` SELECT * FROM `{table}` WHERE 1 = 0",
+                     "UPDATE": f"UPDATE `{table}` SET `{key}` = `{key}` WHERE 1 = 0",
+                     "DELETE": f"DELETE FROM `{table}` WHERE 1 = 0"}
+            for verb in TRACKING_WRITES[table]:
+                try:
+                    self.db.query("EXPLAIN " + tests[verb])
+                except mysql.connector.Error as exc:
+                    if is_connection_error(exc):
+                        raise
+                    problems.append(f"cannot {verb} tracking table {table}: {describe_mysql_error(exc)}")
+        self.db.rollback()
+        return problems
+
     def schema_version(self) -> int:
         """The stamped schema version (1 for tables made before versions were stamped)."""
         rows = self.db.query("SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
@@ -2793,14 +2817,20 @@ class Tracking:
 
         It dies with its session, so it tells at once that a holder on this node is gone.
         """
+        got = self.user_lock_query("GET_LOCK(%s, 0)")
+        if got is Ellipsis:
+            return None
+        self.user_lock = got == 1
+        return bool(got == 1)
+
+    def user_lock_query(self, call: str) -> Any:
+        """A user-lock function's answer, or Ellipsis where the server refuses them."""
         try:
-            got = self.db.query("SELECT GET_LOCK(%s, 0)", (self.config.lock_name,))[0][0]
+            return self.db.query(f"SELECT {call}", (self.config.lock_name,))[0][0]
         except mysql.connector.Error as exc:
             if is_connection_error(exc):
                 raise
-            return None  # some Galera releases refuse GET_LOCK (1235)
-        self.user_lock = got == 1
-        return bool(got == 1)
+            return Ellipsis  # some Galera releases refuse user locks (1235)
 
     def acquire_lock(self) -> str | None:
         """Take the run lock, or raise AlreadyRunning naming the holder; return a takeover note."""
@@ -2908,11 +2938,8 @@ class Tracking:
         holder = self.lock_holder()
         if holder is None or holder["process_log_id"] != run_id:
             return False, "it does not hold the run lock: it died; the next run marks it INTERRUPTED"
-        if holder["node"] == self.db.node:
-            used = self.db.query("SELECT IS_USED_LOCK(%s)", (self.config.lock_name,))[0][0]
-            if used is None:
-                return False, ("its server session is gone: it died; the next run takes the lock "
-                               "over at once")
+        if holder["node"] == self.db.node and self.user_lock_query("IS_USED_LOCK(%s)") is None:
+            return False, "its server session is gone: it died; the next run takes the lock over at once"
         if not holder["valid"]:
             return False, (f"its lease expired {holder['age']:.0f}s after its last heartbeat: it died or "
                            "is frozen; the next run takes the lock over")
@@ -4210,7 +4237,8 @@ def open_run(config: Config, tracking: Tracking, dest: Database | None, log: Tex
     for note in notes:
         log.write(note)
         reporter.say(note, level=2)
-    plan = require_plan(tracking.db, config, dest)
+    # A refused tracking write is found now, not at the end of a file, where it would stop the run.
+    plan = require_plan(tracking.db, config, dest, tracking.privilege_problems(set(TRACKING_TABLES)))
     progress = read_log_progress(config.log_dir)
     checkpoints = log_checkpoints(progress, (config.job, f"{config.database}.{config.source_table}"),
                                   config.reading)
@@ -4502,6 +4530,7 @@ def check_command(config: Config, out: Any = None) -> int:
         lines = cluster_lines(db) + (cluster_lines(dest) if dest else [])
         tracking = Tracking(db, config)
         present, version = tracking.present(), tracking.schema_version()
+        found.problems += tracking.privilege_problems(present)
     finally:
         for session in (db, dest):
             if session is not None:
@@ -4510,11 +4539,12 @@ def check_command(config: Config, out: Any = None) -> int:
     missing = [t for t in TRACKING_TABLES if t not in present]
     if missing:
         lines.append(f"note: tracking tables {', '.join(missing)} will be created by the first run "
-                     "(needs the CREATE privilege once)")
+                     "(needs the CREATE privilege once; a table this user has no privilege on looks "
+                     "missing too: see the README's grants)")
     if "process_logs" in present and version < SCHEMA_VERSION:
         lines.append(f"note: tracking tables are schema {version}; the next run upgrades them to "
                      f"{SCHEMA_VERSION} (needs the ALTER privilege once)")
-    if found.plan is None:
+    if found.plan is None or found.problems:
         print_lines(lines + ["Verdict: NOT READY: fix the FAIL lines above."], out)
         return EXIT_FAILED
     where = f" on {config.dest.describe()}" if config.dest else ""

@@ -87,3 +87,10 @@ def test_the_map_names_functions_that_exist():
         owner, _, attribute = name.partition(".")
         assert hasattr(archive, owner), name
         assert not attribute or hasattr(getattr(archive, owner), attribute), name
+
+
+def test_the_readme_summary_example_is_what_the_code_prints():
+    readme = (REPO / "README.md").read_text()
+    example = next(line for line in readme.splitlines() if line.startswith("SUMMARY: COMPLETED | run"))
+    printed = archive.summary_line(archive.RunState(run_id=42, files_total=2), "COMPLETED")
+    assert re.sub(r"[0-9][0-9,.]*", "N", example) == re.sub(r"[0-9][0-9,.]*", "N", printed)

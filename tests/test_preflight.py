@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from helpers import (
+    REPO,
     ScratchDatabase,
     create_rewards_tables,
     insert_rewards,
@@ -302,6 +303,50 @@ def test_user_without_delete_privilege_is_refused_at_preflight(db, tmp_path, ser
         assert "rewards" in message
         # the tracking row was written by the limited user itself (so it really ran as that user)
         assert run_rows(db)[0]["status"] == "FAILED"
+    finally:
+        cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+        cur.close()
+        root.close()
+
+
+def readme_grants(database: str, user: str) -> list[str]:
+    """The README's least-privilege GRANT statements, for `database` and user@localhost."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("Least-privilege grants", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    grants = [line.split(";")[0] for line in block.splitlines() if line.startswith("GRANT ")]
+    return [g.replace(" app.", f" `{database}`.").replace("'archiver'@'%'", f"'{user}'@'localhost'")
+            for g in grants]
+
+
+def test_the_readme_least_privilege_grants_are_enough(db, tmp_path, server):
+    config = setup_rewards(db, tmp_path)
+    schema = (REPO / "schema.sql").read_text()
+    for ddl in (s for s in re.sub(r"^--.*$", "", schema, flags=re.M).split(";") if s.strip()):
+        db.execute(ddl)  # the README's alternative to granting CREATE: load schema.sql first
+    user, password = f"lp_{uuid.uuid4().hex[:8]}", "Lp-pw-1"
+    grants = readme_grants(db.name, user)
+    assert any("rewards_archives" in g for g in grants), grants
+    root = server.connect()
+    cur = root.cursor()
+    try:
+        cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
+        for grant in grants:
+            cur.execute(grant.replace("UPDATE, DELETE ON", "UPDATE ON"))
+        config = write_config(tmp_path, db, archive__batch_size=BATCH,
+                              database__user=user, database__password=password)
+        # One grant short: --check and the run both say so before any row moves.
+        checked = run_cli(config, "--check")
+        assert checked.returncode == 1, checked.stdout
+        assert "FAIL: cannot DELETE tracking table run_locks" in checked.stdout, checked.stdout
+        result = run_cli(config)
+        assert result.returncode == 1 and "cannot DELETE tracking table run_locks" in result.stderr
+        assert db.count("rewards_archives") == 0
+        cur.execute(next(g for g in grants if "run_locks" in g))
+        for args in (["--check"], [], [], ["--status"], ["--dry-run"]):
+            result = run_cli(config, *args)
+            assert result.returncode == 0, (args, result.stdout, result.stderr)
+        assert sorted(snapshot(db, "rewards_archives")) == CSV_IDS
+        assert [r["status"] for r in run_rows(db)][:2] == ["FAILED", "COMPLETED"]
     finally:
         cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
         cur.close()
