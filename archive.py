@@ -1128,6 +1128,8 @@ def iter_batches(blocks: Iterable[KeyBlock], batch_size: int, first_number: int 
 
 def group_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
     """Split sorted unique integers into (first, last) runs of consecutive values."""
+    if numbers and numbers[-1] - numbers[0] + 1 == len(numbers):
+        return [(numbers[0], numbers[-1])]  # the usual batch: one run, found without a loop
     runs: list[tuple[int, int]] = []
     for number in numbers:
         if runs and number == runs[-1][1] + 1:

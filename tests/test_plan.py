@@ -27,6 +27,10 @@ def test_contiguous_keys_become_a_range_and_sparse_keys_an_in_list():
     assert sql == "`id` BETWEEN 1 AND 1000"
     sql, _ = archive.key_condition("`id`", [1, 3, 5], INT_KEY)
     assert sql == "`id` IN (1,3,5)"
+    assert archive.group_runs([]) == []
+    assert archive.group_runs([4]) == [(4, 4)]
+    assert archive.group_runs([1, 2, 4, 5, 6, 9]) == [(1, 2), (4, 6), (9, 9)]
+    assert archive.group_runs([1, 2, 3, 5]) == [(1, 3), (5, 5)]  # first and last are 4 apart, not 3
 
 
 def test_text_keys_are_parameters_matched_by_the_column_and_then_by_their_bytes():
