@@ -2508,6 +2508,16 @@ SCHEMA_COMMENT = f"archive.py tracking schema {SCHEMA_VERSION}"
 TRACKING_TABLES = ("process_logs", "file_processing_logs", "batch_processing_logs", "conflict_logs",
                    "run_locks")
 TEXT_BYTES = 60_000  # what a TEXT column (65,535 bytes) is given, with room to spare
+RUN_COLUMNS = (
+    "id, status, start_time, end_time, last_seen, current_file, current_batch, processed_files, "
+    "total_files, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, not_found, "
+    "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job, destination")
+# A run "did work" if it moved or counted a row, ran a batch, met a file it could not archive,
+# or settled a conflict; --status skips the nightly no-ops.
+DID_WORK_SQL = ("(p.rows_archived + p.rows_deleted + p.conflicts + p.not_found + p.skipped_by_guard > 0 "
+                "OR EXISTS (SELECT 1 FROM file_processing_logs f WHERE f.process_log_id = p.id AND "
+                "(f.processed_batches >= f.start_batch OR f.status <> 'COMPLETED')) OR EXISTS (SELECT 1 FROM "
+                "conflict_logs c WHERE c.resolved_by = p.id))")
 # What a run writes to each tracking table (it reads them all), and a column to name in a test UPDATE.
 TRACKING_WRITES = {"process_logs": ("INSERT", "UPDATE"), "file_processing_logs": ("INSERT", "UPDATE"),
                    "batch_processing_logs": ("INSERT",), "conflict_logs": ("INSERT", "UPDATE"),
@@ -3212,6 +3222,49 @@ class Tracking:
         self.db.rollback()
         return count
 
+
+    # ------------------------------------------------------------ reports (--status)
+
+    def newest_run(self) -> dict[str, Any] | None:
+        """This job's newest run."""
+        rows = self.db.query_dicts(f"SELECT {RUN_COLUMNS} FROM process_logs WHERE job = %s "
+                                   "ORDER BY id DESC LIMIT 1", (self.config.job,))
+        return rows[0] if rows else None
+
+    def did_work(self, run_id: int) -> bool:
+        """Whether a run moved or counted a row, ran a batch, met a file it could not archive, or
+        settled a conflict."""
+        return bool(self.db.query(f"SELECT 1 FROM process_logs p WHERE p.id = %s AND {DID_WORK_SQL}",
+                                  (run_id,)))
+
+    def last_run_with_work(self) -> dict[str, Any] | None:
+        """The newest run of the job that did something (a nightly no-op must not hide it)."""
+        rows = self.db.query_dicts(
+            f"SELECT {RUN_COLUMNS} FROM process_logs p WHERE job = %s AND (status <> 'COMPLETED' OR "
+            f"{DID_WORK_SQL}) ORDER BY id DESC LIMIT 1", (self.config.job,))
+        return rows[0] if rows else None
+
+    def run_files(self, run_id: int) -> list[dict[str, Any]]:
+        """A run's files, in the order it met them."""
+        return self.db.query_dicts(
+            "SELECT file_name AS file, status, processed_batches, total_batches, rows_archived, "
+            "rows_deleted, conflicts, not_found, error_message AS error FROM file_processing_logs "
+            "WHERE process_log_id = %s ORDER BY id", (run_id,))
+
+    def open_conflict_counts(self) -> list[tuple[str, int]]:
+        """This job's open conflicts per file name."""
+        return [(name, int(count)) for name, count in self.db.query(
+            "SELECT file_name, COUNT(*) FROM conflict_logs WHERE job = %s AND status = 'OPEN' "
+            "GROUP BY file_name ORDER BY file_name", (self.config.job,))]
+
+    def problem_batches(self) -> list[dict[str, Any]]:
+        """This job's ten latest failed or duplicate-meeting batches."""
+        return self.db.query_dicts(
+            "SELECT b.process_log_id AS run, b.file_name, b.batch_number AS batch, b.status, b.duplicates, "
+            "b.conflicts, LEFT(COALESCE(b.error_message, b.conflict_keys, ''), 120) AS detail, b.created_at "
+            "FROM batch_processing_logs b JOIN process_logs p ON p.id = b.process_log_id WHERE p.job = %s "
+            "AND b.status IN ('FAILED', 'COMPLETED_WITH_DUPLICATES') ORDER BY b.id DESC LIMIT 10",
+            (self.config.job,))
 
 def describe_holder(holder: dict[str, Any] | None) -> str:
     """Who holds the run lock, for messages."""
@@ -4377,6 +4430,11 @@ def json_value(value: Any) -> Any:
     return value
 
 
+def json_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Database rows as JSON objects."""
+    return [{key: json_value(value) for key, value in row.items()} for row in rows]
+
+
 def read_only_tracking(db: Database, config: Config) -> Tracking | None:
     """Tracking for reports, or None when there are no tracking tables to read.
 
@@ -4392,24 +4450,16 @@ def read_only_tracking(db: Database, config: Config) -> Tracking | None:
     return None
 
 
-RUN_COLUMNS = (
-    "id, status, start_time, end_time, last_seen, current_file, current_batch, processed_files, "
-    "total_files, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, not_found, "
-    "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job, destination")
-
-
 def status_report(db: Database, config: Config) -> dict[str, Any] | None:
     """The latest run of this job that did something, with its files and liveness; None if none."""
     tracking = read_only_tracking(db, config)
     if tracking is None or tracking.legacy:
         return None
-    runs = db.query_dicts(f"SELECT {RUN_COLUMNS} FROM process_logs WHERE job = %s ORDER BY id DESC LIMIT 1",
-                          (config.job,))
-    if not runs:
+    newest = tracking.newest_run()
+    if newest is None:
         return None
-    newest = runs[0]
-    shown = newest if newest["status"] != "COMPLETED" or did_work(db, newest["id"]) else (
-        last_run_with_work(db, config) or newest)
+    shown = newest if newest["status"] != "COMPLETED" or tracking.did_work(newest["id"]) else (
+        tracking.last_run_with_work() or newest)
     report = {key: json_value(value) for key, value in shown.items()}
     report["run_id"] = report.pop("id")
     alive, liveness = tracking.holder_is_alive(shown["id"]) if shown["status"] == "RUNNING" else (False, "")
@@ -4417,41 +4467,13 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
                   ended=report.pop("end_time"), error=report.pop("error_message"))
     report["seconds"] = run_seconds(db, shown, alive)
     report["latest_run"] = None if shown is newest else {
-        "run_id": newest["id"], "status": newest["status"], "started": json_value(newest["start_time"])}
-    report["files"] = [{key: json_value(v) for key, v in row.items()} for row in db.query_dicts(
-        "SELECT file_name AS file, status, processed_batches, total_batches, rows_archived, rows_deleted, "
-        "conflicts, not_found, error_message AS error FROM file_processing_logs WHERE process_log_id = %s "
-        "ORDER BY id", (shown["id"],))]
-    report["open_conflicts"] = [{"file": name, "keys": int(count)} for name, count in db.query(
-        "SELECT file_name, COUNT(*) FROM conflict_logs WHERE job = %s AND status = 'OPEN' GROUP BY file_name "
-        "ORDER BY file_name", (config.job,))]
-    report["problem_batches"] = [{key: json_value(v) for key, v in row.items()} for row in db.query_dicts(
-        "SELECT b.process_log_id AS run, b.file_name, b.batch_number AS batch, b.status, b.duplicates, "
-        "b.conflicts, LEFT(COALESCE(b.error_message, b.conflict_keys, ''), 120) AS detail, b.created_at "
-        "FROM batch_processing_logs b JOIN process_logs p ON p.id = b.process_log_id WHERE p.job = %s "
-        "AND b.status IN ('FAILED', 'COMPLETED_WITH_DUPLICATES') ORDER BY b.id DESC LIMIT 10", (config.job,))]
+        "run_id": newest["id"], "status": newest["status"],
+        "started": json_value(newest["start_time"])}
+    report["files"] = json_rows(tracking.run_files(shown["id"]))
+    report["open_conflicts"] = [{"file": name, "keys": n} for name, n in tracking.open_conflict_counts()]
+    report["problem_batches"] = json_rows(tracking.problem_batches())
     db.rollback()
     return report
-
-
-DID_WORK_SQL = ("(p.rows_archived + p.rows_deleted + p.conflicts + p.not_found + p.skipped_by_guard > 0 "
-                "OR EXISTS (SELECT 1 FROM file_processing_logs f WHERE f.process_log_id = p.id AND "
-                "(f.processed_batches >= f.start_batch OR f.status <> 'COMPLETED')) OR EXISTS (SELECT 1 FROM "
-                "conflict_logs c WHERE c.resolved_by = p.id))")
-
-
-def did_work(db: Database, run_id: int) -> bool:
-    """Whether a run moved or counted a row, ran a batch, met a file it could not archive, or
-    settled a conflict."""
-    return bool(db.query(f"SELECT 1 FROM process_logs p WHERE p.id = %s AND {DID_WORK_SQL}", (run_id,)))
-
-
-def last_run_with_work(db: Database, config: Config) -> dict[str, Any] | None:
-    """The newest run of the job that did something (a nightly no-op must not hide it)."""
-    rows = db.query_dicts(
-        f"SELECT {RUN_COLUMNS} FROM process_logs p WHERE job = %s AND (status <> 'COMPLETED' OR "
-        f"{DID_WORK_SQL}) ORDER BY id DESC LIMIT 1", (config.job,))
-    return rows[0] if rows else None
 
 
 def run_seconds(db: Database, run_row: dict[str, Any], alive: bool) -> int:
