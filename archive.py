@@ -2445,11 +2445,13 @@ def check_write_set(db: Database, batch_size: int, source: str, found: Preflight
     max_bytes = int(db.variable("wsrep_max_ws_size") or 0)
     row_bytes = db.query("SELECT AVG_ROW_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
                          "DATABASE() AND TABLE_NAME = %s", (source,))
-    estimate = 2 * batch_size * int((row_bytes[0][0] if row_bytes else 0) or 0) * 2  # 2x: rows vary
-    if max_bytes and estimate > max_bytes:
+    average = int((row_bytes[0][0] if row_bytes else 0) or 0)
+    per_key = 2 * average * 2  # the copy and the delete, and twice the average: rows vary
+    if max_bytes and per_key and batch_size * per_key > max_bytes:
         found.problems.append(
-            f"[archive] batch_size {batch_size} makes write sets of about {estimate} bytes, over "
-            f"wsrep_max_ws_size {max_bytes} on {db.where}; lower batch_size")
+            f"[archive] batch_size {batch_size} makes write sets of about {batch_size * per_key} bytes, "
+            f"over wsrep_max_ws_size {max_bytes} on {db.where}; use batch_size {max_bytes // per_key} "
+            f"or less (estimated from the table's average row length, {average} bytes)")
     db.rollback()
 
 
@@ -2990,14 +2992,18 @@ class Tracking:
     def finish_run(self, status: str, stop_reason: str | None, paused: float, error: str | None) -> None:
         """Record the run's end (its own small transaction); a file still open ends with the run."""
         if status == "FAILED":
-            self.db.execute("UPDATE file_processing_logs SET status = 'FAILED', finished_at = NOW(), "
-                            "error_message = COALESCE(error_message, %s) WHERE process_log_id = %s "
-                            "AND status = 'PROCESSING'", (fit(error), self.run_id))
+            self.end_open_files("FAILED", error)
         self.db.write(
             "UPDATE process_logs SET status = %s, end_time = NOW(), last_seen = NOW(), stop_reason = %s, "
             "pause_reason = NULL, paused_seconds = %s, "
             "error_message = NULLIF(CONCAT_WS('; ', error_message, %s), '') WHERE id = %s",
             (status, fit(stop_reason, 255), round(paused, 3), fit(error), self.run_id))
+
+    def end_open_files(self, status: str, error: str | None) -> None:
+        """End this run's files still PROCESSING (keeping an error already recorded)."""
+        self.db.execute("UPDATE file_processing_logs SET status = %s, finished_at = NOW(), "
+                        "error_message = COALESCE(error_message, %s) WHERE process_log_id = %s "
+                        "AND status = 'PROCESSING'", (status, fit(error), self.run_id))
 
     def note_pause(self, reason: str | None, paused: float) -> None:
         """Show a pause (or its end) in process_logs for --status."""
@@ -4232,24 +4238,49 @@ def restore_signal_handlers(previous: dict[int, Any]) -> None:
 
 def execute_run(context: RunContext, files: list[Path]) -> int:
     """Recheck old conflicts, walk the files; return the exit code."""
-    context.state.totals.add(recheck_conflicts(context))
+    # Between batches too, a lost node (or a deadlock in the bookkeeping) is survived: each
+    # step below is safe to repeat from the start on the next node.
+    context.state.totals.add(retry_transaction(context, "Recheck of conflicts",
+                                               functools.partial(recheck_conflicts, context)))
     for path in files:
         reason = context.controls.stop_reason() if context.controls else None
         if reason:
             context.state.stop_reason = reason
             break
         context.state.files_seen += 1
-        process_file(context, path)
+        run_file(context, path)
         if context.state.stop_reason:
             break
+    status, code = retry_transaction(context, "End of run", functools.partial(end_run, context))
+    if status == "INTERRUPTED":
+        context.say(f"INTERRUPTED: {context.state.stop_reason}; rerun to resume")
+    context.reporter.clear_progress()
+    return code
+
+
+def run_file(context: RunContext, path: Path) -> None:
+    """process_file; if its bookkeeping loses the node, the file resumes from its checkpoint on the next."""
+    attempts = 0
+
+    def attempt() -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1:  # the row of the attempt cut short ends; the file goes on in a new one
+            context.tracking.end_open_files("INTERRUPTED", "the server connection was lost; the file "
+                                            "continued from its checkpoint on the next node")
+            context.db.commit()
+        process_file(context, path)
+
+    retry_transaction(context, f"File {display_name(path)}", attempt)
+
+
+def end_run(context: RunContext) -> tuple[str, int]:
+    """Record the run's end from what was committed; return its status and exit code."""
     context.state.open_conflicts = context.tracking.open_conflict_count()
     context.state.totals = context.tracking.run_counts()  # committed work, also where an answer was lost
     status, code, error = outcome_of(context.state)
-    if status == "INTERRUPTED":
-        context.say(f"INTERRUPTED: {context.state.stop_reason}; rerun to resume")
     context.tracking.finish_run(status, context.state.stop_reason, context.state.paused_seconds, error)
-    context.reporter.clear_progress()
-    return code
+    return status, code
 
 
 def script_hash() -> str:

@@ -95,6 +95,26 @@ def test_the_run_moves_to_another_node_when_its_node_dies(galera_db, galera_clus
     assert_batches_once(galera_db, "ids.csv", 40)
 
 
+def test_a_node_lost_between_batches_is_survived_too(galera_db, galera_cluster, tmp_path, spawn_cli):
+    # Quoted keys take the careful reader, so validating 600,000 of them takes seconds: the
+    # node dies while the run is checking the file, heartbeating and recording it, not in a batch.
+    config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 401), order=(2, 1, 0),
+                                   archive__batch_size=10000, archive__lock_wait_timeout=1,
+                                   archive__lock_lease=12)
+    keys = 600_000
+    (tmp_path / "csv" / "ids.csv").write_text("id\n" + "".join(f'"{k}"\n' for k in range(1, keys + 1)))
+    proc = spawn_cli(config, "-v")
+    wait_until(lambda: "1 file in" in proc.read_stdout(), timeout=60)  # printed after the preflight
+    assert galera_db.count("file_processing_logs") == 0, "the node must die before the file is recorded"
+    galera_cluster.kill(2)
+    assert proc.wait(timeout=180) == 0, proc.read_stdout() + proc.read_stderr()
+    assert "RECONNECTED: to root@127.0.0.1:" in proc.read_stdout()
+    assert_conserved(galera_db, original, set(range(1, 401)))
+    assert_batches_once(galera_db, "ids.csv", keys // 10000)
+    assert galera_db.query("SELECT status FROM process_logs") == [("COMPLETED",)]
+    assert galera_db.scalar("SELECT COUNT(*) FROM file_processing_logs WHERE status = 'PROCESSING'") == 0
+
+
 def keep_updating(cluster: GaleraCluster, database: str, keys: range, stop: threading.Event,
                   counts: dict[str, int]) -> None:
     """Another application on node 1: single-row updates of the rows being archived, flat out."""
@@ -152,6 +172,27 @@ def test_a_batch_bigger_than_wsrep_max_ws_rows_is_refused_before_any_row_moves(
             in result.stderr)
     assert "use batch_size 246 or less" in result.stderr
     assert "Galera node" in check.stdout and "Synced" in check.stdout and "NOT READY" in check.stdout
+    assert_conserved(galera_db, original, set())
+
+
+def test_a_batch_bigger_than_wsrep_max_ws_size_is_refused_naming_a_batch_size_that_fits(
+        galera_db, galera_cluster, tmp_path):
+    config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 1201), order=(0,),
+                                   archive__batch_size=1000)
+    galera_db.query("ANALYZE TABLE rewards")
+    average = galera_db.scalar("SELECT AVG_ROW_LENGTH FROM information_schema.TABLES "
+                               "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'rewards'")
+    assert average > 0
+    galera_cluster.set_global(0, "wsrep_max_ws_size", 65536)
+    try:
+        result = run_cli(config)
+        check = run_cli(config, "--check")
+    finally:
+        galera_cluster.set_global(0, "wsrep_max_ws_size", 2147483647)
+    assert result.returncode == 1 and check.returncode == 1
+    expected = f"over wsrep_max_ws_size 65536 on root@127.0.0.1:{galera_cluster.nodes[0].port}; " \
+               f"use batch_size {65536 // (4 * average)} or less"
+    assert expected in result.stderr and expected in check.stdout, (result.stderr, check.stdout)
     assert_conserved(galera_db, original, set())
 
 
