@@ -908,8 +908,10 @@ def field_pattern(delimiter: str) -> re.Pattern[str]:
     return re.compile(rf' *"((?:[^"]|"")*)" *(?={d}|\Z)|([^"{d}]*)(?={d}|\Z)', re.S)
 
 
-def split_record(text: str, pattern: re.Pattern[str]) -> list[tuple[str, bool]]:
+def split_record(text: str, pattern: re.Pattern[str], delimiter: str) -> list[tuple[str, bool]]:
     """Split one record into (value, quoted) fields; ValueError on stray quotes."""
+    if '"' not in text:  # no quotes: the fields are exactly what lies between delimiters
+        return [(value, False) for value in text.split(delimiter)]
     fields, pos = [], 0
     while True:
         match = pattern.match(text, pos)
@@ -975,7 +977,7 @@ def iter_records(lines: Iterable[bytes], name: str, delimiter: str, line_no: int
         if not record.strip():
             continue
         try:
-            yield first, line_no, offset, split_record(record, pattern)
+            yield first, line_no, offset, split_record(record, pattern, delimiter)
         except ValueError as exc:
             raise RejectedFile(f"{name} line {first}: {exc}") from None
     if pending:
@@ -1020,8 +1022,21 @@ def key_blocks(path: Path, column: str, delimiter: str, key_type: KeyType,
         if key_type.kind == "int" and index == 0:
             lines, last, offset = yield from plain_int_blocks(read_blocks(handle), key_type, last, offset)
         records = iter_records(lines, name, delimiter, last, offset, key_type.kind == "int" and index == 0)
-        while triples := list(itertools.islice(keys_of_records(records, name, index, key_type), BLOCK_KEYS)):
+        for triples in cut_blocks(keys_of_records(records, name, index, key_type), offset):
             yield KeyBlock([k for _, _, k in triples], [n for n, _, _ in triples], [o for _, o, _ in triples])
+
+
+def cut_blocks(triples: Iterator[tuple[int, int, Key]], offset: int) -> Iterator[list[tuple[int, int, Key]]]:
+    """(line, offset, key) triples in blocks of BLOCK_KEYS keys or KEY_BLOCK_BYTES of file, whichever
+    comes first: a heartbeat may follow each block, and lines of 20,000 fields make 256 keys slow."""
+    block: list[tuple[int, int, Key]] = []
+    for triple in triples:
+        block.append(triple)
+        if len(block) == BLOCK_KEYS or triple[1] - offset >= KEY_BLOCK_BYTES:
+            yield block
+            block, offset = [], triple[1]
+    if block:
+        yield block
 
 
 def read_blocks(handle: BinaryIO) -> Iterator[bytes]:

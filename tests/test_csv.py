@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import tracemalloc
 from pathlib import Path
 
@@ -254,3 +255,32 @@ def test_memory_does_not_grow_with_file_size(tmp_path):
     tracemalloc.stop()
     assert count == 300_000
     assert peak < 2_000_000, f"peak {peak} bytes while streaming 300k keys"
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+def test_records_without_quotes_split_exactly_as_the_field_pattern_does(delimiter):
+    # split_record takes a str.split shortcut when a record has no quote: it must agree with
+    # the field pattern (which handles quotes) on every quote-free record.
+    pattern, rng = archive.field_pattern(delimiter), random.Random(7)
+    for _ in range(5000):
+        pieces = ["a", " ", delimiter, "é", "x y", "\u00a0", "\r"]
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 9)))
+        fields, pos = [], 0
+        while True:
+            match = pattern.match(text, pos)
+            assert match is not None
+            fields.append((match.group(2), False))
+            pos = match.end() + 1
+            if match.end() >= len(text):
+                break
+        assert archive.split_record(text, pattern, delimiter) == fields, text
+
+
+def test_validation_ticks_at_least_every_block_of_bytes_however_wide_the_lines(tmp_path):
+    # A heartbeat may follow each tick; lines of 20,000 fields must not stretch the gap between
+    # two ticks to 256 such lines (seconds of parsing, longer than the session's wait_timeout).
+    path = write(tmp_path, b"id" + b"," * 20_000 + b"\n" + b"".join(b"%d" % n + b"," * 20_000 + b"\n"
+                                                                     for n in range(1, 301)))
+    ticks = []
+    assert archive.count_keys(path, "id", ",", INT_KEY, lambda: ticks.append(1)) == 300
+    assert len(ticks) >= 300  # each line is more than KEY_BLOCK_BYTES: a tick after every one
