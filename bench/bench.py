@@ -60,14 +60,15 @@ What it does, in one run:
       COMMIT``); as the CSV lists every row, each range holds exactly that batch's
       keys.  The range table is loaded before the clock starts; only the CALL is
       timed.  This is the practical floor: no client round trips, no bookkeeping.
-   d. Only with sparse keys (``--id-step`` 2+): "in-server loop, same statements", a fair
-      floor for sparse keys.  A stored procedure runs, per batch, the exact ``INSERT ...
-      SELECT`` and ``DELETE`` texts archive.py sends for that batch (built with
-      archive.py's own ``TablePlan``/``key_condition``: ``BETWEEN`` for runs of 4+
-      consecutive ids, an ``IN (...)`` list for the rest) through ``EXECUTE IMMEDIATE``,
-      one transaction per batch.  The statements are stored before the clock starts.
-      c stays too: it shows what ranges would cost, d what the key file's statements
-      cost with no client and no bookkeeping.
+   d. Only with sparse keys (``--id-step`` 2+): "in-server loop, same statements", the
+      floor for key lists.  A stored procedure runs, per batch, the ``INSERT ... SELECT``
+      and ``DELETE`` texts archive.py's key lists make for that batch (its own
+      ``TablePlan``/``key_condition``: ``BETWEEN`` for runs of 4+ consecutive ids, an
+      ``IN (...)`` list for the rest) through ``EXECUTE IMMEDIATE``, one transaction per
+      batch.  The statements are stored before the clock starts.  archive.py itself sends
+      such a batch as a key range filtered by a bitmap when the range holds no unlisted
+      row (``TablePlan.span_of``), which reads the same rows as c's ranges: c is the floor
+      for that, d for key lists.
 
    After each contender the result is verified: ``rewards`` must hold exactly the
    rows not listed, ``rewards_archives`` exactly the listed ones, and a CRC32

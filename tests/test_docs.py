@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shlex
+import sys
 from pathlib import Path
 
 import archive
@@ -94,3 +96,14 @@ def test_the_readme_summary_example_is_what_the_code_prints():
     example = next(line for line in readme.splitlines() if line.startswith("SUMMARY: COMPLETED | run"))
     printed = archive.summary_line(archive.RunState(run_id=42, files_total=2), "COMPLETED")
     assert re.sub(r"[0-9][0-9,.]*", "N", example) == re.sub(r"[0-9][0-9,.]*", "N", printed)
+
+
+def test_the_readme_benchmark_commands_are_ones_bench_py_accepts():
+    sys.path.insert(0, str(REPO / "bench"))
+    import bench  # the benchmark is not a package; only this test needs it
+
+    readme = (REPO / "README.md").read_text()
+    commands = [line for line in readme.splitlines() if line.startswith(".venv/bin/python bench/bench.py")]
+    assert len(commands) >= 8, commands
+    for command in commands:
+        bench.parse_args(shlex.split(command)[2:])  # argparse exits (failing the test) on a bad option
