@@ -157,16 +157,21 @@ def test_certification_conflicts_from_another_node_are_retried_and_nothing_is_lo
     assert_batches_once(galera_db, "ids.csv", 6)
 
 
+def run_under_limit(cluster: GaleraCluster, config: Path, variable: str, value: int, default: int
+                    ) -> tuple[Any, Any]:
+    """A run and --check while node 0 has `variable` set to `value` (then back to `default`)."""
+    cluster.set_global(0, variable, value)
+    try:
+        return run_cli(config), run_cli(config, "--check")
+    finally:
+        cluster.set_global(0, variable, default)
+
+
 def test_a_batch_bigger_than_wsrep_max_ws_rows_is_refused_before_any_row_moves(
         galera_db, galera_cluster, tmp_path):
     config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 1201), order=(0,),
                                    archive__batch_size=1000)
-    galera_cluster.set_global(0, "wsrep_max_ws_rows", 500)
-    try:
-        result = run_cli(config)
-        check = run_cli(config, "--check")
-    finally:
-        galera_cluster.set_global(0, "wsrep_max_ws_rows", 0)
+    result, check = run_under_limit(galera_cluster, config, "wsrep_max_ws_rows", 500, 0)
     assert result.returncode == 1
     assert ("batch_size 1000 needs write sets of up to 2008 rows, but wsrep_max_ws_rows is 500"
             in result.stderr)
@@ -183,12 +188,7 @@ def test_a_batch_bigger_than_wsrep_max_ws_size_is_refused_naming_a_batch_size_th
     average = galera_db.scalar("SELECT AVG_ROW_LENGTH FROM information_schema.TABLES "
                                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'rewards'")
     assert average > 0
-    galera_cluster.set_global(0, "wsrep_max_ws_size", 65536)
-    try:
-        result = run_cli(config)
-        check = run_cli(config, "--check")
-    finally:
-        galera_cluster.set_global(0, "wsrep_max_ws_size", 2147483647)
+    result, check = run_under_limit(galera_cluster, config, "wsrep_max_ws_size", 65536, 2147483647)
     assert result.returncode == 1 and check.returncode == 1
     expected = f"over wsrep_max_ws_size 65536 on root@127.0.0.1:{galera_cluster.nodes[0].port}; " \
                f"use batch_size {65536 // (4 * average)} or less"
