@@ -151,15 +151,21 @@ def test_an_invalid_enum_cannot_travel_and_nothing_moves(db, dest_db, tmp_path):
     assert db.count("t") == 2 and dest_db.count("t") == 0
 
 
-def test_a_key_equal_only_under_the_collation_is_a_conflict_on_the_destination(db, dest_db, tmp_path):
+def collation_collision_job(db: ScratchDatabase, dest_db: ScratchDatabase, tmp_path: Path) -> Path:
+    """Source 'abc' and 'x' listed; the destination already holds 'ABC', equal to 'abc' only under
+    the column's collation."""
     ddl = "CREATE TABLE t (code VARCHAR(10) COLLATE utf8mb4_general_ci PRIMARY KEY, note VARCHAR(10))"
     db.execute(ddl)
     dest_db.execute(ddl)
     db.execute("INSERT INTO t VALUES ('abc', 'new'), ('x', 'x')")
     dest_db.execute("INSERT INTO t VALUES ('ABC', 'old')")
     write_csv(tmp_path / "csv" / "keys.csv", ["abc", "x"], header="code")
-    config = write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
-                          archive__key_column="code", archive__csv_column="code", **dest_keys(dest_db))
+    return write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
+                        archive__key_column="code", archive__csv_column="code", **dest_keys(dest_db))
+
+
+def test_a_key_equal_only_under_the_collation_is_a_conflict_on_the_destination(db, dest_db, tmp_path):
+    config = collation_collision_job(db, dest_db, tmp_path)
     result = run_cli(config)
     assert result.returncode == 3, (result.stdout, result.stderr)
     assert db.query("SELECT code, note FROM t") == [("abc", "new")]

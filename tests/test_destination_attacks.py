@@ -4,6 +4,7 @@ The comments say what the defect was. Real servers, real signals."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from helpers import (
     write_csv,
 )
 from proxy import CuttingProxy, need_socket
-from test_destination import assert_exactly_once, dest_keys, remote_job
+from test_destination import assert_exactly_once, collation_collision_job, dest_keys, remote_job
 
 
 def table_job(db: ScratchDatabase, dest: ScratchDatabase, tmp_path: Path, ddl: str, keys: list[Any],
@@ -165,15 +166,7 @@ def test_the_dry_run_predicts_a_collation_collision_on_the_destination(db, dest_
     # README: --dry-run is "an exact prediction". OtherServer.classify (used by the dry run) looks
     # the keys up byte for byte only; the run's set_aside_collisions also finds an archived 'ABC'
     # for a source 'abc' and keeps it as a conflict. The dry run predicts the row archived.
-    import json
-    ddl = "CREATE TABLE t (code VARCHAR(10) COLLATE utf8mb4_general_ci PRIMARY KEY, note VARCHAR(10))"
-    db.execute(ddl)
-    dest_db.execute(ddl)
-    db.execute("INSERT INTO t VALUES ('abc', 'new'), ('x', 'x')")
-    dest_db.execute("INSERT INTO t VALUES ('ABC', 'old')")
-    write_csv(tmp_path / "csv" / "keys.csv", ["abc", "x"], header="code")
-    config = write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
-                          archive__key_column="code", archive__csv_column="code", **dest_keys(dest_db))
+    config = collation_collision_job(db, dest_db, tmp_path)
     predicted = json.loads(run_cli(config, "--dry-run", "--json").stdout)["total"]
     assert run_cli(config).returncode == 3
     row = db.query_dicts("SELECT rows_archived, conflicts FROM process_logs")[0]
