@@ -2410,7 +2410,7 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
 
 
 def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found: Preflight) -> None:
-    """EXPLAIN needs the same privileges as the statement, so it tests them without writing."""
+    """The data statements the run will send, tested for privileges without writing."""
     condition = f"{quote_ident(plan.key)} IN (NULL)"
     remote = RemotePlan(plan)
     checks = [(db, "DELETE from the source", plan.delete_sql(condition, 1))]
@@ -2421,14 +2421,24 @@ def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found:
                    (archive_db, "SELECT and INSERT the archive on the destination",
                     (f"INSERT INTO {quote_ident(plan.archive)} ({plan.column_list()}) "
                     f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}"))]
+    found.problems += refused_statements(checks)
+
+
+def refused_statements(checks: Sequence[tuple[Database, str, str]]) -> list[str]:
+    """'cannot <label>: <error>' for each (session, label, statement) the server would refuse.
+
+    EXPLAIN needs the statement's own privileges, so this tests them without writing.
+    """
+    problems = []
     for session, label, sql in checks:
         try:
             session.query("EXPLAIN " + sql)
         except mysql.connector.Error as exc:
             if is_connection_error(exc):
                 raise
-            found.problems.append(f"cannot {label}: {describe_mysql_error(exc)}")
+            problems.append(f"cannot {label}: {describe_mysql_error(exc)}")
         session.rollback()
+    return problems
 
 
 def check_guard(db: Database, plan: TablePlan, found: Preflight) -> None:
@@ -2728,22 +2738,16 @@ class Tracking:
         return {r[0] for r in rows}
 
     def privilege_problems(self, present: set[str]) -> list[str]:
-        """What this user may not do to the tracking tables (EXPLAIN needs the statement's privileges)."""
-        problems = []
+        """What this user may not do to the tracking tables that exist."""
+        checks = []
         for table in sorted(present, key=TRACKING_TABLES.index):
             key = "lock_name" if table == "run_locks" else "id"
             tests = {"INSERT": f"INSERT INTO `{table}` SELECT * FROM `{table}` WHERE 1 = 0",
                      "UPDATE": f"UPDATE `{table}` SET `{key}` = `{key}` WHERE 1 = 0",
                      "DELETE": f"DELETE FROM `{table}` WHERE 1 = 0"}
-            for verb in TRACKING_WRITES[table]:
-                try:
-                    self.db.query("EXPLAIN " + tests[verb])
-                except mysql.connector.Error as exc:
-                    if is_connection_error(exc):
-                        raise
-                    problems.append(f"cannot {verb} tracking table {table}: {describe_mysql_error(exc)}")
-        self.db.rollback()
-        return problems
+            checks += [(self.db, f"{verb} tracking table {table}", tests[verb])
+                       for verb in TRACKING_WRITES[table]]
+        return refused_statements(checks)
 
     def schema_version(self) -> int:
         """The stamped schema version (1 for tables made before versions were stamped)."""
@@ -3243,7 +3247,6 @@ class Tracking:
         self.db.rollback()
         return count
 
-
     # ------------------------------------------------------------ reports (--status)
 
     def newest_run(self) -> dict[str, Any] | None:
@@ -3286,6 +3289,7 @@ class Tracking:
             "FROM batch_processing_logs b JOIN process_logs p ON p.id = b.process_log_id WHERE p.job = %s "
             "AND b.status IN ('FAILED', 'COMPLETED_WITH_DUPLICATES') ORDER BY b.id DESC LIMIT 10",
             (self.config.job,))
+
 
 def describe_holder(holder: dict[str, Any] | None) -> str:
     """Who holds the run lock, for messages."""
