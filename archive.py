@@ -4510,7 +4510,7 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
         return None
     shown = newest if newest["status"] != "COMPLETED" or tracking.did_work(newest["id"]) else (
         tracking.last_run_with_work() or newest)
-    report = {key: json_value(value) for key, value in shown.items()}
+    report = json_rows([shown])[0]
     report["run_id"] = report.pop("id")
     alive, liveness = tracking.holder_is_alive(shown["id"]) if shown["status"] == "RUNNING" else (False, "")
     report.update(alive=alive, liveness=liveness, started=report.pop("start_time"),
