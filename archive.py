@@ -133,6 +133,7 @@ ER_WSREP_NOT_READY = 1047  # "WSREP has not yet prepared node for application us
 ER_WSREP_MAX_WS_ROWS = 1180  # a Galera write set has more rows than wsrep_max_ws_rows
 ER_WSREP_MAX_WS_SIZE = 1105  # ... or more bytes than wsrep_max_ws_size (at COMMIT)
 ER_QUERY_INTERRUPTED = 1317
+ER_SPECIFIC_ACCESS_DENIED = errorcode.ER_SPECIFIC_ACCESS_DENIED_ERROR  # 1227: e.g. PROCESS needed
 ER_CONNECTION_KILLED = 1927
 ER_SERVER_SHUTDOWN = 1053
 ER_CLIENT_INTERACTION_TIMEOUT = 4031
@@ -197,6 +198,10 @@ class BatchFailed(ArchiveError):
 
 class NodeNotReady(Exception):
     """A cluster node that answers but must not take writes (not synced, not primary)."""
+
+
+class SchemaChanged(ArchiveError):
+    """A table a batch writes is no longer what the preflight approved; the batch was rolled back."""
 
 
 # --------------------------------------------------------------------------- configuration
@@ -290,6 +295,7 @@ class Config:
     allow_cascading_deletes: bool
     allow_triggers: bool
     allow_system_versioning: bool
+    allow_non_durable_destination: bool
     sleep_seconds: float
     max_runtime: float | None
     stop_file: Path | None
@@ -530,6 +536,9 @@ OPTIONS = connection_options("database", "Source server") + connection_options(
            "Proceed although foreign keys cascade deletes into child tables (yes/no)."),
     Option("archive", "allow_triggers", False, parse_bool,
            "Proceed although the source has DELETE triggers or the archive INSERT triggers (yes/no)."),
+    Option("archive", "allow_non_durable_destination", False, parse_bool,
+           "Proceed although the destination may lose commits in a crash (innodb_flush_log_at_trx_commit "
+           "or, with a binary log, sync_binlog other than 1) (yes/no)."),
     Option("archive", "allow_system_versioning", False, parse_bool,
            "Proceed although the source is system-versioned, so deleted rows stay as history (yes/no)."),
     Option("controls", "sleep_seconds", 0.0, make_float_parser(0, 3600),
@@ -1256,6 +1265,123 @@ def identical_expression(columns: Sequence[Column], left: str = "s", right: str 
 
 
 @dataclass(frozen=True)
+class Watched:
+    """A table a batch writes, and the event whose triggers fire on it (DELETE: source, INSERT: archive)."""
+
+    name: str
+    event: str
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """The tables a batch writes on one server, what the preflight approved of them, and how every
+    batch proves, under its own metadata locks, that they are still that.
+
+    `creates` are their SHOW CREATE TABLE texts: every column with its type, character set,
+    collation, nullability, default and generation, the keys, the engine, partitions and the
+    table's own foreign keys. `effects` are what a write would set off beyond the row: the
+    engines (a non-transactional one cannot roll back), the triggers that fire, and the foreign
+    keys of other tables that reach the source (`referencing_sql`, chosen by the preflight).
+    """
+
+    tables: tuple[Watched, ...]
+    referencing_sql: str = ""  # a subquery listing the foreign keys that reach the source, or ""
+    creates: tuple[str, ...] = ()
+    effects: tuple[Any, ...] = ()
+
+    def lock_sql(self) -> str:
+        """Take the metadata locks a write takes, writing nothing: no DDL on these tables can end
+        until the batch does, so what the batch checks next stays true until it commits."""
+        names = ", ".join(quote_ident(t.name) for t in self.tables)
+        return f"SELECT 1 FROM {names} WHERE FALSE FOR UPDATE"
+
+    def effect_expressions(self) -> list[str]:
+        """Subqueries for the engines, the triggers that fire and the foreign keys that reach the source."""
+        names = ", ".join(sql_literal(t.name) for t in self.tables)
+        fired = " OR ".join(f"(EVENT_OBJECT_TABLE = {sql_literal(t.name)} AND EVENT_MANIPULATION = "
+                            f"'{t.event}')" for t in self.tables)
+        return [("(SELECT GROUP_CONCAT(TABLE_NAME, ' ', ENGINE, ' ', TABLE_TYPE ORDER BY TABLE_NAME "
+                 "SEPARATOR ', ') FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
+                 f"TABLE_NAME IN ({names}))"),
+                # CREATED tells a trigger dropped and made again under its name (the body is hidden
+                # from users without the TRIGGER privilege; names and times are not).
+                ("(SELECT GROUP_CONCAT(EVENT_OBJECT_TABLE, ' ', ACTION_TIMING, ' ', EVENT_MANIPULATION, ' ', "
+                 "TRIGGER_NAME, ' ', IFNULL(CREATED, '') ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, "
+                 "ACTION_ORDER SEPARATOR ', ') FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = "
+                 f"DATABASE() AND ({fired}))"),
+                f"({self.referencing_sql or 'SELECT NULL'})"]
+
+    def effects_sql(self) -> str:
+        """The engines, the triggers that fire and the foreign keys that reach the source: one row."""
+        return "SELECT " + ", ".join(self.effect_expressions())
+
+    def gate_sql(self) -> str:
+        """Set @archive_py_same to whether the effects are still the approved ones. A batch's writes
+        are conditioned on it, so a table that became MyISAM, a new trigger or a new cascading
+        foreign key never acts, not even in a batch that is then rolled back."""
+        # Compared as bytes: information_schema's texts carry a case-insensitive collation.
+        approved = [None if value is None else str(value).encode() for value in self.effects]
+        terms = [f"CAST({expression} AS BINARY) <=> {sql_literal(value)}"
+                 for expression, value in zip(self.effect_expressions(), approved)]
+        return f"SELECT {' AND '.join(terms)} INTO @archive_py_same"
+
+    def create_sql(self) -> list[str]:
+        """SHOW CREATE TABLE of each table, in order."""
+        return [f"SHOW CREATE TABLE {quote_ident(t.name)}" for t in self.tables]
+
+    def holds(self, creates: Sequence[Any], same: Any) -> bool:
+        """Whether what a batch read back (SHOW CREATE rows, @archive_py_same) is what was approved."""
+        return same == 1 and tuple(normalized_create(rows[0][1]) for rows in creates) == self.creates
+
+
+VOLATILE_CREATE = re.compile(r" AUTO_INCREMENT=[0-9]+")  # the next id moves with every insert
+
+
+def normalized_create(text: Any) -> str:
+    """A SHOW CREATE TABLE text without what changes on its own (the AUTO_INCREMENT counter)."""
+    return VOLATILE_CREATE.sub("", str(text))
+
+
+def referencing_keys_sql(database: str, table: str, innodb: bool) -> str:
+    """The foreign keys of any table that reference `table`, as one text.
+
+    information_schema.REFERENTIAL_CONSTRAINTS shows only the tables the user has privileges on,
+    and must open every table of the server to answer; InnoDB's own list (PROCESS privilege) has
+    them all, in a tenth of a millisecond.
+    """
+    if innodb:
+        # InnoDB names tables 'db/table' in file-name encoding: of our identifier characters only
+        # '$' is encoded.
+        name = f"{database}/{table}".replace("$", "@0024")
+        return ("SELECT GROUP_CONCAT(ID, ' ', FOR_NAME, ' ', TYPE ORDER BY ID SEPARATOR ', ') FROM "
+                f"information_schema.INNODB_SYS_FOREIGN WHERE REF_NAME = {sql_literal(name)}")
+    return ("SELECT GROUP_CONCAT(CONSTRAINT_SCHEMA, '.', TABLE_NAME, ' ', CONSTRAINT_NAME, ' ', DELETE_RULE "
+            "ORDER BY CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME SEPARATOR ', ') FROM "
+            "information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = DATABASE() "
+            f"AND REFERENCED_TABLE_NAME = {sql_literal(table)}")
+
+
+def describe_definition_changes(old: Definitions | None, new: Definitions | None) -> list[str]:
+    """What differs between two readings of the same tables, one line per change, for a DBA."""
+    if old is None or not old.tables:
+        return []
+    if new is None:
+        names = " or ".join(f"`{t.name}`" for t in old.tables)
+        return [f"{names} can no longer be read (dropped or renamed?)"]
+    changes = []
+    for watched, before, after in zip(old.tables, old.creates, new.creates):
+        lines = [line[:2] + line[2:].strip().rstrip(",") for line in
+                 difflib.ndiff(before.splitlines(), after.splitlines()) if line[:1] in "+-"]
+        if lines:
+            changes.append(f"`{watched.name}`: " + "; ".join(lines))
+    labels = ("engines", "triggers on their writes", "foreign keys that reference the source")
+    for label, before, after in zip(labels, old.effects, new.effects):
+        if before != after:
+            changes.append(f"{label}: {before or 'none'} -> {after or 'none'}")
+    return changes
+
+
+@dataclass(frozen=True)
 class TablePlan:
     """The checked shape of the copy: what to copy, how keys look and how rows compare."""
 
@@ -1267,6 +1393,9 @@ class TablePlan:
     guard: str | None = None
     source_index: str = "PRIMARY"
     archive_index: str = "PRIMARY"
+    recomputed: tuple[Column, ...] = ()  # generated on both sides (same expression): compared, not copied
+    definitions: Definitions | None = None  # of the tables it writes on the source's server
+    dest_definitions: Definitions | None = None  # of the archive table on the destination
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -1429,28 +1558,42 @@ def batch_fingerprint_of(literals: Iterable[str]) -> str:
 @dataclass(frozen=True)
 class RemotePlan:
     """The statements of archiving into another server: read and lock on the source, look up,
-    insert and verify on the destination, then delete on the source."""
+    insert and verify on the destination, then delete on the source.
+
+    A row is inserted as the literal of its copied columns and verified as that literal followed
+    by the literal of the generated columns the destination computes again (`proof_sql`): a
+    destination that computes one differently (another collation, another version) gets nothing.
+    """
 
     plan: TablePlan
 
-    def read_sql(self, condition: str, lock: bool = True) -> str:
-        """The batch's source rows: key, guard verdict, and the row as an SQL literal."""
+    def proof_sql(self, alias: str) -> str:
+        """The text every copy is proven by: the inserted literal, then the recomputed columns'."""
         p = self.plan
-        return (f"SELECT {p.returned_key_sql('s')}, {p.guard_sql()}, {row_literal_sql(p.columns, 's')} "
-                f"FROM {p.source_sql('s')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
+        if not p.recomputed:
+            return row_literal_sql(p.columns, alias)
+        return f"CONCAT({row_literal_sql(p.columns, alias)}, {row_literal_sql(p.recomputed, alias)})"
+
+    def read_sql(self, condition: str, lock: bool = True) -> str:
+        """The batch's source rows: key, guard verdict, the row as an SQL literal (and the literal of
+        its recomputed columns, which completes its proof)."""
+        p = self.plan
+        extra = f", {row_literal_sql(p.recomputed, 's')}" if p.recomputed else ""
+        return (f"SELECT {p.returned_key_sql('s')}, {p.guard_sql()}, {row_literal_sql(p.columns, 's')}"
+                f"{extra} FROM {p.source_sql('s')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
 
     def lookup_sql(self, condition: str, lock: bool = True) -> str:
-        """Archived rows with these keys, with the fingerprints of their literals (locked until
-        the destination commits)."""
+        """Archived rows with these keys, with the fingerprints of their proofs (locked until the
+        destination commits)."""
         p = self.plan
-        return (f"SELECT {p.returned_key_sql('a')}, SHA2({row_literal_sql(p.columns, 'a')}, 256) FROM "
+        return (f"SELECT {p.returned_key_sql('a')}, SHA2({self.proof_sql('a')}, 256) FROM "
                 f"{p.archive_sql('a')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
 
     def verify_sql(self, condition: str) -> str:
-        """How many archived rows have these keys, and the SHA-256 of their literals in byte order
+        """How many archived rows have these keys, and the SHA-256 of their proofs in byte order
         (one row back instead of a fingerprint per row)."""
         return (f"SELECT COUNT(*), SHA2(GROUP_CONCAT(t.l ORDER BY t.l SEPARATOR ','), 256) FROM "
-                f"(SELECT CAST({row_literal_sql(self.plan.columns, 'a')} AS BINARY) AS l FROM "
+                f"(SELECT CAST({self.proof_sql('a')} AS BINARY) AS l FROM "
                 f"{self.plan.archive_sql('a')} WHERE {condition}) AS t")
 
     def insert_sql(self, literals: Sequence[str]) -> str:
@@ -2229,12 +2372,55 @@ def unique_key_on(db: Database, table: str, column: str) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
-def child_foreign_keys(db: Database, table: str) -> list[tuple[Any, ...]]:
-    """(schema, child table, constraint, ON DELETE rule) of every foreign key to `table`."""
-    return db.query(
-        "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE "
-        "FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = DATABASE() "
-        "AND REFERENCED_TABLE_NAME = %s", (table,))
+INNODB_DELETE_RULES = ((1, "CASCADE"), (2, "SET NULL"), (16, "NO ACTION"))  # dict0mem.h's flags
+
+
+def child_foreign_keys(db: Database, database: str, table: str, innodb: bool) -> list[tuple[Any, ...]]:
+    """(schema, child table, constraint, ON DELETE rule) of every foreign key to `table`.
+
+    With `innodb`, from InnoDB's own list, which also has the tables this user cannot see.
+    """
+    if not innodb:
+        return db.query(
+            "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE "
+            "FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = DATABASE() "
+            "AND REFERENCED_TABLE_NAME = %s", (table,))
+    found = []
+    for fk_id, child, flags in db.query(
+            "SELECT ID, FOR_NAME, TYPE FROM information_schema.INNODB_SYS_FOREIGN WHERE REF_NAME = %s",
+            (f"{database}/{table}".replace("$", "@0024"),)):
+        schema, name = decode_innodb_name(child).split("/", 1)
+        rule = next((rule for flag, rule in INNODB_DELETE_RULES if int(flags) & flag), "RESTRICT")
+        found.append((schema, name, decode_innodb_name(fk_id).split("/", 1)[1], rule))
+    return found
+
+
+def decode_innodb_name(name: str) -> str:
+    """InnoDB's 'db/table' in file-name encoding (@0024 is '$') as the names read."""
+    return re.sub(r"@([0-9a-f]{4})", lambda m: chr(int(m.group(1), 16)), str(name))
+
+
+def choose_referencing(db: Database, config: Config, found: Preflight) -> bool:
+    """Whether this user can read InnoDB's list of foreign keys (PROCESS privilege); without it a
+    foreign key of a table the user cannot see would cascade into that table unnoticed."""
+    try:
+        db.query(referencing_keys_sql(config.database, config.source_table, innodb=True))
+        return True
+    except mysql.connector.Error as exc:
+        if is_connection_error(exc):
+            raise
+        if exc.errno == ER_SPECIFIC_ACCESS_DENIED:
+            found.problems.append(
+                f"cannot see every foreign key that references `{config.source_table}`: information_schema "
+                "shows only tables this user has privileges on, and a hidden child table with ON DELETE "
+                "CASCADE would lose rows with every batch; GRANT PROCESS ON *.* to this user so that the "
+                "preflight and every batch read InnoDB's own list (information_schema.INNODB_SYS_FOREIGN)")
+        else:
+            found.notes.append("this server has no information_schema.INNODB_SYS_FOREIGN: foreign keys are "
+                               "read from REFERENTIAL_CONSTRAINTS, which omits tables this user cannot see")
+        return False
+    finally:
+        db.rollback()
 
 
 def fetch_triggers(db: Database, table: str, event: str) -> list[str]:
@@ -2302,19 +2488,38 @@ def compare_column(column: dict[str, Any], twin: dict[str, Any] | None, found: P
     return True
 
 
-def compare_columns(source: list[dict[str, Any]], archive: list[dict[str, Any]],
-                    found: Preflight) -> tuple[Column, ...]:
-    """Pick the columns to copy and record mismatches that would lose or change data."""
+def compare_columns(source: list[dict[str, Any]], archive: list[dict[str, Any]], found: Preflight
+                    ) -> tuple[tuple[Column, ...], tuple[Column, ...]]:
+    """Pick the columns to copy and record mismatches that would lose or change data; return them
+    and the generated columns the archive computes again (same expression), which are compared."""
     by_name = {c["name"].lower(): c for c in archive}
     copied = tuple(Column(c["name"], c["data_type"].lower(), c["charset"] or "") for c in source
                    if compare_column(c, by_name.get(c["name"].lower()), found))
+    twins = [(c, by_name.get(c["name"].lower())) for c in source]
+    recomputed = tuple(Column(c["name"], c["data_type"].lower(), c["charset"] or "") for c, twin in twins
+                       if twin is not None and is_generated(c) and is_generated(twin))
     names = {c["name"].lower() for c in source}
     for column in archive:
         needs_value = column["nullable"] == "NO" and column["col_default"] is None and not (
             is_generated(column) or "auto_increment" in (column["extra"] or "").lower())
         if column["name"].lower() not in names and needs_value:
             found.problems.append(f"archive column `{column['name']}` is NOT NULL without a default")
-    return copied
+    return copied, recomputed
+
+
+def check_recomputing_collations(source: list[dict[str, Any]], archive: list[dict[str, Any]],
+                                 recomputed: Sequence[Column], found: Preflight) -> None:
+    """Within one server a recomputed generated column is not compared after the copy, so the text
+    it is computed from must compare the same (UPPER('istanbul') is 'İSTANBUL' under a Turkish
+    collation, 'ISTANBUL' under others)."""
+    by_name = {c["name"].lower(): c for c in archive}
+    for column in source:
+        twin = by_name.get(column["name"].lower())
+        if recomputed and twin is not None and column["collation"] != twin["collation"]:
+            found.problems.append(
+                f"column `{column['name']}` has collation {column['collation']} in the source but "
+                f"{twin['collation']} in the archive, which computes generated column(s) "
+                f"{', '.join(f'`{c.name}`' for c in recomputed)} again: they could come out differently")
 
 
 def describe_foreign_keys(children: list[tuple[Any, ...]]) -> tuple[list[str], list[str]]:
@@ -2357,9 +2562,11 @@ def check_tables(db: Database, archive_db: Database, config: Config, found: Pref
     return not found.problems
 
 
-def check_side_effects(db: Database, archive_db: Database, config: Config, found: Preflight) -> None:
+def check_side_effects(db: Database, archive_db: Database, config: Config, found: Preflight,
+                       innodb: bool) -> None:
     """Foreign keys and triggers that make a DELETE or INSERT do more than move the row."""
-    changing, restricts = describe_foreign_keys(child_foreign_keys(db, config.source_table))
+    children = child_foreign_keys(db, config.database, config.source_table, innodb)
+    changing, restricts = describe_foreign_keys(children)
     if changing:
         found.refuse_unless(
             config.allow_cascading_deletes,
@@ -2487,26 +2694,175 @@ def check_transfer(archive_db: Database, found: Preflight) -> None:
                        "fit it, and a single row larger than that fails its batch")
 
 
+FORWARDING_ENGINES = frozenset(("FEDERATED", "CONNECT", "SPIDER"))  # their rows live on another server
+DURABLE_FLUSH = frozenset(("1", "3"))  # innodb_flush_log_at_trx_commit values that sync each commit
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """What tells two servers apart, and what a server replicates from."""
+
+    server_id: int
+    server_uuid: str | None  # MySQL only
+    place: tuple[Any, ...]  # host name, port and data directory: one server, however it is reached
+    cluster: str | None  # the Galera cluster's state UUID
+    gtid: str  # what it applied as a replica: MariaDB's gtid_slave_pos, or MySQL's gtid_executed
+    sources: tuple[int, ...] | None  # server ids it replicates from (None: may not look)
+
+    def gtid_origins(self) -> set[str]:
+        """The servers (MariaDB server ids, MySQL UUIDs) whose transactions its GTID position holds."""
+        origins = set()
+        for item in filter(None, (part.strip() for part in self.gtid.split(","))):
+            parts = item.split("-") if re.fullmatch(r"[0-9]+-[0-9]+-[0-9]+", item) else [item.split(":")[0]]
+            origins.add(parts[1] if len(parts) == 3 else parts[0].lower())
+        return origins
+
+    def replicates_from(self, source: ServerIdentity) -> str | None:
+        """How we know this server receives `source`'s changes, or None."""
+        if self.sources and source.server_id in self.sources:
+            return f"it replicates from server_id {source.server_id}, the source's (SHOW REPLICA STATUS)"
+        origin = source.server_uuid.lower() if source.server_uuid else str(source.server_id)
+        if self.sources != () and origin in self.gtid_origins():
+            return (f"its replication position {self.gtid} holds transactions of the source ({origin}); "
+                    "if it no longer replicates from it, grant SLAVE MONITOR so that archive.py can see so")
+        return None
+
+
+def disguise_problems(source: ServerIdentity, dest: ServerIdentity, same_name: bool) -> list[str]:
+    """Why the destination cannot keep what the source deletes: it is the source, or it hears of the
+    source's deletes and would apply them to the copies."""
+    if dest.place == source.place or (source.server_uuid and source.server_uuid == dest.server_uuid):
+        where = "the same server as the source"
+    elif source.cluster and source.cluster == dest.cluster:
+        where = "a node of the source's Galera cluster"
+    else:
+        where = ""
+    if where and same_name:
+        return [(f"[destination] is {where} and its archive table is the source table itself: every row "
+                 "would be deleted as its own identical copy; archive into another table or server")]
+    replication = dest.replicates_from(source)
+    if replication:
+        return [(f"[destination] receives the source's changes: {replication}; the source's DELETEs would "
+                 "remove the copies just made there; archive into a server that does not replicate from "
+                 "the source")]
+    return []
+
+
+def server_identity(db: Database) -> ServerIdentity:
+    """Read who this server is and what it replicates from."""
+    server_id, hostname, port, datadir = db.query("SELECT @@server_id, @@hostname, @@port, @@datadir")[0]
+    cluster = db.status_values("wsrep_cluster_state_uuid").get("wsrep_cluster_state_uuid") \
+        if db.wsrep else None
+    gtid = db.variable("gtid_slave_pos")
+    gtid = db.variable("gtid_executed") if gtid is None else gtid
+    try:
+        rows = db.query_dicts("SHOW ALL SLAVES STATUS")
+    except mysql.connector.Error as exc:
+        if is_connection_error(exc):
+            raise
+        rows = None
+    db.rollback()
+    sources = None if rows is None else tuple(
+        int(r.get("Master_Server_Id") or r.get("Source_Server_Id") or 0) for r in rows)
+    return ServerIdentity(int(server_id), db.variable("server_uuid"), (hostname, int(port), datadir),
+                          cluster or None, str(gtid or ""), sources)
+
+
+def check_destination_server(db: Database, dest: Database, config: Config, found: Preflight) -> None:
+    """A destination must be another table that keeps its copies: not the source in disguise, not a
+    table whose engine sends rows elsewhere, and one whose commits survive a crash."""
+    same_name = (config.database, config.source_table) == (config.archive_database, config.archive_table)
+    if int(dest.variable("lower_case_table_names") or 0):
+        same_name = (config.database.lower(), config.source_table.lower()) == (
+            config.archive_database.lower(), config.archive_table.lower())
+    found.problems += disguise_problems(server_identity(db), server_identity(dest), same_name)
+    engine = fetch_tables(dest, [config.archive_table]).get(config.archive_table, {}).get("engine")
+    if str(engine).upper() in FORWARDING_ENGINES:
+        found.problems.append(f"the destination's `{config.archive_table}` uses the {engine} engine, which "
+                              "keeps its rows on another server, so no copy can be proven kept; use InnoDB")
+    flush, log_bin, sync_binlog = (str(dest.variable(name)) for name in (
+        "innodb_flush_log_at_trx_commit", "log_bin", "sync_binlog"))
+    unsafe = [f"innodb_flush_log_at_trx_commit = {flush}"] if flush not in DURABLE_FLUSH else []
+    unsafe += [f"sync_binlog = {sync_binlog} with the binary log on"] \
+        if log_bin in ("1", "ON") and sync_binlog != "1" else []
+    if unsafe:
+        found.refuse_unless(
+            config.allow_non_durable_destination,
+            f"the destination {dest.where} does not make each commit durable ({', '.join(unsafe)}): a crash "
+            "there can lose copies of rows the source has already deleted; set them to 1, or set [archive] "
+            "allow_non_durable_destination = yes to accept that",
+            f"the destination does not make each commit durable ({', '.join(unsafe)}), accepted by config")
+
+
 def run_preflight(db: Database, config: Config, dest: Database | None = None) -> Preflight:
-    """Check tables, key, columns, side effects, privileges and limits on both sides; touch nothing."""
-    found = Preflight()
+    """Check tables, key, columns, side effects, privileges and limits on both sides; touch nothing.
+
+    The plan carries the tables' definitions, read before and after the checks: when a table
+    changed in between, the checks are made again (three times at most), so that what every
+    batch compares with is exactly what the checks approved.
+    """
+    for _ in range(3):
+        found = Preflight()
+        innodb = choose_referencing(db, config, found)
+        here, there = watched_sides(config, dest, innodb)
+        before = read_definitions(db, here), read_definitions(dest, there) if dest else None
+        examine(db, config, dest, found, innodb)
+        after = read_definitions(db, here), read_definitions(dest, there) if dest else None
+        if before == after:
+            if found.plan is not None:
+                found.plan = dataclasses.replace(found.plan, definitions=after[0], dest_definitions=after[1])
+            return found
+    found.problems.append("the tables changed during each of three preflights in a row; rerun once the "
+                          "schema change is over")
+    return found
+
+
+def watched_sides(config: Config, dest: Database | None, innodb: bool) -> tuple[Definitions, Definitions]:
+    """What every batch checks on the source's server (the source, and the archive when it is there
+    too) and on the destination (its archive table)."""
+    referencing = referencing_keys_sql(config.database, config.source_table, innodb)
+    source, archive = Watched(config.source_table, "DELETE"), Watched(config.archive_table, "INSERT")
+    if dest is None:
+        return Definitions((source, archive), referencing), Definitions(())
+    return Definitions((source,), referencing), Definitions((archive,))
+
+
+def read_definitions(db: Database, spec: Definitions) -> Definitions | None:
+    """The tables' definitions as they are now (None while one of them is missing)."""
+    try:
+        creates = tuple(normalized_create(db.query(sql)[0][1]) for sql in spec.create_sql())
+        effects = tuple(db.query(spec.effects_sql())[0])
+    except mysql.connector.Error as exc:
+        if is_connection_error(exc):
+            raise
+        return None
+    finally:
+        db.rollback()
+    return dataclasses.replace(spec, creates=creates, effects=effects)
+
+
+def examine(db: Database, config: Config, dest: Database | None, found: Preflight, innodb: bool) -> None:
+    """The checks themselves: the plan into `found`, or the problems that block one."""
     archive_db = dest or db
     if not check_tables(db, archive_db, config, found):
-        return found
+        return
     source = fetch_columns(db, config.source_table)
     archive = fetch_columns(archive_db, config.archive_table)
     key_type, indexes = check_key(db, archive_db, config, source, archive, found)
-    copied = compare_columns(source, archive, found)
-    check_side_effects(db, archive_db, config, found)
+    copied, recomputed = compare_columns(source, archive, found)
+    if dest is None:
+        check_recomputing_collations(source, archive, recomputed, found)
+    check_side_effects(db, archive_db, config, found, innodb)
     for session in {id(db): db, id(archive_db): archive_db}.values():
         check_write_set(session, config.batch_size, config.source_table, found)
     if dest is not None:
         check_transfer(dest, found)
+        check_destination_server(db, dest, config, found)
     if key_type is None:
-        return found
+        return
     key = next(c["name"] for c in source if c["name"].lower() == config.key_column.lower())
     plan = TablePlan(config.source_table, config.archive_table, key, copied, key_type, config.guard,
-                     source_index=indexes[0], archive_index=indexes[1])
+                     source_index=indexes[0], archive_index=indexes[1], recomputed=recomputed)
     if plan.key not in plan.column_names and not found.problems:
         found.problems.append(f"key column `{plan.key}` is not copied")
     if not found.problems:  # the EXPLAINs would only repeat a column problem as a grant problem
@@ -2515,7 +2871,6 @@ def run_preflight(db: Database, config: Config, dest: Database | None = None) ->
         check_guard(db, plan, found)
     if not found.problems:
         found.plan = plan
-    return found
 
 
 def require_plan(db: Database, config: Config, dest: Database | None = None,
@@ -3327,10 +3682,32 @@ def check_fence(db: Database, tracking: Tracking, renewed: int) -> None:
         tracking.lost_lock()
 
 
-def renew_fence(db: Database, tracking: Tracking) -> None:
-    """The first statement of every batch transaction: our lease, renewed, or a stop."""
-    sql, params = tracking.fence()
-    check_fence(db, tracking, db.execute(sql, params))
+GATED = "@archive_py_same"  # ANDed to a batch's writes: true while the definitions gate holds
+
+
+def run_checked(db: Database, checks: Definitions | None, statements: Sequence[tuple[str, Sequence[Any]]],
+                first: Sequence[tuple[str, Sequence[Any]]] = ()) -> tuple[list[Any], list[Any], bool]:
+    """Run `first`, the definitions gate, `statements` and the read-back of the definitions in one
+    round trip; return the results of `first` and of `statements`, and whether the definitions
+    are still the approved ones (rows=True results: counts, or a query's rows).
+
+    The gate's SELECT ... FOR UPDATE takes the metadata locks the writes need before anything
+    is written or read back, so no DDL on the tables can end before this transaction does.
+    """
+    if checks is None:
+        raise ArchiveError("internal error: a plan without approved table definitions")
+    script = [*first, (checks.lock_sql(), ()), (checks.gate_sql(), ()), *statements]
+    script += [(sql, ()) for sql in checks.create_sql()] + [(f"SELECT {GATED}", ())]
+    results = db.execute_script(script, rows=True)
+    tail = len(results) - len(checks.tables) - 1
+    holds = checks.holds(results[tail:-1], results[-1][0][0])
+    return results[:len(first)], results[len(first) + 2:tail], holds
+
+
+def schema_changed(db: Database, where: str) -> SchemaChanged:
+    """Roll the batch back: a table it writes is not what the preflight approved any more."""
+    db.rollback()
+    return SchemaChanged(f"a table on {where} changed since the preflight approved it")
 
 
 def checked(what: str, expected: int, got: int) -> None:
@@ -3346,6 +3723,20 @@ class SameServer:
     def __init__(self, db: Database, plan: TablePlan, tracking: Tracking):
         self.db, self.plan, self.tracking = db, plan, tracking
         self.spans = True  # whether sparse integer keys may go as one range with a filter
+
+    def guarded(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Run statements after the lease renewal and the definitions gate (run_checked), in the
+        batch's transaction; stop when either no longer holds. Returns the statements' results."""
+        (renewed,), results, holds = run_checked(self.db, self.plan.definitions, statements,
+                                                 [self.tracking.fence()])
+        check_fence(self.db, self.tracking, renewed)
+        if not holds:
+            raise schema_changed(self.db, self.db.where)
+        return results
+
+    def adopt(self, plan: TablePlan) -> None:
+        """Go on with a plan made for the tables' new definitions."""
+        self.plan = plan
 
     def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
         """Lock the keys' source rows; sort them into new, identical twin, conflict, or held by the guard."""
@@ -3367,7 +3758,7 @@ class SameServer:
 
     def carefully(self, keys: Sequence[Key]) -> tuple[Counters, Classified]:
         """Lock and compare each row: copy new ones, drop identical twins, keep conflicts."""
-        renew_fence(self.db, self.tracking)
+        self.guarded([])
         found = self.classify(keys)
         copied = deleted = twins = 0
         if found.to_copy:
@@ -3396,7 +3787,7 @@ class SameServer:
                 outcome = self.by_span(batch, span) if span else None
                 if outcome is None:
                     condition, params = self.plan.condition(batch.keys)
-                    outcome = self.move(batch, condition, params, [self.tracking.fence()])
+                    outcome = self.move(batch, condition, params)
                 if outcome is not None:
                     return outcome
             except mysql.connector.Error as exc:
@@ -3412,29 +3803,25 @@ class SameServer:
         are conditioned on it being 0 (a constant to the optimizer: when it is not, they
         read and lock nothing).
         """
-        condition = f"{span.condition} AND @archive_py_unlisted = 0"
-        renewed, _, copied, deleted, unlisted = self.db.execute_script([
-            self.tracking.fence(), (span.unlisted_sql, ()), (self.plan.insert_sql(condition), ()),
+        condition = f"{span.condition} AND @archive_py_unlisted = 0 AND {GATED}"
+        _, copied, deleted, [(unlisted,)] = self.guarded([
+            (span.unlisted_sql, ()), (self.plan.insert_sql(condition), ()),
             (self.plan.delete_sql(condition, len(set(batch.keys))), ()), ("SELECT @archive_py_unlisted", ())])
-        check_fence(self.db, self.tracking, renewed)
         if unlisted:  # interleaved with live rows: key lists, which lock only the listed rows
             self.db.rollback()
             self.spans = False
             return None
         return self.counted(batch, copied, deleted)
 
-    def move(self, batch: Batch, condition: str, params: tuple[Any, ...],
-             first: list[tuple[str, tuple[Any, ...]]]) -> BatchOutcome | None:
+    def move(self, batch: Batch, condition: str, params: tuple[Any, ...]) -> BatchOutcome | None:
         """Copy then delete by `condition` in one round trip; None (rolled back) if the counts differ.
 
         INSERT ... SELECT takes shared locks on the rows it copies, so the DELETE removes
         exactly those rows unless a row came into being in between: then the counts differ.
         """
-        statements = first + [(self.plan.insert_sql(condition), params),
-                              (self.plan.delete_sql(condition, len(set(batch.keys))), params)]
-        *fence, copied, deleted = self.db.execute_script(statements)
-        if fence:
-            check_fence(self.db, self.tracking, fence[0])
+        gated = f"({condition}) AND {GATED}"
+        copied, deleted = self.guarded([(self.plan.insert_sql(gated), params),
+                                        (self.plan.delete_sql(gated, len(set(batch.keys))), params)])
         return self.counted(batch, copied, deleted)
 
     def counted(self, batch: Batch, copied: int, deleted: int) -> BatchOutcome | None:
@@ -3473,29 +3860,29 @@ class OtherServer(SameServer):
         self.dest, self.remote = dest, RemotePlan(plan)
         self.packet = int(dest.variable("max_allowed_packet") or 4 << 20)
         self.rows: dict[Key, str] = {}  # the batch's rows to copy, as SQL literals
+        self.proofs: dict[Key, str] = {}  # ... and what their copies are proven by (RemotePlan.proof_sql)
         self.beside = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="archive-destination")
 
     def read(self, keys: Sequence[Key], lock: bool = True, fence: bool = False) -> Classified:
         """Read (and lock) the source rows of `keys`; sort out those the guard holds back.
 
-        With fence, the run lock's renewal goes in the same round trip.
+        With fence, the run lock's renewal and the check of the source's definitions go in the
+        same round trip.
         """
         condition, params = self.plan.condition(keys, "s")
-        first = [self.tracking.fence()] if fence else []
-        *renewed, rows = self.db.execute_script(first + [(self.remote.read_sql(condition, lock), params)],
-                                                rows=True)
-        if fence:
-            check_fence(self.db, self.tracking, renewed[0])
+        statement = (self.remote.read_sql(condition, lock), params)
+        rows = self.guarded([statement])[0] if fence else self.db.query(*statement)
         listed = self.plan.keys_by_bytes(keys)
-        found, self.rows = Classified(), {}
-        for raw, passes_guard, literal in rows:
+        found, self.rows, self.proofs = Classified(), {}, {}
+        for raw, passes_guard, literal, *recomputed in rows:
             key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
-            if literal is None:  # CONCAT gives NULL past max_allowed_packet
+            if literal is None or None in recomputed:  # CONCAT gives NULL past max_allowed_packet
                 raise ArchiveError(f"row {format_key(key)} is too large to copy through the client: "
                                    "raise max_allowed_packet on the source and the destination; "
                                    "nothing was moved")
             if passes_guard:
                 self.rows[key] = literal
+                self.proofs[key] = literal + "".join(recomputed)
             else:
                 found.skipped.append(key)
         found.to_copy = list(self.rows)
@@ -3526,7 +3913,7 @@ class OtherServer(SameServer):
         for key in keys:
             if key not in archived:
                 found.to_copy.append(key)
-            elif archived[key] == fingerprint_of(self.rows[key]):
+            elif archived[key] == fingerprint_of(self.proofs[key]):
                 found.identical.append(key)
             else:
                 found.conflicts.append(key)
@@ -3618,7 +4005,7 @@ class OtherServer(SameServer):
         batch's check failed: it may only have been cut short)."""
         if not same:
             copies = self.lookup(keys, False)
-            differ = [format_key(k) for k in keys if copies.get(k) != fingerprint_of(self.rows[k])]
+            differ = [format_key(k) for k in keys if copies.get(k) != fingerprint_of(self.proofs[k])]
             if differ:
                 self.dest.rollback()
                 raise ArchiveError(f"the copies on the destination would differ from the source rows "
@@ -3640,6 +4027,7 @@ class OtherServer(SameServer):
         texts: one aggregate, not a row each."""
         if not keys:
             return True
+        self.check_destination()
         *first, last = [self.remote.insert_sql([self.rows[k] for k in chunk]) for chunk in self.chunks(keys)]
         inserted = sum(self.dest.execute(sql) for sql in first)
         condition, params = self.plan.condition(keys, "a")
@@ -3647,7 +4035,19 @@ class OtherServer(SameServer):
                                                     rows=True)
         checked("inserted on the destination", len(keys), inserted + count_last)
         count, digest = rows[0]
-        return bool(count == len(keys) and digest == batch_fingerprint_of(self.rows[k] for k in keys))
+        return bool(count == len(keys) and digest == batch_fingerprint_of(self.proofs[k] for k in keys))
+
+    def check_destination(self) -> None:
+        """Lock the archive table on the destination as the INSERT will, and prove it is still what
+        the preflight approved, before anything is written there (the INSERT of literal rows
+        cannot be conditioned on the gate, so this is a round trip of its own)."""
+        _, _, holds = run_checked(self.dest, self.plan.dest_definitions, [])
+        if not holds:
+            raise schema_changed(self.dest, self.dest.where)
+
+    def adopt(self, plan: TablePlan) -> None:
+        """Go on with a plan made for the tables' new definitions."""
+        self.plan, self.remote = plan, RemotePlan(plan)
 
     def chunks(self, keys: Sequence[Key]) -> Iterator[list[Key]]:
         """Keys grouped so that each INSERT fits the destination's max_allowed_packet."""
@@ -3679,10 +4079,12 @@ def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
 
     Retries go on for [archive] retry_timeout with jittered, capped backoff. After a
     lost connection the session moves to the next host; `recover` then says whether
-    the COMMIT whose answer was lost had in fact committed.
+    the COMMIT whose answer was lost had in fact committed. A transaction that met a
+    table changed since the preflight (or failed on it) is redone with a new plan if
+    the preflight passes again (adopt_definitions), without counting as a retry.
     """
     db, config = context.db, context.config
-    deadline, tries = None, 0
+    deadline, tries, changes = None, 0, 0
     while True:
         tries += 1
         try:
@@ -3692,6 +4094,10 @@ def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
                 if recovered is not None:
                     return recovered
             return attempt()
+        except SchemaChanged as exc:
+            context.mover.rollback()
+            changes, tries = changes + 1, tries - 1
+            adopt_definitions(context, label, str(exc), changes)
         except (mysql.connector.Error, Unreachable) as exc:
             context.mover.rollback()
             if is_connection_error(exc) and not getattr(exc, "on_destination", False):
@@ -3703,11 +4109,59 @@ def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
             out_of_tries = config.max_retries is not None and tries > config.max_retries
             if not (isinstance(exc, Unreachable) or is_transient(exc)) or out_of_tries \
                     or time.monotonic() >= deadline:
+                if isinstance(exc, mysql.connector.Error) and not is_transient(exc) \
+                        and definitions_changed(context):  # the error may be the change's doing
+                    changes, tries = changes + 1, tries - 1
+                    adopt_definitions(context, label, describe_mysql_error(exc), changes)
+                    continue
                 raise
             wait = min(0.25 * 2 ** tries, RETRY_BACKOFF_CAP) * random.uniform(0.5, 1.0)
             what = describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc)
             context.say(f"RETRY: {label} attempt {tries + 1} after {what}; waiting {wait:.1f}s")
             time.sleep(wait)
+
+
+def current_definitions(context: RunContext) -> tuple[Definitions | None, Definitions | None]:
+    """The definitions of the tables the run writes, read now on each server."""
+    plan = context.plan
+    here = read_definitions(context.db, plan.definitions) if plan.definitions else None
+    there = read_definitions(context.dest, plan.dest_definitions) \
+        if context.dest is not None and plan.dest_definitions else None
+    return here, there
+
+
+def definitions_changed(context: RunContext) -> bool:
+    """Whether a table the run writes differs from what the preflight approved."""
+    return current_definitions(context) != (context.plan.definitions, context.plan.dest_definitions)
+
+
+def adopt_definitions(context: RunContext, label: str, cause: str, changes: int) -> None:
+    """A table changed during the run: go on with a new plan if the preflight passes again and the
+    key is the same (so the files' keys still mean what they were validated as), else stop.
+
+    Either way the transaction that met the change was rolled back: nothing of it moved.
+    """
+    old = context.plan
+    here, there = current_definitions(context)
+    what = "; ".join(describe_definition_changes(old.definitions, here)
+                     + describe_definition_changes(old.dest_definitions, there)) or "no difference is left"
+    found = run_preflight(context.db, context.config, context.dest)
+    new = found.plan
+    problems = found.problems or ([] if new else ["no plan"])
+    if new is not None and not problems and (new.key, new.key_type) != (old.key, old.key_type):
+        problems = [(f"the key is now `{new.key}` ({new.key_type.sql_type}), but the CSV files were "
+                     f"validated for `{old.key}` ({old.key_type.sql_type})")]
+    if changes > 3:
+        problems.append("the tables changed again after each of three new preflights")
+    if problems or new is None:
+        raise ArchiveError(f"{label} was rolled back, nothing of it moved: {cause}: the tables changed "
+                           f"during the run ({what}), and the preflight refuses them as they are now: "
+                           f"{'; '.join(problems)}; fix them (README: Changing a table that is being "
+                           "archived), then rerun")
+    context.say(f"SCHEMA_CHANGED: {what}; the preflight passed again, so {label} goes on with the new "
+                f"definition ({plural(len(new.columns), 'column')} copied)")
+    context.plan = new
+    context.mover.adopt(new)
 
 
 def run_batch(context: RunContext, ctx: FileContext, batch: Batch) -> BatchOutcome:
@@ -3955,6 +4409,7 @@ class RunContext:
     log_checkpoints: dict[tuple[str, str], Checkpoint]
     mover: SameServer
     controls: Controls | None = None
+    dest: Database | None = None  # the destination's session, with [destination]
 
     def say(self, text: str, log: bool = True) -> None:
         """Tell the operator, and the text log."""
@@ -4350,7 +4805,7 @@ def open_run(config: Config, tracking: Tracking, dest: Database | None, log: Tex
     reporter.say(f"Run {state.run_id}: {plural(len(files), 'file')} in {config.csv_dir}"
                  + (f", archiving into {dest.where}" if dest else ""), level=2)
     return RunContext(config, tracking.db, tracking, plan, log, reporter, state, checkpoints,
-                      make_mover(tracking, plan, dest))
+                      make_mover(tracking, plan, dest), dest=dest)
 
 
 def make_mover(tracking: Tracking, plan: TablePlan, dest: Database | None) -> SameServer:
@@ -4667,7 +5122,7 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
         jobs = (config.job, f"{config.database}.{config.source_table}")
         context = RunContext(config, db, tracking, plan, SilentLog(config.log_dir, dt.datetime.now()),
                              Reporter(0), RunState(), log_checkpoints(progress, jobs, config.reading),
-                             make_mover(tracking, plan, dest))
+                             make_mover(tracking, plan, dest), dest=dest)
         tracked = found_tracking is not None
         gone: set[Key] = set()
         recheck = predict_recheck(context, gone) if tracked else None

@@ -66,7 +66,9 @@ need() {
 
 # Packages for the test suite: none when it runs against an external server.
 need_for_tests() {
-  if [ -n "${ARCHIVE_TEST_DSN:-}" ]; then need python3-venv; else need mariadb-server galera-4 rsync python3-venv; fi
+  # percona-toolkit: the tests run a real pt-online-schema-change against the server under test
+  if [ -n "${ARCHIVE_TEST_DSN:-}" ]; then need python3-venv percona-toolkit
+  else need mariadb-server galera-4 rsync percona-toolkit python3-venv; fi
 }
 
 # ------------------------------------------------------------------ virtualenvs

@@ -425,6 +425,7 @@ def app_user(db, server):
     cur = root.cursor()
     cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
     cur.execute(f"GRANT ALL PRIVILEGES ON `{db.name}`.* TO '{user}'@'localhost'")
+    cur.execute(f"GRANT PROCESS ON *.* TO '{user}'@'localhost'")  # to see every foreign key (README)
     try:
         yield user, password
     finally:

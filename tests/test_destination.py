@@ -3,12 +3,15 @@ distributed transaction, byte-identical copies, preflight on both sides, and fau
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
+import mysql.connector
 import pytest
 
 import archive
@@ -27,6 +30,7 @@ from helpers import (
     write_csv,
 )
 from proxy import need_socket, run_cli_cut
+from replication import ReplicationPair
 from test_exactness import STEP_HEX, STEPS, step_table_ddl
 
 
@@ -345,3 +349,116 @@ def test_the_dry_run_predicts_a_remote_run(db, dest_db, tmp_path):
             predicted["conflicts"], predicted["not_found"]) == (
         row["rows_archived"], row["rows_deleted"], row["duplicates"], row["conflicts"], row["not_found"])
     assert len(original) == 50
+
+
+# --------------------------------------------------------------------------- a destination that cannot keep
+
+def test_a_destination_that_is_the_source_table_itself_is_refused(db, tmp_path):
+    create_rewards_tables(db, archive=None)
+    insert_rewards(db, range(1, 51))
+    write_csv(tmp_path / "csv" / "ids.csv", range(1, 51))
+    original = snapshot(db, "rewards")
+    config = write_config(tmp_path, db, archive__archive_table="rewards", **dest_keys(db))  # same server
+    check = run_cli(config, "--check")
+    assert check.returncode == 1, check.stdout
+    assert "FAIL: [destination] is the same server as the source and its archive table is the source " \
+           "table itself" in check.stdout, check.stdout
+    result = run_cli(config)
+    assert result.returncode == 1 and "the source table itself" in result.stderr
+    assert snapshot(db, "rewards") == original
+
+
+@pytest.fixture(scope="module")
+def replica_pair(tmp_path_factory):
+    """A primary and a replica replicating from it (tests/replication.py)."""
+    if os.environ.get("ARCHIVE_TEST_DSN"):
+        pytest.skip("starts servers of its own")
+    pair = ReplicationPair(tmp_path_factory.mktemp("disguise"))
+    pair.start()
+    yield pair
+    pair.stop()
+
+
+@pytest.mark.parametrize("archive_table", ["rewards", "rewards_archives"])
+def test_a_destination_that_replicates_from_the_source_is_refused(replica_pair, tmp_path, archive_table):
+    name = f"disguise_{archive_table}"
+    primary = ScratchDatabase.create(replica_pair.primary, name)
+    try:
+        create_rewards_tables(primary)
+        insert_rewards(primary, range(1, 201))
+        replica_pair.sync()
+        replica = ScratchDatabase(replica_pair.replica, name)
+        assert replica.count("rewards") == 200
+        write_csv(tmp_path / "csv" / "ids.csv", range(1, 201))
+        kw = replica.connection_kwargs()
+        config = write_config(tmp_path, primary, archive__archive_table=archive_table,
+                              destination__host=f"{kw['host']}:{kw['port']}",
+                              destination__user=kw["user"], destination__password=kw["password"],
+                              destination__database=name)
+        result = run_cli(config)
+        assert result.returncode == 1, (result.stdout, result.stderr)
+        assert "[destination] receives the source's changes" in result.stderr, result.stderr
+        replica_pair.sync()
+        assert primary.count("rewards") == replica.count("rewards") == 200
+        replica.close()
+    finally:
+        primary.drop()
+        replica_pair.sync()
+
+
+def test_a_federated_archive_table_on_the_destination_is_refused(db, dest_db, dest_server, tmp_path):
+    admin = dest_server.connect()
+    try:
+        with contextlib.suppress(mysql.connector.Error):  # already there from an earlier test
+            admin.cursor().execute("INSTALL SONAME 'ha_federatedx'")
+    finally:
+        admin.close()
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 21), range(1, 21))
+    db.execute(rewards_archive_ddl("far_away"))  # where the FEDERATED table keeps its rows
+    server = f"far_{dest_db.name[-6:]}"
+    dest_db.execute(f"CREATE SERVER {server} FOREIGN DATA WRAPPER mysql OPTIONS (SOCKET %s, USER 'root', "
+                    "DATABASE %s)", (db.connection_kwargs()["unix_socket"], db.name))
+    dest_db.execute("DROP TABLE rewards_archives")
+    federated = f"ENGINE=FEDERATED CONNECTION='{server}/far_away'"
+    dest_db.execute(rewards_archive_ddl().replace("ENGINE=InnoDB", federated))
+    result = run_cli(config)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "uses the FEDERATED engine, which keeps its rows on another server" in result.stderr
+    assert snapshot(db, "rewards") == original and db.count("far_away") == 0
+    dest_db.execute(f"DROP SERVER {server}")
+
+
+def test_a_destination_that_may_lose_commits_is_refused_unless_accepted(db, dest_db, dest_server, tmp_path):
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 21), range(1, 21))
+    admin = dest_server.connect()
+    admin.cursor().execute("SET GLOBAL innodb_flush_log_at_trx_commit = 2")
+    try:
+        check = run_cli(config, "--check")
+        assert check.returncode == 1
+        assert "does not make each commit durable (innodb_flush_log_at_trx_commit = 2)" in check.stdout
+        assert run_cli(config).returncode == 1 and snapshot(db, "rewards") == original
+        accepted = write_config(tmp_path, db, archive__allow_non_durable_destination="yes",
+                                **dest_keys(dest_db))
+        check = run_cli(accepted, "--check")
+        assert check.returncode == 0 and "accepted by config" in check.stdout, check.stdout
+        assert run_cli(accepted).returncode == 0
+    finally:
+        admin.cursor().execute("SET GLOBAL innodb_flush_log_at_trx_commit = 1")
+        admin.close()
+    assert_exactly_once(db, dest_db, original, set(range(1, 21)))
+
+
+def test_a_generated_column_the_destination_computes_differently_gets_nothing(db, dest_db, tmp_path):
+    ddl = ("CREATE TABLE cities (id INT PRIMARY KEY, city VARCHAR(40) CHARACTER SET utf8mb4 COLLATE {}, "
+           "shout VARCHAR(40) CHARACTER SET utf8mb4 AS (UPPER(city)) STORED) ENGINE=InnoDB")
+    db.execute(ddl.format("utf8mb4_turkish_ci"))
+    dest_db.execute(ddl.format("utf8mb4_general_ci"))
+    db.execute("INSERT INTO cities (id, city) VALUES (1, 'istanbul'), (2, 'ankara')")
+    write_csv(tmp_path / "csv" / "ids.csv", [1, 2])
+    config = write_config(tmp_path, db, archive__source_table="cities", archive__archive_table="cities",
+                          **dest_keys(dest_db))
+    assert db.query("SELECT shout FROM cities ORDER BY id") == [("İSTANBUL",), ("ANKARA",)]
+    result = run_cli(config)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "would differ from the source rows (keys 1)" in result.stderr, result.stderr
+    assert db.count("cities") == 2 and dest_db.count("cities") == 0

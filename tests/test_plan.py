@@ -293,3 +293,34 @@ def test_sparse_integer_keys_may_go_as_one_range_filtered_by_a_bitmap():
     assert "FOR UPDATE" not in span.unlisted_sql and "SHARE" not in span.unlisted_sql
     assert p.span_of(range(1, 5)) is None  # contiguous: key_condition's BETWEEN already
     assert p.span_of([1, 50, 99]) is None  # spread far apart: an IN list
+
+
+def identity(server_id=1, uuid=None, place=("db1", 3306, "/var/lib/mysql/"), cluster=None, gtid="",
+             sources=()):
+    """A ServerIdentity as server_identity reads it."""
+    return archive.ServerIdentity(server_id, uuid, place, cluster, gtid, sources)
+
+
+def test_a_destination_that_is_the_source_in_disguise_is_told_apart():
+    source = identity(server_id=1)
+    same = archive.disguise_problems(source, identity(server_id=1), same_name=True)
+    assert same and "the same server as the source" in same[0] and "the source table itself" in same[0]
+    assert archive.disguise_problems(source, identity(server_id=1), same_name=False) == []
+    node = archive.disguise_problems(identity(place=("n1", 3306, "/d"), cluster="c-1"),
+                                     identity(place=("n2", 3306, "/d"), cluster="c-1"), same_name=True)
+    assert "a node of the source's Galera cluster" in node[0]
+    other = identity(server_id=2, place=("db2", 3306, "/var/lib/mysql/"))
+    assert archive.disguise_problems(source, other, same_name=True) == []
+    # a replica says so in SHOW ALL SLAVES STATUS, or (may not look) in its GTID position ...
+    replica = archive.disguise_problems(source, identity(2, place=("r", 1, "/"), sources=(1,)), False)
+    assert "it replicates from server_id 1" in replica[0]
+    by_gtid = identity(2, place=("r", 1, "/"), gtid="0-1-1042,7-9-3", sources=None)
+    assert "holds transactions of the source (1)" in archive.disguise_problems(source, by_gtid, False)[0]
+    chain = identity(3, place=("r", 1, "/"), gtid="0-1-1042", sources=(2,))  # source -> 2 -> this one
+    assert archive.disguise_problems(source, chain, False)
+    # ... but a server that no longer replicates at all keeps an old GTID position: not a replica
+    assert archive.disguise_problems(source, identity(2, place=("r", 1, "/"), gtid="0-1-5"), False) == []
+    mysql_source = identity(1, uuid="3E11FA47-71CA-11E1-9E33-C80AA9429562")
+    mysql_replica = identity(2, place=("r", 1, "/"), gtid="3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5",
+                             sources=None)
+    assert archive.disguise_problems(mysql_source, mysql_replica, False)

@@ -353,6 +353,40 @@ def test_the_readme_least_privilege_grants_are_enough(db, tmp_path, server):
         root.close()
 
 
+def test_a_cascading_child_hidden_from_the_user_is_seen_through_innodb_or_refused(db, tmp_path, server):
+    config = setup_rewards(db, tmp_path)
+    for ddl in (s for s in re.sub(r"^--.*$", "", (REPO / "schema.sql").read_text(), flags=re.M).split(";")
+                if s.strip()):
+        db.execute(ddl)
+    db.execute("CREATE TABLE reward_claims (id INT PRIMARY KEY AUTO_INCREMENT, reward_id BIGINT NOT NULL, "
+               "FOREIGN KEY (reward_id) REFERENCES rewards (id) ON DELETE CASCADE) ENGINE=InnoDB")
+    db.execute("INSERT INTO reward_claims (reward_id) SELECT id FROM rewards")
+    user, password = f"hid_{uuid.uuid4().hex[:8]}", "Hid-pw-1"
+    grants = [g for g in readme_grants(db.name, user) if "PROCESS" not in g]  # table grants only
+    root = server.connect()
+    cur = root.cursor()
+    try:
+        cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
+        for grant in grants:
+            cur.execute(grant)
+        config = write_config(tmp_path, db, archive__batch_size=BATCH,
+                              database__user=user, database__password=password)
+        message = expect_refused(db, config, ["cannot see every foreign key that references `rewards`",
+                                              "GRANT PROCESS"], tables=("rewards", "reward_claims"))
+        assert "reward_claims" not in message  # it cannot be named: this user cannot see it
+        cur.execute(f"GRANT PROCESS ON *.* TO '{user}'@'localhost'")
+        check = run_cli(config, "--check")  # now it sees the child, and what its foreign key does
+        assert check.returncode == 1, check.stdout
+        cascade = f"{db.name}.reward_claims (reward_claims_ibfk_1: ON DELETE CASCADE"
+        assert cascade in check.stdout, check.stdout
+        assert run_cli(config).returncode == 1
+        assert db.count("reward_claims") == len(IDS) and db.count("rewards_archives") == 0
+    finally:
+        cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+        cur.close()
+        root.close()
+
+
 def test_guard_that_is_not_valid_sql_is_refused(db, tmp_path):
     config = setup_rewards(db, tmp_path, controls__guard="no_such_col < 5")
     expect_refused(db, config, ["guard", "no_such_col"])
