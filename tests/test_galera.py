@@ -14,7 +14,7 @@ import pytest
 
 from checks import assert_batches_once, assert_conserved, completed_batches, make_job, text_log
 from galera import GaleraCluster
-from helpers import ScratchDatabase, run_cli, wait_until, write_config
+from helpers import ScratchDatabase, run_cli, snapshot, wait_until, write_config
 
 
 def causal(db: ScratchDatabase) -> ScratchDatabase:
@@ -237,3 +237,16 @@ def test_a_node_that_is_not_synced_pauses_the_run_visibly(galera_db, galera_clus
     log = text_log(tmp_path)
     assert "PAUSE: Galera node" in log and "RESUME: pause over" in log
     assert_conserved(galera_db, original, set(range(1, 201)))
+
+
+def test_a_destination_on_another_node_of_the_same_cluster_is_the_source_and_is_refused(
+        galera_db, galera_cluster, tmp_path):
+    config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 101), order=(0,),
+                                   archive__archive_table="rewards",
+                                   destination__host=hosts(galera_cluster, 1), destination__user="root",
+                                   destination__password="", destination__database=galera_db.name)
+    result = run_cli(config)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "[destination] is a node of the source's Galera cluster and its archive table is the source " \
+           "table itself" in result.stderr, result.stderr
+    assert snapshot(galera_db, "rewards") == original
