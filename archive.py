@@ -1204,6 +1204,25 @@ def bind_params(sql: str, params: Sequence[Any]) -> str:
     return parts[0] + "".join(sql_literal(p) + part for p, part in zip(params, parts[1:]))
 
 
+CHARSET_BYTES = {"utf8mb4": 4, "utf8mb3": 3, "utf8": 3, "latin1": 1, "ascii": 1}  # most per character
+STATEMENT_OVERHEAD = 4096  # column lists, table names, the fence and the gate, with room to spare
+
+
+def key_literal_bytes(key_type: KeyType) -> int:
+    """The most bytes one key takes in a key condition (text keys appear twice: column and bytes)."""
+    if key_type.kind == "int":
+        return 22
+    if key_type.kind == "bytes":
+        return 2 * key_type.max_length + 6
+    return 2 * (2 * key_type.max_length * CHARSET_BYTES.get(key_type.charset, 4) + 16)
+
+
+def batch_packet_bytes(key_type: KeyType, batch_size: int, conditions: int) -> int:
+    """The longest statement text a batch of keys of the longest kind sends to a server whose round
+    trip holds `conditions` key conditions (the source: its INSERT and DELETE)."""
+    return STATEMENT_OVERHEAD + conditions * batch_size * key_literal_bytes(key_type)
+
+
 def key_condition(column_sql: str, keys: Iterable[Key], key_type: KeyType) -> tuple[str, tuple[Any, ...]]:
     """A WHERE condition true for exactly the rows whose key is byte-identical to one of `keys`.
 
@@ -2663,6 +2682,21 @@ def check_guard(db: Database, plan: TablePlan, found: Preflight) -> None:
     db.rollback()
 
 
+def check_packet(db: Database, key_type: KeyType, batch_size: int, conditions: int, found: Preflight) -> None:
+    """A batch's statements must fit the server's max_allowed_packet (its key conditions grow with
+    batch_size and the key's length), or every batch of long keys would fail."""
+    packet = int(db.variable("max_allowed_packet") or 0)
+    needed = batch_packet_bytes(key_type, batch_size, conditions)
+    if packet and needed > packet:
+        per_key = conditions * key_literal_bytes(key_type)
+        fits = max(1, (packet - STATEMENT_OVERHEAD) // per_key)
+        found.problems.append(
+            f"[archive] batch_size {batch_size}: a batch of {key_type.sql_type} keys can make statements of "
+            f"{needed} bytes, over max_allowed_packet {packet} on {db.where}; use batch_size {fits} or less, "
+            "or raise max_allowed_packet")
+    db.rollback()
+
+
 def check_write_set(db: Database, batch_size: int, source: str, found: Preflight) -> None:
     """On Galera, a batch is one write set: it must fit the node's row and byte limits."""
     if not db.wsrep:
@@ -2801,6 +2835,7 @@ def run_preflight(db: Database, config: Config, dest: Database | None = None) ->
     changed in between, the checks are made again (three times at most), so that what every
     batch compares with is exactly what the checks approved.
     """
+    config = folded_names(config, db, dest)
     for _ in range(3):
         found = Preflight()
         innodb = choose_referencing(db, config, found)
@@ -2815,6 +2850,22 @@ def run_preflight(db: Database, config: Config, dest: Database | None = None) ->
     found.problems.append("the tables changed during each of three preflights in a row; rerun once the "
                           "schema change is over")
     return found
+
+
+def folded_names(config: Config, db: Database, dest: Database | None) -> Config:
+    """The config with its table and database names as a server with lower_case_table_names = 1
+    stores them: lower case, which is how information_schema and InnoDB's lists name them."""
+    changes: dict[str, Any] = {}
+    if int(db.variable("lower_case_table_names") or 0) == 1:
+        changes.update(source_table=config.source_table.lower(),
+                       db=dataclasses.replace(config.db, database=config.database.lower()))
+        if dest is None:
+            changes["archive_table"] = config.archive_table.lower()
+    folds_there = dest is not None and int(dest.variable("lower_case_table_names") or 0) == 1
+    if folds_there and config.dest is not None:
+        changes.update(archive_table=config.archive_table.lower(),
+                       dest=dataclasses.replace(config.dest, database=config.archive_database.lower()))
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def watched_sides(config: Config, dest: Database | None, innodb: bool) -> tuple[Definitions, Definitions]:
@@ -2860,6 +2911,9 @@ def examine(db: Database, config: Config, dest: Database | None, found: Prefligh
         check_destination_server(db, dest, config, found)
     if key_type is None:
         return
+    check_packet(db, key_type, config.batch_size, 2, found)  # INSERT ... SELECT and DELETE (or read, DELETE)
+    if dest is not None:
+        check_packet(dest, key_type, config.batch_size, 1, found)  # the lookup of the archived copies
     key = next(c["name"] for c in source if c["name"].lower() == config.key_column.lower())
     plan = TablePlan(config.source_table, config.archive_table, key, copied, key_type, config.guard,
                      source_index=indexes[0], archive_index=indexes[1], recomputed=recomputed)

@@ -9,6 +9,7 @@ same reason and exits 1.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -25,11 +26,13 @@ from helpers import (
     read_text_logs,
     reward_row,
     rewards_archive_ddl,
+    rewards_source_ddl,
     run_cli,
     snapshot,
     write_config,
     write_csv,
 )
+from throwaway_server import ThrowawayMariaDB
 
 IDS = list(range(1, 31))  # rows in the source
 CSV_IDS = list(range(1, 21))  # keys in the CSV file
@@ -539,3 +542,60 @@ def test_set_null_children_are_described_as_what_happens(db, tmp_path):
     expect_success(db, config)
     assert db.query("SELECT item_id, reward_id FROM reward_items ORDER BY item_id") == [
         (1003, None), (1025, 25)]
+
+
+# --------------------------------------------------------------------------- server settings
+
+@pytest.fixture(scope="module")
+def folding_server(tmp_path_factory):
+    """A throwaway server with lower_case_table_names = 1 (names stored in lower case)."""
+    if os.environ.get("ARCHIVE_TEST_DSN"):
+        pytest.skip("starts a server of its own")
+    srv = ThrowawayMariaDB(tmp_path_factory.mktemp("lctn"), ["--lower-case-table-names=1"])
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_mixed_case_names_work_where_the_server_folds_them(folding_server, tmp_path):
+    db = ScratchDatabase.create(folding_server, "Mixed_Case_App")
+    try:
+        db.execute(rewards_source_ddl("Rewards"))
+        db.execute(rewards_archive_ddl("Rewards_Archives"))
+        insert_rewards(db, IDS, table="Rewards")
+        write_csv(tmp_path / "csv" / "ids.csv", CSV_IDS)
+        config = write_config(tmp_path, db, archive__source_table="Rewards",
+                              archive__archive_table="Rewards_Archives")
+        check = run_cli(config, "--check")
+        assert check.returncode == 0 and "Verdict: READY." in check.stdout, check.stdout
+        result = run_cli(config)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        assert sorted(snapshot(db, "rewards_archives")) == CSV_IDS
+    finally:
+        db.drop()
+
+
+def test_a_batch_whose_statements_cannot_fit_max_allowed_packet_is_refused(db, tmp_path, server):
+    db.execute("CREATE TABLE wide_keys (k VARCHAR(255) CHARACTER SET utf8mb4 PRIMARY KEY, v INT) "
+               "ENGINE=InnoDB")
+    db.execute("CREATE TABLE wide_keys_archive LIKE wide_keys")
+    keys = [f"{n:05d}" + "🎉" * 250 for n in range(2100)]  # 1,005 bytes each: as long as they come
+    db.executemany("INSERT INTO wide_keys VALUES (%s, 1)", [(k,) for k in keys])
+    write_csv(tmp_path / "csv" / "ids.csv", keys, header="k")
+    table = {"archive__source_table": "wide_keys", "archive__archive_table": "wide_keys_archive",
+             "archive__key_column": "k", "archive__csv_column": "k"}
+    check = run_cli(write_config(tmp_path, db, archive__batch_size=5000, **table), "--check")
+    assert check.returncode == 1, check.stdout
+    found = re.search(r"FAIL: \[archive\] batch_size 5000: a batch of varchar\(255\) utf8mb4 keys can "
+                      r"make statements of [0-9]+ bytes, over max_allowed_packet 16777216 .*use batch_size "
+                      r"([0-9]+) or less", check.stdout)
+    assert found, check.stdout
+    fits = int(found.group(1))
+    assert 1000 < fits < len(keys)
+    too_many = write_config(tmp_path, db, archive__batch_size=fits + 1, **table)
+    assert run_cli(too_many, "--check").returncode == 1
+    config = write_config(tmp_path, db, archive__batch_size=fits, **table)
+    assert run_cli(config, "--check").returncode == 0
+    result = run_cli(config)  # the advice is safe: a batch that long goes through
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.count("wide_keys_archive") == len(keys) and db.count("wide_keys") == 0
