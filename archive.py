@@ -23,6 +23,9 @@ Where resume lives: resume_point (max of Tracking.checkpoint and the text log's
 log_checkpoints, verify_log_checkpoint for a log ahead of the database) and open_keys.
 Where the run lock lives: Tracking.acquire_lock, Tracking.fence (first statement of every
 batch), Tracking.heartbeat (between batches) and Tracking.retake_lock (after a reconnect).
+Where the tables are checked: run_preflight (once, reading the definitions it approves with
+read_definitions), run_checked (every batch, under the batch's metadata locks: Definitions)
+and adopt_definitions (a table changed during the run: a new plan, or a stop).
 
 Sections, in this order:
     constants, errors, configuration,
