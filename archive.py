@@ -1318,19 +1318,22 @@ class Definitions:
         return f"SELECT 1 FROM {names} WHERE FALSE FOR UPDATE"
 
     def effect_expressions(self) -> list[str]:
-        """Subqueries for the engines, the triggers that fire and the foreign keys that reach the source."""
-        names = ", ".join(sql_literal(t.name) for t in self.tables)
-        fired = " OR ".join(f"(EVENT_OBJECT_TABLE = {sql_literal(t.name)} AND EVENT_MANIPULATION = "
-                            f"'{t.event}')" for t in self.tables)
-        return [("(SELECT GROUP_CONCAT(TABLE_NAME, ' ', ENGINE, ' ', TABLE_TYPE ORDER BY TABLE_NAME "
-                 "SEPARATOR ', ') FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
-                 f"TABLE_NAME IN ({names}))"),
-                # CREATED tells a trigger dropped and made again under its name (the body is hidden
-                # from users without the TRIGGER privilege; names and times are not).
-                ("(SELECT GROUP_CONCAT(EVENT_OBJECT_TABLE, ' ', ACTION_TIMING, ' ', EVENT_MANIPULATION, ' ', "
-                 "TRIGGER_NAME, ' ', IFNULL(CREATED, '') ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, "
-                 "ACTION_ORDER SEPARATOR ', ') FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = "
-                 f"DATABASE() AND ({fired}))"),
+        """Subqueries for the engines, the triggers that fire and the foreign keys that reach the source.
+
+        One subquery per table, by equality: information_schema answers `TABLE_NAME = x` by
+        opening that table, but `IN (x, y)` or an OR by opening every table of the database.
+        """
+        engines = [("(SELECT CONCAT(TABLE_NAME, ' ', ENGINE, ' ', TABLE_TYPE) FROM information_schema.TABLES "
+                    f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {sql_literal(t.name)})")
+                   for t in self.tables]
+        # CREATED tells a trigger dropped and made again under its name (the body is hidden
+        # from users without the TRIGGER privilege; names and times are not).
+        fired = [("(SELECT GROUP_CONCAT(EVENT_OBJECT_TABLE, ' ', ACTION_TIMING, ' ', EVENT_MANIPULATION, "
+                  "' ', TRIGGER_NAME, ' ', IFNULL(CREATED, '') ORDER BY ACTION_TIMING, ACTION_ORDER "
+                  "SEPARATOR ', ') FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() "
+                  f"AND EVENT_OBJECT_TABLE = {sql_literal(t.name)} AND EVENT_MANIPULATION = '{t.event}')")
+                 for t in self.tables]
+        return [f"CONCAT_WS(', ', {', '.join(engines)})", f"CONCAT_WS(', ', {', '.join(fired)})",
                 f"({self.referencing_sql or 'SELECT NULL'})"]
 
     def effects_sql(self) -> str:

@@ -11,11 +11,13 @@ Usage (from the repo root, with the venv that has mysql-connector-python)::
                           [--workload [--workload-threads 4] [--workload-rate 200]
                                       [--workload-seconds 10] [--throttle sleep_seconds=0.05]]
                           [--wide [--wide-rows 5000]] [--galera] [--dest]
+                          [--batch-checks [--check-batches 200]]
 
 The code: ``bench.py`` (this entry point and the main table), ``benchlib.py`` (server,
 tables, reset/settle/verify, child runs, measuring), ``contenders.py`` (a-d below),
 ``probes.py`` (4, 5), ``history.py`` (6), ``workload.py`` (7), ``wide.py`` (8),
-``cluster.py`` (9) and ``dest.py`` (10).  Every mode verifies the data after each run it times.
+``cluster.py`` (9), ``dest.py`` (10) and ``schema_checks.py`` (11).  Every mode verifies the
+data after each run it times.
 
 What it does, in one run:
 
@@ -190,6 +192,15 @@ What it does, in one run:
    30k-key and 3M-key runs are repeated into the destination (goal: under 100 MB and flat).
    The second server is stopped at the end.
 
+11. ``--batch-checks``: the cost of the check of the table definitions every batch makes
+   (``archive.run_checked``: the metadata locks, the gate on engines, triggers and
+   referencing foreign keys, and SHOW CREATE TABLE of source and archive).  The fast path's
+   data round trip for a batch of 1000 keys (``INSERT ... SELECT`` and ``DELETE``, rolled back so
+   that every batch moves the same rows) is timed with and without those statements,
+   interleaved, ``--check-batches`` times each; medians in ms.  Foreign keys are read from
+   InnoDB's list (what a user with PROCESS gets), then from information_schema's
+   REFERENTIAL_CONSTRAINTS, each also with 1,000 more tables on the server.
+
 Progress goes to stderr, result tables to stdout.  ``--keep`` leaves the temp dir
 (server datadir, CSVs, configs, logs) in place and prints its path.
 """
@@ -207,6 +218,7 @@ import cluster
 import dest
 import history
 import probes
+import schema_checks
 import wide
 import workload
 from benchlib import (
@@ -233,7 +245,8 @@ from benchlib import (
 )
 from contenders import ensure_pt_archiver, side_by_side
 
-MODES: tuple[Mode, ...] = (history.MODE, workload.MODE, wide.MODE, cluster.MODE, dest.MODE)
+MODES: tuple[Mode, ...] = (history.MODE, workload.MODE, wide.MODE, cluster.MODE, dest.MODE,
+                           schema_checks.MODE)
 
 
 def print_main_table(results: list[Result], rows: int, batch_size: int) -> None:
