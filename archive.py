@@ -1594,12 +1594,15 @@ def read_log_lines(path: Path) -> list[str]:
 
 
 def read_log_index(log_dir: Path) -> dict[str, Any]:
-    """The cached summaries of earlier logs; anything unreadable just means re-reading the logs."""
+    """The cached summaries of earlier logs; anything unreadable or of the wrong shape is no cache."""
     try:
         index = json.loads((log_dir / LOG_INDEX_NAME).read_text(encoding="utf-8"))
-        return index["logs"] if index.get("format") == LOG_INDEX_FORMAT else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError):
         return {}
+    if not isinstance(index, dict) or index.get("format") != LOG_INDEX_FORMAT \
+            or not isinstance(index.get("logs"), dict):
+        return {}
+    return cast(dict[str, Any], index["logs"])
 
 
 def write_log_index(log_dir: Path, logs: dict[str, Any]) -> None:
@@ -1613,19 +1616,31 @@ def write_log_index(log_dir: Path, logs: dict[str, Any]) -> None:
             temp.unlink()
 
 
-def summary_to_json(path: Path, summary: LogSummary) -> dict[str, Any]:
-    """A log's summary with the size and mtime that prove it is still current."""
-    stat = path.stat()
+def summary_to_json(stat: os.stat_result, summary: LogSummary) -> dict[str, Any]:
+    """A log's summary with the size and mtime (taken before it was read) that prove it is current."""
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
             "progress": [[*k, *v] for k, v in summary.progress.items()],
             "changed": [list(k) for k in summary.changed]}
 
 
-def summary_from_json(entry: dict[str, Any]) -> LogSummary:
-    """Inverse of summary_to_json."""
-    return LogSummary({(j, n, s, r, int(b)): (int(k), int(last))
-                       for j, n, s, r, b, k, last in entry["progress"]},
-                      {(j, n, s) for j, n, s in entry["changed"]})
+def has_types(item: Any, types: tuple[type, ...]) -> bool:
+    """Whether item is a JSON list of exactly these types (a bool is not an int here)."""
+    return isinstance(item, list) and len(item) == len(types) and all(
+        type(value) is kind for value, kind in zip(item, types))
+
+
+def summary_from_json(entry: Any, stat: os.stat_result) -> LogSummary | None:
+    """Inverse of summary_to_json, if the entry is for the log as it is now and has the shape
+    summary_to_json gives it; None means read the log again (a hand-edited or foreign index)."""
+    if not isinstance(entry, dict) or not has_types([entry.get("size"), entry.get("mtime_ns")], (int, int)) \
+            or (entry["size"], entry["mtime_ns"]) != (stat.st_size, stat.st_mtime_ns):
+        return None
+    progress, changed = entry.get("progress"), entry.get("changed")
+    if not isinstance(progress, list) or not all(has_types(p, (str,) * 4 + (int,) * 3) for p in progress) \
+            or not isinstance(changed, list) or not all(has_types(c, (str,) * 3) for c in changed):
+        return None
+    return LogSummary({(j, n, s, r, b): (k, last) for j, n, s, r, b, k, last in progress},
+                      {(j, n, s) for j, n, s in changed})
 
 
 def read_log_progress(log_dir: Path, save: bool = True) -> Progress:
@@ -1636,14 +1651,16 @@ def read_log_progress(log_dir: Path, save: bool = True) -> Progress:
     """
     cached, fresh, summaries = read_log_index(log_dir), {}, []
     for path in sorted_log_files(log_dir):
-        entry = cached.get(path.name)
         try:
-            stat = path.stat()
-            if not entry or (entry.get("size"), entry.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
-                entry = summary_to_json(path, summarize_log(read_log_lines(path)))
-            summaries.append(summary_from_json(entry))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a log removed or garbled under us says nothing
+            stat = path.stat()  # before reading: a line appended meanwhile makes the next run read again
+        except OSError:
+            continue  # a log removed under us says nothing
+        entry = cached.get(path.name)
+        summary = summary_from_json(entry, stat)
+        if summary is None:
+            summary = summarize_log(read_log_lines(path))
+            entry = summary_to_json(stat, summary)
+        summaries.append(summary)
         fresh[path.name] = entry
     if save and fresh != cached:
         write_log_index(log_dir, fresh)

@@ -204,6 +204,64 @@ def test_unchanged_logs_are_read_from_the_index_and_changed_ones_again(tmp_path)
     assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, READING, 10)] == (100, 2)
 
 
+def valid_index(tmp_path) -> dict:
+    """The index a fresh read of the logs in tmp_path writes (the index removed first)."""
+    (tmp_path / archive.LOG_INDEX_NAME).unlink(missing_ok=True)
+    archive.read_log_progress(tmp_path)
+    return json.loads((tmp_path / archive.LOG_INDEX_NAME).read_text())
+
+
+def entry_with(tmp_path, log, **fields) -> dict:
+    """An index whose entry for `log` has its true size and mtime (so it would be trusted) and `fields`."""
+    index = valid_index(tmp_path)
+    index["logs"][log.name].update(fields)
+    return index
+
+
+@pytest.mark.parametrize("shape", [
+    "[]", "null", "7", '"logs"', '{"format": 2}', '{"format": 2, "logs": []}', '{"format": 2, "logs": 5}',
+    '{"format": 2, "logs": null}', '{"format": 2, "logs": {"DataProcessingAllDetails_31_12_2024.txt": 5}}',
+    '{"format": 2, "logs": {"DataProcessingAllDetails_31_12_2024.txt": []}}',
+    '{"format": 2, "logs": {"DataProcessingAllDetails_31_12_2024.txt": {"size": "x"}}}',
+    "progress=7", "progress={}", "progress=[5]", "progress=[[1, 2, 3, 4, 5, 6, 7]]",
+    'progress=[["j", "f.csv", "s", "r", true, 1, 1]]', 'progress=[["j", "f.csv", "s", "r", 10, 100]]',
+    'changed="abc"', "changed=[[1, 2, 3]]", "changed=null", "size=true", 'mtime_ns="1"',
+])
+def test_an_index_of_the_wrong_shape_is_rebuilt_from_the_logs(tmp_path, shape):
+    """Valid JSON of the wrong shape or types (a hand edit, another tool) is a corrupt index: the
+    logs are read again and a valid index replaces it, so no run fails and no log is ignored."""
+    log = tmp_path / "DataProcessingAllDetails_31_12_2024.txt"
+    log.write_text("\n".join([info("f.csv"), line("f.csv", 4, "COMPLETED")]) + "\n")
+    good = valid_index(tmp_path)
+    if "=" in shape and not shape.startswith("{"):
+        name, value = shape.split("=", 1)
+        shape = json.dumps(entry_with(tmp_path, log, **{name: json.loads(value)}))
+    (tmp_path / archive.LOG_INDEX_NAME).write_text(shape)
+    assert archive.read_log_progress(tmp_path) == {(JOB, "f.csv", SHA, READING, 10): (100, 4)}
+    assert json.loads((tmp_path / archive.LOG_INDEX_NAME).read_text()) == good
+    (tmp_path / archive.LOG_INDEX_NAME).write_text(shape)  # a dry run (save=False) reads it too
+    assert archive.read_log_progress(tmp_path, save=False) == {(JOB, "f.csv", SHA, READING, 10): (100, 4)}
+
+
+def test_a_log_that_grows_while_it_is_read_is_read_again_next_time(tmp_path, monkeypatch):
+    """The index must record the size the log had when it was read, not after: a line appended
+    in between (another process writing the log) would otherwise be trusted as read, and lost."""
+    log = tmp_path / "DataProcessingAllDetails_31_12_2024.txt"
+    log.write_text("\n".join([info("f.csv"), line("f.csv", 1, "COMPLETED")]) + "\n")
+    read = archive.read_log_lines
+
+    def read_then_append(path):
+        lines = read(path)
+        with open(path, "a") as handle:
+            handle.write(line("f.csv", 2, "COMPLETED") + "\n")
+        return lines
+
+    monkeypatch.setattr(archive, "read_log_lines", read_then_append)
+    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, READING, 10)] == (100, 1)
+    monkeypatch.setattr(archive, "read_log_lines", read)
+    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, READING, 10)] == (100, 2)
+
+
 def test_old_logs_are_removed_by_retention(tmp_path):
     for name in ("DataProcessingAllDetails_01_01_2025.txt", "DataProcessingAllDetails_22_01_2025.txt",
                  "DataProcessingAllDetails_31_01_2025.txt", "notes.txt"):
