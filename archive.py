@@ -71,7 +71,9 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import sys
+import tempfile
 import time
 import traceback
 import urllib.parse
@@ -4663,6 +4665,69 @@ DRY_RUN_COUNTS = ("batches", "rows_to_archive", "rows_to_delete", "identical_twi
                   "not_found", "skipped_by_guard")
 
 
+class MovedKeys:
+    """The keys a dry run predicts the run would move, kept on disk: memory stays flat however many.
+
+    The run deletes each row it moves, so the same key listed again is then not found; the dry
+    run deletes nothing, so it must remember them. They go to an SQLite file in a temporary
+    folder (in TMPDIR, never in log_dir) removed when the dry run ends; only SQLite's page cache
+    (2 MB) is in memory. Integers are stored as integers (text past 64 bits), text and bytes as
+    BLOBs, so two keys never share a value.
+    """
+
+    CHUNK = 500  # keys per lookup: well inside any SQLite's limit on bound parameters
+
+    def __init__(self) -> None:
+        try:
+            self.folder = tempfile.TemporaryDirectory(prefix="archive-dry-run-")
+        except OSError as exc:
+            raise self.trouble("TMPDIR", exc) from None
+        self.db = sqlite3.connect(Path(self.folder.name) / "moved-keys.sqlite")
+        for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -2000"):
+            self.run(f"PRAGMA {pragma}")  # nothing is rolled back, nothing must survive a crash
+        self.run("CREATE TABLE moved (k PRIMARY KEY) WITHOUT ROWID")
+
+    def run(self, sql: str, params: Any = (), many: bool = False) -> list[Any]:
+        """One statement (for each of params, with many), its rows; a failure is the DBA's to fix."""
+        try:
+            cursor = self.db.executemany(sql, params) if many else self.db.execute(sql, params)
+            return cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise self.trouble(self.folder.name, exc) from None
+
+    @staticmethod
+    def trouble(where: str, exc: Exception) -> ArchiveError:
+        """What to do when the list of moved keys cannot be written."""
+        return ArchiveError(f"--dry-run: cannot write its list of moved keys in {where}: {exc} "
+                            "(it needs a few bytes per key; set TMPDIR to a folder with room)")
+
+    @staticmethod
+    def stored(key: Key) -> int | str | bytes:
+        """How a key is stored: one value per key, never equal to another key's."""
+        if isinstance(key, int):
+            return key if -(2 ** 63) <= key < 2 ** 63 else str(key)
+        return key.encode("utf-8") if isinstance(key, str) else key
+
+    def among(self, keys: Iterable[Key]) -> set[Key]:
+        """Which of these keys were moved before."""
+        by_value = {self.stored(key): key for key in keys}
+        values, found = list(by_value), set[Key]()
+        for start in range(0, len(values), self.CHUNK):
+            chunk = values[start:start + self.CHUNK]
+            rows = self.run(f"SELECT k FROM moved WHERE k IN ({', '.join('?' * len(chunk))})", chunk)
+            found.update(by_value[value] for (value,) in rows)
+        return found
+
+    def add(self, keys: Iterable[Key]) -> None:
+        """Remember keys as moved (each once: a key moved before is never classified again)."""
+        self.run("INSERT INTO moved VALUES (?)", [(self.stored(key),) for key in keys], many=True)
+
+    def close(self) -> None:
+        """Remove the file and its folder."""
+        self.db.close()
+        self.folder.cleanup()
+
+
 class SilentLog(TextLog):
     """A text log that writes nothing: --dry-run changes nothing, not even the log."""
 
@@ -4674,8 +4739,9 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
     """Predict, per file, exactly what a run would do, with read-only queries."""
     out = out or sys.stdout
     db = Database(config.db, read_only=True)
-    dest = None
+    dest = moved = None
     try:
+        moved = MovedKeys()
         dest = open_destination(config, read_only=True)
         plan = require_plan(db, config, dest)
         found_tracking = read_only_tracking(db, config)
@@ -4686,14 +4752,16 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
                              Reporter(0), RunState(), log_checkpoints(progress, jobs, config.reading),
                              make_mover(tracking, plan, dest))
         tracked = found_tracking is not None
-        gone: set[Key] = set()
-        recheck = predict_recheck(context, gone) if tracked else None
+        recheck = predict_recheck(context, moved) if tracked else None
         files = list_csv_files(config.csv_dir, config.csv_pattern)
-        rows = ([recheck] if recheck else []) + [predict_file(context, path, tracked, gone) for path in files]
+        rows = [recheck] if recheck else []
+        rows += [predict_file(context, path, tracked, moved) for path in files]
     finally:
         for session in (db, dest):
             if session is not None:
                 session.close()
+        if moved is not None:
+            moved.close()
     total: dict[str, Any] = {"file": "TOTAL", "status": plural(len(rows), "file")}
     total.update({k: sum(r[k] for r in rows) for k in DRY_RUN_COUNTS})
     rejected = sum(r["status"].startswith("REJECTED") for r in rows)
@@ -4713,9 +4781,12 @@ def empty_prediction(name: str, status: str) -> dict[str, Any]:
     return {"file": name, **dict.fromkeys(DRY_RUN_COUNTS, 0), "status": status}
 
 
-def predict_keys(context: RunContext, keys: Sequence[Key], gone: set[Key], row: dict[str, Any]) -> Classified:
-    """Classify keys as the run would, treating keys already moved by earlier batches as gone."""
-    fresh = [k for k in dict.fromkeys(keys) if k not in gone]
+def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys, row: dict[str, Any]
+                 ) -> Classified:
+    """Classify keys as the run would, treating keys moved by earlier batches as gone."""
+    unique = dict.fromkeys(keys)
+    gone = moved.among(unique)
+    fresh = [k for k in unique if k not in gone]
     found = context.mover.classify(fresh, lock=False) if fresh else Classified()
     context.mover.rollback()
     row["rows_to_archive"] += len(found.to_copy)
@@ -4725,11 +4796,11 @@ def predict_keys(context: RunContext, keys: Sequence[Key], gone: set[Key], row: 
     row["skipped_by_guard"] += len(found.skipped)
     present = len(found.to_copy) + len(found.identical) + len(found.conflicts) + len(found.skipped)
     row["not_found"] += len(set(keys)) - present
-    gone.update(found.to_copy, found.identical)
+    moved.add(found.to_copy + found.identical)
     return found
 
 
-def predict_recheck(context: RunContext, gone: set[Key]) -> dict[str, Any] | None:
+def predict_recheck(context: RunContext, moved: MovedKeys) -> dict[str, Any] | None:
     """What the run's recheck of open conflicts would settle."""
     groups = context.tracking.open_conflicts()
     if not groups:
@@ -4737,11 +4808,11 @@ def predict_recheck(context: RunContext, gone: set[Key]) -> dict[str, Any] | Non
     row = empty_prediction("(open conflicts)", "rechecked first")
     keys = [parse_stored_key(text, context.plan.key_type) for rows in groups.values() for _, text in rows]
     for start in range(0, len(keys), context.config.batch_size):
-        predict_keys(context, keys[start:start + context.config.batch_size], gone, row)
+        predict_keys(context, keys[start:start + context.config.batch_size], moved, row)
     return row
 
 
-def predict_file(context: RunContext, path: Path, tracked: bool, gone: set[Key]) -> dict[str, Any]:
+def predict_file(context: RunContext, path: Path, tracked: bool, moved: MovedKeys) -> dict[str, Any]:
     """One file's row of the dry run, from where the run would start in it."""
     if not has_utf8_name(path):
         return empty_prediction(display_name(path), "REJECTED: the file name is not valid UTF-8")
@@ -4764,7 +4835,7 @@ def predict_file(context: RunContext, path: Path, tracked: bool, gone: set[Key])
     row = empty_prediction(scan.name, f"resumes at batch {done + 1}" if done else "to do")
     blocks = key_blocks(path, config.csv_column, config.csv_delimiter, context.plan.key_type)
     for batch in iter_batches(blocks, size, done + 1, skip=done * size):
-        predict_keys(context, batch.keys, gone, row)
+        predict_keys(context, batch.keys, moved, row)
         row["batches"] += 1
     return row
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 
 import pytest
 
@@ -286,6 +287,28 @@ def test_best_checkpoint_takes_the_furthest():
     assert archive.best_checkpoint(db, log) is log
     assert archive.best_checkpoint(None, None) is None
     assert archive.best_checkpoint(db, archive.Checkpoint(10, 100, 3, source="log")) is db
+
+
+@pytest.mark.parametrize("keys", [
+    [0, 1, -1, 2 ** 63 - 1, -(2 ** 63), 2 ** 63, 2 ** 64 - 1, *range(1000, 2200)],
+    ["a", "A", "a\x00", "a\x00b", "", "é", "e\u0301", "🐳", "x\\y", "x\ty", *map(str, range(1200))],
+    [b"", b"\x00", b"\x00\x00", b"\xff", b"a", *(n.to_bytes(2, "big") for n in range(1, 1200))],
+])
+def test_the_dry_runs_moved_keys_tell_every_key_apart(keys):
+    """The dry run's on-disk list of moved keys answers exactly like a set, for every key type
+    (past 64 bits, NUL bytes, lookups of more keys than one SQLite statement takes)."""
+    moved = archive.MovedKeys()
+    try:
+        folder = moved.folder.name
+        first, second = keys[::2], keys[1::2]
+        moved.add(first)
+        assert moved.among(keys) == set(first)
+        assert moved.among(second) == set()
+        moved.add(second)
+        assert moved.among(keys + ["absent", b"absent", 2 ** 64]) == set(keys)
+    finally:
+        moved.close()
+    assert not os.path.exists(folder)
 
 
 def test_outcome_precedence():
