@@ -74,7 +74,9 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import sys
+import tempfile
 import time
 import traceback
 import urllib.parse
@@ -274,6 +276,16 @@ class DbSettings:
 
 
 @dataclass(frozen=True)
+class CsvFormat:
+    """How key files are read: the dialect, its field delimiter, and where the key is."""
+
+    dialect: str = "rfc4180"  # or "mysql": what SELECT ... INTO OUTFILE and mariadb -B write
+    delimiter: str = ","
+    column: str = "id"  # the key's header name; without a header, its field number (1 = the first)
+    header: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs, validated once by load_config()."""
 
@@ -287,6 +299,8 @@ class Config:
     csv_pattern: str
     csv_column: str
     csv_delimiter: str
+    csv_dialect: str
+    csv_header: bool
     batch_size: int
     log_dir: Path
     log_retention_days: int | None
@@ -328,9 +342,20 @@ class Config:
         return f"{self.database}.{self.source_table} -> {where}{self.archive_database}.{self.archive_table}"
 
     @property
+    def csv_format(self) -> CsvFormat:
+        """How the key files are read."""
+        return CsvFormat(self.csv_dialect, self.csv_delimiter, self.csv_column, self.csv_header)
+
+    @property
     def reading(self) -> str:
-        """How keys are read from the CSV files: checkpoints only hold for the same reading."""
-        return f"key {self.key_column} from column {self.csv_column!r}, delimiter {self.csv_delimiter!r}"
+        """How keys are read from the CSV files: checkpoints only hold for the same reading.
+
+        The default (RFC 4180 with a header) reads as it always has, so its checkpoints from
+        earlier versions still hold: each record still holds one key at the same place.
+        """
+        where = f"column {self.csv_column!r}" if self.csv_header else f"field {self.csv_column} (no header)"
+        dialect = "" if self.csv_dialect == "rfc4180" else f", dialect {self.csv_dialect}"
+        return f"key {self.key_column} from {where}, delimiter {self.csv_delimiter!r}{dialect}"
 
     @property
     def lock_name(self) -> str:
@@ -444,6 +469,17 @@ def parse_delimiter(text: str) -> str:
     return value
 
 
+CSV_DIALECTS = ("rfc4180", "mysql")
+
+
+def parse_dialect(text: str) -> str:
+    """rfc4180 or mysql."""
+    value = text.strip().lower()
+    if value not in CSV_DIALECTS:
+        raise ValueError(f"{text.strip()!r} is not rfc4180 or mysql")
+    return value
+
+
 def parse_pattern(text: str) -> str:
     """A glob relative to csv_dir; absolute or upward patterns would read other folders."""
     value = parse_text(text)
@@ -514,9 +550,18 @@ OPTIONS = connection_options("database", "Source server") + connection_options(
     Option("archive", "csv_pattern", "*.csv", parse_pattern,
            "Glob of the files to process, relative to csv_dir, in name order."),
     Option("archive", "csv_column", REQUIRED, parse_text,
-           "Header name of the key column in the CSV files."),
-    Option("archive", "csv_delimiter", ",", parse_delimiter,
-           "CSV field delimiter: one character, or comma, semicolon, tab or pipe."),
+           "The key column of the CSV files: its header name, or with csv_header = no its field number "
+           "(1 = the first field)."),
+    Option("archive", "csv_delimiter", None, parse_delimiter,
+           "CSV field delimiter: one character, or comma, semicolon, tab or pipe (default: comma; "
+           "csv_dialect = mysql reads tabs only)."),
+    Option("archive", "csv_dialect", "rfc4180", parse_dialect,
+           "How the key files are written: rfc4180 (CSV, as Python's csv module or a spreadsheet writes "
+           "it) or mysql (tab-separated with backslash escapes, as SELECT ... INTO OUTFILE and mariadb -B "
+           "write it)."),
+    Option("archive", "csv_header", True, parse_bool,
+           "Whether the first record of a file is a header (yes/no); without one, csv_column is a field "
+           "number."),
     Option("archive", "batch_size", 1000, make_int_parser(1, MAX_BATCH_SIZE),
            "Keys per batch; one batch is one transaction."),
     Option("archive", "log_dir", REQUIRED, parse_path,
@@ -664,6 +709,19 @@ def check_directories(values: dict[tuple[str, str], Any]) -> None:
         raise config_error("archive", "done_dir", "must differ from csv_dir")
 
 
+def check_csv_format(values: dict[tuple[str, str], Any]) -> None:
+    """The dialect's delimiter (comma, or tab for mysql), and a field number when there is no header."""
+    dialect, delimiter, column = (values[("archive", key)]
+                                  for key in ("csv_dialect", "csv_delimiter", "csv_column"))
+    if dialect == "mysql" and delimiter not in (None, "\t"):
+        raise config_error("archive", "csv_delimiter", "csv_dialect = mysql reads tab-separated files, as "
+                           "MariaDB writes them; leave csv_delimiter out (or set it to tab)")
+    values[("archive", "csv_delimiter")] = delimiter or ("\t" if dialect == "mysql" else ",")
+    if not values[("archive", "csv_header")] and not re.fullmatch(r"[1-9][0-9]{0,4}", column):
+        raise config_error("archive", "csv_column", "with csv_header = no, csv_column is the key's field "
+                           f"number (1 for the first field), not {column!r}")
+
+
 def build_db_settings(values: dict[tuple[str, str], Any], environ: dict[str, str],
                       section: str = "database") -> DbSettings:
     """One server section's settings; MYSQL_PWD fills a password left out of the file."""
@@ -732,6 +790,7 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     values = read_options(parser)
     resolve_paths(values, path.resolve().parent)
     check_directories(values)
+    check_csv_format(values)
     env = dict(os.environ if environ is None else environ)
     db = build_db_settings(values, env)
     try:
@@ -755,6 +814,8 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
 # --------------------------------------------------------------------------- CSV reading
 
 Key = Union[int, str, bytes]
+Field = tuple[str, int]  # a field's text and how it was written:
+BARE, QUOTED, PADDED, NULL = range(4)  # plain, "quoted", "quoted" with spaces outside, or \N (mysql)
 
 
 @dataclass(frozen=True)
@@ -841,12 +902,22 @@ def key_type_from_column(column: dict[str, Any]) -> KeyType:
                        "(VAR)CHAR or (VAR)BINARY key column")
 
 
-def parse_key(text: str, quoted: bool, key_type: KeyType) -> Key:
-    """Turn one CSV field into a key, or raise ValueError saying why it is not one.
+def parse_key(text: str, form: int, key_type: KeyType) -> Key:
+    """Turn one field into a key, or raise ValueError saying why it is not one.
 
-    A quoted field is taken exactly; an unquoted one loses the ASCII spaces around it.
+    A text key is exactly the field, quoted or not: what RFC 4180 (or, for csv_dialect =
+    mysql, LOAD DATA) says it is. Integer and hex keys, which no space can make ambiguous,
+    may have spaces and tabs around them, inside the quotes or out.
     """
-    value = text if quoted else text.strip(" ")
+    if form == NULL:
+        raise ValueError("\\N is NULL, which is no key (export the keys WHERE the key column IS NOT NULL)")
+    if key_type.kind != "str":
+        value = text.strip(" \t")
+    elif form == PADDED:
+        raise ValueError(f"spaces outside the quotes of {text[:40]!r}: RFC 4180 has no such field (for a "
+                         "text key put the spaces inside the quotes, or remove them)")
+    else:
+        value = text
     if not value:
         raise ValueError("empty key")
     if key_type.kind == "int":
@@ -915,26 +986,73 @@ def find_key_field(header: list[str], column: str, delimiter: str, where: str) -
 
 
 def field_pattern(delimiter: str) -> re.Pattern[str]:
-    """One CSV field followed by a delimiter or the record's end: quoted (exact) or bare."""
-    d = re.escape(delimiter)
-    return re.compile(rf' *"((?:[^"]|"")*)" *(?={d}|\Z)|([^"{d}]*)(?={d}|\Z)', re.S)
+    """One CSV field followed by a delimiter or the record's end: quoted (with any spaces or tabs
+    outside the quotes in groups 1 and 3; only number keys may have them) or bare (group 4)."""
+    d, pad = re.escape(delimiter), " " if delimiter == "\t" else "[ \t]"
+    return re.compile(rf'({pad}*)"((?:[^"]|"")*)"({pad}*)(?={d}|\Z)|([^"{d}]*)(?={d}|\Z)', re.S)
 
 
-def split_record(text: str, pattern: re.Pattern[str], delimiter: str) -> list[tuple[str, bool]]:
-    """Split one record into (value, quoted) fields; ValueError on stray quotes."""
+def split_record(text: str, pattern: re.Pattern[str], delimiter: str) -> list[Field]:
+    """Split one RFC 4180 record into fields; ValueError on stray quotes."""
     if '"' not in text:  # no quotes: the fields are exactly what lies between delimiters
-        return [(value, False) for value in text.split(delimiter)]
+        return [(value, BARE) for value in text.split(delimiter)]
     fields, pos = [], 0
     while True:
         match = pattern.match(text, pos)
         if match is None:
             raise ValueError("stray or unbalanced double quote (quote the whole field and double "
                              "quotes inside it)")
-        quoted = match.group(1) is not None
-        fields.append((match.group(1).replace('""', '"'), True) if quoted else (match.group(2), False))
+        if match.group(2) is None:
+            fields.append((match.group(4), BARE))
+        else:
+            form = PADDED if match.group(1) or match.group(3) else QUOTED
+            fields.append((match.group(2).replace('""', '"'), form))
         pos = match.end() + 1
         if match.end() >= len(text):
             return fields
+
+
+# csv_dialect = mysql reads a file as MariaDB's LOAD DATA does with its defaults, FIELDS TERMINATED
+# BY '\t' ENCLOSED BY '' ESCAPED BY '\\' LINES TERMINATED BY '\n' (MariaDB manual:
+# https://mariadb.com/kb/en/load-data-infile/ and https://mariadb.com/kb/en/select-into-outfile/;
+# the server's sql/sql_load.cc, READ_INFO::read_field and READ_INFO::unescape, for what the manual
+# leaves out): a backslash takes the next character literally, except \0 \b \n \r \t \Z (NUL,
+# backspace, LF, CR, tab, Ctrl-Z); a field that is exactly \N is NULL (\N inside a longer field is
+# just N); a tab or LF after a backslash is data, which is how OUTFILE writes them (mariadb -B writes
+# \t and \n: client/mysql.cc safe_put_field); a backslash that ends the file is itself; nothing is
+# quoted, trimmed or skipped, so an empty line is an empty field. OUTFILE writes NULL as \N; mariadb
+# -B writes it as the word NULL.
+MYSQL_ESCAPES = {"0": "\0", "b": "\b", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a"}
+MYSQL_FIELD = re.compile(r"(?:[^\\\t]|\\.|\\\Z)*", re.S)
+MYSQL_ESCAPE = re.compile(r"\\(.?)", re.S)
+
+
+def unescape_mysql(match: re.Match[str]) -> str:
+    """One backslash sequence of a mysql field as LOAD DATA reads it."""
+    char = match.group(1)
+    return MYSQL_ESCAPES.get(char, char) if char else "\\"
+
+
+def split_mysql_record(text: str) -> list[Field]:
+    """Split one record of a mysql file into fields, unescaped as LOAD DATA does (see above)."""
+    if "\\" not in text:
+        return [(value, BARE) for value in text.split("\t")]
+    fields, pos = [], 0
+    while True:
+        end = cast(re.Match[str], MYSQL_FIELD.match(text, pos)).end()  # matches, if only ""
+        raw = text[pos:end]
+        fields.append(("N", NULL) if raw == "\\N" else (MYSQL_ESCAPE.sub(unescape_mysql, raw), BARE))
+        if end >= len(text):
+            return fields
+        pos = end + 1  # past the unescaped tab that ended the field
+
+
+def escapes_line_end(text: str) -> bool:
+    """Whether a line's LF is data: an odd number of backslashes right before it."""
+    if not text.endswith("\\\n"):
+        return False
+    body = text[:-1]
+    return (len(body) - len(body.rstrip("\\"))) % 2 == 1
 
 
 def decode_line(raw: bytes, name: str, line_no: int, strip_bom: bool = False) -> str:
@@ -958,13 +1076,14 @@ Record = tuple[int, int, int, Any]  # first line, last line, offset after it, fi
 
 
 def iter_records(lines: Iterable[bytes], name: str, delimiter: str, line_no: int = 0,
-                 offset: int = 0, fast_ints: bool = False) -> Iterator[Record]:
+                 offset: int = 0, fast_ints: bool = False, keep_spaces: bool = False) -> Iterator[Record]:
     """Yield (first line, last line, byte offset after the record, fields) per non-blank record.
 
-    Fields are (value, quoted) pairs. A quoted field may hold the delimiter, doubled
-    quotes and line breaks; a record ends at the first line end outside quotes. Lines
-    of only whitespace are skipped. With fast_ints, a line of bare ASCII digits comes
-    back as an int without decoding or splitting (most key files are just that).
+    A quoted field may hold the delimiter, doubled quotes and line breaks; a record ends
+    at the first line end outside quotes. Empty lines are skipped, and so are lines of
+    only whitespace unless keep_spaces (for a text key, RFC 4180 makes them a key). With
+    fast_ints, a line of bare ASCII digits comes back as an int without decoding or
+    splitting (most key files are just that).
     """
     pattern, pending, first, quotes = field_pattern(delimiter), "", 0, 0
     for raw in lines:
@@ -986,7 +1105,7 @@ def iter_records(lines: Iterable[bytes], name: str, delimiter: str, line_no: int
                 raise RejectedFile(f"{name} line {first}: a quoted field is never closed (a stray \" ?)")
             continue
         record, pending, quotes = strip_line_end(pending), "", 0
-        if not record.strip():
+        if not record or not (keep_spaces or record.strip()):
             continue
         try:
             yield first, line_no, offset, split_record(record, pattern, delimiter)
@@ -996,15 +1115,50 @@ def iter_records(lines: Iterable[bytes], name: str, delimiter: str, line_no: int
         raise RejectedFile(f"{name} line {first}: a quoted field is never closed")
 
 
-def iter_csv_keys(path: Path, column: str, delimiter: str, key_type: KeyType,
+def iter_mysql_records(lines: Iterable[bytes], name: str, line_no: int = 0, offset: int = 0,
+                       fast_ints: bool = False) -> Iterator[Record]:
+    """iter_records for csv_dialect = mysql: a record ends at an LF no backslash escapes, and
+    every record counts, an empty one too (split_mysql_record says what its fields are)."""
+    pending, first = "", 0
+    for raw in lines:
+        line_no += 1
+        if fast_ints and not pending and raw.endswith(b"\n") and raw[:-1].isdigit() and len(raw) < 20:
+            offset += len(raw)
+            yield line_no, line_no, offset, int(raw)
+            continue
+        text = decode_line(raw, name, line_no)
+        offset += len(raw)
+        if not pending:
+            first = line_no
+        pending += text
+        if escapes_line_end(text):  # the record goes on, but not for ever
+            if len(pending) > MAX_RECORD:
+                raise RejectedFile(f"{name} line {first}: a record longer than {MAX_RECORD} characters "
+                                   "(does every line end with a backslash?)")
+            continue
+        yield first, line_no, offset, split_mysql_record(pending[:-1] if pending.endswith("\n") else pending)
+        pending = ""
+    if pending:  # the file ended after an escaped line end: that LF is the field's last character
+        yield first, line_no, offset, split_mysql_record(pending)
+
+
+def read_records(lines: Iterable[bytes], name: str, fmt: CsvFormat, line_no: int = 0, offset: int = 0,
+                 fast_ints: bool = False, keep_spaces: bool = False) -> Iterator[Record]:
+    """The records of a key file in its dialect."""
+    if fmt.dialect == "mysql":
+        return iter_mysql_records(lines, name, line_no, offset, fast_ints)
+    return iter_records(lines, name, fmt.delimiter, line_no, offset, fast_ints, keep_spaces)
+
+
+def iter_csv_keys(path: Path, fmt: CsvFormat, key_type: KeyType,
                   start: tuple[int, int] = (0, 0)) -> Iterator[tuple[int, int, Key]]:
     """Yield (last line of the record, byte offset after it, key) for every key in a CSV file.
 
     Streams the file. Raises RejectedFile naming the file and line for anything that
-    is not a clean key. The header is the first non-blank record. `start` is
+    is not a clean key. The header, if any, is the first non-blank record. `start` is
     (offset, line) of a record boundary after the header, to resume mid-file.
     """
-    for block in key_blocks(path, column, delimiter, key_type, start):
+    for block in key_blocks(path, fmt, key_type, start):
         yield from zip(block.lines, block.offsets, block.keys)
 
 
@@ -1017,23 +1171,26 @@ class KeyBlock:
     offsets: Sequence[int]
 
 
-def key_blocks(path: Path, column: str, delimiter: str, key_type: KeyType,
+def key_blocks(path: Path, fmt: CsvFormat, key_type: KeyType,
                start: tuple[int, int] = (0, 0)) -> Iterator[KeyBlock]:
     """iter_csv_keys, a block of keys at a time (so that counting need not touch each key)."""
     name = display_name(path)
     with open(path, "rb") as handle:
-        header = next(iter_records(handle, name, delimiter), None)
-        if header is None:
-            return
-        first, last, offset, cells = header
-        index = find_key_field([text if quoted else text.strip(" ") for text, quoted in cells],
-                               column, delimiter, f"{name} line {first}")
+        offset, last, index = 0, 0, 0 if fmt.header else int(fmt.column) - 1
+        if fmt.header:
+            header = next(read_records(handle, name, fmt), None)
+            if header is None:
+                return
+            first, last, offset, cells = header
+            index = find_key_field([text.strip(" ") if form == BARE else text for text, form in cells],
+                                   fmt.column, fmt.delimiter, f"{name} line {first}")
         offset, last = start if start[0] else (offset, last)
         handle.seek(offset)
         lines: Iterable[bytes] = handle
-        if key_type.kind == "int" and index == 0:
+        plain = key_type.kind == "int" and index == 0
+        if plain:
             lines, last, offset = yield from plain_int_blocks(read_blocks(handle), key_type, last, offset)
-        records = iter_records(lines, name, delimiter, last, offset, key_type.kind == "int" and index == 0)
+        records = read_records(lines, name, fmt, last, offset, plain, keep_spaces=key_type.kind == "str")
         for triples in cut_blocks(keys_of_records(records, name, index, key_type), offset):
             yield KeyBlock([k for _, _, k in triples], [n for n, _, _ in triples], [o for _, o, _ in triples])
 
@@ -1057,6 +1214,16 @@ def read_blocks(handle: BinaryIO) -> Iterator[bytes]:
         yield block if block.endswith(b"\n") else block + handle.readline()
 
 
+def lf_lines(block: bytes) -> list[bytes]:
+    """A block's lines with their LF, as iterating over the file gives them: only an LF ends a line
+    (a lone CR is data, in a quoted field or a mysql field)."""
+    if b"\r" not in block:
+        return block.splitlines(keepends=True)  # the same lines then (bytes split at LF and CR only), in C
+    lines = block.split(b"\n")
+    last = lines.pop()
+    return [line + b"\n" for line in lines] + ([last] if last else [])
+
+
 def plain_int_blocks(blocks: Iterator[bytes], key_type: KeyType, line_no: int, offset: int
                      ) -> Generator[KeyBlock, None, tuple[Iterable[bytes], int, int]]:
     """Keys of a one-column file of plain numbers, a block at a time, at C speed.
@@ -1072,7 +1239,7 @@ def plain_int_blocks(blocks: Iterator[bytes], key_type: KeyType, line_no: int, o
         keys = list(map(int, lines)) if PLAIN_INTS.fullmatch(block) else []
         if not keys or not key_type.low <= min(keys) <= max(keys) <= key_type.high:
             rest = itertools.chain([block], blocks)
-            return itertools.chain.from_iterable(b.splitlines(keepends=True) for b in rest), line_no, offset
+            return itertools.chain.from_iterable(map(lf_lines, rest)), line_no, offset
         # Each line's end: offset + its length + its LF, summed (map/accumulate run in C).
         ends = list(itertools.accumulate(map(len, lines), operator.add, initial=offset))
         yield KeyBlock(keys, range(line_no + 1, line_no + len(keys) + 1),
@@ -1090,21 +1257,20 @@ def keys_of_records(records: Iterator[Record], name: str, index: int, key_type: 
             if key_type.low <= fields <= key_type.high:
                 yield last, offset, fields
                 continue
-            fields = [(str(fields), False)]  # out of range: parse_key says so
+            fields = [(str(fields), BARE)]  # out of range: parse_key says so
         try:
             if index >= len(fields):
                 raise ValueError(f"row has {len(fields)} field(s); the key is field {index + 1}")
-            text, quoted = fields[index]
-            yield last, offset, parse_key(text, quoted, key_type)
+            text, form = fields[index]
+            yield last, offset, parse_key(text, form, key_type)
         except ValueError as exc:
             raise RejectedFile(f"{name} line {first}: {exc}") from None
 
 
-def count_keys(path: Path, column: str, delimiter: str, key_type: KeyType,
-               tick: Callable[[], None] = lambda: None) -> int:
+def count_keys(path: Path, fmt: CsvFormat, key_type: KeyType, tick: Callable[[], None] = lambda: None) -> int:
     """Validate a whole file and count its keys, before any of its batches run."""
     count = 0
-    for block in key_blocks(path, column, delimiter, key_type):
+    for block in key_blocks(path, fmt, key_type):
         count += len(block.keys)
         tick()  # cheap: the heartbeat itself only acts every quarter lease
     return count
@@ -1762,12 +1928,15 @@ def read_log_lines(path: Path) -> list[str]:
 
 
 def read_log_index(log_dir: Path) -> dict[str, Any]:
-    """The cached summaries of earlier logs; anything unreadable just means re-reading the logs."""
+    """The cached summaries of earlier logs; anything unreadable or of the wrong shape is no cache."""
     try:
         index = json.loads((log_dir / LOG_INDEX_NAME).read_text(encoding="utf-8"))
-        return index["logs"] if index.get("format") == LOG_INDEX_FORMAT else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError):
         return {}
+    if not isinstance(index, dict) or index.get("format") != LOG_INDEX_FORMAT \
+            or not isinstance(index.get("logs"), dict):
+        return {}
+    return cast(dict[str, Any], index["logs"])
 
 
 def write_log_index(log_dir: Path, logs: dict[str, Any]) -> None:
@@ -1781,19 +1950,31 @@ def write_log_index(log_dir: Path, logs: dict[str, Any]) -> None:
             temp.unlink()
 
 
-def summary_to_json(path: Path, summary: LogSummary) -> dict[str, Any]:
-    """A log's summary with the size and mtime that prove it is still current."""
-    stat = path.stat()
+def summary_to_json(stat: os.stat_result, summary: LogSummary) -> dict[str, Any]:
+    """A log's summary with the size and mtime (taken before it was read) that prove it is current."""
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
             "progress": [[*k, *v] for k, v in summary.progress.items()],
             "changed": [list(k) for k in summary.changed]}
 
 
-def summary_from_json(entry: dict[str, Any]) -> LogSummary:
-    """Inverse of summary_to_json."""
-    return LogSummary({(j, n, s, r, int(b)): (int(k), int(last))
-                       for j, n, s, r, b, k, last in entry["progress"]},
-                      {(j, n, s) for j, n, s in entry["changed"]})
+def has_types(item: Any, types: tuple[type, ...]) -> bool:
+    """Whether item is a JSON list of exactly these types (a bool is not an int here)."""
+    return isinstance(item, list) and len(item) == len(types) and all(
+        type(value) is kind for value, kind in zip(item, types))
+
+
+def summary_from_json(entry: Any, stat: os.stat_result) -> LogSummary | None:
+    """Inverse of summary_to_json, if the entry is for the log as it is now and has the shape
+    summary_to_json gives it; None means read the log again (a hand-edited or foreign index)."""
+    if not isinstance(entry, dict) or not has_types([entry.get("size"), entry.get("mtime_ns")], (int, int)) \
+            or (entry["size"], entry["mtime_ns"]) != (stat.st_size, stat.st_mtime_ns):
+        return None
+    progress, changed = entry.get("progress"), entry.get("changed")
+    if not isinstance(progress, list) or not all(has_types(p, (str,) * 4 + (int,) * 3) for p in progress) \
+            or not isinstance(changed, list) or not all(has_types(c, (str,) * 3) for c in changed):
+        return None
+    return LogSummary({(j, n, s, r, b): (k, last) for j, n, s, r, b, k, last in progress},
+                      {(j, n, s) for j, n, s in changed})
 
 
 def read_log_progress(log_dir: Path, save: bool = True) -> Progress:
@@ -1804,14 +1985,16 @@ def read_log_progress(log_dir: Path, save: bool = True) -> Progress:
     """
     cached, fresh, summaries = read_log_index(log_dir), {}, []
     for path in sorted_log_files(log_dir):
-        entry = cached.get(path.name)
         try:
-            stat = path.stat()
-            if not entry or (entry.get("size"), entry.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
-                entry = summary_to_json(path, summarize_log(read_log_lines(path)))
-            summaries.append(summary_from_json(entry))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a log removed or garbled under us says nothing
+            stat = path.stat()  # before reading: a line appended meanwhile makes the next run read again
+        except OSError:
+            continue  # a log removed under us says nothing
+        entry = cached.get(path.name)
+        summary = summary_from_json(entry, stat)
+        if summary is None:
+            summary = summarize_log(read_log_lines(path))
+            entry = summary_to_json(stat, summary)
+        summaries.append(summary)
         fresh[path.name] = entry
     if save and fresh != cached:
         write_log_index(log_dir, fresh)
@@ -4555,7 +4738,7 @@ def plan_file(context: RunContext, path: Path) -> tuple[FileScan, Checkpoint | N
         return dataclasses.replace(scan, keys=checkpoint.total_keys), checkpoint
     try:
         config = context.config
-        keys = count_keys(path, config.csv_column, config.csv_delimiter, context.plan.key_type, context.tick)
+        keys = count_keys(path, config.csv_format, context.plan.key_type, context.tick)
     except RejectedFile as exc:
         reject(context, scan, str(exc))
         return None
@@ -4581,7 +4764,7 @@ def verify_log_checkpoint(context: RunContext, path: Path, in_db: Checkpoint | N
     """
     config, size = context.config, in_log.batch_size
     first = in_db.last_batch + 1 if in_db is not None and in_db.batch_size == size else 1
-    blocks = key_blocks(path, config.csv_column, config.csv_delimiter, context.plan.key_type)
+    blocks = key_blocks(path, config.csv_format, context.plan.key_type)
     for batch in iter_batches(blocks, size, first, skip=(first - 1) * size):
         if batch.number > in_log.last_batch:
             break
@@ -4605,9 +4788,9 @@ def open_keys(context: RunContext, path: Path, checkpoint: Checkpoint | None
     """
     config = context.config
     if checkpoint and checkpoint.end_offset and checkpoint.source == "db":
-        return key_blocks(path, config.csv_column, config.csv_delimiter, context.plan.key_type,
+        return key_blocks(path, config.csv_format, context.plan.key_type,
                           start=(checkpoint.end_offset, checkpoint.end_line)), 0
-    blocks = key_blocks(path, config.csv_column, config.csv_delimiter, context.plan.key_type)
+    blocks = key_blocks(path, config.csv_format, context.plan.key_type)
     return blocks, checkpoint.last_batch * checkpoint.batch_size if checkpoint else 0
 
 
@@ -5161,6 +5344,69 @@ DRY_RUN_COUNTS = ("batches", "rows_to_archive", "rows_to_delete", "identical_twi
                   "not_found", "skipped_by_guard")
 
 
+class MovedKeys:
+    """The keys a dry run predicts the run would move, kept on disk: memory stays flat however many.
+
+    The run deletes each row it moves, so the same key listed again is then not found; the dry
+    run deletes nothing, so it must remember them. They go to an SQLite file in a temporary
+    folder (in TMPDIR, never in log_dir) removed when the dry run ends; only SQLite's page cache
+    (2 MB) is in memory. Integers are stored as integers (text past 64 bits), text and bytes as
+    BLOBs, so two keys never share a value.
+    """
+
+    CHUNK = 500  # keys per lookup: well inside any SQLite's limit on bound parameters
+
+    def __init__(self) -> None:
+        try:
+            self.folder = tempfile.TemporaryDirectory(prefix="archive-dry-run-")
+        except OSError as exc:
+            raise self.trouble("TMPDIR", exc) from None
+        self.db = sqlite3.connect(Path(self.folder.name) / "moved-keys.sqlite")
+        for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -2000"):
+            self.run(f"PRAGMA {pragma}")  # nothing is rolled back, nothing must survive a crash
+        self.run("CREATE TABLE moved (k PRIMARY KEY) WITHOUT ROWID")
+
+    def run(self, sql: str, params: Any = (), many: bool = False) -> list[Any]:
+        """One statement (for each of params, with many), its rows; a failure is the DBA's to fix."""
+        try:
+            cursor = self.db.executemany(sql, params) if many else self.db.execute(sql, params)
+            return cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise self.trouble(self.folder.name, exc) from None
+
+    @staticmethod
+    def trouble(where: str, exc: Exception) -> ArchiveError:
+        """What to do when the list of moved keys cannot be written."""
+        return ArchiveError(f"--dry-run: cannot write its list of moved keys in {where}: {exc} "
+                            "(it needs a few bytes per key; set TMPDIR to a folder with room)")
+
+    @staticmethod
+    def stored(key: Key) -> int | str | bytes:
+        """How a key is stored: one value per key, never equal to another key's."""
+        if isinstance(key, int):
+            return key if -(2 ** 63) <= key < 2 ** 63 else str(key)
+        return key.encode("utf-8") if isinstance(key, str) else key
+
+    def among(self, keys: Iterable[Key]) -> set[Key]:
+        """Which of these keys were moved before."""
+        by_value = {self.stored(key): key for key in keys}
+        values, found = list(by_value), set[Key]()
+        for start in range(0, len(values), self.CHUNK):
+            chunk = values[start:start + self.CHUNK]
+            rows = self.run(f"SELECT k FROM moved WHERE k IN ({', '.join('?' * len(chunk))})", chunk)
+            found.update(by_value[value] for (value,) in rows)
+        return found
+
+    def add(self, keys: Iterable[Key]) -> None:
+        """Remember keys as moved (each once: a key moved before is never classified again)."""
+        self.run("INSERT INTO moved VALUES (?)", [(self.stored(key),) for key in keys], many=True)
+
+    def close(self) -> None:
+        """Remove the file and its folder."""
+        self.db.close()
+        self.folder.cleanup()
+
+
 class SilentLog(TextLog):
     """A text log that writes nothing: --dry-run changes nothing, not even the log."""
 
@@ -5172,8 +5418,9 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
     """Predict, per file, exactly what a run would do, with read-only queries."""
     out = out or sys.stdout
     db = Database(config.db, read_only=True)
-    dest = None
+    dest = moved = None
     try:
+        moved = MovedKeys()
         dest = open_destination(config, read_only=True)
         plan = require_plan(db, config, dest)
         found_tracking = read_only_tracking(db, config)
@@ -5184,14 +5431,16 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
                              Reporter(0), RunState(), log_checkpoints(progress, jobs, config.reading),
                              make_mover(tracking, plan, dest), dest=dest)
         tracked = found_tracking is not None
-        gone: set[Key] = set()
-        recheck = predict_recheck(context, gone) if tracked else None
+        recheck = predict_recheck(context, moved) if tracked else None
         files = list_csv_files(config.csv_dir, config.csv_pattern)
-        rows = ([recheck] if recheck else []) + [predict_file(context, path, tracked, gone) for path in files]
+        rows = [recheck] if recheck else []
+        rows += [predict_file(context, path, tracked, moved) for path in files]
     finally:
         for session in (db, dest):
             if session is not None:
                 session.close()
+        if moved is not None:
+            moved.close()
     total: dict[str, Any] = {"file": "TOTAL", "status": plural(len(rows), "file")}
     total.update({k: sum(r[k] for r in rows) for k in DRY_RUN_COUNTS})
     rejected = sum(r["status"].startswith("REJECTED") for r in rows)
@@ -5211,9 +5460,12 @@ def empty_prediction(name: str, status: str) -> dict[str, Any]:
     return {"file": name, **dict.fromkeys(DRY_RUN_COUNTS, 0), "status": status}
 
 
-def predict_keys(context: RunContext, keys: Sequence[Key], gone: set[Key], row: dict[str, Any]) -> Classified:
-    """Classify keys as the run would, treating keys already moved by earlier batches as gone."""
-    fresh = [k for k in dict.fromkeys(keys) if k not in gone]
+def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys, row: dict[str, Any]
+                 ) -> Classified:
+    """Classify keys as the run would, treating keys moved by earlier batches as gone."""
+    unique = dict.fromkeys(keys)
+    gone = moved.among(unique)
+    fresh = [k for k in unique if k not in gone]
     found = context.mover.classify(fresh, lock=False) if fresh else Classified()
     context.mover.rollback()
     row["rows_to_archive"] += len(found.to_copy)
@@ -5223,11 +5475,11 @@ def predict_keys(context: RunContext, keys: Sequence[Key], gone: set[Key], row: 
     row["skipped_by_guard"] += len(found.skipped)
     present = len(found.to_copy) + len(found.identical) + len(found.conflicts) + len(found.skipped)
     row["not_found"] += len(set(keys)) - present
-    gone.update(found.to_copy, found.identical)
+    moved.add(found.to_copy + found.identical)
     return found
 
 
-def predict_recheck(context: RunContext, gone: set[Key]) -> dict[str, Any] | None:
+def predict_recheck(context: RunContext, moved: MovedKeys) -> dict[str, Any] | None:
     """What the run's recheck of open conflicts would settle."""
     groups = context.tracking.open_conflicts()
     if not groups:
@@ -5235,11 +5487,11 @@ def predict_recheck(context: RunContext, gone: set[Key]) -> dict[str, Any] | Non
     row = empty_prediction("(open conflicts)", "rechecked first")
     keys = [parse_stored_key(text, context.plan.key_type) for rows in groups.values() for _, text in rows]
     for start in range(0, len(keys), context.config.batch_size):
-        predict_keys(context, keys[start:start + context.config.batch_size], gone, row)
+        predict_keys(context, keys[start:start + context.config.batch_size], moved, row)
     return row
 
 
-def predict_file(context: RunContext, path: Path, tracked: bool, gone: set[Key]) -> dict[str, Any]:
+def predict_file(context: RunContext, path: Path, tracked: bool, moved: MovedKeys) -> dict[str, Any]:
     """One file's row of the dry run, from where the run would start in it."""
     if not has_utf8_name(path):
         return empty_prediction(display_name(path), "REJECTED: the file name is not valid UTF-8")
@@ -5254,15 +5506,15 @@ def predict_file(context: RunContext, path: Path, tracked: bool, gone: set[Key])
         verify_log_checkpoint(context, path, None, in_log) if in_log else None)
     config = context.config
     try:
-        count_keys(path, config.csv_column, config.csv_delimiter, context.plan.key_type)
+        count_keys(path, config.csv_format, context.plan.key_type)
     except RejectedFile as exc:
         return empty_prediction(scan.name, f"REJECTED: {exc}")
     size = checkpoint.batch_size if checkpoint else config.batch_size
     done = checkpoint.last_batch if checkpoint else 0
     row = empty_prediction(scan.name, f"resumes at batch {done + 1}" if done else "to do")
-    blocks = key_blocks(path, config.csv_column, config.csv_delimiter, context.plan.key_type)
+    blocks = key_blocks(path, config.csv_format, context.plan.key_type)
     for batch in iter_batches(blocks, size, done + 1, skip=done * size):
-        predict_keys(context, batch.keys, gone, row)
+        predict_keys(context, batch.keys, moved, row)
         row["batches"] += 1
     return row
 

@@ -505,6 +505,34 @@ def run_cli(config_path: str | os.PathLike[str], *args: Any, timeout: float = 12
     )
 
 
+# Runs archive.py as __main__ and, as the process exits, writes its peak RSS (the kernel's
+# VmHWM, in kB) to the file named by $ARCHIVE_TEST_PEAK_RSS.
+PEAK_RSS_WRAPPER = """\
+import atexit, os, runpy, sys
+def report():
+    with open("/proc/self/status") as status, open(os.environ["ARCHIVE_TEST_PEAK_RSS"], "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+atexit.register(report)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_cli_peak_rss(config_path: str | os.PathLike[str], *args: Any, timeout: float = 300
+                     ) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run archive.py like run_cli; return the result and the process's peak RSS in kB.
+
+    The peak is the process's own VmHWM, read as it exits: a child's ru_maxrss (os.wait4,
+    RUSAGE_CHILDREN) would include this test process's RSS, which Linux carries across exec.
+    """
+    peak_file = Path(config_path).parent / f"peak-rss-{uuid.uuid4().hex[:8]}"
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_WRAPPER, *cli_command(config_path, *args)[1:]],
+        capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL,
+        env=_cli_env({"ARCHIVE_TEST_PEAK_RSS": str(peak_file)}), cwd=str(Path(config_path).parent))
+    return result, int(peak_file.read_text())
+
+
 class CliProcess(subprocess.Popen[str]):
     """A Popen of archive.py that knows where its output files are."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import resource
+import subprocess
 import time
 import uuid
 from collections.abc import Sequence
@@ -130,6 +132,23 @@ def test_dry_run_reports_a_malformed_csv_as_rejected_with_exit_4(db, tmp_path):
     assert good is not None and good[1:3] == ["5", "25"], result.stdout
     assert state(db) == before
     assert tracking_tables(db) == [] and log_files(config) == []
+
+
+@pytest.mark.parametrize("max_file_size", [0, 1024])  # no temporary folder; SQLite cannot write
+def test_dry_run_says_when_its_temporary_file_cannot_be_written(db, tmp_path, max_file_size):
+    """The dry run keeps the keys it would move in a temporary file (so its memory stays flat);
+    a TMPDIR without room (here: a limit on file size) must be one line saying so, exit 1."""
+    config = setup(db, tmp_path, batch_size=5)
+    before = state(db)
+    limit = (max_file_size, resource.RLIM_INFINITY)
+    result = subprocess.run(cli_command(config, "--dry-run"), capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, limit))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stderr.startswith("archive.py: --dry-run: cannot write its list of moved keys in "), \
+        result.stderr
+    assert "set TMPDIR to a folder with room" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert state(db) == before and tracking_tables(db) == [] and log_files(config) == []
 
 
 def test_dry_run_after_a_partial_run_counts_only_what_is_left(db, tmp_path):

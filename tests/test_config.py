@@ -188,6 +188,31 @@ def test_delimiters_that_look_like_comments_still_work(ini, value, expected):
     assert config.csv_delimiter == expected
 
 
+def test_the_mysql_dialect_reads_tabs_and_a_file_without_a_header_names_a_field_number(ini):
+    mysql = {"csv_dialect": "mysql", "csv_header": "no", "csv_column": "2"}
+    config = archive.load_config(ini(mysql), environ={})
+    assert config.csv_format == archive.CsvFormat(dialect="mysql", delimiter="\t", column="2", header=False)
+    assert archive.load_config(ini(), environ={}).csv_format == archive.CsvFormat(column="id")
+    tabs = archive.load_config(ini({"csv_dialect": "MySQL", "csv_delimiter": "tab"}), environ={})
+    assert tabs.csv_delimiter == "\t"
+    expect_usage_error(ini({"csv_dialect": "excel"}), "csv_dialect: 'excel' is not rfc4180 or mysql")
+    expect_usage_error(ini({"csv_dialect": "mysql", "csv_delimiter": ","}),
+                       "[archive] csv_delimiter: csv_dialect = mysql reads tab-separated files")
+    for column in ("id", "0", "-1", "1.5"):
+        expect_usage_error(ini({"csv_header": "no", "csv_column": column}),
+                           "[archive] csv_column: with csv_header = no, csv_column is the key's field "
+                           f"number (1 for the first field), not {column!r}")
+
+
+def test_a_checkpoint_holds_only_for_the_same_dialect_and_header(ini):
+    """Config.reading ties checkpoints to how the file was read; the default reads as it always did."""
+    readings = {archive.load_config(ini(replace), environ={}).reading for replace in (
+        {}, {"csv_dialect": "mysql"}, {"csv_header": "no", "csv_column": "1"},
+        {"csv_dialect": "mysql", "csv_header": "no", "csv_column": "1"}, {"csv_delimiter": "tab"})}
+    assert len(readings) == 5
+    assert archive.load_config(ini(), environ={}).reading == "key id from column 'id', delimiter ','"
+
+
 @pytest.mark.parametrize("pattern", ["/etc/*.csv", "~/x/*.csv", "../*.csv", "a/../../*.csv"])
 def test_csv_pattern_must_stay_inside_csv_dir(ini, pattern):
     expect_usage_error(ini({"csv_pattern": pattern}), "[archive] csv_pattern: ")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import random
 import tracemalloc
 from pathlib import Path
@@ -22,9 +23,14 @@ UNSIGNED_INT = archive.key_type_from_column(column("int", "int(10) unsigned"))
 STR_KEY = archive.key_type_from_column(column("varchar", "varchar(8)", 8, "utf8mb4"))
 
 
-def keys_of(path: Path, key_type=INT_KEY, column: str = "id", delimiter: str = ",") -> list:
+CSV = archive.CsvFormat()  # the default: RFC 4180, comma, a header naming the key column "id"
+MYSQL = archive.CsvFormat(dialect="mysql", delimiter="\t", column="1", header=False)  # mariadb -B -N
+TEXT_KEY = archive.key_type_from_column(column("varchar", "varchar(40)", 40, "utf8mb4"))
+
+
+def keys_of(path: Path, key_type=INT_KEY, fmt: archive.CsvFormat = CSV) -> list:
     """All keys of a file, in order."""
-    return [k for _, _, k in archive.iter_csv_keys(path, column, delimiter, key_type)]
+    return [k for _, _, k in archive.iter_csv_keys(path, fmt, key_type)]
 
 
 def write(tmp_path: Path, data: bytes, name: str = "ids.csv") -> Path:
@@ -84,7 +90,7 @@ def test_last_line_without_newline_is_read(tmp_path):
     (b"id\n1_000\n", 2, "is not a whole number"),
     ("id\n\N{FULLWIDTH DIGIT THREE}\N{FULLWIDTH DIGIT ONE}\n".encode(), 2, "is not a whole number"),
     ("id\n٣٢\n".encode(), 2, "is not a whole number"),
-    (b'id\n" 31"\n', 2, "is not a whole number"),
+    (b'id\n1\n""\n', 3, "empty key"),
 ])
 def test_malformed_files_name_file_and_line(tmp_path, data, line, fragment):
     path = write(tmp_path, data, "bad.csv")
@@ -103,26 +109,134 @@ def test_utf16_file_is_rejected(tmp_path):
 def test_unsigned_and_string_keys(tmp_path):
     with pytest.raises(archive.RejectedFile, match="out of range for int"):
         keys_of(write(tmp_path, b"id\n-1\n"), UNSIGNED_INT)
-    assert keys_of(write(tmp_path, b"id\nab\n c d \n", "s.csv"), STR_KEY) == ["ab", "c d"]
+    assert keys_of(write(tmp_path, b"id\nab\n c d \n", "s.csv"), STR_KEY) == ["ab", " c d "]
     with pytest.raises(archive.RejectedFile, match="longer than varchar"):
         keys_of(write(tmp_path, b"id\nabcdefghi\n", "t.csv"), STR_KEY)
 
 
-def test_quoted_fields_are_taken_exactly_and_unquoted_lose_only_ascii_spaces(tmp_path):
+def test_a_text_key_is_the_field_exactly_quoted_or_not(tmp_path):
     data = 'id\n" x1"\n"tab\t"\n"nb\u00a0"\n  plain  \n\t\ttabbed\n"say ""hi"""\n'.encode()
-    assert keys_of(write(tmp_path, data), STR_KEY) == [" x1", "tab\t", "nb\u00a0", "plain", "\t\ttabbed",
-                                                       'say "hi"']
+    assert keys_of(write(tmp_path, data), TEXT_KEY) == [" x1", "tab\t", "nb\u00a0", "  plain  ", "\t\ttabbed",
+                                                        'say "hi"']
 
 
-def test_a_quoted_field_may_hold_a_line_break_and_offsets_stay_exact(tmp_path):
-    path = write(tmp_path, b'note,id\n"two\nlines",1\n"x",2\n"a\r\nb",3\n')
-    keys = list(archive.iter_csv_keys(path, "id", ",", INT_KEY))
-    assert [k for _, _, k in keys] == [1, 2, 3]
-    assert [line for line, _, _ in keys] == [3, 4, 6]
-    resumed = archive.iter_csv_keys(path, "id", ",", INT_KEY, start=keys[0][:2][::-1])
-    assert [k for _, _, k in resumed] == [2, 3]
-    text_key = archive.key_type_from_column(column("varchar", "varchar(20)", 20, "utf8mb4"))
-    assert keys_of(write(tmp_path, b'id\n"a\nb"\n', "nl.csv"), text_key) == ["a\nb"]
+TRICKY = [" lead", "trail ", "  both  ", "\ttab", "tab\t", "in side", "   ", "\u00a0nb", 'say "hi"', "a,b",
+          "two\nlines", "cr\r", "crlf\r\nx", "'", "x\\y", "\\N", "NULL", "Grüße 🐳", "plain"]
+
+
+def test_keys_read_back_exactly_as_pythons_csv_module_wrote_them(tmp_path):
+    """A file written by Python's csv module with the key ' lead' moved the unlisted row 'lead'."""
+    path = tmp_path / "keys.csv"
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "note"])
+        writer.writerows([key, f"row {n}"] for n, key in enumerate(TRICKY))
+    assert keys_of(path, TEXT_KEY) == TRICKY
+
+
+def test_integer_and_hex_keys_may_have_spaces_and_tabs_around_them_quoted_or_not(tmp_path):
+    data = b'id\n 1 \n\t2\t\n" 3 "\n"\t4"\n  "5"  \n\t"6" \n'
+    assert keys_of(write(tmp_path, data)) == [1, 2, 3, 4, 5, 6]
+    binary = archive.key_type_from_column(column("varbinary", "varbinary(4)", 4))
+    assert keys_of(write(tmp_path, b'id\n 0a0b\t\n"\t0x0c0d "\n', "h.csv"), binary) == [b"\n\x0b", b"\x0c\r"]
+
+
+def test_spaces_outside_the_quotes_of_a_text_key_are_refused(tmp_path):
+    """RFC 4180 has no such field: a reader could take the quotes, or the spaces and quotes, as the key."""
+    with pytest.raises(archive.RejectedFile, match=r"ids.csv line 3: spaces outside the quotes of 'x'"):
+        keys_of(write(tmp_path, b'id\n"ok"\n "x"\n'), TEXT_KEY)
+
+
+def test_a_line_of_only_spaces_is_a_text_key_but_blank_for_numbers(tmp_path):
+    assert keys_of(write(tmp_path, b"id\nab\n   \n\r\n\ncd\n"), TEXT_KEY) == ["ab", "   ", "cd"]
+    assert keys_of(write(tmp_path, b"id\n1\n   \n\t\n\r\n2\n", "n.csv")) == [1, 2]
+
+
+def test_without_a_header_the_key_is_a_field_number(tmp_path):
+    second = archive.CsvFormat(column="2", header=False)
+    path = write(tmp_path, b'\xef\xbb\xbfx,1\n"y, z",2\n\n w ,3\n')
+    assert keys_of(path, INT_KEY, second) == [1, 2, 3]
+    assert keys_of(path, TEXT_KEY, archive.CsvFormat(column="1", header=False)) == ["x", "y, z", " w "]
+    first = archive.CsvFormat(column="1", header=False)
+    assert keys_of(write(tmp_path, b"7\n8\n", "plain.csv"), INT_KEY, first) == [7, 8]
+    with pytest.raises(archive.RejectedFile, match=r"short.csv line 2: row has 1 field\(s\); the key"):
+        keys_of(write(tmp_path, b"x,1\ny\n", "short.csv"), INT_KEY, second)
+
+
+# --------------------------------------------------------------------------- csv_dialect = mysql
+
+def outfile_escaped(value: str) -> str:
+    """A field as SELECT ... INTO OUTFILE writes it with the default FIELDS and LINES."""
+    return value.replace("\\", "\\\\").replace("\t", "\\\t").replace("\n", "\\\n").replace("\0", "\\0")
+
+
+def client_escaped(value: str) -> str:
+    """A field as mariadb -B writes it (client/mysql.cc safe_put_field)."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\0", "\\0")
+
+
+def test_mysql_files_decode_as_load_data_does(tmp_path):
+    data = b"".join([
+        b"plain\n", b"x\\\\y\n", b"x\\y\n", b"tab\\there\n", b"tab\\\there\n", b"nl\\\nnext\n",
+        b"esc\\0\\b\\n\\r\\t\\Z\\\\\n", b"q\\'\\\"\\a\n", b"cr\r\n", b"\\\\N\n", b"a\\Nb\n", b'"quoted"\n',
+        b"\xef\xbb\xbfbom\n", "Grüße 🐳\n".encode(), b" lead\ttail \n", b"last\\"])
+    keys = list(archive.iter_csv_keys(write(tmp_path, data, "k.txt"), MYSQL, TEXT_KEY))
+    assert [k for _, _, k in keys] == [
+        "plain", "x\\y", "xy", "tab\there", "tab\there", "nl\nnext", "esc\0\b\n\r\t\x1a\\", "q'\"a", "cr\r",
+        "\\N", "aNb", '"quoted"', "\ufeffbom", "Grüße 🐳", " lead", "last\\"]
+    assert [line for line, _, _ in keys] == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
+    assert [offset for _, offset, _ in keys][:6] == [6, 11, 15, 25, 35, 44]
+    resumed = archive.iter_csv_keys(tmp_path / "k.txt", MYSQL, TEXT_KEY, start=keys[4][:2][::-1])
+    assert [k for _, _, k in resumed][:2] == ["nl\nnext", "esc\0\b\n\r\t\x1a\\"]
+
+
+def test_mysql_files_read_back_exactly_what_outfile_and_the_client_wrote(tmp_path):
+    rng = random.Random(19)
+    pieces = ["a", "\\", "\t", "\n", "\r", "\0", "N", "0", "n", "t", "Z", "é", "🐳", " ", '"', "'", ","]
+    values = list(dict.fromkeys("".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+                                for _ in range(3000)))
+    for name, escaped in (("outfile.txt", outfile_escaped), ("client.txt", client_escaped)):
+        lines = "".join(f"{escaped(v)}\t{escaped(v[::-1])}\n" for v in values)
+        assert keys_of(write(tmp_path, lines.encode(), name), TEXT_KEY, MYSQL) == values, name
+        header = archive.CsvFormat(dialect="mysql", delimiter="\t", column="code")
+        with_header = "note\tcode\n" + "".join(f"\\N\t{escaped(v)}\n" for v in values)
+        assert keys_of(write(tmp_path, with_header.encode(), "h" + name), TEXT_KEY, header) == values, name
+
+
+@pytest.mark.parametrize("data, key_type, line, fragment", [
+    (b"1\n\\N\n", INT_KEY, 2, "\\N is NULL"),
+    (b"a\nb\\\nc\n\\N\tx\n", TEXT_KEY, 4, "\\N is NULL"),
+    (b"1\n\n2\n", INT_KEY, 2, "empty key"),
+    (b"a\n\nb\n", TEXT_KEY, 2, "empty key"),
+    (b"1\n2\r\n", INT_KEY, 2, "is not a whole number"),
+    (b"1\n\x00\n", INT_KEY, 2, "NUL byte"),
+    (b"\xef\xbb\xbf1\n", INT_KEY, 1, "is not a whole number"),
+    (b'"1"\n', INT_KEY, 1, "is not a whole number"),
+])
+def test_mysql_files_refuse_null_and_what_load_data_would_not_read_as_a_key(tmp_path, data, key_type, line,
+                                                                          fragment):
+    with pytest.raises(archive.RejectedFile) as info:
+        keys_of(write(tmp_path, data, "bad.txt"), key_type, MYSQL)
+    assert f"bad.txt line {line}:" in str(info.value) and fragment in str(info.value), str(info.value)
+
+
+def test_mysql_files_of_numbers_take_the_fast_path_and_still_name_a_bad_line(tmp_path):
+    header = archive.CsvFormat(dialect="mysql", delimiter="\t", column="id")
+    data = b"id\n" + b"".join(b"%d\n" % n for n in range(1, 5001))
+    assert keys_of(write(tmp_path, data, "n.txt"), INT_KEY, header) == list(range(1, 5001))
+    with pytest.raises(archive.RejectedFile, match=r"m.txt line 5002: '7\\n8' is not a whole number"):
+        keys_of(write(tmp_path, data + b"7\\\n8\n9\n", "m.txt"), INT_KEY, header)
+
+
+def test_a_lone_cr_is_data_and_ends_no_line(tmp_path):
+    """Only an LF ends a line, also once a file of numbers leaves the fast path: a CR inside a
+    quoted note counted as a line end there, so every later line was misnumbered."""
+    path = write(tmp_path, b'id,note\n1,"a\rb"\nx,y\n')
+    with pytest.raises(archive.RejectedFile, match=r"ids.csv line 3: 'x' is not a whole number"):
+        keys_of(path)
+    mysql = write(tmp_path, b"1\n2\r3\n", "cr.txt")
+    with pytest.raises(archive.RejectedFile, match=r"cr.txt line 2: '2\\r3' is not a whole number"):
+        keys_of(mysql, INT_KEY, MYSQL)
 
 
 def test_plain_number_files_record_the_byte_offset_after_each_line(tmp_path):
@@ -130,7 +244,7 @@ def test_plain_number_files_record_the_byte_offset_after_each_line(tmp_path):
     # its line ends, since resume seeks there. A blank line hands the rest to the careful reader.
     data = b"id\n" + b"".join(b"%d\n" % n for n in range(1, 6001)) + b"\n7\n"
     path = write(tmp_path, data)
-    keys = list(archive.iter_csv_keys(path, "id", ",", INT_KEY))
+    keys = list(archive.iter_csv_keys(path, CSV, INT_KEY))
     ends = [i + 1 for i, byte in enumerate(data) if byte == ord("\n")][1:]
     assert [k for _, _, k in keys] == [*range(1, 6001), 7]
     assert [offset for _, offset, _ in keys] == ends[:6000] + ends[6001:]
@@ -182,23 +296,23 @@ def test_unsupported_key_type_and_charset_are_refused():
 
 def test_batches_are_numbered_and_record_where_they_end(tmp_path):
     path = write(tmp_path, b"id\n" + b"".join(b"%d\n" % i for i in range(1, 8)))
-    blocks = archive.key_blocks(path, "id", ",", INT_KEY)
+    blocks = archive.key_blocks(path, CSV, INT_KEY)
     batches = list(archive.iter_batches(blocks, 3))
     assert [b.number for b in batches] == [1, 2, 3]
     assert [b.keys for b in batches] == [(1, 2, 3), (4, 5, 6), (7,)]
     assert batches[0].end_line == 4
     # resuming from a stored offset yields exactly the keys after it
     start = (batches[0].end_offset, batches[0].end_line)
-    rest = archive.key_blocks(path, "id", ",", INT_KEY, start=start)
+    rest = archive.key_blocks(path, CSV, INT_KEY, start=start)
     assert [b.keys for b in archive.iter_batches(rest, 3, 2)] == [(4, 5, 6), (7,)]
 
 
 def test_batches_resume_by_count_across_blocks(tmp_path):
     path = write(tmp_path, b"id\n1\n\n2\n3\n4\n")
-    resumed = archive.iter_batches(archive.key_blocks(path, "id", ",", INT_KEY), 2, 2, skip=2)
+    resumed = archive.iter_batches(archive.key_blocks(path, CSV, INT_KEY), 2, 2, skip=2)
     assert [(b.number, b.keys, b.end_line) for b in resumed] == [(2, (3, 4), 6)]
     big = write(tmp_path, b"id\n" + b"".join(b"%d\n" % i for i in range(1, 50_001)), "big.csv")
-    blocks = list(archive.key_blocks(big, "id", ",", INT_KEY))
+    blocks = list(archive.key_blocks(big, CSV, INT_KEY))
     assert len(blocks) > 3, "the test needs several blocks"
     batches = list(archive.iter_batches(blocks, 1000, 31, skip=30_000))
     assert [b.number for b in batches] == list(range(31, 51))
@@ -250,7 +364,7 @@ def test_memory_does_not_grow_with_file_size(tmp_path):
         for i in range(1, 300_001):
             handle.write(f"{i}\n")
     tracemalloc.start()
-    count = sum(len(b.keys) for b in archive.iter_batches(archive.key_blocks(path, "id", ",", INT_KEY), 1000))
+    count = sum(len(b.keys) for b in archive.iter_batches(archive.key_blocks(path, CSV, INT_KEY), 1000))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert count == 300_000
@@ -269,7 +383,7 @@ def test_records_without_quotes_split_exactly_as_the_field_pattern_does(delimite
         while True:
             match = pattern.match(text, pos)
             assert match is not None
-            fields.append((match.group(2), False))
+            fields.append((match.group(4), archive.BARE))
             pos = match.end() + 1
             if match.end() >= len(text):
                 break
@@ -282,5 +396,5 @@ def test_validation_ticks_at_least_every_block_of_bytes_however_wide_the_lines(t
     path = write(tmp_path, b"id" + b"," * 20_000 + b"\n" + b"".join(b"%d" % n + b"," * 20_000 + b"\n"
                                                                      for n in range(1, 301)))
     ticks = []
-    assert archive.count_keys(path, "id", ",", INT_KEY, lambda: ticks.append(1)) == 300
+    assert archive.count_keys(path, CSV, INT_KEY, lambda: ticks.append(1)) == 300
     assert len(ticks) >= 300  # each line is more than KEY_BLOCK_BYTES: a tick after every one

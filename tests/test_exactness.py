@@ -7,7 +7,9 @@ would, and compares every row of both tables before and after.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,114 @@ def test_whitespace_inside_quotes_is_data(db, tmp_path):
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert codes_in(db, "arc") == sorted([" x1", "tab\t", "nb\u00a0", "two\nlines"])
     assert codes_in(db, "src") == sorted(["x1", "tab", "nb", "two"])
+
+
+# --------------------------------------------------------------------------- key files as users make them
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+CNF, DATABASE, CSV_DIR = "/home/archiver/.archiver.cnf", "app", "/srv/archive/incoming/"
+
+
+def readme_recipes() -> list[tuple[str, str, dict[str, str]]]:
+    """The README's "Making key files" recipes: (language, code, its [archive] config lines)."""
+    section = README.split("### Making key files\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```$", section, re.M | re.S)
+    recipes = []
+    for (language, code), (ini, lines) in zip(blocks[::2], blocks[1::2]):
+        assert ini == "ini" and lines.startswith("[archive]\n"), lines
+        recipes.append((language, code, dict(re.findall(r"^(\w+) = (.+)$", lines, re.M))))
+    return recipes
+
+
+RECIPES = readme_recipes()
+
+# Listed (old) keys and their unlisted (new) near-twins: what each export format must keep apart.
+OLD_KEYS = [" lead", "tail ", "   ", "x\\y", "tab\there", "new\nline", "cr\r", "crlf\r\n", "\\N", "NULL",
+            'quote"s', "it's", "a,b", "Grüße 🐳", "e\u0301", "\\", "ends\\", "nul\0byte"]
+NEW_KEYS = ["lead", "tail", " ", "", "x\\\\y", "tab\\there", "tab", "new\\nline", "cr", "crlf", "N", "nul",
+            "nul\\0byte", "quotes", "é", "Grusse", "ends", None]
+
+
+def test_the_readme_has_a_recipe_for_each_way_of_making_key_files():
+    assert [(language, code.split()[0], config.get("csv_dialect"), config.get("csv_header"))
+            for language, code, config in RECIPES] == [
+        ("python", "import", None, None), ("sh", "mariadb", "mysql", "no"), ("sh", "mariadb", "mysql", "no"),
+        ("sh", "mariadb", "mysql", None)]
+    assert "INTO OUTFILE" in RECIPES[1][1] and " -B -N " in RECIPES[2][1] and " -B -e " in RECIPES[3][1]
+    for _, code, _ in RECIPES:
+        assert code.count(CNF) == 1 and code.count(CSV_DIR) == 1
+        assert len(re.findall(rf"\b{DATABASE}\b", code)) == 1
+
+
+def run_recipe(db: ScratchDatabase, tmp_path: Path, language: str, code: str) -> None:
+    """Run a README recipe as written, with this test's credentials, database and csv_dir."""
+    kw = db.connection_kwargs()
+    where = (f"socket = {kw['unix_socket']}" if kw.get("unix_socket")
+             else f"host = {kw['host']}\nport = {kw['port']}")
+    cnf = tmp_path / "archiver.cnf"
+    user, password = kw.get("user", "root"), kw.get("password", "")
+    cnf.write_text(f"[client]\n{where}\nuser = {user}\npassword = {password}\n")
+    code = code.replace(CNF, str(cnf)).replace(CSV_DIR, f"{tmp_path}/csv/")
+    code = re.sub(rf"\b{DATABASE}\b", db.name, code)
+    command = [sys.executable, "-c", code] if language == "python" else ["sh", "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (code, done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize("key_type", ["VARCHAR(40) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin",
+                                      "BIGINT"], ids=["text", "int"])
+@pytest.mark.parametrize("recipe", range(len(RECIPES)), ids=["python-csv", "outfile", "B-N", "B"])
+def test_each_readme_recipe_makes_a_key_file_that_moves_exactly_the_listed_rows(db, server, tmp_path, recipe,
+                                                                                 key_type):
+    """Read as CSV, an OUTFILE or mariadb -B file moved the never-listed row x\\\\y and left x\\y, exit 0;
+    a file written by Python's csv module with the key ' lead' moved the unlisted row 'lead'."""
+    language, code, config = RECIPES[recipe]
+    if "INTO OUTFILE" in code and not server.can_control:
+        pytest.skip("INTO OUTFILE writes on the server's host: needs the throwaway server")
+    if find_mariadb_binary("mariadb") is None and language == "sh":
+        pytest.skip("the mariadb client is not installed (package mariadb-client)")
+    text = key_type.startswith("VARCHAR")
+    old: list[Any] = OLD_KEYS if text else list(range(1, 40))
+    new: list[Any] = NEW_KEYS if text else list(range(40, 50))
+    if language == "python" and text:  # RFC 4180 has no NUL: that key is not exported (and must stay)
+        old, new = [k for k in old if k != "nul\0byte"], [*new, "nul\0byte"]
+    for table in ("rewards", "rewards_archives"):
+        db.execute(f"CREATE TABLE {table} (id {key_type} NULL, created_at DATETIME NOT NULL, "
+                   "note VARCHAR(20) NULL, UNIQUE KEY ux_id (id)) ENGINE=InnoDB")
+    db.executemany("INSERT INTO rewards (id, created_at, note) VALUES (%s, %s, %s)",
+                   [(k, "2020-01-01", "old") for k in old] + [(k, "2999-01-01", "new") for k in new])
+    job = write_config(tmp_path, db, **{f"archive__{key}": value for key, value in config.items()})
+    run_recipe(db, tmp_path, language, code)
+    dry = json.loads(run_cli(job, "--dry-run", "--json").stdout)
+    result = run_cli(job)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    stored = "CAST(id AS BINARY)" if text else "id"  # the stored bytes: no collation, no conversion
+
+    def rows_in(table: str) -> list[Any]:
+        return sorted((r[0] for r in db.query(f"SELECT {stored} FROM {table}")), key=repr)
+
+    def as_stored(keys: list[Any]) -> list[Any]:
+        return sorted((k.encode() if isinstance(k, str) else k for k in keys), key=repr)
+
+    assert rows_in("rewards_archives") == as_stored(old)
+    assert rows_in("rewards") == as_stored(new)
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(len(old), 0)]
+    assert (dry["rows_to_archive"], dry["total"]["not_found"]) == (len(old), 0)
+
+
+def test_an_outfile_with_a_null_key_is_rejected_naming_the_line(db, server, tmp_path):
+    if not server.can_control:
+        pytest.skip("INTO OUTFILE writes on the server's host: needs the throwaway server")
+    _, code, config = RECIPES[1]
+    for table in ("rewards", "rewards_archives"):
+        db.execute(f"CREATE TABLE {table} (id INT NULL, created_at DATETIME NOT NULL, UNIQUE KEY ux (id))")
+    db.execute("INSERT INTO rewards VALUES (1, '2020-01-01'), (NULL, '2020-01-02'), (3, '2020-01-03')")
+    job = write_config(tmp_path, db, **{f"archive__{key}": value for key, value in config.items()})
+    run_recipe(db, tmp_path, "sh", code)
+    result = run_cli(job)
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    assert "rewards-old.csv line " in result.stderr and "\\N is NULL" in result.stderr
+    assert db.count("rewards") == 3 and db.count("rewards_archives") == 0
 
 
 def test_sql_client_syntax_in_keys_and_file_names_is_data(db, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 
 import pytest
 
@@ -204,6 +205,64 @@ def test_unchanged_logs_are_read_from_the_index_and_changed_ones_again(tmp_path)
     assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, READING, 10)] == (100, 2)
 
 
+def valid_index(tmp_path) -> dict:
+    """The index a fresh read of the logs in tmp_path writes (the index removed first)."""
+    (tmp_path / archive.LOG_INDEX_NAME).unlink(missing_ok=True)
+    archive.read_log_progress(tmp_path)
+    return json.loads((tmp_path / archive.LOG_INDEX_NAME).read_text())
+
+
+def entry_with(tmp_path, log, **fields) -> dict:
+    """An index whose entry for `log` has its true size and mtime (so it would be trusted) and `fields`."""
+    index = valid_index(tmp_path)
+    index["logs"][log.name].update(fields)
+    return index
+
+
+@pytest.mark.parametrize("shape", [
+    "[]", "null", "7", '"logs"', '{"format": 2}', '{"format": 2, "logs": []}', '{"format": 2, "logs": 5}',
+    '{"format": 2, "logs": null}', '{"format": 2, "logs": {"DataProcessingAllDetails_31_12_2024.txt": 5}}',
+    '{"format": 2, "logs": {"DataProcessingAllDetails_31_12_2024.txt": []}}',
+    '{"format": 2, "logs": {"DataProcessingAllDetails_31_12_2024.txt": {"size": "x"}}}',
+    "progress=7", "progress={}", "progress=[5]", "progress=[[1, 2, 3, 4, 5, 6, 7]]",
+    'progress=[["j", "f.csv", "s", "r", true, 1, 1]]', 'progress=[["j", "f.csv", "s", "r", 10, 100]]',
+    'changed="abc"', "changed=[[1, 2, 3]]", "changed=null", "size=true", 'mtime_ns="1"',
+])
+def test_an_index_of_the_wrong_shape_is_rebuilt_from_the_logs(tmp_path, shape):
+    """Valid JSON of the wrong shape or types (a hand edit, another tool) is a corrupt index: the
+    logs are read again and a valid index replaces it, so no run fails and no log is ignored."""
+    log = tmp_path / "DataProcessingAllDetails_31_12_2024.txt"
+    log.write_text("\n".join([info("f.csv"), line("f.csv", 4, "COMPLETED")]) + "\n")
+    good = valid_index(tmp_path)
+    if "=" in shape and not shape.startswith("{"):
+        name, value = shape.split("=", 1)
+        shape = json.dumps(entry_with(tmp_path, log, **{name: json.loads(value)}))
+    (tmp_path / archive.LOG_INDEX_NAME).write_text(shape)
+    assert archive.read_log_progress(tmp_path) == {(JOB, "f.csv", SHA, READING, 10): (100, 4)}
+    assert json.loads((tmp_path / archive.LOG_INDEX_NAME).read_text()) == good
+    (tmp_path / archive.LOG_INDEX_NAME).write_text(shape)  # a dry run (save=False) reads it too
+    assert archive.read_log_progress(tmp_path, save=False) == {(JOB, "f.csv", SHA, READING, 10): (100, 4)}
+
+
+def test_a_log_that_grows_while_it_is_read_is_read_again_next_time(tmp_path, monkeypatch):
+    """The index must record the size the log had when it was read, not after: a line appended
+    in between (another process writing the log) would otherwise be trusted as read, and lost."""
+    log = tmp_path / "DataProcessingAllDetails_31_12_2024.txt"
+    log.write_text("\n".join([info("f.csv"), line("f.csv", 1, "COMPLETED")]) + "\n")
+    read = archive.read_log_lines
+
+    def read_then_append(path):
+        lines = read(path)
+        with open(path, "a") as handle:
+            handle.write(line("f.csv", 2, "COMPLETED") + "\n")
+        return lines
+
+    monkeypatch.setattr(archive, "read_log_lines", read_then_append)
+    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, READING, 10)] == (100, 1)
+    monkeypatch.setattr(archive, "read_log_lines", read)
+    assert archive.read_log_progress(tmp_path)[(JOB, "f.csv", SHA, READING, 10)] == (100, 2)
+
+
 def test_old_logs_are_removed_by_retention(tmp_path):
     for name in ("DataProcessingAllDetails_01_01_2025.txt", "DataProcessingAllDetails_22_01_2025.txt",
                  "DataProcessingAllDetails_31_01_2025.txt", "notes.txt"):
@@ -228,6 +287,28 @@ def test_best_checkpoint_takes_the_furthest():
     assert archive.best_checkpoint(db, log) is log
     assert archive.best_checkpoint(None, None) is None
     assert archive.best_checkpoint(db, archive.Checkpoint(10, 100, 3, source="log")) is db
+
+
+@pytest.mark.parametrize("keys", [
+    [0, 1, -1, 2 ** 63 - 1, -(2 ** 63), 2 ** 63, 2 ** 64 - 1, *range(1000, 2200)],
+    ["a", "A", "a\x00", "a\x00b", "", "é", "e\u0301", "🐳", "x\\y", "x\ty", *map(str, range(1200))],
+    [b"", b"\x00", b"\x00\x00", b"\xff", b"a", *(n.to_bytes(2, "big") for n in range(1, 1200))],
+])
+def test_the_dry_runs_moved_keys_tell_every_key_apart(keys):
+    """The dry run's on-disk list of moved keys answers exactly like a set, for every key type
+    (past 64 bits, NUL bytes, lookups of more keys than one SQLite statement takes)."""
+    moved = archive.MovedKeys()
+    try:
+        folder = moved.folder.name
+        first, second = keys[::2], keys[1::2]
+        moved.add(first)
+        assert moved.among(keys) == set(first)
+        assert moved.among(second) == set()
+        moved.add(second)
+        assert moved.among(keys + ["absent", b"absent", 2 ** 64]) == set(keys)
+    finally:
+        moved.close()
+    assert not os.path.exists(folder)
 
 
 def test_outcome_precedence():

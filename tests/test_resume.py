@@ -5,6 +5,7 @@ answers, runs that end badly, and the upgrade from schema 1."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -132,6 +133,31 @@ def test_a_log_checkpoint_is_trusted_when_the_rows_are_gone(db, tmp_path):
     assert_conserved(db, original, set(range(1, 101)))
     assert db.query("SELECT status FROM file_processing_logs") == [("COMPLETED",)]
     assert "SKIPPING: ids.csv (completed by run" in run_cli(config).stdout
+
+
+@pytest.mark.parametrize("index", ['{"format": 2, "logs": []}', '{"format": 2, "logs": {"%s": 7}}', "[1, 2]"])
+def test_a_log_index_of_the_wrong_shape_is_rebuilt_and_the_log_still_counts(db, tmp_path, index):
+    """Valid JSON of the wrong shape in the index made every run and --dry-run end in
+    'internal error: AttributeError' until someone deleted the file."""
+    config, original = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))},
+                                archive__batch_size=10)
+    assert run_cli(config).returncode == 0
+    for table in archive.TRACKING_TABLES:
+        db.execute(f"DROP TABLE {table}")
+    logs = tmp_path / "logs"
+    (log,) = logs.glob(f"{archive.LOG_PREFIX}*.txt")
+    (logs / archive.LOG_INDEX_NAME).write_text(index.replace("%s", log.name))
+    dry = run_cli(config, "--dry-run")
+    assert dry.returncode == 0, (dry.stdout, dry.stderr)
+    assert re.search(r"^ids\.csv\s+0\s+0\b", dry.stdout, re.M), dry.stdout  # the log says all done
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "all 10 batches done per the log checkpoint" in result.stdout
+    assert_conserved(db, original, set(range(1, 101)))
+    rebuilt = json.loads((logs / archive.LOG_INDEX_NAME).read_text())
+    assert rebuilt["format"] == archive.LOG_INDEX_FORMAT and set(rebuilt["logs"]) == {log.name}
+    assert {tuple(p[:2]) for p in rebuilt["logs"][log.name]["progress"]} == {(archive.load_config(config).job,
+                                                                              "ids.csv")}
 
 
 # --------------------------------------------------------------------------- files that change
