@@ -118,6 +118,7 @@ SPAN_FACTOR = 4  # sparse integer keys go as one filtered range while it spans a
 SHOWN_KEYS = 20  # conflict keys printed in one message; all are stored in the DB
 RETRY_BACKOFF_CAP = 4.0
 TRACKING_ROWS_PER_BATCH = 8  # rows a batch writes besides its data rows (Galera write-set limit)
+USER_LOCK_PREFIX = "archive_py_"  # + a run's owner token: the user lock it holds on its node
 
 # MySQL's latin1 is Windows-1252, except that the five bytes cp1252 leaves unassigned
 # stand for the C1 control characters of the same number.
@@ -1967,6 +1968,29 @@ def explain_write_set_error(exc: BaseException, batch_size: int) -> str | None:
     return None
 
 
+def backoff_seconds(tries: int) -> float:
+    """How long to wait after attempt `tries` failed: doubling, capped, jittered so racers spread out."""
+    return float(min(0.25 * 2 ** tries, RETRY_BACKOFF_CAP) * random.uniform(0.5, 1.0))
+
+
+def retry_conflicts(db: Database, timeout: float, attempt: Callable[[], T]) -> T:
+    """Run a transaction, retrying deadlocks, certification conflicts and lock waits for `timeout`.
+
+    For the start of a run, before there is a batch to retry: runs started at once (on one
+    server or on several Galera nodes, whose DDL aborts the others' transactions) meet here.
+    """
+    deadline, tries = time.monotonic() + timeout, 0
+    while True:
+        tries += 1
+        try:
+            return attempt()
+        except mysql.connector.Error as exc:
+            db.rollback()
+            if exc.errno not in RETRY_ERRNOS or time.monotonic() >= deadline:
+                raise
+        time.sleep(backoff_seconds(tries))
+
+
 def translate_error(exc: Exception) -> Exception:
     """The C extension's own exception for a server or connection error, as a mysql.connector.Error."""
     errno = getattr(exc, "errno", None)
@@ -2530,7 +2554,7 @@ def require_plan(db: Database, config: Config, dest: Database | None = None,
 
 # --------------------------------------------------------------------------- tracking tables
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_COMMENT = f"archive.py tracking schema {SCHEMA_VERSION}"
 TRACKING_TABLES = ("process_logs", "file_processing_logs", "batch_processing_logs", "conflict_logs",
                    "run_locks")
@@ -2582,7 +2606,7 @@ TRACKING_DDL = (
   `destination` VARCHAR(255) NULL,
   KEY `ix_process_status` (`source_table`, `status`),
   KEY `ix_process_job` (`job`, `id`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 2'""",
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 3'""",
     """CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   `process_log_id` BIGINT UNSIGNED NOT NULL,
@@ -2659,11 +2683,12 @@ TRACKING_DDL = (
   `connection_id` BIGINT UNSIGNED NOT NULL,
   `acquired_at` DATETIME(6) NOT NULL,
   `heartbeat_at` DATETIME(6) NOT NULL,
-  `expires_at` DATETIME(6) NOT NULL
+  `expires_at` DATETIME(6) NOT NULL,
+  `user_lock` VARCHAR(64) NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
 )
 
-# Schema 1 -> 2, as (table, column or index, DDL). Each step checks first, so a
+# Schema 1 -> 2 -> 3, as (table, column or index, DDL). Each step checks first, so a
 # migration killed halfway is finished by the next run.
 MIGRATION_COLUMNS = (
     ("process_logs", "job", "ADD COLUMN `job` VARCHAR(300) NOT NULL DEFAULT ''"),
@@ -2675,6 +2700,8 @@ MIGRATION_COLUMNS = (
     ("file_processing_logs", "not_found", "ADD COLUMN `not_found` BIGINT NOT NULL DEFAULT 0"),
     ("file_processing_logs", "reading", "ADD COLUMN `reading` VARCHAR(255) NOT NULL DEFAULT ''"),
     ("batch_processing_logs", "not_found", "ADD COLUMN `not_found` INT NOT NULL DEFAULT 0"),
+    # schema 3: the holder's own user lock (NULL: an older version's row, or no user locks)
+    ("run_locks", "user_lock", "ADD COLUMN `user_lock` VARCHAR(64) NULL"),
 )
 MIGRATION_INDEXES = (
     ("process_logs", "ix_process_job", "ADD KEY `ix_process_job` (`job`, `id`)"),
@@ -2839,73 +2866,99 @@ class Tracking:
     def lock_params(self) -> tuple[Any, ...]:
         """Who we are, for the lock row."""
         return (self.owner, self.run_id or None, socket.gethostname()[:255], os.getpid(), self.db.node,
-                self.connection_id())
+                self.connection_id(), self.user_lock_name() if self.user_lock else None)
 
     def connection_id(self) -> int:
         """This session's server connection id."""
         return int(self.db.query("SELECT CONNECTION_ID()")[0][0])
 
-    def take_user_lock(self) -> bool | None:
-        """GET_LOCK on this node: True if free, False if a live session here holds it, None if unusable.
+    def user_lock_name(self) -> str:
+        """This run's own user lock: named after its owner token (43 characters, MySQL allows 64)."""
+        return USER_LOCK_PREFIX + self.owner
 
-        It dies with its session, so it tells at once that a holder on this node is gone.
+    def take_user_lock(self) -> None:
+        """GET_LOCK this run's own user lock on its node, before it can hold the lock row.
+
+        A user lock dies with its session, so another run on the same node tells at once that
+        a holder is gone; a run whose server refuses user locks records none.
         """
-        got = self.user_lock_query("GET_LOCK(%s, 0)")
-        if got is Ellipsis:
-            return None
-        self.user_lock = got == 1
-        return bool(got == 1)
+        self.user_lock = self.user_lock_query("GET_LOCK(%s, 0)", self.user_lock_name()) == 1
 
-    def user_lock_query(self, call: str) -> Any:
+    def user_lock_query(self, call: str, name: str) -> Any:
         """A user-lock function's answer, or Ellipsis where the server refuses them."""
         try:
-            return self.db.query(f"SELECT {call}", (self.config.lock_name,))[0][0]
+            return self.db.query(f"SELECT {call}", (name,))[0][0]
         except mysql.connector.Error as exc:
             if is_connection_error(exc):
                 raise
             return Ellipsis  # some Galera releases refuse user locks (1235)
 
+    def holder_gone(self, holder: dict[str, Any]) -> bool:
+        """Whether the holder's session on this node has ended (so it died), as its user lock says.
+
+        A row of an older version names no user lock of its own: that version held the job's.
+        """
+        if holder["node"] != self.db.node:
+            return False  # user locks are local to a node
+        return self.user_lock_query("IS_USED_LOCK(%s)", holder["user_lock"] or self.config.lock_name) is None
+
     def acquire_lock(self) -> str | None:
-        """Take the run lock, or raise AlreadyRunning naming the holder; return a takeover note."""
+        """Take the run lock, or raise AlreadyRunning naming the holder; return a takeover note.
+
+        Deadlocks, certification conflicts, lock waits and a holder that left in between mean
+        try again (for retry_timeout): only a live holder turns a run away.
+        """
+        self.take_user_lock()  # first, so a row of ours on this node always has a live user lock
+        deadline = time.monotonic() + self.config.retry_timeout
+        while True:
+            taken, note = retry_conflicts(self.db, self.config.retry_timeout, self.try_lock)
+            if taken:
+                self.locked, self.last_beat = True, time.monotonic()
+                return note
+            if time.monotonic() >= deadline:
+                raise AlreadyRunning(f"the run lock for `{self.config.lock_name}` changed hands for "
+                                     f"{self.config.retry_timeout:g}s; last seen with "
+                                     f"{describe_holder(self.lock_holder())}")
+            time.sleep(backoff_seconds(1))
+
+    def try_lock(self) -> tuple[bool, str | None]:
+        """One attempt: insert the lock row, or take it over from a holder that is gone.
+
+        Returns (taken, takeover note); not taken means the row changed under us: look again.
+        """
         name, lease = self.config.lock_name, math.ceil(self.config.lock_lease)
-        holder_gone = self.take_user_lock()
         try:
             self.db.execute(
                 "INSERT INTO run_locks (lock_name, owner, process_log_id, host, pid, node, connection_id, "
-                "acquired_at, heartbeat_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, NOW(6), NOW(6), "
-                f"NOW(6) + INTERVAL {lease} SECOND)", (name, *self.lock_params()))
+                "user_lock, acquired_at, heartbeat_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
+                f"NOW(6), NOW(6), NOW(6) + INTERVAL {lease} SECOND)", (name, *self.lock_params()))
             self.db.commit()
-            self.locked, self.last_beat = True, time.monotonic()
-            return None
+            return True, None
         except mysql.connector.Error as exc:
             self.db.rollback()
-            if exc.errno not in (ER_DUP_ENTRY, ER_LOCK_DEADLOCK):
+            if exc.errno != ER_DUP_ENTRY:
                 raise
         holder = self.lock_holder()
-        try:
-            taken = self.db.execute(
-                "UPDATE run_locks SET owner = %s, process_log_id = %s, host = %s, pid = %s, node = %s, "
-                f"connection_id = %s, acquired_at = NOW(6), heartbeat_at = NOW(6), expires_at = NOW(6) + "
-                f"INTERVAL {lease} SECOND WHERE lock_name = %s "
-                "AND (expires_at < NOW(6) OR (node = %s AND %s))",
-                (*self.lock_params(), name, self.db.node, bool(holder_gone)))
-            self.db.commit()
-        except mysql.connector.Error as exc:
-            self.db.rollback()
-            if exc.errno not in (ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT):
-                raise
-            taken = 0  # another run on another node took it at the same moment
-        if taken != 1:
+        if holder is None:
+            return False, None  # released in between: insert again
+        gone = bool(self.user_lock) and self.holder_gone(holder)
+        if holder["valid"] and not gone:
             raise AlreadyRunning(f"another archive.py run is already running for `{name}`: "
                                  f"{describe_holder(holder)}")
-        self.locked, self.last_beat = True, time.monotonic()
-        return f"took over the run lock from {describe_holder(holder)}"
+        taken = self.db.execute(
+            "UPDATE run_locks SET owner = %s, process_log_id = %s, host = %s, pid = %s, node = %s, "
+            "connection_id = %s, user_lock = %s, acquired_at = NOW(6), heartbeat_at = NOW(6), expires_at = "
+            f"NOW(6) + INTERVAL {lease} SECOND WHERE lock_name = %s AND owner = %s "
+            "AND (expires_at < NOW(6) OR %s)", (*self.lock_params(), name, holder["owner"], gone))
+        self.db.commit()
+        return taken == 1, f"took over the run lock from {describe_holder(holder)}" if taken == 1 else None
 
     def lock_holder(self) -> dict[str, Any] | None:
         """The lock row, with whether its lease is still valid and how old its heartbeat is."""
         rows = self.db.query_dicts(
-            "SELECT owner, process_log_id, host, pid, node, connection_id, heartbeat_at, expires_at, "
-            "expires_at > NOW(6) AS valid, TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)) / 1e6 AS age "
+            "SELECT owner, process_log_id, host, pid, node, connection_id, user_lock, heartbeat_at, "
+            "expires_at, expires_at > NOW(6) AS valid, "
+            "TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)) / 1e6 AS age "
             "FROM run_locks WHERE lock_name = %s", (self.config.lock_name,))
         self.db.rollback()
         return rows[0] if rows else None
@@ -2947,9 +3000,9 @@ class Tracking:
         if not self.locked:
             return
         self.take_user_lock()
-        moved = self.db.execute("UPDATE run_locks SET node = %s, connection_id = %s, heartbeat_at = NOW(6) "
-                                "WHERE lock_name = %s AND owner = %s",
-                                (self.db.node, self.connection_id(), self.config.lock_name, self.owner))
+        moved = self.db.execute("UPDATE run_locks SET node = %s, connection_id = %s, user_lock = %s, "
+                                "heartbeat_at = NOW(6) WHERE lock_name = %s AND owner = %s",
+                                (*self.lock_params()[4:], self.config.lock_name, self.owner))
         self.db.commit()
         if moved != 1:
             self.lost_lock()
@@ -2963,7 +3016,7 @@ class Tracking:
             self.db.write("DELETE FROM run_locks WHERE lock_name = %s AND owner = %s",
                           (self.config.lock_name, self.owner))
             if self.user_lock:
-                self.db.query("SELECT RELEASE_LOCK(%s)", (self.config.lock_name,))
+                self.db.query("SELECT RELEASE_LOCK(%s)", (self.user_lock_name(),))
         self.locked = False
 
     def holder_is_alive(self, run_id: int) -> tuple[bool, str]:
@@ -2971,7 +3024,7 @@ class Tracking:
         holder = self.lock_holder()
         if holder is None or holder["process_log_id"] != run_id:
             return False, "it does not hold the run lock: it died; the next run marks it INTERRUPTED"
-        if holder["node"] == self.db.node and self.user_lock_query("IS_USED_LOCK(%s)") is None:
+        if holder["user_lock"] and self.holder_gone(holder):
             return False, "its server session is gone: it died; the next run takes the lock over at once"
         if not holder["valid"]:
             return False, (f"its lease expired {holder['age']:.0f}s after its last heartbeat: it died or "
@@ -2985,6 +3038,9 @@ class Tracking:
         """Mark runs that died without an end as INTERRUPTED, then record this run as RUNNING."""
         host, pid = socket.gethostname(), os.getpid()
         db, config = self.db, self.config
+        if db.execute(*self.fence()) != 1:  # only the holder may mark other runs INTERRUPTED
+            db.rollback()
+            self.lost_lock()
         db.execute(
             "UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id "
             "SET f.status = 'INTERRUPTED', f.finished_at = COALESCE(p.last_seen, NOW()) "
@@ -3704,7 +3760,7 @@ def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
             if not (isinstance(exc, Unreachable) or is_transient(exc)) or out_of_tries \
                     or time.monotonic() >= deadline:
                 raise
-            wait = min(0.25 * 2 ** tries, RETRY_BACKOFF_CAP) * random.uniform(0.5, 1.0)
+            wait = backoff_seconds(tries)
             what = describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc)
             context.say(f"RETRY: {label} attempt {tries + 1} after {what}; waiting {wait:.1f}s")
             time.sleep(wait)
@@ -4326,13 +4382,17 @@ def write_header(config: Config, log: TextLog, state: RunState) -> None:
 def open_run(config: Config, tracking: Tracking, dest: Database | None, log: TextLog, reporter: Reporter,
              state: RunState, files: list[Path]) -> RunContext:
     """Tracking tables, the run lock, this run's row and header, then the preflight, in that order."""
+    # Runs started at once meet here: their DDL (on Galera it aborts other transactions), the
+    # lock row and the first writes are retried for retry_timeout, so only a live holder exits 5.
+    patience = config.retry_timeout
     notes = [f"MIGRATED: tracking tables to schema {SCHEMA_VERSION}: {step}"
-             for step in tracking.ensure_schema()]
+             for step in retry_conflicts(tracking.db, patience, tracking.ensure_schema)]
     takeover = tracking.acquire_lock()
     tracking.db.on_reconnect = tracking.retake_lock
     tracking.db.on_note = functools.partial(say_everywhere, log, reporter)
     state.destination = dest.where if dest else None
-    state.run_id = tracking.start_run(len(files), state.destination)
+    state.run_id = retry_conflicts(tracking.db, patience,
+                                   lambda: tracking.start_run(len(files), state.destination))
     write_header(config, log, state)
     notes += [f"LOCK: {takeover}"] if takeover else []
     if config.log_retention_days:
@@ -4343,7 +4403,8 @@ def open_run(config: Config, tracking: Tracking, dest: Database | None, log: Tex
         log.write(note)
         reporter.say(note, level=2)
     # A refused tracking write is found now, not at the end of a file, where it would stop the run.
-    plan = require_plan(tracking.db, config, dest, tracking.privilege_problems(set(TRACKING_TABLES)))
+    plan = retry_conflicts(tracking.db, patience, lambda: require_plan(
+        tracking.db, config, dest, tracking.privilege_problems(set(TRACKING_TABLES))))
     progress = read_log_progress(config.log_dir)
     checkpoints = log_checkpoints(progress, (config.job, f"{config.database}.{config.source_table}"),
                                   config.reading)

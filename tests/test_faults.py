@@ -16,7 +16,9 @@ from checks import (
     assert_conserved,
     assert_no_run_left_running,
     completed_batches,
+    drop_job,
     make_job,
+    race,
     text_log,
 )
 from helpers import kill_process_group, run_cli, wait_until
@@ -158,6 +160,31 @@ def test_an_overlapping_run_exits_5_and_the_first_is_unaffected(db, tmp_path, sp
     assert first.wait(timeout=60) == 0
     assert db.query("SELECT status FROM process_logs") == [("COMPLETED",)]
     assert_conserved(db, original, set(range(1, 101)))
+
+
+RACE_COPIES, RACE_TRIALS = 4, 24
+
+
+def test_copies_started_at_once_let_exactly_one_in_every_time(db, tmp_path, spawn_cli):
+    # Every other trial starts from nothing (the racing runs create the tracking tables); the
+    # trial after it goes on with the same job, its tracking tables and its lock row there.
+    problems = []
+    for trial in range(RACE_TRIALS):
+        if trial % 2 == 0:
+            drop_job(db)
+            config, original = make_job(db, tmp_path, range(1, 2001), {"ids.csv": list(range(1, 2001))},
+                                        archive__batch_size=10, controls__sleep_seconds=0.05)
+        before = db.scalar("SELECT MAX(id) FROM process_logs") if trial % 2 else 0
+        problem = race(spawn_cli, [config] * RACE_COPIES)
+        runs = db.scalar("SELECT COUNT(*) FROM process_logs WHERE id > %s", (before,))
+        if problem or runs != 1:
+            problems.append(f"trial {trial}: {problem or f'{runs} runs recorded'}")
+    assert not problems, f"{len(problems)} of {RACE_TRIALS} trials went wrong:\n" + "\n".join(problems)
+    rerun = run_cli(config, "--sleep", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert_conserved(db, original, set(range(1, 2001)))
+    assert_batches_once(db, "ids.csv", 200)
+    assert_no_run_left_running(db)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
