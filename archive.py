@@ -2563,6 +2563,15 @@ RUN_COLUMNS = (
     "id, status, start_time, end_time, last_seen, current_file, current_batch, processed_files, "
     "total_files, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, not_found, "
     "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job, destination")
+RUN_COLUMNS_UTC = {3: "start_time_utc, last_seen_utc", 2: "NULL AS start_time_utc, NULL AS last_seen_utc"}
+# The lease's clock: UTC, except in a lock row an older version wrote (schema 2 had no lease_clock).
+LEASE_NOW = {3: "IF(lease_clock = 'UTC', UTC_TIMESTAMP(6), NOW(6))", 2: "NOW(6)"}
+LOCK_COLUMNS = {3: "user_lock, lease_clock", 2: "NULL AS user_lock, 'LOCAL' AS lease_clock"}
+
+
+def seen_now(alias: str = "") -> str:
+    """The SET clause of a run's sign of life: local time for people, UTC for durations."""
+    return f"{alias}last_seen = NOW(), {alias}last_seen_utc = UTC_TIMESTAMP(6)"
 # A run "did work" if it moved or counted a row, ran a batch, met a file it could not archive,
 # or settled a conflict; --status skips the nightly no-ops.
 DID_WORK_SQL = ("(p.rows_archived + p.rows_deleted + p.conflicts + p.not_found + p.skipped_by_guard > 0 "
@@ -2604,6 +2613,8 @@ TRACKING_DDL = (
   `last_seen` DATETIME NULL,
   `not_found` BIGINT NOT NULL DEFAULT 0,
   `destination` VARCHAR(255) NULL,
+  `start_time_utc` DATETIME(6) NULL,
+  `last_seen_utc` DATETIME(6) NULL,
   KEY `ix_process_status` (`source_table`, `status`),
   KEY `ix_process_job` (`job`, `id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 3'""",
@@ -2684,7 +2695,8 @@ TRACKING_DDL = (
   `acquired_at` DATETIME(6) NOT NULL,
   `heartbeat_at` DATETIME(6) NOT NULL,
   `expires_at` DATETIME(6) NOT NULL,
-  `user_lock` VARCHAR(64) NULL
+  `user_lock` VARCHAR(64) NULL,
+  `lease_clock` ENUM('LOCAL','UTC') NOT NULL DEFAULT 'LOCAL'
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
 )
 
@@ -2700,8 +2712,13 @@ MIGRATION_COLUMNS = (
     ("file_processing_logs", "not_found", "ADD COLUMN `not_found` BIGINT NOT NULL DEFAULT 0"),
     ("file_processing_logs", "reading", "ADD COLUMN `reading` VARCHAR(255) NOT NULL DEFAULT ''"),
     ("batch_processing_logs", "not_found", "ADD COLUMN `not_found` INT NOT NULL DEFAULT 0"),
-    # schema 3: the holder's own user lock (NULL: an older version's row, or no user locks)
+    # Schema 3: durations in UTC, so a DST change in between does not count; the holder's own
+    # user lock (NULL: an older version's row, or no user locks); lease times in UTC, marked so:
+    # a row an older version wrote (or writes, during an upgrade) stays on the local clock.
+    ("process_logs", "start_time_utc", "ADD COLUMN `start_time_utc` DATETIME(6) NULL"),
+    ("process_logs", "last_seen_utc", "ADD COLUMN `last_seen_utc` DATETIME(6) NULL"),
     ("run_locks", "user_lock", "ADD COLUMN `user_lock` VARCHAR(64) NULL"),
+    ("run_locks", "lease_clock", "ADD COLUMN `lease_clock` ENUM('LOCAL','UTC') NOT NULL DEFAULT 'LOCAL'"),
 )
 MIGRATION_INDEXES = (
     ("process_logs", "ix_process_job", "ADD KEY `ix_process_job` (`job`, `id`)"),
@@ -2749,11 +2766,21 @@ class Tracking:
     def __init__(self, db: Database, config: Config):
         self.db, self.config = db, config
         self.owner = secrets.token_hex(16)
-        self.legacy = False  # schema-1 tables, read (never written) by a read-only command
+        self.version = SCHEMA_VERSION  # older tables are only read, by a read-only command
         self.locked = False
         self.user_lock = False
         self.run_id = 0
         self.last_beat = 0.0
+
+    @property
+    def legacy(self) -> bool:
+        """Schema-1 tables (no job column), read by a read-only command as schema 1 did."""
+        return self.version < 2
+
+    @property
+    def layout(self) -> int:
+        """Which column list fits these tables: 3 for schema 3 and later, else 2."""
+        return 3 if self.version >= 3 else 2
 
     # ------------------------------------------------------------ schema
 
@@ -2930,8 +2957,9 @@ class Tracking:
         try:
             self.db.execute(
                 "INSERT INTO run_locks (lock_name, owner, process_log_id, host, pid, node, connection_id, "
-                "user_lock, acquired_at, heartbeat_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
-                f"NOW(6), NOW(6), NOW(6) + INTERVAL {lease} SECOND)", (name, *self.lock_params()))
+                "user_lock, lease_clock, acquired_at, heartbeat_at, expires_at) VALUES (%s, %s, %s, %s, %s, "
+                "%s, %s, %s, 'UTC', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) + INTERVAL "
+                f"{lease} SECOND)", (name, *self.lock_params()))
             self.db.commit()
             return True, None
         except mysql.connector.Error as exc:
@@ -2947,26 +2975,28 @@ class Tracking:
                                  f"{describe_holder(holder)}")
         taken = self.db.execute(
             "UPDATE run_locks SET owner = %s, process_log_id = %s, host = %s, pid = %s, node = %s, "
-            "connection_id = %s, user_lock = %s, acquired_at = NOW(6), heartbeat_at = NOW(6), expires_at = "
-            f"NOW(6) + INTERVAL {lease} SECOND WHERE lock_name = %s AND owner = %s "
-            "AND (expires_at < NOW(6) OR %s)", (*self.lock_params(), name, holder["owner"], gone))
+            "connection_id = %s, user_lock = %s, lease_clock = 'UTC', acquired_at = UTC_TIMESTAMP(6), "
+            f"heartbeat_at = UTC_TIMESTAMP(6), expires_at = UTC_TIMESTAMP(6) + INTERVAL {lease} SECOND "
+            f"WHERE lock_name = %s AND owner = %s AND (expires_at < {LEASE_NOW[3]} OR %s)",
+            (*self.lock_params(), name, holder["owner"], gone))
         self.db.commit()
         return taken == 1, f"took over the run lock from {describe_holder(holder)}" if taken == 1 else None
 
     def lock_holder(self) -> dict[str, Any] | None:
         """The lock row, with whether its lease is still valid and how old its heartbeat is."""
+        now = LEASE_NOW[self.layout]
         rows = self.db.query_dicts(
-            "SELECT owner, process_log_id, host, pid, node, connection_id, user_lock, heartbeat_at, "
-            "expires_at, expires_at > NOW(6) AS valid, "
-            "TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)) / 1e6 AS age "
+            f"SELECT owner, process_log_id, host, pid, node, connection_id, {LOCK_COLUMNS[self.layout]}, "
+            f"heartbeat_at, expires_at, expires_at > {now} AS valid, "
+            f"TIMESTAMPDIFF(MICROSECOND, heartbeat_at, {now}) / 1e6 AS age "
             "FROM run_locks WHERE lock_name = %s", (self.config.lock_name,))
         self.db.rollback()
         return rows[0] if rows else None
 
     def fence(self) -> tuple[str, tuple[Any, ...]]:
         """The statement every batch starts with: renew our lease; it matches no row once we lost it."""
-        return (("UPDATE run_locks SET heartbeat_at = NOW(6), expires_at = NOW(6) + INTERVAL "
-                f"{math.ceil(self.config.lock_lease)} SECOND WHERE lock_name = %s AND owner = %s"),
+        return (("UPDATE run_locks SET heartbeat_at = UTC_TIMESTAMP(6), expires_at = UTC_TIMESTAMP(6) + "
+                f"INTERVAL {math.ceil(self.config.lock_lease)} SECOND WHERE lock_name = %s AND owner = %s"),
                 (self.config.lock_name, self.owner))
 
     def heartbeat(self, force: bool = False) -> None:
@@ -2978,7 +3008,7 @@ class Tracking:
             sql, params = self.fence()
             renewed = self.db.execute(sql, params)
             if self.run_id:
-                self.db.execute("UPDATE process_logs SET last_seen = NOW() WHERE id = %s", (self.run_id,))
+                self.db.execute(f"UPDATE process_logs SET {seen_now()} WHERE id = %s", (self.run_id,))
             self.db.commit()
         except mysql.connector.Error:
             self.db.rollback()
@@ -3001,7 +3031,7 @@ class Tracking:
             return
         self.take_user_lock()
         moved = self.db.execute("UPDATE run_locks SET node = %s, connection_id = %s, user_lock = %s, "
-                                "heartbeat_at = NOW(6) WHERE lock_name = %s AND owner = %s",
+                                "heartbeat_at = UTC_TIMESTAMP(6) WHERE lock_name = %s AND owner = %s",
                                 (*self.lock_params()[4:], self.config.lock_name, self.owner))
         self.db.commit()
         if moved != 1:
@@ -3054,8 +3084,9 @@ class Tracking:
              f"found by a run started on {host} pid {pid}"), config.source_table))
         db.execute(
             "INSERT INTO process_logs (source_table, archive_table, status, host, pid, start_time, "
-            "total_files, job, version, last_seen, destination) "
-            "VALUES (%s, %s, 'RUNNING', %s, %s, NOW(), %s, %s, %s, NOW(), %s)",
+            "total_files, job, version, last_seen, destination, start_time_utc, last_seen_utc) "
+            "VALUES (%s, %s, 'RUNNING', %s, %s, NOW(), %s, %s, %s, NOW(), %s, UTC_TIMESTAMP(6), "
+            "UTC_TIMESTAMP(6))",
             (config.source_table, config.archive_table, host[:255], pid, total_files, config.job,
              __version__, fit(destination, 255)))
         self.run_id = int(db.query("SELECT LAST_INSERT_ID()")[0][0])
@@ -3069,7 +3100,7 @@ class Tracking:
         if status == "FAILED":
             self.end_open_files("FAILED", error)
         self.db.write(
-            "UPDATE process_logs SET status = %s, end_time = NOW(), last_seen = NOW(), stop_reason = %s, "
+            f"UPDATE process_logs SET status = %s, end_time = NOW(), {seen_now()}, stop_reason = %s, "
             "pause_reason = NULL, paused_seconds = %s, "
             "error_message = NULLIF(CONCAT_WS('; ', error_message, %s), '') WHERE id = %s",
             (status, fit(stop_reason, 255), round(paused, 3), fit(error), self.run_id))
@@ -3082,14 +3113,14 @@ class Tracking:
 
     def note_pause(self, reason: str | None, paused: float) -> None:
         """Show a pause (or its end) in process_logs for --status."""
-        self.db.write("UPDATE process_logs SET pause_reason = %s, paused_seconds = %s, last_seen = NOW() "
+        self.db.write(f"UPDATE process_logs SET pause_reason = %s, paused_seconds = %s, {seen_now()} "
                       "WHERE id = %s", (fit(reason, 255), round(paused, 3), self.run_id))
 
     def add_run_counts(self, counts: Counters) -> tuple[str, tuple[Any, ...]]:
         """Add counts to this run's row (inside the transaction that did the work)."""
         return (("UPDATE process_logs SET rows_archived = rows_archived + %s, "
                  "rows_deleted = rows_deleted + %s, "
-                "duplicates = duplicates + %s, conflicts = conflicts + %s, last_seen = NOW() WHERE id = %s"),
+                f"duplicates = duplicates + %s, conflicts = conflicts + %s, {seen_now()} WHERE id = %s"),
                 (counts.archived, counts.deleted, counts.duplicates, counts.conflicts, self.run_id))
 
     # ------------------------------------------------------------ files
@@ -3199,7 +3230,7 @@ class Tracking:
             "f.not_found = f.not_found + %s, p.current_batch = %s, p.rows_archived = p.rows_archived + %s, "
             "p.rows_deleted = p.rows_deleted + %s, p.duplicates = p.duplicates + %s, "
             "p.conflicts = p.conflicts + %s, p.skipped_by_guard = p.skipped_by_guard + %s, "
-            "p.not_found = p.not_found + %s, p.last_seen = NOW() WHERE f.id = %s"),
+            f"p.not_found = p.not_found + %s, {seen_now('p.')} WHERE f.id = %s"),
             (batch.number, batch.number, c.archived, c.deleted, c.duplicates, c.conflicts,
              c.skipped_by_guard, c.not_found, batch.number, c.archived, c.deleted, c.duplicates,
              c.conflicts, c.skipped_by_guard, c.not_found, ctx.file_id))]
@@ -3307,7 +3338,8 @@ class Tracking:
 
     def newest_run(self) -> dict[str, Any] | None:
         """This job's newest run."""
-        rows = self.db.query_dicts(f"SELECT {RUN_COLUMNS} FROM process_logs WHERE job = %s "
+        rows = self.db.query_dicts(f"SELECT {RUN_COLUMNS}, {RUN_COLUMNS_UTC[self.layout]} FROM process_logs "
+                                   "WHERE job = %s "
                                    "ORDER BY id DESC LIMIT 1", (self.config.job,))
         return rows[0] if rows else None
 
@@ -3320,7 +3352,8 @@ class Tracking:
     def last_run_with_work(self) -> dict[str, Any] | None:
         """The newest run of the job that did something (a nightly no-op must not hide it)."""
         rows = self.db.query_dicts(
-            f"SELECT {RUN_COLUMNS} FROM process_logs p WHERE job = %s AND (status <> 'COMPLETED' OR "
+            f"SELECT {RUN_COLUMNS}, {RUN_COLUMNS_UTC[self.layout]} FROM process_logs p WHERE job = %s AND "
+            "(status <> 'COMPLETED' OR "
             f"{DID_WORK_SQL}) ORDER BY id DESC LIMIT 1", (self.config.job,))
         return rows[0] if rows else None
 
@@ -4549,14 +4582,12 @@ def json_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def read_only_tracking(db: Database, config: Config) -> Tracking | None:
     """Tracking for reports, or None when there are no tracking tables to read.
 
-    Schema-1 tables are read as they are (a read-only command never migrates).
+    Older tables are read as they are (a read-only command never migrates).
     """
     tracking = Tracking(db, config)
     present = tracking.present()
-    if present >= set(TRACKING_TABLES) and tracking.schema_version() >= SCHEMA_VERSION:
-        return tracking
-    if present >= set(TRACKING_TABLES[:3]) and tracking.schema_version() < SCHEMA_VERSION:
-        tracking.legacy = True
+    tracking.version = tracking.schema_version()
+    if present >= set(TRACKING_TABLES) or (present >= set(TRACKING_TABLES[:3]) and tracking.legacy):
         return tracking
     return None
 
@@ -4577,6 +4608,7 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
     report.update(alive=alive, liveness=liveness, started=report.pop("start_time"),
                   ended=report.pop("end_time"), error=report.pop("error_message"))
     report["seconds"] = run_seconds(db, shown, alive)
+    del report["start_time_utc"], report["last_seen_utc"]
     report["latest_run"] = None if shown is newest else {
         "run_id": newest["id"], "status": newest["status"],
         "started": json_value(newest["start_time"])}
@@ -4588,10 +4620,17 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
 
 
 def run_seconds(db: Database, run_row: dict[str, Any], alive: bool) -> int:
-    """How long the run lasted; a dead run's clock stops at its last sign of life."""
-    end = run_row["end_time"] or (None if alive else run_row["last_seen"])
-    now = db.query("SELECT NOW()")[0][0]
-    return int(((end or now) - run_row["start_time"]).total_seconds())
+    """How long the run lasted; a dead run's clock stops at its last sign of life.
+
+    In UTC, so a DST change in between does not count (a run of schema 2 has local times only).
+    """
+    if run_row["start_time_utc"] is not None:
+        start, end, now = run_row["start_time_utc"], run_row["last_seen_utc"], "UTC_TIMESTAMP()"
+    else:
+        start, end, now = run_row["start_time"], run_row["end_time"] or run_row["last_seen"], "NOW()"
+    if end is None or (alive and run_row["end_time"] is None):
+        end = db.query(f"SELECT {now}")[0][0]
+    return int((end - start).total_seconds())
 
 
 def status_lines(report: dict[str, Any]) -> list[str]:

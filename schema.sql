@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS `process_logs` (
   `last_seen` DATETIME NULL,
   `not_found` BIGINT NOT NULL DEFAULT 0,
   `destination` VARCHAR(255) NULL,
+  `start_time_utc` DATETIME(6) NULL,
+  `last_seen_utc` DATETIME(6) NULL,
   KEY `ix_process_status` (`source_table`, `status`),
   KEY `ix_process_job` (`job`, `id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 3';
@@ -114,5 +116,6 @@ CREATE TABLE IF NOT EXISTS `run_locks` (
   `acquired_at` DATETIME(6) NOT NULL,
   `heartbeat_at` DATETIME(6) NOT NULL,
   `expires_at` DATETIME(6) NOT NULL,
-  `user_lock` VARCHAR(64) NULL
+  `user_lock` VARCHAR(64) NULL,
+  `lease_clock` ENUM('LOCAL','UTC') NOT NULL DEFAULT 'LOCAL'
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

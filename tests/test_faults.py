@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import signal
 import threading
@@ -21,7 +22,7 @@ from checks import (
     race,
     text_log,
 )
-from helpers import kill_process_group, run_cli, wait_until
+from helpers import global_time_zone, kill_process_group, run_cli, wait_until
 
 KILLS = 12
 
@@ -230,6 +231,29 @@ def test_a_frozen_run_loses_its_lock_once_its_lease_runs_out_and_cannot_commit_a
     assert_batches_once(db, "ids.csv", 30)
     assert db.query("SELECT status, stop_reason FROM process_logs ORDER BY id") == [
         ("INTERRUPTED", "process died"), ("COMPLETED", None)]
+
+
+def test_a_dst_change_under_a_live_run_neither_ends_its_lease_nor_its_duration(db, tmp_path, spawn_cli):
+    # The lease was local time: NOW() in the server's time zone. At a spring-forward (here the
+    # server's zone goes from +01:00 to +02:00, so new sessions see the wall clock jump an hour
+    # while the run's own session keeps its clock) --status called the live run dead and an hour
+    # old, and a second run took its lock over: the live run then exited 5, "lease ran out".
+    config, original = make_job(db, tmp_path, range(1, 2001), {"ids.csv": list(range(1, 2001))},
+                                archive__batch_size=10, controls__sleep_seconds=0.2)
+    with global_time_zone(db, "+01:00"):
+        proc = spawn_cli(config)
+        wait_until(lambda: completed_batches(db) >= 2, timeout=30)
+        db.execute("SET GLOBAL time_zone = '+02:00'")
+        status = json.loads(run_cli(config, "--status", "--json").stdout)
+        second = run_cli(config)
+    assert status["alive"] and 0 <= status["seconds"] < 600, status
+    assert second.returncode == 5 and "lease valid" in second.stderr, second.stderr
+    proc.send_signal(signal.SIGTERM)  # it would have run for a minute: enough seen
+    assert proc.wait(timeout=60) == 6, proc.read_stderr()
+    rerun = run_cli(config, "--sleep", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert_conserved(db, original, set(range(1, 2001)))
+    assert_batches_once(db, "ids.csv", 200)
 
 
 def test_a_killed_runs_lock_is_taken_over_at_once_on_the_same_server(db, tmp_path, spawn_cli):
