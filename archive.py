@@ -131,8 +131,10 @@ ER_LOCK_WAIT_TIMEOUT = errorcode.ER_LOCK_WAIT_TIMEOUT  # 1205
 ER_LOCK_DEADLOCK = errorcode.ER_LOCK_DEADLOCK  # 1213: also a Galera certification conflict
 ER_DUP_ENTRY = errorcode.ER_DUP_ENTRY  # 1062
 ER_WSREP_NOT_READY = 1047  # "WSREP has not yet prepared node for application use"
-ER_WSREP_MAX_WS_ROWS = 1180  # a Galera write set has more rows than wsrep_max_ws_rows
-ER_WSREP_MAX_WS_SIZE = 1105  # ... or more bytes than wsrep_max_ws_size (at COMMIT)
+# 1180 "error during COMMIT": "wsrep_max_ws_rows exceeded", or (a node cut off from the others)
+# "... (provider status: Not connected to Primary Component)"; 1105 "Maximum writeset size exceeded"
+ER_WSREP_MAX_WS_ROWS = 1180
+ER_WSREP_MAX_WS_SIZE = 1105
 ER_QUERY_INTERRUPTED = 1317
 ER_CONNECTION_KILLED = 1927
 ER_SERVER_SHUTDOWN = 1053
@@ -1938,8 +1940,13 @@ class Reporter:
 def is_connection_error(exc: BaseException) -> bool:
     """The connection or its node is gone (down, killed, out of the cluster), not a SQL error."""
     errno = getattr(exc, "errno", None)
-    return errno in CONNECTION_ERRNOS or (
+    return errno in CONNECTION_ERRNOS or is_lost_quorum(exc) or (
         isinstance(exc, mysql.connector.errors.OperationalError) and errno in (None, -1))
+
+
+def is_lost_quorum(exc: BaseException) -> bool:
+    """A COMMIT on a node cut off from the primary component: another node can take the batch."""
+    return getattr(exc, "errno", None) == ER_WSREP_MAX_WS_ROWS and "primary component" in str(exc).lower()
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -1958,11 +1965,11 @@ def describe_mysql_error(exc: BaseException) -> str:
 
 def explain_write_set_error(exc: BaseException, batch_size: int) -> str | None:
     """What to change when a batch is bigger than Galera lets one transaction be."""
-    errno = getattr(exc, "errno", None)
-    if errno == ER_WSREP_MAX_WS_ROWS:
+    errno, text = getattr(exc, "errno", None), str(exc).lower()
+    if errno == ER_WSREP_MAX_WS_ROWS and "wsrep_max_ws_rows" in text:
         return (f"{describe_mysql_error(exc)}: a batch of {batch_size} keys writes more rows than "
                 "wsrep_max_ws_rows allows on this node; lower [archive] batch_size or raise the limit")
-    if errno == ER_WSREP_MAX_WS_SIZE and "size" in str(exc).lower():
+    if errno == ER_WSREP_MAX_WS_SIZE and "size" in text:
         return (f"{describe_mysql_error(exc)}: a batch of {batch_size} keys is more bytes than "
                 "wsrep_max_ws_size allows on this node; lower [archive] batch_size or raise the limit")
     return None
@@ -2050,6 +2057,28 @@ class Database:
                     self.on_note(f"RECONNECTED: to {self.where}{moved}")
                 return
         raise Unreachable("cannot connect to " + "; ".join(failures.values()))
+
+    def move_to_synced(self) -> bool:
+        """Move to another node of the host list that is Synced; False (staying) when none is.
+
+        The new session is set up, and the run lock moved to it, before this one closes: the
+        run's user lock on the node it leaves is held until then.
+        """
+        count, before, kept = self.settings.endpoints, self.where, (self.conn, self.cursor, self.endpoint)
+        for step in range(1, count):
+            self.conn = self.cursor = None
+            try:
+                self.open_session((kept[2] + step) % count)
+            except (mysql.connector.Error, NodeNotReady):
+                self.disconnect()
+                self.conn, self.cursor, self.endpoint = kept
+                continue
+            with contextlib.suppress(Exception):  # the node left behind may be slow to answer
+                kept[0].close()
+            self.sessions += 1
+            self.on_note(f"RECONNECTED: to {self.where} (was {before}, not Synced)")
+            return True
+        return False
 
     def explain_connect_error(self, exc: BaseException) -> str:
         """The error, plus where the password came from when the server refused it."""
@@ -3987,6 +4016,9 @@ class Controls:
     def galera_pause_reason(self, status: dict[str, str]) -> str | None:
         """Pause while the node is not Synced, flow control holds it back, or it lags behind."""
         state = status.get("wsrep_local_state_comment", "")
+        if state != "Synced" and self.context.db.move_to_synced():
+            self.flow_sample = None  # that sample was another node's
+            return None
         if state != "Synced":
             return f"Galera node {self.context.db.where} is {state or 'in an unknown state'}, not Synced"
         now, paused_ns = time.monotonic(), int(status.get("wsrep_flow_control_paused_ns", 0))

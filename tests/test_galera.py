@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mysql.connector
 import pytest
 
+import archive
 from checks import assert_batches_once, assert_conserved, completed_batches, make_job, text_log
 from galera import GaleraCluster
 from helpers import ScratchDatabase, run_cli, wait_until, write_config
@@ -237,3 +239,77 @@ def test_a_node_that_is_not_synced_pauses_the_run_visibly(galera_db, galera_clus
     log = text_log(tmp_path)
     assert "PAUSE: Galera node" in log and "RESUME: pause over" in log
     assert_conserved(galera_db, original, set(range(1, 201)))
+
+
+# The error texts as this cluster gives them (a node isolated mid-commit; the limits lowered).
+NOT_PRIMARY = ("Error while appending streaming replication fragment(provider status: Not connected to "
+               "Primary Component)")
+WS_ROWS, WS_SIZE = "wsrep_max_ws_rows exceeded", "Maximum writeset size exceeded"
+
+
+def test_a_commit_cut_off_from_the_primary_component_is_a_lost_node_not_a_write_set_limit():
+    lost = mysql.connector.errors.DatabaseError(msg=NOT_PRIMARY, errno=1180)
+    rows = mysql.connector.errors.DatabaseError(msg=WS_ROWS, errno=1180)
+    size = mysql.connector.errors.DatabaseError(msg=WS_SIZE, errno=1105)
+    assert archive.is_connection_error(lost) and archive.explain_write_set_error(lost, 10) is None
+    for limit, name in ((rows, "wsrep_max_ws_rows"), (size, "wsrep_max_ws_size")):
+        assert not archive.is_connection_error(limit)
+        assert name in str(archive.explain_write_set_error(limit, 10))
+    other = mysql.connector.errors.DatabaseError(msg="Got error 5 during COMMIT", errno=1180)
+    assert not archive.is_connection_error(other) and archive.explain_write_set_error(other, 10) is None
+
+
+def test_a_run_whose_node_is_cut_off_from_the_others_moves_to_the_primary_component(
+        galera_db, galera_cluster, tmp_path, spawn_cli):
+    # Error 1180 "Not connected to Primary Component" at COMMIT was taken for a write-set limit:
+    # the run failed (exit 1, "lower batch_size") although two Synced nodes were in its host list.
+    config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 401), order=(2, 1, 0),
+                                   archive__batch_size=10, controls__sleep_seconds=0.05)
+    proc = spawn_cli(config, "-v")
+    wait_until(lambda: completed_batches(galera_db) >= 5, timeout=60)
+    galera_cluster.isolate(2)
+    assert proc.wait(timeout=180) == 0, proc.read_stdout()[-2000:] + proc.read_stderr()
+    assert "RECONNECTED: to root@127.0.0.1:" in proc.read_stdout()
+    assert_conserved(galera_db, original, set(range(1, 401)))
+    assert_batches_once(galera_db, "ids.csv", 40)
+
+
+def test_a_run_whose_node_is_desynced_moves_to_a_synced_node(galera_db, galera_cluster, tmp_path,
+                                                              spawn_cli):
+    # A donor (wsrep_desync=ON) paused the run for as long as it stayed desynced, holding the
+    # lock and moving nothing, while the other nodes of its host list were Synced.
+    config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 301), order=(0, 1, 2),
+                                   archive__batch_size=10, controls__sleep_seconds=0.1,
+                                   controls__check_interval=0.2)
+    proc = spawn_cli(config, "-v")
+    wait_until(lambda: completed_batches(galera_db) >= 2, timeout=60)
+    galera_cluster.set_global(0, "wsrep_desync", "ON")
+    try:
+        moved = completed_batches(galera_db) + 5
+        wait_until(lambda: completed_batches(galera_db) >= moved or proc.poll() is not None, timeout=60,
+                   message="batches to run while node 0 is desynced")
+    finally:
+        galera_cluster.set_global(0, "wsrep_desync", "OFF")
+    assert proc.wait(timeout=120) == 0, proc.read_stderr()
+    port = galera_cluster.nodes[0].port
+    assert re.search(rf"RECONNECTED: to \S+ \(was root@127\.0\.0\.1:{port}, not Synced\)", proc.read_stdout())
+    assert "PAUSE:" not in text_log(tmp_path)
+    assert_conserved(galera_db, original, set(range(1, 301)))
+
+
+def test_a_write_set_limit_met_mid_run_fails_the_run_naming_batch_size(galera_db, galera_cluster, tmp_path,
+                                                                        spawn_cli):
+    config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 301), order=(0,),
+                                   archive__batch_size=10, controls__sleep_seconds=0.1)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(galera_db) >= 2, timeout=60)
+    galera_cluster.set_global(0, "wsrep_max_ws_rows", 5)  # after the preflight: met by a batch
+    try:
+        code = proc.wait(timeout=120)
+    finally:
+        galera_cluster.set_global(0, "wsrep_max_ws_rows", 0)
+    assert code == 1, proc.read_stderr()
+    assert "writes more rows than wsrep_max_ws_rows allows on this node; lower [archive] batch_size" \
+        in proc.read_stderr()
+    assert run_cli(config, "--sleep", "0").returncode == 0
+    assert_conserved(galera_db, original, set(range(1, 301)))
