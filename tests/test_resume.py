@@ -355,13 +355,14 @@ def load_v1_half_done_file(db, tmp_path: Path, batches_done: int, schema: str = 
     path = tmp_path / "csv" / "ids.csv"
     data = path.read_bytes()
     sha, lines = hashlib.sha256(data).hexdigest(), data.split(b"\n")
+    total = sum(1 for line in lines[1:] if line)
     db.execute("INSERT INTO process_logs (id, source_table, archive_table, status, host, pid, start_time, "
                "total_files) VALUES (7, 'rewards', 'rewards_archives', 'RUNNING', 'old-host', 1, NOW(), 1)")
     db.execute("INSERT INTO file_processing_logs (process_log_id, file_name, file_size, file_checksum, "
                "status, batch_size, total_keys, total_batches, processed_batches, last_processed_batch, "
                "started_at) "
-               "VALUES (7, 'ids.csv', %s, %s, 'PROCESSING', 10, 100, 10, %s, %s, NOW())",
-               (len(data), sha, batches_done, batches_done))
+               "VALUES (7, 'ids.csv', %s, %s, 'PROCESSING', 10, %s, %s, %s, %s, NOW())",
+               (len(data), sha, total, -(-total // 10), batches_done, batches_done))
     for number in range(1, batches_done + 1):
         end_line = 1 + 10 * number
         offset = sum(len(line) + 1 for line in lines[:end_line])
