@@ -1975,6 +1975,23 @@ def explain_write_set_error(exc: BaseException, batch_size: int) -> str | None:
     return None
 
 
+def run_silence(config: Config) -> int:
+    """Seconds a run's session waits for a server that stopped answering: a statement waits at
+    most lock_wait_timeout for a lock, and past the lease the run lock is lost anyway."""
+    return int(config.lock_lease + config.lock_wait_timeout)
+
+
+def probe_silence(config: Config, settings: DbSettings) -> int:
+    """Seconds a read-only command's session (or a replica probe) waits for an answer: its
+    statements take no row locks, so one waits at most lock_wait_timeout (for a metadata lock)."""
+    return config.lock_wait_timeout + settings.connect_timeout
+
+
+def silence_limits(seconds: int | None) -> dict[str, Any]:
+    """Connector options that give up on a server silent for `seconds` (reading or writing)."""
+    return {"read_timeout": seconds, "write_timeout": seconds} if seconds else {}
+
+
 def backoff_seconds(tries: int) -> float:
     """How long to wait after attempt `tries` failed: doubling, capped, jittered so racers spread out."""
     return float(min(0.25 * 2 ** tries, RETRY_BACKOFF_CAP) * random.uniform(0.5, 1.0))
@@ -2011,8 +2028,11 @@ class Database:
     """One connection to a server (or to one node of a cluster), set up for exact copies."""
 
     def __init__(self, settings: DbSettings, lock_wait_timeout: int = 10, read_only: bool = False,
-                 wait_timeout: int | None = None, utc: bool = False):
+                 wait_timeout: int | None = None, utc: bool = False, silence: int | None = None):
         self.settings = settings
+        self.silence = silence or wait_timeout  # read and write timeouts: a silent server is given up
+        self.idle_limit = 28800.0  # the session's wait_timeout, after which the server drops it
+        self.last_used = time.monotonic()
         self.utc = utc
         self.lock_wait_timeout = lock_wait_timeout
         self.read_only = read_only
@@ -2089,12 +2109,11 @@ class Database:
 
     def open_session(self, index: int, synced_only: bool = True) -> None:
         """Connect to address `index` and set up the session; refuse a cluster node that isn't ready."""
-        # A server that stops answering (a partition, a frozen host) is given up after as long as
-        # the server waits for a silent client: by then the run lock's lease has run out anyway.
-        timeouts = {"read_timeout": self.wait_timeout, "write_timeout": self.wait_timeout} \
-            if self.wait_timeout else {}
+        # A server that stops answering (a partition, a frozen host) is given up (run_silence,
+        # probe_silence); connect_timeout covers the handshake.
         self.conn = mysql.connector.connect(
-            **self.settings.connect_kwargs(index), **timeouts, autocommit=True, charset="utf8mb4",
+            **self.settings.connect_kwargs(index), **silence_limits(self.silence), autocommit=True,
+            charset="utf8mb4",
             use_unicode=True, get_warnings=False, client_flags=[ClientFlag.FOUND_ROWS])
         self.cursor = self.conn.cursor()
         self.endpoint = index
@@ -2123,7 +2142,9 @@ class Database:
         if self.wait_timeout:
             # A process frozen inside a batch holds its row locks until the server drops it.
             self.execute(f"SET SESSION wait_timeout = LEAST(@@GLOBAL.wait_timeout, {int(self.wait_timeout)})")
-        hostname, port, datadir = self.query("SELECT @@hostname, @@port, @@datadir")[0]
+        hostname, port, datadir, idle = self.query(
+            "SELECT @@hostname, @@port, @@datadir, @@SESSION.wait_timeout")[0]
+        self.idle_limit = float(idle)
         self.node = f"{hostname}:{port} {hashlib.sha1(str(datadir).encode()).hexdigest()[:8]}"
         wsrep = self.query("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")  # no such variable on MySQL
         self.wsrep = bool(wsrep) and str(wsrep[0][1]).upper() == "ON"
@@ -2155,12 +2176,30 @@ class Database:
                 conn.close()
 
     def ensure_connected(self) -> None:
-        """Reconnect (to the next address) if the last error dropped the connection."""
+        """Reconnect (to the next address) if the last error dropped the connection.
+
+        A session the server dropped while it idled (its wait_timeout) is replaced first, on
+        the same address: that is no error, so it costs no retry.
+        """
+        if self.conn is not None and self.dropped_while_idle():
+            self.connect()
         if self.conn is None:
             self.connect(move_on=True)
 
+    def dropped_while_idle(self) -> bool:
+        """Whether a session idle past half its wait_timeout, outside a transaction, is gone (a ping)."""
+        if time.monotonic() - self.last_used < self.idle_limit / 2 or self.conn.in_transaction:
+            return False
+        try:
+            self.conn.ping()
+        except Exception:  # the C extension raises its own error type for a dead socket
+            return True
+        self.last_used = time.monotonic()
+        return False
+
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the session's cursor; return its rows, if any."""
+        self.last_used = time.monotonic()
         self.cursor.execute(bind_params(sql, params) if params else sql)
         return self.cursor.fetchall() if self.cursor.with_rows else []
 
@@ -2176,6 +2215,7 @@ class Database:
         Returns each statement's row count, or for a query its rows (with rows) or the first
         value it returned.
         """
+        self.last_used = time.monotonic()
         self.cursor.execute("; ".join(bind_params(sql, ps) if ps else sql for sql, ps in statements))
         results = [self.script_result(rows)]
         try:
@@ -4038,7 +4078,8 @@ class Controls:
         try:
             conn = self.replica_conns.get(index)
             if conn is None:
-                conn = mysql.connector.connect(**replica.connect_kwargs(), autocommit=True)
+                conn = mysql.connector.connect(**replica.connect_kwargs(), autocommit=True,
+                                               **silence_limits(probe_silence(self.config, replica)))
                 self.replica_conns[index] = conn
             return replica_lag(conn)
         except mysql.connector.Error:
@@ -4488,8 +4529,10 @@ def open_destination(config: Config, read_only: bool = False) -> Database | None
     """The destination session, in UTC so TIMESTAMPs travel as their stored value; None without one."""
     if config.dest is None:
         return None
-    return Database(config.dest, config.lock_wait_timeout, read_only=read_only, utc=True,
-                    wait_timeout=None if read_only else int(config.lock_lease + config.lock_wait_timeout))
+    if read_only:
+        return Database(config.dest, config.lock_wait_timeout, read_only=True, utc=True,
+                        silence=probe_silence(config, config.dest))
+    return Database(config.dest, config.lock_wait_timeout, utc=True, wait_timeout=run_silence(config))
 
 
 def run(config: Config, verbosity: int = 1) -> int:
@@ -4503,8 +4546,7 @@ def run(config: Config, verbosity: int = 1) -> int:
     tracking: Tracking | None = None
     status, code = "FAILED", EXIT_FAILED
     try:
-        db = Database(config.db, config.lock_wait_timeout,
-                      wait_timeout=int(config.lock_lease + config.lock_wait_timeout))
+        db = Database(config.db, config.lock_wait_timeout, wait_timeout=run_silence(config))
         dest = open_destination(config)
         tracking = Tracking(db, config)
         context = open_run(config, tracking, dest, log, reporter, state, files)
@@ -4709,9 +4751,9 @@ def status_lines(report: dict[str, Any]) -> list[str]:
 def show_status(config: Config, as_json: bool = False, out: Any = None) -> int:
     """Print the latest run, its files and recent problem batches; read-only."""
     out = out or sys.stdout
-    db = Database(config.db, read_only=True)
+    db = read_only_source(config)
     try:
-        report = status_report(db, config)
+        report = status_report_anywhere(db, config)
     finally:
         db.close()
     if as_json:
@@ -4725,10 +4767,28 @@ def show_status(config: Config, as_json: bool = False, out: Any = None) -> int:
     return EXIT_OK
 
 
+def read_only_source(config: Config) -> Database:
+    """The source session of --status, --check and --dry-run: it gives a silent server up."""
+    return Database(config.db, config.lock_wait_timeout, read_only=True,
+                    silence=probe_silence(config, config.db))
+
+
+def status_report_anywhere(db: Database, config: Config) -> dict[str, Any] | None:
+    """status_report through the first node of the host list that answers it in time."""
+    for tries in range(1, db.settings.endpoints + 1):
+        try:
+            return status_report(db, config)
+        except mysql.connector.Error as exc:
+            if not is_connection_error(exc) or tries == db.settings.endpoints:
+                raise
+            db.connect(move_on=True)
+    return None  # no address at all: connect() raised before
+
+
 def check_command(config: Config, out: Any = None) -> int:
     """Preflight only, with a readable verdict; exit 0 when a run could proceed."""
     out = out or sys.stdout
-    db = Database(config.db, read_only=True)
+    db = read_only_source(config)
     dest = None
     try:
         dest = open_destination(config, read_only=True)
@@ -4788,7 +4848,7 @@ class SilentLog(TextLog):
 def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
     """Predict, per file, exactly what a run would do, with read-only queries."""
     out = out or sys.stdout
-    db = Database(config.db, read_only=True)
+    db = read_only_source(config)
     dest = None
     try:
         dest = open_destination(config, read_only=True)

@@ -25,6 +25,7 @@ from checks import (
 )
 from galera import GaleraCluster
 from helpers import ScratchDatabase, run_cli, wait_until, write_config
+from test_destination_attacks import silenced_mid_query
 from test_resume import load_v1_half_done_file
 
 
@@ -353,3 +354,19 @@ def test_a_write_set_limit_met_mid_run_fails_the_run_naming_batch_size(galera_db
         in proc.read_stderr()
     assert run_cli(config, "--sleep", "0").returncode == 0
     assert_conserved(galera_db, original, set(range(1, 301)))
+
+
+def test_status_moves_to_the_next_node_when_its_node_goes_silent(galera_db, galera_cluster, tmp_path,
+                                                                 spawn_cli):
+    # --status had no read timeout: through a node that stopped answering mid-statement it waited
+    # for ever. It now gives a node lock_wait_timeout + connect_timeout and asks the next one.
+    config, _ = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 51), order=(1, 0, 2),
+                            archive__lock_wait_timeout=5)
+    assert run_cli(config).returncode == 0
+    node1 = ScratchDatabase(galera_cluster.nodes[1], galera_db.name)
+    proc = spawn_cli(config, "--status")
+    started = time.monotonic()
+    code = silenced_mid_query(galera_cluster.nodes[1], node1, "process_logs", proc)
+    assert code == 0, f"exit {code}: {proc.read_stderr()}"
+    assert time.monotonic() - started < 40
+    assert re.match(r"Run [0-9]+: COMPLETED", proc.read_stdout()), proc.read_stdout()
