@@ -101,3 +101,8 @@ def race(spawn_cli: Callable[..., CliProcess], configs: Sequence[Path]) -> str |
                                       or holder not in proc.read_stderr()):
             return f"a run that did not get in did not exit 5 naming {holder}: {outcomes}"
     return None
+
+
+def lease_expired(db: ScratchDatabase) -> bool:
+    """Whether the run lock's lease has run out (the server's clock decides, not a guessed sleep)."""
+    return bool(db.scalar("SELECT COUNT(*) FROM run_locks WHERE expires_at < UTC_TIMESTAMP(6)"))

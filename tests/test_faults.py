@@ -18,6 +18,7 @@ from checks import (
     assert_no_run_left_running,
     completed_batches,
     drop_job,
+    lease_expired,
     make_job,
     race,
     text_log,
@@ -220,7 +221,7 @@ def test_a_frozen_run_loses_its_lock_once_its_lease_runs_out_and_cannot_commit_a
     frozen.send_signal(signal.SIGSTOP)
     early = run_cli(config)
     assert early.returncode == 5 and "lease valid" in early.stderr, early.stderr
-    time.sleep(16)
+    wait_until(lambda: lease_expired(db), timeout=60, message="the frozen run's lease to run out")
     taker = run_cli(config, "--sleep", "0")
     assert taker.returncode == 0, (taker.stdout, taker.stderr)
     assert "LOCK: took over the run lock from run 1" in text_log(tmp_path)

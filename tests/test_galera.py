@@ -19,6 +19,7 @@ from checks import (
     assert_conserved,
     completed_batches,
     drop_job,
+    lease_expired,
     make_job,
     race,
     text_log,
@@ -110,7 +111,7 @@ def test_a_frozen_holder_whose_lease_expired_cannot_commit_again(galera_db, gale
     taker = write_config(tmp_path / "node1", galera_db, database__host=hosts(galera_cluster, 1),
                          archive__batch_size=10, archive__csv_dir=tmp_path / "csv", **lease)
     assert run_cli(taker).returncode == 5  # the lease is still running
-    time.sleep(16)
+    wait_until(lambda: lease_expired(galera_db), timeout=60, message="the frozen run's lease to run out")
     result = run_cli(taker)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert completed_batches(galera_db) > stopped_at
