@@ -123,6 +123,7 @@ SPAN_FACTOR = 4  # sparse integer keys go as one filtered range while it spans a
 SHOWN_KEYS = 20  # conflict keys printed in one message; all are stored in the DB
 RETRY_BACKOFF_CAP = 4.0
 TRACKING_ROWS_PER_BATCH = 8  # rows a batch writes besides its data rows (Galera write-set limit)
+USER_LOCK_PREFIX = "archive_py_"  # + a run's owner token: the user lock it holds on its node
 
 # MySQL's latin1 is Windows-1252, except that the five bytes cp1252 leaves unassigned
 # stand for the C1 control characters of the same number.
@@ -135,8 +136,10 @@ ER_LOCK_WAIT_TIMEOUT = errorcode.ER_LOCK_WAIT_TIMEOUT  # 1205
 ER_LOCK_DEADLOCK = errorcode.ER_LOCK_DEADLOCK  # 1213: also a Galera certification conflict
 ER_DUP_ENTRY = errorcode.ER_DUP_ENTRY  # 1062
 ER_WSREP_NOT_READY = 1047  # "WSREP has not yet prepared node for application use"
-ER_WSREP_MAX_WS_ROWS = 1180  # a Galera write set has more rows than wsrep_max_ws_rows
-ER_WSREP_MAX_WS_SIZE = 1105  # ... or more bytes than wsrep_max_ws_size (at COMMIT)
+# 1180 "error during COMMIT": "wsrep_max_ws_rows exceeded", or (a node cut off from the others)
+# "... (provider status: Not connected to Primary Component)"; 1105 "Maximum writeset size exceeded"
+ER_WSREP_MAX_WS_ROWS = 1180
+ER_WSREP_MAX_WS_SIZE = 1105
 ER_QUERY_INTERRUPTED = 1317
 ER_SPECIFIC_ACCESS_DENIED = errorcode.ER_SPECIFIC_ACCESS_DENIED_ERROR  # 1227: e.g. PROCESS needed
 ER_CONNECTION_KILLED = 1927
@@ -2288,8 +2291,13 @@ class Reporter:
 def is_connection_error(exc: BaseException) -> bool:
     """The connection or its node is gone (down, killed, out of the cluster), not a SQL error."""
     errno = getattr(exc, "errno", None)
-    return errno in CONNECTION_ERRNOS or (
+    return errno in CONNECTION_ERRNOS or is_lost_quorum(exc) or (
         isinstance(exc, mysql.connector.errors.OperationalError) and errno in (None, -1))
+
+
+def is_lost_quorum(exc: BaseException) -> bool:
+    """A COMMIT on a node cut off from the primary component: another node can take the batch."""
+    return getattr(exc, "errno", None) == ER_WSREP_MAX_WS_ROWS and "primary component" in str(exc).lower()
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -2308,14 +2316,54 @@ def describe_mysql_error(exc: BaseException) -> str:
 
 def explain_write_set_error(exc: BaseException, batch_size: int) -> str | None:
     """What to change when a batch is bigger than Galera lets one transaction be."""
-    errno = getattr(exc, "errno", None)
-    if errno == ER_WSREP_MAX_WS_ROWS:
+    errno, text = getattr(exc, "errno", None), str(exc).lower()
+    if errno == ER_WSREP_MAX_WS_ROWS and "wsrep_max_ws_rows" in text:
         return (f"{describe_mysql_error(exc)}: a batch of {batch_size} keys writes more rows than "
                 "wsrep_max_ws_rows allows on this node; lower [archive] batch_size or raise the limit")
-    if errno == ER_WSREP_MAX_WS_SIZE and "size" in str(exc).lower():
+    if errno == ER_WSREP_MAX_WS_SIZE and "size" in text:
         return (f"{describe_mysql_error(exc)}: a batch of {batch_size} keys is more bytes than "
                 "wsrep_max_ws_size allows on this node; lower [archive] batch_size or raise the limit")
     return None
+
+
+def run_silence(config: Config) -> int:
+    """Seconds a run's session waits for a server that stopped answering: a statement waits at
+    most lock_wait_timeout for a lock, and past the lease the run lock is lost anyway."""
+    return int(config.lock_lease + config.lock_wait_timeout)
+
+
+def probe_silence(config: Config, settings: DbSettings) -> int:
+    """Seconds a read-only command's session (or a replica probe) waits for an answer: its
+    statements take no row locks, so one waits at most lock_wait_timeout (for a metadata lock)."""
+    return config.lock_wait_timeout + settings.connect_timeout
+
+
+def silence_limits(seconds: int | None) -> dict[str, Any]:
+    """Connector options that give up on a server silent for `seconds` (reading or writing)."""
+    return {"read_timeout": seconds, "write_timeout": seconds} if seconds else {}
+
+
+def backoff_seconds(tries: int) -> float:
+    """How long to wait after attempt `tries` failed: doubling, capped, jittered so racers spread out."""
+    return float(min(0.25 * 2 ** tries, RETRY_BACKOFF_CAP) * random.uniform(0.5, 1.0))
+
+
+def retry_conflicts(db: Database, timeout: float, attempt: Callable[[], T]) -> T:
+    """Run a transaction, retrying deadlocks, certification conflicts and lock waits for `timeout`.
+
+    For the start of a run, before there is a batch to retry: runs started at once (on one
+    server or on several Galera nodes, whose DDL aborts the others' transactions) meet here.
+    """
+    deadline, tries = time.monotonic() + timeout, 0
+    while True:
+        tries += 1
+        try:
+            return attempt()
+        except mysql.connector.Error as exc:
+            db.rollback()
+            if exc.errno not in RETRY_ERRNOS or time.monotonic() >= deadline:
+                raise
+        time.sleep(backoff_seconds(tries))
 
 
 def translate_error(exc: Exception) -> Exception:
@@ -2331,8 +2379,11 @@ class Database:
     """One connection to a server (or to one node of a cluster), set up for exact copies."""
 
     def __init__(self, settings: DbSettings, lock_wait_timeout: int = 10, read_only: bool = False,
-                 wait_timeout: int | None = None, utc: bool = False):
+                 wait_timeout: int | None = None, utc: bool = False, silence: int | None = None):
         self.settings = settings
+        self.silence = silence or wait_timeout  # read and write timeouts: a silent server is given up
+        self.idle_limit = 28800.0  # the session's wait_timeout, after which the server drops it
+        self.last_used = time.monotonic()
         self.utc = utc
         self.lock_wait_timeout = lock_wait_timeout
         self.read_only = read_only
@@ -2378,6 +2429,28 @@ class Database:
                 return
         raise Unreachable("cannot connect to " + "; ".join(failures.values()))
 
+    def move_to_synced(self) -> bool:
+        """Move to another node of the host list that is Synced; False (staying) when none is.
+
+        The new session is set up, and the run lock moved to it, before this one closes: the
+        run's user lock on the node it leaves is held until then.
+        """
+        count, before, kept = self.settings.endpoints, self.where, (self.conn, self.cursor, self.endpoint)
+        for step in range(1, count):
+            self.conn = self.cursor = None
+            try:
+                self.open_session((kept[2] + step) % count)
+            except (mysql.connector.Error, NodeNotReady):
+                self.disconnect()
+                self.conn, self.cursor, self.endpoint = kept
+                continue
+            with contextlib.suppress(Exception):  # the node left behind may be slow to answer
+                kept[0].close()
+            self.sessions += 1
+            self.on_note(f"RECONNECTED: to {self.where} (was {before}, not Synced)")
+            return True
+        return False
+
     def explain_connect_error(self, exc: BaseException) -> str:
         """The error, plus where the password came from when the server refused it."""
         text = describe_mysql_error(exc)
@@ -2387,12 +2460,11 @@ class Database:
 
     def open_session(self, index: int, synced_only: bool = True) -> None:
         """Connect to address `index` and set up the session; refuse a cluster node that isn't ready."""
-        # A server that stops answering (a partition, a frozen host) is given up after as long as
-        # the server waits for a silent client: by then the run lock's lease has run out anyway.
-        timeouts = {"read_timeout": self.wait_timeout, "write_timeout": self.wait_timeout} \
-            if self.wait_timeout else {}
+        # A server that stops answering (a partition, a frozen host) is given up (run_silence,
+        # probe_silence); connect_timeout covers the handshake.
         self.conn = mysql.connector.connect(
-            **self.settings.connect_kwargs(index), **timeouts, autocommit=True, charset="utf8mb4",
+            **self.settings.connect_kwargs(index), **silence_limits(self.silence), autocommit=True,
+            charset="utf8mb4",
             use_unicode=True, get_warnings=False, client_flags=[ClientFlag.FOUND_ROWS])
         self.cursor = self.conn.cursor()
         self.endpoint = index
@@ -2421,7 +2493,9 @@ class Database:
         if self.wait_timeout:
             # A process frozen inside a batch holds its row locks until the server drops it.
             self.execute(f"SET SESSION wait_timeout = LEAST(@@GLOBAL.wait_timeout, {int(self.wait_timeout)})")
-        hostname, port, datadir = self.query("SELECT @@hostname, @@port, @@datadir")[0]
+        hostname, port, datadir, idle = self.query(
+            "SELECT @@hostname, @@port, @@datadir, @@SESSION.wait_timeout")[0]
+        self.idle_limit = float(idle)
         self.node = f"{hostname}:{port} {hashlib.sha1(str(datadir).encode()).hexdigest()[:8]}"
         wsrep = self.query("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")  # no such variable on MySQL
         self.wsrep = bool(wsrep) and str(wsrep[0][1]).upper() == "ON"
@@ -2453,12 +2527,30 @@ class Database:
                 conn.close()
 
     def ensure_connected(self) -> None:
-        """Reconnect (to the next address) if the last error dropped the connection."""
+        """Reconnect (to the next address) if the last error dropped the connection.
+
+        A session the server dropped while it idled (its wait_timeout) is replaced first, on
+        the same address: that is no error, so it costs no retry.
+        """
+        if self.conn is not None and self.dropped_while_idle():
+            self.connect()
         if self.conn is None:
             self.connect(move_on=True)
 
+    def dropped_while_idle(self) -> bool:
+        """Whether a session idle past half its wait_timeout, outside a transaction, is gone (a ping)."""
+        if time.monotonic() - self.last_used < self.idle_limit / 2 or self.conn.in_transaction:
+            return False
+        try:
+            self.conn.ping()
+        except Exception:  # the C extension raises its own error type for a dead socket
+            return True
+        self.last_used = time.monotonic()
+        return False
+
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the session's cursor; return its rows, if any."""
+        self.last_used = time.monotonic()
         self.cursor.execute(bind_params(sql, params) if params else sql)
         return self.cursor.fetchall() if self.cursor.with_rows else []
 
@@ -2474,6 +2566,7 @@ class Database:
         Returns each statement's row count, or for a query its rows (with rows) or the first
         value it returned.
         """
+        self.last_used = time.monotonic()
         self.cursor.execute("; ".join(bind_params(sql, ps) if ps else sql for sql, ps in statements))
         results = [self.script_result(rows)]
         try:
@@ -3128,7 +3221,7 @@ def require_plan(db: Database, config: Config, dest: Database | None = None,
 
 # --------------------------------------------------------------------------- tracking tables
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_COMMENT = f"archive.py tracking schema {SCHEMA_VERSION}"
 TRACKING_TABLES = ("process_logs", "file_processing_logs", "batch_processing_logs", "conflict_logs",
                    "run_locks")
@@ -3137,6 +3230,15 @@ RUN_COLUMNS = (
     "id, status, start_time, end_time, last_seen, current_file, current_batch, processed_files, "
     "total_files, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, not_found, "
     "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job, destination")
+RUN_COLUMNS_UTC = {3: "start_time_utc, last_seen_utc", 2: "NULL AS start_time_utc, NULL AS last_seen_utc"}
+# The lease's clock: UTC, except in a lock row an older version wrote (schema 2 had no lease_clock).
+LEASE_NOW = {3: "IF(lease_clock = 'UTC', UTC_TIMESTAMP(6), NOW(6))", 2: "NOW(6)"}
+LOCK_COLUMNS = {3: "user_lock, lease_clock", 2: "NULL AS user_lock, 'LOCAL' AS lease_clock"}
+
+
+def seen_now(alias: str = "") -> str:
+    """The SET clause of a run's sign of life: local time for people, UTC for durations."""
+    return f"{alias}last_seen = NOW(), {alias}last_seen_utc = UTC_TIMESTAMP(6)"
 # A run "did work" if it moved or counted a row, ran a batch, met a file it could not archive,
 # or settled a conflict; --status skips the nightly no-ops.
 DID_WORK_SQL = ("(p.rows_archived + p.rows_deleted + p.conflicts + p.not_found + p.skipped_by_guard > 0 "
@@ -3178,9 +3280,11 @@ TRACKING_DDL = (
   `last_seen` DATETIME NULL,
   `not_found` BIGINT NOT NULL DEFAULT 0,
   `destination` VARCHAR(255) NULL,
+  `start_time_utc` DATETIME(6) NULL,
+  `last_seen_utc` DATETIME(6) NULL,
   KEY `ix_process_status` (`source_table`, `status`),
   KEY `ix_process_job` (`job`, `id`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 2'""",
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 3'""",
     """CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   `process_log_id` BIGINT UNSIGNED NOT NULL,
@@ -3257,11 +3361,13 @@ TRACKING_DDL = (
   `connection_id` BIGINT UNSIGNED NOT NULL,
   `acquired_at` DATETIME(6) NOT NULL,
   `heartbeat_at` DATETIME(6) NOT NULL,
-  `expires_at` DATETIME(6) NOT NULL
+  `expires_at` DATETIME(6) NOT NULL,
+  `user_lock` VARCHAR(64) NULL,
+  `lease_clock` ENUM('LOCAL','UTC') NOT NULL DEFAULT 'LOCAL'
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
 )
 
-# Schema 1 -> 2, as (table, column or index, DDL). Each step checks first, so a
+# Schema 1 -> 2 -> 3, as (table, column or index, DDL). Each step checks first, so a
 # migration killed halfway is finished by the next run.
 MIGRATION_COLUMNS = (
     ("process_logs", "job", "ADD COLUMN `job` VARCHAR(300) NOT NULL DEFAULT ''"),
@@ -3273,6 +3379,13 @@ MIGRATION_COLUMNS = (
     ("file_processing_logs", "not_found", "ADD COLUMN `not_found` BIGINT NOT NULL DEFAULT 0"),
     ("file_processing_logs", "reading", "ADD COLUMN `reading` VARCHAR(255) NOT NULL DEFAULT ''"),
     ("batch_processing_logs", "not_found", "ADD COLUMN `not_found` INT NOT NULL DEFAULT 0"),
+    # Schema 3: durations in UTC, so a DST change in between does not count; the holder's own
+    # user lock (NULL: an older version's row, or no user locks); lease times in UTC, marked so:
+    # a row an older version wrote (or writes, during an upgrade) stays on the local clock.
+    ("process_logs", "start_time_utc", "ADD COLUMN `start_time_utc` DATETIME(6) NULL"),
+    ("process_logs", "last_seen_utc", "ADD COLUMN `last_seen_utc` DATETIME(6) NULL"),
+    ("run_locks", "user_lock", "ADD COLUMN `user_lock` VARCHAR(64) NULL"),
+    ("run_locks", "lease_clock", "ADD COLUMN `lease_clock` ENUM('LOCAL','UTC') NOT NULL DEFAULT 'LOCAL'"),
 )
 MIGRATION_INDEXES = (
     ("process_logs", "ix_process_job", "ADD KEY `ix_process_job` (`job`, `id`)"),
@@ -3320,11 +3433,21 @@ class Tracking:
     def __init__(self, db: Database, config: Config):
         self.db, self.config = db, config
         self.owner = secrets.token_hex(16)
-        self.legacy = False  # schema-1 tables, read (never written) by a read-only command
+        self.version = SCHEMA_VERSION  # older tables are only read, by a read-only command
         self.locked = False
         self.user_lock = False
         self.run_id = 0
         self.last_beat = 0.0
+
+    @property
+    def legacy(self) -> bool:
+        """Schema-1 tables (no job column), read by a read-only command as schema 1 did."""
+        return self.version < 2
+
+    @property
+    def layout(self) -> int:
+        """Which column list fits these tables: 3 for schema 3 and later, else 2."""
+        return 3 if self.version >= 3 else 2
 
     # ------------------------------------------------------------ schema
 
@@ -3437,81 +3560,110 @@ class Tracking:
     def lock_params(self) -> tuple[Any, ...]:
         """Who we are, for the lock row."""
         return (self.owner, self.run_id or None, socket.gethostname()[:255], os.getpid(), self.db.node,
-                self.connection_id())
+                self.connection_id(), self.user_lock_name() if self.user_lock else None)
 
     def connection_id(self) -> int:
         """This session's server connection id."""
         return int(self.db.query("SELECT CONNECTION_ID()")[0][0])
 
-    def take_user_lock(self) -> bool | None:
-        """GET_LOCK on this node: True if free, False if a live session here holds it, None if unusable.
+    def user_lock_name(self) -> str:
+        """This run's own user lock: named after its owner token (43 characters, MySQL allows 64)."""
+        return USER_LOCK_PREFIX + self.owner
 
-        It dies with its session, so it tells at once that a holder on this node is gone.
+    def take_user_lock(self) -> None:
+        """GET_LOCK this run's own user lock on its node, before it can hold the lock row.
+
+        A user lock dies with its session, so another run on the same node tells at once that
+        a holder is gone; a run whose server refuses user locks records none.
         """
-        got = self.user_lock_query("GET_LOCK(%s, 0)")
-        if got is Ellipsis:
-            return None
-        self.user_lock = got == 1
-        return bool(got == 1)
+        self.user_lock = self.user_lock_query("GET_LOCK(%s, 0)", self.user_lock_name()) == 1
 
-    def user_lock_query(self, call: str) -> Any:
+    def user_lock_query(self, call: str, name: str) -> Any:
         """A user-lock function's answer, or Ellipsis where the server refuses them."""
         try:
-            return self.db.query(f"SELECT {call}", (self.config.lock_name,))[0][0]
+            return self.db.query(f"SELECT {call}", (name,))[0][0]
         except mysql.connector.Error as exc:
             if is_connection_error(exc):
                 raise
             return Ellipsis  # some Galera releases refuse user locks (1235)
 
+    def holder_gone(self, holder: dict[str, Any]) -> bool:
+        """Whether the holder's session on this node has ended (so it died), as its user lock says.
+
+        A row of an older version names no user lock of its own: that version held the job's.
+        """
+        if holder["node"] != self.db.node:
+            return False  # user locks are local to a node
+        return self.user_lock_query("IS_USED_LOCK(%s)", holder["user_lock"] or self.config.lock_name) is None
+
     def acquire_lock(self) -> str | None:
-        """Take the run lock, or raise AlreadyRunning naming the holder; return a takeover note."""
+        """Take the run lock, or raise AlreadyRunning naming the holder; return a takeover note.
+
+        Deadlocks, certification conflicts, lock waits and a holder that left in between mean
+        try again (for retry_timeout): only a live holder turns a run away.
+        """
+        self.take_user_lock()  # first, so a row of ours on this node always has a live user lock
+        deadline = time.monotonic() + self.config.retry_timeout
+        while True:
+            taken, note = retry_conflicts(self.db, self.config.retry_timeout, self.try_lock)
+            if taken:
+                self.locked, self.last_beat = True, time.monotonic()
+                return note
+            if time.monotonic() >= deadline:
+                raise AlreadyRunning(f"the run lock for `{self.config.lock_name}` changed hands for "
+                                     f"{self.config.retry_timeout:g}s; last seen with "
+                                     f"{describe_holder(self.lock_holder())}")
+            time.sleep(backoff_seconds(1))
+
+    def try_lock(self) -> tuple[bool, str | None]:
+        """One attempt: insert the lock row, or take it over from a holder that is gone.
+
+        Returns (taken, takeover note); not taken means the row changed under us: look again.
+        """
         name, lease = self.config.lock_name, math.ceil(self.config.lock_lease)
-        holder_gone = self.take_user_lock()
         try:
             self.db.execute(
                 "INSERT INTO run_locks (lock_name, owner, process_log_id, host, pid, node, connection_id, "
-                "acquired_at, heartbeat_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, NOW(6), NOW(6), "
-                f"NOW(6) + INTERVAL {lease} SECOND)", (name, *self.lock_params()))
+                "user_lock, lease_clock, acquired_at, heartbeat_at, expires_at) VALUES (%s, %s, %s, %s, %s, "
+                "%s, %s, %s, 'UTC', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) + INTERVAL "
+                f"{lease} SECOND)", (name, *self.lock_params()))
             self.db.commit()
-            self.locked, self.last_beat = True, time.monotonic()
-            return None
+            return True, None
         except mysql.connector.Error as exc:
             self.db.rollback()
-            if exc.errno not in (ER_DUP_ENTRY, ER_LOCK_DEADLOCK):
+            if exc.errno != ER_DUP_ENTRY:
                 raise
         holder = self.lock_holder()
-        try:
-            taken = self.db.execute(
-                "UPDATE run_locks SET owner = %s, process_log_id = %s, host = %s, pid = %s, node = %s, "
-                f"connection_id = %s, acquired_at = NOW(6), heartbeat_at = NOW(6), expires_at = NOW(6) + "
-                f"INTERVAL {lease} SECOND WHERE lock_name = %s "
-                "AND (expires_at < NOW(6) OR (node = %s AND %s))",
-                (*self.lock_params(), name, self.db.node, bool(holder_gone)))
-            self.db.commit()
-        except mysql.connector.Error as exc:
-            self.db.rollback()
-            if exc.errno not in (ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT):
-                raise
-            taken = 0  # another run on another node took it at the same moment
-        if taken != 1:
+        if holder is None:
+            return False, None  # released in between: insert again
+        gone = bool(self.user_lock) and self.holder_gone(holder)
+        if holder["valid"] and not gone:
             raise AlreadyRunning(f"another archive.py run is already running for `{name}`: "
                                  f"{describe_holder(holder)}")
-        self.locked, self.last_beat = True, time.monotonic()
-        return f"took over the run lock from {describe_holder(holder)}"
+        taken = self.db.execute(
+            "UPDATE run_locks SET owner = %s, process_log_id = %s, host = %s, pid = %s, node = %s, "
+            "connection_id = %s, user_lock = %s, lease_clock = 'UTC', acquired_at = UTC_TIMESTAMP(6), "
+            f"heartbeat_at = UTC_TIMESTAMP(6), expires_at = UTC_TIMESTAMP(6) + INTERVAL {lease} SECOND "
+            f"WHERE lock_name = %s AND owner = %s AND (expires_at < {LEASE_NOW[3]} OR %s)",
+            (*self.lock_params(), name, holder["owner"], gone))
+        self.db.commit()
+        return taken == 1, f"took over the run lock from {describe_holder(holder)}" if taken == 1 else None
 
     def lock_holder(self) -> dict[str, Any] | None:
         """The lock row, with whether its lease is still valid and how old its heartbeat is."""
+        now = LEASE_NOW[self.layout]
         rows = self.db.query_dicts(
-            "SELECT owner, process_log_id, host, pid, node, connection_id, heartbeat_at, expires_at, "
-            "expires_at > NOW(6) AS valid, TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)) / 1e6 AS age "
+            f"SELECT owner, process_log_id, host, pid, node, connection_id, {LOCK_COLUMNS[self.layout]}, "
+            f"heartbeat_at, expires_at, expires_at > {now} AS valid, "
+            f"TIMESTAMPDIFF(MICROSECOND, heartbeat_at, {now}) / 1e6 AS age "
             "FROM run_locks WHERE lock_name = %s", (self.config.lock_name,))
         self.db.rollback()
         return rows[0] if rows else None
 
     def fence(self) -> tuple[str, tuple[Any, ...]]:
         """The statement every batch starts with: renew our lease; it matches no row once we lost it."""
-        return (("UPDATE run_locks SET heartbeat_at = NOW(6), expires_at = NOW(6) + INTERVAL "
-                f"{math.ceil(self.config.lock_lease)} SECOND WHERE lock_name = %s AND owner = %s"),
+        return (("UPDATE run_locks SET heartbeat_at = UTC_TIMESTAMP(6), expires_at = UTC_TIMESTAMP(6) + "
+                f"INTERVAL {math.ceil(self.config.lock_lease)} SECOND WHERE lock_name = %s AND owner = %s"),
                 (self.config.lock_name, self.owner))
 
     def heartbeat(self, force: bool = False) -> None:
@@ -3523,7 +3675,7 @@ class Tracking:
             sql, params = self.fence()
             renewed = self.db.execute(sql, params)
             if self.run_id:
-                self.db.execute("UPDATE process_logs SET last_seen = NOW() WHERE id = %s", (self.run_id,))
+                self.db.execute(f"UPDATE process_logs SET {seen_now()} WHERE id = %s", (self.run_id,))
             self.db.commit()
         except mysql.connector.Error:
             self.db.rollback()
@@ -3545,9 +3697,9 @@ class Tracking:
         if not self.locked:
             return
         self.take_user_lock()
-        moved = self.db.execute("UPDATE run_locks SET node = %s, connection_id = %s, heartbeat_at = NOW(6) "
-                                "WHERE lock_name = %s AND owner = %s",
-                                (self.db.node, self.connection_id(), self.config.lock_name, self.owner))
+        moved = self.db.execute("UPDATE run_locks SET node = %s, connection_id = %s, user_lock = %s, "
+                                "heartbeat_at = UTC_TIMESTAMP(6) WHERE lock_name = %s AND owner = %s",
+                                (*self.lock_params()[4:], self.config.lock_name, self.owner))
         self.db.commit()
         if moved != 1:
             self.lost_lock()
@@ -3561,7 +3713,7 @@ class Tracking:
             self.db.write("DELETE FROM run_locks WHERE lock_name = %s AND owner = %s",
                           (self.config.lock_name, self.owner))
             if self.user_lock:
-                self.db.query("SELECT RELEASE_LOCK(%s)", (self.config.lock_name,))
+                self.db.query("SELECT RELEASE_LOCK(%s)", (self.user_lock_name(),))
         self.locked = False
 
     def holder_is_alive(self, run_id: int) -> tuple[bool, str]:
@@ -3569,7 +3721,7 @@ class Tracking:
         holder = self.lock_holder()
         if holder is None or holder["process_log_id"] != run_id:
             return False, "it does not hold the run lock: it died; the next run marks it INTERRUPTED"
-        if holder["node"] == self.db.node and self.user_lock_query("IS_USED_LOCK(%s)") is None:
+        if holder["user_lock"] and self.holder_gone(holder):
             return False, "its server session is gone: it died; the next run takes the lock over at once"
         if not holder["valid"]:
             return False, (f"its lease expired {holder['age']:.0f}s after its last heartbeat: it died or "
@@ -3583,6 +3735,9 @@ class Tracking:
         """Mark runs that died without an end as INTERRUPTED, then record this run as RUNNING."""
         host, pid = socket.gethostname(), os.getpid()
         db, config = self.db, self.config
+        if db.execute(*self.fence()) != 1:  # only the holder may mark other runs INTERRUPTED
+            db.rollback()
+            self.lost_lock()
         db.execute(
             "UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id "
             "SET f.status = 'INTERRUPTED', f.finished_at = COALESCE(p.last_seen, NOW()) "
@@ -3596,8 +3751,9 @@ class Tracking:
              f"found by a run started on {host} pid {pid}"), config.source_table))
         db.execute(
             "INSERT INTO process_logs (source_table, archive_table, status, host, pid, start_time, "
-            "total_files, job, version, last_seen, destination) "
-            "VALUES (%s, %s, 'RUNNING', %s, %s, NOW(), %s, %s, %s, NOW(), %s)",
+            "total_files, job, version, last_seen, destination, start_time_utc, last_seen_utc) "
+            "VALUES (%s, %s, 'RUNNING', %s, %s, NOW(), %s, %s, %s, NOW(), %s, UTC_TIMESTAMP(6), "
+            "UTC_TIMESTAMP(6))",
             (config.source_table, config.archive_table, host[:255], pid, total_files, config.job,
              __version__, fit(destination, 255)))
         self.run_id = int(db.query("SELECT LAST_INSERT_ID()")[0][0])
@@ -3611,7 +3767,7 @@ class Tracking:
         if status == "FAILED":
             self.end_open_files("FAILED", error)
         self.db.write(
-            "UPDATE process_logs SET status = %s, end_time = NOW(), last_seen = NOW(), stop_reason = %s, "
+            f"UPDATE process_logs SET status = %s, end_time = NOW(), {seen_now()}, stop_reason = %s, "
             "pause_reason = NULL, paused_seconds = %s, "
             "error_message = NULLIF(CONCAT_WS('; ', error_message, %s), '') WHERE id = %s",
             (status, fit(stop_reason, 255), round(paused, 3), fit(error), self.run_id))
@@ -3624,14 +3780,14 @@ class Tracking:
 
     def note_pause(self, reason: str | None, paused: float) -> None:
         """Show a pause (or its end) in process_logs for --status."""
-        self.db.write("UPDATE process_logs SET pause_reason = %s, paused_seconds = %s, last_seen = NOW() "
+        self.db.write(f"UPDATE process_logs SET pause_reason = %s, paused_seconds = %s, {seen_now()} "
                       "WHERE id = %s", (fit(reason, 255), round(paused, 3), self.run_id))
 
     def add_run_counts(self, counts: Counters) -> tuple[str, tuple[Any, ...]]:
         """Add counts to this run's row (inside the transaction that did the work)."""
         return (("UPDATE process_logs SET rows_archived = rows_archived + %s, "
                  "rows_deleted = rows_deleted + %s, "
-                "duplicates = duplicates + %s, conflicts = conflicts + %s, last_seen = NOW() WHERE id = %s"),
+                f"duplicates = duplicates + %s, conflicts = conflicts + %s, {seen_now()} WHERE id = %s"),
                 (counts.archived, counts.deleted, counts.duplicates, counts.conflicts, self.run_id))
 
     # ------------------------------------------------------------ files
@@ -3741,7 +3897,7 @@ class Tracking:
             "f.not_found = f.not_found + %s, p.current_batch = %s, p.rows_archived = p.rows_archived + %s, "
             "p.rows_deleted = p.rows_deleted + %s, p.duplicates = p.duplicates + %s, "
             "p.conflicts = p.conflicts + %s, p.skipped_by_guard = p.skipped_by_guard + %s, "
-            "p.not_found = p.not_found + %s, p.last_seen = NOW() WHERE f.id = %s"),
+            f"p.not_found = p.not_found + %s, {seen_now('p.')} WHERE f.id = %s"),
             (batch.number, batch.number, c.archived, c.deleted, c.duplicates, c.conflicts,
              c.skipped_by_guard, c.not_found, batch.number, c.archived, c.deleted, c.duplicates,
              c.conflicts, c.skipped_by_guard, c.not_found, ctx.file_id))]
@@ -3849,7 +4005,8 @@ class Tracking:
 
     def newest_run(self) -> dict[str, Any] | None:
         """This job's newest run."""
-        rows = self.db.query_dicts(f"SELECT {RUN_COLUMNS} FROM process_logs WHERE job = %s "
+        rows = self.db.query_dicts(f"SELECT {RUN_COLUMNS}, {RUN_COLUMNS_UTC[self.layout]} FROM process_logs "
+                                   "WHERE job = %s "
                                    "ORDER BY id DESC LIMIT 1", (self.config.job,))
         return rows[0] if rows else None
 
@@ -3862,7 +4019,8 @@ class Tracking:
     def last_run_with_work(self) -> dict[str, Any] | None:
         """The newest run of the job that did something (a nightly no-op must not hide it)."""
         rows = self.db.query_dicts(
-            f"SELECT {RUN_COLUMNS} FROM process_logs p WHERE job = %s AND (status <> 'COMPLETED' OR "
+            f"SELECT {RUN_COLUMNS}, {RUN_COLUMNS_UTC[self.layout]} FROM process_logs p WHERE job = %s AND "
+            "(status <> 'COMPLETED' OR "
             f"{DID_WORK_SQL}) ORDER BY id DESC LIMIT 1", (self.config.job,))
         return rows[0] if rows else None
 
@@ -4358,7 +4516,7 @@ def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
                     adopt_definitions(context, label, describe_mysql_error(exc), changes)
                     continue
                 raise
-            wait = min(0.25 * 2 ** tries, RETRY_BACKOFF_CAP) * random.uniform(0.5, 1.0)
+            wait = backoff_seconds(tries)
             what = describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc)
             context.say(f"RETRY: {label} attempt {tries + 1} after {what}; waiting {wait:.1f}s")
             time.sleep(wait)
@@ -4595,6 +4753,9 @@ class Controls:
     def galera_pause_reason(self, status: dict[str, str]) -> str | None:
         """Pause while the node is not Synced, flow control holds it back, or it lags behind."""
         state = status.get("wsrep_local_state_comment", "")
+        if state != "Synced" and self.context.db.move_to_synced():
+            self.flow_sample = None  # that sample was another node's
+            return None
         if state != "Synced":
             return f"Galera node {self.context.db.where} is {state or 'in an unknown state'}, not Synced"
         now, paused_ns = time.monotonic(), int(status.get("wsrep_flow_control_paused_ns", 0))
@@ -4614,7 +4775,8 @@ class Controls:
         try:
             conn = self.replica_conns.get(index)
             if conn is None:
-                conn = mysql.connector.connect(**replica.connect_kwargs(), autocommit=True)
+                conn = mysql.connector.connect(**replica.connect_kwargs(), autocommit=True,
+                                               **silence_limits(probe_silence(self.config, replica)))
                 self.replica_conns[index] = conn
             return replica_lag(conn)
         except mysql.connector.Error:
@@ -5024,13 +5186,17 @@ def write_header(config: Config, log: TextLog, state: RunState) -> None:
 def open_run(config: Config, tracking: Tracking, dest: Database | None, log: TextLog, reporter: Reporter,
              state: RunState, files: list[Path]) -> RunContext:
     """Tracking tables, the run lock, this run's row and header, then the preflight, in that order."""
+    # Runs started at once meet here: their DDL (on Galera it aborts other transactions), the
+    # lock row and the first writes are retried for retry_timeout, so only a live holder exits 5.
+    patience = config.retry_timeout
     notes = [f"MIGRATED: tracking tables to schema {SCHEMA_VERSION}: {step}"
-             for step in tracking.ensure_schema()]
+             for step in retry_conflicts(tracking.db, patience, tracking.ensure_schema)]
     takeover = tracking.acquire_lock()
     tracking.db.on_reconnect = tracking.retake_lock
     tracking.db.on_note = functools.partial(say_everywhere, log, reporter)
     state.destination = dest.where if dest else None
-    state.run_id = tracking.start_run(len(files), state.destination)
+    state.run_id = retry_conflicts(tracking.db, patience,
+                                   lambda: tracking.start_run(len(files), state.destination))
     write_header(config, log, state)
     notes += [f"LOCK: {takeover}"] if takeover else []
     if config.log_retention_days:
@@ -5041,7 +5207,8 @@ def open_run(config: Config, tracking: Tracking, dest: Database | None, log: Tex
         log.write(note)
         reporter.say(note, level=2)
     # A refused tracking write is found now, not at the end of a file, where it would stop the run.
-    plan = require_plan(tracking.db, config, dest, tracking.privilege_problems(set(TRACKING_TABLES)))
+    plan = retry_conflicts(tracking.db, patience, lambda: require_plan(
+        tracking.db, config, dest, tracking.privilege_problems(set(TRACKING_TABLES))))
     progress = read_log_progress(config.log_dir)
     checkpoints = log_checkpoints(progress, (config.job, f"{config.database}.{config.source_table}"),
                                   config.reading)
@@ -5060,8 +5227,10 @@ def open_destination(config: Config, read_only: bool = False) -> Database | None
     """The destination session, in UTC so TIMESTAMPs travel as their stored value; None without one."""
     if config.dest is None:
         return None
-    return Database(config.dest, config.lock_wait_timeout, read_only=read_only, utc=True,
-                    wait_timeout=None if read_only else int(config.lock_lease + config.lock_wait_timeout))
+    if read_only:
+        return Database(config.dest, config.lock_wait_timeout, read_only=True, utc=True,
+                        silence=probe_silence(config, config.dest))
+    return Database(config.dest, config.lock_wait_timeout, utc=True, wait_timeout=run_silence(config))
 
 
 def run(config: Config, verbosity: int = 1) -> int:
@@ -5075,8 +5244,7 @@ def run(config: Config, verbosity: int = 1) -> int:
     tracking: Tracking | None = None
     status, code = "FAILED", EXIT_FAILED
     try:
-        db = Database(config.db, config.lock_wait_timeout,
-                      wait_timeout=int(config.lock_lease + config.lock_wait_timeout))
+        db = Database(config.db, config.lock_wait_timeout, wait_timeout=run_silence(config))
         dest = open_destination(config)
         tracking = Tracking(db, config)
         context = open_run(config, tracking, dest, log, reporter, state, files)
@@ -5186,14 +5354,12 @@ def json_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def read_only_tracking(db: Database, config: Config) -> Tracking | None:
     """Tracking for reports, or None when there are no tracking tables to read.
 
-    Schema-1 tables are read as they are (a read-only command never migrates).
+    Older tables are read as they are (a read-only command never migrates).
     """
     tracking = Tracking(db, config)
     present = tracking.present()
-    if present >= set(TRACKING_TABLES) and tracking.schema_version() >= SCHEMA_VERSION:
-        return tracking
-    if present >= set(TRACKING_TABLES[:3]) and tracking.schema_version() < SCHEMA_VERSION:
-        tracking.legacy = True
+    tracking.version = tracking.schema_version()
+    if present >= set(TRACKING_TABLES) or (present >= set(TRACKING_TABLES[:3]) and tracking.legacy):
         return tracking
     return None
 
@@ -5214,6 +5380,7 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
     report.update(alive=alive, liveness=liveness, started=report.pop("start_time"),
                   ended=report.pop("end_time"), error=report.pop("error_message"))
     report["seconds"] = run_seconds(db, shown, alive)
+    del report["start_time_utc"], report["last_seen_utc"]
     report["latest_run"] = None if shown is newest else {
         "run_id": newest["id"], "status": newest["status"],
         "started": json_value(newest["start_time"])}
@@ -5225,10 +5392,17 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
 
 
 def run_seconds(db: Database, run_row: dict[str, Any], alive: bool) -> int:
-    """How long the run lasted; a dead run's clock stops at its last sign of life."""
-    end = run_row["end_time"] or (None if alive else run_row["last_seen"])
-    now = db.query("SELECT NOW()")[0][0]
-    return int(((end or now) - run_row["start_time"]).total_seconds())
+    """How long the run lasted; a dead run's clock stops at its last sign of life.
+
+    In UTC, so a DST change in between does not count (a run of schema 2 has local times only).
+    """
+    if run_row["start_time_utc"] is not None:
+        start, end, now = run_row["start_time_utc"], run_row["last_seen_utc"], "UTC_TIMESTAMP()"
+    else:
+        start, end, now = run_row["start_time"], run_row["end_time"] or run_row["last_seen"], "NOW()"
+    if end is None or (alive and run_row["end_time"] is None):
+        end = db.query(f"SELECT {now}")[0][0]
+    return int((end - start).total_seconds())
 
 
 def status_lines(report: dict[str, Any]) -> list[str]:
@@ -5275,9 +5449,9 @@ def status_lines(report: dict[str, Any]) -> list[str]:
 def show_status(config: Config, as_json: bool = False, out: Any = None) -> int:
     """Print the latest run, its files and recent problem batches; read-only."""
     out = out or sys.stdout
-    db = Database(config.db, read_only=True)
+    db = read_only_source(config)
     try:
-        report = status_report(db, config)
+        report = status_report_anywhere(db, config)
     finally:
         db.close()
     if as_json:
@@ -5291,10 +5465,28 @@ def show_status(config: Config, as_json: bool = False, out: Any = None) -> int:
     return EXIT_OK
 
 
+def read_only_source(config: Config) -> Database:
+    """The source session of --status, --check and --dry-run: it gives a silent server up."""
+    return Database(config.db, config.lock_wait_timeout, read_only=True,
+                    silence=probe_silence(config, config.db))
+
+
+def status_report_anywhere(db: Database, config: Config) -> dict[str, Any] | None:
+    """status_report through the first node of the host list that answers it in time."""
+    for tries in range(1, db.settings.endpoints + 1):
+        try:
+            return status_report(db, config)
+        except mysql.connector.Error as exc:
+            if not is_connection_error(exc) or tries == db.settings.endpoints:
+                raise
+            db.connect(move_on=True)
+    return None  # no address at all: connect() raised before
+
+
 def check_command(config: Config, out: Any = None) -> int:
     """Preflight only, with a readable verdict; exit 0 when a run could proceed."""
     out = out or sys.stdout
-    db = Database(config.db, read_only=True)
+    db = read_only_source(config)
     dest = None
     try:
         dest = open_destination(config, read_only=True)
@@ -5417,7 +5609,7 @@ class SilentLog(TextLog):
 def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
     """Predict, per file, exactly what a run would do, with read-only queries."""
     out = out or sys.stdout
-    db = Database(config.db, read_only=True)
+    db = read_only_source(config)
     dest = moved = None
     try:
         moved = MovedKeys()

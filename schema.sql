@@ -1,4 +1,4 @@
--- Tracking tables for archive.py, schema version 2 (archive.py also creates any that are missing,
+-- Tracking tables for archive.py, schema version 3 (archive.py also creates any that are missing,
 -- and upgrades tables made by older versions on its first run: see README, Upgrading).
 -- Kept identical to archive.TRACKING_DDL; tests/test_docs.py checks it.
 -- Load with: mariadb app < schema.sql
@@ -30,9 +30,11 @@ CREATE TABLE IF NOT EXISTS `process_logs` (
   `last_seen` DATETIME NULL,
   `not_found` BIGINT NOT NULL DEFAULT 0,
   `destination` VARCHAR(255) NULL,
+  `start_time_utc` DATETIME(6) NULL,
+  `last_seen_utc` DATETIME(6) NULL,
   KEY `ix_process_status` (`source_table`, `status`),
   KEY `ix_process_job` (`job`, `id`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 2';
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 3';
 
 CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -113,5 +115,7 @@ CREATE TABLE IF NOT EXISTS `run_locks` (
   `connection_id` BIGINT UNSIGNED NOT NULL,
   `acquired_at` DATETIME(6) NOT NULL,
   `heartbeat_at` DATETIME(6) NOT NULL,
-  `expires_at` DATETIME(6) NOT NULL
+  `expires_at` DATETIME(6) NOT NULL,
+  `user_lock` VARCHAR(64) NULL,
+  `lease_clock` ENUM('LOCAL','UTC') NOT NULL DEFAULT 'LOCAL'
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import archive
 from helpers import (
+    CliProcess,
     ScratchDatabase,
     create_rewards_tables,
     insert_rewards,
     read_text_logs,
     snapshot,
+    wait_until,
     write_config,
     write_csv,
 )
@@ -60,3 +65,44 @@ def completed_batches(db: ScratchDatabase) -> int:
     if not db.table_exists("batch_processing_logs"):
         return 0
     return int(db.scalar("SELECT COUNT(*) FROM batch_processing_logs WHERE status <> 'FAILED'"))
+
+
+def drop_job(db: ScratchDatabase, tracking: bool = True) -> None:
+    """Drop the rewards tables (and the tracking tables), so a trial starts from nothing."""
+    tables = ("rewards", "rewards_archives") + (archive.TRACKING_TABLES if tracking else ())
+    db.execute("DROP TABLE IF EXISTS " + ", ".join(f"`{t}`" for t in tables))
+
+
+def race(spawn_cli: Callable[..., CliProcess], configs: Sequence[Path]) -> str | None:
+    """Start one run per config at the same instant, as cron does on several hosts.
+
+    Once all but one have exited, the last is stopped with SIGTERM (so no trial waits for a
+    whole job, and none depends on how long a start takes). Returns what went wrong, or None
+    when exactly one run got in and every other exited 5 naming it as the holder.
+    """
+    procs = [spawn_cli(config) for config in configs]
+    try:
+        wait_until(lambda: sum(p.poll() is not None for p in procs) >= len(procs) - 1, timeout=120,
+                   message="all runs but one to exit")
+    except TimeoutError:
+        pass  # two or more got in: reported below
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.wait(timeout=120)
+    outcomes = [(p.returncode, p.read_stderr().strip()[-300:]) for p in procs]
+    got_in = [p for p in procs if p.returncode in (0, 6)]
+    if len(got_in) != 1:
+        return f"{len(got_in)} runs got in: {outcomes}"
+    holder = f"pid {got_in[0].pid} via"
+    for proc in procs:
+        if proc is not got_in[0] and (proc.returncode != 5 or "already running" not in proc.read_stderr()
+                                      or holder not in proc.read_stderr()):
+            return f"a run that did not get in did not exit 5 naming {holder}: {outcomes}"
+    return None
+
+
+def lease_expired(db: ScratchDatabase) -> bool:
+    """Whether the run lock's lease has run out (the server's clock decides, not a guessed sleep)."""
+    return bool(db.scalar("SELECT COUNT(*) FROM run_locks WHERE expires_at < UTC_TIMESTAMP(6)"))

@@ -50,6 +50,7 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -59,7 +60,7 @@ from typing import Any
 
 import mysql.connector
 
-from helpers import query, query_dicts
+from helpers import query, query_dicts, wait_until
 from replication import free_port
 from throwaway_server import ServerStartError, ThrowawayMariaDB
 
@@ -142,6 +143,18 @@ def make_basedir(prefix: str = "galera-") -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     path.chmod(0o755)
     return path
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a listening socket could be bound to 127.0.0.1:*port* now."""
+    probe = socket.socket()
+    try:
+        probe.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def _unique_free_ports(count: int) -> list[int]:
@@ -324,7 +337,8 @@ class GaleraCluster:
                 if attempt == attempts or "Failed to prepare for 'rsync' SST" not in str(exc):
                     raise
                 node._proc = None
-                time.sleep(1)
+                wait_until(lambda: port_is_free(node.sst_port), timeout=60,
+                           message=f"node {node.index}'s SST port to be free again")
 
     def _bootstrap_start(self, i: int) -> None:
         """Start node *i* alone as a new cluster (``--wsrep-new-cluster``).
@@ -376,7 +390,7 @@ class GaleraCluster:
                 self._join(self.nodes[i])
             else:
                 self._bootstrap_start(i)
-        self.nodes[i].wait_synced(cluster_size=len(self.running()), timeout=timeout)
+        self.wait_synced(i, timeout=timeout)
 
     def bootstrap_primary(self, i: int) -> None:
         """Make node *i* form a new primary component after a quorum loss.
@@ -462,5 +476,20 @@ class GaleraCluster:
             conn.close()
 
     def wait_synced(self, i: int, timeout: float | None = None) -> None:
-        """Wait until node *i* is Synced in a primary component of all running nodes."""
+        """Wait until node *i* is Synced in a primary component of all running nodes and has
+        applied every write set they had committed (a rejoined node may say Synced a moment
+        before it applied the last of them: a table just created is then missing there)."""
         self.nodes[i].wait_synced(cluster_size=len(self.running()), timeout=timeout)
+        target = max([self._last_committed(j) for j in self.running() if j != i] or [0])
+        patience = timeout or self.nodes[i].startup_timeout
+        wait_until(lambda: self._last_committed(i) >= target, timeout=patience,
+                   message=f"node {i} to apply seqno {target}")
+
+    def _last_committed(self, i: int) -> int:
+        """wsrep_last_committed of node *i* (-1 when it does not answer as a Primary member)."""
+        try:
+            if self.status(i, "wsrep_cluster_status") != "Primary":
+                return -1
+            return int(self.status(i, "wsrep_last_committed") or -1)
+        except mysql.connector.Error:
+            return -1

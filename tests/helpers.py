@@ -13,6 +13,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -225,6 +226,18 @@ class ScratchDatabase:
             cur.close()
         finally:
             conn.close()
+
+
+@contextlib.contextmanager
+def global_time_zone(db: ScratchDatabase, zone: str) -> Iterator[None]:
+    """The server's time zone is *zone* for the sessions opened in the body (SET GLOBAL time_zone,
+    as a DBA or a DST change would have it); what it was before afterwards."""
+    before = db.scalar("SELECT @@GLOBAL.time_zone")
+    db.execute("SET GLOBAL time_zone = %s", (zone,))
+    try:
+        yield
+    finally:
+        db.execute("SET GLOBAL time_zone = %s", (before,))
 
 
 # --------------------------------------------------------------------------

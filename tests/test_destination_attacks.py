@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import mysql.connector
+import pytest
 
 from checks import completed_batches
 from helpers import (
+    CliProcess,
     ScratchDatabase,
     kill_process_group,
     run_cli,
@@ -171,3 +173,63 @@ def test_the_dry_run_predicts_a_collation_collision_on_the_destination(db, dest_
     assert run_cli(config).returncode == 3
     row = db.query_dicts("SELECT rows_archived, conflicts FROM process_logs")[0]
     assert (predicted["rows_to_archive"], predicted["conflicts"]) == (row["rows_archived"], row["conflicts"])
+
+
+def waiting_for_a_metadata_lock(db: ScratchDatabase) -> bool:
+    """Whether a session on db's server is waiting for a metadata lock (a statement in flight)."""
+    return bool(db.scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                          "WHERE STATE = 'Waiting for table metadata lock'"))
+
+
+def silenced_mid_query(server: Any, db: ScratchDatabase, table: str, proc: CliProcess,
+                       wait: float = 60) -> int | None:
+    """Freeze `server` (SIGSTOP) while `proc` has a statement in flight on it (pinned there by a
+    LOCK TABLES of `table` from another session); return proc's exit code, None if it still waits."""
+    holder = db.connect()
+    try:
+        holder.cursor().execute(f"LOCK TABLES `{table}` WRITE")
+        wait_until(lambda: waiting_for_a_metadata_lock(db) or proc.poll() is not None, timeout=60,
+                   message="the command's statement to wait on the server")
+        assert proc.poll() is None, proc.read_stderr()
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            return proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("command", ["--check", "--dry-run"])
+def test_a_destination_that_stops_answering_mid_query_ends_check_and_dry_run(
+        db, dest_db, dest_server, tmp_path, spawn_cli, command):
+    # The read-only commands' sessions had no read timeout: a destination that stopped answering
+    # in the middle of a statement hung --check and --dry-run for ever (and the dry run held its
+    # snapshot open on the source all along). Bound: lock_wait_timeout + connect_timeout.
+    config, _ = remote_job(db, dest_db, tmp_path, range(1, 201), range(1, 201), archive__lock_wait_timeout=5)
+    proc = spawn_cli(config, command)
+    started = time.monotonic()
+    code = silenced_mid_query(dest_server, dest_db, "rewards_archives", proc)
+    assert code == 1, f"{command} still waits for the frozen destination after 60 s"
+    assert time.monotonic() - started < 40
+    stderr = proc.read_stderr()
+    assert "Lost connection" in stderr and "Traceback" not in stderr, stderr
+
+
+def test_a_destination_session_dropped_while_idle_is_reconnected_without_a_retry(
+        db, dest_db, dest_server, tmp_path):
+    # A destination that drops idle sessions quickly (its wait_timeout) dropped the run's session
+    # between batches; the next batch met the dead session and counted a retry: with max_retries = 0
+    # the run failed. An idle session is checked (and replaced) before a batch uses it.
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 31), range(1, 31), archive__batch_size=10,
+                                  archive__max_retries=0, controls__sleep_seconds=3)
+    before = dest_db.scalar("SELECT @@GLOBAL.wait_timeout")
+    dest_db.execute("SET GLOBAL wait_timeout = 1")
+    try:
+        result = run_cli(config)
+    finally:
+        dest_db.execute("SET GLOBAL wait_timeout = %s", (before,))
+    assert result.returncode == 0, result.stderr
+    assert_exactly_once(db, dest_db, original, set(range(1, 31)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import signal
 import threading
@@ -16,10 +17,13 @@ from checks import (
     assert_conserved,
     assert_no_run_left_running,
     completed_batches,
+    drop_job,
+    lease_expired,
     make_job,
+    race,
     text_log,
 )
-from helpers import kill_process_group, run_cli, wait_until
+from helpers import global_time_zone, kill_process_group, run_cli, wait_until
 
 KILLS = 12
 
@@ -160,6 +164,31 @@ def test_an_overlapping_run_exits_5_and_the_first_is_unaffected(db, tmp_path, sp
     assert_conserved(db, original, set(range(1, 101)))
 
 
+RACE_COPIES, RACE_TRIALS = 4, 24
+
+
+def test_copies_started_at_once_let_exactly_one_in_every_time(db, tmp_path, spawn_cli):
+    # Every other trial starts from nothing (the racing runs create the tracking tables); the
+    # trial after it goes on with the same job, its tracking tables and its lock row there.
+    problems = []
+    for trial in range(RACE_TRIALS):
+        if trial % 2 == 0:
+            drop_job(db)
+            config, original = make_job(db, tmp_path, range(1, 2001), {"ids.csv": list(range(1, 2001))},
+                                        archive__batch_size=10, controls__sleep_seconds=0.05)
+        before = db.scalar("SELECT MAX(id) FROM process_logs") if trial % 2 else 0
+        problem = race(spawn_cli, [config] * RACE_COPIES)
+        runs = db.scalar("SELECT COUNT(*) FROM process_logs WHERE id > %s", (before,))
+        if problem or runs != 1:
+            problems.append(f"trial {trial}: {problem or f'{runs} runs recorded'}")
+    assert not problems, f"{len(problems)} of {RACE_TRIALS} trials went wrong:\n" + "\n".join(problems)
+    rerun = run_cli(config, "--sleep", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert_conserved(db, original, set(range(1, 2001)))
+    assert_batches_once(db, "ids.csv", 200)
+    assert_no_run_left_running(db)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_resumes(db, tmp_path, spawn_cli, signum):
     config, original = make_job(db, tmp_path, range(1, 201), {"ids.csv": list(range(1, 201))},
@@ -192,7 +221,7 @@ def test_a_frozen_run_loses_its_lock_once_its_lease_runs_out_and_cannot_commit_a
     frozen.send_signal(signal.SIGSTOP)
     early = run_cli(config)
     assert early.returncode == 5 and "lease valid" in early.stderr, early.stderr
-    time.sleep(16)
+    wait_until(lambda: lease_expired(db), timeout=60, message="the frozen run's lease to run out")
     taker = run_cli(config, "--sleep", "0")
     assert taker.returncode == 0, (taker.stdout, taker.stderr)
     assert "LOCK: took over the run lock from run 1" in text_log(tmp_path)
@@ -203,6 +232,29 @@ def test_a_frozen_run_loses_its_lock_once_its_lease_runs_out_and_cannot_commit_a
     assert_batches_once(db, "ids.csv", 30)
     assert db.query("SELECT status, stop_reason FROM process_logs ORDER BY id") == [
         ("INTERRUPTED", "process died"), ("COMPLETED", None)]
+
+
+def test_a_dst_change_under_a_live_run_neither_ends_its_lease_nor_its_duration(db, tmp_path, spawn_cli):
+    # The lease was local time: NOW() in the server's time zone. At a spring-forward (here the
+    # server's zone goes from +01:00 to +02:00, so new sessions see the wall clock jump an hour
+    # while the run's own session keeps its clock) --status called the live run dead and an hour
+    # old, and a second run took its lock over: the live run then exited 5, "lease ran out".
+    config, original = make_job(db, tmp_path, range(1, 2001), {"ids.csv": list(range(1, 2001))},
+                                archive__batch_size=10, controls__sleep_seconds=0.2)
+    with global_time_zone(db, "+01:00"):
+        proc = spawn_cli(config)
+        wait_until(lambda: completed_batches(db) >= 2, timeout=30)
+        db.execute("SET GLOBAL time_zone = '+02:00'")
+        status = json.loads(run_cli(config, "--status", "--json").stdout)
+        second = run_cli(config)
+    assert status["alive"] and 0 <= status["seconds"] < 600, status
+    assert second.returncode == 5 and "lease valid" in second.stderr, second.stderr
+    proc.send_signal(signal.SIGTERM)  # it would have run for a minute: enough seen
+    assert proc.wait(timeout=60) == 6, proc.read_stderr()
+    rerun = run_cli(config, "--sleep", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert_conserved(db, original, set(range(1, 2001)))
+    assert_batches_once(db, "ids.csv", 200)
 
 
 def test_a_killed_runs_lock_is_taken_over_at_once_on_the_same_server(db, tmp_path, spawn_cli):

@@ -26,6 +26,7 @@ from checks import (
 from helpers import (
     ScratchDatabase,
     create_rewards_tables,
+    global_time_zone,
     insert_rewards,
     reward_row,
     run_cli,
@@ -369,22 +370,25 @@ def test_a_frozen_run_does_not_hold_its_connection_past_the_servers_wait_timeout
 # --------------------------------------------------------------------------- schema upgrade
 
 V1_SCHEMA = (REPO / "tests" / "fixtures" / "schema_v1.sql").read_text()
+V2_SCHEMA = (REPO / "tests" / "fixtures" / "schema_v2.sql").read_text()
 
 
-def load_v1_half_done_file(db, tmp_path: Path, batches_done: int) -> Path:
-    """Tracking tables as schema-1 archive.py left them after a kill in the middle of ids.csv."""
-    for statement in (s for s in re.sub(r"^--.*$", "", V1_SCHEMA, flags=re.M).split(";") if s.strip()):
+def load_v1_half_done_file(db, tmp_path: Path, batches_done: int, schema: str = V1_SCHEMA) -> Path:
+    """Tracking tables as schema-1 archive.py (or the older `schema`) left them after a kill in the
+    middle of ids.csv; rows a later schema added are filled in by its migration."""
+    for statement in (s for s in re.sub(r"^--.*$", "", schema, flags=re.M).split(";") if s.strip()):
         db.execute(statement)
     path = tmp_path / "csv" / "ids.csv"
     data = path.read_bytes()
     sha, lines = hashlib.sha256(data).hexdigest(), data.split(b"\n")
+    total = sum(1 for line in lines[1:] if line)
     db.execute("INSERT INTO process_logs (id, source_table, archive_table, status, host, pid, start_time, "
                "total_files) VALUES (7, 'rewards', 'rewards_archives', 'RUNNING', 'old-host', 1, NOW(), 1)")
     db.execute("INSERT INTO file_processing_logs (process_log_id, file_name, file_size, file_checksum, "
                "status, batch_size, total_keys, total_batches, processed_batches, last_processed_batch, "
                "started_at) "
-               "VALUES (7, 'ids.csv', %s, %s, 'PROCESSING', 10, 100, 10, %s, %s, NOW())",
-               (len(data), sha, batches_done, batches_done))
+               "VALUES (7, 'ids.csv', %s, %s, 'PROCESSING', 10, %s, %s, %s, %s, NOW())",
+               (len(data), sha, total, -(-total // 10), batches_done, batches_done))
     for number in range(1, batches_done + 1):
         end_line = 1 + 10 * number
         offset = sum(len(line) + 1 for line in lines[:end_line])
@@ -406,6 +410,17 @@ def show_create(db, tables) -> dict[str, str]:
     return {t: re.sub(r" AUTO_INCREMENT=\d+", "", db.query(f"SHOW CREATE TABLE {t}")[0][1]) for t in tables}
 
 
+def assert_like_fresh(db, server) -> None:
+    """The migrated tables are the tables a fresh install creates."""
+    fresh = ScratchDatabase.create(server, db.name[:50] + "_fresh")
+    try:
+        for ddl in archive.TRACKING_DDL:
+            fresh.execute(ddl)
+        assert show_create(db, archive.TRACKING_TABLES) == show_create(fresh, archive.TRACKING_TABLES)
+    finally:
+        fresh.drop()
+
+
 def test_an_upgrade_from_schema_1_resumes_a_half_done_file_at_the_right_batch(db, tmp_path, server):
     config, original = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))},
                                 archive__batch_size=10)
@@ -414,20 +429,54 @@ def test_an_upgrade_from_schema_1_resumes_a_half_done_file_at_the_right_batch(db
     assert "tracking tables are schema 1; the next run upgrades them" in check.stdout
     result = run_cli(config, "-v")
     assert result.returncode == 0, (result.stdout, result.stderr)
-    assert "MIGRATED: tracking tables to schema 2" in text_log(tmp_path)
+    assert f"MIGRATED: tracking tables to schema {archive.SCHEMA_VERSION}" in text_log(tmp_path)
     assert "Resuming file ids.csv from batch 5" in result.stdout
     assert_conserved(db, original, set(range(1, 101)))
     assert_batches_once(db, "ids.csv", 10)
     assert db.query("SELECT id, status, stop_reason FROM process_logs ORDER BY id") == [
         (7, "INTERRUPTED", "process died"), (8, "COMPLETED", None)]
-    # The migrated tables are the tables a fresh install creates.
-    fresh = ScratchDatabase.create(server, db.name[:50] + "_fresh")
-    try:
-        for ddl in archive.TRACKING_DDL:
-            fresh.execute(ddl)
-        assert show_create(db, archive.TRACKING_TABLES) == show_create(fresh, archive.TRACKING_TABLES)
-    finally:
-        fresh.drop()
+    assert_like_fresh(db, server)
+
+
+def old_lock_row(db, zone: str, expires_in: int) -> None:
+    """The lock row of run 7 as archive.py 2.0 wrote it: its times in the server's local time (in
+    `zone`), no user lock, on another host and node; its last heartbeat 5 s ago."""
+    local = f"CONVERT_TZ(UTC_TIMESTAMP(6), '+00:00', '{zone}')"
+    db.execute("DELETE FROM run_locks")
+    db.execute("INSERT INTO run_locks (lock_name, owner, process_log_id, host, pid, node, connection_id, "
+               f"acquired_at, heartbeat_at, expires_at) VALUES (%s, REPEAT('a', 32), 7, 'old-host', 1, "
+               f"'old-node:3306 00000000', 1, {local} - INTERVAL 5 SECOND, {local} - INTERVAL 5 SECOND, "
+               f"{local} + INTERVAL {expires_in} SECOND)", (f"{db.name}.rewards",))
+
+
+def test_an_upgrade_from_schema_2_reads_an_old_runs_lease_on_its_local_clock(db, tmp_path, server):
+    # Schema 3 keeps lease times in UTC; a lock row written by 2.0 (local time) is marked so by
+    # the migration and read on the local clock. West of UTC, read as UTC it would look expired
+    # hours ago (a live run taken over); east of UTC, valid for hours after it ran out.
+    config, original = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101))},
+                                archive__batch_size=10)
+    load_v1_half_done_file(db, tmp_path, batches_done=4, schema=V2_SCHEMA)
+    job = f"{db.name}.rewards -> {db.name}.rewards_archives"  # as 2.0 filed its rows
+    db.execute("UPDATE process_logs SET job = %s, last_seen = start_time", (job,))
+    db.execute("UPDATE file_processing_logs SET job = %s", (job,))
+    with global_time_zone(db, "-05:00"):
+        old_lock_row(db, "-05:00", expires_in=100)
+        check = run_cli(config, "--check")
+        status = run_cli(config, "--status")  # read as schema 2: a read-only command never migrates
+        held = run_cli(config)
+    assert "tracking tables are schema 2; the next run upgrades them to 3" in check.stdout
+    assert "Run 7: RUNNING (alive: heartbeat 5" in status.stdout, (status.stdout, status.stderr)
+    assert held.returncode == 5, (held.stdout, held.stderr)
+    assert "run 7 on old-host pid 1" in held.stderr and "lease valid" in held.stderr
+    with global_time_zone(db, "+02:00"):
+        old_lock_row(db, "+02:00", expires_in=-1)
+        result = run_cli(config, "-v")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "LOCK: took over the run lock from run 7 on old-host pid 1" in text_log(tmp_path)
+    assert "Resuming file ids.csv from batch 5" in result.stdout
+    assert_conserved(db, original, set(range(1, 101)))
+    assert_batches_once(db, "ids.csv", 10)
+    assert_like_fresh(db, server)
 
 
 def test_a_migration_cut_short_is_finished_by_the_next_run(db, tmp_path):
@@ -441,5 +490,6 @@ def test_a_migration_cut_short_is_finished_by_the_next_run(db, tmp_path):
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert "Resuming file ids.csv from batch 4" in result.stdout
     assert_conserved(db, original, set(range(1, 101)))
-    assert "tracking schema 2" in db.scalar("SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE "
-                                            "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'process_logs'")
+    stamp = db.scalar("SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE "
+                      "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'process_logs'")
+    assert stamp == archive.SCHEMA_COMMENT
