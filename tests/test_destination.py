@@ -30,7 +30,7 @@ from helpers import (
     write_csv,
 )
 from proxy import need_socket, run_cli_cut
-from replication import ReplicationPair
+from replication import RELAY_ARGS, ReplicationPair
 from test_exactness import STEP_HEX, STEPS, step_table_ddl
 
 
@@ -404,6 +404,72 @@ def test_a_destination_that_replicates_from_the_source_is_refused(replica_pair, 
     finally:
         primary.drop()
         replica_pair.sync()
+
+
+@pytest.fixture(scope="module")
+def replica_chain(tmp_path_factory):
+    """A primary, a replica that logs what it applies (an intermediate), and its own replica."""
+    if os.environ.get("ARCHIVE_TEST_DSN"):
+        pytest.skip("starts servers of its own")
+    base = tmp_path_factory.mktemp("chain")
+    head = ReplicationPair(base / "head", server_id=2, replica_args=RELAY_ARGS)
+    tail = ReplicationPair(base / "tail", primary=head.replica, server_id=3)
+    head.start()
+    try:
+        tail.start()
+        yield head, tail
+    finally:
+        tail.replica.stop()
+        head.stop()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "replicates_from knows a chain only by gtid_slave_pos, which keeps one GTID per domain, the last one "
+    "applied: at the end of a chain that lags (a delayed replica) that is the intermediate's own write "
+    "(0-2-N), the source's server_id 1 is not among its origins, and Master_Server_Id is the "
+    "intermediate's, so the destination is accepted; the run deletes every row as an identical twin of "
+    "the copy replication made, and the delayed DELETEs then remove that copy too; fix: follow "
+    "SHOW ALL SLAVES STATUS (Master_Host/Master_Port) up the chain, or compare the source's "
+    "@@gtid_binlog_state (every server of each domain) with the destination's mysql.gtid_slave_pos, "
+    "and refuse when neither can be read"))
+def test_a_destination_at_the_end_of_a_lagging_replication_chain_is_refused(replica_chain, tmp_path):
+    head, tail = replica_chain
+    name = "chain_rewards"
+    primary = ScratchDatabase.create(head.primary, name)
+    heartbeat = ScratchDatabase(head.replica, "chain_heartbeat")
+    end = ScratchDatabase(tail.replica, name)
+    try:
+        create_rewards_tables(primary, archive=None)
+        insert_rewards(primary, range(1, 201))
+        head.sync()
+        # The intermediate's own write after it applied the source's, as pt-heartbeat makes on
+        # every server: the last transaction the end of the chain applied before it lagged.
+        heartbeat = ScratchDatabase.create(head.replica, "chain_heartbeat")
+        heartbeat.execute("CREATE TABLE beat (ts DATETIME(6)) ENGINE=InnoDB")
+        heartbeat.execute("INSERT INTO beat VALUES (NOW(6))")
+        tail.sync()
+        assert end.count("rewards") == 200
+        tail.stop_replication()
+        tail.execute_on_replica("CHANGE MASTER TO MASTER_DELAY = 3600")  # a delayed replica
+        tail.start_replication()
+        write_csv(tmp_path / "csv" / "ids.csv", range(1, 201))
+        kw = end.connection_kwargs()
+        config = write_config(tmp_path, primary, archive__archive_table="rewards",
+                              destination__host=f"{kw['host']}:{kw['port']}", destination__user=kw["user"],
+                              destination__password=kw["password"], destination__database=name)
+        result = run_cli(config)
+        head.sync()
+        tail.heal()  # the delay is over: the end of the chain applies what the source did
+        assert (result.returncode, primary.count("rewards"), end.count("rewards")) == (1, 200, 200), \
+            (result.stdout, result.stderr)
+        assert "[destination] receives the source's changes" in result.stderr, result.stderr
+    finally:
+        end.close()
+        tail.heal()
+        primary.drop()
+        heartbeat.drop()
+        head.sync()
+        tail.sync()
 
 
 def test_a_federated_archive_table_on_the_destination_is_refused(db, dest_db, dest_server, tmp_path):
