@@ -9,6 +9,7 @@ same reason and exits 1.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
@@ -571,6 +572,30 @@ def test_mixed_case_names_work_where_the_server_folds_them(folding_server, tmp_p
         result = run_cli(config)
         assert result.returncode == 0, (result.stdout, result.stderr)
         assert sorted(snapshot(db, "rewards_archives")) == CSV_IDS
+    finally:
+        db.drop()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "load_config refuses archive_table = source_table only as written; on a server that folds names "
+    "(lower_case_table_names = 1) `Rewards` and `rewards` are one table and folded_names plans to "
+    "archive it into itself: --check says READY, --dry-run predicts every listed row deleted as its own "
+    "identical twin, and only the batch's lock statement (SELECT 1 FROM `rewards`, `rewards`: error "
+    "1066) keeps the run from doing it; fix: refuse in the preflight when the folded names are equal"))
+def test_an_archive_table_that_is_the_source_under_folded_names_is_refused(folding_server, tmp_path):
+    db = ScratchDatabase.create(folding_server, "folded_same_table")
+    try:
+        db.execute(rewards_source_ddl("rewards"))
+        insert_rewards(db, IDS)
+        write_csv(tmp_path / "csv" / "ids.csv", CSV_IDS)
+        original = snapshot(db, "rewards")
+        config = write_config(tmp_path, db, archive__source_table="Rewards", archive__archive_table="rewards")
+        result = run_cli(config)
+        assert (result.returncode, snapshot(db, "rewards")) == (1, original), (result.stdout, result.stderr)
+        check = run_cli(config, "--check")
+        dry = run_cli(config, "--dry-run", "--json")
+        assert check.returncode == 1 and "Verdict: READY" not in check.stdout, check.stdout
+        assert dry.returncode == 1 or json.loads(dry.stdout)["rows_to_delete"] == 0, dry.stdout
     finally:
         db.drop()
 
