@@ -264,6 +264,23 @@ def test_cascading_foreign_key_accepted_by_config_loses_child_rows(db, tmp_path)
     assert db.query("SELECT item_id, reward_id FROM reward_items ORDER BY item_id") == [(1025, 25)]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "allow_cascading_deletes accepts losing rows of child tables, but when the child that cascades is the "
+    "archive table itself every copy is deleted in the batch that made it: the run exits 0 reporting 20 "
+    "rows archived and the archive is empty; fix: refuse a foreign key of the archive table that reaches "
+    "the source (on one server) whatever allow_cascading_deletes says"))
+def test_an_archive_table_whose_rows_cascade_with_the_source_is_refused_even_when_cascades_are_allowed(
+        db, tmp_path):
+    config = setup_rewards(db, tmp_path, archive__allow_cascading_deletes="yes")
+    db.execute("ALTER TABLE rewards_archives ADD CONSTRAINT archived_reward FOREIGN KEY (id) "
+               "REFERENCES rewards (id) ON DELETE CASCADE")
+    original = snapshot(db, "rewards")
+    result = run_cli(config)
+    source, archived = snapshot(db, "rewards"), snapshot(db, "rewards_archives")
+    assert {**source, **archived} == original, (result.returncode, len(source), len(archived), result.stdout)
+    assert result.returncode == 1
+
+
 def test_restrict_foreign_key_fails_the_batch_it_blocks(db, tmp_path):
     """A referenced row makes its batch's DELETE fail (1451): FAILED, that batch rolled back."""
     config = setup_rewards(db, tmp_path)
