@@ -26,8 +26,8 @@ REPL_USER, REPL_PASSWORD = "repl", "repl_pw_42"
 MONITOR_USER, MONITOR_PASSWORD = "mon", "mon_secret_77"
 
 PRIMARY_ARGS = ["--log-bin=mysql-bin", "--server-id=1", "--binlog-format=ROW"]
-REPLICA_ARGS = ["--server-id=2", "--relay-log=relay-bin", "--read-only=OFF",
-                "--skip-slave-start"]
+REPLICA_ARGS = ["--relay-log=relay-bin", "--read-only=OFF", "--skip-slave-start"]
+RELAY_ARGS = ("--log-bin=mysql-bin", "--log-slave-updates", "--binlog-format=ROW")  # a replica in a chain
 
 
 def free_port() -> int:
@@ -38,12 +38,18 @@ def free_port() -> int:
 
 
 class ReplicationPair:
-    """A primary and a replica replicating from it, both ThrowawayMariaDB."""
+    """A primary and a replica replicating from it, both ThrowawayMariaDB.
 
-    def __init__(self, basedir: Path) -> None:
+    ``primary`` makes a chain: the replica of an existing pair (started with ``relay_args``, so
+    that it logs what it applies) as the primary of this one, whose replica gets ``server_id``.
+    """
+
+    def __init__(self, basedir: Path, primary: ThrowawayMariaDB | None = None, server_id: int = 2,
+                 replica_args: tuple[str, ...] = ()) -> None:
         """Prepare both servers (started by ``start()``)."""
-        self.primary = ThrowawayMariaDB(basedir / "primary", PRIMARY_ARGS, port=free_port())
-        self.replica = ThrowawayMariaDB(basedir / "replica", REPLICA_ARGS, port=free_port())
+        self.primary = primary or ThrowawayMariaDB(basedir / "primary", PRIMARY_ARGS, port=free_port())
+        self.replica = ThrowawayMariaDB(basedir / "replica", [*REPLICA_ARGS, f"--server-id={server_id}",
+                                                              *replica_args], port=free_port())
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -52,7 +58,7 @@ class ReplicationPair:
         self.replica.start()
         prim = self.primary.connect()
         try:
-            query(prim, f"CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASSWORD}'")
+            query(prim, f"CREATE USER IF NOT EXISTS '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASSWORD}'")
             query(prim, f"GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'%'")
             status = query_dicts(prim, "SHOW MASTER STATUS")[0]
         finally:

@@ -9,6 +9,7 @@ same reason and exits 1.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
@@ -261,6 +262,23 @@ def test_cascading_foreign_key_accepted_by_config_loses_child_rows(db, tmp_path)
     expect_success(db, config)
     # the documented, accepted consequence: children of archived rows are gone, unarchived
     assert db.query("SELECT item_id, reward_id FROM reward_items ORDER BY item_id") == [(1025, 25)]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "allow_cascading_deletes accepts losing rows of child tables, but when the child that cascades is the "
+    "archive table itself every copy is deleted in the batch that made it: the run exits 0 reporting 20 "
+    "rows archived and the archive is empty; fix: refuse a foreign key of the archive table that reaches "
+    "the source (on one server) whatever allow_cascading_deletes says"))
+def test_an_archive_table_whose_rows_cascade_with_the_source_is_refused_even_when_cascades_are_allowed(
+        db, tmp_path):
+    config = setup_rewards(db, tmp_path, archive__allow_cascading_deletes="yes")
+    db.execute("ALTER TABLE rewards_archives ADD CONSTRAINT archived_reward FOREIGN KEY (id) "
+               "REFERENCES rewards (id) ON DELETE CASCADE")
+    original = snapshot(db, "rewards")
+    result = run_cli(config)
+    source, archived = snapshot(db, "rewards"), snapshot(db, "rewards_archives")
+    assert {**source, **archived} == original, (result.returncode, len(source), len(archived), result.stdout)
+    assert result.returncode == 1
 
 
 def test_restrict_foreign_key_fails_the_batch_it_blocks(db, tmp_path):
@@ -571,6 +589,30 @@ def test_mixed_case_names_work_where_the_server_folds_them(folding_server, tmp_p
         result = run_cli(config)
         assert result.returncode == 0, (result.stdout, result.stderr)
         assert sorted(snapshot(db, "rewards_archives")) == CSV_IDS
+    finally:
+        db.drop()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "load_config refuses archive_table = source_table only as written; on a server that folds names "
+    "(lower_case_table_names = 1) `Rewards` and `rewards` are one table and folded_names plans to "
+    "archive it into itself: --check says READY, --dry-run predicts every listed row deleted as its own "
+    "identical twin, and only the batch's lock statement (SELECT 1 FROM `rewards`, `rewards`: error "
+    "1066) keeps the run from doing it; fix: refuse in the preflight when the folded names are equal"))
+def test_an_archive_table_that_is_the_source_under_folded_names_is_refused(folding_server, tmp_path):
+    db = ScratchDatabase.create(folding_server, "folded_same_table")
+    try:
+        db.execute(rewards_source_ddl("rewards"))
+        insert_rewards(db, IDS)
+        write_csv(tmp_path / "csv" / "ids.csv", CSV_IDS)
+        original = snapshot(db, "rewards")
+        config = write_config(tmp_path, db, archive__source_table="Rewards", archive__archive_table="rewards")
+        result = run_cli(config)
+        assert (result.returncode, snapshot(db, "rewards")) == (1, original), (result.stdout, result.stderr)
+        check = run_cli(config, "--check")
+        dry = run_cli(config, "--dry-run", "--json")
+        assert check.returncode == 1 and "Verdict: READY" not in check.stdout, check.stdout
+        assert dry.returncode == 1 or json.loads(dry.stdout)["rows_to_delete"] == 0, dry.stdout
     finally:
         db.drop()
 

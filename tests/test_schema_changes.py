@@ -12,6 +12,7 @@ exit 1, the message names the table and what changed) and the rerun checks the t
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import threading
@@ -34,6 +35,7 @@ from helpers import (
     write_csv,
 )
 from test_destination import dest_keys, remote_job
+from throwaway_server import ThrowawayMariaDB
 
 ROWS = range(1, 401)
 BATCH = 20
@@ -251,12 +253,37 @@ def test_an_archive_column_added_with_a_default_goes_on(db, tmp_path, spawn_cli)
     assert "SCHEMA_CHANGED: `rewards_archives`: + `batch_note`" in text_log(tmp_path)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "the gate tells a trigger dropped and made again under its name by CREATED, which is the creating "
+    "statement's start time: SET TIMESTAMP (as a binlog replay or a schema tool that keeps times does) "
+    "gives the new trigger the old one's CREATED, and its new body fires in every batch unseen; fix: "
+    "compare ACTION_STATEMENT too (shown to users with the TRIGGER privilege, which allow_triggers "
+    "could require), e.g. as its SHA2, in the gate"))
+def test_an_accepted_trigger_made_again_with_another_body_and_its_old_time_stops_the_run(
+        db, tmp_path, spawn_cli):
+    config = make_job(db, tmp_path, archive__allow_triggers="yes")
+    db.execute("CREATE TABLE deletions (id BIGINT) ENGINE=InnoDB")
+    db.execute("CREATE TRIGGER log_deletes AFTER DELETE ON rewards FOR EACH ROW "
+               "INSERT INTO deletions VALUES (OLD.id)")
+    created = db.scalar("SELECT UNIX_TIMESTAMP(CREATED) FROM information_schema.TRIGGERS "
+                        "WHERE TRIGGER_NAME = 'log_deletes'")
+    with held_run(db, config, spawn_cli) as proc:
+        db.execute(f"SET SESSION timestamp = {created}")
+        db.execute("DROP TRIGGER log_deletes")
+        db.execute("CREATE TRIGGER log_deletes AFTER DELETE ON rewards FOR EACH ROW "
+                   "INSERT INTO deletions VALUES (-OLD.id)")  # another body: the approved one is gone
+        db.execute("SET SESSION timestamp = DEFAULT")
+    code = proc.wait(timeout=60)
+    assert db.count("deletions", "id < 0") == 0, f"the new trigger fired {db.count('deletions')} times"
+    assert code == 1, proc.read_stdout() + proc.read_stderr()
+
+
 # --------------------------------------------------------------------------- into another server
 
-def make_remote_job(db: ScratchDatabase, dest: ScratchDatabase, tmp_path: Path) -> Path:
+def make_remote_job(db: ScratchDatabase, dest: ScratchDatabase, tmp_path: Path, **extra: Any) -> Path:
     """rewards on the source, rewards_archives on the destination, a config whose run can be held."""
     config, _ = remote_job(db, dest, tmp_path, ROWS, list(ROWS), archive__batch_size=BATCH,
-                           controls__max_threads_running=3, controls__check_interval=0.05)
+                           controls__max_threads_running=3, controls__check_interval=0.05, **extra)
     assert dest_keys(dest)["destination__database"] in config.read_text()
     return config
 
@@ -311,3 +338,137 @@ def test_into_another_server_a_destination_switched_to_myisam_gets_nothing(db, d
     assert "rewards_archives MyISAM BASE TABLE" in error, error
     assert snapshot(db, "rewards") == original
     assert dest_db.count("rewards_archives") == 0
+
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "after a change the destination's definitions are read with read_definitions, which neither "
+    "reconnects a destination session that is gone (its wait_timeout ran out during a pause, the "
+    "destination restarted) nor lets retry_transaction retry: the batch's rollback forgets the dead "
+    "session and the read fails on it (AttributeError on its cursor), so the run dies with an internal "
+    "error; fix: dest.ensure_connected() in current_definitions (and run_preflight), treating a lost "
+    "destination as the batch's other connection errors are"))
+def test_into_another_server_a_change_while_the_destination_session_is_gone_goes_on(
+        db, dest_db, tmp_path, spawn_cli):
+    config = make_remote_job(db, dest_db, tmp_path)
+    with held_run(db, config, spawn_cli) as proc:
+        dest_db.execute("ALTER TABLE rewards_archives ADD COLUMN extra INT NULL")
+        db.execute("ALTER TABLE rewards ADD COLUMN extra INT NULL")
+        db.execute("UPDATE rewards SET extra = id * 5")
+        original = snapshot(db, "rewards", EXTRA)
+        # The destination drops the paused run's idle session, as its wait_timeout (lock_lease +
+        # lock_wait_timeout) does during a long pause, or a restart of the destination.
+        for (session,) in dest_db.query("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s "
+                                        "AND ID <> CONNECTION_ID()", (dest_db.name,)):
+            dest_db.execute(f"KILL {int(session)}")
+    assert proc.wait(timeout=60) == 0, proc.read_stdout() + proc.read_stderr()
+    assert db.count("rewards") == 0
+    assert snapshot(dest_db, "rewards_archives", EXTRA) == original
+
+# --------------------------------------------------------------------------- changes that land mid-batch
+
+def wait_for_a_lock_wait(db: ScratchDatabase, what: str) -> None:
+    """Wait until a transaction waits on a row lock (the run's batch, behind the row the test holds).
+
+    Polled every 0.25 s: InnoDB refreshes INNODB_TRX only when nobody read it for 0.1 s."""
+    wait_until(lambda: db.scalar("SELECT COUNT(*) FROM information_schema.INNODB_TRX "
+                                 "WHERE trx_state = 'LOCK WAIT'"), timeout=60, interval=0.25, message=what)
+
+
+@contextlib.contextmanager
+def row_held(db: ScratchDatabase, key: int) -> Iterator[None]:
+    """Hold row `key` of rewards FOR UPDATE, as the application does for a moment: a batch that
+    reaches it waits there, its gate already passed; the row is released after the body."""
+    locker = db.connect()
+    try:
+        cur = locker.cursor()
+        cur.execute("BEGIN")
+        cur.execute(f"SELECT id FROM rewards WHERE id = {int(key)} FOR UPDATE")
+        cur.fetchall()
+        yield
+        cur.execute("ROLLBACK")
+    finally:
+        locker.close()
+
+
+def make_held_job(db: ScratchDatabase, dest: ScratchDatabase, tmp_path: Path, remote: bool) -> Path:
+    """make_job or make_remote_job, with batches that wait minutes for a row lock, not seconds."""
+    if remote:
+        return make_remote_job(db, dest, tmp_path, archive__lock_wait_timeout=120, archive__lock_lease=300)
+    return make_job(db, tmp_path, archive__lock_wait_timeout=120, archive__lock_lease=300)
+
+
+CLAIMS = ("CREATE TABLE reward_claims (id INT PRIMARY KEY AUTO_INCREMENT, reward_id BIGINT NOT NULL, "
+          "KEY (reward_id)) ENGINE=InnoDB")
+# How a DBA adds the foreign key a child table lacked without copying the child: InnoDB then
+# takes no metadata lock on the parent, so this does not wait for the batch that holds rewards.
+ADD_CASCADE = ("ALTER TABLE reward_claims ADD CONSTRAINT claims_reward FOREIGN KEY (reward_id) "
+               "REFERENCES rewards (id) ON DELETE CASCADE, ALGORITHM=INPLACE")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a child's foreign key added mid-batch (ALGORITHM=INPLACE with foreign_key_checks=0, or CREATE TABLE "
+    "... REFERENCES) takes no metadata lock on the parent, so it lands after the batch's gate read "
+    "INNODB_SYS_FOREIGN and the DELETE cascades into the child; fix: read the foreign keys that reach "
+    "the source again after the DELETE, in the batch's transaction, and roll back (which undoes the "
+    "cascade) when they differ from the approved ones"))
+@pytest.mark.parametrize("remote", [False, True], ids=["same server", "into another server"])
+def test_a_cascading_foreign_key_added_while_a_batch_waits_deletes_no_child_row(
+        db, dest_db, tmp_path, spawn_cli, remote):
+    config = make_held_job(db, dest_db, tmp_path, remote)
+    db.execute(CLAIMS)
+    db.execute("INSERT INTO reward_claims (reward_id) SELECT id FROM rewards")
+    claims = db.count("reward_claims")
+    assert run_cli(config, "--check").returncode == 0  # no foreign key references rewards yet
+    with row_held(db, 10):
+        proc = spawn_cli(config)
+        wait_for_a_lock_wait(db, "batch 1 to wait on row 10")
+        db.execute("SET SESSION foreign_key_checks = 0")
+        db.execute(ADD_CASCADE)
+        db.execute("SET SESSION foreign_key_checks = 1")
+    assert proc.wait(timeout=120) == 1, proc.read_stdout() + proc.read_stderr()
+    assert db.count("reward_claims") == claims, "the batch's DELETE cascaded into reward_claims"
+
+
+@pytest.fixture(scope="module")
+def short_concat_server(tmp_path_factory):
+    """A throwaway server with group_concat_max_len = 1024, MySQL's default (MariaDB's is 1 MB)."""
+    if os.environ.get("ARCHIVE_TEST_DSN"):
+        pytest.skip("starts a server of its own")
+    srv = ThrowawayMariaDB(tmp_path_factory.mktemp("concat"), ["--group-concat-max-len=1024"])
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the gate compares the referencing foreign keys (and the triggers) as one GROUP_CONCAT, which "
+    "the server cuts at group_concat_max_len (1024 bytes by MySQL's default) with only a warning, so "
+    "a change past the cut reads as no change; fix: SET SESSION group_concat_max_len to its maximum "
+    "in session_setup for the source too (as the destination's session does), or compare a COUNT and "
+    "a SHA2 of the rows instead of their concatenation"))
+def test_a_foreign_key_made_cascading_past_group_concat_max_len_is_seen(short_concat_server, tmp_path,
+                                                                        spawn_cli):
+    db = ScratchDatabase.create(short_concat_server, "concat_cut_rewards")
+    try:
+        config = make_job(db, tmp_path)
+        for n in range(16):  # restricting children, as a central table has: noted, not refused
+            db.execute(f"CREATE TABLE reward_child_{n:02} (id INT PRIMARY KEY, reward_id BIGINT, CONSTRAINT "
+                       f"child_{n:02}_reward FOREIGN KEY (reward_id) REFERENCES rewards (id)) ENGINE=InnoDB")
+        approved = db.scalar("SELECT GROUP_CONCAT(ID, ' ', FOR_NAME, ' ', TYPE ORDER BY ID SEPARATOR ', ') "
+                             "FROM information_schema.INNODB_SYS_FOREIGN")
+        assert len(approved) == 1024, "the foreign keys' text is cut"
+        with held_run(db, config, spawn_cli) as proc:
+            db.execute("SET SESSION foreign_key_checks = 0")
+            db.execute("ALTER TABLE reward_child_15 DROP FOREIGN KEY child_15_reward, ADD CONSTRAINT "
+                       "child_15_reward_cascading FOREIGN KEY (reward_id) REFERENCES rewards (id) "
+                       "ON DELETE CASCADE, ALGORITHM=INPLACE")
+            db.execute("SET SESSION foreign_key_checks = 1")
+            db.execute("INSERT INTO reward_child_15 SELECT id, id FROM rewards")
+            children = db.count("reward_child_15")
+        assert proc.wait(timeout=60) == 1, proc.read_stdout() + proc.read_stderr()
+        assert db.count("reward_child_15") == children, "the batches' DELETEs cascaded into reward_child_15"
+        error = db.scalar("SELECT error_message FROM process_logs")
+        assert "child_15_reward_cascading: ON DELETE CASCADE" in error, error
+    finally:
+        db.drop()
