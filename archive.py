@@ -316,6 +316,7 @@ class Config:
     allow_triggers: bool
     allow_system_versioning: bool
     allow_non_durable_destination: bool
+    allow_replica_destination: bool
     sleep_seconds: float
     max_runtime: float | None
     stop_file: Path | None
@@ -590,6 +591,9 @@ OPTIONS = connection_options("database", "Source server") + connection_options(
     Option("archive", "allow_non_durable_destination", False, parse_bool,
            "Proceed although the destination may lose commits in a crash (innodb_flush_log_at_trx_commit "
            "or, with a binary log, sync_binlog other than 1) (yes/no)."),
+    Option("archive", "allow_replica_destination", False, parse_bool,
+           "Proceed although the [destination] replicates from another server, once you know that server "
+           "does not receive the source's changes (yes/no)."),
     Option("archive", "allow_system_versioning", False, parse_bool,
            "Proceed although the source is system-versioned, so deleted rows stay as history (yes/no)."),
     Option("controls", "sleep_seconds", 0.0, make_float_parser(0, 3600),
@@ -1495,10 +1499,11 @@ class Definitions:
         engines = [("(SELECT CONCAT(TABLE_NAME, ' ', ENGINE, ' ', TABLE_TYPE) FROM information_schema.TABLES "
                     f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {sql_literal(t.name)})")
                    for t in self.tables]
-        # CREATED tells a trigger dropped and made again under its name (the body is hidden
-        # from users without the TRIGGER privilege; names and times are not).
+        # A trigger made again under its name has another body (its hash; hidden from users
+        # without the TRIGGER privilege, who see '') or at least another CREATED time.
         fired = [("(SELECT GROUP_CONCAT(EVENT_OBJECT_TABLE, ' ', ACTION_TIMING, ' ', EVENT_MANIPULATION, "
-                  "' ', TRIGGER_NAME, ' ', IFNULL(CREATED, '') ORDER BY ACTION_TIMING, ACTION_ORDER "
+                  "' ', TRIGGER_NAME, ' ', IFNULL(CREATED, ''), ' ', DEFINER, ' ', SQL_MODE, ' ', "
+                  "IFNULL(SHA2(ACTION_STATEMENT, 256), '') ORDER BY ACTION_TIMING, ACTION_ORDER "
                   "SEPARATOR ', ') FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() "
                   f"AND EVENT_OBJECT_TABLE = {sql_literal(t.name)} AND EVENT_MANIPULATION = '{t.event}')")
                  for t in self.tables]
@@ -1510,22 +1515,35 @@ class Definitions:
         return "SELECT " + ", ".join(self.effect_expressions())
 
     def gate_sql(self) -> str:
-        """Set @archive_py_same to whether the effects are still the approved ones. A batch's writes
-        are conditioned on it, so a table that became MyISAM, a new trigger or a new cascading
-        foreign key never acts, not even in a batch that is then rolled back."""
+        """Set @archive_py_same to whether the engines and triggers are still the approved ones. A
+        batch's writes are conditioned on it, so a table that became MyISAM or a new trigger never
+        acts, not even in a batch that is then rolled back.
+
+        Foreign keys that reach the source are read after the writes instead (readback_sql): a
+        child's foreign key can be added without any lock on the source (ALTER ... ADD FOREIGN KEY
+        with foreign_key_checks = 0, or through another Galera node), so only a reading after the
+        DELETE covers it, and the rollback undoes whatever it cascaded.
+        """
         # Compared as bytes: information_schema's texts carry a case-insensitive collation.
-        approved = [None if value is None else str(value).encode() for value in self.effects]
+        approved = [None if value is None else str(value).encode() for value in self.effects[:2]]
         terms = [f"CAST({expression} AS BINARY) <=> {sql_literal(value)}"
-                 for expression, value in zip(self.effect_expressions(), approved)]
+                 for expression, value in zip(self.effect_expressions()[:2], approved)]
         return f"SELECT {' AND '.join(terms)} INTO @archive_py_same"
+
+    def readback_sql(self) -> list[str]:
+        """What a batch reads after its writes: SHOW CREATE TABLE of each table, the gate's verdict,
+        and the foreign keys that reach the source (see holds)."""
+        return self.create_sql() + [f"SELECT @archive_py_same, {self.effect_expressions()[2]}"]
 
     def create_sql(self) -> list[str]:
         """SHOW CREATE TABLE of each table, in order."""
         return [f"SHOW CREATE TABLE {quote_ident(t.name)}" for t in self.tables]
 
-    def holds(self, creates: Sequence[Any], same: Any) -> bool:
-        """Whether what a batch read back (SHOW CREATE rows, @archive_py_same) is what was approved."""
-        return same == 1 and tuple(normalized_create(rows[0][1]) for rows in creates) == self.creates
+    def holds(self, readback: Sequence[Any]) -> bool:
+        """Whether what readback_sql gave back is what was approved."""
+        *creates, [(same, references)] = readback
+        return same == 1 and references == self.effects[2] and \
+            tuple(normalized_create(rows[0][1]) for rows in creates) == self.creates
 
 
 VOLATILE_CREATE = re.compile(r" AUTO_INCREMENT=[0-9]+")  # the next id moves with every insert
@@ -1769,12 +1787,19 @@ class RemotePlan:
         return f"CONCAT({row_literal_sql(p.columns, alias)}, {row_literal_sql(p.recomputed, alias)})"
 
     def read_sql(self, condition: str, lock: bool = True) -> str:
-        """The batch's source rows: key, guard verdict, the row as an SQL literal (and the literal of
-        its recomputed columns, which completes its proof)."""
+        """The batch's source rows: key, guard verdict, and the row as an SQL literal."""
         p = self.plan
-        extra = f", {row_literal_sql(p.recomputed, 's')}" if p.recomputed else ""
-        return (f"SELECT {p.returned_key_sql('s')}, {p.guard_sql()}, {row_literal_sql(p.columns, 's')}"
-                f"{extra} FROM {p.source_sql('s')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
+        return (f"SELECT {p.returned_key_sql('s')}, {p.guard_sql()}, {row_literal_sql(p.columns, 's')} "
+                f"FROM {p.source_sql('s')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
+
+    def recomputed_sql(self, condition: str, zone: str) -> list[str]:
+        """The literal of the batch's recomputed columns, which completes their proof, rendered at UTC
+        as the destination renders its own (a generated column may read the session's time zone:
+        DATE() of a TIMESTAMP); then back to the session's own `zone`."""
+        p = self.plan
+        select = (f"SELECT {p.returned_key_sql('s')}, {row_literal_sql(p.recomputed, 's')} FROM "
+                  f"{p.source_sql('s')} WHERE {condition}")
+        return ["SET SESSION time_zone = '+00:00'", select, f"SET SESSION time_zone = {sql_literal(zone)}"]
 
     def lookup_sql(self, condition: str, lock: bool = True) -> str:
         """Archived rows with these keys, with the fingerprints of their proofs (locked until the
@@ -2486,10 +2511,11 @@ class Database:
         # Metadata locks too (a backup's FLUSH TABLES WITH READ LOCK): the default is a year,
         # during which the batch's other server holds its rows locked.
         self.execute(f"SET SESSION lock_wait_timeout = {int(self.lock_wait_timeout)}")
+        # A batch's rows are verified as one GROUP_CONCAT, and its tables' triggers and foreign keys
+        # compared as GROUP_CONCATs: cut short (MySQL's default is 1024 bytes) they would hide changes.
+        self.execute("SET SESSION group_concat_max_len = @@max_allowed_packet")
         if self.utc:
             self.execute("SET SESSION time_zone = '+00:00'")
-            # A batch's rows are verified as one GROUP_CONCAT; past this it would be cut short.
-            self.execute("SET SESSION group_concat_max_len = @@max_allowed_packet")
         if self.wait_timeout:
             # A process frozen inside a batch holds its row locks until the server drops it.
             self.execute(f"SET SESSION wait_timeout = LEAST(@@GLOBAL.wait_timeout, {int(self.wait_timeout)})")
@@ -2724,13 +2750,14 @@ def choose_referencing(db: Database, config: Config, found: Preflight) -> bool:
         db.rollback()
 
 
-def fetch_triggers(db: Database, table: str, event: str) -> list[str]:
-    """Triggers that fire on `event` (INSERT, DELETE) for `table`, as 'name (BEFORE DELETE)'."""
+def fetch_triggers(db: Database, table: str, event: str) -> list[tuple[str, bool]]:
+    """Triggers that fire on `event` (INSERT, DELETE) for `table`, as ('name (BEFORE DELETE)', whether
+    this user may read its body: without the TRIGGER privilege it is hidden)."""
     rows = db.query(
-        "SELECT TRIGGER_NAME, ACTION_TIMING FROM information_schema.TRIGGERS WHERE "
+        "SELECT TRIGGER_NAME, ACTION_TIMING, ACTION_STATEMENT FROM information_schema.TRIGGERS WHERE "
         "EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = %s AND EVENT_MANIPULATION = %s "
         "ORDER BY ACTION_TIMING, ACTION_ORDER", (table, event))
-    return [f"{name} ({timing} {event})" for name, timing in rows]
+    return [(f"{name} ({timing} {event})", bool(body)) for name, timing, body in rows]
 
 
 @dataclass
@@ -2867,15 +2894,27 @@ def check_side_effects(db: Database, archive_db: Database, config: Config, found
                        innodb: bool) -> None:
     """Foreign keys and triggers that make a DELETE or INSERT do more than move the row."""
     children = child_foreign_keys(db, config.database, config.source_table, innodb)
-    changing, restricts = describe_foreign_keys(children)
+    archive = (config.database, config.archive_table)
+    own = [c for c in children if archive_db is db and (c[0], c[1]) == archive]
+    for _, child, name, rule in own:  # not a child table: allow_cascading_deletes does not cover it
+        found.problems.append(
+            f"the archive table `{child}` has a foreign key ({name}, ON DELETE {rule}) that references the "
+            "source: deleting a source row would delete its copy with it (or, RESTRICT, fail every "
+            "batch); drop that foreign key from the archive")
+    changing, restricts = describe_foreign_keys([c for c in children if c not in own])
     if changing:
         found.refuse_unless(
             config.allow_cascading_deletes,
             "deleting source rows changes child tables: " + "; ".join(changing) + "; archive those "
             "first, or set [archive] allow_cascading_deletes = yes to accept it",
             "child tables changed by deletes, accepted by config: " + "; ".join(changing))
-    triggers = fetch_triggers(db, config.source_table, "DELETE")
-    triggers += fetch_triggers(archive_db, config.archive_table, "INSERT")
+    found_triggers = fetch_triggers(db, config.source_table, "DELETE")
+    found_triggers += fetch_triggers(archive_db, config.archive_table, "INSERT")
+    triggers = [label for label, _ in found_triggers]
+    if config.allow_triggers and not all(readable for _, readable in found_triggers):
+        found.notes.append("this user cannot read the accepted triggers' bodies (TRIGGER privilege): one "
+                           "dropped and made again under its name with another body would be noticed only "
+                           "by its creation time")
     if triggers:
         found.refuse_unless(
             config.allow_triggers,
@@ -3043,10 +3082,22 @@ class ServerIdentity:
                     "if it no longer replicates from it, grant SLAVE MONITOR so that archive.py can see so")
         return None
 
+    def replicates_at_all(self) -> str | None:
+        """Whether this server replicates from some server (which may replicate from the source: a
+        chain, whose last link names only the server before it), or None."""
+        if self.sources:
+            return f"it replicates from server_id {', '.join(map(str, sorted(set(self.sources))))}"
+        others = self.gtid_origins() - {(self.server_uuid or "").lower(), str(self.server_id)}
+        if self.sources is None and others:
+            return (f"this user may not see its replication (SHOW REPLICA STATUS needs SLAVE MONITOR), and "
+                    f"its replication position {self.gtid} shows it applied other servers' transactions")
+        return None
 
-def disguise_problems(source: ServerIdentity, dest: ServerIdentity, same_name: bool) -> list[str]:
+
+def disguise_problems(source: ServerIdentity, dest: ServerIdentity, same_name: bool,
+                      allow_replica: bool = False) -> list[str]:
     """Why the destination cannot keep what the source deletes: it is the source, or it hears of the
-    source's deletes and would apply them to the copies."""
+    source's deletes and would apply them to the copies (perhaps through a chain of replicas)."""
     if dest.place == source.place or (source.server_uuid and source.server_uuid == dest.server_uuid):
         where = "the same server as the source"
     elif source.cluster and source.cluster == dest.cluster:
@@ -3061,6 +3112,12 @@ def disguise_problems(source: ServerIdentity, dest: ServerIdentity, same_name: b
         return [(f"[destination] receives the source's changes: {replication}; the source's DELETEs would "
                  "remove the copies just made there; archive into a server that does not replicate from "
                  "the source")]
+    replica = None if where or allow_replica else dest.replicates_at_all()
+    if replica:
+        return [(f"[destination] is a replica: {replica}; if that server replicates from the source, even "
+                 "through others or with a delay, the source's DELETEs would reach the copies made here; "
+                 "archive into a server that is no replica, or set [archive] allow_replica_destination = yes "
+                 "if it cannot receive the source's changes")]
     return []
 
 
@@ -3091,7 +3148,8 @@ def check_destination_server(db: Database, dest: Database, config: Config, found
     if int(dest.variable("lower_case_table_names") or 0):
         same_name = (config.database.lower(), config.source_table.lower()) == (
             config.archive_database.lower(), config.archive_table.lower())
-    found.problems += disguise_problems(server_identity(db), server_identity(dest), same_name)
+    found.problems += disguise_problems(server_identity(db), server_identity(dest), same_name,
+                                        config.allow_replica_destination)
     engine = fetch_tables(dest, [config.archive_table]).get(config.archive_table, {}).get("engine")
     if str(engine).upper() in FORWARDING_ENGINES:
         found.problems.append(f"the destination's `{config.archive_table}` uses the {engine} engine, which "
@@ -3099,6 +3157,8 @@ def check_destination_server(db: Database, dest: Database, config: Config, found
     flush, log_bin, sync_binlog = (str(dest.variable(name)) for name in (
         "innodb_flush_log_at_trx_commit", "log_bin", "sync_binlog"))
     unsafe = [f"innodb_flush_log_at_trx_commit = {flush}"] if flush not in DURABLE_FLUSH else []
+    method = str(dest.variable("innodb_flush_method"))
+    unsafe += [f"innodb_flush_method = {method}"] if method.lower() in ("nosync", "littlesync") else []
     unsafe += [f"sync_binlog = {sync_binlog} with the binary log on"] \
         if log_bin in ("1", "ON") and sync_binlog != "1" else []
     if unsafe:
@@ -3117,7 +3177,13 @@ def run_preflight(db: Database, config: Config, dest: Database | None = None) ->
     changed in between, the checks are made again (three times at most), so that what every
     batch compares with is exactly what the checks approved.
     """
+    named = config
     config = folded_names(config, db, dest)
+    if dest is None and config.source_table == config.archive_table:
+        same = (f"[archive] source_table `{named.source_table}` and archive_table `{named.archive_table}` "
+                "are one table on this server, which folds table names to lower case "
+                "(lower_case_table_names = 1)")
+        return Preflight(problems=[same])
     for _ in range(3):
         found = Preflight()
         innodb = choose_referencing(db, config, found)
@@ -4098,11 +4164,10 @@ def run_checked(db: Database, checks: Definitions | None, statements: Sequence[t
     if checks is None:
         raise ArchiveError("internal error: a plan without approved table definitions")
     script = [*first, (checks.lock_sql(), ()), (checks.gate_sql(), ()), *statements]
-    script += [(sql, ()) for sql in checks.create_sql()] + [(f"SELECT {GATED}", ())]
+    script += [(sql, ()) for sql in checks.readback_sql()]
     results = db.execute_script(script, rows=True)
-    tail = len(results) - len(checks.tables) - 1
-    holds = checks.holds(results[tail:-1], results[-1][0][0])
-    return results[:len(first)], results[len(first) + 2:tail], holds
+    tail = len(results) - len(checks.readback_sql())
+    return results[:len(first)], results[len(first) + 2:tail], checks.holds(results[tail:])
 
 
 def schema_changed(db: Database, where: str) -> SchemaChanged:
@@ -4139,6 +4204,13 @@ class SameServer:
         """Go on with a plan made for the tables' new definitions."""
         self.plan = plan
 
+    def recheck_references(self) -> None:
+        """After the careful path's last DELETE: the foreign keys that reach the source are still the
+        approved ones (Definitions.gate_sql says why this must follow the writes)."""
+        checks = cast(Definitions, self.plan.definitions)
+        if self.db.query(f"SELECT {checks.effect_expressions()[2]}") != [(checks.effects[2],)]:
+            raise schema_changed(self.db, self.db.where)
+
     def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
         """Lock the keys' source rows; sort them into new, identical twin, conflict, or held by the guard."""
         condition, params = self.plan.condition(keys, "s")
@@ -4172,6 +4244,7 @@ class SameServer:
             condition, params = self.plan.condition(found.identical)
             twins = self.db.execute(self.plan.delete_sql(condition, len(found.identical)), params)
             checked("deleted as identical twins", len(found.identical), twins)
+        self.recheck_references()
         return found.counts(keys, copied, deleted + twins), found
 
     def batch(self, batch: Batch) -> BatchOutcome:
@@ -4262,6 +4335,7 @@ class OtherServer(SameServer):
         self.packet = int(dest.variable("max_allowed_packet") or 4 << 20)
         self.rows: dict[Key, str] = {}  # the batch's rows to copy, as SQL literals
         self.proofs: dict[Key, str] = {}  # ... and what their copies are proven by (RemotePlan.proof_sql)
+        self.zone = str(db.query("SELECT @@SESSION.time_zone")[0][0])  # the source session's own
         self.beside = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="archive-destination")
 
     def read(self, keys: Sequence[Key], lock: bool = True, fence: bool = False) -> Classified:
@@ -4271,19 +4345,25 @@ class OtherServer(SameServer):
         same round trip.
         """
         condition, params = self.plan.condition(keys, "s")
-        statement = (self.remote.read_sql(condition, lock), params)
-        rows = self.guarded([statement])[0] if fence else self.db.query(*statement)
+        statements = [(self.remote.read_sql(condition, lock), params)]
+        if self.plan.recomputed:
+            statements += [(sql, params if "%s" in sql else ()) for sql in
+                           self.remote.recomputed_sql(condition, self.zone)]
+        results = self.guarded(statements) if fence else self.db.execute_script(statements, rows=True)
         listed = self.plan.keys_by_bytes(keys)
+        recomputed = {bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw: text
+                      for raw, text in (results[2] if self.plan.recomputed else [])}
         found, self.rows, self.proofs = Classified(), {}, {}
-        for raw, passes_guard, literal, *recomputed in rows:
+        for raw, passes_guard, literal in results[0]:
             key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
-            if literal is None or None in recomputed:  # CONCAT gives NULL past max_allowed_packet
+            extra = recomputed.get(bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw, "")
+            if literal is None or extra is None:  # CONCAT gives NULL past max_allowed_packet
                 raise ArchiveError(f"row {format_key(key)} is too large to copy through the client: "
                                    "raise max_allowed_packet on the source and the destination; "
                                    "nothing was moved")
             if passes_guard:
                 self.rows[key] = literal
-                self.proofs[key] = literal + "".join(recomputed)
+                self.proofs[key] = literal + extra
             else:
                 found.skipped.append(key)
         found.to_copy = list(self.rows)
@@ -4356,6 +4436,7 @@ class OtherServer(SameServer):
             if found.to_copy:
                 self.on_destination(self.copy, found)
             deleted = self.delete_locked(found.to_copy + found.identical)
+        self.recheck_references()
         return found.counts(keys, len(found.to_copy), deleted), found
 
     def move_side_by_side(self, found: Classified) -> int | None:
@@ -4472,6 +4553,9 @@ class OtherServer(SameServer):
         """Undo both open transactions (a committed destination copy stays: it is a twin now)."""
         self.db.rollback()
         self.dest.rollback()
+        if self.plan.recomputed and self.db.conn is not None:  # a read cut short may have left UTC
+            with contextlib.suppress(mysql.connector.Error):
+                self.db.execute(f"SET SESSION time_zone = {sql_literal(self.zone)}")
 
 
 def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
@@ -4525,6 +4609,9 @@ def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
 def current_definitions(context: RunContext) -> tuple[Definitions | None, Definitions | None]:
     """The definitions of the tables the run writes, read now on each server."""
     plan = context.plan
+    context.db.ensure_connected()  # the batch's rollback forgets a session that was gone
+    if context.dest is not None:
+        context.dest.ensure_connected()
     here = read_definitions(context.db, plan.definitions) if plan.definitions else None
     there = read_definitions(context.dest, plan.dest_definitions) \
         if context.dest is not None and plan.dest_definitions else None
@@ -4537,10 +4624,14 @@ def definitions_changed(context: RunContext) -> bool:
 
 
 def adopt_definitions(context: RunContext, label: str, cause: str, changes: int) -> None:
-    """A table changed during the run: go on with a new plan if the preflight passes again and the
-    key is the same (so the files' keys still mean what they were validated as), else stop.
+    """A table changed during the run: go on with a new plan if only columns and keys changed, the
+    preflight passes again and the key is the same (so the files' keys still mean what they were
+    validated as), else stop.
 
-    Either way the transaction that met the change was rolled back: nothing of it moved.
+    Engines, triggers and the foreign keys that reach the source are what a DBA accepted (or the
+    preflight refused) when the run began; when they change, the run stops and the rerun's
+    preflight decides again. Either way the transaction that met the change was rolled back:
+    nothing of it moved.
     """
     old = context.plan
     here, there = current_definitions(context)
@@ -4552,13 +4643,18 @@ def adopt_definitions(context: RunContext, label: str, cause: str, changes: int)
     if new is not None and not problems and (new.key, new.key_type) != (old.key, old.key_type):
         problems = [(f"the key is now `{new.key}` ({new.key_type.sql_type}), but the CSV files were "
                      f"validated for `{old.key}` ({old.key_type.sql_type})")]
+    if new is not None and not problems and (new.definitions, new.dest_definitions) != (here, there):
+        problems = ["the tables changed again during the new preflight"]
+    effects = [d.effects if d else None for d in (old.definitions, old.dest_definitions)]
+    if not problems and effects != [d.effects if d else None for d in (here, there)]:
+        problems = [("a run goes on only through changes to columns and keys, and the engines, triggers "
+                     "or foreign keys changed: rerun, and its preflight decides on them again")]
     if changes > 3:
         problems.append("the tables changed again after each of three new preflights")
     if problems or new is None:
         raise ArchiveError(f"{label} was rolled back, nothing of it moved: {cause}: the tables changed "
-                           f"during the run ({what}), and the preflight refuses them as they are now: "
-                           f"{'; '.join(problems)}; fix them (README: Changing a table that is being "
-                           "archived), then rerun")
+                           f"during the run ({what}); the run cannot go on: {'; '.join(problems)}; see the "
+                           "README's \"Changing a table that is being archived\", then rerun")
     context.say(f"SCHEMA_CHANGED: {what}; the preflight passed again, so {label} goes on with the new "
                 f"definition ({plural(len(new.columns), 'column')} copied)")
     context.plan = new

@@ -424,15 +424,11 @@ def replica_chain(tmp_path_factory):
         head.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "replicates_from knows a chain only by gtid_slave_pos, which keeps one GTID per domain, the last one "
-    "applied: at the end of a chain that lags (a delayed replica) that is the intermediate's own write "
-    "(0-2-N), the source's server_id 1 is not among its origins, and Master_Server_Id is the "
-    "intermediate's, so the destination is accepted; the run deletes every row as an identical twin of "
-    "the copy replication made, and the delayed DELETEs then remove that copy too; fix: follow "
-    "SHOW ALL SLAVES STATUS (Master_Host/Master_Port) up the chain, or compare the source's "
-    "@@gtid_binlog_state (every server of each domain) with the destination's mysql.gtid_slave_pos, "
-    "and refuse when neither can be read"))
+# Found by the issue-19 red team, now fixed: replicates_from knows a chain only by gtid_slave_pos, which
+# keeps one GTID per domain, the last one applied: at the end of a chain that lags (a delayed replica)
+# that is the intermediate's own write (0-2-N), the source's server_id 1 is not among its origins, and
+# Master_Server_Id is the intermediate's, so the destination is accepted; the run deletes every row as an
+# identical twin of the copy replication made, and the delayed DELETEs then remove that copy too
 def test_a_destination_at_the_end_of_a_lagging_replication_chain_is_refused(replica_chain, tmp_path):
     head, tail = replica_chain
     name = "chain_rewards"
@@ -463,7 +459,7 @@ def test_a_destination_at_the_end_of_a_lagging_replication_chain_is_refused(repl
         tail.heal()  # the delay is over: the end of the chain applies what the source did
         assert (result.returncode, primary.count("rewards"), end.count("rewards")) == (1, 200, 200), \
             (result.stdout, result.stderr)
-        assert "[destination] receives the source's changes" in result.stderr, result.stderr
+        assert "[destination] is a replica: it replicates from server_id 2" in result.stderr, result.stderr
     finally:
         end.close()
         tail.heal()
@@ -543,13 +539,10 @@ def zoned_server(tmp_path_factory):
     srv.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the proof of a copy includes virtual columns the destination computes again, but the destination "
-    "session runs at UTC and the source's at its server's time zone, so a virtual DATE(ts) of a TIMESTAMP "
-    "near midnight reads differently though every stored byte arrived: the batch fails 'would differ' "
-    "and no rerun can ever archive the row; fix: compute the destination's proof in the source "
-    "session's time zone (SET time_zone around the verify and lookup), or leave session-dependent "
-    "VIRTUAL columns out of the proof"))
+# Found by the issue-19 red team, now fixed: the proof of a copy includes virtual columns the destination
+# computes again, but the destination session runs at UTC and the source's at its server's time zone, so a
+# virtual DATE(ts) of a TIMESTAMP near midnight reads differently though every stored byte arrived: the
+# batch fails 'would differ' and no rerun can ever archive the row
 def test_a_virtual_column_that_reads_the_session_time_zone_does_not_fail_an_identical_copy(
         zoned_server, dest_db, tmp_path):
     ddl = ("CREATE TABLE events (id INT PRIMARY KEY, ts TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, "

@@ -264,11 +264,9 @@ def test_cascading_foreign_key_accepted_by_config_loses_child_rows(db, tmp_path)
     assert db.query("SELECT item_id, reward_id FROM reward_items ORDER BY item_id") == [(1025, 25)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "allow_cascading_deletes accepts losing rows of child tables, but when the child that cascades is the "
-    "archive table itself every copy is deleted in the batch that made it: the run exits 0 reporting 20 "
-    "rows archived and the archive is empty; fix: refuse a foreign key of the archive table that reaches "
-    "the source (on one server) whatever allow_cascading_deletes says"))
+# Found by the issue-19 red team, now fixed: allow_cascading_deletes accepts losing rows of child tables,
+# but when the child that cascades is the archive table itself every copy is deleted in the batch that
+# made it: the run exits 0 reporting 20 rows archived and the archive is empty
 def test_an_archive_table_whose_rows_cascade_with_the_source_is_refused_even_when_cascades_are_allowed(
         db, tmp_path):
     config = setup_rewards(db, tmp_path, archive__allow_cascading_deletes="yes")
@@ -593,12 +591,11 @@ def test_mixed_case_names_work_where_the_server_folds_them(folding_server, tmp_p
         db.drop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "load_config refuses archive_table = source_table only as written; on a server that folds names "
-    "(lower_case_table_names = 1) `Rewards` and `rewards` are one table and folded_names plans to "
-    "archive it into itself: --check says READY, --dry-run predicts every listed row deleted as its own "
-    "identical twin, and only the batch's lock statement (SELECT 1 FROM `rewards`, `rewards`: error "
-    "1066) keeps the run from doing it; fix: refuse in the preflight when the folded names are equal"))
+# Found by the issue-19 red team, now fixed: load_config refuses archive_table = source_table only as
+# written; on a server that folds names (lower_case_table_names = 1) `Rewards` and `rewards` are one table
+# and folded_names plans to archive it into itself: --check says READY, --dry-run predicts every listed
+# row deleted as its own identical twin, and only the batch's lock statement (SELECT 1 FROM `rewards`,
+# `rewards`: error 1066) keeps the run from doing it
 def test_an_archive_table_that_is_the_source_under_folded_names_is_refused(folding_server, tmp_path):
     db = ScratchDatabase.create(folding_server, "folded_same_table")
     try:

@@ -253,12 +253,10 @@ def test_an_archive_column_added_with_a_default_goes_on(db, tmp_path, spawn_cli)
     assert "SCHEMA_CHANGED: `rewards_archives`: + `batch_note`" in text_log(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the gate tells a trigger dropped and made again under its name by CREATED, which is the creating "
-    "statement's start time: SET TIMESTAMP (as a binlog replay or a schema tool that keeps times does) "
-    "gives the new trigger the old one's CREATED, and its new body fires in every batch unseen; fix: "
-    "compare ACTION_STATEMENT too (shown to users with the TRIGGER privilege, which allow_triggers "
-    "could require), e.g. as its SHA2, in the gate"))
+# Found by the issue-19 red team, now fixed: the gate tells a trigger dropped and made again under its
+# name by CREATED, which is the creating statement's start time: SET TIMESTAMP (as a binlog replay or a
+# schema tool that keeps times does) gives the new trigger the old one's CREATED, and its new body fires
+# in every batch unseen
 def test_an_accepted_trigger_made_again_with_another_body_and_its_old_time_stops_the_run(
         db, tmp_path, spawn_cli):
     config = make_job(db, tmp_path, archive__allow_triggers="yes")
@@ -341,13 +339,11 @@ def test_into_another_server_a_destination_switched_to_myisam_gets_nothing(db, d
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "after a change the destination's definitions are read with read_definitions, which neither "
-    "reconnects a destination session that is gone (its wait_timeout ran out during a pause, the "
-    "destination restarted) nor lets retry_transaction retry: the batch's rollback forgets the dead "
-    "session and the read fails on it (AttributeError on its cursor), so the run dies with an internal "
-    "error; fix: dest.ensure_connected() in current_definitions (and run_preflight), treating a lost "
-    "destination as the batch's other connection errors are"))
+# Found by the issue-19 red team, now fixed: after a change the destination's definitions are read with
+# read_definitions, which neither reconnects a destination session that is gone (its wait_timeout ran out
+# during a pause, the destination restarted) nor lets retry_transaction retry: the batch's rollback
+# forgets the dead session and the read fails on it (AttributeError on its cursor), so the run dies with
+# an internal error
 def test_into_another_server_a_change_while_the_destination_session_is_gone_goes_on(
         db, dest_db, tmp_path, spawn_cli):
     config = make_remote_job(db, dest_db, tmp_path)
@@ -406,12 +402,9 @@ ADD_CASCADE = ("ALTER TABLE reward_claims ADD CONSTRAINT claims_reward FOREIGN K
                "REFERENCES rewards (id) ON DELETE CASCADE, ALGORITHM=INPLACE")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a child's foreign key added mid-batch (ALGORITHM=INPLACE with foreign_key_checks=0, or CREATE TABLE "
-    "... REFERENCES) takes no metadata lock on the parent, so it lands after the batch's gate read "
-    "INNODB_SYS_FOREIGN and the DELETE cascades into the child; fix: read the foreign keys that reach "
-    "the source again after the DELETE, in the batch's transaction, and roll back (which undoes the "
-    "cascade) when they differ from the approved ones"))
+# Found by the issue-19 red team, now fixed: a child's foreign key added mid-batch (ALGORITHM=INPLACE with
+# foreign_key_checks=0, or CREATE TABLE ... REFERENCES) takes no metadata lock on the parent, so it lands
+# after the batch's gate read INNODB_SYS_FOREIGN and the DELETE cascades into the child
 @pytest.mark.parametrize("remote", [False, True], ids=["same server", "into another server"])
 def test_a_cascading_foreign_key_added_while_a_batch_waits_deletes_no_child_row(
         db, dest_db, tmp_path, spawn_cli, remote):
@@ -441,12 +434,9 @@ def short_concat_server(tmp_path_factory):
     srv.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the gate compares the referencing foreign keys (and the triggers) as one GROUP_CONCAT, which "
-    "the server cuts at group_concat_max_len (1024 bytes by MySQL's default) with only a warning, so "
-    "a change past the cut reads as no change; fix: SET SESSION group_concat_max_len to its maximum "
-    "in session_setup for the source too (as the destination's session does), or compare a COUNT and "
-    "a SHA2 of the rows instead of their concatenation"))
+# Found by the issue-19 red team, now fixed: the gate compares the referencing foreign keys (and the
+# triggers) as one GROUP_CONCAT, which the server cuts at group_concat_max_len (1024 bytes by MySQL's
+# default) with only a warning, so a change past the cut reads as no change
 def test_a_foreign_key_made_cascading_past_group_concat_max_len_is_seen(short_concat_server, tmp_path,
                                                                         spawn_cli):
     db = ScratchDatabase.create(short_concat_server, "concat_cut_rewards")
