@@ -207,6 +207,7 @@ Progress goes to stderr, result tables to stdout.  ``--keep`` leaves the temp di
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -261,12 +262,19 @@ def print_main_table(results: list[Result], rows: int, batch_size: int) -> None:
     if "d" in by_key:
         print(f"ratio a/d (archive.py / in-server loop of its own statements): "
               f"{fmt_ratio(by_key.get('a'), by_key.get('d'))}")
+    if "e" in by_key:
+        print(f"ratio a/e (archive.py / the other archive.py): {fmt_ratio(by_key.get('a'), by_key.get('e'))}")
     sys.stdout.flush()
 
 
 def run_main(env: Env, args: argparse.Namespace, ids: Sequence[int]) -> list[Result]:
-    """The side-by-side table (a, b, c and, for sparse keys, d)."""
+    """The side-by-side table (a, b, c and, for sparse keys, d; with --compare, e: another archive.py)."""
     contenders, skipped = side_by_side(env, args.batch_size, ids, sparse=args.id_step > 1)
+    if args.compare:
+        other = dataclasses.replace(env, archive_py=args.compare.resolve(),
+                                    flags=archive_py_flags(args.compare))
+        contenders.append(Contender(f"e archive.py {args.compare.name}", lambda: run_archive_py(
+            other, "compare", args.batch_size), env=other))
     results = sorted(measure(env, contenders, args.repeat) + skipped, key=lambda r: r.name)
     print_main_table(results, args.rows, args.batch_size)
     return results
@@ -310,6 +318,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="time resuming a 10,000-batch file after 9,000 done batches")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (datadir, CSVs, logs)")
     p.add_argument("--archive-py", type=Path, default=REPO / "archive.py", help=argparse.SUPPRESS)
+    p.add_argument("--compare", type=Path, metavar="ARCHIVE_PY",
+                   help="time another archive.py too, side by side (e.g. a release: git show v:archive.py)")
     for mode in MODES:
         mode.add_args(p)
     args = p.parse_args(argv)
