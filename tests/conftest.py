@@ -11,6 +11,8 @@ Fixtures:
   dropped afterwards.
 * ``spawn_cli``: ``spawn_cli(config, *args, **kw)`` starts archive.py like
   ``helpers.start_cli`` and kills whatever is still running at teardown.
+* ``own_server`` (module): ``own_server(name, *options)`` starts a throwaway server of the
+  module's own with server options (``--lower-case-table-names=1``), stopped after the module.
 * ``galera_cluster`` (session, started only when a test asks for it): a real
   3-node ``galera.GaleraCluster`` on loopback (~10-12 s to form).  Before each
   test that uses it, nodes an earlier test killed are restarted and a lost
@@ -60,6 +62,28 @@ def _scratch(server: Any, name: str, revive: Callable[[], None]) -> Iterator[Scr
     finally:
         revive()
         scratch.drop()
+
+
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ThrowawayMariaDB]]:
+    """``own_server(name, *options)``: a throwaway server of the test module's own, started with
+    server options a session server must not have; stopped and removed after the module. Skipped
+    with an external server."""
+    started: list[ThrowawayMariaDB] = []
+
+    def start(name: str, *options: str) -> ThrowawayMariaDB:
+        if os.environ.get(DSN_ENV_VAR):
+            pytest.skip(f"starts a server of its own ({DSN_ENV_VAR} is set)")
+        srv = ThrowawayMariaDB(tmp_path_factory.mktemp(name), list(options))
+        started.append(srv)
+        srv.start()
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+        if not os.environ.get(KEEP_ENV_VAR):
+            shutil.rmtree(srv.basedir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +180,8 @@ def spawn_cli() -> Iterator[Callable[..., CliProcess]]:
 
 # Fixtures that start or need MariaDB: this file's ``server`` (and so ``db`` and
 # ``controllable_server``) and test_controls.py's primary+replica ``pair``.
-SERVER_FIXTURES = frozenset({"server", "pair", "galera_cluster", "galera_db", "dest_server", "dest_db"})
+SERVER_FIXTURES = frozenset({"server", "pair", "galera_cluster", "galera_db", "dest_server", "dest_db",
+                             "own_server"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

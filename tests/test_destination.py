@@ -32,7 +32,6 @@ from helpers import (
 from proxy import need_socket, run_cli_cut
 from replication import RELAY_ARGS, ReplicationPair
 from test_exactness import STEP_HEX, STEPS, step_table_ddl
-from throwaway_server import ThrowawayMariaDB
 
 
 def dest_keys(dest: ScratchDatabase) -> dict[str, Any]:
@@ -528,15 +527,10 @@ def test_a_generated_column_the_destination_computes_differently_gets_nothing(db
 
 
 @pytest.fixture(scope="module")
-def zoned_server(tmp_path_factory):
+def zoned_server(own_server):
     """A throwaway source server whose sessions run at UTC+05:00 (default-time-zone), as a server set to
     its region's time does."""
-    if os.environ.get("ARCHIVE_TEST_DSN"):
-        pytest.skip("starts a server of its own")
-    srv = ThrowawayMariaDB(tmp_path_factory.mktemp("zoned"), ["--default-time-zone=+05:00"])
-    srv.start()
-    yield srv
-    srv.stop()
+    return own_server("zoned", "--default-time-zone=+05:00")
 
 
 # Found by the issue-19 red team, now fixed: the proof of a copy includes virtual columns the destination

@@ -10,7 +10,6 @@ same reason and exits 1.
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -33,7 +32,6 @@ from helpers import (
     write_config,
     write_csv,
 )
-from throwaway_server import ThrowawayMariaDB
 
 IDS = list(range(1, 31))  # rows in the source
 CSV_IDS = list(range(1, 21))  # keys in the CSV file
@@ -563,14 +561,9 @@ def test_set_null_children_are_described_as_what_happens(db, tmp_path):
 # --------------------------------------------------------------------------- server settings
 
 @pytest.fixture(scope="module")
-def folding_server(tmp_path_factory):
+def folding_server(own_server):
     """A throwaway server with lower_case_table_names = 1 (names stored in lower case)."""
-    if os.environ.get("ARCHIVE_TEST_DSN"):
-        pytest.skip("starts a server of its own")
-    srv = ThrowawayMariaDB(tmp_path_factory.mktemp("lctn"), ["--lower-case-table-names=1"])
-    srv.start()
-    yield srv
-    srv.stop()
+    return own_server("lctn", "--lower-case-table-names=1")
 
 
 def test_mixed_case_names_work_where_the_server_folds_them(folding_server, tmp_path):
