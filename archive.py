@@ -29,12 +29,14 @@ and adopt_definitions (a table changed during the run: a new plan, or a stop).
 
 Sections, in this order:
     constants, errors, configuration,
-    CSV reading, batching, SQL building, text log, outcomes, pause decisions,
-    terminal output                                     (pure: no database)
-    database connection, preflight, tracking tables, one batch, pauses and stops
+    keys, CSV records, key files, batching, SQL text, table plans, table definitions,
+    preflight decisions, text log, outcomes, pause decisions, terminal output
+                                                        (pure: no database)
+    database connection, preflight, tracking schema, run lock, tracking records,
+    one batch, destination mode, conflicts, pauses and stops
                                                         (database code)
     one file, run                                       (the run)
-    read-only commands, command line                    (--status/--check/--dry-run, main)
+    status and check, dry run, command line             (--status/--check/--dry-run, main)
 
 Exit codes:
     0  success: every file archived (or nothing to do)
@@ -172,6 +174,10 @@ GUARD_FORBIDDEN = re.compile(
     r"|run_locks|process_logs|file_processing_logs|batch_processing_logs|conflict_logs)\b",
     re.IGNORECASE,
 )
+
+
+TRACKING_TABLES = ("process_logs", "file_processing_logs", "batch_processing_logs", "conflict_logs",
+                   "run_locks")
 
 
 # --------------------------------------------------------------------------- errors
@@ -492,6 +498,11 @@ def parse_pattern(text: str) -> str:
     return value
 
 
+def strip_sql_literals(text: str) -> str:
+    """The SQL text with quoted strings and identifiers blanked, so their brackets don't count."""
+    return re.sub(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`(?:[^`]|``)*`", "''", text)
+
+
 def parse_guard(text: str) -> str:
     """A boolean SQL condition on the source row, without statements, comments or lock functions."""
     value = parse_text(text)
@@ -508,11 +519,6 @@ def parse_guard(text: str) -> str:
         raise ValueError("parentheses do not balance; the guard must be one condition "
                          "(it is ANDed with the listed keys, and must not widen them)")
     return value
-
-
-def strip_sql_literals(text: str) -> str:
-    """The SQL text with quoted strings and identifiers blanked, so their brackets don't count."""
-    return re.sub(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`(?:[^`]|``)*`", "''", text)
 
 
 def parse_path(text: str) -> Path:
@@ -818,32 +824,11 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     return Config(path=path, db=db, dest=dest, **archive, **controls)
 
 
-# --------------------------------------------------------------------------- CSV reading
+# --------------------------------------------------------------------------- keys
 
 Key = Union[int, str, bytes]
 Field = tuple[str, int]  # a field's text and how it was written:
 BARE, QUOTED, PADDED, NULL = range(4)  # plain, "quoted", "quoted" with spaces outside, or \N (mysql)
-
-
-@dataclass(frozen=True)
-class KeyType:
-    """What a valid key looks like, read from the source's key column."""
-
-    kind: str  # "int", "str" (CHAR/VARCHAR) or "bytes" (BINARY/VARBINARY, written in hex)
-    low: int = 0
-    high: int = 0
-    max_length: int = 0  # characters for "str", bytes for "bytes"
-    fixed_length: bool = False  # BINARY(n): a shorter value is zero-padded, so keys need all n bytes
-    charset: str = ""
-    sql_type: str = ""
-
-    def encode(self, key: Key) -> bytes:
-        """The bytes the column stores for `key` (exact matching compares these)."""
-        if isinstance(key, bytes):
-            return key
-        if isinstance(key, int):
-            return str(key).encode()
-        return encode_for_charset(key, self.charset)
 
 
 def encode_for_charset(text: str, charset: str) -> bytes:
@@ -868,23 +853,24 @@ def encode_for_charset(text: str, charset: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class FileScan:
-    """A CSV file's identity and key count."""
+class KeyType:
+    """What a valid key looks like, read from the source's key column."""
 
-    name: str
-    size: int
-    sha256: str
-    keys: int = 0
+    kind: str  # "int", "str" (CHAR/VARCHAR) or "bytes" (BINARY/VARBINARY, written in hex)
+    low: int = 0
+    high: int = 0
+    max_length: int = 0  # characters for "str", bytes for "bytes"
+    fixed_length: bool = False  # BINARY(n): a shorter value is zero-padded, so keys need all n bytes
+    charset: str = ""
+    sql_type: str = ""
 
-
-@dataclass(frozen=True)
-class Batch:
-    """One batch of keys in file order, and where it ends in the file."""
-
-    number: int
-    keys: tuple[Key, ...]
-    end_offset: int
-    end_line: int
+    def encode(self, key: Key) -> bytes:
+        """The bytes the column stores for `key` (exact matching compares these)."""
+        if isinstance(key, bytes):
+            return key
+        if isinstance(key, int):
+            return str(key).encode()
+        return encode_for_charset(key, self.charset)
 
 
 def key_type_from_column(column: dict[str, Any]) -> KeyType:
@@ -907,6 +893,21 @@ def key_type_from_column(column: dict[str, Any]) -> KeyType:
                        sql_type=f"{column_type} {charset}")
     raise ArchiveError(f"key column type {column_type} is not supported; use an integer, "
                        "(VAR)CHAR or (VAR)BINARY key column")
+
+
+def parse_hex_key(value: str, key_type: KeyType) -> bytes:
+    """A (VAR)BINARY key written in hex, with or without 0x: 0x0a1b... or 0A1B..."""
+    digits = value[2:] if value[:2] in ("0x", "0X") else value
+    if not HEX_KEY.fullmatch(digits):
+        raise ValueError(f"{value[:40]!r} is not hex (keys of a {key_type.sql_type} column are "
+                         "written as hex digits, e.g. 0x3f2a...)")
+    key = bytes.fromhex(digits)
+    if key_type.fixed_length and len(key) != key_type.max_length:
+        raise ValueError(f"{value[:40]!r} is {len(key)} bytes; a {key_type.sql_type} key has exactly "
+                         f"{key_type.max_length}")
+    if len(key) > key_type.max_length:
+        raise ValueError(f"{value[:40]!r} is longer than {key_type.sql_type}")
+    return key
 
 
 def parse_key(text: str, form: int, key_type: KeyType) -> Key:
@@ -942,54 +943,23 @@ def parse_key(text: str, form: int, key_type: KeyType) -> Key:
     return value
 
 
-def parse_hex_key(value: str, key_type: KeyType) -> bytes:
-    """A (VAR)BINARY key written in hex, with or without 0x: 0x0a1b... or 0A1B..."""
-    digits = value[2:] if value[:2] in ("0x", "0X") else value
-    if not HEX_KEY.fullmatch(digits):
-        raise ValueError(f"{value[:40]!r} is not hex (keys of a {key_type.sql_type} column are "
-                         "written as hex digits, e.g. 0x3f2a...)")
-    key = bytes.fromhex(digits)
-    if key_type.fixed_length and len(key) != key_type.max_length:
-        raise ValueError(f"{value[:40]!r} is {len(key)} bytes; a {key_type.sql_type} key has exactly "
-                         f"{key_type.max_length}")
-    if len(key) > key_type.max_length:
-        raise ValueError(f"{value[:40]!r} is longer than {key_type.sql_type}")
-    return key
-
-
 def format_key(key: Key) -> str:
     """A key as an operator writes it in a CSV file (hex for binary keys)."""
     return "0x" + key.hex() if isinstance(key, bytes) else str(key)
 
 
-def hash_file(path: Path, tick: Callable[[], None] = lambda: None) -> FileScan:
-    """Size and SHA-256 of a file, read in large chunks (fast; no parsing)."""
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(HASH_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                tick()
-    except OSError as exc:
-        raise RejectedFile(f"{display_name(path)}: cannot read: {exc.strerror}") from None
-    return FileScan(display_name(path), size, digest.hexdigest())
+def parse_stored_key(text: str, key_type: KeyType) -> Key:
+    """A key as format_key wrote it into the tracking tables."""
+    if key_type.kind == "int":
+        return int(text)
+    return bytes.fromhex(text[2:]) if key_type.kind == "bytes" else text
 
+
+# --------------------------------------------------------------------------- CSV records
 
 def display_name(path: Path) -> str:
     """A file's name as printed and stored; bytes that are not UTF-8 show as \\x escapes."""
     return path.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def find_key_field(header: list[str], column: str, delimiter: str, where: str) -> int:
-    """Index of the key column in the header row, or a message naming what is wrong."""
-    if column in header:
-        return header.index(column)
-    hint = ""
-    if len(header) == 1 and any(d in header[0] for d in ",;\t|" if d != delimiter):
-        hint = f" (wrong delimiter? csv_delimiter is {delimiter!r})"
-    raise RejectedFile(f"{where}: no column {column!r} in header {header}{hint}")
 
 
 def field_pattern(delimiter: str) -> re.Pattern[str]:
@@ -1157,16 +1127,41 @@ def read_records(lines: Iterable[bytes], name: str, fmt: CsvFormat, line_no: int
     return iter_records(lines, name, fmt.delimiter, line_no, offset, fast_ints, keep_spaces)
 
 
-def iter_csv_keys(path: Path, fmt: CsvFormat, key_type: KeyType,
-                  start: tuple[int, int] = (0, 0)) -> Iterator[tuple[int, int, Key]]:
-    """Yield (last line of the record, byte offset after it, key) for every key in a CSV file.
+# --------------------------------------------------------------------------- key files
 
-    Streams the file. Raises RejectedFile naming the file and line for anything that
-    is not a clean key. The header, if any, is the first non-blank record. `start` is
-    (offset, line) of a record boundary after the header, to resume mid-file.
-    """
-    for block in key_blocks(path, fmt, key_type, start):
-        yield from zip(block.lines, block.offsets, block.keys)
+@dataclass(frozen=True)
+class FileScan:
+    """A CSV file's identity and key count."""
+
+    name: str
+    size: int
+    sha256: str
+    keys: int = 0
+
+
+def hash_file(path: Path, tick: Callable[[], None] = lambda: None) -> FileScan:
+    """Size and SHA-256 of a file, read in large chunks (fast; no parsing)."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                tick()
+    except OSError as exc:
+        raise RejectedFile(f"{display_name(path)}: cannot read: {exc.strerror}") from None
+    return FileScan(display_name(path), size, digest.hexdigest())
+
+
+def find_key_field(header: list[str], column: str, delimiter: str, where: str) -> int:
+    """Index of the key column in the header row, or a message naming what is wrong."""
+    if column in header:
+        return header.index(column)
+    hint = ""
+    if len(header) == 1 and any(d in header[0] for d in ",;\t|" if d != delimiter):
+        hint = f" (wrong delimiter? csv_delimiter is {delimiter!r})"
+    raise RejectedFile(f"{where}: no column {column!r} in header {header}{hint}")
 
 
 @dataclass(frozen=True)
@@ -1176,30 +1171,6 @@ class KeyBlock:
     keys: Sequence[Key]
     lines: Sequence[int]
     offsets: Sequence[int]
-
-
-def key_blocks(path: Path, fmt: CsvFormat, key_type: KeyType,
-               start: tuple[int, int] = (0, 0)) -> Iterator[KeyBlock]:
-    """iter_csv_keys, a block of keys at a time (so that counting need not touch each key)."""
-    name = display_name(path)
-    with open(path, "rb") as handle:
-        offset, last, index = 0, 0, 0 if fmt.header else int(fmt.column) - 1
-        if fmt.header:
-            header = next(read_records(handle, name, fmt), None)
-            if header is None:
-                return
-            first, last, offset, cells = header
-            index = find_key_field([text.strip(" ") if form == BARE else text for text, form in cells],
-                                   fmt.column, fmt.delimiter, f"{name} line {first}")
-        offset, last = start if start[0] else (offset, last)
-        handle.seek(offset)
-        lines: Iterable[bytes] = handle
-        plain = key_type.kind == "int" and index == 0
-        if plain:
-            lines, last, offset = yield from plain_int_blocks(read_blocks(handle), key_type, last, offset)
-        records = read_records(lines, name, fmt, last, offset, plain, keep_spaces=key_type.kind == "str")
-        for triples in cut_blocks(keys_of_records(records, name, index, key_type), offset):
-            yield KeyBlock([k for _, _, k in triples], [n for n, _, _ in triples], [o for _, o, _ in triples])
 
 
 def cut_blocks(triples: Iterator[tuple[int, int, Key]], offset: int) -> Iterator[list[tuple[int, int, Key]]]:
@@ -1274,6 +1245,42 @@ def keys_of_records(records: Iterator[Record], name: str, index: int, key_type: 
             raise RejectedFile(f"{name} line {first}: {exc}") from None
 
 
+def key_blocks(path: Path, fmt: CsvFormat, key_type: KeyType,
+               start: tuple[int, int] = (0, 0)) -> Iterator[KeyBlock]:
+    """iter_csv_keys, a block of keys at a time (so that counting need not touch each key)."""
+    name = display_name(path)
+    with open(path, "rb") as handle:
+        offset, last, index = 0, 0, 0 if fmt.header else int(fmt.column) - 1
+        if fmt.header:
+            header = next(read_records(handle, name, fmt), None)
+            if header is None:
+                return
+            first, last, offset, cells = header
+            index = find_key_field([text.strip(" ") if form == BARE else text for text, form in cells],
+                                   fmt.column, fmt.delimiter, f"{name} line {first}")
+        offset, last = start if start[0] else (offset, last)
+        handle.seek(offset)
+        lines: Iterable[bytes] = handle
+        plain = key_type.kind == "int" and index == 0
+        if plain:
+            lines, last, offset = yield from plain_int_blocks(read_blocks(handle), key_type, last, offset)
+        records = read_records(lines, name, fmt, last, offset, plain, keep_spaces=key_type.kind == "str")
+        for triples in cut_blocks(keys_of_records(records, name, index, key_type), offset):
+            yield KeyBlock([k for _, _, k in triples], [n for n, _, _ in triples], [o for _, o, _ in triples])
+
+
+def iter_csv_keys(path: Path, fmt: CsvFormat, key_type: KeyType,
+                  start: tuple[int, int] = (0, 0)) -> Iterator[tuple[int, int, Key]]:
+    """Yield (last line of the record, byte offset after it, key) for every key in a CSV file.
+
+    Streams the file. Raises RejectedFile naming the file and line for anything that
+    is not a clean key. The header, if any, is the first non-blank record. `start` is
+    (offset, line) of a record boundary after the header, to resume mid-file.
+    """
+    for block in key_blocks(path, fmt, key_type, start):
+        yield from zip(block.lines, block.offsets, block.keys)
+
+
 def count_keys(path: Path, fmt: CsvFormat, key_type: KeyType, tick: Callable[[], None] = lambda: None) -> int:
     """Validate a whole file and count its keys, before any of its batches run."""
     count = 0
@@ -1304,6 +1311,16 @@ def has_utf8_name(path: Path) -> bool:
 
 
 # --------------------------------------------------------------------------- batching
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of keys in file order, and where it ends in the file."""
+
+    number: int
+    keys: tuple[Key, ...]
+    end_offset: int
+    end_line: int
+
 
 def iter_batches(blocks: Iterable[KeyBlock], batch_size: int, first_number: int = 1, skip: int = 0
                  ) -> Iterator[Batch]:
@@ -1339,7 +1356,7 @@ def group_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-# --------------------------------------------------------------------------- SQL building
+# --------------------------------------------------------------------------- SQL text
 
 def quote_ident(name: str) -> str:
     """Quote an identifier for MySQL."""
@@ -1459,138 +1476,71 @@ def identical_expression(columns: Sequence[Column], left: str = "s", right: str 
     return " AND ".join(same_value_sql(c, left, right) for c in columns)
 
 
+EXACT_NUMBERS = frozenset(("tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "double"))
+QUOTED_AS_TEXT = frozenset(("date", "datetime", "time", "inet4", "inet6", "uuid"))
+CHARSET_NAME = re.compile(r"^[a-z0-9_]+$")
+
+
+def literal_sql(column: Column, alias: str) -> str:
+    """SQL that renders a column's value as the SQL literal recreating it exactly ('NULL' for NULL).
+
+    Strings travel as hex bytes under their character set, so no conversion can touch
+    them. A FLOAT goes as its exact double (-0 only by underflow), a TIMESTAMP as its
+    stored UTC second (the destination session runs in UTC), ENUM, SET, BIT and YEAR by
+    number (the text '0' would be the YEAR 2000). Other numbers' text is exact.
+    """
+    c, kind = f"{alias}.{quote_ident(column.name)}", column.data_type
+    if kind == "float":
+        text = f"IF({c} = 0 AND ATAN2({c}, -1) < 0, '-1e-50', CAST({c} AS DOUBLE))"
+    elif kind == "timestamp":
+        text = (f"IF(UNIX_TIMESTAMP({c}) = 0, '''0000-00-00 00:00:00''', "
+                f"CONCAT('FROM_UNIXTIME(', UNIX_TIMESTAMP({c}), ')'))")
+    elif kind in ("enum", "set", "bit", "year"):
+        text = f"{c} + 0"
+    elif kind in EXACT_NUMBERS:
+        text = c
+    elif kind in QUOTED_AS_TEXT:
+        text = f"QUOTE(CAST({c} AS CHAR))"
+    elif column.charset and CHARSET_NAME.match(column.charset):
+        text = f"CONCAT('_{column.charset} X''', HEX({c}), '''')"
+    else:
+        text = f"CONCAT('X''', HEX({c}), '''')"
+    # Not IFNULL(text, 'NULL'): past max_allowed_packet HEX() returns NULL, and a blob would
+    # travel as NULL. A NULL text of a value makes the whole row NULL, which read() refuses.
+    return f"IF({c} IS NULL, 'NULL', {text})"
+
+
+def row_literal_sql(columns: Sequence[Column], alias: str) -> str:
+    """SQL that renders a row as the parenthesised VALUES tuple recreating it: equal texts, equal rows."""
+    # CONCAT, not CONCAT_WS: a value whose text came out NULL must make the whole row NULL,
+    # never a shorter row that another row with the same gap would match.
+    values = ", ',', ".join(literal_sql(c, alias) for c in columns)
+    return f"CONCAT('(', {values}, ')')"
+
+
+def fingerprint_of(literal: str) -> str:
+    """SHA-256 (hex) of a row's literal, as the SQL SHA2() of the same text gives it."""
+    return hashlib.sha256(literal.encode()).hexdigest()
+
+
+def batch_fingerprint_of(literals: Iterable[str]) -> str:
+    """SHA-256 (hex) of a batch's row literals in byte order, as RemotePlan.verify_sql computes it."""
+    return hashlib.sha256(b",".join(sorted(literal.encode() for literal in literals))).hexdigest()
+
+
+# --------------------------------------------------------------------------- table plans
+
 @dataclass(frozen=True)
-class Watched:
-    """A table a batch writes, and the event whose triggers fire on it (DELETE: source, INSERT: archive)."""
+class Span:
+    """A batch of sparse integer keys as one key range, filtered to exactly the listed keys.
 
-    name: str
-    event: str
-
-
-@dataclass(frozen=True)
-class Definitions:
-    """The tables a batch writes on one server, what the preflight approved of them, and how every
-    batch proves, under its own metadata locks, that they are still that.
-
-    `creates` are their SHOW CREATE TABLE texts: every column with its type, character set,
-    collation, nullability, default and generation, the keys, the engine, partitions and the
-    table's own foreign keys. `effects` are what a write would set off beyond the row: the
-    engines (a non-transactional one cannot roll back), the triggers that fire, and the foreign
-    keys of other tables that reach the source (`referencing_sql`, chosen by the preflight).
+    `unlisted_sql` first counts the range's unlisted rows, in a consistent read that
+    locks nothing and waits for nobody: when there are some (keys interleaved with live
+    rows), the range would lock them too, so the batch takes its key list instead.
     """
 
-    tables: tuple[Watched, ...]
-    referencing_sql: str = ""  # a subquery listing the foreign keys that reach the source, or ""
-    creates: tuple[str, ...] = ()
-    effects: tuple[Any, ...] = ()
-
-    def lock_sql(self) -> str:
-        """Take the metadata locks a write takes, writing nothing: no DDL on these tables can end
-        until the batch does, so what the batch checks next stays true until it commits."""
-        names = ", ".join(quote_ident(t.name) for t in self.tables)
-        return f"SELECT 1 FROM {names} WHERE FALSE FOR UPDATE"
-
-    def effect_expressions(self) -> list[str]:
-        """Subqueries for the engines, the triggers that fire and the foreign keys that reach the source.
-
-        One subquery per table, by equality: information_schema answers `TABLE_NAME = x` by
-        opening that table, but `IN (x, y)` or an OR by opening every table of the database.
-        """
-        engines = [("(SELECT CONCAT(TABLE_NAME, ' ', ENGINE, ' ', TABLE_TYPE) FROM information_schema.TABLES "
-                    f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {sql_literal(t.name)})")
-                   for t in self.tables]
-        # A trigger made again under its name has another body (its hash; hidden from users
-        # without the TRIGGER privilege, who see '') or at least another CREATED time.
-        fired = [("(SELECT GROUP_CONCAT(EVENT_OBJECT_TABLE, ' ', ACTION_TIMING, ' ', EVENT_MANIPULATION, "
-                  "' ', TRIGGER_NAME, ' ', IFNULL(CREATED, ''), ' ', DEFINER, ' ', SQL_MODE, ' ', "
-                  "IFNULL(SHA2(ACTION_STATEMENT, 256), '') ORDER BY ACTION_TIMING, ACTION_ORDER "
-                  "SEPARATOR ', ') FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() "
-                  f"AND EVENT_OBJECT_TABLE = {sql_literal(t.name)} AND EVENT_MANIPULATION = '{t.event}')")
-                 for t in self.tables]
-        return [f"CONCAT_WS(', ', {', '.join(engines)})", f"CONCAT_WS(', ', {', '.join(fired)})",
-                f"({self.referencing_sql or 'SELECT NULL'})"]
-
-    def effects_sql(self) -> str:
-        """The engines, the triggers that fire and the foreign keys that reach the source: one row."""
-        return "SELECT " + ", ".join(self.effect_expressions())
-
-    def gate_sql(self) -> str:
-        """Set @archive_py_same to whether the engines and triggers are still the approved ones. A
-        batch's writes are conditioned on it, so a table that became MyISAM or a new trigger never
-        acts, not even in a batch that is then rolled back.
-
-        Foreign keys that reach the source are read after the writes instead (readback_sql): a
-        child's foreign key can be added without any lock on the source (ALTER ... ADD FOREIGN KEY
-        with foreign_key_checks = 0, or through another Galera node), so only a reading after the
-        DELETE covers it, and the rollback undoes whatever it cascaded.
-        """
-        # Compared as bytes: information_schema's texts carry a case-insensitive collation.
-        approved = [None if value is None else str(value).encode() for value in self.effects[:2]]
-        terms = [f"CAST({expression} AS BINARY) <=> {sql_literal(value)}"
-                 for expression, value in zip(self.effect_expressions()[:2], approved)]
-        return f"SELECT {' AND '.join(terms)} INTO @archive_py_same"
-
-    def readback_sql(self) -> list[str]:
-        """What a batch reads after its writes: SHOW CREATE TABLE of each table, the gate's verdict,
-        and the foreign keys that reach the source (see holds)."""
-        return self.create_sql() + [f"SELECT @archive_py_same, {self.effect_expressions()[2]}"]
-
-    def create_sql(self) -> list[str]:
-        """SHOW CREATE TABLE of each table, in order."""
-        return [f"SHOW CREATE TABLE {quote_ident(t.name)}" for t in self.tables]
-
-    def holds(self, readback: Sequence[Any]) -> bool:
-        """Whether what readback_sql gave back is what was approved."""
-        *creates, [(same, references)] = readback
-        return same == 1 and references == self.effects[2] and \
-            tuple(normalized_create(rows[0][1]) for rows in creates) == self.creates
-
-
-VOLATILE_CREATE = re.compile(r" AUTO_INCREMENT=[0-9]+")  # the next id moves with every insert
-
-
-def normalized_create(text: Any) -> str:
-    """A SHOW CREATE TABLE text without what changes on its own (the AUTO_INCREMENT counter)."""
-    return VOLATILE_CREATE.sub("", str(text))
-
-
-def referencing_keys_sql(database: str, table: str, innodb: bool) -> str:
-    """The foreign keys of any table that reference `table`, as one text.
-
-    information_schema.REFERENTIAL_CONSTRAINTS shows only the tables the user has privileges on,
-    and must open every table of the server to answer; InnoDB's own list (PROCESS privilege) has
-    them all, in a tenth of a millisecond.
-    """
-    if innodb:
-        # InnoDB names tables 'db/table' in file-name encoding: of our identifier characters only
-        # '$' is encoded.
-        name = f"{database}/{table}".replace("$", "@0024")
-        return ("SELECT GROUP_CONCAT(ID, ' ', FOR_NAME, ' ', TYPE ORDER BY ID SEPARATOR ', ') FROM "
-                f"information_schema.INNODB_SYS_FOREIGN WHERE REF_NAME = {sql_literal(name)}")
-    return ("SELECT GROUP_CONCAT(CONSTRAINT_SCHEMA, '.', TABLE_NAME, ' ', CONSTRAINT_NAME, ' ', DELETE_RULE "
-            "ORDER BY CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME SEPARATOR ', ') FROM "
-            "information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = DATABASE() "
-            f"AND REFERENCED_TABLE_NAME = {sql_literal(table)}")
-
-
-def describe_definition_changes(old: Definitions | None, new: Definitions | None) -> list[str]:
-    """What differs between two readings of the same tables, one line per change, for a DBA."""
-    if old is None or not old.tables:
-        return []
-    if new is None:
-        names = " or ".join(f"`{t.name}`" for t in old.tables)
-        return [f"{names} can no longer be read (dropped or renamed?)"]
-    changes = []
-    for watched, before, after in zip(old.tables, old.creates, new.creates):
-        lines = [line[:2] + line[2:].strip().rstrip(",") for line in
-                 difflib.ndiff(before.splitlines(), after.splitlines()) if line[:1] in "+-"]
-        if lines:
-            changes.append(f"`{watched.name}`: " + "; ".join(lines))
-    labels = ("engines", "triggers on their writes", "foreign keys that reference the source")
-    for label, before, after in zip(labels, old.effects, new.effects):
-        if before != after:
-            changes.append(f"{label}: {before or 'none'} -> {after or 'none'}")
-    return changes
+    condition: str
+    unlisted_sql: str
 
 
 @dataclass(frozen=True)
@@ -1703,71 +1653,6 @@ class TablePlan:
 
 
 @dataclass(frozen=True)
-class Span:
-    """A batch of sparse integer keys as one key range, filtered to exactly the listed keys.
-
-    `unlisted_sql` first counts the range's unlisted rows, in a consistent read that
-    locks nothing and waits for nobody: when there are some (keys interleaved with live
-    rows), the range would lock them too, so the batch takes its key list instead.
-    """
-
-    condition: str
-    unlisted_sql: str
-
-
-EXACT_NUMBERS = frozenset(("tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "double"))
-QUOTED_AS_TEXT = frozenset(("date", "datetime", "time", "inet4", "inet6", "uuid"))
-CHARSET_NAME = re.compile(r"^[a-z0-9_]+$")
-
-
-def literal_sql(column: Column, alias: str) -> str:
-    """SQL that renders a column's value as the SQL literal recreating it exactly ('NULL' for NULL).
-
-    Strings travel as hex bytes under their character set, so no conversion can touch
-    them. A FLOAT goes as its exact double (-0 only by underflow), a TIMESTAMP as its
-    stored UTC second (the destination session runs in UTC), ENUM, SET, BIT and YEAR by
-    number (the text '0' would be the YEAR 2000). Other numbers' text is exact.
-    """
-    c, kind = f"{alias}.{quote_ident(column.name)}", column.data_type
-    if kind == "float":
-        text = f"IF({c} = 0 AND ATAN2({c}, -1) < 0, '-1e-50', CAST({c} AS DOUBLE))"
-    elif kind == "timestamp":
-        text = (f"IF(UNIX_TIMESTAMP({c}) = 0, '''0000-00-00 00:00:00''', "
-                f"CONCAT('FROM_UNIXTIME(', UNIX_TIMESTAMP({c}), ')'))")
-    elif kind in ("enum", "set", "bit", "year"):
-        text = f"{c} + 0"
-    elif kind in EXACT_NUMBERS:
-        text = c
-    elif kind in QUOTED_AS_TEXT:
-        text = f"QUOTE(CAST({c} AS CHAR))"
-    elif column.charset and CHARSET_NAME.match(column.charset):
-        text = f"CONCAT('_{column.charset} X''', HEX({c}), '''')"
-    else:
-        text = f"CONCAT('X''', HEX({c}), '''')"
-    # Not IFNULL(text, 'NULL'): past max_allowed_packet HEX() returns NULL, and a blob would
-    # travel as NULL. A NULL text of a value makes the whole row NULL, which read() refuses.
-    return f"IF({c} IS NULL, 'NULL', {text})"
-
-
-def row_literal_sql(columns: Sequence[Column], alias: str) -> str:
-    """SQL that renders a row as the parenthesised VALUES tuple recreating it: equal texts, equal rows."""
-    # CONCAT, not CONCAT_WS: a value whose text came out NULL must make the whole row NULL,
-    # never a shorter row that another row with the same gap would match.
-    values = ", ',', ".join(literal_sql(c, alias) for c in columns)
-    return f"CONCAT('(', {values}, ')')"
-
-
-def fingerprint_of(literal: str) -> str:
-    """SHA-256 (hex) of a row's literal, as the SQL SHA2() of the same text gives it."""
-    return hashlib.sha256(literal.encode()).hexdigest()
-
-
-def batch_fingerprint_of(literals: Iterable[str]) -> str:
-    """SHA-256 (hex) of a batch's row literals in byte order, as RemotePlan.verify_sql computes it."""
-    return hashlib.sha256(b",".join(sorted(literal.encode() for literal in literals))).hexdigest()
-
-
-@dataclass(frozen=True)
 class RemotePlan:
     """The statements of archiving into another server: read and lock on the source, look up,
     insert and verify on the destination, then delete on the source.
@@ -1824,6 +1709,333 @@ class RemotePlan:
         """Whether the archive holds a key equal to this one under the column's collation."""
         return (f"SELECT 1 FROM {quote_ident(self.plan.archive)} WHERE {quote_ident(self.plan.key)} = %s "
                 "LIMIT 1")
+
+
+# --------------------------------------------------------------------------- table definitions
+
+@dataclass(frozen=True)
+class Watched:
+    """A table a batch writes, and the event whose triggers fire on it (DELETE: source, INSERT: archive)."""
+
+    name: str
+    event: str
+
+
+VOLATILE_CREATE = re.compile(r" AUTO_INCREMENT=[0-9]+")  # the next id moves with every insert
+
+
+def normalized_create(text: Any) -> str:
+    """A SHOW CREATE TABLE text without what changes on its own (the AUTO_INCREMENT counter)."""
+    return VOLATILE_CREATE.sub("", str(text))
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """The tables a batch writes on one server, what the preflight approved of them, and how every
+    batch proves, under its own metadata locks, that they are still that.
+
+    `creates` are their SHOW CREATE TABLE texts: every column with its type, character set,
+    collation, nullability, default and generation, the keys, the engine, partitions and the
+    table's own foreign keys. `effects` are what a write would set off beyond the row: the
+    engines (a non-transactional one cannot roll back), the triggers that fire, and the foreign
+    keys of other tables that reach the source (`referencing_sql`, chosen by the preflight).
+    """
+
+    tables: tuple[Watched, ...]
+    referencing_sql: str = ""  # a subquery listing the foreign keys that reach the source, or ""
+    creates: tuple[str, ...] = ()
+    effects: tuple[Any, ...] = ()
+
+    def lock_sql(self) -> str:
+        """Take the metadata locks a write takes, writing nothing: no DDL on these tables can end
+        until the batch does, so what the batch checks next stays true until it commits."""
+        names = ", ".join(quote_ident(t.name) for t in self.tables)
+        return f"SELECT 1 FROM {names} WHERE FALSE FOR UPDATE"
+
+    def effect_expressions(self) -> list[str]:
+        """Subqueries for the engines, the triggers that fire and the foreign keys that reach the source.
+
+        One subquery per table, by equality: information_schema answers `TABLE_NAME = x` by
+        opening that table, but `IN (x, y)` or an OR by opening every table of the database.
+        """
+        engines = [("(SELECT CONCAT(TABLE_NAME, ' ', ENGINE, ' ', TABLE_TYPE) FROM information_schema.TABLES "
+                    f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {sql_literal(t.name)})")
+                   for t in self.tables]
+        # A trigger made again under its name has another body (its hash; hidden from users
+        # without the TRIGGER privilege, who see '') or at least another CREATED time.
+        fired = [("(SELECT GROUP_CONCAT(EVENT_OBJECT_TABLE, ' ', ACTION_TIMING, ' ', EVENT_MANIPULATION, "
+                  "' ', TRIGGER_NAME, ' ', IFNULL(CREATED, ''), ' ', DEFINER, ' ', SQL_MODE, ' ', "
+                  "IFNULL(SHA2(ACTION_STATEMENT, 256), '') ORDER BY ACTION_TIMING, ACTION_ORDER "
+                  "SEPARATOR ', ') FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() "
+                  f"AND EVENT_OBJECT_TABLE = {sql_literal(t.name)} AND EVENT_MANIPULATION = '{t.event}')")
+                 for t in self.tables]
+        return [f"CONCAT_WS(', ', {', '.join(engines)})", f"CONCAT_WS(', ', {', '.join(fired)})",
+                f"({self.referencing_sql or 'SELECT NULL'})"]
+
+    def effects_sql(self) -> str:
+        """The engines, the triggers that fire and the foreign keys that reach the source: one row."""
+        return "SELECT " + ", ".join(self.effect_expressions())
+
+    def gate_sql(self) -> str:
+        """Set @archive_py_same to whether the engines and triggers are still the approved ones. A
+        batch's writes are conditioned on it, so a table that became MyISAM or a new trigger never
+        acts, not even in a batch that is then rolled back.
+
+        Foreign keys that reach the source are read after the writes instead (readback_sql): a
+        child's foreign key can be added without any lock on the source (ALTER ... ADD FOREIGN KEY
+        with foreign_key_checks = 0, or through another Galera node), so only a reading after the
+        DELETE covers it, and the rollback undoes whatever it cascaded.
+        """
+        # Compared as bytes: information_schema's texts carry a case-insensitive collation.
+        approved = [None if value is None else str(value).encode() for value in self.effects[:2]]
+        terms = [f"CAST({expression} AS BINARY) <=> {sql_literal(value)}"
+                 for expression, value in zip(self.effect_expressions()[:2], approved)]
+        return f"SELECT {' AND '.join(terms)} INTO @archive_py_same"
+
+    def readback_sql(self) -> list[str]:
+        """What a batch reads after its writes: SHOW CREATE TABLE of each table, the gate's verdict,
+        and the foreign keys that reach the source (see holds)."""
+        return self.create_sql() + [f"SELECT @archive_py_same, {self.effect_expressions()[2]}"]
+
+    def create_sql(self) -> list[str]:
+        """SHOW CREATE TABLE of each table, in order."""
+        return [f"SHOW CREATE TABLE {quote_ident(t.name)}" for t in self.tables]
+
+    def holds(self, readback: Sequence[Any]) -> bool:
+        """Whether what readback_sql gave back is what was approved."""
+        *creates, [(same, references)] = readback
+        return same == 1 and references == self.effects[2] and \
+            tuple(normalized_create(rows[0][1]) for rows in creates) == self.creates
+
+
+def referencing_keys_sql(database: str, table: str, innodb: bool) -> str:
+    """The foreign keys of any table that reference `table`, as one text.
+
+    information_schema.REFERENTIAL_CONSTRAINTS shows only the tables the user has privileges on,
+    and must open every table of the server to answer; InnoDB's own list (PROCESS privilege) has
+    them all, in a tenth of a millisecond.
+    """
+    if innodb:
+        # InnoDB names tables 'db/table' in file-name encoding: of our identifier characters only
+        # '$' is encoded.
+        name = f"{database}/{table}".replace("$", "@0024")
+        return ("SELECT GROUP_CONCAT(ID, ' ', FOR_NAME, ' ', TYPE ORDER BY ID SEPARATOR ', ') FROM "
+                f"information_schema.INNODB_SYS_FOREIGN WHERE REF_NAME = {sql_literal(name)}")
+    return ("SELECT GROUP_CONCAT(CONSTRAINT_SCHEMA, '.', TABLE_NAME, ' ', CONSTRAINT_NAME, ' ', DELETE_RULE "
+            "ORDER BY CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME SEPARATOR ', ') FROM "
+            "information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = DATABASE() "
+            f"AND REFERENCED_TABLE_NAME = {sql_literal(table)}")
+
+
+def describe_definition_changes(old: Definitions | None, new: Definitions | None) -> list[str]:
+    """What differs between two readings of the same tables, one line per change, for a DBA."""
+    if old is None or not old.tables:
+        return []
+    if new is None:
+        names = " or ".join(f"`{t.name}`" for t in old.tables)
+        return [f"{names} can no longer be read (dropped or renamed?)"]
+    changes = []
+    for watched, before, after in zip(old.tables, old.creates, new.creates):
+        lines = [line[:2] + line[2:].strip().rstrip(",") for line in
+                 difflib.ndiff(before.splitlines(), after.splitlines()) if line[:1] in "+-"]
+        if lines:
+            changes.append(f"`{watched.name}`: " + "; ".join(lines))
+    labels = ("engines", "triggers on their writes", "foreign keys that reference the source")
+    for label, before, after in zip(labels, old.effects, new.effects):
+        if before != after:
+            changes.append(f"{label}: {before or 'none'} -> {after or 'none'}")
+    return changes
+
+
+# --------------------------------------------------------------------------- preflight decisions
+
+def is_generated(column: dict[str, Any]) -> bool:
+    """Generated columns cannot be inserted into; their values are computed."""
+    extra = (column["extra"] or "").upper()
+    return any(k in extra for k in ("VIRTUAL GENERATED", "STORED GENERATED", "PERSISTENT GENERATED"))
+
+
+INNODB_DELETE_RULES = ((1, "CASCADE"), (2, "SET NULL"), (16, "NO ACTION"))  # dict0mem.h's flags
+
+
+def decode_innodb_name(name: str) -> str:
+    """InnoDB's 'db/table' in file-name encoding (@0024 is '$') as the names read."""
+    return re.sub(r"@([0-9a-f]{4})", lambda m: chr(int(m.group(1), 16)), str(name))
+
+
+@dataclass
+class Preflight:
+    """The outcome of checking the tables: a plan, or the problems that block one."""
+
+    plan: TablePlan | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def refuse_unless(self, allowed: bool, problem: str, note: str) -> None:
+        """A risk the config may accept: a problem unless allowed, then a note."""
+        if allowed:
+            self.notes.append(note)
+        else:
+            self.problems.append(problem)
+
+
+def describe_type(column: dict[str, Any]) -> str:
+    """A column's type with its character set, for messages."""
+    return " ".join(filter(None, (column["column_type"], column["charset"])))
+
+
+def same_type(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same type, length, precision, sign, ENUM members and character set."""
+    # Exactly: ENUM('x','Y') and ENUM('x','y') are different types (the copy would change the value).
+    return (a["column_type"], a["charset"]) == (b["column_type"], b["charset"])
+
+
+def compare_column(column: dict[str, Any], twin: dict[str, Any] | None, found: Preflight) -> bool:
+    """Check one source column against its archive twin; True when it is copied."""
+    name = column["name"]
+    if twin is None:
+        if is_generated(column):
+            found.notes.append(f"generated column `{name}` is not archived (the archive has no such column)")
+        else:
+            found.problems.append(f"archive table has no column `{name}`")
+        return False
+    if not same_type(column, twin):
+        found.problems.append(f"column `{name}` is {describe_type(column)} in the source but "
+                              f"{describe_type(twin)} in the archive")
+        return False
+    if is_generated(twin):
+        same = is_generated(column) and column["expression"] == twin["expression"]
+        if not same:
+            found.problems.append(f"archive column `{name}` is generated but the source's is "
+                                  f"{'generated differently' if is_generated(column) else 'stored data'}: "
+                                  "the archive would hold computed values instead of the source's")
+        else:
+            found.notes.append(f"generated column `{name}` is recomputed by the archive (same expression)")
+        return False
+    if column["nullable"] == "YES" and twin["nullable"] == "NO":
+        found.problems.append(f"archive column `{name}` is NOT NULL but the source's is nullable: a NULL "
+                              "would fail the batch or, for a TIMESTAMP, be stored as the current time")
+        return False
+    return True
+
+
+def compare_columns(source: list[dict[str, Any]], archive: list[dict[str, Any]], found: Preflight
+                    ) -> tuple[tuple[Column, ...], tuple[Column, ...]]:
+    """Pick the columns to copy and record mismatches that would lose or change data; return them
+    and the generated columns the archive computes again (same expression), which are compared."""
+    by_name = {c["name"].lower(): c for c in archive}
+    copied = tuple(Column(c["name"], c["data_type"].lower(), c["charset"] or "") for c in source
+                   if compare_column(c, by_name.get(c["name"].lower()), found))
+    twins = [(c, by_name.get(c["name"].lower())) for c in source]
+    recomputed = tuple(Column(c["name"], c["data_type"].lower(), c["charset"] or "") for c, twin in twins
+                       if twin is not None and is_generated(c) and is_generated(twin))
+    names = {c["name"].lower() for c in source}
+    for column in archive:
+        needs_value = column["nullable"] == "NO" and column["col_default"] is None and not (
+            is_generated(column) or "auto_increment" in (column["extra"] or "").lower())
+        if column["name"].lower() not in names and needs_value:
+            found.problems.append(f"archive column `{column['name']}` is NOT NULL without a default")
+    return copied, recomputed
+
+
+def check_recomputing_collations(source: list[dict[str, Any]], archive: list[dict[str, Any]],
+                                 recomputed: Sequence[Column], found: Preflight) -> None:
+    """Within one server a recomputed generated column is not compared after the copy, so the text
+    it is computed from must compare the same (UPPER('istanbul') is 'İSTANBUL' under a Turkish
+    collation, 'ISTANBUL' under others)."""
+    by_name = {c["name"].lower(): c for c in archive}
+    for column in source:
+        twin = by_name.get(column["name"].lower())
+        if recomputed and twin is not None and column["collation"] != twin["collation"]:
+            found.problems.append(
+                f"column `{column['name']}` has collation {column['collation']} in the source but "
+                f"{twin['collation']} in the archive, which computes generated column(s) "
+                f"{', '.join(f'`{c.name}`' for c in recomputed)} again: they could come out differently")
+
+
+def describe_foreign_keys(children: list[tuple[Any, ...]]) -> tuple[list[str], list[str]]:
+    """Split child foreign keys into those whose ON DELETE changes child rows and those that block."""
+    effects = {"CASCADE": "its rows are deleted with the parent, unarchived",
+               "SET NULL": "its key column is set to NULL when the parent goes",
+               "SET DEFAULT": "its key column is set to its default when the parent goes"}
+    changing = [f"{schema}.{child} ({name}: ON DELETE {rule}: {effects[rule]})"
+                for schema, child, name, rule in children if rule in effects]
+    restricts = [f"{schema}.{child} ({name}) restricts deletes: a batch with a still-referenced row "
+                 "fails with error 1451 and is rolled back" for schema, child, name, rule in children
+                 if rule in ("RESTRICT", "NO ACTION")]
+    return changing, restricts
+
+
+FORWARDING_ENGINES = frozenset(("FEDERATED", "CONNECT", "SPIDER"))  # their rows live on another server
+DURABLE_FLUSH = frozenset(("1", "3"))  # innodb_flush_log_at_trx_commit values that sync each commit
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """What tells two servers apart, and what a server replicates from."""
+
+    server_id: int
+    server_uuid: str | None  # MySQL only
+    place: tuple[Any, ...]  # host name, port and data directory: one server, however it is reached
+    cluster: str | None  # the Galera cluster's state UUID
+    gtid: str  # what it applied as a replica: MariaDB's gtid_slave_pos, or MySQL's gtid_executed
+    sources: tuple[int, ...] | None  # server ids it replicates from (None: may not look)
+
+    def gtid_origins(self) -> set[str]:
+        """The servers (MariaDB server ids, MySQL UUIDs) whose transactions its GTID position holds."""
+        origins = set()
+        for item in filter(None, (part.strip() for part in self.gtid.split(","))):
+            parts = item.split("-") if re.fullmatch(r"[0-9]+-[0-9]+-[0-9]+", item) else [item.split(":")[0]]
+            origins.add(parts[1] if len(parts) == 3 else parts[0].lower())
+        return origins
+
+    def replicates_from(self, source: ServerIdentity) -> str | None:
+        """How we know this server receives `source`'s changes, or None."""
+        if self.sources and source.server_id in self.sources:
+            return f"it replicates from server_id {source.server_id}, the source's (SHOW REPLICA STATUS)"
+        origin = source.server_uuid.lower() if source.server_uuid else str(source.server_id)
+        if self.sources != () and origin in self.gtid_origins():
+            return (f"its replication position {self.gtid} holds transactions of the source ({origin}); "
+                    "if it no longer replicates from it, grant SLAVE MONITOR so that archive.py can see so")
+        return None
+
+    def replicates_at_all(self) -> str | None:
+        """Whether this server replicates from some server (which may replicate from the source: a
+        chain, whose last link names only the server before it), or None."""
+        if self.sources:
+            return f"it replicates from server_id {', '.join(map(str, sorted(set(self.sources))))}"
+        others = self.gtid_origins() - {(self.server_uuid or "").lower(), str(self.server_id)}
+        if self.sources is None and others:
+            return (f"this user may not see its replication (SHOW REPLICA STATUS needs SLAVE MONITOR), and "
+                    f"its replication position {self.gtid} shows it applied other servers' transactions")
+        return None
+
+
+def disguise_problems(source: ServerIdentity, dest: ServerIdentity, same_name: bool,
+                      allow_replica: bool = False) -> list[str]:
+    """Why the destination cannot keep what the source deletes: it is the source, or it hears of the
+    source's deletes and would apply them to the copies (perhaps through a chain of replicas)."""
+    if dest.place == source.place or (source.server_uuid and source.server_uuid == dest.server_uuid):
+        where = "the same server as the source"
+    elif source.cluster and source.cluster == dest.cluster:
+        where = "a node of the source's Galera cluster"
+    else:
+        where = ""
+    if where and same_name:
+        return [(f"[destination] is {where} and its archive table is the source table itself: every row "
+                 "would be deleted as its own identical copy; archive into another table or server")]
+    replication = dest.replicates_from(source)
+    if replication:
+        return [(f"[destination] receives the source's changes: {replication}; the source's DELETEs would "
+                 "remove the copies just made there; archive into a server that does not replicate from "
+                 "the source")]
+    replica = None if where or allow_replica else dest.replicates_at_all()
+    if replica:
+        return [(f"[destination] is a replica: {replica}; if that server replicates from the source, even "
+                 "through others or with a delay, the source's DELETEs would reach the copies made here; "
+                 "archive into a server that is no replica, or set [archive] allow_replica_destination = yes "
+                 "if it cannot receive the source's changes")]
+    return []
 
 
 # --------------------------------------------------------------------------- text log
@@ -1928,6 +2140,12 @@ def merge_summaries(summaries: Iterable[LogSummary]) -> Progress:
         for key, (keys, last) in summary.progress.items():
             merged[key] = (keys, max(last, merged.get(key, (0, 0))[1]))
     return merged
+
+
+def best_checkpoint(*candidates: Checkpoint | None) -> Checkpoint | None:
+    """The checkpoint that got furthest into the file."""
+    present = [c for c in candidates if c is not None]
+    return max(present, key=lambda c: (c.last_batch * c.batch_size, c.source == "db"), default=None)
 
 
 def log_checkpoints(progress: Progress, jobs: Sequence[str], reading: str
@@ -2039,12 +2257,6 @@ def remove_old_logs(log_dir: Path, days: int, today: dt.date) -> list[str]:
                 path.unlink()
                 removed.append(path.name)
     return removed
-
-
-def best_checkpoint(*candidates: Checkpoint | None) -> Checkpoint | None:
-    """The checkpoint that got furthest into the file."""
-    present = [c for c in candidates if c is not None]
-    return max(present, key=lambda c: (c.last_batch * c.batch_size, c.source == "db"), default=None)
 
 
 class TextLog:
@@ -2313,16 +2525,16 @@ class Reporter:
 
 # --------------------------------------------------------------------------- database connection
 
+def is_lost_quorum(exc: BaseException) -> bool:
+    """A COMMIT on a node cut off from the primary component: another node can take the batch."""
+    return getattr(exc, "errno", None) == ER_WSREP_MAX_WS_ROWS and "primary component" in str(exc).lower()
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """The connection or its node is gone (down, killed, out of the cluster), not a SQL error."""
     errno = getattr(exc, "errno", None)
     return errno in CONNECTION_ERRNOS or is_lost_quorum(exc) or (
         isinstance(exc, mysql.connector.errors.OperationalError) and errno in (None, -1))
-
-
-def is_lost_quorum(exc: BaseException) -> bool:
-    """A COMMIT on a node cut off from the primary component: another node can take the batch."""
-    return getattr(exc, "errno", None) == ER_WSREP_MAX_WS_ROWS and "primary component" in str(exc).lower()
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -2684,12 +2896,6 @@ def fetch_tables(db: Database, names: Sequence[str]) -> dict[str, dict[str, Any]
     return {row["name"]: row for row in rows}
 
 
-def is_generated(column: dict[str, Any]) -> bool:
-    """Generated columns cannot be inserted into; their values are computed."""
-    extra = (column["extra"] or "").upper()
-    return any(k in extra for k in ("VIRTUAL GENERATED", "STORED GENERATED", "PERSISTENT GENERATED"))
-
-
 def unique_key_on(db: Database, table: str, column: str) -> str | None:
     """The name of the primary key or unique key that is `column` alone, if `table` has one."""
     rows = db.query(
@@ -2697,9 +2903,6 @@ def unique_key_on(db: Database, table: str, column: str) -> str | None:
         "AND TABLE_NAME = %s AND NON_UNIQUE = 0 GROUP BY INDEX_NAME "
         "HAVING COUNT(*) = 1 AND MAX(COLUMN_NAME) = %s ORDER BY INDEX_NAME <> 'PRIMARY'", (table, column))
     return str(rows[0][0]) if rows else None
-
-
-INNODB_DELETE_RULES = ((1, "CASCADE"), (2, "SET NULL"), (16, "NO ACTION"))  # dict0mem.h's flags
 
 
 def child_foreign_keys(db: Database, database: str, table: str, innodb: bool) -> list[tuple[Any, ...]]:
@@ -2720,11 +2923,6 @@ def child_foreign_keys(db: Database, database: str, table: str, innodb: bool) ->
         rule = next((rule for flag, rule in INNODB_DELETE_RULES if int(flags) & flag), "RESTRICT")
         found.append((schema, name, decode_innodb_name(fk_id).split("/", 1)[1], rule))
     return found
-
-
-def decode_innodb_name(name: str) -> str:
-    """InnoDB's 'db/table' in file-name encoding (@0024 is '$') as the names read."""
-    return re.sub(r"@([0-9a-f]{4})", lambda m: chr(int(m.group(1), 16)), str(name))
 
 
 def choose_referencing(db: Database, config: Config, found: Preflight) -> bool:
@@ -2758,109 +2956,6 @@ def fetch_triggers(db: Database, table: str, event: str) -> list[tuple[str, bool
         "EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = %s AND EVENT_MANIPULATION = %s "
         "ORDER BY ACTION_TIMING, ACTION_ORDER", (table, event))
     return [(f"{name} ({timing} {event})", bool(body)) for name, timing, body in rows]
-
-
-@dataclass
-class Preflight:
-    """The outcome of checking the tables: a plan, or the problems that block one."""
-
-    plan: TablePlan | None = None
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def refuse_unless(self, allowed: bool, problem: str, note: str) -> None:
-        """A risk the config may accept: a problem unless allowed, then a note."""
-        if allowed:
-            self.notes.append(note)
-        else:
-            self.problems.append(problem)
-
-
-def describe_type(column: dict[str, Any]) -> str:
-    """A column's type with its character set, for messages."""
-    return " ".join(filter(None, (column["column_type"], column["charset"])))
-
-
-def same_type(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Same type, length, precision, sign, ENUM members and character set."""
-    # Exactly: ENUM('x','Y') and ENUM('x','y') are different types (the copy would change the value).
-    return (a["column_type"], a["charset"]) == (b["column_type"], b["charset"])
-
-
-def compare_column(column: dict[str, Any], twin: dict[str, Any] | None, found: Preflight) -> bool:
-    """Check one source column against its archive twin; True when it is copied."""
-    name = column["name"]
-    if twin is None:
-        if is_generated(column):
-            found.notes.append(f"generated column `{name}` is not archived (the archive has no such column)")
-        else:
-            found.problems.append(f"archive table has no column `{name}`")
-        return False
-    if not same_type(column, twin):
-        found.problems.append(f"column `{name}` is {describe_type(column)} in the source but "
-                              f"{describe_type(twin)} in the archive")
-        return False
-    if is_generated(twin):
-        same = is_generated(column) and column["expression"] == twin["expression"]
-        if not same:
-            found.problems.append(f"archive column `{name}` is generated but the source's is "
-                                  f"{'generated differently' if is_generated(column) else 'stored data'}: "
-                                  "the archive would hold computed values instead of the source's")
-        else:
-            found.notes.append(f"generated column `{name}` is recomputed by the archive (same expression)")
-        return False
-    if column["nullable"] == "YES" and twin["nullable"] == "NO":
-        found.problems.append(f"archive column `{name}` is NOT NULL but the source's is nullable: a NULL "
-                              "would fail the batch or, for a TIMESTAMP, be stored as the current time")
-        return False
-    return True
-
-
-def compare_columns(source: list[dict[str, Any]], archive: list[dict[str, Any]], found: Preflight
-                    ) -> tuple[tuple[Column, ...], tuple[Column, ...]]:
-    """Pick the columns to copy and record mismatches that would lose or change data; return them
-    and the generated columns the archive computes again (same expression), which are compared."""
-    by_name = {c["name"].lower(): c for c in archive}
-    copied = tuple(Column(c["name"], c["data_type"].lower(), c["charset"] or "") for c in source
-                   if compare_column(c, by_name.get(c["name"].lower()), found))
-    twins = [(c, by_name.get(c["name"].lower())) for c in source]
-    recomputed = tuple(Column(c["name"], c["data_type"].lower(), c["charset"] or "") for c, twin in twins
-                       if twin is not None and is_generated(c) and is_generated(twin))
-    names = {c["name"].lower() for c in source}
-    for column in archive:
-        needs_value = column["nullable"] == "NO" and column["col_default"] is None and not (
-            is_generated(column) or "auto_increment" in (column["extra"] or "").lower())
-        if column["name"].lower() not in names and needs_value:
-            found.problems.append(f"archive column `{column['name']}` is NOT NULL without a default")
-    return copied, recomputed
-
-
-def check_recomputing_collations(source: list[dict[str, Any]], archive: list[dict[str, Any]],
-                                 recomputed: Sequence[Column], found: Preflight) -> None:
-    """Within one server a recomputed generated column is not compared after the copy, so the text
-    it is computed from must compare the same (UPPER('istanbul') is 'İSTANBUL' under a Turkish
-    collation, 'ISTANBUL' under others)."""
-    by_name = {c["name"].lower(): c for c in archive}
-    for column in source:
-        twin = by_name.get(column["name"].lower())
-        if recomputed and twin is not None and column["collation"] != twin["collation"]:
-            found.problems.append(
-                f"column `{column['name']}` has collation {column['collation']} in the source but "
-                f"{twin['collation']} in the archive, which computes generated column(s) "
-                f"{', '.join(f'`{c.name}`' for c in recomputed)} again: they could come out differently")
-
-
-def describe_foreign_keys(children: list[tuple[Any, ...]]) -> tuple[list[str], list[str]]:
-    """Split child foreign keys into those whose ON DELETE changes child rows and those that block."""
-    effects = {"CASCADE": "its rows are deleted with the parent, unarchived",
-               "SET NULL": "its key column is set to NULL when the parent goes",
-               "SET DEFAULT": "its key column is set to its default when the parent goes"}
-    changing = [f"{schema}.{child} ({name}: ON DELETE {rule}: {effects[rule]})"
-                for schema, child, name, rule in children if rule in effects]
-    restricts = [f"{schema}.{child} ({name}) restricts deletes: a batch with a still-referenced row "
-                 "fails with error 1451 and is rolled back" for schema, child, name, rule in children
-                 if rule in ("RESTRICT", "NO ACTION")]
-    return changing, restricts
 
 
 def check_tables(db: Database, archive_db: Database, config: Config, found: Preflight) -> bool:
@@ -2956,21 +3051,6 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
         return None, indexes
 
 
-def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found: Preflight) -> None:
-    """The data statements the run will send, tested for privileges without writing."""
-    condition = f"{quote_ident(plan.key)} IN (NULL)"
-    remote = RemotePlan(plan)
-    checks = [(db, "DELETE from the source", plan.delete_sql(condition, 1))]
-    if archive_db is db:
-        checks.append((db, "INSERT ... SELECT into the archive", plan.insert_sql(condition)))
-    else:
-        checks += [(db, "SELECT ... FOR UPDATE on the source", remote.read_sql(f"s.{condition}")),
-                   (archive_db, "SELECT and INSERT the archive on the destination",
-                    (f"INSERT INTO {quote_ident(plan.archive)} ({plan.column_list()}) "
-                    f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}"))]
-    found.problems += refused_statements(checks)
-
-
 def refused_statements(checks: Sequence[tuple[Database, str, str]]) -> list[str]:
     """'cannot <label>: <error>' for each (session, label, statement) the server would refuse.
 
@@ -2986,6 +3066,21 @@ def refused_statements(checks: Sequence[tuple[Database, str, str]]) -> list[str]
             problems.append(f"cannot {label}: {describe_mysql_error(exc)}")
         session.rollback()
     return problems
+
+
+def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found: Preflight) -> None:
+    """The data statements the run will send, tested for privileges without writing."""
+    condition = f"{quote_ident(plan.key)} IN (NULL)"
+    remote = RemotePlan(plan)
+    checks = [(db, "DELETE from the source", plan.delete_sql(condition, 1))]
+    if archive_db is db:
+        checks.append((db, "INSERT ... SELECT into the archive", plan.insert_sql(condition)))
+    else:
+        checks += [(db, "SELECT ... FOR UPDATE on the source", remote.read_sql(f"s.{condition}")),
+                   (archive_db, "SELECT and INSERT the archive on the destination",
+                    (f"INSERT INTO {quote_ident(plan.archive)} ({plan.column_list()}) "
+                    f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}"))]
+    found.problems += refused_statements(checks)
 
 
 def check_guard(db: Database, plan: TablePlan, found: Preflight) -> None:
@@ -3049,78 +3144,6 @@ def check_transfer(archive_db: Database, found: Preflight) -> None:
                        "fit it, and a single row larger than that fails its batch")
 
 
-FORWARDING_ENGINES = frozenset(("FEDERATED", "CONNECT", "SPIDER"))  # their rows live on another server
-DURABLE_FLUSH = frozenset(("1", "3"))  # innodb_flush_log_at_trx_commit values that sync each commit
-
-
-@dataclass(frozen=True)
-class ServerIdentity:
-    """What tells two servers apart, and what a server replicates from."""
-
-    server_id: int
-    server_uuid: str | None  # MySQL only
-    place: tuple[Any, ...]  # host name, port and data directory: one server, however it is reached
-    cluster: str | None  # the Galera cluster's state UUID
-    gtid: str  # what it applied as a replica: MariaDB's gtid_slave_pos, or MySQL's gtid_executed
-    sources: tuple[int, ...] | None  # server ids it replicates from (None: may not look)
-
-    def gtid_origins(self) -> set[str]:
-        """The servers (MariaDB server ids, MySQL UUIDs) whose transactions its GTID position holds."""
-        origins = set()
-        for item in filter(None, (part.strip() for part in self.gtid.split(","))):
-            parts = item.split("-") if re.fullmatch(r"[0-9]+-[0-9]+-[0-9]+", item) else [item.split(":")[0]]
-            origins.add(parts[1] if len(parts) == 3 else parts[0].lower())
-        return origins
-
-    def replicates_from(self, source: ServerIdentity) -> str | None:
-        """How we know this server receives `source`'s changes, or None."""
-        if self.sources and source.server_id in self.sources:
-            return f"it replicates from server_id {source.server_id}, the source's (SHOW REPLICA STATUS)"
-        origin = source.server_uuid.lower() if source.server_uuid else str(source.server_id)
-        if self.sources != () and origin in self.gtid_origins():
-            return (f"its replication position {self.gtid} holds transactions of the source ({origin}); "
-                    "if it no longer replicates from it, grant SLAVE MONITOR so that archive.py can see so")
-        return None
-
-    def replicates_at_all(self) -> str | None:
-        """Whether this server replicates from some server (which may replicate from the source: a
-        chain, whose last link names only the server before it), or None."""
-        if self.sources:
-            return f"it replicates from server_id {', '.join(map(str, sorted(set(self.sources))))}"
-        others = self.gtid_origins() - {(self.server_uuid or "").lower(), str(self.server_id)}
-        if self.sources is None and others:
-            return (f"this user may not see its replication (SHOW REPLICA STATUS needs SLAVE MONITOR), and "
-                    f"its replication position {self.gtid} shows it applied other servers' transactions")
-        return None
-
-
-def disguise_problems(source: ServerIdentity, dest: ServerIdentity, same_name: bool,
-                      allow_replica: bool = False) -> list[str]:
-    """Why the destination cannot keep what the source deletes: it is the source, or it hears of the
-    source's deletes and would apply them to the copies (perhaps through a chain of replicas)."""
-    if dest.place == source.place or (source.server_uuid and source.server_uuid == dest.server_uuid):
-        where = "the same server as the source"
-    elif source.cluster and source.cluster == dest.cluster:
-        where = "a node of the source's Galera cluster"
-    else:
-        where = ""
-    if where and same_name:
-        return [(f"[destination] is {where} and its archive table is the source table itself: every row "
-                 "would be deleted as its own identical copy; archive into another table or server")]
-    replication = dest.replicates_from(source)
-    if replication:
-        return [(f"[destination] receives the source's changes: {replication}; the source's DELETEs would "
-                 "remove the copies just made there; archive into a server that does not replicate from "
-                 "the source")]
-    replica = None if where or allow_replica else dest.replicates_at_all()
-    if replica:
-        return [(f"[destination] is a replica: {replica}; if that server replicates from the source, even "
-                 "through others or with a delay, the source's DELETEs would reach the copies made here; "
-                 "archive into a server that is no replica, or set [archive] allow_replica_destination = yes "
-                 "if it cannot receive the source's changes")]
-    return []
-
-
 def server_identity(db: Database) -> ServerIdentity:
     """Read who this server is and what it replicates from."""
     server_id, hostname, port, datadir = db.query("SELECT @@server_id, @@hostname, @@port, @@datadir")[0]
@@ -3168,36 +3191,6 @@ def check_destination_server(db: Database, dest: Database, config: Config, found
             "there can lose copies of rows the source has already deleted; set them to 1, or set [archive] "
             "allow_non_durable_destination = yes to accept that",
             f"the destination does not make each commit durable ({', '.join(unsafe)}), accepted by config")
-
-
-def run_preflight(db: Database, config: Config, dest: Database | None = None) -> Preflight:
-    """Check tables, key, columns, side effects, privileges and limits on both sides; touch nothing.
-
-    The plan carries the tables' definitions, read before and after the checks: when a table
-    changed in between, the checks are made again (three times at most), so that what every
-    batch compares with is exactly what the checks approved.
-    """
-    named = config
-    config = folded_names(config, db, dest)
-    if dest is None and config.source_table == config.archive_table:
-        same = (f"[archive] source_table `{named.source_table}` and archive_table `{named.archive_table}` "
-                "are one table on this server, which folds table names to lower case "
-                "(lower_case_table_names = 1)")
-        return Preflight(problems=[same])
-    for _ in range(3):
-        found = Preflight()
-        innodb = choose_referencing(db, config, found)
-        here, there = watched_sides(config, dest, innodb)
-        before = read_definitions(db, here), read_definitions(dest, there) if dest else None
-        examine(db, config, dest, found, innodb)
-        after = read_definitions(db, here), read_definitions(dest, there) if dest else None
-        if before == after:
-            if found.plan is not None:
-                found.plan = dataclasses.replace(found.plan, definitions=after[0], dest_definitions=after[1])
-            return found
-    found.problems.append("the tables changed during each of three preflights in a row; rerun once the "
-                          "schema change is over")
-    return found
 
 
 def folded_names(config: Config, db: Database, dest: Database | None) -> Config:
@@ -3275,6 +3268,36 @@ def examine(db: Database, config: Config, dest: Database | None, found: Prefligh
         found.plan = plan
 
 
+def run_preflight(db: Database, config: Config, dest: Database | None = None) -> Preflight:
+    """Check tables, key, columns, side effects, privileges and limits on both sides; touch nothing.
+
+    The plan carries the tables' definitions, read before and after the checks: when a table
+    changed in between, the checks are made again (three times at most), so that what every
+    batch compares with is exactly what the checks approved.
+    """
+    named = config
+    config = folded_names(config, db, dest)
+    if dest is None and config.source_table == config.archive_table:
+        same = (f"[archive] source_table `{named.source_table}` and archive_table `{named.archive_table}` "
+                "are one table on this server, which folds table names to lower case "
+                "(lower_case_table_names = 1)")
+        return Preflight(problems=[same])
+    for _ in range(3):
+        found = Preflight()
+        innodb = choose_referencing(db, config, found)
+        here, there = watched_sides(config, dest, innodb)
+        before = read_definitions(db, here), read_definitions(dest, there) if dest else None
+        examine(db, config, dest, found, innodb)
+        after = read_definitions(db, here), read_definitions(dest, there) if dest else None
+        if before == after:
+            if found.plan is not None:
+                found.plan = dataclasses.replace(found.plan, definitions=after[0], dest_definitions=after[1])
+            return found
+    found.problems.append("the tables changed during each of three preflights in a row; rerun once the "
+                          "schema change is over")
+    return found
+
+
 def require_plan(db: Database, config: Config, dest: Database | None = None,
                  problems: Sequence[str] = ()) -> TablePlan:
     """Preflight, raising a critical error with every problem found (and those already known)."""
@@ -3285,32 +3308,15 @@ def require_plan(db: Database, config: Config, dest: Database | None = None,
     return found.plan
 
 
-# --------------------------------------------------------------------------- tracking tables
+# --------------------------------------------------------------------------- tracking schema
 
 SCHEMA_VERSION = 3
 SCHEMA_COMMENT = f"archive.py tracking schema {SCHEMA_VERSION}"
-TRACKING_TABLES = ("process_logs", "file_processing_logs", "batch_processing_logs", "conflict_logs",
-                   "run_locks")
+
+
 TEXT_BYTES = 60_000  # what a TEXT column (65,535 bytes) is given, with room to spare
-RUN_COLUMNS = (
-    "id, status, start_time, end_time, last_seen, current_file, current_batch, processed_files, "
-    "total_files, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, not_found, "
-    "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job, destination")
-RUN_COLUMNS_UTC = {3: "start_time_utc, last_seen_utc", 2: "NULL AS start_time_utc, NULL AS last_seen_utc"}
-# The lease's clock: UTC, except in a lock row an older version wrote (schema 2 had no lease_clock).
-LEASE_NOW = {3: "IF(lease_clock = 'UTC', UTC_TIMESTAMP(6), NOW(6))", 2: "NOW(6)"}
-LOCK_COLUMNS = {3: "user_lock, lease_clock", 2: "NULL AS user_lock, 'LOCAL' AS lease_clock"}
 
 
-def seen_now(alias: str = "") -> str:
-    """The SET clause of a run's sign of life: local time for people, UTC for durations."""
-    return f"{alias}last_seen = NOW(), {alias}last_seen_utc = UTC_TIMESTAMP(6)"
-# A run "did work" if it moved or counted a row, ran a batch, met a file it could not archive,
-# or settled a conflict; --status skips the nightly no-ops.
-DID_WORK_SQL = ("(p.rows_archived + p.rows_deleted + p.conflicts + p.not_found + p.skipped_by_guard > 0 "
-                "OR EXISTS (SELECT 1 FROM file_processing_logs f WHERE f.process_log_id = p.id AND "
-                "(f.processed_batches >= f.start_batch OR f.status <> 'COMPLETED')) OR EXISTS (SELECT 1 FROM "
-                "conflict_logs c WHERE c.resolved_by = p.id))")
 # What a run writes to each tracking table (it reads them all), and a column to name in a test UPDATE.
 TRACKING_WRITES = {"process_logs": ("INSERT", "UPDATE"), "file_processing_logs": ("INSERT", "UPDATE"),
                    "batch_processing_logs": ("INSERT",), "conflict_logs": ("INSERT", "UPDATE"),
@@ -3468,6 +3474,43 @@ MIGRATION_FILL = (
 )
 
 
+# --------------------------------------------------------------------------- run lock
+
+# The lease's clock: UTC, except in a lock row an older version wrote (schema 2 had no lease_clock).
+LEASE_NOW = {3: "IF(lease_clock = 'UTC', UTC_TIMESTAMP(6), NOW(6))", 2: "NOW(6)"}
+LOCK_COLUMNS = {3: "user_lock, lease_clock", 2: "NULL AS user_lock, 'LOCAL' AS lease_clock"}
+
+
+def describe_holder(holder: dict[str, Any] | None) -> str:
+    """Who holds the run lock, for messages."""
+    if holder is None:
+        return "a run that has just finished"
+    state = (f"heartbeat {holder['age']:.0f}s ago, lease valid" if holder["valid"]
+             else f"lease expired, last heartbeat {holder['age']:.0f}s ago")
+    return (f"run {holder['process_log_id'] or '?'} on {holder['host']} pid {holder['pid']} via "
+            f"{str(holder['node']).split()[0]} ({state})")
+
+
+# --------------------------------------------------------------------------- tracking records
+
+RUN_COLUMNS = (
+    "id, status, start_time, end_time, last_seen, current_file, current_batch, processed_files, "
+    "total_files, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, not_found, "
+    "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job, destination")
+RUN_COLUMNS_UTC = {3: "start_time_utc, last_seen_utc", 2: "NULL AS start_time_utc, NULL AS last_seen_utc"}
+
+
+def seen_now(alias: str = "") -> str:
+    """The SET clause of a run's sign of life: local time for people, UTC for durations."""
+    return f"{alias}last_seen = NOW(), {alias}last_seen_utc = UTC_TIMESTAMP(6)"
+# A run "did work" if it moved or counted a row, ran a batch, met a file it could not archive,
+# or settled a conflict; --status skips the nightly no-ops.
+DID_WORK_SQL = ("(p.rows_archived + p.rows_deleted + p.conflicts + p.not_found + p.skipped_by_guard > 0 "
+                "OR EXISTS (SELECT 1 FROM file_processing_logs f WHERE f.process_log_id = p.id AND "
+                "(f.processed_batches >= f.start_batch OR f.status <> 'COMPLETED')) OR EXISTS (SELECT 1 FROM "
+                "conflict_logs c WHERE c.resolved_by = p.id))")
+
+
 def fit(text: str | None, chars: int | None = None, max_bytes: int = TEXT_BYTES) -> str | None:
     """Cut a text to what its column holds (characters for VARCHAR, bytes for TEXT), marking the cut."""
     if text is None:
@@ -3481,15 +3524,6 @@ def fit(text: str | None, chars: int | None = None, max_bytes: int = TEXT_BYTES)
 def encode_keys(keys: Sequence[Key]) -> str | None:
     """Keys as a JSON list for conflict_keys (text keys may hold commas)."""
     return json.dumps([format_key(k) for k in keys], ensure_ascii=False) if keys else None
-
-
-@dataclass(frozen=True)
-class FileContext:
-    """Where a batch belongs: run, file row, file name and content."""
-
-    run_id: int
-    file_id: int
-    scan: FileScan
 
 
 class Tracking:
@@ -4113,17 +4147,16 @@ class Tracking:
             (self.config.job,))
 
 
-def describe_holder(holder: dict[str, Any] | None) -> str:
-    """Who holds the run lock, for messages."""
-    if holder is None:
-        return "a run that has just finished"
-    state = (f"heartbeat {holder['age']:.0f}s ago, lease valid" if holder["valid"]
-             else f"lease expired, last heartbeat {holder['age']:.0f}s ago")
-    return (f"run {holder['process_log_id'] or '?'} on {holder['host']} pid {holder['pid']} via "
-            f"{str(holder['node']).split()[0]} ({state})")
-
-
 # --------------------------------------------------------------------------- one batch
+
+@dataclass(frozen=True)
+class FileContext:
+    """Where a batch belongs: run, file row, file name and content."""
+
+    run_id: int
+    file_id: int
+    scan: FileScan
+
 
 @dataclass
 class Classified:
@@ -4181,6 +4214,12 @@ def checked(what: str, expected: int, got: int) -> None:
     if got != expected:
         raise ArchiveError(f"safety check failed: expected {expected} rows {what} but got {got}; the batch "
                            "was rolled back")
+
+
+def outcome_of_batch(counts: Counters, found: Classified) -> BatchOutcome:
+    """The batch's outcome and its status in the text log."""
+    status = "COMPLETED_WITH_DUPLICATES" if counts.duplicates or counts.conflicts else "COMPLETED"
+    return BatchOutcome(counts, tuple(found.conflicts), status)
 
 
 class SameServer:
@@ -4312,11 +4351,150 @@ class SameServer:
         self.db.rollback()
 
 
-def outcome_of_batch(counts: Counters, found: Classified) -> BatchOutcome:
-    """The batch's outcome and its status in the text log."""
-    status = "COMPLETED_WITH_DUPLICATES" if counts.duplicates or counts.conflicts else "COMPLETED"
-    return BatchOutcome(counts, tuple(found.conflicts), status)
+def current_definitions(context: RunContext) -> tuple[Definitions | None, Definitions | None]:
+    """The definitions of the tables the run writes, read now on each server."""
+    plan = context.plan
+    context.db.ensure_connected()  # the batch's rollback forgets a session that was gone
+    if context.dest is not None:
+        context.dest.ensure_connected()
+    here = read_definitions(context.db, plan.definitions) if plan.definitions else None
+    there = read_definitions(context.dest, plan.dest_definitions) \
+        if context.dest is not None and plan.dest_definitions else None
+    return here, there
 
+
+def definitions_changed(context: RunContext) -> bool:
+    """Whether a table the run writes differs from what the preflight approved."""
+    return current_definitions(context) != (context.plan.definitions, context.plan.dest_definitions)
+
+
+def adopt_definitions(context: RunContext, label: str, cause: str, changes: int) -> None:
+    """A table changed during the run: go on with a new plan if only columns and keys changed, the
+    preflight passes again and the key is the same (so the files' keys still mean what they were
+    validated as), else stop.
+
+    Engines, triggers and the foreign keys that reach the source are what a DBA accepted (or the
+    preflight refused) when the run began; when they change, the run stops and the rerun's
+    preflight decides again. Either way the transaction that met the change was rolled back:
+    nothing of it moved.
+    """
+    old = context.plan
+    here, there = current_definitions(context)
+    what = "; ".join(describe_definition_changes(old.definitions, here)
+                     + describe_definition_changes(old.dest_definitions, there)) or "no difference is left"
+    found = run_preflight(context.db, context.config, context.dest)
+    new = found.plan
+    problems = found.problems or ([] if new else ["no plan"])
+    if new is not None and not problems and (new.key, new.key_type) != (old.key, old.key_type):
+        problems = [(f"the key is now `{new.key}` ({new.key_type.sql_type}), but the CSV files were "
+                     f"validated for `{old.key}` ({old.key_type.sql_type})")]
+    if new is not None and not problems and (new.definitions, new.dest_definitions) != (here, there):
+        problems = ["the tables changed again during the new preflight"]
+    effects = [d.effects if d else None for d in (old.definitions, old.dest_definitions)]
+    if not problems and effects != [d.effects if d else None for d in (here, there)]:
+        problems = [("a run goes on only through changes to columns and keys, and the engines, triggers "
+                     "or foreign keys changed: rerun, and its preflight decides on them again")]
+    if changes > 3:
+        problems.append("the tables changed again after each of three new preflights")
+    if problems or new is None:
+        raise ArchiveError(f"{label} was rolled back, nothing of it moved: {cause}: the tables changed "
+                           f"during the run ({what}); the run cannot go on: {'; '.join(problems)}; see the "
+                           "README's \"Changing a table that is being archived\", then rerun")
+    context.say(f"SCHEMA_CHANGED: {what}; the preflight passed again, so {label} goes on with the new "
+                f"definition ({plural(len(new.columns), 'column')} copied)")
+    context.plan = new
+    context.mover.adopt(new)
+
+
+def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
+                      recover: Callable[[], T | None] = lambda: None) -> T:
+    """Run one transaction, retrying deadlocks, certification conflicts, lock waits and lost nodes.
+
+    Retries go on for [archive] retry_timeout with jittered, capped backoff. After a
+    lost connection the session moves to the next host; `recover` then says whether
+    the COMMIT whose answer was lost had in fact committed. A transaction that met a
+    table changed since the preflight (or failed on it) is redone with a new plan if
+    the preflight passes again (adopt_definitions), without counting as a retry.
+    """
+    db, config = context.db, context.config
+    deadline, tries, changes = None, 0, 0
+    while True:
+        tries += 1
+        try:
+            if db.conn is None:
+                db.connect(move_on=True)
+                recovered = recover()
+                if recovered is not None:
+                    return recovered
+            return attempt()
+        except SchemaChanged as exc:
+            context.mover.rollback()
+            changes, tries = changes + 1, tries - 1
+            adopt_definitions(context, label, str(exc), changes)
+        except (mysql.connector.Error, Unreachable) as exc:
+            context.mover.rollback()
+            if is_connection_error(exc) and not getattr(exc, "on_destination", False):
+                db.disconnect()
+            too_big = explain_write_set_error(exc, config.batch_size)
+            if too_big:
+                raise ArchiveError(too_big) from exc
+            deadline = deadline or time.monotonic() + config.retry_timeout
+            out_of_tries = config.max_retries is not None and tries > config.max_retries
+            if not (isinstance(exc, Unreachable) or is_transient(exc)) or out_of_tries \
+                    or time.monotonic() >= deadline:
+                if isinstance(exc, mysql.connector.Error) and not is_transient(exc) \
+                        and definitions_changed(context):  # the error may be the change's doing
+                    changes, tries = changes + 1, tries - 1
+                    adopt_definitions(context, label, describe_mysql_error(exc), changes)
+                    continue
+                raise
+            wait = backoff_seconds(tries)
+            what = describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc)
+            context.say(f"RETRY: {label} attempt {tries + 1} after {what}; waiting {wait:.1f}s")
+            time.sleep(wait)
+
+
+def run_batch(context: RunContext, ctx: FileContext, batch: Batch) -> BatchOutcome:
+    """Move, record and commit one batch as one transaction, with retries."""
+    def attempt() -> BatchOutcome:
+        outcome = context.mover.batch(batch)
+        # One round trip for the tracking rows and the COMMIT: the batch's only commit.
+        context.db.execute_script(context.tracking.batch_statements(ctx, batch, outcome) + [("COMMIT", ())])
+        context.tracking.last_beat = time.monotonic()
+        return outcome
+
+    return retry_transaction(context, f"Batch {batch.number}", attempt,
+                             lambda: context.tracking.committed_batch(ctx, batch.number))
+
+
+@dataclass
+class RunContext:
+    """What a run passes around: settings, connection, tracking, logs and state."""
+
+    config: Config
+    db: Database
+    tracking: Tracking
+    plan: TablePlan
+    log: TextLog
+    reporter: Reporter
+    state: RunState
+    log_checkpoints: dict[tuple[str, str], Checkpoint]
+    mover: SameServer
+    controls: Controls | None = None
+    dest: Database | None = None  # the destination's session, with [destination]
+
+    def say(self, text: str, log: bool = True) -> None:
+        """Tell the operator, and the text log."""
+        if log:
+            self.log.write(text)
+        self.reporter.say(text)
+
+    def tick(self) -> None:
+        """Called during long file reads: keep the run lock's lease alive."""
+        self.tracking.heartbeat()
+
+
+# --------------------------------------------------------------------------- destination mode
 
 class OtherServer(SameServer):
     """Archiving into another server, with no distributed transaction.
@@ -4558,127 +4736,23 @@ class OtherServer(SameServer):
                 self.db.execute(f"SET SESSION time_zone = {sql_literal(self.zone)}")
 
 
-def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
-                      recover: Callable[[], T | None] = lambda: None) -> T:
-    """Run one transaction, retrying deadlocks, certification conflicts, lock waits and lost nodes.
+# --------------------------------------------------------------------------- conflicts
 
-    Retries go on for [archive] retry_timeout with jittered, capped backoff. After a
-    lost connection the session moves to the next host; `recover` then says whether
-    the COMMIT whose answer was lost had in fact committed. A transaction that met a
-    table changed since the preflight (or failed on it) is redone with a new plan if
-    the preflight passes again (adopt_definitions), without counting as a retry.
-    """
-    db, config = context.db, context.config
-    deadline, tries, changes = None, 0, 0
-    while True:
-        tries += 1
-        try:
-            if db.conn is None:
-                db.connect(move_on=True)
-                recovered = recover()
-                if recovered is not None:
-                    return recovered
-            return attempt()
-        except SchemaChanged as exc:
-            context.mover.rollback()
-            changes, tries = changes + 1, tries - 1
-            adopt_definitions(context, label, str(exc), changes)
-        except (mysql.connector.Error, Unreachable) as exc:
-            context.mover.rollback()
-            if is_connection_error(exc) and not getattr(exc, "on_destination", False):
-                db.disconnect()
-            too_big = explain_write_set_error(exc, config.batch_size)
-            if too_big:
-                raise ArchiveError(too_big) from exc
-            deadline = deadline or time.monotonic() + config.retry_timeout
-            out_of_tries = config.max_retries is not None and tries > config.max_retries
-            if not (isinstance(exc, Unreachable) or is_transient(exc)) or out_of_tries \
-                    or time.monotonic() >= deadline:
-                if isinstance(exc, mysql.connector.Error) and not is_transient(exc) \
-                        and definitions_changed(context):  # the error may be the change's doing
-                    changes, tries = changes + 1, tries - 1
-                    adopt_definitions(context, label, describe_mysql_error(exc), changes)
-                    continue
-                raise
-            wait = backoff_seconds(tries)
-            what = describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc)
-            context.say(f"RETRY: {label} attempt {tries + 1} after {what}; waiting {wait:.1f}s")
-            time.sleep(wait)
-
-
-def current_definitions(context: RunContext) -> tuple[Definitions | None, Definitions | None]:
-    """The definitions of the tables the run writes, read now on each server."""
-    plan = context.plan
-    context.db.ensure_connected()  # the batch's rollback forgets a session that was gone
-    if context.dest is not None:
-        context.dest.ensure_connected()
-    here = read_definitions(context.db, plan.definitions) if plan.definitions else None
-    there = read_definitions(context.dest, plan.dest_definitions) \
-        if context.dest is not None and plan.dest_definitions else None
-    return here, there
-
-
-def definitions_changed(context: RunContext) -> bool:
-    """Whether a table the run writes differs from what the preflight approved."""
-    return current_definitions(context) != (context.plan.definitions, context.plan.dest_definitions)
-
-
-def adopt_definitions(context: RunContext, label: str, cause: str, changes: int) -> None:
-    """A table changed during the run: go on with a new plan if only columns and keys changed, the
-    preflight passes again and the key is the same (so the files' keys still mean what they were
-    validated as), else stop.
-
-    Engines, triggers and the foreign keys that reach the source are what a DBA accepted (or the
-    preflight refused) when the run began; when they change, the run stops and the rerun's
-    preflight decides again. Either way the transaction that met the change was rolled back:
-    nothing of it moved.
-    """
-    old = context.plan
-    here, there = current_definitions(context)
-    what = "; ".join(describe_definition_changes(old.definitions, here)
-                     + describe_definition_changes(old.dest_definitions, there)) or "no difference is left"
-    found = run_preflight(context.db, context.config, context.dest)
-    new = found.plan
-    problems = found.problems or ([] if new else ["no plan"])
-    if new is not None and not problems and (new.key, new.key_type) != (old.key, old.key_type):
-        problems = [(f"the key is now `{new.key}` ({new.key_type.sql_type}), but the CSV files were "
-                     f"validated for `{old.key}` ({old.key_type.sql_type})")]
-    if new is not None and not problems and (new.definitions, new.dest_definitions) != (here, there):
-        problems = ["the tables changed again during the new preflight"]
-    effects = [d.effects if d else None for d in (old.definitions, old.dest_definitions)]
-    if not problems and effects != [d.effects if d else None for d in (here, there)]:
-        problems = [("a run goes on only through changes to columns and keys, and the engines, triggers "
-                     "or foreign keys changed: rerun, and its preflight decides on them again")]
-    if changes > 3:
-        problems.append("the tables changed again after each of three new preflights")
-    if problems or new is None:
-        raise ArchiveError(f"{label} was rolled back, nothing of it moved: {cause}: the tables changed "
-                           f"during the run ({what}); the run cannot go on: {'; '.join(problems)}; see the "
-                           "README's \"Changing a table that is being archived\", then rerun")
-    context.say(f"SCHEMA_CHANGED: {what}; the preflight passed again, so {label} goes on with the new "
-                f"definition ({plural(len(new.columns), 'column')} copied)")
-    context.plan = new
-    context.mover.adopt(new)
-
-
-def run_batch(context: RunContext, ctx: FileContext, batch: Batch) -> BatchOutcome:
-    """Move, record and commit one batch as one transaction, with retries."""
-    def attempt() -> BatchOutcome:
-        outcome = context.mover.batch(batch)
-        # One round trip for the tracking rows and the COMMIT: the batch's only commit.
-        context.db.execute_script(context.tracking.batch_statements(ctx, batch, outcome) + [("COMMIT", ())])
-        context.tracking.last_beat = time.monotonic()
-        return outcome
-
-    return retry_transaction(context, f"Batch {batch.number}", attempt,
-                             lambda: context.tracking.committed_batch(ctx, batch.number))
-
-
-def parse_stored_key(text: str, key_type: KeyType) -> Key:
-    """A key as format_key wrote it into the tracking tables."""
-    if key_type.kind == "int":
-        return int(text)
-    return bytes.fromhex(text[2:]) if key_type.kind == "bytes" else text
+def recheck_chunk(context: RunContext, file: tuple[str, str], chunk: dict[Key, list[int]], left: int
+                  ) -> tuple[dict[int, str], Counters]:
+    """One transaction: re-examine some conflict keys and close those that are settled."""
+    counts, found = context.mover.carefully(list(chunk))
+    counts.conflicts = 0  # still-open conflicts were counted when found
+    counts.not_found = 0
+    present = set(found.to_copy) | set(found.identical) | set(found.conflicts) | set(found.skipped)
+    how = {**dict.fromkeys(found.to_copy, "archived copy was gone: row archived"),
+           **dict.fromkeys(found.identical, "archived copy is now identical: source row deleted"),
+           **dict.fromkeys(found.skipped, "archived copy is gone; the guard holds the source row back"),
+           **{k: "source row no longer exists" for k in chunk if k not in present}}
+    resolved = {row_id: text for key, text in how.items() for row_id in chunk[key]}
+    statements = context.tracking.resolve_statements(resolved, file, left - len(resolved))
+    context.db.execute_script(statements + [context.tracking.add_run_counts(counts), ("COMMIT", ())])
+    return resolved, counts
 
 
 def recheck_conflicts(context: RunContext) -> Counters:
@@ -4701,23 +4775,6 @@ def recheck_conflicts(context: RunContext) -> Counters:
         context.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} earlier conflict(s) resolved"
                 + (f", {left} still differ (both versions kept)" if left else ""))
     return total
-
-
-def recheck_chunk(context: RunContext, file: tuple[str, str], chunk: dict[Key, list[int]], left: int
-                  ) -> tuple[dict[int, str], Counters]:
-    """One transaction: re-examine some conflict keys and close those that are settled."""
-    counts, found = context.mover.carefully(list(chunk))
-    counts.conflicts = 0  # still-open conflicts were counted when found
-    counts.not_found = 0
-    present = set(found.to_copy) | set(found.identical) | set(found.conflicts) | set(found.skipped)
-    how = {**dict.fromkeys(found.to_copy, "archived copy was gone: row archived"),
-           **dict.fromkeys(found.identical, "archived copy is now identical: source row deleted"),
-           **dict.fromkeys(found.skipped, "archived copy is gone; the guard holds the source row back"),
-           **{k: "source row no longer exists" for k in chunk if k not in present}}
-    resolved = {row_id: text for key, text in how.items() for row_id in chunk[key]}
-    statements = context.tracking.resolve_statements(resolved, file, left - len(resolved))
-    context.db.execute_script(statements + [context.tracking.add_run_counts(counts), ("COMMIT", ())])
-    return resolved, counts
 
 
 # --------------------------------------------------------------------------- pauses and stops
@@ -4896,33 +4953,6 @@ class Controls:
 
 # --------------------------------------------------------------------------- one file
 
-@dataclass
-class RunContext:
-    """What a run passes around: settings, connection, tracking, logs and state."""
-
-    config: Config
-    db: Database
-    tracking: Tracking
-    plan: TablePlan
-    log: TextLog
-    reporter: Reporter
-    state: RunState
-    log_checkpoints: dict[tuple[str, str], Checkpoint]
-    mover: SameServer
-    controls: Controls | None = None
-    dest: Database | None = None  # the destination's session, with [destination]
-
-    def say(self, text: str, log: bool = True) -> None:
-        """Tell the operator, and the text log."""
-        if log:
-            self.log.write(text)
-        self.reporter.say(text)
-
-    def tick(self) -> None:
-        """Called during long file reads: keep the run lock's lease alive."""
-        self.tracking.heartbeat()
-
-
 def reject(context: RunContext, scan: FileScan, reason: str) -> None:
     """A file that cannot be archived as listed: FAILED with its reason, the run goes on."""
     context.log.write(f"STARTING: {scan.name} (Size: {scan.size} bytes)")
@@ -4945,19 +4975,6 @@ def identify_file(context: RunContext, path: Path) -> FileScan | None:
         return None
 
 
-def skip_finished_file(context: RunContext, path: Path, scan: FileScan, finished: tuple[int, str],
-                       why: str = "") -> None:
-    """A file done before with this exact content: count it, and move it to done_dir if wanted."""
-    run_id, status = finished
-    note = why or (f"completed by run {run_id}" if status == "COMPLETED"
-                   else f"done by run {run_id}, with conflicts (rechecked at the start of each run)")
-    context.say(f"SKIPPING: {scan.name} ({note}; same content)")
-    context.state.files_skipped += 1
-    context.tracking.skip_file()
-    if status == "COMPLETED":
-        move_to_done_dir(context, path, scan)
-
-
 def move_to_done_dir(context: RunContext, path: Path, scan: FileScan) -> None:
     """Move a completed file out of csv_dir (after its completion was committed)."""
     done_dir = context.config.done_dir
@@ -4973,6 +4990,54 @@ def move_to_done_dir(context: RunContext, path: Path, scan: FileScan) -> None:
         context.say(f"NOTE: {scan.name} stays in csv_dir: cannot move it to {done_dir}: {exc.strerror}")
         return
     context.log.write(f"MOVED: {scan.name} to {done_dir}")
+
+
+def skip_finished_file(context: RunContext, path: Path, scan: FileScan, finished: tuple[int, str],
+                       why: str = "") -> None:
+    """A file done before with this exact content: count it, and move it to done_dir if wanted."""
+    run_id, status = finished
+    note = why or (f"completed by run {run_id}" if status == "COMPLETED"
+                   else f"done by run {run_id}, with conflicts (rechecked at the start of each run)")
+    context.say(f"SKIPPING: {scan.name} ({note}; same content)")
+    context.state.files_skipped += 1
+    context.tracking.skip_file()
+    if status == "COMPLETED":
+        move_to_done_dir(context, path, scan)
+
+
+def verify_log_checkpoint(context: RunContext, path: Path, in_db: Checkpoint | None, in_log: Checkpoint
+                          ) -> Checkpoint | None:
+    """Trust the log's extra batches only if none of their keys is still in the source.
+
+    The database may have gone back in time (a restored backup, a lagging replica
+    promoted) while the text log kept its lines: then those batches must run again.
+    """
+    config, size = context.config, in_log.batch_size
+    first = in_db.last_batch + 1 if in_db is not None and in_db.batch_size == size else 1
+    blocks = key_blocks(path, config.csv_format, context.plan.key_type)
+    for batch in iter_batches(blocks, size, first, skip=(first - 1) * size):
+        if batch.number > in_log.last_batch:
+            break
+        condition, params = context.plan.condition(batch.keys)
+        present = context.db.query(context.plan.present_sql(condition), params)
+        context.db.rollback()
+        if present:
+            context.say(f"REWIND: the text log says {path.name} was done up to batch {in_log.last_batch}, "
+                    f"but keys of batch {batch.number} are still in the source (database restored or "
+                    f"failed over?); resuming at batch {batch.number}")
+            return dataclasses.replace(in_log, last_batch=batch.number - 1) if batch.number > 1 else None
+        context.tick()
+    return in_log
+
+
+def resume_point(context: RunContext, path: Path, scan: FileScan) -> Checkpoint | None:
+    """max(database, text log) -- but a log ahead of the database must prove its batches are gone."""
+    in_db = context.tracking.checkpoint(scan)
+    in_log = context.log_checkpoints.get((scan.name, scan.sha256))
+    best = best_checkpoint(in_db, in_log)
+    if best is None or best is in_db:
+        return best
+    return verify_log_checkpoint(context, path, in_db, best)
 
 
 def plan_file(context: RunContext, path: Path) -> tuple[FileScan, Checkpoint | None] | None:
@@ -5003,41 +5068,6 @@ def plan_file(context: RunContext, path: Path) -> tuple[FileScan, Checkpoint | N
     return dataclasses.replace(scan, keys=keys), None
 
 
-def resume_point(context: RunContext, path: Path, scan: FileScan) -> Checkpoint | None:
-    """max(database, text log) -- but a log ahead of the database must prove its batches are gone."""
-    in_db = context.tracking.checkpoint(scan)
-    in_log = context.log_checkpoints.get((scan.name, scan.sha256))
-    best = best_checkpoint(in_db, in_log)
-    if best is None or best is in_db:
-        return best
-    return verify_log_checkpoint(context, path, in_db, best)
-
-
-def verify_log_checkpoint(context: RunContext, path: Path, in_db: Checkpoint | None, in_log: Checkpoint
-                          ) -> Checkpoint | None:
-    """Trust the log's extra batches only if none of their keys is still in the source.
-
-    The database may have gone back in time (a restored backup, a lagging replica
-    promoted) while the text log kept its lines: then those batches must run again.
-    """
-    config, size = context.config, in_log.batch_size
-    first = in_db.last_batch + 1 if in_db is not None and in_db.batch_size == size else 1
-    blocks = key_blocks(path, config.csv_format, context.plan.key_type)
-    for batch in iter_batches(blocks, size, first, skip=(first - 1) * size):
-        if batch.number > in_log.last_batch:
-            break
-        condition, params = context.plan.condition(batch.keys)
-        present = context.db.query(context.plan.present_sql(condition), params)
-        context.db.rollback()
-        if present:
-            context.say(f"REWIND: the text log says {path.name} was done up to batch {in_log.last_batch}, "
-                    f"but keys of batch {batch.number} are still in the source (database restored or "
-                    f"failed over?); resuming at batch {batch.number}")
-            return dataclasses.replace(in_log, last_batch=batch.number - 1) if batch.number > 1 else None
-        context.tick()
-    return in_log
-
-
 def open_keys(context: RunContext, path: Path, checkpoint: Checkpoint | None
               ) -> tuple[Iterator[KeyBlock], int]:
     """The file's keys from the first batch not done: seek to a stored offset, else skip.
@@ -5059,6 +5089,92 @@ def file_identity(path: Path) -> tuple[int, int, int]:
     except OSError:
         return (-1, -1, -1)
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def file_changed(context: RunContext, ctx: FileContext, reason: str) -> None:
+    """The file is not what was validated: its batches so far no longer count as a checkpoint."""
+    context.log.write(file_changed_line(ctx.scan, context.config.job), durable=True)
+    context.say(f"ERROR: rejected {reason}; rerun to archive its current content from batch 1")
+    print(f"archive.py: rejected {reason}", file=sys.stderr)
+    context.tracking.finish_file(ctx.file_id, "CHANGED", f"rejected: {reason}")
+    context.state.rejected.append(ctx.scan.name)
+
+
+def finish_file(context: RunContext, path: Path, ctx: FileContext, counts: Counters, keys_seen: int,
+                identity: tuple[int, int, int]) -> None:
+    """COMPLETED (or CONFLICTS) only if every batch of the validated content ran, unchanged."""
+    scan = ctx.scan
+    if keys_seen != scan.keys or file_identity(path) != identity or hash_file(path).sha256 != scan.sha256:
+        return file_changed(context, ctx, f"{scan.name} changed on disk while its batches ran "
+                                      f"({keys_seen} of {scan.keys} validated keys read)")
+    open_conflicts = counts.conflicts or context.tracking.open_conflicts().get((scan.name, scan.sha256))
+    status = "CONFLICTS" if open_conflicts else "COMPLETED"
+    context.tracking.finish_file(ctx.file_id, status, None)
+    if status == "CONFLICTS":
+        context.state.conflict_files.append(scan.name)
+    context.state.files_done += 1
+    context.reporter.say(f"FINISHED: {scan.name} ({counts.archived} rows archived, {counts.duplicates} "
+                     f"duplicates, {counts.conflicts} conflicts, {counts.not_found} not found)")
+    if status == "COMPLETED":
+        move_to_done_dir(context, path, scan)
+    return None
+
+
+def record_batch_failure(context: RunContext, ctx: FileContext, batch: Batch, message: str) -> None:
+    """Record the FAILED batch, if the database can still be written."""
+    context.db.rollback()
+    try:
+        context.db.ensure_connected()
+        context.tracking.record_batch_failure(ctx, batch, message)
+    except (mysql.connector.Error, ArchiveError):
+        context.db.disconnect()  # run() reports that the database could not be written
+
+
+def report_duplicates(context: RunContext, batch: Batch, outcome: BatchOutcome) -> None:
+    """DUPLICATE_KEY_ERROR lines: identical twins were removed, conflicts were kept."""
+    counts, conflicts = outcome.counts, outcome.conflicts
+    if counts.duplicates:
+        context.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - {plural(counts.duplicates, 'key')} already "
+                "archived with identical rows; removed from the source")
+    if conflicts:
+        shown = ", ".join(format_key(k) for k in conflicts[:SHOWN_KEYS])
+        more = f" and {len(conflicts) - SHOWN_KEYS} more" if len(conflicts) > SHOWN_KEYS else ""
+        context.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - CONFLICT: {plural(len(conflicts), 'key')} "
+                f"archived with different rows; both versions kept: {shown}{more}")
+
+
+def show_progress(context: RunContext, file_name: str, number: int, total: int) -> None:
+    """The terminal's single progress line: file n/N, batch, rows, rate and the file's ETA."""
+    state = context.state
+    elapsed = max(time.monotonic() - state.started, 1e-6)
+    per_batch = elapsed / max(state.totals.batches, 1)
+    context.reporter.progress(
+        file_name, f"file {state.files_seen}/{state.files_total}  batch {number}/{total}  "
+                   f"{state.totals.archived:,} rows  {state.totals.archived / elapsed:,.0f} rows/s  "
+                   f"ETA {format_seconds((total - number) * per_batch)}")
+
+
+def archive_one(context: RunContext, ctx: FileContext, batch: Batch, total: int) -> Counters:
+    """Run one batch with its log lines; on failure record it and raise BatchFailed."""
+    context.log.batch(ctx.scan.name, batch.number, "PROCESSING")
+    context.reporter.batch(f"Processing batch {batch.number}/{total} - first key {format_key(batch.keys[0])} "
+                       f"… last key {format_key(batch.keys[-1])}")
+    try:
+        outcome = run_batch(context, ctx, batch)
+    except (mysql.connector.Error, ArchiveError) as exc:
+        if isinstance(exc, LostLock):
+            raise
+        message = f"Error processing batch {batch.number} in file {ctx.scan.name}: " + (
+            describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc))
+        context.log.write(f"ERROR: {message}")
+        context.log.batch(ctx.scan.name, batch.number, "FAILED")
+        record_batch_failure(context, ctx, batch, message)
+        raise BatchFailed(message) from exc
+    context.log.batch(ctx.scan.name, batch.number, outcome.status)
+    report_duplicates(context, batch, outcome)
+    context.state.totals.add(outcome.counts)
+    show_progress(context, ctx.scan.name, batch.number, total)
+    return outcome.counts
 
 
 def process_file(context: RunContext, path: Path) -> None:
@@ -5109,92 +5225,6 @@ def process_file(context: RunContext, path: Path) -> None:
     return None
 
 
-def finish_file(context: RunContext, path: Path, ctx: FileContext, counts: Counters, keys_seen: int,
-                identity: tuple[int, int, int]) -> None:
-    """COMPLETED (or CONFLICTS) only if every batch of the validated content ran, unchanged."""
-    scan = ctx.scan
-    if keys_seen != scan.keys or file_identity(path) != identity or hash_file(path).sha256 != scan.sha256:
-        return file_changed(context, ctx, f"{scan.name} changed on disk while its batches ran "
-                                      f"({keys_seen} of {scan.keys} validated keys read)")
-    open_conflicts = counts.conflicts or context.tracking.open_conflicts().get((scan.name, scan.sha256))
-    status = "CONFLICTS" if open_conflicts else "COMPLETED"
-    context.tracking.finish_file(ctx.file_id, status, None)
-    if status == "CONFLICTS":
-        context.state.conflict_files.append(scan.name)
-    context.state.files_done += 1
-    context.reporter.say(f"FINISHED: {scan.name} ({counts.archived} rows archived, {counts.duplicates} "
-                     f"duplicates, {counts.conflicts} conflicts, {counts.not_found} not found)")
-    if status == "COMPLETED":
-        move_to_done_dir(context, path, scan)
-    return None
-
-
-def file_changed(context: RunContext, ctx: FileContext, reason: str) -> None:
-    """The file is not what was validated: its batches so far no longer count as a checkpoint."""
-    context.log.write(file_changed_line(ctx.scan, context.config.job), durable=True)
-    context.say(f"ERROR: rejected {reason}; rerun to archive its current content from batch 1")
-    print(f"archive.py: rejected {reason}", file=sys.stderr)
-    context.tracking.finish_file(ctx.file_id, "CHANGED", f"rejected: {reason}")
-    context.state.rejected.append(ctx.scan.name)
-
-
-def archive_one(context: RunContext, ctx: FileContext, batch: Batch, total: int) -> Counters:
-    """Run one batch with its log lines; on failure record it and raise BatchFailed."""
-    context.log.batch(ctx.scan.name, batch.number, "PROCESSING")
-    context.reporter.batch(f"Processing batch {batch.number}/{total} - first key {format_key(batch.keys[0])} "
-                       f"… last key {format_key(batch.keys[-1])}")
-    try:
-        outcome = run_batch(context, ctx, batch)
-    except (mysql.connector.Error, ArchiveError) as exc:
-        if isinstance(exc, LostLock):
-            raise
-        message = f"Error processing batch {batch.number} in file {ctx.scan.name}: " + (
-            describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc))
-        context.log.write(f"ERROR: {message}")
-        context.log.batch(ctx.scan.name, batch.number, "FAILED")
-        record_batch_failure(context, ctx, batch, message)
-        raise BatchFailed(message) from exc
-    context.log.batch(ctx.scan.name, batch.number, outcome.status)
-    report_duplicates(context, batch, outcome)
-    context.state.totals.add(outcome.counts)
-    show_progress(context, ctx.scan.name, batch.number, total)
-    return outcome.counts
-
-
-def record_batch_failure(context: RunContext, ctx: FileContext, batch: Batch, message: str) -> None:
-    """Record the FAILED batch, if the database can still be written."""
-    context.db.rollback()
-    try:
-        context.db.ensure_connected()
-        context.tracking.record_batch_failure(ctx, batch, message)
-    except (mysql.connector.Error, ArchiveError):
-        context.db.disconnect()  # run() reports that the database could not be written
-
-
-def report_duplicates(context: RunContext, batch: Batch, outcome: BatchOutcome) -> None:
-    """DUPLICATE_KEY_ERROR lines: identical twins were removed, conflicts were kept."""
-    counts, conflicts = outcome.counts, outcome.conflicts
-    if counts.duplicates:
-        context.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - {plural(counts.duplicates, 'key')} already "
-                "archived with identical rows; removed from the source")
-    if conflicts:
-        shown = ", ".join(format_key(k) for k in conflicts[:SHOWN_KEYS])
-        more = f" and {len(conflicts) - SHOWN_KEYS} more" if len(conflicts) > SHOWN_KEYS else ""
-        context.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - CONFLICT: {plural(len(conflicts), 'key')} "
-                f"archived with different rows; both versions kept: {shown}{more}")
-
-
-def show_progress(context: RunContext, file_name: str, number: int, total: int) -> None:
-    """The terminal's single progress line: file n/N, batch, rows, rate and the file's ETA."""
-    state = context.state
-    elapsed = max(time.monotonic() - state.started, 1e-6)
-    per_batch = elapsed / max(state.totals.batches, 1)
-    context.reporter.progress(
-        file_name, f"file {state.files_seen}/{state.files_total}  batch {number}/{total}  "
-                   f"{state.totals.archived:,} rows  {state.totals.archived / elapsed:,.0f} rows/s  "
-                   f"ETA {format_seconds((total - number) * per_batch)}")
-
-
 # --------------------------------------------------------------------------- run
 
 def install_signal_handlers(stop: StopSignal) -> dict[int, Any]:
@@ -5209,28 +5239,6 @@ def restore_signal_handlers(previous: dict[int, Any]) -> None:
     """Put back the handlers that were there before the run."""
     for signum, handler in previous.items():
         signal.signal(signum, handler)
-
-
-def execute_run(context: RunContext, files: list[Path]) -> int:
-    """Recheck old conflicts, walk the files; return the exit code."""
-    # Between batches too, a lost node (or a deadlock in the bookkeeping) is survived: each
-    # step below is safe to repeat from the start on the next node.
-    context.state.totals.add(retry_transaction(context, "Recheck of conflicts",
-                                               functools.partial(recheck_conflicts, context)))
-    for path in files:
-        reason = context.controls.stop_reason() if context.controls else None
-        if reason:
-            context.state.stop_reason = reason
-            break
-        context.state.files_seen += 1
-        run_file(context, path)
-        if context.state.stop_reason:
-            break
-    status, code = retry_transaction(context, "End of run", functools.partial(end_run, context))
-    if status == "INTERRUPTED":
-        context.say(f"INTERRUPTED: {context.state.stop_reason}; rerun to resume")
-    context.reporter.clear_progress()
-    return code
 
 
 def run_file(context: RunContext, path: Path) -> None:
@@ -5258,6 +5266,28 @@ def end_run(context: RunContext) -> tuple[str, int]:
     return status, code
 
 
+def execute_run(context: RunContext, files: list[Path]) -> int:
+    """Recheck old conflicts, walk the files; return the exit code."""
+    # Between batches too, a lost node (or a deadlock in the bookkeeping) is survived: each
+    # step below is safe to repeat from the start on the next node.
+    context.state.totals.add(retry_transaction(context, "Recheck of conflicts",
+                                               functools.partial(recheck_conflicts, context)))
+    for path in files:
+        reason = context.controls.stop_reason() if context.controls else None
+        if reason:
+            context.state.stop_reason = reason
+            break
+        context.state.files_seen += 1
+        run_file(context, path)
+        if context.state.stop_reason:
+            break
+    status, code = retry_transaction(context, "End of run", functools.partial(end_run, context))
+    if status == "INTERRUPTED":
+        context.say(f"INTERRUPTED: {context.state.stop_reason}; rerun to resume")
+    context.reporter.clear_progress()
+    return code
+
+
 def script_hash() -> str:
     """A short hash of this file, so a copied script can be told apart from a release."""
     try:
@@ -5277,6 +5307,11 @@ def write_header(config: Config, log: TextLog, state: RunState) -> None:
     log.write(f"=== Script Starts at: {dt.datetime.now():%d_%m_%Y_%H_%M_%S} ===")
     log.write(f"RUN_ID: {state.run_id} | archive.py {__version__} ({script_hash()}) | JOB: {config.job} "
               f"| HOST: {socket.gethostname()} | PID: {os.getpid()}")
+
+
+def make_mover(tracking: Tracking, plan: TablePlan, dest: Database | None) -> SameServer:
+    """Within one server, or into the destination server."""
+    return OtherServer(tracking.db, dest, plan, tracking) if dest else SameServer(tracking.db, plan, tracking)
 
 
 def open_run(config: Config, tracking: Tracking, dest: Database | None, log: TextLog, reporter: Reporter,
@@ -5314,11 +5349,6 @@ def open_run(config: Config, tracking: Tracking, dest: Database | None, log: Tex
                       make_mover(tracking, plan, dest), dest=dest)
 
 
-def make_mover(tracking: Tracking, plan: TablePlan, dest: Database | None) -> SameServer:
-    """Within one server, or into the destination server."""
-    return OtherServer(tracking.db, dest, plan, tracking) if dest else SameServer(tracking.db, plan, tracking)
-
-
 def open_destination(config: Config, read_only: bool = False) -> Database | None:
     """The destination session, in UTC so TIMESTAMPs travel as their stored value; None without one."""
     if config.dest is None:
@@ -5327,6 +5357,46 @@ def open_destination(config: Config, read_only: bool = False) -> Database | None
         return Database(config.dest, config.lock_wait_timeout, read_only=True, utc=True,
                         silence=probe_silence(config, config.dest))
     return Database(config.dest, config.lock_wait_timeout, utc=True, wait_timeout=run_silence(config))
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The one-line reason a run failed, for process_logs and the text log."""
+    if isinstance(exc, ArchiveError):
+        return str(exc)
+    if isinstance(exc, mysql.connector.Error):
+        return describe_mysql_error(exc)
+    return f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)"
+
+
+def finish_output(log: TextLog, reporter: Reporter, state: RunState, status: str, code: int) -> None:
+    """The SUMMARY line: always in the text log; on the terminal unless -q and nothing to say."""
+    if not state.run_id or (code == EXIT_LOCKED and state.stop_reason is None):
+        return  # refused or failed before it started: stderr says why
+    line = summary_line(state, status)
+    quiet_ok = code == EXIT_OK or (code == EXIT_INTERRUPTED and state.planned_stop and state.totals.batches)
+    with contextlib.suppress(ArchiveError):
+        log.write(line)
+    with contextlib.suppress(ArchiveError):
+        reporter.clear_progress()
+        reporter.say(line, level=1 if quiet_ok else 0)
+
+
+def record_run_failure(tracking: Tracking | None, state: RunState, log: TextLog, message: str) -> None:
+    """Write FAILED and the error into process_logs; if the DB is gone, say so in the log."""
+    if tracking is None or not state.run_id or not tracking.locked:
+        return
+    db = tracking.db
+    try:
+        db.rollback()
+        db.ensure_connected()
+        state.stop_reason = None
+        tracking.finish_run("FAILED", f"failed: {message}", state.paused_seconds, message)
+    except (mysql.connector.Error, ArchiveError) as exc:
+        note = (f"could not record the failure in process_logs: {exc}; the next run will mark run "
+                f"{state.run_id} INTERRUPTED")
+        with contextlib.suppress(ArchiveError):
+            log.write(f"ERROR: {note}")
+        print(f"archive.py: {note}", file=sys.stderr)
 
 
 def run(config: Config, verbosity: int = 1) -> int:
@@ -5376,47 +5446,7 @@ def run(config: Config, verbosity: int = 1) -> int:
         log.close()
 
 
-def describe_failure(exc: BaseException) -> str:
-    """The one-line reason a run failed, for process_logs and the text log."""
-    if isinstance(exc, ArchiveError):
-        return str(exc)
-    if isinstance(exc, mysql.connector.Error):
-        return describe_mysql_error(exc)
-    return f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)"
-
-
-def finish_output(log: TextLog, reporter: Reporter, state: RunState, status: str, code: int) -> None:
-    """The SUMMARY line: always in the text log; on the terminal unless -q and nothing to say."""
-    if not state.run_id or (code == EXIT_LOCKED and state.stop_reason is None):
-        return  # refused or failed before it started: stderr says why
-    line = summary_line(state, status)
-    quiet_ok = code == EXIT_OK or (code == EXIT_INTERRUPTED and state.planned_stop and state.totals.batches)
-    with contextlib.suppress(ArchiveError):
-        log.write(line)
-    with contextlib.suppress(ArchiveError):
-        reporter.clear_progress()
-        reporter.say(line, level=1 if quiet_ok else 0)
-
-
-def record_run_failure(tracking: Tracking | None, state: RunState, log: TextLog, message: str) -> None:
-    """Write FAILED and the error into process_logs; if the DB is gone, say so in the log."""
-    if tracking is None or not state.run_id or not tracking.locked:
-        return
-    db = tracking.db
-    try:
-        db.rollback()
-        db.ensure_connected()
-        state.stop_reason = None
-        tracking.finish_run("FAILED", f"failed: {message}", state.paused_seconds, message)
-    except (mysql.connector.Error, ArchiveError) as exc:
-        note = (f"could not record the failure in process_logs: {exc}; the next run will mark run "
-                f"{state.run_id} INTERRUPTED")
-        with contextlib.suppress(ArchiveError):
-            log.write(f"ERROR: {note}")
-        print(f"archive.py: {note}", file=sys.stderr)
-
-
-# --------------------------------------------------------------------------- read-only commands
+# --------------------------------------------------------------------------- status and check
 
 def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[str]:
     """Left-aligned text columns."""
@@ -5460,6 +5490,20 @@ def read_only_tracking(db: Database, config: Config) -> Tracking | None:
     return None
 
 
+def run_seconds(db: Database, run_row: dict[str, Any], alive: bool) -> int:
+    """How long the run lasted; a dead run's clock stops at its last sign of life.
+
+    In UTC, so a DST change in between does not count (a run of schema 2 has local times only).
+    """
+    if run_row["start_time_utc"] is not None:
+        start, end, now = run_row["start_time_utc"], run_row["last_seen_utc"], "UTC_TIMESTAMP()"
+    else:
+        start, end, now = run_row["start_time"], run_row["end_time"] or run_row["last_seen"], "NOW()"
+    if end is None or (alive and run_row["end_time"] is None):
+        end = db.query(f"SELECT {now}")[0][0]
+    return int((end - start).total_seconds())
+
+
 def status_report(db: Database, config: Config) -> dict[str, Any] | None:
     """The latest run of this job that did something, with its files and liveness; None if none."""
     tracking = read_only_tracking(db, config)
@@ -5485,20 +5529,6 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
     report["problem_batches"] = json_rows(tracking.problem_batches())
     db.rollback()
     return report
-
-
-def run_seconds(db: Database, run_row: dict[str, Any], alive: bool) -> int:
-    """How long the run lasted; a dead run's clock stops at its last sign of life.
-
-    In UTC, so a DST change in between does not count (a run of schema 2 has local times only).
-    """
-    if run_row["start_time_utc"] is not None:
-        start, end, now = run_row["start_time_utc"], run_row["last_seen_utc"], "UTC_TIMESTAMP()"
-    else:
-        start, end, now = run_row["start_time"], run_row["end_time"] or run_row["last_seen"], "NOW()"
-    if end is None or (alive and run_row["end_time"] is None):
-        end = db.query(f"SELECT {now}")[0][0]
-    return int((end - start).total_seconds())
 
 
 def status_lines(report: dict[str, Any]) -> list[str]:
@@ -5542,6 +5572,24 @@ def status_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def read_only_source(config: Config) -> Database:
+    """The source session of --status, --check and --dry-run: it gives a silent server up."""
+    return Database(config.db, config.lock_wait_timeout, read_only=True,
+                    silence=probe_silence(config, config.db))
+
+
+def status_report_anywhere(db: Database, config: Config) -> dict[str, Any] | None:
+    """status_report through the first node of the host list that answers it in time."""
+    for tries in range(1, db.settings.endpoints + 1):
+        try:
+            return status_report(db, config)
+        except mysql.connector.Error as exc:
+            if not is_connection_error(exc) or tries == db.settings.endpoints:
+                raise
+            db.connect(move_on=True)
+    return None  # no address at all: connect() raised before
+
+
 def show_status(config: Config, as_json: bool = False, out: Any = None) -> int:
     """Print the latest run, its files and recent problem batches; read-only."""
     out = out or sys.stdout
@@ -5561,22 +5609,17 @@ def show_status(config: Config, as_json: bool = False, out: Any = None) -> int:
     return EXIT_OK
 
 
-def read_only_source(config: Config) -> Database:
-    """The source session of --status, --check and --dry-run: it gives a silent server up."""
-    return Database(config.db, config.lock_wait_timeout, read_only=True,
-                    silence=probe_silence(config, config.db))
-
-
-def status_report_anywhere(db: Database, config: Config) -> dict[str, Any] | None:
-    """status_report through the first node of the host list that answers it in time."""
-    for tries in range(1, db.settings.endpoints + 1):
-        try:
-            return status_report(db, config)
-        except mysql.connector.Error as exc:
-            if not is_connection_error(exc) or tries == db.settings.endpoints:
-                raise
-            db.connect(move_on=True)
-    return None  # no address at all: connect() raised before
+def cluster_lines(db: Database) -> list[str]:
+    """What --check says about a Galera node: its state and limits."""
+    if not db.wsrep:
+        return []
+    s = db.status_values("wsrep_cluster_size", "wsrep_cluster_status", "wsrep_local_state_comment",
+                         "wsrep_ready")
+    db.rollback()
+    return [(f"cluster: Galera node {db.where}: {s.get('wsrep_local_state_comment')}, component "
+            f"{s.get('wsrep_cluster_status')}, {s.get('wsrep_cluster_size')} nodes, ready "
+            f"{s.get('wsrep_ready')}; wsrep_max_ws_rows {db.variable('wsrep_max_ws_rows')}, "
+            f"wsrep_max_ws_size {db.variable('wsrep_max_ws_size')}")]
 
 
 def check_command(config: Config, out: Any = None) -> int:
@@ -5615,18 +5658,7 @@ def check_command(config: Config, out: Any = None) -> int:
     return EXIT_OK
 
 
-def cluster_lines(db: Database) -> list[str]:
-    """What --check says about a Galera node: its state and limits."""
-    if not db.wsrep:
-        return []
-    s = db.status_values("wsrep_cluster_size", "wsrep_cluster_status", "wsrep_local_state_comment",
-                         "wsrep_ready")
-    db.rollback()
-    return [(f"cluster: Galera node {db.where}: {s.get('wsrep_local_state_comment')}, component "
-            f"{s.get('wsrep_cluster_status')}, {s.get('wsrep_cluster_size')} nodes, ready "
-            f"{s.get('wsrep_ready')}; wsrep_max_ws_rows {db.variable('wsrep_max_ws_rows')}, "
-            f"wsrep_max_ws_size {db.variable('wsrep_max_ws_size')}")]
-
+# --------------------------------------------------------------------------- dry run
 
 DRY_RUN_COUNTS = ("batches", "rows_to_archive", "rows_to_delete", "identical_twins", "conflicts",
                   "not_found", "skipped_by_guard")
@@ -5702,47 +5734,6 @@ class SilentLog(TextLog):
         """Drop the line."""
 
 
-def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
-    """Predict, per file, exactly what a run would do, with read-only queries."""
-    out = out or sys.stdout
-    db = read_only_source(config)
-    dest = moved = None
-    try:
-        moved = MovedKeys()
-        dest = open_destination(config, read_only=True)
-        plan = require_plan(db, config, dest)
-        found_tracking = read_only_tracking(db, config)
-        tracking = found_tracking or Tracking(db, config)
-        progress = read_log_progress(config.log_dir, save=False)
-        jobs = (config.job, f"{config.database}.{config.source_table}")
-        context = RunContext(config, db, tracking, plan, SilentLog(config.log_dir, dt.datetime.now()),
-                             Reporter(0), RunState(), log_checkpoints(progress, jobs, config.reading),
-                             make_mover(tracking, plan, dest), dest=dest)
-        tracked = found_tracking is not None
-        recheck = predict_recheck(context, moved) if tracked else None
-        files = list_csv_files(config.csv_dir, config.csv_pattern)
-        rows = [recheck] if recheck else []
-        rows += [predict_file(context, path, tracked, moved) for path in files]
-    finally:
-        for session in (db, dest):
-            if session is not None:
-                session.close()
-        if moved is not None:
-            moved.close()
-    total: dict[str, Any] = {"file": "TOTAL", "status": plural(len(rows), "file")}
-    total.update({k: sum(r[k] for r in rows) for k in DRY_RUN_COUNTS})
-    rejected = sum(r["status"].startswith("REJECTED") for r in rows)
-    if as_json:
-        print(json.dumps({"files": rows, "total": {k: total[k] for k in DRY_RUN_COUNTS},
-                          "rows_to_archive": total["rows_to_archive"],
-                          "rows_to_delete": total["rows_to_delete"],
-                          "rejected_files": rejected}, indent=2), file=out)
-    else:
-        print_lines(format_table(rows + [total], ("file",) + DRY_RUN_COUNTS + ("status",)), out)
-        print("Dry run: nothing was changed.", file=out)
-    return EXIT_REJECTED if rejected else EXIT_OK
-
-
 def empty_prediction(name: str, status: str) -> dict[str, Any]:
     """A dry-run row with nothing to do."""
     return {"file": name, **dict.fromkeys(DRY_RUN_COUNTS, 0), "status": status}
@@ -5805,6 +5796,47 @@ def predict_file(context: RunContext, path: Path, tracked: bool, moved: MovedKey
         predict_keys(context, batch.keys, moved, row)
         row["batches"] += 1
     return row
+
+
+def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
+    """Predict, per file, exactly what a run would do, with read-only queries."""
+    out = out or sys.stdout
+    db = read_only_source(config)
+    dest = moved = None
+    try:
+        moved = MovedKeys()
+        dest = open_destination(config, read_only=True)
+        plan = require_plan(db, config, dest)
+        found_tracking = read_only_tracking(db, config)
+        tracking = found_tracking or Tracking(db, config)
+        progress = read_log_progress(config.log_dir, save=False)
+        jobs = (config.job, f"{config.database}.{config.source_table}")
+        context = RunContext(config, db, tracking, plan, SilentLog(config.log_dir, dt.datetime.now()),
+                             Reporter(0), RunState(), log_checkpoints(progress, jobs, config.reading),
+                             make_mover(tracking, plan, dest), dest=dest)
+        tracked = found_tracking is not None
+        recheck = predict_recheck(context, moved) if tracked else None
+        files = list_csv_files(config.csv_dir, config.csv_pattern)
+        rows = [recheck] if recheck else []
+        rows += [predict_file(context, path, tracked, moved) for path in files]
+    finally:
+        for session in (db, dest):
+            if session is not None:
+                session.close()
+        if moved is not None:
+            moved.close()
+    total: dict[str, Any] = {"file": "TOTAL", "status": plural(len(rows), "file")}
+    total.update({k: sum(r[k] for r in rows) for k in DRY_RUN_COUNTS})
+    rejected = sum(r["status"].startswith("REJECTED") for r in rows)
+    if as_json:
+        print(json.dumps({"files": rows, "total": {k: total[k] for k in DRY_RUN_COUNTS},
+                          "rows_to_archive": total["rows_to_archive"],
+                          "rows_to_delete": total["rows_to_delete"],
+                          "rejected_files": rejected}, indent=2), file=out)
+    else:
+        print_lines(format_table(rows + [total], ("file",) + DRY_RUN_COUNTS + ("status",)), out)
+        print("Dry run: nothing was changed.", file=out)
+    return EXIT_REJECTED if rejected else EXIT_OK
 
 
 # --------------------------------------------------------------------------- command line
