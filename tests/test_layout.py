@@ -41,8 +41,9 @@ def units() -> list[Unit]:
     banners = sections()
     found = []
     for node in TREE.body:
+        targets = getattr(node, "targets", [getattr(node, "target", None)])
         names = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else [
-            t.id for t in getattr(node, "targets", [getattr(node, "target", None)]) if isinstance(t, ast.Name)]
+            t.id for t in targets if isinstance(t, ast.Name)]
         index = sum(1 for line, _ in banners if line <= node.lineno) - 1
         if index >= 0:
             found += [Unit(name, index, banners[index][1], node) for name in names]
