@@ -3439,117 +3439,72 @@ TRACKING_DDL = (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
 )
 
-# Schema 1 -> 2 -> 3, as (table, column or index, DDL). Each step checks first, so a
-# migration killed halfway is finished by the next run.
-MIGRATION_COLUMNS = (
-    ("process_logs", "job", "ADD COLUMN `job` VARCHAR(300) NOT NULL DEFAULT ''"),
-    ("process_logs", "version", "ADD COLUMN `version` VARCHAR(32) NULL"),
-    ("process_logs", "last_seen", "ADD COLUMN `last_seen` DATETIME NULL"),
-    ("process_logs", "not_found", "ADD COLUMN `not_found` BIGINT NOT NULL DEFAULT 0"),
-    ("process_logs", "destination", "ADD COLUMN `destination` VARCHAR(255) NULL"),
-    ("file_processing_logs", "job", "ADD COLUMN `job` VARCHAR(300) NOT NULL DEFAULT ''"),
-    ("file_processing_logs", "not_found", "ADD COLUMN `not_found` BIGINT NOT NULL DEFAULT 0"),
-    ("file_processing_logs", "reading", "ADD COLUMN `reading` VARCHAR(255) NOT NULL DEFAULT ''"),
-    ("batch_processing_logs", "not_found", "ADD COLUMN `not_found` INT NOT NULL DEFAULT 0"),
-    # Schema 3: durations in UTC, so a DST change in between does not count; the holder's own
-    # user lock (NULL: an older version's row, or no user locks); lease times in UTC, marked so:
-    # a row an older version wrote (or writes, during an upgrade) stays on the local clock.
-    ("process_logs", "start_time_utc", "ADD COLUMN `start_time_utc` DATETIME(6) NULL"),
-    ("process_logs", "last_seen_utc", "ADD COLUMN `last_seen_utc` DATETIME(6) NULL"),
-    ("run_locks", "user_lock", "ADD COLUMN `user_lock` VARCHAR(64) NULL"),
-    ("run_locks", "lease_clock", "ADD COLUMN `lease_clock` ENUM('LOCAL','UTC') NOT NULL DEFAULT 'LOCAL'"),
+@dataclass(frozen=True)
+class Migration:
+    """The steps that bring the tracking tables to schema `version` from the one before it.
+
+    Columns added come last in their tables, in this order, so a migrated table and a new one
+    are the same table; every step checks first, so a migration cut short is finished by the
+    next run, and two runs migrating at once do not trip over each other.
+    """
+
+    version: int
+    columns: tuple[tuple[str, str, str], ...] = ()  # (table, column, ADD COLUMN ...) when missing
+    indexes: tuple[tuple[str, str, str], ...] = ()  # (table, index, ADD KEY ...) when missing
+    fill: tuple[str, ...] = ()  # statements that are safe to repeat
+    carry_conflicts: bool = False  # schema 1 kept conflict keys only as comma lists
+
+
+MIGRATIONS = (
+    Migration(
+        2,
+        columns=(
+            ("process_logs", "job", "ADD COLUMN `job` VARCHAR(300) NOT NULL DEFAULT ''"),
+            ("process_logs", "version", "ADD COLUMN `version` VARCHAR(32) NULL"),
+            ("process_logs", "last_seen", "ADD COLUMN `last_seen` DATETIME NULL"),
+            ("process_logs", "not_found", "ADD COLUMN `not_found` BIGINT NOT NULL DEFAULT 0"),
+            ("process_logs", "destination", "ADD COLUMN `destination` VARCHAR(255) NULL"),
+            ("file_processing_logs", "job", "ADD COLUMN `job` VARCHAR(300) NOT NULL DEFAULT ''"),
+            ("file_processing_logs", "not_found", "ADD COLUMN `not_found` BIGINT NOT NULL DEFAULT 0"),
+            ("file_processing_logs", "reading", "ADD COLUMN `reading` VARCHAR(255) NOT NULL DEFAULT ''"),
+            ("batch_processing_logs", "not_found", "ADD COLUMN `not_found` INT NOT NULL DEFAULT 0"),
+        ),
+        indexes=(
+            ("process_logs", "ix_process_job", "ADD KEY `ix_process_job` (`job`, `id`)"),
+            ("file_processing_logs", "ix_file_job",
+             "ADD KEY `ix_file_job` (`job`, `file_name`, `file_checksum`)"),
+        ),
+        fill=(
+            # Schema 1 had one job per source table as far as resuming went; name it as today.
+            ("UPDATE process_logs SET job = CONCAT(DATABASE(), '.', source_table, ' -> ', DATABASE(), '.', "
+             "archive_table) WHERE job = ''"),
+            ("UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET f.job = p.job "
+             "WHERE f.job = ''"),
+            ("ALTER TABLE file_processing_logs MODIFY `status` ENUM('PROCESSING','COMPLETED','FAILED',"
+             "'INTERRUPTED','CONFLICTS','CHANGED') NOT NULL"),
+        ),
+        carry_conflicts=True),
+    # Schema 3: durations in UTC, so a DST change in between does not count; the holder's own user
+    # lock (NULL: an older version's row, or no user locks); lease times in UTC, marked so: a row an
+    # older version wrote (or writes, during an upgrade) stays on the local clock.
+    Migration(
+        3,
+        columns=(
+            ("process_logs", "start_time_utc", "ADD COLUMN `start_time_utc` DATETIME(6) NULL"),
+            ("process_logs", "last_seen_utc", "ADD COLUMN `last_seen_utc` DATETIME(6) NULL"),
+            ("run_locks", "user_lock", "ADD COLUMN `user_lock` VARCHAR(64) NULL"),
+            ("run_locks", "lease_clock",
+             "ADD COLUMN `lease_clock` ENUM('LOCAL','UTC') NOT NULL DEFAULT 'LOCAL'"),
+        )),
 )
-MIGRATION_INDEXES = (
-    ("process_logs", "ix_process_job", "ADD KEY `ix_process_job` (`job`, `id`)"),
-    ("file_processing_logs", "ix_file_job", "ADD KEY `ix_file_job` (`job`, `file_name`, `file_checksum`)"),
-)
-MIGRATION_FILL = (
-    # Schema 1 had one job per source table as far as resuming went; name it as today.
-    ("UPDATE process_logs SET job = CONCAT(DATABASE(), '.', source_table, ' -> ', DATABASE(), '.', "
-    "archive_table) WHERE job = ''"),
-    ("UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET f.job = p.job "
-    "WHERE f.job = ''"),
-    ("ALTER TABLE file_processing_logs MODIFY `status` ENUM('PROCESSING','COMPLETED','FAILED',"
-    "'INTERRUPTED','CONFLICTS','CHANGED') NOT NULL"),
-)
 
 
-# --------------------------------------------------------------------------- run lock
+class TrackingSchema:
+    """The tracking tables' schema on the source: which tables exist, their version, creating the
+    missing ones and migrating older ones (MIGRATIONS, in order). Nothing else runs DDL on them."""
 
-# The lease's clock: UTC, except in a lock row an older version wrote (schema 2 had no lease_clock).
-LEASE_NOW = {3: "IF(lease_clock = 'UTC', UTC_TIMESTAMP(6), NOW(6))", 2: "NOW(6)"}
-LOCK_COLUMNS = {3: "user_lock, lease_clock", 2: "NULL AS user_lock, 'LOCAL' AS lease_clock"}
-
-
-def describe_holder(holder: dict[str, Any] | None) -> str:
-    """Who holds the run lock, for messages."""
-    if holder is None:
-        return "a run that has just finished"
-    state = (f"heartbeat {holder['age']:.0f}s ago, lease valid" if holder["valid"]
-             else f"lease expired, last heartbeat {holder['age']:.0f}s ago")
-    return (f"run {holder['process_log_id'] or '?'} on {holder['host']} pid {holder['pid']} via "
-            f"{str(holder['node']).split()[0]} ({state})")
-
-
-# --------------------------------------------------------------------------- tracking records
-
-RUN_COLUMNS = (
-    "id, status, start_time, end_time, last_seen, current_file, current_batch, processed_files, "
-    "total_files, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, not_found, "
-    "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job, destination")
-RUN_COLUMNS_UTC = {3: "start_time_utc, last_seen_utc", 2: "NULL AS start_time_utc, NULL AS last_seen_utc"}
-
-
-def seen_now(alias: str = "") -> str:
-    """The SET clause of a run's sign of life: local time for people, UTC for durations."""
-    return f"{alias}last_seen = NOW(), {alias}last_seen_utc = UTC_TIMESTAMP(6)"
-# A run "did work" if it moved or counted a row, ran a batch, met a file it could not archive,
-# or settled a conflict; --status skips the nightly no-ops.
-DID_WORK_SQL = ("(p.rows_archived + p.rows_deleted + p.conflicts + p.not_found + p.skipped_by_guard > 0 "
-                "OR EXISTS (SELECT 1 FROM file_processing_logs f WHERE f.process_log_id = p.id AND "
-                "(f.processed_batches >= f.start_batch OR f.status <> 'COMPLETED')) OR EXISTS (SELECT 1 FROM "
-                "conflict_logs c WHERE c.resolved_by = p.id))")
-
-
-def fit(text: str | None, chars: int | None = None, max_bytes: int = TEXT_BYTES) -> str | None:
-    """Cut a text to what its column holds (characters for VARCHAR, bytes for TEXT), marking the cut."""
-    if text is None:
-        return None
-    if chars is not None:
-        return text if len(text) <= chars else text[:chars - 7] + " [cut]"
-    data = text.encode("utf-8")
-    return text if len(data) <= max_bytes else data[:max_bytes - 7].decode("utf-8", "ignore") + " [cut]"
-
-
-def encode_keys(keys: Sequence[Key]) -> str | None:
-    """Keys as a JSON list for conflict_keys (text keys may hold commas)."""
-    return json.dumps([format_key(k) for k in keys], ensure_ascii=False) if keys else None
-
-
-class Tracking:
-    """The one home of the tracking tables: their schema, its migrations, every read and write,
-    and the run lock that lives in them."""
-
-    def __init__(self, db: Database, config: Config):
-        self.db, self.config = db, config
-        self.owner = secrets.token_hex(16)
-        self.version = SCHEMA_VERSION  # older tables are only read, by a read-only command
-        self.locked = False
-        self.user_lock = False
-        self.run_id = 0
-        self.last_beat = 0.0
-
-    @property
-    def legacy(self) -> bool:
-        """Schema-1 tables (no job column), read by a read-only command as schema 1 did."""
-        return self.version < 2
-
-    @property
-    def layout(self) -> int:
-        """Which column list fits these tables: 3 for schema 3 and later, else 2."""
-        return 3 if self.version >= 3 else 2
-
-    # ------------------------------------------------------------ schema
+    def __init__(self, db: Database):
+        self.db = db
 
     def present(self) -> set[str]:
         """Which tracking tables exist."""
@@ -3570,21 +3525,21 @@ class Tracking:
                        for verb in TRACKING_WRITES[table]]
         return refused_statements(checks)
 
-    def schema_version(self) -> int:
+    def version(self) -> int:
         """The stamped schema version (1 for tables made before versions were stamped)."""
         rows = self.db.query("SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
                              "DATABASE() AND TABLE_NAME = 'process_logs'")
         match = re.search(r"tracking schema ([0-9]+)", str(rows[0][0])) if rows else None
         return int(match.group(1)) if match else 1
 
-    def ensure_schema(self) -> list[str]:
+    def ensure(self) -> list[str]:
         """Create missing tracking tables and migrate older ones; return what was done."""
         present = self.present()
-        migrating = "process_logs" in present and self.schema_version() < SCHEMA_VERSION
+        version = self.version() if "process_logs" in present else SCHEMA_VERSION
         for name, ddl in zip(TRACKING_TABLES, TRACKING_DDL):
             if name not in present:
                 self.create_table(ddl)
-        done = self.migrate() if migrating else []
+        done = [step for m in MIGRATIONS if m.version > version for step in self.migrate(m)]
         self.db.commit()
         return done
 
@@ -3596,25 +3551,26 @@ class Tracking:
             if exc.errno != errorcode.ER_TABLE_EXISTS_ERROR:
                 raise
 
-    def migrate(self) -> list[str]:
-        """Bring schema-1 tables to the current schema; every step is safe to repeat."""
+    def migrate(self, migration: Migration) -> list[str]:
+        """Apply one migration's missing steps, then stamp its version; return what was done."""
         columns = {(t, c) for t, c in self.db.query(
             "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()")}
         indexes = {(t, i) for t, i in self.db.query(
             "SELECT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS "
             "WHERE TABLE_SCHEMA = DATABASE()")}
-        steps = [f"ALTER TABLE `{t}` {ddl}" for t, c, ddl in MIGRATION_COLUMNS if (t, c) not in columns]
-        steps += [f"ALTER TABLE `{t}` {ddl}" for t, i, ddl in MIGRATION_INDEXES if (t, i) not in indexes]
+        steps = [f"ALTER TABLE `{t}` {ddl}" for t, c, ddl in migration.columns if (t, c) not in columns]
+        steps += [f"ALTER TABLE `{t}` {ddl}" for t, i, ddl in migration.indexes if (t, i) not in indexes]
         for sql in steps:
             self.run_ddl(sql)
-        for sql in MIGRATION_FILL:
+        for sql in migration.fill:
             self.db.execute(sql)
             self.db.commit()
-        steps += self.migrate_conflicts()
-        self.run_ddl(f"ALTER TABLE process_logs COMMENT = '{SCHEMA_COMMENT}'")
+        if migration.carry_conflicts:
+            steps += self.carry_conflicts()
+        self.run_ddl(f"ALTER TABLE process_logs COMMENT = 'archive.py tracking schema {migration.version}'")
         return steps
 
-    def migrate_conflicts(self) -> list[str]:
+    def carry_conflicts(self) -> list[str]:
         """Schema 1 kept conflict keys only as a comma list in batch_processing_logs: open them.
 
         Only lists of integers are split: a text key may itself hold a comma, and a wrong
@@ -3655,9 +3611,39 @@ class Tracking:
             if exc.errno not in (errorcode.ER_DUP_FIELDNAME, errorcode.ER_DUP_KEYNAME):
                 raise
 
-    # ------------------------------------------------------------ run lock
 
-    def lock_params(self) -> tuple[Any, ...]:
+# --------------------------------------------------------------------------- run lock
+
+# The lease's clock: UTC, except in a lock row an older version wrote (schema 2 had no lease_clock).
+LEASE_NOW = {3: "IF(lease_clock = 'UTC', UTC_TIMESTAMP(6), NOW(6))", 2: "NOW(6)"}
+LOCK_COLUMNS = {3: "user_lock, lease_clock", 2: "NULL AS user_lock, 'LOCAL' AS lease_clock"}
+
+
+def describe_holder(holder: dict[str, Any] | None) -> str:
+    """Who holds the run lock, for messages."""
+    if holder is None:
+        return "a run that has just finished"
+    state = (f"heartbeat {holder['age']:.0f}s ago, lease valid" if holder["valid"]
+             else f"lease expired, last heartbeat {holder['age']:.0f}s ago")
+    return (f"run {holder['process_log_id'] or '?'} on {holder['host']} pid {holder['pid']} via "
+            f"{str(holder['node']).split()[0]} ({state})")
+
+
+class RunLock:
+    """One run at a time per source table, on any host and through any node of a cluster: a leased
+    row in run_locks that this run renews with every batch (the fence) and between batches (the
+    heartbeat), plus a user lock named after its owner token that tells a run on the same node at
+    once that a holder's session is gone. Nothing outside this class writes the lock's state."""
+
+    def __init__(self, db: Database, config: Config, layout: int = 3):
+        self.db, self.config, self.layout = db, config, layout  # layout: the tracking schema's columns
+        self.owner = secrets.token_hex(16)
+        self.locked = False
+        self.user_lock = False
+        self.run_id = 0  # the run this lock is recorded under (process_logs.id), once started
+        self.last_beat = 0.0
+
+    def params(self) -> tuple[Any, ...]:
         """Who we are, for the lock row."""
         return (self.owner, self.run_id or None, socket.gethostname()[:255], os.getpid(), self.db.node,
                 self.connection_id(), self.user_lock_name() if self.user_lock else None)
@@ -3676,16 +3662,16 @@ class Tracking:
         A user lock dies with its session, so another run on the same node tells at once that
         a holder is gone; a run whose server refuses user locks records none.
         """
-        self.user_lock = self.user_lock_query("GET_LOCK(%s, 0)", self.user_lock_name()) == 1
+        self.user_lock = self.user_lock_answer("GET_LOCK(%s, 0)", self.user_lock_name()) == (True, 1)
 
-    def user_lock_query(self, call: str, name: str) -> Any:
-        """A user-lock function's answer, or Ellipsis where the server refuses them."""
+    def user_lock_answer(self, call: str, name: str) -> tuple[bool, Any]:
+        """(whether the server runs user-lock functions, the function's answer)."""
         try:
-            return self.db.query(f"SELECT {call}", (name,))[0][0]
+            return True, self.db.query(f"SELECT {call}", (name,))[0][0]
         except mysql.connector.Error as exc:
             if is_connection_error(exc):
                 raise
-            return Ellipsis  # some Galera releases refuse user locks (1235)
+            return False, None  # some Galera releases refuse user locks (1235)
 
     def holder_gone(self, holder: dict[str, Any]) -> bool:
         """Whether the holder's session on this node has ended (so it died), as its user lock says.
@@ -3694,9 +3680,10 @@ class Tracking:
         """
         if holder["node"] != self.db.node:
             return False  # user locks are local to a node
-        return self.user_lock_query("IS_USED_LOCK(%s)", holder["user_lock"] or self.config.lock_name) is None
+        name = holder["user_lock"] or self.config.lock_name
+        return self.user_lock_answer("IS_USED_LOCK(%s)", name) == (True, None)
 
-    def acquire_lock(self) -> str | None:
+    def acquire(self) -> str | None:
         """Take the run lock, or raise AlreadyRunning naming the holder; return a takeover note.
 
         Deadlocks, certification conflicts, lock waits and a holder that left in between mean
@@ -3705,17 +3692,17 @@ class Tracking:
         self.take_user_lock()  # first, so a row of ours on this node always has a live user lock
         deadline = time.monotonic() + self.config.retry_timeout
         while True:
-            taken, note = retry_conflicts(self.db, self.config.retry_timeout, self.try_lock)
+            taken, note = retry_conflicts(self.db, self.config.retry_timeout, self.try_take)
             if taken:
                 self.locked, self.last_beat = True, time.monotonic()
                 return note
             if time.monotonic() >= deadline:
                 raise AlreadyRunning(f"the run lock for `{self.config.lock_name}` changed hands for "
                                      f"{self.config.retry_timeout:g}s; last seen with "
-                                     f"{describe_holder(self.lock_holder())}")
+                                     f"{describe_holder(self.holder())}")
             time.sleep(backoff_seconds(1))
 
-    def try_lock(self) -> tuple[bool, str | None]:
+    def try_take(self) -> tuple[bool, str | None]:
         """One attempt: insert the lock row, or take it over from a holder that is gone.
 
         Returns (taken, takeover note); not taken means the row changed under us: look again.
@@ -3726,14 +3713,14 @@ class Tracking:
                 "INSERT INTO run_locks (lock_name, owner, process_log_id, host, pid, node, connection_id, "
                 "user_lock, lease_clock, acquired_at, heartbeat_at, expires_at) VALUES (%s, %s, %s, %s, %s, "
                 "%s, %s, %s, 'UTC', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) + INTERVAL "
-                f"{lease} SECOND)", (name, *self.lock_params()))
+                f"{lease} SECOND)", (name, *self.params()))
             self.db.commit()
             return True, None
         except mysql.connector.Error as exc:
             self.db.rollback()
             if exc.errno != ER_DUP_ENTRY:
                 raise
-        holder = self.lock_holder()
+        holder = self.holder()
         if holder is None:
             return False, None  # released in between: insert again
         gone = bool(self.user_lock) and self.holder_gone(holder)
@@ -3745,11 +3732,11 @@ class Tracking:
             "connection_id = %s, user_lock = %s, lease_clock = 'UTC', acquired_at = UTC_TIMESTAMP(6), "
             f"heartbeat_at = UTC_TIMESTAMP(6), expires_at = UTC_TIMESTAMP(6) + INTERVAL {lease} SECOND "
             f"WHERE lock_name = %s AND owner = %s AND (expires_at < {LEASE_NOW[3]} OR %s)",
-            (*self.lock_params(), name, holder["owner"], gone))
+            (*self.params(), name, holder["owner"], gone))
         self.db.commit()
         return taken == 1, f"took over the run lock from {describe_holder(holder)}" if taken == 1 else None
 
-    def lock_holder(self) -> dict[str, Any] | None:
+    def holder(self) -> dict[str, Any] | None:
         """The lock row, with whether its lease is still valid and how old its heartbeat is."""
         now = LEASE_NOW[self.layout]
         rows = self.db.query_dicts(
@@ -3781,30 +3768,30 @@ class Tracking:
             self.db.rollback()
             raise
         if renewed != 1:
-            self.lost_lock()
+            self.lost()
         self.last_beat = time.monotonic()
 
-    def lost_lock(self) -> None:
+    def lost(self) -> None:
         """Stop: our lease ran out and another run took the lock, so we must not write again."""
         self.locked = False
-        holder = self.lock_holder()
+        holder = self.holder()
         raise LostLock(f"lost the run lock for `{self.config.lock_name}` (this run's lease of "
                        f"{self.config.lock_lease:g}s ran out while it was stopped or cut off) to "
                        f"{describe_holder(holder)}; nothing more was written")
 
-    def retake_lock(self) -> None:
+    def retake(self) -> None:
         """After a reconnect (perhaps to another node): our lock row moves with us, or we lost it."""
         if not self.locked:
             return
         self.take_user_lock()
         moved = self.db.execute("UPDATE run_locks SET node = %s, connection_id = %s, user_lock = %s, "
                                 "heartbeat_at = UTC_TIMESTAMP(6) WHERE lock_name = %s AND owner = %s",
-                                (*self.lock_params()[4:], self.config.lock_name, self.owner))
+                                (*self.params()[4:], self.config.lock_name, self.owner))
         self.db.commit()
         if moved != 1:
-            self.lost_lock()
+            self.lost()
 
-    def release_lock(self) -> None:
+    def release(self) -> None:
         """Give the lock up at the end of the run (a crash leaves it to expire or be taken over)."""
         if not self.locked:
             return
@@ -3818,7 +3805,7 @@ class Tracking:
 
     def holder_is_alive(self, run_id: int) -> tuple[bool, str]:
         """Whether run `run_id` still holds the lock, and how we know (for --status)."""
-        holder = self.lock_holder()
+        holder = self.holder()
         if holder is None or holder["process_log_id"] != run_id:
             return False, "it does not hold the run lock: it died; the next run marks it INTERRUPTED"
         if holder["user_lock"] and self.holder_gone(holder):
@@ -3829,15 +3816,81 @@ class Tracking:
         return True, (f"alive: heartbeat {holder['age']:.1f}s ago from {holder['host']} pid {holder['pid']} "
                       f"via {holder['node'].split()[0]}")
 
-    # ------------------------------------------------------------ runs
+    def attach_run(self) -> tuple[str, tuple[Any, ...]]:
+        """The statement that records this run's id in its lock row (in the run's first transaction)."""
+        return ("UPDATE run_locks SET process_log_id = %s WHERE lock_name = %s AND owner = %s",
+                (self.run_id, self.config.lock_name, self.owner))
+
+
+# --------------------------------------------------------------------------- tracking records
+
+RUN_COLUMNS = (
+    "id, status, start_time, end_time, last_seen, current_file, current_batch, processed_files, "
+    "total_files, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, not_found, "
+    "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job, destination")
+RUN_COLUMNS_UTC = {3: "start_time_utc, last_seen_utc", 2: "NULL AS start_time_utc, NULL AS last_seen_utc"}
+
+
+def seen_now(alias: str = "") -> str:
+    """The SET clause of a run's sign of life: local time for people, UTC for durations."""
+    return f"{alias}last_seen = NOW(), {alias}last_seen_utc = UTC_TIMESTAMP(6)"
+# A run "did work" if it moved or counted a row, ran a batch, met a file it could not archive,
+# or settled a conflict; --status skips the nightly no-ops.
+DID_WORK_SQL = ("(p.rows_archived + p.rows_deleted + p.conflicts + p.not_found + p.skipped_by_guard > 0 "
+                "OR EXISTS (SELECT 1 FROM file_processing_logs f WHERE f.process_log_id = p.id AND "
+                "(f.processed_batches >= f.start_batch OR f.status <> 'COMPLETED')) OR EXISTS (SELECT 1 FROM "
+                "conflict_logs c WHERE c.resolved_by = p.id))")
+
+
+def fit(text: str | None, chars: int | None = None, max_bytes: int = TEXT_BYTES) -> str | None:
+    """Cut a text to what its column holds (characters for VARCHAR, bytes for TEXT), marking the cut."""
+    if text is None:
+        return None
+    if chars is not None:
+        return text if len(text) <= chars else text[:chars - 7] + " [cut]"
+    data = text.encode("utf-8")
+    return text if len(data) <= max_bytes else data[:max_bytes - 7].decode("utf-8", "ignore") + " [cut]"
+
+
+def encode_keys(keys: Sequence[Key]) -> str | None:
+    """Keys as a JSON list for conflict_keys (text keys may hold commas)."""
+    return json.dumps([format_key(k) for k in keys], ensure_ascii=False) if keys else None
+
+
+class Tracking:
+    """The run, file, batch and conflict records in the tracking tables: every read and write of
+    them, for a run and for the read-only commands. Their schema is `schema`'s, the run lock
+    `lock`'s."""
+
+    def __init__(self, db: Database, config: Config):
+        self.db, self.config = db, config
+        self.schema = TrackingSchema(db)
+        self.lock = RunLock(db, config)
+        self.version = SCHEMA_VERSION  # older tables are only read, by a read-only command
+        self.run_id = 0
+
+    def use_version(self, version: int) -> None:
+        """Read the tables as this schema version made them (a read-only command never migrates)."""
+        self.version = version
+        self.lock.layout = self.layout
+
+    @property
+    def legacy(self) -> bool:
+        """Schema-1 tables (no job column), read by a read-only command as schema 1 did."""
+        return self.version < 2
+
+    @property
+    def layout(self) -> int:
+        """Which column list fits these tables: 3 for schema 3 and later, else 2."""
+        return 3 if self.version >= 3 else 2
 
     def start_run(self, total_files: int, destination: str | None = None) -> int:
         """Mark runs that died without an end as INTERRUPTED, then record this run as RUNNING."""
         host, pid = socket.gethostname(), os.getpid()
         db, config = self.db, self.config
-        if db.execute(*self.fence()) != 1:  # only the holder may mark other runs INTERRUPTED
+        if db.execute(*self.lock.fence()) != 1:  # only the holder may mark other runs INTERRUPTED
             db.rollback()
-            self.lost_lock()
+            self.lock.lost()
         db.execute(
             "UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id "
             "SET f.status = 'INTERRUPTED', f.finished_at = COALESCE(p.last_seen, NOW()) "
@@ -3856,9 +3909,8 @@ class Tracking:
             "UTC_TIMESTAMP(6))",
             (config.source_table, config.archive_table, host[:255], pid, total_files, config.job,
              __version__, fit(destination, 255)))
-        self.run_id = int(db.query("SELECT LAST_INSERT_ID()")[0][0])
-        db.execute("UPDATE run_locks SET process_log_id = %s WHERE lock_name = %s AND owner = %s",
-                   (self.run_id, config.lock_name, self.owner))
+        self.run_id = self.lock.run_id = int(db.query("SELECT LAST_INSERT_ID()")[0][0])
+        db.execute(*self.lock.attach_run())
         db.commit()
         return self.run_id
 
@@ -3889,8 +3941,6 @@ class Tracking:
                  "rows_deleted = rows_deleted + %s, "
                 f"duplicates = duplicates + %s, conflicts = conflicts + %s, {seen_now()} WHERE id = %s"),
                 (counts.archived, counts.deleted, counts.duplicates, counts.conflicts, self.run_id))
-
-    # ------------------------------------------------------------ files
 
     def file_scope(self) -> tuple[str, tuple[Any, ...]]:
         """Which file rows are this job's (and read the same way), as a condition on alias f.
@@ -3975,8 +4025,6 @@ class Tracking:
         file_id = self.start_file(scan, batch_size, 0, 1)
         self.finish_file(file_id, "FAILED", error)
 
-    # ------------------------------------------------------------ batches
-
     def batch_statements(self, ctx: FileContext, batch: Batch, outcome: BatchOutcome
                          ) -> list[tuple[str, tuple[Any, ...]]]:
         """The tracking writes of a batch; they run inside its transaction and commit with it."""
@@ -4040,8 +4088,6 @@ class Tracking:
                         (batch.number, ctx.run_id))
         self.db.commit()
 
-    # ------------------------------------------------------------ conflicts
-
     def open_conflicts(self) -> dict[tuple[str, str], list[tuple[int, str]]]:
         """This job's unresolved conflicts: (file, sha256) -> [(row id, key as written)]."""
         grouped: dict[tuple[str, str], list[tuple[int, str]]] = {}
@@ -4100,8 +4146,6 @@ class Tracking:
                                   (self.config.job,))[0][0])
         self.db.rollback()
         return count
-
-    # ------------------------------------------------------------ reports (--status)
 
     def newest_run(self) -> dict[str, Any] | None:
         """This job's newest run."""
@@ -4179,7 +4223,7 @@ def check_fence(db: Database, tracking: Tracking, renewed: int) -> None:
     """Stop before writing anything more once the run lock belongs to another run."""
     if renewed != 1:
         db.rollback()
-        tracking.lost_lock()
+        tracking.lock.lost()
 
 
 GATED = "@archive_py_same"  # ANDed to a batch's writes: true while the definitions gate holds
@@ -4233,7 +4277,7 @@ class SameServer:
         """Run statements after the lease renewal and the definitions gate (run_checked), in the
         batch's transaction; stop when either no longer holds. Returns the statements' results."""
         (renewed,), results, holds = run_checked(self.db, self.plan.definitions, statements,
-                                                 [self.tracking.fence()])
+                                                 [self.tracking.lock.fence()])
         check_fence(self.db, self.tracking, renewed)
         if not holds:
             raise schema_changed(self.db, self.db.where)
@@ -4460,7 +4504,7 @@ def run_batch(context: RunContext, ctx: FileContext, batch: Batch) -> BatchOutco
         outcome = context.mover.batch(batch)
         # One round trip for the tracking rows and the COMMIT: the batch's only commit.
         context.db.execute_script(context.tracking.batch_statements(ctx, batch, outcome) + [("COMMIT", ())])
-        context.tracking.last_beat = time.monotonic()
+        context.tracking.lock.last_beat = time.monotonic()
         return outcome
 
     return retry_transaction(context, f"Batch {batch.number}", attempt,
@@ -4491,7 +4535,7 @@ class RunContext:
 
     def tick(self) -> None:
         """Called during long file reads: keep the run lock's lease alive."""
-        self.tracking.heartbeat()
+        self.tracking.lock.heartbeat()
 
 
 # --------------------------------------------------------------------------- destination mode
@@ -4836,7 +4880,7 @@ class Controls:
     def keep_lock(self) -> None:
         """Renew the run lock's lease while waiting; a lost server is left to the next batch."""
         try:
-            self.context.tracking.heartbeat()
+            self.context.tracking.lock.heartbeat()
         except (mysql.connector.Error, Unreachable):
             self.context.db.disconnect()
 
@@ -5321,9 +5365,9 @@ def open_run(config: Config, tracking: Tracking, dest: Database | None, log: Tex
     # lock row and the first writes are retried for retry_timeout, so only a live holder exits 5.
     patience = config.retry_timeout
     notes = [f"MIGRATED: tracking tables to schema {SCHEMA_VERSION}: {step}"
-             for step in retry_conflicts(tracking.db, patience, tracking.ensure_schema)]
-    takeover = tracking.acquire_lock()
-    tracking.db.on_reconnect = tracking.retake_lock
+             for step in retry_conflicts(tracking.db, patience, tracking.schema.ensure)]
+    takeover = tracking.lock.acquire()
+    tracking.db.on_reconnect = tracking.lock.retake
     tracking.db.on_note = functools.partial(say_everywhere, log, reporter)
     state.destination = dest.where if dest else None
     state.run_id = retry_conflicts(tracking.db, patience,
@@ -5339,7 +5383,7 @@ def open_run(config: Config, tracking: Tracking, dest: Database | None, log: Tex
         reporter.say(note, level=2)
     # A refused tracking write is found now, not at the end of a file, where it would stop the run.
     plan = retry_conflicts(tracking.db, patience, lambda: require_plan(
-        tracking.db, config, dest, tracking.privilege_problems(set(TRACKING_TABLES))))
+        tracking.db, config, dest, tracking.schema.privilege_problems(set(TRACKING_TABLES))))
     progress = read_log_progress(config.log_dir)
     checkpoints = log_checkpoints(progress, (config.job, f"{config.database}.{config.source_table}"),
                                   config.reading)
@@ -5383,7 +5427,7 @@ def finish_output(log: TextLog, reporter: Reporter, state: RunState, status: str
 
 def record_run_failure(tracking: Tracking | None, state: RunState, log: TextLog, message: str) -> None:
     """Write FAILED and the error into process_logs; if the DB is gone, say so in the log."""
-    if tracking is None or not state.run_id or not tracking.locked:
+    if tracking is None or not state.run_id or not tracking.lock.locked:
         return
     db = tracking.db
     try:
@@ -5439,7 +5483,7 @@ def run(config: Config, verbosity: int = 1) -> int:
         restore_signal_handlers(previous)
         finish_output(log, reporter, state, status, code)
         if tracking is not None:
-            tracking.release_lock()
+            tracking.lock.release()
         for session in (db, dest):
             if session is not None:
                 session.close()
@@ -5483,8 +5527,8 @@ def read_only_tracking(db: Database, config: Config) -> Tracking | None:
     Older tables are read as they are (a read-only command never migrates).
     """
     tracking = Tracking(db, config)
-    present = tracking.present()
-    tracking.version = tracking.schema_version()
+    present = tracking.schema.present()
+    tracking.use_version(tracking.schema.version())
     if present >= set(TRACKING_TABLES) or (present >= set(TRACKING_TABLES[:3]) and tracking.legacy):
         return tracking
     return None
@@ -5516,7 +5560,8 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
         tracking.last_run_with_work() or newest)
     report = json_rows([shown])[0]
     report["run_id"] = report.pop("id")
-    alive, liveness = tracking.holder_is_alive(shown["id"]) if shown["status"] == "RUNNING" else (False, "")
+    running = shown["status"] == "RUNNING"
+    alive, liveness = tracking.lock.holder_is_alive(shown["id"]) if running else (False, "")
     report.update(alive=alive, liveness=liveness, started=report.pop("start_time"),
                   ended=report.pop("end_time"), error=report.pop("error_message"))
     report["seconds"] = run_seconds(db, shown, alive)
@@ -5632,8 +5677,8 @@ def check_command(config: Config, out: Any = None) -> int:
         found = run_preflight(db, config, dest)
         lines = cluster_lines(db) + (cluster_lines(dest) if dest else [])
         tracking = Tracking(db, config)
-        present, version = tracking.present(), tracking.schema_version()
-        found.problems += tracking.privilege_problems(present)
+        present, version = tracking.schema.present(), tracking.schema.version()
+        found.problems += tracking.schema.privilege_problems(present)
     finally:
         for session in (db, dest):
             if session is not None:
