@@ -14,15 +14,15 @@ Usage:
     python archive.py config.ini --check      check tables, keys, privileges and side effects
 
 How a run flows:
-    main -> dispatch -> run -> open_run (Tracking.ensure_schema, Tracking.acquire_lock,
+    main -> dispatch -> run -> open_run (TrackingSchema.ensure, RunLock.acquire,
     Tracking.start_run, require_plan) -> execute_run -> recheck_conflicts, then for each file process_file
     -> plan_file (identify_file, Tracking.finished_record, resume_point) -> archive_one
     -> run_batch -> retry_transaction -> SameServer.batch / OtherServer.batch
     (careful path: SameServer.carefully / OtherServer.carefully) -> finish_file.
 Where resume lives: resume_point (max of Tracking.checkpoint and the text log's
 log_checkpoints, verify_log_checkpoint for a log ahead of the database) and open_keys.
-Where the run lock lives: Tracking.acquire_lock, Tracking.fence (first statement of every
-batch), Tracking.heartbeat (between batches) and Tracking.retake_lock (after a reconnect).
+Where the run lock lives: RunLock.acquire, RunLock.fence (first statement of every
+batch), RunLock.heartbeat (between batches) and RunLock.retake (after a reconnect).
 Where the tables are checked: run_preflight (once, reading the definitions it approves with
 read_definitions), run_checked (every batch, under the batch's metadata locks: Definitions)
 and adopt_definitions (a table changed during the run: a new plan, or a stop).
@@ -56,6 +56,7 @@ Exit codes:
 
 from __future__ import annotations
 
+import abc
 import argparse
 import concurrent.futures
 import configparser
@@ -216,6 +217,15 @@ class NodeNotReady(Exception):
 
 class SchemaChanged(ArchiveError):
     """A table a batch writes is no longer what the preflight approved; the batch was rolled back."""
+
+
+class DestinationError(ArchiveError):
+    """A server error on the [destination], wrapped so that only the destination's session is
+    replaced while the retry logic still judges the cause (a deadlock, a lost connection ...)."""
+
+    def __init__(self, message: str, cause: Exception):
+        super().__init__(message)
+        self.cause = cause
 
 
 # --------------------------------------------------------------------------- configuration
@@ -3439,6 +3449,11 @@ TRACKING_DDL = (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
 )
 
+def seen_now(alias: str = "") -> str:
+    """The SET clause of a run's sign of life: local time for people, UTC for durations."""
+    return f"{alias}last_seen = NOW(), {alias}last_seen_utc = UTC_TIMESTAMP(6)"
+
+
 @dataclass(frozen=True)
 class Migration:
     """The steps that bring the tracking tables to schema `version` from the one before it.
@@ -3829,11 +3844,6 @@ RUN_COLUMNS = (
     "total_files, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, not_found, "
     "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job, destination")
 RUN_COLUMNS_UTC = {3: "start_time_utc, last_seen_utc", 2: "NULL AS start_time_utc, NULL AS last_seen_utc"}
-
-
-def seen_now(alias: str = "") -> str:
-    """The SET clause of a run's sign of life: local time for people, UTC for durations."""
-    return f"{alias}last_seen = NOW(), {alias}last_seen_utc = UTC_TIMESTAMP(6)"
 # A run "did work" if it moved or counted a row, ran a batch, met a file it could not archive,
 # or settled a conflict; --status skips the nightly no-ops.
 DID_WORK_SQL = ("(p.rows_archived + p.rows_deleted + p.conflicts + p.not_found + p.skipped_by_guard > 0 "
@@ -4203,6 +4213,33 @@ class FileContext:
 
 
 @dataclass
+class RunContext:
+    """What a run passes around: settings, connection, tracking, logs and state."""
+
+    config: Config
+    db: Database
+    tracking: Tracking
+    plan: TablePlan
+    log: TextLog
+    reporter: Reporter
+    state: RunState
+    log_checkpoints: dict[tuple[str, str], Checkpoint]
+    mover: Mover
+    controls: Controls | None = None
+    dest: Database | None = None  # the destination's session, with [destination]
+
+    def say(self, text: str, log: bool = True) -> None:
+        """Tell the operator, and the text log."""
+        if log:
+            self.log.write(text)
+        self.reporter.say(text)
+
+    def tick(self) -> None:
+        """Called during long file reads: keep the run lock's lease alive."""
+        self.tracking.lock.heartbeat()
+
+
+@dataclass
 class Classified:
     """The listed keys of a batch, sorted by what must happen to their source rows."""
 
@@ -4210,6 +4247,8 @@ class Classified:
     identical: list[Key] = field(default_factory=list)
     conflicts: list[Key] = field(default_factory=list)
     skipped: list[Key] = field(default_factory=list)
+    rows: dict[Key, str] = field(default_factory=dict)  # into another server: each row as SQL literals
+    proofs: dict[Key, str] = field(default_factory=dict)  # ... and what its copy is proven by
 
     def counts(self, keys: Sequence[Key], copied: int, deleted: int) -> Counters:
         """The batch's counts once its rows moved: every listed key is accounted for once."""
@@ -4266,12 +4305,39 @@ def outcome_of_batch(counts: Counters, found: Classified) -> BatchOutcome:
     return BatchOutcome(counts, tuple(found.conflicts), status)
 
 
-class SameServer:
-    """Archiving within one server: the copy and the delete are in one transaction."""
+class Mover(abc.ABC):
+    """How a batch's rows move: within one server (SameServer) or into the destination
+    (OtherServer), inside the batch's open transaction.
+
+    A run calls batch() for every batch and carefully() for the keys of open conflicts; the
+    dry run calls classify() without locks; rollback() undoes the open transaction(s); adopt()
+    goes on with a plan made for changed tables. Both movers open their transaction with
+    guarded() (the lease renewal and the definitions check) and end their careful path with
+    recheck_references().
+    """
 
     def __init__(self, db: Database, plan: TablePlan, tracking: Tracking):
         self.db, self.plan, self.tracking = db, plan, tracking
-        self.spans = True  # whether sparse integer keys may go as one range with a filter
+
+    @abc.abstractmethod
+    def batch(self, batch: Batch) -> BatchOutcome:
+        """Move one batch inside the open transaction; return its counts and conflicting keys."""
+
+    @abc.abstractmethod
+    def carefully(self, keys: Sequence[Key]) -> tuple[Counters, Classified]:
+        """Lock and compare each row: copy new ones, drop identical twins, keep conflicts."""
+
+    @abc.abstractmethod
+    def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
+        """Sort the keys' source rows into new, identical twin, conflict, or held by the guard."""
+
+    @abc.abstractmethod
+    def rollback(self) -> None:
+        """Undo the open transaction(s)."""
+
+    def adopt(self, plan: TablePlan) -> None:
+        """Go on with a plan made for the tables' new definitions."""
+        self.plan = plan
 
     def guarded(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Run statements after the lease renewal and the definitions gate (run_checked), in the
@@ -4283,16 +4349,20 @@ class SameServer:
             raise schema_changed(self.db, self.db.where)
         return results
 
-    def adopt(self, plan: TablePlan) -> None:
-        """Go on with a plan made for the tables' new definitions."""
-        self.plan = plan
-
     def recheck_references(self) -> None:
         """After the careful path's last DELETE: the foreign keys that reach the source are still the
         approved ones (Definitions.gate_sql says why this must follow the writes)."""
         checks = cast(Definitions, self.plan.definitions)
         if self.db.query(f"SELECT {checks.effect_expressions()[2]}") != [(checks.effects[2],)]:
             raise schema_changed(self.db, self.db.where)
+
+
+class SameServer(Mover):
+    """Archiving within one server: the copy and the delete are in one transaction."""
+
+    def __init__(self, db: Database, plan: TablePlan, tracking: Tracking):
+        super().__init__(db, plan, tracking)
+        self.spans = True  # whether sparse integer keys may go as one range with a filter
 
     def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
         """Lock the keys' source rows; sort them into new, identical twin, conflict, or held by the guard."""
@@ -4475,25 +4545,26 @@ def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
             context.mover.rollback()
             changes, tries = changes + 1, tries - 1
             adopt_definitions(context, label, str(exc), changes)
-        except (mysql.connector.Error, Unreachable) as exc:
+        except (mysql.connector.Error, Unreachable, DestinationError) as failure:
+            cause = failure.cause if isinstance(failure, DestinationError) else failure  # judged by it
             context.mover.rollback()
-            if is_connection_error(exc) and not getattr(exc, "on_destination", False):
+            if is_connection_error(cause) and not isinstance(failure, DestinationError):
                 db.disconnect()
-            too_big = explain_write_set_error(exc, config.batch_size)
+            too_big = explain_write_set_error(cause, config.batch_size)
             if too_big:
-                raise ArchiveError(too_big) from exc
+                raise ArchiveError(too_big) from cause
             deadline = deadline or time.monotonic() + config.retry_timeout
             out_of_tries = config.max_retries is not None and tries > config.max_retries
-            if not (isinstance(exc, Unreachable) or is_transient(exc)) or out_of_tries \
+            if not (isinstance(cause, Unreachable) or is_transient(cause)) or out_of_tries \
                     or time.monotonic() >= deadline:
-                if isinstance(exc, mysql.connector.Error) and not is_transient(exc) \
+                if isinstance(cause, mysql.connector.Error) and not is_transient(cause) \
                         and definitions_changed(context):  # the error may be the change's doing
                     changes, tries = changes + 1, tries - 1
-                    adopt_definitions(context, label, describe_mysql_error(exc), changes)
+                    adopt_definitions(context, label, describe_mysql_error(cause), changes)
                     continue
                 raise
             wait = backoff_seconds(tries)
-            what = describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc)
+            what = describe_mysql_error(cause) if isinstance(cause, mysql.connector.Error) else str(cause)
             context.say(f"RETRY: {label} attempt {tries + 1} after {what}; waiting {wait:.1f}s")
             time.sleep(wait)
 
@@ -4511,36 +4582,9 @@ def run_batch(context: RunContext, ctx: FileContext, batch: Batch) -> BatchOutco
                              lambda: context.tracking.committed_batch(ctx, batch.number))
 
 
-@dataclass
-class RunContext:
-    """What a run passes around: settings, connection, tracking, logs and state."""
-
-    config: Config
-    db: Database
-    tracking: Tracking
-    plan: TablePlan
-    log: TextLog
-    reporter: Reporter
-    state: RunState
-    log_checkpoints: dict[tuple[str, str], Checkpoint]
-    mover: SameServer
-    controls: Controls | None = None
-    dest: Database | None = None  # the destination's session, with [destination]
-
-    def say(self, text: str, log: bool = True) -> None:
-        """Tell the operator, and the text log."""
-        if log:
-            self.log.write(text)
-        self.reporter.say(text)
-
-    def tick(self) -> None:
-        """Called during long file reads: keep the run lock's lease alive."""
-        self.tracking.lock.heartbeat()
-
-
 # --------------------------------------------------------------------------- destination mode
 
-class OtherServer(SameServer):
+class OtherServer(Mover):
     """Archiving into another server, with no distributed transaction.
 
     The source transaction locks and reads the batch's rows; the destination inserts
@@ -4555,13 +4599,12 @@ class OtherServer(SameServer):
         super().__init__(db, plan, tracking)
         self.dest, self.remote = dest, RemotePlan(plan)
         self.packet = int(dest.variable("max_allowed_packet") or 4 << 20)
-        self.rows: dict[Key, str] = {}  # the batch's rows to copy, as SQL literals
-        self.proofs: dict[Key, str] = {}  # ... and what their copies are proven by (RemotePlan.proof_sql)
         self.zone = str(db.query("SELECT @@SESSION.time_zone")[0][0])  # the source session's own
         self.beside = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="archive-destination")
 
     def read(self, keys: Sequence[Key], lock: bool = True, fence: bool = False) -> Classified:
-        """Read (and lock) the source rows of `keys`; sort out those the guard holds back.
+        """Read (and lock) the source rows of `keys`, as literals (Classified.rows) and proofs;
+        sort out those the guard holds back.
 
         With fence, the run lock's renewal and the check of the source's definitions go in the
         same round trip.
@@ -4575,7 +4618,7 @@ class OtherServer(SameServer):
         listed = self.plan.keys_by_bytes(keys)
         recomputed = {bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw: text
                       for raw, text in (results[2] if self.plan.recomputed else [])}
-        found, self.rows, self.proofs = Classified(), {}, {}
+        found = Classified()
         for raw, passes_guard, literal in results[0]:
             key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
             extra = recomputed.get(bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw, "")
@@ -4584,11 +4627,11 @@ class OtherServer(SameServer):
                                    "raise max_allowed_packet on the source and the destination; "
                                    "nothing was moved")
             if passes_guard:
-                self.rows[key] = literal
-                self.proofs[key] = literal + extra
+                found.rows[key] = literal
+                found.proofs[key] = literal + extra
             else:
                 found.skipped.append(key)
-        found.to_copy = list(self.rows)
+        found.to_copy = list(found.rows)
         return found
 
     def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
@@ -4616,7 +4659,7 @@ class OtherServer(SameServer):
         for key in keys:
             if key not in archived:
                 found.to_copy.append(key)
-            elif archived[key] == fingerprint_of(self.proofs[key]):
+            elif archived[key] == fingerprint_of(found.proofs[key]):
                 found.identical.append(key)
             else:
                 found.conflicts.append(key)
@@ -4631,7 +4674,8 @@ class OtherServer(SameServer):
                 for raw, fingerprint in self.dest.query(self.remote.lookup_sql(condition, lock), params)}
 
     def on_destination(self, step: Callable[..., T], *args: Any) -> T:
-        """Run a step on the destination; a lost destination is marked so only it reconnects."""
+        """Run a step on the destination; its server errors come out as DestinationError, so that
+        only the destination's session is replaced when it was lost."""
         try:
             self.dest.ensure_connected()
             return step(*args)
@@ -4639,8 +4683,8 @@ class OtherServer(SameServer):
             self.dest.rollback()
             if is_connection_error(exc):
                 self.dest.disconnect()
-            exc.on_destination = True  # type: ignore[attr-defined]  # read by retry_transaction
-            raise
+            raise DestinationError(f"{describe_mysql_error(exc)} (on the destination {self.dest.where})",
+                                   exc) from exc
 
     def carefully(self, keys: Sequence[Key]) -> tuple[Counters, Classified]:
         """Copy to the destination and commit there, and delete from the source (not committed).
@@ -4665,7 +4709,7 @@ class OtherServer(SameServer):
         """Insert on the destination while the source deletes the same locked rows, then commit
         the destination; the rows deleted, or None (delete undone) if a key was archived already."""
         self.db.execute("SAVEPOINT archive_py_read")  # undoing the delete keeps the read's locks
-        inserting = self.beside.submit(self.on_destination, self.insert, found.to_copy)
+        inserting = self.beside.submit(self.on_destination, self.insert, found, found.to_copy)
         try:
             deleted = self.delete_locked(found.to_copy)
         except BaseException:
@@ -4673,13 +4717,13 @@ class OtherServer(SameServer):
             self.dest.rollback()
             raise
         failure = inserting.exception()
-        if isinstance(failure, mysql.connector.Error) and failure.errno == ER_DUP_ENTRY:
+        if isinstance(failure, DestinationError) and getattr(failure.cause, "errno", None) == ER_DUP_ENTRY:
             self.db.execute("ROLLBACK TO SAVEPOINT archive_py_read")
             return None
         if failure is not None:
             self.dest.rollback()
             raise failure
-        self.on_destination(self.commit_copies, found.to_copy, inserting.result())
+        self.on_destination(self.commit_copies, found, found.to_copy, inserting.result())
         return deleted
 
     def delete_locked(self, keys: list[Key]) -> int:
@@ -4694,22 +4738,22 @@ class OtherServer(SameServer):
     def copy(self, found: Classified) -> None:
         """Insert the new rows on the destination, prove them identical, and commit there."""
         try:
-            same = self.insert(found.to_copy)
+            same = self.insert(found, found.to_copy)
         except mysql.connector.Error as exc:
             if exc.errno != ER_DUP_ENTRY:
                 raise
             self.dest.rollback()  # some are archived already: sort them out, then insert the rest
             self.compare(found, self.lookup(found.to_copy))
             self.set_aside_collisions(found)
-            same = self.insert(found.to_copy)
-        self.commit_copies(found.to_copy, same)
+            same = self.insert(found, found.to_copy)
+        self.commit_copies(found, found.to_copy, same)
 
-    def commit_copies(self, keys: list[Key], same: bool) -> None:
+    def commit_copies(self, found: Classified, keys: list[Key], same: bool) -> None:
         """Commit the destination once its copies are proven identical (row by row when the
         batch's check failed: it may only have been cut short)."""
         if not same:
             copies = self.lookup(keys, False)
-            differ = [format_key(k) for k in keys if copies.get(k) != fingerprint_of(self.proofs[k])]
+            differ = [format_key(k) for k in keys if copies.get(k) != fingerprint_of(found.proofs[k])]
             if differ:
                 self.dest.rollback()
                 raise ArchiveError(f"the copies on the destination would differ from the source rows "
@@ -4725,21 +4769,22 @@ class OtherServer(SameServer):
         found.conflicts += [k for k, hit in zip(found.to_copy, collides) if hit]
         found.to_copy = [k for k, hit in zip(found.to_copy, collides) if not hit]
 
-    def insert(self, keys: list[Key]) -> bool:
+    def insert(self, found: Classified, keys: list[Key]) -> bool:
         """Insert rows in INSERTs that each fit max_allowed_packet (a round trip each: a script
         is one packet), and with the last one check that the destination holds exactly their
         texts: one aggregate, not a row each."""
         if not keys:
             return True
         self.check_destination()
-        *first, last = [self.remote.insert_sql([self.rows[k] for k in chunk]) for chunk in self.chunks(keys)]
+        *first, last = [self.remote.insert_sql([found.rows[k] for k in chunk])
+                        for chunk in self.chunks(found, keys)]
         inserted = sum(self.dest.execute(sql) for sql in first)
         condition, params = self.plan.condition(keys, "a")
         count_last, rows = self.dest.execute_script([(last, ()), (self.remote.verify_sql(condition), params)],
                                                     rows=True)
         checked("inserted on the destination", len(keys), inserted + count_last)
         count, digest = rows[0]
-        return bool(count == len(keys) and digest == batch_fingerprint_of(self.proofs[k] for k in keys))
+        return bool(count == len(keys) and digest == batch_fingerprint_of(found.proofs[k] for k in keys))
 
     def check_destination(self) -> None:
         """Lock the archive table on the destination as the INSERT will, and prove it is still what
@@ -4753,12 +4798,12 @@ class OtherServer(SameServer):
         """Go on with a plan made for the tables' new definitions."""
         self.plan, self.remote = plan, RemotePlan(plan)
 
-    def chunks(self, keys: Sequence[Key]) -> Iterator[list[Key]]:
+    def chunks(self, found: Classified, keys: Sequence[Key]) -> Iterator[list[Key]]:
         """Keys grouped so that each INSERT fits the destination's max_allowed_packet."""
         chunk: list[Key] = []
         size = 0
         for key in keys:
-            length = len(self.rows[key]) + 2
+            length = len(found.rows[key]) + 2
             if chunk and size + length > self.packet * 3 // 4:
                 yield chunk
                 chunk, size = [], 0
@@ -5353,7 +5398,7 @@ def write_header(config: Config, log: TextLog, state: RunState) -> None:
               f"| HOST: {socket.gethostname()} | PID: {os.getpid()}")
 
 
-def make_mover(tracking: Tracking, plan: TablePlan, dest: Database | None) -> SameServer:
+def make_mover(tracking: Tracking, plan: TablePlan, dest: Database | None) -> Mover:
     """Within one server, or into the destination server."""
     return OtherServer(tracking.db, dest, plan, tracking) if dest else SameServer(tracking.db, plan, tracking)
 
