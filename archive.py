@@ -2602,13 +2602,15 @@ def retry_conflicts(db: Database, timeout: float, attempt: Callable[[], T]) -> T
     server or on several Galera nodes, whose DDL aborts the others' transactions) meet here.
     """
     deadline, tries = time.monotonic() + timeout, 0
+    # On Galera a statement that another node's DDL aborts may also fail with 1317 "interrupted".
+    retried = RETRY_ERRNOS | ({ER_QUERY_INTERRUPTED} if db.wsrep else set())
     while True:
         tries += 1
         try:
             return attempt()
         except mysql.connector.Error as exc:
             db.rollback()
-            if exc.errno not in RETRY_ERRNOS or time.monotonic() >= deadline:
+            if exc.errno not in retried or time.monotonic() >= deadline:
                 raise
         time.sleep(backoff_seconds(tries))
 
