@@ -4,8 +4,8 @@ monitoring SQL, and credentials from a MySQL option file or MYSQL_PWD."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import resource
 import subprocess
 import time
