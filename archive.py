@@ -15,9 +15,9 @@ Usage:
 
 How a run flows:
     main -> dispatch -> run -> open_run (TrackingSchema.ensure, RunLock.acquire,
-    Tracking.start_run, require_plan) -> execute_run -> recheck_conflicts, then for each file process_file
-    -> plan_file (identify_file, Tracking.finished_record, resume_point) -> archive_one
-    -> run_batch -> retry_transaction -> SameServer.batch / OtherServer.batch
+    Tracking.start_run, require_plan) -> execute_run -> recheck_conflicts, then for each file archive_file
+    -> plan_file (identify_file, Tracking.finished_record, resume_point) -> archive_batch
+    -> commit_batch -> retry_transaction -> SameServer.batch / OtherServer.batch
     (careful path: SameServer.carefully / OtherServer.carefully) -> finish_file.
 Where resume lives: resume_point (max of Tracking.checkpoint and the text log's
 log_checkpoints, verify_log_checkpoint for a log ahead of the database) and open_keys.
@@ -4037,7 +4037,7 @@ class Tracking:
         file_id = self.start_file(scan, batch_size, 0, 1)
         self.finish_file(file_id, "FAILED", error)
 
-    def batch_statements(self, ctx: FileContext, batch: Batch, outcome: BatchOutcome
+    def batch_statements(self, file_context: FileContext, batch: Batch, outcome: BatchOutcome
                          ) -> list[tuple[str, tuple[Any, ...]]]:
         """The tracking writes of a batch; they run inside its transaction and commit with it."""
         c = outcome.counts
@@ -4046,7 +4046,7 @@ class Tracking:
             "first_key, last_key, keys_in_batch, rows_archived, rows_deleted, duplicates, conflicts, "
             "skipped_by_guard, conflict_keys, end_offset, end_line, not_found) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"),
-            (ctx.run_id, fit(ctx.scan.name, 255), batch.number, outcome.status,
+            (file_context.run_id, fit(file_context.scan.name, 255), batch.number, outcome.status,
              fit(format_key(batch.keys[0]), 255), fit(format_key(batch.keys[-1]), 255), len(batch.keys),
              c.archived, c.deleted, c.duplicates, c.conflicts, c.skipped_by_guard,
              encode_keys(outcome.conflicts), batch.end_offset, batch.end_line, c.not_found)), (
@@ -4060,22 +4060,22 @@ class Tracking:
             f"p.not_found = p.not_found + %s, {seen_now('p.')} WHERE f.id = %s"),
             (batch.number, batch.number, c.archived, c.deleted, c.duplicates, c.conflicts,
              c.skipped_by_guard, c.not_found, batch.number, c.archived, c.deleted, c.duplicates,
-             c.conflicts, c.skipped_by_guard, c.not_found, ctx.file_id))]
+             c.conflicts, c.skipped_by_guard, c.not_found, file_context.file_id))]
         for key in outcome.conflicts:
             statements.append((
                 ("INSERT INTO conflict_logs (job, file_name, file_checksum, key_value, process_log_id, "
                 "batch_number) VALUES (%s, %s, %s, %s, %s, %s)"),
-                (self.config.job, fit(ctx.scan.name, 255), ctx.scan.sha256, format_key(key), ctx.run_id,
-                 batch.number)))
+                (self.config.job, fit(file_context.scan.name, 255), file_context.scan.sha256, format_key(key),
+                 file_context.run_id, batch.number)))
         return statements
 
-    def committed_batch(self, ctx: FileContext, number: int) -> BatchOutcome | None:
+    def committed_batch(self, file_context: FileContext, number: int) -> BatchOutcome | None:
         """After a connection died during COMMIT: the batch as it was committed, if it was."""
         rows = self.db.query_dicts(
             "SELECT status, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, "
             "not_found, conflict_keys FROM batch_processing_logs WHERE process_log_id = %s AND "
             "file_name = %s AND batch_number = %s AND status <> 'FAILED'",
-            (ctx.run_id, fit(ctx.scan.name, 255), number))
+            (file_context.run_id, fit(file_context.scan.name, 255), number))
         self.db.rollback()
         if not rows:
             return None
@@ -4086,18 +4086,19 @@ class Tracking:
         keys = tuple(json.loads(row["conflict_keys"])) if row["conflict_keys"] else ()
         return BatchOutcome(counts, keys, row["status"])
 
-    def record_batch_failure(self, ctx: FileContext, batch: Batch, message: str) -> None:
+    def record_batch_failure(self, file_context: FileContext, batch: Batch, message: str) -> None:
         """Record the FAILED batch and file (the batch's own work was rolled back)."""
         self.db.execute(
             "INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
             "first_key, last_key, keys_in_batch, error_message) VALUES (%s, %s, %s, 'FAILED', %s, %s, "
             "%s, %s) ON DUPLICATE KEY UPDATE status = 'FAILED', error_message = VALUES(error_message)",
-            (ctx.run_id, fit(ctx.scan.name, 255), batch.number, fit(format_key(batch.keys[0]), 255),
-             fit(format_key(batch.keys[-1]), 255), len(batch.keys), fit(message)))
+            (file_context.run_id, fit(file_context.scan.name, 255), batch.number,
+             fit(format_key(batch.keys[0]), 255), fit(format_key(batch.keys[-1]), 255), len(batch.keys),
+             fit(message)))
         self.db.execute("UPDATE file_processing_logs SET status = 'FAILED', finished_at = NOW(), "
-                        "error_message = %s WHERE id = %s", (fit(message), ctx.file_id))
+                        "error_message = %s WHERE id = %s", (fit(message), file_context.file_id))
         self.db.execute("UPDATE process_logs SET current_batch = %s WHERE id = %s",
-                        (batch.number, ctx.run_id))
+                        (batch.number, file_context.run_id))
         self.db.commit()
 
     def open_conflicts(self) -> dict[tuple[str, str], list[tuple[int, str]]]:
@@ -4571,17 +4572,18 @@ def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
             time.sleep(wait)
 
 
-def run_batch(context: RunContext, ctx: FileContext, batch: Batch) -> BatchOutcome:
+def commit_batch(context: RunContext, file_context: FileContext, batch: Batch) -> BatchOutcome:
     """Move, record and commit one batch as one transaction, with retries."""
     def attempt() -> BatchOutcome:
         outcome = context.mover.batch(batch)
         # One round trip for the tracking rows and the COMMIT: the batch's only commit.
-        context.db.execute_script(context.tracking.batch_statements(ctx, batch, outcome) + [("COMMIT", ())])
+        tracked = context.tracking.batch_statements(file_context, batch, outcome)
+        context.db.execute_script(tracked + [("COMMIT", ())])
         context.tracking.lock.last_beat = time.monotonic()
         return outcome
 
     return retry_transaction(context, f"Batch {batch.number}", attempt,
-                             lambda: context.tracking.committed_batch(ctx, batch.number))
+                             lambda: context.tracking.committed_batch(file_context, batch.number))
 
 
 # --------------------------------------------------------------------------- destination mode
@@ -5182,25 +5184,25 @@ def file_identity(path: Path) -> tuple[int, int, int]:
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def file_changed(context: RunContext, ctx: FileContext, reason: str) -> None:
+def file_changed(context: RunContext, file_context: FileContext, reason: str) -> None:
     """The file is not what was validated: its batches so far no longer count as a checkpoint."""
-    context.log.write(file_changed_line(ctx.scan, context.config.job), durable=True)
+    context.log.write(file_changed_line(file_context.scan, context.config.job), durable=True)
     context.say(f"ERROR: rejected {reason}; rerun to archive its current content from batch 1")
     print(f"archive.py: rejected {reason}", file=sys.stderr)
-    context.tracking.finish_file(ctx.file_id, "CHANGED", f"rejected: {reason}")
-    context.state.rejected.append(ctx.scan.name)
+    context.tracking.finish_file(file_context.file_id, "CHANGED", f"rejected: {reason}")
+    context.state.rejected.append(file_context.scan.name)
 
 
-def finish_file(context: RunContext, path: Path, ctx: FileContext, counts: Counters, keys_seen: int,
+def finish_file(context: RunContext, path: Path, file_context: FileContext, counts: Counters, keys_seen: int,
                 identity: tuple[int, int, int]) -> None:
     """COMPLETED (or CONFLICTS) only if every batch of the validated content ran, unchanged."""
-    scan = ctx.scan
+    scan = file_context.scan
     if keys_seen != scan.keys or file_identity(path) != identity or hash_file(path).sha256 != scan.sha256:
-        return file_changed(context, ctx, f"{scan.name} changed on disk while its batches ran "
+        return file_changed(context, file_context, f"{scan.name} changed on disk while its batches ran "
                                       f"({keys_seen} of {scan.keys} validated keys read)")
     open_conflicts = counts.conflicts or context.tracking.open_conflicts().get((scan.name, scan.sha256))
     status = "CONFLICTS" if open_conflicts else "COMPLETED"
-    context.tracking.finish_file(ctx.file_id, status, None)
+    context.tracking.finish_file(file_context.file_id, status, None)
     if status == "CONFLICTS":
         context.state.conflict_files.append(scan.name)
     context.state.files_done += 1
@@ -5211,12 +5213,12 @@ def finish_file(context: RunContext, path: Path, ctx: FileContext, counts: Count
     return None
 
 
-def record_batch_failure(context: RunContext, ctx: FileContext, batch: Batch, message: str) -> None:
+def record_batch_failure(context: RunContext, file_context: FileContext, batch: Batch, message: str) -> None:
     """Record the FAILED batch, if the database can still be written."""
     context.db.rollback()
     try:
         context.db.ensure_connected()
-        context.tracking.record_batch_failure(ctx, batch, message)
+        context.tracking.record_batch_failure(file_context, batch, message)
     except (mysql.connector.Error, ArchiveError):
         context.db.disconnect()  # run() reports that the database could not be written
 
@@ -5245,30 +5247,30 @@ def show_progress(context: RunContext, file_name: str, number: int, total: int) 
                    f"ETA {format_seconds((total - number) * per_batch)}")
 
 
-def archive_one(context: RunContext, ctx: FileContext, batch: Batch, total: int) -> Counters:
+def archive_batch(context: RunContext, file_context: FileContext, batch: Batch, total: int) -> Counters:
     """Run one batch with its log lines; on failure record it and raise BatchFailed."""
-    context.log.batch(ctx.scan.name, batch.number, "PROCESSING")
+    context.log.batch(file_context.scan.name, batch.number, "PROCESSING")
     context.reporter.batch(f"Processing batch {batch.number}/{total} - first key {format_key(batch.keys[0])} "
                        f"… last key {format_key(batch.keys[-1])}")
     try:
-        outcome = run_batch(context, ctx, batch)
+        outcome = commit_batch(context, file_context, batch)
     except (mysql.connector.Error, ArchiveError) as exc:
         if isinstance(exc, LostLock):
             raise
-        message = f"Error processing batch {batch.number} in file {ctx.scan.name}: " + (
+        message = f"Error processing batch {batch.number} in file {file_context.scan.name}: " + (
             describe_mysql_error(exc) if isinstance(exc, mysql.connector.Error) else str(exc))
         context.log.write(f"ERROR: {message}")
-        context.log.batch(ctx.scan.name, batch.number, "FAILED")
-        record_batch_failure(context, ctx, batch, message)
+        context.log.batch(file_context.scan.name, batch.number, "FAILED")
+        record_batch_failure(context, file_context, batch, message)
         raise BatchFailed(message) from exc
-    context.log.batch(ctx.scan.name, batch.number, outcome.status)
+    context.log.batch(file_context.scan.name, batch.number, outcome.status)
     report_duplicates(context, batch, outcome)
     context.state.totals.add(outcome.counts)
-    show_progress(context, ctx.scan.name, batch.number, total)
+    show_progress(context, file_context.scan.name, batch.number, total)
     return outcome.counts
 
 
-def process_file(context: RunContext, path: Path) -> None:
+def archive_file(context: RunContext, path: Path) -> None:
     """Archive one file batch by batch from its first batch not done."""
     identity = file_identity(path)
     planned = plan_file(context, path)
@@ -5298,21 +5300,21 @@ def process_file(context: RunContext, path: Path) -> None:
                 if start > 2 else f"Skipping already processed batch 1 (checkpoint from {checkpoint.source})")
     if batch_size != context.config.batch_size:
         context.say(f"NOTE: {scan.name} keeps batch_size {batch_size} from its checkpoint")
-    ctx = FileContext(context.state.run_id, file_id, scan)
+    file_context = FileContext(context.state.run_id, file_id, scan)
     file_counts, keys_seen = Counters(), (start - 1) * batch_size
     blocks, skip = open_keys(context, path, checkpoint)
     for batch in iter_batches(blocks, batch_size, start, skip):
         if file_identity(path) != identity:
-            return file_changed(context, ctx, f"{scan.name} changed on disk while its batches ran "
+            return file_changed(context, file_context, f"{scan.name} changed on disk while its batches ran "
                                           f"(before batch {batch.number})")
         reason = context.controls.before_batch() if context.controls else None
         if reason:
             context.state.stop_reason = reason
             context.tracking.finish_file(file_id, "INTERRUPTED", reason)
             return None
-        file_counts.add(archive_one(context, ctx, batch, total))
+        file_counts.add(archive_batch(context, file_context, batch, total))
         keys_seen += len(batch.keys)
-    finish_file(context, path, ctx, file_counts, keys_seen, identity)
+    finish_file(context, path, file_context, file_counts, keys_seen, identity)
     return None
 
 
@@ -5332,8 +5334,8 @@ def restore_signal_handlers(previous: dict[int, Any]) -> None:
         signal.signal(signum, handler)
 
 
-def run_file(context: RunContext, path: Path) -> None:
-    """process_file; if its bookkeeping loses the node, the file resumes from its checkpoint on the next."""
+def retry_file(context: RunContext, path: Path) -> None:
+    """archive_file; if its bookkeeping loses the node, the file resumes from its checkpoint on the next."""
     attempts = 0
 
     def attempt() -> None:
@@ -5343,7 +5345,7 @@ def run_file(context: RunContext, path: Path) -> None:
             context.tracking.end_open_files("INTERRUPTED", "the server connection was lost; the file "
                                             "continued from its checkpoint on the next node")
             context.db.commit()
-        process_file(context, path)
+        archive_file(context, path)
 
     retry_transaction(context, f"File {display_name(path)}", attempt)
 
@@ -5369,7 +5371,7 @@ def execute_run(context: RunContext, files: list[Path]) -> int:
             context.state.stop_reason = reason
             break
         context.state.files_seen += 1
-        run_file(context, path)
+        retry_file(context, path)
         if context.state.stop_reason:
             break
     status, code = retry_transaction(context, "End of run", functools.partial(end_run, context))
