@@ -13,19 +13,47 @@ Usage:
     python archive.py config.ini --status     show the latest run's progress (read-only)
     python archive.py config.ini --check      check tables, keys, privileges and side effects
 
-How a run flows:
-    main -> dispatch -> run -> open_run (TrackingSchema.ensure, RunLock.acquire,
-    Tracking.start_run, require_plan) -> execute_run -> recheck_conflicts, then for each file archive_file
-    -> plan_file (identify_file, Tracking.finished_record, resume_point) -> archive_batch
-    -> commit_batch -> retry_transaction -> SameServer.batch / OtherServer.batch
-    (careful path: SameServer.carefully / OtherServer.carefully) -> finish_file.
+How a run flows ("->" calls, "then" comes next; every function on a run's path is named here):
+    main -> dispatch -> run -> install_signal_handlers, open_destination, open_run, then
+        execute_run; when it fails describe_failure and record_run_failure; always finish_output,
+        restore_signal_handlers and RunLock.release.
+    open_run -> TrackingSchema.ensure (MIGRATIONS), RunLock.acquire (the reconnect hook RunLock.retake,
+        the note hook say_everywhere), Tracking.start_run, write_header (script_hash), then
+        require_plan -> run_preflight (read_definitions, examine, read_definitions), make_mover.
+    execute_run -> retry_transaction(recheck_conflicts), then for each file Controls.stop_reason
+        and retry_file -> retry_transaction(archive_file), then retry_transaction(end_run).
+    archive_file -> plan_file -> identify_file, Tracking.finished_record (then skip_finished_file),
+        resume_point -> verify_log_checkpoint, count_keys (or reject); then Tracking.start_file,
+        open_keys, then for each batch of iter_batches: file_identity, Controls.before_batch,
+        archive_batch; then finish_file (or file_changed), move_to_done_dir.
+    archive_batch -> commit_batch -> retry_transaction(attempt, recover), then report_duplicates
+        and show_progress (or, when it failed: record_batch_failure, BatchFailed).
+    commit_batch's attempt -> Mover.batch: SameServer.batch (SameServer.by_span or SameServer.move,
+        else SameServer.carefully) or OtherServer.batch (OtherServer.carefully); then
+        Tracking.batch_statements and COMMIT in one round trip: the batch's one commit. Its recover -> Tracking.committed_batch: a COMMIT whose answer
+        was lost is read back before anything is done again.
+    retry_transaction is called by execute_run (the recheck, end_run), retry_file, commit_batch
+        and recheck_conflicts (per chunk); it retries deadlocks, lock waits and lost nodes, and
+        after a changed table (or an error with definitions_changed) -> adopt_definitions ->
+        current_definitions, run_preflight.
+    end_run -> Tracking.open_conflict_count, Tracking.run_counts, outcome_of, Tracking.finish_run.
 Where resume lives: resume_point (max of Tracking.checkpoint and the text log's
-log_checkpoints, verify_log_checkpoint for a log ahead of the database) and open_keys.
-Where the run lock lives: RunLock.acquire, RunLock.fence (first statement of every
-batch), RunLock.heartbeat (between batches) and RunLock.retake (after a reconnect).
+    log_checkpoints, verify_log_checkpoint for a log ahead of the database) and open_keys.
+Where the run lock lives: RunLock.acquire, RunLock.fence (the first statement of every batch,
+    in Mover.guarded), RunLock.heartbeat (between batches: Controls.keep_lock, RunContext.tick),
+    RunLock.retake (after a reconnect) and RunLock.release.
 Where the tables are checked: run_preflight (once, reading the definitions it approves with
-read_definitions), run_checked (every batch, under the batch's metadata locks: Definitions)
-and adopt_definitions (a table changed during the run: a new plan, or a stop).
+    read_definitions), run_checked (every batch, under the batch's metadata locks: Definitions)
+    and adopt_definitions (a table changed during the run: a new plan, or a stop).
+Where conflicts are: found by SameServer.classify and OtherServer.compare, recorded by
+    Tracking.batch_statements (in the conflict logs), settled by recheck_conflicts at the start
+    of every run, counted into exit 3 by outcome_of.
+Where the destination mode lives: OtherServer and DestinationError (destination mode),
+    RemotePlan (its statements), check_destination_server (what a destination must be).
+Where Galera lives: Database.connect and Database.check_node_ready (a Synced node of the host
+    list), Database.move_to_synced, is_lost_quorum and retry_transaction (failover, 1213),
+    check_write_set and explain_write_set_error (write-set limits), Controls.galera_pause_reason.
+Where exit codes live: the list below; outcome_of (a finished run), exit_code_of (an error), main.
 
 Sections, in this order:
     constants, errors, configuration,

@@ -93,3 +93,33 @@ def test_the_layering_check_sees_a_forward_reference():
     assert ("late", 2) in list(loaded_names(node))
     annotated = ast.parse("def f(x: Later) -> Later:\n    y: Later = 1\n    return y\n").body[0]
     assert "Later" not in {name for name, _ in loaded_names(annotated)}  # annotations are text
+
+
+MAP = archive.__doc__.split("How a run flows")[1].split("Sections, in this order:")[0]
+WALKED = ("run", "one file", "one batch")  # the sections whose functions make up a run's path
+
+
+def test_the_map_names_every_function_on_the_path_of_a_run():
+    """From execute_run, every function it calls (and they call, ...) in the run, one-file and
+    one-batch sections is named in the map, so a newcomer can follow a run from the top."""
+    functions = {u.name: u for u in units()
+                 if isinstance(u.node, ast.FunctionDef) and u.section_name in WALKED}
+    path, todo = set(), ["execute_run", "run", "open_run"]
+    while todo:
+        name = todo.pop()
+        if name in path:
+            continue
+        path.add(name)
+        todo += [used for used, _ in loaded_names(functions[name].node) if used in functions]
+    assert len(path) > 15, sorted(path)
+    missing = sorted(name for name in path if not re.search(rf"\b{name}\b", MAP))
+    assert not missing, f"on the path of a run but not in the map: {missing}"
+
+
+def test_the_map_says_where_each_concern_lives():
+    for concern in ("resume lives", "the run lock lives", "the tables are checked", "conflicts are",
+                    "the destination mode lives", "Galera lives", "exit codes live"):
+        assert f"Where {concern}:" in MAP, concern
+    for landmark in ("the batch's one commit", "Tracking.committed_batch", "Controls.before_batch",
+                     "retry_file", "end_run", "retry_transaction is called by"):
+        assert landmark in MAP, landmark
