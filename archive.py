@@ -17,8 +17,8 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
     main -> dispatch -> run -> install_signal_handlers, open_destination, open_run, then
         execute_run; when it fails describe_failure and record_run_failure; always finish_output,
         restore_signal_handlers and RunLock.release.
-    open_run -> TrackingSchema.ensure (MIGRATIONS), RunLock.acquire (the reconnect hook RunLock.retake,
-        the note hook say_everywhere), Tracking.start_run, write_header (script_hash), then
+    open_run -> TrackingSchema.ensure (MIGRATIONS), RunLock.acquire (hooks: RunLock.retake,
+        say_everywhere), Tracking.start_run, write_header (script_hash), then
         require_plan -> run_preflight (read_definitions, examine, read_definitions), make_mover.
     execute_run -> retry_transaction(recheck_conflicts), then for each file Controls.stop_reason
         and retry_file -> retry_transaction(archive_file), then retry_transaction(end_run).
@@ -30,8 +30,9 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
         and show_progress (or, when it failed: record_batch_failure, BatchFailed).
     commit_batch's attempt -> Mover.batch: SameServer.batch (SameServer.by_span or SameServer.move,
         else SameServer.carefully) or OtherServer.batch (OtherServer.carefully); then
-        Tracking.batch_statements and COMMIT in one round trip: the batch's one commit. Its recover -> Tracking.committed_batch: a COMMIT whose answer
-        was lost is read back before anything is done again.
+        Tracking.batch_statements and COMMIT in one round trip: the batch's one commit. Its
+        recover -> Tracking.committed_batch: a COMMIT whose answer was lost is read back before
+        anything is done again.
     retry_transaction is called by execute_run (the recheck, end_run), retry_file, commit_batch
         and recheck_conflicts (per chunk); it retries deadlocks, lock waits and lost nodes, and
         after a changed table (or an error with definitions_changed) -> adopt_definitions ->
@@ -60,8 +61,8 @@ Sections, in this order:
     keys, CSV records, key files, batching, SQL text, table plans, table definitions,
     preflight decisions, text log, outcomes, pause decisions, terminal output
                                                         (pure: no database)
-    database connection, preflight, tracking schema, run lock, tracking records,
-    one batch, destination mode, conflicts, pauses and stops
+    database connection, table checks, preflight, tracking schema, run lock, tracking records,
+    one batch, the batch transaction, destination mode, conflicts, pauses and stops
                                                         (database code)
     one file, run                                       (the run)
     status and check, dry run, command line             (--status/--check/--dry-run, main)
@@ -2913,7 +2914,7 @@ class Database:
         self.disconnect()
 
 
-# --------------------------------------------------------------------------- preflight
+# --------------------------------------------------------------------------- table checks
 
 def fetch_columns(db: Database, table: str) -> list[dict[str, Any]]:
     """A table's columns from information_schema, in table order (INVISIBLE ones included)."""
@@ -3137,6 +3138,8 @@ def check_guard(db: Database, plan: TablePlan, found: Preflight) -> None:
         found.problems.append(f"[controls] guard is not valid SQL here: {describe_mysql_error(exc)}")
     db.rollback()
 
+
+# --------------------------------------------------------------------------- preflight
 
 def check_packet(db: Database, key_type: KeyType, batch_size: int, conditions: int, found: Preflight) -> None:
     """A batch's statements must fit the server's max_allowed_packet (its key conditions grow with
@@ -3657,6 +3660,21 @@ class TrackingSchema:
                 raise
 
 
+def fit(text: str | None, chars: int | None = None, max_bytes: int = TEXT_BYTES) -> str | None:
+    """Cut a text to what its column holds (characters for VARCHAR, bytes for TEXT), marking the cut."""
+    if text is None:
+        return None
+    if chars is not None:
+        return text if len(text) <= chars else text[:chars - 7] + " [cut]"
+    data = text.encode("utf-8")
+    return text if len(data) <= max_bytes else data[:max_bytes - 7].decode("utf-8", "ignore") + " [cut]"
+
+
+def encode_keys(keys: Sequence[Key]) -> str | None:
+    """Keys as a JSON list for conflict_keys (text keys may hold commas)."""
+    return json.dumps([format_key(k) for k in keys], ensure_ascii=False) if keys else None
+
+
 # --------------------------------------------------------------------------- run lock
 
 # The lease's clock: UTC, except in a lock row an older version wrote (schema 2 had no lease_clock).
@@ -3880,21 +3898,6 @@ DID_WORK_SQL = ("(p.rows_archived + p.rows_deleted + p.conflicts + p.not_found +
                 "OR EXISTS (SELECT 1 FROM file_processing_logs f WHERE f.process_log_id = p.id AND "
                 "(f.processed_batches >= f.start_batch OR f.status <> 'COMPLETED')) OR EXISTS (SELECT 1 FROM "
                 "conflict_logs c WHERE c.resolved_by = p.id))")
-
-
-def fit(text: str | None, chars: int | None = None, max_bytes: int = TEXT_BYTES) -> str | None:
-    """Cut a text to what its column holds (characters for VARCHAR, bytes for TEXT), marking the cut."""
-    if text is None:
-        return None
-    if chars is not None:
-        return text if len(text) <= chars else text[:chars - 7] + " [cut]"
-    data = text.encode("utf-8")
-    return text if len(data) <= max_bytes else data[:max_bytes - 7].decode("utf-8", "ignore") + " [cut]"
-
-
-def encode_keys(keys: Sequence[Key]) -> str | None:
-    """Keys as a JSON list for conflict_keys (text keys may hold commas)."""
-    return json.dumps([format_key(k) for k in keys], ensure_ascii=False) if keys else None
 
 
 class Tracking:
@@ -4495,6 +4498,8 @@ class SameServer(Mover):
         """Undo the open transaction."""
         self.db.rollback()
 
+
+# --------------------------------------------------------------------------- the batch transaction
 
 def current_definitions(context: RunContext) -> tuple[Definitions | None, Definitions | None]:
     """The definitions of the tables the run writes, read now on each server."""

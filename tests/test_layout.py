@@ -123,3 +123,17 @@ def test_the_map_says_where_each_concern_lives():
     for landmark in ("the batch's one commit", "Tracking.committed_batch", "Controls.before_batch",
                      "retry_file", "end_run", "retry_transaction is called by"):
         assert landmark in MAP, landmark
+
+
+def test_every_section_is_a_readable_size():
+    banners = sections() + [(SOURCE.count("\n") + 1, "end")]
+    sizes = {name: end - start for (start, name), (end, _) in zip(banners, banners[1:])}
+    too_big = {name: n for name, n in sizes.items() if n > 360 and name != "configuration"}
+    assert not too_big, f"sections over about 350 lines: {too_big}"
+
+
+def test_no_class_is_over_about_350_lines():
+    lengths = {n.name: (n.end_lineno or n.lineno) - n.lineno + 1
+               for n in TREE.body if isinstance(n, ast.ClassDef)}
+    big = {name: n for name, n in lengths.items() if n > 360}
+    assert not big, f"classes over about 350 lines: {big}"
