@@ -2350,6 +2350,39 @@ class TextLog:
 
 # --------------------------------------------------------------------------- outcomes
 
+@dataclass(frozen=True)
+class Count:
+    """One count: its Counters field, its column in the three tracking tables, its label in the
+    summary and --status, and its name in --dry-run's prediction."""
+
+    field: str
+    column: str
+    label: str
+    predicted: str
+
+
+# Every row count, in the order of the summary: the batch statements, the run's totals, the
+# read-back of a lost COMMIT, the summary, --status and --dry-run are all built from this.
+COUNTS = (
+    Count("archived", "rows_archived", "rows archived", "rows_to_archive"),
+    Count("deleted", "rows_deleted", "rows deleted", "rows_to_delete"),
+    Count("duplicates", "duplicates", "duplicates", "identical_twins"),
+    Count("conflicts", "conflicts", "conflicts", "conflicts"),
+    Count("not_found", "not_found", "not found", "not_found"),
+    Count("skipped_by_guard", "skipped_by_guard", "skipped by guard", "skipped_by_guard"),
+)
+
+
+def count_columns(alias: str = "") -> str:
+    """COUNTS' tracking columns, for a SELECT or an INSERT."""
+    return ", ".join(alias + c.column for c in COUNTS)
+
+
+def added_counts(alias: str = "") -> str:
+    """A SET clause that adds COUNTS' values (parameters in COUNTS' order) to a tracking row."""
+    return ", ".join(f"{alias}{c.column} = {alias}{c.column} + %s" for c in COUNTS)
+
+
 @dataclass
 class Counters:
     """Row counts of one batch, file or run."""
@@ -2366,6 +2399,15 @@ class Counters:
         """Accumulate another set of counts."""
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def values(self) -> tuple[int, ...]:
+        """The counts in COUNTS' order (batches apart), as the tracking columns take them."""
+        return tuple(getattr(self, c.field) for c in COUNTS)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], batches: int) -> Counters:
+        """Counts from a tracking row that has COUNTS' columns."""
+        return cls(batches, **{c.field: int(row[c.column]) for c in COUNTS})
 
 
 @dataclass(frozen=True)
@@ -2435,11 +2477,10 @@ def summary_line(state: RunState, status: str) -> str:
     why = state.stop_reason or ("failed" if status == "FAILED" else "all files done")
     which = f"run {state.run_id} | " if state.run_id else ""
     which += f"into {state.destination} | " if state.destination else ""
+    counts = " | ".join(f"{c.label} {getattr(t, c.field)}" for c in COUNTS)
     return (f"SUMMARY: {status} | {which}files {state.files_total} ({state.files_done} archived, "
             f"{state.files_skipped} already done, {len(state.rejected)} rejected) | batches {t.batches} "
-            f"| rows archived {t.archived} | rows deleted {t.deleted} | duplicates {t.duplicates} "
-            f"| conflicts {t.conflicts} | not found {t.not_found} | skipped by guard {t.skipped_by_guard} "
-            f"| failures {1 if status == 'FAILED' else 0} | paused {state.paused_seconds:.1f}s "
+            f"| {counts} | failures {1 if status == 'FAILED' else 0} | paused {state.paused_seconds:.1f}s "
             f"| elapsed {elapsed:.1f}s | {t.archived / max(elapsed, 1e-6):,.0f} rows/s | stopped: {why}")
 
 
@@ -3980,10 +4021,8 @@ class Tracking:
 
     def add_run_counts(self, counts: Counters) -> tuple[str, tuple[Any, ...]]:
         """Add counts to this run's row (inside the transaction that did the work)."""
-        return (("UPDATE process_logs SET rows_archived = rows_archived + %s, "
-                 "rows_deleted = rows_deleted + %s, "
-                f"duplicates = duplicates + %s, conflicts = conflicts + %s, {seen_now()} WHERE id = %s"),
-                (counts.archived, counts.deleted, counts.duplicates, counts.conflicts, self.run_id))
+        return (f"UPDATE process_logs SET {added_counts()}, {seen_now()} WHERE id = %s",
+                (*counts.values(), self.run_id))
 
     def file_scope(self) -> tuple[str, tuple[Any, ...]]:
         """Which file rows are this job's (and read the same way), as a condition on alias f.
@@ -4071,27 +4110,18 @@ class Tracking:
     def batch_statements(self, file_context: FileContext, batch: Batch, outcome: BatchOutcome
                          ) -> list[tuple[str, tuple[Any, ...]]]:
         """The tracking writes of a batch; they run inside its transaction and commit with it."""
-        c = outcome.counts
+        counts = outcome.counts.values()
         statements: list[tuple[str, tuple[Any, ...]]] = [(
             ("INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
-            "first_key, last_key, keys_in_batch, rows_archived, rows_deleted, duplicates, conflicts, "
-            "skipped_by_guard, conflict_keys, end_offset, end_line, not_found) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"),
+             f"first_key, last_key, keys_in_batch, conflict_keys, end_offset, end_line, {count_columns()}) "
+             f"VALUES ({', '.join(['%s'] * (10 + len(COUNTS)))})"),
             (file_context.run_id, fit(file_context.scan.name, 255), batch.number, outcome.status,
              fit(format_key(batch.keys[0]), 255), fit(format_key(batch.keys[-1]), 255), len(batch.keys),
-             c.archived, c.deleted, c.duplicates, c.conflicts, c.skipped_by_guard,
-             encode_keys(outcome.conflicts), batch.end_offset, batch.end_line, c.not_found)), (
+             encode_keys(outcome.conflicts), batch.end_offset, batch.end_line, *counts)), (
             ("UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET "
-            "f.processed_batches = %s, f.last_processed_batch = %s, f.rows_archived = f.rows_archived + %s, "
-            "f.rows_deleted = f.rows_deleted + %s, f.duplicates = f.duplicates + %s, "
-            "f.conflicts = f.conflicts + %s, f.skipped_by_guard = f.skipped_by_guard + %s, "
-            "f.not_found = f.not_found + %s, p.current_batch = %s, p.rows_archived = p.rows_archived + %s, "
-            "p.rows_deleted = p.rows_deleted + %s, p.duplicates = p.duplicates + %s, "
-            "p.conflicts = p.conflicts + %s, p.skipped_by_guard = p.skipped_by_guard + %s, "
-            f"p.not_found = p.not_found + %s, {seen_now('p.')} WHERE f.id = %s"),
-            (batch.number, batch.number, c.archived, c.deleted, c.duplicates, c.conflicts,
-             c.skipped_by_guard, c.not_found, batch.number, c.archived, c.deleted, c.duplicates,
-             c.conflicts, c.skipped_by_guard, c.not_found, file_context.file_id))]
+             f"f.processed_batches = %s, f.last_processed_batch = %s, {added_counts('f.')}, "
+             f"p.current_batch = %s, {added_counts('p.')}, {seen_now('p.')} WHERE f.id = %s"),
+            (batch.number, batch.number, *counts, batch.number, *counts, file_context.file_id))]
         for key in outcome.conflicts:
             statements.append((
                 ("INSERT INTO conflict_logs (job, file_name, file_checksum, key_value, process_log_id, "
@@ -4103,19 +4133,15 @@ class Tracking:
     def committed_batch(self, file_context: FileContext, number: int) -> BatchOutcome | None:
         """After a connection died during COMMIT: the batch as it was committed, if it was."""
         rows = self.db.query_dicts(
-            "SELECT status, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, "
-            "not_found, conflict_keys FROM batch_processing_logs WHERE process_log_id = %s AND "
-            "file_name = %s AND batch_number = %s AND status <> 'FAILED'",
+            f"SELECT status, conflict_keys, {count_columns()} FROM batch_processing_logs WHERE "
+            "process_log_id = %s AND file_name = %s AND batch_number = %s AND status <> 'FAILED'",
             (file_context.run_id, fit(file_context.scan.name, 255), number))
         self.db.rollback()
         if not rows:
             return None
         row = rows[0]
-        counts = Counters(batches=1, archived=row["rows_archived"], deleted=row["rows_deleted"],
-                          duplicates=row["duplicates"], conflicts=row["conflicts"],
-                          skipped_by_guard=row["skipped_by_guard"], not_found=row["not_found"])
         keys = tuple(json.loads(row["conflict_keys"])) if row["conflict_keys"] else ()
-        return BatchOutcome(counts, keys, row["status"])
+        return BatchOutcome(Counters.from_row(row, batches=1), keys, row["status"])
 
     def record_batch_failure(self, file_context: FileContext, batch: Batch, message: str) -> None:
         """Record the FAILED batch and file (the batch's own work was rolled back)."""
@@ -4174,15 +4200,11 @@ class Tracking:
     def run_counts(self) -> Counters:
         """What this run committed, from process_logs: the authority when an answer was lost."""
         row = self.db.query_dicts(
-            "SELECT p.rows_archived, p.rows_deleted, p.duplicates, p.conflicts, p.skipped_by_guard, "
-            "p.not_found, "
-            "(SELECT COUNT(*) FROM batch_processing_logs b WHERE b.process_log_id = p.id AND "
-            "b.status <> 'FAILED') AS batches FROM process_logs p WHERE p.id = %s", (self.run_id,))[0]
+            f"SELECT {count_columns('p.')}, (SELECT COUNT(*) FROM batch_processing_logs b WHERE "
+            "b.process_log_id = p.id AND b.status <> 'FAILED') AS batches FROM process_logs p "
+            "WHERE p.id = %s", (self.run_id,))[0]
         self.db.rollback()
-        return Counters(batches=int(row["batches"]), archived=int(row["rows_archived"]),
-                        deleted=int(row["rows_deleted"]), duplicates=int(row["duplicates"]),
-                        conflicts=int(row["conflicts"]), skipped_by_guard=int(row["skipped_by_guard"]),
-                        not_found=int(row["not_found"]))
+        return Counters.from_row(row, batches=int(row["batches"]))
 
     def open_conflict_count(self) -> int:
         """How many conflicts of this job are still open."""
@@ -4868,8 +4890,9 @@ def recheck_chunk(context: RunContext, file: tuple[str, str], chunk: dict[Key, l
                   ) -> tuple[dict[int, str], Counters]:
     """One transaction: re-examine some conflict keys and close those that are settled."""
     counts, found = context.mover.carefully(list(chunk))
-    counts.conflicts = 0  # still-open conflicts were counted when found
-    counts.not_found = 0
+    # Still-open conflicts were counted when found; a key settled now was a listed key then, so
+    # it is not counted again as not found or held back: only what moved counts.
+    counts.conflicts = counts.not_found = counts.skipped_by_guard = 0
     present = set(found.to_copy) | set(found.identical) | set(found.conflicts) | set(found.skipped)
     how = {**dict.fromkeys(found.to_copy, "archived copy was gone: row archived"),
            **dict.fromkeys(found.identical, "archived copy is now identical: source row deleted"),
@@ -5669,9 +5692,7 @@ def status_lines(report: dict[str, Any]) -> list[str]:
              f"({format_seconds(r['seconds'])})"),
              (f"  files {r['processed_files']}/{r['total_files']}, current file {r['current_file'] or '-'} "
              f"batch {r['current_batch'] or '-'}"),
-             (f"  rows archived {r['rows_archived']}, deleted {r['rows_deleted']}, "
-              f"duplicates {r['duplicates']}, conflicts {r['conflicts']}, not found {r['not_found']}, "
-              f"skipped by guard {r['skipped_by_guard']}")]
+             "  " + ", ".join(f"{c.label} {r[c.column]}" for c in COUNTS)]
     if r["destination"]:
         lines.append(f"  archiving into {r['destination']} (job {r['job']})")
     if r["pause_reason"] and r["status"] == "RUNNING":
@@ -5787,8 +5808,7 @@ def check_command(config: Config, out: Any = None) -> int:
 
 # --------------------------------------------------------------------------- dry run
 
-DRY_RUN_COUNTS = ("batches", "rows_to_archive", "rows_to_delete", "identical_twins", "conflicts",
-                  "not_found", "skipped_by_guard")
+DRY_RUN_COUNTS = ("batches", *(c.predicted for c in COUNTS))  # the prediction's names for COUNTS
 
 
 class MovedKeys:
@@ -5861,52 +5881,55 @@ class SilentLog(TextLog):
         """Drop the line."""
 
 
-def empty_prediction(name: str, status: str) -> dict[str, Any]:
-    """A dry-run row with nothing to do."""
-    return {"file": name, **dict.fromkeys(DRY_RUN_COUNTS, 0), "status": status}
+@dataclass
+class Prediction:
+    """One row of the dry run: a file (or the recheck of open conflicts), what it would do."""
+
+    file: str
+    status: str
+    counts: Counters = field(default_factory=Counters)
+
+    def row(self) -> dict[str, Any]:
+        """As --dry-run prints it (DRY_RUN_COUNTS' names)."""
+        counts = dict(zip(DRY_RUN_COUNTS, (self.counts.batches, *self.counts.values())))
+        return {"file": self.file, **counts, "status": self.status}
 
 
-def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys, row: dict[str, Any]
-                 ) -> Classified:
-    """Classify keys as the run would, treating keys moved by earlier batches as gone."""
+def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys) -> Counters:
+    """What a batch of these keys would do, classified as the run classifies them (Classified.counts),
+    treating keys moved by earlier batches as gone."""
     unique = dict.fromkeys(keys)
     gone = moved.among(unique)
     fresh = [k for k in unique if k not in gone]
     found = context.mover.classify(fresh, lock=False) if fresh else Classified()
     context.mover.rollback()
-    row["rows_to_archive"] += len(found.to_copy)
-    row["rows_to_delete"] += len(found.to_copy) + len(found.identical)
-    row["identical_twins"] += len(found.identical)
-    row["conflicts"] += len(found.conflicts)
-    row["skipped_by_guard"] += len(found.skipped)
-    present = len(found.to_copy) + len(found.identical) + len(found.conflicts) + len(found.skipped)
-    row["not_found"] += len(set(keys)) - present
     moved.add(found.to_copy + found.identical)
-    return found
+    return found.counts(keys, len(found.to_copy), len(found.to_copy) + len(found.identical))
 
 
-def predict_recheck(context: RunContext, moved: MovedKeys) -> dict[str, Any] | None:
-    """What the run's recheck of open conflicts would settle."""
+def predict_recheck(context: RunContext, moved: MovedKeys) -> Prediction | None:
+    """What the run's recheck of open conflicts would settle (in no batch of its own)."""
     groups = context.tracking.open_conflicts()
     if not groups:
         return None
-    row = empty_prediction("(open conflicts)", "rechecked first")
+    prediction = Prediction("(open conflicts)", "rechecked first")
     keys = [parse_stored_key(text, context.plan.key_type) for rows in groups.values() for _, text in rows]
     for start in range(0, len(keys), context.config.batch_size):
-        predict_keys(context, keys[start:start + context.config.batch_size], moved, row)
-    return row
+        prediction.counts.add(predict_keys(context, keys[start:start + context.config.batch_size], moved))
+    prediction.counts.batches = 0
+    return prediction
 
 
-def predict_file(context: RunContext, path: Path, tracked: bool, moved: MovedKeys) -> dict[str, Any]:
+def predict_file(context: RunContext, path: Path, tracked: bool, moved: MovedKeys) -> Prediction:
     """One file's row of the dry run, from where the run would start in it."""
     if not has_utf8_name(path):
-        return empty_prediction(display_name(path), "REJECTED: the file name is not valid UTF-8")
+        return Prediction(display_name(path), "REJECTED: the file name is not valid UTF-8")
     try:
         scan = hash_file(path)
     except RejectedFile as exc:
-        return empty_prediction(display_name(path), f"REJECTED: {exc}")
+        return Prediction(display_name(path), f"REJECTED: {exc}")
     if tracked and (finished := context.tracking.finished_record(scan)) is not None:
-        return empty_prediction(scan.name, f"already done (run {finished[0]})")
+        return Prediction(scan.name, f"already done (run {finished[0]})")
     in_log = context.log_checkpoints.get((scan.name, scan.sha256))
     checkpoint = resume_point(context, path, scan) if tracked else (
         verify_log_checkpoint(context, path, None, in_log) if in_log else None)
@@ -5914,15 +5937,14 @@ def predict_file(context: RunContext, path: Path, tracked: bool, moved: MovedKey
     try:
         count_keys(path, config.csv_format, context.plan.key_type)
     except RejectedFile as exc:
-        return empty_prediction(scan.name, f"REJECTED: {exc}")
+        return Prediction(scan.name, f"REJECTED: {exc}")
     size = checkpoint.batch_size if checkpoint else config.batch_size
     done = checkpoint.last_batch if checkpoint else 0
-    row = empty_prediction(scan.name, f"resumes at batch {done + 1}" if done else "to do")
+    prediction = Prediction(scan.name, f"resumes at batch {done + 1}" if done else "to do")
     blocks = key_blocks(path, config.csv_format, context.plan.key_type)
     for batch in iter_batches(blocks, size, done + 1, skip=done * size):
-        predict_keys(context, batch.keys, moved, row)
-        row["batches"] += 1
-    return row
+        prediction.counts.add(predict_keys(context, batch.keys, moved))
+    return prediction
 
 
 def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
@@ -5944,24 +5966,26 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
         tracked = found_tracking is not None
         recheck = predict_recheck(context, moved) if tracked else None
         files = list_csv_files(config.csv_dir, config.csv_pattern)
-        rows = [recheck] if recheck else []
-        rows += [predict_file(context, path, tracked, moved) for path in files]
+        predictions = [recheck] if recheck else []
+        predictions += [predict_file(context, path, tracked, moved) for path in files]
     finally:
         for session in (db, dest):
             if session is not None:
                 session.close()
         if moved is not None:
             moved.close()
-    total: dict[str, Any] = {"file": "TOTAL", "status": plural(len(rows), "file")}
-    total.update({k: sum(r[k] for r in rows) for k in DRY_RUN_COUNTS})
-    rejected = sum(r["status"].startswith("REJECTED") for r in rows)
+    total = Prediction("TOTAL", plural(len(predictions), "file"))
+    for prediction in predictions:
+        total.counts.add(prediction.counts)
+    rows = [p.row() for p in predictions]
+    rejected = sum(p.status.startswith("REJECTED") for p in predictions)
     if as_json:
-        print(json.dumps({"files": rows, "total": {k: total[k] for k in DRY_RUN_COUNTS},
-                          "rows_to_archive": total["rows_to_archive"],
-                          "rows_to_delete": total["rows_to_delete"],
-                          "rejected_files": rejected}, indent=2), file=out)
+        totals = {k: total.row()[k] for k in DRY_RUN_COUNTS}
+        print(json.dumps({"files": rows, "total": totals, "rows_to_archive": totals["rows_to_archive"],
+                          "rows_to_delete": totals["rows_to_delete"], "rejected_files": rejected},
+                         indent=2), file=out)
     else:
-        print_lines(format_table(rows + [total], ("file",) + DRY_RUN_COUNTS + ("status",)), out)
+        print_lines(format_table(rows + [total.row()], ("file",) + DRY_RUN_COUNTS + ("status",)), out)
         print("Dry run: nothing was changed.", file=out)
     return EXIT_REJECTED if rejected else EXIT_OK
 
