@@ -2695,7 +2695,13 @@ def translate_error(exc: Exception) -> Exception:
 
 
 class Database:
-    """One connection to a server (or to one node of a cluster), set up for exact copies."""
+    """One connection to a server (or to one node of a cluster), set up for exact copies.
+
+    The transaction rule: autocommit is off, so any statement, a read too, opens a transaction
+    (a read, a snapshot that holds back purge and, for a locking read, row locks), and every one
+    ends in commit() or rollback(). Writes commit with what they belong to; a read that belongs
+    to nothing goes through read()/read_dicts() or a `with reading():` stretch, which roll back.
+    """
 
     def __init__(self, settings: DbSettings, lock_wait_timeout: int = 10, read_only: bool = False,
                  wait_timeout: int | None = None, utc: bool = False, silence: int | None = None):
@@ -2917,6 +2923,24 @@ class Database:
         names = [column[0] for column in self.cursor.description]
         return [dict(zip(names, row)) for row in rows]
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """A stretch of reads that belongs to no write: it ends in a rollback, whatever happens."""
+        try:
+            yield
+        finally:
+            self.rollback()
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One query that belongs to no write: its rows, and the transaction it opened ended."""
+        with self.reading():
+            return self.query(sql, params)
+
+    def read_dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """read(), with rows as dicts."""
+        with self.reading():
+            return self.query_dicts(sql, params)
+
     def commit(self) -> None:
         """Commit the open transaction."""
         try:
@@ -3026,8 +3050,6 @@ def choose_referencing(db: Database, config: Config, found: Preflight) -> bool:
             found.notes.append("this server has no information_schema.INNODB_SYS_FOREIGN: foreign keys are "
                                "read from REFERENTIAL_CONSTRAINTS, which omits tables this user cannot see")
         return False
-    finally:
-        db.rollback()
 
 
 def fetch_triggers(db: Database, table: str, event: str) -> list[tuple[str, bool]]:
@@ -3177,7 +3199,6 @@ def check_guard(db: Database, plan: TablePlan, found: Preflight) -> None:
         if is_connection_error(exc):
             raise
         found.problems.append(f"[controls] guard is not valid SQL here: {describe_mysql_error(exc)}")
-    db.rollback()
 
 
 # --------------------------------------------------------------------------- preflight
@@ -3194,7 +3215,6 @@ def check_packet(db: Database, key_type: KeyType, batch_size: int, conditions: i
             f"[archive] batch_size {batch_size}: a batch of {key_type.sql_type} keys can make statements of "
             f"{needed} bytes, over max_allowed_packet {packet} on {db.where}; use batch_size {fits} or less, "
             "or raise max_allowed_packet")
-    db.rollback()
 
 
 def check_write_set(db: Database, batch_size: int, source: str, found: Preflight) -> None:
@@ -3218,7 +3238,6 @@ def check_write_set(db: Database, batch_size: int, source: str, found: Preflight
             f"[archive] batch_size {batch_size} makes write sets of about {batch_size * per_key} bytes, "
             f"over wsrep_max_ws_size {max_bytes} on {db.where}; use batch_size {max_bytes // per_key} "
             f"or less (estimated from the table's average row length, {average} bytes)")
-    db.rollback()
 
 
 def check_transfer(archive_db: Database, found: Preflight) -> None:
@@ -3241,7 +3260,6 @@ def server_identity(db: Database) -> ServerIdentity:
         if is_connection_error(exc):
             raise
         rows = None
-    db.rollback()
     sources = None if rows is None else tuple(
         int(r.get("Master_Server_Id") or r.get("Source_Server_Id") or 0) for r in rows)
     return ServerIdentity(int(server_id), db.variable("server_uuid"), (hostname, int(port), datadir),
@@ -3368,10 +3386,12 @@ def run_preflight(db: Database, config: Config, dest: Database | None = None) ->
         return Preflight(problems=[same])
     for _ in range(3):
         found = Preflight()
-        innodb = choose_referencing(db, config, found)
+        with db.reading():
+            innodb = choose_referencing(db, config, found)
         here, there = watched_sides(config, dest, innodb)
         before = read_definitions(db, here), read_definitions(dest, there) if dest else None
-        examine(db, config, dest, found, innodb)
+        with db.reading(), dest.reading() if dest else contextlib.nullcontext():
+            examine(db, config, dest, found, innodb)
         after = read_definitions(db, here), read_definitions(dest, there) if dest else None
         if before == after:
             if found.plan is not None:
@@ -3843,12 +3863,11 @@ class RunLock:
     def holder(self) -> dict[str, Any] | None:
         """The lock row, with whether its lease is still valid and how old its heartbeat is."""
         now = LEASE_NOW[self.layout]
-        rows = self.db.query_dicts(
+        rows = self.db.read_dicts(
             f"SELECT owner, process_log_id, host, pid, node, connection_id, {LOCK_COLUMNS[self.layout]}, "
             f"heartbeat_at, expires_at, expires_at > {now} AS valid, "
             f"TIMESTAMPDIFF(MICROSECOND, heartbeat_at, {now}) / 1e6 AS age "
             "FROM run_locks WHERE lock_name = %s", (self.config.lock_name,))
-        self.db.rollback()
         return rows[0] if rows else None
 
     def fence(self) -> tuple[str, tuple[Any, ...]]:
@@ -4132,11 +4151,10 @@ class Tracking:
 
     def committed_batch(self, file_context: FileContext, number: int) -> BatchOutcome | None:
         """After a connection died during COMMIT: the batch as it was committed, if it was."""
-        rows = self.db.query_dicts(
+        rows = self.db.read_dicts(
             f"SELECT status, conflict_keys, {count_columns()} FROM batch_processing_logs WHERE "
             "process_log_id = %s AND file_name = %s AND batch_number = %s AND status <> 'FAILED'",
             (file_context.run_id, fit(file_context.scan.name, 255), number))
-        self.db.rollback()
         if not rows:
             return None
         row = rows[0]
@@ -4163,11 +4181,10 @@ class Tracking:
         grouped: dict[tuple[str, str], list[tuple[int, str]]] = {}
         if self.legacy:
             return grouped  # schema 1 kept none in a form that can be rechecked
-        for row_id, name, sha, key in self.db.query(
+        for row_id, name, sha, key in self.db.read(
                 "SELECT id, file_name, file_checksum, key_value FROM conflict_logs WHERE job = %s "
                 "AND status = 'OPEN' ORDER BY id", (self.config.job,)):
             grouped.setdefault((name, sha), []).append((int(row_id), key))
-        self.db.rollback()
         return grouped
 
     def resolve_statements(self, resolved: dict[int, str], file: tuple[str, str], left: int
@@ -4192,26 +4209,22 @@ class Tracking:
         read back from there at the end.
         """
         marks = ", ".join(["%s"] * len(ids))
-        rows = self.db.query(f"SELECT id, resolution FROM conflict_logs WHERE id IN ({marks}) "
-                             "AND status = 'RESOLVED' AND resolved_by = %s", (*ids, self.run_id))
-        self.db.rollback()
+        rows = self.db.read(f"SELECT id, resolution FROM conflict_logs WHERE id IN ({marks}) "
+                            "AND status = 'RESOLVED' AND resolved_by = %s", (*ids, self.run_id))
         return ({int(row_id): str(how) for row_id, how in rows}, Counters()) if rows else None
 
     def run_counts(self) -> Counters:
         """What this run committed, from process_logs: the authority when an answer was lost."""
-        row = self.db.query_dicts(
+        row = self.db.read_dicts(
             f"SELECT {count_columns('p.')}, (SELECT COUNT(*) FROM batch_processing_logs b WHERE "
             "b.process_log_id = p.id AND b.status <> 'FAILED') AS batches FROM process_logs p "
             "WHERE p.id = %s", (self.run_id,))[0]
-        self.db.rollback()
         return Counters.from_row(row, batches=int(row["batches"]))
 
     def open_conflict_count(self) -> int:
         """How many conflicts of this job are still open."""
-        count = int(self.db.query("SELECT COUNT(*) FROM conflict_logs WHERE job = %s AND status = 'OPEN'",
-                                  (self.config.job,))[0][0])
-        self.db.rollback()
-        return count
+        return int(self.db.read("SELECT COUNT(*) FROM conflict_logs WHERE job = %s AND status = 'OPEN'",
+                                (self.config.job,))[0][0])
 
     def newest_run(self) -> dict[str, Any] | None:
         """This job's newest run."""
@@ -5045,8 +5058,8 @@ class Controls:
         db.ensure_connected()
         names = ["Threads_running"] + (["wsrep_local_state_comment", "wsrep_flow_control_paused_ns",
                                         "wsrep_local_recv_queue"] if db.wsrep else [])
-        status = db.status_values(*names)
-        db.rollback()
+        with db.reading():
+            status = db.status_values(*names)
         running = int(status.get("threads_running", 0))
         if self.config.max_threads_running and running > self.config.max_threads_running:
             return f"Threads_running is {running} (max_threads_running {self.config.max_threads_running})"
@@ -5168,8 +5181,7 @@ def verify_log_checkpoint(context: RunContext, path: Path, in_db: Checkpoint | N
         if batch.number > in_log.last_batch:
             break
         condition, params = context.plan.condition(batch.keys)
-        present = context.db.query(context.plan.present_sql(condition), params)
-        context.db.rollback()
+        present = context.db.read(context.plan.present_sql(condition), params)
         if present:
             context.say(f"REWIND: the text log says {path.name} was done up to batch {in_log.last_batch}, "
                     f"but keys of batch {batch.number} are still in the source (database restored or "
@@ -5194,15 +5206,15 @@ def plan_file(context: RunContext, path: Path) -> tuple[FileScan, Checkpoint | N
     scan = identify_file(context, path)
     if scan is None:
         return None
-    finished = context.tracking.finished_record(scan)
+    with context.db.reading():
+        finished = context.tracking.finished_record(scan)
     if finished is not None:
-        context.db.rollback()
         skip_finished_file(context, path, scan, finished)
         return None
-    checkpoint = resume_point(context, path, scan)
-    others = context.tracking.other_checksums(scan) + [
-        sha for (name, sha) in context.log_checkpoints if name == scan.name and sha != scan.sha256]
-    context.db.rollback()
+    with context.db.reading():
+        checkpoint = resume_point(context, path, scan)
+        others = context.tracking.other_checksums(scan) + [
+            sha for (name, sha) in context.log_checkpoints if name == scan.name and sha != scan.sha256]
     if others and checkpoint is None:
         context.say(f"CHANGED: {scan.name} differs from its earlier checkpoint (sha256 {others[0][:12]}… "
                 f"now {scan.sha256[:12]}…); not resuming by batch number, starting at batch 1")
@@ -5655,30 +5667,30 @@ def run_seconds(db: Database, run_row: dict[str, Any], alive: bool) -> int:
 
 def status_report(db: Database, config: Config) -> dict[str, Any] | None:
     """The latest run of this job that did something, with its files and liveness; None if none."""
-    tracking = read_only_tracking(db, config)
-    if tracking is None or tracking.legacy:
-        return None
-    newest = tracking.newest_run()
-    if newest is None:
-        return None
-    shown = newest if newest["status"] != "COMPLETED" or tracking.did_work(newest["id"]) else (
-        tracking.last_run_with_work() or newest)
-    report = json_rows([shown])[0]
-    report["run_id"] = report.pop("id")
-    running = shown["status"] == "RUNNING"
-    alive, liveness = tracking.lock.holder_is_alive(shown["id"]) if running else (False, "")
-    report.update(alive=alive, liveness=liveness, started=report.pop("start_time"),
-                  ended=report.pop("end_time"), error=report.pop("error_message"))
-    report["seconds"] = run_seconds(db, shown, alive)
-    del report["start_time_utc"], report["last_seen_utc"]
-    report["latest_run"] = None if shown is newest else {
-        "run_id": newest["id"], "status": newest["status"],
-        "started": json_value(newest["start_time"])}
-    report["files"] = json_rows(tracking.run_files(shown["id"]))
-    report["open_conflicts"] = [{"file": name, "keys": n} for name, n in tracking.open_conflict_counts()]
-    report["problem_batches"] = json_rows(tracking.problem_batches())
-    db.rollback()
-    return report
+    with db.reading():
+        tracking = read_only_tracking(db, config)
+        if tracking is None or tracking.legacy:
+            return None
+        newest = tracking.newest_run()
+        if newest is None:
+            return None
+        shown = newest if newest["status"] != "COMPLETED" or tracking.did_work(newest["id"]) else (
+            tracking.last_run_with_work() or newest)
+        report = json_rows([shown])[0]
+        report["run_id"] = report.pop("id")
+        running = shown["status"] == "RUNNING"
+        alive, liveness = tracking.lock.holder_is_alive(shown["id"]) if running else (False, "")
+        report.update(alive=alive, liveness=liveness, started=report.pop("start_time"),
+                      ended=report.pop("end_time"), error=report.pop("error_message"))
+        report["seconds"] = run_seconds(db, shown, alive)
+        del report["start_time_utc"], report["last_seen_utc"]
+        report["latest_run"] = None if shown is newest else {
+            "run_id": newest["id"], "status": newest["status"],
+            "started": json_value(newest["start_time"])}
+        report["files"] = json_rows(tracking.run_files(shown["id"]))
+        report["open_conflicts"] = [{"file": name, "keys": n} for name, n in tracking.open_conflict_counts()]
+        report["problem_batches"] = json_rows(tracking.problem_batches())
+        return report
 
 
 def status_lines(report: dict[str, Any]) -> list[str]:
@@ -5761,9 +5773,9 @@ def cluster_lines(db: Database) -> list[str]:
     """What --check says about a Galera node: its state and limits."""
     if not db.wsrep:
         return []
-    s = db.status_values("wsrep_cluster_size", "wsrep_cluster_status", "wsrep_local_state_comment",
-                         "wsrep_ready")
-    db.rollback()
+    with db.reading():
+        s = db.status_values("wsrep_cluster_size", "wsrep_cluster_status", "wsrep_local_state_comment",
+                             "wsrep_ready")
     return [(f"cluster: Galera node {db.where}: {s.get('wsrep_local_state_comment')}, component "
             f"{s.get('wsrep_cluster_status')}, {s.get('wsrep_cluster_size')} nodes, ready "
             f"{s.get('wsrep_ready')}; wsrep_max_ws_rows {db.variable('wsrep_max_ws_rows')}, "
