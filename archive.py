@@ -61,8 +61,9 @@ Sections, in this order:
     keys, CSV records, key files, batching, SQL text, table plans, table definitions,
     preflight decisions, text log, outcomes, pause decisions, terminal output
                                                         (pure: no database)
-    database connection, table checks, preflight, tracking schema, run lock, tracking records,
-    one batch, the batch transaction, destination mode, conflicts, pauses and stops
+    server errors, database connection, table checks, preflight, tracking schema, run lock,
+    tracking records, one batch, the batch transaction, destination mode, conflicts,
+    pauses and stops
                                                         (database code)
     one file, run                                       (the run)
     status and check, dry run, command line             (--status/--check/--dry-run, main)
@@ -852,7 +853,7 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     if values[("archive", "source_table")] == values[("archive", "archive_table")] \
             and not parser.has_section("destination"):
         raise config_error("archive", "archive_table", "must differ from source_table (unless it is on "
-                                                        "another server, given in [destination])")
+                           "another server, given in [destination])")
     if values[("archive", "lock_lease")] < 2 * values[("archive", "lock_wait_timeout")] + 10:
         raise config_error("archive", "lock_lease", "must be at least 2 x lock_wait_timeout + 10s, "
                            "or a live run waiting for a row lock could lose its run lock")
@@ -2603,7 +2604,7 @@ class Reporter:
             self.emit("\r\x1b[K")
 
 
-# --------------------------------------------------------------------------- database connection
+# --------------------------------------------------------------------------- server errors
 
 def is_lost_quorum(exc: BaseException) -> bool:
     """A COMMIT on a node cut off from the primary component: another node can take the batch."""
@@ -2643,6 +2644,22 @@ def explain_write_set_error(exc: BaseException, batch_size: int) -> str | None:
     return None
 
 
+def backoff_seconds(tries: int) -> float:
+    """How long to wait after attempt `tries` failed: doubling, capped, jittered so racers spread out."""
+    return float(min(0.25 * 2 ** tries, RETRY_BACKOFF_CAP) * random.uniform(0.5, 1.0))
+
+
+def translate_error(exc: Exception) -> Exception:
+    """The C extension's own exception for a server or connection error, as a mysql.connector.Error."""
+    errno = getattr(exc, "errno", None)
+    if not errno:
+        return exc
+    return mysql.connector.errors.get_mysql_exception(errno, msg=getattr(exc, "msg", str(exc)),
+                                                      sqlstate=getattr(exc, "sqlstate", None))
+
+
+# --------------------------------------------------------------------------- database connection
+
 def run_silence(config: Config) -> int:
     """Seconds a run's session waits for a server that stopped answering: a statement waits at
     most lock_wait_timeout for a lock, and past the lease the run lock is lost anyway."""
@@ -2658,40 +2675,6 @@ def probe_silence(config: Config, settings: DbSettings) -> int:
 def silence_limits(seconds: int | None) -> dict[str, Any]:
     """Connector options that give up on a server silent for `seconds` (reading or writing)."""
     return {"read_timeout": seconds, "write_timeout": seconds} if seconds else {}
-
-
-def backoff_seconds(tries: int) -> float:
-    """How long to wait after attempt `tries` failed: doubling, capped, jittered so racers spread out."""
-    return float(min(0.25 * 2 ** tries, RETRY_BACKOFF_CAP) * random.uniform(0.5, 1.0))
-
-
-def retry_conflicts(db: Database, timeout: float, attempt: Callable[[], T]) -> T:
-    """Run a transaction, retrying deadlocks, certification conflicts and lock waits for `timeout`.
-
-    For the start of a run, before there is a batch to retry: runs started at once (on one
-    server or on several Galera nodes, whose DDL aborts the others' transactions) meet here.
-    """
-    deadline, tries = time.monotonic() + timeout, 0
-    # On Galera a statement that another node's DDL aborts may also fail with 1317 "interrupted".
-    retried = RETRY_ERRNOS | ({ER_QUERY_INTERRUPTED} if db.wsrep else set())
-    while True:
-        tries += 1
-        try:
-            return attempt()
-        except mysql.connector.Error as exc:
-            db.rollback()
-            if exc.errno not in retried or time.monotonic() >= deadline:
-                raise
-        time.sleep(backoff_seconds(tries))
-
-
-def translate_error(exc: Exception) -> Exception:
-    """The C extension's own exception for a server or connection error, as a mysql.connector.Error."""
-    errno = getattr(exc, "errno", None)
-    if not errno:
-        return exc
-    return mysql.connector.errors.get_mysql_exception(errno, msg=getattr(exc, "msg", str(exc)),
-                                                      sqlstate=getattr(exc, "sqlstate", None))
 
 
 class Database:
@@ -2979,6 +2962,26 @@ class Database:
         self.disconnect()
 
 
+def retry_conflicts(db: Database, timeout: float, attempt: Callable[[], T]) -> T:
+    """Run a transaction, retrying deadlocks, certification conflicts and lock waits for `timeout`.
+
+    For the start of a run, before there is a batch to retry: runs started at once (on one
+    server or on several Galera nodes, whose DDL aborts the others' transactions) meet here.
+    """
+    deadline, tries = time.monotonic() + timeout, 0
+    # On Galera a statement that another node's DDL aborts may also fail with 1317 "interrupted".
+    retried = RETRY_ERRNOS | ({ER_QUERY_INTERRUPTED} if db.wsrep else set())
+    while True:
+        tries += 1
+        try:
+            return attempt()
+        except mysql.connector.Error as exc:
+            db.rollback()
+            if exc.errno not in retried or time.monotonic() >= deadline:
+                raise
+        time.sleep(backoff_seconds(tries))
+
+
 # --------------------------------------------------------------------------- table checks
 
 def fetch_columns(db: Database, table: str) -> list[dict[str, Any]]:
@@ -3183,7 +3186,7 @@ def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found:
         checks += [(db, "SELECT ... FOR UPDATE on the source", remote.read_sql(f"s.{condition}")),
                    (archive_db, "SELECT and INSERT the archive on the destination",
                     (f"INSERT INTO {quote_ident(plan.archive)} ({plan.column_list()}) "
-                    f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}"))]
+                     f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}"))]
     found.problems += refused_statements(checks)
 
 
@@ -4144,7 +4147,7 @@ class Tracking:
         for key in outcome.conflicts:
             statements.append((
                 ("INSERT INTO conflict_logs (job, file_name, file_checksum, key_value, process_log_id, "
-                "batch_number) VALUES (%s, %s, %s, %s, %s, %s)"),
+                 "batch_number) VALUES (%s, %s, %s, %s, %s, %s)"),
                 (self.config.job, fit(file_context.scan.name, 255), file_context.scan.sha256, format_key(key),
                  file_context.run_id, batch.number)))
         return statements
@@ -4192,14 +4195,14 @@ class Tracking:
         """Close resolved conflicts; a file with none left open becomes COMPLETED."""
         statements: list[tuple[str, tuple[Any, ...]]] = [(
             ("UPDATE conflict_logs SET status = 'RESOLVED', resolution = %s, resolved_by = %s, "
-            "resolved_at = NOW() WHERE id = %s AND status = 'OPEN'"), (fit(how, 255), self.run_id, row_id))
+             "resolved_at = NOW() WHERE id = %s AND status = 'OPEN'"), (fit(how, 255), self.run_id, row_id))
             for row_id, how in resolved.items()]
         if not left:
             statements.append((
                 ("UPDATE file_processing_logs SET status = 'COMPLETED', error_message = "
-                "CONCAT_WS('; ', error_message, %s) WHERE job = %s AND file_name = %s AND file_checksum = %s "
-                "AND status = 'CONFLICTS'"),
-                (f"conflicts resolved by run {self.run_id}", self.config.job, file[0], file[1])))
+                 "CONCAT_WS('; ', error_message, %s) WHERE job = %s AND file_name = %s "
+                 "AND file_checksum = %s AND status = 'CONFLICTS'"),
+                (f"conflicts resolved by run {self.run_id}", self.config.job, *file)))
         return statements
 
     def resolved_by_this_run(self, ids: Sequence[int]) -> tuple[dict[int, str], Counters] | None:
@@ -4935,7 +4938,7 @@ def recheck_conflicts(context: RunContext) -> Counters:
             left -= len(resolved)
             total.add(counts)
         context.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} earlier conflict(s) resolved"
-                + (f", {left} still differ (both versions kept)" if left else ""))
+                    + (f", {left} still differ (both versions kept)" if left else ""))
     return total
 
 
@@ -5184,8 +5187,8 @@ def verify_log_checkpoint(context: RunContext, path: Path, in_db: Checkpoint | N
         present = context.db.read(context.plan.present_sql(condition), params)
         if present:
             context.say(f"REWIND: the text log says {path.name} was done up to batch {in_log.last_batch}, "
-                    f"but keys of batch {batch.number} are still in the source (database restored or "
-                    f"failed over?); resuming at batch {batch.number}")
+                        f"but keys of batch {batch.number} are still in the source (database restored or "
+                        f"failed over?); resuming at batch {batch.number}")
             return dataclasses.replace(in_log, last_batch=batch.number - 1) if batch.number > 1 else None
         context.tick()
     return in_log
@@ -5217,7 +5220,7 @@ def plan_file(context: RunContext, path: Path) -> tuple[FileScan, Checkpoint | N
             sha for (name, sha) in context.log_checkpoints if name == scan.name and sha != scan.sha256]
     if others and checkpoint is None:
         context.say(f"CHANGED: {scan.name} differs from its earlier checkpoint (sha256 {others[0][:12]}… "
-                f"now {scan.sha256[:12]}…); not resuming by batch number, starting at batch 1")
+                    f"now {scan.sha256[:12]}…); not resuming by batch number, starting at batch 1")
     if checkpoint is not None:
         return dataclasses.replace(scan, keys=checkpoint.total_keys), checkpoint
     try:
@@ -5267,7 +5270,7 @@ def finish_file(context: RunContext, path: Path, file_context: FileContext, coun
     scan = file_context.scan
     if keys_seen != scan.keys or file_identity(path) != identity or hash_file(path).sha256 != scan.sha256:
         return file_changed(context, file_context, f"{scan.name} changed on disk while its batches ran "
-                                      f"({keys_seen} of {scan.keys} validated keys read)")
+                            f"({keys_seen} of {scan.keys} validated keys read)")
     open_conflicts = counts.conflicts or context.tracking.open_conflicts().get((scan.name, scan.sha256))
     status = "CONFLICTS" if open_conflicts else "COMPLETED"
     context.tracking.finish_file(file_context.file_id, status, None)
@@ -5275,7 +5278,7 @@ def finish_file(context: RunContext, path: Path, file_context: FileContext, coun
         context.state.conflict_files.append(scan.name)
     context.state.files_done += 1
     context.reporter.say(f"FINISHED: {scan.name} ({counts.archived} rows archived, {counts.duplicates} "
-                     f"duplicates, {counts.conflicts} conflicts, {counts.not_found} not found)")
+                         f"duplicates, {counts.conflicts} conflicts, {counts.not_found} not found)")
     if status == "COMPLETED":
         move_to_done_dir(context, path, scan)
     return None
@@ -5296,12 +5299,12 @@ def report_duplicates(context: RunContext, batch: Batch, outcome: BatchOutcome) 
     counts, conflicts = outcome.counts, outcome.conflicts
     if counts.duplicates:
         context.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - {plural(counts.duplicates, 'key')} already "
-                "archived with identical rows; removed from the source")
+                    "archived with identical rows; removed from the source")
     if conflicts:
         shown = ", ".join(format_key(k) for k in conflicts[:SHOWN_KEYS])
         more = f" and {len(conflicts) - SHOWN_KEYS} more" if len(conflicts) > SHOWN_KEYS else ""
         context.say(f"DUPLICATE_KEY_ERROR: Batch {batch.number} - CONFLICT: {plural(len(conflicts), 'key')} "
-                f"archived with different rows; both versions kept: {shown}{more}")
+                    f"archived with different rows; both versions kept: {shown}{more}")
 
 
 def show_progress(context: RunContext, file_name: str, number: int, total: int) -> None:
@@ -5319,7 +5322,7 @@ def archive_batch(context: RunContext, file_context: FileContext, batch: Batch, 
     """Run one batch with its log lines; on failure record it and raise BatchFailed."""
     context.log.batch(file_context.scan.name, batch.number, "PROCESSING")
     context.reporter.batch(f"Processing batch {batch.number}/{total} - first key {format_key(batch.keys[0])} "
-                       f"… last key {format_key(batch.keys[-1])}")
+                           f"… last key {format_key(batch.keys[-1])}")
     try:
         outcome = commit_batch(context, file_context, batch)
     except (mysql.connector.Error, ArchiveError) as exc:
@@ -5350,22 +5353,22 @@ def archive_file(context: RunContext, path: Path) -> None:
     start = checkpoint.last_batch + 1 if checkpoint else 1
     if checkpoint and start > total:
         context.say(f"SKIPPING: {scan.name} (all {plural(total, 'batch', 'batches')} done per the "
-                f"{checkpoint.source} checkpoint; same content)")
+                    f"{checkpoint.source} checkpoint; same content)")
         file_id = context.tracking.start_file(scan, batch_size, total, start)
         still_open = context.tracking.open_conflicts().get((scan.name, scan.sha256))
         context.tracking.finish_file(file_id, "CONFLICTS" if still_open else "COMPLETED",
-                                 f"completed by earlier runs ({checkpoint.source})")
+                                     f"completed by earlier runs ({checkpoint.source})")
         context.state.files_skipped += 1
         return
     context.log.write(f"STARTING: {scan.name} (Size: {scan.size} bytes)")
     context.log.write(file_info_line(scan, batch_size, context.config.reading, context.config.job))
     file_id = context.tracking.start_file(scan, batch_size, total, start)
     context.reporter.say(f"STARTING: {scan.name} ({scan.size} bytes, {plural(scan.keys, 'key')}, "
-                     f"{plural(total, 'batch', 'batches')})")
+                         f"{plural(total, 'batch', 'batches')})")
     if checkpoint and start > 1:
         context.say(f"Resuming file {scan.name} from batch {start}")
-        context.say(f"Skipping already processed batches 1-{start - 1} (checkpoint from {checkpoint.source})"
-                if start > 2 else f"Skipping already processed batch 1 (checkpoint from {checkpoint.source})")
+        done = f"batches 1-{start - 1}" if start > 2 else "batch 1"
+        context.say(f"Skipping already processed {done} (checkpoint from {checkpoint.source})")
     if batch_size != context.config.batch_size:
         context.say(f"NOTE: {scan.name} keeps batch_size {batch_size} from its checkpoint")
     file_context = FileContext(context.state.run_id, file_id, scan)
@@ -5374,7 +5377,7 @@ def archive_file(context: RunContext, path: Path) -> None:
     for batch in iter_batches(blocks, batch_size, start, skip):
         if file_identity(path) != identity:
             return file_changed(context, file_context, f"{scan.name} changed on disk while its batches ran "
-                                          f"(before batch {batch.number})")
+                                f"(before batch {batch.number})")
         reason = context.controls.before_batch() if context.controls else None
         if reason:
             context.state.stop_reason = reason
@@ -5701,9 +5704,9 @@ def status_lines(report: dict[str, Any]) -> list[str]:
               else f"last seen {r['last_seen']}")
     lines = [f"Run {r['run_id']}: {r['status']}{live}",
              (f"  started {r['started']} on {r['host']} pid {r['pid']}, {ending} "
-             f"({format_seconds(r['seconds'])})"),
+              f"({format_seconds(r['seconds'])})"),
              (f"  files {r['processed_files']}/{r['total_files']}, current file {r['current_file'] or '-'} "
-             f"batch {r['current_batch'] or '-'}"),
+              f"batch {r['current_batch'] or '-'}"),
              "  " + ", ".join(f"{c.label} {r[c.column]}" for c in COUNTS)]
     if r["destination"]:
         lines.append(f"  archiving into {r['destination']} (job {r['job']})")
@@ -5778,8 +5781,8 @@ def cluster_lines(db: Database) -> list[str]:
                              "wsrep_ready")
     return [(f"cluster: Galera node {db.where}: {s.get('wsrep_local_state_comment')}, component "
             f"{s.get('wsrep_cluster_status')}, {s.get('wsrep_cluster_size')} nodes, ready "
-            f"{s.get('wsrep_ready')}; wsrep_max_ws_rows {db.variable('wsrep_max_ws_rows')}, "
-            f"wsrep_max_ws_size {db.variable('wsrep_max_ws_size')}")]
+             f"{s.get('wsrep_ready')}; wsrep_max_ws_rows {db.variable('wsrep_max_ws_rows')}, "
+             f"wsrep_max_ws_size {db.variable('wsrep_max_ws_size')}")]
 
 
 def check_command(config: Config, out: Any = None) -> int:
@@ -5813,7 +5816,7 @@ def check_command(config: Config, out: Any = None) -> int:
     where = f" on {config.dest.describe()}" if config.dest else ""
     print_lines(lines + [
         (f"ok: `{config.source_table}` -> `{config.archive_table}`{where} on key `{found.plan.key}` "
-        f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied"),
+         f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied"),
         "Verdict: READY."], out)
     return EXIT_OK
 

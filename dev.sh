@@ -4,7 +4,7 @@
 #
 #   ./dev.sh setup          system packages + .venv (requirements-dev.txt); the other commands do it too
 #   ./dev.sh test [ARGS]    the whole test suite; ARGS go to pytest (e.g. -k resume, -m "not server")
-#   ./dev.sh lint           ruff check + mypy (settings in pyproject.toml)
+#   ./dev.sh lint           ruff check, mypy (settings in pyproject.toml), pycodestyle's continuation checks
 #   ./dev.sh cov [ARGS]     the suite under coverage, archive.py subprocesses included; fails below
 #                           [tool.coverage.report] fail_under
 #   ./dev.sh py39           on Python 3.9 (.venv-py39): import archive.py, run the tests needing no MariaDB
@@ -118,6 +118,8 @@ cmd_lint() {
   local rc=0
   "$VENV/bin/ruff" check . || rc=1
   "$VENV/bin/mypy" || rc=1
+  # ruff has no E12x/E13x (continuation-line indentation); pycodestyle checks only those here.
+  "$VENV/bin/pycodestyle" --select=E12,E13 --max-line-length=110 archive.py tests bench demo || rc=1
   return $rc
 }
 

@@ -126,7 +126,7 @@ class ReplicationPair:
         rep = self.replica.connect()
         try:
             got = query_dicts(rep, "SELECT MASTER_POS_WAIT(%s, %s, %s) AS w",
-                        (status["File"], int(status["Position"]), timeout))[0]["w"]
+                              (status["File"], int(status["Position"]), timeout))[0]["w"]
         finally:
             rep.close()
         if got is None or int(got) < 0:

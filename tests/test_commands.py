@@ -392,11 +392,11 @@ def test_seed_monitoring_queries_after_a_run(db, tmp_path):
         ("ids.csv", "COMPLETED", 5, 5, 23), ("z.csv", "COMPLETED", 2, 2, 7)]
 
     last = db.query_dicts("SELECT MAX(batch_number) as last_batch FROM batch_processing_logs "
-                     f"WHERE process_log_id = {pid} AND file_name = 'ids.csv';")
+                          f"WHERE process_log_id = {pid} AND file_name = 'ids.csv';")
     assert last == [{"last_batch": 5}]
 
     batches = db.query_dicts(f"SELECT * FROM batch_processing_logs WHERE process_log_id = {pid} "
-                        "ORDER BY created_at DESC;")
+                             "ORDER BY created_at DESC;")
     assert [(b["file_name"], b["batch_number"]) for b in batches] == (
         [("z.csv", 2), ("z.csv", 1)] + [("ids.csv", n) for n in range(5, 0, -1)])
     assert all(b["status"] == "COMPLETED" for b in batches)

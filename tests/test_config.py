@@ -68,7 +68,7 @@ def test_valid_config_loads_with_defaults(ini):
 
 
 def test_example_config_is_valid_apart_from_its_paths(tmp_path):
-    text = (archive.Path(archive.__file__).parent / "config.ini.example").read_text()
+    text = (Path(archive.__file__).parent / "config.ini.example").read_text()
     text = text.replace("/srv/archive/incoming", str(tmp_path)).replace("/var/log/archiver", str(tmp_path))
     path = tmp_path / "c.ini"
     path.write_text(text)
@@ -110,7 +110,7 @@ def test_controls_are_validated(ini):
     expect_usage_error(ini(extra="[controls]\nguard = id IN (SELECT id FROM x)\n"), "[controls] guard")
     expect_usage_error(ini(extra="[controls]\nreplicas = http://x\n"), "[controls] replicas")
     config = archive.load_config(ini(extra="[controls]\nmax_runtime = 1h30m\nguard = created_at < NOW() "
-                                            "- INTERVAL 90 DAY\nreplicas = mysql://mon:pw@r1:3307\n"),
+                                     "- INTERVAL 90 DAY\nreplicas = mysql://mon:pw@r1:3307\n"),
                                  environ={})
     assert config.max_runtime == 5400
     assert config.replicas[0].hosts == (("r1", 3307),)

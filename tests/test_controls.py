@@ -101,7 +101,7 @@ def runs(db: ScratchDatabase) -> list[dict[str, Any]]:
 def file_rows(db: ScratchDatabase, run_id: int) -> list[dict[str, Any]]:
     """The file_processing_logs rows of one run."""
     return db.query_dicts("SELECT * FROM file_processing_logs WHERE process_log_id = %s ORDER BY id",
-                     (run_id,))
+                          (run_id,))
 
 
 def completed_batches(db: ScratchDatabase, file_name: str = CSV_NAME) -> list[int]:
@@ -232,7 +232,7 @@ def test_max_runtime_from_config_ends_a_long_pause(tmp_path: Path, db: ScratchDa
 
 
 def test_sigterm_ends_a_pause_long_before_check_interval(tmp_path: Path, db: ScratchDatabase,
-                                                          spawn_cli: Any) -> None:
+                                                         spawn_cli: Any) -> None:
     """A pause waits in short steps: SIGTERM stops it at once, not after check_interval."""
     job = make_job(tmp_path, db, range(1, 31), batch_size=10, controls__check_interval=60,
                    controls__replicas=f"mysql://mon:{MONITOR_PASSWORD}@127.0.0.1:{free_port()}",
@@ -252,7 +252,7 @@ def test_sigterm_ends_a_pause_long_before_check_interval(tmp_path: Path, db: Scr
 # --------------------------------------------------------------------------
 
 def test_stop_file_stops_a_running_job_and_rerun_resumes(tmp_path: Path, db: ScratchDatabase,
-                                                          spawn_cli: Any) -> None:
+                                                         spawn_cli: Any) -> None:
     """Creating the stop file mid-run stops it (exit 6); while it exists runs do nothing."""
     stop = tmp_path / "STOP"
     job = make_job(tmp_path, db, range(1, 201), unlisted=range(500, 505), batch_size=10,
@@ -355,7 +355,7 @@ def test_guard_keeps_failing_rows_and_counts_them(tmp_path: Path, db: ScratchDat
     assert (frow["status"], frow["skipped_by_guard"], frow["rows_archived"]) == (
         "COMPLETED", len(fails), len(passes))
     per_batch = db.query_dicts("SELECT batch_number, status, rows_archived, skipped_by_guard "
-                              "FROM batch_processing_logs ORDER BY batch_number")
+                               "FROM batch_processing_logs ORDER BY batch_number")
     expected = [{"batch_number": n, "status": "COMPLETED",
                  "rows_archived": sum(k in passes for k in b),
                  "skipped_by_guard": sum(k in fails for k in b)}

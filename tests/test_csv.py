@@ -214,7 +214,7 @@ def test_mysql_files_read_back_exactly_what_outfile_and_the_client_wrote(tmp_pat
     (b'"1"\n', INT_KEY, 1, "is not a whole number"),
 ])
 def test_mysql_files_refuse_null_and_what_load_data_would_not_read_as_a_key(tmp_path, data, key_type, line,
-                                                                          fragment):
+                                                                            fragment):
     with pytest.raises(archive.RejectedFile) as info:
         keys_of(write(tmp_path, data, "bad.txt"), key_type, MYSQL)
     assert f"bad.txt line {line}:" in str(info.value) and fragment in str(info.value), str(info.value)
@@ -394,7 +394,7 @@ def test_validation_ticks_at_least_every_block_of_bytes_however_wide_the_lines(t
     # A heartbeat may follow each tick; lines of 20,000 fields must not stretch the gap between
     # two ticks to 256 such lines (seconds of parsing, longer than the session's wait_timeout).
     path = write(tmp_path, b"id" + b"," * 20_000 + b"\n" + b"".join(b"%d" % n + b"," * 20_000 + b"\n"
-                                                                     for n in range(1, 301)))
+                                                                    for n in range(1, 301)))
     ticks = []
     assert archive.count_keys(path, CSV, INT_KEY, lambda: ticks.append(1)) == 300
     assert len(ticks) >= 300  # each line is more than KEY_BLOCK_BYTES: a tick after every one

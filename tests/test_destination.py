@@ -267,7 +267,7 @@ def test_a_destination_that_is_down_fails_the_run_and_touches_nothing(db, dest_d
 
 
 def test_a_destination_lost_mid_run_is_retried_then_fails_without_losing_a_row(db, dest_db, dest_server,
-                                                                              tmp_path, spawn_cli):
+                                                                               tmp_path, spawn_cli):
     config, original = remote_job(db, dest_db, tmp_path, range(1, 401), range(1, 401), archive__batch_size=10,
                                   archive__retry_timeout="3s", controls__sleep_seconds=0.1)
     proc = spawn_cli(config)

@@ -139,7 +139,7 @@ def run_recipe(db: ScratchDatabase, tmp_path: Path, language: str, code: str) ->
                                       "BIGINT"], ids=["text", "int"])
 @pytest.mark.parametrize("recipe", range(len(RECIPES)), ids=["python-csv", "outfile", "B-N", "B"])
 def test_each_readme_recipe_makes_a_key_file_that_moves_exactly_the_listed_rows(db, server, tmp_path, recipe,
-                                                                                 key_type):
+                                                                                key_type):
     """Read as CSV, an OUTFILE or mariadb -B file moved the never-listed row x\\\\y and left x\\y, exit 0;
     a file written by Python's csv module with the key ' lead' moved the unlisted row 'lead'."""
     language, code, config = RECIPES[recipe]

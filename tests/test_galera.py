@@ -101,7 +101,7 @@ def test_runs_started_at_once_on_three_nodes_let_exactly_one_in(galera_db, galer
 
 
 def test_a_frozen_holder_whose_lease_expired_cannot_commit_again(galera_db, galera_cluster, tmp_path,
-                                                                  spawn_cli):
+                                                                 spawn_cli):
     lease: dict[str, Any] = {"archive__lock_lease": "15s", "archive__lock_wait_timeout": 2}
     config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 301), archive__batch_size=10,
                                    controls__sleep_seconds=0.3, **lease)
@@ -357,7 +357,7 @@ def test_a_run_whose_node_is_cut_off_from_the_others_moves_to_the_primary_compon
 
 
 def test_a_run_whose_node_is_desynced_moves_to_a_synced_node(galera_db, galera_cluster, tmp_path,
-                                                              spawn_cli):
+                                                             spawn_cli):
     # A donor (wsrep_desync=ON) paused the run for as long as it stayed desynced, holding the
     # lock and moving nothing, while the other nodes of its host list were Synced.
     config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 301), order=(0, 1, 2),
@@ -380,7 +380,7 @@ def test_a_run_whose_node_is_desynced_moves_to_a_synced_node(galera_db, galera_c
 
 
 def test_a_write_set_limit_met_mid_run_fails_the_run_naming_batch_size(galera_db, galera_cluster, tmp_path,
-                                                                        spawn_cli):
+                                                                       spawn_cli):
     config, original = cluster_job(galera_db, tmp_path, galera_cluster, range(1, 301), order=(0,),
                                    archive__batch_size=10, controls__sleep_seconds=0.1)
     proc = spawn_cli(config)

@@ -64,7 +64,7 @@ def test_the_dry_run_predicts_exactly_what_the_run_does(db, tmp_path):
     actual = run_counts(db)
     assert {k: predicted["total"][k] for k in COUNTS} == actual
     assert (predicted["rows_to_archive"], predicted["rows_to_delete"]) == (actual["rows_to_archive"],
-                                                                          actual["rows_to_delete"])
+                                                                           actual["rows_to_delete"])
     per_file = {row["file"]: row for row in predicted["files"]}
     done = {r["file_name"]: r for r in db.query_dicts(
         "SELECT file_name, rows_archived, rows_deleted, duplicates, conflicts, not_found, skipped_by_guard "

@@ -338,8 +338,8 @@ def test_the_progress_line_fits_the_terminal():
 
 
 @pytest.mark.parametrize("count, word, many, text", [(1, "batch", "batches", "1 batch"),
-                                                      (2, "batch", "batches", "2 batches"),
-                                                      (0, "file", None, "0 files")])
+                                                     (2, "batch", "batches", "2 batches"),
+                                                     (0, "file", None, "0 files")])
 def test_plural(count, word, many, text):
     assert archive.plural(count, word, many) == text
 

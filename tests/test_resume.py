@@ -4,6 +4,7 @@ answers, runs that end badly, and the upgrade from schema 1."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -283,7 +284,7 @@ def test_a_huge_error_is_cut_to_fit_and_the_file_is_rejected_not_left_processing
 
 def test_a_full_disk_for_the_text_log_fails_the_run_visibly(db, tmp_path):
     config, original = make_job(db, tmp_path, range(1, 11), {"ids.csv": list(range(1, 11))})
-    log = tmp_path / "logs" / archive.log_file_name(archive.dt.datetime.now())
+    log = tmp_path / "logs" / archive.log_file_name(datetime.datetime.now())
     os.symlink("/dev/full", log)  # every write fails with ENOSPC, as on a full disk
     result = run_cli(config)
     assert result.returncode == 1, (result.stdout, result.stderr)

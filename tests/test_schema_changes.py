@@ -285,7 +285,7 @@ def make_remote_job(db: ScratchDatabase, dest: ScratchDatabase, tmp_path: Path, 
 
 
 def test_into_another_server_a_column_added_to_the_source_only_stops_the_run(db, dest_db, tmp_path,
-                                                                               spawn_cli):
+                                                                             spawn_cli):
     config = make_remote_job(db, dest_db, tmp_path)
     with held_run(db, config, spawn_cli) as proc:
         db.execute("ALTER TABLE rewards ADD COLUMN extra INT NULL")
