@@ -617,6 +617,33 @@ def kill_process_group(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL,
     return proc.returncode
 
 
+def waiting_for_a_metadata_lock(db: ScratchDatabase) -> bool:
+    """Whether a session on db's server is waiting for a metadata lock (a statement in flight)."""
+    return bool(db.scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                          "WHERE STATE = 'Waiting for table metadata lock'"))
+
+
+def silenced_mid_query(server: Any, db: ScratchDatabase, table: str, proc: CliProcess,
+                       wait: float = 60) -> int | None:
+    """Freeze `server` (SIGSTOP) while `proc` has a statement in flight on it (pinned there by a
+    LOCK TABLES of `table` from another session); return proc's exit code, None if it still waits."""
+    holder = db.connect()
+    try:
+        holder.cursor().execute(f"LOCK TABLES `{table}` WRITE")
+        wait_until(lambda: waiting_for_a_metadata_lock(db) or proc.poll() is not None, timeout=60,
+                   message="the command's statement to wait on the server")
+        assert proc.poll() is None, proc.read_stderr()
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            return proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+    finally:
+        holder.close()
+
+
 def wait_until(predicate: Callable[[], T | None], timeout: float = 30, interval: float = 0.05,
                message: str = "condition") -> T:
     """Poll *predicate* until it returns a truthy value and return it; TimeoutError otherwise."""

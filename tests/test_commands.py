@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from checks import completed_batches
+from checks import completed_batches, summary_of
 from helpers import (
     ScratchDatabase,
     cli_command,
@@ -311,12 +311,6 @@ def test_default_non_tty_run_prints_the_summary_but_no_batch_lines(db, tmp_path)
     assert "\r" not in result.stdout and "\x1b" not in result.stdout  # no progress line off a TTY
     assert len([line for line in result.stdout.splitlines() if line.startswith("SUMMARY:")]) == 1
     assert result.stderr == ""
-
-
-def summary_of(output: str) -> str:
-    lines = [line for line in output.splitlines() if line.startswith("SUMMARY:")]
-    assert len(lines) == 1, output
-    return lines[0]
 
 
 def field(summary: str, pattern: str) -> str:
