@@ -24,6 +24,7 @@ from helpers import (
     insert_rewards,
     kill_process_group,
     read_text_logs,
+    remove_unless_kept,
     rewards_archive_ddl,
     run_cli,
     silenced_mid_query,
@@ -560,10 +561,14 @@ def replica_pair(tmp_path_factory):
     """A primary and a replica replicating from it (tests/replication.py)."""
     if os.environ.get("ARCHIVE_TEST_DSN"):
         pytest.skip("starts servers of its own")
-    pair = ReplicationPair(tmp_path_factory.mktemp("disguise"))
-    pair.start()
-    yield pair
-    pair.stop()
+    basedir = tmp_path_factory.mktemp("disguise")
+    pair = ReplicationPair(basedir)
+    try:
+        pair.start()
+        yield pair
+    finally:
+        pair.stop()
+        remove_unless_kept(basedir)
 
 
 @pytest.mark.parametrize("archive_table", ["rewards", "rewards_archives"])
@@ -601,13 +606,14 @@ def replica_chain(tmp_path_factory):
     base = tmp_path_factory.mktemp("chain")
     head = ReplicationPair(base / "head", server_id=2, replica_args=RELAY_ARGS)
     tail = ReplicationPair(base / "tail", primary=head.replica, server_id=3)
-    head.start()
     try:
+        head.start()
         tail.start()
         yield head, tail
     finally:
         tail.replica.stop()
         head.stop()
+        remove_unless_kept(base)
 
 
 # Found by the issue-19 red team, now fixed: replicates_from knows a chain only by gtid_slave_pos, which
