@@ -3,7 +3,9 @@
 # system packages it needs with apt; otherwise it prints the command). `make X` = `./dev.sh X`.
 #
 #   ./dev.sh setup          system packages + .venv (requirements-dev.txt); the other commands do it too
-#   ./dev.sh test [ARGS]    the whole test suite; ARGS go to pytest (e.g. -k resume, -m "not server")
+#   ./dev.sh test [ARGS]    the whole test suite; ARGS go to pytest (e.g. -k resume, -m "not server":
+#                           only the tests that need no server, and then no MariaDB, Galera or
+#                           percona-toolkit either, just the venv)
 #   ./dev.sh lint           ruff check, mypy (settings in pyproject.toml), pycodestyle's continuation checks
 #   ./dev.sh cov [ARGS]     the suite under coverage, archive.py subprocesses included; fails below
 #                           [tool.coverage.report] fail_under
@@ -111,7 +113,21 @@ find_py39() {
 
 cmd_setup() { need "${ALL_PACKAGES[@]}"; venv; say "ready: $VENV ($("$VENV/bin/python" -V))"; }
 
-cmd_test() { need_for_tests; venv; "$VENV/bin/python" -m pytest "$@"; }
+# True when the pytest ARGS select only the tests that need no server (-m "not server").
+pure_only() {
+  local prev="" arg
+  for arg in "$@"; do
+    [ "$prev" = -m ] && [ "$arg" = "not server" ] && return 0
+    prev=$arg
+  done
+  return 1
+}
+
+cmd_test() {
+  pure_only "$@" || need_for_tests
+  venv
+  "$VENV/bin/python" -m pytest "$@"
+}
 
 cmd_lint() {
   venv

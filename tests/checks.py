@@ -1,7 +1,9 @@
-"""Invariants every run must keep, shared by the run and fault tests."""
+"""Jobs for the tests to run and the invariants every run must keep, shared by the test files."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +21,8 @@ from helpers import (
     write_config,
     write_csv,
 )
+
+REPO = Path(archive.__file__).resolve().parent
 
 
 def make_job(db: ScratchDatabase, tmp_path: Path, row_ids: range | list[int],
@@ -106,3 +110,53 @@ def race(spawn_cli: Callable[..., CliProcess], configs: Sequence[Path]) -> str |
 def lease_expired(db: ScratchDatabase) -> bool:
     """Whether the run lock's lease has run out (the server's clock decides, not a guessed sleep)."""
     return bool(db.scalar("SELECT COUNT(*) FROM run_locks WHERE expires_at < UTC_TIMESTAMP(6)"))
+
+
+def make_conflicts(db: ScratchDatabase, keys: list[int]) -> None:
+    """Archived versions of `keys` that differ from the source rows."""
+    insert_rewards(db, keys, table="rewards_archives")
+    db.execute(f"UPDATE rewards_archives SET note = 'older version' WHERE id IN ({','.join(map(str, keys))})")
+
+
+def summary_of(output: str) -> str:
+    """The one SUMMARY line a run printed in `output`."""
+    lines = [line for line in output.splitlines() if line.startswith("SUMMARY:")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+V1_SCHEMA = (REPO / "tests" / "fixtures" / "schema_v1.sql").read_text()
+V2_SCHEMA = (REPO / "tests" / "fixtures" / "schema_v2.sql").read_text()
+
+
+def load_v1_half_done_file(db: ScratchDatabase, tmp_path: Path, batches_done: int,
+                           schema: str = V1_SCHEMA) -> Path:
+    """Tracking tables as schema-1 archive.py (or the older `schema`) left them after a kill in the
+    middle of ids.csv; rows a later schema added are filled in by its migration."""
+    for statement in (s for s in re.sub(r"^--.*$", "", schema, flags=re.M).split(";") if s.strip()):
+        db.execute(statement)
+    path = tmp_path / "csv" / "ids.csv"
+    data = path.read_bytes()
+    sha, lines = hashlib.sha256(data).hexdigest(), data.split(b"\n")
+    total = sum(1 for line in lines[1:] if line)
+    db.execute("INSERT INTO process_logs (id, source_table, archive_table, status, host, pid, start_time, "
+               "total_files) VALUES (7, 'rewards', 'rewards_archives', 'RUNNING', 'old-host', 1, NOW(), 1)")
+    db.execute("INSERT INTO file_processing_logs (process_log_id, file_name, file_size, file_checksum, "
+               "status, batch_size, total_keys, total_batches, processed_batches, last_processed_batch, "
+               "started_at) "
+               "VALUES (7, 'ids.csv', %s, %s, 'PROCESSING', 10, %s, %s, %s, %s, NOW())",
+               (len(data), sha, total, -(-total // 10), batches_done, batches_done))
+    for number in range(1, batches_done + 1):
+        end_line = 1 + 10 * number
+        offset = sum(len(line) + 1 for line in lines[:end_line])
+        db.execute("INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
+                   "first_key, last_key, keys_in_batch, rows_archived, rows_deleted, end_offset, end_line) "
+                   "VALUES "
+                   "(7, 'ids.csv', %s, 'COMPLETED', %s, %s, 10, 10, 10, %s, %s)",
+                   (number, 10 * number - 9, 10 * number, offset, end_line))
+        keys = ",".join(str(k) for k in range(10 * number - 9, 10 * number + 1))
+        db.execute(f"INSERT INTO rewards_archives (id, user_id, kind, note, payload, amount, created_at, "
+                   f"updated_at) SELECT id, user_id, kind, note, payload, amount, created_at, updated_at "
+                   f"FROM rewards WHERE id IN ({keys})")
+        db.execute(f"DELETE FROM rewards WHERE id IN ({keys})")
+    return path

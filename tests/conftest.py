@@ -21,13 +21,14 @@ Fixtures:
 * ``galera_db``: a fresh database on that cluster (created through node 0,
   a ``ScratchDatabase`` on node 0), dropped afterwards.
 
-Set ``ARCHIVE_TEST_KEEP_SERVER=1`` to keep the throwaway data dir and logs.
+Set ``ARCHIVE_TEST_KEEP_SERVER=1`` to keep the throwaway servers' data dirs and logs; pytest
+itself removes its temp dirs after a green run (``tmp_path_retention_policy`` in pyproject.toml),
+so add ``-o tmp_path_retention_policy=all`` (or ``--basetemp DIR``, which it never removes).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,22 +36,27 @@ from typing import Any
 import pytest
 
 from galera import GaleraCluster, ensure_requirements, make_basedir
-from helpers import CliProcess, ScratchDatabase, kill_process_group, start_cli, unique_db_name
+from helpers import (
+    CliProcess,
+    ScratchDatabase,
+    kill_process_group,
+    remove_unless_kept,
+    start_cli,
+    unique_db_name,
+)
 from throwaway_server import DSN_ENV_VAR, ThrowawayMariaDB, server_from_dsn
-
-KEEP_ENV_VAR = "ARCHIVE_TEST_KEEP_SERVER"
 
 
 def _serve(server: Any, leftovers: Path) -> Iterator[Any]:
-    """Start *server* (a server or cluster), yield it, stop it and remove *leftovers* (its
-    data) unless KEEP_ENV_VAR is set: the body of the session fixtures."""
-    server.start()
+    """Start *server* (a server or cluster), yield it, stop it and remove *leftovers* (its data;
+    see remove_unless_kept): the body of the session fixtures. A start that fails removes them
+    too (a Galera base directory is in /tmp itself, outside pytest's temp dirs)."""
     try:
+        server.start()
         yield server
     finally:
         server.stop()
-        if not os.environ.get(KEEP_ENV_VAR):
-            shutil.rmtree(leftovers, ignore_errors=True)
+        remove_unless_kept(leftovers)
 
 
 def _scratch(server: Any, name: str, revive: Callable[[], None]) -> Iterator[ScratchDatabase]:
@@ -82,8 +88,7 @@ def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
     yield start
     for srv in started:
         srv.stop()
-        if not os.environ.get(KEEP_ENV_VAR):
-            shutil.rmtree(srv.basedir, ignore_errors=True)
+        remove_unless_kept(srv.basedir)
 
 
 @pytest.fixture(scope="session")

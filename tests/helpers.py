@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -238,6 +239,17 @@ def global_time_zone(db: ScratchDatabase, zone: str) -> Iterator[None]:
         yield
     finally:
         db.execute("SET GLOBAL time_zone = %s", (before,))
+
+
+KEEP_ENV_VAR = "ARCHIVE_TEST_KEEP_SERVER"  # set: the test servers' data stays for a post-mortem
+
+
+def remove_unless_kept(*paths: str | os.PathLike[str]) -> None:
+    """Delete what test servers left in *paths* (data directories, base directories), unless
+    KEEP_ENV_VAR is set: every fixture that starts a server calls it when it stops the server."""
+    if not os.environ.get(KEEP_ENV_VAR):
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
@@ -492,10 +504,18 @@ def cli_command(config_path: str | os.PathLike[str], *args: Any) -> list[str]:
     return [sys.executable, str(ARCHIVE_SCRIPT), str(config_path), *map(str, args)]
 
 
-def _cli_env(env: Mapping[str, str] | None) -> dict[str, str]:
-    """Return the environment for a CLI run: ours, unbuffered, plus *env*."""
+def _cli_env(env: Mapping[str, str] | None, config_path: str | os.PathLike[str]) -> dict[str, str]:
+    """Return the environment for a CLI run: ours, unbuffered, TMPDIR beside the config, plus *env*.
+
+    TMPDIR is ``cli-tmp`` in the config's directory (the test's tmp_path): a command killed
+    there leaves its temporary files (the dry run's list of moved keys) with the test's own,
+    which pytest removes, not in /tmp.
+    """
     merged = dict(os.environ)
     merged["PYTHONUNBUFFERED"] = "1"
+    tmp = Path(config_path).parent / "cli-tmp"
+    tmp.mkdir(exist_ok=True)
+    merged["TMPDIR"] = str(tmp)
     if env:
         merged.update(env)
     return merged
@@ -513,7 +533,7 @@ def run_cli(config_path: str | os.PathLike[str], *args: Any, timeout: float = 12
     return subprocess.run(
         cli_command(config_path, *args),
         capture_output=True, text=True, timeout=timeout, check=False,
-        env=_cli_env(env), cwd=str(cwd or Path(config_path).parent),
+        env=_cli_env(env, config_path), cwd=str(cwd or Path(config_path).parent),
         input=input, stdin=None if input is not None else subprocess.DEVNULL,
     )
 
@@ -542,7 +562,8 @@ def run_cli_peak_rss(config_path: str | os.PathLike[str], *args: Any, timeout: f
     result = subprocess.run(
         [sys.executable, "-c", PEAK_RSS_WRAPPER, *cli_command(config_path, *args)[1:]],
         capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL,
-        env=_cli_env({"ARCHIVE_TEST_PEAK_RSS": str(peak_file)}), cwd=str(Path(config_path).parent))
+        env=_cli_env({"ARCHIVE_TEST_PEAK_RSS": str(peak_file)}, config_path),
+        cwd=str(Path(config_path).parent))
     return result, int(peak_file.read_text())
 
 
@@ -589,7 +610,7 @@ def start_cli(config_path: str | os.PathLike[str], *args: Any, stdout: Any = Non
         proc = CliProcess(
             cli_command(config_path, *args),
             stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, text=True,
-            env=_cli_env(env), cwd=str(cwd or config_dir),
+            env=_cli_env(env, config_path), cwd=str(cwd or config_dir),
             start_new_session=True,
         )
     finally:
@@ -615,6 +636,33 @@ def kill_process_group(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL,
                 return kill_process_group(proc, signal.SIGKILL, timeout)
             raise
     return proc.returncode
+
+
+def waiting_for_a_metadata_lock(db: ScratchDatabase) -> bool:
+    """Whether a session on db's server is waiting for a metadata lock (a statement in flight)."""
+    return bool(db.scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                          "WHERE STATE = 'Waiting for table metadata lock'"))
+
+
+def silenced_mid_query(server: Any, db: ScratchDatabase, table: str, proc: CliProcess,
+                       wait: float = 60) -> int | None:
+    """Freeze `server` (SIGSTOP) while `proc` has a statement in flight on it (pinned there by a
+    LOCK TABLES of `table` from another session); return proc's exit code, None if it still waits."""
+    holder = db.connect()
+    try:
+        holder.cursor().execute(f"LOCK TABLES `{table}` WRITE")
+        wait_until(lambda: waiting_for_a_metadata_lock(db) or proc.poll() is not None, timeout=60,
+                   message="the command's statement to wait on the server")
+        assert proc.poll() is None, proc.read_stderr()
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            return proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+    finally:
+        holder.close()
 
 
 def wait_until(predicate: Callable[[], T | None], timeout: float = 30, interval: float = 0.05,

@@ -3,6 +3,7 @@ monitoring SQL, and credentials from a MySQL option file or MYSQL_PWD."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from checks import completed_batches
+import archive
+from checks import completed_batches, summary_of
 from helpers import (
     ScratchDatabase,
     cli_command,
@@ -275,6 +277,95 @@ def test_status_during_a_run_is_quick_and_alive_then_dead_after_sigkill(db, tmp_
                      re.MULTILINE), out
     assert "alive" not in out
 
+# --------------------------------------------------------------------------- --status text, from a report
+
+# status_report's report of a run that archived 21 rows of a.csv and b.csv and kept key 5 as a
+# conflict, captured from `--status --json` (the same dict status_lines formats); its text was:
+STATUS_REPORT: dict[str, Any] = {
+    "status": "COMPLETED", "last_seen": "2026-12-02 06:48:15", "current_file": "b.csv", "current_batch": 1,
+    "processed_files": 2, "total_files": 2, "rows_archived": 21, "rows_deleted": 21, "duplicates": 0,
+    "conflicts": 1, "skipped_by_guard": 0, "not_found": 0, "stop_reason": None, "pause_reason": None,
+    "paused_seconds": 0.0, "host": "vm", "pid": 10830, "version": "2.0.0",
+    "job": "rep.rewards -> rep.rewards_archives", "destination": None, "run_id": 1, "alive": False,
+    "liveness": "", "started": "2026-12-02 06:48:15", "ended": "2026-12-02 06:48:15",
+    "error": "1 duplicate-key conflict kept in both tables in: a.csv", "seconds": 0, "latest_run": None,
+    "files": [
+        {"file": "a.csv", "status": "CONFLICTS", "processed_batches": 2, "total_batches": 2,
+         "rows_archived": 19, "rows_deleted": 19, "conflicts": 1, "not_found": 0, "error": None},
+        {"file": "b.csv", "status": "COMPLETED", "processed_batches": 1, "total_batches": 1,
+         "rows_archived": 2, "rows_deleted": 2, "conflicts": 0, "not_found": 0, "error": None}],
+    "open_conflicts": [{"file": "a.csv", "keys": 1}],
+    "problem_batches": [
+        {"run": 1, "file_name": "a.csv", "batch": 1, "status": "COMPLETED_WITH_DUPLICATES", "duplicates": 0,
+         "conflicts": 1, "detail": '["5"]', "created_at": "2026-12-02 06:48:15.416871"}],
+}
+STATUS_TEXT = """\
+Run 1: COMPLETED
+  started 2026-12-02 06:48:15 on vm pid 10830, ended 2026-12-02 06:48:15 (0m00s)
+  files 2/2, current file b.csv batch 1
+  rows archived 21, rows deleted 21, duplicates 0, conflicts 1, not found 0, skipped by guard 0
+  error: 1 duplicate-key conflict kept in both tables in: a.csv
+Files:
+  file   progress     status     rows_archived  conflicts  not_found  error
+  a.csv  2/2 batches  CONFLICTS  19             1          0
+  b.csv  1/1 batches  COMPLETED  2              0          0
+Open conflicts (rechecked at the start of every run; see README, Duplicate conflicts):
+  a.csv: 1 key
+Recent FAILED or duplicate batches:
+  run  file_name  batch  status                     duplicates  conflicts  detail
+  1    a.csv      1      COMPLETED_WITH_DUPLICATES  0           1          ["5"]
+"""
+
+
+def status_text(**changes: Any) -> list[str]:
+    """status_lines of the captured report with `changes`."""
+    return archive.status_lines({**copy.deepcopy(STATUS_REPORT), **changes})
+
+
+def test_status_lines_of_a_finished_run_are_the_text_status_printed():
+    assert status_text() == STATUS_TEXT.splitlines()
+
+
+def test_status_lines_of_a_running_run_say_whether_it_lives_and_why_it_pauses():
+    running = {"status": "RUNNING", "ended": None, "error": None, "seconds": 3723,
+               "pause_reason": "replica lag 12s > 10s", "paused_seconds": 42.46}
+    alive = status_text(**running, alive=True, liveness="alive: heartbeat 2s ago")
+    assert alive[:2] == ["Run 1: RUNNING (alive: heartbeat 2s ago)",
+                         "  started 2026-12-02 06:48:15 on vm pid 10830, running (1h02m03s)"]
+    assert "  PAUSED: replica lag 12s > 10s" in alive and "  paused 42.5s in all" in alive
+    dead = status_text(**running, alive=False, liveness="its server session is gone: it died")
+    assert dead[:2] == ["Run 1: RUNNING (its server session is gone: it died)",
+                        ("  started 2026-12-02 06:48:15 on vm pid 10830, last seen 2026-12-02 06:48:15 "
+                         "(1h02m03s)")]
+    # a pause reason left by a run that has ended is no news
+    ended = status_text(status="INTERRUPTED", pause_reason="replica lag 12s > 10s", paused_seconds=42.46)
+    assert ended[0] == "Run 1: INTERRUPTED" and not [line for line in ended if "PAUSED" in line]
+    assert "  paused 42.5s in all" in ended
+
+
+def test_status_lines_carry_a_line_for_each_thing_the_run_has_and_none_for_what_it_lacks():
+    bare = status_text(error=None, files=[], open_conflicts=[], problem_batches=[])
+    assert bare == STATUS_TEXT.splitlines()[:4]
+    extras = status_text(destination="db2:3306", stop_reason="max_runtime reached",
+                         latest_run={"run_id": 2, "status": "COMPLETED", "started": "2026-12-03 01:00:00"})
+    assert extras[4:8] == ["  archiving into db2:3306 (job rep.rewards -> rep.rewards_archives)",
+                           "  stop reason: max_runtime reached",
+                           "  error: 1 duplicate-key conflict kept in both tables in: a.csv",
+                           "  (the newest run, 2 at 2026-12-03 01:00:00, had nothing to do)"]
+    plain = status_text(current_file=None, current_batch=None)
+    assert plain[2] == "  files 2/2, current file - batch -"
+
+
+def test_a_real_status_report_has_the_shape_the_status_text_tests_use(db, tmp_path):
+    """Keeps STATUS_REPORT honest: the keys of a real report, its files, open conflicts and batches."""
+    config = setup(db, tmp_path)
+    add_conflict_and_duplicate(db, identical=5, conflict=15)
+    assert run_cli(config).returncode == 3
+    report = json.loads(run_cli(config, "--status", "--json").stdout)
+    assert list(report) == list(STATUS_REPORT)
+    for part in ("files", "open_conflicts", "problem_batches"):
+        assert list(report[part][0]) == list(STATUS_REPORT[part][0]), part
+
 
 # --------------------------------------------------------------------------- output levels
 
@@ -315,12 +406,6 @@ def test_default_non_tty_run_prints_the_summary_but_no_batch_lines(db, tmp_path)
     assert "\r" not in result.stdout and "\x1b" not in result.stdout  # no progress line off a TTY
     assert len([line for line in result.stdout.splitlines() if line.startswith("SUMMARY:")]) == 1
     assert result.stderr == ""
-
-
-def summary_of(output: str) -> str:
-    lines = [line for line in output.splitlines() if line.startswith("SUMMARY:")]
-    assert len(lines) == 1, output
-    return lines[0]
 
 
 def field(summary: str, pattern: str) -> str:

@@ -16,9 +16,7 @@ source and archive tables together hold exactly the original rows.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import signal
 import threading
 import time
@@ -37,6 +35,7 @@ from helpers import (
     create_rewards_tables,
     insert_rewards,
     read_text_logs,
+    remove_unless_kept,
     reward_row,
     run_cli,
     snapshot,
@@ -535,8 +534,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicationPair]:
         yield replication
     finally:
         replication.stop()
-        if not os.environ.get("ARCHIVE_TEST_KEEP_SERVER"):
-            shutil.rmtree(basedir, ignore_errors=True)
+        remove_unless_kept(basedir)
 
 
 @pytest.fixture

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import random
+import time
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
 import archive
+from checks import make_job
+from helpers import run_cli
 
 
 def column(data_type: str, column_type: str, max_length: int | None = None,
@@ -398,3 +401,37 @@ def test_validation_ticks_at_least_every_block_of_bytes_however_wide_the_lines(t
     ticks = []
     assert archive.count_keys(path, CSV, INT_KEY, lambda: ticks.append(1)) == 300
     assert len(ticks) >= 300  # each line is more than KEY_BLOCK_BYTES: a tick after every one
+
+
+# --------------------------------------------------------------------------- whole files in a real run
+
+def test_a_stray_quote_in_a_large_file_is_rejected_promptly(db, tmp_path):
+    """Found by a red team: An unclosed quote makes iter_records accumulate the rest of the file in
+    `pending` and count its quotes again for every line: quadratic (150k lines ~30 s, 3M lines
+    hours), with no heartbeat meanwhile, so the run's lease runs out while it is still alive."""
+    config, _ = make_job(db, tmp_path, range(1, 11), {"ids.csv": list(range(1, 11))})
+    with open(tmp_path / "csv" / "export.csv", "w") as handle:
+        handle.write('id,comment\n1,O"Brien\n')
+        handle.writelines(f"{n},ok\n" for n in range(2, 150_000))
+    started = time.monotonic()
+    result = run_cli(config, timeout=300)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    assert "export.csv line 2" in result.stderr
+    assert elapsed < 8, f"rejecting one malformed 150k-line file took {elapsed:.0f}s"
+
+
+def test_validating_a_file_of_wide_lines_keeps_the_session_and_lease_alive(db, tmp_path):
+    """Found by a red team: count_keys() heartbeats every 50,000 keys, not every so many seconds: a
+    valid file of 3,000 lines of 20,000 fields takes ~25 s to validate with no heartbeat, longer
+    than the session's wait_timeout (lock_lease + lock_wait_timeout = 13 s here; 130 s by default),
+    so the server drops the session and every run FAILS with error 2013 before the file's first
+    batch (its lease has expired too, so another run could take over meanwhile)."""
+    config, _ = make_job(db, tmp_path, range(1, 3001), {}, archive__batch_size=300,
+                         archive__lock_wait_timeout=1, archive__lock_lease="12s")
+    with open(tmp_path / "csv" / "wide.csv", "w") as handle:
+        handle.write("id" + "," * 20_000 + "\n")
+        handle.writelines(f"{n}" + "," * 20_000 + "\n" for n in range(1, 3001))
+    result = run_cli(config, timeout=600)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.count("rewards") == 0

@@ -4,9 +4,11 @@ distributed transaction, byte-identical copies, preflight on both sides, and fau
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -22,14 +24,16 @@ from helpers import (
     insert_rewards,
     kill_process_group,
     read_text_logs,
+    remove_unless_kept,
     rewards_archive_ddl,
     run_cli,
+    silenced_mid_query,
     snapshot,
     wait_until,
     write_config,
     write_csv,
 )
-from proxy import need_socket, run_cli_cut
+from proxy import CuttingProxy, need_socket, run_cli_cut
 from replication import RELAY_ARGS, ReplicationPair
 from test_exactness import STEP_HEX, STEPS, step_table_ddl
 
@@ -155,6 +159,33 @@ def test_an_invalid_enum_cannot_travel_and_nothing_moves(db, dest_db, tmp_path):
     assert db.count("t") == 2 and dest_db.count("t") == 0
 
 
+def table_job(db: ScratchDatabase, dest: ScratchDatabase, tmp_path: Path, ddl: str, keys: list[Any],
+              **config: Any) -> Path:
+    """Table t (from `ddl`) on both sides, a CSV of `keys` and a config moving t into t."""
+    db.execute(ddl)
+    dest.execute(ddl)
+    write_csv(tmp_path / "csv" / "keys.csv", keys)
+    return write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
+                        **dest_keys(dest), **config)
+
+
+def test_a_value_too_long_to_render_fails_its_batch_and_stays(db, dest_db, tmp_path):
+    # Found by a red team: literal_sql wraps each column in IFNULL(CONCAT(.., HEX(c), ..), 'NULL').
+    # HEX() of a value longer than half of the source's max_allowed_packet (16 MB by default: a 9 MB
+    # blob) returns NULL with a warning, so the column is rendered as the literal NULL; the row's
+    # literal stays short, so read() does not notice. The destination inserts NULL, renders it as
+    # 'NULL' too, the SHA-256 matches, and the source row is deleted: the blob is gone from both
+    # servers, exit 0.
+    config = table_job(db, dest_db, tmp_path, "CREATE TABLE t (id INT PRIMARY KEY, b LONGBLOB NULL)", [1])
+    size = 9 * 1024 * 1024
+    db.execute(f"INSERT INTO t VALUES (1, REPEAT('a', {size}))")
+    result = run_cli(config)
+    moved = dest_db.query("SELECT id, LENGTH(b) FROM t")
+    kept = db.query("SELECT id, LENGTH(b) FROM t")
+    assert (result.returncode, moved, kept) == (1, [], [(1, size)]), result.stderr[-2000:]
+    assert "too large to copy through the client" in result.stderr
+
+
 def collation_collision_job(db: ScratchDatabase, dest_db: ScratchDatabase, tmp_path: Path) -> Path:
     """Source 'abc' and 'x' listed; the destination already holds 'ABC', equal to 'abc' only under
     the column's collation."""
@@ -175,6 +206,18 @@ def test_a_key_equal_only_under_the_collation_is_a_conflict_on_the_destination(d
     assert db.query("SELECT code, note FROM t") == [("abc", "new")]
     assert dest_db.query("SELECT code, note FROM t ORDER BY code") == [("ABC", "old"), ("x", "x")]
     assert db.query("SELECT conflicts, rows_archived FROM process_logs") == [(1, 1)]
+
+
+def test_the_dry_run_predicts_a_collation_collision_on_the_destination(db, dest_db, tmp_path):
+    # Found by a red team: README: --dry-run is "an exact prediction". OtherServer.classify (used by
+    # the dry run) looks the keys up byte for byte only; the run's set_aside_collisions also finds
+    # an archived 'ABC' for a source 'abc' and keeps it as a conflict. The dry run predicts the row
+    # archived.
+    config = collation_collision_job(db, dest_db, tmp_path)
+    predicted = json.loads(run_cli(config, "--dry-run", "--json").stdout)["total"]
+    assert run_cli(config).returncode == 3
+    row = db.query_dicts("SELECT rows_archived, conflicts FROM process_logs")[0]
+    assert (predicted["rows_to_archive"], predicted["conflicts"]) == (row["rows_archived"], row["conflicts"])
 
 
 def test_a_destination_that_stores_a_row_differently_gets_nothing(db, dest_db, tmp_path):
@@ -285,6 +328,112 @@ def test_a_destination_lost_mid_run_is_retried_then_fails_without_losing_a_row(d
     assert_batches_once(db, "ids.csv", 40)
 
 
+def test_a_backup_lock_on_the_destination_ends_the_batch_after_lock_wait_timeout(
+        db, dest_db, tmp_path, spawn_cli):
+    # Found by a red team: A backup on the archive server (FLUSH TABLES WITH READ LOCK, as mysqldump
+    # --lock-all-tables or mariabackup without backup locks take it) makes the destination INSERT
+    # wait for a metadata lock. Neither session sets lock_wait_timeout (only
+    # innodb_lock_wait_timeout), so the wait lasts up to the server default of a year, while the
+    # source transaction holds the batch's rows locked FOR UPDATE and deleted: the application
+    # blocks on them for as long as the backup runs, and [archive] lock_wait_timeout / retry_timeout
+    # never end it. Expected: the batch gives up after about lock_wait_timeout, is retried, and the
+    # run fails after retry_timeout.
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 21), range(1, 21), archive__batch_size=10,
+                                  archive__lock_wait_timeout=2, archive__retry_timeout="3s",
+                                  controls__sleep_seconds=3)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 1, timeout=60)
+    backup = dest_db.connect()
+    try:
+        backup.cursor().execute("FLUSH TABLES WITH READ LOCK")
+        try:
+            proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            app = db.connect()
+            cur = app.cursor()
+            cur.execute("SET SESSION innodb_lock_wait_timeout = 1")
+            started = time.monotonic()
+            try:
+                cur.execute("UPDATE rewards SET note = note WHERE id = 15")
+                blocked = "not blocked"
+            except mysql.connector.Error as exc:  # the lock wait timeout is the point
+                blocked = f"blocked: {exc}"
+            app.rollback()
+            app.close()
+            raise AssertionError(f"archive.py still waits on the destination after 45 s; an application "
+                                 f"UPDATE of a listed source row was {blocked} "
+                                 f"({time.monotonic() - started:.1f}s)") from None
+    finally:
+        backup.close()  # releases the global read lock
+    assert proc.returncode == 1, proc.read_stderr()
+    assert run_cli(config, "--sleep", "0").returncode == 0
+    assert_exactly_once(db, dest_db, original, set(range(1, 21)))
+
+
+def test_a_destination_that_stops_answering_is_given_up_and_the_rerun_heals(
+        db, dest_db, dest_server, tmp_path, spawn_cli):
+    # Found by a red team: README: "a destination that is down or lost mid-batch is retried for
+    # retry_timeout, then the run fails with the source untouched for that batch". A destination
+    # that stops answering without closing the connection (a network partition, a frozen VM; here
+    # SIGSTOP) is never noticed: the sessions have no read timeout, so the worker waits on the
+    # socket forever and the main thread forever on the worker, the batch's source rows locked and
+    # deleted until the source server drops the idle session (wait_timeout = lock_lease +
+    # lock_wait_timeout), and the run itself never ends. Expected: it fails (or retries) within a
+    # bounded time.
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 201), range(1, 201), archive__batch_size=10,
+                                  archive__lock_wait_timeout=2, archive__lock_lease="14s",
+                                  archive__retry_timeout="3s", controls__sleep_seconds=0.2)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 2, timeout=60)
+    os.kill(dest_server.pid, signal.SIGSTOP)
+    try:
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = None
+    finally:
+        os.kill(dest_server.pid, signal.SIGCONT)
+    assert code is not None, "archive.py still waits for the frozen destination after 60 s"
+    assert code == 1, proc.read_stderr()
+    assert run_cli(config, "--sleep", "0").returncode == 0
+    assert_exactly_once(db, dest_db, original, set(range(1, 201)))
+
+
+@pytest.mark.parametrize("command", ["--check", "--dry-run"])
+def test_a_destination_that_stops_answering_mid_query_ends_check_and_dry_run(
+        db, dest_db, dest_server, tmp_path, spawn_cli, command):
+    # Found when every session's waits were bounded: The read-only commands' sessions had no read
+    # timeout: a destination that stopped answering in the middle of a statement hung --check and
+    # --dry-run for ever (and the dry run held its snapshot open on the source all along). Bound:
+    # lock_wait_timeout + connect_timeout.
+    config, _ = remote_job(db, dest_db, tmp_path, range(1, 201), range(1, 201), archive__lock_wait_timeout=5)
+    proc = spawn_cli(config, command)
+    started = time.monotonic()
+    code = silenced_mid_query(dest_server, dest_db, "rewards_archives", proc)
+    assert code == 1, f"{command} still waits for the frozen destination after 60 s"
+    assert time.monotonic() - started < 40
+    stderr = proc.read_stderr()
+    assert "Lost connection" in stderr and "Traceback" not in stderr, stderr
+
+
+def test_a_destination_session_dropped_while_idle_is_reconnected_without_a_retry(
+        db, dest_db, dest_server, tmp_path):
+    # Found when every session's waits were bounded: A destination that drops idle sessions quickly
+    # (its wait_timeout) dropped the run's session between batches; the next batch met the dead
+    # session and counted a retry: with max_retries = 0 the run failed. An idle session is checked
+    # (and replaced) before a batch uses it.
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 31), range(1, 31), archive__batch_size=10,
+                                  archive__max_retries=0, controls__sleep_seconds=3)
+    before = dest_db.scalar("SELECT @@GLOBAL.wait_timeout")
+    dest_db.execute("SET GLOBAL wait_timeout = 1")
+    try:
+        result = run_cli(config)
+    finally:
+        dest_db.execute("SET GLOBAL wait_timeout = %s", (before,))
+    assert result.returncode == 0, result.stderr
+    assert_exactly_once(db, dest_db, original, set(range(1, 31)))
+
+
 @pytest.mark.parametrize("cut, first_batch", [
     # Batch 1's DELETE never arrives, while the destination inserts beside it: the destination
     # must roll back, so the retry archives the rows afresh.
@@ -306,6 +455,45 @@ def test_a_source_lost_mid_batch_heals(db, dest_db, tmp_path, server, cut, first
     assert db.query("SELECT batch_number, rows_archived, duplicates FROM batch_processing_logs "
                     "ORDER BY batch_number") == [first_batch, (2, 10, 0), (3, 10, 0)]
     assert config.exists()
+
+
+def kill_between_the_commits(db: ScratchDatabase, tmp_path: Path, spawn_cli, **config: Any) -> CuttingProxy:
+    """Run archive.py with its source connection through a proxy that swallows the first batch's
+    record-and-COMMIT (the destination has committed its copies by then), and SIGKILL it while it
+    waits for that answer: a real kill exactly between the destination's and the source's commit."""
+    record = b"\x03INSERT INTO batch_processing_logs"
+    proxy = CuttingProxy(tmp_path / "proxy.sock", db.server.client_socket, lambda data: record in data,
+                         delay=3, forward=False)
+    try:
+        proc = spawn_cli(write_config(tmp_path, db, database__unix_socket=proxy.path, **config))
+        wait_until(lambda: not proxy.armed or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None, proc.read_stderr()
+        time.sleep(0.3)
+        kill_process_group(proc)
+        wait_until(lambda: proxy.cuts, timeout=30)  # then the server ends the source's session
+    finally:
+        proxy.close()
+    return proxy
+
+
+def test_a_copy_left_by_a_kill_of_a_row_the_guard_now_holds_back_is_a_conflict(
+        db, dest_db, server, tmp_path, spawn_cli):
+    # Found by a red team: A kill between the destination's commit and the source's leaves copies on
+    # the destination and the rows on the source; the README promises the next run finds them as
+    # twins (or conflicts). But read() sorts out the rows the guard holds back before it looks at
+    # the destination: when a row changed in between so that the guard no longer passes it (here the
+    # application touched created_at), the next run counts it "skipped by guard", exits 0, and the
+    # row stays in both tables, the archive's copy stale and never reported as a conflict.
+    need_socket(server)
+    guard = "created_at < '2030-01-01'"
+    config, _ = remote_job(db, dest_db, tmp_path, range(1, 11), range(1, 11), controls__guard=guard)
+    kill_between_the_commits(db, tmp_path, spawn_cli, **dest_keys(dest_db), controls__guard=guard)
+    assert dest_db.count("rewards_archives") == 10 and db.count("rewards") == 10  # the window was hit
+    db.execute("UPDATE rewards SET created_at = '2031-01-01' WHERE id = 3")  # the application renews it
+    rerun = run_cli(config)
+    both = sorted(set(snapshot(db, "rewards")) & set(snapshot(dest_db, "rewards_archives")))
+    assert rerun.returncode != 0 or not both, (
+        f"exit {rerun.returncode} (success) with keys {both} in both tables: {rerun.stdout[-600:]}")
 
 
 def test_random_kills_never_lose_or_double_a_row_across_two_servers(db, dest_db, tmp_path, spawn_cli):
@@ -373,10 +561,14 @@ def replica_pair(tmp_path_factory):
     """A primary and a replica replicating from it (tests/replication.py)."""
     if os.environ.get("ARCHIVE_TEST_DSN"):
         pytest.skip("starts servers of its own")
-    pair = ReplicationPair(tmp_path_factory.mktemp("disguise"))
-    pair.start()
-    yield pair
-    pair.stop()
+    basedir = tmp_path_factory.mktemp("disguise")
+    pair = ReplicationPair(basedir)
+    try:
+        pair.start()
+        yield pair
+    finally:
+        pair.stop()
+        remove_unless_kept(basedir)
 
 
 @pytest.mark.parametrize("archive_table", ["rewards", "rewards_archives"])
@@ -414,13 +606,14 @@ def replica_chain(tmp_path_factory):
     base = tmp_path_factory.mktemp("chain")
     head = ReplicationPair(base / "head", server_id=2, replica_args=RELAY_ARGS)
     tail = ReplicationPair(base / "tail", primary=head.replica, server_id=3)
-    head.start()
     try:
+        head.start()
         tail.start()
         yield head, tail
     finally:
         tail.replica.stop()
         head.stop()
+        remove_unless_kept(base)
 
 
 # Found by the issue-19 red team, now fixed: replicates_from knows a chain only by gtid_slave_pos, which

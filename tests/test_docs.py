@@ -107,3 +107,11 @@ def test_the_readme_benchmark_commands_are_ones_bench_py_accepts():
     assert len(commands) >= 8, commands
     for command in commands:
         bench.parse_args(shlex.split(command)[2:])  # argparse exits (failing the test) on a bad option
+
+
+def test_the_readme_lists_every_test_file_and_only_those():
+    development = README.split("\n## Development\n", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`(?:tests/)?(test_\w+\.py)`", development))
+    present = {path.name for path in (REPO / "tests").glob("test_*.py")}
+    assert sorted(present - listed) == [], "test files the README's Development section does not list"
+    assert sorted(listed - present) == [], "files the README's Development section lists that do not exist"

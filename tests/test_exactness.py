@@ -393,6 +393,27 @@ def test_every_type_is_copied_exactly(db, tmp_path, berlin_time):
     assert db.query(fingerprint.format(table="arc")) == original
 
 
+@pytest.mark.parametrize("source_type, archive_type, value", [
+    ("ENUM('x','Y')", "ENUM('x','y')", "Y"),
+    ("SET('x','Y')", "SET('x','y')", "x,Y"),
+])
+def test_enum_members_differing_only_in_case_alter_the_archived_row(db, tmp_path, source_type, archive_type,
+                                                                    value):
+    """Found by a red team: same_type() lowercases COLUMN_TYPE, so ENUM('x','Y') passes as
+    ENUM('x','y'); the copy then stores 'y' for 'Y' and the source row is deleted: the archived row
+    is not the row that left."""
+    db.execute(f"CREATE TABLE src (id INT NOT NULL PRIMARY KEY, e {source_type}) ENGINE=InnoDB")
+    db.execute(f"CREATE TABLE arc (id INT NOT NULL PRIMARY KEY, e {archive_type}) ENGINE=InnoDB")
+    db.execute("INSERT INTO src VALUES (1, %s)", (value,))
+    write_csv(tmp_path / "csv" / "ids.csv", [1])
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc")
+    run_cli(config)
+    moved = db.query("SELECT BINARY e FROM arc")
+    assert moved in ([], [(value.encode(),)]), f"archived {moved} for the source value {value!r}"
+    if not moved:
+        assert db.query("SELECT BINARY e FROM src") == [(value.encode(),)], "the row vanished"
+
+
 def test_text_log_records_not_found_keys(db, tmp_path):
     config = text_key_job(db, tmp_path, ["a"], ["a", "b", "c"])
     result = run_cli(config)

@@ -20,14 +20,13 @@ from checks import (
     completed_batches,
     drop_job,
     lease_expired,
+    load_v1_half_done_file,
     make_job,
     race,
     text_log,
 )
 from galera import GaleraCluster
-from helpers import ScratchDatabase, run_cli, snapshot, wait_until, write_config
-from test_destination_attacks import silenced_mid_query
-from test_resume import load_v1_half_done_file
+from helpers import ScratchDatabase, run_cli, silenced_mid_query, snapshot, wait_until, write_config
 from test_schema_changes import ADD_CASCADE, CLAIMS, row_held, wait_for_a_lock_wait
 
 

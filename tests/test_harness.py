@@ -16,7 +16,9 @@ from typing import Any
 import mysql.connector
 import pytest
 
+from checks import make_job
 from helpers import (
+    REPO,
     REWARDS_COLUMNS,
     ScratchDatabase,
     cli_command,
@@ -26,6 +28,8 @@ from helpers import (
     reward_row,
     snapshot,
     unique_db_name,
+    wait_until,
+    waiting_for_a_metadata_lock,
     write_config,
     write_csv,
 )
@@ -204,3 +208,40 @@ def test_cli_command_and_kill_process_group(tmp_path: Path) -> None:
     assert argv[2:] == [str(tmp_path / "archive.ini"), "--dry-run", "5"]
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
     assert kill_process_group(proc, signal.SIGTERM) == -signal.SIGTERM
+
+
+# --------------------------------------------------------------------------- nothing left in /tmp
+
+def test_a_socket_directory_made_for_a_deep_base_directory_goes_when_the_process_exits(
+        tmp_path: Path) -> None:
+    """A base directory too deep for a unix socket path gets its socket in a mdbsock-* directory
+    of TMPDIR, outside anything a fixture removes: the process that made it removes it at exit."""
+    deep = tmp_path / ("d" * 120)
+    code = ("import sys; sys.path[:0] = sys.argv[1:3]; from throwaway_server import ThrowawayMariaDB; "
+            "print(ThrowawayMariaDB(sys.argv[3]).socket)")
+    done = subprocess.run([sys.executable, "-c", code, str(REPO), str(REPO / "tests"), str(deep)],
+                          env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    socket_dir = Path(done.stdout.strip()).parent
+    assert socket_dir.parent == tmp_path and socket_dir.name.startswith("mdbsock-"), socket_dir
+    assert not socket_dir.exists(), f"{socket_dir} outlived the process that made it"
+
+
+def test_a_killed_command_leaves_its_temporary_files_in_the_test_s_own_directory(
+        db: ScratchDatabase, tmp_path: Path, spawn_cli: Any) -> None:
+    """The CLI runs with TMPDIR in the config's directory (helpers._cli_env): the dry run's list of
+    moved keys, left behind by a SIGKILL, is then removed with the test's tmp_path, not left in /tmp."""
+    config, _ = make_job(db, tmp_path, range(1, 11), {"ids.csv": list(range(1, 11))})
+    holder = db.connect()
+    try:
+        holder.cursor().execute("LOCK TABLES `rewards` WRITE")
+        proc = spawn_cli(config, "--dry-run")
+        wait_until(lambda: waiting_for_a_metadata_lock(db) or proc.poll() is not None, timeout=60,
+                   message="the dry run to wait for the locked table")
+        assert proc.poll() is None, proc.read_stderr()
+        kill_process_group(proc)
+    finally:
+        holder.close()
+    left = [path.name for path in (tmp_path / "cli-tmp").iterdir()]
+    assert len(left) == 1 and left[0].startswith("archive-dry-run-"), left

@@ -17,9 +17,18 @@ from typing import Any
 import pytest
 
 import archive
-from checks import assert_conserved, completed_batches, make_job, text_log
+from checks import (
+    assert_conserved,
+    completed_batches,
+    load_v1_half_done_file,
+    make_conflicts,
+    make_job,
+    summary_of,
+    text_log,
+)
 from helpers import (
     ARCHIVE_SCRIPT,
+    cli_command,
     insert_rewards,
     kill_process_group,
     run_cli,
@@ -150,6 +159,38 @@ def test_the_dry_run_memory_does_not_grow_with_the_keys_it_would_move(db, tmp_pa
     assert peaks[500_000] - peaks[20_000] < 8 * 1024, f"peak RSS in kB by rows moved: {peaks}"
 
 
+def test_dry_run_verifies_a_log_checkpoint_when_the_tracking_tables_are_gone(db, tmp_path):
+    """Found by a red team: Without tracking tables predict_file trusts the text log unverified; the
+    run verifies it (REWIND) and archives everything the restored backup brought back. Dry run: 0;
+    run: 100."""
+    config, _ = make_job(db, tmp_path, range(1, 101), {"ids.csv": [*range(1, 101)]}, archive__batch_size=10)
+    for table in ("rewards", "rewards_archives"):
+        db.execute(f"CREATE TABLE bak_{table} LIKE {table}")
+        db.execute(f"INSERT INTO bak_{table} SELECT * FROM {table}")
+    assert run_cli(config).returncode == 0
+    for table in archive.TRACKING_TABLES:
+        db.execute(f"DROP TABLE {table}")  # a backup from before the first run is restored
+    for table in ("rewards", "rewards_archives"):
+        db.execute(f"DELETE FROM {table}")
+        db.execute(f"INSERT INTO {table} SELECT * FROM bak_{table}")
+    dry = json.loads(run_cli(config, "--dry-run", "--json").stdout)
+    result = run_cli(config)
+    assert "rows archived 100 " in summary_of(result.stdout)
+    assert dry["rows_to_archive"] == 100, dry
+
+
+def test_dry_run_reads_schema_1_checkpoints_as_the_run_does(db, tmp_path):
+    """Found by a red team: With schema-1 tables the dry run ignores them (read_only_tracking ->
+    None) and predicts from batch 1; the run migrates and resumes at batch 5. Predicted 10 batches /
+    40 not found, ran 6 / 0."""
+    config, _ = make_job(db, tmp_path, range(1, 101), {"ids.csv": [*range(1, 101)]}, archive__batch_size=10)
+    load_v1_half_done_file(db, tmp_path, batches_done=4)
+    dry = json.loads(run_cli(config, "--dry-run", "--json").stdout)["total"]
+    result = run_cli(config)
+    assert "batches 6 " in summary_of(result.stdout) and "not found 0 " in summary_of(result.stdout)
+    assert (dry["batches"], dry["rows_to_archive"], dry["not_found"]) == (6, 60, 0), dry
+
+
 def test_status_json_has_what_monitoring_needs(db, tmp_path):
     config, _ = make_job(db, tmp_path, range(1, 31), {"a.csv": list(range(1, 21)), "b.csv": [21, 22]},
                          archive__batch_size=10)
@@ -173,6 +214,21 @@ def test_status_keeps_showing_the_last_run_that_did_work_after_a_no_op_rerun(db,
     assert out.startswith("Run 1: COMPLETED"), out
     assert "(the newest run, 2 at" in out and "had nothing to do)" in out
     assert "a.csv" in out and "2/2 batches" in out
+
+
+def test_status_shows_a_run_that_only_settled_conflicts(db, tmp_path):
+    """Found by a red team: did_work() looks only at file_processing_logs, so a run whose recheck
+    archived a row shows as 'the newest run ... had nothing to do' and --status shows the older run
+    instead."""
+    config, _ = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 21))}, archive__batch_size=10)
+    make_conflicts(db, [5])
+    assert run_cli(config).returncode == 3
+    db.execute("DELETE FROM rewards_archives WHERE id = 5")
+    assert run_cli(config).returncode == 0
+    assert db.query("SELECT rows_archived FROM process_logs WHERE id = 2") == [(1,)]
+    text = run_cli(config, "--status").stdout
+    assert "had nothing to do" not in text, text
+    assert json.loads(run_cli(config, "--status", "--json").stdout)["run_id"] == 2
 
 
 def test_status_of_a_dead_run_stops_its_clock_at_its_last_sign_of_life(db, tmp_path, spawn_cli):
@@ -251,6 +307,16 @@ def test_closed_pipes_end_read_only_commands_quietly(db, tmp_path):
         done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (args, done.stderr)
         assert done.stderr == "", (args, done.stderr)
+
+
+def test_a_run_with_stdout_closed_from_the_start_still_runs(db, tmp_path):
+    """Found by a red team: cron `... >&-`: sys.stdout is None and Reporter calls None.isatty():
+    'internal error: AttributeError', exit 1, nothing archived."""
+    config, _ = make_job(db, tmp_path, range(1, 11), {"ids.csv": list(range(1, 11))})
+    result = subprocess.run(cli_command(config), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            timeout=120, preexec_fn=lambda: os.close(1), check=False)
+    assert result.returncode == 0, result.stderr
+    assert db.count("rewards") == 0
 
 
 def test_a_wrong_password_says_where_it_came_from(db, tmp_path):

@@ -405,3 +405,150 @@ def test_a_destination_that_is_the_source_in_disguise_is_told_apart():
     mysql_replica = identity(2, place=("r", 1, "/"), gtid="3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5",
                              sources=None)
     assert archive.disguise_problems(mysql_source, mysql_replica, False)
+
+
+# --------------------------------------------------------------------------- the statements of a batch
+
+def test_a_batch_classifies_its_rows_by_key_bytes_guard_verdict_and_archived_twin():
+    p = archive.TablePlan("src", "arc", "code", (archive.Column("code", "varchar", "utf8mb4"),
+                                                 archive.Column("amount", "float")),
+                          TEXT_KEY, guard="amount > 0", source_index="ux_code")
+    assert p.classify_sql("s.`code` IN (%s)") == (
+        "SELECT CAST(s.`code` AS BINARY), "  # bytes: no collation may blur which key came back
+        "(SELECT (amount > 0) IS TRUE FROM `src` g WHERE g.`code` = s.`code`), a.`code` IS NOT NULL, "
+        "COALESCE(BINARY s.`code` <=> BINARY a.`code` AND "
+        "(s.`amount` <=> a.`amount` AND ATAN2(s.`amount`, -1) <=> ATAN2(a.`amount`, -1)), 0) "
+        "FROM `src` s FORCE INDEX (`ux_code`) LEFT JOIN `arc` a FORCE INDEX (`PRIMARY`) "
+        "ON a.`code` = s.`code` WHERE s.`code` IN (%s) FOR UPDATE")
+    assert p.classify_sql("1", lock=False).endswith(" WHERE 1")  # the dry run locks nothing
+    unguarded = plan(("id", "int"))
+    assert unguarded.classify_sql("1").startswith("SELECT s.`id`, 1, a.`id` IS NOT NULL, ")
+
+
+def test_statements_on_tables_with_odd_names_quote_every_name():
+    p = archive.TablePlan("we`ird", "arc hive", "k`ey", (archive.Column("k`ey", "int"),), INT_KEY)
+    assert p.insert_sql("c") == ("INSERT INTO `arc hive` (`k``ey`) SELECT `k``ey` FROM `we``ird` "
+                                 "FORCE INDEX (`PRIMARY`) WHERE c")
+    assert p.delete_sql("c", 7) == "DELETE FROM `we``ird` WHERE c LIMIT 7"
+    assert "ON a.`k``ey` = s.`k``ey`" in p.classify_sql("c")
+    assert archive.RemotePlan(p).insert_sql(["(1)"]) == "INSERT INTO `arc hive` (`k``ey`) VALUES (1)"
+
+
+def test_only_integer_keys_go_as_a_span():
+    assert archive.TablePlan("src", "arc", "code", (), TEXT_KEY).span_of(["a", "c", "e", "g"]) is None
+    assert plan(("id", "int")).span_of([]) is None
+    span = plan(("id", "int")).span_of([5, 3, 3, 1, 7])
+    assert span is not None and span.condition.startswith("`id` BETWEEN 1 AND 7 AND ")
+
+
+REMOTE_COLUMNS = (archive.Column("id", "bigint"), archive.Column("note", "varchar", "utf8mb4"))
+RECOMPUTED = (archive.Column("up", "varchar", "utf8mb4"),)
+
+
+def remote(recomputed: tuple[archive.Column, ...] = ()) -> archive.RemotePlan:
+    """The statements of archiving src into arc on another server."""
+    return archive.RemotePlan(archive.TablePlan("src", "arc", "id", REMOTE_COLUMNS, INT_KEY,
+                                                recomputed=recomputed))
+
+
+def test_a_remote_batch_reads_its_source_rows_as_literals_and_locks_them():
+    row = archive.row_literal_sql(REMOTE_COLUMNS, "s")
+    assert remote().read_sql("s.`id` IN (1)") == (
+        f"SELECT s.`id`, 1, {row} FROM `src` s FORCE INDEX (`PRIMARY`) WHERE s.`id` IN (1) FOR UPDATE")
+    assert remote().read_sql("1", lock=False).endswith(" WHERE 1")
+
+
+def test_a_copy_on_the_destination_is_proven_by_its_literal_and_its_recomputed_columns():
+    literal = archive.row_literal_sql(REMOTE_COLUMNS, "a")
+    assert remote().proof_sql("a") == literal
+    proof = f"CONCAT({literal}, {archive.row_literal_sql(RECOMPUTED, 'a')})"
+    computing = remote(RECOMPUTED)
+    assert computing.proof_sql("a") == proof
+    assert computing.lookup_sql("a.`id` IN (1)") == (
+        f"SELECT a.`id`, SHA2({proof}, 256) FROM `arc` a FORCE INDEX (`PRIMARY`) "
+        "WHERE a.`id` IN (1) FOR UPDATE")
+    assert computing.verify_sql("a.`id` IN (1)") == (  # one row back: the count and one fingerprint
+        "SELECT COUNT(*), SHA2(GROUP_CONCAT(t.l ORDER BY t.l SEPARATOR ','), 256) FROM "
+        f"(SELECT CAST({proof} AS BINARY) AS l FROM `arc` a FORCE INDEX (`PRIMARY`) "
+        "WHERE a.`id` IN (1)) AS t")
+    assert archive.batch_fingerprint_of(["(2)", "(1)"]) == archive.fingerprint_of("(1),(2)")
+
+
+def test_recomputed_columns_are_rendered_at_utc_and_the_session_goes_back_to_its_zone():
+    assert remote(RECOMPUTED).recomputed_sql("s.`id` IN (1)", "Europe/Berlin") == [
+        "SET SESSION time_zone = '+00:00'",
+        (f"SELECT s.`id`, {archive.row_literal_sql(RECOMPUTED, 's')} FROM `src` s FORCE INDEX (`PRIMARY`) "
+         "WHERE s.`id` IN (1)"),
+        f"SET SESSION time_zone = _utf8mb4 X'{b'Europe/Berlin'.hex()}'"]
+
+
+def test_remote_rows_go_in_as_literals_never_ignored_or_replaced():
+    insert = remote().insert_sql(["(1,X'61')", "(2,NULL)"])
+    assert insert == "INSERT INTO `arc` (`id`, `note`) VALUES (1,X'61'), (2,NULL)"
+    assert "IGNORE" not in insert and "REPLACE" not in insert and "DUPLICATE" not in insert
+    # a collision is equality under the column's collation, on purpose: 'ABC' archived for 'abc'
+    assert remote().collides_sql() == "SELECT 1 FROM `arc` WHERE `id` = %s LIMIT 1"
+
+
+WATCHED = (archive.Watched("src", "DELETE"), archive.Watched("arc", "INSERT"))
+ENGINES = "arc InnoDB BASE TABLE, src InnoDB BASE TABLE"
+CREATES = ("CREATE TABLE `src` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB",
+           "CREATE TABLE `arc` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB")
+
+
+def definitions(referencing_sql: str = "SELECT 'fk'", references: str | None = None,
+                triggers: str | None = None) -> archive.Definitions:
+    """src and arc as a preflight approved them: InnoDB, no triggers, `references` reaching src."""
+    return archive.Definitions(WATCHED, referencing_sql, CREATES, (ENGINES, triggers, references))
+
+
+def test_a_batch_takes_the_metadata_locks_of_its_tables_writing_nothing():
+    assert definitions().lock_sql() == "SELECT 1 FROM `src`, `arc` WHERE FALSE FOR UPDATE"
+
+
+def test_the_gate_lets_writes_act_only_for_the_approved_engines_and_triggers_byte_for_byte():
+    gate = definitions(triggers="arc BEFORE INSERT stamp").gate_sql()
+    engines, triggers = (f"CAST({expression} AS BINARY)"
+                         for expression in definitions().effect_expressions()[:2])
+    assert gate == (f"SELECT {engines} <=> X'{ENGINES.encode().hex()}' AND "
+                    f"{triggers} <=> X'{b'arc BEFORE INSERT stamp'.hex()}' INTO @archive_py_same")
+    assert "TABLE_NAME = _utf8mb4 X'737263'" in engines and "TABLE_NAME = _utf8mb4 X'617263'" in engines
+    assert "EVENT_OBJECT_TABLE = _utf8mb4 X'737263' AND EVENT_MANIPULATION = 'DELETE'" in triggers
+    assert "EVENT_OBJECT_TABLE = _utf8mb4 X'617263' AND EVENT_MANIPULATION = 'INSERT'" in triggers
+    assert "SHA2(ACTION_STATEMENT, 256)" in triggers  # a trigger made again with another body differs
+    assert definitions().gate_sql().endswith(" <=> NULL INTO @archive_py_same")  # none approved: none
+    assert "SELECT 'fk'" not in gate  # foreign keys are read after the writes (readback_sql)
+
+
+def test_the_readback_reads_each_create_the_gates_verdict_and_the_foreign_keys():
+    assert definitions().readback_sql() == ["SHOW CREATE TABLE `src`", "SHOW CREATE TABLE `arc`",
+                                            "SELECT @archive_py_same, (SELECT 'fk')"]
+    assert definitions("").readback_sql()[-1] == "SELECT @archive_py_same, (SELECT NULL)"
+
+
+def test_the_tables_hold_only_when_what_was_read_back_is_what_was_approved():
+    def read_back(src=CREATES[0], same=1, references=None):
+        return [[("src", src)], [("arc", CREATES[1])], [(same, references)]]
+
+    approved = definitions(references="t_fk child RESTRICT")
+    assert approved.holds(read_back(references="t_fk child RESTRICT"))
+    assert approved.holds(read_back(CREATES[0] + " AUTO_INCREMENT=57", references="t_fk child RESTRICT"))
+    assert not approved.holds(read_back(same=0, references="t_fk child RESTRICT"))  # a trigger or engine
+    assert not approved.holds(read_back(same=None, references="t_fk child RESTRICT"))
+    assert not approved.holds(read_back(references="t_fk child CASCADE"))
+    assert not approved.holds(read_back(references=None))
+    assert not approved.holds(read_back(CREATES[0].replace("int(11)", "bigint(20)"),
+                                        references="t_fk child RESTRICT"))
+
+
+def test_a_changed_definition_is_told_line_by_line():
+    old = definitions()
+    wider = archive.Definitions(WATCHED, "SELECT 'fk'",
+                                (CREATES[0].replace("int(11)", "bigint(20)"), CREATES[1]),
+                                (ENGINES, "arc BEFORE INSERT stamp", None))
+    assert archive.describe_definition_changes(old, wider) == [
+        "`src`: - `id` int(11) NOT NULL; + `id` bigint(20) NOT NULL",
+        "triggers on their writes: none -> arc BEFORE INSERT stamp"]
+    assert archive.describe_definition_changes(old, None) == [
+        "`src` or `arc` can no longer be read (dropped or renamed?)"]
+    assert archive.describe_definition_changes(old, old) == []

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import archive
 from helpers import (
     REPO,
     ScratchDatabase,
@@ -631,3 +632,204 @@ def test_a_batch_whose_statements_cannot_fit_max_allowed_packet_is_refused(db, t
     result = run_cli(config)  # the advice is safe: a batch that long goes through
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert db.count("wide_keys_archive") == len(keys) and db.count("wide_keys") == 0
+
+
+# --------------------------------------------------------------------------- the column and key checks alone
+
+# information_schema.COLUMNS rows as fetch_columns reads them, captured from MariaDB 10.11 for
+#   src: id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, note VARCHAR(191) NULL, amount FLOAT NULL,
+#        created_at TIMESTAMP NULL, e ENUM('x','Y') NOT NULL DEFAULT 'x',
+#        code VARCHAR(20) COLLATE utf8mb4_general_ci NOT NULL, up VARCHAR(20) AS (UPPER(code)) VIRTUAL,
+#        total DOUBLE AS (amount * 2) STORED
+#   arc: the same but note VARCHAR(100) NOT NULL, e ENUM('x','y'), code COLLATE utf8mb4_turkish_ci and
+#        up AS (LOWER(code)); then archived_by VARCHAR(20) NOT NULL, archived_at TIMESTAMP NOT NULL
+#        DEFAULT CURRENT_TIMESTAMP, seq INT NOT NULL AUTO_INCREMENT UNIQUE
+SOURCE_COLUMNS: list[dict[str, Any]] = [
+    {"name": "id", "data_type": "bigint", "column_type": "bigint(20) unsigned", "charset": None,
+     "collation": None, "max_length": None, "nullable": "NO", "col_default": None, "extra": "auto_increment",
+     "expression": None},
+    {"name": "note", "data_type": "varchar", "column_type": "varchar(191)", "charset": "utf8mb4",
+     "collation": "utf8mb4_general_ci", "max_length": 191, "nullable": "YES", "col_default": "NULL",
+     "extra": "", "expression": None},
+    {"name": "amount", "data_type": "float", "column_type": "float", "charset": None, "collation": None,
+     "max_length": None, "nullable": "YES", "col_default": "NULL", "extra": "", "expression": None},
+    {"name": "created_at", "data_type": "timestamp", "column_type": "timestamp", "charset": None,
+     "collation": None, "max_length": None, "nullable": "YES", "col_default": "NULL", "extra": "",
+     "expression": None},
+    {"name": "e", "data_type": "enum", "column_type": "enum('x','Y')", "charset": "utf8mb4",
+     "collation": "utf8mb4_general_ci", "max_length": 1, "nullable": "NO", "col_default": "'x'", "extra": "",
+     "expression": None},
+    {"name": "code", "data_type": "varchar", "column_type": "varchar(20)", "charset": "utf8mb4",
+     "collation": "utf8mb4_general_ci", "max_length": 20, "nullable": "NO", "col_default": None, "extra": "",
+     "expression": None},
+    {"name": "up", "data_type": "varchar", "column_type": "varchar(20)", "charset": "utf8mb4",
+     "collation": "utf8mb4_general_ci", "max_length": 20, "nullable": "YES", "col_default": "NULL",
+     "extra": "VIRTUAL GENERATED", "expression": "ucase(`code`)"},
+    {"name": "total", "data_type": "double", "column_type": "double", "charset": None, "collation": None,
+     "max_length": None, "nullable": "YES", "col_default": "NULL", "extra": "STORED GENERATED",
+     "expression": "`amount` * 2"},
+]
+ARCHIVE_COLUMNS: list[dict[str, Any]] = [
+    {"name": "id", "data_type": "bigint", "column_type": "bigint(20) unsigned", "charset": None,
+     "collation": None, "max_length": None, "nullable": "NO", "col_default": None, "extra": "",
+     "expression": None},
+    {"name": "note", "data_type": "varchar", "column_type": "varchar(100)", "charset": "utf8mb4",
+     "collation": "utf8mb4_general_ci", "max_length": 100, "nullable": "NO", "col_default": None, "extra": "",
+     "expression": None},
+    {"name": "amount", "data_type": "float", "column_type": "float", "charset": None, "collation": None,
+     "max_length": None, "nullable": "YES", "col_default": "NULL", "extra": "", "expression": None},
+    {"name": "created_at", "data_type": "timestamp", "column_type": "timestamp", "charset": None,
+     "collation": None, "max_length": None, "nullable": "YES", "col_default": "NULL", "extra": "",
+     "expression": None},
+    {"name": "e", "data_type": "enum", "column_type": "enum('x','y')", "charset": "utf8mb4",
+     "collation": "utf8mb4_general_ci", "max_length": 1, "nullable": "NO", "col_default": "'x'", "extra": "",
+     "expression": None},
+    {"name": "code", "data_type": "varchar", "column_type": "varchar(20)", "charset": "utf8mb4",
+     "collation": "utf8mb4_turkish_ci", "max_length": 20, "nullable": "NO", "col_default": None, "extra": "",
+     "expression": None},
+    {"name": "up", "data_type": "varchar", "column_type": "varchar(20)", "charset": "utf8mb4",
+     "collation": "utf8mb4_general_ci", "max_length": 20, "nullable": "YES", "col_default": "NULL",
+     "extra": "VIRTUAL GENERATED", "expression": "lcase(`code`)"},
+    {"name": "total", "data_type": "double", "column_type": "double", "charset": None, "collation": None,
+     "max_length": None, "nullable": "YES", "col_default": "NULL", "extra": "STORED GENERATED",
+     "expression": "`amount` * 2"},
+    {"name": "archived_by", "data_type": "varchar", "column_type": "varchar(20)", "charset": "utf8mb4",
+     "collation": "utf8mb4_general_ci", "max_length": 20, "nullable": "NO", "col_default": None, "extra": "",
+     "expression": None},
+    {"name": "archived_at", "data_type": "timestamp", "column_type": "timestamp", "charset": None,
+     "collation": None, "max_length": None, "nullable": "NO", "col_default": "current_timestamp()",
+     "extra": "", "expression": None},
+    {"name": "seq", "data_type": "int", "column_type": "int(11)", "charset": None, "collation": None,
+     "max_length": None, "nullable": "NO", "col_default": None, "extra": "auto_increment",
+     "expression": None},
+]
+
+
+def source_column(captured: str, **changes: Any) -> dict[str, Any]:
+    """The captured source column row named `captured`, with `changes`."""
+    return {**next(c for c in SOURCE_COLUMNS if c["name"] == captured), **changes}
+
+
+def archive_column(captured: str, **changes: Any) -> dict[str, Any]:
+    """The captured archive column row named `captured`, with `changes`."""
+    return {**next(c for c in ARCHIVE_COLUMNS if c["name"] == captured), **changes}
+
+
+def compared(column: dict[str, Any], twin: dict[str, Any] | None) -> tuple[bool, list[str], list[str]]:
+    """compare_column's verdict (copied or not), with the problems and notes it recorded."""
+    found = archive.Preflight()
+    return archive.compare_column(column, twin, found), found.problems, found.notes
+
+
+def test_a_column_of_another_type_is_refused_naming_both_types():
+    assert compared(source_column("note"), archive_column("note")) == (False, [
+        "column `note` is varchar(191) utf8mb4 in the source but varchar(100) utf8mb4 in the archive"], [])
+    assert compared(source_column("amount"), archive_column("amount", column_type="double")) == (False, [
+        "column `amount` is float in the source but double in the archive"], [])
+    assert compared(source_column("note"), source_column("note", charset="latin1"))[1] == [
+        "column `note` is varchar(191) utf8mb4 in the source but varchar(191) latin1 in the archive"]
+    assert compared(source_column("amount"), archive_column("amount")) == (True, [], [])
+
+
+def test_enum_members_that_differ_only_in_case_are_another_type():
+    # Found by a red team: a lowercased COLUMN_TYPE let ENUM('x','Y') pass as ENUM('x','y'), and the
+    # copy stored 'y' for 'Y' (tests/test_exactness.py has the run).
+    assert compared(source_column("e"), archive_column("e")) == (False, [
+        "column `e` is enum('x','Y') utf8mb4 in the source but enum('x','y') utf8mb4 in the archive"], [])
+    assert compared(source_column("e"), source_column("e")) == (True, [], [])
+
+
+def test_a_nullable_source_column_into_a_not_null_archive_column_is_refused():
+    assert compared(source_column("created_at"), archive_column("created_at", nullable="NO")) == (False, [
+        ("archive column `created_at` is NOT NULL but the source's is nullable: a NULL would fail the batch "
+         "or, for a TIMESTAMP, be stored as the current time")], [])
+    assert compared(source_column("code"), archive_column("code", nullable="YES")) == (True, [], [])
+
+
+def test_a_generated_archive_column_is_refused_unless_the_source_computes_it_the_same_way():
+    assert compared(source_column("up"), archive_column("up")) == (False, [
+        ("archive column `up` is generated but the source's is generated differently: the archive would "
+         "hold computed values instead of the source's")], [])
+    assert compared(source_column("up", extra="", expression=None), archive_column("up")) == (False, [
+        ("archive column `up` is generated but the source's is stored data: the archive would hold "
+         "computed values instead of the source's")], [])
+    assert compared(source_column("total"), archive_column("total")) == (False, [], [
+        "generated column `total` is recomputed by the archive (same expression)"])
+    # a source's generated column into a stored archive column: its values are copied
+    assert compared(source_column("up"), archive_column("note", name="up", column_type="varchar(20)",
+                                                        nullable="YES")) == (True, [], [])
+
+
+def test_a_source_column_the_archive_lacks_is_refused_unless_it_is_generated():
+    assert compared(source_column("note"), None) == (False, ["archive table has no column `note`"], [])
+    assert compared(source_column("up"), None) == (False, [], [
+        "generated column `up` is not archived (the archive has no such column)"])
+
+
+def test_the_columns_compared_decide_what_is_copied_and_how_a_copy_is_compared():
+    twins = [archive_column("id"), source_column("note"), archive_column("amount", name="AMOUNT"),
+             archive_column("created_at"), source_column("e"), source_column("code"), source_column("up"),
+             archive_column("total"), archive_column("archived_by"), archive_column("archived_at"),
+             archive_column("seq")]
+    found = archive.Preflight()
+    copied, recomputed = archive.compare_columns(SOURCE_COLUMNS, twins, found)
+    column = archive.Column
+    assert copied == (column("id", "bigint"), column("note", "varchar", "utf8mb4"), column("amount", "float"),
+                      column("created_at", "timestamp"), column("e", "enum", "utf8mb4"),
+                      column("code", "varchar", "utf8mb4"))
+    assert recomputed == (column("up", "varchar", "utf8mb4"), column("total", "double"))
+    # archived_at has a default and seq is AUTO_INCREMENT: only archived_by needs a value
+    assert found.problems == ["archive column `archived_by` is NOT NULL without a default"]
+    assert found.notes == ["generated column `up` is recomputed by the archive (same expression)",
+                           "generated column `total` is recomputed by the archive (same expression)"]
+    same = archive.identical_expression(copied)  # each type compared in a form that loses nothing
+    assert "(s.`amount` <=> a.`amount` AND ATAN2(s.`amount`, -1) <=> ATAN2(a.`amount`, -1))" in same
+    assert "UNIX_TIMESTAMP(s.`created_at`) <=> UNIX_TIMESTAMP(a.`created_at`)" in same
+    assert "(s.`e` + 0 <=> a.`e` + 0 AND BINARY s.`e` <=> BINARY a.`e`)" in same
+    assert "BINARY s.`note` <=> BINARY a.`note`" in same and "BINARY s.`amount`" not in same
+
+
+def test_every_mismatch_of_the_captured_tables_is_reported_at_once():
+    found = archive.Preflight()
+    copied, recomputed = archive.compare_columns(SOURCE_COLUMNS, ARCHIVE_COLUMNS, found)
+    assert [c.name for c in copied] == ["id", "amount", "created_at", "code"]
+    assert [c.name for c in recomputed] == ["up", "total"]  # generated on both sides: up is refused above
+    assert found.problems == [
+        "column `note` is varchar(191) utf8mb4 in the source but varchar(100) utf8mb4 in the archive",
+        "column `e` is enum('x','Y') utf8mb4 in the source but enum('x','y') utf8mb4 in the archive",
+        ("archive column `up` is generated but the source's is generated differently: the archive would "
+         "hold computed values instead of the source's"),
+        "archive column `archived_by` is NOT NULL without a default"]
+
+
+def test_a_recomputed_column_needs_the_collations_of_the_source():
+    def problems(source, archive_side, recomputed):
+        found = archive.Preflight()
+        archive.check_recomputing_collations(source, archive_side, recomputed, found)
+        return found.problems
+
+    total = (archive.Column("total", "double"),)
+    assert problems(SOURCE_COLUMNS, ARCHIVE_COLUMNS, total) == [
+        ("column `code` has collation utf8mb4_general_ci in the source but utf8mb4_turkish_ci in the "
+         "archive, which computes generated column(s) `total` again: they could come out differently")]
+    assert problems(SOURCE_COLUMNS, ARCHIVE_COLUMNS, ()) == []  # nothing recomputed: nothing to differ
+    assert problems(SOURCE_COLUMNS, SOURCE_COLUMNS, total) == []
+
+
+def test_foreign_keys_are_told_apart_by_what_a_delete_does_to_the_child_rows():
+    changing, restricts = archive.describe_foreign_keys([
+        ("app", "items", "fk_items", "CASCADE"), ("app", "orders", "fk_orders", "RESTRICT"),
+        ("app", "tags", "fk_tags", "SET NULL"), ("crm", "notes", "fk_notes", "SET DEFAULT"),
+        ("app", "lines", "fk_lines", "NO ACTION")])
+    assert changing == [
+        "app.items (fk_items: ON DELETE CASCADE: its rows are deleted with the parent, unarchived)",
+        "app.tags (fk_tags: ON DELETE SET NULL: its key column is set to NULL when the parent goes)",
+        ("crm.notes (fk_notes: ON DELETE SET DEFAULT: its key column is set to its default when the "
+         "parent goes)")]
+    assert restricts == [
+        ("app.orders (fk_orders) restricts deletes: a batch with a still-referenced row fails with error "
+         "1451 and is rolled back"),
+        ("app.lines (fk_lines) restricts deletes: a batch with a still-referenced row fails with error "
+         "1451 and is rolled back")]
+    assert archive.describe_foreign_keys([]) == ([], [])
+    assert archive.decode_innodb_name("app/pay@0024ments") == "app/pay$ments"  # InnoDB's names of them

@@ -5,7 +5,6 @@ answers, runs that end badly, and the upgrade from schema 1."""
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -17,11 +16,15 @@ import pytest
 
 import archive
 from checks import (
+    V2_SCHEMA,
     assert_batches_once,
     assert_conserved,
     assert_no_run_left_running,
     completed_batches,
+    load_v1_half_done_file,
+    make_conflicts,
     make_job,
+    summary_of,
     text_log,
 )
 from helpers import (
@@ -207,13 +210,22 @@ def test_blank_lines_before_the_header_do_not_empty_the_file(db, tmp_path, befor
     assert_conserved(db, original, set(range(1, 21)))
 
 
+def test_a_changed_csv_column_does_not_resume_by_batch_number(db, tmp_path):
+    """Found by a red team: Checkpoints are keyed by job, file name, content and batch size, not by
+    csv_column: after csv_column changes, batch N of the new column is taken as done and its keys
+    are never archived, while the run reports COMPLETED, exit 0."""
+    config, _ = make_job(db, tmp_path, range(1, 201), {}, archive__batch_size=10,
+                         controls__max_runtime="1s", controls__sleep_seconds=0.4)
+    rows = "".join(f"{n + 100},{n}\n" for n in range(1, 101))
+    (tmp_path / "csv" / "ids.csv").write_text("user_ref,id\n" + rows)
+    assert run_cli(config).returncode == 6  # some batches of column `id` done
+    fixed = write_config(tmp_path, db, archive__batch_size=10, archive__csv_column="user_ref")
+    result = run_cli(fixed)
+    left = [r[0] for r in db.query("SELECT id FROM rewards WHERE id BETWEEN 101 AND 200 ORDER BY id")]
+    assert result.returncode != 0 or left == [], f"exit 0, but listed keys of user_ref never archived: {left}"
+
+
 # --------------------------------------------------------------------------- conflicts revisited
-
-def make_conflicts(db, keys) -> None:
-    """Archived versions of `keys` that differ from the source rows."""
-    insert_rewards(db, keys, table="rewards_archives")
-    db.execute(f"UPDATE rewards_archives SET note = 'older version' WHERE id IN ({','.join(map(str, keys))})")
-
 
 def test_the_readme_conflict_procedure_works_as_written(db, tmp_path):
     config, original = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 31))},
@@ -247,6 +259,43 @@ def test_the_readme_conflict_procedure_works_as_written(db, tmp_path):
     assert run_cli(config).returncode == 0
 
 
+def test_a_file_resumed_past_its_last_batch_keeps_its_open_conflicts(db, tmp_path, server):
+    """Found by a red team: A run that dies after a file's last batch but before finish_file (here:
+    connection lost) leaves the next run to take the 'all batches done per the checkpoint' branch,
+    which records the file COMPLETED although its conflict is open (README: CONFLICTS, and it stays
+    out of done_dir)."""
+    need_socket(server)
+    (tmp_path / "done").mkdir()
+    config, _ = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 21))}, archive__batch_size=10,
+                         archive__done_dir=tmp_path / "done")
+    make_conflicts(db, [15])
+    cut, proxy = run_cli_cut(tmp_path, db, lambda data: b"UPDATE file_processing_logs SET status" in data,
+                             filename="cut.ini", archive__batch_size=10, archive__done_dir=tmp_path / "done")
+    assert cut.returncode == 1
+    assert proxy.cuts == 1
+    assert run_cli(config).returncode == 3
+    assert run_cli(config).returncode == 3
+    assert db.scalar("SELECT COUNT(*) FROM conflict_logs WHERE status = 'OPEN'") == 1
+    statuses = [r[0] for r in db.query("SELECT status FROM file_processing_logs ORDER BY id")]
+    assert "COMPLETED" not in statuses, f"file recorded COMPLETED with an open conflict: {statuses}"
+    assert (tmp_path / "csv" / "ids.csv").exists(), "a file with an open conflict was moved to done_dir"
+
+
+def test_a_key_conflicting_twice_in_one_file_is_settled_in_one_run(db, tmp_path):
+    """Found by a red team: recheck_chunk maps key -> one conflict_logs row, so the second OPEN row
+    of the same key is left open: after the DBA settles it the run still exits 3 and says '1 still
+    differ (both versions kept)' although the key is only in the archive."""
+    config, _ = make_job(db, tmp_path, range(1, 31), {"ids.csv": [*range(1, 21), 5]}, archive__batch_size=10)
+    make_conflicts(db, [5])
+    assert run_cli(config).returncode == 3
+    db.execute("DELETE FROM rewards_archives WHERE id = 5")  # the README's procedure
+    second = run_cli(config)
+    assert db.count("rewards", "id = 5") == 0 and db.count("rewards_archives", "id = 5") == 1
+    assert "still differ" not in second.stdout, second.stdout
+    assert second.returncode == 0, second.stdout
+    assert db.scalar("SELECT COUNT(*) FROM conflict_logs WHERE status = 'OPEN'") == 0
+
+
 # --------------------------------------------------------------------------- a lost COMMIT answer
 
 def test_a_commit_whose_answer_was_lost_keeps_its_counts(db, tmp_path, server):
@@ -266,6 +315,26 @@ def test_a_commit_whose_answer_was_lost_keeps_its_counts(db, tmp_path, server):
     assert_batches_once(db, "ids.csv", 3)
     assert set(snapshot(db, "rewards")) == {3}
     assert len(original) == 30
+
+
+def test_a_lost_commit_answer_during_the_recheck_is_read_back(db, tmp_path, server):
+    """Found by a red team: recheck_chunk has no `recover`: after a lost COMMIT answer it runs
+    again, finds the row gone, overwrites the resolution with 'source row no longer exists' and the
+    SUMMARY says rows archived 0 while process_logs (and the archive) say 1."""
+    need_socket(server)
+    config, _ = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 21))}, archive__batch_size=10)
+    make_conflicts(db, [5])
+    assert run_cli(config).returncode == 3
+    db.execute("DELETE FROM rewards_archives WHERE id = 5")
+
+    def commit_of_the_recheck(data: bytes) -> bool:
+        return b"UPDATE conflict_logs" in data and b"COMMIT" in data
+
+    result, proxy = run_cli_cut(tmp_path, db, commit_of_the_recheck, archive__batch_size=10)
+    assert proxy.cuts == 1 and result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT rows_archived FROM process_logs WHERE id = 2") == [(1,)]
+    assert "rows archived 1 " in summary_of(result.stdout), summary_of(result.stdout)
+    assert db.query("SELECT resolution FROM conflict_logs") == [("archived copy was gone: row archived",)]
 
 
 # --------------------------------------------------------------------------- runs that end badly
@@ -370,42 +439,6 @@ def test_a_frozen_run_does_not_hold_its_connection_past_the_servers_wait_timeout
 
 # --------------------------------------------------------------------------- schema upgrade
 
-V1_SCHEMA = (REPO / "tests" / "fixtures" / "schema_v1.sql").read_text()
-V2_SCHEMA = (REPO / "tests" / "fixtures" / "schema_v2.sql").read_text()
-
-
-def load_v1_half_done_file(db, tmp_path: Path, batches_done: int, schema: str = V1_SCHEMA) -> Path:
-    """Tracking tables as schema-1 archive.py (or the older `schema`) left them after a kill in the
-    middle of ids.csv; rows a later schema added are filled in by its migration."""
-    for statement in (s for s in re.sub(r"^--.*$", "", schema, flags=re.M).split(";") if s.strip()):
-        db.execute(statement)
-    path = tmp_path / "csv" / "ids.csv"
-    data = path.read_bytes()
-    sha, lines = hashlib.sha256(data).hexdigest(), data.split(b"\n")
-    total = sum(1 for line in lines[1:] if line)
-    db.execute("INSERT INTO process_logs (id, source_table, archive_table, status, host, pid, start_time, "
-               "total_files) VALUES (7, 'rewards', 'rewards_archives', 'RUNNING', 'old-host', 1, NOW(), 1)")
-    db.execute("INSERT INTO file_processing_logs (process_log_id, file_name, file_size, file_checksum, "
-               "status, batch_size, total_keys, total_batches, processed_batches, last_processed_batch, "
-               "started_at) "
-               "VALUES (7, 'ids.csv', %s, %s, 'PROCESSING', 10, %s, %s, %s, %s, NOW())",
-               (len(data), sha, total, -(-total // 10), batches_done, batches_done))
-    for number in range(1, batches_done + 1):
-        end_line = 1 + 10 * number
-        offset = sum(len(line) + 1 for line in lines[:end_line])
-        db.execute("INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
-                   "first_key, last_key, keys_in_batch, rows_archived, rows_deleted, end_offset, end_line) "
-                   "VALUES "
-                   "(7, 'ids.csv', %s, 'COMPLETED', %s, %s, 10, 10, 10, %s, %s)",
-                   (number, 10 * number - 9, 10 * number, offset, end_line))
-        keys = ",".join(str(k) for k in range(10 * number - 9, 10 * number + 1))
-        db.execute(f"INSERT INTO rewards_archives (id, user_id, kind, note, payload, amount, created_at, "
-                   f"updated_at) SELECT id, user_id, kind, note, payload, amount, created_at, updated_at "
-                   f"FROM rewards WHERE id IN ({keys})")
-        db.execute(f"DELETE FROM rewards WHERE id IN ({keys})")
-    return path
-
-
 def show_create(db, tables) -> dict[str, str]:
     """SHOW CREATE TABLE without the AUTO_INCREMENT counter."""
     return {t: re.sub(r" AUTO_INCREMENT=\d+", "", db.query(f"SHOW CREATE TABLE {t}")[0][1]) for t in tables}
@@ -437,6 +470,24 @@ def test_an_upgrade_from_schema_1_resumes_a_half_done_file_at_the_right_batch(db
     assert db.query("SELECT id, status, stop_reason FROM process_logs ORDER BY id") == [
         (7, "INTERRUPTED", "process died"), (8, "COMPLETED", None)]
     assert_like_fresh(db, server)
+
+
+def test_conflicts_found_by_schema_1_are_rechecked_after_the_upgrade(db, tmp_path):
+    """Found by a red team: Schema 1 recorded conflict keys only in
+    batch_processing_logs.conflict_keys; the migration does not carry them into conflict_logs, so
+    the upgraded tool never rechecks them and exits 0 while the listed row is still in both
+    tables."""
+    config, _ = make_job(db, tmp_path, range(1, 101), {"ids.csv": [*range(1, 101)]}, archive__batch_size=10)
+    load_v1_half_done_file(db, tmp_path, batches_done=10)  # all 100 rows moved by schema-1 archive.py ...
+    insert_rewards(db, [5])  # ... except row 5, kept in the source: its archived copy differed
+    db.execute("UPDATE rewards_archives SET note = 'older version' WHERE id = 5")
+    db.execute("UPDATE batch_processing_logs SET status = 'COMPLETED_WITH_DUPLICATES', conflicts = 1, "
+               "conflict_keys = '5', rows_archived = 9, rows_deleted = 9 WHERE batch_number = 1")
+    db.execute("UPDATE file_processing_logs SET status = 'COMPLETED', conflicts = 1")
+    db.execute("UPDATE process_logs SET status = 'COMPLETED', conflicts = 1")
+    assert db.count("rewards") == 1
+    result = run_cli(config)
+    assert result.returncode == 3, (result.returncode, result.stdout)
 
 
 def old_lock_row(db, zone: str, expires_in: int) -> None:

@@ -219,6 +219,9 @@ class ThrowawayMariaDB(_ServerBase):
         self.socket = str(self.basedir / "mysqld.sock")
         if len(self.socket) > _MAX_SOCKET_PATH:
             short = tempfile.mkdtemp(prefix="mdbsock-")
+            # In TMPDIR, outside basedir: nothing else removes it. At exit, after the server
+            # stopped (atexit runs the later _stop_at_exit first): its socket is gone with it.
+            atexit.register(shutil.rmtree, short, True)
             self.socket = os.path.join(short, "mysqld.sock")
         self.user = "root"
         self.password = ""
