@@ -2980,6 +2980,7 @@ def retry_conflicts(db: Database, timeout: float, attempt: Callable[[], T]) -> T
             if exc.errno not in retried or time.monotonic() >= deadline:
                 raise
         time.sleep(backoff_seconds(tries))
+        db.ensure_connected()  # the rollback forgets a session that died with the conflict
 
 
 # --------------------------------------------------------------------------- table checks

@@ -10,8 +10,10 @@ import threading
 import time
 from collections.abc import Iterator
 
+import mysql.connector
 import pytest
 
+import archive
 from checks import (
     assert_batches_once,
     assert_conserved,
@@ -279,3 +281,27 @@ def test_a_batch_that_lists_most_of_what_is_left_does_not_lock_the_applications_
         result = run_cli(config)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert_conserved(db, original, set(range(1, 101, 2)))
+
+
+def test_a_start_retried_after_its_session_died_with_the_conflict_retries_on_a_new_session(db):
+    """Found by a full run on Galera: a racing start's session was gone when retry_conflicts
+    rolled back, and the retry ran on no connection at all (internal error, exit 1)."""
+    kw = db.connection_kwargs()
+    hosts = () if kw.get("unix_socket") else ((kw["host"], kw.get("port")),)
+    settings = archive.DbSettings(hosts=hosts, user=kw.get("user", "root"), password=kw.get("password", ""),
+                                  database=db.name, unix_socket=kw.get("unix_socket"))
+    session = archive.Database(settings)
+    sessions: list[int] = []
+
+    def attempt() -> int:
+        sessions.append(int(session.query("SELECT CONNECTION_ID()")[0][0]))
+        if len(sessions) == 1:
+            db.execute(f"KILL CONNECTION {sessions[0]}")  # the session dies as its statement fails
+            raise mysql.connector.errors.InternalError(errno=1213, msg="Deadlock found")
+        return sessions[-1]
+
+    try:
+        assert archive.retry_conflicts(session, 30, attempt) != sessions[0]
+    finally:
+        session.close()
+    assert len(sessions) == 2
