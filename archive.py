@@ -54,6 +54,9 @@ Where the destination mode lives: OtherServer and DestinationError (destination 
 Where Galera lives: Database.connect and Database.check_node_ready (a Synced node of the host
     list), Database.move_to_synced, is_lost_quorum and retry_transaction (failover, 1213),
     check_write_set and explain_write_set_error (write-set limits), Controls.galera_pause_reason.
+Where keys live: KeyType (one column, or a composite key's "tuple" of parts), parse_fields and
+    parse_key (a CSV record's key), format_key and parse_stored_key (as the tracking tables hold
+    it), key_condition and row_key_condition (the SQL that matches exactly the listed rows).
 Where exit codes live: the list below; outcome_of (a finished run), exit_code_of (an error), main.
 
 Sections, in this order:
@@ -113,6 +116,7 @@ import tempfile
 import time
 import traceback
 import urllib.parse
+import zoneinfo
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -164,6 +168,10 @@ LATIN1_PASSTHROUGH = frozenset((0x81, 0x8D, 0x8F, 0x90, 0x9D))
 KEY_CHARSETS = frozenset(("utf8mb4", "utf8mb3", "utf8", "latin1", "ascii"))
 INT_KEY = re.compile(r"[+-]?[0-9]{1,20}")  # ASCII digits only: Python's \d takes any script's digits
 HEX_KEY = re.compile(r"(?:[0-9A-Fa-f]{2})+")
+TEMPORAL_KEY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})"  # YYYY-MM-DD[ HH:MM:SS[.ffffff]]
+                          r"(?: ([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?)?")
+TEMPORAL_KINDS = ("date", "datetime", "timestamp")
+STORED_PART = re.compile(r'(?:"((?:[^"]|"")*)"|([^,"]*)),')  # a part of a composite key format_key wrote
 
 ER_LOCK_WAIT_TIMEOUT = errorcode.ER_LOCK_WAIT_TIMEOUT  # 1205
 ER_LOCK_DEADLOCK = errorcode.ER_LOCK_DEADLOCK  # 1213: also a Galera certification conflict
@@ -330,7 +338,7 @@ class CsvFormat:
 
     dialect: str = "rfc4180"  # or "mysql": what SELECT ... INTO OUTFILE and mariadb -B write
     delimiter: str = ","
-    column: str = "id"  # the key's header name; without a header, its field number (1 = the first)
+    columns: tuple[str, ...] = ("id",)  # the key's header names; without a header, field numbers (1 = first)
     header: bool = True
 
 
@@ -343,10 +351,11 @@ class Config:
     dest: DbSettings | None
     source_table: str
     archive_table: str
-    key_column: str
+    key_column: tuple[str, ...]  # one column, or the columns of a composite key in CSV order
     csv_dir: Path
     csv_pattern: str
-    csv_column: str
+    csv_column: tuple[str, ...]  # the same number: header names, or field numbers without a header
+    key_time_zone: str | None
     csv_delimiter: str
     csv_dialect: str
     csv_header: bool
@@ -403,9 +412,11 @@ class Config:
         The default (RFC 4180 with a header) reads as it always has, so its checkpoints from
         earlier versions still hold: each record still holds one key at the same place.
         """
-        where = f"column {self.csv_column!r}" if self.csv_header else f"field {self.csv_column} (no header)"
+        names = ", ".join(map(repr, self.csv_column)) if self.csv_header else ", ".join(self.csv_column)
+        where = (f"column{'s' * (len(self.csv_column) > 1)} {names}" if self.csv_header else
+                 f"field{'s' * (len(self.csv_column) > 1)} {names} (no header)")
         dialect = "" if self.csv_dialect == "rfc4180" else f", dialect {self.csv_dialect}"
-        return f"key {self.key_column} from {where}, delimiter {self.csv_delimiter!r}{dialect}"
+        return f"key {', '.join(self.key_column)} from {where}, delimiter {self.csv_delimiter!r}{dialect}"
 
     @property
     def lock_name(self) -> str:
@@ -425,6 +436,48 @@ def parse_identifier(text: str) -> str:
     if not IDENTIFIER.match(text.strip()):
         raise ValueError(f"{text!r} is not a plain identifier (letters, digits, _ and $; at most 64)")
     return text.strip()
+
+
+def parse_identifiers(text: str) -> tuple[str, ...]:
+    """One column name, or a comma-separated list of them (a composite key); no name twice."""
+    names = tuple(parse_identifier(part) for part in text.split(","))
+    lowered = [n.lower() for n in names]
+    twice = next((n for n in names if lowered.count(n.lower()) > 1), None)
+    if twice:
+        raise ValueError(f"names {twice} more than once (column names ignore case)")
+    return names
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """CSV column names (or field numbers), comma-separated, in key order."""
+    names = tuple(part.strip() for part in text.split(","))
+    if not all(names):
+        raise ValueError(f"{text!r} has an empty name")
+    return names
+
+
+def time_zone(name: str) -> dt.tzinfo:
+    """The zone a key_time_zone names."""
+    offset = re.fullmatch(r"([+-])([01][0-9]|2[0-3]):([0-5][0-9])", name)
+    if offset:
+        minutes = (int(offset[2]) * 60 + int(offset[3])) * (1 if offset[1] == "+" else -1)
+        return dt.timezone(dt.timedelta(minutes=minutes))
+    if name.upper() == "UTC":
+        return dt.timezone.utc
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*", name):
+        raise ValueError(name)
+    return zoneinfo.ZoneInfo(name)
+
+
+def parse_time_zone(text: str) -> str:
+    """UTC, a fixed offset (+HH:MM) or an IANA zone name this machine knows."""
+    name = text.strip()
+    try:
+        time_zone(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise ValueError(f"{name!r} is neither UTC, an offset such as +02:00 nor a zone name this machine "
+                         "knows (as in /usr/share/zoneinfo, e.g. Europe/Berlin)") from None
+    return name
 
 
 def make_int_parser(low: int, high: int) -> Callable[[str], int]:
@@ -593,15 +646,20 @@ OPTIONS = connection_options("database", "Source server") + connection_options(
     Option("archive", "source_table", REQUIRED, parse_identifier, "The hot table rows leave."),
     Option("archive", "archive_table", REQUIRED, parse_identifier,
            "The table rows are copied into; it has every source column."),
-    Option("archive", "key_column", REQUIRED, parse_identifier,
-           "The source column the CSV keys match; its primary or a unique key."),
+    Option("archive", "key_column", REQUIRED, parse_identifiers,
+           "The source column the CSV keys match (its primary or a unique key), or for a composite key "
+           "its columns, comma-separated, in the order the CSV files hold them."),
     Option("archive", "csv_dir", REQUIRED, parse_path,
            "Directory holding the CSV key files (relative paths start at the config file's folder)."),
     Option("archive", "csv_pattern", "*.csv", parse_pattern,
            "Glob of the files to process, relative to csv_dir, in name order."),
-    Option("archive", "csv_column", REQUIRED, parse_text,
+    Option("archive", "csv_column", None, parse_names,
            "The key column of the CSV files: its header name, or with csv_header = no its field number "
-           "(1 = the first field)."),
+           "(1 = the first field); for a composite key one per key column, comma-separated, in "
+           "key_column's order (default: key_column's names)."),
+    Option("archive", "key_time_zone", None, parse_time_zone,
+           "The time zone the CSV files write a TIMESTAMP key column's times in: UTC, an offset such as "
+           "+02:00, or a zone name such as Europe/Berlin (required with a TIMESTAMP key column)."),
     Option("archive", "csv_delimiter", None, parse_delimiter,
            "CSV field delimiter: one character, or comma, semicolon, tab or pipe (default: comma; "
            "csv_dialect = mysql reads tabs only)."),
@@ -764,15 +822,26 @@ def check_directories(values: dict[tuple[str, str], Any]) -> None:
 
 def check_csv_format(values: dict[tuple[str, str], Any]) -> None:
     """The dialect's delimiter (comma, or tab for mysql), and a field number when there is no header."""
-    dialect, delimiter, column = (values[("archive", key)]
-                                  for key in ("csv_dialect", "csv_delimiter", "csv_column"))
+    dialect, delimiter, columns = (values[("archive", key)]
+                                   for key in ("csv_dialect", "csv_delimiter", "csv_column"))
     if dialect == "mysql" and delimiter not in (None, "\t"):
         raise config_error("archive", "csv_delimiter", "csv_dialect = mysql reads tab-separated files, as "
                            "MariaDB writes them; leave csv_delimiter out (or set it to tab)")
     values[("archive", "csv_delimiter")] = delimiter or ("\t" if dialect == "mysql" else ",")
-    if not values[("archive", "csv_header")] and not re.fullmatch(r"[1-9][0-9]{0,4}", column):
-        raise config_error("archive", "csv_column", "with csv_header = no, csv_column is the key's field "
-                           f"number (1 for the first field), not {column!r}")
+    keys = values[("archive", "key_column")]
+    if columns is None and not values[("archive", "csv_header")]:
+        raise config_error("archive", "csv_column", "with csv_header = no, set csv_column to the key's field "
+                           "number (1 for the first field)")
+    columns = values[("archive", "csv_column")] = keys if columns is None else columns
+    if len(columns) != len(keys):
+        raise config_error("archive", "csv_column", f"names {len(columns)} CSV column(s) for the "
+                           f"{len(keys)} of key_column ({', '.join(keys)}); one per key column, in order")
+    for column in columns:
+        if not values[("archive", "csv_header")] and not re.fullmatch(r"[1-9][0-9]{0,4}", column):
+            raise config_error("archive", "csv_column", "with csv_header = no, csv_column is the key's field "
+                               f"number (1 for the first field), not {column!r}")
+    if len(set(columns)) < len(columns):
+        raise config_error("archive", "csv_column", "names one CSV column for two key columns")
 
 
 def build_db_settings(values: dict[tuple[str, str], Any], environ: dict[str, str],
@@ -866,9 +935,12 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
 
 # --------------------------------------------------------------------------- keys
 
-Key = Union[int, str, bytes]
+Scalar = Union[int, str, bytes, dt.date]  # dt.date: DATE, and dt.datetime for DATETIME and TIMESTAMP
+Key = Union[Scalar, tuple[Scalar, ...]]  # a tuple for a composite key, in key_column's order
 Field = tuple[str, int]  # a field's text and how it was written:
 BARE, QUOTED, PADDED, NULL = range(4)  # plain, "quoted", "quoted" with spaces outside, or \N (mysql)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+TIMESTAMP_RANGE = (1, 2 ** 31 - 1)  # a TIMESTAMP's seconds since the epoch, UTC
 
 
 def encode_for_charset(text: str, charset: str) -> bytes:
@@ -892,29 +964,60 @@ def encode_for_charset(text: str, charset: str) -> bytes:
     raise ValueError(f"character set {charset} is not supported for key columns")
 
 
+def epoch_of(local: dt.datetime, zone: str) -> Decimal:
+    """Seconds since the epoch (exact, to the microsecond) of a wall-clock time in a zone.
+
+    A time the zone's clocks pass twice (the hour after a DST change back) or never (the
+    hour skipped forward) names no single instant: refused, so no other row can match.
+    """
+    tz = time_zone(zone)
+    first, second = local.replace(tzinfo=tz, fold=0), local.replace(tzinfo=tz, fold=1)
+    before, after = first.utcoffset() or dt.timedelta(), second.utcoffset() or dt.timedelta()
+    if before != after:
+        which = "twice (clocks go back)" if before > after else "never (clocks go forward)"
+        raise ValueError(f"{local} happens {which} in {zone}: write such keys in UTC "
+                         "(key_time_zone = UTC)")
+    delta = first - EPOCH
+    return Decimal(delta.days * 86400 + delta.seconds) + Decimal(delta.microseconds).scaleb(-6)
+
+
 @dataclass(frozen=True)
 class KeyType:
-    """What a valid key looks like, read from the source's key column."""
+    """What a valid key looks like, read from the source's key column (or columns: `parts`)."""
 
-    kind: str  # "int", "str" (CHAR/VARCHAR) or "bytes" (BINARY/VARBINARY, written in hex)
+    kind: str  # "int", "str" (CHAR/VARCHAR), "bytes" (BINARY/VARBINARY, in hex), "date", "datetime",
+    # "timestamp" (written as YYYY-MM-DD[ HH:MM:SS[.ffffff]]) or "tuple" (a composite key of `parts`)
     low: int = 0
     high: int = 0
     max_length: int = 0  # characters for "str", bytes for "bytes"
     fixed_length: bool = False  # BINARY(n): a shorter value is zero-padded, so keys need all n bytes
     charset: str = ""
     sql_type: str = ""
+    fsp: int = 0  # fractional digits of a DATETIME(n) or TIMESTAMP(n)
+    zone: str = ""  # a TIMESTAMP key's key_time_zone
+    parts: tuple[KeyType, ...] = ()
 
     def encode(self, key: Key) -> bytes:
-        """The bytes the column stores for `key` (exact matching compares these)."""
+        """The bytes the server renders for `key` (exact matching compares these): for a composite
+        key, each part's in hex, comma-separated (see key_text_sql)."""
+        if isinstance(key, tuple):
+            return ",".join(part.encode(k).hex().upper() for part, k in zip(self.parts, key)).encode()
         if isinstance(key, bytes):
             return key
         if isinstance(key, int):
             return str(key).encode()
+        if isinstance(key, dt.datetime):
+            if self.kind == "timestamp":
+                return str(epoch_of(key, self.zone).quantize(Decimal(1).scaleb(-self.fsp))).encode()
+            fraction = f".{key.microsecond:06d}"[:self.fsp + 1] if self.fsp else ""
+            return (key.strftime("%Y-%m-%d %H:%M:%S") + fraction).encode()
+        if isinstance(key, dt.date):
+            return key.isoformat().encode()
         return encode_for_charset(key, self.charset)
 
 
-def key_type_from_column(column: dict[str, Any]) -> KeyType:
-    """Describe the keys a column accepts: integers, (VAR)CHAR text or (VAR)BINARY bytes."""
+def key_type_from_column(column: dict[str, Any], zone: str | None = None) -> KeyType:
+    """Describe the keys a column accepts: integers, (VAR)CHAR text, (VAR)BINARY bytes, dates and times."""
     data_type, column_type = column["data_type"].lower(), column["column_type"]
     length = int(column.get("max_length") or 0)
     if data_type in INT_RANGES:
@@ -931,8 +1034,22 @@ def key_type_from_column(column: dict[str, Any]) -> KeyType:
                                f"matching; use one of {', '.join(sorted(KEY_CHARSETS))}")
         return KeyType("str", max_length=length, charset=charset,
                        sql_type=f"{column_type} {charset}")
+    if data_type in ("date", "datetime", "timestamp"):
+        if data_type == "timestamp" and not zone:
+            raise ArchiveError(f"key column `{column['name']}` is a TIMESTAMP: set [archive] key_time_zone "
+                               "to the time zone its CSV times are written in (UTC, +02:00, Europe/Berlin)")
+        digits = re.search(r"\((\d)\)", column_type)
+        return KeyType(data_type, fsp=int(digits[1]) if digits else 0, sql_type=column_type,
+                       zone=(zone or "") if data_type == "timestamp" else "")
     raise ArchiveError(f"key column type {column_type} is not supported; use an integer, "
-                       "(VAR)CHAR or (VAR)BINARY key column")
+                       "(VAR)CHAR, (VAR)BINARY, DATE, DATETIME or TIMESTAMP key column")
+
+
+def composite_key_type(parts: Sequence[KeyType]) -> KeyType:
+    """One key type for one column, a "tuple" of them for a composite key."""
+    if len(parts) == 1:
+        return parts[0]
+    return KeyType("tuple", parts=tuple(parts), sql_type=", ".join(p.sql_type for p in parts))
 
 
 def parse_hex_key(value: str, key_type: KeyType) -> bytes:
@@ -950,11 +1067,37 @@ def parse_hex_key(value: str, key_type: KeyType) -> bytes:
     return key
 
 
-def parse_key(text: str, form: int, key_type: KeyType) -> Key:
+def parse_temporal_key(value: str, key_type: KeyType) -> dt.date:
+    """A DATE, DATETIME(n) or TIMESTAMP(n) key: YYYY-MM-DD[ HH:MM:SS[.f...]], at most n fractional
+    digits (more would be rounded by the server: another row), a date that exists."""
+    match = TEMPORAL_KEY.fullmatch(value)
+    if not match or (key_type.kind == "date" and match[4]):
+        form = "YYYY-MM-DD" if key_type.kind == "date" else "YYYY-MM-DD[ HH:MM:SS[.ffffff]]"
+        raise ValueError(f"{value[:40]!r} is not a {key_type.sql_type} key ({form})")
+    fraction = match[7] or ""
+    if len(fraction) > key_type.fsp:
+        raise ValueError(f"{value[:40]!r} has {len(fraction)} fractional digits; a {key_type.sql_type} "
+                         f"holds {key_type.fsp}")
+    try:
+        if key_type.kind == "date":
+            return dt.date(int(match[1]), int(match[2]), int(match[3]))
+        year, month, day, hour, minute, second = (int(n or 0) for n in match.groups()[:6])
+        key = dt.datetime(year, month, day, hour, minute, second, int(fraction.ljust(6, "0")))
+    except ValueError as exc:
+        raise ValueError(f"{value[:40]!r} is no date and time: {exc}") from None
+    if key_type.kind == "timestamp":
+        seconds = epoch_of(key, key_type.zone)
+        if not TIMESTAMP_RANGE[0] <= seconds <= TIMESTAMP_RANGE[1]:
+            raise ValueError(f"{value[:40]!r} is outside a TIMESTAMP's range (1970-01-01 00:00:01 to "
+                             "2038-01-19 03:14:07 UTC)")
+    return key
+
+
+def parse_key(text: str, form: int, key_type: KeyType) -> Scalar:
     """Turn one field into a key, or raise ValueError saying why it is not one.
 
     A text key is exactly the field, quoted or not: what RFC 4180 (or, for csv_dialect =
-    mysql, LOAD DATA) says it is. Integer and hex keys, which no space can make ambiguous,
+    mysql, LOAD DATA) says it is. Integer, hex and time keys, which no space can make ambiguous,
     may have spaces and tabs around them, inside the quotes or out.
     """
     if form == NULL:
@@ -977,21 +1120,56 @@ def parse_key(text: str, form: int, key_type: KeyType) -> Key:
         return number
     if key_type.kind == "bytes":
         return parse_hex_key(value, key_type)
+    if key_type.kind in TEMPORAL_KINDS:
+        return parse_temporal_key(value, key_type)
     if len(value) > key_type.max_length:
         raise ValueError(f"key {value[:40]!r} is longer than {key_type.sql_type}")
     key_type.encode(value)
     return value
 
 
+def parse_fields(fields: Sequence[Field], indexes: Sequence[int], key_type: KeyType) -> Key:
+    """The key in a record's fields at `indexes` (one per key column)."""
+    if len(fields) <= max(indexes):
+        raise ValueError(f"row has {len(fields)} field(s); the key is field "
+                         f"{', '.join(str(i + 1) for i in indexes)}")
+    if key_type.kind != "tuple":
+        return parse_key(*fields[indexes[0]], key_type)
+    return tuple(parse_key(*fields[i], part) for i, part in zip(indexes, key_type.parts))
+
+
 def format_key(key: Key) -> str:
-    """A key as an operator writes it in a CSV file (hex for binary keys)."""
-    return "0x" + key.hex() if isinstance(key, bytes) else str(key)
+    """A key as an operator writes it in a CSV file (hex for binary keys); a composite key as one
+    CSV record of its parts, text always quoted, so that it reads back unambiguously."""
+    if isinstance(key, tuple):
+        return ",".join('"' + k.replace('"', '""') + '"' if isinstance(k, str) else format_key(k)
+                        for k in key)
+    if isinstance(key, bytes):
+        return "0x" + key.hex()
+    if isinstance(key, dt.datetime):
+        return key.isoformat(" ")
+    return key.isoformat() if isinstance(key, dt.date) else str(key)
+
+
+def split_stored_key(text: str) -> list[str]:
+    """The parts of a composite key as format_key wrote it (quoted text, other parts bare)."""
+    parts = []
+    for match in STORED_PART.finditer(text + ","):
+        parts.append(match[1].replace('""', '"') if match[1] is not None else match[2])
+    return parts
 
 
 def parse_stored_key(text: str, key_type: KeyType) -> Key:
     """A key as format_key wrote it into the tracking tables."""
+    if key_type.kind == "tuple":
+        return tuple(cast(Scalar, parse_stored_key(part, kind))
+                     for part, kind in zip(split_stored_key(text), key_type.parts))
     if key_type.kind == "int":
         return int(text)
+    if key_type.kind == "date":
+        return dt.date.fromisoformat(text)
+    if key_type.kind in TEMPORAL_KINDS:
+        return dt.datetime.fromisoformat(text)
     return bytes.fromhex(text[2:]) if key_type.kind == "bytes" else text
 
 
@@ -1267,9 +1445,9 @@ def plain_int_blocks(blocks: Iterator[bytes], key_type: KeyType, line_no: int, o
     return [], line_no, offset
 
 
-def keys_of_records(records: Iterator[Record], name: str, index: int, key_type: KeyType
+def keys_of_records(records: Iterator[Record], name: str, indexes: Sequence[int], key_type: KeyType
                     ) -> Iterator[tuple[int, int, Key]]:
-    """The key field of each record, parsed, or RejectedFile naming the line."""
+    """The key fields of each record, parsed, or RejectedFile naming the line."""
     for first, last, offset, fields in records:
         if isinstance(fields, int):
             if key_type.low <= fields <= key_type.high:
@@ -1277,10 +1455,7 @@ def keys_of_records(records: Iterator[Record], name: str, index: int, key_type: 
                 continue
             fields = [(str(fields), BARE)]  # out of range: parse_key says so
         try:
-            if index >= len(fields):
-                raise ValueError(f"row has {len(fields)} field(s); the key is field {index + 1}")
-            text, form = fields[index]
-            yield last, offset, parse_key(text, form, key_type)
+            yield last, offset, parse_fields(fields, indexes, key_type)
         except ValueError as exc:
             raise RejectedFile(f"{name} line {first}: {exc}") from None
 
@@ -1290,22 +1465,24 @@ def key_blocks(path: Path, fmt: CsvFormat, key_type: KeyType,
     """iter_csv_keys, a block of keys at a time (so that counting need not touch each key)."""
     name = display_name(path)
     with open(path, "rb") as handle:
-        offset, last, index = 0, 0, 0 if fmt.header else int(fmt.column) - 1
+        offset, last, indexes = 0, 0, [int(column) - 1 for column in fmt.columns] if not fmt.header else []
         if fmt.header:
             header = next(read_records(handle, name, fmt), None)
             if header is None:
                 return
             first, last, offset, cells = header
-            index = find_key_field([text.strip(" ") if form == BARE else text for text, form in cells],
-                                   fmt.column, fmt.delimiter, f"{name} line {first}")
+            names = [text.strip(" ") if form == BARE else text for text, form in cells]
+            indexes = [find_key_field(names, column, fmt.delimiter, f"{name} line {first}")
+                       for column in fmt.columns]
         offset, last = start if start[0] else (offset, last)
         handle.seek(offset)
         lines: Iterable[bytes] = handle
-        plain = key_type.kind == "int" and index == 0
+        plain = key_type.kind == "int" and indexes == [0]
         if plain:
             lines, last, offset = yield from plain_int_blocks(read_blocks(handle), key_type, last, offset)
-        records = read_records(lines, name, fmt, last, offset, plain, keep_spaces=key_type.kind == "str")
-        for triples in cut_blocks(keys_of_records(records, name, index, key_type), offset):
+        text = "str" in (key_type.kind, *(part.kind for part in key_type.parts))
+        records = read_records(lines, name, fmt, last, offset, plain, keep_spaces=text)
+        for triples in cut_blocks(keys_of_records(records, name, indexes, key_type), offset):
             yield KeyBlock([k for _, _, k in triples], [n for n, _, _ in triples], [o for _, o, _ in triples])
 
 
@@ -1441,13 +1618,25 @@ CHARSET_BYTES = {"utf8mb4": 4, "utf8mb3": 3, "utf8": 3, "latin1": 1, "ascii": 1}
 STATEMENT_OVERHEAD = 4096  # column lists, table names, the fence and the gate, with room to spare
 
 
+def encoded_bytes(key_type: KeyType) -> int:
+    """The most bytes key_type.encode() gives for one part."""
+    if key_type.kind == "str":
+        return key_type.max_length * CHARSET_BYTES.get(key_type.charset, 4)
+    return key_type.max_length if key_type.kind == "bytes" else 27
+
+
 def key_literal_bytes(key_type: KeyType) -> int:
-    """The most bytes one key takes in a key condition (text keys appear twice: column and bytes)."""
-    if key_type.kind == "int":
-        return 22
+    """The most bytes one key takes in a key condition (text keys appear twice: column and bytes;
+    a composite key's parts once each, then in hex in its exact filter)."""
+    if key_type.kind == "tuple":
+        return 16 + sum(key_literal_bytes(part) + 2 * encoded_bytes(part) for part in key_type.parts)
+    if key_type.kind in ("int", "date", "datetime"):
+        return 30
     if key_type.kind == "bytes":
         return 2 * key_type.max_length + 6
-    return 2 * (2 * key_type.max_length * CHARSET_BYTES.get(key_type.charset, 4) + 16)
+    if key_type.kind == "timestamp":
+        return 2 * encoded_bytes(key_type) + 6
+    return 2 * (2 * encoded_bytes(key_type) + 16)
 
 
 def batch_packet_bytes(key_type: KeyType, batch_size: int, conditions: int) -> int:
@@ -1456,7 +1645,48 @@ def batch_packet_bytes(key_type: KeyType, batch_size: int, conditions: int) -> i
     return STATEMENT_OVERHEAD + conditions * batch_size * key_literal_bytes(key_type)
 
 
-def key_condition(column_sql: str, keys: Iterable[Key], key_type: KeyType) -> tuple[str, tuple[Any, ...]]:
+def key_text_sql(columns: Sequence[str], key_type: KeyType) -> str:
+    """SQL whose bytes are key_type.encode() of a row's key: a text key's stored bytes (no collation),
+    a TIMESTAMP's seconds since the epoch (no session time zone), a composite key's parts in hex."""
+    if key_type.kind == "tuple":
+        parts = ", ".join(f"HEX({key_text_sql([c], p)})" for c, p in zip(columns, key_type.parts))
+        return f"CAST(CONCAT_WS(',', {parts}) AS BINARY)"
+    if key_type.kind == "bytes":
+        return columns[0]
+    if key_type.kind == "timestamp":
+        return f"CAST(UNIX_TIMESTAMP({columns[0]}) AS BINARY)"
+    return f"CAST({columns[0]} AS BINARY)"
+
+
+def row_key_condition(columns: Sequence[str], keys: Sequence[Key], key_type: KeyType
+                      ) -> tuple[str, tuple[Any, ...]]:
+    """The condition for composite and TIMESTAMP keys: the key's index by a row-constructor IN
+    (MariaDB 10.11 reads it as one range per key: EXPLAIN says range on the full key length),
+    each TIMESTAMP part by a range a day wider than its keys (a time written in the session's
+    zone is off by at most its DST shift), then exactly, by the bytes of key_text_sql."""
+    parts = key_type.parts or (key_type,)
+    rows = [k if isinstance(k, tuple) else (k,) for k in keys]
+    direct = [i for i, part in enumerate(parts) if part.kind != "timestamp"]
+    terms, params = [], []
+    if direct:
+        names, one = ", ".join(columns[i] for i in direct), ", ".join(["%s"] * len(direct))
+        if len(direct) > 1:
+            names, one = f"({names})", f"({one})"
+        terms.append(f"{names} IN ({', '.join([one] * len(rows))})")
+        params += [row[i] for row in rows for i in direct]
+    for i, part in enumerate(parts):
+        if part.kind == "timestamp":
+            seconds = [epoch_of(cast(dt.datetime, row[i]), part.zone) for row in rows]
+            low, high = max(0, int(min(seconds)) - 86400), min(2 ** 31 - 1, int(max(seconds)) + 86401)
+            terms.append(f"{columns[i]} BETWEEN FROM_UNIXTIME({low}) AND FROM_UNIXTIME({high})")
+    if any(part.kind in ("str", "timestamp") for part in parts):
+        terms.append(f"{key_text_sql(columns, key_type)} IN ({', '.join(['%s'] * len(keys))})")
+        params += [key_type.encode(k) for k in keys]
+    return "(" + " AND ".join(terms) + ")", tuple(params)
+
+
+def key_condition(columns: Sequence[str], keys: Iterable[Key], key_type: KeyType
+                  ) -> tuple[str, tuple[Any, ...]]:
     """A WHERE condition true for exactly the rows whose key is byte-identical to one of `keys`.
 
     Integers go as BETWEEN for long runs and IN for the rest. Text keys match by the
@@ -1464,9 +1694,11 @@ def key_condition(column_sql: str, keys: Iterable[Key], key_type: KeyType) -> tu
     column's collation would also match 'ABC', 'abc ' or 'résumé' for 'abc', 'abc', 'resume'.
     """
     unique: list[Any] = sorted(set(keys))  # one batch holds one kind of key, so they sort
-    marks = ", ".join(["%s"] * len(unique))
-    if key_type.kind == "bytes":
-        return f"{column_sql} IN ({marks})", tuple(unique)  # binary comparison is already exact
+    if key_type.kind in ("tuple", "timestamp"):
+        return row_key_condition(columns, unique, key_type)
+    column_sql, marks = columns[0], ", ".join(["%s"] * len(unique))
+    if key_type.kind in ("bytes", "date", "datetime"):
+        return f"{column_sql} IN ({marks})", tuple(unique)  # these comparisons are already exact
     if key_type.kind == "str":
         encoded = tuple(key_type.encode(k) for k in unique)
         return (f"({column_sql} IN ({marks}) AND CAST({column_sql} AS BINARY) IN ({marks}))",
@@ -1589,7 +1821,7 @@ class TablePlan:
 
     source: str
     archive: str
-    key: str
+    key: tuple[str, ...]  # the key's columns, in the CSV files' order
     columns: tuple[Column, ...]
     key_type: KeyType
     guard: str | None = None
@@ -1609,10 +1841,33 @@ class TablePlan:
         prefix = f"{alias}." if alias else ""
         return ", ".join(prefix + quote_ident(c.name) for c in self.columns)
 
+    @property
+    def key_parts(self) -> tuple[KeyType, ...]:
+        """The key type of each key column."""
+        return self.key_type.parts or (self.key_type,)
+
+    @property
+    def text_key(self) -> bool:
+        """Whether a key column is text (whose collation may call two different keys equal)."""
+        return any(part.kind == "str" for part in self.key_parts)
+
+    @property
+    def key_text(self) -> str:
+        """The key's columns for a message: `id`, or (`tenant_id`, `id`)."""
+        names = ", ".join(f"`{name}`" for name in self.key)
+        return names if len(self.key) == 1 else f"({names})"
+
+    def key_sql(self, alias: str = "") -> list[str]:
+        """The key's columns, quoted, optionally prefixed by a table alias."""
+        return [(f"{alias}." if alias else "") + quote_ident(name) for name in self.key]
+
+    def same_key_sql(self, left: str, right: str) -> str:
+        """Two aliases' rows have the same key (under the columns' collations: a unique key's rule)."""
+        return " AND ".join(f"{left}.{quote_ident(k)} = {right}.{quote_ident(k)}" for k in self.key)
+
     def condition(self, keys: Iterable[Key], alias: str = "") -> tuple[str, tuple[Any, ...]]:
         """The exact-match WHERE condition for `keys` on the source (optionally aliased)."""
-        column = (f"{alias}." if alias else "") + quote_ident(self.key)
-        return key_condition(column, keys, self.key_type)
+        return key_condition(self.key_sql(alias), keys, self.key_type)
 
     def source_sql(self, alias: str = "") -> str:
         """The source table, read through its key's index.
@@ -1640,8 +1895,9 @@ class TablePlan:
 
     def returned_key_sql(self, alias: str) -> str:
         """The key as the server stores it: bytes for text keys, so no collation blurs it."""
-        column = f"{alias}.{quote_ident(self.key)}"
-        return f"CAST({column} AS BINARY)" if self.key_type.kind == "str" else column
+        if self.key_type.kind == "int":
+            return f"{alias}.{quote_ident(self.key[0])}"
+        return key_text_sql(self.key_sql(alias), self.key_type)
 
     def guard_sql(self) -> str:
         """The guard's verdict on source row `s`, TRUE or FALSE (NULL counts as FALSE)."""
@@ -1650,14 +1906,14 @@ class TablePlan:
         # The guard names source columns unqualified; a subquery on the source alone keeps
         # them from clashing with the archive's identical column names.
         return (f"(SELECT ({self.guard}) IS TRUE FROM {quote_ident(self.source)} g "
-                f"WHERE g.{quote_ident(self.key)} = s.{quote_ident(self.key)})")
+                f"WHERE {self.same_key_sql('g', 's')})")
 
     def classify_sql(self, condition: str, lock: bool = True) -> str:
         """Source rows of the batch with their guard verdict and archived twin (locked)."""
-        return (f"SELECT {self.returned_key_sql('s')}, {self.guard_sql()}, "
-                f"a.{quote_ident(self.key)} IS NOT NULL, COALESCE({identical_expression(self.columns)}, 0) "
+        return (f"SELECT {self.returned_key_sql('s')}, {self.guard_sql()}, a.{quote_ident(self.key[0])} "
+                f"IS NOT NULL, COALESCE({identical_expression(self.columns)}, 0) "
                 f"FROM {self.source_sql('s')} LEFT JOIN {self.archive_sql('a')} "
-                f"ON a.{quote_ident(self.key)} = s.{quote_ident(self.key)} "
+                f"ON {self.same_key_sql('a', 's')} "
                 f"WHERE {condition}{' FOR UPDATE' if lock else ''}")
 
     def span_of(self, keys: Sequence[Key]) -> Span | None:
@@ -1672,7 +1928,7 @@ class TablePlan:
         if self.key_type.kind != "int" or not keys:
             return None
         unique = sorted(set(cast(Sequence[int], keys)))  # an int key column yields only ints
-        low, high, column = unique[0], unique[-1], quote_ident(self.key)
+        low, high, column = unique[0], unique[-1], quote_ident(self.key[0])
         if high - low + 1 == len(unique) or high - low + 1 > SPAN_FACTOR * len(unique):
             return None
         bits = bytearray(b"0" * (high - low + 1))
@@ -1689,7 +1945,7 @@ class TablePlan:
 
     def keys_by_bytes(self, keys: Iterable[Key]) -> dict[Any, Key]:
         """Map what returned_key_sql gives back to the listed keys."""
-        return {self.key_type.encode(k) if self.key_type.kind == "str" else k: k for k in keys}
+        return {k if self.key_type.kind == "int" else self.key_type.encode(k): k for k in keys}
 
 
 @dataclass(frozen=True)
@@ -1745,10 +2001,14 @@ class RemotePlan:
         return (f"INSERT INTO {quote_ident(self.plan.archive)} ({self.plan.column_list()}) VALUES "
                 + ", ".join(literals))
 
-    def collides_sql(self) -> str:
-        """Whether the archive holds a key equal to this one under the column's collation."""
-        return (f"SELECT 1 FROM {quote_ident(self.plan.archive)} WHERE {quote_ident(self.plan.key)} = %s "
-                "LIMIT 1")
+    def collides(self, key: Key) -> tuple[str, tuple[Any, ...]]:
+        """Whether the archive holds a key equal to this one under the columns' collations."""
+        p, parts = self.plan, key if isinstance(key, tuple) else (key,)
+        terms = [f"UNIX_TIMESTAMP({column}) = %s" if kind.kind == "timestamp" else f"{column} = %s"
+                 for column, kind in zip(p.key_sql(), p.key_parts)]
+        params = tuple(epoch_of(cast(dt.datetime, part), kind.zone) if kind.kind == "timestamp" else part
+                       for part, kind in zip(parts, p.key_parts))
+        return f"SELECT 1 FROM {quote_ident(p.archive)} WHERE {' AND '.join(terms)} LIMIT 1", params
 
 
 # --------------------------------------------------------------------------- table definitions
@@ -3006,13 +3266,27 @@ def fetch_tables(db: Database, names: Sequence[str]) -> dict[str, dict[str, Any]
     return {row["name"]: row for row in rows}
 
 
-def unique_key_on(db: Database, table: str, column: str) -> str | None:
-    """The name of the primary key or unique key that is `column` alone, if `table` has one."""
+def unique_key_on(db: Database, table: str, columns: Sequence[str]) -> str | None:
+    """The name of the primary key or unique key that is exactly `columns` (in any order), if
+    `table` has one; a key on a prefix of a column does not count (it is not unique for it)."""
     rows = db.query(
-        "SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
-        "AND TABLE_NAME = %s AND NON_UNIQUE = 0 GROUP BY INDEX_NAME "
-        "HAVING COUNT(*) = 1 AND MAX(COLUMN_NAME) = %s ORDER BY INDEX_NAME <> 'PRIMARY'", (table, column))
-    return str(rows[0][0]) if rows else None
+        "SELECT INDEX_NAME, GROUP_CONCAT(LOWER(COLUMN_NAME) ORDER BY COLUMN_NAME SEPARATOR ','), "
+        "MAX(SUB_PART IS NOT NULL) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME = %s AND NON_UNIQUE = 0 GROUP BY INDEX_NAME ORDER BY INDEX_NAME <> 'PRIMARY', "
+        "INDEX_NAME", (table,))
+    wanted = ",".join(sorted(c.lower() for c in columns))
+    return next((str(name) for name, names, prefix in rows if names == wanted and not int(prefix)), None)
+
+
+def unique_keys_text(db: Database, table: str) -> str:
+    """The table's primary and unique keys, for a message: `PRIMARY (a, b)`, or that it has none."""
+    rows = db.query(
+        "SELECT INDEX_NAME, GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX SEPARATOR ', ') FROM "
+        "information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND "
+        "NON_UNIQUE = 0 GROUP BY INDEX_NAME ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME", (table,))
+    if not rows:
+        return "it has no primary or unique key, so no key names exactly one row"
+    return "its keys are " + "; ".join(f"{name} ({names})" for name, names in rows)
 
 
 def child_foreign_keys(db: Database, database: str, table: str, innodb: bool) -> list[tuple[Any, ...]]:
@@ -3128,23 +3402,8 @@ def check_side_effects(db: Database, archive_db: Database, config: Config, found
     found.notes.extend(restricts)
 
 
-def check_key(db: Database, archive_db: Database, config: Config, source: list[dict[str, Any]],
-              archive: list[dict[str, Any]], found: Preflight) -> tuple[KeyType | None, list[str]]:
-    """The key column: present, unique on both sides, same collation, a type keys can be written in.
-
-    Returns the key type and the names of the unique indexes on it (source, archive).
-    """
-    key = next((c for c in source if c["name"].lower() == config.key_column.lower()), None)
-    if key is None:
-        found.problems.append(f"source table has no column `{config.key_column}`")
-        return None, []
-    indexes = []
-    sides = (("source", db, config.source_table), ("archive", archive_db, config.archive_table))
-    for side, session, table in sides:
-        index = unique_key_on(session, table, key["name"])
-        if index is None:
-            found.problems.append(f"`{key['name']}` is not the primary key or a unique key of the {side}")
-        indexes.append(index or "PRIMARY")
+def check_key_column(key: dict[str, Any], archive: list[dict[str, Any]], found: Preflight) -> None:
+    """One key column has the same collation on both sides and is copied, not generated."""
     twin = next((c for c in archive if c["name"].lower() == key["name"].lower()), None)
     if twin is not None and twin["collation"] != key["collation"]:
         found.problems.append(f"key column `{key['name']}` has collation {key['collation']} in the source "
@@ -3152,11 +3411,42 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
                               "in the other")
     if is_generated(key):
         found.problems.append(f"key column `{key['name']}` must be copied, but is generated")
-    try:
-        return key_type_from_column(key), indexes
-    except ArchiveError as exc:
-        found.problems.append(str(exc))
-        return None, indexes
+
+
+def check_key(db: Database, archive_db: Database, config: Config, source: list[dict[str, Any]],
+              archive: list[dict[str, Any]], found: Preflight
+              ) -> tuple[KeyType | None, list[str], tuple[str, ...]]:
+    """The key columns: present, together unique on both sides, same collations, types keys can be
+    written in.
+
+    Returns the key type, the names of the unique indexes on them (source, archive) and the
+    columns' names as the source spells them.
+    """
+    by_name = {c["name"].lower(): c for c in source}
+    missing = [name for name in config.key_column if name.lower() not in by_name]
+    if missing:
+        found.problems += [f"source table has no column `{name}`" for name in missing]
+        return None, [], ()
+    keys = [by_name[name.lower()] for name in config.key_column]
+    names = tuple(str(key["name"]) for key in keys)
+    indexes = []
+    sides = (("source", db, config.source_table), ("archive", archive_db, config.archive_table))
+    for side, session, table in sides:
+        index = unique_key_on(session, table, names)
+        if index is None:
+            what = f"`{names[0]}` is not" if len(names) == 1 else \
+                f"({', '.join(names)}) are not the columns of"
+            found.problems.append(f"{what} the primary key or a unique key of the {side}: "
+                                  f"{unique_keys_text(session, table)}")
+        indexes.append(index or "PRIMARY")
+    parts = []
+    for key in keys:
+        check_key_column(key, archive, found)
+        try:
+            parts.append(key_type_from_column(key, config.key_time_zone))
+        except ArchiveError as exc:
+            found.problems.append(str(exc))
+    return (composite_key_type(parts) if len(parts) == len(keys) else None), indexes, names
 
 
 def refused_statements(checks: Sequence[tuple[Database, str, str]]) -> list[str]:
@@ -3178,7 +3468,7 @@ def refused_statements(checks: Sequence[tuple[Database, str, str]]) -> list[str]
 
 def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found: Preflight) -> None:
     """The data statements the run will send, tested for privileges without writing."""
-    condition = f"{quote_ident(plan.key)} IN (NULL)"
+    condition = f"{quote_ident(plan.key[0])} IN (NULL)"
     remote = RemotePlan(plan)
     checks = [(db, "DELETE from the source", plan.delete_sql(condition, 1))]
     if archive_db is db:
@@ -3194,7 +3484,7 @@ def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found:
 def check_guard(db: Database, plan: TablePlan, found: Preflight) -> None:
     """The guard must be a condition the server accepts on the source table."""
     if plan.key_type.kind != "int" and "%s" in (plan.guard or ""):
-        found.problems.append("[controls] guard must not contain '%s' with a text or binary key column "
+        found.problems.append("[controls] guard must not contain '%s' unless the key is one integer column "
                               "(it would be taken for a key parameter)")
         return
     try:
@@ -3346,7 +3636,7 @@ def examine(db: Database, config: Config, dest: Database | None, found: Prefligh
         return
     source = fetch_columns(db, config.source_table)
     archive = fetch_columns(archive_db, config.archive_table)
-    key_type, indexes = check_key(db, archive_db, config, source, archive, found)
+    key_type, indexes, key = check_key(db, archive_db, config, source, archive, found)
     copied, recomputed = compare_columns(source, archive, found)
     if dest is None:
         check_recomputing_collations(source, archive, recomputed, found)
@@ -3361,11 +3651,11 @@ def examine(db: Database, config: Config, dest: Database | None, found: Prefligh
     check_packet(db, key_type, config.batch_size, 2, found)  # INSERT ... SELECT and DELETE (or read, DELETE)
     if dest is not None:
         check_packet(dest, key_type, config.batch_size, 1, found)  # the lookup of the archived copies
-    key = next(c["name"] for c in source if c["name"].lower() == config.key_column.lower())
     plan = TablePlan(config.source_table, config.archive_table, key, copied, key_type, config.guard,
                      source_index=indexes[0], archive_index=indexes[1], recomputed=recomputed)
-    if plan.key not in plan.column_names and not found.problems:
-        found.problems.append(f"key column `{plan.key}` is not copied")
+    for name in plan.key:
+        if name not in plan.column_names and not found.problems:
+            found.problems.append(f"key column `{name}` is not copied")
     if not found.problems:  # the EXPLAINs would only repeat a column problem as a grant problem
         check_privileges(db, archive_db, plan, found)
     if config.guard and not found.problems:
@@ -4575,8 +4865,8 @@ def adopt_definitions(context: RunContext, label: str, cause: str, changes: int)
     new = found.plan
     problems = found.problems or ([] if new else ["no plan"])
     if new is not None and not problems and (new.key, new.key_type) != (old.key, old.key_type):
-        problems = [(f"the key is now `{new.key}` ({new.key_type.sql_type}), but the CSV files were "
-                     f"validated for `{old.key}` ({old.key_type.sql_type})")]
+        problems = [(f"the key is now {new.key_text} ({new.key_type.sql_type}), but the CSV files were "
+                     f"validated for {old.key_text} ({old.key_type.sql_type})")]
     if new is not None and not problems and (new.definitions, new.dest_definitions) != (here, there):
         problems = ["the tables changed again during the new preflight"]
     effects = [d.effects if d else None for d in (old.definitions, old.dest_definitions)]
@@ -4839,9 +5129,9 @@ class OtherServer(Mover):
 
     def set_aside_collisions(self, found: Classified) -> None:
         """Keys equal to an archived key only under the column's collation are conflicts."""
-        if not found.to_copy or self.plan.key_type.kind != "str":
+        if not found.to_copy or not self.plan.text_key:
             return
-        collides = self.dest.execute_script([(self.remote.collides_sql(), (k,)) for k in found.to_copy])
+        collides = self.dest.execute_script([self.remote.collides(k) for k in found.to_copy])
         found.conflicts += [k for k, hit in zip(found.to_copy, collides) if hit]
         found.to_copy = [k for k, hit in zip(found.to_copy, collides) if not hit]
 
@@ -5816,7 +6106,7 @@ def check_command(config: Config, out: Any = None) -> int:
         return EXIT_FAILED
     where = f" on {config.dest.describe()}" if config.dest else ""
     print_lines(lines + [
-        (f"ok: `{config.source_table}` -> `{config.archive_table}`{where} on key `{found.plan.key}` "
+        (f"ok: `{config.source_table}` -> `{config.archive_table}`{where} on key {found.plan.key_text} "
          f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied"),
         "Verdict: READY."], out)
     return EXIT_OK
@@ -5865,10 +6155,13 @@ class MovedKeys:
 
     @staticmethod
     def stored(key: Key) -> int | str | bytes:
-        """How a key is stored: one value per key, never equal to another key's."""
+        """How a key is stored: one value per key, never equal to another key's (a date or a
+        composite key as the text format_key writes, which reads back as one key only)."""
         if isinstance(key, int):
             return key if -(2 ** 63) <= key < 2 ** 63 else str(key)
-        return key.encode("utf-8") if isinstance(key, str) else key
+        if isinstance(key, (bytes, str)):
+            return key.encode("utf-8") if isinstance(key, str) else key
+        return format_key(key)
 
     def among(self, keys: Iterable[Key]) -> set[Key]:
         """Which of these keys were moved before."""

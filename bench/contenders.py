@@ -183,7 +183,7 @@ def archive_statements(schema: Schema, ids: Sequence[int], batch_size: int) -> l
     """
     import archive  # the product itself: the statements cannot drift from what it sends
 
-    plan = archive.TablePlan(schema.source, schema.archive, "id",
+    plan = archive.TablePlan(schema.source, schema.archive, ("id",),
                              tuple(archive.Column(c, "") for c in schema.columns),
                              archive.KeyType("int"))
     out = []

@@ -61,7 +61,7 @@ def expect_usage_error(path: Path, fragment: str) -> str:
 def test_valid_config_loads_with_defaults(ini):
     config = archive.load_config(ini(), environ={})
     assert config.batch_size == 1000
-    assert config.csv_column == "id"  # the inline comment is stripped
+    assert config.csv_column == ("id",)  # the inline comment is stripped
     assert config.db.password == "secret"
     assert config.max_runtime is None and config.replicas == ()
     assert config.db.connect_kwargs()["host"] == "127.0.0.1"
@@ -73,7 +73,7 @@ def test_example_config_is_valid_apart_from_its_paths(tmp_path):
     path = tmp_path / "c.ini"
     path.write_text(text)
     config = archive.load_config(path, environ={})
-    assert (config.source_table, config.key_column, config.batch_size) == ("rewards", "id", 1000)
+    assert (config.source_table, config.key_column, config.batch_size) == ("rewards", ("id",), 1000)
 
 
 @pytest.mark.parametrize("key, value, fragment", [
@@ -191,8 +191,9 @@ def test_delimiters_that_look_like_comments_still_work(ini, value, expected):
 def test_the_mysql_dialect_reads_tabs_and_a_file_without_a_header_names_a_field_number(ini):
     mysql = {"csv_dialect": "mysql", "csv_header": "no", "csv_column": "2"}
     config = archive.load_config(ini(mysql), environ={})
-    assert config.csv_format == archive.CsvFormat(dialect="mysql", delimiter="\t", column="2", header=False)
-    assert archive.load_config(ini(), environ={}).csv_format == archive.CsvFormat(column="id")
+    expected = archive.CsvFormat(dialect="mysql", delimiter="\t", columns=("2",), header=False)
+    assert config.csv_format == expected
+    assert archive.load_config(ini(), environ={}).csv_format == archive.CsvFormat(columns=("id",))
     tabs = archive.load_config(ini({"csv_dialect": "MySQL", "csv_delimiter": "tab"}), environ={})
     assert tabs.csv_delimiter == "\t"
     expect_usage_error(ini({"csv_dialect": "excel"}), "csv_dialect: 'excel' is not rfc4180 or mysql")

@@ -140,7 +140,7 @@ def test_the_destination_s_batch_check_equals_the_client_s_for_every_type(db):
         "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
         "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 't' ORDER BY ORDINAL_POSITION"))
     key_type = archive.KeyType("int", -2 ** 31, 2 ** 31 - 1, sql_type="int")
-    remote = archive.RemotePlan(archive.TablePlan("t", "t", "id", columns, key_type))
+    remote = archive.RemotePlan(archive.TablePlan("t", "t", ("id",), columns, key_type))
     literals = [row[2] for row in db.query(remote.read_sql("s.`id` > 0", lock=False))]
     assert len(literals) == len(STEPS) and all(literals)
     assert db.query(remote.verify_sql("a.`id` > 0")) == [(len(STEPS), archive.batch_fingerprint_of(literals))]

@@ -21,12 +21,12 @@ def test_quote_ident_doubles_backticks():
 
 
 def test_contiguous_keys_become_a_range_and_sparse_keys_an_in_list():
-    sql, params = archive.key_condition("`id`", [5, 1, 2, 3, 4, 9, 11, 3], INT_KEY)
+    sql, params = archive.key_condition(["`id`"], [5, 1, 2, 3, 4, 9, 11, 3], INT_KEY)
     assert sql == "(`id` BETWEEN 1 AND 5 OR `id` IN (9,11))"
     assert params == ()
-    sql, _ = archive.key_condition("`id`", range(1, 1001), INT_KEY)
+    sql, _ = archive.key_condition(["`id`"], range(1, 1001), INT_KEY)
     assert sql == "`id` BETWEEN 1 AND 1000"
-    sql, _ = archive.key_condition("`id`", [1, 3, 5], INT_KEY)
+    sql, _ = archive.key_condition(["`id`"], [1, 3, 5], INT_KEY)
     assert sql == "`id` IN (1,3,5)"
     assert archive.group_runs([]) == []
     assert archive.group_runs([4]) == [(4, 4)]
@@ -35,19 +35,19 @@ def test_contiguous_keys_become_a_range_and_sparse_keys_an_in_list():
 
 
 def test_text_keys_are_parameters_matched_by_the_column_and_then_by_their_bytes():
-    sql, params = archive.key_condition("`code`", ["a'); DROP TABLE x; --", "b"], TEXT_KEY)
+    sql, params = archive.key_condition(["`code`"], ["a'); DROP TABLE x; --", "b"], TEXT_KEY)
     assert sql == "(`code` IN (%s, %s) AND CAST(`code` AS BINARY) IN (%s, %s))"
     assert params == ("a'); DROP TABLE x; --", "b", b"a'); DROP TABLE x; --", b"b")
 
 
 def test_binary_keys_are_compared_as_bytes():
     key = archive.KeyType("bytes", max_length=16, fixed_length=True, sql_type="binary(16)")
-    sql, params = archive.key_condition("`uuid`", [b"\x01" * 16], key)
+    sql, params = archive.key_condition(["`uuid`"], [b"\x01" * 16], key)
     assert sql == "`uuid` IN (%s)" and params == (b"\x01" * 16,)
 
 
 def plan(*columns: tuple[str, str]) -> archive.TablePlan:
-    return archive.TablePlan("src", "arc", "id", tuple(archive.Column(n, t) for n, t in columns), INT_KEY)
+    return archive.TablePlan("src", "arc", ("id",), tuple(archive.Column(n, t) for n, t in columns), INT_KEY)
 
 
 def test_statements_quote_identifiers_and_never_insert_ignore():
@@ -410,8 +410,8 @@ def test_a_destination_that_is_the_source_in_disguise_is_told_apart():
 # --------------------------------------------------------------------------- the statements of a batch
 
 def test_a_batch_classifies_its_rows_by_key_bytes_guard_verdict_and_archived_twin():
-    p = archive.TablePlan("src", "arc", "code", (archive.Column("code", "varchar", "utf8mb4"),
-                                                 archive.Column("amount", "float")),
+    p = archive.TablePlan("src", "arc", ("code",), (archive.Column("code", "varchar", "utf8mb4"),
+                                                    archive.Column("amount", "float")),
                           TEXT_KEY, guard="amount > 0", source_index="ux_code")
     assert p.classify_sql("s.`code` IN (%s)") == (
         "SELECT CAST(s.`code` AS BINARY), "  # bytes: no collation may blur which key came back
@@ -426,7 +426,7 @@ def test_a_batch_classifies_its_rows_by_key_bytes_guard_verdict_and_archived_twi
 
 
 def test_statements_on_tables_with_odd_names_quote_every_name():
-    p = archive.TablePlan("we`ird", "arc hive", "k`ey", (archive.Column("k`ey", "int"),), INT_KEY)
+    p = archive.TablePlan("we`ird", "arc hive", ("k`ey",), (archive.Column("k`ey", "int"),), INT_KEY)
     assert p.insert_sql("c") == ("INSERT INTO `arc hive` (`k``ey`) SELECT `k``ey` FROM `we``ird` "
                                  "FORCE INDEX (`PRIMARY`) WHERE c")
     assert p.delete_sql("c", 7) == "DELETE FROM `we``ird` WHERE c LIMIT 7"
@@ -435,7 +435,7 @@ def test_statements_on_tables_with_odd_names_quote_every_name():
 
 
 def test_only_integer_keys_go_as_a_span():
-    assert archive.TablePlan("src", "arc", "code", (), TEXT_KEY).span_of(["a", "c", "e", "g"]) is None
+    assert archive.TablePlan("src", "arc", ("code",), (), TEXT_KEY).span_of(["a", "c", "e", "g"]) is None
     assert plan(("id", "int")).span_of([]) is None
     span = plan(("id", "int")).span_of([5, 3, 3, 1, 7])
     assert span is not None and span.condition.startswith("`id` BETWEEN 1 AND 7 AND ")
@@ -447,7 +447,7 @@ RECOMPUTED = (archive.Column("up", "varchar", "utf8mb4"),)
 
 def remote(recomputed: tuple[archive.Column, ...] = ()) -> archive.RemotePlan:
     """The statements of archiving src into arc on another server."""
-    return archive.RemotePlan(archive.TablePlan("src", "arc", "id", REMOTE_COLUMNS, INT_KEY,
+    return archive.RemotePlan(archive.TablePlan("src", "arc", ("id",), REMOTE_COLUMNS, INT_KEY,
                                                 recomputed=recomputed))
 
 
@@ -487,7 +487,7 @@ def test_remote_rows_go_in_as_literals_never_ignored_or_replaced():
     assert insert == "INSERT INTO `arc` (`id`, `note`) VALUES (1,X'61'), (2,NULL)"
     assert "IGNORE" not in insert and "REPLACE" not in insert and "DUPLICATE" not in insert
     # a collision is equality under the column's collation, on purpose: 'ABC' archived for 'abc'
-    assert remote().collides_sql() == "SELECT 1 FROM `arc` WHERE `id` = %s LIMIT 1"
+    assert remote().collides(7) == ("SELECT 1 FROM `arc` WHERE `id` = %s LIMIT 1", (7,))
 
 
 WATCHED = (archive.Watched("src", "DELETE"), archive.Watched("arc", "INSERT"))

@@ -1,0 +1,374 @@
+"""Composite keys: a listed (tenant, id), (id, created_at) or (id, TIMESTAMP) moves exactly its own row.
+
+Pure tests first (how a composite or temporal key is read, written back and matched), then
+runs on the throwaway server: collation traps in every text part, a RANGE-partitioned table
+keyed by (id, DATETIME(6)) around its partition boundaries, TIMESTAMP keys written in a zone
+with DST, conflicts, resume after kill -9, --dry-run and the destination mode.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import random
+import signal
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import archive
+from checks import completed_batches
+from helpers import ScratchDatabase, global_time_zone, kill_process_group, run_cli, wait_until, write_config
+from test_destination import dest_keys
+
+
+def column(data_type: str, column_type: str, length: int = 0, charset: str = "", name: str = "k"
+           ) -> dict[str, Any]:
+    """A key column as information_schema describes it."""
+    return {"name": name, "data_type": data_type, "column_type": column_type, "max_length": length,
+            "charset": charset}
+
+
+TENANT = archive.key_type_from_column(column("varchar", "varchar(20)", 20, "utf8mb4"))
+ID = archive.key_type_from_column(column("int", "int(11)"))
+DATETIME6 = archive.key_type_from_column(column("datetime", "datetime(6)"))
+DATETIME0 = archive.key_type_from_column(column("datetime", "datetime"))
+DATE = archive.key_type_from_column(column("date", "date"))
+BERLIN_TS = archive.key_type_from_column(column("timestamp", "timestamp(3)"), "Europe/Berlin")
+TENANT_ID = archive.composite_key_type([TENANT, ID])
+ID_TS = archive.composite_key_type([ID, BERLIN_TS])
+
+
+# --------------------------------------------------------------------------- pure: reading keys
+
+def fields(*texts: str) -> list[tuple[str, int]]:
+    """A record's fields, written bare."""
+    return [(t, archive.BARE) for t in texts]
+
+
+def test_a_composite_key_is_read_from_its_fields_in_key_order():
+    assert archive.parse_fields(fields("x", "7", "T1"), [2, 1], TENANT_ID) == ("T1", 7)
+    with pytest.raises(ValueError, match="row has 2 field"):
+        archive.parse_fields(fields("T1", "7"), [0, 2], TENANT_ID)
+    with pytest.raises(ValueError, match="not a whole number"):
+        archive.parse_fields(fields("T1", "7x"), [0, 1], TENANT_ID)
+
+
+def test_dates_and_times_are_read_exactly_and_what_the_column_cannot_hold_is_refused():
+    assert archive.parse_key("2024-02-29", archive.BARE, DATE) == dt.date(2024, 2, 29)
+    assert archive.parse_key(" 2024-01-01 00:00:00.000001 ", archive.BARE, DATETIME6) == \
+        dt.datetime(2024, 1, 1, 0, 0, 0, 1)
+    assert archive.parse_key("2024-01-01", archive.BARE, DATETIME0) == dt.datetime(2024, 1, 1)
+    refused = [("2023-02-29", DATE, "no date"), ("2024-01-01 10:00:00", DATE, "not a date"),
+               ("2024-01-01 10:00:00.5", DATETIME0, "has 1 fractional digits; a datetime holds 0"),
+               ("2024-01-01 10:00:00.1234567", DATETIME6, "not a datetime"),
+               ("2024-01-01T10:00:00", DATETIME6, "not a datetime"), ("24-01-01", DATE, "not a date"),
+               ("2024-01-01 24:00:00", DATETIME6, "no date and time"),
+               ("1970-01-01 00:59:59", BERLIN_TS, "outside a TIMESTAMP's range")]
+    for text, key_type, message in refused:
+        with pytest.raises(ValueError, match=message):
+            archive.parse_key(text, archive.BARE, key_type)
+
+
+def test_a_timestamp_written_in_a_zone_is_one_instant_and_dst_folds_and_gaps_are_refused():
+    summer = archive.parse_key("2024-07-01 12:00:00.250", archive.BARE, BERLIN_TS)
+    assert BERLIN_TS.encode(summer) == b"1719828000.250"  # 10:00:00.25 UTC
+    assert BERLIN_TS.encode(archive.parse_key("2024-10-27 03:30:00", archive.BARE, BERLIN_TS)) == \
+        b"1729996200.000"  # after the fold: CET
+    with pytest.raises(ValueError, match="twice"):  # 02:30 happens in CEST and again in CET
+        archive.parse_key("2024-10-27 02:30:00", archive.BARE, BERLIN_TS)
+    with pytest.raises(ValueError, match="never"):  # clocks jump from 02:00 to 03:00
+        archive.parse_key("2024-03-31 02:30:00", archive.BARE, BERLIN_TS)
+    fixed = archive.key_type_from_column(column("timestamp", "timestamp"), "+05:30")
+    assert fixed.encode(archive.parse_key("2024-01-01 05:30:00", archive.BARE, fixed)) == b"1704067200"
+
+
+def test_a_timestamp_key_needs_key_time_zone():
+    with pytest.raises(archive.ArchiveError, match=r"\[archive\] key_time_zone"):
+        archive.key_type_from_column(column("timestamp", "timestamp(6)", name="created_at"))
+
+
+KEYS = [("T1", 7), ('say "hi", then, go', -3), ("", 0), ("two\nlines", 1), ("0x41", 2), ("\\N", 3)]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_a_stored_composite_key_reads_back_as_the_same_key(key):
+    text = archive.format_key(key)
+    assert archive.parse_stored_key(text, TENANT_ID) == key
+    assert archive.format_key(("T1", 7)) == '"T1",7'
+
+
+def test_stored_temporal_and_binary_parts_read_back():
+    key_type = archive.composite_key_type([ID, DATETIME6, DATE, archive.key_type_from_column(
+        column("varbinary", "varbinary(4)", 4))])
+    key = (5, dt.datetime(2024, 1, 1, 0, 0, 0, 120000), dt.date(2023, 12, 31), b"\x00,\"")
+    assert archive.parse_stored_key(archive.format_key(key), key_type) == key
+
+
+def test_a_composite_condition_uses_the_key_index_then_the_bytes_of_every_part():
+    sql, params = archive.key_condition(["`tenant`", "`id`"], [("b", 2), ("a", 1), ("b", 2)], TENANT_ID)
+    assert sql == ("((`tenant`, `id`) IN ((%s, %s), (%s, %s)) AND CAST(CONCAT_WS(',', "
+                   "HEX(CAST(`tenant` AS BINARY)), HEX(CAST(`id` AS BINARY))) AS BINARY) IN (%s, %s))")
+    assert params == ("a", 1, "b", 2, b"61,31", b"62,32")
+    ints = archive.composite_key_type([ID, ID])
+    assert archive.key_condition(["`a`", "`b`"], [(1, 2)], ints) == ("((`a`, `b`) IN ((%s, %s)))", (1, 2))
+
+
+def test_a_timestamp_part_is_matched_by_a_wide_range_then_by_its_seconds_since_the_epoch():
+    key = (1, archive.parse_key("2024-07-01 12:00:00", archive.BARE, BERLIN_TS))
+    sql, params = archive.key_condition(["`id`", "`ts`"], [key], ID_TS)
+    assert sql == ("(`id` IN (%s) AND `ts` BETWEEN FROM_UNIXTIME(1719741600) AND FROM_UNIXTIME(1719914401) "
+                   "AND CAST(CONCAT_WS(',', HEX(CAST(`id` AS BINARY)), "
+                   "HEX(CAST(UNIX_TIMESTAMP(`ts`) AS BINARY))) AS BINARY) IN (%s))")
+    assert params == (1, b"31,313731393832383030302E303030")
+
+
+def test_a_composite_key_is_config_with_csv_columns_in_the_same_order(tmp_path):
+    def load(**archive_keys: str) -> archive.Config:
+        lines = ["[database]", "user = u", "database = d", "[archive]", "source_table = s",
+                 "archive_table = a", f"csv_dir = {tmp_path}", f"log_dir = {tmp_path}"]
+        lines += [f"{k} = {v}" for k, v in archive_keys.items()]
+        (tmp_path / "c.ini").write_text("\n".join(lines) + "\n")
+        return archive.load_config(tmp_path / "c.ini", environ={})
+
+    config = load(key_column="tenant_id, id")
+    assert (config.key_column, config.csv_column) == (("tenant_id", "id"), ("tenant_id", "id"))
+    assert config.reading == "key tenant_id, id from columns 'tenant_id', 'id', delimiter ','"
+    assert load(key_column="id").reading == "key id from column 'id', delimiter ','"  # as 2.0 wrote it
+    assert load(key_column="a,b", csv_column="B, A").csv_column == ("B", "A")
+    for keys, message in [({"key_column": "a, b", "csv_column": "a"}, r"\[archive\] csv_column.*1 CSV"),
+                          ({"key_column": "a, A"}, r"\[archive\] key_column.*names a more than once"),
+                          ({"key_column": "a, b", "csv_column": "x, x"}, "one CSV column for two"),
+                          ({"key_column": "a", "csv_header": "no"}, "set csv_column to the key's field"),
+                          ({"key_column": "a", "key_time_zone": "Mars/Olympus"}, "key_time_zone")]:
+        with pytest.raises(archive.ConfigError, match=message):
+            load(**keys)
+
+
+# --------------------------------------------------------------------------- on a real server
+
+def write_keys(path: Path, header: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """An RFC 4180 key file, every field as str() of its value."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([[str(v) for v in row] for row in rows])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(buf.getvalue(), encoding="utf-8")
+
+
+TENANT_TABLE = """CREATE TABLE {name} (
+  tenant VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL,
+  id INT NOT NULL,
+  note VARCHAR(40) NULL,
+  PRIMARY KEY (tenant, id)
+) ENGINE=InnoDB"""
+
+
+def tenant_job(db: ScratchDatabase, tmp_path: Path, rows: list[tuple[str, int]],
+               listed: list[tuple[Any, ...]], **overrides: Any) -> Path:
+    """src/arc keyed by (tenant, id), the CSV listing `listed` as id,tenant (the other order)."""
+    for name in ("src", "arc"):
+        db.execute(TENANT_TABLE.format(name=name))
+    db.executemany("INSERT INTO src VALUES (%s, %s, %s)", [(t, i, f"{t!r}/{i}") for t, i in rows])
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "tenant"], [(i, t) for t, i in listed])
+    settings = {"archive__key_column": "id, tenant", "archive__csv_column": None, "archive__batch_size": 3}
+    return write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                        **{**settings, **overrides})
+
+
+def keys_in(db: ScratchDatabase, table: str, columns: str = "tenant, id") -> list[tuple[Any, ...]]:
+    """A table's keys, text as bytes so that collation cannot blur them."""
+    return sorted(tuple(bytes(v) if isinstance(v, (bytes, bytearray)) else v for v in row)
+                  for row in db.query(
+        f"SELECT {', '.join(f'CAST({c} AS BINARY)' if c == 'tenant' else c for c in columns.split(', '))} "
+        f"FROM {table}"))
+
+
+def test_every_text_part_is_matched_by_its_bytes_not_its_collation(db, tmp_path):
+    stored = [("ABC", 1), ("abc ", 2), ("résumé", 3), ("T1", 4), ("t2", 4), ("x", 5)]
+    listed = [("abc", 1), ("abc", 2), ("resume", 3), ("t1", 4), ("T2", 4), ("x", 5), ("X", 6)]
+    config = tenant_job(db, tmp_path, stored, listed)
+    dry = json.loads(run_cli(config, "--dry-run", "--json").stdout)
+    assert (dry["rows_to_archive"], dry["total"]["not_found"]) == (1, 6)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert keys_in(db, "arc") == [(b"x", 5)]
+    assert keys_in(db, "src") == sorted((t.encode(), i) for t, i in stored if (t, i) != ("x", 5))
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(1, 6)]
+    assert db.query("SELECT first_key, last_key FROM batch_processing_logs ORDER BY batch_number") == [
+        ('1,"abc"', '3,"resume"'), ('4,"t1"', '5,"x"'), ('6,"X"', '6,"X"')]
+
+
+def test_a_differing_archived_copy_of_a_composite_key_is_a_conflict_rechecked_by_its_stored_key(db, tmp_path):
+    config = tenant_job(db, tmp_path, [("a,\"b\"", 1), ("c", 2)], [("a,\"b\"", 1), ("c", 2)])
+    db.execute("INSERT INTO arc VALUES ('a,\"b\"', 1, 'another note')")
+    result = run_cli(config)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert db.query("SELECT key_value FROM conflict_logs WHERE status = 'OPEN'") == [('1,"a,""b"""',)]
+    assert keys_in(db, "src") == [(b'a,"b"', 1)] and keys_in(db, "arc") == [(b'a,"b"', 1), (b"c", 2)]
+    db.execute("UPDATE arc SET note = %s WHERE tenant = 'a,\"b\"'", ("'a,\"b\"'/1",))
+    again = run_cli(config)
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert db.query("SELECT status FROM conflict_logs") == [("RESOLVED",)]
+    assert keys_in(db, "src") == []
+
+
+PARTITIONED = """CREATE TABLE {name} (
+  id BIGINT NOT NULL,
+  created_at DATETIME(6) NOT NULL,
+  amount DECIMAL(12, 2) NOT NULL,
+  PRIMARY KEY (id, created_at)
+) ENGINE=InnoDB
+PARTITION BY RANGE COLUMNS (created_at) (
+  PARTITION p2023 VALUES LESS THAN ('2024-01-01'),
+  PARTITION p2024 VALUES LESS THAN ('2025-01-01'),
+  PARTITION pmax VALUES LESS THAN (MAXVALUE))"""
+
+BOUNDARY = ["2023-12-31 23:59:59.999999", "2024-01-01 00:00:00.000000", "2024-12-31 23:59:59.999999",
+            "2025-01-01 00:00:00.000000"]
+
+
+def events_config(tmp_path: Path, db: ScratchDatabase, **overrides: Any) -> Path:
+    """A job on events -> events_archive keyed by (id, created_at)."""
+    return write_config(tmp_path, db, archive__source_table="events", archive__archive_table="events_archive",
+                        archive__key_column="id, created_at", archive__csv_column=None, **overrides)
+
+
+def test_a_partitioned_table_keyed_by_id_and_datetime6_moves_exactly_the_listed_rows(db, tmp_path):
+    for name in ("events", "events_archive"):
+        db.execute(PARTITIONED.format(name=name))
+    rows = [(n, when, n) for n in range(1, 5) for when in BOUNDARY]  # each id at each boundary
+    db.executemany("INSERT INTO events VALUES (%s, %s, %s)", rows)
+    listed = [(1, BOUNDARY[0]), (1, BOUNDARY[1]), (2, BOUNDARY[3]), (3, BOUNDARY[2]),
+              (4, "2024-01-01 00:00:00.000001"), (4, "2024-01-01")]  # 1 µs off: no row; midnight: a row
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "created_at"], listed)
+    config = events_config(tmp_path, db, archive__batch_size=2)
+    check = run_cli(config, "--check")
+    assert check.returncode == 0 and "on key (`id`, `created_at`)" in check.stdout, check.stdout
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    moved = [(1, BOUNDARY[0]), (1, BOUNDARY[1]), (2, BOUNDARY[3]), (3, BOUNDARY[2]), (4, BOUNDARY[1])]
+    as_rows = sorted((n, dt.datetime.fromisoformat(w)) for n, w in moved)
+    assert db.query("SELECT id, created_at FROM events_archive ORDER BY id, created_at") == as_rows
+    left = sorted((n, dt.datetime.fromisoformat(w)) for n, w, _ in rows if (n, w) not in moved)
+    assert db.query("SELECT id, created_at FROM events ORDER BY id, created_at") == left
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(5, 1)]
+
+
+def test_a_key_the_column_cannot_hold_rejects_its_file_naming_the_line(db, tmp_path):
+    for name in ("events", "events_archive"):
+        db.execute(PARTITIONED.format(name=name).replace("DATETIME(6)", "DATETIME(3)"))
+    db.execute("INSERT INTO events VALUES (1, '2024-01-01 00:00:00.123', 1)")
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "created_at"], [(1, "2024-01-01 00:00:00.123"),
+                                                                     (1, "2024-01-01 00:00:00.1234")])
+    config = events_config(tmp_path, db)
+    result = run_cli(config)
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    output = result.stdout + result.stderr
+    assert "keys.csv line 3: '2024-01-01 00:00:00.1234' has 4 fractional digits" in output
+    assert db.scalar("SELECT COUNT(*) FROM events") == 1
+
+
+TS_TABLE = """CREATE TABLE {name} (
+  id INT NOT NULL,
+  ts TIMESTAMP(3) NOT NULL,
+  note VARCHAR(20) NULL,
+  PRIMARY KEY (ts, id)
+) ENGINE=InnoDB"""
+
+
+def test_timestamp_keys_written_in_a_dst_zone_match_their_instant_whatever_the_session_zone(db, tmp_path):
+    for name in ("src", "arc"):
+        db.execute(TS_TABLE.format(name=name))
+    # instants around the autumn change in Berlin (03:00 CEST = 02:00 CET = 01:00 UTC on 2024-10-27)
+    instants = [1729985400, 1729987200, 1729989000, 1729990800, 1729994400]  # 23:30, 00:00 .. 02:00 UTC
+    with global_time_zone(db, "+00:00"):
+        db.executemany("INSERT INTO src VALUES (%s, FROM_UNIXTIME(%s), 'n')", [(1, s) for s in instants])
+    listed = [(1, "2024-10-27 01:30:00"),  # 23:30 UTC (CEST, before the fold)
+              (1, "2024-10-27 03:00:00"),  # 02:00 UTC (CET)
+              (1, "2024-10-27 01:59:59.999")]  # no such row
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "ts"], listed)
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                          archive__key_column="id, ts", archive__csv_column=None,
+                          archive__key_time_zone="Europe/Berlin")
+    with global_time_zone(db, "-07:00"):  # the run's sessions are in another zone: no matter
+        result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    archived = [(Decimal("1729985400.000"),), (Decimal("1729994400.000"),)]
+    assert db.query("SELECT UNIX_TIMESTAMP(ts) FROM arc ORDER BY ts") == archived
+    assert db.scalar("SELECT COUNT(*) FROM src") == 3
+    assert db.query("SELECT not_found FROM process_logs") == [(1,)]
+    write_keys(tmp_path / "csv" / "fold.csv", ["id", "ts"], [(1, "2024-10-27 02:30:00")])
+    folded = run_cli(config)
+    assert folded.returncode == 4, (folded.stdout, folded.stderr)
+    assert "fold.csv line 2: 2024-10-27 02:30:00 happens twice (clocks go back) in Europe/Berlin" in \
+        folded.stdout + folded.stderr
+    assert db.scalar("SELECT COUNT(*) FROM src") == 3
+
+
+def test_a_timestamp_key_without_key_time_zone_is_refused_by_check(db, tmp_path):
+    for name in ("src", "arc"):
+        db.execute(TS_TABLE.format(name=name))
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                          archive__key_column="id, ts", archive__csv_column=None)
+    result = run_cli(config, "--check")
+    assert result.returncode == 1 and "set [archive] key_time_zone" in result.stdout, result.stdout
+
+
+def test_key_columns_that_are_not_exactly_a_unique_key_are_refused_saying_which_keys_there_are(db, tmp_path):
+    for name in ("events", "events_archive"):
+        db.execute(PARTITIONED.format(name=name))
+    db.execute("CREATE TABLE heap (id INT, v INT) ENGINE=InnoDB")
+    db.execute("CREATE TABLE heap_archive (id INT, v INT) ENGINE=InnoDB")
+    cases = [("events", "id", ("`id` is not the primary key or a unique key of the source: its keys are "
+                               "PRIMARY (id, created_at)")),
+             ("heap", "id", "it has no primary or unique key, so no key names exactly one row"),
+             ("events", "id, amount", "(id, amount) are not the columns of the primary key")]
+    for table, key, message in cases:
+        config = write_config(tmp_path, db, archive__source_table=table,
+                              archive__archive_table=f"{table}_archive", archive__key_column=key,
+                              archive__csv_column=None)
+        result = run_cli(config, "--check")
+        assert result.returncode == 1 and message in result.stdout, (key, result.stdout)
+
+
+def test_kill_9_at_random_points_leaves_every_composite_row_in_exactly_one_table(db, tmp_path, spawn_cli):
+    rng = random.Random(20261202)
+    rows = [(f"t{n % 7}", n) for n in range(1, 12001)]
+    listed = rows[:10000]
+    rng.shuffle(listed)
+    config = tenant_job(db, tmp_path, rows, listed, archive__batch_size=10)
+    for _ in range(5):
+        before = completed_batches(db)
+        proc = spawn_cli(config)
+        wait_until(lambda: completed_batches(db) > before, timeout=60)  # noqa: B023 (called at once)
+        time.sleep(rng.uniform(0.0, 0.2))
+        kill_process_group(proc, signal.SIGKILL)
+        proc.wait(timeout=10)
+    final = run_cli(config)
+    assert final.returncode == 0, (final.stdout, final.stderr)
+    archived, left = keys_in(db, "arc"), keys_in(db, "src")
+    assert archived == sorted((t.encode(), n) for t, n in listed)
+    assert left == sorted((t.encode(), n) for t, n in rows[10000:])
+    assert db.scalar("SELECT COUNT(*) FROM arc a JOIN src s USING (tenant, id)") == 0
+    assert db.query("SELECT COUNT(DISTINCT batch_number), SUM(keys_in_batch) FROM batch_processing_logs "
+                    "WHERE status <> 'FAILED'") == [(1000, Decimal(10000))]
+
+
+def test_composite_keys_into_another_server_move_exactly_once(db, dest_db, tmp_path):
+    stored = [("ABC", 1), ("abc", 2), ("x", 3), ("y", 4)]
+    config = tenant_job(db, tmp_path, stored, [("abc", 1), ("x", 3), ("y", 4)], **dest_keys(dest_db))
+    dest_db.execute(TENANT_TABLE.format(name="arc"))
+    dest_db.execute("INSERT INTO arc VALUES ('Y', 4, 'collides by collation')")
+    result = run_cli(config)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert keys_in(dest_db, "arc") == [(b"Y", 4), (b"x", 3)]
+    assert keys_in(db, "src") == [(b"ABC", 1), (b"abc", 2), (b"y", 4)]
+    assert db.query("SELECT key_value FROM conflict_logs") == [('4,"y"',)]
+
