@@ -1080,9 +1080,9 @@ def parse_temporal_key(value: str, key_type: KeyType) -> dt.date:
                          f"holds {key_type.fsp}")
     try:
         if key_type.kind == "date":
-            return dt.date(int(match[1]), int(match[2]), int(match[3]))
-        year, month, day, hour, minute, second = (int(n or 0) for n in match.groups()[:6])
-        key = dt.datetime(year, month, day, hour, minute, second, int(fraction.ljust(6, "0")))
+            return dt.date.fromisoformat(value)
+        # the pattern admits only what fromisoformat reads, given 6 fractional digits (Python 3.9)
+        key = dt.datetime.fromisoformat(value + "0" * (6 - len(fraction)) if fraction else value)
     except ValueError as exc:
         raise ValueError(f"{value[:40]!r} is no date and time: {exc}") from None
     if key_type.kind == "timestamp":
@@ -1669,11 +1669,15 @@ def row_key_condition(columns: Sequence[str], keys: Sequence[Key], key_type: Key
     direct = [i for i, part in enumerate(parts) if part.kind != "timestamp"]
     terms, params = [], []
     if direct:
-        names, one = ", ".join(columns[i] for i in direct), ", ".join(["%s"] * len(direct))
+        # integers and times go inline (no character of theirs can be rewritten), text as parameters
+        inline = [parts[i].kind in ("int", "date", "datetime") for i in direct]
+        literals = [", ".join(sql_literal(row[i]) if bare else "%s" for i, bare in zip(direct, inline))
+                    for row in rows]
+        names = ", ".join(columns[i] for i in direct)
         if len(direct) > 1:
-            names, one = f"({names})", f"({one})"
-        terms.append(f"{names} IN ({', '.join([one] * len(rows))})")
-        params += [row[i] for row in rows for i in direct]
+            names, literals = f"({names})", [f"({one})" for one in literals]
+        terms.append(f"{names} IN ({', '.join(literals)})")
+        params += [row[i] for row in rows for i, bare in zip(direct, inline) if not bare]
     for i, part in enumerate(parts):
         if part.kind == "timestamp":
             seconds = [epoch_of(cast(dt.datetime, row[i]), part.zone) for row in rows]

@@ -12,12 +12,13 @@ Usage (from the repo root, with the venv that has mysql-connector-python)::
                                       [--workload-seconds 10] [--throttle sleep_seconds=0.05]]
                           [--wide [--wide-rows 5000]] [--galera] [--dest]
                           [--batch-checks [--check-batches 200]]
+                          [--composite [--composite-rows 1000000]]
 
 The code: ``bench.py`` (this entry point and the main table), ``benchlib.py`` (server,
 tables, reset/settle/verify, child runs, measuring), ``contenders.py`` (a-d below),
 ``probes.py`` (4, 5), ``history.py`` (6), ``workload.py`` (7), ``wide.py`` (8),
-``cluster.py`` (9), ``dest.py`` (10) and ``schema_checks.py`` (11).  Every mode verifies the
-data after each run it times.
+``cluster.py`` (9), ``dest.py`` (10), ``schema_checks.py`` (11) and ``composite.py`` (12).
+Every mode verifies the data after each run it times.
 
 What it does, in one run:
 
@@ -201,6 +202,12 @@ What it does, in one run:
    InnoDB's list (what a user with PROCESS gets), then from information_schema's
    REFERENTIAL_CONSTRAINTS, each also with 1,000 more tables on the server.
 
+12. ``--composite``: a table partitioned by RANGE COLUMNS (created_at) into 4 partitions, keyed by
+   ``PRIMARY KEY (id, created_at DATETIME(6))`` (``--composite-rows``, 1,000,000), all its keys
+   in one CSV (``id,created_at`` with 6 fractional digits, in key order): a archive.py with
+   ``key_column = id, created_at`` against b pt-archiver (the same flags as 3b), which ascends
+   the same primary key.  Verified like 3; prints a/b (goal at most 0.50).
+
 Progress goes to stderr, result tables to stdout.  ``--keep`` leaves the temp dir
 (server datadir, CSVs, configs, logs) in place and prints its path.
 """
@@ -216,6 +223,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cluster
+import composite
 import dest
 import history
 import probes
@@ -247,7 +255,7 @@ from benchlib import (
 from contenders import ensure_pt_archiver, side_by_side
 
 MODES: tuple[Mode, ...] = (history.MODE, workload.MODE, wide.MODE, cluster.MODE, dest.MODE,
-                           schema_checks.MODE)
+                           schema_checks.MODE, composite.MODE)
 
 
 def print_main_table(results: list[Result], rows: int, batch_size: int) -> None:

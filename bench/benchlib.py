@@ -66,6 +66,8 @@ class Schema:
     columns_ddl: str           # their definitions
     keys_ddl: str              # secondary keys of source and archive
     fill_sql: str              # INSERT INTO {pristine} ... with {rows}, {id_base}, {id_step}
+    primary_key: str = "id"    # the key's columns (archive.py's key_column)
+    partitions: str = ""       # the source's PARTITION BY clause, if any
 
     @property
     def ours(self) -> frozenset[str]:
@@ -245,7 +247,7 @@ def archive_ddl(schema: Schema) -> str:
     s = schema
     return (f"CREATE TABLE {s.table(s.archive)} ({s.columns_ddl},\n"
             f"  archived_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,\n"
-            f"  PRIMARY KEY (id), {s.keys_ddl}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+            f"  PRIMARY KEY ({s.primary_key}), {s.keys_ddl}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
 
 
 def create_schema(conn: Any, rows: int, id_step: int = 1, schema: Schema = REWARDS) -> None:
@@ -257,10 +259,10 @@ def create_schema(conn: Any, rows: int, id_step: int = 1, schema: Schema = REWAR
     query(conn, f"DROP DATABASE IF EXISTS `{s.db}`")
     query(conn, f"CREATE DATABASE `{s.db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
     query(conn, f"USE `{s.db}`")
-    query(conn, f"CREATE TABLE {s.source} ({s.columns_ddl},\n  PRIMARY KEY (id), {s.keys_ddl}"
-                f") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+    query(conn, f"CREATE TABLE {s.source} ({s.columns_ddl},\n  PRIMARY KEY ({s.primary_key}), {s.keys_ddl}"
+                f") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 {s.partitions}")
     query(conn, archive_ddl(s))
-    query(conn, f"CREATE TABLE {s.pristine} ({s.columns_ddl}, PRIMARY KEY (id))"
+    query(conn, f"CREATE TABLE {s.pristine} ({s.columns_ddl}, PRIMARY KEY ({s.primary_key}))"
                 f" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
     query(conn, f"CREATE TABLE {BATCHES} (batch_no INT NOT NULL PRIMARY KEY,"
                 f" lo BIGINT NOT NULL, hi BIGINT NOT NULL) ENGINE=InnoDB")
@@ -465,7 +467,8 @@ def write_config(env: Env, rundir: Path, batch_size: int, csv_file: Path,
     (rundir / "csv").mkdir(parents=True)  # a fresh csv dir: only csv_file is archived
     settings: dict[str, Any] = {"archive__source_table": env.schema.source,
                                 "archive__archive_table": env.schema.archive,
-                                "archive__batch_size": batch_size}
+                                "archive__batch_size": batch_size,
+                                "archive__key_column": env.schema.primary_key, "archive__csv_column": None}
     if env.hosts:
         settings.update(database__host=env.hosts, database__port=None, database__unix_socket=None)
     if log_dir is not None:
