@@ -373,3 +373,15 @@ def test_composite_keys_into_another_server_move_exactly_once(db, dest_db, tmp_p
     assert keys_in(db, "src") == [(b"ABC", 1), (b"abc", 2), (b"y", 4)]
     assert db.query("SELECT key_value FROM conflict_logs") == [('4,"y"',)]
 
+
+
+def test_the_guard_and_identical_twins_work_per_composite_key(db, tmp_path):
+    rows = [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    config = tenant_job(db, tmp_path, rows, rows, controls__guard="note <> 'keep'")
+    db.execute("UPDATE src SET note = 'keep' WHERE tenant = 'b' AND id = 1")
+    db.execute("INSERT INTO arc SELECT * FROM src WHERE tenant = 'a' AND id = 2")  # an identical twin
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert keys_in(db, "src") == [(b"b", 1)]
+    assert keys_in(db, "arc") == [(b"a", 1), (b"a", 2), (b"b", 2)]
+    assert db.query("SELECT rows_archived, duplicates, skipped_by_guard FROM process_logs") == [(2, 1, 1)]
