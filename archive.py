@@ -171,6 +171,7 @@ HEX_KEY = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 TEMPORAL_KEY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})"  # YYYY-MM-DD[ HH:MM:SS[.ffffff]]
                           r"(?: ([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?)?")
 TEMPORAL_KINDS = ("date", "datetime", "timestamp")
+PLAIN_KINDS = ("int", *TEMPORAL_KINDS)  # key parts a plain field of digits, signs, spaces, . : and - holds
 STORED_PART = re.compile(r'(?:"((?:[^"]|"")*)"|([^,"]*)),')  # a part of a composite key format_key wrote
 
 ER_LOCK_WAIT_TIMEOUT = errorcode.ER_LOCK_WAIT_TIMEOUT  # 1205
@@ -1445,6 +1446,36 @@ def plain_int_blocks(blocks: Iterator[bytes], key_type: KeyType, line_no: int, o
     return [], line_no, offset
 
 
+def plain_record_blocks(blocks: Iterator[bytes], key_type: KeyType, indexes: Sequence[int], delimiter: str,
+                        line_no: int, offset: int
+                        ) -> Generator[KeyBlock, None, tuple[Iterable[bytes], int, int]]:
+    """Keys of numbers, dates and times in plain fields (no quotes, escapes or blank lines), a block
+    at a time: plain_int_blocks for composite and time keys, skipping the careful reader's decoding,
+    quote counting and splitting (the same parse_fields reads the fields). At the first block that
+    is anything else, the rest of the file goes back to the careful reader, which names the line.
+    """
+    plain = re.compile(rb"(?:[0-9 .:+-]*(?:" + re.escape(delimiter.encode()) + rb"[0-9 .:+-]*)*\n)*")
+    for block in blocks:
+        lines = block.decode("ascii").split("\n") if plain.fullmatch(block) else [""]
+        lines.pop()
+        try:
+            if not all(line.strip(" ") for line in lines):
+                raise ValueError("a blank line")  # skipped by the careful reader, not here
+            keys = [parse_fields([(f, BARE) for f in line.split(delimiter)], indexes, key_type)
+                    for line in lines]
+        except ValueError:
+            keys = []
+        if not keys:
+            rest = itertools.chain([block], blocks)
+            return itertools.chain.from_iterable(map(lf_lines, rest)), line_no, offset
+        ends = list(itertools.accumulate(map(len, lines), operator.add, initial=offset))
+        yield KeyBlock(keys, range(line_no + 1, line_no + len(keys) + 1),
+                       list(map(operator.add, ends[1:], range(1, len(keys) + 1))))
+        line_no += len(keys)
+        offset += len(block)
+    return [], line_no, offset
+
+
 def keys_of_records(records: Iterator[Record], name: str, indexes: Sequence[int], key_type: KeyType
                     ) -> Iterator[tuple[int, int, Key]]:
     """The key fields of each record, parsed, or RejectedFile naming the line."""
@@ -1480,6 +1511,9 @@ def key_blocks(path: Path, fmt: CsvFormat, key_type: KeyType,
         plain = key_type.kind == "int" and indexes == [0]
         if plain:
             lines, last, offset = yield from plain_int_blocks(read_blocks(handle), key_type, last, offset)
+        elif all(part.kind in PLAIN_KINDS for part in key_type.parts or (key_type,)):
+            lines, last, offset = yield from plain_record_blocks(read_blocks(handle), key_type, indexes,
+                                                                 fmt.delimiter, last, offset)
         text = "str" in (key_type.kind, *(part.kind for part in key_type.parts))
         records = read_records(lines, name, fmt, last, offset, plain, keep_spaces=text)
         for triples in cut_blocks(keys_of_records(records, name, indexes, key_type), offset):

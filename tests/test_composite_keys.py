@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import itertools
 import json
 import random
 import signal
@@ -149,6 +150,43 @@ def test_a_composite_key_is_config_with_csv_columns_in_the_same_order(tmp_path):
                           ({"key_column": "a", "key_time_zone": "Mars/Olympus"}, "key_time_zone")]:
         with pytest.raises(archive.ConfigError, match=message):
             load(**keys)
+
+
+def read_keys(path: Path, key_type: archive.KeyType, columns: tuple[str, ...] = ("id", "at")) -> list[Any]:
+    """Every (line, offset, key) of a file, as a run reads them."""
+    return list(archive.iter_csv_keys(path, archive.CsvFormat(columns=columns), key_type))
+
+
+def test_plain_numbers_and_times_take_the_fast_reader_and_read_exactly_as_the_careful_one(tmp_path):
+    key_type = archive.composite_key_type([ID, DATETIME6])
+    lines = [f"{n},2024-01-01 00:00:{n % 60:02d}.{n:06d}" for n in range(1, 30001)]
+    lines[20000] = '20001,"2024-01-01 00:00:21.020001"'  # a quoted field: the careful reader from here
+    lines[20001] = " 20002 , 2024-01-01 00:00:22.020002 "  # spaces around numbers and times are no data
+    path = tmp_path / "k.csv"
+    path.write_text("id,at\n" + "\n".join(lines) + "\n")
+    keys = read_keys(path, key_type)
+    assert [k for _, _, k in keys] == [(n, dt.datetime(2024, 1, 1, 0, 0, n % 60, n)) for n in range(1, 30001)]
+    ends = list(itertools.accumulate([len("id,at\n")] + [len(line) + 1 for line in lines]))
+    assert [(line, offset) for line, offset, _ in keys] == list(zip(range(2, 30002), ends[1:]))
+
+
+def test_the_fast_reader_hands_a_bad_line_to_the_careful_one_which_names_it(tmp_path):
+    key_type = archive.composite_key_type([ID, DATE])
+    body = "".join(f"{n},2024-01-{1 + n % 28:02d}\n" for n in range(1, 20001))
+    for bad, message in [("7,2024-02-30", "line 15002: '2024-02-30' is no date"),
+                         ("7,2024-02-01 10:00:00", "line 15002: '2024-02-01 10:00:00' is not a date"),
+                         ("7", "line 15002: row has 1 field")]:
+        lines = body.splitlines()
+        lines[15000] = bad
+        path = tmp_path / "k.csv"
+        path.write_text("id,at\n" + "\n".join(lines) + "\n")
+        with pytest.raises(archive.RejectedFile, match=message):
+            read_keys(path, key_type)
+    lines = body.splitlines()
+    lines[15000:15000] = ["", "   "]  # blank lines are skipped, as the careful reader does
+    path.write_text("id,at\n" + "\n".join(lines) + "\n")
+    keys = read_keys(path, key_type)
+    assert len(keys) == 20000 and keys[15000][0] == 15004
 
 
 # --------------------------------------------------------------------------- on a real server
