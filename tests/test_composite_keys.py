@@ -423,3 +423,36 @@ def test_the_guard_and_identical_twins_work_per_composite_key(db, tmp_path):
     assert keys_in(db, "src") == [(b"b", 1)]
     assert keys_in(db, "arc") == [(b"a", 1), (b"a", 2), (b"b", 2)]
     assert db.query("SELECT rows_archived, duplicates, skipped_by_guard FROM process_logs") == [(2, 1, 1)]
+
+
+TEXT_TS_TABLE = """CREATE TABLE {name} (
+  tenant VARCHAR(10) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL,
+  ts TIMESTAMP(6) NOT NULL,
+  note VARCHAR(20) NULL,
+  PRIMARY KEY (tenant, ts)
+) ENGINE=InnoDB"""
+
+
+def test_text_and_timestamp_keys_into_another_server_set_aside_collisions_and_move_the_rest(db, dest_db,
+                                                                                           tmp_path):
+    db.execute(TEXT_TS_TABLE.format(name="src"))
+    dest_db.execute(TEXT_TS_TABLE.format(name="arc"))
+    with global_time_zone(db, "+00:00"):
+        db.executemany("INSERT INTO src VALUES (%s, FROM_UNIXTIME(%s), 'n')",
+                       [("a", 1700000000.5), ("b", 1700000000.5), ("a", 1700003600)])
+    with global_time_zone(dest_db, "+00:00"):
+        # 'B' equals the listed 'b' by collation: a collision, kept for a human
+        dest_db.execute("INSERT INTO arc VALUES ('B', FROM_UNIXTIME(1700000000.5), 'other')")
+    write_keys(tmp_path / "csv" / "keys.csv", ["tenant", "ts"],
+               [("a", "2023-11-14 23:13:20.5"), ("b", "2023-11-14 23:13:20.5"), ("a", "2023-11-15 00:13:20")])
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                          archive__key_column="tenant, ts", archive__csv_column=None,
+                          archive__key_time_zone="+01:00", **dest_keys(dest_db))
+    dry = json.loads(run_cli(config, "--dry-run", "--json").stdout)
+    assert dry["rows_to_archive"] == 2, dry
+    result = run_cli(config)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    left = db.query("SELECT CAST(tenant AS BINARY), UNIX_TIMESTAMP(ts) FROM src")
+    assert left == [(b"b", Decimal("1700000000.500000"))]
+    assert dest_db.scalar("SELECT COUNT(*) FROM arc") == 3
+    assert db.query("SELECT key_value FROM conflict_logs") == [('"b",2023-11-14 23:13:20.500000',)]
