@@ -433,8 +433,8 @@ TEXT_TS_TABLE = """CREATE TABLE {name} (
 ) ENGINE=InnoDB"""
 
 
-def test_text_and_timestamp_keys_into_another_server_set_aside_collisions_and_move_the_rest(db, dest_db,
-                                                                                           tmp_path):
+def test_text_and_timestamp_keys_into_another_server_set_aside_collisions_and_move_the_rest(
+        db, dest_db, tmp_path):
     db.execute(TEXT_TS_TABLE.format(name="src"))
     dest_db.execute(TEXT_TS_TABLE.format(name="arc"))
     with global_time_zone(db, "+00:00"):
