@@ -24,7 +24,15 @@ import pytest
 
 import archive
 from checks import completed_batches
-from helpers import ScratchDatabase, global_time_zone, kill_process_group, run_cli, wait_until, write_config
+from helpers import (
+    ScratchDatabase,
+    global_time_zone,
+    kill_process_group,
+    read_text_logs,
+    run_cli,
+    wait_until,
+    write_config,
+)
 from test_destination import dest_keys
 
 
@@ -58,6 +66,19 @@ def test_a_composite_key_is_read_from_its_fields_in_key_order():
         archive.parse_fields(fields("T1", "7"), [0, 2], TENANT_ID)
     with pytest.raises(ValueError, match="not a whole number"):
         archive.parse_fields(fields("T1", "7x"), [0, 1], TENANT_ID)
+
+
+def test_every_exactness_rule_of_a_single_key_holds_per_part():
+    quoted = [(" a ", archive.QUOTED), (" 7 ", archive.QUOTED)]
+    assert archive.parse_fields(quoted, [0, 1], TENANT_ID) == (" a ", 7)  # text kept as quoted
+    with pytest.raises(ValueError, match="spaces outside the quotes"):
+        archive.parse_fields([("a", archive.PADDED), ("7", archive.BARE)], [0, 1], TENANT_ID)
+    with pytest.raises(ValueError, match="out of range"):
+        archive.parse_fields(fields("a", "2147483648"), [0, 1], TENANT_ID)
+    with pytest.raises(ValueError, match="longer than"):
+        archive.parse_fields(fields("x" * 21, "1"), [0, 1], TENANT_ID)
+    with pytest.raises(ValueError, match="NULL"):
+        archive.parse_fields([("a", archive.BARE), ("N", archive.NULL)], [0, 1], TENANT_ID)
 
 
 def test_dates_and_times_are_read_exactly_and_what_the_column_cannot_hold_is_refused():
@@ -250,6 +271,11 @@ def test_a_differing_archived_copy_of_a_composite_key_is_a_conflict_rechecked_by
     result = run_cli(config)
     assert result.returncode == 3, (result.stdout, result.stderr)
     assert db.query("SELECT key_value FROM conflict_logs WHERE status = 'OPEN'") == [('1,"a,""b"""',)]
+    status = run_cli(config, "--status")
+    assert "Open conflicts" in status.stdout and "  keys.csv: 1 key" in status.stdout, status.stdout
+    assert json.loads(status.stdout.rsplit("  ", 1)[1]) == ['1,"a,""b"""'], status.stdout
+    assert 'CONFLICT: 1 key archived with different rows; both versions kept: 1,"a,""b"""' in \
+        read_text_logs(tmp_path / "logs")
     assert keys_in(db, "src") == [(b'a,"b"', 1)] and keys_in(db, "arc") == [(b'a,"b"', 1), (b"c", 2)]
     db.execute("UPDATE arc SET note = %s WHERE tenant = 'a,\"b\"'", ("'a,\"b\"'/1",))
     again = run_cli(config)
