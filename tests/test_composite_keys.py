@@ -482,3 +482,19 @@ def test_text_and_timestamp_keys_into_another_server_set_aside_collisions_and_mo
     assert left == [(b"b", Decimal("1700000000.500000"))]
     assert dest_db.scalar("SELECT COUNT(*) FROM arc") == 3
     assert db.query("SELECT key_value FROM conflict_logs") == [('"b",2023-11-14 23:13:20.500000',)]
+
+
+def test_a_run_resumes_a_composite_key_file_from_the_text_log(db, tmp_path):
+    rows = [(f"t{n % 3}", n) for n in range(1, 61)]
+    config = tenant_job(db, tmp_path, rows, rows, archive__batch_size=6, controls__max_runtime="1s",
+                        controls__sleep_seconds=0.4)
+    assert run_cli(config).returncode == 6
+    done = completed_batches(db)
+    assert 1 <= done < 10
+    for table in archive.TRACKING_TABLES:  # the tracking tables are lost; the text log still says
+        db.execute(f"DROP TABLE {table}")
+    result = run_cli(config, "--max-runtime", "1h", "--sleep", "0")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert f"Resuming file keys.csv from batch {done + 1}" in result.stdout
+    assert keys_in(db, "src") == [] and len(keys_in(db, "arc")) == 60
+    assert db.scalar("SELECT SUM(rows_archived) FROM file_processing_logs") == 60 - 6 * done
