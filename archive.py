@@ -1421,9 +1421,12 @@ def lf_lines(block: bytes) -> list[bytes]:
     return [line + b"\n" for line in lines] + ([last] if last else [])
 
 
-def plain_int_blocks(blocks: Iterator[bytes], key_type: KeyType, line_no: int, offset: int
-                     ) -> Generator[KeyBlock, None, tuple[Iterable[bytes], int, int]]:
-    """Keys of a one-column file of plain numbers, a block at a time, at C speed.
+PlainRead = Optional[tuple[list[Key], list[int]]]  # a block's keys and line lengths, or None: not plain
+
+
+def plain_blocks(blocks: Iterator[bytes], read_block: Callable[[bytes], PlainRead], line_no: int,
+                 offset: int) -> Generator[KeyBlock, None, tuple[Iterable[bytes], int, int]]:
+    """Keys of plain blocks, read a block at a time by `read_block` (one record per line, LF ends).
 
     Most key files are just that. At the first block that is anything else (quotes,
     spaces, CRLF, blank lines, a value out of range) the rest of the file goes back,
@@ -1431,49 +1434,54 @@ def plain_int_blocks(blocks: Iterator[bytes], key_type: KeyType, line_no: int, o
     also names any offending line.
     """
     for block in blocks:
+        read = read_block(block)
+        if read is None:
+            rest = itertools.chain([block], blocks)
+            return itertools.chain.from_iterable(map(lf_lines, rest)), line_no, offset
+        keys, lengths = read
+        # Each line's end: offset + its length + its LF, summed (accumulate runs in C).
+        ends = list(itertools.accumulate(lengths, operator.add, initial=offset))
+        yield KeyBlock(keys, range(line_no + 1, line_no + len(keys) + 1),
+                       list(map(operator.add, ends[1:], range(1, len(keys) + 1))))
+        line_no += len(keys)
+        offset += len(block)
+    return [], line_no, offset
+
+
+def plain_int_reader(key_type: KeyType) -> Callable[[bytes], PlainRead]:
+    """Reads a block of a one-column file of plain numbers at C speed."""
+    def read(block: bytes) -> PlainRead:
         lines = block.split(b"\n")
         lines.pop()
         keys = list(map(int, lines)) if PLAIN_INTS.fullmatch(block) else []
         if not keys or not key_type.low <= min(keys) <= max(keys) <= key_type.high:
-            rest = itertools.chain([block], blocks)
-            return itertools.chain.from_iterable(map(lf_lines, rest)), line_no, offset
-        # Each line's end: offset + its length + its LF, summed (map/accumulate run in C).
-        ends = list(itertools.accumulate(map(len, lines), operator.add, initial=offset))
-        yield KeyBlock(keys, range(line_no + 1, line_no + len(keys) + 1),
-                       list(map(operator.add, ends[1:], range(1, len(keys) + 1))))
-        line_no += len(keys)
-        offset += len(block)
-    return [], line_no, offset
+            return None
+        return cast(list[Key], keys), list(map(len, lines))
+
+    return read
 
 
-def plain_record_blocks(blocks: Iterator[bytes], key_type: KeyType, indexes: Sequence[int], delimiter: str,
-                        line_no: int, offset: int
-                        ) -> Generator[KeyBlock, None, tuple[Iterable[bytes], int, int]]:
-    """Keys of numbers, dates and times in plain fields (no quotes, escapes or blank lines), a block
-    at a time: plain_int_blocks for composite and time keys, skipping the careful reader's decoding,
-    quote counting and splitting (the same parse_fields reads the fields). At the first block that
-    is anything else, the rest of the file goes back to the careful reader, which names the line.
-    """
+def plain_record_reader(key_type: KeyType, indexes: Sequence[int], delimiter: str
+                        ) -> Callable[[bytes], PlainRead]:
+    """Reads a block of numbers, dates and times in plain fields (no quotes, escapes or blank lines),
+    skipping the careful reader's decoding, quote counting and splitting (parse_fields still reads
+    every field)."""
     plain = re.compile(rb"(?:[0-9 .:+-]*(?:" + re.escape(delimiter.encode()) + rb"[0-9 .:+-]*)*\n)*")
-    for block in blocks:
-        lines = block.decode("ascii").split("\n") if plain.fullmatch(block) else [""]
+
+    def read(block: bytes) -> PlainRead:
+        if not plain.fullmatch(block):
+            return None
+        lines = block.decode("ascii").split("\n")
         lines.pop()
+        if not all(line.strip(" ") for line in lines):
+            return None  # a blank line: the careful reader skips it
         try:
-            if not all(line.strip(" ") for line in lines):
-                raise ValueError("a blank line")  # skipped by the careful reader, not here
-            keys = [parse_fields([(f, BARE) for f in line.split(delimiter)], indexes, key_type)
-                    for line in lines]
+            return [parse_fields([(f, BARE) for f in line.split(delimiter)], indexes, key_type)
+                    for line in lines], list(map(len, lines))
         except ValueError:
-            keys = []
-        if not keys:
-            rest = itertools.chain([block], blocks)
-            return itertools.chain.from_iterable(map(lf_lines, rest)), line_no, offset
-        ends = list(itertools.accumulate(map(len, lines), operator.add, initial=offset))
-        yield KeyBlock(keys, range(line_no + 1, line_no + len(keys) + 1),
-                       list(map(operator.add, ends[1:], range(1, len(keys) + 1))))
-        line_no += len(keys)
-        offset += len(block)
-    return [], line_no, offset
+            return None
+
+    return read
 
 
 def keys_of_records(records: Iterator[Record], name: str, indexes: Sequence[int], key_type: KeyType
@@ -1509,11 +1517,10 @@ def key_blocks(path: Path, fmt: CsvFormat, key_type: KeyType,
         handle.seek(offset)
         lines: Iterable[bytes] = handle
         plain = key_type.kind == "int" and indexes == [0]
-        if plain:
-            lines, last, offset = yield from plain_int_blocks(read_blocks(handle), key_type, last, offset)
-        elif all(part.kind in PLAIN_KINDS for part in key_type.parts or (key_type,)):
-            lines, last, offset = yield from plain_record_blocks(read_blocks(handle), key_type, indexes,
-                                                                 fmt.delimiter, last, offset)
+        if plain or all(part.kind in PLAIN_KINDS for part in key_type.parts or (key_type,)):
+            reader = (plain_int_reader(key_type) if plain else
+                      plain_record_reader(key_type, indexes, fmt.delimiter))
+            lines, last, offset = yield from plain_blocks(read_blocks(handle), reader, last, offset)
         text = "str" in (key_type.kind, *(part.kind for part in key_type.parts))
         records = read_records(lines, name, fmt, last, offset, plain, keep_spaces=text)
         for triples in cut_blocks(keys_of_records(records, name, indexes, key_type), offset):

@@ -9,6 +9,7 @@ cluster) and which schema a contender runs against.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import re
@@ -543,6 +544,14 @@ def run_once(env: Env, contender: Contender) -> tuple[float, int | None, int]:
 def failure_note(exc: BaseException) -> str:
     """The first line of an error, as a table note."""
     return f"FAILED: {str(exc).splitlines()[0][:150]}" if str(exc) else f"FAILED: {type(exc).__name__}"
+
+
+def close_mode(env: Env, schema: Schema, results: list[Result], prefix: str) -> list[Result]:
+    """After a mode printed its table on its own database: drop the database, name the results
+    after the mode."""
+    sys.stdout.flush()
+    query(env.conn, f"DROP DATABASE `{schema.db}`")
+    return [dataclasses.replace(r, name=f"{prefix}: {r.name}") for r in results]
 
 
 def measure(env: Env, contenders: list[Contender], repeat: int) -> list[Result]:

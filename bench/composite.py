@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from benchlib import (
     Mode,
     Result,
     Schema,
+    close_mode,
     create_schema,
     fmt_note,
     fmt_ratio,
@@ -94,9 +94,7 @@ def run_composite(env: Env, args: argparse.Namespace, _ids: Sequence[int] = ()) 
         print(f"{r.name:<46} {fmt_seconds(r)} {fmt_rps(r)} {fmt_rss(r)}  {fmt_note(r)}".rstrip())
     if len(results) == 2:
         print(f"a/b = {fmt_ratio(results[0], results[1])} (goal: at most 0.50)")
-    sys.stdout.flush()
-    query(env.conn, f"DROP DATABASE `{EVENTS.db}`")
-    return [dataclasses.replace(r, name=f"composite: {r.name}") for r in results]
+    return close_mode(env, EVENTS, results, "composite")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:

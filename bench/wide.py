@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from collections.abc import Sequence
 
 from benchlib import (
@@ -16,6 +15,7 @@ from benchlib import (
     Mode,
     Result,
     Schema,
+    close_mode,
     create_schema,
     fmt_note,
     fmt_rps,
@@ -78,9 +78,7 @@ def run_wide(env: Env, args: argparse.Namespace, _ids: Sequence[int] = ()) -> li
     for r in results:
         mbps = f"{size / r.seconds / 1e6:7.1f}" if r.seconds else f"{'-':>7}"
         print(f"{r.name:<36} {fmt_seconds(r)} {fmt_rps(r)} {mbps} {fmt_rss(r)}  {fmt_note(r)}".rstrip())
-    sys.stdout.flush()
-    query(env.conn, f"DROP DATABASE `{WIDE.db}`")
-    return [dataclasses.replace(r, name=f"wide: {r.name}") for r in results]
+    return close_mode(env, WIDE, results, "wide")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
