@@ -3314,19 +3314,21 @@ def fetch_tables(db: Database, names: Sequence[str]) -> dict[str, dict[str, Any]
 def unique_key_on(db: Database, table: str, columns: Sequence[str]) -> str | None:
     """The name of the primary key or unique key that is exactly `columns` (in any order), if
     `table` has one; a key on a prefix of a column does not count (it is not unique for it)."""
-    rows = db.query(
-        "SELECT INDEX_NAME, GROUP_CONCAT(LOWER(COLUMN_NAME) ORDER BY COLUMN_NAME SEPARATOR ','), "
-        "MAX(SUB_PART IS NOT NULL) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
-        "AND TABLE_NAME = %s AND NON_UNIQUE = 0 GROUP BY INDEX_NAME ORDER BY INDEX_NAME <> 'PRIMARY', "
-        "INDEX_NAME", (table,))
-    wanted = ",".join(sorted(c.lower() for c in columns))
-    return next((str(name) for name, names, prefix in rows if names == wanted and not int(prefix)), None)
+    keys: dict[str, list[str]] = {}
+    for name, column, prefix in db.query(
+            "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS WHERE "
+            "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND NON_UNIQUE = 0 ORDER BY INDEX_NAME <> "
+            "'PRIMARY', INDEX_NAME, SEQ_IN_INDEX", (table,)):
+        keys.setdefault(str(name), []).append("" if prefix is not None else str(column).lower())
+    wanted = sorted(c.lower() for c in columns)  # compared in Python: SQL would sort by collation
+    return next((name for name, names in keys.items() if sorted(names) == wanted), None)
 
 
 def unique_keys_text(db: Database, table: str) -> str:
     """The table's primary and unique keys, for a message: `PRIMARY (a, b)`, or that it has none."""
     rows = db.query(
-        "SELECT INDEX_NAME, GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX SEPARATOR ', ') FROM "
+        "SELECT INDEX_NAME, GROUP_CONCAT(CONCAT(COLUMN_NAME, IF(SUB_PART IS NULL, '', CONCAT('(', SUB_PART, "
+        "')'))) ORDER BY SEQ_IN_INDEX SEPARATOR ', ') FROM "
         "information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND "
         "NON_UNIQUE = 0 GROUP BY INDEX_NAME ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME", (table,))
     if not rows:

@@ -498,3 +498,21 @@ def test_a_run_resumes_a_composite_key_file_from_the_text_log(db, tmp_path):
     assert f"Resuming file keys.csv from batch {done + 1}" in result.stdout
     assert keys_in(db, "src") == [] and len(keys_in(db, "arc")) == 60
     assert db.scalar("SELECT SUM(rows_archived) FROM file_processing_logs") == 60 - 6 * done
+
+
+def test_key_columns_are_matched_to_a_unique_key_by_name_not_by_the_schema_collation_order(db, tmp_path):
+    # information_schema sorts `ab` before `a_b` (utf8mb3_general_ci compares '_' above letters),
+    # Python after it: comparing the two orders refused the table's own primary key.
+    for name in ("src", "arc"):
+        db.execute(f"CREATE TABLE {name} (a_b INT NOT NULL, ab INT NOT NULL, code VARCHAR(40) NOT NULL, "
+                   "PRIMARY KEY (a_b, ab), UNIQUE KEY ux_code (code(10))) ENGINE=InnoDB")
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                          archive__key_column="ab, a_b", archive__csv_column=None)
+    check = run_cli(config, "--check")
+    assert check.returncode == 0 and "on key (`ab`, `a_b`)" in check.stdout, check.stdout
+    prefix = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                          archive__key_column="code", archive__csv_column=None)
+    refused = run_cli(prefix, "--check")
+    assert refused.returncode == 1, refused.stdout
+    assert "`code` is not the primary key or a unique key of the source: its keys are PRIMARY (a_b, ab); " \
+        "ux_code (code(10))" in refused.stdout
