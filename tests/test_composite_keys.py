@@ -516,3 +516,30 @@ def test_key_columns_are_matched_to_a_unique_key_by_name_not_by_the_schema_colla
     assert refused.returncode == 1, refused.stdout
     assert "`code` is not the primary key or a unique key of the source: its keys are PRIMARY (a_b, ab); " \
         "ux_code (code(10))" in refused.stdout
+
+
+@pytest.mark.parametrize("sql_type, stored, listed, zone", [
+    ("DATETIME(3)", ["2024-01-01 00:00:00.000", "2024-01-01 00:00:00.001", "2024-02-29 23:59:59.999"],
+     ["2024-01-01", "2024-02-29 23:59:59.999", "2024-02-29 23:59:59.99"], None),
+    ("DATE", ["2024-01-01", "2024-01-02"], ["2024-01-02", "2023-12-31"], None),
+    ("TIMESTAMP(0)", ["2024-03-31 00:30:00", "2024-03-31 01:30:00"], ["2024-03-31 03:30:00"],
+     "Europe/Berlin"),
+])
+def test_a_single_date_or_time_key_moves_exactly_its_own_row(db, tmp_path, sql_type, stored, listed, zone):
+    for name in ("src", "arc"):
+        db.execute(f"CREATE TABLE {name} (at {sql_type} NOT NULL PRIMARY KEY, note VARCHAR(10)) "
+                   "ENGINE=InnoDB")
+    with global_time_zone(db, "+00:00"):  # TIMESTAMPs stored as UTC instants
+        db.executemany("INSERT INTO src VALUES (%s, 'n')", [(v,) for v in stored])
+    write_keys(tmp_path / "csv" / "keys.csv", ["at"], [(v,) for v in listed])
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                          archive__key_column="at", archive__csv_column=None,
+                          **({"archive__key_time_zone": zone} if zone else {}))
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    with global_time_zone(db, "+00:00"):
+        archived = [str(v) for (v,) in db.query("SELECT CAST(at AS CHAR) FROM arc ORDER BY at")]
+    expected = {"DATETIME(3)": ["2024-01-01 00:00:00.000", "2024-02-29 23:59:59.999"],
+                "DATE": ["2024-01-02"], "TIMESTAMP(0)": ["2024-03-31 01:30:00"]}[sql_type]  # 03:30 CEST
+    assert archived == expected
+    assert db.scalar("SELECT not_found FROM process_logs") == len(listed) - len(expected)
