@@ -417,7 +417,9 @@ class Config:
         where = (f"column{'s' * (len(self.csv_column) > 1)} {names}" if self.csv_header else
                  f"field{'s' * (len(self.csv_column) > 1)} {names} (no header)")
         dialect = "" if self.csv_dialect == "rfc4180" else f", dialect {self.csv_dialect}"
-        return f"key {', '.join(self.key_column)} from {where}, delimiter {self.csv_delimiter!r}{dialect}"
+        zone = f", times in {self.key_time_zone}" if self.key_time_zone else ""  # another zone: other rows
+        return (f"key {', '.join(self.key_column)} from {where}, delimiter {self.csv_delimiter!r}"
+                f"{dialect}{zone}")
 
     @property
     def lock_name(self) -> str:
@@ -4393,7 +4395,7 @@ class Tracking:
         if self.legacy:
             return (("f.process_log_id IN (SELECT id FROM process_logs WHERE source_table = %s AND "
                     "archive_table = %s)"), (self.config.source_table, self.config.archive_table))
-        return "f.job = %s AND f.reading IN (%s, '')", (self.config.job, self.config.reading)
+        return "f.job = %s AND f.reading IN (%s, '')", (self.config.job, fit(self.config.reading, 255))
 
     def finished_record(self, scan: FileScan) -> tuple[int, str] | None:
         """(run, status) of the latest COMPLETED or CONFLICTS record of this exact content."""

@@ -164,6 +164,9 @@ def test_a_composite_key_is_config_with_csv_columns_in_the_same_order(tmp_path):
     assert config.reading == "key tenant_id, id from columns 'tenant_id', 'id', delimiter ','"
     assert load(key_column="id").reading == "key id from column 'id', delimiter ','"  # as 2.0 wrote it
     assert load(key_column="a,b", csv_column="B, A").csv_column == ("B", "A")
+    # a TIMESTAMP key's zone decides which rows its keys name: a checkpoint holds only for the same zone
+    assert load(key_column="id, ts", key_time_zone="Europe/Berlin").reading == \
+        "key id, ts from columns 'id', 'ts', delimiter ',', times in Europe/Berlin"
     for keys, message in [({"key_column": "a, b", "csv_column": "a"}, r"\[archive\] csv_column.*1 CSV"),
                           ({"key_column": "a, A"}, r"\[archive\] key_column.*names a more than once"),
                           ({"key_column": "a, b", "csv_column": "x, x"}, "one CSV column for two"),
@@ -543,3 +546,26 @@ def test_a_single_date_or_time_key_moves_exactly_its_own_row(db, tmp_path, sql_t
                 "DATE": ["2024-01-02"], "TIMESTAMP(0)": ["2024-03-31 01:30:00"]}[sql_type]  # 03:30 CEST
     assert archived == expected
     assert db.scalar("SELECT not_found FROM process_logs") == len(listed) - len(expected)
+
+
+def test_a_reading_longer_than_its_column_still_resumes(db, tmp_path):
+    # file_processing_logs.reading holds 255 bytes: a longer reading (long key column names) was
+    # stored cut, never equalled the config's again, and every rerun restarted its files.
+    names = [f"{letter}_{'x' * 60}" for letter in "abc"]
+    for table in ("src", "arc"):
+        db.execute(f"CREATE TABLE {table} ({', '.join(f'{n} INT NOT NULL' for n in names)}, "
+                   f"PRIMARY KEY ({', '.join(names)})) ENGINE=InnoDB")
+    db.executemany("INSERT INTO src VALUES (%s, %s, %s)", [(n, n, n) for n in range(1, 41)])
+    write_keys(tmp_path / "csv" / "keys.csv", names, [(n, n, n) for n in range(1, 41)])
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                          archive__key_column=", ".join(names), archive__csv_column=None,
+                          archive__batch_size=4, controls__max_runtime="1s", controls__sleep_seconds=0.4)
+    assert run_cli(config).returncode == 6
+    done = completed_batches(db)
+    assert 1 <= done < 10
+    for log in (tmp_path / "logs").iterdir():  # the database's checkpoint alone, not the text log's
+        log.unlink()
+    result = run_cli(config, "--max-runtime", "1h", "--sleep", "0")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert f"Resuming file keys.csv from batch {done + 1}" in result.stdout
+    assert db.scalar("SELECT SUM(not_found) FROM process_logs") == 0
