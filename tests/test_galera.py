@@ -27,6 +27,7 @@ from checks import (
 )
 from galera import GaleraCluster
 from helpers import ScratchDatabase, run_cli, silenced_mid_query, snapshot, wait_until, write_config
+from test_composite_keys import tenant_job
 from test_schema_changes import ADD_CASCADE, CLAIMS, row_held, wait_for_a_lock_wait
 
 
@@ -433,3 +434,17 @@ def test_a_cascading_foreign_key_added_on_another_node_mid_batch_deletes_no_chil
             other.close()
     assert proc.wait(timeout=120) == 1, proc.read_stdout() + proc.read_stderr()
     assert galera_db.count("reward_claims") == 400, "the batch's DELETE cascaded into reward_claims"
+
+
+def test_a_composite_key_job_on_the_cluster_moves_exactly_its_rows(galera_db, galera_cluster, tmp_path):
+    causal(galera_db)
+    rows = [(f"t{n % 5}", n) for n in range(1, 1201)]
+    traps = [("T1", 1), ("t1 ", 6)]  # equal to listed rows by collation only: not found
+    config = tenant_job(galera_db, tmp_path, rows, rows[:1000] + traps, archive__batch_size=10,
+                        database__host=hosts(galera_cluster, 0, 1, 2))
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    archived = galera_db.query("SELECT CAST(tenant AS BINARY), id FROM arc ORDER BY id")
+    assert archived == [(t.encode(), n) for t, n in rows[:1000]]
+    assert galera_db.scalar("SELECT COUNT(*) FROM src") == 200
+    assert galera_db.query("SELECT rows_archived, not_found FROM process_logs") == [(1000, 2)]
