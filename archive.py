@@ -79,8 +79,8 @@ Exit codes:
        cannot hold, a file that changed while it ran); takes precedence over 3
     5  another run for the same source table is already running (nothing was touched),
        or this run lost its run lock to another run and stopped
-    6  the run was INTERRUPTED (SIGTERM/SIGINT, max_runtime, stop_file or a replica
-       that stayed unknown) after finishing or rolling back its current batch;
+    6  the run was INTERRUPTED (SIGTERM/SIGINT/SIGHUP, max_runtime, stop_file, critical_load
+       or a replica that stayed unknown) after finishing or rolling back its current batch;
        rerun to resume
 """
 
@@ -2442,7 +2442,7 @@ class RunState:
 
 @dataclass
 class StopSignal:
-    """Set by SIGTERM/SIGINT or a control; checked between batches."""
+    """Set by SIGTERM/SIGINT/SIGHUP or a control; checked between batches."""
 
     reason: str | None = None
 
@@ -2525,11 +2525,12 @@ class PauseState:
         return PauseStep("wait")
 
     def interrupt(self, now: float, stop: str) -> PauseStep:
-        """A stop arrived: end a pause that is going on."""
+        """A stop arrived: end a pause that is going on; its text says why it paused, how long."""
         if self.paused_at is None:
             return PauseStep("go")
-        self.close(now)
-        return PauseStep("resume", f"PAUSE ENDED: {stop}")
+        why = self.reason
+        took = self.close(now)
+        return PauseStep("resume", f"PAUSE ENDED: {stop} (while paused {took:.0f}s: {why})")
 
     def close(self, now: float) -> float:
         """Book the pause that ends now; return how long it lasted."""
@@ -5019,9 +5020,10 @@ class Controls:
         """Pause while a probe says so; give up after replica_timeout of replica trouble."""
         while True:
             stop = self.stop_reason()
-            if stop:
-                self.act(self.pauses.interrupt(time.monotonic(), stop))
-                return stop
+            if stop:  # a stop during a pause says why the run was paused, and how long
+                ended = self.pauses.interrupt(time.monotonic(), stop)
+                self.act(ended)
+                return ended.text.removeprefix("PAUSE ENDED: ") or stop
             reason, replica_problem = self.pause_reason()
             step = self.pauses.step(time.monotonic(), reason, replica_problem)
             self.act(step, reason)
@@ -5393,9 +5395,11 @@ def archive_file(context: RunContext, path: Path) -> None:
 # --------------------------------------------------------------------------- run
 
 def install_signal_handlers(stop: StopSignal) -> dict[int, Any]:
-    """Route SIGTERM and SIGINT to the stop flag; return the previous handlers."""
+    """Route SIGTERM, SIGINT and SIGHUP to the stop flag; return the previous handlers."""
+    # SIGHUP (a closed terminal, an ssh drop) would otherwise kill the run like kill -9 does,
+    # mid-batch and with its run left RUNNING: it stops the run cleanly instead.
     previous: dict[int, Any] = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         previous[signum] = signal.signal(signum, stop.handler)
     return previous
 

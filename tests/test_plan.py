@@ -359,7 +359,8 @@ def test_pauses_resume_and_give_up_by_the_clock():
     assert state.paused_seconds == 84
     assert state.interrupt(105, "stop").action == "go"
     state.step(106, "busy", False)
-    assert state.interrupt(107, "received SIGTERM").text == "PAUSE ENDED: received SIGTERM"
+    assert state.interrupt(107, "received SIGTERM").text == (
+        "PAUSE ENDED: received SIGTERM (while paused 1s: busy)")
 
 
 def test_sparse_integer_keys_may_go_as_one_range_filtered_by_a_bitmap():
