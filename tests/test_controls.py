@@ -246,7 +246,8 @@ def test_sigterm_ends_a_pause_long_before_check_interval(tmp_path: Path, db: Scr
     assert completed_batches(db) == []
     # The stop says why the run was paused, and for how long.
     reason = db.scalar("SELECT stop_reason FROM process_logs")
-    assert re.fullmatch(r"received SIGTERM \(while paused [0-9]+s: replica .* lag unknown .*\)", reason), reason
+    assert re.fullmatch(r"received SIGTERM \(while paused [0-9]+s: replica .* lag unknown .*\)",
+                        reason), reason
     assert "while paused" in proc.read_stdout()
 
 
