@@ -2753,7 +2753,7 @@ def metric_samples(labels: dict[str, str], values: dict[str, Any]) -> dict[str, 
             samples[name] = [f'{name}{{{job},status="{status}"}} {int(value == status)}'
                              for status in RUN_STATUSES] if value else []
         else:
-            samples[name] = [] if value is None else [f"{name}{{{job}}} {float(value):.10g}"]
+            samples[name] = [] if value is None else [f"{name}{{{job}}} {float(value)!r}"]
     return samples
 
 
