@@ -2629,11 +2629,52 @@ def over_limit(status: dict[str, str], limits: Sequence[tuple[str, float]], key:
 # --------------------------------------------------------------------------- terminal output
 
 def fit_progress(name: str, rest: str, width: int) -> str:
-    """One progress line of at most `width` characters: the file name gives way first."""
+    """One progress line of at most `width` characters: the file name gives way first, then whole
+    fields (two spaces apart) of `rest` before its last one (the ETA): a number is never cut."""
+    fields = rest.split("  ")
+    while len(fields) > 1 and len("  ".join(fields)) > width:
+        fields.pop(-2 if len(fields) > 2 else -1)
+    rest = "  ".join(fields)
     room = width - len(rest) - 2
     if len(name) > room:
         name = (name[:max(room - 1, 0)] + "…") if room > 1 else ""
     return f"{name}  {rest}".strip()[:width]
+
+
+FIELD_BREAKS = (" | ", ", ", " ")  # where a long line may be cut, the best place first
+
+
+def wrap_fields(text: str, width: int, indent: str = "  ", breaks: Sequence[str] = FIELD_BREAKS) -> list[str]:
+    """A line as lines of at most `width` characters, cut after a field separator (" | " if it
+    can, else ", ", else a space); nothing is lost, continuation lines are indented."""
+    if len(text) <= width:
+        return [text]
+    if not breaks:  # one word wider than the terminal: cut it where the terminal would
+        room = max(width - len(indent), 1)
+        return [text[:width]] + [indent + text[i:i + room] for i in range(width, len(text), room)]
+    lead = text[:len(text) - len(text.lstrip(" "))]  # a continuation line keeps its indent
+    lines, line = [], lead
+    for part in text[len(lead):].split(breaks[0]):
+        candidate = f"{line}{breaks[0]}{part}" if line.strip() else line + part
+        if len(candidate.rstrip()) <= width or not line.strip():
+            line = candidate
+            continue
+        lines.append(line + breaks[0].rstrip())
+        line = indent + part
+    lines.append(line)
+    return [piece for whole in lines for piece in (
+        [whole] if len(whole) <= width else wrap_fields(whole, width, indent, breaks[1:]))]
+
+
+def terminal_width(stream: Any) -> int | None:
+    """The width of the terminal `stream` shows on; None when it is none (cron, a pipe, a file:
+    there lines stay whole)."""
+    try:
+        if not stream.isatty():
+            return None
+    except (AttributeError, ValueError, OSError):
+        return None
+    return max(shutil.get_terminal_size((80, 24)).columns, 20)
 
 
 def format_seconds(seconds: float) -> str:
@@ -2668,10 +2709,11 @@ class Reporter:
                                "the last committed batch") from None
 
     def say(self, text: str, level: int = 1) -> None:
-        """Print a line when the verbosity allows it."""
+        """Print a line when the verbosity allows it; on a terminal, cut to fit its width."""
         if self.verbosity >= level:
             self.clear_progress()
-            self.emit(text + "\n")
+            width = terminal_width(self.stream)
+            self.emit("\n".join(wrap_fields(text, width) if width else [text]) + "\n")
 
     def batch(self, text: str) -> None:
         """A per-batch line: only with -v (a terminal shows the progress line instead)."""
@@ -2680,7 +2722,7 @@ class Reporter:
     def progress(self, name: str, rest: str) -> None:
         """Redraw the single progress line on a terminal, cut to fit its width."""
         if self.live:
-            width = shutil.get_terminal_size((80, 24)).columns - 1
+            width = (terminal_width(self.stream) or 80) - 1
             self.emit("\r" + fit_progress(name, rest, width) + "\x1b[K")
             self.pending = True
 
@@ -6065,6 +6107,19 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[str
     return [line.rstrip() for line in lines]
 
 
+def fit_table(rows: list[dict[str, Any]], columns: Sequence[str], width: int | None) -> list[str]:
+    """format_table, or on a terminal too narrow for it one block per row: its first column, then
+    the others as `name value` fields cut to the width at field boundaries."""
+    lines = format_table(rows, columns)
+    if width is None or max(len(line) for line in lines) <= width:
+        return lines
+    blocks = []
+    for row in rows:
+        fields = ", ".join(f"{c} {'' if row[c] is None else row[c]}" for c in columns[1:])
+        blocks += wrap_fields(str(row[columns[0]]), width) + wrap_fields("  " + fields, width, "    ")
+    return blocks
+
+
 def print_lines(lines: Iterable[str], out: Any) -> None:
     """Print a report."""
     for line in lines:
@@ -6481,7 +6536,8 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
                           "rows_to_delete": totals["rows_to_delete"], "rejected_files": rejected},
                          indent=2), file=out)
     else:
-        print_lines(format_table(rows + [total.row()], ("file",) + DRY_RUN_COUNTS + ("status",)), out)
+        table = rows + [total.row()]
+        print_lines(fit_table(table, ("file",) + DRY_RUN_COUNTS + ("status",), terminal_width(out)), out)
         print("Dry run: nothing was changed.", file=out)
     return EXIT_REJECTED if rejected else EXIT_OK
 
