@@ -6321,8 +6321,36 @@ def cluster_lines(db: Database) -> list[str]:
              f"wsrep_max_ws_size {db.variable('wsrep_max_ws_size')}")]
 
 
-def check_command(config: Config, out: Any = None) -> int:
-    """Preflight only, with a readable verdict; exit 0 when a run could proceed."""
+def looked_at_lines(config: Config, plan: TablePlan, tracking: tuple[set[str], int]) -> list[str]:
+    """What --check -v adds: what the checks looked at, from the plan they approved."""
+    lines = [(f"looked at: key `{plan.key}` ({plan.key_type.sql_type}) through index {plan.source_index} "
+              f"of `{plan.source}` and {plan.archive_index} of `{plan.archive}`"),
+             "looked at: columns copied and compared: "
+             + ", ".join(f"{c.name} {c.data_type}" for c in plan.columns)]
+    lines += [("looked at: generated on both sides (compared, not copied): "
+               + ", ".join(c.name for c in plan.recomputed))] if plan.recomputed else []
+    for where, definitions in (("source server", plan.definitions), ("destination", plan.dest_definitions)):
+        if definitions is None or not definitions.effects:
+            continue
+        tables = ", ".join(f"`{t.name}` ({t.event} triggers)" for t in definitions.tables)
+        engines, triggers, references = (definitions.effects + (None, None, None))[:3]
+        lines.append(f"looked at on the {where}: {tables}: engines {engines or '-'}, triggers that would "
+                     f"fire {triggers or 'none'}, foreign keys reaching the source {references or 'none'}")
+    lines.append(f"looked at: guard {plan.guard or '(none)'}")
+    present, version = tracking
+    lines.append(f"looked at: tracking tables present: {', '.join(sorted(present)) or 'none'}"
+                 + (f" (schema {version})" if "process_logs" in present else ""))
+    limits = [f"{key} {', '.join(f'{n}={v:g}' for n, v in values)}"
+              for key, values in (("max_load", config.max_load), ("critical_load", config.critical_load))
+              if values]
+    lines.append("looked at: load limits " + ("; ".join(limits) if limits else "(none)")
+                 + f"; replicas {len(config.replicas)}")
+    return lines
+
+
+def check_command(config: Config, out: Any = None, verbose: bool = False) -> int:
+    """Preflight only, with a readable verdict (with `verbose`, what each check looked at); exit 0
+    when a run could proceed."""
     out = out or sys.stdout
     db = read_only_source(config)
     dest = None
@@ -6350,6 +6378,7 @@ def check_command(config: Config, out: Any = None) -> int:
         print_lines(lines + ["Verdict: NOT READY: fix the FAIL lines above."], out)
         return EXIT_FAILED
     where = f" on {config.dest.describe()}" if config.dest else ""
+    lines += looked_at_lines(config, found.plan, (present, version)) if verbose else []
     print_lines(lines + [
         (f"ok: `{config.source_table}` -> `{config.archive_table}`{where} on key `{found.plan.key}` "
          f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied"),
@@ -6545,24 +6574,37 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
 # --------------------------------------------------------------------------- command line
 
 EPILOG = """examples:
-  python archive.py /etc/archiver/config.ini            run the job (what cron runs)
-  python archive.py config.ini --dry-run                what would move, per file; changes nothing
-  python archive.py config.ini --status                 progress of the latest (or current) run
-  python archive.py config.ini --check                  are the tables, keys and grants ready?
-  python archive.py config.ini -q --max-runtime 2h      cron: silent unless something needs a human
+  {cmd} /etc/archiver/config.ini{pad}            run the job (what cron runs)
+  {cmd} config.ini --dry-run{pad}                what would move, per file; changes nothing
+  {cmd} config.ini --status{pad}                 progress of the latest (or current) run
+  {cmd} config.ini --check{pad}                  are the tables, keys and grants ready?
+  {cmd} config.ini -q --max-runtime 2h{pad}      cron: silent unless something needs a human
 
 crontab:
-  15 1 * * *  cd /srv/archive && .venv/bin/python archive.py config.ini -q
+  15 1 * * *  {cron} config.ini -q --max-runtime 4h
 
 exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 duplicate conflicts kept,
   4 malformed CSV file rejected, 5 already running, 6 interrupted (rerun to resume)
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def invocation(argv0: str) -> tuple[str, str]:
+    """How this program was started, for --help's examples and crontab line: `python archive.py`
+    (`cd /srv/archive && .venv/bin/python archive.py` in cron), or an installed command's name."""
+    name = os.path.basename(argv0 or "archive.py")
+    if name.endswith(".py") or not name:
+        return "python archive.py", "cd /srv/archive && .venv/bin/python archive.py"
+    return name, name
+
+
+def build_parser(argv0: str | None = None) -> argparse.ArgumentParser:
     """The command line, with help that teaches."""
+    cmd, cron = invocation(sys.argv[0] if argv0 is None else argv0)
+    pad = " " * max(len("python archive.py") - len(cmd), 0)
     parser = argparse.ArgumentParser(
-        prog="archive.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        prog="archive.py" if cmd.startswith("python") else cmd,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG.format(cmd=cmd, pad=pad, cron=cron),
         description="Move the rows listed in CSV key files from a source table into its archive "
                     "table, one transaction per batch, resuming where an earlier run stopped.")
     parser.add_argument("config", help="The INI file with [database], [archive] and [controls].")
@@ -6628,7 +6670,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.status:
         return show_status(config, args.json)
     if args.check:
-        return check_command(config)
+        return check_command(config, verbose=args.verbose)
     if args.dry_run:
         return dry_run(config, args.json)
     return run(config, verbosity=0 if args.quiet else 2 if args.verbose else 1)

@@ -190,6 +190,32 @@ def test_check_says_ready_on_good_tables_and_changes_nothing(db, tmp_path):
     assert state(db) == before and tracking_tables(db) == [] and log_files(config) == []
 
 
+def test_check_verbose_says_what_each_check_looked_at(db, tmp_path):
+    config = setup(db, tmp_path, controls__guard="user_id <> -1", controls__max_load="Threads_running=40")
+    plain, verbose = run_cli(config, "--check"), run_cli(config, "--check", "-v")
+    assert plain.returncode == verbose.returncode == 0, verbose.stdout + verbose.stderr
+    assert "looked at:" not in plain.stdout
+    looked = [line for line in verbose.stdout.splitlines() if line.startswith("looked at")]
+    assert re.fullmatch(r"looked at: key `id` \(\w+.*\) through index PRIMARY of `rewards` and PRIMARY of "
+                        r"`rewards_archives`", looked[0]), looked
+    assert any(line.startswith("looked at: columns copied and compared: id ") for line in looked), looked
+    assert any("looked at on the source server: `rewards` (DELETE triggers)" in line for line in looked)
+    assert "looked at: guard user_id <> -1" in looked
+    assert any("max_load Threads_running=40" in line for line in looked), looked
+
+
+def test_the_readmes_comparison_query_runs_when_the_archive_has_an_extra_column(db, tmp_path):
+    setup(db, tmp_path)
+    db.execute("ALTER TABLE rewards_archives ADD COLUMN reviewed_by VARCHAR(20) NULL FIRST")
+    add_conflict_and_duplicate(db, identical=5, conflict=12)
+    readme = (Path(archive.__file__).resolve().parent / "README.md").read_text()
+    block = readme.split("-- compare the two versions of one key", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines()[1:] if not line.startswith("--")]
+    query = "\n".join(lines).strip().rstrip(";")
+    sides = [row[0] for row in db.query(query)]
+    assert sides == ["source", "archive"]
+
+
 # --------------------------------------------------------------------------- --status
 
 def test_status_before_any_run_says_so_and_creates_nothing(db, tmp_path):
