@@ -388,6 +388,7 @@ class Config:
     critical_load: tuple[tuple[str, float], ...] = ()
     revisit_held: bool = True
     metrics_file: Path | None = None
+    replica_lag_source: tuple[str, str] | None = None  # pt-heartbeat's (db, table); None: SHOW REPLICA STATUS
 
     @property
     def database(self) -> str:
@@ -594,6 +595,18 @@ def parse_load(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(limits)
 
 
+def parse_lag_source(text: str) -> tuple[str, str] | None:
+    """replica_status, or heartbeat:DB.TABLE (pt-heartbeat's table)."""
+    value = text.strip()
+    if value.lower() == "replica_status":
+        return None
+    match = re.fullmatch(r"heartbeat:([A-Za-z0-9_$]{1,64})\.([A-Za-z0-9_$]{1,64})", value)
+    if not match:
+        raise ValueError(f"{value!r} is not replica_status or heartbeat:database.table "
+                         "(pt-heartbeat's table, e.g. heartbeat:percona.heartbeat)")
+    return match.group(1), match.group(2)
+
+
 def parse_path(text: str) -> Path:
     """A file system path; ~ is expanded."""
     return Path(parse_text(text)).expanduser()
@@ -688,6 +701,9 @@ OPTIONS = connection_options("database", "Source server") + connection_options(
     Option("controls", "replicas", (), parse_list,
            "Replicas to watch: mysql://user:pw@host:port, mysql://user@localhost/?unix_socket=/path, "
            "or group:NAME for an option-file group."),
+    Option("controls", "replica_lag_source", None, parse_lag_source,
+           "Where a replica's lag is read: replica_status (SHOW REPLICA STATUS, Seconds_Behind_Master) or "
+           "heartbeat:DB.TABLE, the table pt-heartbeat --update --utc writes on the source."),
     Option("controls", "max_replica_lag", 10.0, make_float_parser(0, 86400),
            "Pause while any replica is more than this many seconds behind."),
     Option("controls", "replica_timeout", 600.0, make_float_parser(1, 7 * 86400),
@@ -5326,6 +5342,19 @@ def batches_of(tracking: Tracking, run_id: int) -> int:
 
 # --------------------------------------------------------------------------- pauses and stops
 
+def heartbeat_lag(conn: Any, table: tuple[str, str], server_id: int) -> float | None:
+    """A replica's lag from pt-heartbeat's table: how old the newest heartbeat of the source
+    (its server_id) is on the replica, in UTC (pt-heartbeat --utc); None without one."""
+    cursor = conn.cursor()
+    try:
+        cursor.execute(f"SELECT TIMESTAMPDIFF(MICROSECOND, MAX(ts), UTC_TIMESTAMP(6)) / 1000000 FROM "
+                       f"{quote_ident(table[0])}.{quote_ident(table[1])} WHERE server_id = %s", (server_id,))
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return None if not rows or rows[0][0] is None else max(float(rows[0][0]), 0.0)
+
+
 def replica_lag(conn: Any) -> float | None:
     """Seconds_Behind_Master of a replica, or None when replication is not running."""
     cursor = conn.cursor(dictionary=True)
@@ -5356,6 +5385,7 @@ class Controls:
         self.batches_seen = 0
         self.flow_sample: tuple[float, int] | None = None
         self.critical: str | None = None  # a critical_load value seen by the latest probe
+        self.source_id: int | None = None  # the source's server_id, whose pt-heartbeat rows count
 
     def stop_reason(self) -> str | None:
         """Why the run must stop now, if it must; planned stops are marked as such."""
@@ -5439,11 +5469,15 @@ class Controls:
         """(why to pause, whether it is about replicas), or (None, False) to go on."""
         for index, replica in enumerate(self.config.replicas):
             lag = self.read_lag(index, replica)
+            source = self.config.replica_lag_source
+            how = f"pt-heartbeat {source[0]}.{source[1]}; " if source else ""
             if lag is None:
-                return f"replica {replica.describe()} lag unknown (replication stopped or unreachable)", True
+                unknown = "no heartbeat of the source, or unreachable" if source else \
+                    "replication stopped or unreachable"
+                return f"replica {replica.describe()} lag unknown ({how}{unknown})", True
             if lag > self.config.max_replica_lag:
-                return (f"replica {replica.describe()} is {lag:g}s behind "
-                        f"(max_replica_lag {self.config.max_replica_lag:g}s)"), True
+                return (f"replica {replica.describe()} is {round(lag, 1):g}s behind "
+                        f"({how}max_replica_lag {self.config.max_replica_lag:g}s)"), True
         try:
             return self.server_pause_reason(), False
         except mysql.connector.Error:
@@ -5500,7 +5534,13 @@ class Controls:
                 conn = mysql.connector.connect(**replica.connect_kwargs(), autocommit=True,
                                                **silence_limits(probe_silence(self.config, replica)))
                 self.replica_conns[index] = conn
-            return replica_lag(conn)
+            if self.config.replica_lag_source is None:
+                return replica_lag(conn)
+            if self.source_id is None:
+                self.context.db.ensure_connected()
+                with self.context.db.reading():
+                    self.source_id = int(self.context.db.query("SELECT @@server_id")[0][0])
+            return heartbeat_lag(conn, self.config.replica_lag_source, self.source_id)
         except mysql.connector.Error:
             self.replica_conns.pop(index, None)
             return None

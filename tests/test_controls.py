@@ -16,8 +16,11 @@ source and archive tables together hold exactly the original rows.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -646,6 +649,59 @@ def test_replica_lag_above_max_replica_lag_pauses(
         blocker.cursor().execute("UNLOCK TABLES")
         blocker.close()
     assert_resumed_and_finished(job, proc, pair, rdb, "s behind")
+
+
+@contextlib.contextmanager
+def pt_heartbeat(pair: ReplicationPair, database: str) -> Iterator[None]:
+    """A real pt-heartbeat --update --utc on the primary (a row every 0.2 s in database.heartbeat),
+    for as long as the body runs."""
+    command = ["pt-heartbeat", "--update", "--utc", "--create-table", "--database", database,
+               "--table", "heartbeat", "--interval", "0.2", f"S={pair.primary.socket},u=root"]
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        mirror = ScratchDatabase(pair.replica, database)
+        try:
+            wait_until(lambda: proc.poll() is not None or (mirror.table_exists("heartbeat") and mirror.scalar(
+                "SELECT COUNT(*) FROM heartbeat")), timeout=30, message="pt-heartbeat's first heartbeat")
+        finally:
+            mirror.close()
+        assert proc.poll() is None, proc.communicate()[0]
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_replica_lag_from_pt_heartbeat_pauses_while_the_replica_falls_behind(
+        tmp_path: Path, rdb: ScratchDatabase, pair: ReplicationPair, spawn_cli: Any) -> None:
+    """replica_lag_source = heartbeat:db.heartbeat: the lag is the age of the newest heartbeat the
+    replica applied. The SQL thread stopped, Seconds_Behind_Master is NULL; the heartbeat says how
+    far behind (a number that grows), and the run pauses until the replica catches up."""
+    if shutil.which("pt-heartbeat") is None:
+        pytest.skip("needs pt-heartbeat (Debian package percona-toolkit)")
+    job = replica_job(tmp_path, rdb, pair, 200, controls__sleep_seconds=0.3,
+                      controls__replicas=pair.socket_spec(), controls__max_replica_lag=1,
+                      controls__replica_timeout=60,
+                      controls__replica_lag_source=f"heartbeat:{rdb.name}.heartbeat")
+    with pt_heartbeat(pair, rdb.name):
+        proc = spawn_cli(job.config)
+        wait_until(lambda: proc.poll() is not None or len(completed_batches(rdb)) >= 2, timeout=30,
+                   message="2 batches done")
+        assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+        pair.stop_sql_thread()
+        try:
+            line = wait_until(lambda: proc.poll() is not None or pause_line(job, "behind"),
+                              timeout=20, message="PAUSE ... behind")
+            assert isinstance(line, str), proc.read_stdout() + proc.read_stderr()
+            lag = re.search(rf"is ([0-9.]+)s behind \(pt-heartbeat {rdb.name}\.heartbeat; "
+                            r"max_replica_lag 1s\)", line)
+            assert lag and float(lag.group(1)) > 1, line
+            assert pair.lag() is None  # what SHOW SLAVE STATUS would have said: unknown
+            assert_held(job, proc, rdb, 1.0)
+        finally:
+            pair.start_replication()
+        assert_resumed_and_finished(job, proc, pair, rdb, "s behind")
 
 
 def test_replica_restarted_mid_run_pauses_then_resumes(
