@@ -6528,12 +6528,14 @@ def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys) -> 
 
 
 def predict_recheck(context: RunContext, moved: MovedKeys) -> Prediction | None:
-    """What the run's recheck of open conflicts would settle (in no batch of its own)."""
-    groups = context.tracking.open_conflicts()
+    """What the run's recheck of open conflicts (and revisit of held rows) would settle (in no
+    batch of its own)."""
+    kinds = ("CONFLICT", "HELD") if context.config.revisit_held else ("CONFLICT",)
+    groups = [rows for kind in kinds for rows in context.tracking.open_conflicts(kind).values()]
     if not groups:
         return None
     prediction = Prediction("(open conflicts)", "rechecked first")
-    keys = [parse_stored_key(text, context.plan.key_type) for rows in groups.values() for _, text in rows]
+    keys = [parse_stored_key(text, context.plan.key_type) for rows in groups for _, text in rows]
     for start in range(0, len(keys), context.config.batch_size):
         prediction.counts.add(predict_keys(context, keys[start:start + context.config.batch_size], moved))
     prediction.counts.batches = 0

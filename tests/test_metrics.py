@@ -245,3 +245,17 @@ def test_an_upgrade_from_schema_3_keeps_open_conflicts_and_records_exit_codes(db
     assert old == [("CONFLICT", "OPEN")]
     assert db.scalar("SELECT exit_code FROM process_logs") == 3
     assert_like_fresh(db, server)
+
+
+def test_the_dry_run_predicts_what_the_revisit_of_held_rows_moves(db, tmp_path):
+    config = guarded_job(db, tmp_path)
+    db.execute("DELETE FROM rewards_archives WHERE id = 15")
+    assert run_cli(config).returncode == 0
+    db.execute("UPDATE rewards SET user_id = 1 WHERE id IN (5, 6, 7)")
+    dry = json.loads(run_cli(config, "--dry-run", "--json").stdout)
+    recheck = next(row for row in dry["files"] if row["file"] == "(open conflicts)")
+    assert (recheck["rows_to_archive"], recheck["rows_to_delete"]) == (3, 3), dry
+    again = run_cli(config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    moved = db.query_dicts("SELECT rows_archived, rows_deleted FROM process_logs ORDER BY id DESC LIMIT 1")[0]
+    assert (moved["rows_archived"], moved["rows_deleted"]) == (3, 3)
