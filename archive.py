@@ -6388,6 +6388,20 @@ def looked_at_lines(config: Config, plan: TablePlan, tracking: tuple[set[str], i
     return lines
 
 
+def load_limit_problems(db: Database, config: Config) -> list[str]:
+    """max_load and critical_load names the server does not report as numbers (a run would fail
+    at its first check)."""
+    limits = {"max_load": config.max_load, "critical_load": config.critical_load}
+    names = [name for values in limits.values() for name, _ in values]
+    if not names:
+        return []
+    with db.reading():
+        status = db.status_values(*names)
+    return [f"[controls] {key}: the server has no numeric status variable {name}"
+            for key, values in limits.items() for name, _ in values
+            if not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", status.get(name.lower(), ""))]
+
+
 def check_command(config: Config, out: Any = None, verbose: bool = False) -> int:
     """Preflight only, with a readable verdict (with `verbose`, what each check looked at); exit 0
     when a run could proceed."""
@@ -6401,6 +6415,7 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
         tracking = Tracking(db, config)
         present, version = tracking.schema.present(), tracking.schema.version()
         found.problems += tracking.schema.privilege_problems(present)
+        found.problems += load_limit_problems(db, config)
     finally:
         for session in (db, dest):
             if session is not None:

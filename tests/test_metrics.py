@@ -222,6 +222,10 @@ def test_critical_load_stops_the_run_and_max_load_pauses_it(db, tmp_path):
     assert "(max_load Threads_running=0)" in held.stdout
     assert snapshot(db, "rewards_archives") == {}
     wrong = write_config(tmp_path, db, controls__max_load="No_such_status=1", filename="wrong.ini")
+    check = run_cli(wrong, "--check")
+    assert check.returncode == 1, check.stdout
+    assert "FAIL: [controls] max_load: the server has no numeric status variable No_such_status" \
+        in check.stdout
     failed = run_cli(wrong)
     assert failed.returncode == 1, failed.stderr
     assert "no numeric status variable No_such_status" in failed.stderr, failed.stderr
