@@ -578,9 +578,24 @@ def assert_replica_matches(pair: ReplicationPair, rdb: ScratchDatabase) -> None:
         mirror.close()
 
 
+def running_after_two_batches(proc: Any, rdb: ScratchDatabase) -> None:
+    """Wait until the run has committed two batches; it must still be running."""
+    wait_until(lambda: proc.poll() is not None or len(completed_batches(rdb)) >= 2, timeout=30,
+               message="2 batches done")
+    assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+
+
 def pause_line(job: Job, fragment: str) -> str | None:
     """The first PAUSE: line containing *fragment*, if any yet."""
     return next((line for line in log_lines(job, "PAUSE:") if fragment in line), None)
+
+
+def wait_for_pause(job: Job, proc: Any, fragment: str, timeout: float) -> str:
+    """The first PAUSE: line containing *fragment*, once the run wrote it (it must not end first)."""
+    line = wait_until(lambda: proc.poll() is not None or pause_line(job, fragment), timeout=timeout,
+                      message=f"PAUSE line with {fragment!r}")
+    assert isinstance(line, str), proc.read_stdout() + proc.read_stderr()
+    return line
 
 
 def assert_held(job: Job, proc: Any, rdb: ScratchDatabase, seconds: float) -> None:
@@ -610,14 +625,10 @@ def test_replica_sql_thread_stopped_pauses_until_it_runs_again(
                       controls__replicas=pair.monitor_spec(), controls__max_replica_lag=10,
                       controls__replica_timeout=60)
     proc = spawn_cli(job.config)
-    wait_until(lambda: proc.poll() is not None or len(completed_batches(rdb)) >= 2, timeout=30,
-               message="2 batches done")
-    assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+    running_after_two_batches(proc, rdb)
     pair.stop_sql_thread()
     try:
-        line = wait_until(lambda: proc.poll() is not None or pause_line(job, "lag unknown"),
-                          timeout=15, message="PAUSE line")
-        assert isinstance(line, str), proc.read_stdout() + proc.read_stderr()
+        line = wait_for_pause(job, proc, "lag unknown", timeout=15)
         assert line.startswith(f"PAUSE: replica mon@127.0.0.1:{pair.replica.port} lag unknown"), line
         assert_held(job, proc, rdb, 1.5)
     finally:
@@ -638,9 +649,7 @@ def test_replica_lag_above_max_replica_lag_pauses(
     try:
         blocker.cursor().execute("LOCK TABLES rewards_archives WRITE")
         proc = spawn_cli(job.config)
-        line = wait_until(lambda: proc.poll() is not None or pause_line(job, "behind"),
-                          timeout=20, message="PAUSE ... behind")
-        assert isinstance(line, str), proc.read_stdout() + proc.read_stderr()
+        line = wait_for_pause(job, proc, "behind", timeout=20)
         lag = re.search(r"is (\d+(?:\.\d+)?)s behind \(max_replica_lag 1s\)", line)
         assert lag and float(lag.group(1)) > 1, line
         assert (pair.lag() or 0) > 1
@@ -686,14 +695,10 @@ def test_replica_lag_from_pt_heartbeat_pauses_while_the_replica_falls_behind(
                       controls__replica_lag_source=f"heartbeat:{rdb.name}.heartbeat")
     with pt_heartbeat(pair, rdb.name):
         proc = spawn_cli(job.config)
-        wait_until(lambda: proc.poll() is not None or len(completed_batches(rdb)) >= 2, timeout=30,
-                   message="2 batches done")
-        assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+        running_after_two_batches(proc, rdb)
         pair.stop_sql_thread()
         try:
-            line = wait_until(lambda: proc.poll() is not None or pause_line(job, "behind"),
-                              timeout=20, message="PAUSE ... behind")
-            assert isinstance(line, str), proc.read_stdout() + proc.read_stderr()
+            line = wait_for_pause(job, proc, "behind", timeout=20)
             lag = re.search(rf"is ([0-9.]+)s behind \(pt-heartbeat {rdb.name}\.heartbeat; "
                             r"max_replica_lag 1s\)", line)
             assert lag and float(lag.group(1)) > 1, line
@@ -710,14 +715,10 @@ def test_replica_restarted_mid_run_pauses_then_resumes(
     job = replica_job(tmp_path, rdb, pair, 200, controls__sleep_seconds=0.3,
                       controls__replicas=pair.monitor_spec(), controls__replica_timeout=60)
     proc = spawn_cli(job.config)
-    wait_until(lambda: proc.poll() is not None or len(completed_batches(rdb)) >= 2, timeout=30,
-               message="2 batches done")
-    assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+    running_after_two_batches(proc, rdb)
     pair.replica.stop()
     try:
-        line = wait_until(lambda: proc.poll() is not None or pause_line(job, "lag unknown"),
-                          timeout=15, message="PAUSE line")
-        assert isinstance(line, str), proc.read_stdout() + proc.read_stderr()
+        wait_for_pause(job, proc, "lag unknown", timeout=15)
         assert_held(job, proc, rdb, 0.6)
     finally:
         pair.replica.start()
