@@ -4642,8 +4642,10 @@ class RunContext:
         self.reporter.say(text)
 
     def tick(self) -> None:
-        """Called during long file reads: keep the run lock's lease alive."""
+        """Called during long file reads: keep the run lock's lease (and the metrics) alive."""
         self.tracking.lock.heartbeat()
+        if self.controls:
+            self.controls.publish()
 
 
 @dataclass
