@@ -263,3 +263,23 @@ def test_the_dry_run_predicts_what_the_revisit_of_held_rows_moves(db, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     moved = db.query_dicts("SELECT rows_archived, rows_deleted FROM process_logs ORDER BY id DESC LIMIT 1")[0]
     assert (moved["rows_archived"], moved["rows_deleted"]) == (3, 3)
+
+
+def test_a_jobs_samples_replace_only_its_own_and_label_values_are_escaped():
+    labels = {"job": 'a.b -> [destination] c."d"', "source": "a.b", "archive": "c.d"}
+    other = ('# HELP archive_py_open_conflicts x\n# TYPE archive_py_open_conflicts gauge\n'
+             'archive_py_open_conflicts{job="j2",source="x",archive="y"} 4\n'
+             '# HELP archive_py_from_a_newer_version y\n# TYPE archive_py_from_a_newer_version gauge\n'
+             'archive_py_from_a_newer_version{job="j2",source="x",archive="y"} 1\n')
+    first = archive.merge_metrics(other, labels, {"last_run_status": "RUNNING", "open_conflicts": 1})
+    second = archive.merge_metrics(first, labels, {"last_run_status": "COMPLETED", "open_conflicts": 0})
+    assert 'archive_py_open_conflicts{job="j2",source="x",archive="y"} 4' in second
+    assert 'archive_py_from_a_newer_version{job="j2",source="x",archive="y"} 1' in second
+    assert second.count("# TYPE archive_py_open_conflicts gauge") == 1
+    ours = [line for line in second.splitlines() if 'c.\\"d\\"' in line]
+    assert 'archive_py_open_conflicts{job="a.b -> [destination] c.\\"d\\"",source="a.b",archive="c.d"} 0.0' \
+        in ours
+    assert [line for line in ours if "last_run_status" in line and line.endswith(" 1")] == [
+        ('archive_py_last_run_status{job="a.b -> [destination] c.\\"d\\"",source="a.b",archive="c.d",'
+         'status="COMPLETED"} 1')]
+    assert archive.escape_label('a\\b\n"c"') == 'a\\\\b\\n\\"c\\"'
