@@ -701,7 +701,7 @@ def test_replica_lag_from_pt_heartbeat_pauses_while_the_replica_falls_behind(
             line = wait_for_pause(job, proc, "behind", timeout=20)
             lag = re.search(rf"is ([0-9.]+)s behind \(pt-heartbeat {rdb.name}\.heartbeat; "
                             r"max_replica_lag 1s\)", line)
-            assert lag and float(lag.group(1)) > 1, line
+            assert lag and float(lag.group(1)) >= 1, line  # above 1 s, said to a tenth
             assert pair.lag() is None  # what SHOW SLAVE STATUS would have said: unknown
             assert_held(job, proc, rdb, 1.0)
         finally:
