@@ -5387,7 +5387,7 @@ class Controls:
         self.batches_seen = 0
         self.flow_sample: tuple[float, int] | None = None
         self.critical: str | None = None  # a critical_load value seen by the latest probe
-        self.source_id: int | None = None  # the source's server_id, whose pt-heartbeat rows count
+        self.source_id: tuple[str, int] | None = None  # (node, its server_id): whose heartbeats count
 
     def stop_reason(self) -> str | None:
         """Why the run must stop now, if it must; planned stops are marked as such."""
@@ -5538,11 +5538,12 @@ class Controls:
                 self.replica_conns[index] = conn
             if self.config.replica_lag_source is None:
                 return replica_lag(conn)
-            if self.source_id is None:
-                self.context.db.ensure_connected()
-                with self.context.db.reading():
-                    self.source_id = int(self.context.db.query("SELECT @@server_id")[0][0])
-            return heartbeat_lag(conn, self.config.replica_lag_source, self.source_id)
+            db = self.context.db
+            db.ensure_connected()
+            if self.source_id is None or self.source_id[0] != db.where:  # a new node after a failover
+                with db.reading():
+                    self.source_id = (db.where, int(db.query("SELECT @@server_id")[0][0]))
+            return heartbeat_lag(conn, self.config.replica_lag_source, self.source_id[1])
         except mysql.connector.Error:
             self.replica_conns.pop(index, None)
             return None
