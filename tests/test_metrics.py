@@ -125,6 +125,7 @@ def test_a_running_job_keeps_its_metrics_fresh_and_a_success_is_stamped(db, tmp_
     first = wait_until(running_with_progress, timeout=60, message="metrics of a running run")
     assert "last_run_exit_code" not in first and first["files_pending"] == 1
     assert first["eta_seconds"] > 0
+    promtool_check(metrics)  # mid-run too: the families without a value yet are still valid
     def newer() -> dict[str, float] | None:
         got = read_metrics(metrics)
         beat = got.get("heartbeat_timestamp_seconds", 0)
