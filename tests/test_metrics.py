@@ -284,3 +284,23 @@ def test_a_jobs_samples_replace_only_its_own_and_label_values_are_escaped():
         ('archive_py_last_run_status{job="a.b -> [destination] c.\\"d\\"",source="a.b",archive="c.d",'
          'status="COMPLETED"} 1')]
     assert archive.escape_label('a\\b\n"c"') == 'a\\\\b\\n\\"c\\"'
+
+
+def test_a_metrics_file_that_cannot_be_written_is_one_note_and_the_run_goes_on(tmp_path):
+    for folder in ("csv", "logs", "metrics"):
+        (tmp_path / folder).mkdir()
+    ini = tmp_path / "c.ini"
+    ini.write_text("[database]\ndatabase = app\n"
+                   "[archive]\nsource_table = a\narchive_table = b\nkey_column = id\n"
+                   "csv_pattern = *.csv\ncsv_column = id\nbatch_size = 10\n"
+                   f"csv_dir = {tmp_path / 'csv'}\nlog_dir = {tmp_path / 'logs'}\n"
+                   "[controls]\nmetrics_file = metrics/archive_py.prom\n")
+    config = archive.load_config(ini, environ={})
+    (tmp_path / "metrics").rmdir()  # the folder went away after the start
+    metrics, state = archive.MetricsFile(config), archive.RunState(run_id=1)
+    note = metrics.publish(state, force=True)
+    assert note is not None and note.startswith(f"NOTE: cannot write metrics_file {config.metrics_file}: ")
+    assert metrics.publish(state, force=True) is None  # said once
+    (tmp_path / "metrics").mkdir()
+    assert metrics.publish(state, force=True) is None  # and back
+    assert (tmp_path / "metrics" / "archive_py.prom").exists()
