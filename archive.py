@@ -15,13 +15,15 @@ Usage:
 
 How a run flows ("->" calls, "then" comes next; every function on a run's path is named here):
     main -> dispatch -> run -> install_signal_handlers, open_destination, open_run, then
-        execute_run; when it fails describe_failure and record_run_failure; always finish_output,
+        execute_run; when it fails describe_failure and record_run_failure; always finish_output
+        (open_conflict_lines with exit 3), publish_end (MetricsFile.publish),
         restore_signal_handlers and RunLock.release.
     open_run -> TrackingSchema.ensure (MIGRATIONS), RunLock.acquire (hooks: RunLock.retake,
         say_everywhere), Tracking.start_run, write_header (script_hash), then
         require_plan -> run_preflight (read_definitions, examine, read_definitions), make_mover.
-    execute_run -> retry_transaction(recheck_conflicts), then for each file Controls.stop_reason
-        and retry_file -> retry_transaction(archive_file), then retry_transaction(end_run).
+    execute_run -> retry_transaction(recheck_conflicts), note_open_rows (the first metrics write),
+        file_size, then for each file Controls.stop_reason and retry_file ->
+        retry_transaction(archive_file), then retry_transaction(end_run).
     archive_file -> plan_file -> identify_file, Tracking.finished_record (then skip_finished_file),
         resume_point -> verify_log_checkpoint, count_keys (or reject); then Tracking.start_file,
         open_keys, then for each batch of iter_batches: file_identity, Controls.before_batch,
@@ -37,7 +39,8 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
         and recheck_conflicts (per chunk); it retries deadlocks, lock waits and lost nodes, and
         after a changed table (or an error with definitions_changed) -> adopt_definitions ->
         current_definitions, run_preflight.
-    end_run -> Tracking.open_conflict_count, Tracking.run_counts, outcome_of, Tracking.finish_run.
+    end_run -> Tracking.open_conflict_count, Tracking.run_counts, outcome_of, Tracking.finish_run,
+        open_rows_by_file.
 Where resume lives: resume_point (max of Tracking.checkpoint and the text log's
     log_checkpoints, verify_log_checkpoint for a log ahead of the database) and open_keys.
 Where the run lock lives: RunLock.acquire, RunLock.fence (the first statement of every batch,
@@ -58,15 +61,21 @@ Where keys live: KeyType (one column, or a composite key's "tuple" of parts), pa
     parse_key (a CSV record's key), format_key and parse_stored_key (as the tracking tables hold
     it), key_condition and row_key_condition (the SQL that matches exactly the listed rows).
 Where exit codes live: the list below; outcome_of (a finished run), exit_code_of (an error), main.
+Where monitoring lives: METRICS and MetricsFile (the Prometheus textfile: merge_metrics,
+    write_metrics), written by Controls.publish (start, between batches, pauses) and publish_end;
+    status_metrics gives --status --json the same values from the tracking tables.
+Where held rows live: Tracking.batch_statements records the keys the guard held back in the
+    conflict logs as kind HELD; recheck_conflicts revisits them with the conflicts (unless
+    the config turns revisiting off).
 
 Sections, in this order:
     constants, errors, configuration,
     keys, CSV records, key files, batching, SQL text, table plans, table definitions,
-    preflight decisions, text log, outcomes, pause decisions, terminal output
+    preflight decisions, text log, outcomes, pause decisions, terminal output, metrics
                                                         (pure: no database)
     server errors, database connection, table checks, preflight, tracking schema, run lock,
     tracking records, one batch, the batch transaction, destination mode, conflicts,
-    pauses and stops
+    job reports, pauses and stops
                                                         (database code)
     one file, run                                       (the run)
     status and check, dry run, command line             (--status/--check/--dry-run, main)
@@ -82,8 +91,8 @@ Exit codes:
        cannot hold, a file that changed while it ran); takes precedence over 3
     5  another run for the same source table is already running (nothing was touched),
        or this run lost its run lock to another run and stopped
-    6  the run was INTERRUPTED (SIGTERM/SIGINT, max_runtime, stop_file or a replica
-       that stayed unknown) after finishing or rolling back its current batch;
+    6  the run was INTERRUPTED (SIGTERM/SIGINT/SIGHUP, max_runtime, stop_file, critical_load
+       or a replica that stayed unknown) after finishing or rolling back its current batch;
        rerun to resume
 """
 
@@ -97,6 +106,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import difflib
+import fcntl
 import functools
 import hashlib
 import itertools
@@ -384,6 +394,11 @@ class Config:
     check_interval: float
     max_flow_control: float
     max_recv_queue: int | None
+    max_load: tuple[tuple[str, float], ...] = ()
+    critical_load: tuple[tuple[str, float], ...] = ()
+    revisit_held: bool = True
+    metrics_file: Path | None = None
+    replica_lag_source: tuple[str, str] | None = None  # pt-heartbeat's (db, table); None: SHOW REPLICA STATUS
 
     @property
     def database(self) -> str:
@@ -617,6 +632,37 @@ def parse_guard(text: str) -> str:
     return value
 
 
+def parse_load(text: str) -> tuple[tuple[str, float], ...]:
+    """Status variables and their limits: Threads_running=40, Threads_connected=800."""
+    limits = []
+    for item in parse_list(text):
+        name, sep, number = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name.strip()):
+            raise ValueError(f"{item!r} is not Variable_name=number (e.g. Threads_running=40)")
+        try:
+            value = float(number)
+        except ValueError:
+            raise ValueError(f"{item!r}: {number.strip()!r} is not a number") from None
+        if not 0 <= value < math.inf:
+            raise ValueError(f"{item!r}: the limit must be zero or more")
+        limits.append((name.strip(), value))
+    if not limits:
+        raise ValueError("must not be empty")
+    return tuple(limits)
+
+
+def parse_lag_source(text: str) -> tuple[str, str] | None:
+    """replica_status, or heartbeat:DB.TABLE (pt-heartbeat's table)."""
+    value = text.strip()
+    if value.lower() == "replica_status":
+        return None
+    match = re.fullmatch(r"heartbeat:([A-Za-z0-9_$]{1,64})\.([A-Za-z0-9_$]{1,64})", value)
+    if not match:
+        raise ValueError(f"{value!r} is not replica_status or heartbeat:database.table "
+                         "(pt-heartbeat's table, e.g. heartbeat:percona.heartbeat)")
+    return match.group(1), match.group(2)
+
+
 def parse_path(text: str) -> Path:
     """A file system path; ~ is expanded."""
     return Path(parse_text(text)).expanduser()
@@ -716,6 +762,9 @@ OPTIONS = connection_options("database", "Source server") + connection_options(
     Option("controls", "replicas", (), parse_list,
            "Replicas to watch: mysql://user:pw@host:port, mysql://user@localhost/?unix_socket=/path, "
            "or group:NAME for an option-file group."),
+    Option("controls", "replica_lag_source", None, parse_lag_source,
+           "Where a replica's lag is read: replica_status (SHOW REPLICA STATUS, Seconds_Behind_Master) or "
+           "heartbeat:DB.TABLE, the table pt-heartbeat --update --utc writes on the source."),
     Option("controls", "max_replica_lag", 10.0, make_float_parser(0, 86400),
            "Pause while any replica is more than this many seconds behind."),
     Option("controls", "replica_timeout", 600.0, make_float_parser(1, 7 * 86400),
@@ -727,6 +776,19 @@ OPTIONS = connection_options("database", "Source server") + connection_options(
            "interval paused by flow control."),
     Option("controls", "max_recv_queue", None, make_int_parser(1, 10_000_000),
            "Galera: pause while the node's receive queue (wsrep_local_recv_queue) is longer."),
+    Option("controls", "max_load", (), parse_load,
+           "Pause while any of these SHOW GLOBAL STATUS values is above its limit, e.g. "
+           "Threads_running=40, Threads_connected=800."),
+    Option("controls", "critical_load", (), parse_load,
+           "Stop the run (INTERRUPTED, exit 6) when any of these status values is above its limit, "
+           "e.g. Threads_running=200."),
+    Option("controls", "revisit_held", True, parse_bool,
+           "Revisit the rows the guard held back at the start of every later run, until they move "
+           "or are gone (yes/no); they are recorded and shown either way."),
+    Option("controls", "metrics_file", None, parse_path,
+           "Write Prometheus metrics here (node_exporter's textfile collector), e.g. "
+           "/var/lib/prometheus/node-exporter/archive_py.prom: at the start, every check_interval "
+           "(at most once a second) during the run, paused or not, and at the end."),
 )
 
 
@@ -796,7 +858,7 @@ def read_options(parser: configparser.ConfigParser) -> dict[tuple[str, str], Any
 def resolve_paths(values: dict[tuple[str, str], Any], base: Path) -> None:
     """Relative paths start at the config file's folder, not wherever cron happens to be."""
     for key in (("archive", "csv_dir"), ("archive", "log_dir"), ("archive", "done_dir"),
-                ("controls", "stop_file")):
+                ("controls", "stop_file"), ("controls", "metrics_file")):
         if values[key] is not None and not values[key].is_absolute():
             values[key] = base / values[key]
 
@@ -812,6 +874,11 @@ def check_directories(values: dict[tuple[str, str], Any]) -> None:
         raise config_error("archive", "log_dir", f"{log_dir} is not a directory")
     if not os.access(log_dir, os.R_OK | os.W_OK | os.X_OK):
         raise config_error("archive", "log_dir", f"{log_dir} is not readable and writable")
+    metrics = values[("controls", "metrics_file")]
+    writable = metrics is not None and os.access(metrics.parent, os.W_OK | os.X_OK)
+    if metrics is not None and (metrics.suffix != ".prom" or not writable):
+        raise config_error("controls", "metrics_file", f"{metrics} must end in .prom (node_exporter's "
+                           "textfile collector reads only those) in a writable directory")
     if done_dir is None:
         return
     if not done_dir.is_dir() or not os.access(done_dir, os.W_OK | os.X_OK):
@@ -2720,11 +2787,13 @@ class Counters:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What one committed batch did: its counts, the keys kept as conflicts, its log status."""
+    """What one committed batch did: its counts, the keys kept as conflicts, its log status, and the
+    keys whose rows the guard held back (recorded, and revisited by later runs)."""
 
     counts: Counters
     conflicts: tuple[Key, ...]
     status: str
+    held: tuple[Key, ...] = ()
 
 
 @dataclass
@@ -2741,15 +2810,30 @@ class RunState:
     rejected: list[str] = field(default_factory=list)
     conflict_files: list[str] = field(default_factory=list)
     open_conflicts: int = 0
+    open_conflict_files: list[tuple[str, int, list[str]]] = field(default_factory=list)  # for the mail
+    held_open: int = 0  # rows of the job the guard still holds back (revisited every run)
     stop_reason: str | None = None
     planned_stop: bool = False
     paused_seconds: float = 0.0
     destination: str | None = None
+    # for the metrics file: wall-clock times, the end, the current file's batches, the ETA
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    status: str = "RUNNING"
+    exit_code: int | None = None
+    last_success: float | None = None
+    file_batches: tuple[int, int] = (0, 0)
+    eta: float | None = None
+    # for the whole run's ETA: bytes of key files read by this run, where the current file's
+    # reading stands, and the bytes of the files after it
+    bytes_done: int = 0
+    file_offset: int = 0
+    bytes_after: int = 0
 
 
 @dataclass
 class StopSignal:
-    """Set by SIGTERM/SIGINT or a control; checked between batches."""
+    """Set by SIGTERM/SIGINT/SIGHUP or a control; checked between batches."""
 
     reason: str | None = None
 
@@ -2832,11 +2916,12 @@ class PauseState:
         return PauseStep("wait")
 
     def interrupt(self, now: float, stop: str) -> PauseStep:
-        """A stop arrived: end a pause that is going on."""
+        """A stop arrived: end a pause that is going on; its text says why it paused, how long."""
         if self.paused_at is None:
             return PauseStep("go")
-        self.close(now)
-        return PauseStep("resume", f"PAUSE ENDED: {stop}")
+        why = self.reason
+        took = self.close(now)
+        return PauseStep("resume", f"PAUSE ENDED: {stop} (while paused {took:.0f}s: {why})")
 
     def close(self, now: float) -> float:
         """Book the pause that ends now; return how long it lasted."""
@@ -2846,14 +2931,73 @@ class PauseState:
         return took
 
 
+def over_limit(status: dict[str, str], limits: Sequence[tuple[str, float]], key: str) -> str | None:
+    """The first status value above its limit, said with its [controls] key; None when all are
+    within. A name the server does not report, or a value that is not a number, is a
+    configuration error: better a failed run than one that never pauses."""
+    for name, limit in limits:
+        raw = status.get(name.lower())
+        try:
+            value = float(raw) if raw is not None else None
+        except ValueError:
+            value = None
+        if value is None:
+            raise ArchiveError(f"config: [controls] {key}: the server has no numeric status variable {name} "
+                               f"(SHOW GLOBAL STATUS LIKE '{name}' shows {raw!r})")
+        if value > limit:
+            return f"{name} is {value:g} ({key} {name}={limit:g})"
+    return None
+
+
 # --------------------------------------------------------------------------- terminal output
 
 def fit_progress(name: str, rest: str, width: int) -> str:
-    """One progress line of at most `width` characters: the file name gives way first."""
+    """One progress line of at most `width` characters: the file name gives way first, then whole
+    fields (two spaces apart) of `rest` before its last one (the ETA): a number is never cut."""
+    fields = rest.split("  ")
+    while len(fields) > 1 and len("  ".join(fields)) > width:
+        fields.pop(-2 if len(fields) > 2 else -1)
+    rest = "  ".join(fields)
     room = width - len(rest) - 2
     if len(name) > room:
         name = (name[:max(room - 1, 0)] + "…") if room > 1 else ""
     return f"{name}  {rest}".strip()[:width]
+
+
+FIELD_BREAKS = (" | ", ", ", " ")  # where a long line may be cut, the best place first
+
+
+def wrap_fields(text: str, width: int, indent: str = "  ", breaks: Sequence[str] = FIELD_BREAKS) -> list[str]:
+    """A line as lines of at most `width` characters, cut after a field separator (" | " if it
+    can, else ", ", else a space); nothing is lost, continuation lines are indented."""
+    if len(text) <= width:
+        return [text]
+    if not breaks:  # one word wider than the terminal: cut it where the terminal would
+        room = max(width - len(indent), 1)
+        return [text[:width]] + [indent + text[i:i + room] for i in range(width, len(text), room)]
+    lead = text[:len(text) - len(text.lstrip(" "))]  # a continuation line keeps its indent
+    lines, line = [], lead
+    for part in text[len(lead):].split(breaks[0]):
+        candidate = f"{line}{breaks[0]}{part}" if line.strip() else line + part
+        if len(candidate.rstrip()) <= width or not line.strip():
+            line = candidate
+            continue
+        lines.append(line + breaks[0].rstrip())
+        line = indent + part
+    lines.append(line)
+    return [piece for whole in lines for piece in (
+        [whole] if len(whole) <= width else wrap_fields(whole, width, indent, breaks[1:]))]
+
+
+def terminal_width(stream: Any) -> int | None:
+    """The width of the terminal `stream` shows on; None when it is none (cron, a pipe, a file:
+    there lines stay whole)."""
+    try:
+        if not stream.isatty():
+            return None
+    except (AttributeError, ValueError, OSError):
+        return None
+    return max(shutil.get_terminal_size((80, 24)).columns, 20)
 
 
 def format_seconds(seconds: float) -> str:
@@ -2888,10 +3032,11 @@ class Reporter:
                                "the last committed batch") from None
 
     def say(self, text: str, level: int = 1) -> None:
-        """Print a line when the verbosity allows it."""
+        """Print a line when the verbosity allows it; on a terminal, cut to fit its width."""
         if self.verbosity >= level:
             self.clear_progress()
-            self.emit(text + "\n")
+            width = terminal_width(self.stream)
+            self.emit("\n".join(wrap_fields(text, width) if width else [text]) + "\n")
 
     def batch(self, text: str) -> None:
         """A per-batch line: only with -v (a terminal shows the progress line instead)."""
@@ -2900,7 +3045,7 @@ class Reporter:
     def progress(self, name: str, rest: str) -> None:
         """Redraw the single progress line on a terminal, cut to fit its width."""
         if self.live:
-            width = shutil.get_terminal_size((80, 24)).columns - 1
+            width = (terminal_width(self.stream) or 80) - 1
             self.emit("\r" + fit_progress(name, rest, width) + "\x1b[K")
             self.pending = True
 
@@ -2909,6 +3054,162 @@ class Reporter:
         if self.pending:
             self.pending = False
             self.emit("\r\x1b[K")
+
+
+# --------------------------------------------------------------------------- metrics
+
+METRICS_PREFIX = "archive_py_"
+METRICS_MIN_INTERVAL = 1.0  # seconds between two writes of the metrics file during a run, at least
+RUN_STATUSES = ("RUNNING", "COMPLETED", "FAILED", "INTERRUPTED")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One Prometheus metric of a job: its name without the prefix, its type and its help."""
+
+    name: str
+    kind: str  # "gauge" or "counter"
+    help: str
+
+
+# Each of COUNTS as a metric (its Counters field -> metric name, what it counts).
+COUNT_METRICS = {"archived": ("rows_archived_total", "rows archived"),
+                 "deleted": ("rows_deleted_total", "rows deleted"),
+                 "duplicates": ("duplicates_total", "identical twins found"),
+                 "conflicts": ("conflicts_total", "new conflicts found"),
+                 "not_found": ("not_found_total", "listed keys not found"),
+                 "skipped_by_guard": ("held_by_guard_total", "rows held back by the guard")}
+# What the metrics file and --status --json's "metrics" say about a job. Counters count within one
+# run: a new run starts them again from 0, which Prometheus reads as a counter reset.
+METRICS = (
+    Metric("last_run_status", "gauge", "The last (or current) run's status: 1 for the status it has."),
+    Metric("last_run_exit_code", "gauge", "The last finished run's exit code (absent while it runs)."),
+    Metric("last_run_start_timestamp_seconds", "gauge", "When the last (or current) run started."),
+    Metric("last_run_end_timestamp_seconds", "gauge", "When the last run ended (absent while it runs)."),
+    Metric("last_success_timestamp_seconds", "gauge", "When the latest run that exited 0 ended."),
+    Metric("heartbeat_timestamp_seconds", "gauge", "The run's latest sign of life."),
+    *(Metric(name, "counter", f"{label.capitalize()} by the last (or current) run.")
+      for name, label in COUNT_METRICS.values()),
+    Metric("open_conflicts", "gauge", "Conflicts of the job still open (kept in both tables)."),
+    Metric("held_rows", "gauge", "Rows of the job the guard still holds back (revisited by each run)."),
+    Metric("files", "gauge", "CSV files the last (or current) run found."),
+    Metric("files_pending", "gauge", "CSV files the last (or current) run has not dealt with yet."),
+    Metric("batches_done_total", "counter", "Batches the last (or current) run committed."),
+    Metric("file_batches_done", "gauge", "Batches of the current (or last) file done."),
+    Metric("file_batches", "gauge", "Batches of the current (or last) file."),
+    Metric("paused_seconds_total", "counter", "Seconds the last (or current) run spent paused."),
+    Metric("rows_per_second", "gauge", "Rows archived per second by the last (or current) run."),
+    Metric("eta_seconds", "gauge", "Estimated seconds left in the current run (all pending files)."),
+)
+
+
+def escape_label(value: str) -> str:
+    """A label value in the text exposition format."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def metric_samples(labels: dict[str, str], values: dict[str, Any]) -> dict[str, list[str]]:
+    """The sample lines of one job, by full metric name; a value of None is left out."""
+    job = ",".join(f'{key}="{escape_label(text)}"' for key, text in labels.items())
+    samples: dict[str, list[str]] = {}
+    for metric in METRICS:
+        value, name = values.get(metric.name), METRICS_PREFIX + metric.name
+        if metric.name == "last_run_status":
+            samples[name] = [f'{name}{{{job},status="{status}"}} {int(value == status)}'
+                             for status in RUN_STATUSES] if value else []
+        else:
+            samples[name] = [] if value is None else [f"{name}{{{job}}} {float(value)!r}"]
+    return samples
+
+
+def merge_metrics(old_text: str, labels: dict[str, str], values: dict[str, Any]) -> str:
+    """The metrics file with this job's samples replaced and every other job's kept (several jobs
+    may share one file: each is told apart by its labels)."""
+    ours = metric_samples(labels, values)
+    mark = f'job="{escape_label(labels["job"])}"'
+    heads: dict[str, list[str]] = {}
+    others: dict[str, list[str]] = {}
+    for line in old_text.splitlines():
+        parts = line.split()
+        if line.startswith("# ") and len(parts) > 2 and parts[1] in ("HELP", "TYPE"):
+            heads.setdefault(parts[2], []).append(line)
+        elif line.strip() and not line.startswith("#") and mark not in line:
+            others.setdefault(re.split(r"[{\s]", line, maxsplit=1)[0], []).append(line)
+    lines = []
+    for metric in METRICS:
+        name = METRICS_PREFIX + metric.name
+        lines += [f"# HELP {name} {metric.help}", f"# TYPE {name} {metric.kind}"]
+        lines += others.pop(name, []) + ours[name]
+    for name, samples in others.items():  # a metric this version does not write: keep it as it was
+        lines += heads.get(name, []) + samples
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(path: Path, labels: dict[str, str], values: dict[str, Any]) -> None:
+    """Rewrite the metrics file atomically (a temporary name, then rename), under a lock file so
+    that two jobs sharing it do not drop each other's samples."""
+    with open(path.with_name(path.name + ".lock"), "a", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            old = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            old = ""
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not *.prom: never read half-written
+        temporary.write_text(merge_metrics(old, labels, values), encoding="utf-8")
+        os.replace(temporary, path)
+
+
+def run_metric_values(state: RunState) -> dict[str, Any]:
+    """The metrics of a run from what it has done so far (at its end: from the tracking tables)."""
+    now = time.time()
+    elapsed = max((state.ended_at or now) - state.started_at, 1e-6)
+    files_dealt = state.files_done + state.files_skipped + len(state.rejected)
+    values: dict[str, Any] = {
+        "last_run_status": state.status, "last_run_exit_code": state.exit_code,
+        "last_run_start_timestamp_seconds": state.started_at,
+        "last_run_end_timestamp_seconds": state.ended_at,
+        "last_success_timestamp_seconds": state.last_success, "heartbeat_timestamp_seconds": now,
+        "open_conflicts": state.open_conflicts, "held_rows": state.held_open, "files": state.files_total,
+        "files_pending": state.files_total - files_dealt, "batches_done_total": state.totals.batches,
+        "file_batches_done": state.file_batches[0], "file_batches": state.file_batches[1],
+        "paused_seconds_total": state.paused_seconds,
+        "rows_per_second": state.totals.archived / elapsed,
+        "eta_seconds": state.eta if state.status == "RUNNING" else None}
+    values.update({name: getattr(state.totals, f) for f, (name, _) in COUNT_METRICS.items()})
+    return values
+
+
+class MetricsFile:
+    """A run's metrics file: written at the start, at most every interval, and at the end."""
+
+    def __init__(self, config: Config):
+        self.path = config.metrics_file
+        self.labels = {"job": config.job, "source": f"{config.database}.{config.source_table}",
+                       "archive": f"{config.archive_database}.{config.archive_table}"}
+        self.interval = max(config.check_interval, METRICS_MIN_INTERVAL)
+        self.written = -math.inf
+        self.failing = False
+
+    def publish(self, state: RunState, force: bool = False) -> str | None:
+        """Write the file if it is due; return a note the first time it cannot be written."""
+        now = time.monotonic()
+        if self.path is None or not state.run_id or (not force and now - self.written < self.interval):
+            return None
+        self.written = now
+        try:
+            write_metrics(self.path, self.labels, run_metric_values(state))
+        except OSError as exc:  # monitoring must not stop the archiving: say so once
+            note = None if self.failing else (f"NOTE: cannot write metrics_file {self.path}: "
+                                              f"{exc.strerror or exc}; the run goes on without it")
+            self.failing = True
+            return note
+        self.failing = False
+        return None
+
+
+def timestamp_of(value: Any) -> float | None:
+    """A UTC datetime from the tracking tables as Unix time."""
+    return value.replace(tzinfo=dt.timezone.utc).timestamp() if isinstance(value, dt.datetime) else None
 
 
 # --------------------------------------------------------------------------- server errors
@@ -3757,7 +4058,7 @@ def require_plan(db: Database, config: Config, dest: Database | None = None,
 
 # --------------------------------------------------------------------------- tracking schema
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA_COMMENT = f"archive.py tracking schema {SCHEMA_VERSION}"
 
 
@@ -3801,9 +4102,10 @@ TRACKING_DDL = (
   `destination` VARCHAR(255) NULL,
   `start_time_utc` DATETIME(6) NULL,
   `last_seen_utc` DATETIME(6) NULL,
+  `exit_code` TINYINT NULL,
   KEY `ix_process_status` (`source_table`, `status`),
   KEY `ix_process_job` (`job`, `id`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 3'""",
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 4'""",
     """CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   `process_log_id` BIGINT UNSIGNED NOT NULL,
@@ -3868,6 +4170,7 @@ TRACKING_DDL = (
   `resolved_by` BIGINT UNSIGNED NULL,
   `found_at` DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
   `resolved_at` DATETIME NULL,
+  `kind` ENUM('CONFLICT','HELD') NOT NULL DEFAULT 'CONFLICT',
   KEY `ix_conflict_open` (`job`, `status`, `file_name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
     """CREATE TABLE IF NOT EXISTS `run_locks` (
@@ -3947,6 +4250,15 @@ MIGRATIONS = (
             ("run_locks", "user_lock", "ADD COLUMN `user_lock` VARCHAR(64) NULL"),
             ("run_locks", "lease_clock",
              "ADD COLUMN `lease_clock` ENUM('LOCAL','UTC') NOT NULL DEFAULT 'LOCAL'"),
+        )),
+    # Schema 4: each run's exit code (metrics, --status --json); rows the guard held back are kept
+    # in conflict_logs as kind HELD and revisited by later runs (every earlier row is a CONFLICT).
+    Migration(
+        4,
+        columns=(
+            ("process_logs", "exit_code", "ADD COLUMN `exit_code` TINYINT NULL"),
+            ("conflict_logs", "kind",
+             "ADD COLUMN `kind` ENUM('CONFLICT','HELD') NOT NULL DEFAULT 'CONFLICT'"),
         )),
 )
 
@@ -4295,6 +4607,7 @@ RUN_COLUMNS = (
     "total_files, rows_archived, rows_deleted, duplicates, conflicts, skipped_by_guard, not_found, "
     "stop_reason, pause_reason, paused_seconds, error_message, host, pid, version, job, destination")
 RUN_COLUMNS_UTC = {3: "start_time_utc, last_seen_utc", 2: "NULL AS start_time_utc, NULL AS last_seen_utc"}
+RUN_COLUMNS_EXIT = {True: "exit_code", False: "NULL AS exit_code"}  # schema 4 records the exit code
 # A run "did work" if it moved or counted a row, ran a batch, met a file it could not archive,
 # or settled a conflict; --status skips the nightly no-ops.
 DID_WORK_SQL = ("(p.rows_archived + p.rows_deleted + p.conflicts + p.not_found + p.skipped_by_guard > 0 "
@@ -4360,15 +4673,16 @@ class Tracking:
         db.commit()
         return self.run_id
 
-    def finish_run(self, status: str, stop_reason: str | None, paused: float, error: str | None) -> None:
+    def finish_run(self, status: str, stop_reason: str | None, paused: float, error: str | None,
+                   exit_code: int) -> None:
         """Record the run's end (its own small transaction); a file still open ends with the run."""
         if status == "FAILED":
             self.end_open_files("FAILED", error)
         self.db.write(
             f"UPDATE process_logs SET status = %s, end_time = NOW(), {seen_now()}, stop_reason = %s, "
-            "pause_reason = NULL, paused_seconds = %s, "
+            "pause_reason = NULL, paused_seconds = %s, exit_code = %s, "
             "error_message = NULLIF(CONCAT_WS('; ', error_message, %s), '') WHERE id = %s",
-            (status, fit(stop_reason, 255), round(paused, 3), fit(error), self.run_id))
+            (status, fit(stop_reason, 255), round(paused, 3), exit_code, fit(error), self.run_id))
 
     def end_open_files(self, status: str, error: str | None) -> None:
         """End this run's files still PROCESSING (keeping an error already recorded)."""
@@ -4484,12 +4798,12 @@ class Tracking:
              f"f.processed_batches = %s, f.last_processed_batch = %s, {added_counts('f.')}, "
              f"p.current_batch = %s, {added_counts('p.')}, {seen_now('p.')} WHERE f.id = %s"),
             (batch.number, batch.number, *counts, batch.number, *counts, file_context.file_id))]
-        for key in outcome.conflicts:
-            statements.append((
+        for kind, keys in (("CONFLICT", outcome.conflicts), ("HELD", outcome.held)):
+            statements += [(
                 ("INSERT INTO conflict_logs (job, file_name, file_checksum, key_value, process_log_id, "
-                 "batch_number) VALUES (%s, %s, %s, %s, %s, %s)"),
+                 "batch_number, kind) VALUES (%s, %s, %s, %s, %s, %s, %s)"),
                 (self.config.job, fit(file_context.scan.name, 255), file_context.scan.sha256, format_key(key),
-                 file_context.run_id, batch.number)))
+                 file_context.run_id, batch.number, kind)) for key in keys]
         return statements
 
     def committed_batch(self, file_context: FileContext, number: int) -> BatchOutcome | None:
@@ -4519,25 +4833,42 @@ class Tracking:
                         (batch.number, file_context.run_id))
         self.db.commit()
 
-    def open_conflicts(self) -> dict[tuple[str, str], list[tuple[int, str]]]:
-        """This job's unresolved conflicts: (file, sha256) -> [(row id, key as written)]."""
+    def of_kind(self, kind: str) -> str | None:
+        """The condition on conflict_logs for open rows of a kind (CONFLICT or HELD); None when
+        these tables cannot hold that kind (schema 3 and older kept conflicts only)."""
+        if self.version >= 4:
+            return f"kind = '{kind}'"
+        return "1 = 1" if kind == "CONFLICT" else None
+
+    def open_conflicts(self, kind: str = "CONFLICT") -> dict[tuple[str, str], list[tuple[int, str]]]:
+        """This job's unresolved conflicts (or rows held by the guard): (file, sha256) -> [(row id,
+        key as written)]."""
         grouped: dict[tuple[str, str], list[tuple[int, str]]] = {}
-        if self.legacy:
+        condition = self.of_kind(kind)
+        if self.legacy or condition is None:
             return grouped  # schema 1 kept none in a form that can be rechecked
         for row_id, name, sha, key in self.db.read(
                 "SELECT id, file_name, file_checksum, key_value FROM conflict_logs WHERE job = %s "
-                "AND status = 'OPEN' ORDER BY id", (self.config.job,)):
+                f"AND status = 'OPEN' AND {condition} ORDER BY id", (self.config.job,)):
             grouped.setdefault((name, sha), []).append((int(row_id), key))
         return grouped
 
-    def resolve_statements(self, resolved: dict[int, str], file: tuple[str, str], left: int
-                           ) -> list[tuple[str, tuple[Any, ...]]]:
-        """Close resolved conflicts; a file with none left open becomes COMPLETED."""
+    def resolve_statements(self, resolved: dict[int, str], file: tuple[str, str], left: int | None,
+                           changed: dict[int, str] | None = None) -> list[tuple[str, tuple[Any, ...]]]:
+        """Close resolved rows, turn `changed` ones into their new kind (a held row whose archived
+        copy differs is a conflict, a conflict whose copy is gone but the guard holds is held);
+        a file with no conflicts `left` open becomes COMPLETED, one with a new conflict CONFLICTS."""
         statements: list[tuple[str, tuple[Any, ...]]] = [(
             ("UPDATE conflict_logs SET status = 'RESOLVED', resolution = %s, resolved_by = %s, "
              "resolved_at = NOW() WHERE id = %s AND status = 'OPEN'"), (fit(how, 255), self.run_id, row_id))
             for row_id, how in resolved.items()]
-        if not left:
+        statements += [("UPDATE conflict_logs SET kind = %s WHERE id = %s AND status = 'OPEN'",
+                        (kind, row_id)) for row_id, kind in (changed or {}).items()]
+        if "CONFLICT" in (changed or {}).values():
+            statements.append((
+                ("UPDATE file_processing_logs SET status = 'CONFLICTS' WHERE job = %s AND file_name = %s "
+                 "AND file_checksum = %s AND status = 'COMPLETED'"), (self.config.job, *file)))
+        if left == 0:
             statements.append((
                 ("UPDATE file_processing_logs SET status = 'COMPLETED', error_message = "
                  "CONCAT_WS('; ', error_message, %s) WHERE job = %s AND file_name = %s "
@@ -4545,16 +4876,20 @@ class Tracking:
                 (f"conflicts resolved by run {self.run_id}", self.config.job, *file)))
         return statements
 
-    def resolved_by_this_run(self, ids: Sequence[int]) -> tuple[dict[int, str], Counters] | None:
-        """After a lost COMMIT answer: the recheck's resolutions, if that transaction committed.
+    def resolved_by_this_run(self, ids: Sequence[int], kind: str = "CONFLICT"
+                             ) -> tuple[dict[int, str], Counters] | None:
+        """After a lost COMMIT answer: the recheck's resolutions (and rows of `kind` it turned into
+        the other kind), if that transaction committed.
 
         Its counts were added to process_logs in the same transaction; the run's totals are
         read back from there at the end.
         """
         marks = ", ".join(["%s"] * len(ids))
-        rows = self.db.read(f"SELECT id, resolution FROM conflict_logs WHERE id IN ({marks}) "
-                            "AND status = 'RESOLVED' AND resolved_by = %s", (*ids, self.run_id))
-        return ({int(row_id): str(how) for row_id, how in rows}, Counters()) if rows else None
+        rows = self.db.read(f"SELECT id, COALESCE(resolution, 'held') FROM conflict_logs WHERE id IN "
+                            f"({marks}) AND ((status = 'RESOLVED' AND resolved_by = %s) OR "
+                            "(status = 'OPEN' AND kind <> %s))", (*ids, self.run_id, kind))
+        settled = {int(row_id): str(how) for row_id, how in rows if kind == "CONFLICT" or how != "held"}
+        return (settled, Counters()) if rows else None
 
     def run_counts(self) -> Counters:
         """What this run committed, from process_logs: the authority when an answer was lost."""
@@ -4564,14 +4899,18 @@ class Tracking:
             "WHERE p.id = %s", (self.run_id,))[0]
         return Counters.from_row(row, batches=int(row["batches"]))
 
-    def open_conflict_count(self) -> int:
-        """How many conflicts of this job are still open."""
-        return int(self.db.read("SELECT COUNT(*) FROM conflict_logs WHERE job = %s AND status = 'OPEN'",
-                                (self.config.job,))[0][0])
+    def open_conflict_count(self, kind: str = "CONFLICT") -> int:
+        """How many conflicts (or rows held by the guard) of this job are still open."""
+        condition = self.of_kind(kind)
+        if condition is None:
+            return 0
+        return int(self.db.read(f"SELECT COUNT(*) FROM conflict_logs WHERE job = %s AND status = 'OPEN' "
+                                f"AND {condition}", (self.config.job,))[0][0])
 
     def newest_run(self) -> dict[str, Any] | None:
         """This job's newest run."""
-        rows = self.db.query_dicts(f"SELECT {RUN_COLUMNS}, {RUN_COLUMNS_UTC[self.layout]} FROM process_logs "
+        rows = self.db.query_dicts(f"SELECT {RUN_COLUMNS}, {RUN_COLUMNS_UTC[self.layout]}, "
+                                   f"{RUN_COLUMNS_EXIT[self.version >= 4]} FROM process_logs "
                                    "WHERE job = %s "
                                    "ORDER BY id DESC LIMIT 1", (self.config.job,))
         return rows[0] if rows else None
@@ -4585,7 +4924,8 @@ class Tracking:
     def last_run_with_work(self) -> dict[str, Any] | None:
         """The newest run of the job that did something (a nightly no-op must not hide it)."""
         rows = self.db.query_dicts(
-            f"SELECT {RUN_COLUMNS}, {RUN_COLUMNS_UTC[self.layout]} FROM process_logs p WHERE job = %s AND "
+            f"SELECT {RUN_COLUMNS}, {RUN_COLUMNS_UTC[self.layout]}, {RUN_COLUMNS_EXIT[self.version >= 4]} "
+            "FROM process_logs p WHERE job = %s AND "
             "(status <> 'COMPLETED' OR "
             f"{DID_WORK_SQL}) ORDER BY id DESC LIMIT 1", (self.config.job,))
         return rows[0] if rows else None
@@ -4596,12 +4936,6 @@ class Tracking:
             "SELECT file_name AS file, status, processed_batches, total_batches, rows_archived, "
             "rows_deleted, conflicts, not_found, error_message AS error FROM file_processing_logs "
             "WHERE process_log_id = %s ORDER BY id", (run_id,))
-
-    def open_conflict_counts(self) -> list[tuple[str, int]]:
-        """This job's open conflicts per file name."""
-        return [(name, int(count)) for name, count in self.db.query(
-            "SELECT file_name, COUNT(*) FROM conflict_logs WHERE job = %s AND status = 'OPEN' "
-            "GROUP BY file_name ORDER BY file_name", (self.config.job,))]
 
     def problem_batches(self) -> list[dict[str, Any]]:
         """This job's ten latest failed or duplicate-meeting batches."""
@@ -4647,8 +4981,10 @@ class RunContext:
         self.reporter.say(text)
 
     def tick(self) -> None:
-        """Called during long file reads: keep the run lock's lease alive."""
+        """Called during long file reads: keep the run lock's lease (and the metrics) alive."""
         self.tracking.lock.heartbeat()
+        if self.controls:
+            self.controls.publish()
 
 
 @dataclass
@@ -4714,7 +5050,7 @@ def checked(what: str, expected: int, got: int) -> None:
 def outcome_of_batch(counts: Counters, found: Classified) -> BatchOutcome:
     """The batch's outcome and its status in the text log."""
     status = "COMPLETED_WITH_DUPLICATES" if counts.duplicates or counts.conflicts else "COMPLETED"
-    return BatchOutcome(counts, tuple(found.conflicts), status)
+    return BatchOutcome(counts, tuple(found.conflicts), status, tuple(found.skipped))
 
 
 class Mover(abc.ABC):
@@ -5242,47 +5578,123 @@ class OtherServer(Mover):
 
 # --------------------------------------------------------------------------- conflicts
 
-def recheck_chunk(context: RunContext, file: tuple[str, str], chunk: dict[Key, list[int]], left: int
-                  ) -> tuple[dict[int, str], Counters]:
-    """One transaction: re-examine some conflict keys and close those that are settled."""
+# What a revisit found for a key, by the kind of row it revisits: a resolution (the row is
+# closed), or the kind the row becomes; None keeps the row open as it is.
+RECHECK_OUTCOMES = {
+    "CONFLICT": {"to_copy": "archived copy was gone: row archived",
+                 "identical": "archived copy is now identical: source row deleted",
+                 "skipped": ("kind", "HELD"), "conflicts": None},
+    "HELD": {"to_copy": "the guard lets the row go now: row archived",
+             "identical": "archived copy is identical: source row deleted",
+             "skipped": None, "conflicts": ("kind", "CONFLICT")},
+}
+
+
+def recheck_chunk(context: RunContext, file: tuple[str, str], chunk: dict[Key, list[int]], left: int,
+                  kind: str = "CONFLICT") -> tuple[dict[int, str], Counters]:
+    """One transaction: re-examine some conflict (or held) keys and close those that are settled."""
     counts, found = context.mover.carefully(list(chunk))
-    # Still-open conflicts were counted when found; a key settled now was a listed key then, so
-    # it is not counted again as not found or held back: only what moved counts.
-    counts.conflicts = counts.not_found = counts.skipped_by_guard = 0
+    # Still-open rows were counted when found; a key settled now was a listed key then, so it is
+    # not counted again as not found or held back: only what moved, and a new conflict, counts.
+    counts.not_found = counts.skipped_by_guard = 0
+    counts.conflicts = len(found.conflicts) if kind == "HELD" else 0
     present = set(found.to_copy) | set(found.identical) | set(found.conflicts) | set(found.skipped)
-    how = {**dict.fromkeys(found.to_copy, "archived copy was gone: row archived"),
-           **dict.fromkeys(found.identical, "archived copy is now identical: source row deleted"),
-           **dict.fromkeys(found.skipped, "archived copy is gone; the guard holds the source row back"),
-           **{k: "source row no longer exists" for k in chunk if k not in present}}
-    resolved = {row_id: text for key, text in how.items() for row_id in chunk[key]}
-    statements = context.tracking.resolve_statements(resolved, file, left - len(resolved))
+    how: dict[Key, Any] = {k: "source row no longer exists" for k in chunk if k not in present}
+    for name, outcome in RECHECK_OUTCOMES[kind].items():
+        how.update(dict.fromkeys(getattr(found, name), outcome))
+    resolved = {i: text for key, text in how.items() if isinstance(text, str) for i in chunk[key]}
+    changed = {i: text[1] for key, text in how.items() if isinstance(text, tuple) for i in chunk[key]}
+    still = left - len(resolved) - (len(changed) if kind == "CONFLICT" else 0)
+    statements = context.tracking.resolve_statements(resolved, file, still if kind == "CONFLICT" else None,
+                                                     changed)
     context.db.execute_script(statements + [context.tracking.add_run_counts(counts), ("COMMIT", ())])
-    return resolved, counts
+    # A conflict that became a held row is settled as a conflict: report it with the resolved ones.
+    return {**resolved, **(dict.fromkeys(changed, "held") if kind == "CONFLICT" else {})}, counts
 
 
-def recheck_conflicts(context: RunContext) -> Counters:
-    """Look again at the job's open conflicts: move, delete or keep each, and say so."""
+def recheck_file(context: RunContext, file: tuple[str, str], rows: list[tuple[int, str]], kind: str
+                 ) -> Counters:
+    """Revisit one file's open rows of a kind, a batch_size of keys per transaction."""
     total = Counters()
-    for file, rows in context.tracking.open_conflicts().items():
-        by_key: dict[Key, list[int]] = {}
-        for row_id, text in rows:  # a key listed twice has two rows; they are settled together
-            by_key.setdefault(parse_stored_key(text, context.plan.key_type), []).append(row_id)
-        keys, left = list(by_key), len(rows)
-        for start in range(0, len(keys), context.config.batch_size):
-            chunk = {k: by_key[k] for k in keys[start:start + context.config.batch_size]}
-            ids = [row_id for row_ids in chunk.values() for row_id in row_ids]
-            resolved, counts = retry_transaction(
-                context, f"Recheck of conflicts in {file[0]}",
-                functools.partial(recheck_chunk, context, file, chunk, left),
-                functools.partial(context.tracking.resolved_by_this_run, ids))
-            left -= len(resolved)
-            total.add(counts)
+    by_key: dict[Key, list[int]] = {}
+    for row_id, text in rows:  # a key listed twice has two rows; they are settled together
+        by_key.setdefault(parse_stored_key(text, context.plan.key_type), []).append(row_id)
+    keys, left = list(by_key), len(rows)
+    for start in range(0, len(keys), context.config.batch_size):
+        chunk = {k: by_key[k] for k in keys[start:start + context.config.batch_size]}
+        ids = [row_id for row_ids in chunk.values() for row_id in row_ids]
+        resolved, counts = retry_transaction(
+            context, f"Recheck of {'conflicts' if kind == 'CONFLICT' else 'held rows'} in {file[0]}",
+            functools.partial(recheck_chunk, context, file, chunk, left, kind),
+            functools.partial(context.tracking.resolved_by_this_run, ids, kind))
+        left -= len(resolved)
+        total.add(counts)
+    if kind == "CONFLICT":
         context.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} earlier conflict(s) resolved"
                     + (f", {left} still differ (both versions kept)" if left else ""))
+    else:
+        context.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} row(s) held by the guard "
+                    "moved or gone" + (f", {left} still held" if left else ""))
     return total
 
 
+def recheck_conflicts(context: RunContext) -> Counters:
+    """Look again at the job's open conflicts, and at the rows the guard held back (unless
+    revisit_held is off): move, delete or keep each, and say so."""
+    total = Counters()
+    kinds = ("CONFLICT", "HELD") if context.config.revisit_held else ("CONFLICT",)
+    for kind in kinds:
+        for file, rows in context.tracking.open_conflicts(kind).items():
+            total.add(recheck_file(context, file, rows, kind))
+    return total
+
+
+# --------------------------------------------------------------------------- job reports
+
+def open_rows_by_file(tracking: Tracking, kind: str = "CONFLICT", first: int = SHOWN_KEYS
+                      ) -> list[tuple[str, int, list[str]]]:
+    """The job's open conflicts (or held rows) per file name: how many, and the first keys."""
+    condition, job = tracking.of_kind(kind), tracking.config.job
+    if condition is None:
+        return []
+    counted = tracking.db.query(
+        "SELECT file_name, COUNT(*) FROM conflict_logs WHERE job = %s AND status = 'OPEN' "
+        f"AND {condition} GROUP BY file_name ORDER BY file_name", (job,))
+    return [(name, int(count), [str(k) for (k,) in tracking.db.query(
+        f"SELECT key_value FROM conflict_logs WHERE job = %s AND status = 'OPEN' AND {condition} "
+        "AND file_name = %s ORDER BY id LIMIT %s", (job, name, first))])
+        for name, count in counted]
+
+
+def last_success(tracking: Tracking) -> dt.datetime | None:
+    """When the job's latest run that exited 0 ended, in UTC (schema 4 records exit codes)."""
+    if tracking.version < 4:
+        return None
+    rows = tracking.db.query("SELECT MAX(last_seen_utc) FROM process_logs WHERE job = %s AND exit_code = 0",
+                             (tracking.config.job,))
+    return rows[0][0] if rows and isinstance(rows[0][0], dt.datetime) else None
+
+
+def batches_of(tracking: Tracking, run_id: int) -> int:
+    """How many batches a run committed."""
+    return int(tracking.db.query("SELECT COUNT(*) FROM batch_processing_logs WHERE process_log_id = %s "
+                                 "AND status <> 'FAILED'", (run_id,))[0][0])
+
+
 # --------------------------------------------------------------------------- pauses and stops
+
+def heartbeat_lag(conn: Any, table: tuple[str, str], server_id: int) -> float | None:
+    """A replica's lag from pt-heartbeat's table: how old the newest heartbeat of the source
+    (its server_id) is on the replica, in UTC (pt-heartbeat --utc); None without one."""
+    cursor = conn.cursor()
+    try:
+        cursor.execute(f"SELECT TIMESTAMPDIFF(MICROSECOND, MAX(ts), UTC_TIMESTAMP(6)) / 1000000 FROM "
+                       f"{quote_ident(table[0])}.{quote_ident(table[1])} WHERE server_id = %s", (server_id,))
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return None if not rows or rows[0][0] is None else max(float(rows[0][0]), 0.0)
+
 
 def replica_lag(conn: Any) -> float | None:
     """Seconds_Behind_Master of a replica, or None when replication is not running."""
@@ -5306,12 +5718,15 @@ def replica_lag(conn: Any) -> float | None:
 class Controls:
     """Probes the servers between batches and carries out PauseState's decisions, visibly."""
 
-    def __init__(self, context: RunContext, stop: StopSignal):
+    def __init__(self, context: RunContext, stop: StopSignal, metrics: MetricsFile | None = None):
         self.context, self.config, self.stop = context, context.config, stop
+        self.metrics = metrics
         self.pauses = PauseState(context.config.replica_timeout)
         self.replica_conns: dict[int, Any] = {}
         self.batches_seen = 0
         self.flow_sample: tuple[float, int] | None = None
+        self.critical: str | None = None  # a critical_load value seen by the latest probe
+        self.source_id: tuple[str, int] | None = None  # (node, its server_id): whose heartbeats count
 
     def stop_reason(self) -> str | None:
         """Why the run must stop now, if it must; planned stops are marked as such."""
@@ -5335,8 +5750,15 @@ class Controls:
             if reason:
                 return reason
             self.keep_lock()
+            self.publish()  # a paused run's metrics keep their heartbeat
             time.sleep(min(left, 0.2))
         return self.stop_reason()
+
+    def publish(self, force: bool = False) -> None:
+        """Write the metrics file when it is due (or now, when forced)."""
+        note = self.metrics.publish(self.context.state, force) if self.metrics else None
+        if note:
+            self.context.say(note)
 
     def keep_lock(self) -> None:
         """Renew the run lock's lease while waiting; a lost server is left to the next batch."""
@@ -5348,6 +5770,7 @@ class Controls:
     def before_batch(self) -> str | None:
         """Sleep, then wait out load, lag and cluster trouble; return a stop reason or None."""
         self.batches_seen += 1
+        self.publish()
         if self.batches_seen > 1 and self.config.sleep_seconds:
             reason = self.sleep(self.config.sleep_seconds)
             if reason:
@@ -5358,10 +5781,15 @@ class Controls:
         """Pause while a probe says so; give up after replica_timeout of replica trouble."""
         while True:
             stop = self.stop_reason()
-            if stop:
-                self.act(self.pauses.interrupt(time.monotonic(), stop))
-                return stop
+            if stop:  # a stop during a pause says why the run was paused, and how long
+                ended = self.pauses.interrupt(time.monotonic(), stop)
+                self.act(ended)
+                return ended.text.removeprefix("PAUSE ENDED: ") or stop
             reason, replica_problem = self.pause_reason()
+            if self.critical:  # as gh-ost and pt-online-schema-change do: stop, do not wait
+                ended = self.pauses.interrupt(time.monotonic(), f"critical_load: {self.critical}")
+                self.act(ended)
+                return ended.text.removeprefix("PAUSE ENDED: ") or f"critical_load: {self.critical}"
             step = self.pauses.step(time.monotonic(), reason, replica_problem)
             self.act(step, reason)
             if step.action in ("go", "resume"):
@@ -5382,11 +5810,15 @@ class Controls:
         """(why to pause, whether it is about replicas), or (None, False) to go on."""
         for index, replica in enumerate(self.config.replicas):
             lag = self.read_lag(index, replica)
+            source = self.config.replica_lag_source
+            how = f"pt-heartbeat {source[0]}.{source[1]}; " if source else ""
             if lag is None:
-                return f"replica {replica.describe()} lag unknown (replication stopped or unreachable)", True
+                unknown = "no heartbeat of the source, or unreachable" if source else \
+                    "replication stopped or unreachable"
+                return f"replica {replica.describe()} lag unknown ({how}{unknown})", True
             if lag > self.config.max_replica_lag:
-                return (f"replica {replica.describe()} is {lag:g}s behind "
-                        f"(max_replica_lag {self.config.max_replica_lag:g}s)"), True
+                return (f"replica {replica.describe()} is {round(lag, 1):g}s behind "
+                        f"({how}max_replica_lag {self.config.max_replica_lag:g}s)"), True
         try:
             return self.server_pause_reason(), False
         except mysql.connector.Error:
@@ -5395,17 +5827,24 @@ class Controls:
 
     def server_pause_reason(self) -> str | None:
         """Load on the server, or a Galera node that is not keeping up."""
-        db = self.context.db
-        if not (self.config.max_threads_running or db.wsrep):
+        db, config = self.context.db, self.config
+        if not (config.max_threads_running or db.wsrep or config.max_load or config.critical_load):
             return None
         db.ensure_connected()
         names = ["Threads_running"] + (["wsrep_local_state_comment", "wsrep_flow_control_paused_ns",
                                         "wsrep_local_recv_queue"] if db.wsrep else [])
+        names += [name for name, _ in config.max_load + config.critical_load]
         with db.reading():
             status = db.status_values(*names)
+        self.critical = over_limit(status, config.critical_load, "critical_load")
+        if self.critical:
+            return None
         running = int(status.get("threads_running", 0))
-        if self.config.max_threads_running and running > self.config.max_threads_running:
-            return f"Threads_running is {running} (max_threads_running {self.config.max_threads_running})"
+        if config.max_threads_running and running > config.max_threads_running:
+            return f"Threads_running is {running} (max_threads_running {config.max_threads_running})"
+        loaded = over_limit(status, config.max_load, "max_load")
+        if loaded:
+            return loaded
         return self.galera_pause_reason(status) if db.wsrep else None
 
     def galera_pause_reason(self, status: dict[str, str]) -> str | None:
@@ -5436,7 +5875,14 @@ class Controls:
                 conn = mysql.connector.connect(**replica.connect_kwargs(), autocommit=True,
                                                **silence_limits(probe_silence(self.config, replica)))
                 self.replica_conns[index] = conn
-            return replica_lag(conn)
+            if self.config.replica_lag_source is None:
+                return replica_lag(conn)
+            db = self.context.db
+            db.ensure_connected()
+            if self.source_id is None or self.source_id[0] != db.where:  # a new node after a failover
+                with db.reading():
+                    self.source_id = (db.where, int(db.query("SELECT @@server_id")[0][0]))
+            return heartbeat_lag(conn, self.config.replica_lag_source, self.source_id[1])
         except mysql.connector.Error:
             self.replica_conns.pop(index, None)
             return None
@@ -5617,8 +6063,11 @@ def finish_file(context: RunContext, path: Path, file_context: FileContext, coun
     if status == "CONFLICTS":
         context.state.conflict_files.append(scan.name)
     context.state.files_done += 1
+    held = (f", {counts.skipped_by_guard} held by guard (recorded; "
+            + ("revisited by every run)" if context.config.revisit_held else "revisit_held is off)")
+            if counts.skipped_by_guard else "")
     context.reporter.say(f"FINISHED: {scan.name} ({counts.archived} rows archived, {counts.duplicates} "
-                         f"duplicates, {counts.conflicts} conflicts, {counts.not_found} not found)")
+                         f"duplicates, {counts.conflicts} conflicts, {counts.not_found} not found{held})")
     if status == "COMPLETED":
         move_to_done_dir(context, path, scan)
     return None
@@ -5647,15 +6096,25 @@ def report_duplicates(context: RunContext, batch: Batch, outcome: BatchOutcome) 
                     f"archived with different rows; both versions kept: {shown}{more}")
 
 
-def show_progress(context: RunContext, file_name: str, number: int, total: int) -> None:
-    """The terminal's single progress line: file n/N, batch, rows, rate and the file's ETA."""
+def show_progress(context: RunContext, scan: FileScan, batch: Batch, total: int) -> None:
+    """The terminal's single progress line: file n/N, batch, rows, rate and the whole run's ETA.
+
+    The ETA is the bytes of key files left (this file's rest and every file after it) at the
+    rate this run has read them, pauses left out: files found done are skipped fast, so it errs
+    long when many are.
+    """
     state = context.state
     elapsed = max(time.monotonic() - state.started, 1e-6)
-    per_batch = elapsed / max(state.totals.batches, 1)
+    state.bytes_done += max(batch.end_offset - state.file_offset, 0)
+    state.file_offset = batch.end_offset
+    state.file_batches = (batch.number, total)
+    rate = state.bytes_done / max(elapsed - state.paused_seconds, 1e-6)
+    state.eta = (max(scan.size - batch.end_offset, 0) + state.bytes_after) / rate if rate > 0 else None
+    eta = format_seconds(state.eta) if state.eta is not None else "?"
     context.reporter.progress(
-        file_name, f"file {state.files_seen}/{state.files_total}  batch {number}/{total}  "
+        scan.name, f"file {state.files_seen}/{state.files_total}  batch {batch.number}/{total}  "
                    f"{state.totals.archived:,} rows  {state.totals.archived / elapsed:,.0f} rows/s  "
-                   f"ETA {format_seconds((total - number) * per_batch)}")
+                   f"ETA {eta}")
 
 
 def archive_batch(context: RunContext, file_context: FileContext, batch: Batch, total: int) -> Counters:
@@ -5677,7 +6136,9 @@ def archive_batch(context: RunContext, file_context: FileContext, batch: Batch, 
     context.log.batch(file_context.scan.name, batch.number, outcome.status)
     report_duplicates(context, batch, outcome)
     context.state.totals.add(outcome.counts)
-    show_progress(context, file_context.scan.name, batch.number, total)
+    context.state.open_conflicts += len(outcome.conflicts)
+    context.state.held_open += len(outcome.held)
+    show_progress(context, file_context.scan, batch, total)
     return outcome.counts
 
 
@@ -5713,6 +6174,8 @@ def archive_file(context: RunContext, path: Path) -> None:
         context.say(f"NOTE: {scan.name} keeps batch_size {batch_size} from its checkpoint")
     file_context = FileContext(context.state.run_id, file_id, scan)
     file_counts, keys_seen = Counters(), (start - 1) * batch_size
+    context.state.file_offset = checkpoint.end_offset if checkpoint else 0
+    context.state.file_batches = (start - 1, total)
     blocks, skip = open_keys(context, path, checkpoint)
     for batch in iter_batches(blocks, batch_size, start, skip):
         if file_identity(path) != identity:
@@ -5732,9 +6195,11 @@ def archive_file(context: RunContext, path: Path) -> None:
 # --------------------------------------------------------------------------- run
 
 def install_signal_handlers(stop: StopSignal) -> dict[int, Any]:
-    """Route SIGTERM and SIGINT to the stop flag; return the previous handlers."""
+    """Route SIGTERM, SIGINT and SIGHUP to the stop flag; return the previous handlers."""
+    # SIGHUP (a closed terminal, an ssh drop) would otherwise kill the run like kill -9 does,
+    # mid-batch and with its run left RUNNING: it stops the run cleanly instead.
     previous: dict[int, Any] = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         previous[signum] = signal.signal(signum, stop.handler)
     return previous
 
@@ -5761,12 +6226,37 @@ def retry_file(context: RunContext, path: Path) -> None:
     retry_transaction(context, f"File {display_name(path)}", attempt)
 
 
+def file_size(path: Path) -> int:
+    """A key file's size for the ETA (0 when it cannot be read: it is rejected later)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def note_open_rows(context: RunContext) -> None:
+    """After the recheck: the job's open conflicts, held rows and last success, for the metrics
+    file, which is written now for the first time."""
+    state, tracking = context.state, context.tracking
+    state.open_conflicts = tracking.open_conflict_count()
+    state.held_open = tracking.open_conflict_count("HELD")
+    with context.db.reading():
+        state.last_success = timestamp_of(last_success(tracking))
+    if context.controls:
+        context.controls.publish(force=True)
+
+
 def end_run(context: RunContext) -> tuple[str, int]:
     """Record the run's end from what was committed; return its status and exit code."""
-    context.state.open_conflicts = context.tracking.open_conflict_count()
-    context.state.totals = context.tracking.run_counts()  # committed work, also where an answer was lost
-    status, code, error = outcome_of(context.state)
-    context.tracking.finish_run(status, context.state.stop_reason, context.state.paused_seconds, error)
+    state, tracking = context.state, context.tracking
+    state.open_conflicts = tracking.open_conflict_count()
+    state.held_open = tracking.open_conflict_count("HELD")
+    state.totals = tracking.run_counts()  # committed work, also where an answer was lost
+    status, code, error = outcome_of(state)
+    tracking.finish_run(status, state.stop_reason, state.paused_seconds, error, code)
+    if code == EXIT_CONFLICTS:  # for the SUMMARY's OPEN CONFLICTS line
+        with context.db.reading():
+            state.open_conflict_files = open_rows_by_file(tracking)
     return status, code
 
 
@@ -5776,12 +6266,15 @@ def execute_run(context: RunContext, files: list[Path]) -> int:
     # step below is safe to repeat from the start on the next node.
     context.state.totals.add(retry_transaction(context, "Recheck of conflicts",
                                                functools.partial(recheck_conflicts, context)))
-    for path in files:
+    note_open_rows(context)
+    sizes = [file_size(path) for path in files]
+    for index, path in enumerate(files):
         reason = context.controls.stop_reason() if context.controls else None
         if reason:
             context.state.stop_reason = reason
             break
         context.state.files_seen += 1
+        context.state.bytes_after = sum(sizes[index + 1:])
         retry_file(context, path)
         if context.state.stop_reason:
             break
@@ -5872,17 +6365,37 @@ def describe_failure(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)"
 
 
-def finish_output(log: TextLog, reporter: Reporter, state: RunState, status: str, code: int) -> None:
-    """The SUMMARY line: always in the text log; on the terminal unless -q and nothing to say."""
+def open_conflict_lines(config: Config, state: RunState) -> list[str]:
+    """What cron mails with exit 3: how many conflicts are open, where, the first keys, and the
+    one command that lists them all (the SUMMARY counts only the conflicts this run found)."""
+    lines = [(f"OPEN CONFLICTS: {plural(state.open_conflicts, 'conflict')} of this job kept in both tables "
+              f"({state.totals.conflicts} found by this run, the others by earlier runs; rechecked by every "
+              "run, see README, Duplicate conflicts)")]
+    for name, count, first in state.open_conflict_files:
+        more = f" and {count - len(first)} more" if count > len(first) else ""
+        lines.append(f"  {name}: {plural(count, 'key')}: {', '.join(first)}{more}")
+    query = (f"SELECT file_name, key_value, found_at FROM conflict_logs WHERE job = '{config.job}' "
+             "AND status = 'OPEN' AND kind = 'CONFLICT' ORDER BY id")
+    lines.append(f"  all of them: mariadb {config.database} -e \"{query}\"")
+    return lines
+
+
+def finish_output(config: Config, log: TextLog, reporter: Reporter, state: RunState, status: str,
+                  code: int) -> None:
+    """The SUMMARY line (with exit 3, the open conflicts): always in the text log; on the terminal
+    unless -q and nothing to say."""
     if not state.run_id or (code == EXIT_LOCKED and state.stop_reason is None):
         return  # refused or failed before it started: stderr says why
-    line = summary_line(state, status)
+    lines = [summary_line(state, status)]
+    lines += open_conflict_lines(config, state) if code == EXIT_CONFLICTS else []
     quiet_ok = code == EXIT_OK or (code == EXIT_INTERRUPTED and state.planned_stop and state.totals.batches)
     with contextlib.suppress(ArchiveError):
-        log.write(line)
+        for line in lines:
+            log.write(line)
     with contextlib.suppress(ArchiveError):
         reporter.clear_progress()
-        reporter.say(line, level=1 if quiet_ok else 0)
+        for line in lines:
+            reporter.say(line, level=1 if quiet_ok else 0)
 
 
 def record_run_failure(tracking: Tracking | None, state: RunState, log: TextLog, message: str) -> None:
@@ -5894,7 +6407,7 @@ def record_run_failure(tracking: Tracking | None, state: RunState, log: TextLog,
         db.rollback()
         db.ensure_connected()
         state.stop_reason = None
-        tracking.finish_run("FAILED", f"failed: {message}", state.paused_seconds, message)
+        tracking.finish_run("FAILED", f"failed: {message}", state.paused_seconds, message, EXIT_FAILED)
     except (mysql.connector.Error, ArchiveError) as exc:
         note = (f"could not record the failure in process_logs: {exc}; the next run will mark run "
                 f"{state.run_id} INTERRUPTED")
@@ -5903,9 +6416,23 @@ def record_run_failure(tracking: Tracking | None, state: RunState, log: TextLog,
         print(f"archive.py: {note}", file=sys.stderr)
 
 
+def publish_end(metrics: MetricsFile, state: RunState, status: str, code: int, tracking: Tracking | None
+                ) -> None:
+    """The metrics file's last write of a run; not for a run that lost its lock to another run
+    (that run writes this job's metrics now)."""
+    if code == EXIT_LOCKED:
+        return
+    state.status, state.exit_code, state.ended_at = status, code, time.time()
+    if code == EXIT_OK:
+        state.last_success = state.ended_at
+    note = metrics.publish(state, force=True)
+    if note and tracking is not None:
+        print(f"archive.py: {note}", file=sys.stderr)
+
+
 def run(config: Config, verbosity: int = 1) -> int:
     """Archive every CSV file; the whole job, as cron runs it."""
-    state, stop, reporter = RunState(), StopSignal(), Reporter(verbosity)
+    state, stop, reporter, metrics = RunState(), StopSignal(), Reporter(verbosity), MetricsFile(config)
     files = list_csv_files(config.csv_dir, config.csv_pattern)  # a bad pattern stops us before any write
     state.files_total = len(files)
     log = TextLog(config.log_dir, dt.datetime.now())
@@ -5918,7 +6445,7 @@ def run(config: Config, verbosity: int = 1) -> int:
         dest = open_destination(config)
         tracking = Tracking(db, config)
         context = open_run(config, tracking, dest, log, reporter, state, files)
-        context.controls = Controls(context, stop)
+        context.controls = Controls(context, stop, metrics)
         try:
             code = execute_run(context, files)
         finally:
@@ -5941,7 +6468,8 @@ def run(config: Config, verbosity: int = 1) -> int:
         raise
     finally:
         restore_signal_handlers(previous)
-        finish_output(log, reporter, state, status, code)
+        finish_output(config, log, reporter, state, status, code)
+        publish_end(metrics, state, status, code, tracking)
         if tracking is not None:
             tracking.lock.release()
         for session in (db, dest):
@@ -5959,6 +6487,19 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[str
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     return [line.rstrip() for line in lines]
+
+
+def fit_table(rows: list[dict[str, Any]], columns: Sequence[str], width: int | None) -> list[str]:
+    """format_table, or on a terminal too narrow for it one block per row: its first column, then
+    the others as `name value` fields cut to the width at field boundaries."""
+    lines = format_table(rows, columns)
+    if width is None or max(len(line) for line in lines) <= width:
+        return lines
+    blocks = []
+    for row in rows:
+        fields = ", ".join(f"{c} {'' if row[c] is None else row[c]}" for c in columns[1:])
+        blocks += wrap_fields(str(row[columns[0]]), width) + wrap_fields("  " + fields, width, "    ")
+    return blocks
 
 
 def print_lines(lines: Iterable[str], out: Any) -> None:
@@ -6008,6 +6549,33 @@ def run_seconds(db: Database, run_row: dict[str, Any], alive: bool) -> int:
     return int((end - start).total_seconds())
 
 
+STATUS_FORMAT = 2  # --status --json's layout (README, Monitoring): 2 added metrics, held_rows, exit_code
+
+
+def status_metrics(db: Database, tracking: Tracking, newest: dict[str, Any], report: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """The metrics file's values for the job's newest run, read from the tracking tables."""
+    running = newest["status"] == "RUNNING"
+    files = tracking.run_files(newest["id"])
+    elapsed = run_seconds(db, newest, running)
+    values = {
+        "last_run_status": newest["status"], "last_run_exit_code": newest["exit_code"],
+        "last_run_start_timestamp_seconds": timestamp_of(newest["start_time_utc"]),
+        "last_run_end_timestamp_seconds": None if running else timestamp_of(newest["last_seen_utc"]),
+        "last_success_timestamp_seconds": timestamp_of(last_success(tracking)),
+        "heartbeat_timestamp_seconds": timestamp_of(newest["last_seen_utc"]),
+        "open_conflicts": sum(c["keys"] for c in report["open_conflicts"]),
+        "held_rows": sum(c["keys"] for c in report["held_rows"]),
+        "files": newest["total_files"], "files_pending": newest["total_files"] - newest["processed_files"],
+        "batches_done_total": batches_of(tracking, newest["id"]),
+        "file_batches_done": files[-1]["processed_batches"] if files else 0,
+        "file_batches": files[-1]["total_batches"] if files else 0,
+        "paused_seconds_total": float(newest["paused_seconds"]),
+        "rows_per_second": int(newest["rows_archived"]) / max(elapsed, 1), "eta_seconds": None}
+    values.update({name: int(newest[c.column]) for c in COUNTS for name in [COUNT_METRICS[c.field][0]]})
+    return values
+
+
 def status_report(db: Database, config: Config) -> dict[str, Any] | None:
     """The latest run of this job that did something, with its files and liveness; None if none."""
     with db.reading():
@@ -6031,9 +6599,13 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
             "run_id": newest["id"], "status": newest["status"],
             "started": json_value(newest["start_time"])}
         report["files"] = json_rows(tracking.run_files(shown["id"]))
-        report["open_conflicts"] = [{"file": name, "keys": n} for name, n in tracking.open_conflict_counts()]
+        report["open_conflicts"] = [{"file": name, "keys": n, "first_keys": first}
+                                    for name, n, first in open_rows_by_file(tracking)]
+        report["held_rows"] = [{"file": name, "keys": n, "first_keys": first}
+                               for name, n, first in open_rows_by_file(tracking, "HELD")]
         report["problem_batches"] = json_rows(tracking.problem_batches())
-        return report
+        report["metrics"] = status_metrics(db, tracking, newest, report)
+        return {"format_version": STATUS_FORMAT, **report}
 
 
 def status_lines(report: dict[str, Any]) -> list[str]:
@@ -6066,7 +6638,13 @@ def status_lines(report: dict[str, Any]) -> list[str]:
             rows, ("file", "progress", "status", "rows_archived", "conflicts", "not_found", "error"))]
     if r["open_conflicts"]:
         lines.append("Open conflicts (rechecked at the start of every run; see README, Duplicate conflicts):")
-        lines += [f"  {c['file']}: {plural(c['keys'], 'key')}" for c in r["open_conflicts"]]
+        lines += [f"  {c['file']}: {plural(c['keys'], 'key')}: {', '.join(c['first_keys'])}"
+                  + (" …" if c["keys"] > len(c["first_keys"]) else "") for c in r["open_conflicts"]]
+    if r.get("held_rows"):
+        lines.append("Rows held back by the guard (revisited at the start of every run unless "
+                     "revisit_held = no):")
+        lines += [f"  {c['file']}: {plural(c['keys'], 'row')}: {', '.join(c['first_keys'])}"
+                  + (" …" if c["keys"] > len(c["first_keys"]) else "") for c in r["held_rows"]]
     if r["problem_batches"]:
         lines.append("Recent FAILED or duplicate batches:")
         lines += ["  " + line for line in format_table(
@@ -6125,8 +6703,50 @@ def cluster_lines(db: Database) -> list[str]:
              f"wsrep_max_ws_size {db.variable('wsrep_max_ws_size')}")]
 
 
-def check_command(config: Config, out: Any = None) -> int:
-    """Preflight only, with a readable verdict; exit 0 when a run could proceed."""
+def looked_at_lines(config: Config, plan: TablePlan, tracking: tuple[set[str], int]) -> list[str]:
+    """What --check -v adds: what the checks looked at, from the plan they approved."""
+    lines = [(f"looked at: key `{plan.key}` ({plan.key_type.sql_type}) through index {plan.source_index} "
+              f"of `{plan.source}` and {plan.archive_index} of `{plan.archive}`"),
+             "looked at: columns copied and compared: "
+             + ", ".join(f"{c.name} {c.data_type}" for c in plan.columns)]
+    lines += [("looked at: generated on both sides (compared, not copied): "
+               + ", ".join(c.name for c in plan.recomputed))] if plan.recomputed else []
+    for where, definitions in (("source server", plan.definitions), ("destination", plan.dest_definitions)):
+        if definitions is None or not definitions.effects:
+            continue
+        tables = ", ".join(f"`{t.name}` ({t.event} triggers)" for t in definitions.tables)
+        engines, triggers, references = (definitions.effects + (None, None, None))[:3]
+        lines.append(f"looked at on the {where}: {tables}: engines {engines or '-'}, triggers that would "
+                     f"fire {triggers or 'none'}, foreign keys reaching the source {references or 'none'}")
+    lines.append(f"looked at: guard {plan.guard or '(none)'}")
+    present, version = tracking
+    lines.append(f"looked at: tracking tables present: {', '.join(sorted(present)) or 'none'}"
+                 + (f" (schema {version})" if "process_logs" in present else ""))
+    limits = [f"{key} {', '.join(f'{n}={v:g}' for n, v in values)}"
+              for key, values in (("max_load", config.max_load), ("critical_load", config.critical_load))
+              if values]
+    lines.append("looked at: load limits " + ("; ".join(limits) if limits else "(none)")
+                 + f"; replicas {len(config.replicas)}")
+    return lines
+
+
+def load_limit_problems(db: Database, config: Config) -> list[str]:
+    """max_load and critical_load names the server does not report as numbers (a run would fail
+    at its first check)."""
+    limits = {"max_load": config.max_load, "critical_load": config.critical_load}
+    names = [name for values in limits.values() for name, _ in values]
+    if not names:
+        return []
+    with db.reading():
+        status = db.status_values(*names)
+    return [f"[controls] {key}: the server has no numeric status variable {name}"
+            for key, values in limits.items() for name, _ in values
+            if not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", status.get(name.lower(), ""))]
+
+
+def check_command(config: Config, out: Any = None, verbose: bool = False) -> int:
+    """Preflight only, with a readable verdict (with `verbose`, what each check looked at); exit 0
+    when a run could proceed."""
     out = out or sys.stdout
     db = read_only_source(config)
     dest = None
@@ -6137,6 +6757,7 @@ def check_command(config: Config, out: Any = None) -> int:
         tracking = Tracking(db, config)
         present, version = tracking.schema.present(), tracking.schema.version()
         found.problems += tracking.schema.privilege_problems(present)
+        found.problems += load_limit_problems(db, config)
     finally:
         for session in (db, dest):
             if session is not None:
@@ -6154,6 +6775,7 @@ def check_command(config: Config, out: Any = None) -> int:
         print_lines(lines + ["Verdict: NOT READY: fix the FAIL lines above."], out)
         return EXIT_FAILED
     where = f" on {config.dest.describe()}" if config.dest else ""
+    lines += looked_at_lines(config, found.plan, (present, version)) if verbose else []
     print_lines(lines + [
         (f"ok: `{config.source_table}` -> `{config.archive_table}`{where} on key {found.plan.key_text} "
          f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied"),
@@ -6266,12 +6888,14 @@ def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys) -> 
 
 
 def predict_recheck(context: RunContext, moved: MovedKeys) -> Prediction | None:
-    """What the run's recheck of open conflicts would settle (in no batch of its own)."""
-    groups = context.tracking.open_conflicts()
+    """What the run's recheck of open conflicts (and revisit of held rows) would settle (in no
+    batch of its own)."""
+    kinds = ("CONFLICT", "HELD") if context.config.revisit_held else ("CONFLICT",)
+    groups = [rows for kind in kinds for rows in context.tracking.open_conflicts(kind).values()]
     if not groups:
         return None
     prediction = Prediction("(open conflicts)", "rechecked first")
-    keys = [parse_stored_key(text, context.plan.key_type) for rows in groups.values() for _, text in rows]
+    keys = [parse_stored_key(text, context.plan.key_type) for rows in groups for _, text in rows]
     for start in range(0, len(keys), context.config.batch_size):
         prediction.counts.add(predict_keys(context, keys[start:start + context.config.batch_size], moved))
     prediction.counts.batches = 0
@@ -6343,7 +6967,8 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
                           "rows_to_delete": totals["rows_to_delete"], "rejected_files": rejected},
                          indent=2), file=out)
     else:
-        print_lines(format_table(rows + [total.row()], ("file",) + DRY_RUN_COUNTS + ("status",)), out)
+        table = rows + [total.row()]
+        print_lines(fit_table(table, ("file",) + DRY_RUN_COUNTS + ("status",), terminal_width(out)), out)
         print("Dry run: nothing was changed.", file=out)
     return EXIT_REJECTED if rejected else EXIT_OK
 
@@ -6351,24 +6976,37 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
 # --------------------------------------------------------------------------- command line
 
 EPILOG = """examples:
-  python archive.py /etc/archiver/config.ini            run the job (what cron runs)
-  python archive.py config.ini --dry-run                what would move, per file; changes nothing
-  python archive.py config.ini --status                 progress of the latest (or current) run
-  python archive.py config.ini --check                  are the tables, keys and grants ready?
-  python archive.py config.ini -q --max-runtime 2h      cron: silent unless something needs a human
+  {cmd} /etc/archiver/config.ini{pad}            run the job (what cron runs)
+  {cmd} config.ini --dry-run{pad}                what would move, per file; changes nothing
+  {cmd} config.ini --status{pad}                 progress of the latest (or current) run
+  {cmd} config.ini --check{pad}                  are the tables, keys and grants ready?
+  {cmd} config.ini -q --max-runtime 2h{pad}      cron: silent unless something needs a human
 
 crontab:
-  15 1 * * *  cd /srv/archive && .venv/bin/python archive.py config.ini -q
+  15 1 * * *  {cron} config.ini -q --max-runtime 4h
 
 exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 duplicate conflicts kept,
   4 malformed CSV file rejected, 5 already running, 6 interrupted (rerun to resume)
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def invocation(argv0: str) -> tuple[str, str]:
+    """How this program was started, for --help's examples and crontab line: `python archive.py`
+    (`cd /srv/archive && .venv/bin/python archive.py` in cron), or an installed command's name."""
+    name = os.path.basename(argv0 or "archive.py")
+    if name.endswith(".py") or not name:
+        return "python archive.py", "cd /srv/archive && .venv/bin/python archive.py"
+    return name, name
+
+
+def build_parser(argv0: str | None = None) -> argparse.ArgumentParser:
     """The command line, with help that teaches."""
+    cmd, cron = invocation(sys.argv[0] if argv0 is None else argv0)
+    pad = " " * max(len("python archive.py") - len(cmd), 0)
     parser = argparse.ArgumentParser(
-        prog="archive.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        prog="archive.py" if cmd.startswith("python") else cmd,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG.format(cmd=cmd, pad=pad, cron=cron),
         description="Move the rows listed in CSV key files from a source table into its archive "
                     "table, one transaction per batch, resuming where an earlier run stopped.")
     parser.add_argument("config", help="The INI file with [database], [archive] and [controls].")
@@ -6434,7 +7072,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.status:
         return show_status(config, args.json)
     if args.check:
-        return check_command(config)
+        return check_command(config, verbose=args.verbose)
     if args.dry_run:
         return dry_run(config, args.json)
     return run(config, verbosity=0 if args.quiet else 2 if args.verbose else 1)

@@ -26,7 +26,8 @@ PYTHON=${PYTHON:-python3}
 VENV=.venv
 VENV39=.venv-py39
 # What every command may need; `setup` and `ci` make sure of all of them.
-ALL_PACKAGES=(mariadb-server galera-4 rsync percona-toolkit time python3-venv)
+# prometheus: only its promtool, which checks the metrics file (the package's service is not used).
+ALL_PACKAGES=(mariadb-server galera-4 rsync percona-toolkit prometheus time python3-venv)
 
 say() { printf '%s\n' "dev.sh: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -41,6 +42,7 @@ present() {
     galera-4) test -e /usr/lib/galera/libgalera_smm.so || test -e /usr/lib/libgalera_smm.so ;;
     rsync) command -v rsync ;;
     percona-toolkit) command -v pt-archiver ;;
+    prometheus) command -v promtool ;;
     time) test -x /usr/bin/time ;;
     python3-venv) "$PYTHON" -c 'import ensurepip, venv' ;;
     *) die "internal: no probe for package $1" ;;
@@ -68,9 +70,10 @@ need() {
 
 # Packages for the test suite: none when it runs against an external server.
 need_for_tests() {
-  # percona-toolkit: the tests run a real pt-online-schema-change against the server under test
-  if [ -n "${ARCHIVE_TEST_DSN:-}" ]; then need python3-venv percona-toolkit
-  else need mariadb-server galera-4 rsync percona-toolkit python3-venv; fi
+  # percona-toolkit: the tests run a real pt-online-schema-change against the server under test;
+  # prometheus: promtool checks the metrics file
+  if [ -n "${ARCHIVE_TEST_DSN:-}" ]; then need python3-venv percona-toolkit prometheus
+  else need mariadb-server galera-4 rsync percona-toolkit prometheus python3-venv; fi
 }
 
 # ------------------------------------------------------------------ virtualenvs

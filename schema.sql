@@ -1,4 +1,4 @@
--- Tracking tables for archive.py, schema version 3 (archive.py also creates any that are missing,
+-- Tracking tables for archive.py, schema version 4 (archive.py also creates any that are missing,
 -- and upgrades tables made by older versions on its first run: see README, Upgrading).
 -- Kept identical to archive.TRACKING_DDL; tests/test_docs.py checks it.
 -- Load with: mariadb app < schema.sql
@@ -32,9 +32,10 @@ CREATE TABLE IF NOT EXISTS `process_logs` (
   `destination` VARCHAR(255) NULL,
   `start_time_utc` DATETIME(6) NULL,
   `last_seen_utc` DATETIME(6) NULL,
+  `exit_code` TINYINT NULL,
   KEY `ix_process_status` (`source_table`, `status`),
   KEY `ix_process_job` (`job`, `id`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 3';
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 4';
 
 CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -102,6 +103,7 @@ CREATE TABLE IF NOT EXISTS `conflict_logs` (
   `resolved_by` BIGINT UNSIGNED NULL,
   `found_at` DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
   `resolved_at` DATETIME NULL,
+  `kind` ENUM('CONFLICT','HELD') NOT NULL DEFAULT 'CONFLICT',
   KEY `ix_conflict_open` (`job`, `status`, `file_name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 

@@ -190,6 +190,32 @@ def test_check_says_ready_on_good_tables_and_changes_nothing(db, tmp_path):
     assert state(db) == before and tracking_tables(db) == [] and log_files(config) == []
 
 
+def test_check_verbose_says_what_each_check_looked_at(db, tmp_path):
+    config = setup(db, tmp_path, controls__guard="user_id <> -1", controls__max_load="Threads_running=40")
+    plain, verbose = run_cli(config, "--check"), run_cli(config, "--check", "-v")
+    assert plain.returncode == verbose.returncode == 0, verbose.stdout + verbose.stderr
+    assert "looked at:" not in plain.stdout
+    looked = [line for line in verbose.stdout.splitlines() if line.startswith("looked at")]
+    assert re.fullmatch(r"looked at: key `id` \(\w+.*\) through index PRIMARY of `rewards` and PRIMARY of "
+                        r"`rewards_archives`", looked[0]), looked
+    assert any(line.startswith("looked at: columns copied and compared: id ") for line in looked), looked
+    assert any("looked at on the source server: `rewards` (DELETE triggers)" in line for line in looked)
+    assert "looked at: guard user_id <> -1" in looked
+    assert any("max_load Threads_running=40" in line for line in looked), looked
+
+
+def test_the_readmes_comparison_query_runs_when_the_archive_has_an_extra_column(db, tmp_path):
+    setup(db, tmp_path)
+    db.execute("ALTER TABLE rewards_archives ADD COLUMN reviewed_by VARCHAR(20) NULL FIRST")
+    add_conflict_and_duplicate(db, identical=5, conflict=12)
+    readme = (Path(archive.__file__).resolve().parent / "README.md").read_text()
+    block = readme.split("-- compare the two versions of one key", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines()[1:] if not line.startswith("--")]
+    query = "\n".join(lines).strip().rstrip(";")
+    sides = [row[0] for row in db.query(query)]
+    assert sides == ["source", "archive"]
+
+
 # --------------------------------------------------------------------------- --status
 
 def test_status_before_any_run_says_so_and_creates_nothing(db, tmp_path):
@@ -282,11 +308,13 @@ def test_status_during_a_run_is_quick_and_alive_then_dead_after_sigkill(db, tmp_
 # status_report's report of a run that archived 21 rows of a.csv and b.csv and kept key 5 as a
 # conflict, captured from `--status --json` (the same dict status_lines formats); its text was:
 STATUS_REPORT: dict[str, Any] = {
-    "status": "COMPLETED", "last_seen": "2026-12-02 06:48:15", "current_file": "b.csv", "current_batch": 1,
+    "format_version": 2, "status": "COMPLETED", "last_seen": "2026-12-02 06:48:15", "current_file": "b.csv",
+    "current_batch": 1,
     "processed_files": 2, "total_files": 2, "rows_archived": 21, "rows_deleted": 21, "duplicates": 0,
     "conflicts": 1, "skipped_by_guard": 0, "not_found": 0, "stop_reason": None, "pause_reason": None,
     "paused_seconds": 0.0, "host": "vm", "pid": 10830, "version": "2.0.0",
-    "job": "rep.rewards -> rep.rewards_archives", "destination": None, "run_id": 1, "alive": False,
+    "job": "rep.rewards -> rep.rewards_archives", "destination": None, "exit_code": 3, "run_id": 1,
+    "alive": False,
     "liveness": "", "started": "2026-12-02 06:48:15", "ended": "2026-12-02 06:48:15",
     "error": "1 duplicate-key conflict kept in both tables in: a.csv", "seconds": 0, "latest_run": None,
     "files": [
@@ -294,10 +322,19 @@ STATUS_REPORT: dict[str, Any] = {
          "rows_archived": 19, "rows_deleted": 19, "conflicts": 1, "not_found": 0, "error": None},
         {"file": "b.csv", "status": "COMPLETED", "processed_batches": 1, "total_batches": 1,
          "rows_archived": 2, "rows_deleted": 2, "conflicts": 0, "not_found": 0, "error": None}],
-    "open_conflicts": [{"file": "a.csv", "keys": 1}],
+    "open_conflicts": [{"file": "a.csv", "keys": 1, "first_keys": ["5"]}],
+    "held_rows": [],
     "problem_batches": [
         {"run": 1, "file_name": "a.csv", "batch": 1, "status": "COMPLETED_WITH_DUPLICATES", "duplicates": 0,
          "conflicts": 1, "detail": '["5"]', "created_at": "2026-12-02 06:48:15.416871"}],
+    "metrics": {
+        "last_run_status": "COMPLETED", "last_run_exit_code": 3,
+        "last_run_start_timestamp_seconds": 1796194095.1, "last_run_end_timestamp_seconds": 1796194095.5,
+        "last_success_timestamp_seconds": None, "heartbeat_timestamp_seconds": 1796194095.5,
+        "open_conflicts": 1, "held_rows": 0, "files": 2, "files_pending": 0, "batches_done_total": 3,
+        "file_batches_done": 1, "file_batches": 1, "paused_seconds_total": 0.0, "rows_per_second": 21.0,
+        "eta_seconds": None, "rows_archived_total": 21, "rows_deleted_total": 21, "duplicates_total": 0,
+        "conflicts_total": 1, "not_found_total": 0, "held_by_guard_total": 0},
 }
 STATUS_TEXT = """\
 Run 1: COMPLETED
@@ -310,7 +347,7 @@ Files:
   a.csv  2/2 batches  CONFLICTS  19             1          0
   b.csv  1/1 batches  COMPLETED  2              0          0
 Open conflicts (rechecked at the start of every run; see README, Duplicate conflicts):
-  a.csv: 1 key
+  a.csv: 1 key: 5
 Recent FAILED or duplicate batches:
   run  file_name  batch  status                     duplicates  conflicts  detail
   1    a.csv      1      COMPLETED_WITH_DUPLICATES  0           1          ["5"]
@@ -365,6 +402,7 @@ def test_a_real_status_report_has_the_shape_the_status_text_tests_use(db, tmp_pa
     assert list(report) == list(STATUS_REPORT)
     for part in ("files", "open_conflicts", "problem_batches"):
         assert list(report[part][0]) == list(STATUS_REPORT[part][0]), part
+    assert list(report["metrics"]) == list(STATUS_REPORT["metrics"])
 
 
 # --------------------------------------------------------------------------- output levels

@@ -283,3 +283,29 @@ def test_replica_by_unix_socket(ini):
 
 def test_lock_lease_must_outlast_a_lock_wait(ini):
     expect_usage_error(ini({"lock_wait_timeout": "60", "lock_lease": "100"}), "[archive] lock_lease")
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("metrics_file = metrics/archive.txt", "[controls] metrics_file: "),
+    ("max_load = Threads_running", "[controls] max_load: 'Threads_running' is not Variable_name=number"),
+    ("critical_load = Threads_running=many", "[controls] critical_load: 'Threads_running=many': 'many'"),
+    ("replica_lag_source = heartbeat:percona", "[controls] replica_lag_source: 'heartbeat:percona' is not"),
+    ("revisit_held = maybe", "[controls] revisit_held: 'maybe' is not yes or no"),
+])
+def test_the_monitoring_and_load_keys_are_validated(ini, tmp_path, line, fragment):
+    (tmp_path / "metrics").mkdir()
+    expect_usage_error(ini(extra=f"[controls]\n{line}\n"), fragment)
+
+
+def test_the_monitoring_and_load_keys_parse(ini, tmp_path):
+    config = archive.load_config(ini(extra=(
+        "[controls]\nmetrics_file = archive_py.prom\nmax_load = Threads_running=40, Threads_connected=800\n"
+        "critical_load = Threads_running=200\nreplica_lag_source = heartbeat:percona.heartbeat\n"
+        "revisit_held = no\n")), environ={})
+    assert config.metrics_file == tmp_path / "archive_py.prom"  # relative to the config's folder
+    assert config.max_load == (("Threads_running", 40.0), ("Threads_connected", 800.0))
+    assert config.critical_load == (("Threads_running", 200.0),)
+    assert config.replica_lag_source == ("percona", "heartbeat") and config.revisit_held is False
+    default = archive.load_config(ini(), environ={})
+    assert (default.metrics_file, default.max_load, default.replica_lag_source, default.revisit_held) == (
+        None, (), None, True)

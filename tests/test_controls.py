@@ -16,8 +16,11 @@ source and archive tables together hold exactly the original rows.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -244,6 +247,11 @@ def test_sigterm_ends_a_pause_long_before_check_interval(tmp_path: Path, db: Scr
     assert time.monotonic() - sent < 5
     assert_clean_stop(job, proc.read_stdout(), "SIGTERM")
     assert completed_batches(db) == []
+    # The stop says why the run was paused, and for how long.
+    reason = db.scalar("SELECT stop_reason FROM process_logs")
+    assert re.fullmatch(r"received SIGTERM \(while paused [0-9]+s: replica .* lag unknown .*\)",
+                        reason), reason
+    assert "while paused" in proc.read_stdout()
 
 
 # --------------------------------------------------------------------------
@@ -570,9 +578,24 @@ def assert_replica_matches(pair: ReplicationPair, rdb: ScratchDatabase) -> None:
         mirror.close()
 
 
+def running_after_two_batches(proc: Any, rdb: ScratchDatabase) -> None:
+    """Wait until the run has committed two batches; it must still be running."""
+    wait_until(lambda: proc.poll() is not None or len(completed_batches(rdb)) >= 2, timeout=30,
+               message="2 batches done")
+    assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+
+
 def pause_line(job: Job, fragment: str) -> str | None:
     """The first PAUSE: line containing *fragment*, if any yet."""
     return next((line for line in log_lines(job, "PAUSE:") if fragment in line), None)
+
+
+def wait_for_pause(job: Job, proc: Any, fragment: str, timeout: float) -> str:
+    """The first PAUSE: line containing *fragment*, once the run wrote it (it must not end first)."""
+    line = wait_until(lambda: proc.poll() is not None or pause_line(job, fragment), timeout=timeout,
+                      message=f"PAUSE line with {fragment!r}")
+    assert isinstance(line, str), proc.read_stdout() + proc.read_stderr()
+    return line
 
 
 def assert_held(job: Job, proc: Any, rdb: ScratchDatabase, seconds: float) -> None:
@@ -602,14 +625,10 @@ def test_replica_sql_thread_stopped_pauses_until_it_runs_again(
                       controls__replicas=pair.monitor_spec(), controls__max_replica_lag=10,
                       controls__replica_timeout=60)
     proc = spawn_cli(job.config)
-    wait_until(lambda: proc.poll() is not None or len(completed_batches(rdb)) >= 2, timeout=30,
-               message="2 batches done")
-    assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+    running_after_two_batches(proc, rdb)
     pair.stop_sql_thread()
     try:
-        line = wait_until(lambda: proc.poll() is not None or pause_line(job, "lag unknown"),
-                          timeout=15, message="PAUSE line")
-        assert isinstance(line, str), proc.read_stdout() + proc.read_stderr()
+        line = wait_for_pause(job, proc, "lag unknown", timeout=15)
         assert line.startswith(f"PAUSE: replica mon@127.0.0.1:{pair.replica.port} lag unknown"), line
         assert_held(job, proc, rdb, 1.5)
     finally:
@@ -630,9 +649,7 @@ def test_replica_lag_above_max_replica_lag_pauses(
     try:
         blocker.cursor().execute("LOCK TABLES rewards_archives WRITE")
         proc = spawn_cli(job.config)
-        line = wait_until(lambda: proc.poll() is not None or pause_line(job, "behind"),
-                          timeout=20, message="PAUSE ... behind")
-        assert isinstance(line, str), proc.read_stdout() + proc.read_stderr()
+        line = wait_for_pause(job, proc, "behind", timeout=20)
         lag = re.search(r"is (\d+(?:\.\d+)?)s behind \(max_replica_lag 1s\)", line)
         assert lag and float(lag.group(1)) > 1, line
         assert (pair.lag() or 0) > 1
@@ -643,20 +660,65 @@ def test_replica_lag_above_max_replica_lag_pauses(
     assert_resumed_and_finished(job, proc, pair, rdb, "s behind")
 
 
+@contextlib.contextmanager
+def pt_heartbeat(pair: ReplicationPair, database: str) -> Iterator[None]:
+    """A real pt-heartbeat --update --utc on the primary (a row every 0.2 s in database.heartbeat),
+    for as long as the body runs."""
+    command = ["pt-heartbeat", "--update", "--utc", "--create-table", "--database", database,
+               "--table", "heartbeat", "--interval", "0.2", f"S={pair.primary.socket},u=root"]
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        mirror = ScratchDatabase(pair.replica, database)
+        try:
+            wait_until(lambda: proc.poll() is not None or (mirror.table_exists("heartbeat") and mirror.scalar(
+                "SELECT COUNT(*) FROM heartbeat")), timeout=30, message="pt-heartbeat's first heartbeat")
+        finally:
+            mirror.close()
+        assert proc.poll() is None, proc.communicate()[0]
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_replica_lag_from_pt_heartbeat_pauses_while_the_replica_falls_behind(
+        tmp_path: Path, rdb: ScratchDatabase, pair: ReplicationPair, spawn_cli: Any) -> None:
+    """replica_lag_source = heartbeat:db.heartbeat: the lag is the age of the newest heartbeat the
+    replica applied. The SQL thread stopped, Seconds_Behind_Master is NULL; the heartbeat says how
+    far behind (a number that grows), and the run pauses until the replica catches up."""
+    if shutil.which("pt-heartbeat") is None:
+        pytest.skip("needs pt-heartbeat (Debian package percona-toolkit)")
+    job = replica_job(tmp_path, rdb, pair, 200, controls__sleep_seconds=0.3,
+                      controls__replicas=pair.socket_spec(), controls__max_replica_lag=1,
+                      controls__replica_timeout=60,
+                      controls__replica_lag_source=f"heartbeat:{rdb.name}.heartbeat")
+    with pt_heartbeat(pair, rdb.name):
+        proc = spawn_cli(job.config)
+        running_after_two_batches(proc, rdb)
+        pair.stop_sql_thread()
+        try:
+            line = wait_for_pause(job, proc, "behind", timeout=20)
+            lag = re.search(rf"is ([0-9.]+)s behind \(pt-heartbeat {rdb.name}\.heartbeat; "
+                            r"max_replica_lag 1s\)", line)
+            assert lag and float(lag.group(1)) >= 1, line  # above 1 s, said to a tenth
+            assert pair.lag() is None  # what SHOW SLAVE STATUS would have said: unknown
+            assert_held(job, proc, rdb, 1.0)
+        finally:
+            pair.start_replication()
+        assert_resumed_and_finished(job, proc, pair, rdb, "s behind")
+
+
 def test_replica_restarted_mid_run_pauses_then_resumes(
         tmp_path: Path, rdb: ScratchDatabase, pair: ReplicationPair, spawn_cli: Any) -> None:
     """The replica server goes away mid-run: pause (lag unknown); back and replicating: resume."""
     job = replica_job(tmp_path, rdb, pair, 200, controls__sleep_seconds=0.3,
                       controls__replicas=pair.monitor_spec(), controls__replica_timeout=60)
     proc = spawn_cli(job.config)
-    wait_until(lambda: proc.poll() is not None or len(completed_batches(rdb)) >= 2, timeout=30,
-               message="2 batches done")
-    assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+    running_after_two_batches(proc, rdb)
     pair.replica.stop()
     try:
-        line = wait_until(lambda: proc.poll() is not None or pause_line(job, "lag unknown"),
-                          timeout=15, message="PAUSE line")
-        assert isinstance(line, str), proc.read_stdout() + proc.read_stderr()
+        wait_for_pause(job, proc, "lag unknown", timeout=15)
         assert_held(job, proc, rdb, 0.6)
     finally:
         pair.replica.start()

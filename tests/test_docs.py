@@ -115,3 +115,22 @@ def test_the_readme_lists_every_test_file_and_only_those():
     present = {path.name for path in (REPO / "tests").glob("test_*.py")}
     assert sorted(present - listed) == [], "test files the README's Development section does not list"
     assert sorted(listed - present) == [], "files the README's Development section lists that do not exist"
+
+
+def test_help_shows_how_the_program_was_started_and_a_cron_line_with_max_runtime():
+    script = archive.build_parser("archive.py").format_help()
+    cron = "15 1 * * *  cd /srv/archive && .venv/bin/python archive.py config.ini -q --max-runtime 4h"
+    assert cron in script
+    installed = archive.build_parser("/usr/local/bin/archive-py").format_help()
+    assert "python archive.py" not in installed and ".venv/bin/python" not in installed
+    assert "  archive-py config.ini --dry-run" in installed
+    assert "15 1 * * *  archive-py config.ini -q --max-runtime 4h" in installed
+    assert installed.startswith("usage: archive-py ")
+
+
+def test_the_readmes_file_info_example_has_every_field_the_log_writes():
+    example = next(line for line in README.splitlines() if line.startswith("FILE_INFO: "))
+    fields = [part.split(":")[0] for part in example.split(" | ")]
+    scan = archive.FileScan("f.csv", 1, "0" * 64, 1)
+    written = archive.file_info_line(scan, 10, "key id from column 'id', delimiter ','", "j")
+    assert fields == [part.split(":")[0] for part in written.split(" | ")]

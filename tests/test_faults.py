@@ -191,8 +191,8 @@ def test_copies_started_at_once_let_exactly_one_in_every_time(db, tmp_path, spaw
     assert_no_run_left_running(db)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_resumes(db, tmp_path, spawn_cli, signum):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_sigterm_sigint_and_sighup_stop_cleanly_and_the_rerun_resumes(db, tmp_path, spawn_cli, signum):
     config, original = make_job(db, tmp_path, range(1, 201), {"ids.csv": list(range(1, 201))},
                                 archive__batch_size=10, controls__sleep_seconds=0.2)
     proc = spawn_cli(config)

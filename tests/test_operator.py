@@ -366,3 +366,76 @@ def test_version_prints_the_release_and_a_hash_of_the_file():
     assert done.returncode == 0
     assert re.fullmatch(rf"archive\.py {re.escape(archive.__version__)} \(file sha256 [0-9a-f]{{12}}\)\n",
                         done.stdout), done.stdout
+
+
+# --------------------------------------------------------------------------- terminal width
+
+def run_on_a_terminal(command: list[str], columns: int, cwd: Path) -> tuple[int, str]:
+    """Run a command with its output on a pseudo-terminal `columns` wide; its exit code and what
+    the terminal received."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["TMPDIR"] = str(cwd)
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=cwd, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return proc.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")
+
+
+def screen_lines(output: str) -> list[str]:
+    """What each line of the terminal showed: every redraw after a carriage return counts."""
+    plain = output.replace("\x1b[K", "").replace("\r\n", "\n")
+    return [piece for line in plain.split("\n") for piece in line.split("\r")]
+
+
+@pytest.mark.parametrize("columns", [40, 80])
+def test_what_a_run_prints_on_a_terminal_fits_its_width_and_cron_output_stays_whole(db, tmp_path, columns):
+    name = "a-rather-long-key-file-name-for-the-progress-line.csv"
+    config, _ = make_job(db, tmp_path, range(1, 201), {name: list(range(1, 201))}, archive__batch_size=10,
+                         controls__guard="user_id <> -1")
+    db.execute("UPDATE rewards SET user_id = -1 WHERE id < 5")
+    code, dry = run_on_a_terminal(cli_command(config, "--dry-run"), columns, tmp_path)
+    assert code == 0, dry
+    code, shown = run_on_a_terminal(cli_command(config), columns, tmp_path)
+    assert code == 0, shown
+    lines = screen_lines(dry) + screen_lines(shown)
+    assert [line for line in lines if len(line) > columns] == []
+    assert any(line.startswith("FINISHED:") for line in lines) and any("SUMMARY:" in line for line in lines)
+    progress = [line for line in screen_lines(shown) if " batch " in line and "ETA" in line]
+    assert progress, shown
+    assert all(re.search(r"\bfile 1/1  batch [0-9]+/20\b", line) for line in progress), progress
+    if columns == 40:
+        assert any(line.startswith("  ") for line in lines)  # the SUMMARY went on over several lines
+    # without a terminal (cron), every line stays whole
+    write_csv(tmp_path / "csv" / "again.csv", [1, 2, 3, 4])
+    cron = run_cli(config)
+    summary = [line for line in cron.stdout.splitlines() if line.startswith("SUMMARY:")]
+    assert len(summary) == 1 and "| stopped: all files done" in summary[0] and len(summary[0]) > 80
+
+
+def test_the_progress_lines_eta_covers_every_pending_file_not_just_the_current_one(db, tmp_path):
+    files = {"a.csv": list(range(1, 101)), "b.csv": list(range(101, 201))}
+    config, _ = make_job(db, tmp_path, range(1, 201), files, archive__batch_size=10,
+                         controls__sleep_seconds=0.2)
+    code, shown = run_on_a_terminal(cli_command(config), 120, tmp_path)
+    assert code == 0, shown
+    last_of_first = [line for line in screen_lines(shown) if "file 1/2  batch 10/10" in line]
+    assert last_of_first, shown
+    # b.csv's 10 batches are still ahead, 0.2 s of sleep each at least: not "ETA 0m00s"
+    eta = re.search(r"ETA ([0-9]+)m([0-9]{2})s", last_of_first[-1])
+    assert eta and int(eta.group(1)) * 60 + int(eta.group(2)) >= 1, last_of_first

@@ -335,6 +335,21 @@ def test_the_progress_line_fits_the_terminal():
                                 80)
     assert len(line) <= 80 and line.endswith("file 3/12  batch 40/50  1,234 rows") and "…" in line
     assert len(archive.fit_progress("x.csv", "y" * 100, 40)) == 40
+    narrow = archive.fit_progress("keys.csv", "file 1/1  batch 3/20  1,234 rows  120 rows/s  ETA 0m09s", 40)
+    assert narrow.endswith("file 1/1  batch 3/20  ETA 0m09s") and len(narrow) <= 40  # whole fields
+
+
+def test_long_lines_wrap_at_field_boundaries_and_lose_nothing():
+    line = ("SUMMARY: COMPLETED | run 1 | files 1 (1 archived, 0 already done, 0 rejected) | batches 6 "
+            "| rows archived 54 | failures 0 | stopped: max_runtime 2h reached after 7200s")
+    for width in (80, 40, 24):
+        lines = archive.wrap_fields(line, width)
+        assert all(len(piece) <= width for piece in lines), lines
+        assert all(piece.startswith("  ") for piece in lines[1:])
+        assert " ".join(piece.strip() for piece in lines).split() == line.split()
+    assert archive.wrap_fields(line, 80)[0].endswith("|")  # cut after a separator, not inside a field
+    assert archive.wrap_fields("short", 80) == ["short"]
+    assert archive.wrap_fields("x" * 50, 20) == ["x" * 20, "  " + "x" * 18, "  " + "x" * 12]
 
 
 @pytest.mark.parametrize("count, word, many, text", [(1, "batch", "batches", "1 batch"),
@@ -359,7 +374,8 @@ def test_pauses_resume_and_give_up_by_the_clock():
     assert state.paused_seconds == 84
     assert state.interrupt(105, "stop").action == "go"
     state.step(106, "busy", False)
-    assert state.interrupt(107, "received SIGTERM").text == "PAUSE ENDED: received SIGTERM"
+    assert state.interrupt(107, "received SIGTERM").text == (
+        "PAUSE ENDED: received SIGTERM (while paused 1s: busy)")
 
 
 def test_sparse_integer_keys_may_go_as_one_range_filtered_by_a_bitmap():
