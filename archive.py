@@ -6705,7 +6705,7 @@ def cluster_lines(db: Database) -> list[str]:
 
 def looked_at_lines(config: Config, plan: TablePlan, tracking: tuple[set[str], int]) -> list[str]:
     """What --check -v adds: what the checks looked at, from the plan they approved."""
-    lines = [(f"looked at: key `{plan.key}` ({plan.key_type.sql_type}) through index {plan.source_index} "
+    lines = [(f"looked at: key {plan.key_text} ({plan.key_type.sql_type}) through index {plan.source_index} "
               f"of `{plan.source}` and {plan.archive_index} of `{plan.archive}`"),
              "looked at: columns copied and compared: "
              + ", ".join(f"{c.name} {c.data_type}" for c in plan.columns)]
