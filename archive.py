@@ -1139,15 +1139,15 @@ def parse_hex_key(value: str, key_type: KeyType) -> bytes:
 
 def parse_temporal_key(value: str, key_type: KeyType) -> dt.date:
     """A DATE, DATETIME(n) or TIMESTAMP(n) key: YYYY-MM-DD[ HH:MM:SS[.f...]], at most n fractional
-    digits (more would be rounded by the server: another row), a date that exists."""
+    digits that are not zero (more would be rounded by the server: another row), a date that exists."""
     match = TEMPORAL_KEY.fullmatch(value)
     if not match or (key_type.kind == "date" and match[4]):
         form = "YYYY-MM-DD" if key_type.kind == "date" else "YYYY-MM-DD[ HH:MM:SS[.ffffff]]"
         raise ValueError(f"{value[:40]!r} is not a {key_type.sql_type} key ({form})")
     fraction = match[7] or ""
-    if len(fraction) > key_type.fsp:
-        raise ValueError(f"{value[:40]!r} has {len(fraction)} fractional digits; a {key_type.sql_type} "
-                         f"holds {key_type.fsp}")
+    if fraction[key_type.fsp:].strip("0"):  # zeros past the column's digits change nothing, others round
+        raise ValueError(f"{value[:40]!r} has {len(fraction.rstrip('0'))} fractional digits; a "
+                         f"{key_type.sql_type} holds {key_type.fsp}")
     try:
         if key_type.kind == "date":
             return dt.date.fromisoformat(value)

@@ -86,8 +86,12 @@ def test_dates_and_times_are_read_exactly_and_what_the_column_cannot_hold_is_ref
     assert archive.parse_key(" 2024-01-01 00:00:00.000001 ", archive.BARE, DATETIME6) == \
         dt.datetime(2024, 1, 1, 0, 0, 0, 1)
     assert archive.parse_key("2024-01-01", archive.BARE, DATETIME0) == dt.datetime(2024, 1, 1)
+    # what DATE_FORMAT(..., '%f') prints for a DATETIME(0): six zeros, which change nothing
+    assert archive.parse_key("2024-01-01 10:00:00.000000", archive.BARE, DATETIME0) == \
+        dt.datetime(2024, 1, 1, 10)
     refused = [("2023-02-29", DATE, "no date"), ("2024-01-01 10:00:00", DATE, "not a date"),
                ("2024-01-01 10:00:00.5", DATETIME0, "has 1 fractional digits; a datetime holds 0"),
+               ("2024-01-01 10:00:00.000100", DATETIME0, "has 4 fractional digits; a datetime holds 0"),
                ("2024-01-01 10:00:00.1234567", DATETIME6, "not a datetime"),
                ("2024-01-01T10:00:00", DATETIME6, "not a datetime"), ("24-01-01", DATE, "not a date"),
                ("2024-01-01 24:00:00", DATETIME6, "no date and time"),
