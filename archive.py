@@ -1010,7 +1010,7 @@ Key = Union[Scalar, tuple[Scalar, ...]]  # a tuple for a composite key, in key_c
 Field = tuple[str, int]  # a field's text and how it was written:
 BARE, QUOTED, PADDED, NULL = range(4)  # plain, "quoted", "quoted" with spaces outside, or \N (mysql)
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-TIMESTAMP_RANGE = (1, 2 ** 31 - 1)  # a TIMESTAMP's seconds since the epoch, UTC
+TIMESTAMP_RANGE = (1, 2 ** 31)  # a TIMESTAMP's seconds since the epoch (UTC), the last excluded
 
 
 def encode_for_charset(text: str, charset: str) -> bytes:
@@ -1157,7 +1157,7 @@ def parse_temporal_key(value: str, key_type: KeyType) -> dt.date:
         raise ValueError(f"{value[:40]!r} is no date and time: {exc}") from None
     if key_type.kind == "timestamp":
         seconds = epoch_of(key, key_type.zone)
-        if not TIMESTAMP_RANGE[0] <= seconds <= TIMESTAMP_RANGE[1]:
+        if not TIMESTAMP_RANGE[0] <= seconds < TIMESTAMP_RANGE[1]:
             raise ValueError(f"{value[:40]!r} is outside a TIMESTAMP's range (1970-01-01 00:00:01 to "
                              "2038-01-19 03:14:07 UTC)")
     return key

@@ -110,6 +110,11 @@ def test_a_timestamp_written_in_a_zone_is_one_instant_and_dst_folds_and_gaps_are
         archive.parse_key("2024-10-27 02:30:00", archive.BARE, BERLIN_TS)
     with pytest.raises(ValueError, match="never"):  # clocks jump from 02:00 to 03:00
         archive.parse_key("2024-03-31 02:30:00", archive.BARE, BERLIN_TS)
+    utc = archive.key_type_from_column(column("timestamp", "timestamp(6)"), "UTC")
+    assert utc.encode(archive.parse_key("2038-01-19 03:14:07.999999", archive.BARE, utc)) == \
+        b"2147483647.999999"  # a TIMESTAMP's last instant
+    with pytest.raises(ValueError, match="outside a TIMESTAMP's range"):
+        archive.parse_key("2038-01-19 03:14:08", archive.BARE, utc)
     fixed = archive.key_type_from_column(column("timestamp", "timestamp"), "+05:30")
     assert fixed.encode(archive.parse_key("2024-01-01 05:30:00", archive.BARE, fixed)) == b"1704067200"
 
