@@ -1034,8 +1034,9 @@ def encode_for_charset(text: str, charset: str) -> bytes:
     raise ValueError(f"character set {charset} is not supported for key columns")
 
 
-def epoch_of(local: dt.datetime, zone: str) -> Decimal:
-    """Seconds since the epoch (exact, to the microsecond) of a wall-clock time in a zone.
+def instant_of(local: dt.datetime, zone: str) -> dt.datetime:
+    """A wall-clock time in a zone as the instant it names, with its UTC offset (so that it reads
+    back as the same instant whatever key_time_zone says later).
 
     A time the zone's clocks pass twice (the hour after a DST change back) or never (the
     hour skipped forward) names no single instant: refused, so no other row can match.
@@ -1047,7 +1048,12 @@ def epoch_of(local: dt.datetime, zone: str) -> Decimal:
         which = "twice (clocks go back)" if before > after else "never (clocks go forward)"
         raise ValueError(f"{local} happens {which} in {zone}: write such keys in UTC "
                          "(key_time_zone = UTC)")
-    delta = first - EPOCH
+    return local.replace(tzinfo=dt.timezone(before))
+
+
+def epoch_of(instant: dt.datetime) -> Decimal:
+    """Seconds since the epoch of an instant, exact to the microsecond."""
+    delta = instant - EPOCH
     return Decimal(delta.days * 86400 + delta.seconds) + Decimal(delta.microseconds).scaleb(-6)
 
 
@@ -1078,7 +1084,7 @@ class KeyType:
             return str(key).encode()
         if isinstance(key, dt.datetime):
             if self.kind == "timestamp":
-                return str(epoch_of(key, self.zone).quantize(Decimal(1).scaleb(-self.fsp))).encode()
+                return str(epoch_of(key).quantize(Decimal(1).scaleb(-self.fsp))).encode()
             fraction = f".{key.microsecond:06d}"[:self.fsp + 1] if self.fsp else ""
             return (key.strftime("%Y-%m-%d %H:%M:%S") + fraction).encode()
         if isinstance(key, dt.date):
@@ -1156,7 +1162,8 @@ def parse_temporal_key(value: str, key_type: KeyType) -> dt.date:
     except ValueError as exc:
         raise ValueError(f"{value[:40]!r} is no date and time: {exc}") from None
     if key_type.kind == "timestamp":
-        seconds = epoch_of(key, key_type.zone)
+        key = instant_of(key, key_type.zone)
+        seconds = epoch_of(key)
         if not TIMESTAMP_RANGE[0] <= seconds < TIMESTAMP_RANGE[1]:
             raise ValueError(f"{value[:40]!r} is outside a TIMESTAMP's range (1970-01-01 00:00:01 to "
                              "2038-01-19 03:14:07 UTC)")
@@ -1239,7 +1246,9 @@ def parse_stored_key(text: str, key_type: KeyType) -> Key:
     if key_type.kind == "date":
         return dt.date.fromisoformat(text)
     if key_type.kind in TEMPORAL_KINDS:
-        return dt.datetime.fromisoformat(text)
+        value = dt.datetime.fromisoformat(text)  # a TIMESTAMP's with its UTC offset: one instant
+        naive = key_type.kind == "timestamp" and not value.tzinfo
+        return instant_of(value, key_type.zone) if naive else value
     return bytes.fromhex(text[2:]) if key_type.kind == "bytes" else text
 
 
@@ -1790,7 +1799,7 @@ def row_key_condition(columns: Sequence[str], keys: Sequence[Key], key_type: Key
         params += [row[i] for row in rows for i, bare in zip(direct, inline) if not bare]
     for i, part in enumerate(parts):
         if part.kind == "timestamp":
-            seconds = [epoch_of(cast(dt.datetime, row[i]), part.zone) for row in rows]
+            seconds = [epoch_of(cast(dt.datetime, row[i])) for row in rows]
             low, high = max(0, int(min(seconds)) - 86400), min(2 ** 31 - 1, int(max(seconds)) + 86401)
             terms.append(f"{columns[i]} BETWEEN FROM_UNIXTIME({low}) AND FROM_UNIXTIME({high})")
     if any(part.kind in ("str", "timestamp") for part in parts):
@@ -2120,7 +2129,7 @@ class RemotePlan:
         p, parts = self.plan, key if isinstance(key, tuple) else (key,)
         terms = [f"UNIX_TIMESTAMP({column}) = %s" if kind.kind == "timestamp" else f"{column} = %s"
                  for column, kind in zip(p.key_sql(), p.key_parts)]
-        params = tuple(epoch_of(cast(dt.datetime, part), kind.zone) if kind.kind == "timestamp" else part
+        params = tuple(epoch_of(cast(dt.datetime, part)) if kind.kind == "timestamp" else part
                        for part, kind in zip(parts, p.key_parts))
         return f"SELECT 1 FROM {quote_ident(p.archive)} WHERE {' AND '.join(terms)} LIMIT 1", params
 
