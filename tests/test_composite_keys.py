@@ -206,6 +206,17 @@ def test_plain_numbers_and_times_take_the_fast_reader_and_read_exactly_as_the_ca
     assert [(line, offset) for line, offset, _ in keys] == list(zip(range(2, 30002), ends[1:]))
 
 
+def test_a_composite_key_is_read_by_field_numbers_and_in_the_mysql_dialect(tmp_path):
+    path = tmp_path / "k.tsv"
+    path.write_bytes(b"x\t7\tT1\n\\N\t8\tt2\ny\t9\ta\\\tb\n")  # mysql -B -N: tab, \\t and \\N escapes
+    mysql = archive.CsvFormat(dialect="mysql", delimiter="\t", columns=("3", "2"), header=False)
+    keys = [k for _, _, k in archive.iter_csv_keys(path, mysql, TENANT_ID)]
+    assert keys == [("T1", 7), ("t2", 8), ("a\tb", 9)]
+    path.write_bytes(b"x\t7\t\\N\n")
+    with pytest.raises(archive.RejectedFile, match=r"k.tsv line 1: \\N is NULL"):
+        list(archive.iter_csv_keys(path, mysql, TENANT_ID))
+
+
 def test_the_fast_reader_hands_a_bad_line_to_the_careful_one_which_names_it(tmp_path):
     key_type = archive.composite_key_type([ID, DATE])
     body = "".join(f"{n},2024-01-{1 + n % 28:02d}\n" for n in range(1, 20001))
