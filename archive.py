@@ -354,6 +354,22 @@ class CsvFormat:
 
 
 @dataclass(frozen=True)
+class ChildSpec:
+    """A `[child NAME]` section: a table whose rows move with their parent's, in the same batch."""
+
+    name: str
+    source_table: str
+    archive_table: str
+    parent_columns: tuple[str, ...]  # the child's columns holding its parent's key, in the key's order
+    parent: str | None = None  # another child's NAME; None: the job's source table
+
+    @property
+    def section(self) -> str:
+        """The config section, for messages."""
+        return f"[child {self.name}]"
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs, validated once by load_config()."""
 
@@ -399,6 +415,8 @@ class Config:
     revisit_held: bool = True
     metrics_file: Path | None = None
     replica_lag_source: tuple[str, str] | None = None  # pt-heartbeat's (db, table); None: SHOW REPLICA STATUS
+    children: tuple[ChildSpec, ...] = ()  # parents before their children
+    max_batch_rows: int = 0  # rows over all tables a batch may hold; 0 means 10 x batch_size
 
     @property
     def database(self) -> str:
@@ -440,6 +458,11 @@ class Config:
     def lock_name(self) -> str:
         """One run at a time per source table, whatever its archive table."""
         return f"{self.database}.{self.source_table}"
+
+    @property
+    def batch_rows(self) -> int:
+        """The most rows over all tables one transaction moves (max_batch_rows, or 10 x batch_size)."""
+        return self.max_batch_rows or 10 * self.batch_size
 
 
 def parse_text(text: str) -> str:
@@ -721,6 +744,9 @@ OPTIONS = connection_options("database", "Source server") + connection_options(
            "number."),
     Option("archive", "batch_size", 1000, make_int_parser(1, MAX_BATCH_SIZE),
            "Keys per batch; one batch is one transaction."),
+    Option("archive", "max_batch_rows", 0, make_int_parser(1, 100 * MAX_BATCH_SIZE),
+           "With [child NAME] tables: the most rows, over all tables, one transaction moves (default "
+           "10 x batch_size); a batch with more is moved in parts."),
     Option("archive", "log_dir", REQUIRED, parse_path,
            "Directory for the DataProcessingAllDetails_DD_MM_YYYY.txt text logs."),
     Option("archive", "log_retention_days", None, make_int_parser(1, 100_000),
@@ -792,6 +818,18 @@ OPTIONS = connection_options("database", "Source server") + connection_options(
 )
 
 
+CHILD_SECTION = "child "  # + NAME: one table moved with its parent
+CHILD_OPTIONS = (
+    Option("child", "source_table", REQUIRED, parse_identifier, "The child table, beside the source."),
+    Option("child", "archive_table", REQUIRED, parse_identifier, "Where its rows are archived."),
+    Option("child", "parent_columns", REQUIRED, parse_identifiers,
+           "Its columns that hold the parent's key, in the order of the parent's key: the job's "
+           "key_column, or the parent child's primary key."),
+    Option("child", "parent", None, parse_identifier,
+           "NAME of the [child NAME] section of its parent (default: the job's source table)."),
+)
+
+
 def config_error(section: str, key: str, message: str) -> ConfigError:
     """An exit-2 error naming the [section] key."""
     return ConfigError(f"config: [{section}] {key}: {message}")
@@ -821,16 +859,22 @@ def reject_unknown_keys(parser: configparser.ConfigParser) -> None:
     """Refuse sections and keys we do not know, suggesting the one probably meant."""
     sections = sorted({o.section for o in OPTIONS})
     for section in parser.sections():
+        if section.startswith(CHILD_SECTION):
+            continue  # read_children knows them
         if section not in sections:
             hint = difflib.get_close_matches(section, sections, 1)
             extra = f"; did you mean [{hint[0]}]?" if hint else f"; known: {', '.join(sections)}"
             raise ConfigError(f"config: [{section}]: unknown section{extra}")
-        known = [o.key for o in OPTIONS if o.section == section]
-        for key in parser[section]:
-            if key not in known:
-                hint = difflib.get_close_matches(key, known, 1)
-                extra = f"did you mean {hint[0]}?" if hint else "not a known key"
-                raise config_error(section, key, f"unknown key; {extra}")
+        reject_unknown_in(parser, section, [o.key for o in OPTIONS if o.section == section])
+
+
+def reject_unknown_in(parser: configparser.ConfigParser, section: str, known: Sequence[str]) -> None:
+    """Refuse a key of `section` that is not `known`, suggesting the one probably meant."""
+    for key in parser[section]:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, 1)
+            extra = f"did you mean {hint[0]}?" if hint else "not a known key"
+            raise config_error(section, key, f"unknown key; {extra}")
 
 
 def read_options(parser: configparser.ConfigParser) -> dict[tuple[str, str], Any]:
@@ -840,19 +884,23 @@ def read_options(parser: configparser.ConfigParser) -> dict[tuple[str, str], Any
         if option.section == "destination" and not parser.has_section("destination"):
             values[(option.section, option.key)] = None if option.default is REQUIRED else option.default
             continue
-        raw = parser.get(option.section, option.key, fallback=None)
-        if raw is not None and option.key != "password":
-            raw = strip_inline_comment(raw)
-        if raw is None or (raw.strip() == "" and option.key != "password"):
-            if option.default is REQUIRED:
-                raise config_error(option.section, option.key, "is required")
-            values[(option.section, option.key)] = option.default
-            continue
-        try:
-            values[(option.section, option.key)] = option.parse(raw)
-        except ValueError as exc:
-            raise config_error(option.section, option.key, str(exc)) from None
+        values[(option.section, option.key)] = read_option(parser, option.section, option)
     return values
+
+
+def read_option(parser: configparser.ConfigParser, section: str, option: Option) -> Any:
+    """One key's value in `section`: parsed, its default, or an error naming it."""
+    raw = parser.get(section, option.key, fallback=None)
+    if raw is not None and option.key != "password":
+        raw = strip_inline_comment(raw)
+    if raw is None or (raw.strip() == "" and option.key != "password"):
+        if option.default is REQUIRED:
+            raise config_error(section, option.key, "is required")
+        return option.default
+    try:
+        return option.parse(raw)
+    except ValueError as exc:
+        raise config_error(section, option.key, str(exc)) from None
 
 
 def resolve_paths(values: dict[tuple[str, str], Any], base: Path) -> None:
@@ -974,6 +1022,53 @@ def parse_replica(spec: str, primary: DbSettings) -> DbSettings:
     )
 
 
+def read_child(parser: configparser.ConfigParser, section: str) -> ChildSpec:
+    """One [child NAME] section."""
+    name = section[len(CHILD_SECTION):].strip()
+    if not IDENTIFIER.match(name):
+        raise ConfigError(f"config: [{section}]: NAME must be a plain identifier (letters, digits, _, $)")
+    reject_unknown_in(parser, section, [o.key for o in CHILD_OPTIONS])
+    return ChildSpec(name, **{o.key: read_option(parser, section, o) for o in CHILD_OPTIONS})
+
+
+def order_children(children: Sequence[ChildSpec]) -> tuple[ChildSpec, ...]:
+    """Parents before their children; every parent named exists and no child is its own ancestor."""
+    names = {c.name for c in children}
+    for child in children:
+        if child.parent is not None and child.parent not in names:
+            raise config_error(f"child {child.name}", "parent", f"no section [child {child.parent}]; "
+                               "leave parent out for a child of the job's source table")
+    ordered: list[ChildSpec] = []
+    while len(ordered) < len(children):
+        placed = {c.name for c in ordered}
+        ready = [c for c in children if c.name not in placed and (c.parent is None or c.parent in placed)]
+        if not ready:
+            stuck = next(c for c in children if c.name not in placed)
+            raise config_error(f"child {stuck.name}", "parent", "the parents form a cycle")
+        ordered += ready
+    return tuple(ordered)
+
+
+def read_children(parser: configparser.ConfigParser, values: dict[tuple[str, str], Any]
+                  ) -> tuple[ChildSpec, ...]:
+    """The [child NAME] sections, parents first: each a table of its own, beside the source."""
+    children = order_children([read_child(parser, s) for s in parser.sections()
+                               if s.startswith(CHILD_SECTION)])
+    if children and parser.has_section("destination"):
+        raise ConfigError(f"config: [child {children[0].name}]: child tables cannot yet be archived into "
+                          "another server ([destination]); archive them on the source's server")
+    seen = {values[("archive", "source_table")].lower(): "[archive] source_table",
+            values[("archive", "archive_table")].lower(): "[archive] archive_table"}
+    for child in children:
+        for key in ("source_table", "archive_table"):
+            table = getattr(child, key)
+            if table.lower() in seen:
+                raise config_error(f"child {child.name}", key, f"`{table}` is already {seen[table.lower()]}; "
+                                   "every table of a job is a table of its own")
+            seen[table.lower()] = f"{child.section} {key}"
+    return children
+
+
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
     """Read and validate the whole config file before anything touches the database."""
     path = Path(path)
@@ -1000,7 +1095,8 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     archive = {key: values[("archive", key)] for (section, key) in values if section == "archive"}
     controls = {key: values[("controls", key)] for (section, key) in values if section == "controls"}
     controls["replicas"] = replicas
-    return Config(path=path, db=db, dest=dest, **archive, **controls)
+    children = read_children(parser, values)
+    return Config(path=path, db=db, dest=dest, children=children, **archive, **controls)
 
 
 # --------------------------------------------------------------------------- keys
@@ -1925,6 +2021,17 @@ def batch_fingerprint_of(literals: Iterable[str]) -> str:
 
 # --------------------------------------------------------------------------- table plans
 
+def column_list_sql(columns: Sequence[Column], alias: str = "") -> str:
+    """Columns, quoted, optionally prefixed by a table alias."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + quote_ident(c.name) for c in columns)
+
+
+def same_key_sql(key: Sequence[str], left: str, right: str) -> str:
+    """Two aliases' rows have the same key (under the columns' collations: a unique key's rule)."""
+    return " AND ".join(f"{left}.{quote_ident(k)} = {right}.{quote_ident(k)}" for k in key)
+
+
 @dataclass(frozen=True)
 class Span:
     """A batch of sparse integer keys as one key range, filtered to exactly the listed keys.
@@ -1953,6 +2060,7 @@ class TablePlan:
     recomputed: tuple[Column, ...] = ()  # generated on both sides (same expression): compared, not copied
     definitions: Definitions | None = None  # of the tables it writes on the source's server
     dest_definitions: Definitions | None = None  # of the archive table on the destination
+    children: tuple[ChildPlan, ...] = ()  # the [child NAME] tables, parents first
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -1961,8 +2069,7 @@ class TablePlan:
 
     def column_list(self, alias: str = "") -> str:
         """The copied columns, quoted, optionally prefixed by a table alias."""
-        prefix = f"{alias}." if alias else ""
-        return ", ".join(prefix + quote_ident(c.name) for c in self.columns)
+        return column_list_sql(self.columns, alias)
 
     @property
     def key_parts(self) -> tuple[KeyType, ...]:
@@ -1986,7 +2093,7 @@ class TablePlan:
 
     def same_key_sql(self, left: str, right: str) -> str:
         """Two aliases' rows have the same key (under the columns' collations: a unique key's rule)."""
-        return " AND ".join(f"{left}.{quote_ident(k)} = {right}.{quote_ident(k)}" for k in self.key)
+        return same_key_sql(self.key, left, right)
 
     def condition(self, keys: Iterable[Key], alias: str = "") -> tuple[str, tuple[Any, ...]]:
         """The exact-match WHERE condition for `keys` on the source (optionally aliased)."""
@@ -2069,6 +2176,79 @@ class TablePlan:
     def keys_by_bytes(self, keys: Iterable[Key]) -> dict[Any, Key]:
         """Map what returned_key_sql gives back to the listed keys."""
         return {k if self.key_type.kind == "int" else self.key_type.encode(k): k for k in keys}
+
+    def lineage(self, child: ChildPlan) -> list[ChildPlan]:
+        """The child, its parent, ... up to the child of the source table."""
+        by_name = {c.name: c for c in self.children}
+        line = [child]
+        while line[-1].parent is not None:
+            line.append(by_name[line[-1].parent])
+        return line
+
+    def family_sql(self, child: ChildPlan) -> str:
+        """The child's rows (alias c) joined up to the source rows (alias s) they descend from.
+
+        Parent and child are matched by `=`, under the columns' collations: what a foreign key
+        between them matches, so every row the parent's deletion would strand comes along.
+        """
+        line, alias = self.lineage(child), "c"
+        joins = [f"{quote_ident(child.source)} c"]
+        for depth, node in enumerate(line, 1):
+            top = depth == len(line)
+            up = "s" if top else f"p{depth}"
+            table = self.source_sql("s") if top else f"{quote_ident(line[depth].source)} {up}"
+            on = " AND ".join(f"{alias}.{quote_ident(mine)} = {up}.{quote_ident(theirs)}"
+                              for mine, theirs in zip(node.parent_columns, node.parent_key))
+            joins.append(f"JOIN {table} ON {on}")
+            alias = up
+        return " ".join(joins)
+
+    def child_classify_sql(self, child: ChildPlan, condition: str, lock: bool = True) -> str:
+        """Each child row of the listed source rows: the source row's key, whether the child row is
+        archived, whether identically, and its own key for messages (all locked)."""
+        key = ", ".join(f"c.{quote_ident(k)}" for k in child.key)
+        return (f"SELECT {self.returned_key_sql('s')}, a.{quote_ident(child.key[0])} IS NOT NULL, "
+                f"COALESCE({identical_expression(child.columns, 'c', 'a')}, 0), CONCAT_WS(',', {key}) "
+                f"FROM {self.family_sql(child)} LEFT JOIN {child.archive_sql('a')} "
+                f"ON {child.same_key_sql('a', 'c')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
+
+    def child_insert_sql(self, child: ChildPlan, condition: str) -> str:
+        """Copy the child rows of the listed source rows that are not archived yet (never IGNORE)."""
+        return (f"INSERT INTO {quote_ident(child.archive)} ({child.column_list()}) SELECT "
+                f"{child.column_list('c')} FROM {self.family_sql(child)} WHERE {condition} AND NOT EXISTS "
+                f"(SELECT 1 FROM {child.archive_sql('a')} WHERE {child.same_key_sql('a', 'c')})")
+
+    def child_delete_sql(self, child: ChildPlan, condition: str) -> str:
+        """Delete every child row of the listed source rows (their copies are in the archive)."""
+        return f"DELETE c FROM {self.family_sql(child)} WHERE {condition}"
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    """A child table's checked copy: its rows move with the parent rows they reference."""
+
+    name: str
+    source: str
+    archive: str
+    key: tuple[str, ...]  # its own primary or unique key: how its rows are compared and reported
+    columns: tuple[Column, ...]
+    parent: str | None  # the parent child's name; None: the job's source table
+    parent_columns: tuple[str, ...]
+    parent_key: tuple[str, ...]  # the parent's key columns that parent_columns hold, in order
+    archive_index: str = "PRIMARY"
+    recomputed: tuple[Column, ...] = ()
+
+    def column_list(self, alias: str = "") -> str:
+        """The copied columns, quoted, optionally prefixed by a table alias."""
+        return column_list_sql(self.columns, alias)
+
+    def archive_sql(self, alias: str) -> str:
+        """Its archive table, read through its key's index."""
+        return f"{quote_ident(self.archive)} {alias} FORCE INDEX ({quote_ident(self.archive_index)})"
+
+    def same_key_sql(self, left: str, right: str) -> str:
+        """Two aliases' rows have the same key (under the columns' collations: a unique key's rule)."""
+        return same_key_sql(self.key, left, right)
 
 
 @dataclass(frozen=True)
@@ -2248,6 +2428,16 @@ def referencing_keys_sql(database: str, table: str, innodb: bool) -> str:
             "ORDER BY CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME SEPARATOR ', ') FROM "
             "information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = DATABASE() "
             f"AND REFERENCED_TABLE_NAME = {sql_literal(table)}")
+
+
+def family_referencing_sql(database: str, tables: Sequence[str], innodb: bool) -> str:
+    """The foreign keys that reach any of `tables` (the source and its child tables), one text,
+    each table's part named, so a key that moved from one table to another is a change."""
+    if len(tables) == 1:
+        return referencing_keys_sql(database, tables[0], innodb)
+    parts = [f"CONCAT({sql_literal(t + ': ')}, IFNULL(({referencing_keys_sql(database, t, innodb)}), ''))"
+             for t in tables]
+    return f"SELECT CONCAT_WS(' | ', {', '.join(parts)})"
 
 
 def describe_definition_changes(old: Definitions | None, new: Definitions | None) -> list[str]:
@@ -2803,6 +2993,27 @@ class BatchOutcome:
     conflicts: tuple[Key, ...]
     status: str
     held: tuple[Key, ...] = ()
+    keys_done: int | None = None  # a part of a batch (max_batch_rows): the keys it settled; None: all
+    tables: tuple[tuple[str, int, int, int], ...] = ()  # child tables: (name, archived, deleted, duplicates)
+    details: tuple[tuple[Key, str], ...] = ()  # conflicts found in child rows: which row
+
+
+def merged(earlier: BatchOutcome | None, part: BatchOutcome) -> BatchOutcome:
+    """A batch so far: its earlier parts (if any) and this one."""
+    if earlier is None:
+        return part
+    counts = Counters()
+    counts.add(earlier.counts)
+    counts.add(part.counts)
+    counts.batches = 1
+    tables = {name: (archived, deleted, twins) for name, archived, deleted, twins in earlier.tables}
+    for name, archived, deleted, twins in part.tables:
+        before = tables.get(name, (0, 0, 0))
+        tables[name] = (before[0] + archived, before[1] + deleted, before[2] + twins)
+    status = "COMPLETED" if "COMPLETED" == earlier.status == part.status else "COMPLETED_WITH_DUPLICATES"
+    return BatchOutcome(counts, earlier.conflicts + part.conflicts, status, earlier.held + part.held,
+                        part.keys_done, tuple((name, *counts) for name, counts in tables.items()),
+                        earlier.details + part.details)
 
 
 @dataclass
@@ -3636,6 +3847,32 @@ def unique_key_on(db: Database, table: str, columns: Sequence[str]) -> str | Non
     return next((name for name, names in keys.items() if sorted(names) == wanted), None)
 
 
+def own_key(db: Database, table: str) -> tuple[str, tuple[str, ...]] | None:
+    """A child table's own key: its primary key, else its first unique key of NOT NULL columns
+    without prefixes; (index name, columns in index order)."""
+    keys: dict[str, list[tuple[str, bool]]] = {}
+    for name, column, whole in db.query(
+            "SELECT s.INDEX_NAME, s.COLUMN_NAME, s.SUB_PART IS NULL AND c.IS_NULLABLE = 'NO' FROM "
+            "information_schema.STATISTICS s JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = "
+            "s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME WHERE "
+            "s.TABLE_SCHEMA = DATABASE() AND s.TABLE_NAME = %s AND s.NON_UNIQUE = 0 ORDER BY "
+            "s.INDEX_NAME <> 'PRIMARY', s.INDEX_NAME, s.SEQ_IN_INDEX", (table,)):
+        keys.setdefault(str(name), []).append((str(column), bool(whole)))
+    return next(((name, tuple(c for c, _ in cols)) for name, cols in keys.items()
+                 if all(whole for _, whole in cols)), None)
+
+
+def has_leading_index(db: Database, table: str, columns: Sequence[str]) -> bool:
+    """Whether an index of `table` starts with exactly `columns` (in any order)."""
+    leading: dict[str, list[str]] = {}
+    for name, column in db.query(
+            "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = "
+            "DATABASE() AND TABLE_NAME = %s AND SEQ_IN_INDEX <= %s ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+            (table, len(columns))):
+        leading.setdefault(str(name), []).append(str(column).lower())
+    return sorted(c.lower() for c in columns) in (sorted(names) for names in leading.values())
+
+
 def unique_keys_text(db: Database, table: str) -> str:
     """The table's primary and unique keys, for a message: `PRIMARY (a, b)`, or that it has none."""
     rows = db.query(
@@ -3726,10 +3963,32 @@ def check_tables(db: Database, archive_db: Database, config: Config, found: Pref
     return not found.problems
 
 
+def covered_foreign_keys(db: Database, database: str, table: str, key: Sequence[str],
+                         specs: Sequence[ChildSpec]) -> set[tuple[str, str, str]]:
+    """The foreign keys to `table` that the [child NAME] tables `specs` move with it: from the
+    child's parent_columns to the parent's key, exactly (any other foreign key of the child would
+    reach rows its batch does not move)."""
+    covered = set()
+    for spec in specs:
+        found: dict[str, list[tuple[str, str]]] = {}
+        for name, column, referenced in db.query(
+                "SELECT CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_COLUMN_NAME FROM "
+                "information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+                "AND REFERENCED_TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME = %s "
+                "ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION", (spec.source_table, table)):
+            found.setdefault(str(name), []).append((str(column).lower(), str(referenced).lower()))
+        wanted = [(mine.lower(), theirs.lower()) for mine, theirs in zip(spec.parent_columns, key)]
+        covered |= {(database.lower(), spec.source_table.lower(), name.lower())
+                    for name, pairs in found.items() if pairs == wanted}
+    return covered
+
+
 def check_side_effects(db: Database, archive_db: Database, config: Config, found: Preflight,
-                       innodb: bool) -> None:
-    """Foreign keys and triggers that make a DELETE or INSERT do more than move the row."""
-    children = child_foreign_keys(db, config.database, config.source_table, innodb)
+                       innodb: bool, covered: Sequence[tuple[str, str, str]] = ()) -> None:
+    """Foreign keys and triggers that make a DELETE or INSERT do more than move the row; the
+    foreign keys of the child tables that move with it (`covered`) do not."""
+    children = [c for c in child_foreign_keys(db, config.database, config.source_table, innodb)
+                if tuple(str(part).lower() for part in c[:3]) not in covered]
     archive = (config.database, config.archive_table)
     own = [c for c in children if archive_db is db and (c[0], c[1]) == archive]
     for _, child, name, rule in own:  # not a child table: allow_cascading_deletes does not cover it
@@ -3741,8 +4000,9 @@ def check_side_effects(db: Database, archive_db: Database, config: Config, found
     if changing:
         found.refuse_unless(
             config.allow_cascading_deletes,
-            "deleting source rows changes child tables: " + "; ".join(changing) + "; archive those "
-            "first, or set [archive] allow_cascading_deletes = yes to accept it",
+            f"deleting rows of `{config.source_table}` changes child tables: " + "; ".join(changing) +
+            "; list them as [child NAME] tables to move them with it, archive them first, or set "
+            "[archive] allow_cascading_deletes = yes to accept it",
             "child tables changed by deletes, accepted by config: " + "; ".join(changing))
     found_triggers = fetch_triggers(db, config.source_table, "DELETE")
     found_triggers += fetch_triggers(archive_db, config.archive_table, "INSERT")
@@ -3832,6 +4092,10 @@ def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found:
     checks = [(db, "DELETE from the source", plan.delete_sql(condition, 1))]
     if archive_db is db:
         checks.append((db, "INSERT ... SELECT into the archive", plan.insert_sql(condition)))
+    for child in plan.children:
+        checks += [(db, f"DELETE from `{child.source}`", plan.child_delete_sql(child, f"s.{condition}")),
+                   (db, f"INSERT ... SELECT into `{child.archive}`",
+                    plan.child_insert_sql(child, f"s.{condition}"))]
     else:
         checks += [(db, "SELECT ... FOR UPDATE on the source", remote.read_sql(f"s.{condition}")),
                    (archive_db, "SELECT and INSERT the archive on the destination",
@@ -3967,10 +4231,13 @@ def folded_names(config: Config, db: Database, dest: Database | None) -> Config:
 def watched_sides(config: Config, dest: Database | None, innodb: bool) -> tuple[Definitions, Definitions]:
     """What every batch checks on the source's server (the source, and the archive when it is there
     too) and on the destination (its archive table)."""
-    referencing = referencing_keys_sql(config.database, config.source_table, innodb)
+    sources = [config.source_table] + [c.source_table for c in config.children]
+    referencing = family_referencing_sql(config.database, sources, innodb)
     source, archive = Watched(config.source_table, "DELETE"), Watched(config.archive_table, "INSERT")
     if dest is None:
-        return Definitions((source, archive), referencing), Definitions(())
+        children = tuple(Watched(t, event) for c in config.children
+                         for t, event in ((c.source_table, "DELETE"), (c.archive_table, "INSERT")))
+        return Definitions((source, archive, *children), referencing), Definitions(())
     return Definitions((source,), referencing), Definitions((archive,))
 
 
@@ -3999,9 +4266,13 @@ def examine(db: Database, config: Config, dest: Database | None, found: Prefligh
     copied, recomputed = compare_columns(source, archive, found)
     if dest is None:
         check_recomputing_collations(source, archive, recomputed, found)
-    check_side_effects(db, archive_db, config, found, innodb)
+    direct = [c for c in config.children if c.parent is None]
+    check_side_effects(db, archive_db, config, found, innodb,
+                       sorted(covered_foreign_keys(db, config.database, config.source_table, key, direct)))
+    children = examine_children(db, config, key, found, innodb) if key_type is not None else ()
     for session in {id(db): db, id(archive_db): archive_db}.values():
-        check_write_set(session, config.batch_size, config.source_table, found)
+        check_write_set(session, config.batch_rows if config.children else config.batch_size,
+                        config.source_table, found)
     if dest is not None:
         check_transfer(dest, found)
         check_destination_server(db, dest, config, found)
@@ -4011,7 +4282,8 @@ def examine(db: Database, config: Config, dest: Database | None, found: Prefligh
     if dest is not None:
         check_packet(dest, key_type, config.batch_size, 1, found)  # the lookup of the archived copies
     plan = TablePlan(config.source_table, config.archive_table, key, copied, key_type, config.guard,
-                     source_index=indexes[0], archive_index=indexes[1], recomputed=recomputed)
+                     source_index=indexes[0], archive_index=indexes[1], recomputed=recomputed,
+                     children=children)
     for name in plan.key:
         if name not in plan.column_names and not found.problems:
             found.problems.append(f"key column `{name}` is not copied")
@@ -4021,6 +4293,78 @@ def examine(db: Database, config: Config, dest: Database | None, found: Prefligh
         check_guard(db, plan, found)
     if not found.problems:
         found.plan = plan
+
+
+def child_tables_ok(db: Database, spec: ChildSpec, found: Preflight) -> bool:
+    """A child and its archive table exist, are base tables and can roll back."""
+    tables = fetch_tables(db, [spec.source_table, spec.archive_table])
+    for name in (spec.source_table, spec.archive_table):
+        table = tables.get(name)
+        if table is None:
+            found.problems.append(f"{spec.section}: table `{name}` does not exist")
+        elif table["type"] not in ("BASE TABLE", "SYSTEM VERSIONED") or table["transactions"] != "YES":
+            found.problems.append(f"{spec.section}: `{name}` must be a transactional base table (it is a "
+                                  f"{table['type']} of engine {table['engine']}); convert it to InnoDB")
+        elif table["type"] == "SYSTEM VERSIONED" and name == spec.source_table:
+            found.problems.append(f"{spec.section}: `{name}` is system-versioned: deleted rows would stay")
+    return not found.problems
+
+
+def examine_child(db: Database, config: Config, spec: ChildSpec, parent_key: tuple[str, ...],
+                  found: Preflight, innodb: bool) -> ChildPlan | None:
+    """One [child NAME] table: like the source, a key of its own, its archive's columns, no side
+    effects, and an index on parent_columns (else every batch would lock the whole table)."""
+    own = Preflight()
+    if not child_tables_ok(db, spec, own):
+        found.problems += own.problems
+        return None
+    source, archive = fetch_columns(db, spec.source_table), fetch_columns(db, spec.archive_table)
+    copied, recomputed = compare_columns(source, archive, own)
+    check_recomputing_collations(source, archive, recomputed, own)
+    names = {c["name"].lower(): str(c["name"]) for c in source}
+    missing = [c for c in spec.parent_columns if c.lower() not in names]
+    if missing or len(spec.parent_columns) != len(parent_key):
+        own.problems.append(f"parent_columns {', '.join(spec.parent_columns)} must be {len(parent_key)} "
+                            f"column(s) of `{spec.source_table}` holding the parent's key "
+                            f"({', '.join(parent_key)}), in that order")
+    elif not has_leading_index(db, spec.source_table, spec.parent_columns):
+        own.problems.append(f"`{spec.source_table}` has no index starting with "
+                            f"({', '.join(spec.parent_columns)}): every batch would read and lock the "
+                            "whole table; add one (a foreign key makes one)")
+    key = own_key(db, spec.source_table)
+    index = unique_key_on(db, spec.archive_table, key[1]) if key else None
+    if key is None or index is None:
+        own.problems.append(f"`{spec.archive_table if key else spec.source_table}` needs "
+                            f"{'a unique key on (' + ', '.join(key[1]) + ')' if key else 'a primary key'} "
+                            "(a child's rows are compared and reported by their own key): "
+                            f"{unique_keys_text(db, spec.archive_table if key else spec.source_table)}")
+    for column in (c for c in source if key and c["name"] in key[1]):
+        check_key_column(column, archive, own)
+    child_config = dataclasses.replace(config, source_table=spec.source_table,
+                                       archive_table=spec.archive_table)
+    check_side_effects(db, db, child_config, own, innodb, sorted(covered_foreign_keys(
+        db, config.database, spec.source_table, key[1] if key else (),
+        [c for c in config.children if c.parent == spec.name])))
+    found.problems += [f"{spec.section}: {p}" for p in own.problems]
+    found.notes += [f"{spec.section}: {n}" for n in own.notes]
+    if own.problems or key is None or index is None:
+        return None
+    return ChildPlan(spec.name, spec.source_table, spec.archive_table, key[1], copied, spec.parent,
+                     tuple(names[c.lower()] for c in spec.parent_columns), parent_key, index, recomputed)
+
+
+def examine_children(db: Database, config: Config, key: tuple[str, ...], found: Preflight, innodb: bool
+                     ) -> tuple[ChildPlan, ...]:
+    """Every [child NAME] table, parents first; each child's parent key is its parent's own key."""
+    plans: dict[str, ChildPlan] = {}
+    for spec in config.children:
+        parent = plans.get(spec.parent) if spec.parent else None
+        if spec.parent and parent is None:
+            continue  # its parent was refused already
+        child = examine_child(db, config, spec, parent.key if parent else key, found, innodb)
+        if child is not None:
+            plans[spec.name] = child
+    return tuple(plans.values())
 
 
 def run_preflight(db: Database, config: Config, dest: Database | None = None) -> Preflight:
@@ -4067,7 +4411,7 @@ def require_plan(db: Database, config: Config, dest: Database | None = None,
 
 # --------------------------------------------------------------------------- tracking schema
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA_COMMENT = f"archive.py tracking schema {SCHEMA_VERSION}"
 
 
@@ -4114,7 +4458,7 @@ TRACKING_DDL = (
   `exit_code` TINYINT NULL,
   KEY `ix_process_status` (`source_table`, `status`),
   KEY `ix_process_job` (`job`, `id`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 4'""",
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 5'""",
     """CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   `process_log_id` BIGINT UNSIGNED NOT NULL,
@@ -4148,7 +4492,7 @@ TRACKING_DDL = (
   `process_log_id` BIGINT UNSIGNED NOT NULL,
   `file_name` VARCHAR(255) NOT NULL,
   `batch_number` INT NOT NULL,
-  `status` ENUM('COMPLETED','COMPLETED_WITH_DUPLICATES','FAILED') NOT NULL,
+  `status` ENUM('COMPLETED','COMPLETED_WITH_DUPLICATES','FAILED','PARTIAL') NOT NULL,
   `first_key` VARCHAR(255) NULL,
   `last_key` VARCHAR(255) NULL,
   `keys_in_batch` INT NOT NULL DEFAULT 0,
@@ -4163,6 +4507,7 @@ TRACKING_DDL = (
   `error_message` TEXT NULL,
   `created_at` DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
   `not_found` INT NOT NULL DEFAULT 0,
+  `table_counts` TEXT NULL,
   UNIQUE KEY `ux_batch_run` (`process_log_id`, `file_name`, `batch_number`),
   KEY `ix_batch_status` (`status`, `created_at`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
@@ -4180,6 +4525,7 @@ TRACKING_DDL = (
   `found_at` DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
   `resolved_at` DATETIME NULL,
   `kind` ENUM('CONFLICT','HELD') NOT NULL DEFAULT 'CONFLICT',
+  `detail` VARCHAR(255) NULL,
   KEY `ix_conflict_open` (`job`, `status`, `file_name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
     """CREATE TABLE IF NOT EXISTS `run_locks` (
@@ -4268,6 +4614,18 @@ MIGRATIONS = (
             ("process_logs", "exit_code", "ADD COLUMN `exit_code` TINYINT NULL"),
             ("conflict_logs", "kind",
              "ADD COLUMN `kind` ENUM('CONFLICT','HELD') NOT NULL DEFAULT 'CONFLICT'"),
+        )),
+    # Schema 5: child tables. A batch too big for max_batch_rows commits in parts (PARTIAL until its
+    # last part); its child tables' counts (JSON); which child row made a listed key a conflict.
+    Migration(
+        5,
+        columns=(
+            ("batch_processing_logs", "table_counts", "ADD COLUMN `table_counts` TEXT NULL"),
+            ("conflict_logs", "detail", "ADD COLUMN `detail` VARCHAR(255) NULL"),
+        ),
+        fill=(
+            ("ALTER TABLE batch_processing_logs MODIFY `status` ENUM('COMPLETED','COMPLETED_WITH_DUPLICATES',"
+             "'FAILED','PARTIAL') NOT NULL"),
         )),
 )
 
@@ -4792,47 +5150,76 @@ class Tracking:
         file_id = self.start_file(scan, batch_size, 0, 1)
         self.finish_file(file_id, "FAILED", error)
 
-    def batch_statements(self, file_context: FileContext, batch: Batch, outcome: BatchOutcome
+    def batch_statements(self, file_context: FileContext, batch: Batch, outcome: BatchOutcome,
+                         earlier: BatchOutcome | None = None, settled: int | None = None
                          ) -> list[tuple[str, tuple[Any, ...]]]:
-        """The tracking writes of a batch; they run inside its transaction and commit with it."""
-        counts = outcome.counts.values()
-        statements: list[tuple[str, tuple[Any, ...]]] = [(
-            ("INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
-             f"first_key, last_key, keys_in_batch, conflict_keys, end_offset, end_line, {count_columns()}) "
-             f"VALUES ({', '.join(['%s'] * (10 + len(COUNTS)))})"),
-            (file_context.run_id, fit(file_context.scan.name, 255), batch.number, outcome.status,
-             fit(format_key(batch.keys[0]), 255), fit(format_key(batch.keys[-1]), 255), len(batch.keys),
-             encode_keys(outcome.conflicts), batch.end_offset, batch.end_line, *counts)), (
+        """The tracking writes of a batch (or of a part of it: `earlier` parts of this run came
+        before, `settled` keys are done with this one); they run inside its transaction and commit
+        with it. The file's and run's counts grow by this part."""
+        counts, whole = outcome.counts.values(), merged(earlier, outcome)
+        statements = [self.batch_row(file_context, batch, whole, earlier is None, settled), (
             ("UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET "
              f"f.processed_batches = %s, f.last_processed_batch = %s, {added_counts('f.')}, "
              f"p.current_batch = %s, {added_counts('p.')}, {seen_now('p.')} WHERE f.id = %s"),
             (batch.number, batch.number, *counts, batch.number, *counts, file_context.file_id))]
+        details = dict(outcome.details)
         for kind, keys in (("CONFLICT", outcome.conflicts), ("HELD", outcome.held)):
             statements += [(
                 ("INSERT INTO conflict_logs (job, file_name, file_checksum, key_value, process_log_id, "
-                 "batch_number, kind) VALUES (%s, %s, %s, %s, %s, %s, %s)"),
+                 "batch_number, kind, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"),
                 (self.config.job, fit(file_context.scan.name, 255), file_context.scan.sha256, format_key(key),
-                 file_context.run_id, batch.number, kind)) for key in keys]
+                 file_context.run_id, batch.number, kind, fit(details.get(key), 255))) for key in keys]
         return statements
 
-    def committed_batch(self, file_context: FileContext, number: int) -> BatchOutcome | None:
-        """After a connection died during COMMIT: the batch as it was committed, if it was."""
+    def batch_row(self, file_context: FileContext, batch: Batch, whole: BatchOutcome, new: bool,
+                  settled: int | None) -> tuple[str, tuple[Any, ...]]:
+        """The batch's row as it stands: PARTIAL until all its keys are settled; inserted by its
+        first part in this run, updated by the later ones."""
+        done = len(batch.keys) if settled is None else settled
+        status = whole.status if done >= len(batch.keys) else "PARTIAL"
+        tables = json.dumps({name: dict(zip(("archived", "deleted", "duplicates"), rest))
+                             for name, *rest in whole.tables}) if whole.tables else None
+        row = (status, fit(format_key(batch.keys[0]), 255), fit(format_key(batch.keys[-1]), 255), done,
+               encode_keys(whole.conflicts), batch.end_offset, batch.end_line, *whole.counts.values(), tables)
+        where = (file_context.run_id, fit(file_context.scan.name, 255), batch.number)
+        names = ("status", "first_key", "last_key", "keys_in_batch", "conflict_keys", "end_offset",
+                 "end_line", *(c.column for c in COUNTS), "table_counts")
+        if new:
+            return ("INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, "
+                    f"{', '.join(names)}) VALUES ({', '.join(['%s'] * (3 + len(names)))})"), (*where, *row)
+        return (f"UPDATE batch_processing_logs SET {', '.join(f'{n} = %s' for n in names)} WHERE "
+                "process_log_id = %s AND file_name = %s AND batch_number = %s"), (*row, *where)
+
+    def committed_batch(self, file_context: FileContext, number: int) -> tuple[BatchOutcome, int] | None:
+        """After a connection died during COMMIT: the batch as it was committed (so far, for a
+        PARTIAL one), and how many of its keys are settled, if it was."""
         rows = self.db.read_dicts(
-            f"SELECT status, conflict_keys, {count_columns()} FROM batch_processing_logs WHERE "
-            "process_log_id = %s AND file_name = %s AND batch_number = %s AND status <> 'FAILED'",
+            f"SELECT status, conflict_keys, keys_in_batch, {count_columns()} FROM batch_processing_logs "
+            "WHERE process_log_id = %s AND file_name = %s AND batch_number = %s AND status <> 'FAILED'",
             (file_context.run_id, fit(file_context.scan.name, 255), number))
         if not rows:
             return None
         row = rows[0]
         keys = tuple(json.loads(row["conflict_keys"])) if row["conflict_keys"] else ()
-        return BatchOutcome(Counters.from_row(row, batches=1), keys, row["status"])
+        return BatchOutcome(Counters.from_row(row, batches=1), keys, row["status"]), int(row["keys_in_batch"])
+
+    def settled_keys(self, scan: FileScan, number: int) -> int:
+        """How many keys of batch `number` of this content earlier runs settled in parts (PARTIAL)."""
+        scope, params = self.file_scope()
+        rows = self.db.query(
+            "SELECT MAX(b.keys_in_batch) FROM file_processing_logs f JOIN batch_processing_logs b "
+            "ON b.process_log_id = f.process_log_id AND b.file_name = f.file_name "
+            f"WHERE {scope} AND f.file_name = %s AND f.file_checksum = %s AND f.status <> 'CHANGED' "
+            "AND b.batch_number = %s AND b.status = 'PARTIAL'", (*params, scan.name, scan.sha256, number))
+        return int(rows[0][0] or 0) if rows else 0
 
     def record_batch_failure(self, file_context: FileContext, batch: Batch, message: str) -> None:
         """Record the FAILED batch and file (the batch's own work was rolled back)."""
         self.db.execute(
             "INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
             "first_key, last_key, keys_in_batch, error_message) VALUES (%s, %s, %s, 'FAILED', %s, %s, "
-            "%s, %s) ON DUPLICATE KEY UPDATE status = 'FAILED', error_message = VALUES(error_message)",
+            "%s, %s) ON DUPLICATE KEY UPDATE status = IF(status = 'PARTIAL', status, 'FAILED'), "
+            "error_message = VALUES(error_message)",  # the parts it committed stay settled
             (file_context.run_id, fit(file_context.scan.name, 255), batch.number,
              fit(format_key(batch.keys[0]), 255), fit(format_key(batch.keys[-1]), 255), len(batch.keys),
              fit(message)))
@@ -5006,6 +5393,35 @@ class Classified:
     skipped: list[Key] = field(default_factory=list)
     rows: dict[Key, str] = field(default_factory=dict)  # into another server: each row as SQL literals
     proofs: dict[Key, str] = field(default_factory=dict)  # ... and what its copy is proven by
+    # with child tables: (listed key, child name) -> its child rows to copy, and already archived
+    child_new: dict[tuple[Key, str], int] = field(default_factory=dict)
+    child_twins: dict[tuple[Key, str], int] = field(default_factory=dict)
+    details: dict[Key, str] = field(default_factory=dict)  # a conflict found in a child row: which
+
+    def subtree_rows(self, key: Key) -> int:
+        """The rows a listed key moves over all tables: its own, and its descendants'."""
+        if key not in self.to_copy and key not in self.identical:
+            return 0
+        return 1 + sum(n for tally in (self.child_new, self.child_twins)
+                       for (root, _), n in tally.items() if root == key)
+
+    def child_counts(self, name: str) -> tuple[int, int]:
+        """Rows of child `name` to copy and already archived identically, of the moving keys."""
+        moving = set(self.to_copy) | set(self.identical)
+        return tuple(sum(n for (root, child), n in tally.items() if child == name and root in moving)
+                     for tally in (self.child_new, self.child_twins))  # type: ignore[return-value]
+
+    def restricted(self, keys: Sequence[Key]) -> Classified:
+        """The same, for a part of the keys only."""
+        kept = set(keys)
+        def among(items: list[Key]) -> list[Key]:
+            return [k for k in items if k in kept]
+
+        return Classified(among(self.to_copy), among(self.identical), among(self.conflicts),
+                          among(self.skipped),
+                          child_new={k: n for k, n in self.child_new.items() if k[0] in kept},
+                          child_twins={k: n for k, n in self.child_twins.items() if k[0] in kept},
+                          details={k: d for k, d in self.details.items() if k in kept})
 
     def counts(self, keys: Sequence[Key], copied: int, deleted: int) -> Counters:
         """The batch's counts once its rows moved: every listed key is accounted for once."""
@@ -5120,8 +5536,39 @@ class SameServer(Mover):
     def __init__(self, db: Database, plan: TablePlan, tracking: Tracking):
         super().__init__(db, plan, tracking)
         self.spans = True  # whether sparse integer keys may go as one range with a filter
+        self.moved: dict[str, list[int]] = {}  # the last family batch's child rows: archived, deleted, twins
 
     def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
+        """Lock the keys' source rows (and their child rows); sort them into new, identical twin,
+        conflict, or held by the guard."""
+        found = self.classify_rows(keys, lock)
+        if self.plan.children:
+            self.classify_children(found, lock)
+        return found
+
+    def classify_children(self, found: Classified, lock: bool) -> None:
+        """Lock and count each moving row's child rows, table by table from the top; a child row
+        archived with a different copy makes its listed row a conflict: its whole family stays."""
+        moving = found.to_copy + found.identical
+        if not moving:
+            return
+        condition, params = self.plan.condition(moving, "s")
+        listed = self.plan.keys_by_bytes(moving)
+        for child in self.plan.children:
+            rows = self.db.query(self.plan.child_classify_sql(child, condition, lock), params)
+            for raw, archived, same, own in rows:
+                key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
+                if archived and not same:
+                    own = own.decode("utf-8", "replace") if isinstance(own, (bytes, bytearray)) else own
+                    found.details.setdefault(key, f"`{child.source}` row ({', '.join(child.key)}) = ({own}) "
+                                                  "is archived with a different row")
+                tally = found.child_twins if archived else found.child_new
+                tally[(key, child.name)] = tally.get((key, child.name), 0) + 1
+        found.conflicts += [k for k in moving if k in found.details]
+        found.to_copy = [k for k in found.to_copy if k not in found.details]
+        found.identical = [k for k in found.identical if k not in found.details]
+
+    def classify_rows(self, keys: Sequence[Key], lock: bool = True) -> Classified:
         """Lock the keys' source rows; sort them into new, identical twin, conflict, or held by the guard."""
         condition, params = self.plan.condition(keys, "s")
         listed = self.plan.keys_by_bytes(keys)
@@ -5143,6 +5590,8 @@ class SameServer(Mover):
         """Lock and compare each row: copy new ones, drop identical twins, keep conflicts."""
         self.guarded([])
         found = self.classify(keys)
+        if self.plan.children:
+            return self.move_family(keys, found)
         copied = deleted = twins = 0
         if found.to_copy:
             condition, params = self.plan.condition(found.to_copy)
@@ -5163,8 +5612,11 @@ class SameServer(Mover):
         The fast path renews the run lock, copies, then deletes the batch's keys in one
         round trip (sparse integer keys as one range, when a locking read shows it holds
         only listed rows). A duplicate key, a guard or a count mismatch sends the batch
-        down the careful path, which locks and compares every row first.
+        down the careful path, which locks and compares every row first. With child tables every
+        batch takes the careful path (family_batch).
         """
+        if self.plan.children:
+            return self.family_batch(batch)
         if not self.plan.guard:
             try:
                 span = self.plan.span_of(batch.keys) if self.spans else None
@@ -5179,6 +5631,64 @@ class SameServer(Mover):
                     raise
             self.db.rollback()
         return outcome_of_batch(*self.carefully(batch.keys))
+
+    def family_batch(self, batch: Batch) -> BatchOutcome:
+        """The batch with its child rows, as many of its keys (from the first) as fit max_batch_rows:
+        the rest is the next part of the batch (BatchOutcome.keys_done)."""
+        self.guarded([])
+        found = self.classify(batch.keys)
+        keys = self.fitting_keys(batch.keys, found)
+        if len(keys) < len(batch.keys):
+            found = found.restricted(keys)
+        counts, found = self.move_family(keys, found)
+        outcome = outcome_of_batch(counts, found)
+        tables = tuple((c.name, self.moved[c.name][0], self.moved[c.name][1], self.moved[c.name][2])
+                       for c in self.plan.children)
+        return dataclasses.replace(outcome, keys_done=len(keys), tables=tables,
+                                   details=tuple(found.details.items()))
+
+    def fitting_keys(self, keys: Sequence[Key], found: Classified) -> Sequence[Key]:
+        """The longest run of keys from the first whose rows over all tables fit max_batch_rows."""
+        limit, rows, seen = self.tracking.config.batch_rows, 0, set()
+        for index, key in enumerate(keys):
+            size = 0 if key in seen else found.subtree_rows(key)
+            seen.add(key)
+            if rows + size > limit:
+                if index == 0:
+                    raise ArchiveError(f"key {format_key(key)} moves {size} rows with its child rows, more "
+                                       f"than [archive] max_batch_rows {limit} allows in one transaction; "
+                                       "raise max_batch_rows (and, on Galera, wsrep_max_ws_rows) for it")
+                return keys[:index]
+            rows += size
+        return keys
+
+    def move_family(self, keys: Sequence[Key], found: Classified) -> tuple[Counters, Classified]:
+        """Copy the moving rows and their child rows top down, then delete them bottom up: every
+        count as classified under the locks, or the batch is rolled back."""
+        moving, copied = found.to_copy + found.identical, 0
+        self.moved = {c.name: [0, 0, 0] for c in self.plan.children}
+        if found.to_copy:
+            condition, params = self.plan.condition(found.to_copy)
+            copied = self.db.execute(self.plan.insert_sql(condition), params)
+            checked("copied", len(found.to_copy), copied)
+        if not moving:
+            return found.counts(keys, 0, 0), found
+        condition, params = self.plan.condition(moving, "s")
+        for child in self.plan.children:
+            new, twins = found.child_counts(child.name)
+            got = self.db.execute(self.plan.child_insert_sql(child, condition), params) if new else 0
+            checked(f"copied into `{child.archive}`", new, got)
+            self.moved[child.name] = [got, 0, twins]
+        for child in reversed(self.plan.children):
+            new, twins = found.child_counts(child.name)
+            got = self.db.execute(self.plan.child_delete_sql(child, condition), params)
+            checked(f"deleted from `{child.source}`", new + twins, got)
+            self.moved[child.name][1] = got
+        condition, params = self.plan.condition(moving)
+        deleted = self.db.execute(self.plan.delete_sql(condition, len(moving)), params)
+        checked("deleted", len(moving), deleted)
+        self.recheck_references()
+        return found.counts(keys, copied, deleted), found
 
     def by_span(self, batch: Batch, span: Span) -> BatchOutcome | None:
         """The batch as one filtered key range, if the range holds no unlisted row.
@@ -5328,18 +5838,40 @@ def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
             time.sleep(wait)
 
 
-def commit_batch(context: RunContext, file_context: FileContext, batch: Batch) -> BatchOutcome:
-    """Move, record and commit one batch as one transaction, with retries."""
-    def attempt() -> BatchOutcome:
-        outcome = context.mover.batch(batch)
-        # One round trip for the tracking rows and the COMMIT: the batch's only commit.
-        tracked = context.tracking.batch_statements(file_context, batch, outcome)
+def commit_part(context: RunContext, file_context: FileContext, batch: Batch, earlier: BatchOutcome | None,
+                done: int) -> tuple[BatchOutcome, int]:
+    """Move, record and commit the batch's keys from `done` on as one transaction, with retries;
+    return the batch so far and how many of its keys are settled (all, unless max_batch_rows cut it)."""
+    part = dataclasses.replace(batch, keys=batch.keys[done:])
+
+    def attempt() -> tuple[BatchOutcome, int]:
+        outcome = context.mover.batch(part)
+        settled = done + (len(part.keys) if outcome.keys_done is None else outcome.keys_done)
+        # One round trip for the tracking rows and the COMMIT: the transaction's only commit.
+        tracked = context.tracking.batch_statements(file_context, batch, outcome, earlier, settled)
         context.db.execute_script(tracked + [("COMMIT", ())])
         context.tracking.lock.last_beat = time.monotonic()
-        return outcome
+        return merged(earlier, outcome), settled
 
-    return retry_transaction(context, f"Batch {batch.number}", attempt,
-                             lambda: context.tracking.committed_batch(file_context, batch.number))
+    def recover() -> tuple[BatchOutcome, int] | None:
+        committed = context.tracking.committed_batch(file_context, batch.number)
+        return committed if committed is not None and committed[1] > done else None
+
+    return retry_transaction(context, f"Batch {batch.number}", attempt, recover)
+
+
+def commit_batch(context: RunContext, file_context: FileContext, batch: Batch, done: int = 0) -> BatchOutcome:
+    """Move, record and commit one batch as one transaction; a batch whose rows over all tables are
+    more than max_batch_rows as several, from its first key not `done` (recorded PARTIAL until the
+    last, so that a rerun goes on from the first key not settled)."""
+    earlier: BatchOutcome | None = None
+    while True:
+        earlier, done = commit_part(context, file_context, batch, earlier, done)
+        if done >= len(batch.keys):
+            return earlier
+        context.say(f"PART: Batch {batch.number} - {done} of {len(batch.keys)} keys moved with their child "
+                    f"rows (max_batch_rows {context.config.batch_rows}); the next part goes on from key "
+                    f"{format_key(batch.keys[done])}")
 
 
 # --------------------------------------------------------------------------- destination mode
@@ -6126,13 +6658,18 @@ def show_progress(context: RunContext, scan: FileScan, batch: Batch, total: int)
                    f"ETA {eta}")
 
 
-def archive_batch(context: RunContext, file_context: FileContext, batch: Batch, total: int) -> Counters:
-    """Run one batch with its log lines; on failure record it and raise BatchFailed."""
+def archive_batch(context: RunContext, file_context: FileContext, batch: Batch, total: int, done: int = 0
+                  ) -> Counters:
+    """Run one batch (from its first key not `done`) with its log lines; on failure record it and
+    raise BatchFailed."""
     context.log.batch(file_context.scan.name, batch.number, "PROCESSING")
     context.reporter.batch(f"Processing batch {batch.number}/{total} - first key {format_key(batch.keys[0])} "
                            f"… last key {format_key(batch.keys[-1])}")
+    if done:
+        context.say(f"Resuming batch {batch.number} at key {format_key(batch.keys[done])}: its first "
+                    f"{plural(done, 'key')} moved in parts committed by an earlier run")
     try:
-        outcome = commit_batch(context, file_context, batch)
+        outcome = commit_batch(context, file_context, batch, done)
     except (mysql.connector.Error, ArchiveError) as exc:
         if isinstance(exc, LostLock):
             raise
@@ -6195,7 +6732,9 @@ def archive_file(context: RunContext, path: Path) -> None:
             context.state.stop_reason = reason
             context.tracking.finish_file(file_id, "INTERRUPTED", reason)
             return None
-        file_counts.add(archive_batch(context, file_context, batch, total))
+        settled = context.tracking.settled_keys(scan, batch.number) \
+            if context.plan.children and batch.number == start else 0  # parts of a batch a run left
+        file_counts.add(archive_batch(context, file_context, batch, total, min(settled, len(batch.keys) - 1)))
         keys_seen += len(batch.keys)
     finish_file(context, path, file_context, file_counts, keys_seen, identity)
     return None

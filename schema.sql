@@ -1,4 +1,4 @@
--- Tracking tables for archive.py, schema version 4 (archive.py also creates any that are missing,
+-- Tracking tables for archive.py, schema version 5 (archive.py also creates any that are missing,
 -- and upgrades tables made by older versions on its first run: see README, Upgrading).
 -- Kept identical to archive.TRACKING_DDL; tests/test_docs.py checks it.
 -- Load with: mariadb app < schema.sql
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS `process_logs` (
   `exit_code` TINYINT NULL,
   KEY `ix_process_status` (`source_table`, `status`),
   KEY `ix_process_job` (`job`, `id`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 4';
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 5';
 
 CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS `batch_processing_logs` (
   `process_log_id` BIGINT UNSIGNED NOT NULL,
   `file_name` VARCHAR(255) NOT NULL,
   `batch_number` INT NOT NULL,
-  `status` ENUM('COMPLETED','COMPLETED_WITH_DUPLICATES','FAILED') NOT NULL,
+  `status` ENUM('COMPLETED','COMPLETED_WITH_DUPLICATES','FAILED','PARTIAL') NOT NULL,
   `first_key` VARCHAR(255) NULL,
   `last_key` VARCHAR(255) NULL,
   `keys_in_batch` INT NOT NULL DEFAULT 0,
@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS `batch_processing_logs` (
   `error_message` TEXT NULL,
   `created_at` DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
   `not_found` INT NOT NULL DEFAULT 0,
+  `table_counts` TEXT NULL,
   UNIQUE KEY `ux_batch_run` (`process_log_id`, `file_name`, `batch_number`),
   KEY `ix_batch_status` (`status`, `created_at`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
@@ -104,6 +105,7 @@ CREATE TABLE IF NOT EXISTS `conflict_logs` (
   `found_at` DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
   `resolved_at` DATETIME NULL,
   `kind` ENUM('CONFLICT','HELD') NOT NULL DEFAULT 'CONFLICT',
+  `detail` VARCHAR(255) NULL,
   KEY `ix_conflict_open` (`job`, `status`, `file_name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
