@@ -3032,6 +3032,7 @@ class RunState:
     open_conflicts: int = 0
     open_conflict_files: list[tuple[str, int, list[str]]] = field(default_factory=list)  # for the mail
     held_open: int = 0  # rows of the job the guard still holds back (revisited every run)
+    child_rows: dict[str, int] = field(default_factory=dict)  # child tables' rows archived, by NAME
     stop_reason: str | None = None
     planned_stop: bool = False
     paused_seconds: float = 0.0
@@ -3090,6 +3091,8 @@ def summary_line(state: RunState, status: str) -> str:
     which = f"run {state.run_id} | " if state.run_id else ""
     which += f"into {state.destination} | " if state.destination else ""
     counts = " | ".join(f"{c.label} {getattr(t, c.field)}" for c in COUNTS)
+    if state.child_rows:
+        counts += " | child rows archived " + ", ".join(f"{name} {n}" for name, n in state.child_rows.items())
     return (f"SUMMARY: {status} | {which}files {state.files_total} ({state.files_done} archived, "
             f"{state.files_skipped} already done, {len(state.rejected)} rejected) | batches {t.batches} "
             f"| {counts} | failures {1 if status == 'FAILED' else 0} | paused {state.paused_seconds:.1f}s "
@@ -5634,12 +5637,17 @@ class SameServer(Mover):
 
     def family_batch(self, batch: Batch) -> BatchOutcome:
         """The batch with its child rows, as many of its keys (from the first) as fit max_batch_rows:
-        the rest is the next part of the batch (BatchOutcome.keys_done)."""
+        the rest is the next part of the batch (BatchOutcome.keys_done).
+
+        A read that locks nothing picks the part, so the part locks only the rows it moves; the
+        locked read then checks that they still fit (rows added since only make the part shorter).
+        """
         self.guarded([])
-        found = self.classify(batch.keys)
-        keys = self.fitting_keys(batch.keys, found)
-        if len(keys) < len(batch.keys):
-            found = found.restricted(keys)
+        keys = self.fitting_keys(batch.keys, self.classify(batch.keys, lock=False))
+        found = self.classify(keys)
+        fitting = self.fitting_keys(keys, found)
+        if len(fitting) < len(keys):
+            keys, found = fitting, found.restricted(fitting)
         counts, found = self.move_family(keys, found)
         outcome = outcome_of_batch(counts, found)
         tables = tuple((c.name, self.moved[c.name][0], self.moved[c.name][1], self.moved[c.name][2])
@@ -6682,6 +6690,8 @@ def archive_batch(context: RunContext, file_context: FileContext, batch: Batch, 
     context.log.batch(file_context.scan.name, batch.number, outcome.status)
     report_duplicates(context, batch, outcome)
     context.state.totals.add(outcome.counts)
+    for name, archived, _, _ in outcome.tables:
+        context.state.child_rows[name] = context.state.child_rows.get(name, 0) + archived
     context.state.open_conflicts += len(outcome.conflicts)
     context.state.held_open += len(outcome.held)
     show_progress(context, file_context.scan, batch, total)
@@ -7292,6 +7302,14 @@ def load_limit_problems(db: Database, config: Config) -> list[str]:
             if not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", status.get(name.lower(), ""))]
 
 
+def child_lines(plan: TablePlan) -> list[str]:
+    """--check's line for each child table: what moves with what, compared by which key."""
+    parents = {c.name: c.source for c in plan.children}
+    return [f"ok: child `{c.source}` -> `{c.archive}` moves with `{parents.get(c.parent or '', plan.source)}` "
+            f"({', '.join(c.parent_columns)} = {', '.join(c.parent_key)}), compared by its key "
+            f"({', '.join(c.key)}), {plural(len(c.columns), 'column')} copied" for c in plan.children]
+
+
 def check_command(config: Config, out: Any = None, verbose: bool = False) -> int:
     """Preflight only, with a readable verdict (with `verbose`, what each check looked at); exit 0
     when a run could proceed."""
@@ -7327,7 +7345,7 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
     print_lines(lines + [
         (f"ok: `{config.source_table}` -> `{config.archive_table}`{where} on key {found.plan.key_text} "
          f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied"),
-        "Verdict: READY."], out)
+        *child_lines(found.plan), "Verdict: READY."], out)
     return EXIT_OK
 
 

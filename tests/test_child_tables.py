@@ -1,0 +1,291 @@
+"""Child tables: `[child NAME]` rows move with the parent rows they reference, in the same batch.
+
+Pure tests first (how the sections are read and refused), then runs on the throwaway server:
+a three-level family with RESTRICT and CASCADE foreign keys, a composite parent key, identical
+and differing archived children, max_batch_rows splitting a batch into parts, a kill -9
+between parts, a parent too big for one transaction, and what the preflight refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import archive
+from helpers import (
+    ScratchDatabase,
+    kill_process_group,
+    read_text_logs,
+    run_cli,
+    wait_until,
+    write_config,
+    write_csv,
+)
+
+ITEMS = {"child items__source_table": "order_items", "child items__archive_table": "order_items_archive",
+         "child items__parent_columns": "order_id"}
+OPTIONS = {"child options__source_table": "item_options",
+           "child options__archive_table": "item_options_archive",
+           "child options__parent_columns": "item_id", "child options__parent": "items"}
+
+
+# --------------------------------------------------------------------------- pure: the config
+
+def config_text(tmp_path: Path, extra: str) -> Path:
+    """A minimal config with `extra` sections appended."""
+    (tmp_path / "csv").mkdir(exist_ok=True)
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    path = tmp_path / "c.ini"
+    path.write_text("[database]\ndatabase = app\n[archive]\nsource_table = orders\narchive_table = "
+                    "orders_archive\nkey_column = id\ncsv_dir = csv\nlog_dir = logs\n" + extra)
+    return path
+
+
+def test_child_sections_are_read_parents_first(tmp_path):
+    config = archive.load_config(config_text(tmp_path, (
+        "[child opts]\nsource_table = item_options\narchive_table = item_options_archive\n"
+        "parent_columns = item_id\nparent = items\n"
+        "[child items]\nsource_table = order_items\narchive_table = order_items_archive\n"
+        "parent_columns = order_id\n")))
+    assert [c.name for c in config.children] == ["items", "opts"]
+    assert config.children[1].parent == "items" and config.children[0].parent_columns == ("order_id",)
+    assert config.batch_rows == 10 * config.batch_size
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("[child items]\nsource_table = order_items\narchive_table = a\nparent_colums = x\n",
+     "[child items] parent_colums: unknown key; did you mean parent_columns?"),
+    ("[child items]\nsource_table = order_items\narchive_table = a\n",
+     "[child items] parent_columns: is required"),
+    ("[child items]\nsource_table = order_items\narchive_table = a\nparent_columns = x\nparent = nope\n",
+     "[child items] parent: no section [child nope]"),
+    ("[child a]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\nparent = b\n"
+     "[child b]\nsource_table = t2\narchive_table = t2a\nparent_columns = x\nparent = a\n",
+     "the parents form a cycle"),
+    ("[child items]\nsource_table = orders_archive\narchive_table = a\nparent_columns = x\n",
+     "`orders_archive` is already [archive] archive_table"),
+    ("[child a]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\n"
+     "[child b]\nsource_table = t1\narchive_table = t2a\nparent_columns = x\n",
+     "[child b] source_table: `t1` is already [child a] source_table"),
+    ("[child it;ems]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\n",
+     "NAME must be a plain identifier"),
+    ("[child items]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\n"
+     "[destination]\ndatabase = far\n", "cannot yet be archived into another server"),
+    ("[child items]\nsource_table = t1\narchive_table = t1a\nparent_columns = a, a\n", "names a more than once"),
+])
+def test_a_bad_child_section_is_refused_naming_it(tmp_path, extra, message):
+    with pytest.raises(archive.ConfigError) as raised:
+        archive.load_config(config_text(tmp_path, extra))
+    assert message in str(raised.value)
+
+
+def test_a_batch_of_parts_is_recorded_as_one_batch():
+    one = archive.BatchOutcome(archive.Counters(1, 5, 5, 1), (3,), "COMPLETED_WITH_DUPLICATES", (),
+                               5, (("items", 10, 11, 1),), ((3, "why"),))
+    two = archive.BatchOutcome(archive.Counters(1, 4, 4), (), "COMPLETED", (9,), 5, (("items", 8, 8, 0),))
+    whole = archive.merged(one, two)
+    assert whole.counts == archive.Counters(1, 9, 9, 1)
+    assert whole.tables == (("items", 18, 19, 1),) and whole.status == "COMPLETED_WITH_DUPLICATES"
+    assert whole.conflicts == (3,) and whole.held == (9,) and whole.details == ((3, "why"),)
+    assert archive.merged(None, two) is two
+
+
+# --------------------------------------------------------------------------- the real server
+
+FAMILY = (
+    "CREATE TABLE orders (id INT PRIMARY KEY, customer VARCHAR(20), total DECIMAL(10,2))",
+    "CREATE TABLE orders_archive LIKE orders",
+    ("CREATE TABLE order_items (id INT PRIMARY KEY, order_id INT NOT NULL, sku VARCHAR(20) COLLATE "
+     "utf8mb4_general_ci, qty INT, KEY (order_id), CONSTRAINT fk_item_order FOREIGN KEY (order_id) "
+     "REFERENCES orders (id) ON DELETE RESTRICT)"),
+    "CREATE TABLE order_items_archive (id INT PRIMARY KEY, order_id INT NOT NULL, sku VARCHAR(20) COLLATE "
+    "utf8mb4_general_ci, qty INT, KEY (order_id))",
+    ("CREATE TABLE item_options (item_id INT NOT NULL, opt VARCHAR(10) NOT NULL, val VARCHAR(20), "
+     "PRIMARY KEY (item_id, opt), CONSTRAINT fk_opt_item FOREIGN KEY (item_id) REFERENCES order_items (id) "
+     "ON DELETE CASCADE)"),
+    ("CREATE TABLE item_options_archive (item_id INT NOT NULL, opt VARCHAR(10) NOT NULL, val VARCHAR(20), "
+     "PRIMARY KEY (item_id, opt))"),
+)
+
+
+def family_job(db: ScratchDatabase, tmp_path: Path, orders: int, listed: list[int], **config: Any) -> Path:
+    """Orders 1..n, order k with items 3k-3..3k-1, each even item with two options (so an odd order
+    moves 8 rows, an even one 6); a key file of `listed`."""
+    for ddl in FAMILY:
+        db.execute(ddl)
+    db.execute(f"INSERT INTO orders SELECT seq, CONCAT('c', seq), seq * 1.5 FROM seq_1_to_{orders}")
+    db.execute(f"INSERT INTO order_items SELECT seq, seq DIV 3 + 1, CONCAT('sku', seq), seq MOD 7 "
+               f"FROM seq_0_to_{3 * orders - 1}")
+    db.execute("INSERT INTO item_options SELECT i.id, o.opt, CONCAT(o.opt, i.id) FROM order_items i "
+               "JOIN (SELECT 'color' AS opt UNION SELECT 'size') o WHERE i.id MOD 2 = 0")
+    path = write_config(tmp_path, db, archive__source_table="orders", archive__archive_table="orders_archive",
+                        **ITEMS, **OPTIONS, **config)
+    write_csv(tmp_path / "csv" / "orders.csv", listed)
+    return path
+
+
+def family_of(db: ScratchDatabase, table: str) -> list[tuple[Any, ...]]:
+    """Every row of a table, in key order."""
+    return db.query(f"SELECT * FROM `{table}` ORDER BY 1, 2")
+
+
+def whole_family(db: ScratchDatabase) -> dict[str, list[tuple[Any, ...]]]:
+    """Source plus archive rows of each table: what must never change."""
+    return {t: sorted(family_of(db, t) + family_of(db, f"{t}_archive"))
+            for t in ("orders", "order_items", "item_options")}
+
+
+def test_a_three_level_family_moves_exactly_with_its_listed_parents(db, tmp_path):
+    listed = [2, 3, 5, 8, 13, 21, 34]
+    config = family_job(db, tmp_path, 40, listed, archive__batch_size=3)
+    before = whole_family(db)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert whole_family(db) == before
+    assert [r[0] for r in family_of(db, "orders_archive")] == listed
+    items = [r for r in before["order_items"] if r[1] in listed]
+    assert family_of(db, "order_items_archive") == items
+    assert sorted(family_of(db, "item_options_archive")) == sorted(
+        r for r in before["item_options"] if r[0] in {i[0] for i in items})
+    assert db.scalar("SELECT COUNT(*) FROM order_items WHERE order_id IN (2, 3, 5, 8, 13, 21, 34)") == 0
+    counts = [json.loads(t) for (t,) in db.query("SELECT table_counts FROM batch_processing_logs ORDER BY "
+                                                  "batch_number")]
+    assert sum(c["items"]["archived"] for c in counts) == len(items) == 21
+    assert sum(c["options"]["deleted"] for c in counts) == 2 * sum(1 for i in items if i[0] % 2 == 0)
+    assert "child rows archived items 21, options 22" in result.stdout
+
+
+def test_a_composite_parent_key_joins_on_every_column_in_key_order(db, tmp_path):
+    db.execute("CREATE TABLE acct (tenant VARCHAR(8) NOT NULL, id INT NOT NULL, PRIMARY KEY (tenant, id))")
+    db.execute("CREATE TABLE acct_archive LIKE acct")
+    db.execute("CREATE TABLE line (lid INT PRIMARY KEY, t VARCHAR(8) NOT NULL, aid INT NOT NULL, "
+               "KEY (aid, t))")
+    db.execute("CREATE TABLE line_archive LIKE line")
+    db.execute("INSERT INTO acct VALUES ('a', 1), ('b', 1), ('a', 2)")
+    db.execute("INSERT INTO line VALUES (1, 'a', 1), (2, 'b', 1), (3, 'a', 2), (4, 'A', 1)")
+    config = write_config(tmp_path, db, archive__source_table="acct", archive__archive_table="acct_archive",
+                          archive__key_column="id, tenant", archive__csv_column=None,
+                          **{"child l__source_table": "line", "child l__archive_table": "line_archive",
+                             "child l__parent_columns": "aid, t"})
+    (tmp_path / "csv" / "k.csv").write_text('id,tenant\n1,"a"\n')
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT * FROM acct ORDER BY tenant, id") == [("a", 2), ("b", 1)]
+    # 'A' equals 'a' under the column's collation, as a foreign key would match it: it moves too
+    assert db.query("SELECT lid FROM line_archive ORDER BY lid") == [(1,), (4,)]
+
+
+def test_a_differing_archived_child_keeps_its_whole_family_until_resolved(db, tmp_path):
+    config = family_job(db, tmp_path, 10, [4, 5, 6])
+    db.execute("INSERT INTO order_items_archive SELECT id, order_id, sku, qty + 1 FROM order_items WHERE id = 12")
+    db.execute("INSERT INTO order_items_archive SELECT * FROM order_items WHERE id = 13")  # an identical twin
+    db.execute("INSERT INTO order_items_archive SELECT id, order_id, 'SKU15', qty FROM order_items "
+               "WHERE id = 15")  # 'SKU15' = 'sku15' by collation, yet another value
+    result = run_cli(config)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert [r[0] for r in family_of(db, "orders")] == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+    assert db.scalar("SELECT COUNT(*) FROM order_items WHERE order_id = 5") == 3
+    assert db.scalar("SELECT COUNT(*) FROM item_options WHERE item_id IN (12, 14)") == 4
+    details = db.query("SELECT key_value, detail FROM conflict_logs ORDER BY key_value")
+    assert details == [("5", "`order_items` row (id) = (12) is archived with a different row"),
+                       ("6", "`order_items` row (id) = (15) is archived with a different row")]
+    assert db.query("SELECT rows_archived, conflicts FROM process_logs") == [(1, 2)]
+    db.execute("DELETE FROM order_items_archive WHERE id IN (12, 15)")
+    again = run_cli(config)
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert [r[0] for r in family_of(db, "orders")] == [1, 2, 3, 7, 8, 9, 10]
+    assert db.scalar("SELECT COUNT(*) FROM order_items WHERE order_id IN (4, 5, 6)") == 0
+    assert db.scalar("SELECT COUNT(*) FROM order_items_archive WHERE order_id IN (4, 5, 6)") == 9
+
+
+def test_max_batch_rows_moves_a_batch_in_parts_and_a_kill_between_them_resumes_exactly(
+        db, tmp_path, spawn_cli):
+    listed = list(range(1, 21))
+    config = family_job(db, tmp_path, 30, listed, archive__batch_size=10, archive__max_batch_rows=40)
+    before = whole_family(db)
+    holder = db.connect()
+    holder.autocommit = False
+    cursor = holder.cursor()
+    cursor.execute("SELECT * FROM order_items WHERE id = 16 FOR UPDATE")  # order 6: the second part
+    cursor.fetchall()
+    proc = spawn_cli(config)
+    wait_until(lambda: db.table_exists("batch_processing_logs") and db.scalar(
+        "SELECT COUNT(*) FROM batch_processing_logs WHERE status = 'PARTIAL'"), timeout=60,
+        message="the first part's commit")
+    wait_until(lambda: db.scalar("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = "
+                                 "'LOCK WAIT'"), timeout=60, message="the second part to wait for its lock")
+    kill_process_group(proc, signal.SIGKILL)
+    holder.rollback()
+    holder.close()
+    assert db.query("SELECT batch_number, keys_in_batch, rows_archived FROM batch_processing_logs") == [(1, 5, 5)]
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "Resuming batch 1 at key 6" in result.stdout
+    assert whole_family(db) == before
+    assert [r[0] for r in family_of(db, "orders_archive")] == listed
+    runs = db.query("SELECT rows_archived, not_found FROM process_logs ORDER BY id")
+    assert [r[0] for r in runs] == [5, 15] and all(r[1] == 0 for r in runs)
+    rows = db.query("SELECT process_log_id, batch_number, status, keys_in_batch, rows_archived FROM "
+                    "batch_processing_logs ORDER BY id")
+    assert [r[1:] for r in rows] == [(1, "PARTIAL", 5, 5), (1, "COMPLETED", 10, 5), (2, "COMPLETED", 10, 10)]
+    parts = read_text_logs(tmp_path / "logs")
+    assert "PART: Batch 2 - 5 of 10 keys moved" in parts
+
+
+def test_a_parent_whose_family_alone_is_over_max_batch_rows_fails_its_file_naming_the_key(db, tmp_path):
+    config = family_job(db, tmp_path, 10, [2, 1, 3], archive__batch_size=3, archive__max_batch_rows=7)
+    result = run_cli(config)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "key 1 moves 8 rows with its child rows, more than [archive] max_batch_rows 7" in result.stderr
+    assert [r[0] for r in family_of(db, "orders_archive")] == [2]  # the part before it, complete
+    assert db.count("order_items_archive") == 3 and db.count("item_options_archive") == 2
+    assert db.query("SELECT status FROM file_processing_logs") == [("FAILED",)]
+
+
+def test_dry_run_predicts_a_conflict_in_a_child_row(db, tmp_path):
+    config = family_job(db, tmp_path, 10, [4, 5])
+    db.execute("INSERT INTO order_items_archive SELECT id, order_id, sku, qty + 1 FROM order_items WHERE id = 12")
+    result = run_cli(config, "--dry-run", "--json")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    totals = json.loads(result.stdout)["total"]
+    assert (totals["rows_to_archive"], totals["conflicts"]) == (1, 1)
+    assert db.count("orders_archive") == 0
+
+
+@pytest.mark.parametrize("change, message", [
+    ("ALTER TABLE order_items DROP FOREIGN KEY fk_item_order, DROP KEY order_id",
+     "`order_items` has no index starting with (order_id)"),
+    ("ALTER TABLE order_items_archive DROP PRIMARY KEY",
+     "`order_items_archive` needs a unique key on (id)"),
+    ("ALTER TABLE order_items_archive DROP COLUMN qty", "[child items]: archive table has no column `qty`"),
+    ("ALTER TABLE item_options ENGINE=MyISAM", "`item_options` must be a transactional base table"),
+    ("CREATE TABLE notes (id INT PRIMARY KEY, item INT, FOREIGN KEY (item) REFERENCES order_items (id) "
+     "ON DELETE CASCADE)", "[child items]: deleting rows of `order_items` changes child tables"),
+    ("ALTER TABLE item_options ADD COLUMN other INT, ADD CONSTRAINT fk_other FOREIGN KEY (other) "
+     "REFERENCES order_items (id) ON DELETE SET NULL", "fk_other: ON DELETE SET NULL"),
+])
+def test_the_preflight_refuses_a_child_it_cannot_move_exactly(db, tmp_path, change, message):
+    config = family_job(db, tmp_path, 3, [1])
+    if "ENGINE=MyISAM" in change:
+        db.execute("ALTER TABLE item_options DROP FOREIGN KEY fk_opt_item")
+    db.execute(change)
+    result = run_cli(config, "--check")
+    assert result.returncode == 1 and message in result.stdout, result.stdout
+    assert run_cli(config).returncode == 1 and db.count("orders") == 3
+
+
+def test_check_names_each_child_and_an_unlisted_cascading_child_is_refused(db, tmp_path):
+    config = family_job(db, tmp_path, 3, [1])
+    result = run_cli(config, "--check")
+    assert result.returncode == 0, result.stdout
+    assert ("ok: child `item_options` -> `item_options_archive` moves with `order_items` (item_id = id), "
+            "compared by its key (item_id, opt), 3 columns copied") in result.stdout
+    text = config.read_text()
+    config.write_text(text[:text.index("[child options]")])
+    refused = run_cli(config, "--check")
+    assert refused.returncode == 1
+    assert "item_options (fk_opt_item: ON DELETE CASCADE" in refused.stdout
