@@ -28,19 +28,24 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
         resume_point -> verify_log_checkpoint, count_keys (or reject); then Tracking.start_file,
         open_keys, then for each batch of iter_batches: file_identity, Controls.before_batch,
         archive_batch; then finish_file (or file_changed), move_to_done_dir.
-    archive_batch -> commit_batch -> retry_transaction(attempt, recover), then report_duplicates
-        and show_progress (or, when it failed: record_batch_failure, BatchFailed).
-    commit_batch's attempt -> Mover.batch: SameServer.batch (SameServer.by_span or SameServer.move,
-        else SameServer.carefully) or OtherServer.batch (OtherServer.carefully); then
-        Tracking.batch_statements and COMMIT in one round trip: the batch's one commit. Its
+    archive_batch -> commit_batch -> commit_part (once, or once per part of a batch too big for
+        one transaction) -> retry_transaction(attempt, recover), then report_duplicates and
+        show_progress (or, when it failed: record_batch_failure, BatchFailed).
+    commit_part's attempt -> Mover.batch: SameServer.batch (SameServer.by_span or SameServer.move,
+        else SameServer.carefully), Family.batch (child tables: Family.fitting_keys,
+        Family.move_family) or OtherServer.batch (OtherServer.carefully); then
+        Tracking.batch_statements and COMMIT in one round trip: the batch's one commit (or part's). Its
         recover -> Tracking.committed_batch: a COMMIT whose answer was lost is read back before
         anything is done again.
-    retry_transaction is called by execute_run (the recheck, end_run), retry_file, commit_batch
+    retry_transaction is called by execute_run (the recheck, end_run), retry_file, commit_part
         and recheck_conflicts (per chunk); it retries deadlocks, lock waits and lost nodes, and
         after a changed table (or an error with definitions_changed) -> adopt_definitions ->
         current_definitions, run_preflight.
     end_run -> Tracking.open_conflict_count, Tracking.run_counts, outcome_of, Tracking.finish_run,
         open_rows_by_file.
+Where child tables live: ChildSpec ([child NAME]), ChildPlan and TablePlan.family_sql (the join up
+    to the source rows), examine_children (preflight), Family (the mover), commit_batch (parts,
+    PARTIAL rows) and Tracking.settled_keys (a rerun goes on inside a batch left in parts).
 Where resume lives: resume_point (max of Tracking.checkpoint and the text log's
     log_checkpoints, verify_log_checkpoint for a log ahead of the database) and open_keys.
 Where the run lock lives: RunLock.acquire, RunLock.fence (the first statement of every batch,
@@ -74,7 +79,7 @@ Sections, in this order:
     preflight decisions, text log, outcomes, pause decisions, terminal output, metrics
                                                         (pure: no database)
     server errors, database connection, table checks, preflight, tracking schema, run lock,
-    tracking records, one batch, the batch transaction, destination mode, conflicts,
+    tracking records, one batch, child tables, the batch transaction, destination mode, conflicts,
     job reports, pauses and stops
                                                         (database code)
     one file, run                                       (the run)
@@ -855,6 +860,13 @@ def strip_inline_comment(raw: str) -> str:
     return re.split(r"\s[;#]", raw, maxsplit=1)[0].strip()
 
 
+def reject_unknown_in(parser: configparser.ConfigParser, section: str, known: Sequence[str]) -> None:
+    """Refuse a key of `section` that is not `known`, suggesting the one probably meant."""
+    for key in parser[section]:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, 1)
+            extra = f"did you mean {hint[0]}?" if hint else "not a known key"
+            raise config_error(section, key, f"unknown key; {extra}")
 def reject_unknown_keys(parser: configparser.ConfigParser) -> None:
     """Refuse sections and keys we do not know, suggesting the one probably meant."""
     sections = sorted({o.section for o in OPTIONS})
@@ -868,24 +880,6 @@ def reject_unknown_keys(parser: configparser.ConfigParser) -> None:
         reject_unknown_in(parser, section, [o.key for o in OPTIONS if o.section == section])
 
 
-def reject_unknown_in(parser: configparser.ConfigParser, section: str, known: Sequence[str]) -> None:
-    """Refuse a key of `section` that is not `known`, suggesting the one probably meant."""
-    for key in parser[section]:
-        if key not in known:
-            hint = difflib.get_close_matches(key, known, 1)
-            extra = f"did you mean {hint[0]}?" if hint else "not a known key"
-            raise config_error(section, key, f"unknown key; {extra}")
-
-
-def read_options(parser: configparser.ConfigParser) -> dict[tuple[str, str], Any]:
-    """Parse every known key, applying defaults and naming the key on error."""
-    values: dict[tuple[str, str], Any] = {}
-    for option in OPTIONS:
-        if option.section == "destination" and not parser.has_section("destination"):
-            values[(option.section, option.key)] = None if option.default is REQUIRED else option.default
-            continue
-        values[(option.section, option.key)] = read_option(parser, option.section, option)
-    return values
 
 
 def read_option(parser: configparser.ConfigParser, section: str, option: Option) -> Any:
@@ -901,6 +895,19 @@ def read_option(parser: configparser.ConfigParser, section: str, option: Option)
         return option.parse(raw)
     except ValueError as exc:
         raise config_error(section, option.key, str(exc)) from None
+
+
+def read_options(parser: configparser.ConfigParser) -> dict[tuple[str, str], Any]:
+    """Parse every known key, applying defaults and naming the key on error."""
+    values: dict[tuple[str, str], Any] = {}
+    for option in OPTIONS:
+        if option.section == "destination" and not parser.has_section("destination"):
+            values[(option.section, option.key)] = None if option.default is REQUIRED else option.default
+            continue
+        values[(option.section, option.key)] = read_option(parser, option.section, option)
+    return values
+
+
 
 
 def resolve_paths(values: dict[tuple[str, str], Any], base: Path) -> None:
@@ -2998,7 +3005,7 @@ class BatchOutcome:
     details: tuple[tuple[Key, str], ...] = ()  # conflicts found in child rows: which row
 
 
-def merged(earlier: BatchOutcome | None, part: BatchOutcome) -> BatchOutcome:
+def merge_outcomes(earlier: BatchOutcome | None, part: BatchOutcome) -> BatchOutcome:
     """A batch so far: its earlier parts (if any) and this one."""
     if earlier is None:
         return part
@@ -4095,15 +4102,15 @@ def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found:
     checks = [(db, "DELETE from the source", plan.delete_sql(condition, 1))]
     if archive_db is db:
         checks.append((db, "INSERT ... SELECT into the archive", plan.insert_sql(condition)))
-    for child in plan.children:
-        checks += [(db, f"DELETE from `{child.source}`", plan.child_delete_sql(child, f"s.{condition}")),
-                   (db, f"INSERT ... SELECT into `{child.archive}`",
-                    plan.child_insert_sql(child, f"s.{condition}"))]
     else:
         checks += [(db, "SELECT ... FOR UPDATE on the source", remote.read_sql(f"s.{condition}")),
                    (archive_db, "SELECT and INSERT the archive on the destination",
                     (f"INSERT INTO {quote_ident(plan.archive)} ({plan.column_list()}) "
                      f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}"))]
+    for child in plan.children:
+        checks += [(db, f"DELETE from `{child.source}`", plan.child_delete_sql(child, f"s.{condition}")),
+                   (db, f"INSERT ... SELECT into `{child.archive}`",
+                    plan.child_insert_sql(child, f"s.{condition}"))]
     found.problems += refused_statements(checks)
 
 
@@ -4258,46 +4265,6 @@ def read_definitions(db: Database, spec: Definitions) -> Definitions | None:
     return dataclasses.replace(spec, creates=creates, effects=effects)
 
 
-def examine(db: Database, config: Config, dest: Database | None, found: Preflight, innodb: bool) -> None:
-    """The checks themselves: the plan into `found`, or the problems that block one."""
-    archive_db = dest or db
-    if not check_tables(db, archive_db, config, found):
-        return
-    source = fetch_columns(db, config.source_table)
-    archive = fetch_columns(archive_db, config.archive_table)
-    key_type, indexes, key = check_key(db, archive_db, config, source, archive, found)
-    copied, recomputed = compare_columns(source, archive, found)
-    if dest is None:
-        check_recomputing_collations(source, archive, recomputed, found)
-    direct = [c for c in config.children if c.parent is None]
-    check_side_effects(db, archive_db, config, found, innodb,
-                       sorted(covered_foreign_keys(db, config.database, config.source_table, key, direct)))
-    children = examine_children(db, config, key, found, innodb) if key_type is not None else ()
-    for session in {id(db): db, id(archive_db): archive_db}.values():
-        check_write_set(session, config.batch_rows if config.children else config.batch_size,
-                        config.source_table, found)
-    if dest is not None:
-        check_transfer(dest, found)
-        check_destination_server(db, dest, config, found)
-    if key_type is None:
-        return
-    check_packet(db, key_type, config.batch_size, 2, found)  # INSERT ... SELECT and DELETE (or read, DELETE)
-    if dest is not None:
-        check_packet(dest, key_type, config.batch_size, 1, found)  # the lookup of the archived copies
-    plan = TablePlan(config.source_table, config.archive_table, key, copied, key_type, config.guard,
-                     source_index=indexes[0], archive_index=indexes[1], recomputed=recomputed,
-                     children=children)
-    for name in plan.key:
-        if name not in plan.column_names and not found.problems:
-            found.problems.append(f"key column `{name}` is not copied")
-    if not found.problems:  # the EXPLAINs would only repeat a column problem as a grant problem
-        check_privileges(db, archive_db, plan, found)
-    if config.guard and not found.problems:
-        check_guard(db, plan, found)
-    if not found.problems:
-        found.plan = plan
-
-
 def child_tables_ok(db: Database, spec: ChildSpec, found: Preflight) -> bool:
     """A child and its archive table exist, are base tables and can roll back."""
     tables = fetch_tables(db, [spec.source_table, spec.archive_table])
@@ -4368,6 +4335,46 @@ def examine_children(db: Database, config: Config, key: tuple[str, ...], found: 
         if child is not None:
             plans[spec.name] = child
     return tuple(plans.values())
+
+
+def examine(db: Database, config: Config, dest: Database | None, found: Preflight, innodb: bool) -> None:
+    """The checks themselves: the plan into `found`, or the problems that block one."""
+    archive_db = dest or db
+    if not check_tables(db, archive_db, config, found):
+        return
+    source = fetch_columns(db, config.source_table)
+    archive = fetch_columns(archive_db, config.archive_table)
+    key_type, indexes, key = check_key(db, archive_db, config, source, archive, found)
+    copied, recomputed = compare_columns(source, archive, found)
+    if dest is None:
+        check_recomputing_collations(source, archive, recomputed, found)
+    direct = [c for c in config.children if c.parent is None]
+    check_side_effects(db, archive_db, config, found, innodb,
+                       sorted(covered_foreign_keys(db, config.database, config.source_table, key, direct)))
+    children = examine_children(db, config, key, found, innodb) if key_type is not None else ()
+    for session in {id(db): db, id(archive_db): archive_db}.values():
+        check_write_set(session, config.batch_rows if config.children else config.batch_size,
+                        config.source_table, found)
+    if dest is not None:
+        check_transfer(dest, found)
+        check_destination_server(db, dest, config, found)
+    if key_type is None:
+        return
+    check_packet(db, key_type, config.batch_size, 2, found)  # INSERT ... SELECT and DELETE (or read, DELETE)
+    if dest is not None:
+        check_packet(dest, key_type, config.batch_size, 1, found)  # the lookup of the archived copies
+    plan = TablePlan(config.source_table, config.archive_table, key, copied, key_type, config.guard,
+                     source_index=indexes[0], archive_index=indexes[1], recomputed=recomputed,
+                     children=children)
+    for name in plan.key:
+        if name not in plan.column_names and not found.problems:
+            found.problems.append(f"key column `{name}` is not copied")
+    if not found.problems:  # the EXPLAINs would only repeat a column problem as a grant problem
+        check_privileges(db, archive_db, plan, found)
+    if config.guard and not found.problems:
+        check_guard(db, plan, found)
+    if not found.problems:
+        found.plan = plan
 
 
 def run_preflight(db: Database, config: Config, dest: Database | None = None) -> Preflight:
@@ -5159,7 +5166,7 @@ class Tracking:
         """The tracking writes of a batch (or of a part of it: `earlier` parts of this run came
         before, `settled` keys are done with this one); they run inside its transaction and commit
         with it. The file's and run's counts grow by this part."""
-        counts, whole = outcome.counts.values(), merged(earlier, outcome)
+        counts, whole = outcome.counts.values(), merge_outcomes(earlier, outcome)
         statements = [self.batch_row(file_context, batch, whole, earlier is None, settled), (
             ("UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET "
              f"f.processed_batches = %s, f.last_processed_batch = %s, {added_counts('f.')}, "
@@ -5305,45 +5312,6 @@ class Tracking:
             return 0
         return int(self.db.read(f"SELECT COUNT(*) FROM conflict_logs WHERE job = %s AND status = 'OPEN' "
                                 f"AND {condition}", (self.config.job,))[0][0])
-
-    def newest_run(self) -> dict[str, Any] | None:
-        """This job's newest run."""
-        rows = self.db.query_dicts(f"SELECT {RUN_COLUMNS}, {RUN_COLUMNS_UTC[self.layout]}, "
-                                   f"{RUN_COLUMNS_EXIT[self.version >= 4]} FROM process_logs "
-                                   "WHERE job = %s "
-                                   "ORDER BY id DESC LIMIT 1", (self.config.job,))
-        return rows[0] if rows else None
-
-    def did_work(self, run_id: int) -> bool:
-        """Whether a run moved or counted a row, ran a batch, met a file it could not archive, or
-        settled a conflict."""
-        return bool(self.db.query(f"SELECT 1 FROM process_logs p WHERE p.id = %s AND {DID_WORK_SQL}",
-                                  (run_id,)))
-
-    def last_run_with_work(self) -> dict[str, Any] | None:
-        """The newest run of the job that did something (a nightly no-op must not hide it)."""
-        rows = self.db.query_dicts(
-            f"SELECT {RUN_COLUMNS}, {RUN_COLUMNS_UTC[self.layout]}, {RUN_COLUMNS_EXIT[self.version >= 4]} "
-            "FROM process_logs p WHERE job = %s AND "
-            "(status <> 'COMPLETED' OR "
-            f"{DID_WORK_SQL}) ORDER BY id DESC LIMIT 1", (self.config.job,))
-        return rows[0] if rows else None
-
-    def run_files(self, run_id: int) -> list[dict[str, Any]]:
-        """A run's files, in the order it met them."""
-        return self.db.query_dicts(
-            "SELECT file_name AS file, status, processed_batches, total_batches, rows_archived, "
-            "rows_deleted, conflicts, not_found, error_message AS error FROM file_processing_logs "
-            "WHERE process_log_id = %s ORDER BY id", (run_id,))
-
-    def problem_batches(self) -> list[dict[str, Any]]:
-        """This job's ten latest failed or duplicate-meeting batches."""
-        return self.db.query_dicts(
-            "SELECT b.process_log_id AS run, b.file_name, b.batch_number AS batch, b.status, b.duplicates, "
-            "b.conflicts, LEFT(COALESCE(b.error_message, b.conflict_keys, ''), 120) AS detail, b.created_at "
-            "FROM batch_processing_logs b JOIN process_logs p ON p.id = b.process_log_id WHERE p.job = %s "
-            "AND b.status IN ('FAILED', 'COMPLETED_WITH_DUPLICATES') ORDER BY b.id DESC LIMIT 10",
-            (self.config.job,))
 
 
 # --------------------------------------------------------------------------- one batch
@@ -5539,15 +5507,130 @@ class SameServer(Mover):
     def __init__(self, db: Database, plan: TablePlan, tracking: Tracking):
         super().__init__(db, plan, tracking)
         self.spans = True  # whether sparse integer keys may go as one range with a filter
-        self.moved: dict[str, list[int]] = {}  # the last family batch's child rows: archived, deleted, twins
 
     def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
-        """Lock the keys' source rows (and their child rows); sort them into new, identical twin,
-        conflict, or held by the guard."""
-        found = self.classify_rows(keys, lock)
-        if self.plan.children:
-            self.classify_children(found, lock)
+        """Lock the keys' source rows; sort them into new, identical twin, conflict, or held by the guard."""
+        condition, params = self.plan.condition(keys, "s")
+        listed = self.plan.keys_by_bytes(keys)
+        found = Classified()
+        rows = self.db.query(self.plan.classify_sql(condition, lock), params)
+        for raw, passes_guard, archived, same in rows:
+            key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
+            if not passes_guard:  # held back, yet archived too: in both tables, for a human
+                (found.conflicts if archived else found.skipped).append(key)
+            elif not archived:
+                found.to_copy.append(key)
+            elif same:
+                found.identical.append(key)
+            else:
+                found.conflicts.append(key)
         return found
+
+    def carefully(self, keys: Sequence[Key]) -> tuple[Counters, Classified]:
+        """Lock and compare each row: copy new ones, drop identical twins, keep conflicts."""
+        self.guarded([])
+        found = self.classify(keys)
+        copied = deleted = twins = 0
+        if found.to_copy:
+            condition, params = self.plan.condition(found.to_copy)
+            copied = self.db.execute(self.plan.insert_sql(condition), params)
+            deleted = self.db.execute(self.plan.delete_sql(condition, len(found.to_copy)), params)
+            checked("copied", len(found.to_copy), copied)
+            checked("deleted", len(found.to_copy), deleted)
+        if found.identical:  # compared under the FOR UPDATE locks taken by classify: still identical
+            condition, params = self.plan.condition(found.identical)
+            twins = self.db.execute(self.plan.delete_sql(condition, len(found.identical)), params)
+            checked("deleted as identical twins", len(found.identical), twins)
+        self.recheck_references()
+        return found.counts(keys, copied, deleted + twins), found
+
+    def batch(self, batch: Batch) -> BatchOutcome:
+        """Move one batch inside the open transaction; return its counts and conflicting keys.
+
+        The fast path renews the run lock, copies, then deletes the batch's keys in one
+        round trip (sparse integer keys as one range, when a locking read shows it holds
+        only listed rows). A duplicate key, a guard or a count mismatch sends the batch
+        down the careful path, which locks and compares every row first.
+        """
+        if not self.plan.guard:
+            try:
+                span = self.plan.span_of(batch.keys) if self.spans else None
+                outcome = self.by_span(batch, span) if span else None
+                if outcome is None:
+                    condition, params = self.plan.condition(batch.keys)
+                    outcome = self.move(batch, condition, params)
+                if outcome is not None:
+                    return outcome
+            except mysql.connector.Error as exc:
+                if exc.errno != ER_DUP_ENTRY:
+                    raise
+            self.db.rollback()
+        return outcome_of_batch(*self.carefully(batch.keys))
+
+    def by_span(self, batch: Batch, span: Span) -> BatchOutcome | None:
+        """The batch as one filtered key range, if the range holds no unlisted row.
+
+        One round trip: the count goes into a session variable, and the INSERT and DELETE
+        are conditioned on it being 0 (a constant to the optimizer: when it is not, they
+        read and lock nothing).
+        """
+        condition = f"{span.condition} AND @archive_py_unlisted = 0 AND {GATED}"
+        _, copied, deleted, [(unlisted,)] = self.guarded([
+            (span.unlisted_sql, ()), (self.plan.insert_sql(condition), ()),
+            (self.plan.delete_sql(condition, len(set(batch.keys))), ()), ("SELECT @archive_py_unlisted", ())])
+        if unlisted:  # interleaved with live rows: key lists, which lock only the listed rows
+            self.db.rollback()
+            self.spans = False
+            return None
+        return self.counted(batch, copied, deleted)
+
+    def move(self, batch: Batch, condition: str, params: tuple[Any, ...]) -> BatchOutcome | None:
+        """Copy then delete by `condition` in one round trip; None (rolled back) if the counts differ.
+
+        INSERT ... SELECT takes shared locks on the rows it copies, so the DELETE removes
+        exactly those rows unless a row came into being in between: then the counts differ.
+        """
+        gated = f"({condition}) AND {GATED}"
+        copied, deleted = self.guarded([(self.plan.insert_sql(gated), params),
+                                        (self.plan.delete_sql(gated, len(set(batch.keys))), params)])
+        return self.counted(batch, copied, deleted)
+
+    def counted(self, batch: Batch, copied: int, deleted: int) -> BatchOutcome | None:
+        """The fast path's outcome, or None (rolled back) when the two counts differ."""
+        if copied != deleted:
+            self.db.rollback()
+            return None
+        counts = Counters(batches=1, archived=copied, deleted=deleted,
+                          not_found=len(set(batch.keys)) - copied)
+        return BatchOutcome(counts, (), "COMPLETED")
+
+    def rollback(self) -> None:
+        """Undo the open transaction."""
+        self.db.rollback()
+
+
+# --------------------------------------------------------------------------- child tables
+
+class Family(SameServer):
+    """Archiving a source table with its [child NAME] tables: a batch moves each listed row with
+    every row below it, in one transaction. Every batch takes the careful path: a child row
+    archived with a different copy makes its listed row a conflict, and its whole family stays."""
+
+    def __init__(self, db: Database, plan: TablePlan, tracking: Tracking):
+        super().__init__(db, plan, tracking)
+        self.moved: dict[str, list[int]] = {}  # the last batch's child rows: archived, deleted, twins
+
+    def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
+        """Lock the keys' source rows and their child rows; sort them as SameServer does, a key
+        with a differing archived child row being a conflict."""
+        found = super().classify(keys, lock)
+        self.classify_children(found, lock)
+        return found
+
+    def carefully(self, keys: Sequence[Key]) -> tuple[Counters, Classified]:
+        """Lock and compare each row and its child rows: move new families, keep conflicting ones."""
+        self.guarded([])
+        return self.move_family(keys, self.classify(keys))
 
     def classify_children(self, found: Classified, lock: bool) -> None:
         """Lock and count each moving row's child rows, table by table from the top; a child row
@@ -5571,71 +5654,7 @@ class SameServer(Mover):
         found.to_copy = [k for k in found.to_copy if k not in found.details]
         found.identical = [k for k in found.identical if k not in found.details]
 
-    def classify_rows(self, keys: Sequence[Key], lock: bool = True) -> Classified:
-        """Lock the keys' source rows; sort them into new, identical twin, conflict, or held by the guard."""
-        condition, params = self.plan.condition(keys, "s")
-        listed = self.plan.keys_by_bytes(keys)
-        found = Classified()
-        rows = self.db.query(self.plan.classify_sql(condition, lock), params)
-        for raw, passes_guard, archived, same in rows:
-            key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
-            if not passes_guard:  # held back, yet archived too: in both tables, for a human
-                (found.conflicts if archived else found.skipped).append(key)
-            elif not archived:
-                found.to_copy.append(key)
-            elif same:
-                found.identical.append(key)
-            else:
-                found.conflicts.append(key)
-        return found
-
-    def carefully(self, keys: Sequence[Key]) -> tuple[Counters, Classified]:
-        """Lock and compare each row: copy new ones, drop identical twins, keep conflicts."""
-        self.guarded([])
-        found = self.classify(keys)
-        if self.plan.children:
-            return self.move_family(keys, found)
-        copied = deleted = twins = 0
-        if found.to_copy:
-            condition, params = self.plan.condition(found.to_copy)
-            copied = self.db.execute(self.plan.insert_sql(condition), params)
-            deleted = self.db.execute(self.plan.delete_sql(condition, len(found.to_copy)), params)
-            checked("copied", len(found.to_copy), copied)
-            checked("deleted", len(found.to_copy), deleted)
-        if found.identical:  # compared under the FOR UPDATE locks taken by classify: still identical
-            condition, params = self.plan.condition(found.identical)
-            twins = self.db.execute(self.plan.delete_sql(condition, len(found.identical)), params)
-            checked("deleted as identical twins", len(found.identical), twins)
-        self.recheck_references()
-        return found.counts(keys, copied, deleted + twins), found
-
     def batch(self, batch: Batch) -> BatchOutcome:
-        """Move one batch inside the open transaction; return its counts and conflicting keys.
-
-        The fast path renews the run lock, copies, then deletes the batch's keys in one
-        round trip (sparse integer keys as one range, when a locking read shows it holds
-        only listed rows). A duplicate key, a guard or a count mismatch sends the batch
-        down the careful path, which locks and compares every row first. With child tables every
-        batch takes the careful path (family_batch).
-        """
-        if self.plan.children:
-            return self.family_batch(batch)
-        if not self.plan.guard:
-            try:
-                span = self.plan.span_of(batch.keys) if self.spans else None
-                outcome = self.by_span(batch, span) if span else None
-                if outcome is None:
-                    condition, params = self.plan.condition(batch.keys)
-                    outcome = self.move(batch, condition, params)
-                if outcome is not None:
-                    return outcome
-            except mysql.connector.Error as exc:
-                if exc.errno != ER_DUP_ENTRY:
-                    raise
-            self.db.rollback()
-        return outcome_of_batch(*self.carefully(batch.keys))
-
-    def family_batch(self, batch: Batch) -> BatchOutcome:
         """The batch with its child rows, as many of its keys (from the first) as fit max_batch_rows:
         the rest is the next part of the batch (BatchOutcome.keys_done).
 
@@ -5697,47 +5716,6 @@ class SameServer(Mover):
         checked("deleted", len(moving), deleted)
         self.recheck_references()
         return found.counts(keys, copied, deleted), found
-
-    def by_span(self, batch: Batch, span: Span) -> BatchOutcome | None:
-        """The batch as one filtered key range, if the range holds no unlisted row.
-
-        One round trip: the count goes into a session variable, and the INSERT and DELETE
-        are conditioned on it being 0 (a constant to the optimizer: when it is not, they
-        read and lock nothing).
-        """
-        condition = f"{span.condition} AND @archive_py_unlisted = 0 AND {GATED}"
-        _, copied, deleted, [(unlisted,)] = self.guarded([
-            (span.unlisted_sql, ()), (self.plan.insert_sql(condition), ()),
-            (self.plan.delete_sql(condition, len(set(batch.keys))), ()), ("SELECT @archive_py_unlisted", ())])
-        if unlisted:  # interleaved with live rows: key lists, which lock only the listed rows
-            self.db.rollback()
-            self.spans = False
-            return None
-        return self.counted(batch, copied, deleted)
-
-    def move(self, batch: Batch, condition: str, params: tuple[Any, ...]) -> BatchOutcome | None:
-        """Copy then delete by `condition` in one round trip; None (rolled back) if the counts differ.
-
-        INSERT ... SELECT takes shared locks on the rows it copies, so the DELETE removes
-        exactly those rows unless a row came into being in between: then the counts differ.
-        """
-        gated = f"({condition}) AND {GATED}"
-        copied, deleted = self.guarded([(self.plan.insert_sql(gated), params),
-                                        (self.plan.delete_sql(gated, len(set(batch.keys))), params)])
-        return self.counted(batch, copied, deleted)
-
-    def counted(self, batch: Batch, copied: int, deleted: int) -> BatchOutcome | None:
-        """The fast path's outcome, or None (rolled back) when the two counts differ."""
-        if copied != deleted:
-            self.db.rollback()
-            return None
-        counts = Counters(batches=1, archived=copied, deleted=deleted,
-                          not_found=len(set(batch.keys)) - copied)
-        return BatchOutcome(counts, (), "COMPLETED")
-
-    def rollback(self) -> None:
-        """Undo the open transaction."""
-        self.db.rollback()
 
 
 # --------------------------------------------------------------------------- the batch transaction
@@ -5859,7 +5837,7 @@ def commit_part(context: RunContext, file_context: FileContext, batch: Batch, ea
         tracked = context.tracking.batch_statements(file_context, batch, outcome, earlier, settled)
         context.db.execute_script(tracked + [("COMMIT", ())])
         context.tracking.lock.last_beat = time.monotonic()
-        return merged(earlier, outcome), settled
+        return merge_outcomes(earlier, outcome), settled
 
     def recover() -> tuple[BatchOutcome, int] | None:
         committed = context.tracking.committed_batch(file_context, batch.number)
@@ -6199,6 +6177,48 @@ def recheck_conflicts(context: RunContext) -> Counters:
 
 
 # --------------------------------------------------------------------------- job reports
+
+def newest_run(tracking: Tracking) -> dict[str, Any] | None:
+    """This job's newest run."""
+    rows = tracking.db.query_dicts(f"SELECT {RUN_COLUMNS}, {RUN_COLUMNS_UTC[tracking.layout]}, "
+                                   f"{RUN_COLUMNS_EXIT[tracking.version >= 4]} FROM process_logs "
+                                   "WHERE job = %s ORDER BY id DESC LIMIT 1", (tracking.config.job,))
+    return rows[0] if rows else None
+
+
+def did_work(tracking: Tracking, run_id: int) -> bool:
+    """Whether a run moved or counted a row, ran a batch, met a file it could not archive, or
+    settled a conflict."""
+    return bool(tracking.db.query(f"SELECT 1 FROM process_logs p WHERE p.id = %s AND {DID_WORK_SQL}",
+                                  (run_id,)))
+
+
+def last_run_with_work(tracking: Tracking) -> dict[str, Any] | None:
+    """The newest run of the job that did something (a nightly no-op must not hide it)."""
+    rows = tracking.db.query_dicts(
+        f"SELECT {RUN_COLUMNS}, {RUN_COLUMNS_UTC[tracking.layout]}, "
+        f"{RUN_COLUMNS_EXIT[tracking.version >= 4]} FROM process_logs p WHERE job = %s AND "
+        f"(status <> 'COMPLETED' OR {DID_WORK_SQL}) ORDER BY id DESC LIMIT 1", (tracking.config.job,))
+    return rows[0] if rows else None
+
+
+def run_files(tracking: Tracking, run_id: int) -> list[dict[str, Any]]:
+    """A run's files, in the order it met them."""
+    return tracking.db.query_dicts(
+        "SELECT file_name AS file, status, processed_batches, total_batches, rows_archived, "
+        "rows_deleted, conflicts, not_found, error_message AS error FROM file_processing_logs "
+        "WHERE process_log_id = %s ORDER BY id", (run_id,))
+
+
+def problem_batches(tracking: Tracking) -> list[dict[str, Any]]:
+    """This job's ten latest failed or duplicate-meeting batches."""
+    return tracking.db.query_dicts(
+        "SELECT b.process_log_id AS run, b.file_name, b.batch_number AS batch, b.status, b.duplicates, "
+        "b.conflicts, LEFT(COALESCE(b.error_message, b.conflict_keys, ''), 120) AS detail, b.created_at "
+        "FROM batch_processing_logs b JOIN process_logs p ON p.id = b.process_log_id WHERE p.job = %s "
+        "AND b.status IN ('FAILED', 'COMPLETED_WITH_DUPLICATES') ORDER BY b.id DESC LIMIT 10",
+        (tracking.config.job,))
+
 
 def open_rows_by_file(tracking: Tracking, kind: str = "CONFLICT", first: int = SHOWN_KEYS
                       ) -> list[tuple[str, int, list[str]]]:
@@ -6865,8 +6885,10 @@ def write_header(config: Config, log: TextLog, state: RunState) -> None:
 
 
 def make_mover(tracking: Tracking, plan: TablePlan, dest: Database | None) -> Mover:
-    """Within one server, or into the destination server."""
-    return OtherServer(tracking.db, dest, plan, tracking) if dest else SameServer(tracking.db, plan, tracking)
+    """Within one server (with the child tables, if any), or into the destination server."""
+    if dest:
+        return OtherServer(tracking.db, dest, plan, tracking)
+    return Family(tracking.db, plan, tracking) if plan.children else SameServer(tracking.db, plan, tracking)
 
 
 def open_run(config: Config, tracking: Tracking, dest: Database | None, log: TextLog, reporter: Reporter,
@@ -7114,7 +7136,7 @@ def status_metrics(db: Database, tracking: Tracking, newest: dict[str, Any], rep
                    ) -> dict[str, Any]:
     """The metrics file's values for the job's newest run, read from the tracking tables."""
     running = newest["status"] == "RUNNING"
-    files = tracking.run_files(newest["id"])
+    files = run_files(tracking, newest["id"])
     elapsed = run_seconds(db, newest, running)
     values = {
         "last_run_status": newest["status"], "last_run_exit_code": newest["exit_code"],
@@ -7140,11 +7162,11 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
         tracking = read_only_tracking(db, config)
         if tracking is None or tracking.legacy:
             return None
-        newest = tracking.newest_run()
+        newest = newest_run(tracking)
         if newest is None:
             return None
-        shown = newest if newest["status"] != "COMPLETED" or tracking.did_work(newest["id"]) else (
-            tracking.last_run_with_work() or newest)
+        shown = newest if newest["status"] != "COMPLETED" or did_work(tracking, newest["id"]) else (
+            last_run_with_work(tracking) or newest)
         report = json_rows([shown])[0]
         report["run_id"] = report.pop("id")
         running = shown["status"] == "RUNNING"
@@ -7156,12 +7178,12 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
         report["latest_run"] = None if shown is newest else {
             "run_id": newest["id"], "status": newest["status"],
             "started": json_value(newest["start_time"])}
-        report["files"] = json_rows(tracking.run_files(shown["id"]))
+        report["files"] = json_rows(run_files(tracking, shown["id"]))
         report["open_conflicts"] = [{"file": name, "keys": n, "first_keys": first}
                                     for name, n, first in open_rows_by_file(tracking)]
         report["held_rows"] = [{"file": name, "keys": n, "first_keys": first}
                                for name, n, first in open_rows_by_file(tracking, "HELD")]
-        report["problem_batches"] = json_rows(tracking.problem_batches())
+        report["problem_batches"] = json_rows(problem_batches(tracking))
         report["metrics"] = status_metrics(db, tracking, newest, report)
         return {"format_version": STATUS_FORMAT, **report}
 
@@ -7305,9 +7327,10 @@ def load_limit_problems(db: Database, config: Config) -> list[str]:
 def child_lines(plan: TablePlan) -> list[str]:
     """--check's line for each child table: what moves with what, compared by which key."""
     parents = {c.name: c.source for c in plan.children}
-    return [f"ok: child `{c.source}` -> `{c.archive}` moves with `{parents.get(c.parent or '', plan.source)}` "
-            f"({', '.join(c.parent_columns)} = {', '.join(c.parent_key)}), compared by its key "
-            f"({', '.join(c.key)}), {plural(len(c.columns), 'column')} copied" for c in plan.children]
+    return [f"ok: child `{c.source}` -> `{c.archive}` moves with "
+            f"`{parents.get(c.parent or '', plan.source)}` ({', '.join(c.parent_columns)} = "
+            f"{', '.join(c.parent_key)}), compared by its key ({', '.join(c.key)}), "
+            f"{plural(len(c.columns), 'column')} copied" for c in plan.children]
 
 
 def check_command(config: Config, out: Any = None, verbose: bool = False) -> int:

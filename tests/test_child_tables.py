@@ -63,19 +63,20 @@ def test_child_sections_are_read_parents_first(tmp_path):
      "[child items] parent_columns: is required"),
     ("[child items]\nsource_table = order_items\narchive_table = a\nparent_columns = x\nparent = nope\n",
      "[child items] parent: no section [child nope]"),
-    ("[child a]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\nparent = b\n"
-     "[child b]\nsource_table = t2\narchive_table = t2a\nparent_columns = x\nparent = a\n",
+    (("[child a]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\nparent = b\n"
+      "[child b]\nsource_table = t2\narchive_table = t2a\nparent_columns = x\nparent = a\n"),
      "the parents form a cycle"),
     ("[child items]\nsource_table = orders_archive\narchive_table = a\nparent_columns = x\n",
      "`orders_archive` is already [archive] archive_table"),
-    ("[child a]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\n"
-     "[child b]\nsource_table = t1\narchive_table = t2a\nparent_columns = x\n",
+    (("[child a]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\n"
+      "[child b]\nsource_table = t1\narchive_table = t2a\nparent_columns = x\n"),
      "[child b] source_table: `t1` is already [child a] source_table"),
     ("[child it;ems]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\n",
      "NAME must be a plain identifier"),
-    ("[child items]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\n"
-     "[destination]\ndatabase = far\n", "cannot yet be archived into another server"),
-    ("[child items]\nsource_table = t1\narchive_table = t1a\nparent_columns = a, a\n", "names a more than once"),
+    (("[child items]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\n"
+      "[destination]\ndatabase = far\n"), "cannot yet be archived into another server"),
+    ("[child items]\nsource_table = t1\narchive_table = t1a\nparent_columns = a, a\n",
+     "names a more than once"),
 ])
 def test_a_bad_child_section_is_refused_naming_it(tmp_path, extra, message):
     with pytest.raises(archive.ConfigError) as raised:
@@ -87,11 +88,11 @@ def test_a_batch_of_parts_is_recorded_as_one_batch():
     one = archive.BatchOutcome(archive.Counters(1, 5, 5, 1), (3,), "COMPLETED_WITH_DUPLICATES", (),
                                5, (("items", 10, 11, 1),), ((3, "why"),))
     two = archive.BatchOutcome(archive.Counters(1, 4, 4), (), "COMPLETED", (9,), 5, (("items", 8, 8, 0),))
-    whole = archive.merged(one, two)
+    whole = archive.merge_outcomes(one, two)
     assert whole.counts == archive.Counters(1, 9, 9, 1)
     assert whole.tables == (("items", 18, 19, 1),) and whole.status == "COMPLETED_WITH_DUPLICATES"
     assert whole.conflicts == (3,) and whole.held == (9,) and whole.details == ((3, "why"),)
-    assert archive.merged(None, two) is two
+    assert archive.merge_outcomes(None, two) is two
 
 
 # --------------------------------------------------------------------------- the real server
@@ -102,8 +103,8 @@ FAMILY = (
     ("CREATE TABLE order_items (id INT PRIMARY KEY, order_id INT NOT NULL, sku VARCHAR(20) COLLATE "
      "utf8mb4_general_ci, qty INT, KEY (order_id), CONSTRAINT fk_item_order FOREIGN KEY (order_id) "
      "REFERENCES orders (id) ON DELETE RESTRICT)"),
-    "CREATE TABLE order_items_archive (id INT PRIMARY KEY, order_id INT NOT NULL, sku VARCHAR(20) COLLATE "
-    "utf8mb4_general_ci, qty INT, KEY (order_id))",
+    ("CREATE TABLE order_items_archive (id INT PRIMARY KEY, order_id INT NOT NULL, sku VARCHAR(20) COLLATE "
+     "utf8mb4_general_ci, qty INT, KEY (order_id))"),
     ("CREATE TABLE item_options (item_id INT NOT NULL, opt VARCHAR(10) NOT NULL, val VARCHAR(20), "
      "PRIMARY KEY (item_id, opt), CONSTRAINT fk_opt_item FOREIGN KEY (item_id) REFERENCES order_items (id) "
      "ON DELETE CASCADE)"),
@@ -152,8 +153,8 @@ def test_a_three_level_family_moves_exactly_with_its_listed_parents(db, tmp_path
     assert sorted(family_of(db, "item_options_archive")) == sorted(
         r for r in before["item_options"] if r[0] in {i[0] for i in items})
     assert db.scalar("SELECT COUNT(*) FROM order_items WHERE order_id IN (2, 3, 5, 8, 13, 21, 34)") == 0
-    counts = [json.loads(t) for (t,) in db.query("SELECT table_counts FROM batch_processing_logs ORDER BY "
-                                                  "batch_number")]
+    counts = [json.loads(t) for (t,) in db.query(
+        "SELECT table_counts FROM batch_processing_logs ORDER BY batch_number")]
     assert sum(c["items"]["archived"] for c in counts) == len(items) == 21
     assert sum(c["options"]["deleted"] for c in counts) == 2 * sum(1 for i in items if i[0] % 2 == 0)
     assert "child rows archived items 21, options 22" in result.stdout
@@ -181,7 +182,8 @@ def test_a_composite_parent_key_joins_on_every_column_in_key_order(db, tmp_path)
 
 def test_a_differing_archived_child_keeps_its_whole_family_until_resolved(db, tmp_path):
     config = family_job(db, tmp_path, 10, [4, 5, 6])
-    db.execute("INSERT INTO order_items_archive SELECT id, order_id, sku, qty + 1 FROM order_items WHERE id = 12")
+    db.execute("INSERT INTO order_items_archive SELECT id, order_id, sku, qty + 1 FROM order_items "
+               "WHERE id = 12")
     db.execute("INSERT INTO order_items_archive SELECT * FROM order_items WHERE id = 13")  # an identical twin
     db.execute("INSERT INTO order_items_archive SELECT id, order_id, 'SKU15', qty FROM order_items "
                "WHERE id = 15")  # 'SKU15' = 'sku15' by collation, yet another value
@@ -216,12 +218,15 @@ def test_max_batch_rows_moves_a_batch_in_parts_and_a_kill_between_them_resumes_e
     wait_until(lambda: db.table_exists("batch_processing_logs") and db.scalar(
         "SELECT COUNT(*) FROM batch_processing_logs WHERE status = 'PARTIAL'"), timeout=60,
         message="the first part's commit")
-    wait_until(lambda: db.scalar("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = "
-                                 "'LOCK WAIT'"), timeout=60, message="the second part to wait for its lock")
+    wait_until(lambda: db.scalar(
+        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON "
+        "p.ID = t.trx_mysql_thread_id WHERE t.trx_state = 'LOCK WAIT' AND p.DB = %s", (db.name,)),
+        timeout=60, message="the second part to wait for its lock")
     kill_process_group(proc, signal.SIGKILL)
     holder.rollback()
     holder.close()
-    assert db.query("SELECT batch_number, keys_in_batch, rows_archived FROM batch_processing_logs") == [(1, 5, 5)]
+    parts = db.query("SELECT batch_number, keys_in_batch, rows_archived FROM batch_processing_logs")
+    assert parts == [(1, 5, 5)]
     result = run_cli(config)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert "Resuming batch 1 at key 6" in result.stdout
@@ -248,7 +253,8 @@ def test_a_parent_whose_family_alone_is_over_max_batch_rows_fails_its_file_namin
 
 def test_dry_run_predicts_a_conflict_in_a_child_row(db, tmp_path):
     config = family_job(db, tmp_path, 10, [4, 5])
-    db.execute("INSERT INTO order_items_archive SELECT id, order_id, sku, qty + 1 FROM order_items WHERE id = 12")
+    db.execute("INSERT INTO order_items_archive SELECT id, order_id, sku, qty + 1 FROM order_items "
+               "WHERE id = 12")
     result = run_cli(config, "--dry-run", "--json")
     assert result.returncode == 0, (result.stdout, result.stderr)
     totals = json.loads(result.stdout)["total"]
@@ -263,10 +269,10 @@ def test_dry_run_predicts_a_conflict_in_a_child_row(db, tmp_path):
      "`order_items_archive` needs a unique key on (id)"),
     ("ALTER TABLE order_items_archive DROP COLUMN qty", "[child items]: archive table has no column `qty`"),
     ("ALTER TABLE item_options ENGINE=MyISAM", "`item_options` must be a transactional base table"),
-    ("CREATE TABLE notes (id INT PRIMARY KEY, item INT, FOREIGN KEY (item) REFERENCES order_items (id) "
-     "ON DELETE CASCADE)", "[child items]: deleting rows of `order_items` changes child tables"),
-    ("ALTER TABLE item_options ADD COLUMN other INT, ADD CONSTRAINT fk_other FOREIGN KEY (other) "
-     "REFERENCES order_items (id) ON DELETE SET NULL", "fk_other: ON DELETE SET NULL"),
+    (("CREATE TABLE notes (id INT PRIMARY KEY, item INT, FOREIGN KEY (item) REFERENCES order_items (id) "
+      "ON DELETE CASCADE)"), "[child items]: deleting rows of `order_items` changes child tables"),
+    (("ALTER TABLE item_options ADD COLUMN other INT, ADD CONSTRAINT fk_other FOREIGN KEY (other) "
+      "REFERENCES order_items (id) ON DELETE SET NULL"), "fk_other: ON DELETE SET NULL"),
 ])
 def test_the_preflight_refuses_a_child_it_cannot_move_exactly(db, tmp_path, change, message):
     config = family_job(db, tmp_path, 3, [1])

@@ -18,6 +18,13 @@ def test_every_config_key_is_documented_in_the_readme():
         assert f"| `[{option.section}] {option.key}` |" in README, f"[{option.section}] {option.key}"
 
 
+def test_every_child_key_is_documented_and_in_the_example_config():
+    example = (REPO / "config.ini.example").read_text()
+    for option in archive.CHILD_OPTIONS:
+        assert f"| `[child NAME] {option.key}` |" in README, option.key
+        assert re.search(rf"^; {option.key} =", example, re.M), option.key
+
+
 def test_every_config_key_is_in_the_example_config():
     example = (REPO / "config.ini.example").read_text()
     for option in archive.OPTIONS:
