@@ -4280,6 +4280,27 @@ def child_tables_ok(db: Database, spec: ChildSpec, found: Preflight) -> bool:
     return not found.problems
 
 
+def check_parent_columns(spec: ChildSpec, source: list[dict[str, Any]], parent: list[dict[str, Any]],
+                         parent_key: tuple[str, ...], found: Preflight) -> None:
+    """parent_columns hold the parent's key: as many, and each of its key column's type, character
+    set and collation, so that `=` between them means what a foreign key would (a case-insensitive
+    child column would also take a case-sensitive parent's 'A' for 'a': another parent's rows)."""
+    mine = {c["name"].lower(): c for c in source}
+    theirs = {c["name"].lower(): c for c in parent}
+    if len(spec.parent_columns) != len(parent_key) or any(c.lower() not in mine for c in spec.parent_columns):
+        found.problems.append(f"parent_columns {', '.join(spec.parent_columns)} must be {len(parent_key)} "
+                              f"column(s) of `{spec.source_table}` holding the parent's key "
+                              f"({', '.join(parent_key)}), in that order")
+        return
+    for name, key in zip(spec.parent_columns, parent_key):
+        column, twin = mine[name.lower()], theirs[key.lower()]
+        if not same_type(column, twin) or column["collation"] != twin["collation"]:
+            found.problems.append(f"`{spec.source_table}`.`{name}` is {describe_type(column)} "
+                                  f"{column['collation'] or ''} but the parent's `{key}` is "
+                                  f"{describe_type(twin)} {twin['collation'] or ''}: they must be the same "
+                                  "type and collation, as for a foreign key".replace("  ", " "))
+
+
 def examine_child(db: Database, config: Config, spec: ChildSpec, parent_key: tuple[str, ...],
                   found: Preflight, innodb: bool) -> ChildPlan | None:
     """One [child NAME] table: like the source, a key of its own, its archive's columns, no side
@@ -4292,12 +4313,10 @@ def examine_child(db: Database, config: Config, spec: ChildSpec, parent_key: tup
     copied, recomputed = compare_columns(source, archive, own)
     check_recomputing_collations(source, archive, recomputed, own)
     names = {c["name"].lower(): str(c["name"]) for c in source}
-    missing = [c for c in spec.parent_columns if c.lower() not in names]
-    if missing or len(spec.parent_columns) != len(parent_key):
-        own.problems.append(f"parent_columns {', '.join(spec.parent_columns)} must be {len(parent_key)} "
-                            f"column(s) of `{spec.source_table}` holding the parent's key "
-                            f"({', '.join(parent_key)}), in that order")
-    elif not has_leading_index(db, spec.source_table, spec.parent_columns):
+    parent_table = next((c.source_table for c in config.children if c.name == spec.parent), config.source_table)
+    before = len(own.problems)
+    check_parent_columns(spec, source, fetch_columns(db, parent_table), parent_key, own)
+    if len(own.problems) == before and not has_leading_index(db, spec.source_table, spec.parent_columns):
         own.problems.append(f"`{spec.source_table}` has no index starting with "
                             f"({', '.join(spec.parent_columns)}): every batch would read and lock the "
                             "whole table; add one (a foreign key makes one)")

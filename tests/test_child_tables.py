@@ -265,6 +265,8 @@ def test_dry_run_predicts_a_conflict_in_a_child_row(db, tmp_path):
 @pytest.mark.parametrize("change, message", [
     ("ALTER TABLE order_items DROP FOREIGN KEY fk_item_order, DROP KEY order_id",
      "`order_items` has no index starting with (order_id)"),
+    ("ALTER TABLE order_items DROP FOREIGN KEY fk_item_order, MODIFY order_id BIGINT NOT NULL",
+     "`order_items`.`order_id` is bigint(20) but the parent's `id` is int(11)"),
     ("ALTER TABLE order_items_archive DROP PRIMARY KEY",
      "`order_items_archive` needs a unique key on (id)"),
     ("ALTER TABLE order_items_archive DROP COLUMN qty", "[child items]: archive table has no column `qty`"),
@@ -295,3 +297,23 @@ def test_check_names_each_child_and_an_unlisted_cascading_child_is_refused(db, t
     refused = run_cli(config, "--check")
     assert refused.returncode == 1
     assert "item_options (fk_opt_item: ON DELETE CASCADE" in refused.stdout
+
+
+def test_a_child_column_of_another_collation_than_its_parents_key_is_refused(db, tmp_path):
+    db.execute("CREATE TABLE codes (code VARCHAR(5) COLLATE utf8mb4_bin PRIMARY KEY)")
+    db.execute("CREATE TABLE codes_archive LIKE codes")
+    db.execute("CREATE TABLE uses (id INT PRIMARY KEY, code VARCHAR(5) COLLATE utf8mb4_general_ci, "
+               "KEY (code))")
+    db.execute("CREATE TABLE uses_archive LIKE uses")
+    db.execute("INSERT INTO codes VALUES ('a'), ('A')")
+    db.execute("INSERT INTO uses VALUES (1, 'a'), (2, 'A')")  # 'A' = 'a' under general_ci: not a's
+    config = write_config(tmp_path, db, archive__source_table="codes", archive__archive_table="codes_archive",
+                          archive__key_column="code", archive__csv_column=None,
+                          **{"child u__source_table": "uses", "child u__archive_table": "uses_archive",
+                             "child u__parent_columns": "code"})
+    (tmp_path / "csv" / "k.csv").write_text('code\n"a"\n')
+    result = run_cli(config)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert ("`uses`.`code` is varchar(5) utf8mb4 utf8mb4_general_ci but the parent's `code` is varchar(5) "
+            "utf8mb4 utf8mb4_bin") in result.stderr
+    assert db.count("uses") == 2 and db.count("codes") == 2
