@@ -4313,7 +4313,8 @@ def examine_child(db: Database, config: Config, spec: ChildSpec, parent_key: tup
     copied, recomputed = compare_columns(source, archive, own)
     check_recomputing_collations(source, archive, recomputed, own)
     names = {c["name"].lower(): str(c["name"]) for c in source}
-    parent_table = next((c.source_table for c in config.children if c.name == spec.parent), config.source_table)
+    parent_table = next((c.source_table for c in config.children if c.name == spec.parent),
+                        config.source_table)
     before = len(own.problems)
     check_parent_columns(spec, source, fetch_columns(db, parent_table), parent_key, own)
     if len(own.problems) == before and not has_leading_index(db, spec.source_table, spec.parent_columns):
