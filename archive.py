@@ -4144,8 +4144,10 @@ def check_packet(db: Database, key_type: KeyType, batch_size: int, conditions: i
             "or raise max_allowed_packet")
 
 
-def check_write_set(db: Database, batch_size: int, source: str, found: Preflight) -> None:
-    """On Galera, a batch is one write set: it must fit the node's row and byte limits."""
+def check_write_set(db: Database, batch_size: int, source: str, found: Preflight, key: str = "batch_size"
+                    ) -> None:
+    """On Galera, a batch is one write set: it must fit the node's row and byte limits (with child
+    tables `key` is max_batch_rows, the rows a transaction may move over all its tables)."""
     if not db.wsrep:
         return
     max_rows = int(db.variable("wsrep_max_ws_rows") or 0)
@@ -4153,8 +4155,8 @@ def check_write_set(db: Database, batch_size: int, source: str, found: Preflight
     if max_rows and rows_needed > max_rows:
         fits = max(0, (max_rows - TRACKING_ROWS_PER_BATCH) // 2)
         found.problems.append(
-            f"[archive] batch_size {batch_size} needs write sets of up to {rows_needed} rows, but "
-            f"wsrep_max_ws_rows is {max_rows} on {db.where}; use batch_size {fits} or less")
+            f"[archive] {key} {batch_size} needs write sets of up to {rows_needed} rows, but "
+            f"wsrep_max_ws_rows is {max_rows} on {db.where}; use {key} {fits} or less")
     max_bytes = int(db.variable("wsrep_max_ws_size") or 0)
     row_bytes = db.query("SELECT AVG_ROW_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
                          "DATABASE() AND TABLE_NAME = %s", (source,))
@@ -4162,8 +4164,8 @@ def check_write_set(db: Database, batch_size: int, source: str, found: Preflight
     per_key = 2 * average * 2  # the copy and the delete, and twice the average: rows vary
     if max_bytes and per_key and batch_size * per_key > max_bytes:
         found.problems.append(
-            f"[archive] batch_size {batch_size} makes write sets of about {batch_size * per_key} bytes, "
-            f"over wsrep_max_ws_size {max_bytes} on {db.where}; use batch_size {max_bytes // per_key} "
+            f"[archive] {key} {batch_size} makes write sets of about {batch_size * per_key} bytes, "
+            f"over wsrep_max_ws_size {max_bytes} on {db.where}; use {key} {max_bytes // per_key} "
             f"or less (estimated from the table's average row length, {average} bytes)")
 
 
@@ -4373,8 +4375,10 @@ def examine(db: Database, config: Config, dest: Database | None, found: Prefligh
                        sorted(covered_foreign_keys(db, config.database, config.source_table, key, direct)))
     children = examine_children(db, config, key, found, innodb) if key_type is not None else ()
     for session in {id(db): db, id(archive_db): archive_db}.values():
-        check_write_set(session, config.batch_rows if config.children else config.batch_size,
-                        config.source_table, found)
+        if config.children:
+            check_write_set(session, config.batch_rows, config.source_table, found, "max_batch_rows")
+        else:
+            check_write_set(session, config.batch_size, config.source_table, found)
     if dest is not None:
         check_transfer(dest, found)
         check_destination_server(db, dest, config, found)

@@ -27,6 +27,7 @@ from checks import (
 )
 from galera import GaleraCluster
 from helpers import ScratchDatabase, run_cli, silenced_mid_query, snapshot, wait_until, write_config
+from test_child_tables import family_job, whole_family
 from test_composite_keys import tenant_job
 from test_schema_changes import ADD_CASCADE, CLAIMS, row_held, wait_for_a_lock_wait
 
@@ -448,3 +449,24 @@ def test_a_composite_key_job_on_the_cluster_moves_exactly_its_rows(galera_db, ga
     assert archived == [(t.encode(), n) for t, n in rows[:1000]]
     assert galera_db.scalar("SELECT COUNT(*) FROM src") == 200
     assert galera_db.query("SELECT rows_archived, not_found FROM process_logs") == [(1000, 2)]
+
+
+def test_a_family_job_on_the_cluster_moves_children_with_parents_within_the_write_set_limit(
+        galera_db, galera_cluster, tmp_path):
+    causal(galera_db)
+    listed = list(range(1, 41))
+    config = family_job(galera_db, tmp_path, 60, listed, archive__batch_size=10,
+                        archive__max_batch_rows=400, database__host=hosts(galera_cluster, 0, 1, 2))
+    before = whole_family(galera_db)
+    result, check = run_under_limit(galera_cluster, config, "wsrep_max_ws_rows", 500, 0)
+    assert result.returncode == 1 and check.returncode == 1
+    assert ("max_batch_rows 400 needs write sets of up to 808 rows, but wsrep_max_ws_rows is 500"
+            in result.stderr)
+    assert "use max_batch_rows 246 or less" in check.stdout
+    config.write_text(config.read_text().replace("max_batch_rows = 400", "max_batch_rows = 40"))
+    result, _ = run_under_limit(galera_cluster, config, "wsrep_max_ws_rows", 500, 0)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert whole_family(galera_db) == before
+    assert [r[0] for r in galera_db.query("SELECT id FROM orders_archive ORDER BY id")] == listed
+    assert galera_db.scalar("SELECT COUNT(*) FROM order_items WHERE order_id <= 40") == 0
+    assert "PART: Batch 1 - 5 of 10 keys moved" in result.stdout
