@@ -5393,12 +5393,14 @@ class Classified:
     child_twins: dict[tuple[Key, str], int] = field(default_factory=dict)
     details: dict[Key, str] = field(default_factory=dict)  # a conflict found in a child row: which
 
-    def subtree_rows(self, key: Key) -> int:
-        """The rows a listed key moves over all tables: its own, and its descendants'."""
-        if key not in self.to_copy and key not in self.identical:
-            return 0
-        return 1 + sum(n for tally in (self.child_new, self.child_twins)
-                       for (root, _), n in tally.items() if root == key)
+    def family_rows(self) -> dict[Key, int]:
+        """The rows each moving key moves over all tables: its own, and its descendants'."""
+        rows = dict.fromkeys(self.to_copy + self.identical, 1)
+        for tally in (self.child_new, self.child_twins):
+            for (root, _), n in tally.items():
+                if root in rows:
+                    rows[root] += n
+        return rows
 
     def child_counts(self, name: str) -> tuple[int, int]:
         """Rows of child `name` to copy and already archived identically, of the moving keys."""
@@ -5700,10 +5702,9 @@ class Family(SameServer):
 
     def fitting_keys(self, keys: Sequence[Key], found: Classified) -> Sequence[Key]:
         """The longest run of keys from the first whose rows over all tables fit max_batch_rows."""
-        limit, rows, seen = self.tracking.config.batch_rows, 0, set()
+        limit, rows, sizes = self.tracking.config.batch_rows, 0, found.family_rows()
         for index, key in enumerate(keys):
-            size = 0 if key in seen else found.subtree_rows(key)
-            seen.add(key)
+            size = sizes.pop(key, 0)  # a key listed twice moves its rows once
             if rows + size > limit:
                 if index == 0:
                     raise ArchiveError(f"key {format_key(key)} moves {size} rows with its child rows, more "
