@@ -6235,6 +6235,20 @@ def run_files(tracking: Tracking, run_id: int) -> list[dict[str, Any]]:
         "WHERE process_log_id = %s ORDER BY id", (run_id,))
 
 
+def child_rows(tracking: Tracking, run_id: int) -> dict[str, dict[str, int]]:
+    """A run's rows of each child table (archived, deleted, duplicates), summed over its batches."""
+    if tracking.version < 5:
+        return {}
+    totals: dict[str, dict[str, int]] = {}
+    for (counts,) in tracking.db.query("SELECT table_counts FROM batch_processing_logs WHERE "
+                                       "process_log_id = %s AND table_counts IS NOT NULL", (run_id,)):
+        for name, values in json.loads(counts).items():
+            total = totals.setdefault(name, dict.fromkeys(values, 0))
+            for what, n in values.items():
+                total[what] = total.get(what, 0) + int(n)
+    return totals
+
+
 def problem_batches(tracking: Tracking) -> list[dict[str, Any]]:
     """This job's ten latest failed or duplicate-meeting batches."""
     return tracking.db.query_dicts(
@@ -7204,6 +7218,7 @@ def status_report(db: Database, config: Config) -> dict[str, Any] | None:
             "run_id": newest["id"], "status": newest["status"],
             "started": json_value(newest["start_time"])}
         report["files"] = json_rows(run_files(tracking, shown["id"]))
+        report["child_tables"] = child_rows(tracking, shown["id"])
         report["open_conflicts"] = [{"file": name, "keys": n, "first_keys": first}
                                     for name, n, first in open_rows_by_file(tracking)]
         report["held_rows"] = [{"file": name, "keys": n, "first_keys": first}
@@ -7225,6 +7240,8 @@ def status_lines(report: dict[str, Any]) -> list[str]:
              (f"  files {r['processed_files']}/{r['total_files']}, current file {r['current_file'] or '-'} "
               f"batch {r['current_batch'] or '-'}"),
              "  " + ", ".join(f"{c.label} {r[c.column]}" for c in COUNTS)]
+    lines += [f"  child table {name}: " + ", ".join(f"rows {what} {n}" for what, n in counts.items())
+              for name, counts in r.get("child_tables", {}).items()]
     if r["destination"]:
         lines.append(f"  archiving into {r['destination']} (job {r['job']})")
     if r["pause_reason"] and r["status"] == "RUNNING":

@@ -158,6 +158,10 @@ def test_a_three_level_family_moves_exactly_with_its_listed_parents(db, tmp_path
     assert sum(c["items"]["archived"] for c in counts) == len(items) == 21
     assert sum(c["options"]["deleted"] for c in counts) == 2 * sum(1 for i in items if i[0] % 2 == 0)
     assert "child rows archived items 21, options 22" in result.stdout
+    status = run_cli(config, "--status")
+    assert "  child table items: rows archived 21, rows deleted 21, rows duplicates 0" in status.stdout
+    report = json.loads(run_cli(config, "--status", "--json").stdout)
+    assert report["child_tables"]["options"] == {"archived": 22, "deleted": 22, "duplicates": 0}
 
 
 def test_a_composite_parent_key_joins_on_every_column_in_key_order(db, tmp_path):

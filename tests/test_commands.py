@@ -322,6 +322,7 @@ STATUS_REPORT: dict[str, Any] = {
          "rows_archived": 19, "rows_deleted": 19, "conflicts": 1, "not_found": 0, "error": None},
         {"file": "b.csv", "status": "COMPLETED", "processed_batches": 1, "total_batches": 1,
          "rows_archived": 2, "rows_deleted": 2, "conflicts": 0, "not_found": 0, "error": None}],
+    "child_tables": {},
     "open_conflicts": [{"file": "a.csv", "keys": 1, "first_keys": ["5"]}],
     "held_rows": [],
     "problem_batches": [
