@@ -3040,6 +3040,7 @@ class RunState:
     open_conflict_files: list[tuple[str, int, list[str]]] = field(default_factory=list)  # for the mail
     held_open: int = 0  # rows of the job the guard still holds back (revisited every run)
     child_rows: dict[str, int] = field(default_factory=dict)  # child tables' rows archived, by NAME
+    child_deleted: dict[str, int] = field(default_factory=dict)  # ... deleted (the dry run's prediction)
     stop_reason: str | None = None
     planned_stop: bool = False
     paused_seconds: float = 0.0
@@ -5637,6 +5638,13 @@ class SameServer(Mover):
 
 # --------------------------------------------------------------------------- child tables
 
+def family_too_big(key: Key, rows: int, limit: int) -> ArchiveError:
+    """A listed row whose family alone is more than one transaction may move: its file fails."""
+    return ArchiveError(f"key {format_key(key)} moves {rows} rows with its child rows, more than [archive] "
+                        f"max_batch_rows {limit} allows in one transaction; raise max_batch_rows (and, on "
+                        "Galera, wsrep_max_ws_rows) for it")
+
+
 class Family(SameServer):
     """Archiving a source table with its [child NAME] tables: a batch moves each listed row with
     every row below it, in one transaction. Every batch takes the careful path: a child row
@@ -5707,9 +5715,7 @@ class Family(SameServer):
             size = sizes.pop(key, 0)  # a key listed twice moves its rows once
             if rows + size > limit:
                 if index == 0:
-                    raise ArchiveError(f"key {format_key(key)} moves {size} rows with its child rows, more "
-                                       f"than [archive] max_batch_rows {limit} allows in one transaction; "
-                                       "raise max_batch_rows (and, on Galera, wsrep_max_ws_rows) for it")
+                    raise family_too_big(key, size, limit)
                 return keys[:index]
             rows += size
         return keys
@@ -7514,8 +7520,23 @@ def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys) -> 
     fresh = [k for k in unique if k not in gone]
     found = context.mover.classify(fresh, lock=False) if fresh else Classified()
     context.mover.rollback()
+    predict_children(context, found)
     moved.add(found.to_copy + found.identical)
     return found.counts(keys, len(found.to_copy), len(found.to_copy) + len(found.identical))
+
+
+def predict_children(context: RunContext, found: Classified) -> None:
+    """The child rows the batch would move (into RunState.child_rows: to archive, and child_deleted);
+    a listed row whose family alone is over max_batch_rows fails the run's file (ArchiveError)."""
+    limit = context.config.batch_rows
+    for key, rows in found.family_rows().items() if context.plan.children else ():
+        if rows > limit:
+            raise family_too_big(key, rows, limit)
+    state = context.state
+    for child in context.plan.children:
+        new, twins = found.child_counts(child.name)
+        state.child_rows[child.name] = state.child_rows.get(child.name, 0) + new
+        state.child_deleted[child.name] = state.child_deleted.get(child.name, 0) + new + twins
 
 
 def predict_recheck(context: RunContext, moved: MovedKeys) -> Prediction | None:
@@ -7556,7 +7577,11 @@ def predict_file(context: RunContext, path: Path, tracked: bool, moved: MovedKey
     prediction = Prediction(scan.name, f"resumes at batch {done + 1}" if done else "to do")
     blocks = key_blocks(path, config.csv_format, context.plan.key_type)
     for batch in iter_batches(blocks, size, done + 1, skip=done * size):
-        prediction.counts.add(predict_keys(context, batch.keys, moved))
+        try:
+            prediction.counts.add(predict_keys(context, batch.keys, moved))
+        except ArchiveError as exc:
+            prediction.status = f"FAILS at batch {batch.number}: {exc}"
+            break
     return prediction
 
 
@@ -7592,14 +7617,19 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
         total.counts.add(prediction.counts)
     rows = [p.row() for p in predictions]
     rejected = sum(p.status.startswith("REJECTED") for p in predictions)
+    state = context.state
+    children = {name: {"rows_to_archive": n, "rows_to_delete": state.child_deleted[name]}
+                for name, n in state.child_rows.items()}
     if as_json:
         totals = {k: total.row()[k] for k in DRY_RUN_COUNTS}
         print(json.dumps({"files": rows, "total": totals, "rows_to_archive": totals["rows_to_archive"],
-                          "rows_to_delete": totals["rows_to_delete"], "rejected_files": rejected},
-                         indent=2), file=out)
+                          "rows_to_delete": totals["rows_to_delete"], "rejected_files": rejected,
+                          **({"child_tables": children} if children else {})}, indent=2), file=out)
     else:
         table = rows + [total.row()]
         print_lines(fit_table(table, ("file",) + DRY_RUN_COUNTS + ("status",), terminal_width(out)), out)
+        print_lines([f"child table {name}: {n['rows_to_archive']} rows to archive, {n['rows_to_delete']} to "
+                     "delete" for name, n in children.items()], out)
         print("Dry run: nothing was changed.", file=out)
     return EXIT_REJECTED if rejected else EXIT_OK
 

@@ -263,7 +263,20 @@ def test_dry_run_predicts_a_conflict_in_a_child_row(db, tmp_path):
     assert result.returncode == 0, (result.stdout, result.stderr)
     totals = json.loads(result.stdout)["total"]
     assert (totals["rows_to_archive"], totals["conflicts"]) == (1, 1)
+    assert json.loads(result.stdout)["child_tables"] == {
+        "items": {"rows_to_archive": 3, "rows_to_delete": 3},
+        "options": {"rows_to_archive": 2, "rows_to_delete": 2}}  # order 4: items 9-11, options of 10
+    text = run_cli(config, "--dry-run").stdout
+    assert "child table items: 3 rows to archive, 3 to delete" in text
     assert db.count("orders_archive") == 0
+
+
+def test_dry_run_says_a_file_would_fail_on_a_family_too_big(db, tmp_path):
+    config = family_job(db, tmp_path, 10, [2, 1, 3], archive__batch_size=3, archive__max_batch_rows=7)
+    result = run_cli(config, "--dry-run", "--json")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    status = json.loads(result.stdout)["files"][0]["status"]
+    assert status.startswith("FAILS at batch 1: key 1 moves 8 rows with its child rows"), status
 
 
 @pytest.mark.parametrize("change, message", [
