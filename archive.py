@@ -1893,8 +1893,12 @@ def row_key_condition(columns: Sequence[str], keys: Sequence[Key], key_type: Key
     if direct:
         # integers and times go inline (no character of theirs can be rewritten), text as parameters
         inline = [parts[i].kind in ("int", "date", "datetime") for i in direct]
-        literals = [", ".join(sql_literal(row[i]) if bare else "%s" for i, bare in zip(direct, inline))
-                    for row in rows]
+        # MariaDB 10.11's row-constructor IN finds no latin1 row by a utf8mb4 literal with non-ASCII
+        # characters once it lists two rows: the text goes in the column's own character set
+        marks = ["%s" if parts[i].charset in ("", "utf8mb4") else f"CONVERT(%s USING {parts[i].charset})"
+                 for i in direct]
+        literals = [", ".join(sql_literal(row[i]) if bare else mark
+                              for i, bare, mark in zip(direct, inline, marks)) for row in rows]
         names = ", ".join(columns[i] for i in direct)
         if len(direct) > 1:
             names, literals = f"({names})", [f"({one})" for one in literals]
@@ -1903,8 +1907,9 @@ def row_key_condition(columns: Sequence[str], keys: Sequence[Key], key_type: Key
     for i, part in enumerate(parts):
         if part.kind == "timestamp":
             seconds = [epoch_of(cast(dt.datetime, row[i])) for row in rows]
-            low, high = max(0, int(min(seconds)) - 86400), min(2 ** 31 - 1, int(max(seconds)) + 86401)
-            terms.append(f"{columns[i]} BETWEEN FROM_UNIXTIME({low}) AND FROM_UNIXTIME({high})")
+            low, high = max(0, int(min(seconds)) - 86400), int(max(seconds)) + 86401
+            top = f"{high}" if high < 2 ** 31 - 1 else "2147483647.999999"  # the type's last instant
+            terms.append(f"{columns[i]} BETWEEN FROM_UNIXTIME({low}) AND FROM_UNIXTIME({top})")
     if any(part.kind in ("str", "timestamp") for part in parts):
         terms.append(f"{key_text_sql(columns, key_type)} IN ({', '.join(['%s'] * len(keys))})")
         params += [key_type.encode(k) for k in keys]
@@ -7512,19 +7517,6 @@ class Prediction:
         return {"file": self.file, **counts, "status": self.status}
 
 
-def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys) -> Counters:
-    """What a batch of these keys would do, classified as the run classifies them (Classified.counts),
-    treating keys moved by earlier batches as gone."""
-    unique = dict.fromkeys(keys)
-    gone = moved.among(unique)
-    fresh = [k for k in unique if k not in gone]
-    found = context.mover.classify(fresh, lock=False) if fresh else Classified()
-    context.mover.rollback()
-    predict_children(context, found)
-    moved.add(found.to_copy + found.identical)
-    return found.counts(keys, len(found.to_copy), len(found.to_copy) + len(found.identical))
-
-
 def predict_children(context: RunContext, found: Classified) -> None:
     """The child rows the batch would move (into RunState.child_rows: to archive, and child_deleted);
     a listed row whose family alone is over max_batch_rows fails the run's file (ArchiveError)."""
@@ -7537,6 +7529,19 @@ def predict_children(context: RunContext, found: Classified) -> None:
         new, twins = found.child_counts(child.name)
         state.child_rows[child.name] = state.child_rows.get(child.name, 0) + new
         state.child_deleted[child.name] = state.child_deleted.get(child.name, 0) + new + twins
+
+
+def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys) -> Counters:
+    """What a batch of these keys would do, classified as the run classifies them (Classified.counts),
+    treating keys moved by earlier batches as gone."""
+    unique = dict.fromkeys(keys)
+    gone = moved.among(unique)
+    fresh = [k for k in unique if k not in gone]
+    found = context.mover.classify(fresh, lock=False) if fresh else Classified()
+    context.mover.rollback()
+    predict_children(context, found)
+    moved.add(found.to_copy + found.identical)
+    return found.counts(keys, len(found.to_copy), len(found.to_copy) + len(found.identical))
 
 
 def predict_recheck(context: RunContext, moved: MovedKeys) -> Prediction | None:

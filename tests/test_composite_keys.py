@@ -592,3 +592,35 @@ def test_a_reading_longer_than_its_column_still_resumes(db, tmp_path):
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert f"Resuming file keys.csv from batch {done + 1}" in result.stdout
     assert db.scalar("SELECT SUM(not_found) FROM process_logs") == 0
+
+
+def test_latin1_text_parts_with_non_ascii_characters_are_found(db, tmp_path):
+    # MariaDB 10.11 finds no row for (latin1 text, int) IN ((utf8mb4 'é', 1), ...) once two rows are
+    # listed: each text part must be sent in its column's character set
+    for name in ("src", "arc"):
+        db.execute(f"CREATE TABLE {name} (tenant VARCHAR(20) CHARACTER SET latin1 NOT NULL, id INT NOT NULL, "
+                   "note VARCHAR(40) NULL, PRIMARY KEY (tenant, id))")
+    rows = [("é", 1), ("ü", 2), ("a", 3), ("E", 4)]
+    db.executemany("INSERT INTO src VALUES (%s, %s, 'n')", rows)
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "tenant"], [(1, "é"), (2, "ü"), (4, "e")])
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                          archive__key_column="id, tenant", archive__csv_column=None)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert keys_in(db, "arc") == [("é".encode("latin1"), 1), ("ü".encode("latin1"), 2)]
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(2, 1)]  # 'e' is not 'E'
+
+
+def test_a_timestamp_key_in_the_types_last_second_is_found(db, tmp_path):
+    for name in ("src", "arc"):
+        db.execute(f"CREATE TABLE {name} (id INT NOT NULL, ts TIMESTAMP(6) NOT NULL, PRIMARY KEY (id, ts))")
+    db.execute("SET time_zone = '+00:00'")
+    db.execute("INSERT INTO src VALUES (1, '2038-01-19 03:14:07.999999'), (2, '2038-01-19 03:14:07')")
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "ts"], [(1, "2038-01-19 03:14:07.999999"),
+                                                             (2, "2038-01-19 03:14:07")])
+    config = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                          archive__key_column="id, ts", archive__csv_column=None,
+                          archive__key_time_zone="UTC")
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(2, 0)]
