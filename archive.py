@@ -7272,23 +7272,29 @@ class KeyWalk:
             params += [key[i] for i in self.order]
         first = self.order[0]
         hint = ""
-        if (self.key_type.parts or (self.key_type,))[first].kind == "timestamp":
-            # the seconds are exact but use no index: a range of the column a day wider does
-            edge = int(key[first]) + (-86400 if op == ">" else 86401)
-            hint = (f"{quote_ident(self.columns[first])} {'>=' if op == '>' else '<='} "
-                    f"FROM_UNIXTIME({max(1, min(edge, 2 ** 31 - 1))}) AND ")
+        column = quote_ident(self.columns[first])
+        edge = int(key[first]) + (-86400 if op == ">" else 86401) if self.part(first) != column else 0
+        if 1 <= edge < 2 ** 31:  # a TIMESTAMP's exact seconds use no index: a range a day wider does
+            hint = f"{column} {'>=' if op == '>' else '<='} FROM_UNIXTIME({edge}) AND "
         return f"{hint}({' OR '.join(terms)})", params
 
     def present(self) -> str:
         """Rows with a NULL key part have no key a file can name."""
         return " AND ".join(f"{quote_ident(c)} IS NOT NULL" for c in self.columns)
 
-    def bound_sql(self, after: Sequence[Any] | None, rows: int) -> tuple[str, list[Any]]:
-        """The last key of the next `rows` index entries (none: the walk is over)."""
+    def last_sql(self) -> str:
+        """The index's last key now: the walk ends there (keys inserted above it are the next export's)."""
+        return (f"SELECT {self.select_list()} FROM {quote_ident(self.table)} FORCE INDEX "
+                f"({quote_ident(self.index)}) WHERE {self.present()} ORDER BY {self.order_by(True)} LIMIT 1")
+
+    def bound_sql(self, after: Sequence[Any] | None, end: Sequence[Any], rows: int) -> tuple[str, list[Any]]:
+        """The last key of the next `rows` index entries up to `end` (none: the walk is over)."""
         where, params = self.beyond(after, ">") if after is not None else ("1", [])
+        upto, end_params = self.beyond(end, "<=")
         inner = (f"SELECT {', '.join(map(quote_ident, self.columns))} FROM {quote_ident(self.table)} "
-                 f"FORCE INDEX ({quote_ident(self.index)}) WHERE {self.present()} AND {where} "
+                 f"FORCE INDEX ({quote_ident(self.index)}) WHERE {self.present()} AND {where} AND {upto} "
                  f"ORDER BY {self.order_by()} LIMIT {int(rows)}")
+        params = params + end_params
         outer = f"SELECT {self.select_list('w')} FROM ({inner}) w ORDER BY {self.order_by(True)} LIMIT 1"
         return outer, params
 
@@ -7370,13 +7376,13 @@ def pending_exports(context: RunContext, prefix: str, tracked: bool) -> list[str
     return pending
 
 
-def export_chunk(context: RunContext, walk: KeyWalk, after: Sequence[Any] | None, rows: int
-                 ) -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]]]:
+def export_chunk(context: RunContext, walk: KeyWalk, after: Sequence[Any] | None, end: Sequence[Any],
+                 rows: int) -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]]]:
     """(the chunk's last index entry or None at the end, the keys in it that meet the condition)."""
     def attempt() -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]]]:
         context.db.ensure_connected()
         with context.db.reading():
-            bound = context.db.query(*walk.bound_sql(after, rows))
+            bound = context.db.query(*walk.bound_sql(after, end, rows))
             if not bound:
                 return None, []
             return bound[0], context.db.query(*walk.keys_sql(after, bound[0]))
@@ -7388,18 +7394,28 @@ def walk_export(context: RunContext, walk: KeyWalk, sink: Callable[[list[tuple[A
     (context.state.stop_reason says when it stopped short)."""
     assert context.controls is not None
     after, rows, total = None, EXPORT_CHUNK_ROWS[2], 0
-    while True:
+    last = retry_transaction(context, "Export start", lambda: context.db.read(walk.last_sql()))
+    while last:
         reason = context.controls.before_batch()
         if reason:
             context.state.stop_reason = reason
             return total
         started = time.monotonic()
-        after, keys = export_chunk(context, walk, after, rows)
+        after, keys = export_chunk(context, walk, after, last[0], rows)
         if after is None:
             return total
         sink(keys)
         total += len(keys)
         rows = next_chunk_rows(rows, time.monotonic() - started)
+    return total
+
+
+def free_stamp(csv_dir: Path, prefix: str, now: dt.datetime) -> str:
+    """This export's time stamp: now, or the first later second no earlier export of the prefix used
+    (two exports in one second would write the same names)."""
+    while any(csv_dir.glob(f"{prefix}-{now.strftime(EXPORT_STAMP)}-*.csv")):
+        now += dt.timedelta(seconds=1)
+    return now.strftime(EXPORT_STAMP)
 
 
 def write_manifest(config: Config, name: str, manifest: dict[str, Any]) -> Path:
@@ -7443,7 +7459,7 @@ def run_export(context: RunContext, prefix: str, dry_run: bool) -> int:
     """Write (or with dry_run, count) the export's files; return the exit code."""
     config = context.config
     snapshot = str(context.db.read("SELECT UTC_TIMESTAMP(6)")[0][0])
-    stamp = dt.datetime.now(dt.timezone.utc).strftime(EXPORT_STAMP)
+    stamp = free_stamp(config.csv_dir, prefix, dt.datetime.now(dt.timezone.utc))
     index = context.plan.source_index
     walk = KeyWalk(config.source_table, index, context.plan.key, index_order(context.db, context.plan),
                    context.plan.key_type, config.export_where or "")
