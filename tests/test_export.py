@@ -100,6 +100,13 @@ def test_a_plain_condition_is_accepted():
     assert archive.parse_export_where(where) == where
 
 
+def test_a_chunk_the_server_cut_short_is_refused_not_written():
+    assert archive.unpack_keys(3, "1\n2\n3") == ["1", "2", "3"]
+    assert archive.unpack_keys(0, None) == []
+    with pytest.raises(archive.ArchiveError, match="2 of a chunk's 3 keys"):
+        archive.unpack_keys(3, "1\n2")
+
+
 def test_the_writer_publishes_whole_files_only(tmp_path):
     names = lambda n: archive.export_file_name("p", "20260101T000000Z", n)  # noqa: E731
     writer = archive.KeyFileWriter(tmp_path, names, 2, ["id"], ",")
@@ -231,7 +238,7 @@ def test_every_kind_of_key_exports_and_archives_exactly_the_selected_rows(db, tm
     assert rows_of(db, "src") == before - selected
 
 
-@pytest.mark.parametrize("kind", ["varchar bin", "timestamp(6)", "varbinary", "datetime(3)"])
+@pytest.mark.parametrize("kind", ["varchar bin", "timestamp(6)", "varbinary", "datetime(3)", "signed int"])
 def test_composite_keys_export_every_part_and_archive_exactly_the_selected_rows(db, tmp_path, kind):
     column_type, keys, zone = KEY_TYPES[kind]
     # not the TIMESTAMP range's last second: the run's composite condition misses its fractions
