@@ -12,6 +12,7 @@ Usage:
     python archive.py config.ini --dry-run    predict exactly what a run would do; change nothing
     python archive.py config.ini --status     show the latest run's progress (read-only)
     python archive.py config.ini --check      check tables, keys, privileges and side effects
+    python archive.py config.ini --export-keys    write key files of the rows [export] where selects
 
 How a run flows ("->" calls, "then" comes next; every function on a run's path is named here):
     main -> dispatch -> run -> install_signal_handlers, open_destination, open_run, then
@@ -64,6 +65,11 @@ Where exit codes live: the list below; outcome_of (a finished run), exit_code_of
 Where monitoring lives: METRICS and MetricsFile (the Prometheus textfile: merge_metrics,
     write_metrics), written by Controls.publish (start, between batches, pauses) and publish_end;
     status_metrics gives --status --json the same values from the tracking tables.
+Where the key export lives (--export-keys): export_keys -> check_export_config, export_lock,
+    open_export (require_plan, ExportControls), remove_stale_exports, pending_exports
+    (Tracking.finished_record), run_export -> free_stamp, walk_export (KeyWalk.last_sql, then per
+    chunk Controls.before_batch and export_chunk: KeyWalk.bound_sql, KeyWalk.keys_sql,
+    unpack_keys), KeyFileWriter (write, publish or abandon), write_manifest (export_manifest).
 Where held rows live: Tracking.batch_statements records the keys the guard held back in the
     conflict logs as kind HELD; recheck_conflicts revisits them with the conflicts (unless
     the config turns revisiting off).
@@ -71,29 +77,32 @@ Where held rows live: Tracking.batch_statements records the keys the guard held 
 Sections, in this order:
     constants, errors, configuration,
     keys, CSV records, key files, batching, SQL text, table plans, table definitions,
-    preflight decisions, text log, outcomes, pause decisions, terminal output, metrics
-                                                        (pure: no database)
+    preflight decisions, text log, outcomes, pause decisions, terminal output, metrics,
+    key export files                                    (pure: no database)
     server errors, database connection, table checks, preflight, tracking schema, run lock,
     tracking records, one batch, the batch transaction, destination mode, conflicts,
     job reports, pauses and stops
                                                         (database code)
     one file, run                                       (the run)
-    status and check, dry run, command line             (--status/--check/--dry-run, main)
+    status and check, dry run, key export, command line (--status/--check/--dry-run,
+                                                        --export-keys, main)
 
 Exit codes:
     0  success: every file archived (or nothing to do)
     1  the run FAILED: a database error, a failed preflight check or an internal error;
        the reason is in process_logs.error_message, the text log and stderr
     2  bad usage or configuration (names the [section] key); nothing was touched
+       (--export-keys: also an [export] where that is not a plain condition on the row)
     3  finished, but duplicate-key conflicts are open: rows whose archived copy differs
        are kept in both tables for a human to resolve (rechecked every run)
     4  finished, but one or more CSV files were rejected (malformed, a key the column
        cannot hold, a file that changed while it ran); takes precedence over 3
     5  another run for the same source table is already running (nothing was touched),
-       or this run lost its run lock to another run and stopped
+       or this run lost its run lock to another run and stopped (--export-keys: another
+       export of the same file prefix is running)
     6  the run was INTERRUPTED (SIGTERM/SIGINT/SIGHUP, max_runtime, stop_file, critical_load
        or a replica that stayed unknown) after finishing or rolling back its current batch;
-       rerun to resume
+       rerun to resume (--export-keys: the export wrote nothing; rerun it)
 """
 
 from __future__ import annotations
