@@ -34,6 +34,7 @@ from helpers import (
     wait_until,
     write_config,
 )
+from test_destination import assert_exactly_once, remote_job
 
 TS_BERLIN = archive.KeyType("timestamp", fsp=3, zone="Europe/Berlin", sql_type="timestamp(3)")
 
@@ -416,3 +417,38 @@ def test_composite_latin1_keys_with_non_ascii_text_are_found_by_the_run(db, tmp_
     assert run_cli(config).returncode == 0
     assert rows_of(db, "arc") == {row for row in before if row[2] == 1}
 
+
+
+def test_the_export_reads_the_source_of_a_job_into_another_server(db, dest_db, tmp_path):
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 201), [], export__where="id > 150")
+    (tmp_path / "csv" / "ids.csv").unlink()  # remote_job's own key file: this job's keys are exported
+    result = run_cli(config, "--export-keys")
+    assert result.returncode == 0, result.stderr
+    assert run_cli(config).returncode == 0
+    assert_exactly_once(db, dest_db, original, set(range(151, 201)))
+
+
+def test_the_export_obeys_the_runs_throttles(db, tmp_path):
+    config, _ = make_job(db, tmp_path, range(1, 101), {}, export__where="id > 0",
+                         controls__max_load="Uptime=0")  # a server that is up pauses the export
+    result = run_cli(config, "--export-keys", "--max-runtime", "2")
+    assert result.returncode == 6, result.stderr
+    assert "PAUSE" in result.stdout and "Uptime" in result.stdout
+    assert list((tmp_path / "csv").iterdir()) == []
+    stop = tmp_path / "stop"
+    stop.touch()
+    config = write_config(tmp_path, db, export__where="id > 0", controls__stop_file=stop)
+    result = run_cli(config, "--export-keys")
+    assert result.returncode == 6 and "stop file" in result.stdout
+    assert list((tmp_path / "csv").iterdir()) == []
+
+
+def test_one_export_of_a_prefix_at_a_time(db, tmp_path, spawn_cli):
+    config, _ = make_job(db, tmp_path, range(1, 101), {}, export__where="id > 0",
+                         controls__max_load="Uptime=0")
+    first = spawn_cli(config, "--export-keys", "--max-runtime", "30")
+    wait_until(lambda: "PAUSE" in first.read_stdout(), timeout=60)
+    second = run_cli(config, "--export-keys")
+    assert second.returncode == 5 and "another --export-keys for prefix rewards" in second.stderr
+    kill_process_group(first, signal.SIGTERM)
+    assert first.returncode == 6
