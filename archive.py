@@ -7314,6 +7314,21 @@ class KeyWalk:
         outer = f"SELECT {self.select_list('w')} FROM ({inner}) w ORDER BY {self.order_by(True)} LIMIT 1"
         return outer, params
 
+    def one_pass_sql(self, after: Sequence[Any] | None, end: Sequence[Any], rows: int
+                     ) -> tuple[str, list[Any]]:
+        """For one integer column (packed): the chunk's last index entry, then the count and the lines
+        of the keys in it whose row meets the condition, from one read of its `rows` entries."""
+        where, params = self.beyond(after, ">") if after is not None else ("1", [])
+        upto, end_params = self.beyond(end, "<=")
+        column = quote_ident(self.columns[0])
+        inner = (f"SELECT {column}, ({self.condition}) IS TRUE AS archive_py_meets FROM "
+                 f"{quote_ident(self.table)} s FORCE INDEX ({quote_ident(self.index)}) "
+                 f"WHERE {self.present()} AND {where} AND {upto} "
+                 f"ORDER BY {self.order_by()} LIMIT {int(rows)}")
+        sql = (f"SELECT MAX(w.{column}), SUM(w.archive_py_meets), GROUP_CONCAT(IF(w.archive_py_meets, "
+               f"w.{column}, NULL) SEPARATOR '\\n') FROM ({inner}) w HAVING COUNT(*) > 0")
+        return sql, params + end_params
+
     def keys_sql(self, after: Sequence[Any] | None, upto: Sequence[Any]) -> tuple[str, list[Any]]:
         """The keys of the rows that meet the condition, after `after` and up to `upto`."""
         low, low_params = self.beyond(after, ">") if after is not None else ("1", [])
@@ -7412,6 +7427,9 @@ def export_chunk(context: RunContext, walk: KeyWalk, after: Sequence[Any] | None
     def attempt() -> tuple[tuple[Any, ...] | None, list[Any]]:
         context.db.ensure_connected()
         with context.db.reading():
+            if walk.packed and len(walk.columns) == 1:  # half the reads of the two steps below
+                chunk = context.db.query(*walk.one_pass_sql(after, end, rows))
+                return ((chunk[0][0],), unpack_keys(int(chunk[0][1]), chunk[0][2])) if chunk else (None, [])
             bound = context.db.query(*walk.bound_sql(after, end, rows))
             if not bound:
                 return None, []
