@@ -452,3 +452,44 @@ def test_one_export_of_a_prefix_at_a_time(db, tmp_path, spawn_cli):
     assert second.returncode == 5 and "another --export-keys for prefix rewards" in second.stderr
     kill_process_group(first, signal.SIGTERM)
     assert first.returncode == 6
+
+
+def walk_one_by_one(session: Any, walk: Any) -> tuple[int, list[Any]]:
+    """Walk the index one entry per chunk, as walk_export does: (chunks, keys found)."""
+    last = session.read(walk.last_sql())[0]
+    found: list[Any] = []
+    after, chunks = None, 0
+    while True:
+        if walk.packed:
+            chunk = session.read(*walk.one_pass_sql(after, last, 1))
+            if not chunk:
+                return chunks, found
+            after = (chunk[0][0],)
+            found += archive.unpack_keys(int(chunk[0][1]), chunk[0][2])
+        else:
+            bound = session.read(*walk.bound_sql(after, last, 1))
+            if not bound:
+                return chunks, found
+            found += session.read(*walk.keys_sql(after, bound[0]))
+            after = bound[0]
+        chunks += 1
+
+
+@pytest.mark.parametrize("composite", [False, True])
+@pytest.mark.parametrize("kind", sorted(KEY_TYPES))
+def test_a_walk_of_one_entry_per_chunk_visits_every_row_once(db, tmp_path, kind, composite):
+    # the runs above fit in one chunk; here every step of the keyset pagination is taken
+    column_type, keys, zone = KEY_TYPES[kind]
+    config = archive.load_config(key_job(db, tmp_path, column_type, keys, zone, composite))
+    session = archive.Database(config.db)
+    try:
+        plan = archive.require_plan(session, config)
+        plain = kind.endswith("int") and not composite
+        walk = archive.KeyWalk(config.source_table, plan.source_index, plan.key,
+                               archive.index_order(session, plan), plan.key_type, "flag = 1",
+                               "," if plain else None)
+        chunks, found = walk_one_by_one(session, walk)
+    finally:
+        session.close()
+    assert chunks == db.count("src")
+    assert len(found) == len(set(map(str, found))) == db.count("src", "flag = 1")
