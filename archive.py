@@ -12,6 +12,7 @@ Usage:
     python archive.py config.ini --dry-run    predict exactly what a run would do; change nothing
     python archive.py config.ini --status     show the latest run's progress (read-only)
     python archive.py config.ini --check      check tables, keys, privileges and side effects
+    python archive.py config.ini --export-keys    write key files of the rows [export] where selects
 
 How a run flows ("->" calls, "then" comes next; every function on a run's path is named here):
     main -> dispatch -> run -> install_signal_handlers, open_destination, open_run, then
@@ -69,6 +70,11 @@ Where exit codes live: the list below; outcome_of (a finished run), exit_code_of
 Where monitoring lives: METRICS and MetricsFile (the Prometheus textfile: merge_metrics,
     write_metrics), written by Controls.publish (start, between batches, pauses) and publish_end;
     status_metrics gives --status --json the same values from the tracking tables.
+Where the key export lives (--export-keys): export_keys -> check_export_config, export_lock,
+    open_export (require_plan, ExportControls), remove_stale_exports, pending_exports
+    (Tracking.finished_record), run_export -> free_stamp, walk_export (KeyWalk.last_sql, then per
+    chunk Controls.before_batch and export_chunk: KeyWalk.bound_sql, KeyWalk.keys_sql,
+    unpack_keys), KeyFileWriter (write, publish or abandon), write_manifest (export_manifest).
 Where held rows live: Tracking.batch_statements records the keys the guard held back in the
     conflict logs as kind HELD; recheck_conflicts revisits them with the conflicts (unless
     the config turns revisiting off).
@@ -76,29 +82,32 @@ Where held rows live: Tracking.batch_statements records the keys the guard held 
 Sections, in this order:
     constants, errors, configuration,
     keys, CSV records, key files, batching, SQL text, table plans, table definitions,
-    preflight decisions, text log, outcomes, pause decisions, terminal output, metrics
-                                                        (pure: no database)
+    preflight decisions, text log, outcomes, pause decisions, terminal output, metrics,
+    key export files                                    (pure: no database)
     server errors, database connection, table checks, preflight, tracking schema, run lock,
     tracking records, one batch, child tables, the batch transaction, destination mode, conflicts,
     job reports, pauses and stops
                                                         (database code)
     one file, run                                       (the run)
-    status and check, dry run, command line             (--status/--check/--dry-run, main)
+    status and check, dry run, key export, command line (--status/--check/--dry-run,
+                                                        --export-keys, main)
 
 Exit codes:
     0  success: every file archived (or nothing to do)
     1  the run FAILED: a database error, a failed preflight check or an internal error;
        the reason is in process_logs.error_message, the text log and stderr
     2  bad usage or configuration (names the [section] key); nothing was touched
+       (--export-keys: also an [export] where that is not a plain condition on the row)
     3  finished, but duplicate-key conflicts are open: rows whose archived copy differs
        are kept in both tables for a human to resolve (rechecked every run)
     4  finished, but one or more CSV files were rejected (malformed, a key the column
        cannot hold, a file that changed while it ran); takes precedence over 3
     5  another run for the same source table is already running (nothing was touched),
-       or this run lost its run lock to another run and stopped
+       or this run lost its run lock to another run and stopped (--export-keys: another
+       export of the same file prefix is running)
     6  the run was INTERRUPTED (SIGTERM/SIGINT/SIGHUP, max_runtime, stop_file, critical_load
        or a replica that stayed unknown) after finishing or rolling back its current batch;
-       rerun to resume
+       rerun to resume (--export-keys: the export wrote nothing; rerun it)
 """
 
 from __future__ import annotations
@@ -108,12 +117,14 @@ import argparse
 import concurrent.futures
 import configparser
 import contextlib
+import csv
 import dataclasses
 import datetime as dt
 import difflib
 import fcntl
 import functools
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -227,6 +238,13 @@ GUARD_FORBIDDEN = re.compile(
     r"|is_free_lock|is_used_lock|master_pos_wait|master_gtid_wait|nextval|setval|lastval|call|handler"
     r"|next\s+value\s+for|previous\s+value\s+for"
     r"|run_locks|process_logs|file_processing_logs|batch_processing_logs|conflict_logs)\b",
+    re.IGNORECASE,
+)
+# An export condition is a guard, and also none of these: they set session state, answer
+# differently on every call (the export and the run's guard would disagree), or lock.
+EXPORT_FORBIDDEN = re.compile(
+    r"@|\b(last_insert_id|rand|uuid|uuid_short|sys_guid|sys_exec|sys_eval|row_count|found_rows"
+    r"|for\s+update|lock\s+in\s+share\s+mode|skip\s+locked)\b",
     re.IGNORECASE,
 )
 
@@ -422,6 +440,9 @@ class Config:
     replica_lag_source: tuple[str, str] | None = None  # pt-heartbeat's (db, table); None: SHOW REPLICA STATUS
     children: tuple[ChildSpec, ...] = ()  # parents before their children
     max_batch_rows: int = 0  # rows over all tables a batch may hold; 0 means 10 x batch_size
+    export_where: str | None = None  # [export]: the condition --export-keys selects keys by
+    export_keys_per_file: int = 100_000
+    export_file_prefix: str | None = None  # None: the source table's name
 
     @property
     def database(self) -> str:
@@ -660,6 +681,26 @@ def parse_guard(text: str) -> str:
     return value
 
 
+def parse_export_where(text: str) -> str:
+    """An export condition: a guard (parse_guard), and none of the functions that change a session
+    or give another answer each call, or the locking clauses."""
+    value = parse_guard(text)
+    bad = EXPORT_FORBIDDEN.search(value)
+    if bad:
+        raise ValueError(f"{bad.group(0)!r} is not allowed in an export condition; give a plain condition "
+                         "on the source row such as created_at < NOW() - INTERVAL 90 DAY")
+    return value
+
+
+def parse_file_prefix(text: str) -> str:
+    """A key file name's start: letters, digits, _ . and -, not starting with a dot."""
+    value = parse_text(text)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", value):
+        raise ValueError(f"{value!r} is not a plain file name start (letters, digits, _ . -; not a "
+                         "leading dot; at most 100)")
+    return value
+
+
 def parse_load(text: str) -> tuple[tuple[str, float], ...]:
     """Status variables and their limits: Threads_running=40, Threads_connected=800."""
     limits = []
@@ -820,6 +861,14 @@ OPTIONS = connection_options("database", "Source server") + connection_options(
            "Write Prometheus metrics here (node_exporter's textfile collector), e.g. "
            "/var/lib/prometheus/node-exporter/archive_py.prom: at the start, every check_interval "
            "(at most once a second) during the run, paused or not, and at the end."),
+    Option("export", "where", None, parse_export_where,
+           "The condition on the source row --export-keys selects keys by, e.g. created_at < NOW() - "
+           "INTERVAL 90 DAY (validated like guard, more strictly); also the guard when none is set."),
+    Option("export", "keys_per_file", 100_000, make_int_parser(1, 100_000_000),
+           "Keys per exported key file."),
+    Option("export", "file_prefix", None, parse_file_prefix,
+           "How exported key files' names start: PREFIX-YYYYmmddTHHMMSSZ-0001.csv (default: the "
+           "source table's name)."),
 )
 
 
@@ -1102,8 +1151,13 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     archive = {key: values[("archive", key)] for (section, key) in values if section == "archive"}
     controls = {key: values[("controls", key)] for (section, key) in values if section == "controls"}
     controls["replicas"] = replicas
+    export = {f"export_{key}": values[("export", key)] for (section, key) in values if section == "export"}
+    if parser.has_section("export") and export["export_where"] is None:
+        raise config_error("export", "where", "is required in [export]")
+    if controls["guard"] is None:  # keys listed by the condition still need it when they are archived
+        controls["guard"] = export["export_where"]
     children = read_children(parser, values)
-    return Config(path=path, db=db, dest=dest, children=children, **archive, **controls)
+    return Config(path=path, db=db, dest=dest, children=children, **archive, **controls, **export)
 
 
 # --------------------------------------------------------------------------- keys
@@ -3446,6 +3500,202 @@ class MetricsFile:
 def timestamp_of(value: Any) -> float | None:
     """A UTC datetime from the tracking tables as Unix time."""
     return value.replace(tzinfo=dt.timezone.utc).timestamp() if isinstance(value, dt.datetime) else None
+
+
+# --------------------------------------------------------------------------- key export files
+
+EXPORT_CHUNK_ROWS = (100, 50_000, 5_000)  # index entries one chunk of an export walks: least, most, first
+EXPORT_CHUNK_SECONDS = 0.5  # a chunk's target time; the next chunk's size follows the last one's speed
+EXPORT_STAMP = "%Y%m%dT%H%M%SZ"
+EXPORT_MAX_FILES = 9999  # four digits keep the names sorting in export order
+EXPORT_MANIFEST_FORMAT = 1
+
+
+def export_file_name(prefix: str, stamp: str, number: int) -> str:
+    """An exported key file's name: PREFIX-YYYYmmddTHHMMSSZ-0001.csv."""
+    return f"{prefix}-{stamp}-{number:04d}.csv"
+
+
+def export_file_pattern(prefix: str) -> re.Pattern[str]:
+    """What the names of an export with this prefix look like."""
+    return re.compile(re.escape(prefix) + r"-[0-9]{8}T[0-9]{6}Z-[0-9]{4}\.csv")
+
+
+def temporary_name(name: str) -> str:
+    """Where a key file is written until the whole export is: a hidden name csv_pattern must not match."""
+    return f".{name}.tmp"
+
+
+def next_chunk_rows(rows: int, seconds: float) -> int:
+    """The next chunk's size: the last one's, scaled to the target time, at most doubled."""
+    least, most, _ = EXPORT_CHUNK_ROWS
+    wanted = int(rows * EXPORT_CHUNK_SECONDS / max(seconds, 1e-3))
+    return max(least, min(most, 2 * rows, wanted))
+
+
+def datetime_text(value: dt.datetime, fsp: int) -> str:
+    """A DATETIME(fsp) as parse_temporal_key reads it (four-digit years, fsp fractional digits)."""
+    text = (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}")
+    return text + (f".{value.microsecond:06d}"[:fsp + 1] if fsp else "")
+
+
+def timestamp_text(epoch: Decimal, key_type: KeyType) -> str:
+    """A TIMESTAMP (seconds since the epoch) as a wall-clock time in key_time_zone; a time the zone's
+    clocks show twice names no single instant (instant_of refuses it)."""
+    whole = int(epoch)
+    instant = EPOCH + dt.timedelta(seconds=whole, microseconds=int((epoch - whole) * 1_000_000))
+    local = instant.astimezone(time_zone(key_type.zone)).replace(tzinfo=None)
+    instant_of(local, key_type.zone)
+    return datetime_text(local, key_type.fsp)
+
+
+def export_part(value: Any, key_type: KeyType) -> Any:
+    """One part of a key as the reader takes it back byte-exactly (ValueError for what no key file
+    can hold): integers and text as they are, binary in hex, times as YYYY-MM-DD[ HH:MM:SS[.f]]."""
+    if value is None:  # a zero date (the connector reads it as None): no key file names it
+        raise ValueError("a zero date is no key a key file can hold")
+    kind = key_type.kind
+    if kind == "int":
+        return value
+    if kind == "bytes":
+        return "0x" + bytes(value).hex()
+    if kind == "str":
+        if not value:
+            raise ValueError("an empty text key is no key a key file can hold")
+        return value
+    if kind == "date":
+        return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+    if kind == "datetime":
+        return datetime_text(value, key_type.fsp)
+    return timestamp_text(Decimal(value), key_type)
+
+
+def export_layout(fmt: CsvFormat) -> tuple[list[str] | None, list[int | None]]:
+    """(the header, or None without one; for each CSV field the key part it holds, or None)."""
+    if fmt.header:
+        return list(fmt.columns), list(range(len(fmt.columns)))
+    numbers = [int(column) for column in fmt.columns]
+    return None, [numbers.index(n) if n in numbers else None for n in range(1, max(numbers) + 1)]
+
+
+def export_records(rows: Sequence[Sequence[Any]], key_type: KeyType, layout: Sequence[int | None]
+                   ) -> list[list[Any]]:
+    """CSV records of a chunk's keys (a row holds the key's parts in key_column order)."""
+    parts = key_type.parts or (key_type,)
+    if all(p.kind == "int" for p in parts) and list(layout) == list(range(len(parts))):
+        return cast(list[list[Any]], rows)  # the csv module writes integers as they are
+    records = []
+    for row in rows:
+        try:
+            values = [export_part(value, part) for value, part in zip(row, parts)]
+        except ValueError as exc:
+            raise ArchiveError(f"--export-keys: the row with key {', '.join(map(str, row))}: {exc}; "
+                               "leave such rows out in [export] where") from None
+        records.append([values[i] if i is not None else "" for i in layout])
+    return records
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """One key file an export wrote."""
+
+    name: str
+    keys: int
+    size: int
+    sha256: str
+
+
+class KeyFileWriter:
+    """Writes an export's records, keys_per_file to a file, each under a temporary name in csv_dir,
+    fsynced when full; publish() renames them all once the whole export is written, so no run ever
+    sees a partial file or a partial export."""
+
+    def __init__(self, folder: Path, names: Callable[[int], str], per_file: int, header: list[str] | None,
+                 delimiter: str):
+        self.folder, self.names, self.per_file = folder, names, per_file
+        self.header, self.delimiter = header, delimiter
+        self.files: list[ExportedFile] = []
+        self.handle: BinaryIO | None = None
+        self.digest = hashlib.sha256()
+        self.keys = self.size = 0
+
+    def path(self, number: int, final: bool = False) -> Path:
+        """Where file `number` is written (or, final, published)."""
+        name = self.names(number)
+        return self.folder / (name if final else temporary_name(name))
+
+    def encode(self, records: Sequence[Any], lines: bool = False) -> bytes:
+        """Records as RFC 4180 text (quoted only where needed, LF line ends), in UTF-8; with lines,
+        records are lines already (integer keys the server wrote)."""
+        if lines:
+            return ("\n".join(records) + "\n").encode("utf-8") if records else b""
+        buffer = io.StringIO()
+        csv.writer(buffer, delimiter=self.delimiter, lineterminator="\n").writerows(records)
+        return buffer.getvalue().encode("utf-8")
+
+    def emit(self, data: bytes) -> None:
+        """Append bytes to the open file, hashing them."""
+        assert self.handle is not None
+        self.handle.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+
+    def open_next(self) -> None:
+        """Start the next file, with its header."""
+        number = len(self.files) + 1
+        if number > EXPORT_MAX_FILES:
+            raise ArchiveError(f"--export-keys: more than {EXPORT_MAX_FILES} files; raise [export] "
+                               "keys_per_file")
+        self.handle = open(self.path(number), "wb")
+        self.digest, self.keys, self.size = hashlib.sha256(), 0, 0
+        if self.header is not None:
+            self.emit(self.encode([self.header]))
+
+    def close_current(self) -> None:
+        """Force the open file to disk and note it."""
+        assert self.handle is not None
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        self.handle = None
+        self.files.append(ExportedFile(self.names(len(self.files) + 1), self.keys, self.size,
+                                       self.digest.hexdigest()))
+
+    def write(self, records: Sequence[Any], lines: bool = False) -> None:
+        """Append records (or lines: see encode), starting a new file every keys_per_file."""
+        start = 0
+        while start < len(records):
+            if self.handle is None:
+                self.open_next()
+            part = records[start:start + self.per_file - self.keys]
+            self.emit(self.encode(part, lines))
+            self.keys += len(part)
+            start += len(part)
+            if self.keys == self.per_file:
+                self.close_current()
+
+    def publish(self) -> list[ExportedFile]:
+        """Rename every file to its name (in order), then make the renames durable."""
+        if self.handle is not None:
+            self.close_current()
+        for number in range(1, len(self.files) + 1):
+            os.rename(self.path(number), self.path(number, final=True))
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return self.files
+
+    def abandon(self) -> None:
+        """Remove what was written: an interrupted export leaves nothing behind."""
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+        for number in range(1, len(self.files) + 2):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path(number))
 
 
 # --------------------------------------------------------------------------- server errors
@@ -7639,6 +7889,350 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
     return EXIT_REJECTED if rejected else EXIT_OK
 
 
+# --------------------------------------------------------------------------- key export
+
+class ExportControls(Controls):
+    """A run's throttles, for an export: it has no run row to show its pauses in (the text log has them)."""
+
+    def note(self, text: str, pause: str | None) -> None:
+        """A pause or resume line: text log and terminal."""
+        self.context.say(text)
+
+
+@dataclass(frozen=True)
+class KeyWalk:
+    """The statements that walk the key's unique index in chunks after the last key seen (keyset
+    pagination: never OFFSET), plain non-locking reads; a TIMESTAMP part is compared by its seconds
+    since the epoch, which no session time zone changes."""
+
+    table: str
+    index: str
+    columns: tuple[str, ...]  # in key_column's order, as the rows hold them
+    order: tuple[int, ...]  # the index's column order, as positions in columns
+    key_type: KeyType
+    condition: str
+    packed: str | None = None  # integer keys: the delimiter the server joins a chunk's keys with
+
+    def part(self, i: int, alias: str = "", column: str = "") -> str:
+        """Key part i (or `column`, an expression of it) as it is compared and read."""
+        column = column or (f"{alias}." if alias else "") + quote_ident(self.columns[i])
+        kind = (self.key_type.parts or (self.key_type,))[i].kind
+        return f"UNIX_TIMESTAMP({column})" if kind == "timestamp" else column
+
+    def select_list(self, alias: str = "") -> str:
+        """The key's parts, in key_column's order."""
+        return ", ".join(self.part(i, alias) for i in range(len(self.columns)))
+
+    def order_by(self, descending: bool = False) -> str:
+        """ORDER BY the index's columns."""
+        return ", ".join(quote_ident(self.columns[i]) + (" DESC" if descending else "") for i in self.order)
+
+    def beyond(self, key: Sequence[Any], op: str) -> tuple[str, list[Any]]:
+        """Keys after `key` (op ">") or up to it ("<="), in index order, spelled so the range optimizer
+        reads them as ranges of the index: a > x OR (a = x AND b > y) ..."""
+        terms, params = [], []
+        for depth in range(len(self.order)):
+            equal = [f"{self.part(i)} = %s" for i in self.order[:depth]]
+            last = self.order[depth]
+            strict = ">" if op == ">" else "<"
+            terms.append("(" + " AND ".join(equal + [f"{self.part(last)} {strict} %s"]) + ")")
+            params += [key[i] for i in self.order[:depth + 1]]
+        if op == "<=":
+            terms.append("(" + " AND ".join(f"{self.part(i)} = %s" for i in self.order) + ")")
+            params += [key[i] for i in self.order]
+        first = self.order[0]
+        hint = ""
+        column = quote_ident(self.columns[first])
+        edge = int(key[first]) + (-86400 if op == ">" else 86401) if self.part(first) != column else 0
+        if 1 <= edge < 2 ** 31:  # a TIMESTAMP's exact seconds use no index: a range a day wider does
+            hint = f"{column} {'>=' if op == '>' else '<='} FROM_UNIXTIME({edge}) AND "
+        return f"{hint}({' OR '.join(terms)})", params
+
+    def present(self) -> str:
+        """Rows with a NULL key part have no key a file can name."""
+        return " AND ".join(f"{quote_ident(c)} IS NOT NULL" for c in self.columns)
+
+    def last_sql(self) -> str:
+        """The index's last key now: the walk ends there (keys inserted above it are the next export's)."""
+        return (f"SELECT {self.select_list()} FROM {quote_ident(self.table)} FORCE INDEX "
+                f"({quote_ident(self.index)}) WHERE {self.present()} ORDER BY {self.order_by(True)} LIMIT 1")
+
+    def bound_sql(self, after: Sequence[Any] | None, end: Sequence[Any], rows: int) -> tuple[str, list[Any]]:
+        """The last key of the next `rows` index entries up to `end` (none: the walk is over)."""
+        where, params = self.beyond(after, ">") if after is not None else ("1", [])
+        upto, end_params = self.beyond(end, "<=")
+        inner = (f"SELECT {', '.join(map(quote_ident, self.columns))} FROM {quote_ident(self.table)} "
+                 f"FORCE INDEX ({quote_ident(self.index)}) WHERE {self.present()} AND {where} AND {upto} "
+                 f"ORDER BY {self.order_by()} LIMIT {int(rows)}")
+        params = params + end_params
+        if len(self.columns) == 1:  # no sort: MAX orders as the index does (its collation, for text)
+            last = self.part(0, column=f"MAX(w.{quote_ident(self.columns[0])})")
+            return f"SELECT {last} FROM ({inner}) w HAVING COUNT(*) > 0", params
+        outer = f"SELECT {self.select_list('w')} FROM ({inner}) w ORDER BY {self.order_by(True)} LIMIT 1"
+        return outer, params
+
+    def one_pass_sql(self, after: Sequence[Any] | None, end: Sequence[Any], rows: int
+                     ) -> tuple[str, list[Any]]:
+        """For one integer column (packed): the chunk's last index entry, then the count and the lines
+        of the keys in it whose row meets the condition, from one read of its `rows` entries."""
+        where, params = self.beyond(after, ">") if after is not None else ("1", [])
+        upto, end_params = self.beyond(end, "<=")
+        column = quote_ident(self.columns[0])
+        inner = (f"SELECT {column}, ({self.condition}) IS TRUE AS archive_py_meets FROM "
+                 f"{quote_ident(self.table)} s FORCE INDEX ({quote_ident(self.index)}) "
+                 f"WHERE {self.present()} AND {where} AND {upto} "
+                 f"ORDER BY {self.order_by()} LIMIT {int(rows)}")
+        sql = (f"SELECT MAX(w.{column}), SUM(w.archive_py_meets), GROUP_CONCAT(IF(w.archive_py_meets, "
+               f"w.{column}, NULL) SEPARATOR '\\n') FROM ({inner}) w HAVING COUNT(*) > 0")
+        return sql, params + end_params
+
+    def keys_sql(self, after: Sequence[Any] | None, upto: Sequence[Any]) -> tuple[str, list[Any]]:
+        """The keys of the rows that meet the condition, after `after` and up to `upto`."""
+        low, low_params = self.beyond(after, ">") if after is not None else ("1", [])
+        high, high_params = self.beyond(upto, "<=")
+        # Integer keys come back as the lines of the file, one row per chunk: the connector spends
+        # a microsecond on every row it converts, four times what the server spends on it.
+        what = (f"COUNT(*), GROUP_CONCAT(CONCAT_WS({sql_literal(self.packed)}, {self.select_list()}) "
+                "SEPARATOR '\\n')") if self.packed else self.select_list()
+        sql = (f"SELECT {what} FROM {quote_ident(self.table)} s FORCE INDEX "
+               f"({quote_ident(self.index)}) WHERE {self.present()} AND {low} AND {high} "
+               f"AND ({self.condition}) ORDER BY {self.order_by()}")
+        return sql, low_params + high_params
+
+
+def index_order(db: Database, plan: TablePlan) -> tuple[int, ...]:
+    """The positions of the key's columns in the order of its unique index."""
+    rows = db.read("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
+                   "AND TABLE_NAME = %s AND INDEX_NAME = %s ORDER BY SEQ_IN_INDEX",
+                   (plan.source, plan.source_index))
+    lowered = [name.lower() for name in plan.key]
+    return tuple(lowered.index(str(name).lower()) for (name,) in rows)
+
+
+def check_export_config(config: Config) -> str:
+    """The export condition, once the settings can give files the run reads back as written."""
+    if not config.export_where:
+        raise config_error("export", "where", "is required by --export-keys (the condition on the "
+                           "source row that selects the keys)")
+    if config.csv_dialect != "rfc4180":
+        raise config_error("archive", "csv_dialect", "--export-keys writes RFC 4180 files; set "
+                           "csv_dialect = rfc4180 (or leave it out)")
+    prefix = config.export_file_prefix or config.source_table
+    name = export_file_name(prefix, "20000101T000000Z", 1)
+    if not Path(name).match(config.csv_pattern):
+        raise config_error("export", "file_prefix", f"csv_pattern {config.csv_pattern!r} would not read "
+                           f"the exported files ({name}); widen csv_pattern or change file_prefix")
+    if Path(temporary_name(name)).match(config.csv_pattern):
+        raise config_error("archive", "csv_pattern", f"{config.csv_pattern!r} also matches the export's "
+                           f"temporary files ({temporary_name(name)}); use a pattern such as *.csv")
+    if not os.access(config.csv_dir, os.W_OK | os.X_OK):
+        raise config_error("archive", "csv_dir", f"{config.csv_dir} is not writable (--export-keys "
+                           "writes its key files there)")
+    return config.export_where
+
+
+@contextlib.contextmanager
+def export_lock(config: Config, prefix: str) -> Iterator[None]:
+    """One export of a prefix at a time (a lock file in log_dir, released by the kernel at any exit)."""
+    path = config.log_dir / f".archive-export-{prefix}.lock"
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyRunning(f"another --export-keys for prefix {prefix} is running (it holds "
+                                 f"{path}); nothing was written") from None
+        yield
+
+
+def remove_stale_exports(csv_dir: Path, prefix: str) -> list[str]:
+    """The temporary files a killed export left (only ever under the export lock)."""
+    pattern, removed = export_file_pattern(prefix), []
+    for path in csv_dir.glob(f".{prefix}-*.csv.tmp"):
+        if pattern.fullmatch(path.name[1:-len(".tmp")]):
+            path.unlink()
+            removed.append(path.name)
+    return removed
+
+
+def pending_exports(context: RunContext, prefix: str, tracked: bool) -> list[str]:
+    """The files of earlier exports (this prefix) in csv_dir that no run finished yet."""
+    pattern, pending = export_file_pattern(prefix), []
+    for path in sorted(context.config.csv_dir.iterdir()):
+        if not pattern.fullmatch(path.name):
+            continue
+        scan = hash_file(path)
+        with context.db.reading():
+            finished = tracked and context.tracking.finished_record(scan) is not None
+        if not finished:
+            pending.append(path.name)
+    return pending
+
+
+def unpack_keys(count: int, text: str | None) -> list[str]:
+    """The lines of a packed chunk, all of them (group_concat_max_len must not have cut it)."""
+    lines = text.split("\n") if text else []
+    if len(lines) != count:
+        raise ArchiveError(f"--export-keys: the server returned {len(lines)} of a chunk's {count} keys "
+                           "(group_concat_max_len is smaller than max_allowed_packet?)")
+    return lines
+
+
+def export_chunk(context: RunContext, walk: KeyWalk, after: Sequence[Any] | None, end: Sequence[Any],
+                 rows: int) -> tuple[tuple[Any, ...] | None, list[Any]]:
+    """(the chunk's last index entry or None at the end, the keys in it that meet the condition:
+    rows of key parts, or with walk.packed the lines of the file)."""
+    def attempt() -> tuple[tuple[Any, ...] | None, list[Any]]:
+        context.db.ensure_connected()
+        with context.db.reading():
+            if walk.packed and len(walk.columns) == 1:  # half the reads of the two steps below
+                chunk = context.db.query(*walk.one_pass_sql(after, end, rows))
+                return ((chunk[0][0],), unpack_keys(int(chunk[0][1]), chunk[0][2])) if chunk else (None, [])
+            bound = context.db.query(*walk.bound_sql(after, end, rows))
+            if not bound:
+                return None, []
+            found = context.db.query(*walk.keys_sql(after, bound[0]))
+            return bound[0], unpack_keys(int(found[0][0]), found[0][1]) if walk.packed else found
+    return retry_transaction(context, "Export chunk", attempt)
+
+
+def walk_export(context: RunContext, walk: KeyWalk, sink: Callable[[list[Any]], None]) -> int:
+    """Walk the whole index chunk by chunk between the run's throttles; return the keys found
+    (context.state.stop_reason says when it stopped short)."""
+    assert context.controls is not None
+    after, rows, total = None, EXPORT_CHUNK_ROWS[2], 0
+    last = retry_transaction(context, "Export start", lambda: context.db.read(walk.last_sql()))
+    while last:
+        reason = context.controls.before_batch()
+        if reason:
+            context.state.stop_reason = reason
+            return total
+        started = time.monotonic()
+        after, keys = export_chunk(context, walk, after, last[0], rows)
+        if after is None:
+            return total
+        sink(keys)
+        total += len(keys)
+        rows = next_chunk_rows(rows, time.monotonic() - started)
+    return total
+
+
+def free_stamp(csv_dir: Path, prefix: str, now: dt.datetime) -> str:
+    """This export's time stamp: now, or the first later second no earlier export of the prefix used
+    (two exports in one second would write the same names)."""
+    while any(csv_dir.glob(f"{prefix}-{now.strftime(EXPORT_STAMP)}-*.csv")):
+        now += dt.timedelta(seconds=1)
+    return now.strftime(EXPORT_STAMP)
+
+
+def write_manifest(config: Config, name: str, manifest: dict[str, Any]) -> Path:
+    """The export's manifest in log_dir, written whole (temporary name, fsync, rename)."""
+    path = config.log_dir / name
+    temporary = path.with_name(temporary_name(path.name))
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(temporary, path)
+    return path
+
+
+def open_export(config: Config, db: Database, dest: Database | None, log: TextLog, reporter: Reporter,
+                stop: StopSignal) -> tuple[RunContext, bool]:
+    """The export's context, the run's preflight passed (so the keys fit the job); whether the
+    tracking tables exist."""
+    plan = require_plan(db, config, dest)
+    found_tracking = read_only_tracking(db, config)
+    tracking = found_tracking or Tracking(db, config)
+    context = RunContext(config, db, tracking, plan, log, reporter, RunState(), {},
+                         make_mover(tracking, plan, dest), dest=dest)
+    context.controls = ExportControls(context, stop)
+    return context, found_tracking is not None
+
+
+def export_manifest(context: RunContext, files: list[ExportedFile], snapshot: str, keys: int
+                    ) -> dict[str, Any]:
+    """What the manifest says: the files, their keys and hashes, the condition, server and time."""
+    config = context.config
+    return {"format": EXPORT_MANIFEST_FORMAT, "archive.py": __version__, "job": config.job,
+            "condition": config.export_where, "key_column": list(config.key_column),
+            "server": context.db.where, "node": context.db.node, "snapshot_time": snapshot,
+            "finished_time": dt.datetime.now(dt.timezone.utc).isoformat(), "keys": keys,
+            "files": [dataclasses.asdict(f) for f in files]}
+
+
+def run_export(context: RunContext, prefix: str, dry_run: bool) -> int:
+    """Write (or with dry_run, count) the export's files; return the exit code."""
+    config = context.config
+    snapshot = str(context.db.read("SELECT UTC_TIMESTAMP(6)")[0][0])
+    stamp = free_stamp(config.csv_dir, prefix, dt.datetime.now(dt.timezone.utc))
+    index = context.plan.source_index
+    header, layout = export_layout(config.csv_format)
+    parts = context.plan.key_type.parts or (context.plan.key_type,)
+    plain = all(p.kind == "int" for p in parts) and layout == list(range(len(parts)))
+    walk = KeyWalk(config.source_table, index, context.plan.key, index_order(context.db, context.plan),
+                   context.plan.key_type, config.export_where or "", config.csv_delimiter if plain else None)
+    writer = KeyFileWriter(config.csv_dir, functools.partial(export_file_name, prefix, stamp),
+                           config.export_keys_per_file, header, config.csv_delimiter)
+    sink: Callable[[list[Any]], None] = (lambda keys: None) if dry_run else (
+        lambda keys: writer.write(keys, lines=True) if plain else
+        writer.write(export_records(keys, context.plan.key_type, layout)))
+    try:
+        keys = walk_export(context, walk, sink)
+    except BaseException:
+        writer.abandon()
+        raise
+    if context.state.stop_reason:
+        writer.abandon()
+        context.say(f"INTERRUPTED: export of {config.source_table}: {context.state.stop_reason}; "
+                    "nothing was written, rerun to export")
+        return EXIT_INTERRUPTED
+    files = -(-keys // config.export_keys_per_file)
+    if dry_run:
+        context.reporter.say(f"Export dry run: would write {plural(keys, 'key')} in {plural(files, 'file')} "
+                             f"{export_file_name(prefix, stamp, 1)}...; nothing was written.", level=0)
+        return EXIT_OK
+    written = writer.publish()
+    manifest = write_manifest(config, f"{prefix}-{stamp}.export.json",
+                              export_manifest(context, written, snapshot, keys))
+    names = f" ({written[0].name} .. {written[-1].name})" if written else ""
+    context.say(f"EXPORT: {plural(keys, 'key')} in {plural(len(written), 'file')}{names} WHERE "
+                f"{config.export_where}; snapshot {snapshot} UTC; manifest {manifest}")
+    return EXIT_OK
+
+
+def export_keys(config: Config, dry_run: bool = False, verbosity: int = 1) -> int:
+    """--export-keys: write the keys of the rows that meet [export] where into key files in csv_dir."""
+    check_export_config(config)
+    prefix = config.export_file_prefix or config.source_table
+    stop, reporter = StopSignal(), Reporter(verbosity)
+    log = (SilentLog if dry_run else TextLog)(config.log_dir, dt.datetime.now())
+    previous = install_signal_handlers(stop)
+    db = dest = None
+    try:
+        with export_lock(config, prefix):
+            db = Database(config.db, config.lock_wait_timeout, read_only=True,
+                          wait_timeout=run_silence(config))
+            dest = open_destination(config, read_only=True)
+            context, tracked = open_export(config, db, dest, log, reporter, stop)
+            if not dry_run:
+                for name in remove_stale_exports(config.csv_dir, prefix):
+                    context.say(f"EXPORT: removed {name}, left by an export that was killed")
+            pending = pending_exports(context, prefix, tracked)
+            if pending:
+                context.say(f"EXPORT SKIPPED: {plural(len(pending), 'file')} of an earlier export still "
+                            f"to be archived ({', '.join(pending[:3])}{' ...' if len(pending) > 3 else ''}); "
+                            "the run archives them, the next export lists what is left", log=not dry_run)
+                return EXIT_OK
+            return run_export(context, prefix, dry_run)
+    finally:
+        restore_signal_handlers(previous)
+        for session in (db, dest):
+            if session is not None:
+                session.close()
+        log.close()
+
+
 # --------------------------------------------------------------------------- command line
 
 EPILOG = """examples:
@@ -7647,9 +8241,11 @@ EPILOG = """examples:
   {cmd} config.ini --status{pad}                 progress of the latest (or current) run
   {cmd} config.ini --check{pad}                  are the tables, keys and grants ready?
   {cmd} config.ini -q --max-runtime 2h{pad}      cron: silent unless something needs a human
+  {cmd} config.ini --export-keys{pad}            write key files of the rows [export] where selects
 
 crontab:
   15 1 * * *  {cron} config.ini -q --max-runtime 4h
+  15 1 * * *  {cron} config.ini --export-keys -q && {cron} config.ini -q
 
 exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 duplicate conflicts kept,
   4 malformed CSV file rejected, 5 already running, 6 interrupted (rerun to resume)
@@ -7687,6 +8283,9 @@ def build_parser(argv0: str | None = None) -> argparse.ArgumentParser:
     mode.add_argument("--check", action="store_true",
                       help="Check tables, key, columns, engines, triggers, foreign keys, privileges "
                            "and cluster limits, and print a verdict. Changes nothing.")
+    parser.add_argument("--export-keys", action="store_true",
+                        help="Write the keys of the source rows that meet [export] where into new key files "
+                             "in csv_dir, for the next run to archive; with --dry-run, only count them.")
     parser.add_argument("--json", action="store_true",
                         help="With --status or --dry-run: print one JSON document instead of text.")
     talk = parser.add_mutually_exclusive_group()
@@ -7734,7 +8333,11 @@ def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command."""
     if args.json and not (args.status or args.dry_run):
         raise ConfigError("--json goes with --status or --dry-run")
+    if args.export_keys and (args.status or args.check or args.json):
+        raise ConfigError("--export-keys goes alone, or with --dry-run")
     config = apply_overrides(load_config(args.config), args)
+    if args.export_keys:
+        return export_keys(config, args.dry_run, verbosity=0 if args.quiet else 2 if args.verbose else 1)
     if args.status:
         return show_status(config, args.json)
     if args.check:
