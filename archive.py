@@ -202,6 +202,7 @@ CR_CONN_HOST_ERROR = errorcode.CR_CONN_HOST_ERROR  # 2003: no server at host:por
 CR_SERVER_GONE_ERROR = errorcode.CR_SERVER_GONE_ERROR  # 2006
 CR_SERVER_LOST = errorcode.CR_SERVER_LOST  # 2013
 CR_SERVER_LOST_EXTENDED = errorcode.CR_SERVER_LOST_EXTENDED  # 2055
+CR_SSL_CONNECTION_ERROR = errorcode.CR_SSL_CONNECTION_ERROR  # 2026: e.g. a certificate that did not verify
 RETRY_ERRNOS = frozenset((ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT))
 CONNECTION_ERRNOS = frozenset((
     CR_CONNECTION_ERROR, CR_CONN_HOST_ERROR, CR_SERVER_GONE_ERROR, CR_SERVER_LOST,
@@ -264,6 +265,10 @@ class NodeNotReady(Exception):
     """A cluster node that answers but must not take writes (not synced, not primary)."""
 
 
+class SessionRefused(NodeNotReady):
+    """A session that is not encrypted although the config requires it (an ssl_ca is given)."""
+
+
 class SchemaChanged(ArchiveError):
     """A table a batch writes is no longer what the preflight approved; the batch was rolled back."""
 
@@ -295,6 +300,40 @@ class Option:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """How a session is encrypted: a CA given means TLS is required and the certificate verified."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    verify_identity: bool = True  # with a CA: the certificate must also name the host connected to
+    disabled: bool = False
+    where: str = "[database]"  # the config section (or replica) these came from, for messages
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """mysql.connector.connect() options: without them the connector encrypts when the server
+        offers TLS but accepts any certificate, so a CA turns verification on explicitly."""
+        if self.disabled:
+            return {"ssl_disabled": True}
+        kwargs: dict[str, Any] = {name: value for name, value in
+                                  (("ssl_cert", self.cert), ("ssl_key", self.key)) if value}
+        if self.ca:
+            kwargs.update(ssl_ca=self.ca, ssl_verify_cert=True, ssl_verify_identity=self.verify_identity)
+        return kwargs
+
+    def describe(self, version: str, cipher: str) -> str:
+        """What --check says about a session's encryption: encrypted? verified how?"""
+        if not cipher:
+            return ("NOT encrypted (ssl_disabled)" if self.disabled else
+                    f"NOT encrypted: the server offers no TLS (set {self.where} ssl_ca to require it)")
+        if not self.ca:
+            return (f"encrypted ({version}, {cipher}), certificate NOT verified (set {self.where} ssl_ca "
+                    "to verify it)")
+        name = ", host name checked" if self.verify_identity else ", host name NOT checked"
+        return f"encrypted ({version}, {cipher}), certificate verified against {self.ca}{name}"
+
+
+@dataclass(frozen=True)
 class DbSettings:
     """How to reach one server or cluster; None means "not set", so option files can supply it."""
 
@@ -307,6 +346,7 @@ class DbSettings:
     option_groups: tuple[str, ...] = ()
     connect_timeout: int = 5
     password_source: str = ""  # where the password came from, for "access denied" messages
+    tls: TlsSettings = dataclasses.field(default_factory=lambda: TlsSettings())
 
     @property
     def endpoints(self) -> int:
@@ -329,7 +369,7 @@ class DbSettings:
             kwargs["option_files"] = list(self.option_files)
             if self.option_groups:
                 kwargs["option_groups"] = list(self.option_groups)
-        return kwargs
+        return {**kwargs, **self.tls.connect_kwargs()}
 
     def describe(self, index: int | None = None) -> str:
         """Where this server is, for messages (never the password)."""
@@ -687,6 +727,15 @@ def connection_options(section: str, what: str) -> tuple[Option, ...]:
                "Groups to read in the option files (default: client, connector_python)."),
         Option(section, "connect_timeout", 5, make_int_parser(1, 300),
                "Seconds to wait for a connection before giving up on an address."),
+        Option(section, "ssl_ca", None, parse_path,
+               "CA certificate file (PEM) that signed the server's certificate: when set, every session "
+               "must be encrypted and the certificate is verified against it."),
+        Option(section, "ssl_cert", None, parse_path, "Client certificate file (PEM), with ssl_key."),
+        Option(section, "ssl_key", None, parse_path, "Client private key file (PEM), with ssl_cert."),
+        Option(section, "ssl_verify_identity", None, parse_bool,
+               "With ssl_ca: the certificate must also name the host connected to (yes/no; default yes)."),
+        Option(section, "ssl_disabled", False, parse_bool,
+               "Never encrypt (yes/no; default no: encrypt when the server offers TLS)."),
     )
 
 
@@ -855,10 +904,15 @@ def read_options(parser: configparser.ConfigParser) -> dict[tuple[str, str], Any
     return values
 
 
+TLS_FILES = ("ssl_ca", "ssl_cert", "ssl_key")
+TLS_KEYS = (*TLS_FILES, "ssl_verify_identity", "ssl_disabled")
+
+
 def resolve_paths(values: dict[tuple[str, str], Any], base: Path) -> None:
     """Relative paths start at the config file's folder, not wherever cron happens to be."""
+    tls = [(section, key) for section in ("database", "destination") for key in TLS_FILES]
     for key in (("archive", "csv_dir"), ("archive", "log_dir"), ("archive", "done_dir"),
-                ("controls", "stop_file"), ("controls", "metrics_file")):
+                ("controls", "stop_file"), ("controls", "metrics_file"), *tls):
         if values[key] is not None and not values[key].is_absolute():
             values[key] = base / values[key]
 
@@ -914,6 +968,49 @@ def check_csv_format(values: dict[tuple[str, str], Any]) -> None:
         raise config_error("archive", "csv_column", "names one CSV column for two key columns")
 
 
+def pem_problem(path: Path) -> str | None:
+    """Why a certificate or key file cannot be used (missing, unreadable, not PEM), or None."""
+    if not path.is_file():
+        return f"{path}: no such file"
+    try:
+        head = path.read_bytes()[:1 << 16]
+    except OSError as exc:
+        return f"{path}: cannot read: {exc.strerror}"
+    return None if b"-----BEGIN " in head else f"{path}: not a PEM file (no -----BEGIN line)"
+
+
+def build_tls(get: Callable[[str], Any], where: str, socket_path: str | None) -> TlsSettings:
+    """TLS settings from one section's (or a replica URL's) ssl_* values, files checked now.
+
+    `get` returns a key's value; errors are ValueErrors naming the key, for the caller to place.
+    """
+    files = {key: get(key) for key in TLS_FILES}
+    for key, path in files.items():
+        problem = pem_problem(Path(path)) if path is not None else None
+        if problem:
+            raise ValueError(f"{key}: {problem}")
+    if (files["ssl_cert"] is None) != (files["ssl_key"] is None):
+        raise ValueError("ssl_cert: ssl_cert and ssl_key go together (the client certificate and its key)")
+    if get("ssl_verify_identity") and files["ssl_ca"] is None:
+        raise ValueError("ssl_verify_identity: needs ssl_ca, the CA that signed the server's certificate")
+    if get("ssl_disabled") and any(files.values()):
+        raise ValueError("ssl_disabled: cannot go with ssl_ca, ssl_cert or ssl_key")
+    if socket_path and any(files.values()):
+        raise ValueError("ssl_ca: a unix socket is never encrypted; give host (and port) for TLS")
+    ca, cert, private = (None if path is None else str(path) for path in files.values())
+    return TlsSettings(ca, cert, private, verify_identity=get("ssl_verify_identity") is not False,
+                       disabled=bool(get("ssl_disabled")), where=where)
+
+
+def section_tls(values: dict[tuple[str, str], Any], section: str) -> TlsSettings:
+    """A server section's TLS settings; a problem is a usage error naming the [section] key."""
+    try:
+        return build_tls(lambda key: values[(section, key)], f"[{section}]", values[(section, "unix_socket")])
+    except ValueError as exc:
+        key, _, message = str(exc).partition(": ")
+        raise config_error(section, key, message) from None
+
+
 def build_db_settings(values: dict[tuple[str, str], Any], environ: dict[str, str],
                       section: str = "database") -> DbSettings:
     """One server section's settings; MYSQL_PWD fills a password left out of the file."""
@@ -937,11 +1034,32 @@ def build_db_settings(values: dict[tuple[str, str], Any], environ: dict[str, str
         unix_socket=get("unix_socket"),
         option_files=tuple(str(Path(n).expanduser()) for n in get("option_files")),
         option_groups=get("option_groups"), connect_timeout=get("connect_timeout"),
-        password_source=source,
+        password_source=source, tls=section_tls(values, section),
     )
 
 
-REPLICA_QUERY_KEYS = ("socket", "unix_socket")
+REPLICA_QUERY_KEYS = ("socket", "unix_socket", *TLS_KEYS)
+
+
+def replica_tls(spec: str, query: dict[str, list[str]], primary: TlsSettings, socket_path: str | None
+                ) -> TlsSettings:
+    """A replica's TLS: the primary's, with each ssl_* URL parameter replacing its own key."""
+    disabled = parse_bool(query["ssl_disabled"][0]) if "ssl_disabled" in query else primary.disabled
+    inherited: dict[str, Any] = {} if (disabled and not primary.disabled) or socket_path else {
+        "ssl_ca": primary.ca, "ssl_cert": primary.cert, "ssl_key": primary.key,
+        "ssl_verify_identity": primary.verify_identity if primary.ca else None}
+
+    def get(key: str) -> Any:
+        if key == "ssl_disabled":
+            return disabled
+        if key not in query:
+            return inherited.get(key)
+        return parse_bool(query[key][0]) if key == "ssl_verify_identity" else parse_path(query[key][0])
+
+    try:
+        return build_tls(get, f"[controls] replicas {spec!r}", socket_path)
+    except ValueError as exc:
+        raise ValueError(f"{spec!r}: {exc}") from None
 
 
 def parse_replica(spec: str, primary: DbSettings) -> DbSettings:
@@ -955,8 +1073,8 @@ def parse_replica(spec: str, primary: DbSettings) -> DbSettings:
     query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
     unknown = sorted(set(query) - set(REPLICA_QUERY_KEYS))
     if unknown:
-        raise ValueError(f"{spec!r}: unknown parameter {unknown[0]!r}; only unix_socket (or socket) "
-                         "is understood")
+        raise ValueError(f"{spec!r}: unknown parameter {unknown[0]!r}; only unix_socket (or socket), "
+                         f"{', '.join(TLS_KEYS)} are understood")
     sockets = query.get("unix_socket") or query.get("socket")
     socket_path = sockets[0] if sockets else None
     if url.scheme != "mysql" or not (url.hostname or socket_path) or url.path not in ("", "/"):
@@ -970,7 +1088,7 @@ def parse_replica(spec: str, primary: DbSettings) -> DbSettings:
         primary, hosts=() if socket_path else ((url.hostname or "localhost", port or 3306),),
         user=urllib.parse.unquote(url.username) if url.username else primary.user,
         password=urllib.parse.unquote(url.password) if url.password is not None else primary.password,
-        unix_socket=socket_path, database=None,
+        unix_socket=socket_path, database=None, tls=replica_tls(spec, query, primary.tls, socket_path),
     )
 
 
@@ -3318,6 +3436,7 @@ class Database:
         self.endpoint = 0  # which address of the host list this session is on
         self.wsrep = False
         self.node = ""
+        self.tls_version = self.tls_cipher = ""  # the session's, from check_encryption
         self.on_reconnect: Callable[[], None] | None = None
         self.on_note: Callable[[str], None] = lambda _text: None
         self.sessions = 0
@@ -3378,9 +3497,13 @@ class Database:
 
     def explain_connect_error(self, exc: BaseException) -> str:
         """The error, plus where the password came from when the server refused it."""
-        text = describe_mysql_error(exc)
+        text, tls = describe_mysql_error(exc), self.settings.tls
         if getattr(exc, "errno", None) == errorcode.ER_ACCESS_DENIED_ERROR:
             text += f" (password from {self.settings.password_source})"
+        if getattr(exc, "errno", None) == CR_SSL_CONNECTION_ERROR and tls.ca:
+            name = " or does not name this host (ssl_verify_identity)" if tls.verify_identity else ""
+            text += (f" (TLS: the server's certificate is not signed by {tls.where} ssl_ca {tls.ca}, has "
+                     f"expired{name})")
         return text
 
     def open_session(self, index: int, synced_only: bool = True) -> None:
@@ -3421,6 +3544,7 @@ class Database:
             self.execute(f"SET SESSION wait_timeout = LEAST(@@GLOBAL.wait_timeout, {int(self.wait_timeout)})")
         hostname, port, datadir, idle = self.query(
             "SELECT @@hostname, @@port, @@datadir, @@SESSION.wait_timeout")[0]
+        self.check_encryption()
         self.idle_limit = float(idle)
         self.node = f"{hostname}:{port} {hashlib.sha1(str(datadir).encode()).hexdigest()[:8]}"
         wsrep = self.query("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")  # no such variable on MySQL
@@ -3429,6 +3553,22 @@ class Database:
             self.check_node_ready(synced_only)
             self.execute("SET SESSION wsrep_sync_wait = 1")  # reads see every commit the cluster made
         self.execute("SET SESSION autocommit = 0")
+
+    def check_encryption(self) -> None:
+        """Read the session's TLS version and cipher; refuse a plain session when a CA is configured
+        (the connector would not say whether it fell back to plain text)."""
+        status = dict(self.query("SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')"))
+        self.tls_version, self.tls_cipher = (str(status.get(name) or "") for name in ("Ssl_version",
+                                                                                      "Ssl_cipher"))
+        tls = self.settings.tls
+        if tls.ca and not self.tls_cipher:
+            raise SessionRefused(f"the session is not encrypted although {tls.where} ssl_ca is set: the "
+                                 "server offers no TLS (see its have_ssl and ssl_cert variables)")
+
+    @property
+    def encryption(self) -> str:
+        """What this session's encryption is, for --check."""
+        return self.settings.tls.describe(self.tls_version, self.tls_cipher)
 
     def check_node_ready(self, synced_only: bool = True) -> None:
         """A Galera node must be in the primary component (and, by preference, synced)."""
@@ -6762,7 +6902,8 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
     try:
         dest = open_destination(config, read_only=True)
         found = run_preflight(db, config, dest)
-        lines = cluster_lines(db) + (cluster_lines(dest) if dest else [])
+        lines = [f"tls: {session.where}: {session.encryption}" for session in (db, dest) if session]
+        lines += cluster_lines(db) + (cluster_lines(dest) if dest else [])
         tracking = Tracking(db, config)
         present, version = tracking.schema.present(), tracking.schema.version()
         found.problems += tracking.schema.privilege_problems(present)
