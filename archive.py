@@ -265,7 +265,7 @@ class NodeNotReady(Exception):
     """A cluster node that answers but must not take writes (not synced, not primary)."""
 
 
-class SessionRefused(NodeNotReady):
+class SessionRefused(NodeNotReady, ArchiveError):
     """A session that is not encrypted although the config requires it (an ssl_ca is given)."""
 
 
@@ -3412,6 +3412,21 @@ def silence_limits(seconds: int | None) -> dict[str, Any]:
     return {"read_timeout": seconds, "write_timeout": seconds} if seconds else {}
 
 
+ENCRYPTION_SQL = "SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')"
+
+
+def encryption_of(rows: Sequence[tuple[Any, ...]], tls: TlsSettings) -> tuple[str, str]:
+    """A session's TLS version and cipher from ENCRYPTION_SQL's rows; a plain session is refused
+    when a CA is configured: given ssl_ca, the connector still falls back to plain text, silently,
+    when the server offers no TLS."""
+    status = {str(name): str(value or "") for name, value in rows}
+    version, cipher = status.get("Ssl_version", ""), status.get("Ssl_cipher", "")
+    if tls.ca and not cipher:
+        raise SessionRefused(f"the session is not encrypted although {tls.where} ssl_ca is set: the server "
+                             "offers no TLS (see its have_ssl, ssl_cert and ssl_key variables)")
+    return version, cipher
+
+
 class Database:
     """One connection to a server (or to one node of a cluster), set up for exact copies.
 
@@ -3500,7 +3515,7 @@ class Database:
         text, tls = describe_mysql_error(exc), self.settings.tls
         if getattr(exc, "errno", None) == errorcode.ER_ACCESS_DENIED_ERROR:
             text += f" (password from {self.settings.password_source})"
-        if getattr(exc, "errno", None) == CR_SSL_CONNECTION_ERROR and tls.ca:
+        if getattr(exc, "errno", None) == CR_SSL_CONNECTION_ERROR and tls.ca and "verify failed" in text:
             name = " or does not name this host (ssl_verify_identity)" if tls.verify_identity else ""
             text += (f" (TLS: the server's certificate is not signed by {tls.where} ssl_ca {tls.ca}, has "
                      f"expired{name})")
@@ -3555,15 +3570,8 @@ class Database:
         self.execute("SET SESSION autocommit = 0")
 
     def check_encryption(self) -> None:
-        """Read the session's TLS version and cipher; refuse a plain session when a CA is configured
-        (the connector would not say whether it fell back to plain text)."""
-        status = dict(self.query("SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')"))
-        self.tls_version, self.tls_cipher = (str(status.get(name) or "") for name in ("Ssl_version",
-                                                                                      "Ssl_cipher"))
-        tls = self.settings.tls
-        if tls.ca and not self.tls_cipher:
-            raise SessionRefused(f"the session is not encrypted although {tls.where} ssl_ca is set: the "
-                                 "server offers no TLS (see its have_ssl and ssl_cert variables)")
+        """Read the session's TLS version and cipher; refuse a plain session when a CA is configured."""
+        self.tls_version, self.tls_cipher = encryption_of(self.query(ENCRYPTION_SQL), self.settings.tls)
 
     @property
     def encryption(self) -> str:
@@ -6023,6 +6031,10 @@ class Controls:
             if conn is None:
                 conn = mysql.connector.connect(**replica.connect_kwargs(), autocommit=True,
                                                **silence_limits(probe_silence(self.config, replica)))
+                cursor = conn.cursor()
+                cursor.execute(ENCRYPTION_SQL)
+                encryption_of(cast(list[tuple[Any, ...]], cursor.fetchall()), replica.tls)  # or refused
+                cursor.close()
                 self.replica_conns[index] = conn
             if self.config.replica_lag_source is None:
                 return replica_lag(conn)

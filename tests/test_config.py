@@ -39,7 +39,8 @@ def ini(tmp_path: Path):
         for key, value in (replace or {}).items():
             lines = [line for line in lines if not line.startswith(f"{key} =")]
             if value is not None:
-                in_database = key in ("host", "port", "user", "password", "database") or key.startswith("ssl_")
+                in_database = key.startswith("ssl_") or key in ("host", "port", "user", "password",
+                                                                "database")
                 section = "[database]" if in_database else "[archive]"
                 lines.insert(lines.index(section) + 1, f"{key} = {value}")
         path = tmp_path / "config.ini"
@@ -321,7 +322,8 @@ def pem(tmp_path: Path) -> Path:
 
 def test_a_ca_turns_certificate_and_host_verification_on(ini, pem):
     kwargs = archive.load_config(ini({"ssl_ca": "ca.pem"}), environ={}).db.connect_kwargs()
-    assert (kwargs["ssl_ca"], kwargs["ssl_verify_cert"], kwargs["ssl_verify_identity"]) == (str(pem), True, True)
+    assert (kwargs["ssl_ca"], kwargs["ssl_verify_cert"], kwargs["ssl_verify_identity"]) == (
+        str(pem), True, True)
     plain = archive.load_config(ini(), environ={}).db.connect_kwargs()
     assert not any(name.startswith("ssl_") for name in plain)
     loose = archive.load_config(ini({"ssl_ca": str(pem), "ssl_verify_identity": "no"}), environ={})
@@ -336,7 +338,8 @@ def test_a_ca_turns_certificate_and_host_verification_on(ini, pem):
     ({"ssl_ca": "ca.pem", "ssl_cert": "ca.pem"}, "[database] ssl_cert: ssl_cert and ssl_key go together"),
     ({"ssl_verify_identity": "yes"}, "[database] ssl_verify_identity: needs ssl_ca"),
     ({"ssl_ca": "ca.pem", "ssl_disabled": "yes"}, "[database] ssl_disabled: cannot go with ssl_ca"),
-    ({"ssl_ca": "ca.pem", "unix_socket": "/run/x.sock"}, "[database] ssl_ca: a unix socket is never encrypted"),
+    ({"ssl_ca": "ca.pem", "unix_socket": "/run/x.sock"},
+     "[database] ssl_ca: a unix socket is never encrypted"),
 ])
 def test_tls_settings_that_cannot_work_are_refused(ini, pem, tmp_path, replace, fragment):
     if "unix_socket" in replace:
