@@ -3576,6 +3576,8 @@ class Database:
     @property
     def encryption(self) -> str:
         """What this session's encryption is, for --check."""
+        if self.settings.unix_socket and not self.tls_cipher:
+            return "a unix socket: local, not encrypted"
         return self.settings.tls.describe(self.tls_version, self.tls_cipher)
 
     def check_node_ready(self, synced_only: bool = True) -> None:
@@ -3956,19 +3958,22 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
     return (composite_key_type(parts) if len(parts) == len(keys) else None), indexes, names
 
 
-def refused_statements(checks: Sequence[tuple[Database, str, str]]) -> list[str]:
+def refused_statements(checks: Sequence[tuple[Database, str, str]], explain: bool = True,
+                       accepted: frozenset[int] = frozenset()) -> list[str]:
     """'cannot <label>: <error>' for each (session, label, statement) the server would refuse.
 
-    EXPLAIN needs the statement's own privileges, so this tests them without writing.
+    EXPLAIN needs the statement's own privileges, so this tests them without writing. A DDL
+    probe (explain off) is built to fail after the privilege check, with an error in `accepted`.
     """
     problems = []
     for session, label, sql in checks:
         try:
-            session.query("EXPLAIN " + sql)
+            session.query("EXPLAIN " + sql if explain else sql)
         except mysql.connector.Error as exc:
             if is_connection_error(exc):
                 raise
-            problems.append(f"cannot {label}: {describe_mysql_error(exc)}")
+            if exc.errno not in accepted:
+                problems.append(f"cannot {label}: {describe_mysql_error(exc)}")
         session.rollback()
     return problems
 
@@ -4220,6 +4225,7 @@ SCHEMA_COMMENT = f"archive.py tracking schema {SCHEMA_VERSION}"
 
 
 TEXT_BYTES = 60_000  # what a TEXT column (65,535 bytes) is given, with room to spare
+ADMIN_SETUP = "as an admin, load schema.sql or run archive.py with --setup once; see the README's grants"
 
 
 # What a run writes to each tracking table (it reads them all), and a column to name in a test UPDATE.
@@ -4434,17 +4440,32 @@ class TrackingSchema:
                              f"DATABASE() AND TABLE_NAME IN ({marks})", TRACKING_TABLES)
         return {r[0] for r in rows}
 
-    def privilege_problems(self, present: set[str]) -> list[str]:
-        """What this user may not do to the tracking tables that exist."""
-        checks = []
-        for table in sorted(present, key=TRACKING_TABLES.index):
+    def privilege_problems(self, present: set[str], version: int = SCHEMA_VERSION) -> list[str]:
+        """What this user may not do to the tracking tables: write them, create the missing ones
+        and migrate older ones (`version`), all tested without changing anything."""
+        checks, ddl = [], []
+        for table in TRACKING_TABLES:
             key = "lock_name" if table == "run_locks" else "id"
             tests = {"INSERT": f"INSERT INTO `{table}` SELECT * FROM `{table}` WHERE 1 = 0",
                      "UPDATE": f"UPDATE `{table}` SET `{key}` = `{key}` WHERE 1 = 0",
                      "DELETE": f"DELETE FROM `{table}` WHERE 1 = 0"}
             checks += [(self.db, f"{verb} tracking table {table}", tests[verb])
                        for verb in TRACKING_WRITES[table]]
-        return refused_statements(checks)
+            if table not in present:
+                ddl.append((self.db, f"CREATE tracking table {table} ({ADMIN_SETUP})",
+                            f"CREATE TABLE `{table}` (`probe` INT, `probe` INT)"))
+        version = version if "process_logs" in present else SCHEMA_VERSION  # as ensure() does
+        altered = {"process_logs"} | {t for m in MIGRATIONS if m.version > version
+                                      for t, _, _ in m.columns + m.indexes}
+        upgraded = [t for t in TRACKING_TABLES if t in altered and t in present and version < SCHEMA_VERSION]
+        ddl += [(self.db, f"ALTER tracking table {table} to upgrade it from schema {version} ({ADMIN_SETUP})",
+                 f"ALTER TABLE `{table}` ADD COLUMN `probe` INT, ADD COLUMN `probe` INT")
+                for table in upgraded]
+        # A table that does not exist yet answers 1146 once the privilege check passed; the DDL
+        # probes' duplicate column (1060) fails after it, so nothing is created or altered.
+        return (refused_statements(checks, accepted=frozenset((errorcode.ER_NO_SUCH_TABLE,)))
+                + refused_statements(ddl, explain=False, accepted=frozenset((
+                    errorcode.ER_DUP_FIELDNAME, errorcode.ER_TABLE_EXISTS_ERROR))))
 
     def version(self) -> int:
         """The stamped schema version (1 for tables made before versions were stamped)."""
@@ -6918,7 +6939,7 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
         lines += cluster_lines(db) + (cluster_lines(dest) if dest else [])
         tracking = Tracking(db, config)
         present, version = tracking.schema.present(), tracking.schema.version()
-        found.problems += tracking.schema.privilege_problems(present)
+        found.problems += tracking.schema.privilege_problems(present, version)
         found.problems += load_limit_problems(db, config)
     finally:
         for session in (db, dest):
@@ -6942,6 +6963,28 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
         (f"ok: `{config.source_table}` -> `{config.archive_table}`{where} on key {found.plan.key_text} "
          f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied"),
         "Verdict: READY."], out)
+    return EXIT_OK
+
+
+def setup_tracking(config: Config, out: Any = None) -> int:
+    """--setup: create the missing tracking tables and migrate older ones, then stop; run once by
+    an admin, so that the job's own user needs no CREATE or ALTER."""
+    out = out or sys.stdout
+    db = Database(config.db, config.lock_wait_timeout, wait_timeout=run_silence(config))
+    try:
+        schema = TrackingSchema(db)
+        with db.reading():
+            missing = [t for t in TRACKING_TABLES if t not in schema.present()]
+        steps = retry_conflicts(db, config.retry_timeout, schema.ensure)
+        with db.reading():
+            version = schema.version()
+    finally:
+        db.close()
+    lines = [f"created: tracking table {table}" for table in missing]
+    lines += [f"MIGRATED: tracking tables to schema {SCHEMA_VERSION}: {step}" for step in steps]
+    lines.append(f"setup: the tracking tables in `{config.database}` are schema {version}; a run needs only "
+                 "the README's grants now")
+    print_lines(lines, out)
     return EXIT_OK
 
 
@@ -7183,6 +7226,10 @@ def build_parser(argv0: str | None = None) -> argparse.ArgumentParser:
     mode.add_argument("--check", action="store_true",
                       help="Check tables, key, columns, engines, triggers, foreign keys, privileges "
                            "and cluster limits, and print a verdict. Changes nothing.")
+    mode.add_argument("--setup", action="store_true",
+                      help="Create the tracking tables, or upgrade older ones, and stop: run it once as "
+                           "an admin (a config with the admin's user), so the job's user needs no CREATE "
+                           "or ALTER privilege.")
     parser.add_argument("--json", action="store_true",
                         help="With --status or --dry-run: print one JSON document instead of text.")
     talk = parser.add_mutually_exclusive_group()
@@ -7235,6 +7282,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return show_status(config, args.json)
     if args.check:
         return check_command(config, verbose=args.verbose)
+    if args.setup:
+        return setup_tracking(config)
     if args.dry_run:
         return dry_run(config, args.json)
     return run(config, verbosity=0 if args.quiet else 2 if args.verbose else 1)
