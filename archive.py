@@ -198,6 +198,9 @@ ER_CONNECTION_KILLED = 1927
 ER_SERVER_SHUTDOWN = 1053
 ER_CLIENT_INTERACTION_TIMEOUT = 4031
 CR_CONNECTION_ERROR = errorcode.CR_CONNECTION_ERROR  # 2002: no server at the socket
+# 1290 "running with the --read-only (or --super-read-only) option": a primary demoted by a managed
+# failover (Aurora, RDS, Orchestrator): the batch is retried on the next address of the host list.
+ER_READ_ONLY = errorcode.ER_OPTION_PREVENTS_STATEMENT
 CR_CONN_HOST_ERROR = errorcode.CR_CONN_HOST_ERROR  # 2003: no server at host:port
 CR_SERVER_GONE_ERROR = errorcode.CR_SERVER_GONE_ERROR  # 2006
 CR_SERVER_LOST = errorcode.CR_SERVER_LOST  # 2013
@@ -208,6 +211,7 @@ CONNECTION_ERRNOS = frozenset((
     CR_CONNECTION_ERROR, CR_CONN_HOST_ERROR, CR_SERVER_GONE_ERROR, CR_SERVER_LOST,
     CR_SERVER_LOST_EXTENDED, ER_CONNECTION_KILLED, ER_CLIENT_INTERACTION_TIMEOUT,
     ER_SERVER_SHUTDOWN, errorcode.ER_CON_COUNT_ERROR, ER_WSREP_NOT_READY,
+    ER_READ_ONLY,
 ))
 
 DONE_STATUSES = ("COMPLETED", "COMPLETED_WITH_DUPLICATES")
@@ -222,6 +226,12 @@ GUARD_FORBIDDEN = re.compile(
     r"|union|into|outfile|dumpfile|load_file|sleep|benchmark|get_lock|release_lock|release_all_locks"
     r"|is_free_lock|is_used_lock|master_pos_wait|master_gtid_wait|nextval|setval|lastval|call|handler"
     r"|next\s+value\s+for|previous\s+value\s+for"
+    # MySQL's own: waiting for replication, the locking service and version tokens' locks, and the
+    # functions that reconfigure replication (https://dev.mysql.com/doc/refman/8.0/en/locking-service.html)
+    r"|source_pos_wait|wait_for_executed_gtid_set|wait_until_sql_thread_after_gtids"
+    r"|service_get_read_locks|service_get_write_locks|service_release_locks"
+    r"|version_tokens_lock_shared|version_tokens_lock_exclusive|version_tokens_unlock"
+    r"|group_replication_\w+|asynchronous_connection_failover_\w+"
     r"|run_locks|process_logs|file_processing_logs|batch_processing_logs|conflict_logs)\b",
     re.IGNORECASE,
 )
@@ -1843,6 +1853,76 @@ def sql_literal(value: Any) -> str:
     raise TypeError(f"no SQL literal for {type(value).__name__}")
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """The server a session is on, read once per session (dialect_of), and the statement forms it
+    takes: MariaDB and MySQL differ, and Percona Server and Aurora MySQL are MySQL."""
+
+    vendor: str = "MariaDB"  # MariaDB, MySQL, Percona Server or Aurora MySQL
+    version: tuple[int, int, int] = (10, 6, 0)
+    galera: bool = False  # wsrep_on (MariaDB Galera Cluster, Percona XtraDB Cluster)
+    aurora_version: str = ""
+
+    @property
+    def mysql(self) -> bool:
+        """MySQL or a server built from it (Percona Server, Aurora MySQL)."""
+        return self.vendor != "MariaDB"
+
+    def mysql_since(self, *version: int) -> bool:
+        """A MySQL of at least this version (never MariaDB, whose version numbers are its own)."""
+        return self.mysql and self.version >= tuple(version)
+
+    @property
+    def name(self) -> str:
+        """For --check and messages: `MySQL 8.0.36`, `Aurora MySQL 3.04.0 (MySQL 8.0.28)`."""
+        number = ".".join(map(str, self.version))
+        text = (f"{self.vendor} {self.aurora_version} (MySQL {number})" if self.aurora_version
+                else f"{self.vendor} {number}")
+        return text + (", Galera" if self.galera else "")
+
+    def new_value(self, column: str) -> str:
+        """In ON DUPLICATE KEY UPDATE, the value the INSERT ... VALUES row (row_alias) would have
+        written. MySQL 8.0.20 deprecates VALUES() there for a row alias, which 8.0.19 brought and
+        MariaDB does not have: https://dev.mysql.com/doc/refman/8.0/en/insert-on-duplicate.html"""
+        name = quote_ident(column)
+        return f"new.{name}" if self.mysql_since(8, 0, 19) else f"VALUES({name})"
+
+    @property
+    def row_alias(self) -> str:
+        """What follows the VALUES rows of an INSERT ... ON DUPLICATE KEY UPDATE that uses new_value."""
+        return " AS new" if self.mysql_since(8, 0, 19) else ""
+
+    def index_usable_sql(self) -> str:
+        """A condition on information_schema.STATISTICS: the index may be named in FORCE INDEX. An
+        INVISIBLE (MySQL 8.0: IS_VISIBLE) or IGNORED (MariaDB 10.6) index may not (error 1176):
+        https://dev.mysql.com/doc/refman/8.0/en/invisible-indexes.html"""
+        return "IS_VISIBLE = 'YES'" if self.mysql else "IGNORED = 'NO'"
+
+
+SERVER_VARIABLES = ("version", "version_comment", "aurora_version", "wsrep_on")
+DIALECT_SQL = ("SHOW GLOBAL VARIABLES WHERE Variable_name IN ("
+               + ", ".join(f"'{name}'" for name in SERVER_VARIABLES) + ")")
+AURORA_3_MYSQL = (8, 0, 23)  # "all 3.x Aurora MySQL versions are wire-compatible with MySQL 8.0.23 or higher"
+
+
+def dialect_of(variables: dict[str, str]) -> Dialect:
+    """The server, from DIALECT_SQL's rows (names in lower case): VERSION() reads 10.11.6-MariaDB-...,
+    8.0.36, 8.4.3 or 8.0.35-27 (Percona Server, whose version_comment names it); Aurora MySQL has an
+    aurora_version variable (3.04.0), its version may read 8.0.28 or 8.0.mysql_aurora.3.04.0."""
+    version, comment = variables.get("version", ""), variables.get("version_comment", "")
+    aurora = variables.get("aurora_version", "")
+    numbers = re.match(r"([0-9]+)\.([0-9]+)(?:\.([0-9]+))?", version)
+    parsed = tuple(int(n or 0) for n in numbers.groups()) if numbers else (0, 0, 0)
+    if "mariadb" in version.lower() or "mariadb" in comment.lower():
+        vendor = "MariaDB"
+    elif aurora:
+        vendor, parsed = "Aurora MySQL", max(parsed, AURORA_3_MYSQL) if aurora.startswith("3.") else parsed
+    else:
+        vendor = "Percona Server" if "percona" in comment.lower() else "MySQL"
+    return Dialect(vendor, cast(tuple[int, int, int], parsed), variables.get("wsrep_on", "").upper() == "ON",
+                   aurora)
+
+
 def bind_params(sql: str, params: Sequence[Any]) -> str:
     """The statement with each %s replaced by its parameter's literal."""
     parts = sql.split("%s")
@@ -1979,9 +2059,14 @@ def same_value_sql(column: Column, left: str, right: str) -> str:
         return f"({a} <=> {b} AND ATAN2({a}, -1) <=> ATAN2({b}, -1))"
     if column.data_type == "timestamp":
         return f"UNIX_TIMESTAMP({a}) <=> UNIX_TIMESTAMP({b})"
+    # CAST(x AS BINARY), not BINARY x: MySQL 8.0.27 deprecates the BINARY operator; the two are
+    # the same (https://dev.mysql.com/doc/refman/8.0/en/cast-functions.html#operator_binary).
+    same_bytes = f"CAST({a} AS BINARY) <=> CAST({b} AS BINARY)"
     if column.data_type in ("enum", "set"):
-        return f"({a} + 0 <=> {b} + 0 AND BINARY {a} <=> BINARY {b})"
-    return f"BINARY {a} <=> BINARY {b}"
+        return f"({a} + 0 <=> {b} + 0 AND {same_bytes})"
+    if column.data_type == "json":  # MySQL's: its text is normalised, so the scalar types must match too
+        return f"({same_bytes} AND JSON_TYPE({a}) <=> JSON_TYPE({b}))"
+    return same_bytes
 
 
 def identical_expression(columns: Sequence[Column], left: str = "s", right: str = "a") -> str:
@@ -2004,7 +2089,9 @@ def literal_sql(column: Column, alias: str) -> str:
     """
     c, kind = f"{alias}.{quote_ident(column.name)}", column.data_type
     if kind == "float":
-        text = f"IF({c} = 0 AND ATAN2({c}, -1) < 0, '-1e-50', CAST({c} AS DOUBLE))"
+        # + 0e0 is the value as a DOUBLE, exactly as CAST(... AS DOUBLE), which MySQL has only
+        # from 8.0.17 (https://dev.mysql.com/doc/refman/8.0/en/cast-functions.html#function_cast).
+        text = f"IF({c} = 0 AND ATAN2({c}, -1) < 0, '-1e-50', {c} + 0e0)"
     elif kind == "timestamp":
         text = (f"IF(UNIX_TIMESTAMP({c}) = 0, '''0000-00-00 00:00:00''', "
                 f"CONCAT('FROM_UNIXTIME(', UNIX_TIMESTAMP({c}), ')'))")
@@ -2014,6 +2101,8 @@ def literal_sql(column: Column, alias: str) -> str:
         text = c
     elif kind in QUOTED_AS_TEXT:
         text = f"QUOTE(CAST({c} AS CHAR))"
+    elif kind == "json":  # MySQL's JSON has no character set, and a binary string is no JSON (3144)
+        text = f"CONCAT('_utf8mb4 X''', HEX({c}), '''')"
     elif column.charset and CHARSET_NAME.match(column.charset):
         text = f"CONCAT('_{column.charset} X''', HEX({c}), '''')"
     else:
@@ -2418,6 +2507,24 @@ class Preflight:
             self.notes.append(note)
         else:
             self.problems.append(problem)
+
+
+INT_DISPLAY_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|bigint)\([0-9]+\)", re.IGNORECASE)
+
+
+def normalized_column(column: dict[str, Any]) -> dict[str, Any]:
+    """An information_schema.COLUMNS row with what names the same type in two spellings spelled one
+    way: MySQL 8.0.19+ prints `int` where MariaDB and older servers print `int(11)` (a display width,
+    which changes no value) and `year` for `year(4)`; `utf8` is `utf8mb3` (MySQL 8.0.30 and MariaDB
+    10.6 print the latter), its collations `utf8_...` are `utf8mb3_...`, the same collations.
+    https://dev.mysql.com/doc/refman/8.0/en/numeric-type-attributes.html"""
+    column_type = INT_DISPLAY_WIDTH.sub(r"\1", str(column["column_type"]))
+    column_type = re.sub(r"^year\(4\)", "year", column_type, flags=re.IGNORECASE)
+    charset, collation = column.get("charset"), column.get("collation")
+    charset = "utf8mb3" if charset is not None and str(charset).lower() == "utf8" else charset
+    if collation is not None and str(collation).lower().startswith("utf8_"):
+        collation = "utf8mb3_" + str(collation)[len("utf8_"):]
+    return {**column, "column_type": column_type, "charset": charset, "collation": collation}
 
 
 def describe_type(column: dict[str, Any]) -> str:
@@ -3452,6 +3559,7 @@ class Database:
         self.wsrep = False
         self.node = ""
         self.tls_version = self.tls_cipher = ""  # the session's, from check_encryption
+        self.dialect = Dialect()  # the server's, read by session_setup
         self.on_reconnect: Callable[[], None] | None = None
         self.on_note: Callable[[str], None] = lambda _text: None
         self.sessions = 0
@@ -3562,8 +3670,8 @@ class Database:
         self.check_encryption()
         self.idle_limit = float(idle)
         self.node = f"{hostname}:{port} {hashlib.sha1(str(datadir).encode()).hexdigest()[:8]}"
-        wsrep = self.query("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")  # no such variable on MySQL
-        self.wsrep = bool(wsrep) and str(wsrep[0][1]).upper() == "ON"
+        self.dialect = dialect_of({str(name).lower(): str(value) for name, value in self.query(DIALECT_SQL)})
+        self.wsrep = self.dialect.galera
         if self.wsrep:
             self.check_node_ready(synced_only)
             self.execute("SET SESSION wsrep_sync_wait = 1")  # reads see every commit the cluster made
@@ -3753,13 +3861,14 @@ def retry_conflicts(db: Database, timeout: float, attempt: Callable[[], T]) -> T
 # --------------------------------------------------------------------------- table checks
 
 def fetch_columns(db: Database, table: str) -> list[dict[str, Any]]:
-    """A table's columns from information_schema, in table order (INVISIBLE ones included)."""
-    return db.query_dicts(
+    """A table's columns from information_schema, in table order (INVISIBLE ones included), each
+    type spelled one way (normalized_column), whichever server printed it."""
+    return [normalized_column(row) for row in db.query_dicts(
         "SELECT COLUMN_NAME AS name, DATA_TYPE AS data_type, COLUMN_TYPE AS column_type, "
         "CHARACTER_SET_NAME AS charset, COLLATION_NAME AS collation, CHARACTER_MAXIMUM_LENGTH AS "
         "max_length, IS_NULLABLE AS nullable, COLUMN_DEFAULT AS col_default, EXTRA AS extra, "
         "GENERATION_EXPRESSION AS expression FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (table,))
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (table,))]
 
 
 def fetch_tables(db: Database, names: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -3775,12 +3884,14 @@ def fetch_tables(db: Database, names: Sequence[str]) -> dict[str, dict[str, Any]
 
 def unique_key_on(db: Database, table: str, columns: Sequence[str]) -> str | None:
     """The name of the primary key or unique key that is exactly `columns` (in any order), if
-    `table` has one; a key on a prefix of a column does not count (it is not unique for it)."""
+    `table` has one; a key on a prefix of a column does not count (it is not unique for it), nor
+    one the optimizer may not use (FORCE INDEX could not name it)."""
     keys: dict[str, list[str]] = {}
     for name, column, prefix in db.query(
             "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS WHERE "
-            "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND NON_UNIQUE = 0 ORDER BY INDEX_NAME <> "
-            "'PRIMARY', INDEX_NAME, SEQ_IN_INDEX", (table,)):
+            "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND NON_UNIQUE = 0 AND "
+            f"{db.dialect.index_usable_sql()} ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME, SEQ_IN_INDEX",
+            (table,)):
         keys.setdefault(str(name), []).append("" if prefix is not None else str(column).lower())
     wanted = sorted(c.lower() for c in columns)  # compared in Python: SQL would sort by collation
     return next((name for name, names in keys.items() if sorted(names) == wanted), None)
@@ -5001,7 +5112,8 @@ class Tracking:
         self.db.execute(
             "INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
             "first_key, last_key, keys_in_batch, error_message) VALUES (%s, %s, %s, 'FAILED', %s, %s, "
-            "%s, %s) ON DUPLICATE KEY UPDATE status = 'FAILED', error_message = VALUES(error_message)",
+            f"%s, %s){self.db.dialect.row_alias} ON DUPLICATE KEY UPDATE status = 'FAILED', "
+            f"error_message = {self.db.dialect.new_value('error_message')}",
             (file_context.run_id, fit(file_context.scan.name, 255), batch.number,
              fit(format_key(batch.keys[0]), 255), fit(format_key(batch.keys[-1]), 255), len(batch.keys),
              fit(message)))
@@ -5478,7 +5590,10 @@ def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
             context.mover.rollback()
             if is_connection_error(cause) and not isinstance(failure, DestinationError):
                 db.disconnect()
-            too_big = explain_write_set_error(cause, config.batch_size)
+            failed_on = context.dest if isinstance(failure, DestinationError) else db
+            # Galera's write-set limits only where Galera runs: elsewhere 1105 is any "unknown error".
+            galera = failed_on is not None and failed_on.wsrep
+            too_big = explain_write_set_error(cause, config.batch_size) if galera else None
             if too_big:
                 raise ArchiveError(too_big) from cause
             deadline = deadline or time.monotonic() + config.retry_timeout
@@ -5893,6 +6008,18 @@ def replica_lag(conn: Any) -> float | None:
     return None if any(lag is None for lag in lags) else float(max(lags))
 
 
+def unwatchable_replica(dialect: Dialect, where: str, lag_source: tuple[str, str] | None) -> str | None:
+    """Why a replica's lag cannot be read as configured, or None: an Aurora reader shares the cluster
+    volume and has no SHOW REPLICA STATUS rows, so it would read as "lag unknown" until replica_timeout.
+    https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/AuroraMySQL.Replication.html"""
+    if dialect.vendor != "Aurora MySQL" or lag_source is not None:
+        return None
+    return (f"[controls] replicas: {where} is an {dialect.name} reader, which shows no SHOW REPLICA STATUS "
+            "(Aurora replicas read the cluster's shared volume; their lag is the cluster's "
+            "AuroraReplicaLag metric): leave it out of replicas, or set replica_lag_source = "
+            "heartbeat:DB.TABLE with pt-heartbeat writing on the source")
+
+
 class Controls:
     """Probes the servers between batches and carries out PauseState's decisions, visibly."""
 
@@ -6055,7 +6182,14 @@ class Controls:
                 cursor = conn.cursor()
                 cursor.execute(ENCRYPTION_SQL)
                 encryption_of(cast(list[tuple[Any, ...]], cursor.fetchall()), replica.tls)  # or refused
+                cursor.execute(DIALECT_SQL)
+                found = dialect_of({str(k).lower(): str(v) for k, v in cast(list[tuple[Any, Any]],
+                                                                            cursor.fetchall())})
                 cursor.close()
+                problem = unwatchable_replica(found, replica.describe(), self.config.replica_lag_source)
+                if problem:
+                    conn.close()
+                    raise ArchiveError(problem)
                 self.replica_conns[index] = conn
             if self.config.replica_lag_source is None:
                 return replica_lag(conn)
@@ -6935,7 +7069,8 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
     try:
         dest = open_destination(config, read_only=True)
         found = run_preflight(db, config, dest)
-        lines = [f"tls: {session.where}: {session.encryption}" for session in (db, dest) if session]
+        lines = [f"{kind}: {session.where}: {text}" for session in (db, dest) if session
+                 for kind, text in (("server", session.dialect.name), ("tls", session.encryption))]
         lines += cluster_lines(db) + (cluster_lines(dest) if dest else [])
         tracking = Tracking(db, config)
         present, version = tracking.schema.present(), tracking.schema.version()
