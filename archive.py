@@ -1892,6 +1892,18 @@ class Dialect:
         """What follows the VALUES rows of an INSERT ... ON DUPLICATE KEY UPDATE that uses new_value."""
         return " AS new" if self.mysql_since(8, 0, 19) else ""
 
+    def locking(self, update: Sequence[str], share: Sequence[str] = ()) -> str:
+        """The locking clause of a read whose `update` tables (aliases) it will write and whose
+        `share` tables it only reads, locked until the commit. MariaDB has no OF: FOR UPDATE locks
+        all. On MySQL 8.0.22+ FOR UPDATE needs DELETE, UPDATE or LOCK TABLES on each table it
+        locks, FOR SHARE only SELECT, so a table this user only reads and inserts into (the
+        archive) is locked FOR SHARE OF it, which keeps it from changing all the same:
+        https://dev.mysql.com/doc/refman/8.0/en/innodb-locking-reads.html"""
+        if not self.mysql:
+            return " FOR UPDATE"
+        shared = f" FOR SHARE OF {', '.join(share)}" if share else ""
+        return (f" FOR UPDATE OF {', '.join(update)}" if update else "") + shared
+
     def index_usable_sql(self) -> str:
         """A condition on information_schema.STATISTICS: the index may be named in FORCE INDEX. An
         INVISIBLE (MySQL 8.0: IS_VISIBLE) or IGNORED (MariaDB 10.6) index may not (error 1176):
@@ -2238,13 +2250,13 @@ class TablePlan:
         return (f"(SELECT ({self.guard}) IS TRUE FROM {quote_ident(self.source)} g "
                 f"WHERE {self.same_key_sql('g', 's')})")
 
-    def classify_sql(self, condition: str, lock: bool = True) -> str:
-        """Source rows of the batch with their guard verdict and archived twin (locked)."""
+    def classify_sql(self, condition: str, lock: bool = True, dialect: Dialect = Dialect()) -> str:
+        """Source rows of the batch with their guard verdict and archived twin (both locked)."""
         return (f"SELECT {self.returned_key_sql('s')}, {self.guard_sql()}, a.{quote_ident(self.key[0])} "
                 f"IS NOT NULL, COALESCE({identical_expression(self.columns)}, 0) "
                 f"FROM {self.source_sql('s')} LEFT JOIN {self.archive_sql('a')} "
                 f"ON {self.same_key_sql('a', 's')} "
-                f"WHERE {condition}{' FOR UPDATE' if lock else ''}")
+                f"WHERE {condition}{dialect.locking(('s',), ('a',)) if lock else ''}")
 
     def span_of(self, keys: Sequence[Key]) -> Span | None:
         """Sparse integer keys as one key range with a bitmap filter, when that is cheaper.
@@ -2312,12 +2324,12 @@ class RemotePlan:
                   f"{p.source_sql('s')} WHERE {condition}")
         return ["SET SESSION time_zone = '+00:00'", select, f"SET SESSION time_zone = {sql_literal(zone)}"]
 
-    def lookup_sql(self, condition: str, lock: bool = True) -> str:
+    def lookup_sql(self, condition: str, lock: bool = True, dialect: Dialect = Dialect()) -> str:
         """Archived rows with these keys, with the fingerprints of their proofs (locked until the
         destination commits)."""
         p = self.plan
         return (f"SELECT {p.returned_key_sql('a')}, SHA2({self.proof_sql('a')}, 256) FROM "
-                f"{p.archive_sql('a')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
+                f"{p.archive_sql('a')} WHERE {condition}{dialect.locking((), ('a',)) if lock else ''}")
 
     def verify_sql(self, condition: str) -> str:
         """How many archived rows have these keys, and the SHA-256 of their proofs in byte order
@@ -2376,11 +2388,18 @@ class Definitions:
     creates: tuple[str, ...] = ()
     effects: tuple[Any, ...] = ()
 
-    def lock_sql(self) -> str:
+    def lock_sql(self, dialect: Dialect = Dialect()) -> str:
         """Take the metadata locks a write takes, writing nothing: no DDL on these tables can end
-        until the batch does, so what the batch checks next stays true until it commits."""
-        names = ", ".join(quote_ident(t.name) for t in self.tables)
-        return f"SELECT 1 FROM {names} WHERE FALSE FOR UPDATE"
+        until the batch does, so what the batch checks next stays true until it commits.
+
+        On MySQL the tables only inserted into are locked FOR SHARE (see Dialect.locking): a
+        metadata lock all the same, which a DDL waits for; one that came between it and the
+        batch's INSERT makes a deadlock the batch is retried after.
+        """
+        names = [quote_ident(t.name) for t in self.tables]
+        update = [name for name, t in zip(names, self.tables) if t.event == "DELETE"]
+        share = [name for name, t in zip(names, self.tables) if t.event != "DELETE"]
+        return f"SELECT 1 FROM {', '.join(names)} WHERE FALSE{dialect.locking(update, share)}"
 
     def effect_expressions(self) -> list[str]:
         """Subqueries for the engines, the triggers that fire and the foreign keys that reach the source.
@@ -4095,12 +4114,16 @@ def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found:
     remote = RemotePlan(plan)
     checks = [(db, "DELETE from the source", plan.delete_sql(condition, 1))]
     if archive_db is db:
-        checks.append((db, "INSERT ... SELECT into the archive", plan.insert_sql(condition)))
+        checks += [(db, "INSERT ... SELECT into the archive", plan.insert_sql(condition)),
+                   (db, "lock the batch's rows (source and archive)",
+                    plan.classify_sql(f"s.{condition}", True, db.dialect))]
     else:
         checks += [(db, "SELECT ... FOR UPDATE on the source", remote.read_sql(f"s.{condition}")),
                    (archive_db, "SELECT and INSERT the archive on the destination",
                     (f"INSERT INTO {quote_ident(plan.archive)} ({plan.column_list()}) "
-                     f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}"))]
+                     f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}")),
+                   (archive_db, "lock the archived twins on the destination",
+                    remote.lookup_sql(f"a.{condition}", True, archive_db.dialect))]
     found.problems += refused_statements(checks)
 
 
@@ -5317,7 +5340,7 @@ def run_checked(db: Database, checks: Definitions | None, statements: Sequence[t
     """
     if checks is None:
         raise ArchiveError("internal error: a plan without approved table definitions")
-    script = [*first, (checks.lock_sql(), ()), (checks.gate_sql(), ()), *statements]
+    script = [*first, (checks.lock_sql(db.dialect), ()), (checks.gate_sql(), ()), *statements]
     script += [(sql, ()) for sql in checks.readback_sql()]
     results = db.execute_script(script, rows=True)
     tail = len(results) - len(checks.readback_sql())
@@ -5407,7 +5430,7 @@ class SameServer(Mover):
         condition, params = self.plan.condition(keys, "s")
         listed = self.plan.keys_by_bytes(keys)
         found = Classified()
-        rows = self.db.query(self.plan.classify_sql(condition, lock), params)
+        rows = self.db.query(self.plan.classify_sql(condition, lock, self.db.dialect), params)
         for raw, passes_guard, archived, same in rows:
             key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
             if not passes_guard:  # held back, yet archived too: in both tables, for a human
@@ -5714,8 +5737,9 @@ class OtherServer(Mover):
             return {}
         condition, params = self.plan.condition(keys, "a")
         listed = self.plan.keys_by_bytes(keys)
+        sql = self.remote.lookup_sql(condition, lock, self.dest.dialect)
         return {listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw: fingerprint
-                for raw, fingerprint in self.dest.query(self.remote.lookup_sql(condition, lock), params)}
+                for raw, fingerprint in self.dest.query(sql, params)}
 
     def on_destination(self, step: Callable[..., T], *args: Any) -> T:
         """Run a step on the destination; its server errors come out as DestinationError, so that

@@ -142,3 +142,25 @@ def test_no_statement_uses_what_mysql_deprecates_or_lacks():
     sql = archive.identical_expression(columns) + archive.row_literal_sql(columns, "s")
     assert "BINARY s." not in sql and "BINARY a." not in sql  # the BINARY operator (deprecated 8.0.27)
     assert "AS DOUBLE" not in sql  # CAST(... AS DOUBLE) needs MySQL 8.0.17
+
+
+def test_mysql_locks_only_the_rows_it_writes_for_update_and_the_archive_for_share():
+    """MySQL 8.0.22+ wants DELETE, UPDATE or LOCK TABLES for FOR UPDATE on every table it locks;
+    the README grants only SELECT, INSERT on the archive. MariaDB has no OF: it keeps FOR UPDATE."""
+    key = archive.key_type_from_column({"data_type": "int", "column_type": "int", "max_length": None})
+    plan = archive.TablePlan("src", "arc", ("id",), (archive.Column("id", "int"),), key)
+    mysql_8, mariadb = dialect("mysql-8.0.36"), dialect("mariadb-10.11.19")
+    assert plan.classify_sql("s.`id` IN (1)", True, mysql_8).endswith(
+        "WHERE s.`id` IN (1) FOR UPDATE OF s FOR SHARE OF a")
+    assert plan.classify_sql("s.`id` IN (1)", True, mariadb).endswith("WHERE s.`id` IN (1) FOR UPDATE")
+    assert plan.classify_sql("s.`id` IN (1)", False, mysql_8).endswith("WHERE s.`id` IN (1)")
+    remote = archive.RemotePlan(plan)
+    assert remote.lookup_sql("a.`id` IN (1)", True, mysql_8).endswith("WHERE a.`id` IN (1) FOR SHARE OF a")
+    assert remote.lookup_sql("a.`id` IN (1)", True, mariadb).endswith("WHERE a.`id` IN (1) FOR UPDATE")
+    watched = (archive.Watched("src", "DELETE"), archive.Watched("arc", "INSERT"))
+    checks = archive.Definitions(watched)
+    assert checks.lock_sql(mysql_8) == ("SELECT 1 FROM `src`, `arc` WHERE FALSE FOR UPDATE OF `src` "
+                                        "FOR SHARE OF `arc`")
+    assert checks.lock_sql(mariadb) == "SELECT 1 FROM `src`, `arc` WHERE FALSE FOR UPDATE"
+    only_archive = archive.Definitions((archive.Watched("arc", "INSERT"),))  # a destination's
+    assert only_archive.lock_sql(mysql_8) == "SELECT 1 FROM `arc` WHERE FALSE FOR SHARE OF `arc`"
