@@ -6,6 +6,7 @@ against MariaDB's and older servers'; MySQL-only functions in a guard; MySQL err
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,16 @@ def test_mysql_locks_only_the_rows_it_writes_for_update_and_the_archive_for_shar
     assert checks.lock_sql(mariadb) == "SELECT 1 FROM `src`, `arc` WHERE FALSE FOR UPDATE"
     only_archive = archive.Definitions((archive.Watched("arc", "INSERT"),))  # a destination's
     assert only_archive.lock_sql(mysql_8) == "SELECT 1 FROM `arc` WHERE FALSE FOR SHARE OF `arc`"
+
+
+def test_the_test_server_is_told_apart_as_archive_py_tells_it(server, db):
+    """What the mariadb_only marker asks; here, a real MariaDB (or the server of ARCHIVE_TEST_DSN)."""
+    from throwaway_server import DSN_ENV_VAR, server_dialect
+    found = server_dialect(server)
+    version = db.query("SELECT VERSION()")[0][0]
+    assert found.name.split(", ")[0].split(" ")[-1] in version or found.vendor == "Aurora MySQL"
+    if not os.environ.get(DSN_ENV_VAR):
+        assert found.vendor == "MariaDB" and not found.mysql
+    assert found.index_usable_sql() in {"IGNORED = 'NO'", "IS_VISIBLE = 'YES'"}
+    assert db.query(f"SELECT COUNT(*) FROM information_schema.STATISTICS WHERE {found.index_usable_sql()} "
+                    "AND TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'db'")[0][0] > 0  # the column exists
