@@ -16,6 +16,7 @@ from helpers import (
     ScratchDatabase,
     create_rewards_tables,
     insert_rewards,
+    rewards_source_ddl,
     run_cli,
     unique_db_name,
     write_config,
@@ -192,3 +193,26 @@ def test_a_server_without_tls_is_refused_when_a_ca_is_given(
         assert f"[controls] replicas {replica!r} ssl_ca is set" in check.stderr, check.stderr
     finally:
         scratch.drop()
+
+
+def test_a_destination_is_verified_with_its_own_ca(
+        tmp_path: Path, db: ScratchDatabase, tls_db: ScratchDatabase, certs: Path) -> None:
+    """The source on the session's server, the archive on the TLS server as [destination]."""
+    db.execute(rewards_source_ddl())
+    insert_rewards(db, range(1, 31))
+    tls_db.execute("DROP TABLE rewards")  # the destination holds only the archive
+    kw = tls_db.connection_kwargs()
+    dest = {"destination__host": f"{kw['host']}:{kw['port']}", "destination__user": kw["user"],
+            "destination__password": kw["password"], "destination__database": tls_db.name}
+    wrong = tls_config(tmp_path, db, **dest, destination__ssl_ca=certs / "wrong-ca.pem")
+    refused = run_cli(wrong)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "(TLS: the server's certificate is not signed by [destination] ssl_ca" in refused.stderr
+    assert db.count("rewards") == 30 and tls_db.count("rewards_archives") == 0
+    config = write_config(tmp_path, db, **dest, destination__ssl_ca=certs / "ca.pem")
+    check = run_cli(config, "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"tls: root@{kw['host']}:{kw['port']}: encrypted (TLSv1." in check.stdout, check.stdout
+    result = run_cli(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert db.count("rewards") == 10 and tls_db.count("rewards_archives") == 20
