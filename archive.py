@@ -12,6 +12,7 @@ Usage:
     python archive.py config.ini --dry-run    predict exactly what a run would do; change nothing
     python archive.py config.ini --status     show the latest run's progress (read-only)
     python archive.py config.ini --check      check tables, keys, privileges and side effects
+    python archive.py admin.ini --setup       create or upgrade the tracking tables (once, as an admin)
 
 How a run flows ("->" calls, "then" comes next; every function on a run's path is named here):
     main -> dispatch -> run -> install_signal_handlers, open_destination, open_run, then
@@ -60,6 +61,12 @@ Where Galera lives: Database.connect and Database.check_node_ready (a Synced nod
 Where keys live: KeyType (one column, or a composite key's "tuple" of parts), parse_fields and
     parse_key (a CSV record's key), format_key and parse_stored_key (as the tracking tables hold
     it), key_condition and row_key_condition (the SQL that matches exactly the listed rows).
+Where servers differ: Dialect (the statement forms), read once per session by Database.session_setup
+    (dialect_of); normalized_column (fetch_columns: one spelling of a COLUMN_TYPE),
+    unwatchable_replica (Controls.read_lag: an Aurora reader). TLS: TlsSettings (build_tls,
+    replica_tls at load), Database.check_encryption (encryption_of) and Database.encryption (--check).
+Where the tracking tables are created outside a run: setup_tracking (--setup) -> TrackingSchema.ensure;
+    their privileges are probed by TrackingSchema.privilege_problems (refused_statements).
 Where exit codes live: the list below; outcome_of (a finished run), exit_code_of (an error), main.
 Where monitoring lives: METRICS and MetricsFile (the Prometheus textfile: merge_metrics,
     write_metrics), written by Controls.publish (start, between batches, pauses) and publish_end;
@@ -1903,6 +1910,14 @@ class Dialect:
             return " FOR UPDATE"
         shared = f" FOR SHARE OF {', '.join(share)}" if share else ""
         return (f" FOR UPDATE OF {', '.join(update)}" if update else "") + shared
+
+    @property
+    def replica_status_sql(self) -> str:
+        """Every replication channel's status: MariaDB's ALL SLAVES (its named connections); MySQL
+        lists all channels in SHOW REPLICA STATUS (8.0.22; SHOW SLAVE STATUS before, gone in 8.4)."""
+        if not self.mysql:
+            return "SHOW ALL SLAVES STATUS"
+        return "SHOW REPLICA STATUS" if self.mysql_since(8, 0, 22) else "SHOW SLAVE STATUS"
 
     def index_usable_sql(self) -> str:
         """A condition on information_schema.STATISTICS: the index may be named in FORCE INDEX. An
@@ -4195,7 +4210,7 @@ def server_identity(db: Database) -> ServerIdentity:
     gtid = db.variable("gtid_slave_pos")
     gtid = db.variable("gtid_executed") if gtid is None else gtid
     try:
-        rows = db.query_dicts("SHOW ALL SLAVES STATUS")
+        rows = db.query_dicts(db.dialect.replica_status_sql)
     except mysql.connector.Error as exc:
         if is_connection_error(exc):
             raise

@@ -50,6 +50,13 @@ def test_on_duplicate_key_update_uses_a_row_alias_from_mysql_8_0_19_and_values_e
             "", "VALUES(`error_message`)"), name
 
 
+def test_replication_is_read_with_the_statement_each_server_has():
+    assert dialect("mariadb-10.11.19").replica_status_sql == "SHOW ALL SLAVES STATUS"
+    assert dialect("mysql-8.4.3").replica_status_sql == "SHOW REPLICA STATUS"  # SHOW SLAVE is gone in 8.4
+    assert dialect("aurora-3.01.0").replica_status_sql == "SHOW REPLICA STATUS"  # 8.0.23
+    assert archive.dialect_of({"version": "8.0.21"}).replica_status_sql == "SHOW SLAVE STATUS"
+
+
 def test_an_invisible_or_ignored_index_is_not_a_usable_key():
     assert dialect("mysql-8.4.3").index_usable_sql() == "IS_VISIBLE = 'YES'"  # MySQL 8.0's column
     assert dialect("mariadb-10.11.19").index_usable_sql() == "IGNORED = 'NO'"  # MariaDB 10.6's
