@@ -7121,11 +7121,13 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
                 session.close()
     lines += [f"note: {note}" for note in found.notes] + [f"FAIL: {problem}" for problem in found.problems]
     missing = [t for t in TRACKING_TABLES if t not in present]
-    if missing:
+    refused = " ".join(found.problems)  # a FAIL line already says what this user cannot do
+    if missing and "cannot CREATE tracking table" not in refused:
         lines.append(f"note: tracking tables {', '.join(missing)} will be created by the first run "
                      "(needs the CREATE privilege once; a table this user has no privilege on looks "
                      "missing too: see the README's grants)")
-    if "process_logs" in present and version < SCHEMA_VERSION:
+    upgrade_refused = "cannot ALTER tracking table" in refused
+    if "process_logs" in present and version < SCHEMA_VERSION and not upgrade_refused:
         lines.append(f"note: tracking tables are schema {version}; the next run upgrades them to "
                      f"{SCHEMA_VERSION} (needs the ALTER privilege once)")
     if found.plan is None or found.problems:
