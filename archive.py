@@ -4130,8 +4130,8 @@ def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found:
     checks = [(db, "DELETE from the source", plan.delete_sql(condition, 1))]
     if archive_db is db:
         checks += [(db, "INSERT ... SELECT into the archive", plan.insert_sql(condition)),
-                   (db, "lock the batch's rows (source and archive)",
-                    plan.classify_sql(f"s.{condition}", True, db.dialect))]
+                   (db, "lock the batch's rows (source and archive)",  # the guard is check_guard's
+                    dataclasses.replace(plan, guard=None).classify_sql(f"s.{condition}", True, db.dialect))]
     else:
         checks += [(db, "SELECT ... FOR UPDATE on the source", remote.read_sql(f"s.{condition}")),
                    (archive_db, "SELECT and INSERT the archive on the destination",
