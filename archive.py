@@ -13,6 +13,7 @@ Usage:
     python archive.py config.ini --status     show the latest run's progress (read-only)
     python archive.py config.ini --check      check tables, keys, privileges and side effects
     python archive.py config.ini --export-keys    write key files of the rows [export] where selects
+    python archive.py admin.ini --setup       create or upgrade the tracking tables (once, as an admin)
 
 How a run flows ("->" calls, "then" comes next; every function on a run's path is named here):
     main -> dispatch -> run -> install_signal_handlers, open_destination, open_run, then
@@ -66,6 +67,12 @@ Where Galera lives: Database.connect and Database.check_node_ready (a Synced nod
 Where keys live: KeyType (one column, or a composite key's "tuple" of parts), parse_fields and
     parse_key (a CSV record's key), format_key and parse_stored_key (as the tracking tables hold
     it), key_condition and row_key_condition (the SQL that matches exactly the listed rows).
+Where servers differ: Dialect (the statement forms), read once per session by Database.session_setup
+    (dialect_of); normalized_column (fetch_columns: one spelling of a COLUMN_TYPE),
+    unwatchable_replica (Controls.read_lag: an Aurora reader). TLS: TlsSettings (build_tls,
+    replica_tls at load), Database.check_encryption (encryption_of) and Database.encryption (--check).
+Where the tracking tables are created outside a run: setup_tracking (--setup) -> TrackingSchema.ensure;
+    their privileges are probed by TrackingSchema.privilege_problems (refused_statements).
 Where exit codes live: the list below; outcome_of (a finished run), exit_code_of (an error), main.
 Where monitoring lives: METRICS and MetricsFile (the Prometheus textfile: merge_metrics,
     write_metrics), written by Controls.publish (start, between batches, pauses) and publish_end;
@@ -84,9 +91,9 @@ Sections, in this order:
     keys, CSV records, key files, batching, SQL text, table plans, table definitions,
     preflight decisions, text log, outcomes, pause decisions, terminal output, metrics,
     key export files                                    (pure: no database)
-    server errors, database connection, table checks, preflight, tracking schema, run lock,
-    tracking records, one batch, child tables, the batch transaction, destination mode, conflicts,
-    job reports, pauses and stops
+    server errors, database connection, table checks, preflight, tracking tables, tracking schema,
+    run lock, tracking records, one batch, child tables, the batch transaction, destination mode,
+    conflicts, job reports, pauses and stops
                                                         (database code)
     one file, run                                       (the run)
     status and check, dry run, key export, command line (--status/--check/--dry-run,
@@ -214,15 +221,20 @@ ER_CONNECTION_KILLED = 1927
 ER_SERVER_SHUTDOWN = 1053
 ER_CLIENT_INTERACTION_TIMEOUT = 4031
 CR_CONNECTION_ERROR = errorcode.CR_CONNECTION_ERROR  # 2002: no server at the socket
+# 1290 "running with the --read-only (or --super-read-only) option": a primary demoted by a managed
+# failover (Aurora, RDS, Orchestrator): the batch is retried on the next address of the host list.
+ER_READ_ONLY = errorcode.ER_OPTION_PREVENTS_STATEMENT
 CR_CONN_HOST_ERROR = errorcode.CR_CONN_HOST_ERROR  # 2003: no server at host:port
 CR_SERVER_GONE_ERROR = errorcode.CR_SERVER_GONE_ERROR  # 2006
 CR_SERVER_LOST = errorcode.CR_SERVER_LOST  # 2013
 CR_SERVER_LOST_EXTENDED = errorcode.CR_SERVER_LOST_EXTENDED  # 2055
+CR_SSL_CONNECTION_ERROR = errorcode.CR_SSL_CONNECTION_ERROR  # 2026: e.g. a certificate that did not verify
 RETRY_ERRNOS = frozenset((ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT))
 CONNECTION_ERRNOS = frozenset((
     CR_CONNECTION_ERROR, CR_CONN_HOST_ERROR, CR_SERVER_GONE_ERROR, CR_SERVER_LOST,
     CR_SERVER_LOST_EXTENDED, ER_CONNECTION_KILLED, ER_CLIENT_INTERACTION_TIMEOUT,
     ER_SERVER_SHUTDOWN, errorcode.ER_CON_COUNT_ERROR, ER_WSREP_NOT_READY,
+    ER_READ_ONLY,
 ))
 
 DONE_STATUSES = ("COMPLETED", "COMPLETED_WITH_DUPLICATES")
@@ -237,6 +249,12 @@ GUARD_FORBIDDEN = re.compile(
     r"|union|into|outfile|dumpfile|load_file|sleep|benchmark|get_lock|release_lock|release_all_locks"
     r"|is_free_lock|is_used_lock|master_pos_wait|master_gtid_wait|nextval|setval|lastval|call|handler"
     r"|next\s+value\s+for|previous\s+value\s+for"
+    # MySQL's own: waiting for replication, the locking service and version tokens' locks, and the
+    # functions that reconfigure replication (https://dev.mysql.com/doc/refman/8.0/en/locking-service.html)
+    r"|source_pos_wait|wait_for_executed_gtid_set|wait_until_sql_thread_after_gtids"
+    r"|service_get_read_locks|service_get_write_locks|service_release_locks"
+    r"|version_tokens_lock_shared|version_tokens_lock_exclusive|version_tokens_unlock"
+    r"|group_replication_\w+|asynchronous_connection_failover_\w+"
     r"|run_locks|process_logs|file_processing_logs|batch_processing_logs|conflict_logs)\b",
     re.IGNORECASE,
 )
@@ -287,6 +305,10 @@ class NodeNotReady(Exception):
     """A cluster node that answers but must not take writes (not synced, not primary)."""
 
 
+class SessionRefused(NodeNotReady, ArchiveError):
+    """A session that is not encrypted although the config requires it (an ssl_ca is given)."""
+
+
 class SchemaChanged(ArchiveError):
     """A table a batch writes is no longer what the preflight approved; the batch was rolled back."""
 
@@ -318,6 +340,40 @@ class Option:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """How a session is encrypted: a CA given means TLS is required and the certificate verified."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    verify_identity: bool = True  # with a CA: the certificate must also name the host connected to
+    disabled: bool = False
+    where: str = "[database]"  # the config section (or replica) these came from, for messages
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """mysql.connector.connect() options: without them the connector encrypts when the server
+        offers TLS but accepts any certificate, so a CA turns verification on explicitly."""
+        if self.disabled:
+            return {"ssl_disabled": True}
+        kwargs: dict[str, Any] = {name: value for name, value in
+                                  (("ssl_cert", self.cert), ("ssl_key", self.key)) if value}
+        if self.ca:
+            kwargs.update(ssl_ca=self.ca, ssl_verify_cert=True, ssl_verify_identity=self.verify_identity)
+        return kwargs
+
+    def describe(self, version: str, cipher: str) -> str:
+        """What --check says about a session's encryption: encrypted? verified how?"""
+        if not cipher:
+            return ("NOT encrypted (ssl_disabled)" if self.disabled else
+                    f"NOT encrypted: the server offers no TLS (set {self.where} ssl_ca to require it)")
+        if not self.ca:
+            return (f"encrypted ({version}, {cipher}), certificate NOT verified (set {self.where} ssl_ca "
+                    "to verify it)")
+        name = ", host name checked" if self.verify_identity else ", host name NOT checked"
+        return f"encrypted ({version}, {cipher}), certificate verified against {self.ca}{name}"
+
+
+@dataclass(frozen=True)
 class DbSettings:
     """How to reach one server or cluster; None means "not set", so option files can supply it."""
 
@@ -330,6 +386,7 @@ class DbSettings:
     option_groups: tuple[str, ...] = ()
     connect_timeout: int = 5
     password_source: str = ""  # where the password came from, for "access denied" messages
+    tls: TlsSettings = dataclasses.field(default_factory=lambda: TlsSettings())
 
     @property
     def endpoints(self) -> int:
@@ -352,7 +409,7 @@ class DbSettings:
             kwargs["option_files"] = list(self.option_files)
             if self.option_groups:
                 kwargs["option_groups"] = list(self.option_groups)
-        return kwargs
+        return {**kwargs, **self.tls.connect_kwargs()}
 
     def describe(self, index: int | None = None) -> str:
         """Where this server is, for messages (never the password)."""
@@ -756,6 +813,15 @@ def connection_options(section: str, what: str) -> tuple[Option, ...]:
                "Groups to read in the option files (default: client, connector_python)."),
         Option(section, "connect_timeout", 5, make_int_parser(1, 300),
                "Seconds to wait for a connection before giving up on an address."),
+        Option(section, "ssl_ca", None, parse_path,
+               "CA certificate file (PEM) that signed the server's certificate: when set, every session "
+               "must be encrypted and the certificate is verified against it."),
+        Option(section, "ssl_cert", None, parse_path, "Client certificate file (PEM), with ssl_key."),
+        Option(section, "ssl_key", None, parse_path, "Client private key file (PEM), with ssl_cert."),
+        Option(section, "ssl_verify_identity", None, parse_bool,
+               "With ssl_ca: the certificate must also name the host connected to (yes/no; default yes)."),
+        Option(section, "ssl_disabled", False, parse_bool,
+               "Never encrypt (yes/no; default no: encrypt when the server offers TLS)."),
     )
 
 
@@ -957,12 +1023,15 @@ def read_options(parser: configparser.ConfigParser) -> dict[tuple[str, str], Any
     return values
 
 
+TLS_FILES = ("ssl_ca", "ssl_cert", "ssl_key")
+TLS_KEYS = (*TLS_FILES, "ssl_verify_identity", "ssl_disabled")
 
 
 def resolve_paths(values: dict[tuple[str, str], Any], base: Path) -> None:
     """Relative paths start at the config file's folder, not wherever cron happens to be."""
+    tls = [(section, key) for section in ("database", "destination") for key in TLS_FILES]
     for key in (("archive", "csv_dir"), ("archive", "log_dir"), ("archive", "done_dir"),
-                ("controls", "stop_file"), ("controls", "metrics_file")):
+                ("controls", "stop_file"), ("controls", "metrics_file"), *tls):
         if values[key] is not None and not values[key].is_absolute():
             values[key] = base / values[key]
 
@@ -1018,6 +1087,49 @@ def check_csv_format(values: dict[tuple[str, str], Any]) -> None:
         raise config_error("archive", "csv_column", "names one CSV column for two key columns")
 
 
+def pem_problem(path: Path) -> str | None:
+    """Why a certificate or key file cannot be used (missing, unreadable, not PEM), or None."""
+    if not path.is_file():
+        return f"{path}: no such file"
+    try:
+        head = path.read_bytes()[:1 << 16]
+    except OSError as exc:
+        return f"{path}: cannot read: {exc.strerror}"
+    return None if b"-----BEGIN " in head else f"{path}: not a PEM file (no -----BEGIN line)"
+
+
+def build_tls(get: Callable[[str], Any], where: str, socket_path: str | None) -> TlsSettings:
+    """TLS settings from one section's (or a replica URL's) ssl_* values, files checked now.
+
+    `get` returns a key's value; errors are ValueErrors naming the key, for the caller to place.
+    """
+    files = {key: get(key) for key in TLS_FILES}
+    for key, path in files.items():
+        problem = pem_problem(Path(path)) if path is not None else None
+        if problem:
+            raise ValueError(f"{key}: {problem}")
+    if (files["ssl_cert"] is None) != (files["ssl_key"] is None):
+        raise ValueError("ssl_cert: ssl_cert and ssl_key go together (the client certificate and its key)")
+    if get("ssl_verify_identity") and files["ssl_ca"] is None:
+        raise ValueError("ssl_verify_identity: needs ssl_ca, the CA that signed the server's certificate")
+    if get("ssl_disabled") and any(files.values()):
+        raise ValueError("ssl_disabled: cannot go with ssl_ca, ssl_cert or ssl_key")
+    if socket_path and any(files.values()):
+        raise ValueError("ssl_ca: a unix socket is never encrypted; give host (and port) for TLS")
+    ca, cert, private = (None if path is None else str(path) for path in files.values())
+    return TlsSettings(ca, cert, private, verify_identity=get("ssl_verify_identity") is not False,
+                       disabled=bool(get("ssl_disabled")), where=where)
+
+
+def section_tls(values: dict[tuple[str, str], Any], section: str) -> TlsSettings:
+    """A server section's TLS settings; a problem is a usage error naming the [section] key."""
+    try:
+        return build_tls(lambda key: values[(section, key)], f"[{section}]", values[(section, "unix_socket")])
+    except ValueError as exc:
+        key, _, message = str(exc).partition(": ")
+        raise config_error(section, key, message) from None
+
+
 def build_db_settings(values: dict[tuple[str, str], Any], environ: dict[str, str],
                       section: str = "database") -> DbSettings:
     """One server section's settings; MYSQL_PWD fills a password left out of the file."""
@@ -1041,11 +1153,32 @@ def build_db_settings(values: dict[tuple[str, str], Any], environ: dict[str, str
         unix_socket=get("unix_socket"),
         option_files=tuple(str(Path(n).expanduser()) for n in get("option_files")),
         option_groups=get("option_groups"), connect_timeout=get("connect_timeout"),
-        password_source=source,
+        password_source=source, tls=section_tls(values, section),
     )
 
 
-REPLICA_QUERY_KEYS = ("socket", "unix_socket")
+REPLICA_QUERY_KEYS = ("socket", "unix_socket", *TLS_KEYS)
+
+
+def replica_tls(spec: str, query: dict[str, list[str]], primary: TlsSettings, socket_path: str | None
+                ) -> TlsSettings:
+    """A replica's TLS: the primary's, with each ssl_* URL parameter replacing its own key."""
+    disabled = parse_bool(query["ssl_disabled"][0]) if "ssl_disabled" in query else primary.disabled
+    inherited: dict[str, Any] = {} if (disabled and not primary.disabled) or socket_path else {
+        "ssl_ca": primary.ca, "ssl_cert": primary.cert, "ssl_key": primary.key,
+        "ssl_verify_identity": primary.verify_identity if primary.ca else None}
+
+    def get(key: str) -> Any:
+        if key == "ssl_disabled":
+            return disabled
+        if key not in query:
+            return inherited.get(key)
+        return parse_bool(query[key][0]) if key == "ssl_verify_identity" else parse_path(query[key][0])
+
+    try:
+        return build_tls(get, f"[controls] replicas {spec!r}", socket_path)
+    except ValueError as exc:
+        raise ValueError(f"{spec!r}: {exc}") from None
 
 
 def parse_replica(spec: str, primary: DbSettings) -> DbSettings:
@@ -1059,8 +1192,8 @@ def parse_replica(spec: str, primary: DbSettings) -> DbSettings:
     query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
     unknown = sorted(set(query) - set(REPLICA_QUERY_KEYS))
     if unknown:
-        raise ValueError(f"{spec!r}: unknown parameter {unknown[0]!r}; only unix_socket (or socket) "
-                         "is understood")
+        raise ValueError(f"{spec!r}: unknown parameter {unknown[0]!r}; only unix_socket (or socket), "
+                         f"{', '.join(TLS_KEYS)} are understood")
     sockets = query.get("unix_socket") or query.get("socket")
     socket_path = sockets[0] if sockets else None
     if url.scheme != "mysql" or not (url.hostname or socket_path) or url.path not in ("", "/"):
@@ -1074,7 +1207,7 @@ def parse_replica(spec: str, primary: DbSettings) -> DbSettings:
         primary, hosts=() if socket_path else ((url.hostname or "localhost", port or 3306),),
         user=urllib.parse.unquote(url.username) if url.username else primary.user,
         password=urllib.parse.unquote(url.password) if url.password is not None else primary.password,
-        unix_socket=socket_path, database=None,
+        unix_socket=socket_path, database=None, tls=replica_tls(spec, query, primary.tls, socket_path),
     )
 
 
@@ -1882,6 +2015,96 @@ def sql_literal(value: Any) -> str:
     raise TypeError(f"no SQL literal for {type(value).__name__}")
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """The server a session is on, read once per session (dialect_of), and the statement forms it
+    takes: MariaDB and MySQL differ, and Percona Server and Aurora MySQL are MySQL."""
+
+    vendor: str = "MariaDB"  # MariaDB, MySQL, Percona Server or Aurora MySQL
+    version: tuple[int, int, int] = (10, 6, 0)
+    galera: bool = False  # wsrep_on (MariaDB Galera Cluster, Percona XtraDB Cluster)
+    aurora_version: str = ""
+
+    @property
+    def mysql(self) -> bool:
+        """MySQL or a server built from it (Percona Server, Aurora MySQL)."""
+        return self.vendor != "MariaDB"
+
+    def mysql_since(self, *version: int) -> bool:
+        """A MySQL of at least this version (never MariaDB, whose version numbers are its own)."""
+        return self.mysql and self.version >= tuple(version)
+
+    @property
+    def name(self) -> str:
+        """For --check and messages: `MySQL 8.0.36`, `Aurora MySQL 3.04.0 (MySQL 8.0.28)`."""
+        number = ".".join(map(str, self.version))
+        text = (f"{self.vendor} {self.aurora_version} (MySQL {number})" if self.aurora_version
+                else f"{self.vendor} {number}")
+        return text + (", Galera" if self.galera else "")
+
+    def new_value(self, column: str) -> str:
+        """In ON DUPLICATE KEY UPDATE, the value the INSERT ... VALUES row (row_alias) would have
+        written. MySQL 8.0.20 deprecates VALUES() there for a row alias, which 8.0.19 brought and
+        MariaDB does not have: https://dev.mysql.com/doc/refman/8.0/en/insert-on-duplicate.html"""
+        name = quote_ident(column)
+        return f"new.{name}" if self.mysql_since(8, 0, 19) else f"VALUES({name})"
+
+    @property
+    def row_alias(self) -> str:
+        """What follows the VALUES rows of an INSERT ... ON DUPLICATE KEY UPDATE that uses new_value."""
+        return " AS new" if self.mysql_since(8, 0, 19) else ""
+
+    def locking(self, update: Sequence[str], share: Sequence[str] = ()) -> str:
+        """The locking clause of a read whose `update` tables (aliases) it will write and whose
+        `share` tables it only reads, locked until the commit. MariaDB has no OF: FOR UPDATE locks
+        all. On MySQL 8.0.22+ FOR UPDATE needs DELETE, UPDATE or LOCK TABLES on each table it
+        locks, FOR SHARE only SELECT, so a table this user only reads and inserts into (the
+        archive) is locked FOR SHARE OF it, which keeps it from changing all the same:
+        https://dev.mysql.com/doc/refman/8.0/en/innodb-locking-reads.html"""
+        if not self.mysql:
+            return " FOR UPDATE"
+        shared = f" FOR SHARE OF {', '.join(share)}" if share else ""
+        return (f" FOR UPDATE OF {', '.join(update)}" if update else "") + shared
+
+    @property
+    def replica_status_sql(self) -> str:
+        """Every replication channel's status: MariaDB's ALL SLAVES (its named connections); MySQL
+        lists all channels in SHOW REPLICA STATUS (8.0.22; SHOW SLAVE STATUS before, gone in 8.4)."""
+        if not self.mysql:
+            return "SHOW ALL SLAVES STATUS"
+        return "SHOW REPLICA STATUS" if self.mysql_since(8, 0, 22) else "SHOW SLAVE STATUS"
+
+    def index_usable_sql(self) -> str:
+        """A condition on information_schema.STATISTICS: the index may be named in FORCE INDEX. An
+        INVISIBLE (MySQL 8.0: IS_VISIBLE) or IGNORED (MariaDB 10.6) index may not (error 1176):
+        https://dev.mysql.com/doc/refman/8.0/en/invisible-indexes.html"""
+        return "IS_VISIBLE = 'YES'" if self.mysql else "IGNORED = 'NO'"
+
+
+SERVER_VARIABLES = ("version", "version_comment", "aurora_version", "wsrep_on")
+DIALECT_SQL = ("SHOW GLOBAL VARIABLES WHERE Variable_name IN ("
+               + ", ".join(f"'{name}'" for name in SERVER_VARIABLES) + ")")
+AURORA_3_MYSQL = (8, 0, 23)  # "all 3.x Aurora MySQL versions are wire-compatible with MySQL 8.0.23 or higher"
+
+
+def dialect_of(variables: dict[str, str]) -> Dialect:
+    """The server, from DIALECT_SQL's rows (names in lower case): VERSION() reads 10.11.6-MariaDB-...,
+    8.0.36, 8.4.3 or 8.0.35-27 (Percona Server, whose version_comment names it); Aurora MySQL has an
+    aurora_version variable (3.04.0), its version may read 8.0.28 or 8.0.mysql_aurora.3.04.0."""
+    version, comment = variables.get("version", ""), variables.get("version_comment", "")
+    aurora = variables.get("aurora_version", "")
+    numbers = re.match(r"([0-9]+)\.([0-9]+)(?:\.([0-9]+))?", version)
+    parsed = tuple(int(n or 0) for n in numbers.groups()) if numbers else (0, 0, 0)
+    if "mariadb" in version.lower() or "mariadb" in comment.lower():
+        vendor = "MariaDB"
+    elif aurora:
+        vendor, parsed = "Aurora MySQL", max(parsed, AURORA_3_MYSQL) if aurora.startswith("3.") else parsed
+    else:
+        vendor = "Percona Server" if "percona" in comment.lower() else "MySQL"
+    return Dialect(vendor, cast(tuple[int, int, int], parsed), variables.get("wsrep_on", "").upper() == "ON",
+                   aurora)
+
+
 def bind_params(sql: str, params: Sequence[Any]) -> str:
     """The statement with each %s replaced by its parameter's literal."""
     parts = sql.split("%s")
@@ -2023,9 +2246,14 @@ def same_value_sql(column: Column, left: str, right: str) -> str:
         return f"({a} <=> {b} AND ATAN2({a}, -1) <=> ATAN2({b}, -1))"
     if column.data_type == "timestamp":
         return f"UNIX_TIMESTAMP({a}) <=> UNIX_TIMESTAMP({b})"
+    # CAST(x AS BINARY), not BINARY x: MySQL 8.0.27 deprecates the BINARY operator; the two are
+    # the same (https://dev.mysql.com/doc/refman/8.0/en/cast-functions.html#operator_binary).
+    same_bytes = f"CAST({a} AS BINARY) <=> CAST({b} AS BINARY)"
     if column.data_type in ("enum", "set"):
-        return f"({a} + 0 <=> {b} + 0 AND BINARY {a} <=> BINARY {b})"
-    return f"BINARY {a} <=> BINARY {b}"
+        return f"({a} + 0 <=> {b} + 0 AND {same_bytes})"
+    if column.data_type == "json":  # MySQL's: its text is normalised, so the scalar types must match too
+        return f"({same_bytes} AND JSON_TYPE({a}) <=> JSON_TYPE({b}))"
+    return same_bytes
 
 
 def identical_expression(columns: Sequence[Column], left: str = "s", right: str = "a") -> str:
@@ -2048,7 +2276,9 @@ def literal_sql(column: Column, alias: str) -> str:
     """
     c, kind = f"{alias}.{quote_ident(column.name)}", column.data_type
     if kind == "float":
-        text = f"IF({c} = 0 AND ATAN2({c}, -1) < 0, '-1e-50', CAST({c} AS DOUBLE))"
+        # + 0e0 is the value as a DOUBLE, exactly as CAST(... AS DOUBLE), which MySQL has only
+        # from 8.0.17 (https://dev.mysql.com/doc/refman/8.0/en/cast-functions.html#function_cast).
+        text = f"IF({c} = 0 AND ATAN2({c}, -1) < 0, '-1e-50', {c} + 0e0)"
     elif kind == "timestamp":
         text = (f"IF(UNIX_TIMESTAMP({c}) = 0, '''0000-00-00 00:00:00''', "
                 f"CONCAT('FROM_UNIXTIME(', UNIX_TIMESTAMP({c}), ')'))")
@@ -2058,6 +2288,8 @@ def literal_sql(column: Column, alias: str) -> str:
         text = c
     elif kind in QUOTED_AS_TEXT:
         text = f"QUOTE(CAST({c} AS CHAR))"
+    elif kind == "json":  # MySQL's JSON has no character set, and a binary string is no JSON (3144)
+        text = f"CONCAT('_utf8mb4 X''', HEX({c}), '''')"
     elif column.charset and CHARSET_NAME.match(column.charset):
         text = f"CONCAT('_{column.charset} X''', HEX({c}), '''')"
     else:
@@ -2204,13 +2436,13 @@ class TablePlan:
         return (f"(SELECT ({self.guard}) IS TRUE FROM {quote_ident(self.source)} g "
                 f"WHERE {self.same_key_sql('g', 's')})")
 
-    def classify_sql(self, condition: str, lock: bool = True) -> str:
-        """Source rows of the batch with their guard verdict and archived twin (locked)."""
+    def classify_sql(self, condition: str, lock: bool = True, dialect: Dialect = Dialect()) -> str:
+        """Source rows of the batch with their guard verdict and archived twin (both locked)."""
         return (f"SELECT {self.returned_key_sql('s')}, {self.guard_sql()}, a.{quote_ident(self.key[0])} "
                 f"IS NOT NULL, COALESCE({identical_expression(self.columns)}, 0) "
                 f"FROM {self.source_sql('s')} LEFT JOIN {self.archive_sql('a')} "
                 f"ON {self.same_key_sql('a', 's')} "
-                f"WHERE {condition}{' FOR UPDATE' if lock else ''}")
+                f"WHERE {condition}{dialect.locking(('s',), ('a',)) if lock else ''}")
 
     def span_of(self, keys: Sequence[Key]) -> Span | None:
         """Sparse integer keys as one key range with a bitmap filter, when that is cheaper.
@@ -2269,14 +2501,18 @@ class TablePlan:
             alias = up
         return " ".join(joins)
 
-    def child_classify_sql(self, child: ChildPlan, condition: str, lock: bool = True) -> str:
+    def child_classify_sql(self, child: ChildPlan, condition: str, lock: bool = True,
+                           dialect: Dialect = Dialect()) -> str:
         """Each child row of the listed source rows: the source row's key, whether the child row is
-        archived, whether identically, and its own key for messages (all locked)."""
+        archived, whether identically, and its own key for messages (all locked: the tables it
+        deletes from for update, its archive shared)."""
         key = ", ".join(f"c.{quote_ident(k)}" for k in child.key)
+        written = ("c", *(f"p{depth}" for depth in range(1, len(self.lineage(child)))), "s")
         return (f"SELECT {self.returned_key_sql('s')}, a.{quote_ident(child.key[0])} IS NOT NULL, "
                 f"COALESCE({identical_expression(child.columns, 'c', 'a')}, 0), CONCAT_WS(',', {key}) "
                 f"FROM {self.family_sql(child)} LEFT JOIN {child.archive_sql('a')} "
-                f"ON {child.same_key_sql('a', 'c')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
+                f"ON {child.same_key_sql('a', 'c')} WHERE {condition}"
+                f"{dialect.locking(written, ('a',)) if lock else ''}")
 
     def child_insert_sql(self, child: ChildPlan, condition: str) -> str:
         """Copy the child rows of the listed source rows that are not archived yet (never IGNORE)."""
@@ -2351,12 +2587,12 @@ class RemotePlan:
                   f"{p.source_sql('s')} WHERE {condition}")
         return ["SET SESSION time_zone = '+00:00'", select, f"SET SESSION time_zone = {sql_literal(zone)}"]
 
-    def lookup_sql(self, condition: str, lock: bool = True) -> str:
+    def lookup_sql(self, condition: str, lock: bool = True, dialect: Dialect = Dialect()) -> str:
         """Archived rows with these keys, with the fingerprints of their proofs (locked until the
         destination commits)."""
         p = self.plan
         return (f"SELECT {p.returned_key_sql('a')}, SHA2({self.proof_sql('a')}, 256) FROM "
-                f"{p.archive_sql('a')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
+                f"{p.archive_sql('a')} WHERE {condition}{dialect.locking((), ('a',)) if lock else ''}")
 
     def verify_sql(self, condition: str) -> str:
         """How many archived rows have these keys, and the SHA-256 of their proofs in byte order
@@ -2415,11 +2651,18 @@ class Definitions:
     creates: tuple[str, ...] = ()
     effects: tuple[Any, ...] = ()
 
-    def lock_sql(self) -> str:
+    def lock_sql(self, dialect: Dialect = Dialect()) -> str:
         """Take the metadata locks a write takes, writing nothing: no DDL on these tables can end
-        until the batch does, so what the batch checks next stays true until it commits."""
-        names = ", ".join(quote_ident(t.name) for t in self.tables)
-        return f"SELECT 1 FROM {names} WHERE FALSE FOR UPDATE"
+        until the batch does, so what the batch checks next stays true until it commits.
+
+        On MySQL the tables only inserted into are locked FOR SHARE (see Dialect.locking): a
+        metadata lock all the same, which a DDL waits for; one that came between it and the
+        batch's INSERT makes a deadlock the batch is retried after.
+        """
+        names = [quote_ident(t.name) for t in self.tables]
+        update = [name for name, t in zip(names, self.tables) if t.event == "DELETE"]
+        share = [name for name, t in zip(names, self.tables) if t.event != "DELETE"]
+        return f"SELECT 1 FROM {', '.join(names)} WHERE FALSE{dialect.locking(update, share)}"
 
     def effect_expressions(self) -> list[str]:
         """Subqueries for the engines, the triggers that fire and the foreign keys that reach the source.
@@ -2556,6 +2799,24 @@ class Preflight:
             self.notes.append(note)
         else:
             self.problems.append(problem)
+
+
+INT_DISPLAY_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|bigint)\([0-9]+\)", re.IGNORECASE)
+
+
+def normalized_column(column: dict[str, Any]) -> dict[str, Any]:
+    """An information_schema.COLUMNS row with what names the same type in two spellings spelled one
+    way: MySQL 8.0.19+ prints `int` where MariaDB and older servers print `int(11)` (a display width,
+    which changes no value) and `year` for `year(4)`; `utf8` is `utf8mb3` (MySQL 8.0.30 and MariaDB
+    10.6 print the latter), its collations `utf8_...` are `utf8mb3_...`, the same collations.
+    https://dev.mysql.com/doc/refman/8.0/en/numeric-type-attributes.html"""
+    column_type = INT_DISPLAY_WIDTH.sub(r"\1", str(column["column_type"]))
+    column_type = re.sub(r"^year\(4\)", "year", column_type, flags=re.IGNORECASE)
+    charset, collation = column.get("charset"), column.get("collation")
+    charset = "utf8mb3" if charset is not None and str(charset).lower() == "utf8" else charset
+    if collation is not None and str(collation).lower().startswith("utf8_"):
+        collation = "utf8mb3_" + str(collation)[len("utf8_"):]
+    return {**column, "column_type": column_type, "charset": charset, "collation": collation}
 
 
 def describe_type(column: dict[str, Any]) -> str:
@@ -3771,6 +4032,21 @@ def silence_limits(seconds: int | None) -> dict[str, Any]:
     return {"read_timeout": seconds, "write_timeout": seconds} if seconds else {}
 
 
+ENCRYPTION_SQL = "SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')"
+
+
+def encryption_of(rows: Sequence[tuple[Any, ...]], tls: TlsSettings) -> tuple[str, str]:
+    """A session's TLS version and cipher from ENCRYPTION_SQL's rows; a plain session is refused
+    when a CA is configured: given ssl_ca, the connector still falls back to plain text, silently,
+    when the server offers no TLS."""
+    status = {str(name): str(value or "") for name, value in rows}
+    version, cipher = status.get("Ssl_version", ""), status.get("Ssl_cipher", "")
+    if tls.ca and not cipher:
+        raise SessionRefused(f"the session is not encrypted although {tls.where} ssl_ca is set: the server "
+                             "offers no TLS (see its have_ssl, ssl_cert and ssl_key variables)")
+    return version, cipher
+
+
 class Database:
     """One connection to a server (or to one node of a cluster), set up for exact copies.
 
@@ -3795,6 +4071,8 @@ class Database:
         self.endpoint = 0  # which address of the host list this session is on
         self.wsrep = False
         self.node = ""
+        self.tls_version = self.tls_cipher = ""  # the session's, from check_encryption
+        self.dialect = Dialect()  # the server's, read by session_setup
         self.on_reconnect: Callable[[], None] | None = None
         self.on_note: Callable[[str], None] = lambda _text: None
         self.sessions = 0
@@ -3855,9 +4133,13 @@ class Database:
 
     def explain_connect_error(self, exc: BaseException) -> str:
         """The error, plus where the password came from when the server refused it."""
-        text = describe_mysql_error(exc)
+        text, tls = describe_mysql_error(exc), self.settings.tls
         if getattr(exc, "errno", None) == errorcode.ER_ACCESS_DENIED_ERROR:
             text += f" (password from {self.settings.password_source})"
+        if getattr(exc, "errno", None) == CR_SSL_CONNECTION_ERROR and tls.ca and "verify failed" in text:
+            name = " or does not name this host (ssl_verify_identity)" if tls.verify_identity else ""
+            text += (f" (TLS: the server's certificate is not signed by {tls.where} ssl_ca {tls.ca}, has "
+                     f"expired{name})")
         return text
 
     def open_session(self, index: int, synced_only: bool = True) -> None:
@@ -3898,14 +4180,26 @@ class Database:
             self.execute(f"SET SESSION wait_timeout = LEAST(@@GLOBAL.wait_timeout, {int(self.wait_timeout)})")
         hostname, port, datadir, idle = self.query(
             "SELECT @@hostname, @@port, @@datadir, @@SESSION.wait_timeout")[0]
+        self.check_encryption()
         self.idle_limit = float(idle)
         self.node = f"{hostname}:{port} {hashlib.sha1(str(datadir).encode()).hexdigest()[:8]}"
-        wsrep = self.query("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")  # no such variable on MySQL
-        self.wsrep = bool(wsrep) and str(wsrep[0][1]).upper() == "ON"
+        self.dialect = dialect_of({str(name).lower(): str(value) for name, value in self.query(DIALECT_SQL)})
+        self.wsrep = self.dialect.galera
         if self.wsrep:
             self.check_node_ready(synced_only)
             self.execute("SET SESSION wsrep_sync_wait = 1")  # reads see every commit the cluster made
         self.execute("SET SESSION autocommit = 0")
+
+    def check_encryption(self) -> None:
+        """Read the session's TLS version and cipher; refuse a plain session when a CA is configured."""
+        self.tls_version, self.tls_cipher = encryption_of(self.query(ENCRYPTION_SQL), self.settings.tls)
+
+    @property
+    def encryption(self) -> str:
+        """What this session's encryption is, for --check."""
+        if self.settings.unix_socket and not self.tls_cipher:
+            return "a unix socket: local, not encrypted"
+        return self.settings.tls.describe(self.tls_version, self.tls_cipher)
 
     def check_node_ready(self, synced_only: bool = True) -> None:
         """A Galera node must be in the primary component (and, by preference, synced)."""
@@ -4080,13 +4374,14 @@ def retry_conflicts(db: Database, timeout: float, attempt: Callable[[], T]) -> T
 # --------------------------------------------------------------------------- table checks
 
 def fetch_columns(db: Database, table: str) -> list[dict[str, Any]]:
-    """A table's columns from information_schema, in table order (INVISIBLE ones included)."""
-    return db.query_dicts(
+    """A table's columns from information_schema, in table order (INVISIBLE ones included), each
+    type spelled one way (normalized_column), whichever server printed it."""
+    return [normalized_column(row) for row in db.query_dicts(
         "SELECT COLUMN_NAME AS name, DATA_TYPE AS data_type, COLUMN_TYPE AS column_type, "
         "CHARACTER_SET_NAME AS charset, COLLATION_NAME AS collation, CHARACTER_MAXIMUM_LENGTH AS "
         "max_length, IS_NULLABLE AS nullable, COLUMN_DEFAULT AS col_default, EXTRA AS extra, "
         "GENERATION_EXPRESSION AS expression FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (table,))
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (table,))]
 
 
 def fetch_tables(db: Database, names: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -4102,12 +4397,14 @@ def fetch_tables(db: Database, names: Sequence[str]) -> dict[str, dict[str, Any]
 
 def unique_key_on(db: Database, table: str, columns: Sequence[str]) -> str | None:
     """The name of the primary key or unique key that is exactly `columns` (in any order), if
-    `table` has one; a key on a prefix of a column does not count (it is not unique for it)."""
+    `table` has one; a key on a prefix of a column does not count (it is not unique for it), nor
+    one the optimizer may not use (FORCE INDEX could not name it)."""
     keys: dict[str, list[str]] = {}
     for name, column, prefix in db.query(
             "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS WHERE "
-            "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND NON_UNIQUE = 0 ORDER BY INDEX_NAME <> "
-            "'PRIMARY', INDEX_NAME, SEQ_IN_INDEX", (table,)):
+            "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND NON_UNIQUE = 0 AND "
+            f"{db.dialect.index_usable_sql()} ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME, SEQ_IN_INDEX",
+            (table,)):
         keys.setdefault(str(name), []).append("" if prefix is not None else str(column).lower())
     wanted = sorted(c.lower() for c in columns)  # compared in Python: SQL would sort by collation
     return next((name for name, names in keys.items() if sorted(names) == wanted), None)
@@ -4334,19 +4631,22 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
     return (composite_key_type(parts) if len(parts) == len(keys) else None), indexes, names
 
 
-def refused_statements(checks: Sequence[tuple[Database, str, str]]) -> list[str]:
+def refused_statements(checks: Sequence[tuple[Database, str, str]], explain: bool = True,
+                       accepted: frozenset[int] = frozenset()) -> list[str]:
     """'cannot <label>: <error>' for each (session, label, statement) the server would refuse.
 
-    EXPLAIN needs the statement's own privileges, so this tests them without writing.
+    EXPLAIN needs the statement's own privileges, so this tests them without writing. A DDL
+    probe (explain off) is built to fail after the privilege check, with an error in `accepted`.
     """
     problems = []
     for session, label, sql in checks:
         try:
-            session.query("EXPLAIN " + sql)
+            session.query("EXPLAIN " + sql if explain else sql)
         except mysql.connector.Error as exc:
             if is_connection_error(exc):
                 raise
-            problems.append(f"cannot {label}: {describe_mysql_error(exc)}")
+            if exc.errno not in accepted:
+                problems.append(f"cannot {label}: {describe_mysql_error(exc)}")
         session.rollback()
     return problems
 
@@ -4358,16 +4658,24 @@ def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found:
     checks = [(db, "DELETE from the source", plan.delete_sql(condition, 1))]
     if archive_db is db:
         checks.append((db, "INSERT ... SELECT into the archive", plan.insert_sql(condition)))
+        locks = [(db, "lock the batch's rows (source and archive)",  # the guard is check_guard's
+                  dataclasses.replace(plan, guard=None).classify_sql(f"s.{condition}", True, db.dialect))]
     else:
         checks += [(db, "SELECT ... FOR UPDATE on the source", remote.read_sql(f"s.{condition}")),
                    (archive_db, "SELECT and INSERT the archive on the destination",
                     (f"INSERT INTO {quote_ident(plan.archive)} ({plan.column_list()}) "
                      f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}"))]
+        locks = [(archive_db, "lock the archived twins on the destination",
+                  remote.lookup_sql(f"a.{condition}", True, archive_db.dialect))]
     for child in plan.children:
         checks += [(db, f"DELETE from `{child.source}`", plan.child_delete_sql(child, f"s.{condition}")),
                    (db, f"INSERT ... SELECT into `{child.archive}`",
                     plan.child_insert_sql(child, f"s.{condition}"))]
-    found.problems += refused_statements(checks)
+        locks.append((db, f"lock the rows of `{child.source}` and their archived twins",
+                      plan.child_classify_sql(child, f"s.{condition}", True, db.dialect)))
+    # The locking reads run as they are, on no rows (IN (NULL) matches none, so nothing is locked):
+    # a server that checks a locking read's privileges (MySQL 8.0.22+) answers as it would in a batch.
+    found.problems += refused_statements(checks) + refused_statements(locks, explain=False)
 
 
 def check_guard(db: Database, plan: TablePlan, found: Preflight) -> None:
@@ -4440,7 +4748,7 @@ def server_identity(db: Database) -> ServerIdentity:
     gtid = db.variable("gtid_slave_pos")
     gtid = db.variable("gtid_executed") if gtid is None else gtid
     try:
-        rows = db.query_dicts("SHOW ALL SLAVES STATUS")
+        rows = db.query_dicts(db.dialect.replica_status_sql)
     except mysql.connector.Error as exc:
         if is_connection_error(exc):
             raise
@@ -4553,10 +4861,11 @@ def check_parent_columns(spec: ChildSpec, source: list[dict[str, Any]], parent: 
     for name, key in zip(spec.parent_columns, parent_key):
         column, twin = mine[name.lower()], theirs[key.lower()]
         if not same_type(column, twin) or column["collation"] != twin["collation"]:
-            found.problems.append(f"`{spec.source_table}`.`{name}` is {describe_type(column)} "
-                                  f"{column['collation'] or ''} but the parent's `{key}` is "
-                                  f"{describe_type(twin)} {twin['collation'] or ''}: they must be the same "
-                                  "type and collation, as for a foreign key".replace("  ", " "))
+            mine_text, theirs_text = (" ".join(filter(None, (describe_type(c), c["collation"])))
+                                      for c in (column, twin))
+            found.problems.append(f"`{spec.source_table}`.`{name}` is {mine_text} but the parent's `{key}` "
+                                  f"is {theirs_text}: they must be the same type and collation, as for a "
+                                  "foreign key")
 
 
 def examine_child(db: Database, config: Config, spec: ChildSpec, parent_key: tuple[str, ...],
@@ -4699,13 +5008,14 @@ def require_plan(db: Database, config: Config, dest: Database | None = None,
     return found.plan
 
 
-# --------------------------------------------------------------------------- tracking schema
+# --------------------------------------------------------------------------- tracking tables
 
 SCHEMA_VERSION = 5
 SCHEMA_COMMENT = f"archive.py tracking schema {SCHEMA_VERSION}"
 
 
 TEXT_BYTES = 60_000  # what a TEXT column (65,535 bytes) is given, with room to spare
+ADMIN_SETUP = "as an admin, load schema.sql or run archive.py with --setup once; see the README's grants"
 
 
 # What a run writes to each tracking table (it reads them all), and a column to name in a test UPDATE.
@@ -4920,6 +5230,8 @@ MIGRATIONS = (
 )
 
 
+# --------------------------------------------------------------------------- tracking schema
+
 class TrackingSchema:
     """The tracking tables' schema on the source: which tables exist, their version, creating the
     missing ones and migrating older ones (MIGRATIONS, in order). Nothing else runs DDL on them."""
@@ -4934,17 +5246,32 @@ class TrackingSchema:
                              f"DATABASE() AND TABLE_NAME IN ({marks})", TRACKING_TABLES)
         return {r[0] for r in rows}
 
-    def privilege_problems(self, present: set[str]) -> list[str]:
-        """What this user may not do to the tracking tables that exist."""
-        checks = []
-        for table in sorted(present, key=TRACKING_TABLES.index):
+    def privilege_problems(self, present: set[str], version: int = SCHEMA_VERSION) -> list[str]:
+        """What this user may not do to the tracking tables: write them, create the missing ones
+        and migrate older ones (`version`), all tested without changing anything."""
+        checks, ddl = [], []
+        for table in TRACKING_TABLES:
             key = "lock_name" if table == "run_locks" else "id"
             tests = {"INSERT": f"INSERT INTO `{table}` SELECT * FROM `{table}` WHERE 1 = 0",
                      "UPDATE": f"UPDATE `{table}` SET `{key}` = `{key}` WHERE 1 = 0",
                      "DELETE": f"DELETE FROM `{table}` WHERE 1 = 0"}
             checks += [(self.db, f"{verb} tracking table {table}", tests[verb])
                        for verb in TRACKING_WRITES[table]]
-        return refused_statements(checks)
+            if table not in present:
+                ddl.append((self.db, f"CREATE tracking table {table} ({ADMIN_SETUP})",
+                            f"CREATE TABLE `{table}` (`probe` INT, `probe` INT)"))
+        version = version if "process_logs" in present else SCHEMA_VERSION  # as ensure() does
+        altered = {"process_logs"} | {t for m in MIGRATIONS if m.version > version
+                                      for t, _, _ in m.columns + m.indexes}
+        upgraded = [t for t in TRACKING_TABLES if t in altered and t in present and version < SCHEMA_VERSION]
+        ddl += [(self.db, f"ALTER tracking table {table} to upgrade it from schema {version} ({ADMIN_SETUP})",
+                 f"ALTER TABLE `{table}` ADD COLUMN `probe` INT, ADD COLUMN `probe` INT")
+                for table in upgraded]
+        # A table that does not exist yet answers 1146 once the privilege check passed; the DDL
+        # probes' duplicate column (1060) fails after it, so nothing is created or altered.
+        return (refused_statements(checks, accepted=frozenset((errorcode.ER_NO_SUCH_TABLE,)))
+                + refused_statements(ddl, explain=False, accepted=frozenset((
+                    errorcode.ER_DUP_FIELDNAME, errorcode.ER_TABLE_EXISTS_ERROR))))
 
     def version(self) -> int:
         """The stamped schema version (1 for tables made before versions were stamped)."""
@@ -5508,8 +5835,9 @@ class Tracking:
         self.db.execute(
             "INSERT INTO batch_processing_logs (process_log_id, file_name, batch_number, status, "
             "first_key, last_key, keys_in_batch, error_message) VALUES (%s, %s, %s, 'FAILED', %s, %s, "
-            "%s, %s) ON DUPLICATE KEY UPDATE status = IF(status = 'PARTIAL', status, 'FAILED'), "
-            "error_message = VALUES(error_message)",  # the parts it committed stay settled
+            f"%s, %s){self.db.dialect.row_alias} ON DUPLICATE KEY UPDATE "
+            "status = IF(status = 'PARTIAL', status, 'FAILED'), "
+            f"error_message = {self.db.dialect.new_value('error_message')}",  # its parts stay settled
             (file_context.run_id, fit(file_context.scan.name, 255), batch.number,
              fit(format_key(batch.keys[0]), 255), fit(format_key(batch.keys[-1]), 255), len(batch.keys),
              fit(message)))
@@ -5705,7 +6033,7 @@ def run_checked(db: Database, checks: Definitions | None, statements: Sequence[t
     """
     if checks is None:
         raise ArchiveError("internal error: a plan without approved table definitions")
-    script = [*first, (checks.lock_sql(), ()), (checks.gate_sql(), ()), *statements]
+    script = [*first, (checks.lock_sql(db.dialect), ()), (checks.gate_sql(), ()), *statements]
     script += [(sql, ()) for sql in checks.readback_sql()]
     results = db.execute_script(script, rows=True)
     tail = len(results) - len(checks.readback_sql())
@@ -5795,7 +6123,7 @@ class SameServer(Mover):
         condition, params = self.plan.condition(keys, "s")
         listed = self.plan.keys_by_bytes(keys)
         found = Classified()
-        rows = self.db.query(self.plan.classify_sql(condition, lock), params)
+        rows = self.db.query(self.plan.classify_sql(condition, lock, self.db.dialect), params)
         for raw, passes_guard, archived, same in rows:
             key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
             if not passes_guard:  # held back, yet archived too: in both tables, for a human
@@ -5930,7 +6258,8 @@ class Family(SameServer):
         condition, params = self.plan.condition(moving, "s")
         listed = self.plan.keys_by_bytes(moving)
         for child in self.plan.children:
-            rows = self.db.query(self.plan.child_classify_sql(child, condition, lock), params)
+            sql = self.plan.child_classify_sql(child, condition, lock, self.db.dialect)
+            rows = self.db.query(sql, params)
             for raw, archived, same, own in rows:
                 key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
                 if archived and not same:
@@ -6091,7 +6420,10 @@ def retry_transaction(context: RunContext, label: str, attempt: Callable[[], T],
             context.mover.rollback()
             if is_connection_error(cause) and not isinstance(failure, DestinationError):
                 db.disconnect()
-            too_big = explain_write_set_error(cause, config.batch_size)
+            failed_on = context.dest if isinstance(failure, DestinationError) else db
+            # Galera's write-set limits only where Galera runs: elsewhere 1105 is any "unknown error".
+            galera = failed_on is not None and failed_on.wsrep
+            too_big = explain_write_set_error(cause, config.batch_size) if galera else None
             if too_big:
                 raise ArchiveError(too_big) from cause
             deadline = deadline or time.monotonic() + config.retry_timeout
@@ -6234,8 +6566,9 @@ class OtherServer(Mover):
             return {}
         condition, params = self.plan.condition(keys, "a")
         listed = self.plan.keys_by_bytes(keys)
+        sql = self.remote.lookup_sql(condition, lock, self.dest.dialect)
         return {listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw: fingerprint
-                for raw, fingerprint in self.dest.query(self.remote.lookup_sql(condition, lock), params)}
+                for raw, fingerprint in self.dest.query(sql, params)}
 
     def on_destination(self, step: Callable[..., T], *args: Any) -> T:
         """Run a step on the destination; its server errors come out as DestinationError, so that
@@ -6584,6 +6917,18 @@ def replica_lag(conn: Any) -> float | None:
     return None if any(lag is None for lag in lags) else float(max(lags))
 
 
+def unwatchable_replica(dialect: Dialect, where: str, lag_source: tuple[str, str] | None) -> str | None:
+    """Why a replica's lag cannot be read as configured, or None: an Aurora reader shares the cluster
+    volume and has no SHOW REPLICA STATUS rows, so it would read as "lag unknown" until replica_timeout.
+    https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/AuroraMySQL.Replication.html"""
+    if dialect.vendor != "Aurora MySQL" or lag_source is not None:
+        return None
+    return (f"[controls] replicas: {where} is an {dialect.name} reader, which shows no SHOW REPLICA STATUS "
+            "(Aurora replicas read the cluster's shared volume; their lag is the cluster's "
+            "AuroraReplicaLag metric): leave it out of replicas, or set replica_lag_source = "
+            "heartbeat:DB.TABLE with pt-heartbeat writing on the source")
+
+
 class Controls:
     """Probes the servers between batches and carries out PauseState's decisions, visibly."""
 
@@ -6743,6 +7088,17 @@ class Controls:
             if conn is None:
                 conn = mysql.connector.connect(**replica.connect_kwargs(), autocommit=True,
                                                **silence_limits(probe_silence(self.config, replica)))
+                cursor = conn.cursor()
+                cursor.execute(ENCRYPTION_SQL)
+                encryption_of(cast(list[tuple[Any, ...]], cursor.fetchall()), replica.tls)  # or refused
+                cursor.execute(DIALECT_SQL)
+                found = dialect_of({str(k).lower(): str(v) for k, v in cast(list[tuple[Any, Any]],
+                                                                            cursor.fetchall())})
+                cursor.close()
+                problem = unwatchable_replica(found, replica.describe(), self.config.replica_lag_source)
+                if problem:
+                    conn.close()
+                    raise ArchiveError(problem)
                 self.replica_conns[index] = conn
             if self.config.replica_lag_source is None:
                 return replica_lag(conn)
@@ -7645,10 +8001,12 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
     try:
         dest = open_destination(config, read_only=True)
         found = run_preflight(db, config, dest)
-        lines = cluster_lines(db) + (cluster_lines(dest) if dest else [])
+        lines = [f"{kind}: {session.where}: {text}" for session in (db, dest) if session
+                 for kind, text in (("server", session.dialect.name), ("tls", session.encryption))]
+        lines += cluster_lines(db) + (cluster_lines(dest) if dest else [])
         tracking = Tracking(db, config)
         present, version = tracking.schema.present(), tracking.schema.version()
-        found.problems += tracking.schema.privilege_problems(present)
+        found.problems += tracking.schema.privilege_problems(present, version)
         found.problems += load_limit_problems(db, config)
     finally:
         for session in (db, dest):
@@ -7656,11 +8014,13 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
                 session.close()
     lines += [f"note: {note}" for note in found.notes] + [f"FAIL: {problem}" for problem in found.problems]
     missing = [t for t in TRACKING_TABLES if t not in present]
-    if missing:
+    refused = " ".join(found.problems)  # a FAIL line already says what this user cannot do
+    if missing and "cannot CREATE tracking table" not in refused:
         lines.append(f"note: tracking tables {', '.join(missing)} will be created by the first run "
                      "(needs the CREATE privilege once; a table this user has no privilege on looks "
                      "missing too: see the README's grants)")
-    if "process_logs" in present and version < SCHEMA_VERSION:
+    upgrade_refused = "cannot ALTER tracking table" in refused
+    if "process_logs" in present and version < SCHEMA_VERSION and not upgrade_refused:
         lines.append(f"note: tracking tables are schema {version}; the next run upgrades them to "
                      f"{SCHEMA_VERSION} (needs the ALTER privilege once)")
     if found.plan is None or found.problems:
@@ -7672,6 +8032,28 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
         (f"ok: `{config.source_table}` -> `{config.archive_table}`{where} on key {found.plan.key_text} "
          f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied"),
         *child_lines(found.plan), "Verdict: READY."], out)
+    return EXIT_OK
+
+
+def setup_tracking(config: Config, out: Any = None) -> int:
+    """--setup: create the missing tracking tables and migrate older ones, then stop; run once by
+    an admin, so that the job's own user needs no CREATE or ALTER."""
+    out = out or sys.stdout
+    db = Database(config.db, config.lock_wait_timeout, wait_timeout=run_silence(config))
+    try:
+        schema = TrackingSchema(db)
+        with db.reading():
+            missing = [t for t in TRACKING_TABLES if t not in schema.present()]
+        steps = retry_conflicts(db, config.retry_timeout, schema.ensure)
+        with db.reading():
+            version = schema.version()
+    finally:
+        db.close()
+    lines = [f"created: tracking table {table}" for table in missing]
+    lines += [f"MIGRATED: tracking tables to schema {SCHEMA_VERSION}: {step}" for step in steps]
+    lines.append(f"setup: the tracking tables in `{config.database}` are schema {version}; a run needs only "
+                 "the README's grants now")
+    print_lines(lines, out)
     return EXIT_OK
 
 
@@ -8286,6 +8668,10 @@ def build_parser(argv0: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--export-keys", action="store_true",
                         help="Write the keys of the source rows that meet [export] where into new key files "
                              "in csv_dir, for the next run to archive; with --dry-run, only count them.")
+    mode.add_argument("--setup", action="store_true",
+                      help="Create the tracking tables, or upgrade older ones, and stop: run it once as "
+                           "an admin (a config with the admin's user), so the job's user needs no CREATE "
+                           "or ALTER privilege.")
     parser.add_argument("--json", action="store_true",
                         help="With --status or --dry-run: print one JSON document instead of text.")
     talk = parser.add_mutually_exclusive_group()
@@ -8342,6 +8728,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return show_status(config, args.json)
     if args.check:
         return check_command(config, verbose=args.verbose)
+    if args.setup:
+        return setup_tracking(config)
     if args.dry_run:
         return dry_run(config, args.json)
     return run(config, verbosity=0 if args.quiet else 2 if args.verbose else 1)

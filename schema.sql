@@ -1,5 +1,6 @@
 -- Tracking tables for archive.py, schema version 5 (archive.py also creates any that are missing,
--- and upgrades tables made by older versions on its first run: see README, Upgrading).
+-- and upgrades tables made by older versions on its first run, or with --setup: see README,
+-- Upgrading). This file only creates missing tables: it does not upgrade older ones.
 -- Kept identical to archive.TRACKING_DDL; tests/test_docs.py checks it.
 -- Load with: mariadb app < schema.sql
 

@@ -11,6 +11,8 @@ Fixtures:
   dropped afterwards.
 * ``spawn_cli``: ``spawn_cli(config, *args, **kw)`` starts archive.py like
   ``helpers.start_cli`` and kills whatever is still running at teardown.
+* ``@pytest.mark.mariadb_only(reason=...)``: the test is skipped, with its reason, when the
+  ``server`` is MySQL (``$ARCHIVE_TEST_DSN``): it uses INET4, INET6, UUID or MariaDB's JSON text.
 * ``own_server`` (module): ``own_server(name, *options)`` starts a throwaway server of the
   module's own with server options (``--lower-case-table-names=1``), stopped after the module.
 * ``galera_cluster`` (session, started only when a test asks for it): a real
@@ -44,7 +46,7 @@ from helpers import (
     start_cli,
     unique_db_name,
 )
-from throwaway_server import DSN_ENV_VAR, ThrowawayMariaDB, server_from_dsn
+from throwaway_server import DSN_ENV_VAR, ThrowawayMariaDB, server_dialect, server_from_dsn
 
 
 def _serve(server: Any, leftovers: Path) -> Iterator[Any]:
@@ -128,6 +130,17 @@ def _revive_server(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("server").ensure_running()
     if "galera_cluster" in request.fixturenames:
         request.getfixturevalue("galera_cluster").heal()
+
+
+@pytest.fixture(autouse=True)
+def _skip_mariadb_only(request: pytest.FixtureRequest) -> None:
+    """A test marked ``mariadb_only(reason=...)`` is skipped, saying why, when the server is MySQL."""
+    marker = request.node.get_closest_marker("mariadb_only")
+    if marker is None or "server" not in request.fixturenames:
+        return
+    found = server_dialect(request.getfixturevalue("server"))
+    if found.mysql:
+        pytest.skip(f"MariaDB only, the server is {found.name}: {marker.kwargs['reason']}")
 
 
 @pytest.fixture

@@ -95,6 +95,33 @@ def test_a_batch_of_parts_is_recorded_as_one_batch():
     assert archive.merge_outcomes(None, two) is two
 
 
+def two_level_plan() -> archive.TablePlan:
+    """orders <- order_items <- item_options, as the preflight would plan them."""
+    int_type = archive.KeyType("int", -2 ** 31, 2 ** 31 - 1, sql_type="int(11)")
+    items = archive.ChildPlan("items", "order_items", "order_items_archive", ("id",),
+                              (archive.Column("id", "int", ""), archive.Column("order_id", "int", "")),
+                              None, ("order_id",), ("id",))
+    options = archive.ChildPlan("options", "item_options", "item_options_archive", ("item_id", "opt"),
+                                (archive.Column("item_id", "int", ""),
+                                 archive.Column("opt", "varchar", "utf8mb4")), "items", ("item_id",), ("id",))
+    return archive.TablePlan("orders", "orders_archive", ("id",), (archive.Column("id", "int", ""),),
+                             int_type, children=(items, options))
+
+
+def test_a_grandchild_is_joined_up_to_the_listed_rows_and_locked_as_each_server_takes_it():
+    plan = two_level_plan()
+    options = plan.children[1]
+    assert plan.family_sql(options) == (
+        "`item_options` c JOIN `order_items` p1 ON c.`item_id` = p1.`id` "
+        "JOIN `orders` s FORCE INDEX (`PRIMARY`) ON p1.`order_id` = s.`id`")
+    mysql = archive.Dialect("MySQL", (8, 0, 36))
+    # MySQL 8.0.22+: FOR UPDATE needs DELETE on every table it locks; the archive is only read
+    assert plan.child_classify_sql(options, "s.`id` = 1", True, mysql).endswith(
+        "WHERE s.`id` = 1 FOR UPDATE OF c, p1, s FOR SHARE OF a")
+    assert plan.child_classify_sql(options, "s.`id` = 1").endswith("WHERE s.`id` = 1 FOR UPDATE")
+    assert plan.child_delete_sql(options, "s.`id` = 1").startswith("DELETE c FROM `item_options` c JOIN")
+
+
 # --------------------------------------------------------------------------- the real server
 
 FAMILY = (
@@ -283,7 +310,7 @@ def test_dry_run_says_a_file_would_fail_on_a_family_too_big(db, tmp_path):
     ("ALTER TABLE order_items DROP FOREIGN KEY fk_item_order, DROP KEY order_id",
      "`order_items` has no index starting with (order_id)"),
     ("ALTER TABLE order_items DROP FOREIGN KEY fk_item_order, MODIFY order_id BIGINT NOT NULL",
-     "`order_items`.`order_id` is bigint(20) but the parent's `id` is int(11)"),
+     "`order_items`.`order_id` is bigint but the parent's `id` is int: they must be the same"),
     ("ALTER TABLE order_items_archive DROP PRIMARY KEY",
      "`order_items_archive` needs a unique key on (id)"),
     ("ALTER TABLE order_items_archive DROP COLUMN qty", "[child items]: archive table has no column `qty`"),

@@ -39,7 +39,8 @@ def ini(tmp_path: Path):
         for key, value in (replace or {}).items():
             lines = [line for line in lines if not line.startswith(f"{key} =")]
             if value is not None:
-                in_database = key in ("host", "port", "user", "password", "database")
+                in_database = key.startswith("ssl_") or key in ("host", "port", "user", "password",
+                                                                "database")
                 section = "[database]" if in_database else "[archive]"
                 lines.insert(lines.index(section) + 1, f"{key} = {value}")
         path = tmp_path / "config.ini"
@@ -309,3 +310,63 @@ def test_the_monitoring_and_load_keys_parse(ini, tmp_path):
     default = archive.load_config(ini(), environ={})
     assert (default.metrics_file, default.max_load, default.replica_lag_source, default.revisit_held) == (
         None, (), None, True)
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> Path:
+    """A file that looks like a PEM certificate (load_config only checks it is one)."""
+    path = tmp_path / "ca.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    return path
+
+
+def test_a_ca_turns_certificate_and_host_verification_on(ini, pem):
+    kwargs = archive.load_config(ini({"ssl_ca": "ca.pem"}), environ={}).db.connect_kwargs()
+    assert (kwargs["ssl_ca"], kwargs["ssl_verify_cert"], kwargs["ssl_verify_identity"]) == (
+        str(pem), True, True)
+    plain = archive.load_config(ini(), environ={}).db.connect_kwargs()
+    assert not any(name.startswith("ssl_") for name in plain)
+    loose = archive.load_config(ini({"ssl_ca": str(pem), "ssl_verify_identity": "no"}), environ={})
+    assert loose.db.connect_kwargs()["ssl_verify_identity"] is False
+    off = archive.load_config(ini({"ssl_disabled": "yes"}), environ={})
+    assert off.db.connect_kwargs()["ssl_disabled"] is True
+
+
+@pytest.mark.parametrize("replace, fragment", [
+    ({"ssl_ca": "missing.pem"}, "[database] ssl_ca: {tmp}/missing.pem: no such file"),
+    ({"ssl_ca": "config.ini"}, "[database] ssl_ca: {tmp}/config.ini: not a PEM file"),
+    ({"ssl_ca": "ca.pem", "ssl_cert": "ca.pem"}, "[database] ssl_cert: ssl_cert and ssl_key go together"),
+    ({"ssl_verify_identity": "yes"}, "[database] ssl_verify_identity: needs ssl_ca"),
+    ({"ssl_ca": "ca.pem", "ssl_disabled": "yes"}, "[database] ssl_disabled: cannot go with ssl_ca"),
+    ({"ssl_ca": "ca.pem", "unix_socket": "/run/x.sock"},
+     "[database] ssl_ca: a unix socket is never encrypted"),
+])
+def test_tls_settings_that_cannot_work_are_refused(ini, pem, tmp_path, replace, fragment):
+    if "unix_socket" in replace:
+        replace = {**replace, "host": None}
+        path = ini({k: v for k, v in replace.items() if k != "unix_socket"})
+        path.write_text(path.read_text().replace("[database]\n", "[database]\nunix_socket = /run/x.sock\n"))
+    else:
+        path = ini(replace)
+    expect_usage_error(path, fragment.format(tmp=tmp_path))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_certificate_is_refused(ini, pem, tmp_path):
+    pem.chmod(0)
+    expect_usage_error(ini({"ssl_ca": "ca.pem"}), f"[database] ssl_ca: {pem}: cannot read: Permission denied")
+
+
+def test_replicas_inherit_tls_and_urls_may_change_it(ini, pem, tmp_path):
+    other = tmp_path / "other.pem"
+    other.write_bytes(pem.read_bytes())
+    config = archive.load_config(ini({"ssl_ca": "ca.pem"}, extra=(
+        f"[controls]\nreplicas = mysql://r1, mysql://r2/?ssl_ca={other}&ssl_verify_identity=no, "
+        "mysql://root@/?unix_socket=/run/r.sock\n")), environ={})
+    inherited, changed, local = (replica.connect_kwargs() for replica in config.replicas)
+    assert (inherited["ssl_ca"], inherited["ssl_verify_identity"]) == (str(pem), True)
+    assert (changed["ssl_ca"], changed["ssl_verify_identity"]) == (str(other), False)
+    assert "ssl_ca" not in local  # a socket: nothing to encrypt
+    message = expect_usage_error(ini(extra="[controls]\nreplicas = mysql://r1/?ssl_ca=/no/such.pem\n"),
+                                 "[controls] replicas")
+    assert "ssl_ca: /no/such.pem: no such file" in message

@@ -296,6 +296,11 @@ STEPS = [
 ]
 
 
+MARIADB_TYPES = pytest.mark.mariadb_only(
+    reason="STEPS has INET4, INET6 and UUID columns, MariaDB's types, and a JSON step (key order) that "
+           "MySQL's JSON normalises away")
+
+
 def step_columns() -> dict[str, str]:
     """Every column STEPS names, with the type of its first step, in order."""
     columns: dict[str, str] = {}
@@ -337,6 +342,7 @@ def berlin_time(server):
         conn.close()
 
 
+@MARIADB_TYPES
 def test_a_one_step_difference_in_any_type_is_a_conflict(db, tmp_path, berlin_time):
     for table in ("src", "arc"):
         db.execute(step_table_ddl(table))
@@ -371,6 +377,7 @@ def test_a_one_step_difference_in_any_type_is_a_conflict(db, tmp_path, berlin_ti
     assert after["src"] == [row for row in before["src"] if row[0] != twin]
 
 
+@MARIADB_TYPES
 def test_every_type_is_copied_exactly(db, tmp_path, berlin_time):
     """The archived copy of a row of every type is the same stored value, not a rendering of it."""
     for table in ("src", "arc"):

@@ -46,6 +46,7 @@ __all__ = [
     "ServerStartError",
     "ThrowawayMariaDB",
     "find_mariadb_binary",
+    "server_dialect",
     "server_from_dsn",
 ]
 
@@ -523,6 +524,22 @@ def _connect(base: dict[str, Any], extra: dict[str, Any]) -> Any:
     }
     kw.update(extra)
     return mysql.connector.connect(**kw)
+
+
+_DIALECTS: dict[int, archive.Dialect] = {}
+
+
+def server_dialect(server: Any) -> archive.Dialect:
+    """Which server *server* is (MariaDB, MySQL, ...), as archive.py tells it; asked once."""
+    if id(server) not in _DIALECTS:
+        conn = server.connect()
+        try:
+            cur = conn.cursor()
+            cur.execute(archive.DIALECT_SQL)
+            _DIALECTS[id(server)] = archive.dialect_of({str(k).lower(): str(v) for k, v in cur.fetchall()})
+        finally:
+            conn.close()
+    return _DIALECTS[id(server)]
 
 
 def server_from_dsn(dsn: str) -> ExternalServer:

@@ -1,0 +1,187 @@
+"""The dialect decisions, pure: which server a session is on (from what MySQL 8.0, 8.4, 9.x,
+Percona Server, Percona XtraDB Cluster, Aurora MySQL and MariaDB answer, captured in
+fixtures/servers.json) and the statement each one gets; COLUMN_TYPE as MySQL 8.0.19+ prints it
+against MariaDB's and older servers'; MySQL-only functions in a guard; MySQL errors retried."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import mysql.connector
+import pytest
+
+import archive
+
+SERVERS = {name: answer for name, answer in json.loads(
+    (Path(__file__).parent / "fixtures" / "servers.json").read_text()).items() if not name.startswith("_")}
+
+
+def dialect(name: str) -> archive.Dialect:
+    """The Dialect of a captured server."""
+    return archive.dialect_of(SERVERS[name])
+
+
+@pytest.mark.parametrize("name, vendor, version, galera, shown", [
+    ("mysql-8.0.36", "MySQL", (8, 0, 36), False, "MySQL 8.0.36"),
+    ("mysql-8.4.3", "MySQL", (8, 4, 3), False, "MySQL 8.4.3"),
+    ("mysql-9.1.0", "MySQL", (9, 1, 0), False, "MySQL 9.1.0"),
+    ("percona-8.0.35", "Percona Server", (8, 0, 35), False, "Percona Server 8.0.35"),
+    ("pxc-8.0.35", "Percona Server", (8, 0, 35), True, "Percona Server 8.0.35, Galera"),
+    ("aurora-3.04.0", "Aurora MySQL", (8, 0, 28), False, "Aurora MySQL 3.04.0 (MySQL 8.0.28)"),
+    ("aurora-3.01.0", "Aurora MySQL", (8, 0, 23), False, "Aurora MySQL 3.01.0 (MySQL 8.0.23)"),
+    ("mariadb-10.11.19", "MariaDB", (10, 11, 19), False, "MariaDB 10.11.19"),
+    ("mariadb-galera-10.6.16", "MariaDB", (10, 6, 16), True, "MariaDB 10.6.16, Galera"),
+])
+def test_the_server_is_told_from_its_variables(name, vendor, version, galera, shown):
+    found = dialect(name)
+    assert (found.vendor, found.version, found.galera, found.name) == (vendor, version, galera, shown)
+    assert found.mysql == (vendor != "MariaDB")
+
+
+def test_on_duplicate_key_update_uses_a_row_alias_from_mysql_8_0_19_and_values_elsewhere():
+    for name in ("mysql-8.0.36", "mysql-8.4.3", "mysql-9.1.0", "percona-8.0.35", "aurora-3.01.0"):
+        assert (dialect(name).row_alias, dialect(name).new_value("error_message")) == (
+            " AS new", "new.`error_message`"), name
+    for name in ("mysql-8.0.18", "mariadb-10.11.19", "mariadb-galera-10.6.16"):
+        assert (dialect(name).row_alias, dialect(name).new_value("error_message")) == (
+            "", "VALUES(`error_message`)"), name
+
+
+def test_replication_is_read_with_the_statement_each_server_has():
+    assert dialect("mariadb-10.11.19").replica_status_sql == "SHOW ALL SLAVES STATUS"
+    assert dialect("mysql-8.4.3").replica_status_sql == "SHOW REPLICA STATUS"  # SHOW SLAVE is gone in 8.4
+    assert dialect("aurora-3.01.0").replica_status_sql == "SHOW REPLICA STATUS"  # 8.0.23
+    assert archive.dialect_of({"version": "8.0.21"}).replica_status_sql == "SHOW SLAVE STATUS"
+
+
+def test_an_invisible_or_ignored_index_is_not_a_usable_key():
+    assert dialect("mysql-8.4.3").index_usable_sql() == "IS_VISIBLE = 'YES'"  # MySQL 8.0's column
+    assert dialect("mariadb-10.11.19").index_usable_sql() == "IGNORED = 'NO'"  # MariaDB 10.6's
+
+
+def column(name: str, column_type: str, charset: str | None = None, collation: str | None = None,
+           data_type: str | None = None) -> dict[str, Any]:
+    """An information_schema.COLUMNS row as fetch_columns reads it."""
+    return {"name": name, "data_type": data_type or column_type.split("(")[0].split()[0],
+            "column_type": column_type, "charset": charset, "collation": collation, "max_length": None,
+            "nullable": "NO", "col_default": None, "extra": "", "expression": None}
+
+
+# The same table as MySQL 8.0.19+ prints it, and as MariaDB (or MySQL 5.7, before the upgrade) does.
+MYSQL_8 = [column("id", "bigint unsigned"), column("n", "int"), column("flag", "tinyint(1)"),
+           column("y", "year"), column("z", "int(5) unsigned zerofill"),
+           column("name", "varchar(20)", "utf8mb3", "utf8mb3_general_ci"),
+           column("kind", "enum('Int(11)','b')", "utf8mb4", "utf8mb4_bin", "enum")]
+MARIADB = [column("id", "bigint(20) unsigned"), column("n", "int(11)"), column("flag", "tinyint(4)"),
+           column("y", "year(4)"), column("z", "int(5) unsigned zerofill"),
+           column("name", "varchar(20)", "utf8", "utf8_general_ci"),
+           column("kind", "enum('Int(11)','b')", "utf8mb4", "utf8mb4_bin", "enum")]
+
+
+def test_column_types_that_name_the_same_type_compare_equal():
+    mysql_rows = [archive.normalized_column(c) for c in MYSQL_8]
+    mariadb_rows = [archive.normalized_column(c) for c in MARIADB]
+    for ours, theirs in zip(mysql_rows, mariadb_rows):
+        assert archive.same_type(ours, theirs), (ours, theirs)
+        assert ours["collation"] == theirs["collation"]
+    found = archive.Preflight()
+    copied, _ = archive.compare_columns(mysql_rows, mariadb_rows, found)
+    assert found.problems == [] and len(copied) == len(MYSQL_8)
+    assert mariadb_rows[-1]["column_type"] == "enum('Int(11)','b')"  # members are values: untouched
+
+
+@pytest.mark.parametrize("source, archive_type", [
+    ("int", "bigint"), ("int unsigned", "int"), ("year", "date"), ("varchar(20)", "varchar(21)"),
+    ("enum('a','B')", "enum('a','b')"), ("decimal(10,2)", "decimal(10,0)"),
+])
+def test_types_that_differ_still_differ(source, archive_type):
+    a, b = (archive.normalized_column(column("c", t)) for t in (source, archive_type))
+    assert not archive.same_type(a, b)
+
+
+def test_a_utf8_collation_matches_only_its_own_utf8mb3_name():
+    a = archive.normalized_column(column("c", "varchar(5)", "utf8", "utf8_general_ci"))
+    b = archive.normalized_column(column("c", "varchar(5)", "utf8mb3", "utf8mb3_unicode_ci"))
+    assert a["charset"] == b["charset"] == "utf8mb3" and a["collation"] != b["collation"]
+
+
+@pytest.mark.parametrize("guard", [
+    "SOURCE_POS_WAIT('binlog.000001', 4) = 0", "WAIT_FOR_EXECUTED_GTID_SET('x:1', 1) = 0",
+    "service_get_write_locks('ns', 'lock', 0) = 1", "VERSION_TOKENS_LOCK_EXCLUSIVE('t', 1) = 1",
+    "group_replication_set_as_primary('uuid') IS NULL",
+    "asynchronous_connection_failover_add_source('ch', 'h', 3306, '', 50) IS NULL",
+])
+def test_mysql_waiting_and_locking_functions_are_refused_in_a_guard(guard):
+    with pytest.raises(ValueError, match="is not allowed"):
+        archive.parse_guard(guard)
+
+
+def test_read_only_after_a_failover_is_retried_on_the_next_address():
+    demoted = mysql.connector.errors.get_mysql_exception(
+        1290, "The MySQL server is running with the --super-read-only option so it cannot execute this "
+              "statement", "HY000")
+    assert archive.is_connection_error(demoted) and archive.is_transient(demoted)
+
+
+def test_an_aurora_reader_is_refused_as_a_replica_unless_its_lag_comes_from_a_heartbeat():
+    problem = archive.unwatchable_replica(dialect("aurora-3.04.0"), "mon@reader-1:3306", None)
+    assert problem is not None and problem.startswith("[controls] replicas: mon@reader-1:3306 is an Aurora "
+                                                      "MySQL 3.04.0 (MySQL 8.0.28) reader")
+    assert "replica_lag_source = heartbeat:DB.TABLE" in problem
+    assert archive.unwatchable_replica(dialect("aurora-3.04.0"), "r", ("percona", "heartbeat")) is None
+    assert archive.unwatchable_replica(dialect("mysql-8.4.3"), "r", None) is None
+
+
+def test_mysql_json_travels_as_utf8mb4_text_and_compares_its_scalar_types():
+    json_column = archive.Column("doc", "json")
+    literal = archive.literal_sql(json_column, "s")
+    assert "CONCAT('_utf8mb4 X''', HEX(s.`doc`), '''')" in literal  # not X'..' alone: error 3144
+    same = archive.same_value_sql(json_column, "s", "a")
+    assert "JSON_TYPE(s.`doc`) <=> JSON_TYPE(a.`doc`)" in same  # 1.0 (DECIMAL) is not 1.0 (DOUBLE)
+    text = archive.literal_sql(archive.Column("note", "varchar", "utf8mb4"), "s")
+    assert "CONCAT('_utf8mb4 X''', HEX(s.`note`), '''')" in text  # MariaDB's JSON is text like this
+
+
+def test_no_statement_uses_what_mysql_deprecates_or_lacks():
+    columns = (archive.Column("f", "float"), archive.Column("e", "enum"), archive.Column("b", "blob"))
+    sql = archive.identical_expression(columns) + archive.row_literal_sql(columns, "s")
+    assert "BINARY s." not in sql and "BINARY a." not in sql  # the BINARY operator (deprecated 8.0.27)
+    assert "AS DOUBLE" not in sql  # CAST(... AS DOUBLE) needs MySQL 8.0.17
+
+
+def test_mysql_locks_only_the_rows_it_writes_for_update_and_the_archive_for_share():
+    """MySQL 8.0.22+ wants DELETE, UPDATE or LOCK TABLES for FOR UPDATE on every table it locks;
+    the README grants only SELECT, INSERT on the archive. MariaDB has no OF: it keeps FOR UPDATE."""
+    key = archive.key_type_from_column({"data_type": "int", "column_type": "int", "max_length": None})
+    plan = archive.TablePlan("src", "arc", ("id",), (archive.Column("id", "int"),), key)
+    mysql_8, mariadb = dialect("mysql-8.0.36"), dialect("mariadb-10.11.19")
+    assert plan.classify_sql("s.`id` IN (1)", True, mysql_8).endswith(
+        "WHERE s.`id` IN (1) FOR UPDATE OF s FOR SHARE OF a")
+    assert plan.classify_sql("s.`id` IN (1)", True, mariadb).endswith("WHERE s.`id` IN (1) FOR UPDATE")
+    assert plan.classify_sql("s.`id` IN (1)", False, mysql_8).endswith("WHERE s.`id` IN (1)")
+    remote = archive.RemotePlan(plan)
+    assert remote.lookup_sql("a.`id` IN (1)", True, mysql_8).endswith("WHERE a.`id` IN (1) FOR SHARE OF a")
+    assert remote.lookup_sql("a.`id` IN (1)", True, mariadb).endswith("WHERE a.`id` IN (1) FOR UPDATE")
+    watched = (archive.Watched("src", "DELETE"), archive.Watched("arc", "INSERT"))
+    checks = archive.Definitions(watched)
+    assert checks.lock_sql(mysql_8) == ("SELECT 1 FROM `src`, `arc` WHERE FALSE FOR UPDATE OF `src` "
+                                        "FOR SHARE OF `arc`")
+    assert checks.lock_sql(mariadb) == "SELECT 1 FROM `src`, `arc` WHERE FALSE FOR UPDATE"
+    only_archive = archive.Definitions((archive.Watched("arc", "INSERT"),))  # a destination's
+    assert only_archive.lock_sql(mysql_8) == "SELECT 1 FROM `arc` WHERE FALSE FOR SHARE OF `arc`"
+
+
+def test_the_test_server_is_told_apart_as_archive_py_tells_it(server, db):
+    """What the mariadb_only marker asks; here, a real MariaDB (or the server of ARCHIVE_TEST_DSN)."""
+    from throwaway_server import DSN_ENV_VAR, server_dialect
+    found = server_dialect(server)
+    version = db.query("SELECT VERSION()")[0][0]
+    assert found.name.split(", ")[0].split(" ")[-1] in version or found.vendor == "Aurora MySQL"
+    if not os.environ.get(DSN_ENV_VAR):
+        assert found.vendor == "MariaDB" and not found.mysql
+    assert found.index_usable_sql() in {"IGNORED = 'NO'", "IS_VISIBLE = 'YES'"}
+    assert db.query(f"SELECT COUNT(*) FROM information_schema.STATISTICS WHERE {found.index_usable_sql()} "
+                    "AND TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'db'")[0][0] > 0  # the column exists

@@ -1,0 +1,154 @@
+"""Grants and upgrades as a new user meets them: the README's admin block works as written on a
+fresh database, --check is NOT READY whenever a needed CREATE, ALTER or write privilege is
+missing, and a schema-1 database is upgraded for a least-privilege user by one --setup."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import archive
+from checks import V1_SCHEMA
+from helpers import (
+    REPO,
+    ScratchDatabase,
+    create_rewards_tables,
+    insert_rewards,
+    run_cli,
+    write_config,
+    write_csv,
+)
+
+KEYS = list(range(1, 21))  # listed; the source has 1-30
+
+
+def statements(sql: str) -> list[str]:
+    """The statements of an SQL script, comments dropped."""
+    return [s.strip() for s in re.sub(r"--.*$", "", sql, flags=re.M).split(";") if s.strip()]
+
+
+def readme_admin_block(database: str, user: str, password: str) -> list[str]:
+    """The README's least-privilege block, statement by statement, for `database` and user@localhost;
+    `SOURCE schema.sql` becomes schema.sql's own statements."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("Least-privilege grants", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    done: list[str] = []
+    for sql in statements(block):
+        if sql == "SOURCE schema.sql":
+            done += statements((REPO / "schema.sql").read_text())
+            continue
+        sql = re.sub(r"^USE app$", f"USE `{database}`", sql).replace(" app.", f" `{database}`.")
+        done.append(sql.replace("'archiver'@'%'", f"'{user}'@'localhost'").replace("'...'", f"'{password}'"))
+    return done
+
+
+@pytest.fixture
+def user(server: Any) -> Iterator[tuple[str, str]]:
+    """A fresh user name and password; the user is dropped afterwards."""
+    name, password = f"g_{uuid.uuid4().hex[:8]}", "Grant-pw-1"
+    yield name, password
+    root = server.connect()
+    try:
+        root.cursor().execute(f"DROP USER IF EXISTS '{name}'@'localhost'")
+    finally:
+        root.close()
+
+
+def as_root(server: Any, database: str, sqls: list[str]) -> None:
+    """Run statements as the server's admin, in order, in `database`."""
+    root = server.connect(database)
+    try:
+        cursor = root.cursor()
+        for sql in sqls:
+            cursor.execute(sql)
+            if cursor.with_rows:
+                cursor.fetchall()
+    finally:
+        root.close()
+
+
+def job(tmp_path: Path, db: ScratchDatabase, user: tuple[str, str], **overrides: Any) -> Path:
+    """A config running as `user`, with its key file."""
+    write_csv(tmp_path / "csv" / "ids.csv", KEYS)
+    return write_config(tmp_path, db, archive__batch_size=10, database__user=user[0],
+                        database__password=user[1], **overrides)
+
+
+def fails(output: str) -> list[str]:
+    """The FAIL lines of --check."""
+    return [line for line in output.splitlines() if line.startswith("FAIL: ")]
+
+
+def test_the_readme_block_works_as_written_on_a_fresh_database(db, tmp_path, server, user):
+    create_rewards_tables(db, archive=None)  # no archive table, no tracking tables
+    insert_rewards(db, range(1, 31))
+    as_root(server, db.name, readme_admin_block(db.name, *user))  # every statement succeeds, in order
+    config = job(tmp_path, db, user)
+    check = run_cli(config, "--check")
+    assert check.returncode == 0 and "Verdict: READY." in check.stdout, check.stdout
+    result = run_cli(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert db.count("rewards") == 10 and db.count("rewards_archives") == 20
+    assert db.query("SELECT DISTINCT status FROM process_logs") == [("COMPLETED",)]
+
+
+def test_check_is_not_ready_when_the_tracking_tables_cannot_be_created(db, tmp_path, server, user):
+    create_rewards_tables(db)
+    insert_rewards(db, range(1, 31))
+    where = f"'{user[0]}'@'localhost'"
+    as_root(server, db.name, [f"CREATE USER {where} IDENTIFIED BY '{user[1]}'",
+                              f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{db.name}`.* TO {where}",
+                              f"GRANT PROCESS ON *.* TO {where}"])
+    config = job(tmp_path, db, user)
+    check = run_cli(config, "--check")
+    assert check.returncode == 1 and "Verdict: NOT READY" in check.stdout, check.stdout
+    assert [line.split(" (")[0] for line in fails(check.stdout)] == [
+        f"FAIL: cannot CREATE tracking table {table}" for table in archive.TRACKING_TABLES], check.stdout
+    assert "CREATE command denied" in check.stdout and "load schema.sql or run archive.py with --setup" \
+        in check.stdout
+    assert db.query("SHOW TABLES") == [("rewards",), ("rewards_archives",)]  # the probes created nothing
+    assert "will be created by the first run" not in check.stdout
+    as_root(server, db.name, [f"GRANT CREATE ON `{db.name}`.* TO {where}"])
+    check = run_cli(config, "--check")
+    assert check.returncode == 0 and fails(check.stdout) == [], check.stdout
+    assert "will be created by the first run" in check.stdout
+
+
+def test_a_schema_1_database_is_upgraded_for_a_least_privilege_user_by_one_setup(db, tmp_path, server, user):
+    create_rewards_tables(db)
+    insert_rewards(db, range(1, 31))
+    as_root(server, db.name, statements(V1_SCHEMA))
+    old_grants = [sql for sql in readme_admin_block(db.name, *user) if sql.startswith("CREATE USER")
+                  or (sql.startswith("GRANT") and not re.search("conflict_logs|run_locks", sql))]
+    as_root(server, db.name, old_grants)  # what a schema-1 user had: its tables exist
+    config = job(tmp_path, db, user)
+    check = run_cli(config, "--check")
+    assert check.returncode == 1, check.stdout
+    assert "note: tracking tables" not in check.stdout  # "the next run upgrades/creates them": it cannot
+    refused = {line.split(":")[1].strip() for line in fails(check.stdout)}
+    hint = "(as an admin, load schema.sql or run archive.py with --setup once; see the README's grants)"
+    expected = {f"cannot CREATE tracking table {t} {hint}" for t in ("conflict_logs", "run_locks")}
+    expected |= {f"cannot ALTER tracking table {t} to upgrade it from schema 1 {hint}"
+                 for t in ("process_logs", "file_processing_logs", "batch_processing_logs")}
+    assert refused >= expected, check.stdout
+    result = run_cli(config)
+    assert result.returncode == 1 and db.count("rewards_archives") == 0, result.stdout + result.stderr
+    admin = write_config(tmp_path, db, filename="admin.ini")  # the same job as the admin
+    setup = run_cli(admin, "--setup")
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert "created: tracking table conflict_logs\ncreated: tracking table run_locks\n" in setup.stdout
+    assert f"MIGRATED: tracking tables to schema {archive.SCHEMA_VERSION}" in setup.stdout
+    assert setup.stdout.endswith(f"are schema {archive.SCHEMA_VERSION}; a run needs only the README's "
+                                 "grants now\n"), setup.stdout
+    assert db.count("rewards_archives") == 0  # --setup moved nothing
+    as_root(server, db.name, [sql for sql in readme_admin_block(db.name, *user) if sql.startswith("GRANT")])
+    check = run_cli(config, "--check")
+    assert check.returncode == 0 and "Verdict: READY." in check.stdout, check.stdout
+    result = run_cli(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert db.count("rewards") == 10 and db.count("rewards_archives") == 20
