@@ -361,3 +361,17 @@ def test_a_child_column_of_another_collation_than_its_parents_key_is_refused(db,
     assert ("`uses`.`code` is varchar(5) utf8mb4 utf8mb4_general_ci but the parent's `code` is varchar(5) "
             "utf8mb4 utf8mb4_bin") in result.stderr
     assert db.count("uses") == 2 and db.count("codes") == 2
+
+
+def test_keys_exported_by_a_condition_move_their_families(db, tmp_path):
+    config = family_job(db, tmp_path, 30, [], export__where="total > 30")  # orders 21..30
+    (tmp_path / "csv" / "orders.csv").unlink()
+    before = whole_family(db)
+    exported = run_cli(config, "--export-keys", "-q")
+    assert exported.returncode == 0 and exported.stdout == "", (exported.stdout, exported.stderr)
+    result = run_cli(config, "-q")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert whole_family(db) == before
+    assert [r[0] for r in family_of(db, "orders_archive")] == list(range(21, 31))
+    assert db.scalar("SELECT MIN(order_id), COUNT(*) FROM order_items_archive") == 21
+    assert db.count("order_items_archive") == 30 and db.scalar("SELECT MAX(order_id) FROM order_items") == 20
