@@ -2520,6 +2520,12 @@ class TablePlan:
                 f"{child.column_list('c')} FROM {self.family_sql(child)} WHERE {condition} AND NOT EXISTS "
                 f"(SELECT 1 FROM {child.archive_sql('a')} WHERE {child.same_key_sql('a', 'c')})")
 
+    def family_count_sql(self, condition: str) -> str:
+        """How many rows of each child table descend from the listed rows, read without locks (one
+        row; the condition's parameters once per child)."""
+        return "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {self.family_sql(c)} WHERE {condition})"
+                                     for c in self.children)
+
     def child_delete_sql(self, child: ChildPlan, condition: str) -> str:
         """Delete every child row of the listed source rows (their copies are in the archive)."""
         return f"DELETE c FROM {self.family_sql(child)} WHERE {condition}"
@@ -6276,11 +6282,15 @@ class Family(SameServer):
         """The batch with its child rows, as many of its keys (from the first) as fit max_batch_rows:
         the rest is the next part of the batch (BatchOutcome.keys_done).
 
-        A read that locks nothing picks the part, so the part locks only the rows it moves; the
-        locked read then checks that they still fit (rows added since only make the part shorter).
+        When the batch's rows may be more (counted with the run lock's renewal), a read that locks
+        nothing picks the part, so the part locks only the rows it moves; the locked read then checks
+        that they still fit (rows added since only make the part shorter).
         """
-        self.guarded([])
-        keys = self.fitting_keys(batch.keys, self.classify(batch.keys, lock=False))
+        condition, params = self.plan.condition(batch.keys, "s")
+        [[counts]] = self.guarded([(self.plan.family_count_sql(condition), params * len(self.plan.children))])
+        keys: Sequence[Key] = batch.keys
+        if len(set(keys)) + sum(counts) > self.tracking.config.batch_rows:  # it may not fit: pick a part
+            keys = self.fitting_keys(keys, self.classify(keys, lock=False))
         found = self.classify(keys)
         fitting = self.fitting_keys(keys, found)
         if len(fitting) < len(keys):
@@ -6305,32 +6315,38 @@ class Family(SameServer):
         return keys
 
     def move_family(self, keys: Sequence[Key], found: Classified) -> tuple[Counters, Classified]:
-        """Copy the moving rows and their child rows top down, then delete them bottom up: every
-        count as classified under the locks, or the batch is rolled back."""
+        """Copy the moving rows and their child rows top down, then delete them bottom up, in one
+        round trip: every count as classified under the locks, or the batch is rolled back."""
         moving, copied = found.to_copy + found.identical, 0
         self.moved = {c.name: [0, 0, 0] for c in self.plan.children}
-        if found.to_copy:
-            condition, params = self.plan.condition(found.to_copy)
-            copied = self.db.execute(self.plan.insert_sql(condition), params)
-            checked("copied", len(found.to_copy), copied)
         if not moving:
             return found.counts(keys, 0, 0), found
+        steps: list[tuple[str, int, tuple[str, Sequence[Any]]]] = []  # (what, rows expected, statement)
+        if found.to_copy:
+            condition, params = self.plan.condition(found.to_copy)
+            steps.append(("copied", len(found.to_copy), (self.plan.insert_sql(condition), params)))
         condition, params = self.plan.condition(moving, "s")
-        for child in self.plan.children:
-            new, twins = found.child_counts(child.name)
-            got = self.db.execute(self.plan.child_insert_sql(child, condition), params) if new else 0
-            checked(f"copied into `{child.archive}`", new, got)
-            self.moved[child.name] = [got, 0, twins]
-        for child in reversed(self.plan.children):
-            new, twins = found.child_counts(child.name)
-            got = self.db.execute(self.plan.child_delete_sql(child, condition), params)
-            checked(f"deleted from `{child.source}`", new + twins, got)
-            self.moved[child.name][1] = got
+        counts = {c.name: found.child_counts(c.name) for c in self.plan.children}
+        steps += [(f"copied into `{c.archive}`", counts[c.name][0],
+                   (self.plan.child_insert_sql(c, condition), params))
+                  for c in self.plan.children if counts[c.name][0]]
+        steps += [(f"deleted from `{c.source}`", sum(counts[c.name]),
+                   (self.plan.child_delete_sql(c, condition), params)) for c in reversed(self.plan.children)]
         condition, params = self.plan.condition(moving)
-        deleted = self.db.execute(self.plan.delete_sql(condition, len(moving)), params)
-        checked("deleted", len(moving), deleted)
-        self.recheck_references()
-        return found.counts(keys, copied, deleted), found
+        steps.append(("deleted", len(moving), (self.plan.delete_sql(condition, len(moving)), params)))
+        checks = cast(Definitions, self.plan.definitions)  # then the foreign keys that reach the tables
+        *done, references = self.db.execute_script(
+            [sql for _, _, sql in steps] + [(f"SELECT {checks.effect_expressions()[2]}", ())], rows=True)
+        for (what, expected, _), got in zip(steps, done):
+            checked(what, expected, got)
+        if references != [(checks.effects[2],)]:  # read after the deletes: see Definitions.gate_sql
+            raise schema_changed(self.db, self.db.where)
+        results = dict(zip((what for what, _, _ in steps), done))
+        for child in self.plan.children:
+            self.moved[child.name] = [results.get(f"copied into `{child.archive}`", 0),
+                                      results[f"deleted from `{child.source}`"], counts[child.name][1]]
+        copied = results.get("copied", 0)
+        return found.counts(keys, copied, results["deleted"]), found
 
 
 # --------------------------------------------------------------------------- the batch transaction
