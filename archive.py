@@ -25,9 +25,10 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
         file_size, then for each file Controls.stop_reason and retry_file ->
         retry_transaction(archive_file), then retry_transaction(end_run).
     archive_file -> plan_file -> identify_file, Tracking.finished_record (then skip_finished_file),
-        resume_point -> verify_log_checkpoint, count_keys (or reject); then Tracking.start_file,
-        open_keys, then for each batch of iter_batches: file_identity, Controls.before_batch,
-        archive_batch; then finish_file (or file_changed), move_to_done_dir.
+        resume_point -> verify_log_checkpoint, count_keys (or reject); then resume_inside
+        (Tracking.settled_keys), Tracking.start_file, open_keys, then for each batch of iter_batches:
+        file_identity, Controls.before_batch, archive_batch (settled_in); then finish_file (or
+        file_changed), move_to_done_dir.
     archive_batch -> commit_batch -> commit_part (once, or once per part of a batch too big for
         one transaction) -> retry_transaction(attempt, recover), then report_duplicates and
         show_progress (or, when it failed: record_batch_failure, BatchFailed).
@@ -45,7 +46,8 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
         open_rows_by_file.
 Where child tables live: ChildSpec ([child NAME]), ChildPlan and TablePlan.family_sql (the join up
     to the source rows), examine_children (preflight), Family (the mover), commit_batch (parts,
-    PARTIAL rows) and Tracking.settled_keys (a rerun goes on inside a batch left in parts).
+    PARTIAL rows), resume_inside and Tracking.settled_keys (a rerun goes on inside a batch left in
+    parts, in its batch size) and recheck_file (a recheck goes on in parts too: Classified.cut).
 Where resume lives: resume_point (max of Tracking.checkpoint and the text log's
     log_checkpoints, verify_log_checkpoint for a log ahead of the database) and open_keys.
 Where the run lock lives: RunLock.acquire, RunLock.fence (the first statement of every batch,
@@ -1780,6 +1782,12 @@ def iter_batches(blocks: Iterable[KeyBlock], batch_size: int, first_number: int 
                 keys, number = [], number + 1
     if keys:
         yield Batch(number, tuple(keys), *end)
+
+
+def settled_in(batch: Batch, start: int, settled: int) -> int:
+    """How many of a batch's first keys an earlier run moved in parts: `settled`, for the batch a
+    file resumes at (never all of it: a batch with every key settled is not left PARTIAL)."""
+    return min(settled, len(batch.keys) - 1) if batch.number == start else 0
 
 
 def group_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
@@ -3989,7 +3997,7 @@ def covered_foreign_keys(db: Database, database: str, table: str, key: Sequence[
             found.setdefault(str(name), []).append((str(column).lower(), str(referenced).lower()))
         wanted = [(mine.lower(), theirs.lower()) for mine, theirs in zip(spec.parent_columns, key)]
         covered |= {(database.lower(), spec.source_table.lower(), name.lower())
-                    for name, pairs in found.items() if pairs == wanted}
+                    for name, pairs in found.items() if sorted(pairs) == sorted(wanted)}  # any column order
     return covered
 
 
@@ -5237,15 +5245,17 @@ class Tracking:
         keys = tuple(json.loads(row["conflict_keys"])) if row["conflict_keys"] else ()
         return BatchOutcome(Counters.from_row(row, batches=1), keys, row["status"]), int(row["keys_in_batch"])
 
-    def settled_keys(self, scan: FileScan, number: int) -> int:
-        """How many keys of batch `number` of this content earlier runs settled in parts (PARTIAL)."""
+    def settled_keys(self, scan: FileScan, number: int) -> tuple[int, int] | None:
+        """(keys settled, batch size) of batch `number` of this content as far as earlier runs
+        moved it in parts (PARTIAL), if they did."""
         scope, params = self.file_scope()
         rows = self.db.query(
-            "SELECT MAX(b.keys_in_batch) FROM file_processing_logs f JOIN batch_processing_logs b "
+            "SELECT b.keys_in_batch, f.batch_size FROM file_processing_logs f JOIN batch_processing_logs b "
             "ON b.process_log_id = f.process_log_id AND b.file_name = f.file_name "
             f"WHERE {scope} AND f.file_name = %s AND f.file_checksum = %s AND f.status <> 'CHANGED' "
-            "AND b.batch_number = %s AND b.status = 'PARTIAL'", (*params, scan.name, scan.sha256, number))
-        return int(rows[0][0] or 0) if rows else 0
+            "AND b.batch_number = %s AND b.status = 'PARTIAL' ORDER BY b.keys_in_batch DESC LIMIT 1",
+            (*params, scan.name, scan.sha256, number))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     def record_batch_failure(self, file_context: FileContext, batch: Batch, message: str) -> None:
         """Record the FAILED batch and file (the batch's own work was rolled back)."""
@@ -5392,6 +5402,7 @@ class Classified:
     child_new: dict[tuple[Key, str], int] = field(default_factory=dict)
     child_twins: dict[tuple[Key, str], int] = field(default_factory=dict)
     details: dict[Key, str] = field(default_factory=dict)  # a conflict found in a child row: which
+    cut: int | None = None  # the mover handled only this many keys (from the first): max_batch_rows
 
     def subtree_rows(self, key: Key) -> int:
         """The rows a listed key moves over all tables: its own, and its descendants'."""
@@ -5652,9 +5663,17 @@ class Family(SameServer):
         return found
 
     def carefully(self, keys: Sequence[Key]) -> tuple[Counters, Classified]:
-        """Lock and compare each row and its child rows: move new families, keep conflicting ones."""
+        """Lock and compare each row and its child rows: move new families, keep conflicting ones; as
+        many keys (from the first) as fit max_batch_rows (Classified.cut says how many, if not all)."""
         self.guarded([])
-        return self.move_family(keys, self.classify(keys))
+        fitting, found = self.fit(keys, self.classify(keys))
+        counts, found = self.move_family(fitting, found)
+        return counts, found if len(fitting) == len(keys) else dataclasses.replace(found, cut=len(fitting))
+
+    def fit(self, keys: Sequence[Key], found: Classified) -> tuple[Sequence[Key], Classified]:
+        """The keys (from the first) whose rows, as classified under the locks, fit max_batch_rows."""
+        fitting = self.fitting_keys(keys, found)
+        return (keys, found) if len(fitting) == len(keys) else (fitting, found.restricted(fitting))
 
     def classify_children(self, found: Classified, lock: bool) -> None:
         """Lock and count each moving row's child rows, table by table from the top; a child row
@@ -5687,10 +5706,7 @@ class Family(SameServer):
         """
         self.guarded([])
         keys = self.fitting_keys(batch.keys, self.classify(batch.keys, lock=False))
-        found = self.classify(keys)
-        fitting = self.fitting_keys(keys, found)
-        if len(fitting) < len(keys):
-            keys, found = fitting, found.restricted(fitting)
+        keys, found = self.fit(keys, self.classify(keys))
         counts, found = self.move_family(keys, found)
         outcome = outcome_of_batch(counts, found)
         tables = tuple((c.name, self.moved[c.name][0], self.moved[c.name][1], self.moved[c.name][2])
@@ -6142,15 +6158,17 @@ RECHECK_OUTCOMES = {
 
 
 def recheck_chunk(context: RunContext, file: tuple[str, str], chunk: dict[Key, list[int]], left: int,
-                  kind: str = "CONFLICT") -> tuple[dict[int, str], Counters]:
-    """One transaction: re-examine some conflict (or held) keys and close those that are settled."""
+                  kind: str = "CONFLICT") -> tuple[dict[int, str], Counters, int]:
+    """One transaction: re-examine some conflict (or held) keys and close those that are settled;
+    also says how many of the keys (from the first) it got to (fewer: max_batch_rows)."""
     counts, found = context.mover.carefully(list(chunk))
+    handled = list(chunk)[:found.cut]
     # Still-open rows were counted when found; a key settled now was a listed key then, so it is
     # not counted again as not found or held back: only what moved, and a new conflict, counts.
     counts.not_found = counts.skipped_by_guard = 0
     counts.conflicts = len(found.conflicts) if kind == "HELD" else 0
     present = set(found.to_copy) | set(found.identical) | set(found.conflicts) | set(found.skipped)
-    how: dict[Key, Any] = {k: "source row no longer exists" for k in chunk if k not in present}
+    how: dict[Key, Any] = {k: "source row no longer exists" for k in handled if k not in present}
     for name, outcome in RECHECK_OUTCOMES[kind].items():
         how.update(dict.fromkeys(getattr(found, name), outcome))
     resolved = {i: text for key, text in how.items() if isinstance(text, str) for i in chunk[key]}
@@ -6160,7 +6178,8 @@ def recheck_chunk(context: RunContext, file: tuple[str, str], chunk: dict[Key, l
                                                      changed)
     context.db.execute_script(statements + [context.tracking.add_run_counts(counts), ("COMMIT", ())])
     # A conflict that became a held row is settled as a conflict: report it with the resolved ones.
-    return {**resolved, **(dict.fromkeys(changed, "held") if kind == "CONFLICT" else {})}, counts
+    settled = {**resolved, **(dict.fromkeys(changed, "held") if kind == "CONFLICT" else {})}
+    return settled, counts, len(handled)
 
 
 def recheck_file(context: RunContext, file: tuple[str, str], rows: list[tuple[int, str]], kind: str
@@ -6171,15 +6190,21 @@ def recheck_file(context: RunContext, file: tuple[str, str], rows: list[tuple[in
     for row_id, text in rows:  # a key listed twice has two rows; they are settled together
         by_key.setdefault(parse_stored_key(text, context.plan.key_type), []).append(row_id)
     keys, left = list(by_key), len(rows)
-    for start in range(0, len(keys), context.config.batch_size):
-        chunk = {k: by_key[k] for k in keys[start:start + context.config.batch_size]}
+    while keys:
+        chunk = {k: by_key[k] for k in keys[:context.config.batch_size]}
         ids = [row_id for row_ids in chunk.values() for row_id in row_ids]
-        resolved, counts = retry_transaction(
+
+        def recover(ids: list[int] = ids, count: int = len(chunk)
+                    ) -> tuple[dict[int, str], Counters, int] | None:
+            committed = context.tracking.resolved_by_this_run(ids, kind)  # the rest stays open: next run
+            return None if committed is None else (*committed, count)
+
+        resolved, counts, handled = retry_transaction(
             context, f"Recheck of {'conflicts' if kind == 'CONFLICT' else 'held rows'} in {file[0]}",
-            functools.partial(recheck_chunk, context, file, chunk, left, kind),
-            functools.partial(context.tracking.resolved_by_this_run, ids, kind))
+            functools.partial(recheck_chunk, context, file, chunk, left, kind), recover)
         left -= len(resolved)
         total.add(counts)
+        keys = keys[handled:]
     if kind == "CONFLICT":
         context.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} earlier conflict(s) resolved"
                     + (f", {left} still differ (both versions kept)" if left else ""))
@@ -6583,6 +6608,23 @@ def resume_point(context: RunContext, path: Path, scan: FileScan) -> Checkpoint 
     return verify_log_checkpoint(context, path, in_db, best)
 
 
+def resume_inside(context: RunContext, scan: FileScan, checkpoint: Checkpoint | None, tracked: bool = True
+                  ) -> tuple[int, int]:
+    """The batch size a file goes on with, and how many keys of its first batch not done are settled.
+
+    A batch an earlier run left in parts (PARTIAL) goes on after its settled keys, and in the batch
+    size it was cut from, as a checkpoint keeps its own: in another size they would not be the
+    first keys of the batch, and would be counted again as not found.
+    """
+    size = checkpoint.batch_size if checkpoint else context.config.batch_size
+    if not context.plan.children or not tracked:
+        return size, 0
+    partial = context.tracking.settled_keys(scan, checkpoint.last_batch + 1 if checkpoint else 1)
+    if partial is None or (checkpoint is not None and partial[1] != size):
+        return size, 0
+    return partial[1], partial[0]
+
+
 def plan_file(context: RunContext, path: Path) -> tuple[FileScan, Checkpoint | None] | None:
     """Identify a file and find where to start; None when it is done or rejected."""
     scan = identify_file(context, path)
@@ -6749,7 +6791,7 @@ def archive_file(context: RunContext, path: Path) -> None:
     if planned is None:
         return
     scan, checkpoint = planned
-    batch_size = checkpoint.batch_size if checkpoint else context.config.batch_size
+    batch_size, settled = resume_inside(context, scan, checkpoint)
     total = math.ceil(scan.keys / batch_size)
     start = checkpoint.last_batch + 1 if checkpoint else 1
     if checkpoint and start > total:
@@ -6786,9 +6828,7 @@ def archive_file(context: RunContext, path: Path) -> None:
             context.state.stop_reason = reason
             context.tracking.finish_file(file_id, "INTERRUPTED", reason)
             return None
-        settled = context.tracking.settled_keys(scan, batch.number) \
-            if context.plan.children and batch.number == start else 0  # parts of a batch a run left
-        file_counts.add(archive_batch(context, file_context, batch, total, min(settled, len(batch.keys) - 1)))
+        file_counts.add(archive_batch(context, file_context, batch, total, settled_in(batch, start, settled)))
         keys_seen += len(batch.keys)
     finish_file(context, path, file_context, file_counts, keys_seen, identity)
     return None
@@ -7533,12 +7573,13 @@ def predict_file(context: RunContext, path: Path, tracked: bool, moved: MovedKey
         count_keys(path, config.csv_format, context.plan.key_type)
     except RejectedFile as exc:
         return Prediction(scan.name, f"REJECTED: {exc}")
-    size = checkpoint.batch_size if checkpoint else config.batch_size
+    size, settled = resume_inside(context, scan, checkpoint, tracked)
     done = checkpoint.last_batch if checkpoint else 0
     prediction = Prediction(scan.name, f"resumes at batch {done + 1}" if done else "to do")
     blocks = key_blocks(path, config.csv_format, context.plan.key_type)
     for batch in iter_batches(blocks, size, done + 1, skip=done * size):
-        prediction.counts.add(predict_keys(context, batch.keys, moved))
+        first = settled_in(batch, done + 1, settled)
+        prediction.counts.add(predict_keys(context, batch.keys[first:], moved))
     return prediction
 
 

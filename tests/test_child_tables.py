@@ -204,11 +204,9 @@ def test_a_differing_archived_child_keeps_its_whole_family_until_resolved(db, tm
     assert db.scalar("SELECT COUNT(*) FROM order_items_archive WHERE order_id IN (4, 5, 6)") == 9
 
 
-def test_max_batch_rows_moves_a_batch_in_parts_and_a_kill_between_them_resumes_exactly(
-        db, tmp_path, spawn_cli):
-    listed = list(range(1, 21))
-    config = family_job(db, tmp_path, 30, listed, archive__batch_size=10, archive__max_batch_rows=40)
-    before = whole_family(db)
+def leave_a_partial_batch(db: ScratchDatabase, config: Path, spawn_cli: Any) -> None:
+    """Run the 20-key job of batch_size 10 and max_batch_rows 40 and kill -9 it while the second part
+    of batch 1 waits for a lock: batch 1 is left PARTIAL with its first 5 keys moved."""
     holder = db.connect()
     holder.autocommit = False
     cursor = holder.cursor()
@@ -225,6 +223,22 @@ def test_max_batch_rows_moves_a_batch_in_parts_and_a_kill_between_them_resumes_e
     kill_process_group(proc, signal.SIGKILL)
     holder.rollback()
     holder.close()
+
+
+def partial_job(db: ScratchDatabase, tmp_path: Path, spawn_cli: Any) -> Path:
+    """Orders 1..20 listed, batch_size 10, max_batch_rows 40 (5 orders a part), batch 1 left PARTIAL."""
+    config = family_job(db, tmp_path, 30, list(range(1, 21)), archive__batch_size=10,
+                        archive__max_batch_rows=40)
+    leave_a_partial_batch(db, config, spawn_cli)
+    return config
+
+
+def test_max_batch_rows_moves_a_batch_in_parts_and_a_kill_between_them_resumes_exactly(
+        db, tmp_path, spawn_cli):
+    listed = list(range(1, 21))
+    config = family_job(db, tmp_path, 30, listed, archive__batch_size=10, archive__max_batch_rows=40)
+    before = whole_family(db)
+    leave_a_partial_batch(db, config, spawn_cli)
     parts = db.query("SELECT batch_number, keys_in_batch, rows_archived FROM batch_processing_logs")
     assert parts == [(1, 5, 5)]
     result = run_cli(config)
@@ -317,3 +331,83 @@ def test_a_child_column_of_another_collation_than_its_parents_key_is_refused(db,
     assert ("`uses`.`code` is varchar(5) utf8mb4 utf8mb4_general_ci but the parent's `code` is varchar(5) "
             "utf8mb4 utf8mb4_bin") in result.stderr
     assert db.count("uses") == 2 and db.count("codes") == 2
+
+
+# --------------------------------------------------------------------------- red team
+
+def test_a_composite_foreign_key_declared_in_another_column_order_is_covered(db, tmp_path):
+    # red team: the foreign key (t, aid) -> (tenant, id) is what parent_columns "aid, t" declare for
+    # key_column "id, tenant"; compared pair by pair in order it was taken for an undeclared child,
+    # and its CASCADE refused every run
+    db.execute("CREATE TABLE acct (tenant VARCHAR(8) NOT NULL, id INT NOT NULL, PRIMARY KEY (tenant, id))")
+    db.execute("CREATE TABLE acct_archive LIKE acct")
+    db.execute("CREATE TABLE line (lid INT PRIMARY KEY, t VARCHAR(8) NOT NULL, aid INT NOT NULL, CONSTRAINT "
+               "fk_line FOREIGN KEY (t, aid) REFERENCES acct (tenant, id) ON DELETE CASCADE)")
+    db.execute("CREATE TABLE line_archive (lid INT PRIMARY KEY, t VARCHAR(8) NOT NULL, aid INT NOT NULL)")
+    db.execute("INSERT INTO acct VALUES ('a', 1), ('b', 1), ('a', 2)")
+    db.execute("INSERT INTO line VALUES (1, 'a', 1), (2, 'b', 1), (3, 'a', 2)")
+    config = write_config(tmp_path, db, archive__source_table="acct", archive__archive_table="acct_archive",
+                          archive__key_column="id, tenant", archive__csv_column=None,
+                          **{"child l__source_table": "line", "child l__archive_table": "line_archive",
+                             "child l__parent_columns": "aid, t"})
+    (tmp_path / "csv" / "k.csv").write_text('id,tenant\n1,"a"\n')
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT lid FROM line_archive") == [(1,)] and db.count("line") == 2
+
+
+def test_the_recheck_of_a_conflict_moves_no_family_over_max_batch_rows(db, tmp_path):
+    # red team: the recheck moved a settled conflict's family in one transaction whatever its size
+    # (order 1 moves 8 rows, max_batch_rows is 7): the batch path refuses that key, so must the recheck
+    config = family_job(db, tmp_path, 10, [1], archive__max_batch_rows=7)
+    db.execute("INSERT INTO order_items_archive SELECT id, order_id, sku, qty + 1 FROM order_items "
+               "WHERE id = 0")
+    assert run_cli(config).returncode == 3
+    db.execute("DELETE FROM order_items_archive")
+    result = run_cli(config)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "key 1 moves 8 rows with its child rows, more than [archive] max_batch_rows 7" in result.stderr
+    assert db.count("orders", "id = 1") == 1 and db.count("order_items", "order_id = 1") == 3
+    assert db.count("order_items_archive") == 0
+
+
+def test_the_recheck_of_many_conflicts_goes_on_in_parts_of_max_batch_rows(db, tmp_path):
+    # (the recheck cut to max_batch_rows goes on after each cut: the keys past one are rechecked in
+    # the next transaction, never closed as gone)
+    config = family_job(db, tmp_path, 10, [1, 3, 5, 7], archive__batch_size=4, archive__max_batch_rows=9)
+    before = whole_family(db)
+    db.execute("INSERT INTO order_items_archive SELECT id, order_id, sku, qty + 1 FROM order_items "
+               "WHERE id IN (0, 6, 12, 18)")  # one differing item in each order
+    assert run_cli(config).returncode == 3
+    db.execute("DELETE FROM order_items_archive")
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "RECHECK: orders.csv: 4 of 4 earlier conflict(s) resolved" in result.stdout
+    assert whole_family(db) == before and [r[0] for r in family_of(db, "orders_archive")] == [1, 3, 5, 7]
+    resolutions = db.query("SELECT DISTINCT resolution FROM conflict_logs")
+    assert resolutions == [("archived copy was gone: row archived",)]
+
+
+def test_dry_run_after_a_partial_batch_predicts_its_settled_keys_as_settled(db, tmp_path, spawn_cli):
+    # red team: the dry run classified batch 1 from its first key, predicting 5 keys not found
+    # that the run skips (it resumes after them)
+    config = partial_job(db, tmp_path, spawn_cli)
+    result = run_cli(config, "--dry-run", "--json")
+    totals = json.loads(result.stdout)["total"]
+    assert (totals["rows_to_archive"], totals["not_found"]) == (15, 0), totals
+    again = run_cli(config)
+    assert again.returncode == 0 and db.query(
+        "SELECT rows_archived, not_found FROM process_logs ORDER BY id") == [(5, 0), (15, 0)]
+
+
+def test_a_rerun_in_another_batch_size_after_a_partial_batch_counts_no_key_twice(db, tmp_path, spawn_cli):
+    # red team: with batch 1 left in parts and no checkpoint, the rerun took the new batch_size: its
+    # batch 1 was then keys 1-3, only 2 of them skipped, and keys 3-5 (archived by the first run)
+    # were counted again as not found
+    config = partial_job(db, tmp_path, spawn_cli)
+    config.write_text(config.read_text().replace("batch_size = 10", "batch_size = 3"))
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "keeps batch_size 10" in result.stdout
+    assert db.query("SELECT rows_archived, not_found FROM process_logs ORDER BY id") == [(5, 0), (15, 0)]
+    assert [r[0] for r in family_of(db, "orders_archive")] == list(range(1, 21))
