@@ -7528,16 +7528,33 @@ class Prediction:
         return {"file": self.file, **counts, "status": self.status}
 
 
-def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys) -> Counters:
+def too_big_key(mover: Mover, keys: Sequence[Key], found: Classified) -> tuple[int, str] | None:
+    """With child tables: the index of the first key whose family alone is over max_batch_rows, and
+    the error the run would fail with there (the parts before it are moved)."""
+    done = 0
+    while isinstance(mover, Family) and done < len(keys):
+        try:
+            done += len(mover.fitting_keys(keys[done:], found))
+        except ArchiveError as exc:
+            return done, str(exc)
+    return None
+
+
+def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys) -> tuple[Counters, str | None]:
     """What a batch of these keys would do, classified as the run classifies them (Classified.counts),
-    treating keys moved by earlier batches as gone."""
+    treating keys moved by earlier batches as gone; and the error it would fail with, if it would."""
     unique = dict.fromkeys(keys)
     gone = moved.among(unique)
     fresh = [k for k in unique if k not in gone]
     found = context.mover.classify(fresh, lock=False) if fresh else Classified()
     context.mover.rollback()
+    failure = too_big_key(context.mover, fresh, found)
+    if failure is not None:  # the run stops at that key: only the keys before it count
+        keys = keys[:list(keys).index(fresh[failure[0]])]
+        found = found.restricted(keys)
     moved.add(found.to_copy + found.identical)
-    return found.counts(keys, len(found.to_copy), len(found.to_copy) + len(found.identical))
+    counts = found.counts(keys, len(found.to_copy), len(found.to_copy) + len(found.identical))
+    return counts, failure[1] if failure else None
 
 
 def predict_recheck(context: RunContext, moved: MovedKeys) -> Prediction | None:
@@ -7550,7 +7567,11 @@ def predict_recheck(context: RunContext, moved: MovedKeys) -> Prediction | None:
     prediction = Prediction("(open conflicts)", "rechecked first")
     keys = [parse_stored_key(text, context.plan.key_type) for rows in groups for _, text in rows]
     for start in range(0, len(keys), context.config.batch_size):
-        prediction.counts.add(predict_keys(context, keys[start:start + context.config.batch_size], moved))
+        counts, failure = predict_keys(context, keys[start:start + context.config.batch_size], moved)
+        prediction.counts.add(counts)
+        if failure:
+            prediction.status = f"FAILS: {failure}"
+            break
     prediction.counts.batches = 0
     return prediction
 
@@ -7578,8 +7599,11 @@ def predict_file(context: RunContext, path: Path, tracked: bool, moved: MovedKey
     prediction = Prediction(scan.name, f"resumes at batch {done + 1}" if done else "to do")
     blocks = key_blocks(path, config.csv_format, context.plan.key_type)
     for batch in iter_batches(blocks, size, done + 1, skip=done * size):
-        first = settled_in(batch, done + 1, settled)
-        prediction.counts.add(predict_keys(context, batch.keys[first:], moved))
+        counts, failure = predict_keys(context, batch.keys[settled_in(batch, done + 1, settled):], moved)
+        prediction.counts.add(counts)
+        if failure:
+            prediction.status = f"FAILS at batch {batch.number}: {failure}"
+            break
     return prediction
 
 
@@ -7615,6 +7639,7 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
         total.counts.add(prediction.counts)
     rows = [p.row() for p in predictions]
     rejected = sum(p.status.startswith("REJECTED") for p in predictions)
+    fails = any(p.status.startswith("FAILS") for p in predictions)
     if as_json:
         totals = {k: total.row()[k] for k in DRY_RUN_COUNTS}
         print(json.dumps({"files": rows, "total": totals, "rows_to_archive": totals["rows_to_archive"],
@@ -7624,7 +7649,7 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
         table = rows + [total.row()]
         print_lines(fit_table(table, ("file",) + DRY_RUN_COUNTS + ("status",), terminal_width(out)), out)
         print("Dry run: nothing was changed.", file=out)
-    return EXIT_REJECTED if rejected else EXIT_OK
+    return EXIT_FAILED if fails else EXIT_REJECTED if rejected else EXIT_OK
 
 
 # --------------------------------------------------------------------------- command line

@@ -411,3 +411,17 @@ def test_a_rerun_in_another_batch_size_after_a_partial_batch_counts_no_key_twice
     assert "keeps batch_size 10" in result.stdout
     assert db.query("SELECT rows_archived, not_found FROM process_logs ORDER BY id") == [(5, 0), (15, 0)]
     assert [r[0] for r in family_of(db, "orders_archive")] == list(range(1, 21))
+
+
+def test_dry_run_predicts_the_failure_of_a_family_over_max_batch_rows(db, tmp_path):
+    # red team: the dry run predicted all 3 keys moved and exit 0; the run moves key 2, then fails
+    # its file at key 1 (8 rows, max_batch_rows 7) and exits 1
+    config = family_job(db, tmp_path, 10, [2, 1, 3], archive__batch_size=3, archive__max_batch_rows=7)
+    result = run_cli(config, "--dry-run", "--json")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    row = json.loads(result.stdout)["files"][0]
+    assert (row["rows_to_archive"], row["not_found"]) == (1, 0)
+    assert row["status"].startswith("FAILS at batch 1: key 1 moves 8 rows with its child rows, more than "
+                                    "[archive] max_batch_rows 7")
+    assert db.count("orders_archive") == 0
+    assert run_cli(config).returncode == 1 and db.query("SELECT rows_archived FROM process_logs") == [(1,)]
