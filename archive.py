@@ -3066,6 +3066,11 @@ class RunState:
     file_offset: int = 0
     bytes_after: int = 0
 
+    def add_child_rows(self, archived: Iterable[tuple[str, int]]) -> None:
+        """Count child rows archived (by a batch, or by the recheck), per [child NAME]."""
+        for name, rows in archived:
+            self.child_rows[name] = self.child_rows.get(name, 0) + rows
+
 
 @dataclass
 class StopSignal:
@@ -6205,6 +6210,8 @@ def recheck_file(context: RunContext, file: tuple[str, str], rows: list[tuple[in
         left -= len(resolved)
         total.add(counts)
         keys = keys[handled:]
+        if isinstance(context.mover, Family):  # the child rows the committed chunk moved
+            context.state.add_child_rows((name, rows[0]) for name, rows in context.mover.moved.items())
     if kind == "CONFLICT":
         context.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} earlier conflict(s) resolved"
                     + (f", {left} still differ (both versions kept)" if left else ""))
@@ -6776,8 +6783,7 @@ def archive_batch(context: RunContext, file_context: FileContext, batch: Batch, 
     context.log.batch(file_context.scan.name, batch.number, outcome.status)
     report_duplicates(context, batch, outcome)
     context.state.totals.add(outcome.counts)
-    for name, archived, _, _ in outcome.tables:
-        context.state.child_rows[name] = context.state.child_rows.get(name, 0) + archived
+    context.state.add_child_rows((name, archived) for name, archived, _, _ in outcome.tables)
     context.state.open_conflicts += len(outcome.conflicts)
     context.state.held_open += len(outcome.held)
     show_progress(context, file_context.scan, batch, total)

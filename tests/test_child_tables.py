@@ -425,3 +425,19 @@ def test_dry_run_predicts_the_failure_of_a_family_over_max_batch_rows(db, tmp_pa
                                     "[archive] max_batch_rows 7")
     assert db.count("orders_archive") == 0
     assert run_cli(config).returncode == 1 and db.query("SELECT rows_archived FROM process_logs") == [(1,)]
+
+
+def test_the_summary_counts_the_child_rows_a_recheck_moves(db, tmp_path):
+    # red team: a held parent that the recheck moved with its family showed "rows archived 1" and no
+    # "child rows archived" at all: the recheck's child rows were counted nowhere
+    config = family_job(db, tmp_path, 10, [2, 3, 4], controls__guard="total < 5")
+    first = run_cli(config)
+    assert first.returncode == 0, (first.stdout, first.stderr)
+    assert [r[0] for r in family_of(db, "orders_archive")] == [2, 3]  # 4 (total 6.0) is held back
+    assert db.count("order_items", "order_id = 4") == 3 and db.count("item_options") == 2 * 15 - 6
+    config.write_text(config.read_text().replace("total < 5", "total < 50"))
+    again = run_cli(config)
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert db.count("order_items", "order_id = 4") == 0
+    assert db.count("order_items_archive", "order_id = 4") == 3
+    assert "rows archived 1 |" in again.stdout and "child rows archived items 3, options 2" in again.stdout
