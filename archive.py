@@ -1761,6 +1761,7 @@ class Batch:
     keys: tuple[Key, ...]
     end_offset: int
     end_line: int
+    settled: frozenset[Key] = frozenset()  # a part of a batch: the keys its earlier parts settled
 
 
 def iter_batches(blocks: Iterable[KeyBlock], batch_size: int, first_number: int = 1, skip: int = 0
@@ -5434,12 +5435,14 @@ class Classified:
                           child_twins={k: n for k, n in self.child_twins.items() if k[0] in kept},
                           details={k: d for k, d in self.details.items() if k in kept})
 
-    def counts(self, keys: Sequence[Key], copied: int, deleted: int) -> Counters:
-        """The batch's counts once its rows moved: every listed key is accounted for once."""
-        present = len(self.to_copy) + len(self.identical) + len(self.conflicts) + len(self.skipped)
+    def counts(self, keys: Sequence[Key], copied: int, deleted: int, settled: frozenset[Key] = frozenset()
+               ) -> Counters:
+        """The batch's counts once its rows moved: every listed key is accounted for once (a key
+        an earlier part of the batch `settled` is not "not found" again: a batch lists a key once)."""
+        present = {*self.to_copy, *self.identical, *self.conflicts, *self.skipped}
         return Counters(batches=1, archived=copied, deleted=deleted, duplicates=len(self.identical),
                         conflicts=len(self.conflicts), skipped_by_guard=len(self.skipped),
-                        not_found=len(set(keys)) - present)
+                        not_found=len(set(keys) - present - settled))
 
 
 def check_fence(db: Database, tracking: Tracking, renewed: int) -> None:
@@ -5712,7 +5715,7 @@ class Family(SameServer):
         self.guarded([])
         keys = self.fitting_keys(batch.keys, self.classify(batch.keys, lock=False))
         keys, found = self.fit(keys, self.classify(keys))
-        counts, found = self.move_family(keys, found)
+        counts, found = self.move_family(keys, found, batch.settled)
         outcome = outcome_of_batch(counts, found)
         tables = tuple((c.name, self.moved[c.name][0], self.moved[c.name][1], self.moved[c.name][2])
                        for c in self.plan.children)
@@ -5734,7 +5737,8 @@ class Family(SameServer):
             rows += size
         return keys
 
-    def move_family(self, keys: Sequence[Key], found: Classified) -> tuple[Counters, Classified]:
+    def move_family(self, keys: Sequence[Key], found: Classified, settled: frozenset[Key] = frozenset()
+                    ) -> tuple[Counters, Classified]:
         """Copy the moving rows and their child rows top down, then delete them bottom up: every
         count as classified under the locks, or the batch is rolled back."""
         moving, copied = found.to_copy + found.identical, 0
@@ -5744,7 +5748,7 @@ class Family(SameServer):
             copied = self.db.execute(self.plan.insert_sql(condition), params)
             checked("copied", len(found.to_copy), copied)
         if not moving:
-            return found.counts(keys, 0, 0), found
+            return found.counts(keys, 0, 0, settled), found
         condition, params = self.plan.condition(moving, "s")
         for child in self.plan.children:
             new, twins = found.child_counts(child.name)
@@ -5760,7 +5764,7 @@ class Family(SameServer):
         deleted = self.db.execute(self.plan.delete_sql(condition, len(moving)), params)
         checked("deleted", len(moving), deleted)
         self.recheck_references()
-        return found.counts(keys, copied, deleted), found
+        return found.counts(keys, copied, deleted, settled), found
 
 
 # --------------------------------------------------------------------------- the batch transaction
@@ -5873,7 +5877,7 @@ def commit_part(context: RunContext, file_context: FileContext, batch: Batch, ea
                 done: int) -> tuple[BatchOutcome, int]:
     """Move, record and commit the batch's keys from `done` on as one transaction, with retries;
     return the batch so far and how many of its keys are settled (all, unless max_batch_rows cut it)."""
-    part = dataclasses.replace(batch, keys=batch.keys[done:])
+    part = dataclasses.replace(batch, keys=batch.keys[done:], settled=frozenset(batch.keys[:done]))
 
     def attempt() -> tuple[BatchOutcome, int]:
         outcome = context.mover.batch(part)

@@ -441,3 +441,20 @@ def test_the_summary_counts_the_child_rows_a_recheck_moves(db, tmp_path):
     assert db.count("order_items", "order_id = 4") == 0
     assert db.count("order_items_archive", "order_id = 4") == 3
     assert "rows archived 1 |" in again.stdout and "child rows archived items 3, options 2" in again.stdout
+
+
+def test_a_key_listed_twice_in_a_batch_cut_between_them_is_not_counted_not_found(db, tmp_path):
+    # red team: a batch lists a key once (its IN list, the dry run's prediction), but a cut between a
+    # key's two listings counted its second as not found: the counts hung on max_batch_rows
+    config = family_job(db, tmp_path, 30, [1, 2, 3, 4, 5, 1, 6, 7, 2], archive__batch_size=9,
+                        archive__max_batch_rows=20)
+    before = whole_family(db)
+    predicted = json.loads(run_cli(config, "--dry-run", "--json").stdout)["total"]
+    assert (predicted["rows_to_archive"], predicted["not_found"]) == (7, 0)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "PART: Batch 1 - 2 of 9 keys moved" in result.stdout
+    assert whole_family(db) == before
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(7, 0)]
+    batches = db.query("SELECT keys_in_batch, rows_archived, not_found FROM batch_processing_logs")
+    assert batches == [(9, 7, 0)]
