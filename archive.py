@@ -4244,7 +4244,10 @@ def folded_names(config: Config, db: Database, dest: Database | None) -> Config:
     changes: dict[str, Any] = {}
     if int(db.variable("lower_case_table_names") or 0) == 1:
         changes.update(source_table=config.source_table.lower(),
-                       db=dataclasses.replace(config.db, database=config.database.lower()))
+                       db=dataclasses.replace(config.db, database=config.database.lower()),
+                       children=tuple(dataclasses.replace(c, source_table=c.source_table.lower(),
+                                                          archive_table=c.archive_table.lower())
+                                      for c in config.children))  # on the source's server too
         if dest is None:
             changes["archive_table"] = config.archive_table.lower()
     folds_there = dest is not None and int(dest.variable("lower_case_table_names") or 0) == 1

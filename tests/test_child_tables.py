@@ -458,3 +458,42 @@ def test_a_key_listed_twice_in_a_batch_cut_between_them_is_not_counted_not_found
     assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(7, 0)]
     batches = db.query("SELECT keys_in_batch, rows_archived, not_found FROM batch_processing_logs")
     assert batches == [(9, 7, 0)]
+
+
+@pytest.fixture(scope="module")
+def folding_server(own_server: Any) -> Any:
+    """A throwaway server with lower_case_table_names = 1 (names stored in lower case)."""
+    return own_server("lctn", "--lower-case-table-names=1")
+
+
+def test_mixed_case_child_tables_work_where_the_server_folds_names(folding_server, tmp_path):
+    # red team: folded_names lower-cased the source and archive names but not the children's, so on a
+    # server with lower_case_table_names = 1 `Order_Items` "did not exist" (the source's mixed case works)
+    db = ScratchDatabase.create(folding_server, "Folded_Family")
+    try:
+        db.execute("CREATE TABLE Orders (id INT PRIMARY KEY)")
+        db.execute("CREATE TABLE Orders_Archive LIKE Orders")
+        db.execute("CREATE TABLE Order_Items (id INT PRIMARY KEY, order_id INT NOT NULL, CONSTRAINT fk_o "
+                   "FOREIGN KEY (order_id) REFERENCES Orders (id) ON DELETE CASCADE)")
+        db.execute("CREATE TABLE Order_Items_Archive (id INT PRIMARY KEY, order_id INT NOT NULL)")
+        db.execute("CREATE TABLE Notes (id INT PRIMARY KEY, item INT, CONSTRAINT fk_n FOREIGN KEY (item) "
+                   "REFERENCES Order_Items (id) ON DELETE CASCADE)")
+        db.execute("INSERT INTO Orders VALUES (1), (2)")
+        db.execute("INSERT INTO Order_Items VALUES (10, 1), (20, 2)")
+        db.execute("INSERT INTO Notes VALUES (100, 10)")
+        config = write_config(tmp_path, db, archive__source_table="Orders",
+                              archive__archive_table="Orders_Archive",
+                              **{"child items__source_table": "Order_Items",
+                                 "child items__archive_table": "Order_Items_Archive",
+                                 "child items__parent_columns": "order_id"})
+        write_csv(tmp_path / "csv" / "k.csv", [1])
+        refused = run_cli(config)  # the cascade into the unlisted Notes is seen under the folded name
+        assert refused.returncode == 1 and "notes (fk_n: ON DELETE CASCADE" in refused.stderr, refused.stderr
+        assert db.count("notes") == 1
+        db.execute("DROP TABLE Notes")
+        result = run_cli(config)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        assert db.query("SELECT * FROM order_items_archive") == [(10, 1)]
+        assert db.query("SELECT * FROM order_items") == [(20, 2)]
+    finally:
+        db.drop()
