@@ -3987,24 +3987,44 @@ def check_tables(db: Database, archive_db: Database, config: Config, found: Pref
     return not found.problems
 
 
+def foreign_keys_between(db: Database, child: str, parent: str) -> dict[str, list[tuple[str, str]]]:
+    """The foreign keys from table `child` to table `parent`: name -> (column, referenced column)
+    pairs, lower case, in any order."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for name, column, referenced in db.query(
+            "SELECT CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_COLUMN_NAME FROM "
+            "information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+            "AND REFERENCED_TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME = %s "
+            "ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION", (child, parent)):
+        found.setdefault(str(name), []).append((str(column).lower(), str(referenced).lower()))
+    return {name: sorted(pairs) for name, pairs in found.items()}
+
+
+def declared_pairs(spec: ChildSpec, key: Sequence[str]) -> list[tuple[str, str]]:
+    """What a [child NAME] section says its foreign key is: parent_columns to the parent's key."""
+    return sorted((mine.lower(), theirs.lower()) for mine, theirs in zip(spec.parent_columns, key))
+
+
 def covered_foreign_keys(db: Database, database: str, table: str, key: Sequence[str],
                          specs: Sequence[ChildSpec]) -> set[tuple[str, str, str]]:
     """The foreign keys to `table` that the [child NAME] tables `specs` move with it: from the
-    child's parent_columns to the parent's key, exactly (any other foreign key of the child would
-    reach rows its batch does not move)."""
-    covered = set()
-    for spec in specs:
-        found: dict[str, list[tuple[str, str]]] = {}
-        for name, column, referenced in db.query(
-                "SELECT CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_COLUMN_NAME FROM "
-                "information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
-                "AND REFERENCED_TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME = %s "
-                "ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION", (spec.source_table, table)):
-            found.setdefault(str(name), []).append((str(column).lower(), str(referenced).lower()))
-        wanted = [(mine.lower(), theirs.lower()) for mine, theirs in zip(spec.parent_columns, key)]
-        covered |= {(database.lower(), spec.source_table.lower(), name.lower())
-                    for name, pairs in found.items() if sorted(pairs) == sorted(wanted)}  # any column order
-    return covered
+    child's parent_columns to the parent's key, exactly, in any column order (any other foreign
+    key of the child would reach rows its batch does not move)."""
+    return {(database.lower(), spec.source_table.lower(), name.lower()) for spec in specs
+            for name, pairs in foreign_keys_between(db, spec.source_table, table).items()
+            if pairs == declared_pairs(spec, key)}
+
+
+def check_declared_foreign_key(db: Database, spec: ChildSpec, parent_table: str, parent_key: tuple[str, ...],
+                               found: Preflight) -> None:
+    """A child whose schema names how it references its parent (foreign keys) must be declared so:
+    parent_columns on other columns would move rows of other parents (and leave its own)."""
+    keys = foreign_keys_between(db, spec.source_table, parent_table)
+    if keys and declared_pairs(spec, parent_key) not in keys.values():
+        named = "; ".join(f"{name} ({', '.join(c for c, _ in pairs)})" for name, pairs in keys.items())
+        found.problems.append(f"`{spec.source_table}` references `{parent_table}` by its foreign key "
+                              f"{named}, not by parent_columns ({', '.join(spec.parent_columns)}): set "
+                              "parent_columns to the foreign key's columns, in the order of the parent's key")
 
 
 def check_side_effects(db: Database, archive_db: Database, config: Config, found: Preflight,
@@ -4336,6 +4356,7 @@ def examine_child(db: Database, config: Config, spec: ChildSpec, parent_key: tup
                         config.source_table)
     before = len(own.problems)
     check_parent_columns(spec, source, fetch_columns(db, parent_table), parent_key, own)
+    check_declared_foreign_key(db, spec, parent_table, parent_key, own)
     if len(own.problems) == before and not has_leading_index(db, spec.source_table, spec.parent_columns):
         own.problems.append(f"`{spec.source_table}` has no index starting with "
                             f"({', '.join(spec.parent_columns)}): every batch would read and lock the "

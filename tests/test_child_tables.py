@@ -497,3 +497,21 @@ def test_mixed_case_child_tables_work_where_the_server_folds_names(folding_serve
         assert db.query("SELECT * FROM order_items") == [(20, 2)]
     finally:
         db.drop()
+
+
+def test_parent_columns_other_than_the_childs_foreign_key_are_refused(db, tmp_path):
+    # red team: parent_columns = customer (an indexed INT, like orders.id) while the schema's foreign key
+    # says order_items references orders by order_id: --check said READY and the run archived order 4's
+    # items with order 2 (their customer), out from under order 4, which stayed in the source
+    config = family_job(db, tmp_path, 10, [2])
+    db.execute("DELETE FROM order_items WHERE order_id = 2")
+    db.execute("ALTER TABLE order_items ADD COLUMN customer INT NOT NULL DEFAULT 0, ADD KEY (customer)")
+    db.execute("ALTER TABLE order_items_archive ADD COLUMN customer INT NOT NULL DEFAULT 0")
+    db.execute("UPDATE order_items SET customer = 2 WHERE order_id = 4")
+    config.write_text(config.read_text().replace("parent_columns = order_id", "parent_columns = customer"))
+    check = run_cli(config, "--check")
+    assert check.returncode == 1, check.stdout
+    assert ("`order_items` references `orders` by its foreign key fk_item_order (order_id), not by "
+            "parent_columns (customer)") in check.stdout
+    assert run_cli(config).returncode == 1
+    assert db.count("order_items", "order_id = 4") == 3 and db.count("order_items_archive") == 0
