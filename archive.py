@@ -5229,11 +5229,12 @@ class Tracking:
         before, `settled` keys are done with this one); they run inside its transaction and commit
         with it. The file's and run's counts grow by this part."""
         counts, whole = outcome.counts.values(), merge_outcomes(earlier, outcome)
+        whole_batches = batch.number if settled is None or settled >= len(batch.keys) else batch.number - 1
         statements = [self.batch_row(file_context, batch, whole, earlier is None, settled), (
             ("UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET "
              f"f.processed_batches = %s, f.last_processed_batch = %s, {added_counts('f.')}, "
              f"p.current_batch = %s, {added_counts('p.')}, {seen_now('p.')} WHERE f.id = %s"),
-            (batch.number, batch.number, *counts, batch.number, *counts, file_context.file_id))]
+            (whole_batches, batch.number, *counts, batch.number, *counts, file_context.file_id))]
         details = dict(outcome.details)
         for kind, keys in (("CONFLICT", outcome.conflicts), ("HELD", outcome.held)):
             statements += [(

@@ -515,3 +515,13 @@ def test_parent_columns_other_than_the_childs_foreign_key_are_refused(db, tmp_pa
             "parent_columns (customer)") in check.stdout
     assert run_cli(config).returncode == 1
     assert db.count("order_items", "order_id = 4") == 3 and db.count("order_items_archive") == 0
+
+
+def test_status_does_not_count_a_batch_left_in_parts_as_processed(db, tmp_path, spawn_cli):
+    # red team: every part set the file's processed_batches to its batch's number, so with batch 1
+    # left PARTIAL (5 of its 10 keys) --status said "1/2 batches"
+    config = partial_job(db, tmp_path, spawn_cli)
+    status = run_cli(config, "--status")
+    assert "orders.csv  0/2 batches  PROCESSING" in status.stdout, status.stdout
+    assert run_cli(config).returncode == 0
+    assert db.query("SELECT processed_batches FROM file_processing_logs ORDER BY id") == [(0,), (2,)]
