@@ -245,7 +245,7 @@ def test_an_upgrade_from_schema_3_keeps_open_conflicts_and_records_exit_codes(db
     assert status.returncode == 0, status.stderr
     result = run_cli(config, "-v")
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "MIGRATED: tracking tables to schema 4" in text_log(tmp_path)
+    assert f"MIGRATED: tracking tables to schema {archive.SCHEMA_VERSION}" in text_log(tmp_path)
     old = db.query("SELECT kind, status FROM conflict_logs WHERE file_name = 'old.csv'")
     assert old == [("CONFLICT", "OPEN")]
     assert db.scalar("SELECT exit_code FROM process_logs") == 3
