@@ -27,9 +27,10 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
         file_size, then for each file Controls.stop_reason and retry_file ->
         retry_transaction(archive_file), then retry_transaction(end_run).
     archive_file -> plan_file -> identify_file, Tracking.finished_record (then skip_finished_file),
-        resume_point -> verify_log_checkpoint, count_keys (or reject); then Tracking.start_file,
-        open_keys, then for each batch of iter_batches: file_identity, Controls.before_batch,
-        archive_batch; then finish_file (or file_changed), move_to_done_dir.
+        resume_point -> verify_log_checkpoint, count_keys (or reject); then resume_inside
+        (Tracking.settled_keys), Tracking.start_file, open_keys, then for each batch of iter_batches:
+        file_identity, Controls.before_batch, archive_batch (settled_in); then finish_file (or
+        file_changed), move_to_done_dir.
     archive_batch -> commit_batch -> commit_part (once, or once per part of a batch too big for
         one transaction) -> retry_transaction(attempt, recover), then report_duplicates and
         show_progress (or, when it failed: record_batch_failure, BatchFailed).
@@ -47,7 +48,8 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
         open_rows_by_file.
 Where child tables live: ChildSpec ([child NAME]), ChildPlan and TablePlan.family_sql (the join up
     to the source rows), examine_children (preflight), Family (the mover), commit_batch (parts,
-    PARTIAL rows) and Tracking.settled_keys (a rerun goes on inside a batch left in parts).
+    PARTIAL rows), resume_inside and Tracking.settled_keys (a rerun goes on inside a batch left in
+    parts, in its batch size) and recheck_file (a recheck goes on in parts too: Classified.cut).
 Where resume lives: resume_point (max of Tracking.checkpoint and the text log's
     log_checkpoints, verify_log_checkpoint for a log ahead of the database) and open_keys.
 Where the run lock lives: RunLock.acquire, RunLock.fence (the first statement of every batch,
@@ -1946,6 +1948,7 @@ class Batch:
     keys: tuple[Key, ...]
     end_offset: int
     end_line: int
+    settled: frozenset[Key] = frozenset()  # a part of a batch: the keys its earlier parts settled
 
 
 def iter_batches(blocks: Iterable[KeyBlock], batch_size: int, first_number: int = 1, skip: int = 0
@@ -1967,6 +1970,12 @@ def iter_batches(blocks: Iterable[KeyBlock], batch_size: int, first_number: int 
                 keys, number = [], number + 1
     if keys:
         yield Batch(number, tuple(keys), *end)
+
+
+def settled_in(batch: Batch, start: int, settled: int) -> int:
+    """How many of a batch's first keys an earlier run moved in parts: `settled`, for the batch a
+    file resumes at (never all of it: a batch with every key settled is not left PARTIAL)."""
+    return min(settled, len(batch.keys) - 1) if batch.number == start else 0
 
 
 def group_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
@@ -3385,6 +3394,11 @@ class RunState:
     file_offset: int = 0
     bytes_after: int = 0
 
+    def add_child_rows(self, archived: Iterable[tuple[str, int]]) -> None:
+        """Count child rows archived (by a batch, or by the recheck), per [child NAME]."""
+        for name, rows in archived:
+            self.child_rows[name] = self.child_rows.get(name, 0) + rows
+
 
 @dataclass
 class StopSignal:
@@ -4532,24 +4546,44 @@ def check_tables(db: Database, archive_db: Database, config: Config, found: Pref
     return not found.problems
 
 
+def foreign_keys_between(db: Database, child: str, parent: str) -> dict[str, list[tuple[str, str]]]:
+    """The foreign keys from table `child` to table `parent`: name -> (column, referenced column)
+    pairs, lower case, in any order."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for name, column, referenced in db.query(
+            "SELECT CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_COLUMN_NAME FROM "
+            "information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+            "AND REFERENCED_TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME = %s "
+            "ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION", (child, parent)):
+        found.setdefault(str(name), []).append((str(column).lower(), str(referenced).lower()))
+    return {name: sorted(pairs) for name, pairs in found.items()}
+
+
+def declared_pairs(spec: ChildSpec, key: Sequence[str]) -> list[tuple[str, str]]:
+    """What a [child NAME] section says its foreign key is: parent_columns to the parent's key."""
+    return sorted((mine.lower(), theirs.lower()) for mine, theirs in zip(spec.parent_columns, key))
+
+
 def covered_foreign_keys(db: Database, database: str, table: str, key: Sequence[str],
                          specs: Sequence[ChildSpec]) -> set[tuple[str, str, str]]:
     """The foreign keys to `table` that the [child NAME] tables `specs` move with it: from the
-    child's parent_columns to the parent's key, exactly (any other foreign key of the child would
-    reach rows its batch does not move)."""
-    covered = set()
-    for spec in specs:
-        found: dict[str, list[tuple[str, str]]] = {}
-        for name, column, referenced in db.query(
-                "SELECT CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_COLUMN_NAME FROM "
-                "information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
-                "AND REFERENCED_TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME = %s "
-                "ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION", (spec.source_table, table)):
-            found.setdefault(str(name), []).append((str(column).lower(), str(referenced).lower()))
-        wanted = [(mine.lower(), theirs.lower()) for mine, theirs in zip(spec.parent_columns, key)]
-        covered |= {(database.lower(), spec.source_table.lower(), name.lower())
-                    for name, pairs in found.items() if pairs == wanted}
-    return covered
+    child's parent_columns to the parent's key, exactly, in any column order (any other foreign
+    key of the child would reach rows its batch does not move)."""
+    return {(database.lower(), spec.source_table.lower(), name.lower()) for spec in specs
+            for name, pairs in foreign_keys_between(db, spec.source_table, table).items()
+            if pairs == declared_pairs(spec, key)}
+
+
+def check_declared_foreign_key(db: Database, spec: ChildSpec, parent_table: str, parent_key: tuple[str, ...],
+                               found: Preflight) -> None:
+    """A child whose schema names how it references its parent (foreign keys) must be declared so:
+    parent_columns on other columns would move rows of other parents (and leave its own)."""
+    keys = foreign_keys_between(db, spec.source_table, parent_table)
+    if keys and declared_pairs(spec, parent_key) not in keys.values():
+        named = "; ".join(f"{name} ({', '.join(c for c, _ in pairs)})" for name, pairs in keys.items())
+        found.problems.append(f"`{spec.source_table}` references `{parent_table}` by its foreign key "
+                              f"{named}, not by parent_columns ({', '.join(spec.parent_columns)}): set "
+                              "parent_columns to the foreign key's columns, in the order of the parent's key")
 
 
 def check_side_effects(db: Database, archive_db: Database, config: Config, found: Preflight,
@@ -4800,7 +4834,10 @@ def folded_names(config: Config, db: Database, dest: Database | None) -> Config:
     changes: dict[str, Any] = {}
     if int(db.variable("lower_case_table_names") or 0) == 1:
         changes.update(source_table=config.source_table.lower(),
-                       db=dataclasses.replace(config.db, database=config.database.lower()))
+                       db=dataclasses.replace(config.db, database=config.database.lower()),
+                       children=tuple(dataclasses.replace(c, source_table=c.source_table.lower(),
+                                                          archive_table=c.archive_table.lower())
+                                      for c in config.children))  # on the source's server too
         if dest is None:
             changes["archive_table"] = config.archive_table.lower()
     folds_there = dest is not None and int(dest.variable("lower_case_table_names") or 0) == 1
@@ -4890,6 +4927,7 @@ def examine_child(db: Database, config: Config, spec: ChildSpec, parent_key: tup
                         config.source_table)
     before = len(own.problems)
     check_parent_columns(spec, source, fetch_columns(db, parent_table), parent_key, own)
+    check_declared_foreign_key(db, spec, parent_table, parent_key, own)
     if len(own.problems) == before and not has_leading_index(db, spec.source_table, spec.parent_columns):
         own.problems.append(f"`{spec.source_table}` has no index starting with "
                             f"({', '.join(spec.parent_columns)}): every batch would read and lock the "
@@ -5780,11 +5818,12 @@ class Tracking:
         before, `settled` keys are done with this one); they run inside its transaction and commit
         with it. The file's and run's counts grow by this part."""
         counts, whole = outcome.counts.values(), merge_outcomes(earlier, outcome)
+        whole_batches = batch.number if settled is None or settled >= len(batch.keys) else batch.number - 1
         statements = [self.batch_row(file_context, batch, whole, earlier is None, settled), (
             ("UPDATE file_processing_logs f JOIN process_logs p ON p.id = f.process_log_id SET "
              f"f.processed_batches = %s, f.last_processed_batch = %s, {added_counts('f.')}, "
              f"p.current_batch = %s, {added_counts('p.')}, {seen_now('p.')} WHERE f.id = %s"),
-            (batch.number, batch.number, *counts, batch.number, *counts, file_context.file_id))]
+            (whole_batches, batch.number, *counts, batch.number, *counts, file_context.file_id))]
         details = dict(outcome.details)
         for kind, keys in (("CONFLICT", outcome.conflicts), ("HELD", outcome.held)):
             statements += [(
@@ -5826,15 +5865,17 @@ class Tracking:
         keys = tuple(json.loads(row["conflict_keys"])) if row["conflict_keys"] else ()
         return BatchOutcome(Counters.from_row(row, batches=1), keys, row["status"]), int(row["keys_in_batch"])
 
-    def settled_keys(self, scan: FileScan, number: int) -> int:
-        """How many keys of batch `number` of this content earlier runs settled in parts (PARTIAL)."""
+    def settled_keys(self, scan: FileScan, number: int) -> tuple[int, int] | None:
+        """(keys settled, batch size) of batch `number` of this content as far as earlier runs
+        moved it in parts (PARTIAL), if they did."""
         scope, params = self.file_scope()
         rows = self.db.query(
-            "SELECT MAX(b.keys_in_batch) FROM file_processing_logs f JOIN batch_processing_logs b "
+            "SELECT b.keys_in_batch, f.batch_size FROM file_processing_logs f JOIN batch_processing_logs b "
             "ON b.process_log_id = f.process_log_id AND b.file_name = f.file_name "
             f"WHERE {scope} AND f.file_name = %s AND f.file_checksum = %s AND f.status <> 'CHANGED' "
-            "AND b.batch_number = %s AND b.status = 'PARTIAL'", (*params, scan.name, scan.sha256, number))
-        return int(rows[0][0] or 0) if rows else 0
+            "AND b.batch_number = %s AND b.status = 'PARTIAL' ORDER BY b.keys_in_batch DESC LIMIT 1",
+            (*params, scan.name, scan.sha256, number))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     def record_batch_failure(self, file_context: FileContext, batch: Batch, message: str) -> None:
         """Record the FAILED batch and file (the batch's own work was rolled back)."""
@@ -5982,6 +6023,7 @@ class Classified:
     child_new: dict[tuple[Key, str], int] = field(default_factory=dict)
     child_twins: dict[tuple[Key, str], int] = field(default_factory=dict)
     details: dict[Key, str] = field(default_factory=dict)  # a conflict found in a child row: which
+    cut: int | None = None  # the mover handled only this many keys (from the first): max_batch_rows
 
     def family_rows(self) -> dict[Key, int]:
         """The rows each moving key moves over all tables: its own, and its descendants'."""
@@ -6010,12 +6052,14 @@ class Classified:
                           child_twins={k: n for k, n in self.child_twins.items() if k[0] in kept},
                           details={k: d for k, d in self.details.items() if k in kept})
 
-    def counts(self, keys: Sequence[Key], copied: int, deleted: int) -> Counters:
-        """The batch's counts once its rows moved: every listed key is accounted for once."""
-        present = len(self.to_copy) + len(self.identical) + len(self.conflicts) + len(self.skipped)
+    def counts(self, keys: Sequence[Key], copied: int, deleted: int, settled: frozenset[Key] = frozenset()
+               ) -> Counters:
+        """The batch's counts once its rows moved: every listed key is accounted for once (a key
+        an earlier part of the batch `settled` is not "not found" again: a batch lists a key once)."""
+        present = {*self.to_copy, *self.identical, *self.conflicts, *self.skipped}
         return Counters(batches=1, archived=copied, deleted=deleted, duplicates=len(self.identical),
                         conflicts=len(self.conflicts), skipped_by_guard=len(self.skipped),
-                        not_found=len(set(keys)) - present)
+                        not_found=len(set(keys) - present - settled))
 
 
 def check_fence(db: Database, tracking: Tracking, renewed: int) -> None:
@@ -6251,9 +6295,17 @@ class Family(SameServer):
         return found
 
     def carefully(self, keys: Sequence[Key]) -> tuple[Counters, Classified]:
-        """Lock and compare each row and its child rows: move new families, keep conflicting ones."""
+        """Lock and compare each row and its child rows: move new families, keep conflicting ones; as
+        many keys (from the first) as fit max_batch_rows (Classified.cut says how many, if not all)."""
         self.guarded([])
-        return self.move_family(keys, self.classify(keys))
+        fitting, found = self.fit(keys, self.classify(keys))
+        counts, found = self.move_family(fitting, found)
+        return counts, found if len(fitting) == len(keys) else dataclasses.replace(found, cut=len(fitting))
+
+    def fit(self, keys: Sequence[Key], found: Classified) -> tuple[Sequence[Key], Classified]:
+        """The keys (from the first) whose rows, as classified under the locks, fit max_batch_rows."""
+        fitting = self.fitting_keys(keys, found)
+        return (keys, found) if len(fitting) == len(keys) else (fitting, found.restricted(fitting))
 
     def classify_children(self, found: Classified, lock: bool) -> None:
         """Lock and count each moving row's child rows, table by table from the top; a child row
@@ -6287,15 +6339,12 @@ class Family(SameServer):
         that they still fit (rows added since only make the part shorter).
         """
         condition, params = self.plan.condition(batch.keys, "s")
-        [[counts]] = self.guarded([(self.plan.family_count_sql(condition), params * len(self.plan.children))])
+        [[family]] = self.guarded([(self.plan.family_count_sql(condition), params * len(self.plan.children))])
         keys: Sequence[Key] = batch.keys
-        if len(set(keys)) + sum(counts) > self.tracking.config.batch_rows:  # it may not fit: pick a part
+        if len(set(keys)) + sum(family) > self.tracking.config.batch_rows:  # it may not fit: pick a part
             keys = self.fitting_keys(keys, self.classify(keys, lock=False))
-        found = self.classify(keys)
-        fitting = self.fitting_keys(keys, found)
-        if len(fitting) < len(keys):
-            keys, found = fitting, found.restricted(fitting)
-        counts, found = self.move_family(keys, found)
+        keys, found = self.fit(keys, self.classify(keys))
+        counts, found = self.move_family(keys, found, batch.settled)
         outcome = outcome_of_batch(counts, found)
         tables = tuple((c.name, self.moved[c.name][0], self.moved[c.name][1], self.moved[c.name][2])
                        for c in self.plan.children)
@@ -6314,13 +6363,14 @@ class Family(SameServer):
             rows += size
         return keys
 
-    def move_family(self, keys: Sequence[Key], found: Classified) -> tuple[Counters, Classified]:
+    def move_family(self, keys: Sequence[Key], found: Classified, settled: frozenset[Key] = frozenset()
+                    ) -> tuple[Counters, Classified]:
         """Copy the moving rows and their child rows top down, then delete them bottom up, in one
         round trip: every count as classified under the locks, or the batch is rolled back."""
         moving, copied = found.to_copy + found.identical, 0
         self.moved = {c.name: [0, 0, 0] for c in self.plan.children}
         if not moving:
-            return found.counts(keys, 0, 0), found
+            return found.counts(keys, 0, 0, settled), found
         steps: list[tuple[str, int, tuple[str, Sequence[Any]]]] = []  # (what, rows expected, statement)
         if found.to_copy:
             condition, params = self.plan.condition(found.to_copy)
@@ -6346,7 +6396,7 @@ class Family(SameServer):
             self.moved[child.name] = [results.get(f"copied into `{child.archive}`", 0),
                                       results[f"deleted from `{child.source}`"], counts[child.name][1]]
         copied = results.get("copied", 0)
-        return found.counts(keys, copied, results["deleted"]), found
+        return found.counts(keys, copied, results["deleted"], settled), found
 
 
 # --------------------------------------------------------------------------- the batch transaction
@@ -6462,7 +6512,7 @@ def commit_part(context: RunContext, file_context: FileContext, batch: Batch, ea
                 done: int) -> tuple[BatchOutcome, int]:
     """Move, record and commit the batch's keys from `done` on as one transaction, with retries;
     return the batch so far and how many of its keys are settled (all, unless max_batch_rows cut it)."""
-    part = dataclasses.replace(batch, keys=batch.keys[done:])
+    part = dataclasses.replace(batch, keys=batch.keys[done:], settled=frozenset(batch.keys[:done]))
 
     def attempt() -> tuple[BatchOutcome, int]:
         outcome = context.mover.batch(part)
@@ -6753,15 +6803,17 @@ RECHECK_OUTCOMES = {
 
 
 def recheck_chunk(context: RunContext, file: tuple[str, str], chunk: dict[Key, list[int]], left: int,
-                  kind: str = "CONFLICT") -> tuple[dict[int, str], Counters]:
-    """One transaction: re-examine some conflict (or held) keys and close those that are settled."""
+                  kind: str = "CONFLICT") -> tuple[dict[int, str], Counters, int]:
+    """One transaction: re-examine some conflict (or held) keys and close those that are settled;
+    also says how many of the keys (from the first) it got to (fewer: max_batch_rows)."""
     counts, found = context.mover.carefully(list(chunk))
+    handled = list(chunk)[:found.cut]
     # Still-open rows were counted when found; a key settled now was a listed key then, so it is
     # not counted again as not found or held back: only what moved, and a new conflict, counts.
     counts.not_found = counts.skipped_by_guard = 0
     counts.conflicts = len(found.conflicts) if kind == "HELD" else 0
     present = set(found.to_copy) | set(found.identical) | set(found.conflicts) | set(found.skipped)
-    how: dict[Key, Any] = {k: "source row no longer exists" for k in chunk if k not in present}
+    how: dict[Key, Any] = {k: "source row no longer exists" for k in handled if k not in present}
     for name, outcome in RECHECK_OUTCOMES[kind].items():
         how.update(dict.fromkeys(getattr(found, name), outcome))
     resolved = {i: text for key, text in how.items() if isinstance(text, str) for i in chunk[key]}
@@ -6771,7 +6823,8 @@ def recheck_chunk(context: RunContext, file: tuple[str, str], chunk: dict[Key, l
                                                      changed)
     context.db.execute_script(statements + [context.tracking.add_run_counts(counts), ("COMMIT", ())])
     # A conflict that became a held row is settled as a conflict: report it with the resolved ones.
-    return {**resolved, **(dict.fromkeys(changed, "held") if kind == "CONFLICT" else {})}, counts
+    settled = {**resolved, **(dict.fromkeys(changed, "held") if kind == "CONFLICT" else {})}
+    return settled, counts, len(handled)
 
 
 def recheck_file(context: RunContext, file: tuple[str, str], rows: list[tuple[int, str]], kind: str
@@ -6782,15 +6835,23 @@ def recheck_file(context: RunContext, file: tuple[str, str], rows: list[tuple[in
     for row_id, text in rows:  # a key listed twice has two rows; they are settled together
         by_key.setdefault(parse_stored_key(text, context.plan.key_type), []).append(row_id)
     keys, left = list(by_key), len(rows)
-    for start in range(0, len(keys), context.config.batch_size):
-        chunk = {k: by_key[k] for k in keys[start:start + context.config.batch_size]}
+    while keys:
+        chunk = {k: by_key[k] for k in keys[:context.config.batch_size]}
         ids = [row_id for row_ids in chunk.values() for row_id in row_ids]
-        resolved, counts = retry_transaction(
+
+        def recover(ids: list[int] = ids, count: int = len(chunk)
+                    ) -> tuple[dict[int, str], Counters, int] | None:
+            committed = context.tracking.resolved_by_this_run(ids, kind)  # the rest stays open: next run
+            return None if committed is None else (*committed, count)
+
+        resolved, counts, handled = retry_transaction(
             context, f"Recheck of {'conflicts' if kind == 'CONFLICT' else 'held rows'} in {file[0]}",
-            functools.partial(recheck_chunk, context, file, chunk, left, kind),
-            functools.partial(context.tracking.resolved_by_this_run, ids, kind))
+            functools.partial(recheck_chunk, context, file, chunk, left, kind), recover)
         left -= len(resolved)
         total.add(counts)
+        keys = keys[handled:]
+        if isinstance(context.mover, Family):  # the child rows the committed chunk moved
+            context.state.add_child_rows((name, rows[0]) for name, rows in context.mover.moved.items())
     if kind == "CONFLICT":
         context.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} earlier conflict(s) resolved"
                     + (f", {left} still differ (both versions kept)" if left else ""))
@@ -7231,6 +7292,23 @@ def resume_point(context: RunContext, path: Path, scan: FileScan) -> Checkpoint 
     return verify_log_checkpoint(context, path, in_db, best)
 
 
+def resume_inside(context: RunContext, scan: FileScan, checkpoint: Checkpoint | None, tracked: bool = True
+                  ) -> tuple[int, int]:
+    """The batch size a file goes on with, and how many keys of its first batch not done are settled.
+
+    A batch an earlier run left in parts (PARTIAL) goes on after its settled keys, and in the batch
+    size it was cut from, as a checkpoint keeps its own: in another size they would not be the
+    first keys of the batch, and would be counted again as not found.
+    """
+    size = checkpoint.batch_size if checkpoint else context.config.batch_size
+    if not context.plan.children or not tracked:
+        return size, 0
+    partial = context.tracking.settled_keys(scan, checkpoint.last_batch + 1 if checkpoint else 1)
+    if partial is None or (checkpoint is not None and partial[1] != size):
+        return size, 0
+    return partial[1], partial[0]
+
+
 def plan_file(context: RunContext, path: Path) -> tuple[FileScan, Checkpoint | None] | None:
     """Identify a file and find where to start; None when it is done or rejected."""
     scan = identify_file(context, path)
@@ -7382,8 +7460,7 @@ def archive_batch(context: RunContext, file_context: FileContext, batch: Batch, 
     context.log.batch(file_context.scan.name, batch.number, outcome.status)
     report_duplicates(context, batch, outcome)
     context.state.totals.add(outcome.counts)
-    for name, archived, _, _ in outcome.tables:
-        context.state.child_rows[name] = context.state.child_rows.get(name, 0) + archived
+    context.state.add_child_rows((name, archived) for name, archived, _, _ in outcome.tables)
     context.state.open_conflicts += len(outcome.conflicts)
     context.state.held_open += len(outcome.held)
     show_progress(context, file_context.scan, batch, total)
@@ -7397,7 +7474,7 @@ def archive_file(context: RunContext, path: Path) -> None:
     if planned is None:
         return
     scan, checkpoint = planned
-    batch_size = checkpoint.batch_size if checkpoint else context.config.batch_size
+    batch_size, settled = resume_inside(context, scan, checkpoint)
     total = math.ceil(scan.keys / batch_size)
     start = checkpoint.last_batch + 1 if checkpoint else 1
     if checkpoint and start > total:
@@ -7434,9 +7511,7 @@ def archive_file(context: RunContext, path: Path) -> None:
             context.state.stop_reason = reason
             context.tracking.finish_file(file_id, "INTERRUPTED", reason)
             return None
-        settled = context.tracking.settled_keys(scan, batch.number) \
-            if context.plan.children and batch.number == start else 0  # parts of a batch a run left
-        file_counts.add(archive_batch(context, file_context, batch, total, min(settled, len(batch.keys) - 1)))
+        file_counts.add(archive_batch(context, file_context, batch, total, settled_in(batch, start, settled)))
         keys_seen += len(batch.keys)
     finish_file(context, path, file_context, file_counts, keys_seen, identity)
     return None
@@ -8165,13 +8240,8 @@ class Prediction:
         return {"file": self.file, **counts, "status": self.status}
 
 
-def predict_children(context: RunContext, found: Classified) -> None:
-    """The child rows the batch would move (into RunState.child_rows: to archive, and child_deleted);
-    a listed row whose family alone is over max_batch_rows fails the run's file (ArchiveError)."""
-    limit = context.config.batch_rows
-    for key, rows in found.family_rows().items() if context.plan.children else ():
-        if rows > limit:
-            raise family_too_big(key, rows, limit)
+def count_children(context: RunContext, found: Classified) -> None:
+    """The child rows a batch would move: into RunState.child_rows (to archive) and child_deleted."""
     state = context.state
     for child in context.plan.children:
         new, twins = found.child_counts(child.name)
@@ -8179,17 +8249,34 @@ def predict_children(context: RunContext, found: Classified) -> None:
         state.child_deleted[child.name] = state.child_deleted.get(child.name, 0) + new + twins
 
 
-def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys) -> Counters:
+def too_big_key(mover: Mover, keys: Sequence[Key], found: Classified) -> tuple[int, str] | None:
+    """With child tables: the index of the first key whose family alone is over max_batch_rows, and
+    the error the run would fail with there (the parts before it are moved)."""
+    done = 0
+    while isinstance(mover, Family) and done < len(keys):
+        try:
+            done += len(mover.fitting_keys(keys[done:], found))
+        except ArchiveError as exc:
+            return done, str(exc)
+    return None
+
+
+def predict_keys(context: RunContext, keys: Sequence[Key], moved: MovedKeys) -> tuple[Counters, str | None]:
     """What a batch of these keys would do, classified as the run classifies them (Classified.counts),
-    treating keys moved by earlier batches as gone."""
+    treating keys moved by earlier batches as gone; and the error it would fail with, if it would."""
     unique = dict.fromkeys(keys)
     gone = moved.among(unique)
     fresh = [k for k in unique if k not in gone]
     found = context.mover.classify(fresh, lock=False) if fresh else Classified()
     context.mover.rollback()
-    predict_children(context, found)
+    failure = too_big_key(context.mover, fresh, found)
+    if failure is not None:  # the run stops at that key: only the keys before it count
+        keys = keys[:list(keys).index(fresh[failure[0]])]
+        found = found.restricted(keys)
+    count_children(context, found)
     moved.add(found.to_copy + found.identical)
-    return found.counts(keys, len(found.to_copy), len(found.to_copy) + len(found.identical))
+    counts = found.counts(keys, len(found.to_copy), len(found.to_copy) + len(found.identical))
+    return counts, failure[1] if failure else None
 
 
 def predict_recheck(context: RunContext, moved: MovedKeys) -> Prediction | None:
@@ -8202,7 +8289,11 @@ def predict_recheck(context: RunContext, moved: MovedKeys) -> Prediction | None:
     prediction = Prediction("(open conflicts)", "rechecked first")
     keys = [parse_stored_key(text, context.plan.key_type) for rows in groups for _, text in rows]
     for start in range(0, len(keys), context.config.batch_size):
-        prediction.counts.add(predict_keys(context, keys[start:start + context.config.batch_size], moved))
+        counts, failure = predict_keys(context, keys[start:start + context.config.batch_size], moved)
+        prediction.counts.add(counts)
+        if failure:
+            prediction.status = f"FAILS: {failure}"
+            break
     prediction.counts.batches = 0
     return prediction
 
@@ -8225,15 +8316,15 @@ def predict_file(context: RunContext, path: Path, tracked: bool, moved: MovedKey
         count_keys(path, config.csv_format, context.plan.key_type)
     except RejectedFile as exc:
         return Prediction(scan.name, f"REJECTED: {exc}")
-    size = checkpoint.batch_size if checkpoint else config.batch_size
+    size, settled = resume_inside(context, scan, checkpoint, tracked)
     done = checkpoint.last_batch if checkpoint else 0
     prediction = Prediction(scan.name, f"resumes at batch {done + 1}" if done else "to do")
     blocks = key_blocks(path, config.csv_format, context.plan.key_type)
     for batch in iter_batches(blocks, size, done + 1, skip=done * size):
-        try:
-            prediction.counts.add(predict_keys(context, batch.keys, moved))
-        except ArchiveError as exc:
-            prediction.status = f"FAILS at batch {batch.number}: {exc}"
+        counts, failure = predict_keys(context, batch.keys[settled_in(batch, done + 1, settled):], moved)
+        prediction.counts.add(counts)
+        if failure:
+            prediction.status = f"FAILS at batch {batch.number}: {failure}"
             break
     return prediction
 
@@ -8273,6 +8364,7 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
     state = context.state
     children = {name: {"rows_to_archive": n, "rows_to_delete": state.child_deleted[name]}
                 for name, n in state.child_rows.items()}
+    fails = any(p.status.startswith("FAILS") for p in predictions)
     if as_json:
         totals = {k: total.row()[k] for k in DRY_RUN_COUNTS}
         print(json.dumps({"files": rows, "total": totals, "rows_to_archive": totals["rows_to_archive"],
@@ -8284,7 +8376,7 @@ def dry_run(config: Config, as_json: bool = False, out: Any = None) -> int:
         print_lines([f"child table {name}: {n['rows_to_archive']} rows to archive, {n['rows_to_delete']} to "
                      "delete" for name, n in children.items()], out)
         print("Dry run: nothing was changed.", file=out)
-    return EXIT_REJECTED if rejected else EXIT_OK
+    return EXIT_FAILED if fails else EXIT_REJECTED if rejected else EXIT_OK
 
 
 # --------------------------------------------------------------------------- key export

@@ -235,11 +235,9 @@ def test_a_differing_archived_child_keeps_its_whole_family_until_resolved(db, tm
     assert db.scalar("SELECT COUNT(*) FROM order_items_archive WHERE order_id IN (4, 5, 6)") == 9
 
 
-def test_max_batch_rows_moves_a_batch_in_parts_and_a_kill_between_them_resumes_exactly(
-        db, tmp_path, spawn_cli):
-    listed = list(range(1, 21))
-    config = family_job(db, tmp_path, 30, listed, archive__batch_size=10, archive__max_batch_rows=40)
-    before = whole_family(db)
+def leave_a_partial_batch(db: ScratchDatabase, config: Path, spawn_cli: Any) -> None:
+    """Run the 20-key job of batch_size 10 and max_batch_rows 40 and kill -9 it while the second part
+    of batch 1 waits for a lock: batch 1 is left PARTIAL with its first 5 keys moved."""
     holder = db.connect()
     holder.autocommit = False
     cursor = holder.cursor()
@@ -256,6 +254,22 @@ def test_max_batch_rows_moves_a_batch_in_parts_and_a_kill_between_them_resumes_e
     kill_process_group(proc, signal.SIGKILL)
     holder.rollback()
     holder.close()
+
+
+def partial_job(db: ScratchDatabase, tmp_path: Path, spawn_cli: Any) -> Path:
+    """Orders 1..20 listed, batch_size 10, max_batch_rows 40 (5 orders a part), batch 1 left PARTIAL."""
+    config = family_job(db, tmp_path, 30, list(range(1, 21)), archive__batch_size=10,
+                        archive__max_batch_rows=40)
+    leave_a_partial_batch(db, config, spawn_cli)
+    return config
+
+
+def test_max_batch_rows_moves_a_batch_in_parts_and_a_kill_between_them_resumes_exactly(
+        db, tmp_path, spawn_cli):
+    listed = list(range(1, 21))
+    config = family_job(db, tmp_path, 30, listed, archive__batch_size=10, archive__max_batch_rows=40)
+    before = whole_family(db)
+    leave_a_partial_batch(db, config, spawn_cli)
     parts = db.query("SELECT batch_number, keys_in_batch, rows_archived FROM batch_processing_logs")
     assert parts == [(1, 5, 5)]
     result = run_cli(config)
@@ -296,14 +310,6 @@ def test_dry_run_predicts_a_conflict_in_a_child_row(db, tmp_path):
     text = run_cli(config, "--dry-run").stdout
     assert "child table items: 3 rows to archive, 3 to delete" in text
     assert db.count("orders_archive") == 0
-
-
-def test_dry_run_says_a_file_would_fail_on_a_family_too_big(db, tmp_path):
-    config = family_job(db, tmp_path, 10, [2, 1, 3], archive__batch_size=3, archive__max_batch_rows=7)
-    result = run_cli(config, "--dry-run", "--json")
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    status = json.loads(result.stdout)["files"][0]["status"]
-    assert status.startswith("FAILS at batch 1: key 1 moves 8 rows with its child rows"), status
 
 
 @pytest.mark.parametrize("change, message", [
@@ -375,3 +381,197 @@ def test_keys_exported_by_a_condition_move_their_families(db, tmp_path):
     assert [r[0] for r in family_of(db, "orders_archive")] == list(range(21, 31))
     assert db.scalar("SELECT MIN(order_id), COUNT(*) FROM order_items_archive") == 21
     assert db.count("order_items_archive") == 30 and db.scalar("SELECT MAX(order_id) FROM order_items") == 20
+
+
+# --------------------------------------------------------------------------- red team
+
+def test_a_composite_foreign_key_declared_in_another_column_order_is_covered(db, tmp_path):
+    # red team: the foreign key (t, aid) -> (tenant, id) is what parent_columns "aid, t" declare for
+    # key_column "id, tenant"; compared pair by pair in order it was taken for an undeclared child,
+    # and its CASCADE refused every run
+    db.execute("CREATE TABLE acct (tenant VARCHAR(8) NOT NULL, id INT NOT NULL, PRIMARY KEY (tenant, id))")
+    db.execute("CREATE TABLE acct_archive LIKE acct")
+    db.execute("CREATE TABLE line (lid INT PRIMARY KEY, t VARCHAR(8) NOT NULL, aid INT NOT NULL, CONSTRAINT "
+               "fk_line FOREIGN KEY (t, aid) REFERENCES acct (tenant, id) ON DELETE CASCADE)")
+    db.execute("CREATE TABLE line_archive (lid INT PRIMARY KEY, t VARCHAR(8) NOT NULL, aid INT NOT NULL)")
+    db.execute("INSERT INTO acct VALUES ('a', 1), ('b', 1), ('a', 2)")
+    db.execute("INSERT INTO line VALUES (1, 'a', 1), (2, 'b', 1), (3, 'a', 2)")
+    config = write_config(tmp_path, db, archive__source_table="acct", archive__archive_table="acct_archive",
+                          archive__key_column="id, tenant", archive__csv_column=None,
+                          **{"child l__source_table": "line", "child l__archive_table": "line_archive",
+                             "child l__parent_columns": "aid, t"})
+    (tmp_path / "csv" / "k.csv").write_text('id,tenant\n1,"a"\n')
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT lid FROM line_archive") == [(1,)] and db.count("line") == 2
+
+
+def test_the_recheck_of_a_conflict_moves_no_family_over_max_batch_rows(db, tmp_path):
+    # red team: the recheck moved a settled conflict's family in one transaction whatever its size
+    # (order 1 moves 8 rows, max_batch_rows is 7): the batch path refuses that key, so must the recheck
+    config = family_job(db, tmp_path, 10, [1], archive__max_batch_rows=7)
+    db.execute("INSERT INTO order_items_archive SELECT id, order_id, sku, qty + 1 FROM order_items "
+               "WHERE id = 0")
+    assert run_cli(config).returncode == 3
+    db.execute("DELETE FROM order_items_archive")
+    result = run_cli(config)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "key 1 moves 8 rows with its child rows, more than [archive] max_batch_rows 7" in result.stderr
+    assert db.count("orders", "id = 1") == 1 and db.count("order_items", "order_id = 1") == 3
+    assert db.count("order_items_archive") == 0
+
+
+def test_the_recheck_of_many_conflicts_goes_on_in_parts_of_max_batch_rows(db, tmp_path):
+    # (the recheck cut to max_batch_rows goes on after each cut: the keys past one are rechecked in
+    # the next transaction, never closed as gone)
+    config = family_job(db, tmp_path, 10, [1, 3, 5, 7], archive__batch_size=4, archive__max_batch_rows=9)
+    before = whole_family(db)
+    db.execute("INSERT INTO order_items_archive SELECT id, order_id, sku, qty + 1 FROM order_items "
+               "WHERE id IN (0, 6, 12, 18)")  # one differing item in each order
+    assert run_cli(config).returncode == 3
+    db.execute("DELETE FROM order_items_archive")
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "RECHECK: orders.csv: 4 of 4 earlier conflict(s) resolved" in result.stdout
+    assert whole_family(db) == before and [r[0] for r in family_of(db, "orders_archive")] == [1, 3, 5, 7]
+    resolutions = db.query("SELECT DISTINCT resolution FROM conflict_logs")
+    assert resolutions == [("archived copy was gone: row archived",)]
+
+
+def test_dry_run_after_a_partial_batch_predicts_its_settled_keys_as_settled(db, tmp_path, spawn_cli):
+    # red team: the dry run classified batch 1 from its first key, predicting 5 keys not found
+    # that the run skips (it resumes after them)
+    config = partial_job(db, tmp_path, spawn_cli)
+    result = run_cli(config, "--dry-run", "--json")
+    totals = json.loads(result.stdout)["total"]
+    assert (totals["rows_to_archive"], totals["not_found"]) == (15, 0), totals
+    again = run_cli(config)
+    assert again.returncode == 0 and db.query(
+        "SELECT rows_archived, not_found FROM process_logs ORDER BY id") == [(5, 0), (15, 0)]
+
+
+def test_a_rerun_in_another_batch_size_after_a_partial_batch_counts_no_key_twice(db, tmp_path, spawn_cli):
+    # red team: with batch 1 left in parts and no checkpoint, the rerun took the new batch_size: its
+    # batch 1 was then keys 1-3, only 2 of them skipped, and keys 3-5 (archived by the first run)
+    # were counted again as not found
+    config = partial_job(db, tmp_path, spawn_cli)
+    config.write_text(config.read_text().replace("batch_size = 10", "batch_size = 3"))
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "keeps batch_size 10" in result.stdout
+    assert db.query("SELECT rows_archived, not_found FROM process_logs ORDER BY id") == [(5, 0), (15, 0)]
+    assert [r[0] for r in family_of(db, "orders_archive")] == list(range(1, 21))
+
+
+def test_dry_run_predicts_the_failure_of_a_family_over_max_batch_rows(db, tmp_path):
+    # red team: the dry run predicted all 3 keys moved and exit 0; the run moves key 2, then fails
+    # its file at key 1 (8 rows, max_batch_rows 7) and exits 1
+    config = family_job(db, tmp_path, 10, [2, 1, 3], archive__batch_size=3, archive__max_batch_rows=7)
+    result = run_cli(config, "--dry-run", "--json")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    row = json.loads(result.stdout)["files"][0]
+    assert (row["rows_to_archive"], row["not_found"]) == (1, 0)
+    assert row["status"].startswith("FAILS at batch 1: key 1 moves 8 rows with its child rows, more than "
+                                    "[archive] max_batch_rows 7")
+    assert db.count("orders_archive") == 0
+    assert run_cli(config).returncode == 1 and db.query("SELECT rows_archived FROM process_logs") == [(1,)]
+
+
+def test_the_summary_counts_the_child_rows_a_recheck_moves(db, tmp_path):
+    # red team: a held parent that the recheck moved with its family showed "rows archived 1" and no
+    # "child rows archived" at all: the recheck's child rows were counted nowhere
+    config = family_job(db, tmp_path, 10, [2, 3, 4], controls__guard="total < 5")
+    first = run_cli(config)
+    assert first.returncode == 0, (first.stdout, first.stderr)
+    assert [r[0] for r in family_of(db, "orders_archive")] == [2, 3]  # 4 (total 6.0) is held back
+    assert db.count("order_items", "order_id = 4") == 3 and db.count("item_options") == 2 * 15 - 6
+    config.write_text(config.read_text().replace("total < 5", "total < 50"))
+    again = run_cli(config)
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert db.count("order_items", "order_id = 4") == 0
+    assert db.count("order_items_archive", "order_id = 4") == 3
+    assert "rows archived 1 |" in again.stdout and "child rows archived items 3, options 2" in again.stdout
+
+
+def test_a_key_listed_twice_in_a_batch_cut_between_them_is_not_counted_not_found(db, tmp_path):
+    # red team: a batch lists a key once (its IN list, the dry run's prediction), but a cut between a
+    # key's two listings counted its second as not found: the counts hung on max_batch_rows
+    config = family_job(db, tmp_path, 30, [1, 2, 3, 4, 5, 1, 6, 7, 2], archive__batch_size=9,
+                        archive__max_batch_rows=20)
+    before = whole_family(db)
+    predicted = json.loads(run_cli(config, "--dry-run", "--json").stdout)["total"]
+    assert (predicted["rows_to_archive"], predicted["not_found"]) == (7, 0)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "PART: Batch 1 - 2 of 9 keys moved" in result.stdout
+    assert whole_family(db) == before
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(7, 0)]
+    batches = db.query("SELECT keys_in_batch, rows_archived, not_found FROM batch_processing_logs")
+    assert batches == [(9, 7, 0)]
+
+
+@pytest.fixture(scope="module")
+def folding_server(own_server: Any) -> Any:
+    """A throwaway server with lower_case_table_names = 1 (names stored in lower case)."""
+    return own_server("lctn", "--lower-case-table-names=1")
+
+
+def test_mixed_case_child_tables_work_where_the_server_folds_names(folding_server, tmp_path):
+    # red team: folded_names lower-cased the source and archive names but not the children's, so on a
+    # server with lower_case_table_names = 1 `Order_Items` "did not exist" (the source's mixed case works)
+    db = ScratchDatabase.create(folding_server, "Folded_Family")
+    try:
+        db.execute("CREATE TABLE Orders (id INT PRIMARY KEY)")
+        db.execute("CREATE TABLE Orders_Archive LIKE Orders")
+        db.execute("CREATE TABLE Order_Items (id INT PRIMARY KEY, order_id INT NOT NULL, CONSTRAINT fk_o "
+                   "FOREIGN KEY (order_id) REFERENCES Orders (id) ON DELETE CASCADE)")
+        db.execute("CREATE TABLE Order_Items_Archive (id INT PRIMARY KEY, order_id INT NOT NULL)")
+        db.execute("CREATE TABLE Notes (id INT PRIMARY KEY, item INT, CONSTRAINT fk_n FOREIGN KEY (item) "
+                   "REFERENCES Order_Items (id) ON DELETE CASCADE)")
+        db.execute("INSERT INTO Orders VALUES (1), (2)")
+        db.execute("INSERT INTO Order_Items VALUES (10, 1), (20, 2)")
+        db.execute("INSERT INTO Notes VALUES (100, 10)")
+        config = write_config(tmp_path, db, archive__source_table="Orders",
+                              archive__archive_table="Orders_Archive",
+                              **{"child items__source_table": "Order_Items",
+                                 "child items__archive_table": "Order_Items_Archive",
+                                 "child items__parent_columns": "order_id"})
+        write_csv(tmp_path / "csv" / "k.csv", [1])
+        refused = run_cli(config)  # the cascade into the unlisted Notes is seen under the folded name
+        assert refused.returncode == 1 and "notes (fk_n: ON DELETE CASCADE" in refused.stderr, refused.stderr
+        assert db.count("notes") == 1
+        db.execute("DROP TABLE Notes")
+        result = run_cli(config)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        assert db.query("SELECT * FROM order_items_archive") == [(10, 1)]
+        assert db.query("SELECT * FROM order_items") == [(20, 2)]
+    finally:
+        db.drop()
+
+
+def test_parent_columns_other_than_the_childs_foreign_key_are_refused(db, tmp_path):
+    # red team: parent_columns = customer (an indexed INT, like orders.id) while the schema's foreign key
+    # says order_items references orders by order_id: --check said READY and the run archived order 4's
+    # items with order 2 (their customer), out from under order 4, which stayed in the source
+    config = family_job(db, tmp_path, 10, [2])
+    db.execute("DELETE FROM order_items WHERE order_id = 2")
+    db.execute("ALTER TABLE order_items ADD COLUMN customer INT NOT NULL DEFAULT 0, ADD KEY (customer)")
+    db.execute("ALTER TABLE order_items_archive ADD COLUMN customer INT NOT NULL DEFAULT 0")
+    db.execute("UPDATE order_items SET customer = 2 WHERE order_id = 4")
+    config.write_text(config.read_text().replace("parent_columns = order_id", "parent_columns = customer"))
+    check = run_cli(config, "--check")
+    assert check.returncode == 1, check.stdout
+    assert ("`order_items` references `orders` by its foreign key fk_item_order (order_id), not by "
+            "parent_columns (customer)") in check.stdout
+    assert run_cli(config).returncode == 1
+    assert db.count("order_items", "order_id = 4") == 3 and db.count("order_items_archive") == 0
+
+
+def test_status_does_not_count_a_batch_left_in_parts_as_processed(db, tmp_path, spawn_cli):
+    # red team: every part set the file's processed_batches to its batch's number, so with batch 1
+    # left PARTIAL (5 of its 10 keys) --status said "1/2 batches"
+    config = partial_job(db, tmp_path, spawn_cli)
+    status = run_cli(config, "--status")
+    assert "orders.csv  0/2 batches  PROCESSING" in status.stdout, status.stdout
+    assert run_cli(config).returncode == 0
+    assert db.query("SELECT processed_batches FROM file_processing_logs ORDER BY id") == [(0,), (2,)]
