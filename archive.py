@@ -1913,71 +1913,14 @@ def row_literal_sql(columns: Sequence[Column], alias: str) -> str:
     return f"CONCAT('(', {values}, ')')"
 
 
-# The text LOAD DATA reads for a field (its defaults: a tab between fields, a line per row,
-# backslash-N for NULL), by type as literal_sql decides: strings as the hex of their bytes (no
-# escapes to get right; REPLACE() would escape them in time quadratic in their count), ENUM, SET,
-# BIT and YEAR by number, TIMESTAMP as its epoch. What is not a plain number is read into a
-# variable and SET from it (loaded_column); the file is ASCII.
-LOADED_BY_NUMBER = frozenset(("enum", "set", "bit", "year"))
-LOADED_AS_TEXT = frozenset(("date", "datetime", "time"))
-LOADED_AS_HEX = frozenset(("char", "varchar", "tinytext", "text", "mediumtext", "longtext", "json",
-                           "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry",
-                           "point", "linestring", "polygon", "multipoint", "multilinestring",
-                           "multipolygon", "geometrycollection"))
-LOADABLE = LOADED_BY_NUMBER | LOADED_AS_TEXT | LOADED_AS_HEX | EXACT_NUMBERS | {"float", "timestamp"}
-# A LOAD DATA file name must be a quoted string (sql_literal's hex is refused there): only a path
-# of these characters is quoted, so none can change the statement.
-PLAIN_PATH = re.compile(r"[A-Za-z0-9_./-]+")
-
-
-def field_sql(column: Column, alias: str) -> str:
-    """SQL that renders a column's value as the LOAD DATA field recreating it exactly (\\N for NULL)."""
-    c, kind = f"{alias}.{quote_ident(column.name)}", column.data_type
-    if kind == "float":
-        text = f"IF({c} = 0 AND ATAN2({c}, -1) < 0, '-1e-50', CAST({c} AS DOUBLE))"
-    elif kind == "timestamp":
-        text = f"IF(UNIX_TIMESTAMP({c}) = 0, '0', UNIX_TIMESTAMP({c}))"
-    elif kind in LOADED_BY_NUMBER:
-        text = f"{c} + 0"
-    elif kind in EXACT_NUMBERS:
-        text = c
-    elif kind in LOADED_AS_TEXT:
-        text = f"CAST({c} AS CHAR)"
-    else:  # every other type as the hex of its bytes (the proof of a generated column may be any type)
-        text = f"HEX({c})"
-    return rf"IF({c} IS NULL, '\\N', {text})"
-
-
-def row_line_sql(columns: Sequence[Column], alias: str) -> str:
-    """SQL that renders a row as the line of a LOAD DATA file recreating it: equal lines, equal rows."""
-    # CONCAT: a value whose text came out NULL (past max_allowed_packet) makes the whole line NULL.
-    values = r", '\t', ".join(field_sql(c, alias) for c in columns)
-    return f"CONCAT({values})"
-
-
-def loaded_column(index: int, column: Column) -> tuple[str, str]:
-    """How LOAD DATA reads a column's field: into the column itself (numbers and dates), or into a
-    variable that sets it ('2' read as text would be an ENUM member named '2', or the YEAR 2002)."""
-    name, value, kind = quote_ident(column.name), f"@archive_py_{index}", column.data_type
-    if kind in EXACT_NUMBERS or kind in LOADED_AS_TEXT or kind == "float":
-        return name, ""
-    if kind == "timestamp":
-        return value, (f"{name} = IF({value} = '0', '0000-00-00 00:00:00', "
-                       f"FROM_UNIXTIME(CAST({value} AS DECIMAL(24, 6))))")
-    if kind in LOADED_BY_NUMBER:
-        return value, f"{name} = CAST({value} AS UNSIGNED)"
-    return value, f"{name} = UNHEX({value})"
-
-
 def fingerprint_of(literal: str) -> str:
-    """SHA-256 (hex) of a row's literal (or line), as the SQL SHA2() of the same text gives it."""
+    """SHA-256 (hex) of a row's literal, as the SQL SHA2() of the same text gives it."""
     return hashlib.sha256(literal.encode()).hexdigest()
 
 
-def batch_fingerprint_of(literals: Iterable[str], separator: bytes = b",") -> str:
-    """SHA-256 (hex) of a batch's row literals (or lines) in byte order, as RemotePlan.verify_sql
-    computes it."""
-    return hashlib.sha256(separator.join(sorted(literal.encode() for literal in literals))).hexdigest()
+def batch_fingerprint_of(literals: Iterable[str]) -> str:
+    """SHA-256 (hex) of a batch's row literals in byte order, as RemotePlan.verify_sql computes it."""
+    return hashlib.sha256(b",".join(sorted(literal.encode() for literal in literals))).hexdigest()
 
 
 # --------------------------------------------------------------------------- table plans
@@ -2136,46 +2079,29 @@ class RemotePlan:
     A row is inserted as the literal of its copied columns and verified as that literal followed
     by the literal of the generated columns the destination computes again (`proof_sql`): a
     destination that computes one differently (another collation, another version) gets nothing.
-    Staged, a row travels as the line of a LOAD DATA file instead (row_line_sql), loaded into a
-    session's staging table and inserted from there, and is proven by that line.
     """
 
     plan: TablePlan
-    staged: bool = False
-
-    def render_sql(self, columns: Sequence[Column], alias: str) -> str:
-        """The exact text a row's columns travel as: the VALUES literal, or staged the file line."""
-        return row_line_sql(columns, alias) if self.staged else row_literal_sql(columns, alias)
-
-    @property
-    def separator(self) -> bytes:
-        """What joins a batch's proofs (verify_sql): a byte no proof holds outside its own syntax."""
-        return b"\n" if self.staged else b","
-
-    def proof_of(self, text: str, extra: str) -> str:
-        """A row's proof from its text and its recomputed columns', as proof_sql makes it."""
-        return text + "\t" + extra if self.staged and self.plan.recomputed else text + extra
 
     def proof_sql(self, alias: str) -> str:
-        """The text every copy is proven by: the inserted text, then the recomputed columns'."""
+        """The text every copy is proven by: the inserted literal, then the recomputed columns'."""
         p = self.plan
         if not p.recomputed:
-            return self.render_sql(p.columns, alias)
-        between = r"'\t', " if self.staged else ""
-        return f"CONCAT({self.render_sql(p.columns, alias)}, {between}{self.render_sql(p.recomputed, alias)})"
+            return row_literal_sql(p.columns, alias)
+        return f"CONCAT({row_literal_sql(p.columns, alias)}, {row_literal_sql(p.recomputed, alias)})"
 
     def read_sql(self, condition: str, lock: bool = True) -> str:
-        """The batch's source rows: key, guard verdict, and the row as the text it travels as."""
+        """The batch's source rows: key, guard verdict, and the row as an SQL literal."""
         p = self.plan
-        return (f"SELECT {p.returned_key_sql('s')}, {p.guard_sql()}, {self.render_sql(p.columns, 's')} "
+        return (f"SELECT {p.returned_key_sql('s')}, {p.guard_sql()}, {row_literal_sql(p.columns, 's')} "
                 f"FROM {p.source_sql('s')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
 
     def recomputed_sql(self, condition: str, zone: str) -> list[str]:
-        """The text of the batch's recomputed columns, which completes their proof, rendered at UTC
+        """The literal of the batch's recomputed columns, which completes their proof, rendered at UTC
         as the destination renders its own (a generated column may read the session's time zone:
         DATE() of a TIMESTAMP); then back to the session's own `zone`."""
         p = self.plan
-        select = (f"SELECT {p.returned_key_sql('s')}, {self.render_sql(p.recomputed, 's')} FROM "
+        select = (f"SELECT {p.returned_key_sql('s')}, {row_literal_sql(p.recomputed, 's')} FROM "
                   f"{p.source_sql('s')} WHERE {condition}")
         return ["SET SESSION time_zone = '+00:00'", select, f"SET SESSION time_zone = {sql_literal(zone)}"]
 
@@ -2189,8 +2115,7 @@ class RemotePlan:
     def verify_sql(self, condition: str) -> str:
         """How many archived rows have these keys, and the SHA-256 of their proofs in byte order
         (one row back instead of a fingerprint per row)."""
-        separator = r"'\n'" if self.staged else "','"
-        return (f"SELECT COUNT(*), SHA2(GROUP_CONCAT(t.l ORDER BY t.l SEPARATOR {separator}), 256) FROM "
+        return (f"SELECT COUNT(*), SHA2(GROUP_CONCAT(t.l ORDER BY t.l SEPARATOR ','), 256) FROM "
                 f"(SELECT CAST({self.proof_sql('a')} AS BINARY) AS l FROM "
                 f"{self.plan.archive_sql('a')} WHERE {condition}) AS t")
 
@@ -2198,39 +2123,6 @@ class RemotePlan:
         """A multi-row INSERT of rows given as literals (never IGNORE, never REPLACE)."""
         return (f"INSERT INTO {quote_ident(self.plan.archive)} ({self.plan.column_list()}) VALUES "
                 + ", ".join(literals))
-
-    @property
-    def stage(self) -> str:
-        """The session's staging table, named after the archive's columns: a plan for other columns
-        (the tables changed) gets a table of its own."""
-        names = ",".join(f"{c.name} {c.data_type} {c.charset}" for c in self.plan.columns)
-        return quote_ident(f"archive_py_stage_{hashlib.sha256(names.encode()).hexdigest()[:16]}")
-
-    def load_sql(self, path: str) -> list[str]:
-        """Empty the staging table (made on first use: the copied columns' types, no keys), then
-        load the batch's file into it.
-
-        LOAD DATA LOCAL implies IGNORE, which is why rows are never loaded into the archive itself
-        (a duplicate key would be skipped, and its source row then deleted); what IGNORE would
-        let through here, a value strict mode refuses, shows in the warnings read right after it.
-        """
-        p, stage = self.plan, self.stage
-        read = [loaded_column(index, c) for index, c in enumerate(p.columns)]
-        sets = ", ".join(assign for _, assign in read if assign)
-        create = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ENGINE=InnoDB AS SELECT {p.column_list()} "
-                  f"FROM {quote_ident(p.archive)} WHERE FALSE")
-        if not PLAIN_PATH.fullmatch(path):
-            raise ArchiveError(f"internal error: a LOAD DATA file name that needs quoting: {path!r}")
-        load = (f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE {stage} CHARACTER SET binary "
-                f"({', '.join(target for target, _ in read)}){' SET ' + sets if sets else ''}")
-        return [create, f"DELETE FROM {stage}", load, "SHOW WARNINGS LIMIT 3"]
-
-    def insert_staged_sql(self, gate: str) -> str:
-        """The staged rows into the archive while `gate` (the definitions gate's variable) holds;
-        never IGNORE: a duplicate key is an error."""
-        columns = self.plan.column_list()
-        return (f"INSERT INTO {quote_ident(self.plan.archive)} ({columns}) SELECT {columns} "
-                f"FROM {self.stage} WHERE {gate}")
 
     def collides(self, key: Key) -> tuple[str, tuple[Any, ...]]:
         """Whether the archive holds a key equal to this one under the columns' collations."""
@@ -3412,12 +3304,8 @@ class Database:
     """
 
     def __init__(self, settings: DbSettings, lock_wait_timeout: int = 10, read_only: bool = False,
-                 wait_timeout: int | None = None, utc: bool = False, silence: int | None = None,
-                 infile: bool = False):
+                 wait_timeout: int | None = None, utc: bool = False, silence: int | None = None):
         self.settings = settings
-        # The one directory this session's LOAD DATA LOCAL may send files from (a private one, so
-        # a server asking for another file gets nothing); removed by close().
-        self.infile_dir = tempfile.mkdtemp(prefix="archive-py-load-") if infile else None
         self.silence = silence or wait_timeout  # read and write timeouts: a silent server is given up
         self.idle_limit = 28800.0  # the session's wait_timeout, after which the server drops it
         self.last_used = time.monotonic()
@@ -3433,11 +3321,7 @@ class Database:
         self.on_reconnect: Callable[[], None] | None = None
         self.on_note: Callable[[str], None] = lambda _text: None
         self.sessions = 0
-        try:
-            self.connect()
-        except BaseException:
-            self.close()
-            raise
+        self.connect()
 
     @property
     def where(self) -> str:
@@ -3503,9 +3387,8 @@ class Database:
         """Connect to address `index` and set up the session; refuse a cluster node that isn't ready."""
         # A server that stops answering (a partition, a frozen host) is given up (run_silence,
         # probe_silence); connect_timeout covers the handshake.
-        infile = {"allow_local_infile_in_path": self.infile_dir} if self.infile_dir else {}
         self.conn = mysql.connector.connect(
-            **self.settings.connect_kwargs(index), **silence_limits(self.silence), **infile, autocommit=True,
+            **self.settings.connect_kwargs(index), **silence_limits(self.silence), autocommit=True,
             charset="utf8mb4",
             use_unicode=True, get_warnings=False, client_flags=[ClientFlag.FOUND_ROWS])
         self.cursor = self.conn.cursor()
@@ -3692,10 +3575,8 @@ class Database:
         return rows[0][0] if rows else None
 
     def close(self) -> None:
-        """Close the session (and remove its LOAD DATA directory)."""
+        """Close the session."""
         self.disconnect()
-        if self.infile_dir:
-            shutil.rmtree(self.infile_dir, ignore_errors=True)
 
 
 def retry_conflicts(db: Database, timeout: float, attempt: Callable[[], T]) -> T:
@@ -4012,22 +3893,11 @@ def check_write_set(db: Database, batch_size: int, source: str, found: Preflight
             f"or less (estimated from the table's average row length, {average} bytes)")
 
 
-def staging_refusal(dest: Database) -> str | None:
-    """Why rows cannot travel to the destination by LOAD DATA LOCAL (None: they can)."""
-    if str(dest.variable("local_infile")).upper() not in ("1", "ON"):
-        return "local_infile is OFF on the destination"
-    return None
-
-
 def check_transfer(archive_db: Database, found: Preflight) -> None:
-    """What rows need to reach another server: room in its max_allowed_packet, and how they travel."""
+    """What rows need to reach another server: room in its max_allowed_packet."""
     packet = int(archive_db.variable("max_allowed_packet") or 0)
-    refusal = staging_refusal(archive_db)
-    how = ("rows travel by LOAD DATA LOCAL into a staging table of the session, then INSERT ... SELECT "
-           "(multi-row INSERTs for a column type with no file format)" if refusal is None else
-           f"rows travel as multi-row INSERTs split to fit it ({refusal}: LOAD DATA LOCAL would be faster)")
-    found.notes.append(f"destination {archive_db.where}: max_allowed_packet {packet}; {how}; a single row "
-                       "larger than max_allowed_packet fails its batch")
+    found.notes.append(f"destination {archive_db.where}: max_allowed_packet {packet}; inserts are split to "
+                       "fit it, and a single row larger than that fails its batch")
 
 
 def server_identity(db: Database) -> ServerIdentity:
@@ -5134,7 +5004,7 @@ class Classified:
     identical: list[Key] = field(default_factory=list)
     conflicts: list[Key] = field(default_factory=list)
     skipped: list[Key] = field(default_factory=list)
-    rows: dict[Key, str] = field(default_factory=dict)  # into another server: each row's text
+    rows: dict[Key, str] = field(default_factory=dict)  # into another server: each row as SQL literals
     proofs: dict[Key, str] = field(default_factory=dict)  # ... and what its copy is proven by
 
     def counts(self, keys: Sequence[Key], copied: int, deleted: int) -> Counters:
@@ -5487,8 +5357,7 @@ class OtherServer(Mover):
 
     def __init__(self, db: Database, dest: Database, plan: TablePlan, tracking: Tracking):
         super().__init__(db, plan, tracking)
-        self.dest = dest
-        self.remote = RemotePlan(plan, self.can_stage(plan))
+        self.dest, self.remote = dest, RemotePlan(plan)
         self.packet = int(dest.variable("max_allowed_packet") or 4 << 20)
         self.zone = str(db.query("SELECT @@SESSION.time_zone")[0][0])  # the source session's own
         self.beside = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="archive-destination")
@@ -5519,7 +5388,7 @@ class OtherServer(Mover):
                                    "nothing was moved")
             if passes_guard:
                 found.rows[key] = literal
-                found.proofs[key] = self.remote.proof_of(literal, extra)
+                found.proofs[key] = literal + extra
             else:
                 found.skipped.append(key)
         found.to_copy = list(found.rows)
@@ -5661,19 +5530,11 @@ class OtherServer(Mover):
         found.to_copy = [k for k, hit in zip(found.to_copy, collides) if not hit]
 
     def insert(self, found: Classified, keys: list[Key]) -> bool:
-        """Insert the rows, and with the last statement check that the destination holds exactly
-        their texts: one aggregate, not a row each."""
+        """Insert rows in INSERTs that each fit max_allowed_packet (a round trip each: a script
+        is one packet), and with the last one check that the destination holds exactly their
+        texts: one aggregate, not a row each."""
         if not keys:
             return True
-        inserted, rows = (self.insert_staged if self.remote.staged else self.insert_literals)(found, keys)
-        checked("inserted on the destination", len(keys), inserted)
-        count, digest = rows[0]
-        return bool(count == len(keys) and digest == batch_fingerprint_of(
-            (found.proofs[k] for k in keys), self.remote.separator))
-
-    def insert_literals(self, found: Classified, keys: list[Key]) -> tuple[int, Any]:
-        """Insert rows in INSERTs that each fit max_allowed_packet (a round trip each: a script
-        is one packet), the last one with the check; the rows inserted and the check's result."""
         self.check_destination()
         *first, last = [self.remote.insert_sql([found.rows[k] for k in chunk])
                         for chunk in self.chunks(found, keys)]
@@ -5681,44 +5542,9 @@ class OtherServer(Mover):
         condition, params = self.plan.condition(keys, "a")
         count_last, rows = self.dest.execute_script([(last, ()), (self.remote.verify_sql(condition), params)],
                                                     rows=True)
-        return inserted + count_last, rows
-
-    def insert_staged(self, found: Classified, keys: list[Key]) -> tuple[int, Any]:
-        """Load the rows' lines into the staging table, then, behind the definitions gate, insert them
-        into the archive and check them: one round trip. The rows inserted and the check's result."""
-        path = os.path.join(cast(str, self.dest.infile_dir), "batch.txt")
-        with open(path, "w", encoding="ascii", newline="\n") as out:  # hex and numbers only
-            out.writelines(found.rows[k] + "\n" for k in keys)
-        condition, params = self.plan.condition(keys, "a")
-        load = [(sql, ()) for sql in self.remote.load_sql(path)]
-        writes = [(self.remote.insert_staged_sql(GATED), ()), (self.remote.verify_sql(condition), params)]
-        (*_, loaded, warnings), (inserted, rows), holds = run_checked(
-            self.dest, self.plan.dest_definitions, writes, load)
-        if not holds:
-            raise schema_changed(self.dest, self.dest.where)
-        if warnings:
-            self.dest.rollback()
-            text = "; ".join(f"{level} {code}: {message}" for level, code, message in warnings)
-            raise ArchiveError(f"the destination's LOAD DATA of the batch gave warnings ({text}): a value "
-                               "the archive table cannot hold as the source holds it; nothing was moved")
-        checked("loaded on the destination", len(keys), loaded)
-        return inserted, rows
-
-    def can_stage(self, plan: TablePlan) -> bool:
-        """Whether rows can travel by LOAD DATA LOCAL into a staging table: the server allows it, every
-        copied column has a file format, and this user may create temporary tables there."""
-        if self.dest.infile_dir is None or not PLAIN_PATH.fullmatch(self.dest.infile_dir) or \
-                staging_refusal(self.dest) or any(c.data_type not in LOADABLE for c in plan.columns):
-            return False
-        try:
-            self.dest.execute(RemotePlan(plan, True).load_sql(self.dest.infile_dir)[0])
-        except mysql.connector.Error as exc:
-            if is_connection_error(exc):
-                raise
-            return False
-        finally:
-            self.dest.rollback()
-        return True
+        checked("inserted on the destination", len(keys), inserted + count_last)
+        count, digest = rows[0]
+        return bool(count == len(keys) and digest == batch_fingerprint_of(found.proofs[k] for k in keys))
 
     def check_destination(self) -> None:
         """Lock the archive table on the destination as the INSERT will, and prove it is still what
@@ -5730,7 +5556,7 @@ class OtherServer(Mover):
 
     def adopt(self, plan: TablePlan) -> None:
         """Go on with a plan made for the tables' new definitions."""
-        self.plan, self.remote = plan, RemotePlan(plan, self.can_stage(plan))
+        self.plan, self.remote = plan, RemotePlan(plan)
 
     def chunks(self, found: Classified, keys: Sequence[Key]) -> Iterator[list[Key]]:
         """Keys grouped so that each INSERT fits the destination's max_allowed_packet."""
@@ -6536,8 +6362,7 @@ def open_destination(config: Config, read_only: bool = False) -> Database | None
     if read_only:
         return Database(config.dest, config.lock_wait_timeout, read_only=True, utc=True,
                         silence=probe_silence(config, config.dest))
-    return Database(config.dest, config.lock_wait_timeout, utc=True, wait_timeout=run_silence(config),
-                    infile=True)
+    return Database(config.dest, config.lock_wait_timeout, utc=True, wait_timeout=run_silence(config))
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -35,7 +35,7 @@ from helpers import (
 )
 from proxy import CuttingProxy, need_socket, run_cli_cut
 from replication import RELAY_ARGS, ReplicationPair
-from test_exactness import STEPS, step_columns, step_table_ddl
+from test_exactness import STEP_HEX, STEPS, step_table_ddl
 
 
 def dest_keys(dest: ScratchDatabase) -> dict[str, Any]:
@@ -81,34 +81,14 @@ def test_rows_move_to_the_destination_intact_and_the_seed_queries_stay_on_the_so
     assert_exactly_once(db, dest_db, original, set(range(1, 81)))
 
 
-UNLOADABLE = ("i4", "i6", "uu")  # INET4, INET6 and UUID columns: their rows travel as literals
-
-
-def loads_on(server: Any) -> int:
-    """How many LOAD DATA statements the server has run (they travel by LOAD DATA when this grows)."""
-    conn = server.connect()
-    try:
-        cur = conn.cursor()
-        cur.execute("SHOW GLOBAL STATUS LIKE 'Com_load'")
-        return int(cur.fetchall()[0][1])
-    finally:
-        conn.close()
-
-
-@pytest.mark.parametrize("staged", [True, False], ids=["load-data", "literals"])
-def test_every_type_arrives_byte_identical(db, dest_db, dest_server, tmp_path, staged):
-    dropped = UNLOADABLE if staged else ()  # one of them is enough to make the rows go as literals
+def test_every_type_arrives_byte_identical(db, dest_db, tmp_path):
     for side in (db, dest_db):
         side.execute(step_table_ddl("t"))
-        if dropped:
-            side.execute("ALTER TABLE t " + ", ".join(f"DROP COLUMN `{name}`" for name in dropped))
     conn = db.connect()
     cur = conn.cursor()
     cur.execute("SET SESSION time_zone = '+00:00', sql_mode = 'NO_ENGINE_SUBSTITUTION'")
     keys = []
     for key, (name, _, source_value, other_value) in enumerate(STEPS, start=1):
-        if name in dropped:
-            continue
         if "'zz'" in other_value:
             other_value = "'a'"  # ENUM index 0 cannot travel (refused loudly; tested below)
         cur.execute(f"INSERT INTO t (id, `{name}`) VALUES ({key}, {source_value})")
@@ -116,80 +96,16 @@ def test_every_type_arrives_byte_identical(db, dest_db, dest_server, tmp_path, s
         keys += [key, key + 100]
     conn.commit()
     conn.close()
-    hexes = ", ".join(f"HEX(`{name}`)" for name in step_columns() if name not in dropped)
-    fingerprint = (f"SELECT id, {hexes}, UNIX_TIMESTAMP(ts), "
+    fingerprint = (f"SELECT id, {STEP_HEX}, UNIX_TIMESTAMP(ts), "
                    "CONCAT(CAST(fl AS DOUBLE), SIGN(ATAN2(fl, -1))), en + 0 FROM t ORDER BY id")
     original = db.query(fingerprint)
     write_csv(tmp_path / "csv" / "ids.csv", keys)
     config = write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
                           **dest_keys(dest_db))
-    loads = loads_on(dest_server)
     result = run_cli(config)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert db.count("t") == 0
     assert dest_db.query(fingerprint) == original
-    assert (loads_on(dest_server) > loads) == staged
-
-
-def test_text_that_looks_like_file_syntax_arrives_byte_identical_by_load_data(db, dest_db, dest_server,
-                                                                                tmp_path):
-    # NULL, the text 'NULL', a backslash-N, tabs, line ends, backslashes, trailing spaces, raw bytes,
-    # JSON with escapes and fractions of a second: each must come out of the staging file as it went in.
-    ddl = ("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40) NULL, c CHAR(8) NULL, b VARBINARY(16) NULL, "
-           "tx TEXT NULL, j JSON NULL, d6 DATETIME(6) NULL, t6 TIME(6) NULL, ts TIMESTAMP(6) NULL, "
-           "bt BIT(8) NULL, y YEAR NULL, e ENUM('2', '1') NULL)")
-    values = [
-        "1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
-        "2, 'NULL', 'NULL', 'NULL', 'NULL', '\"NULL\"', '2024-02-29 23:59:59.999999', '-838:59:59.000000', "
-        "FROM_UNIXTIME(1700000000.000001), b'0', 0, 2",
-        "3, '\\\\N', '\\\\N', x'5c4e', '\\\\N', '\"\\\\\\\\N\"', '0000-00-00 00:00:00', '00:00:00.000001', "
-        "FROM_UNIXTIME(1), b'11111111', 2000, 1",
-        "4, 'tab\there\nline\r\nend\\\\', 'a  ', x'00090a0d5c27ff00', 'trailing  ', "
-        "'{\"k\": \"a\\\\tb\\\\nc\"}', '1000-01-01 00:00:00.5', '12:00:00', '1970-01-01 00:00:00', "
-        "b'1', 1901, '1'",
-        "5, '', '', x'', '', '[]', NULL, NULL, NULL, NULL, 2155, '2'",
-    ]
-    for side in (db, dest_db):
-        side.execute(ddl)
-    conn = db.connect()
-    cur = conn.cursor()
-    cur.execute("SET SESSION time_zone = '+00:00', sql_mode = 'NO_ENGINE_SUBSTITUTION'")
-    for row in values:
-        cur.execute(f"INSERT INTO t VALUES ({row})")
-    conn.commit()
-    conn.close()
-    exact = ("SELECT id, HEX(v), HEX(c), HEX(b), HEX(tx), HEX(j), HEX(d6), HEX(t6), UNIX_TIMESTAMP(ts), "
-             "bt + 0, y + 0, e + 0, v IS NULL, tx IS NULL FROM t ORDER BY id")
-    original = db.query(exact)
-    assert len(original) == len(values) and original[2][1] == "5C4E"
-    write_csv(tmp_path / "csv" / "ids.csv", range(1, len(values) + 1))
-    config = write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
-                          **dest_keys(dest_db))
-    loads = loads_on(dest_server)
-    result = run_cli(config)
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    assert db.count("t") == 0
-    assert dest_db.query(exact) == original
-    assert loads_on(dest_server) > loads
-
-
-def test_a_destination_without_local_infile_gets_multi_row_inserts_and_check_says_so(db, dest_db, dest_server,
-                                                                                      tmp_path):
-    config, original = remote_job(db, dest_db, tmp_path, range(1, 51), range(1, 41), archive__batch_size=15)
-    assert "rows travel by LOAD DATA LOCAL" in run_cli(config, "--check").stdout
-    admin = dest_server.connect()
-    admin.cursor().execute("SET GLOBAL local_infile = 0")
-    try:
-        check = run_cli(config, "--check")
-        loads = loads_on(dest_server)
-        result = run_cli(config)
-        assert loads_on(dest_server) == loads
-    finally:
-        admin.cursor().execute("SET GLOBAL local_infile = 1")
-        admin.close()
-    assert check.returncode == 0 and "local_infile is OFF on the destination" in check.stdout, check.stdout
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    assert_exactly_once(db, dest_db, original, set(range(1, 41)))
 
 
 def test_text_in_any_character_set_arrives_byte_identical(db, dest_db, tmp_path):
@@ -214,8 +130,7 @@ def test_text_in_any_character_set_arrives_byte_identical(db, dest_db, tmp_path)
     assert dest_db.query(hexes) == original
 
 
-@pytest.mark.parametrize("staged", [True, False], ids=["load-data", "literals"])
-def test_the_destination_s_batch_check_equals_the_client_s_for_every_type(db, staged):
+def test_the_destination_s_batch_check_equals_the_client_s_for_every_type(db):
     # Were they to differ, every batch would fall back to a fingerprint per row: slower, unnoticed.
     db.execute(step_table_ddl("t"))
     for key, (name, _, value, _) in enumerate(STEPS, start=1):
@@ -225,11 +140,10 @@ def test_the_destination_s_batch_check_equals_the_client_s_for_every_type(db, st
         "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
         "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 't' ORDER BY ORDINAL_POSITION"))
     key_type = archive.KeyType("int", -2 ** 31, 2 ** 31 - 1, sql_type="int")
-    remote = archive.RemotePlan(archive.TablePlan("t", "t", ("id",), columns, key_type), staged)
+    remote = archive.RemotePlan(archive.TablePlan("t", "t", ("id",), columns, key_type))
     literals = [row[2] for row in db.query(remote.read_sql("s.`id` > 0", lock=False))]
-    assert len(literals) == len(STEPS) and all(isinstance(text, str) for text in literals)
-    assert db.query(remote.verify_sql("a.`id` > 0")) == [
-        (len(STEPS), archive.batch_fingerprint_of(literals, remote.separator))]
+    assert len(literals) == len(STEPS) and all(literals)
+    assert db.query(remote.verify_sql("a.`id` > 0")) == [(len(STEPS), archive.batch_fingerprint_of(literals))]
 
 
 def test_an_invalid_enum_cannot_travel_and_nothing_moves(db, dest_db, tmp_path):
