@@ -31,7 +31,8 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
     archive_batch -> commit_batch -> retry_transaction(attempt, recover), then report_duplicates
         and show_progress (or, when it failed: record_batch_failure, BatchFailed).
     commit_batch's attempt -> Mover.batch: SameServer.batch (SameServer.by_span or SameServer.move,
-        else SameServer.carefully) or OtherServer.batch (OtherServer.carefully); then
+        else SameServer.carefully) or OtherServer.batch (OtherServer.carefully ->
+        OtherServer.read_checked, OtherServer.move_side_by_side); then
         Tracking.batch_statements and COMMIT in one round trip: the batch's one commit. Its
         recover -> Tracking.committed_batch: a COMMIT whose answer was lost is read back before
         anything is done again.
