@@ -36,7 +36,8 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
         show_progress (or, when it failed: record_batch_failure, BatchFailed).
     commit_part's attempt -> Mover.batch: SameServer.batch (SameServer.by_span or SameServer.move,
         else SameServer.carefully), Family.batch (child tables: Family.fitting_keys,
-        Family.move_family) or OtherServer.batch (OtherServer.carefully); then
+        Family.move_family) or OtherServer.batch (OtherServer.carefully -> OtherServer.read_checked,
+        OtherServer.move_side_by_side); then
         Tracking.batch_statements and COMMIT in one round trip: the batch's one commit (or part's). Its
         recover -> Tracking.committed_batch: a COMMIT whose answer was lost is read back before
         anything is done again.
@@ -6569,13 +6570,16 @@ class OtherServer(Mover):
         sort out those the guard holds back.
 
         With fence, the run lock's renewal and the check of the source's definitions go in the
-        same round trip.
+        same round trip, and so does the savepoint that undoing a delete returns to (keeping the
+        read's locks).
         """
         condition, params = self.plan.condition(keys, "s")
         statements = [(self.remote.read_sql(condition, lock), params)]
         if self.plan.recomputed:
             statements += [(sql, params if "%s" in sql else ()) for sql in
                            self.remote.recomputed_sql(condition, self.zone)]
+        if fence:
+            statements.append(("SAVEPOINT archive_py_read", ()))
         results = self.guarded(statements) if fence else self.db.execute_script(statements, rows=True)
         listed = self.plan.keys_by_bytes(keys)
         recomputed = {bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw: text
@@ -6658,23 +6662,41 @@ class OtherServer(Mover):
         is undone and the batch goes step by step: look up twins and conflicts, insert
         the rest, commit there, then delete.
         """
-        found = self.read(keys, fence=True)
+        found = self.read_checked(keys)
+        proven = not found.skipped  # flag_guarded_copies ends the transaction the check began
         self.flag_guarded_copies(found)
-        deleted = self.move_side_by_side(found) if found.to_copy else None
+        deleted = self.move_side_by_side(found, proven) if found.to_copy else None
         if deleted is None:
             if found.to_copy:
                 self.on_destination(self.copy, found)
+            else:
+                self.dest.rollback()  # nothing to insert: the check's metadata locks end with the batch
             deleted = self.delete_locked(found.to_copy + found.identical)
-        self.recheck_references()
+            self.recheck_references()
         return found.counts(keys, len(found.to_copy), deleted), found
 
-    def move_side_by_side(self, found: Classified) -> int | None:
-        """Insert on the destination while the source deletes the same locked rows, then commit
-        the destination; the rows deleted, or None (delete undone) if a key was archived already."""
-        self.db.execute("SAVEPOINT archive_py_read")  # undoing the delete keeps the read's locks
-        inserting = self.beside.submit(self.on_destination, self.insert, found, found.to_copy)
+    def read_checked(self, keys: Sequence[Key]) -> Classified:
+        """read() with the fence, while the destination proves its table is still what the preflight
+        approved (check_destination): the metadata locks that check takes are held until the
+        destination's transaction ends, so it may run before the rows are known."""
+        checking = self.beside.submit(self.on_destination, self.check_destination)
+        try:
+            found = self.read(keys, fence=True)
+        except BaseException:
+            checking.exception()  # the destination's statement must end before its rollback
+            self.dest.rollback()
+            raise
+        checking.result()
+        return found
+
+    def move_side_by_side(self, found: Classified, proven: bool) -> int | None:
+        """Insert on the destination while the source deletes the same locked rows (and rechecks the
+        foreign keys that reach it), then commit the destination; the rows deleted, or None (delete
+        undone) if a key was archived already. `proven`: the destination's check holds already."""
+        inserting = self.beside.submit(self.on_destination, self.insert, found, found.to_copy, proven)
         try:
             deleted = self.delete_locked(found.to_copy)
+            self.recheck_references()
         except BaseException:
             inserting.exception()  # the destination's statement must end before its rollback
             self.dest.rollback()
@@ -6732,13 +6754,14 @@ class OtherServer(Mover):
         found.conflicts += [k for k, hit in zip(found.to_copy, collides) if hit]
         found.to_copy = [k for k, hit in zip(found.to_copy, collides) if not hit]
 
-    def insert(self, found: Classified, keys: list[Key]) -> bool:
+    def insert(self, found: Classified, keys: list[Key], proven: bool = False) -> bool:
         """Insert rows in INSERTs that each fit max_allowed_packet (a round trip each: a script
         is one packet), and with the last one check that the destination holds exactly their
-        texts: one aggregate, not a row each."""
+        texts: one aggregate, not a row each. Unless `proven`, check the destination first."""
         if not keys:
             return True
-        self.check_destination()
+        if not proven:
+            self.check_destination()
         *first, last = [self.remote.insert_sql([found.rows[k] for k in chunk])
                         for chunk in self.chunks(found, keys)]
         inserted = sum(self.dest.execute(sql) for sql in first)

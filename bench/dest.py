@@ -26,6 +26,7 @@ from benchlib import (
     Result,
     Schema,
     archive_ddl,
+    archive_py_flags,
     database_section,
     failure_note,
     fmt_note,
@@ -106,12 +107,20 @@ def run_pt_dest(target: Target, batch_size: int) -> tuple[float, int | None]:
     return run_pt_archiver(target.source, batch_size, dest=dsn)
 
 
-def contenders(target: Target, batch_size: int) -> tuple[list[Contender], list[Result]]:
-    """a (archive.py [destination]) and b (pt-archiver --dest), or b SKIPPED."""
+def contenders(target: Target, batch_size: int,
+               compare: Path | None = None) -> tuple[list[Contender], list[Result]]:
+    """a (archive.py [destination]), b (pt-archiver --dest) or b SKIPPED, and with --compare e (another
+    archive.py, the same [destination] config)."""
     env = target.source
     a, b = "a archive.py [destination]", "b pt-archiver --dest --bulk-insert"
     timed = [Contender(a, lambda: run_archive_dest(target, "dest", batch_size, env.ids_csv),
                        prepare=target.prepare, check=lambda: target.check(a))]
+    if compare is not None:
+        other = dataclasses.replace(target, source=dataclasses.replace(
+            env, archive_py=compare.resolve(), flags=archive_py_flags(compare)))
+        e = f"e archive.py {compare.name}"
+        timed.append(Contender(e, lambda: run_archive_dest(other, "compare", batch_size, env.ids_csv),
+                               prepare=target.prepare, check=lambda: target.check(e)))
     if env.pt_missing is not None:
         return timed, [Result(b, None, 0, note=f"SKIPPED: {env.pt_missing}")]
     timed.append(Contender(b, lambda: run_pt_dest(target, batch_size),
@@ -129,6 +138,10 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     by_key = {r.name[0]: r for r in results}
     print(f"ratio a/b (archive.py / pt-archiver; goal <= 0.70): "
           f"{fmt_ratio(by_key.get('a'), by_key.get('b'))}")
+    if "e" in by_key:
+        print(f"ratio e/b (the other archive.py / pt-archiver): "
+              f"{fmt_ratio(by_key.get('e'), by_key.get('b'))}")
+        print(f"ratio a/e (archive.py / the other archive.py): {fmt_ratio(by_key.get('a'), by_key.get('e'))}")
     sys.stdout.flush()
 
 
@@ -169,7 +182,7 @@ def run_dest(env: Env, args: argparse.Namespace, _ids: Sequence[int] = ()) -> li
         query(target.dest.conn, f"DROP DATABASE IF EXISTS `{d.db}`")
         query(target.dest.conn, f"CREATE DATABASE `{d.db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
         query(target.dest.conn, archive_ddl(d))
-        timed, skipped = contenders(target, args.batch_size)
+        timed, skipped = contenders(target, args.batch_size, args.compare)
         results = sorted(measure(env, timed, args.repeat) + skipped, key=lambda r: r.name)
         print_table(results, args)
         if args.rss:

@@ -524,6 +524,27 @@ def test_sigterm_stops_cleanly_and_the_rerun_finishes(db, dest_db, tmp_path, spa
     assert_exactly_once(db, dest_db, original, set(range(1, 201)))
 
 
+def test_a_batch_with_nothing_to_copy_leaves_no_lock_on_the_destination_while_the_run_waits(
+        db, dest_db, tmp_path, spawn_cli):
+    # The destination's table check runs while the source reads, before the batch knows it has
+    # nothing to copy; its metadata locks must end with that batch, not hold DDL off during a pause.
+    listed = list(range(101, 111)) + list(range(1, 11))  # the first batch's keys are all missing
+    config, original = remote_job(db, dest_db, tmp_path, range(1, 11), listed, archive__batch_size=10,
+                                  controls__sleep_seconds=60)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 1, timeout=30)
+    conn = dest_db.connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("SET SESSION lock_wait_timeout = 5")
+        cur.execute("ALTER TABLE rewards_archives COMMENT = 'changed during the pause'")
+    finally:
+        conn.close()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 6
+    assert dest_db.count("rewards_archives") == 0 and snapshot(db, "rewards") == original
+
+
 def test_the_dry_run_predicts_a_remote_run(db, dest_db, tmp_path):
     import json
     config, original = remote_job(db, dest_db, tmp_path, range(1, 51), list(range(1, 41)) + [99],
