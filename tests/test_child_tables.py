@@ -191,19 +191,26 @@ def test_a_three_level_family_moves_exactly_with_its_listed_parents(db, tmp_path
     assert report["child_tables"]["options"] == {"archived": 22, "deleted": 22, "duplicates": 0}
 
 
-def test_a_composite_parent_key_joins_on_every_column_in_key_order(db, tmp_path):
+def acct_job(db: ScratchDatabase, tmp_path: Path, line: str, line_archive: str, lines: str) -> Path:
+    """acct keyed by (tenant, id), the child `line` on (aid, t); the key file lists (1, 'a')."""
     db.execute("CREATE TABLE acct (tenant VARCHAR(8) NOT NULL, id INT NOT NULL, PRIMARY KEY (tenant, id))")
     db.execute("CREATE TABLE acct_archive LIKE acct")
-    db.execute("CREATE TABLE line (lid INT PRIMARY KEY, t VARCHAR(8) NOT NULL, aid INT NOT NULL, "
-               "KEY (aid, t))")
-    db.execute("CREATE TABLE line_archive LIKE line")
+    db.execute(line)
+    db.execute(line_archive)
     db.execute("INSERT INTO acct VALUES ('a', 1), ('b', 1), ('a', 2)")
-    db.execute("INSERT INTO line VALUES (1, 'a', 1), (2, 'b', 1), (3, 'a', 2), (4, 'A', 1)")
+    db.execute(f"INSERT INTO line VALUES {lines}")
     config = write_config(tmp_path, db, archive__source_table="acct", archive__archive_table="acct_archive",
                           archive__key_column="id, tenant", archive__csv_column=None,
                           **{"child l__source_table": "line", "child l__archive_table": "line_archive",
                              "child l__parent_columns": "aid, t"})
     (tmp_path / "csv" / "k.csv").write_text('id,tenant\n1,"a"\n')
+    return config
+
+
+def test_a_composite_parent_key_joins_on_every_column_in_key_order(db, tmp_path):
+    config = acct_job(db, tmp_path, "CREATE TABLE line (lid INT PRIMARY KEY, t VARCHAR(8) NOT NULL, aid INT "
+                      "NOT NULL, KEY (aid, t))", "CREATE TABLE line_archive LIKE line",
+                      "(1, 'a', 1), (2, 'b', 1), (3, 'a', 2), (4, 'A', 1)")
     result = run_cli(config)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert db.query("SELECT * FROM acct ORDER BY tenant, id") == [("a", 2), ("b", 1)]
@@ -389,18 +396,13 @@ def test_a_composite_foreign_key_declared_in_another_column_order_is_covered(db,
     # red team: the foreign key (t, aid) -> (tenant, id) is what parent_columns "aid, t" declare for
     # key_column "id, tenant"; compared pair by pair in order it was taken for an undeclared child,
     # and its CASCADE refused every run
-    db.execute("CREATE TABLE acct (tenant VARCHAR(8) NOT NULL, id INT NOT NULL, PRIMARY KEY (tenant, id))")
-    db.execute("CREATE TABLE acct_archive LIKE acct")
-    db.execute("CREATE TABLE line (lid INT PRIMARY KEY, t VARCHAR(8) NOT NULL, aid INT NOT NULL, CONSTRAINT "
-               "fk_line FOREIGN KEY (t, aid) REFERENCES acct (tenant, id) ON DELETE CASCADE)")
-    db.execute("CREATE TABLE line_archive (lid INT PRIMARY KEY, t VARCHAR(8) NOT NULL, aid INT NOT NULL)")
-    db.execute("INSERT INTO acct VALUES ('a', 1), ('b', 1), ('a', 2)")
-    db.execute("INSERT INTO line VALUES (1, 'a', 1), (2, 'b', 1), (3, 'a', 2)")
-    config = write_config(tmp_path, db, archive__source_table="acct", archive__archive_table="acct_archive",
-                          archive__key_column="id, tenant", archive__csv_column=None,
-                          **{"child l__source_table": "line", "child l__archive_table": "line_archive",
-                             "child l__parent_columns": "aid, t"})
-    (tmp_path / "csv" / "k.csv").write_text('id,tenant\n1,"a"\n')
+    config = acct_job(db, tmp_path,
+                      "CREATE TABLE line (lid INT PRIMARY KEY, t VARCHAR(8) NOT NULL, aid INT NOT NULL, "
+                      "CONSTRAINT fk_line FOREIGN KEY (t, aid) REFERENCES acct (tenant, id) "
+                      "ON DELETE CASCADE)",
+                      "CREATE TABLE line_archive (lid INT PRIMARY KEY, t VARCHAR(8) NOT NULL, "
+                      "aid INT NOT NULL)",
+                      "(1, 'a', 1), (2, 'b', 1), (3, 'a', 2)")
     result = run_cli(config)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert db.query("SELECT lid FROM line_archive") == [(1,)] and db.count("line") == 2
