@@ -72,8 +72,9 @@ Where keys live: KeyType (one column, or a composite key's "tuple" of parts), pa
     it), key_condition and row_key_condition (the SQL that matches exactly the listed rows).
 Where servers differ: Dialect (the statement forms), read once per session by Database.session_setup
     (dialect_of); normalized_column (fetch_columns: one spelling of a COLUMN_TYPE),
-    unwatchable_replica (Controls.read_lag: an Aurora reader). TLS: TlsSettings (build_tls,
-    replica_tls at load), Database.check_encryption (encryption_of) and Database.encryption (--check).
+    unwatchable_replica (open_replica, for Controls.read_lag and --check's replica_lines: an Aurora
+    reader). TLS: TlsSettings (build_tls, replica_tls at load), Database.check_encryption
+    (encryption_of) and Database.encryption (--check).
 Where the tracking tables are created outside a run: setup_tracking (--setup) -> TrackingSchema.ensure;
     their privileges are probed by TrackingSchema.privilege_problems (refused_statements).
 Where exit codes live: the list below; outcome_of (a finished run), exit_code_of (an error), main.
@@ -7029,6 +7030,28 @@ def unwatchable_replica(dialect: Dialect, where: str, lag_source: tuple[str, str
             "heartbeat:DB.TABLE with pt-heartbeat writing on the source")
 
 
+def open_replica(config: Config, replica: DbSettings) -> tuple[Any, Dialect]:
+    """A session on a replica to watch, and its server; a plain session where TLS is required, or
+    a replica whose lag cannot be read as configured (unwatchable_replica), is an ArchiveError."""
+    conn = mysql.connector.connect(**replica.connect_kwargs(), autocommit=True,
+                                   **silence_limits(probe_silence(config, replica)))
+    try:
+        cursor = conn.cursor()
+        cursor.execute(ENCRYPTION_SQL)
+        encryption_of(cast(list[tuple[Any, ...]], cursor.fetchall()), replica.tls)  # or refused
+        cursor.execute(DIALECT_SQL)
+        found = dialect_of({str(k).lower(): str(v)
+                            for k, v in cast(list[tuple[Any, Any]], cursor.fetchall())})
+        cursor.close()
+        problem = unwatchable_replica(found, replica.describe(), config.replica_lag_source)
+        if problem:
+            raise ArchiveError(problem)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, found
+
+
 class Controls:
     """Probes the servers between batches and carries out PauseState's decisions, visibly."""
 
@@ -7186,19 +7209,7 @@ class Controls:
         try:
             conn = self.replica_conns.get(index)
             if conn is None:
-                conn = mysql.connector.connect(**replica.connect_kwargs(), autocommit=True,
-                                               **silence_limits(probe_silence(self.config, replica)))
-                cursor = conn.cursor()
-                cursor.execute(ENCRYPTION_SQL)
-                encryption_of(cast(list[tuple[Any, ...]], cursor.fetchall()), replica.tls)  # or refused
-                cursor.execute(DIALECT_SQL)
-                found = dialect_of({str(k).lower(): str(v) for k, v in cast(list[tuple[Any, Any]],
-                                                                            cursor.fetchall())})
-                cursor.close()
-                problem = unwatchable_replica(found, replica.describe(), self.config.replica_lag_source)
-                if problem:
-                    conn.close()
-                    raise ArchiveError(problem)
+                conn, _ = open_replica(self.config, replica)
                 self.replica_conns[index] = conn
             if self.config.replica_lag_source is None:
                 return replica_lag(conn)
@@ -8106,6 +8117,31 @@ def child_lines(plan: TablePlan) -> list[str]:
             f"{plural(len(c.columns), 'column')} copied" for c in plan.children]
 
 
+def replica_lines(config: Config) -> tuple[list[str], list[str]]:
+    """--check's look at each replica in [controls] replicas: its server and lag now (lines), and
+    what would stop a run (problems: TLS refused, a replica whose lag cannot be read as set)."""
+    lines, problems = [], []
+    for replica in config.replicas:
+        where = replica.describe()
+        try:
+            conn, dialect = open_replica(config, replica)
+        except ArchiveError as exc:
+            problems.append(str(exc))
+            continue
+        except mysql.connector.Error as exc:
+            lines.append(f"note: replica {where} cannot be reached now ({describe_mysql_error(exc)}); a run "
+                         f"pauses while its lag is unknown, for at most replica_timeout")
+            continue
+        try:
+            lag = replica_lag(conn) if config.replica_lag_source is None else None
+        finally:
+            conn.close()
+        lag_text = ("lag read from the heartbeat table by the run" if config.replica_lag_source else
+                    f"lag {lag:.0f}s" if lag is not None else "lag unknown (not replicating?): a run pauses")
+        lines.append(f"replica: {where}: {dialect.name}, {lag_text}")
+    return lines, problems
+
+
 def check_command(config: Config, out: Any = None, verbose: bool = False) -> int:
     """Preflight only, with a readable verdict (with `verbose`, what each check looked at); exit 0
     when a run could proceed."""
@@ -8122,6 +8158,9 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
         present, version = tracking.schema.present(), tracking.schema.version()
         found.problems += tracking.schema.privilege_problems(present, version)
         found.problems += load_limit_problems(db, config)
+        watched, refused_replicas = replica_lines(config)
+        lines += watched
+        found.problems += refused_replicas
     finally:
         for session in (db, dest):
             if session is not None:
