@@ -100,7 +100,8 @@ Sections, in this order:
     conflicts, job reports, pauses and stops
                                                         (database code)
     one file, run                                       (the run)
-    status and check, dry run, key export, command line (--status/--check/--dry-run,
+    status, check and setup, dry run, key export, command line
+                                                        (--status, --check/--setup, --dry-run,
                                                         --export-keys, main)
 
 Exit codes:
@@ -446,6 +447,7 @@ class ChildSpec:
     archive_table: str
     parent_columns: tuple[str, ...]  # the child's columns holding its parent's key, in the key's order
     parent: str | None = None  # another child's NAME; None: the job's source table
+    without_foreign_key: bool = False  # the schema declares no foreign key: parent_columns confirmed by hand
 
     @property
     def section(self) -> str:
@@ -951,6 +953,9 @@ CHILD_OPTIONS = (
            "key_column, or the parent child's primary key."),
     Option("child", "parent", None, parse_identifier,
            "NAME of the [child NAME] section of its parent (default: the job's source table)."),
+    Option("child", "without_foreign_key", False, parse_bool,
+           "yes when the schema declares no foreign key from the child to its parent and you have "
+           "checked that parent_columns hold the parent's key (yes/no)."),
 )
 
 
@@ -4581,6 +4586,10 @@ def check_declared_foreign_key(db: Database, spec: ChildSpec, parent_table: str,
     """A child whose schema names how it references its parent (foreign keys) must be declared so:
     parent_columns on other columns would move rows of other parents (and leave its own)."""
     keys = foreign_keys_between(db, spec.source_table, parent_table)
+    if not keys and not spec.without_foreign_key:
+        found.problems.append(f"`{spec.source_table}` has no foreign key to `{parent_table}`, so nothing in "
+                              f"the schema says that ({', '.join(spec.parent_columns)}) hold the parent's "
+                              f"key: check it, then set {spec.section} without_foreign_key = yes")
     if keys and declared_pairs(spec, parent_key) not in keys.values():
         named = "; ".join(f"{name} ({', '.join(c for c, _ in pairs)})" for name, pairs in keys.items())
         found.problems.append(f"`{spec.source_table}` references `{parent_table}` by its foreign key "
@@ -4929,11 +4938,11 @@ def examine_child(db: Database, config: Config, spec: ChildSpec, parent_key: tup
                         config.source_table)
     before = len(own.problems)
     check_parent_columns(spec, source, fetch_columns(db, parent_table), parent_key, own)
-    check_declared_foreign_key(db, spec, parent_table, parent_key, own)
     if len(own.problems) == before and not has_leading_index(db, spec.source_table, spec.parent_columns):
         own.problems.append(f"`{spec.source_table}` has no index starting with "
                             f"({', '.join(spec.parent_columns)}): every batch would read and lock the "
                             "whole table; add one (a foreign key makes one)")
+    check_declared_foreign_key(db, spec, parent_table, parent_key, own)
     key = own_key(db, spec.source_table)
     index = unique_key_on(db, spec.archive_table, key[1]) if key else None
     if key is None or index is None:
@@ -7839,7 +7848,7 @@ def run(config: Config, verbosity: int = 1) -> int:
         log.close()
 
 
-# --------------------------------------------------------------------------- status and check
+# --------------------------------------------------------------------------- status
 
 def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[str]:
     """Left-aligned text columns."""
@@ -8053,6 +8062,8 @@ def show_status(config: Config, as_json: bool = False, out: Any = None) -> int:
         print_lines(status_lines(report), out)
     return EXIT_OK
 
+
+# --------------------------------------------------------------------------- check and setup
 
 def cluster_lines(db: Database) -> list[str]:
     """What --check says about a Galera node: its state and limits."""
