@@ -2530,11 +2530,16 @@ class TablePlan:
                 f"ON {child.same_key_sql('a', 'c')} WHERE {condition}"
                 f"{dialect.locking(written, ('a',)) if lock else ''}")
 
-    def child_insert_sql(self, child: ChildPlan, condition: str) -> str:
-        """Copy the child rows of the listed source rows that are not archived yet (never IGNORE)."""
+    def child_insert_sql(self, child: ChildPlan, condition: str, twins: bool = True) -> str:
+        """Copy the child rows of the listed source rows that are not archived yet (never IGNORE).
+
+        Without `twins` (the locked read found none archived, and keeps it so) the archive is not
+        read again: an INSERT ... SELECT that reads its own table goes through a temporary table
+        (5000 rows: 22 ms instead of 16)."""
+        not_archived = (f" AND NOT EXISTS (SELECT 1 FROM {child.archive_sql('a')} WHERE "
+                        f"{child.same_key_sql('a', 'c')})") if twins else ""
         return (f"INSERT INTO {quote_ident(child.archive)} ({child.column_list()}) SELECT "
-                f"{child.column_list('c')} FROM {self.family_sql(child)} WHERE {condition} AND NOT EXISTS "
-                f"(SELECT 1 FROM {child.archive_sql('a')} WHERE {child.same_key_sql('a', 'c')})")
+                f"{child.column_list('c')} FROM {self.family_sql(child)} WHERE {condition}{not_archived}")
 
     def family_count_sql(self, condition: str) -> str:
         """How many rows of each child table descend from the listed rows, read without locks (one
@@ -6389,7 +6394,7 @@ class Family(SameServer):
         condition, params = self.plan.condition(moving, "s")
         counts = {c.name: found.child_counts(c.name) for c in self.plan.children}
         steps += [(f"copied into `{c.archive}`", counts[c.name][0],
-                   (self.plan.child_insert_sql(c, condition), params))
+                   (self.plan.child_insert_sql(c, condition, counts[c.name][1] > 0), params))
                   for c in self.plan.children if counts[c.name][0]]
         steps += [(f"deleted from `{c.source}`", sum(counts[c.name]),
                    (self.plan.child_delete_sql(c, condition), params)) for c in reversed(self.plan.children)]
