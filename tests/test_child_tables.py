@@ -191,7 +191,8 @@ def test_a_three_level_family_moves_exactly_with_its_listed_parents(db, tmp_path
     assert report["child_tables"]["options"] == {"archived": 22, "deleted": 22, "duplicates": 0}
 
 
-def acct_job(db: ScratchDatabase, tmp_path: Path, line: str, line_archive: str, lines: str) -> Path:
+def acct_job(db: ScratchDatabase, tmp_path: Path, line: str, line_archive: str, lines: str, **settings: Any
+             ) -> Path:
     """acct keyed by (tenant, id), the child `line` on (aid, t); the key file lists (1, 'a')."""
     db.execute("CREATE TABLE acct (tenant VARCHAR(8) NOT NULL, id INT NOT NULL, PRIMARY KEY (tenant, id))")
     db.execute("CREATE TABLE acct_archive LIKE acct")
@@ -202,7 +203,7 @@ def acct_job(db: ScratchDatabase, tmp_path: Path, line: str, line_archive: str, 
     config = write_config(tmp_path, db, archive__source_table="acct", archive__archive_table="acct_archive",
                           archive__key_column="id, tenant", archive__csv_column=None,
                           **{"child l__source_table": "line", "child l__archive_table": "line_archive",
-                             "child l__parent_columns": "aid, t"})
+                             "child l__parent_columns": "aid, t"}, **settings)
     (tmp_path / "csv" / "k.csv").write_text('id,tenant\n1,"a"\n')
     return config
 
@@ -211,6 +212,11 @@ def test_a_composite_parent_key_joins_on_every_column_in_key_order(db, tmp_path)
     config = acct_job(db, tmp_path, "CREATE TABLE line (lid INT PRIMARY KEY, t VARCHAR(8) NOT NULL, aid INT "
                       "NOT NULL, KEY (aid, t))", "CREATE TABLE line_archive LIKE line",
                       "(1, 'a', 1), (2, 'b', 1), (3, 'a', 2), (4, 'A', 1)")
+    refused = run_cli(config, "--check")  # no foreign key: the columns must be confirmed
+    assert refused.returncode == 1, refused.stdout
+    assert ("[child l]: `line` has no foreign key to `acct`, so nothing in the schema says that (aid, t) "
+            "hold the parent's key: check it, then set [child l] without_foreign_key = yes") in refused.stdout
+    config.write_text(config.read_text() + "without_foreign_key = yes\n")  # the last section: [child l]
     result = run_cli(config)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert db.query("SELECT * FROM acct ORDER BY tenant, id") == [("a", 2), ("b", 1)]

@@ -747,3 +747,22 @@ def test_replica_timeout_gives_up_and_rerun_completes(
     finish_with_rerun(job)
     assert_rows(job, job.listed, [])
     assert_replica_matches(pair, rdb)
+
+
+def test_check_looks_at_each_replica_it_would_watch(
+        tmp_path: Path, rdb: ScratchDatabase, pair: ReplicationPair) -> None:
+    """--check names each replica's server and lag now, and a replica it cannot reach as a note."""
+    gone = f"mysql://mon:{MONITOR_PASSWORD}@127.0.0.1:{free_port()}"
+    job = replica_job(tmp_path, rdb, pair, 20, controls__replicas=f"{pair.monitor_spec()}, {gone}")
+    result = run_cli(job.config, "--check")
+    assert result.returncode == EXIT_OK, result.stdout + result.stderr
+    assert re.search(rf"^replica: mon@127\.0\.0\.1:{pair.replica.port}: MariaDB 10\.[0-9.]+, lag [0-9]+s$",
+                     result.stdout, re.M), result.stdout
+    assert re.search(r"^note: replica mon@127\.0\.0\.1:[0-9]+ cannot be reached now", result.stdout, re.M)
+    pair.stop_sql_thread()
+    try:
+        stopped = run_cli(job.config, "--check").stdout
+    finally:
+        pair.start_replication()
+    assert "lag unknown (not replicating?): a run pauses" in stopped
+    assert MONITOR_PASSWORD not in result.stdout + stopped

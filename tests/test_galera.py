@@ -3,6 +3,7 @@ node failover, certification conflicts, write-set limits and --status through an
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import threading
@@ -470,3 +471,23 @@ def test_a_family_job_on_the_cluster_moves_children_with_parents_within_the_writ
     assert [r[0] for r in galera_db.query("SELECT id FROM orders_archive ORDER BY id")] == listed
     assert galera_db.scalar("SELECT COUNT(*) FROM order_items WHERE order_id <= 40") == 0
     assert "PART: Batch 1 - 5 of 10 keys moved" in result.stdout
+
+
+def test_an_export_on_the_cluster_reads_a_synced_node_and_its_keys_archive_exactly(
+        galera_db, galera_cluster, tmp_path):
+    causal(galera_db)
+    config, original = make_job(galera_db, tmp_path, range(1, 1201), {}, export__where="id % 3 = 0",
+                                export__keys_per_file=150, database__host=hosts(galera_cluster, 0, 1, 2))
+    galera_cluster.set_global(0, "wsrep_desync", "ON")  # node 0 is a donor: the export must go on to node 1
+    try:
+        exported = run_cli(config, "--export-keys")
+    finally:
+        galera_cluster.set_global(0, "wsrep_desync", "OFF")
+    assert exported.returncode == 0, (exported.stdout, exported.stderr)
+    manifest = json.loads(next((tmp_path / "logs").glob("*.export.json")).read_text())
+    assert manifest["keys"] == 400 and len(manifest["files"]) == 3
+    assert str(galera_cluster.nodes[1].port) in manifest["server"], manifest["server"]
+    result = run_cli(config, "-q")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert set(snapshot(galera_db, "rewards_archives")) == {k for k in original if k % 3 == 0}
+    assert set(snapshot(galera_db, "rewards")) == {k for k in original if k % 3}
