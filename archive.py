@@ -23,9 +23,9 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
     open_run -> TrackingSchema.ensure (MIGRATIONS), RunLock.acquire (hooks: RunLock.retake,
         say_everywhere), Tracking.start_run, write_header (script_hash), then
         require_plan -> run_preflight (read_definitions, examine, read_definitions), make_mover.
-    execute_run -> retry_transaction(recheck_conflicts), note_open_rows (the first metrics write),
-        file_size, then for each file Controls.stop_reason and retry_file ->
-        retry_transaction(archive_file), then retry_transaction(end_run).
+    execute_run -> retry_transaction(recheck_conflicts), retry_transaction(note_open_rows: the first
+        metrics write), file_size, then for each file retry_transaction(Controls.stop_reason) and
+        retry_file -> retry_transaction(archive_file), then retry_transaction(end_run).
     archive_file -> plan_file -> identify_file, Tracking.finished_record (then skip_finished_file),
         resume_point -> verify_log_checkpoint, count_keys (or reject); then resume_inside
         (Tracking.settled_keys), Tracking.start_file, open_keys, then for each batch of iter_batches:
@@ -7639,10 +7639,12 @@ def execute_run(context: RunContext, files: list[Path]) -> int:
     # step below is safe to repeat from the start on the next node.
     context.state.totals.add(retry_transaction(context, "Recheck of conflicts",
                                                functools.partial(recheck_conflicts, context)))
-    note_open_rows(context)
+    retry_transaction(context, "Reading the open conflicts", functools.partial(note_open_rows, context))
     sizes = [file_size(path) for path in files]
     for index, path in enumerate(files):
-        reason = context.controls.stop_reason() if context.controls else None
+        controls = context.controls
+        reason = retry_transaction(context, "Check before the file", controls.stop_reason) \
+            if controls else None
         if reason:
             context.state.stop_reason = reason
             break

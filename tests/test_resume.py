@@ -549,3 +549,18 @@ def test_a_migration_cut_short_is_finished_by_the_next_run(db, tmp_path):
     stamp = db.scalar("SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE "
                       "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'process_logs'")
     assert stamp == archive.SCHEMA_COMMENT
+
+
+def test_a_connection_lost_while_the_run_reads_its_open_conflicts_is_survived(db, tmp_path):
+    # Found by CI on a loaded machine: a Galera node killed just after the recheck, while the run
+    # counted its open conflicts for the metrics, failed the run (2013) instead of moving on
+    need_socket(db.server)
+    _, original = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 21))},
+                           archive__batch_size=10)
+    counting = b"SELECT COUNT(*) FROM conflict_logs WHERE job"
+    result, proxy = run_cli_cut(tmp_path, db, lambda data: counting in data,
+                                forward=False, delay=0.1, filename="cut.ini", archive__batch_size=10)
+    assert proxy.cuts == 1, "the proxy must have cut the count of open conflicts"
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "RETRY: Reading the open conflicts attempt 2" in result.stdout
+    assert_conserved(db, original, set(range(1, 21)))
