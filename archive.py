@@ -5463,6 +5463,7 @@ class RunLock:
         self.owner = secrets.token_hex(16)
         self.locked = False
         self.user_lock = False
+        self.user_lock_session: Any = None  # the session that took the user lock
         self.run_id = 0  # the run this lock is recorded under (process_logs.id), once started
         self.last_beat = 0.0
 
@@ -5486,6 +5487,16 @@ class RunLock:
         a holder is gone; a run whose server refuses user locks records none.
         """
         self.user_lock = self.user_lock_answer("GET_LOCK(%s, 0)", self.user_lock_name()) == (True, 1)
+        self.user_lock_session = self.db.conn  # the session holding it (kept: `is` compares it)
+
+    def hold_user_lock(self) -> None:
+        """Before the lock row is written: a session lost since the user lock was taken (a Galera
+        node aborting it in a race of starting runs; the rollback forgets it) is replaced, and the
+        user lock taken again on the new one, or the row would name a user lock nobody holds and
+        another run would take it over from this live one."""
+        self.db.ensure_connected()
+        if self.db.conn is not self.user_lock_session:
+            self.take_user_lock()
 
     def user_lock_answer(self, call: str, name: str) -> tuple[bool, Any]:
         """(whether the server runs user-lock functions, the function's answer)."""
@@ -5531,6 +5542,7 @@ class RunLock:
         Returns (taken, takeover note); not taken means the row changed under us: look again.
         """
         name, lease = self.config.lock_name, math.ceil(self.config.lock_lease)
+        self.hold_user_lock()
         try:
             self.db.execute(
                 "INSERT INTO run_locks (lock_name, owner, process_log_id, host, pid, node, connection_id, "
@@ -5543,6 +5555,7 @@ class RunLock:
             self.db.rollback()
             if exc.errno != ER_DUP_ENTRY:
                 raise
+        self.hold_user_lock()
         holder = self.holder()
         if holder is None:
             return False, None  # released in between: insert again
