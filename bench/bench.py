@@ -208,6 +208,12 @@ What it does, in one run:
    ``key_column = id, created_at`` against b pt-archiver (the same flags as 3b), which ascends
    the same primary key.  Verified like 3; prints a/b (goal at most 0.50).
 
+13. ``--family``: orders with their items (``--family-orders``, 200,000; ``--family-items``, 5 per
+   order; the items' foreign key ``ON DELETE RESTRICT``): a archive.py with ``[child items]``,
+   every order listed, against b pt-archiver (the same flags as 3b) on the items, then on the
+   orders (one table per invocation; the two runs added up).  Verified: both archives equal their
+   pristine copies, both sources empty; prints a/b (goal at most 0.50).
+
 Progress goes to stderr, result tables to stdout.  ``--keep`` leaves the temp dir
 (server datadir, CSVs, configs, logs) in place and prints its path.
 """
@@ -225,6 +231,7 @@ from pathlib import Path
 import cluster
 import composite
 import dest
+import family
 import history
 import probes
 import schema_checks
@@ -255,7 +262,7 @@ from benchlib import (
 from contenders import ensure_pt_archiver, side_by_side
 
 MODES: tuple[Mode, ...] = (history.MODE, workload.MODE, wide.MODE, cluster.MODE, dest.MODE,
-                           schema_checks.MODE, composite.MODE)
+                           schema_checks.MODE, composite.MODE, family.MODE)
 
 
 def print_main_table(results: list[Result], rows: int, batch_size: int) -> None:
