@@ -6185,8 +6185,15 @@ class Mover(abc.ABC):
     def recheck_references(self) -> None:
         """After the careful path's last DELETE: the foreign keys that reach the source are still the
         approved ones (Definitions.gate_sql says why this must follow the writes)."""
-        checks = cast(Definitions, self.plan.definitions)
-        if self.db.query(f"SELECT {checks.effect_expressions()[2]}") != [(checks.effects[2],)]:
+        self.check_references(self.db.query(self.references_sql()))
+
+    def references_sql(self) -> str:
+        """The read of the foreign keys that reach the source, for after a batch's last DELETE."""
+        return f"SELECT {cast(Definitions, self.plan.definitions).effect_expressions()[2]}"
+
+    def check_references(self, rows: Sequence[Any]) -> None:
+        """What references_sql read must be what the preflight approved, or the batch is rolled back."""
+        if list(rows) != [(cast(Definitions, self.plan.definitions).effects[2],)]:
             raise schema_changed(self.db, self.db.where)
 
 
@@ -6396,7 +6403,7 @@ class Family(SameServer):
                     ) -> tuple[Counters, Classified]:
         """Copy the moving rows and their child rows top down, then delete them bottom up, in one
         round trip: every count as classified under the locks, or the batch is rolled back."""
-        moving, copied = found.to_copy + found.identical, 0
+        moving = found.to_copy + found.identical
         self.moved = {c.name: [0, 0, 0] for c in self.plan.children}
         if not moving:
             return found.counts(keys, 0, 0, settled), found
@@ -6413,19 +6420,14 @@ class Family(SameServer):
                    (self.plan.child_delete_sql(c, condition), params)) for c in reversed(self.plan.children)]
         condition, params = self.plan.condition(moving)
         steps.append(("deleted", len(moving), (self.plan.delete_sql(condition, len(moving)), params)))
-        checks = cast(Definitions, self.plan.definitions)  # then the foreign keys that reach the tables
-        *done, references = self.db.execute_script(
-            [sql for _, _, sql in steps] + [(f"SELECT {checks.effect_expressions()[2]}", ())], rows=True)
+        *done, references = self.db.execute_script(  # the references are read after the deletes
+            [sql for _, _, sql in steps] + [(self.references_sql(), ())], rows=True)
         for (what, expected, _), got in zip(steps, done):
             checked(what, expected, got)
-        if references != [(checks.effects[2],)]:  # read after the deletes: see Definitions.gate_sql
-            raise schema_changed(self.db, self.db.where)
-        results = dict(zip((what for what, _, _ in steps), done))
-        for child in self.plan.children:
-            self.moved[child.name] = [results.get(f"copied into `{child.archive}`", 0),
-                                      results[f"deleted from `{child.source}`"], counts[child.name][1]]
-        copied = results.get("copied", 0)
-        return found.counts(keys, copied, results["deleted"], settled), found
+        self.check_references(references)
+        # every count is now the one classified under the locks
+        self.moved = {name: [new, new + twins, twins] for name, (new, twins) in counts.items()}
+        return found.counts(keys, len(found.to_copy), len(moving), settled), found
 
 
 # --------------------------------------------------------------------------- the batch transaction
