@@ -546,6 +546,16 @@ def failure_note(exc: BaseException) -> str:
     return f"FAILED: {str(exc).splitlines()[0][:150]}" if str(exc) else f"FAILED: {type(exc).__name__}"
 
 
+def print_versus(title: str, results: list[Result]) -> None:
+    """A mode's table of archive.py (a) against pt-archiver (b), and a/b against the 0.50 goal."""
+    print(f"\n== {title} ==")
+    print(f"{'contender':<46} {'seconds':>9} {'rows/s':>10} {'peak RSS':>9}  note")
+    for r in results:
+        print(f"{r.name:<46} {fmt_seconds(r)} {fmt_rps(r)} {fmt_rss(r)}  {fmt_note(r)}".rstrip())
+    if len(results) == 2:
+        print(f"a/b = {fmt_ratio(results[0], results[1])} (goal: at most 0.50)")
+
+
 def close_mode(env: Env, schema: Schema, results: list[Result], prefix: str) -> list[Result]:
     """After a mode printed its table on its own database: drop the database, name the results
     after the mode."""

@@ -22,13 +22,9 @@ from benchlib import (
     Schema,
     close_mode,
     create_schema,
-    fmt_note,
-    fmt_ratio,
-    fmt_rps,
-    fmt_rss,
-    fmt_seconds,
     measure,
     positive_int,
+    print_versus,
     query,
     run_archive_py,
 )
@@ -87,13 +83,8 @@ def run_composite(env: Env, args: argparse.Namespace, _ids: Sequence[int] = ()) 
         contenders.append(Contender("b pt-archiver --bulk-insert, ascending the key",
                                     lambda: run_pt_archiver(composite, args.batch_size), env=composite))
     results = measure(composite, contenders, args.repeat)
-    print(f"\n== composite key: {args.composite_rows} rows, PRIMARY KEY (id, created_at DATETIME(6)), "
-          f"4 RANGE partitions, batch size {args.batch_size} ==")
-    print(f"{'contender':<46} {'seconds':>9} {'rows/s':>10} {'peak RSS':>9}  note")
-    for r in results:
-        print(f"{r.name:<46} {fmt_seconds(r)} {fmt_rps(r)} {fmt_rss(r)}  {fmt_note(r)}".rstrip())
-    if len(results) == 2:
-        print(f"a/b = {fmt_ratio(results[0], results[1])} (goal: at most 0.50)")
+    print_versus(f"composite key: {args.composite_rows} rows, PRIMARY KEY (id, created_at DATETIME(6)), "
+                 f"4 RANGE partitions, batch size {args.batch_size}", results)
     return close_mode(env, EVENTS, results, "composite")
 
 

@@ -21,13 +21,9 @@ from benchlib import (
     Result,
     Schema,
     close_mode,
-    fmt_note,
-    fmt_ratio,
-    fmt_rps,
-    fmt_rss,
-    fmt_seconds,
     measure,
     positive_int,
+    print_versus,
     query,
     run_archive_config,
     scalar,
@@ -130,13 +126,8 @@ def run_family(env: Env, args: argparse.Namespace, _ids: Sequence[int] = ()) -> 
         contenders.append(Contender("b pt-archiver: items, then orders",
                                     lambda: run_pt_two_jobs(family, args), **hooks))
     results = measure(family, contenders, args.repeat)
-    print(f"\n== child tables: {orders} orders with {items} items each ({orders * (items + 1)} rows), "
-          f"batch size {args.batch_size} ==")
-    print(f"{'contender':<46} {'seconds':>9} {'rows/s':>10} {'peak RSS':>9}  note")
-    for r in results:
-        print(f"{r.name:<46} {fmt_seconds(r)} {fmt_rps(r)} {fmt_rss(r)}  {fmt_note(r)}".rstrip())
-    if len(results) == 2:
-        print(f"a/b = {fmt_ratio(results[0], results[1])} (goal: at most 0.50)")
+    print_versus(f"child tables: {orders} orders with {items} items each ({orders * (items + 1)} rows), "
+                 f"batch size {args.batch_size}", results)
     return close_mode(env, SCHEMA, results, "family")
 
 
