@@ -546,6 +546,15 @@ def failure_note(exc: BaseException) -> str:
     return f"FAILED: {str(exc).splitlines()[0][:150]}" if str(exc) else f"FAILED: {type(exc).__name__}"
 
 
+def versus(env: Env, ours: Contender, pt: Contender, repeat: int, title: str, schema: Schema, prefix: str
+           ) -> list[Result]:
+    """A mode's archive.py (a) against pt-archiver (b, when it can run), interleaved: measured,
+    printed with a/b, the mode's database dropped."""
+    results = measure(env, [ours] + ([pt] if env.pt_missing is None else []), repeat)
+    print_versus(title, results)
+    return close_mode(env, schema, results, prefix)
+
+
 def print_versus(title: str, results: list[Result]) -> None:
     """A mode's table of archive.py (a) against pt-archiver (b), and a/b against the 0.50 goal."""
     print(f"\n== {title} ==")

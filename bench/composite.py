@@ -20,13 +20,11 @@ from benchlib import (
     Mode,
     Result,
     Schema,
-    close_mode,
     create_schema,
-    measure,
     positive_int,
-    print_versus,
     query,
     run_archive_py,
+    versus,
 )
 from contenders import run_pt_archiver
 
@@ -77,15 +75,13 @@ def run_composite(env: Env, args: argparse.Namespace, _ids: Sequence[int] = ()) 
                                     ids_csv=env.workdir / "composite" / "keys.csv", peers=[])
     create_schema(env.conn, args.composite_rows, 1, EVENTS)
     write_keys_csv(composite, composite.ids_csv)
-    contenders = [Contender("a archive.py, key (id, created_at)",
-                            lambda: run_archive_py(composite, "composite", args.batch_size), env=composite)]
-    if env.pt_missing is None:
-        contenders.append(Contender("b pt-archiver --bulk-insert, ascending the key",
-                                    lambda: run_pt_archiver(composite, args.batch_size), env=composite))
-    results = measure(composite, contenders, args.repeat)
-    print_versus(f"composite key: {args.composite_rows} rows, PRIMARY KEY (id, created_at DATETIME(6)), "
-                 f"4 RANGE partitions, batch size {args.batch_size}", results)
-    return close_mode(env, EVENTS, results, "composite")
+    return versus(composite, Contender("a archive.py, key (id, created_at)",
+                                       lambda: run_archive_py(composite, "composite", args.batch_size),
+                                       env=composite),
+                  Contender("b pt-archiver --bulk-insert, ascending the key",
+                            lambda: run_pt_archiver(composite, args.batch_size), env=composite),
+                  args.repeat, f"composite key: {args.composite_rows} rows, PRIMARY KEY (id, created_at "
+                  f"DATETIME(6)), 4 RANGE partitions, batch size {args.batch_size}", EVENTS, "composite")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:

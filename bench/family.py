@@ -20,13 +20,11 @@ from benchlib import (
     Mode,
     Result,
     Schema,
-    close_mode,
-    measure,
     positive_int,
-    print_versus,
     query,
     run_archive_config,
     scalar,
+    versus,
     write_config,
 )
 from contenders import run_pt_archiver
@@ -120,15 +118,12 @@ def run_family(env: Env, args: argparse.Namespace, _ids: Sequence[int] = ()) -> 
     family.ids_csv.parent.mkdir(parents=True, exist_ok=True)
     family.ids_csv.write_text("id\n" + "".join(f"{k}\n" for k in range(1, orders + 1)))
     hooks: dict[str, Any] = {"env": family, "prepare": lambda: reset(family), "check": lambda: check(family)}
-    contenders = [Contender("a archive.py, orders with [child items]", lambda: run_archive_py(family, args),
-                            **hooks)]
-    if env.pt_missing is None:
-        contenders.append(Contender("b pt-archiver: items, then orders",
-                                    lambda: run_pt_two_jobs(family, args), **hooks))
-    results = measure(family, contenders, args.repeat)
-    print_versus(f"child tables: {orders} orders with {items} items each ({orders * (items + 1)} rows), "
-                 f"batch size {args.batch_size}", results)
-    return close_mode(env, SCHEMA, results, "family")
+    return versus(family, Contender("a archive.py, orders with [child items]",
+                                    lambda: run_archive_py(family, args), **hooks),
+                  Contender("b pt-archiver: items, then orders", lambda: run_pt_two_jobs(family, args),
+                            **hooks),
+                  args.repeat, f"child tables: {orders} orders with {items} items each "
+                  f"({orders * (items + 1)} rows), batch size {args.batch_size}", SCHEMA, "family")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
