@@ -4687,6 +4687,23 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
     return (composite_key_type(parts) if len(parts) == len(keys) else None), indexes, names
 
 
+def send_probe(session: Database, sql: str, tries: int = 6) -> None:
+    """Send one probe statement, again after a deadlock or certification conflict.
+
+    On Galera a racing run's CREATE/ALTER of the tracking tables (TOI) aborts this session's
+    open statement with 1213; that says nothing about privileges, so it is asked again.
+    """
+    for attempt in range(tries):
+        try:
+            session.query(sql)
+            return
+        except mysql.connector.Error as exc:
+            session.rollback()
+            if is_connection_error(exc) or not is_transient(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.05 * 2 ** attempt)
+
+
 def refused_statements(checks: Sequence[tuple[Database, str, str]], explain: bool = True,
                        accepted: frozenset[int] = frozenset()) -> list[str]:
     """'cannot <label>: <error>' for each (session, label, statement) the server would refuse.
@@ -4697,7 +4714,7 @@ def refused_statements(checks: Sequence[tuple[Database, str, str]], explain: boo
     problems = []
     for session, label, sql in checks:
         try:
-            session.query("EXPLAIN " + sql if explain else sql)
+            send_probe(session, "EXPLAIN " + sql if explain else sql)
         except mysql.connector.Error as exc:
             if is_connection_error(exc):
                 raise
