@@ -4688,11 +4688,8 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
 
 
 def send_probe(session: Database, sql: str, tries: int = 6) -> None:
-    """Send one probe statement, again after a deadlock or certification conflict.
-
-    On Galera a racing run's CREATE/ALTER of the tracking tables (TOI) aborts this session's
-    open statement with 1213; that says nothing about privileges, so it is asked again.
-    """
+    """Send one probe statement, again after a deadlock or certification conflict."""
+    # On Galera a racing run's DDL on the tracking tables (TOI) aborts it with 1213: no answer.
     for attempt in range(tries):
         try:
             session.query(sql)
