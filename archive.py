@@ -2248,6 +2248,28 @@ class Column:
     charset: str = ""
 
 
+# MySQL's JSON keeps each scalar's SQL type (JSON_TYPE: INTEGER, UNSIGNED INTEGER, DOUBLE, DECIMAL, DATE,
+# ...) where its text does not ([1.0] of a DOUBLE or a DECIMAL); = holds 1 = 1.0 (refman/8.0/en/json.html).
+# Values of one text have one shape: the values of one walk ('$', '$**.*', '$**[*]': itself, each member and
+# element) pair up, and each pair must have one JSON_TYPE (only DATETIME and TIMESTAMP share theirs).
+def json_values_sql(value: str, alias: str) -> str:
+    """A JSON_TABLE of a JSON value and every value nested in it, numbered (n) in one walk (v)."""
+    return (f"JSON_TABLE(JSON_EXTRACT({value}, '$', '$**.*', '$**[*]'), '$[*]' COLUMNS "
+            f"(n FOR ORDINALITY, v JSON PATH '$')) AS {alias}")
+
+
+def same_json_types_sql(a: str, b: str) -> str:
+    """No value of JSON `a` has another JSON_TYPE than its twin in `b` (pairs: no group_concat_max_len)."""
+    return (f"NOT EXISTS (SELECT 1 FROM {json_values_sql(a, 'x')} JOIN {json_values_sql(b, 'y')} "
+            "ON y.n = x.n WHERE NOT (JSON_TYPE(x.v) <=> JSON_TYPE(y.v)))")
+
+
+def json_types_sql(value: str) -> str:
+    """Each JSON_TYPE of json_values_sql, comma-separated (longer than max_allowed_packet: a NULL literal)."""
+    return (f"(SELECT GROUP_CONCAT(JSON_TYPE(t.v) ORDER BY t.n SEPARATOR ',') "
+            f"FROM {json_values_sql(value, 't')})")
+
+
 def same_value_sql(column: Column, left: str, right: str) -> str:
     """True when two values of `column` are the same stored value; NULL equals NULL.
 
@@ -2268,7 +2290,7 @@ def same_value_sql(column: Column, left: str, right: str) -> str:
     if column.data_type in ("enum", "set"):
         return f"({a} + 0 <=> {b} + 0 AND {same_bytes})"
     if column.data_type == "json":  # MySQL's: its text is normalised, so the scalar types must match too
-        return f"({same_bytes} AND JSON_TYPE({a}) <=> JSON_TYPE({b}))"
+        return f"({same_bytes} AND {same_json_types_sql(a, b)})"
     return same_bytes
 
 
@@ -2304,8 +2326,10 @@ def literal_sql(column: Column, alias: str) -> str:
         text = c
     elif kind in QUOTED_AS_TEXT:
         text = f"QUOTE(CAST({c} AS CHAR))"
-    elif kind == "json":  # MySQL's JSON has no character set, and a binary string is no JSON (3144)
-        text = f"CONCAT('_utf8mb4 X''', HEX({c}), '''')"
+    elif kind == "json":
+        # MySQL's JSON has no charset; a binary string is no JSON (3144). The types its text loses follow in a
+        # comment the INSERT ignores and the proof renders again: a DECIMAL that arrived as a DOUBLE differs.
+        text = f"CONCAT('_utf8mb4 X''', HEX({c}), ''' /* ', {json_types_sql(c)}, ' */')"
     elif column.charset and CHARSET_NAME.match(column.charset):
         text = f"CONCAT('_{column.charset} X''', HEX({c}), '''')"
     else:
@@ -6787,8 +6811,15 @@ class OtherServer(Mover):
                 self.dest.rollback()
                 raise ArchiveError(f"the copies on the destination would differ from the source rows "
                                    f"(keys {', '.join(differ[:SHOWN_KEYS])}): a column the destination "
-                                   "stores differently; nothing was moved")
+                                   f"stores differently{self.json_hint()}; nothing was moved")
         self.dest.commit()
+
+    def json_hint(self) -> str:
+        """What a differing copy may be when the rows have MySQL JSON: a type its text cannot carry."""
+        if not any(c.data_type == "json" for c in self.plan.columns):
+            return ""
+        return (" (or a JSON value with a scalar whose type its text does not carry: DECIMAL, DATE, TIME, "
+                "DATETIME, binary, UNSIGNED below 2^63; such rows can be archived on their own server only)")
 
     def set_aside_collisions(self, found: Classified) -> None:
         """Keys equal to an archived key only under the column's collation are conflicts."""

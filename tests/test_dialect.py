@@ -135,14 +135,28 @@ def test_an_aurora_reader_is_refused_as_a_replica_unless_its_lag_comes_from_a_he
     assert archive.unwatchable_replica(dialect("mysql-8.4.3"), "r", None) is None
 
 
-def test_mysql_json_travels_as_utf8mb4_text_and_compares_its_scalar_types():
+def test_mysql_json_travels_as_utf8mb4_text_with_the_type_of_every_value_it_holds():
     json_column = archive.Column("doc", "json")
     literal = archive.literal_sql(json_column, "s")
-    assert "CONCAT('_utf8mb4 X''', HEX(s.`doc`), '''')" in literal  # not X'..' alone: error 3144
-    same = archive.same_value_sql(json_column, "s", "a")
-    assert "JSON_TYPE(s.`doc`) <=> JSON_TYPE(a.`doc`)" in same  # 1.0 (DECIMAL) is not 1.0 (DOUBLE)
+    assert "CONCAT('_utf8mb4 X''', HEX(s.`doc`), ''' /* ', " in literal  # not X'..' alone: error 3144
+    # the types follow in a comment the INSERT ignores and the destination's proof renders again
+    assert ("(SELECT GROUP_CONCAT(JSON_TYPE(t.v) ORDER BY t.n SEPARATOR ',') FROM JSON_TABLE(JSON_EXTRACT("
+            "s.`doc`, '$', '$**.*', '$**[*]'), '$[*]' COLUMNS (n FOR ORDINALITY, v JSON PATH '$')) AS t), "
+            "' */')" in literal)
     text = archive.literal_sql(archive.Column("note", "varchar", "utf8mb4"), "s")
     assert "CONCAT('_utf8mb4 X''', HEX(s.`note`), '''')" in text  # MariaDB's JSON is text like this
+
+
+def test_mysql_json_compares_the_type_of_every_nested_value_not_only_the_top_one():
+    """[1] and [1.0] as MySQL prints a DOUBLE and a DECIMAL element, or [1] of an INTEGER and of an
+    UNSIGNED, have the same text: every value of the one walk pairs with its twin's, by type."""
+    same = archive.same_value_sql(archive.Column("doc", "json"), "s", "a")
+    assert same.startswith("(CAST(s.`doc` AS BINARY) <=> CAST(a.`doc` AS BINARY) AND NOT EXISTS (")
+    for side, alias in (("s", "x"), ("a", "y")):
+        assert (f"JSON_TABLE(JSON_EXTRACT({side}.`doc`, '$', '$**.*', '$**[*]'), '$[*]' COLUMNS "
+                f"(n FOR ORDINALITY, v JSON PATH '$')) AS {alias}") in same
+    assert same.endswith("ON y.n = x.n WHERE NOT (JSON_TYPE(x.v) <=> JSON_TYPE(y.v))))")
+    assert "GROUP_CONCAT" not in same  # group_concat_max_len would cut a long list short
 
 
 def test_no_statement_uses_what_mysql_deprecates_or_lacks():
@@ -185,3 +199,34 @@ def test_the_test_server_is_told_apart_as_archive_py_tells_it(server, db):
     assert found.index_usable_sql() in {"IGNORED = 'NO'", "IS_VISIBLE = 'YES'"}
     assert db.query(f"SELECT COUNT(*) FROM information_schema.STATISTICS WHERE {found.index_usable_sql()} "
                     "AND TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'db'")[0][0] > 0  # the column exists
+
+
+JSON_PAIRS = [  # (source, archive, identical?): MariaDB's JSON is text, so these differ by text too
+    ('{"a": [1, {"b": 1.5}], "c": "x"}', '{"a": [1, {"b": 1.5}], "c": "x"}', 1),
+    ("[1]", "[1.0]", 0), ('{"a": 1}', '{"a": "1"}', 0), ("[[1, 2], [3]]", "[[1, 2], [3]]", 1),
+    (None, None, 1), (None, "[]", 0), ("1", "1", 1), ("[]", "{}", 0),
+]
+
+
+def test_the_json_walk_runs_on_a_real_server_and_its_literal_inserts_and_proves_again(server, db):
+    """The MySQL JSON statements (same_value_sql, literal_sql of a `json` column), run on this
+    MariaDB, whose JSON_TABLE, JSON_EXTRACT paths and JSON_TYPE are MySQL's: the comparison holds
+    for equal values only, the walk lists every value's type, and a row literal with its types'
+    comment inserts, and renders the same literal from what was stored."""
+    from throwaway_server import DSN_ENV_VAR
+    if os.environ.get(DSN_ENV_VAR):
+        pytest.skip("the columns are MariaDB's JSON text, not MySQL's JSON")
+    for table in ("s", "a", "c"):
+        db.execute(f"CREATE TABLE `{table}` (id INT PRIMARY KEY, doc LONGTEXT NULL)")
+    db.executemany("INSERT INTO s VALUES (%s, %s)", [(i, pair[0]) for i, pair in enumerate(JSON_PAIRS)])
+    db.executemany("INSERT INTO a VALUES (%s, %s)", [(i, pair[1]) for i, pair in enumerate(JSON_PAIRS)])
+    column = archive.Column("doc", "json")
+    same = db.query(f"SELECT s.id, COALESCE({archive.same_value_sql(column, 's', 'a')}, 0) FROM s "
+                    "JOIN a ON a.id = s.id ORDER BY s.id")
+    assert [flag for _, flag in same] == [pair[2] for pair in JSON_PAIRS]
+    types = db.scalar(f"SELECT {archive.json_types_sql('s.doc')} FROM s WHERE id = 0")
+    assert sorted(types.split(",")) == ["ARRAY", "DOUBLE", "INTEGER", "OBJECT", "OBJECT", "STRING"]
+    literals = db.query(f"SELECT id, {archive.literal_sql(column, 's')} FROM s ORDER BY id")
+    assert literals[0][1].endswith(f"' /* {types} */") and literals[4][1] == "NULL"
+    db.execute("INSERT INTO c (id, doc) VALUES " + ", ".join(f"({i}, {text})" for i, text in literals))
+    assert db.query(f"SELECT id, {archive.literal_sql(column, 'c')} FROM c ORDER BY id") == literals
