@@ -5,6 +5,7 @@ against MariaDB's and older servers'; MySQL-only functions in a guard; MySQL err
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -230,3 +231,51 @@ def test_the_json_walk_runs_on_a_real_server_and_its_literal_inserts_and_proves_
     assert literals[0][1].endswith(f"' /* {types} */") and literals[4][1] == "NULL"
     db.execute("INSERT INTO c (id, doc) VALUES " + ", ".join(f"({i}, {text})" for i, text in literals))
     assert db.query(f"SELECT id, {archive.literal_sql(column, 'c')} FROM c ORDER BY id") == literals
+
+
+GROUP = json.loads((Path(__file__).parent / "fixtures" / "group_replication.json").read_text())
+
+
+def workers(name: str) -> list[dict[str, Any]]:
+    """Captured applier worker rows, their times as the connector returns them (datetime or None)."""
+    return [{key: dt.datetime.fromisoformat(value) if key != "applying" and value else value
+             for key, value in row.items()} for row in GROUP["workers"][name]]
+
+
+def group_lag(status: str, member: str | None, worker_rows: str) -> tuple[float | None, str]:
+    """replica_lag_from on captured rows of a Group Replication member."""
+    return archive.replica_lag_from(GROUP["status"][status], GROUP["member"][member] if member else None,
+                                    workers(worker_rows), "mon@gr2:3306")
+
+
+def test_a_group_replication_secondary_has_a_lag_not_an_unknown_one():
+    """Its channels' Seconds_Behind_Source is NULL: read that way it was 'lag unknown' at every look,
+    and every run paused until replica_timeout and ended exit 6."""
+    assert group_lag("group_secondary", "idle", "idle") == (
+        0.0, ("Group Replication SECONDARY, ONLINE: the age of the oldest transaction its applier has "
+              "not applied"))
+    assert group_lag("group_secondary", "busy", "applying")[0] == 12.5  # the oldest being applied
+    assert group_lag("group_secondary", "busy", "between_two")[0] == 4.0  # the newest applied: the queued
+    # are younger
+
+
+def test_a_group_member_that_is_not_online_or_not_timed_has_an_unknown_lag():
+    assert group_lag("group_secondary", "recovering", "applying")[0] is None
+    assert group_lag("group_secondary", "busy", "not_timed")[0] is None
+
+
+def test_a_group_member_without_performance_schema_is_refused_naming_the_heartbeat():
+    with pytest.raises(archive.ArchiveError, match=r"mon@gr2:3306 is a Group Replication member .* "
+                                                   r"set replica_lag_source = heartbeat:DB\.TABLE"):
+        group_lag("group_secondary", None, "idle")
+
+
+def test_a_replica_lags_by_its_slowest_channel_and_says_what_it_watched():
+    lag, watched = group_lag("group_secondary_with_async_channel", "busy", "applying")
+    assert lag == 12.5 and watched.startswith("Seconds_Behind_Source of 1 channel; Group Replication")
+    assert group_lag("group_secondary_with_async_channel", "idle", "idle")[0] == 7.0
+    assert archive.replica_lag_from(GROUP["status"]["async_replica"], None, [], "r") == (
+        3.0, "Seconds_Behind_Source of 1 channel")
+    assert archive.replica_lag_from([], None, [], "r") == (None, "no replication channel")
+    stopped = [{"Connection_name": "", "Seconds_Behind_Master": None}]  # MariaDB's, SQL thread stopped
+    assert archive.replica_lag_from(stopped, None, [], "r") == (None, "Seconds_Behind_Master of 1 channel")
