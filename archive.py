@@ -2253,24 +2253,19 @@ class Column:
 
 # MySQL's JSON keeps each scalar's SQL type (JSON_TYPE: INTEGER, UNSIGNED INTEGER, DOUBLE, DECIMAL, DATE,
 # ...) where its text does not ([1.0] of a DOUBLE or a DECIMAL); = holds 1 = 1.0 (refman/8.0/en/json.html).
-# Values of one text have one shape: the values of one walk ('$', '$**.*', '$**[*]': itself, each member and
-# element) pair up, and each pair must have one JSON_TYPE (only DATETIME and TIMESTAMP share theirs).
+# Values of one text have one shape: the types of their values in one walk ('$', '$**.*', '$**[*]': itself,
+# each member and element) must be one list (only DATETIME and TIMESTAMP share a JSON_TYPE).
 def json_values_sql(value: str, alias: str) -> str:
     """A JSON_TABLE of a JSON value and every value nested in it, numbered (n) in one walk (v)."""
     return (f"JSON_TABLE(JSON_EXTRACT({value}, '$', '$**.*', '$**[*]'), '$[*]' COLUMNS "
             f"(n FOR ORDINALITY, v JSON PATH '$')) AS {alias}")
 
 
-def same_json_types_sql(a: str, b: str) -> str:
-    """No value of JSON `a` has another JSON_TYPE than its twin in `b` (pairs: no group_concat_max_len)."""
-    return (f"NOT EXISTS (SELECT 1 FROM {json_values_sql(a, 'x')} JOIN {json_values_sql(b, 'y')} "
-            "ON y.n = x.n WHERE NOT (JSON_TYPE(x.v) <=> JSON_TYPE(y.v)))")
-
-
 def json_types_sql(value: str) -> str:
-    """Each JSON_TYPE of json_values_sql, comma-separated (longer than max_allowed_packet: a NULL literal)."""
-    return (f"(SELECT GROUP_CONCAT(JSON_TYPE(t.v) ORDER BY t.n SEPARATOR ',') "
-            f"FROM {json_values_sql(value, 't')})")
+    """The JSON_TYPE of a JSON value and of every value nested in it, in one walk, comma-separated;
+    NULL when group_concat_max_len (max_allowed_packet) would cut the list: never identical then."""
+    return (f"(SELECT IF(SUM(CHAR_LENGTH(JSON_TYPE(t.v)) + 1) > @@SESSION.group_concat_max_len, NULL, "
+            f"GROUP_CONCAT(JSON_TYPE(t.v) ORDER BY t.n SEPARATOR ',')) FROM {json_values_sql(value, 't')})")
 
 
 def same_value_sql(column: Column, left: str, right: str) -> str:
@@ -2293,7 +2288,7 @@ def same_value_sql(column: Column, left: str, right: str) -> str:
     if column.data_type in ("enum", "set"):
         return f"({a} + 0 <=> {b} + 0 AND {same_bytes})"
     if column.data_type == "json":  # MySQL's: its text is normalised, so the scalar types must match too
-        return f"({same_bytes} AND {same_json_types_sql(a, b)})"
+        return f"({same_bytes} AND ({a} IS NULL OR {json_types_sql(a)} = {json_types_sql(b)}))"
     return same_bytes
 
 
