@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import mysql.connector
@@ -295,3 +296,12 @@ def test_a_json_type_list_group_concat_would_cut_is_never_identical_nor_copied(s
     found = db.query(f"SELECT s.id, COALESCE({archive.same_value_sql(column, 's', 'a')}, 0), "
                      f"{archive.literal_sql(column, 's')} IS NULL FROM s JOIN a ON a.id = s.id ORDER BY s.id")
     assert found == [(1, 1, 0), (2, 0, 1)]  # a NULL literal is a row refused as too large to copy
+
+
+def test_a_copy_that_differs_with_mysql_json_names_the_types_json_text_cannot_carry():
+    def hint(*columns: archive.Column) -> str:
+        mover: Any = SimpleNamespace(plan=SimpleNamespace(columns=columns))
+        return archive.OtherServer.json_hint(mover)
+    assert "DECIMAL, DATE, TIME, DATETIME, binary, UNSIGNED below 2^63" in hint(
+        archive.Column("id", "int"), archive.Column("doc", "json"))
+    assert hint(archive.Column("doc", "longtext", "utf8mb4")) == ""  # MariaDB's JSON travels as its bytes
