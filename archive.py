@@ -3601,7 +3601,10 @@ def replica_lag_from(status: Sequence[dict[str, Any]], member: dict[str, Any] | 
     column = "Seconds_Behind_Source" if any("Seconds_Behind_Source" in row for row in channels) else \
         "Seconds_Behind_Master"  # MariaDB's name, and MySQL's before 8.0.22
     watched = [f"{column} of {plural(len(channels), 'channel')}"] if channels else []
-    if len(channels) < len(status):
+    if len(channels) < len(status) and (member or {}).get("state") == "OFFLINE":
+        # the plugin is installed but not started: nothing replicates that way (lag unknown without more)
+        watched.append(f"Group Replication {member_text(member)}: not started")
+    elif len(channels) < len(status):
         lags.append(group_member_lag(member, workers, where))
         watched.append(f"Group Replication {member_text(member)}: the age of the oldest transaction its "
                        "applier has not applied")

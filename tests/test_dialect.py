@@ -279,6 +279,11 @@ def test_a_replica_lags_by_its_slowest_channel_and_says_what_it_watched():
     assert archive.replica_lag_from(GROUP["status"]["async_replica"], None, [], "r") == (
         3.0, "Seconds_Behind_Source of 1 channel")
     assert archive.replica_lag_from([], None, [], "r") == (None, "no replication channel")
+    offline = {"state": "OFFLINE", "role": "", "queued": 0}  # the plugin installed, not started
+    mixed = GROUP["status"]["group_secondary_with_async_channel"]
+    assert archive.replica_lag_from(mixed, offline, [], "r") == (
+        7.0, "Seconds_Behind_Source of 1 channel; Group Replication member, OFFLINE: not started")
+    assert archive.replica_lag_from(GROUP["status"]["group_secondary"], offline, [], "r")[0] is None
     stopped = [{"Connection_name": "", "Seconds_Behind_Master": None}]  # MariaDB's, SQL thread stopped
     assert archive.replica_lag_from(stopped, None, [], "r") == (None, "Seconds_Behind_Master of 1 channel")
 
