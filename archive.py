@@ -73,8 +73,10 @@ Where keys live: KeyType (one column, or a composite key's "tuple" of parts), pa
 Where servers differ: Dialect (the statement forms), read once per session by Database.session_setup
     (dialect_of); normalized_column (fetch_columns: one spelling of a COLUMN_TYPE),
     unwatchable_replica (open_replica, for Controls.read_lag and --check's replica_lines: an Aurora
-    reader). TLS: TlsSettings (build_tls, replica_tls at load), Database.check_encryption
-    (encryption_of) and Database.encryption (--check).
+    reader), replica_lag -> replica_lag_from (a Group Replication member: group_member_lag); MySQL's
+    JSON in same_value_sql and literal_sql (json_values_sql: the type of every nested value).
+    TLS: TlsSettings (build_tls, replica_tls at load), Database.check_encryption (encryption_of)
+    and Database.encryption (--check).
 Where the tracking tables are created outside a run: setup_tracking (--setup) -> TrackingSchema.ensure;
     their privileges are probed by TrackingSchema.privilege_problems (refused_statements).
 Where exit codes live: the list below; outcome_of (a finished run), exit_code_of (an error), main.
@@ -907,8 +909,9 @@ OPTIONS = connection_options("database", "Source server") + connection_options(
            "Replicas to watch: mysql://user:pw@host:port, mysql://user@localhost/?unix_socket=/path, "
            "or group:NAME for an option-file group."),
     Option("controls", "replica_lag_source", None, parse_lag_source,
-           "Where a replica's lag is read: replica_status (SHOW REPLICA STATUS, Seconds_Behind_Master) or "
-           "heartbeat:DB.TABLE, the table pt-heartbeat --update --utc writes on the source."),
+           "Where a replica's lag is read: replica_status (SHOW REPLICA STATUS, Seconds_Behind_Master; a "
+           "Group Replication member's applier in performance_schema) or heartbeat:DB.TABLE, the table "
+           "pt-heartbeat --update --utc writes on the source."),
     Option("controls", "max_replica_lag", 10.0, make_float_parser(0, 86400),
            "Pause while any replica is more than this many seconds behind."),
     Option("controls", "replica_timeout", 600.0, make_float_parser(1, 7 * 86400),
@@ -2248,6 +2251,23 @@ class Column:
     charset: str = ""
 
 
+# MySQL's JSON keeps each scalar's SQL type (JSON_TYPE: INTEGER, UNSIGNED INTEGER, DOUBLE, DECIMAL, DATE,
+# ...) where its text does not ([1.0] of a DOUBLE or a DECIMAL); = holds 1 = 1.0 (refman/8.0/en/json.html).
+# Values of one text have one shape: the types of their values in one walk ('$', '$**.*', '$**[*]': itself,
+# each member and element) must be one list (only DATETIME and TIMESTAMP share a JSON_TYPE).
+def json_values_sql(value: str, alias: str) -> str:
+    """A JSON_TABLE of a JSON value and every value nested in it, numbered (n) in one walk (v)."""
+    return (f"JSON_TABLE(JSON_EXTRACT({value}, '$', '$**.*', '$**[*]'), '$[*]' COLUMNS "
+            f"(n FOR ORDINALITY, v JSON PATH '$')) AS {alias}")
+
+
+def json_types_sql(value: str) -> str:
+    """The JSON_TYPE of a JSON value and of every value nested in it, in one walk, comma-separated;
+    NULL when group_concat_max_len (max_allowed_packet) would cut the list: never identical then."""
+    return (f"(SELECT IF(SUM(CHAR_LENGTH(JSON_TYPE(t.v)) + 1) > @@SESSION.group_concat_max_len, NULL, "
+            f"GROUP_CONCAT(JSON_TYPE(t.v) ORDER BY t.n SEPARATOR ',')) FROM {json_values_sql(value, 't')})")
+
+
 def same_value_sql(column: Column, left: str, right: str) -> str:
     """True when two values of `column` are the same stored value; NULL equals NULL.
 
@@ -2268,7 +2288,7 @@ def same_value_sql(column: Column, left: str, right: str) -> str:
     if column.data_type in ("enum", "set"):
         return f"({a} + 0 <=> {b} + 0 AND {same_bytes})"
     if column.data_type == "json":  # MySQL's: its text is normalised, so the scalar types must match too
-        return f"({same_bytes} AND JSON_TYPE({a}) <=> JSON_TYPE({b}))"
+        return f"({same_bytes} AND ({a} IS NULL OR {json_types_sql(a)} = {json_types_sql(b)}))"
     return same_bytes
 
 
@@ -2304,8 +2324,10 @@ def literal_sql(column: Column, alias: str) -> str:
         text = c
     elif kind in QUOTED_AS_TEXT:
         text = f"QUOTE(CAST({c} AS CHAR))"
-    elif kind == "json":  # MySQL's JSON has no character set, and a binary string is no JSON (3144)
-        text = f"CONCAT('_utf8mb4 X''', HEX({c}), '''')"
+    elif kind == "json":
+        # MySQL's JSON has no charset; a binary string is no JSON (3144). The types its text loses follow in a
+        # comment the INSERT ignores and the proof renders again: a DECIMAL that arrived as a DOUBLE differs.
+        text = f"CONCAT('_utf8mb4 X''', HEX({c}), ''' /* ', {json_types_sql(c)}, ' */')"
     elif column.charset and CHARSET_NAME.match(column.charset):
         text = f"CONCAT('_{column.charset} X''', HEX({c}), '''')"
     else:
@@ -3530,6 +3552,65 @@ def over_limit(status: dict[str, str], limits: Sequence[tuple[str, float]], key:
         if value > limit:
             return f"{name} is {value:g} ({key} {name}={limit:g})"
     return None
+
+
+# A Group Replication member lists its group's channels in SHOW REPLICA STATUS, with no receiver
+# thread and so a NULL Seconds_Behind_Source: they are read from performance_schema instead.
+GROUP_CHANNELS = frozenset(("group_replication_applier", "group_replication_recovery"))
+
+
+def member_text(member: dict[str, Any] | None) -> str:
+    """A group member's role and state (SECONDARY, ONLINE)."""
+    return f"{(member or {}).get('role') or 'member'}, {(member or {}).get('state') or 'state unknown'}"
+
+
+def group_member_lag(member: dict[str, Any] | None, workers: Sequence[dict[str, Any]],
+                     where: str) -> float | None:
+    """A group member's lag: how long ago (its UTC clock) the oldest transaction its applier works on
+    was committed at its origin; 0 with none and nothing queued for certification or its applier;
+    with some queued between two, the age of the newest applied (the queued are younger). None (a
+    pause) while it is not ONLINE or without timestamps (0: performance_schema not timing). See
+    replication_group_member_stats, replication_applier_status_by_worker in refman/8.0/en/."""
+    if member is None:  # performance_schema off: no member rows at all
+        raise ArchiveError(f"[controls] replicas: {where} is a Group Replication member whose "
+                           "performance_schema shows no member (performance_schema = OFF?), so its lag "
+                           "cannot be measured: turn performance_schema on, or set replica_lag_source = "
+                           "heartbeat:DB.TABLE with pt-heartbeat writing on the primary")
+    if member.get("state") != "ONLINE":
+        return None
+    times: list[dt.datetime | None] = [w.get("applying_since") for w in workers if w.get("applying")]
+    if not times and member.get("queued") == 0:
+        return 0.0
+    if not times and member.get("queued"):
+        times = [max((w["applied_since"] for w in workers if w.get("applied_since")), default=None)]
+    known = [t for t in times if t is not None]
+    if not known or len(known) < len(times):
+        return None
+    return max(float((workers[0]["now"] - min(known)).total_seconds()), 0.0)
+
+
+def replica_lag_from(status: Sequence[dict[str, Any]], member: dict[str, Any] | None,
+                     workers: Sequence[dict[str, Any]], where: str) -> tuple[float | None, str]:
+    """A replica's lag in seconds (None: unknown, a pause) and what it was read from, given its SHOW
+    REPLICA STATUS rows and, when they list a Group Replication channel, its own row of
+    performance_schema's group members (GROUP_MEMBER_SQL; None: not there) and its applier's workers
+    (GROUP_APPLIER_SQL). The lag is the largest of its channels'."""
+    channels = [row for row in status if row.get("Channel_Name") not in GROUP_CHANNELS]
+    lags: list[float | None] = [row.get("Seconds_Behind_Master", row.get("Seconds_Behind_Source"))
+                                for row in channels]
+    column = "Seconds_Behind_Source" if any("Seconds_Behind_Source" in row for row in channels) else \
+        "Seconds_Behind_Master"  # MariaDB's name, and MySQL's before 8.0.22
+    watched = [f"{column} of {plural(len(channels), 'channel')}"] if channels else []
+    if len(channels) < len(status) and (member or {}).get("state") == "OFFLINE":
+        # the plugin is installed but not started: nothing replicates that way (lag unknown without more)
+        watched.append(f"Group Replication {member_text(member)}: not started")
+    elif len(channels) < len(status):
+        lags.append(group_member_lag(member, workers, where))
+        watched.append(f"Group Replication {member_text(member)}: the age of the oldest transaction its "
+                       "applier has not applied")
+    known = [lag for lag in lags if lag is not None]
+    lag = float(max(known)) if lags and len(known) == len(lags) else None
+    return lag, "; ".join(watched) or "no replication channel"
 
 
 # --------------------------------------------------------------------------- terminal output
@@ -6787,8 +6868,15 @@ class OtherServer(Mover):
                 self.dest.rollback()
                 raise ArchiveError(f"the copies on the destination would differ from the source rows "
                                    f"(keys {', '.join(differ[:SHOWN_KEYS])}): a column the destination "
-                                   "stores differently; nothing was moved")
+                                   f"stores differently{self.json_hint()}; nothing was moved")
         self.dest.commit()
+
+    def json_hint(self) -> str:
+        """What a differing copy may be when the rows have MySQL JSON: a type its text cannot carry."""
+        if not any(c.data_type == "json" for c in self.plan.columns):
+            return ""
+        return (" (or a JSON value with a scalar whose type its text does not carry: DECIMAL, DATE, TIME, "
+                "DATETIME, binary, UNSIGNED below 2^63; such rows can be archived on their own server only)")
 
     def set_aside_collisions(self, found: Classified) -> None:
         """Keys equal to an archived key only under the column's collation are conflicts."""
@@ -7042,8 +7130,22 @@ def heartbeat_lag(conn: Any, table: tuple[str, str], server_id: int) -> float | 
     return None if not rows or rows[0][0] is None else max(float(rows[0][0]), 0.0)
 
 
-def replica_lag(conn: Any) -> float | None:
-    """Seconds_Behind_Master of a replica, or None when replication is not running."""
+GROUP_MEMBER_SQL = ("SELECT m.MEMBER_STATE AS state, m.MEMBER_ROLE AS role, s.COUNT_TRANSACTIONS_IN_QUEUE "
+                    "+ s.COUNT_TRANSACTIONS_REMOTE_IN_APPLIER_QUEUE AS queued FROM "
+                    "performance_schema.replication_group_members m LEFT JOIN "
+                    "performance_schema.replication_group_member_stats s ON s.MEMBER_ID = m.MEMBER_ID "
+                    "WHERE m.MEMBER_ID = @@server_uuid")
+# Its TIMESTAMP(6) columns read in the session's time zone, which open_replica sets to UTC.
+GROUP_APPLIER_SQL = ("SELECT APPLYING_TRANSACTION AS applying, "
+                     "APPLYING_TRANSACTION_ORIGINAL_COMMIT_TIMESTAMP AS applying_since, "
+                     "LAST_APPLIED_TRANSACTION_ORIGINAL_COMMIT_TIMESTAMP AS applied_since, "
+                     "UTC_TIMESTAMP(6) AS now FROM performance_schema.replication_applier_status_by_worker "
+                     "WHERE CHANNEL_NAME = 'group_replication_applier'")
+
+
+def replica_lag(conn: Any, where: str) -> tuple[float | None, str]:
+    """A replica's lag (None when replication is not running) and what it was read from
+    (replica_lag_from): its channels' Seconds_Behind_Source, a Group Replication member's applier."""
     cursor = conn.cursor(dictionary=True)
     try:
         try:
@@ -7052,13 +7154,16 @@ def replica_lag(conn: Any) -> float | None:
             if exc.errno != errorcode.ER_PARSE_ERROR:
                 raise
             cursor.execute("SHOW SLAVE STATUS")
-        rows = cursor.fetchall()
+        status = cursor.fetchall()
+        member, workers = None, []
+        if any(row.get("Channel_Name") in GROUP_CHANNELS for row in status):
+            cursor.execute(GROUP_MEMBER_SQL)
+            member = next(iter(cursor.fetchall()), None)
+            cursor.execute(GROUP_APPLIER_SQL)
+            workers = cursor.fetchall()
     finally:
         cursor.close()
-    if not rows:
-        return None
-    lags = [row.get("Seconds_Behind_Master", row.get("Seconds_Behind_Source")) for row in rows]
-    return None if any(lag is None for lag in lags) else float(max(lags))
+    return replica_lag_from(status, member, workers, where)
 
 
 def unwatchable_replica(dialect: Dialect, where: str, lag_source: tuple[str, str] | None) -> str | None:
@@ -7085,6 +7190,7 @@ def open_replica(config: Config, replica: DbSettings) -> tuple[Any, Dialect]:
         cursor.execute(DIALECT_SQL)
         found = dialect_of({str(k).lower(): str(v)
                             for k, v in cast(list[tuple[Any, Any]], cursor.fetchall())})
+        cursor.execute("SET SESSION time_zone = '+00:00'")  # its lag reads compare times with UTC's
         cursor.close()
         problem = unwatchable_replica(found, replica.describe(), config.replica_lag_source)
         if problem:
@@ -7255,7 +7361,7 @@ class Controls:
                 conn, _ = open_replica(self.config, replica)
                 self.replica_conns[index] = conn
             if self.config.replica_lag_source is None:
-                return replica_lag(conn)
+                return replica_lag(conn, replica.describe())[0]
             db = self.context.db
             db.ensure_connected()
             if self.source_id is None or self.source_id[0] != db.where:  # a new node after a failover
@@ -8180,11 +8286,16 @@ def replica_lines(config: Config) -> tuple[list[str], list[str]]:
                          f"pauses while its lag is unknown, for at most replica_timeout")
             continue
         try:
-            lag = replica_lag(conn) if config.replica_lag_source is None else None
+            lag, watched = replica_lag(conn, where) if config.replica_lag_source is None else (None, "")
+        except ArchiveError as exc:
+            problems.append(str(exc))
+            continue
         finally:
             conn.close()
-        lag_text = ("lag read from the heartbeat table by the run" if config.replica_lag_source else
-                    f"lag {lag:.0f}s" if lag is not None else "lag unknown (not replicating?): a run pauses")
+        source = config.replica_lag_source
+        lag_text = (f"lag read by the run from the heartbeat table {source[0]}.{source[1]}" if source else
+                    f"lag {lag:.0f}s ({watched})" if lag is not None else
+                    f"lag unknown ({watched}; not replicating?): a run pauses")
         lines.append(f"replica: {where}: {dialect.name}, {lag_text}")
     return lines, problems
 

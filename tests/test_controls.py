@@ -756,7 +756,8 @@ def test_check_looks_at_each_replica_it_would_watch(
     job = replica_job(tmp_path, rdb, pair, 20, controls__replicas=f"{pair.monitor_spec()}, {gone}")
     result = run_cli(job.config, "--check")
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
-    assert re.search(rf"^replica: mon@127\.0\.0\.1:{pair.replica.port}: MariaDB 10\.[0-9.]+, lag [0-9]+s$",
+    assert re.search(rf"^replica: mon@127\.0\.0\.1:{pair.replica.port}: MariaDB 10\.[0-9.]+, lag [0-9]+s "
+                     r"\(Seconds_Behind_Master of 1 channel\)$",
                      result.stdout, re.M), result.stdout
     assert re.search(r"^note: replica mon@127\.0\.0\.1:[0-9]+ cannot be reached now", result.stdout, re.M)
     pair.stop_sql_thread()
@@ -764,5 +765,5 @@ def test_check_looks_at_each_replica_it_would_watch(
         stopped = run_cli(job.config, "--check").stdout
     finally:
         pair.start_replication()
-    assert "lag unknown (not replicating?): a run pauses" in stopped
+    assert "lag unknown (Seconds_Behind_Master of 1 channel; not replicating?): a run pauses" in stopped
     assert MONITOR_PASSWORD not in result.stdout + stopped

@@ -5,9 +5,11 @@ against MariaDB's and older servers'; MySQL-only functions in a guard; MySQL err
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import mysql.connector
@@ -135,14 +137,29 @@ def test_an_aurora_reader_is_refused_as_a_replica_unless_its_lag_comes_from_a_he
     assert archive.unwatchable_replica(dialect("mysql-8.4.3"), "r", None) is None
 
 
-def test_mysql_json_travels_as_utf8mb4_text_and_compares_its_scalar_types():
+def test_mysql_json_travels_as_utf8mb4_text_with_the_type_of_every_value_it_holds():
     json_column = archive.Column("doc", "json")
     literal = archive.literal_sql(json_column, "s")
-    assert "CONCAT('_utf8mb4 X''', HEX(s.`doc`), '''')" in literal  # not X'..' alone: error 3144
-    same = archive.same_value_sql(json_column, "s", "a")
-    assert "JSON_TYPE(s.`doc`) <=> JSON_TYPE(a.`doc`)" in same  # 1.0 (DECIMAL) is not 1.0 (DOUBLE)
+    assert "CONCAT('_utf8mb4 X''', HEX(s.`doc`), ''' /* ', " in literal  # not X'..' alone: error 3144
+    # the types follow in a comment the INSERT ignores and the destination's proof renders again
+    assert f", ''' /* ', {archive.json_types_sql('s.`doc`')}, ' */')" in literal
+    assert "JSON_TABLE(JSON_EXTRACT(s.`doc`, '$', '$**.*', '$**[*]'), '$[*]' COLUMNS" in literal
     text = archive.literal_sql(archive.Column("note", "varchar", "utf8mb4"), "s")
     assert "CONCAT('_utf8mb4 X''', HEX(s.`note`), '''')" in text  # MariaDB's JSON is text like this
+
+
+def test_mysql_json_compares_the_type_of_every_nested_value_not_only_the_top_one():
+    """[1] and [1.0] as MySQL prints a DOUBLE and a DECIMAL element, or [1] of an INTEGER and of an
+    UNSIGNED, have the same text: the types of every value of one walk must be the same list."""
+    same = archive.same_value_sql(archive.Column("doc", "json"), "s", "a")
+    assert same.startswith("(CAST(s.`doc` AS BINARY) <=> CAST(a.`doc` AS BINARY) AND (s.`doc` IS NULL OR (")
+    for side in ("s", "a"):
+        assert (f"(SELECT IF(SUM(CHAR_LENGTH(JSON_TYPE(t.v)) + 1) > @@SESSION.group_concat_max_len, NULL, "
+                f"GROUP_CONCAT(JSON_TYPE(t.v) ORDER BY t.n SEPARATOR ',')) FROM JSON_TABLE(JSON_EXTRACT("
+                f"{side}.`doc`, '$', '$**.*', '$**[*]'), '$[*]' COLUMNS (n FOR ORDINALITY, v JSON PATH '$')) "
+                "AS t)") in same
+    # a list group_concat_max_len would cut short is NULL, and NULL = NULL is not true: not identical
+    assert ") = (SELECT IF(" in same and "<=> (SELECT IF(" not in same
 
 
 def test_no_statement_uses_what_mysql_deprecates_or_lacks():
@@ -185,3 +202,111 @@ def test_the_test_server_is_told_apart_as_archive_py_tells_it(server, db):
     assert found.index_usable_sql() in {"IGNORED = 'NO'", "IS_VISIBLE = 'YES'"}
     assert db.query(f"SELECT COUNT(*) FROM information_schema.STATISTICS WHERE {found.index_usable_sql()} "
                     "AND TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'db'")[0][0] > 0  # the column exists
+
+
+JSON_PAIRS = [  # (source, archive, identical?): MariaDB's JSON is text, so these differ by text too
+    ('{"a": [1, {"b": 1.5}], "c": "x"}', '{"a": [1, {"b": 1.5}], "c": "x"}', 1),
+    ("[1]", "[1.0]", 0), ('{"a": 1}', '{"a": "1"}', 0), ("[[1, 2], [3]]", "[[1, 2], [3]]", 1),
+    (None, None, 1), (None, "[]", 0), ("1", "1", 1), ("[]", "{}", 0),
+]
+
+
+def test_the_json_walk_runs_on_a_real_server_and_its_literal_inserts_and_proves_again(server, db):
+    """The MySQL JSON statements (same_value_sql, literal_sql of a `json` column), run on this
+    MariaDB, whose JSON_TABLE, JSON_EXTRACT paths and JSON_TYPE are MySQL's: the comparison holds
+    for equal values only, the walk lists every value's type, and a row literal with its types'
+    comment inserts, and renders the same literal from what was stored."""
+    from throwaway_server import DSN_ENV_VAR
+    if os.environ.get(DSN_ENV_VAR):
+        pytest.skip("the columns are MariaDB's JSON text, not MySQL's JSON")
+    for table in ("s", "a", "c"):
+        db.execute(f"CREATE TABLE `{table}` (id INT PRIMARY KEY, doc LONGTEXT NULL)")
+    db.executemany("INSERT INTO s VALUES (%s, %s)", [(i, pair[0]) for i, pair in enumerate(JSON_PAIRS)])
+    db.executemany("INSERT INTO a VALUES (%s, %s)", [(i, pair[1]) for i, pair in enumerate(JSON_PAIRS)])
+    column = archive.Column("doc", "json")
+    same = db.query(f"SELECT s.id, COALESCE({archive.same_value_sql(column, 's', 'a')}, 0) FROM s "
+                    "JOIN a ON a.id = s.id ORDER BY s.id")
+    assert [flag for _, flag in same] == [pair[2] for pair in JSON_PAIRS]
+    types = db.scalar(f"SELECT {archive.json_types_sql('s.doc')} FROM s WHERE id = 0")
+    assert sorted(types.split(",")) == ["ARRAY", "DOUBLE", "INTEGER", "OBJECT", "OBJECT", "STRING"]
+    literals = db.query(f"SELECT id, {archive.literal_sql(column, 's')} FROM s ORDER BY id")
+    assert literals[0][1].endswith(f"' /* {types} */") and literals[4][1] == "NULL"
+    db.execute("INSERT INTO c (id, doc) VALUES " + ", ".join(f"({i}, {text})" for i, text in literals))
+    assert db.query(f"SELECT id, {archive.literal_sql(column, 'c')} FROM c ORDER BY id") == literals
+
+
+GROUP = json.loads((Path(__file__).parent / "fixtures" / "group_replication.json").read_text())
+
+
+def workers(name: str) -> list[dict[str, Any]]:
+    """Captured applier worker rows, their times as the connector returns them (datetime or None)."""
+    return [{key: dt.datetime.fromisoformat(value) if key != "applying" and value else value
+             for key, value in row.items()} for row in GROUP["workers"][name]]
+
+
+def group_lag(status: str, member: str | None, worker_rows: str) -> tuple[float | None, str]:
+    """replica_lag_from on captured rows of a Group Replication member."""
+    return archive.replica_lag_from(GROUP["status"][status], GROUP["member"][member] if member else None,
+                                    workers(worker_rows), "mon@gr2:3306")
+
+
+def test_a_group_replication_secondary_has_a_lag_not_an_unknown_one():
+    """Its channels' Seconds_Behind_Source is NULL: read that way it was 'lag unknown' at every look,
+    and every run paused until replica_timeout and ended exit 6."""
+    assert group_lag("group_secondary", "idle", "idle") == (
+        0.0, ("Group Replication SECONDARY, ONLINE: the age of the oldest transaction its applier has "
+              "not applied"))
+    assert group_lag("group_secondary", "busy", "applying")[0] == 12.5  # the oldest being applied
+    assert group_lag("group_secondary", "busy", "between_two")[0] == 4.0  # the newest applied: the queued
+    # are younger
+
+
+def test_a_group_member_that_is_not_online_or_not_timed_has_an_unknown_lag():
+    assert group_lag("group_secondary", "recovering", "applying")[0] is None
+    assert group_lag("group_secondary", "busy", "not_timed")[0] is None
+
+
+def test_a_group_member_without_performance_schema_is_refused_naming_the_heartbeat():
+    with pytest.raises(archive.ArchiveError, match=r"mon@gr2:3306 is a Group Replication member .* "
+                                                   r"set replica_lag_source = heartbeat:DB\.TABLE"):
+        group_lag("group_secondary", None, "idle")
+
+
+def test_a_replica_lags_by_its_slowest_channel_and_says_what_it_watched():
+    lag, watched = group_lag("group_secondary_with_async_channel", "busy", "applying")
+    assert lag == 12.5 and watched.startswith("Seconds_Behind_Source of 1 channel; Group Replication")
+    assert group_lag("group_secondary_with_async_channel", "idle", "idle")[0] == 7.0
+    assert archive.replica_lag_from(GROUP["status"]["async_replica"], None, [], "r") == (
+        3.0, "Seconds_Behind_Source of 1 channel")
+    assert archive.replica_lag_from([], None, [], "r") == (None, "no replication channel")
+    offline = {"state": "OFFLINE", "role": "", "queued": 0}  # the plugin installed, not started
+    mixed = GROUP["status"]["group_secondary_with_async_channel"]
+    assert archive.replica_lag_from(mixed, offline, [], "r") == (
+        7.0, "Seconds_Behind_Source of 1 channel; Group Replication member, OFFLINE: not started")
+    assert archive.replica_lag_from(GROUP["status"]["group_secondary"], offline, [], "r")[0] is None
+    stopped = [{"Connection_name": "", "Seconds_Behind_Master": None}]  # MariaDB's, SQL thread stopped
+    assert archive.replica_lag_from(stopped, None, [], "r") == (None, "Seconds_Behind_Master of 1 channel")
+
+
+def test_a_json_type_list_group_concat_would_cut_is_never_identical_nor_copied(server, db):
+    """Cut at group_concat_max_len, two lists that differ after the cut would read the same."""
+    from throwaway_server import DSN_ENV_VAR
+    if os.environ.get(DSN_ENV_VAR):
+        pytest.skip("the columns are MariaDB's JSON text, not MySQL's JSON")
+    for table in ("s", "a"):
+        db.execute(f"CREATE TABLE `{table}` (id INT PRIMARY KEY, doc LONGTEXT NULL)")
+        db.execute(f"INSERT INTO `{table}` VALUES (1, '[1]'), (2, '[1, 2, 3, 4, 5]')")
+    db.execute("SET SESSION group_concat_max_len = 30")  # ARRAY,INTEGER,... of [1, 2, 3, 4, 5] is 45
+    column = archive.Column("doc", "json")
+    found = db.query(f"SELECT s.id, COALESCE({archive.same_value_sql(column, 's', 'a')}, 0), "
+                     f"{archive.literal_sql(column, 's')} IS NULL FROM s JOIN a ON a.id = s.id ORDER BY s.id")
+    assert found == [(1, 1, 0), (2, 0, 1)]  # a NULL literal is a row refused as too large to copy
+
+
+def test_a_copy_that_differs_with_mysql_json_names_the_types_json_text_cannot_carry():
+    def hint(*columns: archive.Column) -> str:
+        mover: Any = SimpleNamespace(plan=SimpleNamespace(columns=columns))
+        return archive.OtherServer.json_hint(mover)
+    assert "DECIMAL, DATE, TIME, DATETIME, binary, UNSIGNED below 2^63" in hint(
+        archive.Column("id", "int"), archive.Column("doc", "json"))
+    assert hint(archive.Column("doc", "longtext", "utf8mb4")) == ""  # MariaDB's JSON travels as its bytes
