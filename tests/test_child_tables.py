@@ -789,9 +789,9 @@ def test_a_child_key_equal_to_an_archived_one_only_by_collation_keeps_its_family
     result = run_cli(config)
     assert result.returncode == 3, (result.stdout, result.stderr)
     assert [r[0] for r in family_of(db, "orders")] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
-    assert db.query("SELECT key_value, detail FROM conflict_logs") == [
-        ("4", ("`item_options` row (item_id, opt) = (10,\"color\") equals an archived row's key under its "
-              "collation"))]
+    detail = ("`item_options` row (item_id, opt) = (10,\"color\") equals an archived row's key under its "
+              "collation")
+    assert db.query("SELECT key_value, detail FROM conflict_logs") == [("4", detail)]
     assert db.count("order_items") == 27 and dest_db.count("item_options_archive") == 1 + 4  # order 5's
 
 
