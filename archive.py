@@ -35,9 +35,12 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
         one transaction) -> retry_transaction(attempt, recover), then report_duplicates and
         show_progress (or, when it failed: record_batch_failure, BatchFailed).
     commit_part's attempt -> Mover.batch: SameServer.batch (SameServer.by_span or SameServer.move,
-        else SameServer.carefully), Family.batch (child tables: Family.fitting_keys,
-        Family.move_family) or OtherServer.batch (OtherServer.carefully -> OtherServer.read_checked,
-        OtherServer.move_side_by_side); then
+        else SameServer.carefully), Family.batch (child tables: InParts.part_of, InParts.fit,
+        Family.move_family), OtherServer.batch (OtherServer.carefully -> OtherServer.read_checked,
+        OtherServer.move_read -> OtherServer.move_side_by_side) or FamilyElsewhere.batch (child
+        tables into another server: InParts.part_of, FamilyElsewhere.carefully, the same steps over
+        every table: FamilyElsewhere.read_children, FamilyElsewhere.copies,
+        FamilyElsewhere.delete_locked); then
         Tracking.batch_statements and COMMIT in one round trip: the batch's one commit (or part's). Its
         recover -> Tracking.committed_batch: a COMMIT whose answer was lost is read back before
         anything is done again.
@@ -48,7 +51,8 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
     end_run -> Tracking.open_conflict_count, Tracking.run_counts, outcome_of, Tracking.finish_run,
         open_rows_by_file.
 Where child tables live: ChildSpec ([child NAME]), ChildPlan and TablePlan.family_sql (the join up
-    to the source rows), examine_children (preflight), Family (the mover), commit_batch (parts,
+    to the source rows), examine_children (preflight), Family and FamilyElsewhere (the movers,
+    InParts what they share), commit_batch (parts,
     PARTIAL rows), resume_inside and Tracking.settled_keys (a rerun goes on inside a batch left in
     parts, in its batch size) and recheck_file (a recheck goes on in parts too: Classified.cut).
 Where resume lives: resume_point (max of Tracking.checkpoint and the text log's
@@ -63,7 +67,8 @@ Where conflicts are: found by SameServer.classify and OtherServer.compare, recor
     Tracking.batch_statements (in the conflict logs), settled by recheck_conflicts at the start
     of every run, counted into exit 3 by outcome_of.
 Where the destination mode lives: OtherServer and DestinationError (destination mode),
-    RemotePlan (its statements), check_destination_server (what a destination must be).
+    RemotePlan (its statements, of the job's table or a child's), FamilyElsewhere (with child
+    tables), check_destination_server (what a destination must be).
 Where Galera lives: Database.connect and Database.check_node_ready (a Synced node of the host
     list), Database.move_to_synced, is_lost_quorum and retry_transaction (failover, 1213),
     check_write_set and explain_write_set_error (write-set limits), Controls.galera_pause_reason.
@@ -95,9 +100,9 @@ Sections, in this order:
     keys, CSV records, key files, batching, SQL text, table plans, table definitions,
     preflight decisions, text log, outcomes, pause decisions, terminal output, metrics,
     key export files                                    (pure: no database)
-    server errors, database connection, table checks, preflight, tracking tables, tracking schema,
-    run lock, tracking records, one batch, child tables, the batch transaction, destination mode,
-    conflicts, job reports, pauses and stops
+    server errors, database connection, table checks, privileges, preflight, tracking tables,
+    tracking schema, run lock, tracking records, one batch, child tables, the batch transaction,
+    destination mode, families elsewhere, conflicts, job reports, pauses and stops
                                                         (database code)
     one file, run                                       (the run)
     status, check and setup, dry run, key export, command line
@@ -4736,6 +4741,8 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
     return (composite_key_type(parts) if len(parts) == len(keys) else None), indexes, names
 
 
+# --------------------------------------------------------------------------- privileges
+
 def send_probe(session: Database, sql: str, tries: int = 6) -> None:
     """Send one probe statement, again after a deadlock or certification conflict."""
     # On Galera a racing run's DDL on the tracking tables (TOI) aborts it with 1213: no answer.
@@ -5009,6 +5016,17 @@ def check_parent_columns(spec: ChildSpec, source: list[dict[str, Any]], parent: 
                                   f"is {theirs_text}: they must be the same type and collation, as for a "
                                   "foreign key")
 
+def child_key_type(source: list[dict[str, Any]], key: tuple[str, ...], found: Preflight) -> KeyType:
+    """Into another server, a child's own key is looked up there exactly, as listed keys are: it must
+    be of a type keys can be (a TIMESTAMP part is read as its instant: no time zone needed)."""
+    by_name = {c["name"]: c for c in source}
+    try:
+        return composite_key_type([key_type_from_column(by_name[name], "+00:00") for name in key])
+    except ArchiveError as exc:
+        found.problems.append(f"its key ({', '.join(key)}) cannot be looked up exactly on the destination: "
+                              f"{exc}")
+        return UNMATCHED
+
 
 def examine_child(db: Database, archive_db: Database, config: Config, spec: ChildSpec,
                   parent_key: tuple[str, ...], found: Preflight, innodb: bool) -> ChildPlan | None:
@@ -5056,17 +5074,6 @@ def examine_child(db: Database, archive_db: Database, config: Config, spec: Chil
                      tuple(names[c.lower()] for c in spec.parent_columns), parent_key, index, recomputed,
                      key_type)
 
-
-def child_key_type(source: list[dict[str, Any]], key: tuple[str, ...], found: Preflight) -> KeyType:
-    """Into another server, a child's own key is looked up there exactly, as listed keys are: it must
-    be of a type keys can be (a TIMESTAMP part is read as its instant: no time zone needed)."""
-    by_name = {c["name"]: c for c in source}
-    try:
-        return composite_key_type([key_type_from_column(by_name[name], "+00:00") for name in key])
-    except ArchiveError as exc:
-        found.problems.append(f"its key ({', '.join(key)}) cannot be looked up exactly on the destination: "
-                              f"{exc}")
-        return UNMATCHED
 
 
 def examine_children(db: Database, archive_db: Database, config: Config, key: tuple[str, ...],
@@ -7015,6 +7022,8 @@ class OtherServer(Mover):
             with contextlib.suppress(mysql.connector.Error):
                 self.db.execute(f"SET SESSION time_zone = {sql_literal(self.zone)}")
 
+
+# --------------------------------------------------------------------------- families elsewhere
 
 class FamilyElsewhere(InParts, OtherServer):
     """Archiving a source table with its [child NAME] tables into another server: OtherServer's
