@@ -25,6 +25,7 @@ from helpers import (
     kill_process_group,
     read_text_logs,
     run_cli,
+    wait_for_a_lock_wait,
     wait_until,
     write_config,
     write_csv,
@@ -302,10 +303,7 @@ def leave_a_partial_batch(db: ScratchDatabase, config: Path, spawn_cli: Any) -> 
     wait_until(lambda: db.table_exists("batch_processing_logs") and db.scalar(
         "SELECT COUNT(*) FROM batch_processing_logs WHERE status = 'PARTIAL'"), timeout=60,
         message="the first part's commit")
-    wait_until(lambda: proc.poll() is not None or db.scalar(
-        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON "
-        "p.ID = t.trx_mysql_thread_id WHERE t.trx_state = 'LOCK WAIT' AND p.DB = %s", (db.name,)),
-        timeout=60, message="the second part to wait for its lock")
+    wait_for_a_lock_wait(db, "the second part to wait for its lock", lambda: proc.poll() is not None)
     assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()  # it must not have ended instead
     kill_process_group(proc, signal.SIGKILL)
     holder.rollback()
