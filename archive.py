@@ -35,9 +35,12 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
         one transaction) -> retry_transaction(attempt, recover), then report_duplicates and
         show_progress (or, when it failed: record_batch_failure, BatchFailed).
     commit_part's attempt -> Mover.batch: SameServer.batch (SameServer.by_span or SameServer.move,
-        else SameServer.carefully), Family.batch (child tables: Family.fitting_keys,
-        Family.move_family) or OtherServer.batch (OtherServer.carefully -> OtherServer.read_checked,
-        OtherServer.move_side_by_side); then
+        else SameServer.carefully), Family.batch (child tables: InParts.part_of, InParts.fit,
+        Family.move_family), OtherServer.batch (OtherServer.carefully -> OtherServer.read_checked,
+        OtherServer.move_read -> OtherServer.move_side_by_side) or FamilyElsewhere.batch (child
+        tables into another server: InParts.part_of, FamilyElsewhere.carefully, the same steps over
+        every table: FamilyElsewhere.read_children, FamilyElsewhere.copies,
+        FamilyElsewhere.delete_locked); then
         Tracking.batch_statements and COMMIT in one round trip: the batch's one commit (or part's). Its
         recover -> Tracking.committed_batch: a COMMIT whose answer was lost is read back before
         anything is done again.
@@ -48,7 +51,8 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
     end_run -> Tracking.open_conflict_count, Tracking.run_counts, outcome_of, Tracking.finish_run,
         open_rows_by_file.
 Where child tables live: ChildSpec ([child NAME]), ChildPlan and TablePlan.family_sql (the join up
-    to the source rows), examine_children (preflight), Family (the mover), commit_batch (parts,
+    to the source rows), examine_children (preflight), Family and FamilyElsewhere (the movers,
+    InParts what they share), commit_batch (parts,
     PARTIAL rows), resume_inside and Tracking.settled_keys (a rerun goes on inside a batch left in
     parts, in its batch size) and recheck_file (a recheck goes on in parts too: Classified.cut).
 Where resume lives: resume_point (max of Tracking.checkpoint and the text log's
@@ -63,7 +67,8 @@ Where conflicts are: found by SameServer.classify and OtherServer.compare, recor
     Tracking.batch_statements (in the conflict logs), settled by recheck_conflicts at the start
     of every run, counted into exit 3 by outcome_of.
 Where the destination mode lives: OtherServer and DestinationError (destination mode),
-    RemotePlan (its statements), check_destination_server (what a destination must be).
+    RemotePlan (its statements, of the job's table or a child's), FamilyElsewhere (with child
+    tables), check_destination_server (what a destination must be).
 Where Galera lives: Database.connect and Database.check_node_ready (a Synced node of the host
     list), Database.move_to_synced, is_lost_quorum and retry_transaction (failover, 1213),
     check_write_set and explain_write_set_error (write-set limits), Controls.galera_pause_reason.
@@ -97,9 +102,9 @@ Sections, in this order:
     keys, CSV records, key files, batching, SQL text, table plans, table definitions,
     preflight decisions, text log, outcomes, pause decisions, terminal output, metrics,
     key export files                                    (pure: no database)
-    server errors, database connection, table checks, preflight, tracking tables, tracking schema,
-    run lock, tracking records, one batch, child tables, the batch transaction, destination mode,
-    conflicts, job reports, pauses and stops
+    server errors, database connection, table checks, privileges, preflight, tracking tables,
+    tracking schema, run lock, tracking records, one batch, child tables, the batch transaction,
+    destination mode, families elsewhere, conflicts, job reports, pauses and stops
                                                         (database code)
     one file, run                                       (the run)
     status, check and setup, dry run, key export, command line
@@ -1252,12 +1257,10 @@ def order_children(children: Sequence[ChildSpec]) -> tuple[ChildSpec, ...]:
 
 def read_children(parser: configparser.ConfigParser, values: dict[tuple[str, str], Any]
                   ) -> tuple[ChildSpec, ...]:
-    """The [child NAME] sections, parents first: each a table of its own, beside the source."""
+    """The [child NAME] sections, parents first: each a table of its own (its archive beside the
+    job's archive table: on the destination, with [destination])."""
     children = order_children([read_child(parser, s) for s in parser.sections()
                                if s.startswith(CHILD_SECTION)])
-    if children and parser.has_section("destination"):
-        raise ConfigError(f"config: [child {children[0].name}]: child tables cannot yet be archived into "
-                          "another server ([destination]); archive them on the source's server")
     seen = {values[("archive", "source_table")].lower(): "[archive] source_table",
             values[("archive", "archive_table")].lower(): "[archive] archive_table"}
     for child in children:
@@ -1336,6 +1339,13 @@ def encode_for_charset(text: str, charset: str) -> bytes:
     raise ValueError(f"character set {charset} is not supported for key columns")
 
 
+def decode_for_charset(raw: bytes, charset: str) -> str:
+    """The text whose bytes in a MySQL character set are `raw` (encode_for_charset's inverse)."""
+    if charset == "latin1":
+        return "".join(chr(b) if b in LATIN1_PASSTHROUGH else bytes((b,)).decode("cp1252") for b in raw)
+    return raw.decode("ascii" if charset == "ascii" else "utf-8")
+
+
 def instant_of(local: dt.datetime, zone: str) -> dt.datetime:
     """A wall-clock time in a zone as the instant it names, with its UTC offset (so that it reads
     back as the same instant whatever key_time_zone says later).
@@ -1392,6 +1402,25 @@ class KeyType:
         if isinstance(key, dt.date):
             return key.isoformat().encode()
         return encode_for_charset(key, self.charset)
+
+    def decode(self, raw: Any) -> Key:
+        """The key whose encode() is `raw`, as key_text_sql reads it (an integer key comes as itself):
+        how a child row's own key, read from the source, is matched on the destination."""
+        if self.kind == "int":
+            return int(raw)
+        data = bytes(raw)
+        if self.kind == "tuple":
+            return tuple(cast(Scalar, part.decode(bytes.fromhex(text.decode())))
+                         for part, text in zip(self.parts, data.split(b",")))
+        if self.kind == "bytes":
+            return data
+        if self.kind == "str":
+            return decode_for_charset(data, self.charset)
+        if self.kind == "date":
+            return dt.date.fromisoformat(data.decode())
+        if self.kind == "timestamp":
+            return EPOCH + dt.timedelta(microseconds=int(Decimal(data.decode()).scaleb(6)))
+        return dt.datetime.fromisoformat(data.decode())
 
 
 def key_type_from_column(column: dict[str, Any], zone: str | None = None) -> KeyType:
@@ -2381,22 +2410,23 @@ class Span:
     unlisted_sql: str
 
 
-@dataclass(frozen=True)
-class TablePlan:
-    """The checked shape of the copy: what to copy, how keys look and how rows compare."""
+UNMATCHED = KeyType("unmatched")  # a child's key on its own server: only ever compared by SQL `=`
 
-    source: str
+
+def returned_key_sql(columns: Sequence[str], key_type: KeyType) -> str:
+    """A row's key as the server stores it: bytes for text keys, so no collation blurs it."""
+    return columns[0] if key_type.kind == "int" else key_text_sql(columns, key_type)
+
+
+class KeyedTable:
+    """What TablePlan and ChildPlan share: a table copied into its archive and known by its key."""
+
     archive: str
-    key: tuple[str, ...]  # the key's columns, in the CSV files' order
-    columns: tuple[Column, ...]
+    key: tuple[str, ...]
     key_type: KeyType
-    guard: str | None = None
-    source_index: str = "PRIMARY"
-    archive_index: str = "PRIMARY"
-    recomputed: tuple[Column, ...] = ()  # generated on both sides (same expression): compared, not copied
-    definitions: Definitions | None = None  # of the tables it writes on the source's server
-    dest_definitions: Definitions | None = None  # of the archive table on the destination
-    children: tuple[ChildPlan, ...] = ()  # the [child NAME] tables, parents first
+    columns: tuple[Column, ...]
+    recomputed: tuple[Column, ...]
+    archive_index: str
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -2417,12 +2447,6 @@ class TablePlan:
         """Whether a key column is text (whose collation may call two different keys equal)."""
         return any(part.kind == "str" for part in self.key_parts)
 
-    @property
-    def key_text(self) -> str:
-        """The key's columns for a message: `id`, or (`tenant_id`, `id`)."""
-        names = ", ".join(f"`{name}`" for name in self.key)
-        return names if len(self.key) == 1 else f"({names})"
-
     def key_sql(self, alias: str = "") -> list[str]:
         """The key's columns, quoted, optionally prefixed by a table alias."""
         return [(f"{alias}." if alias else "") + quote_ident(name) for name in self.key]
@@ -2432,8 +2456,44 @@ class TablePlan:
         return same_key_sql(self.key, left, right)
 
     def condition(self, keys: Iterable[Key], alias: str = "") -> tuple[str, tuple[Any, ...]]:
-        """The exact-match WHERE condition for `keys` on the source (optionally aliased)."""
+        """The exact-match WHERE condition for `keys` (optionally aliased)."""
         return key_condition(self.key_sql(alias), keys, self.key_type)
+
+    def archive_sql(self, alias: str) -> str:
+        """The archive table, read through its key's index (see TablePlan.source_sql)."""
+        return f"{quote_ident(self.archive)} {alias} FORCE INDEX ({quote_ident(self.archive_index)})"
+
+    def returned_key_sql(self, alias: str) -> str:
+        """The key as the server stores it: bytes for text keys, so no collation blurs it."""
+        return returned_key_sql(self.key_sql(alias), self.key_type)
+
+    def keys_by_bytes(self, keys: Iterable[Key]) -> dict[Any, Key]:
+        """Map what returned_key_sql gives back to the keys."""
+        return {k if self.key_type.kind == "int" else self.key_type.encode(k): k for k in keys}
+
+
+@dataclass(frozen=True)
+class TablePlan(KeyedTable):
+    """The checked shape of the copy: what to copy, how keys look and how rows compare."""
+
+    source: str
+    archive: str
+    key: tuple[str, ...]  # the key's columns, in the CSV files' order
+    columns: tuple[Column, ...]
+    key_type: KeyType
+    guard: str | None = None
+    source_index: str = "PRIMARY"
+    archive_index: str = "PRIMARY"
+    recomputed: tuple[Column, ...] = ()  # generated on both sides (same expression): compared, not copied
+    definitions: Definitions | None = None  # of the tables it writes on the source's server
+    dest_definitions: Definitions | None = None  # of the archive table on the destination
+    children: tuple[ChildPlan, ...] = ()  # the [child NAME] tables, parents first
+
+    @property
+    def key_text(self) -> str:
+        """The key's columns for a message: `id`, or (`tenant_id`, `id`)."""
+        names = ", ".join(f"`{name}`" for name in self.key)
+        return names if len(self.key) == 1 else f"({names})"
 
     def source_sql(self, alias: str = "") -> str:
         """The source table, read through its key's index.
@@ -2445,10 +2505,6 @@ class TablePlan:
         table = f"{quote_ident(self.source)} {alias}".rstrip()
         return f"{table} FORCE INDEX ({quote_ident(self.source_index)})"
 
-    def archive_sql(self, alias: str) -> str:
-        """The archive table, read through its key's index (see source_sql)."""
-        return f"{quote_ident(self.archive)} {alias} FORCE INDEX ({quote_ident(self.archive_index)})"
-
     def insert_sql(self, condition: str) -> str:
         """Copy matching source rows into the archive; never INSERT IGNORE."""
         return (f"INSERT INTO {quote_ident(self.archive)} ({self.column_list()}) "
@@ -2458,12 +2514,6 @@ class TablePlan:
         """Delete matching source rows: at most `rows` (one per listed key), which also keeps the
         optimizer on the key's index (a single-table DELETE takes no index hint)."""
         return f"DELETE FROM {quote_ident(self.source)} WHERE {condition} LIMIT {int(rows)}"
-
-    def returned_key_sql(self, alias: str) -> str:
-        """The key as the server stores it: bytes for text keys, so no collation blurs it."""
-        if self.key_type.kind == "int":
-            return f"{alias}.{quote_ident(self.key[0])}"
-        return key_text_sql(self.key_sql(alias), self.key_type)
 
     def guard_sql(self) -> str:
         """The guard's verdict on source row `s`, TRUE or FALSE (NULL counts as FALSE)."""
@@ -2508,10 +2558,6 @@ class TablePlan:
     def present_sql(self, condition: str) -> str:
         """Whether any key of a batch is still in the source (for the rewind check)."""
         return f"SELECT 1 FROM {self.source_sql()} WHERE {condition} LIMIT 1"
-
-    def keys_by_bytes(self, keys: Iterable[Key]) -> dict[Any, Key]:
-        """Map what returned_key_sql gives back to the listed keys."""
-        return {k if self.key_type.kind == "int" else self.key_type.encode(k): k for k in keys}
 
     def lineage(self, child: ChildPlan) -> list[ChildPlan]:
         """The child, its parent, ... up to the child of the source table."""
@@ -2575,7 +2621,7 @@ class TablePlan:
 
 
 @dataclass(frozen=True)
-class ChildPlan:
+class ChildPlan(KeyedTable):
     """A child table's checked copy: its rows move with the parent rows they reference."""
 
     name: str
@@ -2588,24 +2634,14 @@ class ChildPlan:
     parent_key: tuple[str, ...]  # the parent's key columns that parent_columns hold, in order
     archive_index: str = "PRIMARY"
     recomputed: tuple[Column, ...] = ()
-
-    def column_list(self, alias: str = "") -> str:
-        """The copied columns, quoted, optionally prefixed by a table alias."""
-        return column_list_sql(self.columns, alias)
-
-    def archive_sql(self, alias: str) -> str:
-        """Its archive table, read through its key's index."""
-        return f"{quote_ident(self.archive)} {alias} FORCE INDEX ({quote_ident(self.archive_index)})"
-
-    def same_key_sql(self, left: str, right: str) -> str:
-        """Two aliases' rows have the same key (under the columns' collations: a unique key's rule)."""
-        return same_key_sql(self.key, left, right)
+    key_type: KeyType = UNMATCHED  # its own key's, for the destination's lookups (into another server)
 
 
 @dataclass(frozen=True)
 class RemotePlan:
     """The statements of archiving into another server: read and lock on the source, look up,
-    insert and verify on the destination, then delete on the source.
+    insert and verify on the destination, then delete on the source; of the job's table or, with
+    `child`, of one of its child tables (read joined up to the listed rows).
 
     A row is inserted as the literal of its copied columns and verified as that literal followed
     by the literal of the generated columns the destination computes again (`proof_sql`): a
@@ -2613,56 +2649,74 @@ class RemotePlan:
     """
 
     plan: TablePlan
+    child: ChildPlan | None = None
+
+    @property
+    def table(self) -> KeyedTable:
+        """The table whose rows these statements move."""
+        return self.child or self.plan
 
     def proof_sql(self, alias: str) -> str:
         """The text every copy is proven by: the inserted literal, then the recomputed columns'."""
-        p = self.plan
-        if not p.recomputed:
-            return row_literal_sql(p.columns, alias)
-        return f"CONCAT({row_literal_sql(p.columns, alias)}, {row_literal_sql(p.recomputed, alias)})"
+        t = self.table
+        if not t.recomputed:
+            return row_literal_sql(t.columns, alias)
+        return f"CONCAT({row_literal_sql(t.columns, alias)}, {row_literal_sql(t.recomputed, alias)})"
+
+    def rows_sql(self, condition: str) -> tuple[str, str]:
+        """What identifies each source row (the listed key, and a child row's own key) and the FROM
+        and WHERE that read the batch's rows (a child's joined up to the listed rows: alias c)."""
+        p, child = self.plan, self.child
+        if child is None:
+            return f"{p.returned_key_sql('s')}, {p.guard_sql()}", f"{p.source_sql('s')} WHERE {condition}"
+        return (f"{p.returned_key_sql('s')}, {child.returned_key_sql('c')}",
+                f"{p.family_sql(child)} WHERE {condition}")
 
     def read_sql(self, condition: str, lock: bool = True) -> str:
-        """The batch's source rows: key, guard verdict, and the row as an SQL literal."""
-        p = self.plan
-        return (f"SELECT {p.returned_key_sql('s')}, {p.guard_sql()}, {row_literal_sql(p.columns, 's')} "
-                f"FROM {p.source_sql('s')} WHERE {condition}{' FOR UPDATE' if lock else ''}")
+        """The batch's source rows: key, guard verdict (a child row: its own key), and the row as an
+        SQL literal; locked (a child row with the rows above it: they are all deleted)."""
+        keys, rows = self.rows_sql(condition)
+        alias = "s" if self.child is None else "c"
+        return (f"SELECT {keys}, {row_literal_sql(self.table.columns, alias)} FROM {rows}"
+                f"{' FOR UPDATE' if lock else ''}")
 
     def recomputed_sql(self, condition: str, zone: str) -> list[str]:
         """The literal of the batch's recomputed columns, which completes their proof, rendered at UTC
         as the destination renders its own (a generated column may read the session's time zone:
         DATE() of a TIMESTAMP); then back to the session's own `zone`."""
-        p = self.plan
-        select = (f"SELECT {p.returned_key_sql('s')}, {row_literal_sql(p.recomputed, 's')} FROM "
-                  f"{p.source_sql('s')} WHERE {condition}")
+        _, rows = self.rows_sql(condition)
+        alias = "s" if self.child is None else "c"
+        select = (f"SELECT {self.table.returned_key_sql(alias)}, "
+                  f"{row_literal_sql(self.table.recomputed, alias)} FROM {rows}")
         return ["SET SESSION time_zone = '+00:00'", select, f"SET SESSION time_zone = {sql_literal(zone)}"]
 
     def lookup_sql(self, condition: str, lock: bool = True, dialect: Dialect = Dialect()) -> str:
         """Archived rows with these keys, with the fingerprints of their proofs (locked until the
         destination commits)."""
-        p = self.plan
-        return (f"SELECT {p.returned_key_sql('a')}, SHA2({self.proof_sql('a')}, 256) FROM "
-                f"{p.archive_sql('a')} WHERE {condition}{dialect.locking((), ('a',)) if lock else ''}")
+        t = self.table
+        return (f"SELECT {t.returned_key_sql('a')}, SHA2({self.proof_sql('a')}, 256) FROM "
+                f"{t.archive_sql('a')} WHERE {condition}{dialect.locking((), ('a',)) if lock else ''}")
 
     def verify_sql(self, condition: str) -> str:
         """How many archived rows have these keys, and the SHA-256 of their proofs in byte order
         (one row back instead of a fingerprint per row)."""
         return (f"SELECT COUNT(*), SHA2(GROUP_CONCAT(t.l ORDER BY t.l SEPARATOR ','), 256) FROM "
                 f"(SELECT CAST({self.proof_sql('a')} AS BINARY) AS l FROM "
-                f"{self.plan.archive_sql('a')} WHERE {condition}) AS t")
+                f"{self.table.archive_sql('a')} WHERE {condition}) AS t")
 
     def insert_sql(self, literals: Sequence[str]) -> str:
         """A multi-row INSERT of rows given as literals (never IGNORE, never REPLACE)."""
-        return (f"INSERT INTO {quote_ident(self.plan.archive)} ({self.plan.column_list()}) VALUES "
-                + ", ".join(literals))
+        t = self.table
+        return f"INSERT INTO {quote_ident(t.archive)} ({t.column_list()}) VALUES " + ", ".join(literals)
 
     def collides(self, key: Key) -> tuple[str, tuple[Any, ...]]:
         """Whether the archive holds a key equal to this one under the columns' collations."""
-        p, parts = self.plan, key if isinstance(key, tuple) else (key,)
+        t, parts = self.table, key if isinstance(key, tuple) else (key,)
         terms = [f"UNIX_TIMESTAMP({column}) = %s" if kind.kind == "timestamp" else f"{column} = %s"
-                 for column, kind in zip(p.key_sql(), p.key_parts)]
+                 for column, kind in zip(t.key_sql(), t.key_parts)]
         params = tuple(epoch_of(cast(dt.datetime, part)) if kind.kind == "timestamp" else part
-                       for part, kind in zip(parts, p.key_parts))
-        return f"SELECT 1 FROM {quote_ident(p.archive)} WHERE {' AND '.join(terms)} LIMIT 1", params
+                       for part, kind in zip(parts, t.key_parts))
+        return f"SELECT 1 FROM {quote_ident(t.archive)} WHERE {' AND '.join(terms)} LIMIT 1", params
 
 
 # --------------------------------------------------------------------------- table definitions
@@ -4768,6 +4822,8 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
     return (composite_key_type(parts) if len(parts) == len(keys) else None), indexes, names
 
 
+# --------------------------------------------------------------------------- privileges
+
 def send_probe(session: Database, sql: str, tries: int = 6) -> None:
     """Send one probe statement, again after a deadlock or certification conflict."""
     # On Galera a racing run's DDL on the tracking tables (TOI) aborts it with 1213: no answer.
@@ -4802,6 +4858,12 @@ def refused_statements(checks: Sequence[tuple[Database, str, str]], explain: boo
     return problems
 
 
+def self_insert_sql(table: KeyedTable) -> str:
+    """An INSERT into the archive of nothing, as the destination's privileges judge the run's INSERTs."""
+    return (f"INSERT INTO {quote_ident(table.archive)} ({table.column_list()}) SELECT {table.column_list()} "
+            f"FROM {quote_ident(table.archive)} WHERE {quote_ident(table.key[0])} IN (NULL)")
+
+
 def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found: Preflight) -> None:
     """The data statements the run will send, tested for privileges without writing."""
     condition = f"{quote_ident(plan.key[0])} IN (NULL)"
@@ -4813,17 +4875,23 @@ def check_privileges(db: Database, archive_db: Database, plan: TablePlan, found:
                   dataclasses.replace(plan, guard=None).classify_sql(f"s.{condition}", True, db.dialect))]
     else:
         checks += [(db, "SELECT ... FOR UPDATE on the source", remote.read_sql(f"s.{condition}")),
-                   (archive_db, "SELECT and INSERT the archive on the destination",
-                    (f"INSERT INTO {quote_ident(plan.archive)} ({plan.column_list()}) "
-                     f"SELECT {plan.column_list()} FROM {quote_ident(plan.archive)} WHERE {condition}"))]
+                   (archive_db, "SELECT and INSERT the archive on the destination", self_insert_sql(plan))]
         locks = [(archive_db, "lock the archived twins on the destination",
                   remote.lookup_sql(f"a.{condition}", True, archive_db.dialect))]
     for child in plan.children:
-        checks += [(db, f"DELETE from `{child.source}`", plan.child_delete_sql(child, f"s.{condition}")),
-                   (db, f"INSERT ... SELECT into `{child.archive}`",
-                    plan.child_insert_sql(child, f"s.{condition}"))]
-        locks.append((db, f"lock the rows of `{child.source}` and their archived twins",
-                      plan.child_classify_sql(child, f"s.{condition}", True, db.dialect)))
+        checks.append((db, f"DELETE from `{child.source}`", plan.child_delete_sql(child, f"s.{condition}")))
+        if archive_db is db:
+            checks.append((db, f"INSERT ... SELECT into `{child.archive}`",
+                           plan.child_insert_sql(child, f"s.{condition}")))
+            locks.append((db, f"lock the rows of `{child.source}` and their archived twins",
+                          plan.child_classify_sql(child, f"s.{condition}", True, db.dialect)))
+            continue
+        there = RemotePlan(plan, child)
+        checks += [(db, f"SELECT ... FOR UPDATE on `{child.source}`", there.read_sql(f"s.{condition}")),
+                   (archive_db, f"SELECT and INSERT `{child.archive}` on the destination",
+                    self_insert_sql(child))]
+        locks.append((archive_db, f"lock the archived twins in `{child.archive}` on the destination",
+                      there.lookup_sql(f"a.{quote_ident(child.key[0])} IN (NULL)", True, archive_db.dialect)))
     # The locking reads run as they are, on no rows (IN (NULL) matches none, so nothing is locked):
     # a server that checks a locking read's privileges (MySQL 8.0.22+) answers as it would in a batch.
     found.problems += refused_statements(checks) + refused_statements(locks, explain=False)
@@ -4947,20 +5015,24 @@ def folded_names(config: Config, db: Database, dest: Database | None) -> Config:
         changes.update(source_table=config.source_table.lower(),
                        db=dataclasses.replace(config.db, database=config.database.lower()),
                        children=tuple(dataclasses.replace(c, source_table=c.source_table.lower(),
-                                                          archive_table=c.archive_table.lower())
+                                                          archive_table=c.archive_table.lower()
+                                                          if dest is None else c.archive_table)
                                       for c in config.children))  # on the source's server too
         if dest is None:
             changes["archive_table"] = config.archive_table.lower()
     folds_there = dest is not None and int(dest.variable("lower_case_table_names") or 0) == 1
     if folds_there and config.dest is not None:
+        children = changes.get("children", config.children)
         changes.update(archive_table=config.archive_table.lower(),
-                       dest=dataclasses.replace(config.dest, database=config.archive_database.lower()))
+                       dest=dataclasses.replace(config.dest, database=config.archive_database.lower()),
+                       children=tuple(dataclasses.replace(c, archive_table=c.archive_table.lower())
+                                      for c in children))
     return dataclasses.replace(config, **changes) if changes else config
 
 
 def watched_sides(config: Config, dest: Database | None, innodb: bool) -> tuple[Definitions, Definitions]:
-    """What every batch checks on the source's server (the source, and the archive when it is there
-    too) and on the destination (its archive table)."""
+    """What every batch checks on the source's server (the source and its child tables, and their
+    archives when they are there too) and on the destination (the archive tables)."""
     sources = [config.source_table] + [c.source_table for c in config.children]
     referencing = family_referencing_sql(config.database, sources, innodb)
     source, archive = Watched(config.source_table, "DELETE"), Watched(config.archive_table, "INSERT")
@@ -4968,7 +5040,9 @@ def watched_sides(config: Config, dest: Database | None, innodb: bool) -> tuple[
         children = tuple(Watched(t, event) for c in config.children
                          for t, event in ((c.source_table, "DELETE"), (c.archive_table, "INSERT")))
         return Definitions((source, archive, *children), referencing), Definitions(())
-    return Definitions((source,), referencing), Definitions((archive,))
+    sourced = tuple(Watched(c.source_table, "DELETE") for c in config.children)
+    archived = tuple(Watched(c.archive_table, "INSERT") for c in config.children)
+    return Definitions((source, *sourced), referencing), Definitions((archive, *archived))
 
 
 def read_definitions(db: Database, spec: Definitions) -> Definitions | None:
@@ -4985,13 +5059,15 @@ def read_definitions(db: Database, spec: Definitions) -> Definitions | None:
     return dataclasses.replace(spec, creates=creates, effects=effects)
 
 
-def child_tables_ok(db: Database, spec: ChildSpec, found: Preflight) -> bool:
-    """A child and its archive table exist, are base tables and can roll back."""
-    tables = fetch_tables(db, [spec.source_table, spec.archive_table])
+def child_tables_ok(db: Database, archive_db: Database, spec: ChildSpec, found: Preflight) -> bool:
+    """A child and its archive table (on archive_db) exist, are base tables and can roll back."""
+    tables = {spec.source_table: fetch_tables(db, [spec.source_table]).get(spec.source_table),
+              spec.archive_table: fetch_tables(archive_db, [spec.archive_table]).get(spec.archive_table)}
     for name in (spec.source_table, spec.archive_table):
         table = tables.get(name)
         if table is None:
-            found.problems.append(f"{spec.section}: table `{name}` does not exist")
+            there = " on the destination" if archive_db is not db and name == spec.archive_table else ""
+            found.problems.append(f"{spec.section}: table `{name}` does not exist{there}")
         elif table["type"] not in ("BASE TABLE", "SYSTEM VERSIONED") or table["transactions"] != "YES":
             found.problems.append(f"{spec.section}: `{name}` must be a transactional base table (it is a "
                                   f"{table['type']} of engine {table['engine']}); convert it to InnoDB")
@@ -5021,18 +5097,30 @@ def check_parent_columns(spec: ChildSpec, source: list[dict[str, Any]], parent: 
                                   f"is {theirs_text}: they must be the same type and collation, as for a "
                                   "foreign key")
 
+def child_key_type(source: list[dict[str, Any]], key: tuple[str, ...], found: Preflight) -> KeyType:
+    """Into another server, a child's own key is looked up there exactly, as listed keys are: it must
+    be of a type keys can be (a TIMESTAMP part is read as its instant: no time zone needed)."""
+    by_name = {c["name"]: c for c in source}
+    try:
+        return composite_key_type([key_type_from_column(by_name[name], "+00:00") for name in key])
+    except ArchiveError as exc:
+        found.problems.append(f"its key ({', '.join(key)}) cannot be looked up exactly on the destination: "
+                              f"{exc}")
+        return UNMATCHED
 
-def examine_child(db: Database, config: Config, spec: ChildSpec, parent_key: tuple[str, ...],
-                  found: Preflight, innodb: bool) -> ChildPlan | None:
-    """One [child NAME] table: like the source, a key of its own, its archive's columns, no side
-    effects, and an index on parent_columns (else every batch would lock the whole table)."""
+
+def examine_child(db: Database, archive_db: Database, config: Config, spec: ChildSpec,
+                  parent_key: tuple[str, ...], found: Preflight, innodb: bool) -> ChildPlan | None:
+    """One [child NAME] table: like the source, a key of its own, its archive's columns (on archive_db),
+    no side effects, and an index on parent_columns (else every batch would lock the whole table)."""
     own = Preflight()
-    if not child_tables_ok(db, spec, own):
+    if not child_tables_ok(db, archive_db, spec, own):
         found.problems += own.problems
         return None
-    source, archive = fetch_columns(db, spec.source_table), fetch_columns(db, spec.archive_table)
+    source, archive = fetch_columns(db, spec.source_table), fetch_columns(archive_db, spec.archive_table)
     copied, recomputed = compare_columns(source, archive, own)
-    check_recomputing_collations(source, archive, recomputed, own)
+    if archive_db is db:
+        check_recomputing_collations(source, archive, recomputed, own)
     names = {c["name"].lower(): str(c["name"]) for c in source}
     parent_table = next((c.source_table for c in config.children if c.name == spec.parent),
                         config.source_table)
@@ -5044,17 +5132,19 @@ def examine_child(db: Database, config: Config, spec: ChildSpec, parent_key: tup
                             "whole table; add one (a foreign key makes one)")
     check_declared_foreign_key(db, spec, parent_table, parent_key, own)
     key = own_key(db, spec.source_table)
-    index = unique_key_on(db, spec.archive_table, key[1]) if key else None
+    index = unique_key_on(archive_db, spec.archive_table, key[1]) if key else None
     if key is None or index is None:
-        own.problems.append(f"`{spec.archive_table if key else spec.source_table}` needs "
+        table, where = (spec.archive_table, archive_db) if key else (spec.source_table, db)
+        own.problems.append(f"`{table}` needs "
                             f"{'a unique key on (' + ', '.join(key[1]) + ')' if key else 'a primary key'} "
                             "(a child's rows are compared and reported by their own key): "
-                            f"{unique_keys_text(db, spec.archive_table if key else spec.source_table)}")
+                            f"{unique_keys_text(where, table)}")
     for column in (c for c in source if key and c["name"] in key[1]):
         check_key_column(column, archive, own)
+    key_type = child_key_type(source, key[1], own) if key and archive_db is not db else UNMATCHED
     child_config = dataclasses.replace(config, source_table=spec.source_table,
                                        archive_table=spec.archive_table)
-    check_side_effects(db, db, child_config, own, innodb, sorted(covered_foreign_keys(
+    check_side_effects(db, archive_db, child_config, own, innodb, sorted(covered_foreign_keys(
         db, config.database, spec.source_table, key[1] if key else (),
         [c for c in config.children if c.parent == spec.name])))
     found.problems += [f"{spec.section}: {p}" for p in own.problems]
@@ -5062,18 +5152,20 @@ def examine_child(db: Database, config: Config, spec: ChildSpec, parent_key: tup
     if own.problems or key is None or index is None:
         return None
     return ChildPlan(spec.name, spec.source_table, spec.archive_table, key[1], copied, spec.parent,
-                     tuple(names[c.lower()] for c in spec.parent_columns), parent_key, index, recomputed)
+                     tuple(names[c.lower()] for c in spec.parent_columns), parent_key, index, recomputed,
+                     key_type)
 
 
-def examine_children(db: Database, config: Config, key: tuple[str, ...], found: Preflight, innodb: bool
-                     ) -> tuple[ChildPlan, ...]:
+
+def examine_children(db: Database, archive_db: Database, config: Config, key: tuple[str, ...],
+                     found: Preflight, innodb: bool) -> tuple[ChildPlan, ...]:
     """Every [child NAME] table, parents first; each child's parent key is its parent's own key."""
     plans: dict[str, ChildPlan] = {}
     for spec in config.children:
         parent = plans.get(spec.parent) if spec.parent else None
         if spec.parent and parent is None:
             continue  # its parent was refused already
-        child = examine_child(db, config, spec, parent.key if parent else key, found, innodb)
+        child = examine_child(db, archive_db, config, spec, parent.key if parent else key, found, innodb)
         if child is not None:
             plans[spec.name] = child
     return tuple(plans.values())
@@ -5093,7 +5185,7 @@ def examine(db: Database, config: Config, dest: Database | None, found: Prefligh
     direct = [c for c in config.children if c.parent is None]
     check_side_effects(db, archive_db, config, found, innodb,
                        sorted(covered_foreign_keys(db, config.database, config.source_table, key, direct)))
-    children = examine_children(db, config, key, found, innodb) if key_type is not None else ()
+    children = examine_children(db, archive_db, config, key, found, innodb) if key_type is not None else ()
     for session in {id(db): db, id(archive_db): archive_db}.values():
         if config.children:
             check_write_set(session, config.batch_rows, config.source_table, found, "max_batch_rows")
@@ -6133,6 +6225,17 @@ class RunContext:
             self.controls.publish()
 
 
+@dataclass(frozen=True)
+class ChildRow:
+    """A child table's row read for another server: the listed key it descends from, its own key,
+    its literal and its proof (RemotePlan)."""
+
+    root: Key
+    key: Key
+    literal: str
+    proof: str
+
+
 @dataclass
 class Classified:
     """The listed keys of a batch, sorted by what must happen to their source rows."""
@@ -6148,6 +6251,9 @@ class Classified:
     child_twins: dict[tuple[Key, str], int] = field(default_factory=dict)
     details: dict[Key, str] = field(default_factory=dict)  # a conflict found in a child row: which
     cut: int | None = None  # the mover handled only this many keys (from the first): max_batch_rows
+    # into another server: each child table's rows, and (child name, own key) of those archived already
+    family: dict[str, list[ChildRow]] = field(default_factory=dict)
+    twin_rows: set[tuple[str, Key]] = field(default_factory=set)
 
     def family_rows(self) -> dict[Key, int]:
         """The rows each moving key moves over all tables: its own, and its descendants'."""
@@ -6171,10 +6277,22 @@ class Classified:
             return [k for k in items if k in kept]
 
         return Classified(among(self.to_copy), among(self.identical), among(self.conflicts),
-                          among(self.skipped),
+                          among(self.skipped), {k: r for k, r in self.rows.items() if k in kept},
+                          {k: p for k, p in self.proofs.items() if k in kept},
                           child_new={k: n for k, n in self.child_new.items() if k[0] in kept},
                           child_twins={k: n for k, n in self.child_twins.items() if k[0] in kept},
-                          details={k: d for k, d in self.details.items() if k in kept})
+                          details={k: d for k, d in self.details.items() if k in kept},
+                          family={name: [r for r in rows if r.root in kept]
+                                  for name, rows in self.family.items()},
+                          twin_rows=set(self.twin_rows))
+
+    def hold_families(self) -> None:
+        """A listed key with a differing archived child row (in `details`) is a conflict: its whole
+        family stays."""
+        moving = self.to_copy + self.identical
+        self.conflicts += [k for k in moving if k in self.details]
+        self.to_copy = [k for k in self.to_copy if k not in self.details]
+        self.identical = [k for k in self.identical if k not in self.details]
 
     def counts(self, keys: Sequence[Key], copied: int, deleted: int, settled: frozenset[Key] = frozenset()
                ) -> Counters:
@@ -6402,6 +6520,11 @@ class SameServer(Mover):
 
 # --------------------------------------------------------------------------- child tables
 
+def raw_key(value: Any) -> Any:
+    """A key as the server returned it, hashable: bytes for text (bytearray from some cursors)."""
+    return bytes(value) if isinstance(value, (bytes, bytearray)) else value
+
+
 def family_too_big(key: Key, rows: int, limit: int) -> ArchiveError:
     """A listed row whose family alone is more than one transaction may move: its file fails."""
     return ArchiveError(f"key {format_key(key)} moves {rows} rows with its child rows, more than [archive] "
@@ -6409,14 +6532,60 @@ def family_too_big(key: Key, rows: int, limit: int) -> ArchiveError:
                         "Galera, wsrep_max_ws_rows) for it")
 
 
-class Family(SameServer):
+class InParts(Mover):
+    """What the movers with child tables share (Family, FamilyElsewhere): a batch moves as many of its
+    keys (from the first) as fit max_batch_rows with their child rows, the rest is the next part of
+    the batch (BatchOutcome.keys_done); `moved` holds the last batch's child rows per table."""
+
+    moved: dict[str, list[int]]  # child name -> rows archived, deleted, deleted as twins
+
+    def part_of(self, batch: Batch) -> Sequence[Key]:
+        """The batch's keys, or when its rows may be more than max_batch_rows (counted with the run
+        lock's renewal) the first ones that fit, picked by a read that locks nothing: so a part locks
+        only the rows it moves (the locked read checks again; rows added since only make it shorter)."""
+        condition, params = self.plan.condition(batch.keys, "s")
+        [[family]] = self.guarded([(self.plan.family_count_sql(condition), params * len(self.plan.children))])
+        if len(set(batch.keys)) + sum(family) <= self.tracking.config.batch_rows:
+            return batch.keys
+        return self.fitting_keys(batch.keys, self.unlocked(batch.keys))
+
+    def unlocked(self, keys: Sequence[Key]) -> Classified:
+        """The keys' rows as a read that locks nothing finds them (to pick a part)."""
+        return self.classify(keys, lock=False)
+
+    def fit(self, keys: Sequence[Key], found: Classified) -> tuple[Sequence[Key], Classified]:
+        """The keys (from the first) whose rows, as classified under the locks, fit max_batch_rows."""
+        fitting = self.fitting_keys(keys, found)
+        return (keys, found) if len(fitting) == len(keys) else (fitting, found.restricted(fitting))
+
+    def fitting_keys(self, keys: Sequence[Key], found: Classified) -> Sequence[Key]:
+        """The longest run of keys from the first whose rows over all tables fit max_batch_rows."""
+        limit, rows, sizes = self.tracking.config.batch_rows, 0, found.family_rows()
+        for index, key in enumerate(keys):
+            size = sizes.pop(key, 0)  # a key listed twice moves its rows once
+            if rows + size > limit:
+                if index == 0:
+                    raise family_too_big(key, size, limit)
+                return keys[:index]
+            rows += size
+        return keys
+
+    def family_outcome(self, counts: Counters, found: Classified, done: int) -> BatchOutcome:
+        """A part's outcome: its counts, the keys it handled and each child table's rows."""
+        tables = tuple((c.name, *self.moved[c.name][:3]) for c in self.plan.children)
+        return dataclasses.replace(outcome_of_batch(counts, found), keys_done=done,
+                                   tables=cast(tuple[tuple[str, int, int, int], ...], tables),
+                                   details=tuple(found.details.items()))
+
+
+class Family(InParts, SameServer):
     """Archiving a source table with its [child NAME] tables: a batch moves each listed row with
     every row below it, in one transaction. Every batch takes the careful path: a child row
     archived with a different copy makes its listed row a conflict, and its whole family stays."""
 
     def __init__(self, db: Database, plan: TablePlan, tracking: Tracking):
         super().__init__(db, plan, tracking)
-        self.moved: dict[str, list[int]] = {}  # the last batch's child rows: archived, deleted, twins
+        self.moved = {}
 
     def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
         """Lock the keys' source rows and their child rows; sort them as SameServer does, a key
@@ -6432,11 +6601,6 @@ class Family(SameServer):
         fitting, found = self.fit(keys, self.classify(keys))
         counts, found = self.move_family(fitting, found)
         return counts, found if len(fitting) == len(keys) else dataclasses.replace(found, cut=len(fitting))
-
-    def fit(self, keys: Sequence[Key], found: Classified) -> tuple[Sequence[Key], Classified]:
-        """The keys (from the first) whose rows, as classified under the locks, fit max_batch_rows."""
-        fitting = self.fitting_keys(keys, found)
-        return (keys, found) if len(fitting) == len(keys) else (fitting, found.restricted(fitting))
 
     def classify_children(self, found: Classified, lock: bool) -> None:
         """Lock and count each moving row's child rows, table by table from the top; a child row
@@ -6457,42 +6621,14 @@ class Family(SameServer):
                                                   "is archived with a different row")
                 tally = found.child_twins if archived else found.child_new
                 tally[(key, child.name)] = tally.get((key, child.name), 0) + 1
-        found.conflicts += [k for k in moving if k in found.details]
-        found.to_copy = [k for k in found.to_copy if k not in found.details]
-        found.identical = [k for k in found.identical if k not in found.details]
+        found.hold_families()
 
     def batch(self, batch: Batch) -> BatchOutcome:
-        """The batch with its child rows, as many of its keys (from the first) as fit max_batch_rows:
-        the rest is the next part of the batch (BatchOutcome.keys_done).
-
-        When the batch's rows may be more (counted with the run lock's renewal), a read that locks
-        nothing picks the part, so the part locks only the rows it moves; the locked read then checks
-        that they still fit (rows added since only make the part shorter).
-        """
-        condition, params = self.plan.condition(batch.keys, "s")
-        [[family]] = self.guarded([(self.plan.family_count_sql(condition), params * len(self.plan.children))])
-        keys: Sequence[Key] = batch.keys
-        if len(set(keys)) + sum(family) > self.tracking.config.batch_rows:  # it may not fit: pick a part
-            keys = self.fitting_keys(keys, self.classify(keys, lock=False))
+        """The batch with its child rows, as many of its keys (from the first) as fit max_batch_rows."""
+        keys = self.part_of(batch)
         keys, found = self.fit(keys, self.classify(keys))
         counts, found = self.move_family(keys, found, batch.settled)
-        outcome = outcome_of_batch(counts, found)
-        tables = tuple((c.name, self.moved[c.name][0], self.moved[c.name][1], self.moved[c.name][2])
-                       for c in self.plan.children)
-        return dataclasses.replace(outcome, keys_done=len(keys), tables=tables,
-                                   details=tuple(found.details.items()))
-
-    def fitting_keys(self, keys: Sequence[Key], found: Classified) -> Sequence[Key]:
-        """The longest run of keys from the first whose rows over all tables fit max_batch_rows."""
-        limit, rows, sizes = self.tracking.config.batch_rows, 0, found.family_rows()
-        for index, key in enumerate(keys):
-            size = sizes.pop(key, 0)  # a key listed twice moves its rows once
-            if rows + size > limit:
-                if index == 0:
-                    raise family_too_big(key, size, limit)
-                return keys[:index]
-            rows += size
-        return keys
+        return self.family_outcome(counts, found, len(keys))
 
     def move_family(self, keys: Sequence[Key], found: Classified, settled: frozenset[Key] = frozenset()
                     ) -> tuple[Counters, Classified]:
@@ -6672,6 +6808,24 @@ def commit_batch(context: RunContext, file_context: FileContext, batch: Batch, d
 
 # --------------------------------------------------------------------------- destination mode
 
+def json_hint(plan: TablePlan) -> str:
+    """What a differing copy may be when the rows have MySQL JSON: a type its text cannot carry."""
+    if not any(c.data_type == "json" for table in (plan, *plan.children) for c in table.columns):
+        return ""
+    return (" (or a JSON value with a scalar whose type its text does not carry: DECIMAL, DATE, TIME, "
+            "DATETIME, binary, UNSIGNED below 2^63; such rows can be archived on their own server only)")
+
+
+@dataclass(frozen=True)
+class Copies:
+    """Rows one INSERT sequence writes into one archive table on the destination, and their proofs."""
+
+    remote: RemotePlan
+    keys: list[Key]
+    literals: list[str]
+    proofs: list[str]
+
+
 class OtherServer(Mover):
     """Archiving into another server, with no distributed transaction.
 
@@ -6729,9 +6883,13 @@ class OtherServer(Mover):
         """Read the source rows, then compare them with what the destination holds."""
         found = self.read(keys, lock)
         self.flag_guarded_copies(found)
-        self.compare(found, self.on_destination(self.lookup, found.to_copy, lock))
-        self.on_destination(self.set_aside_collisions, found)
+        self.on_destination(self.sort_out, found, lock)
         return found
+
+    def sort_out(self, found: Classified, lock: bool = True) -> None:
+        """On the destination: which rows to copy are new, identical twins or conflicts."""
+        self.compare(found, self.lookup(found.to_copy, lock))
+        self.set_aside_collisions(found)
 
     def flag_guarded_copies(self, found: Classified) -> None:
         """A row the guard holds back whose key is archived as well is in both tables: a conflict.
@@ -6755,13 +6913,15 @@ class OtherServer(Mover):
             else:
                 found.conflicts.append(key)
 
-    def lookup(self, keys: Sequence[Key], lock: bool = True) -> dict[Key, str]:
-        """Fingerprints of the archived rows whose keys are exactly these."""
+    def lookup(self, keys: Sequence[Key], lock: bool = True, remote: RemotePlan | None = None
+               ) -> dict[Key, str]:
+        """Fingerprints of the archived rows (of the job's table, or `remote`'s) with exactly these keys."""
         if not keys:
             return {}
-        condition, params = self.plan.condition(keys, "a")
-        listed = self.plan.keys_by_bytes(keys)
-        sql = self.remote.lookup_sql(condition, lock, self.dest.dialect)
+        remote = remote or self.remote
+        condition, params = remote.table.condition(keys, "a")
+        listed = remote.table.keys_by_bytes(keys)
+        sql = remote.lookup_sql(condition, lock, self.dest.dialect)
         return {listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw: fingerprint
                 for raw, fingerprint in self.dest.query(sql, params)}
 
@@ -6787,7 +6947,11 @@ class OtherServer(Mover):
         is undone and the batch goes step by step: look up twins and conflicts, insert
         the rest, commit there, then delete.
         """
-        found = self.read_checked(keys)
+        return self.move_read(keys, self.read_checked(keys))
+
+    def move_read(self, keys: Sequence[Key], found: Classified, settled: frozenset[Key] = frozenset()
+                  ) -> tuple[Counters, Classified]:
+        """carefully() once the rows are read and locked (read_checked)."""
         proven = not found.skipped  # flag_guarded_copies ends the transaction the check began
         self.flag_guarded_copies(found)
         deleted = self.move_side_by_side(found, proven) if found.to_copy else None
@@ -6796,9 +6960,9 @@ class OtherServer(Mover):
                 self.on_destination(self.copy, found)
             else:
                 self.dest.rollback()  # nothing to insert: the check's metadata locks end with the batch
-            deleted = self.delete_locked(found.to_copy + found.identical)
+            deleted = self.delete_locked(found, found.to_copy + found.identical)
             self.recheck_references()
-        return found.counts(keys, len(found.to_copy), deleted), found
+        return found.counts(keys, len(found.to_copy), deleted, settled), found
 
     def read_checked(self, keys: Sequence[Key]) -> Classified:
         """read() with the fence, while the destination proves its table is still what the preflight
@@ -6820,7 +6984,7 @@ class OtherServer(Mover):
         undone) if a key was archived already. `proven`: the destination's check holds already."""
         inserting = self.beside.submit(self.on_destination, self.insert, found, found.to_copy, proven)
         try:
-            deleted = self.delete_locked(found.to_copy)
+            deleted = self.delete_locked(found, found.to_copy)
             self.recheck_references()
         except BaseException:
             inserting.exception()  # the destination's statement must end before its rollback
@@ -6836,7 +7000,7 @@ class OtherServer(Mover):
         self.on_destination(self.commit_copies, found, found.to_copy, inserting.result())
         return deleted
 
-    def delete_locked(self, keys: list[Key]) -> int:
+    def delete_locked(self, found: Classified, keys: list[Key]) -> int:
         """Delete the rows this transaction has locked; all of them, or the batch fails."""
         if not keys:
             return 0
@@ -6853,8 +7017,7 @@ class OtherServer(Mover):
             if exc.errno != ER_DUP_ENTRY:
                 raise
             self.dest.rollback()  # some are archived already: sort them out, then insert the rest
-            self.compare(found, self.lookup(found.to_copy))
-            self.set_aside_collisions(found)
+            self.sort_out(found)
             same = self.insert(found, found.to_copy)
         self.commit_copies(found, found.to_copy, same)
 
@@ -6862,47 +7025,53 @@ class OtherServer(Mover):
         """Commit the destination once its copies are proven identical (row by row when the
         batch's check failed: it may only have been cut short)."""
         if not same:
-            copies = self.lookup(keys, False)
-            differ = [format_key(k) for k in keys if copies.get(k) != fingerprint_of(found.proofs[k])]
+            differ = [format_key(k) for copies in self.copies(found, keys) for k in self.differing(copies)]
             if differ:
                 self.dest.rollback()
                 raise ArchiveError(f"the copies on the destination would differ from the source rows "
                                    f"(keys {', '.join(differ[:SHOWN_KEYS])}): a column the destination "
-                                   f"stores differently{self.json_hint()}; nothing was moved")
+                                   f"stores differently{json_hint(self.plan)}; nothing was moved")
         self.dest.commit()
 
-    def json_hint(self) -> str:
-        """What a differing copy may be when the rows have MySQL JSON: a type its text cannot carry."""
-        if not any(c.data_type == "json" for c in self.plan.columns):
-            return ""
-        return (" (or a JSON value with a scalar whose type its text does not carry: DECIMAL, DATE, TIME, "
-                "DATETIME, binary, UNSIGNED below 2^63; such rows can be archived on their own server only)")
+    def differing(self, copies: Copies) -> list[Key]:
+        """The keys whose archived row is not the copy its proof says."""
+        archived = self.lookup(copies.keys, False, copies.remote)
+        return [k for k, proof in zip(copies.keys, copies.proofs) if archived.get(k) != fingerprint_of(proof)]
 
     def set_aside_collisions(self, found: Classified) -> None:
         """Keys equal to an archived key only under the column's collation are conflicts."""
-        if not found.to_copy or not self.plan.text_key:
-            return
-        collides = self.dest.execute_script([self.remote.collides(k) for k in found.to_copy])
-        found.conflicts += [k for k, hit in zip(found.to_copy, collides) if hit]
-        found.to_copy = [k for k, hit in zip(found.to_copy, collides) if not hit]
+        collides = self.collisions(self.remote, found.to_copy)
+        found.conflicts += [k for k in found.to_copy if k in collides]
+        found.to_copy = [k for k in found.to_copy if k not in collides]
+
+    def collisions(self, remote: RemotePlan, keys: Sequence[Key]) -> set[Key]:
+        """The keys (of `remote`'s table) that equal an archived key under the columns' collations."""
+        if not keys or not remote.table.text_key:
+            return set()
+        hits = self.dest.execute_script([remote.collides(k) for k in keys])
+        return {k for k, hit in zip(keys, hits) if hit}
+
+    def copies(self, found: Classified, keys: list[Key]) -> list[Copies]:
+        """What inserting `keys`' rows writes on the destination."""
+        return [Copies(self.remote, keys, [found.rows[k] for k in keys], [found.proofs[k] for k in keys])]
 
     def insert(self, found: Classified, keys: list[Key], proven: bool = False) -> bool:
         """Insert rows in INSERTs that each fit max_allowed_packet (a round trip each: a script
         is one packet), and with the last one check that the destination holds exactly their
-        texts: one aggregate, not a row each. Unless `proven`, check the destination first."""
-        if not keys:
+        texts: one aggregate per table, not a row each. Unless `proven`, check the destination first."""
+        copies = [c for c in self.copies(found, keys) if c.keys]
+        if not copies:
             return True
         if not proven:
             self.check_destination()
-        *first, last = [self.remote.insert_sql([found.rows[k] for k in chunk])
-                        for chunk in self.chunks(found, keys)]
+        *first, last = [c.remote.insert_sql(chunk) for c in copies for chunk in self.chunks(c.literals)]
         inserted = sum(self.dest.execute(sql) for sql in first)
-        condition, params = self.plan.condition(keys, "a")
-        count_last, rows = self.dest.execute_script([(last, ()), (self.remote.verify_sql(condition), params)],
-                                                    rows=True)
-        checked("inserted on the destination", len(keys), inserted + count_last)
-        count, digest = rows[0]
-        return bool(count == len(keys) and digest == batch_fingerprint_of(found.proofs[k] for k in keys))
+        checks = [(c.remote.verify_sql(condition), params) for c in copies
+                  for condition, params in [c.remote.table.condition(c.keys, "a")]]
+        count_last, *verified = self.dest.execute_script([(last, ()), *checks], rows=True)
+        checked("inserted on the destination", sum(len(c.keys) for c in copies), inserted + count_last)
+        return all(tuple(rows[0]) == (len(c.keys), batch_fingerprint_of(c.proofs))
+                   for c, rows in zip(copies, verified))
 
     def check_destination(self) -> None:
         """Lock the archive table on the destination as the INSERT will, and prove it is still what
@@ -6916,16 +7085,16 @@ class OtherServer(Mover):
         """Go on with a plan made for the tables' new definitions."""
         self.plan, self.remote = plan, RemotePlan(plan)
 
-    def chunks(self, found: Classified, keys: Sequence[Key]) -> Iterator[list[Key]]:
-        """Keys grouped so that each INSERT fits the destination's max_allowed_packet."""
-        chunk: list[Key] = []
+    def chunks(self, literals: Sequence[str]) -> Iterator[list[str]]:
+        """Row literals grouped so that each INSERT fits the destination's max_allowed_packet."""
+        chunk: list[str] = []
         size = 0
-        for key in keys:
-            length = len(found.rows[key]) + 2
+        for literal in literals:
+            length = len(literal) + 2
             if chunk and size + length > self.packet * 3 // 4:
                 yield chunk
                 chunk, size = [], 0
-            chunk.append(key)
+            chunk.append(literal)
             size += length
         if chunk:
             yield chunk
@@ -6941,6 +7110,145 @@ class OtherServer(Mover):
         if self.plan.recomputed and self.db.conn is not None:  # a read cut short may have left UTC
             with contextlib.suppress(mysql.connector.Error):
                 self.db.execute(f"SET SESSION time_zone = {sql_literal(self.zone)}")
+
+
+# --------------------------------------------------------------------------- families elsewhere
+
+class FamilyElsewhere(InParts, OtherServer):
+    """Archiving a source table with its [child NAME] tables into another server: OtherServer's
+    protocol over every table of the family.
+
+    The source locks the listed rows and every row below them (read as literals, table by table
+    from the top); the destination inserts them top down, proves each table's copies and commits;
+    then the source deletes them bottom up, and commits. A child row archived with a different
+    copy (or a key equal to an archived one under its collation) makes its listed row a
+    conflict: its whole family stays.
+    """
+
+    def __init__(self, db: Database, dest: Database, plan: TablePlan, tracking: Tracking):
+        super().__init__(db, dest, plan, tracking)
+        self.moved = {}
+        self.remotes = {c.name: RemotePlan(plan, c) for c in plan.children}
+
+    def adopt(self, plan: TablePlan) -> None:
+        """Go on with a plan made for the tables' new definitions."""
+        super().adopt(plan)
+        self.remotes = {c.name: RemotePlan(plan, c) for c in plan.children}
+
+    def read(self, keys: Sequence[Key], lock: bool = True, fence: bool = False) -> Classified:
+        """OtherServer.read, then the child rows of the rows to copy."""
+        found = super().read(keys, lock, fence)
+        self.read_children(found, lock)
+        return found
+
+    def unlocked(self, keys: Sequence[Key]) -> Classified:
+        """The keys' rows and child rows as a read that locks nothing finds them (to pick a part)."""
+        return self.read(keys, lock=False)
+
+    def read_children(self, found: Classified, lock: bool) -> None:
+        """Read (and lock) each child table's rows below the rows to copy, in one round trip."""
+        found.family = {c.name: [] for c in self.plan.children}
+        if not found.to_copy:
+            return
+        condition, params = self.plan.condition(found.to_copy, "s")
+        statements: list[tuple[str, Sequence[Any]]] = []
+        for child in self.plan.children:
+            remote = self.remotes[child.name]
+            statements.append((remote.read_sql(condition, lock), params))
+            statements += [(sql, params if "%s" in sql else ()) for sql in
+                           (remote.recomputed_sql(condition, self.zone) if child.recomputed else ())]
+        results = iter(self.db.execute_script(statements, rows=True))
+        listed = self.plan.keys_by_bytes(found.to_copy)
+        for child in self.plan.children:
+            rows = next(results)
+            extra = [next(results) for _ in range(3)][1] if child.recomputed else []  # SET, SELECT, SET
+            self.take_child_rows(found, child, rows, {raw_key(k): text for k, text in extra}, listed)
+
+    def take_child_rows(self, found: Classified, child: ChildPlan, rows: Sequence[Any],
+                        extra: dict[Any, Any], listed: dict[Any, Key]) -> None:
+        """One child table's rows as read: into found.family, each counted as to copy (for now)."""
+        for root_raw, own_raw, literal in rows:
+            root, more = listed[raw_key(root_raw)], extra.get(raw_key(own_raw), "")
+            if literal is None or more is None:  # CONCAT gives NULL past max_allowed_packet
+                raise ArchiveError(f"a `{child.source}` row of key {format_key(root)} is too large to copy "
+                                   "through the client: raise max_allowed_packet on the source and the "
+                                   "destination; nothing was moved")
+            found.family[child.name].append(ChildRow(root, child.key_type.decode(own_raw), literal,
+                                                     literal + more))
+            found.child_new[(root, child.name)] = found.child_new.get((root, child.name), 0) + 1
+
+    def sort_out(self, found: Classified, lock: bool = True) -> None:
+        """OtherServer.sort_out, then each moving row's child rows: new, identical twins, or a conflict
+        of their listed row."""
+        super().sort_out(found, lock)
+        moving = set(found.to_copy) | set(found.identical)
+        found.child_new, found.child_twins, found.twin_rows = {}, {}, set()
+        for child in self.plan.children:
+            rows = [r for r in found.family.get(child.name, []) if r.root in moving]
+            archived = self.lookup([r.key for r in rows], lock, self.remotes[child.name])
+            new = [r.key for r in rows if r.key not in archived]
+            collides = self.collisions(self.remotes[child.name], new)
+            for row in rows:
+                self.sort_child_row(found, child, row, archived.get(row.key), row.key in collides)
+        found.hold_families()
+
+    def sort_child_row(self, found: Classified, child: ChildPlan, row: ChildRow, archived: str | None,
+                       collides: bool) -> None:
+        """One child row: counted new or twin, and a conflict of its listed row if its copy differs."""
+        own = f"`{child.source}` row ({', '.join(child.key)}) = ({format_key(row.key)})"
+        if collides:
+            found.details.setdefault(row.root, f"{own} equals an archived row's key under its collation")
+        elif archived is not None and archived != fingerprint_of(row.proof):
+            found.details.setdefault(row.root, f"{own} is archived with a different row")
+        if archived is not None:
+            found.twin_rows.add((child.name, row.key))
+        tally = found.child_new if archived is None else found.child_twins
+        tally[(row.root, child.name)] = tally.get((row.root, child.name), 0) + 1
+
+    def copies(self, found: Classified, keys: list[Key]) -> list[Copies]:
+        """The rows of `keys` and the new child rows of every moving row, parents first."""
+        moving = set(found.to_copy) | set(found.identical)
+        copies = super().copies(found, keys)
+        for child in self.plan.children:
+            rows = [r for r in found.family.get(child.name, [])
+                    if r.root in moving and (child.name, r.key) not in found.twin_rows]
+            copies.append(Copies(self.remotes[child.name], [r.key for r in rows], [r.literal for r in rows],
+                                 [r.proof for r in rows]))
+        return copies
+
+    def delete_locked(self, found: Classified, keys: list[Key]) -> int:
+        """Delete the locked child rows of `keys` bottom up, then their rows, in one round trip: every
+        count as read under the locks, or the batch fails."""
+        moving = set(keys)
+        rows = {c.name: [r for r in found.family.get(c.name, []) if r.root in moving]
+                for c in self.plan.children}
+        twins = {name: sum((name, r.key) in found.twin_rows for r in mine) for name, mine in rows.items()}
+        self.moved = {name: [len(mine) - twins[name], len(mine), twins[name]] for name, mine in rows.items()}
+        if not keys:
+            return 0
+        condition, params = self.plan.condition(keys, "s")
+        steps = [(f"deleted from `{c.source}`", len(rows[c.name]),
+                  (self.plan.child_delete_sql(c, condition), params)) for c in reversed(self.plan.children)]
+        condition, params = self.plan.condition(keys)
+        steps.append(("deleted", len(keys), (self.plan.delete_sql(condition, len(keys)), params)))
+        done = self.db.execute_script([sql for _, _, sql in steps])
+        for (what, expected, _), got in zip(steps, done):
+            checked(what, expected, got)
+        return int(done[-1])
+
+    def carefully(self, keys: Sequence[Key], settled: frozenset[Key] = frozenset()
+                  ) -> tuple[Counters, Classified]:
+        """OtherServer.carefully for as many keys (from the first) as fit max_batch_rows with their
+        child rows (Classified.cut says how many, if not all)."""
+        fitting, found = self.fit(keys, self.read_checked(keys))
+        counts, found = self.move_read(fitting, found, settled)
+        return counts, found if len(fitting) == len(keys) else dataclasses.replace(found, cut=len(fitting))
+
+    def batch(self, batch: Batch) -> BatchOutcome:
+        """The batch with its child rows, as many of its keys (from the first) as fit max_batch_rows."""
+        keys = self.part_of(batch)
+        counts, found = self.carefully(keys, batch.settled)
+        return self.family_outcome(counts, found, len(keys) if found.cut is None else found.cut)
 
 
 # --------------------------------------------------------------------------- conflicts
@@ -7005,7 +7313,7 @@ def recheck_file(context: RunContext, file: tuple[str, str], rows: list[tuple[in
         left -= len(resolved)
         total.add(counts)
         keys = keys[handled:]
-        if isinstance(context.mover, Family):  # the child rows the committed chunk moved
+        if isinstance(context.mover, InParts):  # the child rows the committed chunk moved
             context.state.add_child_rows((name, rows[0]) for name, rows in context.mover.moved.items())
     if kind == "CONFLICT":
         context.say(f"RECHECK: {file[0]}: {len(rows) - left} of {len(rows)} earlier conflict(s) resolved"
@@ -7819,7 +8127,8 @@ def write_header(config: Config, log: TextLog, state: RunState) -> None:
 def make_mover(tracking: Tracking, plan: TablePlan, dest: Database | None) -> Mover:
     """Within one server (with the child tables, if any), or into the destination server."""
     if dest:
-        return OtherServer(tracking.db, dest, plan, tracking)
+        mover = FamilyElsewhere if plan.children else OtherServer
+        return mover(tracking.db, dest, plan, tracking)
     return Family(tracking.db, plan, tracking) if plan.children else SameServer(tracking.db, plan, tracking)
 
 
@@ -8261,10 +8570,11 @@ def load_limit_problems(db: Database, config: Config) -> list[str]:
             if not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", status.get(name.lower(), ""))]
 
 
-def child_lines(plan: TablePlan) -> list[str]:
-    """--check's line for each child table: what moves with what, compared by which key."""
+def child_lines(plan: TablePlan, where: str = "") -> list[str]:
+    """--check's line for each child table: what moves with what (`where`: on the destination),
+    compared by which key."""
     parents = {c.name: c.source for c in plan.children}
-    return [f"ok: child `{c.source}` -> `{c.archive}` moves with "
+    return [f"ok: child `{c.source}` -> `{c.archive}`{where} moves with "
             f"`{parents.get(c.parent or '', plan.source)}` ({', '.join(c.parent_columns)} = "
             f"{', '.join(c.parent_key)}), compared by its key ({', '.join(c.key)}), "
             f"{plural(len(c.columns), 'column')} copied" for c in plan.children]
@@ -8342,7 +8652,7 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
     print_lines(lines + [
         (f"ok: `{config.source_table}` -> `{config.archive_table}`{where} on key {found.plan.key_text} "
          f"({found.plan.key_type.sql_type}), {plural(len(found.plan.columns), 'column')} copied"),
-        *child_lines(found.plan), "Verdict: READY."], out)
+        *child_lines(found.plan, where), "Verdict: READY."], out)
     return EXIT_OK
 
 
@@ -8473,7 +8783,7 @@ def too_big_key(mover: Mover, keys: Sequence[Key], found: Classified) -> tuple[i
     """With child tables: the index of the first key whose family alone is over max_batch_rows, and
     the error the run would fail with there (the parts before it are moved)."""
     done = 0
-    while isinstance(mover, Family) and done < len(keys):
+    while isinstance(mover, InParts) and done < len(keys):
         try:
             done += len(mover.fitting_keys(keys[done:], found))
         except ArchiveError as exc:

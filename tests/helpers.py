@@ -665,6 +665,18 @@ def silenced_mid_query(server: Any, db: ScratchDatabase, table: str, proc: CliPr
         holder.close()
 
 
+def wait_for_a_lock_wait(db: ScratchDatabase, what: str, ended: Callable[[], bool] = lambda: False) -> None:
+    """Wait until a transaction waits on a row lock (the run's batch, behind the row the test holds),
+    or until `ended` (the run ended instead: the caller says how).
+
+    Polled every 0.25 s: InnoDB refreshes INNODB_TRX only when nobody read it for 0.1 s, so a poll
+    every 0.05 s read the table as it was at the first poll for ever (a CI timeout, the run waiting
+    all along)."""
+    wait_until(lambda: ended() or db.scalar("SELECT COUNT(*) FROM information_schema.INNODB_TRX "
+                                            "WHERE trx_state = 'LOCK WAIT'"),
+               timeout=60, interval=0.25, message=what)
+
+
 def wait_until(predicate: Callable[[], T | None], timeout: float = 30, interval: float = 0.05,
                message: str = "condition") -> T:
     """Poll *predicate* until it returns a truthy value and return it; TimeoutError otherwise."""

@@ -8,23 +8,30 @@ between parts, a parent too big for one transaction, and what the preflight refu
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import random
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import archive
+from checks import assert_batches_once
 from helpers import (
     ScratchDatabase,
     kill_process_group,
     read_text_logs,
     run_cli,
+    wait_for_a_lock_wait,
     wait_until,
     write_config,
     write_csv,
 )
+from proxy import need_socket
+from test_destination import dest_keys, kill_between_the_commits
 
 ITEMS = {"child items__source_table": "order_items", "child items__archive_table": "order_items_archive",
          "child items__parent_columns": "order_id"}
@@ -73,8 +80,6 @@ def test_child_sections_are_read_parents_first(tmp_path):
      "[child b] source_table: `t1` is already [child a] source_table"),
     ("[child it;ems]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\n",
      "NAME must be a plain identifier"),
-    (("[child items]\nsource_table = t1\narchive_table = t1a\nparent_columns = x\n"
-      "[destination]\ndatabase = far\n"), "cannot yet be archived into another server"),
     ("[child items]\nsource_table = t1\narchive_table = t1a\nparent_columns = a, a\n",
      "names a more than once"),
 ])
@@ -120,6 +125,44 @@ def test_a_grandchild_is_joined_up_to_the_listed_rows_and_locked_as_each_server_
         "WHERE s.`id` = 1 FOR UPDATE OF c, p1, s FOR SHARE OF a")
     assert plan.child_classify_sql(options, "s.`id` = 1").endswith("WHERE s.`id` = 1 FOR UPDATE")
     assert plan.child_delete_sql(options, "s.`id` = 1").startswith("DELETE c FROM `item_options` c JOIN")
+
+
+UTF8, LATIN1 = archive.KeyType("str", charset="utf8mb4"), archive.KeyType("str", charset="latin1")
+
+
+@pytest.mark.parametrize("key_type, key", [
+    (archive.KeyType("int"), 12),
+    (UTF8, "résumé 😀"),
+    (LATIN1, "caf\u00e9\x81\u20ac"),  # cp1252's euro and one of its five bytes that stand for themselves
+    (archive.KeyType("str", charset="ascii"), "abc "),
+    (archive.KeyType("bytes"), b"\x00\xff,"),
+    (archive.KeyType("date"), dt.date(2024, 2, 29)),
+    (archive.KeyType("datetime", fsp=3), dt.datetime(2024, 3, 31, 2, 30, 0, 125000)),
+    (archive.KeyType("timestamp", fsp=6, zone="+00:00"),
+     dt.datetime(2024, 10, 27, 1, 30, 0, 999999, tzinfo=dt.timezone.utc)),
+    (archive.KeyType("tuple", parts=(archive.KeyType("int"), UTF8)), (7, "a,b")),
+])
+def test_a_child_key_read_from_the_server_decodes_to_the_key_whose_bytes_it_is(key_type, key):
+    # Into another server a child row's own key is read as key_text_sql's bytes and looked up on the
+    # destination as a key: decode must give back exactly the key those bytes encode.
+    assert key_type.decode(key_type.encode(key)) == key
+    assert key_type.encode(key_type.decode(key_type.encode(key))) == key_type.encode(key)
+
+
+def test_a_child_row_into_another_server_is_read_joined_up_to_its_listed_row():
+    items = archive.ChildPlan("items", "order_items", "order_items_archive", ("id",),
+                              (archive.Column("id", "int"), archive.Column("sku", "varchar", "utf8mb4")),
+                              None, ("order_id",), ("id",), key_type=archive.KeyType("int"))
+    plan = archive.TablePlan("orders", "orders_archive", ("id",), (archive.Column("id", "int"),),
+                             archive.KeyType("int"), children=(items,))
+    remote = archive.RemotePlan(plan, items)
+    read = remote.read_sql("s.`id` IN (1)")
+    assert read.startswith("SELECT s.`id`, c.`id`, ")
+    assert read.endswith("FROM `order_items` c JOIN `orders` s FORCE INDEX (`PRIMARY`) ON "
+                         "c.`order_id` = s.`id` WHERE s.`id` IN (1) FOR UPDATE")
+    assert remote.insert_sql(["(1,'a')"]) == "INSERT INTO `order_items_archive` (`id`, `sku`) VALUES (1,'a')"
+    assert "FROM `order_items_archive` a FORCE INDEX (`PRIMARY`) WHERE a.`id` IN (1)" in remote.lookup_sql(
+        "a.`id` IN (1)")
 
 
 # --------------------------------------------------------------------------- the real server
@@ -260,10 +303,7 @@ def leave_a_partial_batch(db: ScratchDatabase, config: Path, spawn_cli: Any) -> 
     wait_until(lambda: db.table_exists("batch_processing_logs") and db.scalar(
         "SELECT COUNT(*) FROM batch_processing_logs WHERE status = 'PARTIAL'"), timeout=60,
         message="the first part's commit")
-    wait_until(lambda: proc.poll() is not None or db.scalar(
-        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON "
-        "p.ID = t.trx_mysql_thread_id WHERE t.trx_state = 'LOCK WAIT' AND p.DB = %s", (db.name,)),
-        timeout=60, message="the second part to wait for its lock")
+    wait_for_a_lock_wait(db, "the second part to wait for its lock", lambda: proc.poll() is not None)
     assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()  # it must not have ended instead
     kill_process_group(proc, signal.SIGKILL)
     holder.rollback()
@@ -584,3 +624,199 @@ def test_status_does_not_count_a_batch_left_in_parts_as_processed(db, tmp_path, 
     assert "orders.csv  0/2 batches  PROCESSING" in status.stdout, status.stdout
     assert run_cli(config).returncode == 0
     assert db.query("SELECT processed_batches FROM file_processing_logs ORDER BY id") == [(0,), (2,)]
+
+
+# --------------------------------------------------------------------------- into another server
+
+DEST_FAMILY = (
+    "CREATE TABLE orders_archive (id INT PRIMARY KEY, customer VARCHAR(20), total DECIMAL(10,2))",
+    FAMILY[3],
+    FAMILY[5],
+)
+
+
+def remote_family_job(db: ScratchDatabase, dest: ScratchDatabase, tmp_path: Path, orders: int,
+                      listed: list[int], **config: Any) -> Path:
+    """family_job's tables and rows on the source, its three archive tables on the destination."""
+    for ddl in (FAMILY[0], FAMILY[2], FAMILY[4]):
+        db.execute(ddl)
+    for ddl in DEST_FAMILY:
+        dest.execute(ddl)
+    db.execute(f"INSERT INTO orders SELECT seq, CONCAT('c', seq), seq * 1.5 FROM seq_1_to_{orders}")
+    db.execute(f"INSERT INTO order_items SELECT seq, seq DIV 3 + 1, CONCAT('sku', seq), seq MOD 7 "
+               f"FROM seq_0_to_{3 * orders - 1}")
+    db.execute("INSERT INTO item_options SELECT i.id, o.opt, CONCAT(o.opt, i.id) FROM order_items i "
+               "JOIN (SELECT 'color' AS opt UNION SELECT 'size') o WHERE i.id MOD 2 = 0")
+    path = write_config(tmp_path, db, archive__source_table="orders", archive__archive_table="orders_archive",
+                        **dest_keys(dest), **ITEMS, **OPTIONS, **config)
+    write_csv(tmp_path / "csv" / "orders.csv", listed)
+    return path
+
+
+def split_family(db: ScratchDatabase, dest: ScratchDatabase, settled: bool = True
+                 ) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows of each table in the source or on the destination (what must never change), once
+    each; `settled`: no row is in both (a kill between the two commits leaves identical twins)."""
+    tables = {}
+    for table in ("orders", "order_items", "item_options"):
+        here, there = family_of(db, table), family_of(dest, f"{table}_archive")
+        both = sorted(set(here) & set(there))
+        assert not settled or not both, f"{table}: in both: {both[:5]}"
+        tables[table] = sorted(set(here) | set(there))
+    return tables
+
+
+def assert_no_orphans(db: ScratchDatabase, dest: ScratchDatabase) -> None:
+    """No child row stayed whose parent moved, and none moved whose parent stayed."""
+    orders, items = {r[0] for r in family_of(db, "orders")}, family_of(db, "order_items")
+    assert all(item[1] in orders for item in items), "an item stayed whose order was archived"
+    assert all(o[0] in {i[0] for i in items} for o in family_of(db, "item_options"))
+    archived = {r[0] for r in family_of(dest, "orders_archive")}
+    moved_items = family_of(dest, "order_items_archive")
+    assert all(item[1] in archived for item in moved_items), "an item was archived whose order stayed"
+    assert all(o[0] in {i[0] for i in moved_items} for o in family_of(dest, "item_options_archive"))
+
+
+def test_a_three_level_family_moves_into_another_server_exactly(db, dest_db, tmp_path):
+    listed = [2, 3, 5, 8, 13, 21, 34]
+    config = remote_family_job(db, dest_db, tmp_path, 40, listed, archive__batch_size=3)
+    before = split_family(db, dest_db)
+    check = run_cli(config, "--check")
+    assert check.returncode == 0 and "Verdict: READY." in check.stdout, check.stdout
+    there = f"on root@{dest_keys(dest_db)['destination__unix_socket']}"
+    assert f"ok: child `item_options` -> `item_options_archive` {there} moves with `order_items`" \
+        in check.stdout, check.stdout
+    dry = run_cli(config, "--dry-run", "--json")
+    assert dry.returncode == 0, (dry.stdout, dry.stderr)
+    assert json.loads(dry.stdout)["child_tables"] == {
+        "items": {"rows_to_archive": 21, "rows_to_delete": 21},
+        "options": {"rows_to_archive": 22, "rows_to_delete": 22}}
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert split_family(db, dest_db) == before
+    assert_no_orphans(db, dest_db)
+    assert [r[0] for r in family_of(dest_db, "orders_archive")] == listed
+    items = [r for r in before["order_items"] if r[1] in listed]
+    assert family_of(dest_db, "order_items_archive") == items
+    options = sorted(r for r in before["item_options"] if r[0] in {i[0] for i in items})
+    assert sorted(family_of(dest_db, "item_options_archive")) == options
+    counts = [json.loads(t) for (t,) in db.query(
+        "SELECT table_counts FROM batch_processing_logs ORDER BY batch_number")]
+    assert sum(c["items"]["archived"] for c in counts) == len(items) == 21
+    assert sum(c["options"]["deleted"] for c in counts) == len(options) == 22
+    assert "child rows archived items 21, options 22" in result.stdout
+    assert not dest_db.table_exists("batch_processing_logs"), "tracking stays with the source"
+    again = run_cli(config)
+    assert again.returncode == 0 and split_family(db, dest_db) == before
+
+
+def test_archived_children_on_the_destination_are_twins_or_keep_their_family(db, dest_db, tmp_path):
+    config = remote_family_job(db, dest_db, tmp_path, 10, [4, 5, 6, 7])
+    copy = ("INSERT INTO `{db}`.order_items_archive VALUES (%s, %s, %s, %s)")
+    item = {r[0]: r for r in family_of(db, "order_items")}
+    dest_db.execute(copy.format(db=dest_db.name), (12, 5, "sku12", item[12][3] + 1))  # differs: order 5 stays
+    dest_db.execute(copy.format(db=dest_db.name), item[13])  # identical: a twin of order 5's
+    dest_db.execute(copy.format(db=dest_db.name), item[18])  # identical: order 7's
+    dest_db.execute(copy.format(db=dest_db.name), (15, 6, "SKU15", item[15][3]))  # 'SKU15' = 'sku15', not it
+    dest_db.execute("INSERT INTO orders_archive VALUES (7, 'c7', 10.50)")  # order 7 itself: a twin
+    dry = json.loads(run_cli(config, "--dry-run", "--json").stdout)
+    assert (dry["total"]["rows_to_archive"], dry["total"]["conflicts"]) == (1, 2)
+    assert dry["child_tables"] == {  # order 4: items 9-11, options of 10; order 7: 19, 20 new, 18 a twin
+        "items": {"rows_to_archive": 5, "rows_to_delete": 6},
+        "options": {"rows_to_archive": 6, "rows_to_delete": 6}}
+    result = run_cli(config)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert [r[0] for r in family_of(db, "orders")] == [1, 2, 3, 5, 6, 8, 9, 10]
+    assert db.scalar("SELECT COUNT(*) FROM order_items WHERE order_id IN (5, 6)") == 6
+    assert db.scalar("SELECT COUNT(*) FROM item_options WHERE item_id IN (12, 14, 16)") == 6
+    assert db.query("SELECT key_value, detail FROM conflict_logs ORDER BY key_value") == [
+        ("5", "`order_items` row (id) = (12) is archived with a different row"),
+        ("6", "`order_items` row (id) = (15) is archived with a different row")]
+    assert db.query("SELECT rows_archived, duplicates, conflicts FROM process_logs") == [(1, 1, 2)]
+    assert db.scalar("SELECT COUNT(*) FROM order_items WHERE order_id IN (4, 7)") == 0
+    assert dest_db.scalar("SELECT COUNT(*) FROM order_items_archive WHERE order_id IN (4, 7)") == 6
+    dest_db.execute("DELETE FROM order_items_archive WHERE id IN (12, 15)")
+    again = run_cli(config)
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert [r[0] for r in family_of(db, "orders")] == [1, 2, 3, 8, 9, 10]
+    assert_no_orphans(db, dest_db)
+
+
+def test_random_kills_into_another_server_never_lose_double_or_orphan_a_row(db, dest_db, tmp_path, spawn_cli):
+    listed = list(range(1, 61))
+    config = remote_family_job(db, dest_db, tmp_path, 70, listed, archive__batch_size=6,
+                               archive__max_batch_rows=20)  # 6 or 8 rows an order: 2 or 3 orders a part
+    before = split_family(db, dest_db)
+    rng = random.Random(21)
+    for _ in range(8):
+        proc = spawn_cli(config)
+        time.sleep(rng.uniform(0.3, 1.5))  # a kill at a random point of the run, wherever it is
+        kill_process_group(proc, signal.SIGKILL)
+        assert split_family(db, dest_db, settled=False) == before  # nothing lost, nothing changed
+        assert_no_orphans(db, dest_db)
+    final = run_cli(config)
+    assert final.returncode == 0, (final.stdout, final.stderr)
+    assert split_family(db, dest_db) == before
+    assert_no_orphans(db, dest_db)
+    assert [r[0] for r in family_of(dest_db, "orders_archive")] == listed
+    assert_batches_once(db, "orders.csv", 10)
+
+
+def test_a_kill_between_the_two_commits_leaves_twins_the_rerun_settles(db, dest_db, server, tmp_path,
+                                                                       spawn_cli):
+    need_socket(server)
+    config = remote_family_job(db, dest_db, tmp_path, 10, [3, 4, 5], archive__batch_size=3)
+    sources = {t: family_of(db, t) for t in ("orders", "order_items", "item_options")}
+    kill_between_the_commits(db, tmp_path, spawn_cli, **dest_keys(dest_db), **ITEMS, **OPTIONS,
+                             archive__source_table="orders", archive__archive_table="orders_archive",
+                             archive__batch_size=3)
+    assert dest_db.count("orders_archive") == 3 and db.count("orders") == 10  # the window was hit
+    assert dest_db.count("order_items_archive") == 9 and db.count("order_items") == 30
+    rerun = run_cli(config)
+    assert rerun.returncode == 0, (rerun.stdout, rerun.stderr)
+    assert db.query("SELECT rows_archived, duplicates FROM process_logs ORDER BY id") == [(0, 0), (0, 3)]
+    counts = json.loads(db.scalar("SELECT table_counts FROM batch_processing_logs"))
+    assert counts["items"] == {"archived": 0, "deleted": 9, "duplicates": 9}
+    assert split_family(db, dest_db) == {t: sorted(rows) for t, rows in sources.items()}
+    assert_no_orphans(db, dest_db)
+
+
+def test_a_child_key_equal_to_an_archived_one_only_by_collation_keeps_its_family(db, dest_db, tmp_path):
+    config = remote_family_job(db, dest_db, tmp_path, 10, [4, 5])
+    dest_db.execute("INSERT INTO item_options_archive VALUES (10, 'COLOR', 'color10')")  # order 4's 'color'
+    result = run_cli(config)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert [r[0] for r in family_of(db, "orders")] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+    detail = ("`item_options` row (item_id, opt) = (10,\"color\") equals an archived row's key under its "
+              "collation")
+    assert db.query("SELECT key_value, detail FROM conflict_logs") == [("4", detail)]
+    assert db.count("order_items") == 27 and dest_db.count("item_options_archive") == 1 + 4  # order 5's
+
+
+@pytest.mark.parametrize("change, message", [
+    ("DROP TABLE item_options_archive",
+     "[child options]: table `item_options_archive` does not exist on the destination"),
+    ("ALTER TABLE order_items_archive DROP PRIMARY KEY", "`order_items_archive` needs a unique key on (id)"),
+    ("ALTER TABLE order_items_archive MODIFY qty BIGINT", "[child items]: "),
+    ("ALTER TABLE item_options_archive ENGINE=MyISAM", "`item_options_archive` must be a transactional"),
+])
+def test_the_preflight_checks_child_archives_on_the_destination(db, dest_db, tmp_path, change, message):
+    config = remote_family_job(db, dest_db, tmp_path, 5, [1])
+    dest_db.execute(change)
+    check = run_cli(config, "--check")
+    assert check.returncode == 1 and message in check.stdout, check.stdout
+    assert run_cli(config).returncode == 1 and db.count("orders") == 5
+
+
+def test_a_child_whose_own_key_cannot_be_looked_up_exactly_is_refused_into_another_server(
+        db, dest_db, tmp_path):
+    config = remote_family_job(db, dest_db, tmp_path, 5, [1])
+    for side in (db, dest_db):
+        side.execute("DROP TABLE IF EXISTS item_options" if side is db else "DROP TABLE item_options_archive")
+        side.execute(f"CREATE TABLE item_options{'' if side is db else '_archive'} (code DECIMAL(8,2) "
+                     "PRIMARY KEY, item_id INT NOT NULL, KEY (item_id)"
+                     + (", FOREIGN KEY (item_id) REFERENCES order_items (id))" if side is db else ")"))
+    check = run_cli(config, "--check")
+    assert check.returncode == 1, check.stdout
+    assert ("[child options]: its key (code) cannot be looked up exactly on the destination: key column "
+            "type decimal(8,2) is not supported") in check.stdout, check.stdout

@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import mysql.connector
@@ -305,8 +304,8 @@ def test_a_json_type_list_group_concat_would_cut_is_never_identical_nor_copied(s
 
 def test_a_copy_that_differs_with_mysql_json_names_the_types_json_text_cannot_carry():
     def hint(*columns: archive.Column) -> str:
-        mover: Any = SimpleNamespace(plan=SimpleNamespace(columns=columns))
-        return archive.OtherServer.json_hint(mover)
+        plan = archive.TablePlan("t", "t_archive", ("id",), columns, archive.KeyType("int"))
+        return archive.json_hint(plan)
     assert "DECIMAL, DATE, TIME, DATETIME, binary, UNSIGNED below 2^63" in hint(
         archive.Column("id", "int"), archive.Column("doc", "json"))
     assert hint(archive.Column("doc", "longtext", "utf8mb4")) == ""  # MariaDB's JSON travels as its bytes

@@ -29,6 +29,7 @@ from helpers import (
     insert_rewards,
     run_cli,
     snapshot,
+    wait_for_a_lock_wait,
     wait_until,
     write_config,
     write_csv,
@@ -353,14 +354,6 @@ def test_into_another_server_a_change_while_the_destination_session_is_gone_goes
     assert snapshot(dest_db, "rewards_archives", EXTRA) == original
 
 # --------------------------------------------------------------------------- changes that land mid-batch
-
-def wait_for_a_lock_wait(db: ScratchDatabase, what: str) -> None:
-    """Wait until a transaction waits on a row lock (the run's batch, behind the row the test holds).
-
-    Polled every 0.25 s: InnoDB refreshes INNODB_TRX only when nobody read it for 0.1 s."""
-    wait_until(lambda: db.scalar("SELECT COUNT(*) FROM information_schema.INNODB_TRX "
-                                 "WHERE trx_state = 'LOCK WAIT'"), timeout=60, interval=0.25, message=what)
-
 
 @contextlib.contextmanager
 def row_held(db: ScratchDatabase, key: int) -> Iterator[None]:
