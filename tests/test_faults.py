@@ -6,7 +6,6 @@ import contextlib
 import json
 import random
 import signal
-import threading
 import time
 from collections.abc import Iterator
 
@@ -84,40 +83,32 @@ def test_server_crash_mid_run_exits_quickly_and_rerun_finishes(db, tmp_path, spa
     assert_no_run_left_running(db)
 
 
-def hold_row_lock(db, key: int, seconds: float, started: threading.Event) -> None:
-    """Hold an exclusive lock on one source row from another connection for a while."""
+@contextlib.contextmanager
+def row_locked(db, key: int) -> Iterator[None]:
+    """Another session holds an exclusive lock on one source row while the body runs (released when
+    it ends: what the test waits for is a condition, never a guess of how long the run takes)."""
     conn = db.connect()
     try:
         cur = conn.cursor()
         cur.execute("START TRANSACTION")
         cur.execute("SELECT id FROM rewards WHERE id = %s FOR UPDATE", (key,))
         cur.fetchall()
-        started.set()
-        time.sleep(seconds)
+        yield
         cur.execute("ROLLBACK")
     finally:
         conn.close()
 
 
-@contextlib.contextmanager
-def row_locked(db, key: int, seconds: float) -> Iterator[None]:
-    """Another session holds a row lock on `key` for `seconds` while the body runs."""
-    started = threading.Event()
-    holder = threading.Thread(target=hold_row_lock, args=(db, key, seconds, started))
-    holder.start()
-    assert started.wait(10), "the lock holder did not start"
-    try:
-        yield
-    finally:
-        holder.join()
-
-
-def test_lock_wait_timeout_is_retried_then_the_batch_succeeds(db, tmp_path):
+def test_lock_wait_timeout_is_retried_then_the_batch_succeeds(db, tmp_path, spawn_cli):
+    # The lock is held until the run has retried batch 4 once: on a loaded machine a lock held for
+    # a fixed 2.5 s was gone before the run got there (it then never waited).
     config, original = make_job(db, tmp_path, range(1, 61), {"ids.csv": list(range(1, 61))},
                                 archive__batch_size=10, archive__lock_wait_timeout=1, archive__max_retries=4)
-    with row_locked(db, key=35, seconds=2.5):
-        result = run_cli(config)
-    assert result.returncode == 0, result.stderr
+    with row_locked(db, key=35):
+        proc = spawn_cli(config)
+        wait_until(lambda: proc.poll() is not None or "RETRY: Batch 4 attempt 2" in text_log(tmp_path),
+                   timeout=60, message="the run's first retry of batch 4")
+    assert proc.wait(timeout=120) == 0, proc.read_stderr()
     log = text_log(tmp_path)
     assert "RETRY: Batch 4 attempt 2 after MySQL Error 1205" in log
     assert_conserved(db, original, set(range(1, 61)))
@@ -127,7 +118,7 @@ def test_lock_wait_timeout_is_retried_then_the_batch_succeeds(db, tmp_path):
 def test_a_lock_that_never_goes_away_fails_the_run_without_touching_the_batch(db, tmp_path):
     config, original = make_job(db, tmp_path, range(1, 31), {"ids.csv": list(range(1, 31))},
                                 archive__batch_size=10, archive__lock_wait_timeout=1, archive__max_retries=1)
-    with row_locked(db, key=15, seconds=6):
+    with row_locked(db, key=15):  # for the whole run
         result = run_cli(config)
     assert result.returncode == 1
     assert "1205" in result.stderr
@@ -277,7 +268,7 @@ def test_a_batch_that_lists_most_of_what_is_left_does_not_lock_the_applications_
     REPEATABLE READ locks every row. Here another session holds an unlisted row the whole time."""
     config, original = make_job(db, tmp_path, range(1, 101), {"ids.csv": list(range(1, 101, 2))},
                                 archive__batch_size=50, archive__lock_wait_timeout=1, archive__max_retries=0)
-    with row_locked(db, key=42, seconds=4):
+    with row_locked(db, key=42):  # for the whole run
         result = run_cli(config)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert_conserved(db, original, set(range(1, 101, 2)))
