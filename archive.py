@@ -7025,6 +7025,19 @@ class OtherServer(Mover):
 
 # --------------------------------------------------------------------------- families elsewhere
 
+def decode_child_key(child: ChildPlan, root: Key, raw: Any) -> Key:
+    """A child row's own key as read from the source, to look it up on the destination; a key no
+    Python value holds (a zero date, '0000-00-00') is an error naming the row, not a crash."""
+    try:
+        return child.key_type.decode(raw)
+    except ValueError as exc:
+        stored = raw if isinstance(raw, int) else bytes(raw).decode("utf-8", "replace")
+        raise ArchiveError(f"a `{child.source}` row of key {format_key(root)} has a key "
+                           f"({', '.join(child.key)}) stored as {stored!s} that cannot be looked up "
+                           f"on the destination ({exc}): correct that row (a zero date?) or leave key "
+                           f"{format_key(root)} out; nothing was moved") from exc
+
+
 class FamilyElsewhere(InParts, OtherServer):
     """Archiving a source table with its [child NAME] tables into another server: OtherServer's
     protocol over every table of the family.
@@ -7084,7 +7097,7 @@ class FamilyElsewhere(InParts, OtherServer):
                 raise ArchiveError(f"a `{child.source}` row of key {format_key(root)} is too large to copy "
                                    "through the client: raise max_allowed_packet on the source and the "
                                    "destination; nothing was moved")
-            found.family[child.name].append(ChildRow(root, child.key_type.decode(own_raw), literal,
+            found.family[child.name].append(ChildRow(root, decode_child_key(child, root, own_raw), literal,
                                                      literal + more))
             found.child_new[(root, child.name)] = found.child_new.get((root, child.name), 0) + 1
 
