@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from helpers import ScratchDatabase, run_cli, write_config, write_csv
-from proxy import need_socket
+from proxy import CuttingProxy, need_socket
 from test_child_tables import (
     FAMILY,
     ITEMS,
@@ -40,6 +40,13 @@ def status(config: Path) -> dict[str, Any]:
     result = run_cli(config, "--status", "--json")
     assert result.returncode in (0, 3), (result.stdout, result.stderr)
     return json.loads(result.stdout)
+
+
+def family_config(tmp_path: Path, db: ScratchDatabase, dest: ScratchDatabase, **config: Any) -> Path:
+    """remote_family_job's config again, with `config` (section__key) on top."""
+    keys = {**dest_keys(dest), **config}
+    return write_config(tmp_path, db, archive__source_table="orders", archive__archive_table="orders_archive",
+                        **ITEMS, **OPTIONS, **keys)
 
 
 def table_counts(db: ScratchDatabase) -> dict[str, dict[str, int]]:
@@ -206,3 +213,124 @@ def test_a_guard_holding_back_some_parents_keeps_their_families_and_counts_them(
     assert predicted["child_tables"]["items"] == {"rows_to_archive": 9, "rows_to_delete": 9}
     assert predicted["total"]["skipped_by_guard"] == 3, predicted["total"]
     assert db.query("SELECT rows_archived, skipped_by_guard FROM process_logs") == [(3, 3)]
+
+
+# --------------------------------------------------------------------------- text child keys
+
+TAGS = {"child tags__source_table": "tags", "child tags__archive_table": "tags_archive",
+        "child tags__parent_columns": "order_id"}
+TAGS_DDL = ("CREATE TABLE {name} (order_id INT NOT NULL, tag VARCHAR(10) CHARACTER SET latin1 COLLATE "
+            "latin1_swedish_ci NOT NULL, label VARCHAR(10) COLLATE utf8mb4_general_ci NOT NULL, n INT, "
+            "PRIMARY KEY (order_id, tag, label){fk})")
+
+
+def test_latin1_and_padded_case_folded_child_keys_are_matched_by_their_bytes(db, dest_db, tmp_path):
+    # Attack: a child keyed by (INT, latin1 text, utf8mb4 text) with accents, trailing spaces and
+    # case differences, partly archived already: twins must be found by the bytes of every part
+    # (decoded from what the source returns), keys equal only by collation must be conflicts.
+    db.execute(FAMILY[0])
+    db.execute(TAGS_DDL.format(name="tags", fk=", FOREIGN KEY (order_id) REFERENCES orders (id)"))
+    dest_db.execute("CREATE TABLE orders_archive (id INT PRIMARY KEY, customer VARCHAR(20), "
+                    "total DECIMAL(10,2))")
+    dest_db.execute(TAGS_DDL.format(name="tags_archive", fk=""))
+    db.execute("INSERT INTO orders VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3), (4, 'd', 4), (5, 'e', 5)")
+    rows = [(1, "é", "x ", 1), (1, "É2", "y", 2), (2, "café", "ab ", 3), (2, "\u20ac", "Ab", 4),
+            (3, "zz", "Q", 5), (4, "a", "b ", 6), (5, "ÿ", "\u00df", 7)]
+    db.executemany("INSERT INTO tags VALUES (%s, %s, %s, %s)", rows)
+    dest_db.executemany("INSERT INTO tags_archive VALUES (%s, %s, %s, %s)", [
+        (2, "café", "ab ", 3),  # a twin of order 2's
+        (3, "ZZ", "q", 5),  # equal to order 3's only by collation: order 3 is a conflict
+        (4, "a", "b", 6)])  # 'b' = 'b ' under PAD SPACE: order 4 is a conflict
+    config = write_config(tmp_path, db, archive__source_table="orders",
+                          archive__archive_table="orders_archive", **dest_keys(dest_db), **TAGS)
+    write_csv(tmp_path / "csv" / "orders.csv", [1, 2, 3, 4, 5])
+    predicted = dry_run(config)
+    result = run_cli(config)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert [r[0] for r in family_of(db, "orders")] == [3, 4]
+    stayed = sorted(db.query("SELECT order_id, tag, label, n FROM tags"))
+    assert stayed == [(3, "zz", "Q", 5), (4, "a", "b ", 6)]
+    archived = sorted(dest_db.query("SELECT order_id, tag, label, n FROM tags_archive"))
+    assert archived == sorted([r for r in rows if r[0] in (1, 2, 5)] + [(3, "ZZ", "q", 5), (4, "a", "b", 6)])
+    assert [k for (k,) in db.query("SELECT key_value FROM conflict_logs ORDER BY key_value")] == ["3", "4"]
+    assert predicted["child_tables"]["tags"] == {"rows_to_archive": 4, "rows_to_delete": 5}
+    assert table_counts(db)["tags"] == {"archived": 4, "deleted": 5, "duplicates": 1}
+
+
+# --------------------------------------------------------------------------- faults
+
+def test_a_kill_between_the_commits_of_a_part_resumes_with_counts_that_add_up(
+        db, dest_db, server, tmp_path, spawn_cli):
+    # Attack: max_batch_rows cuts the batch into parts [1, 2], [3, 4], [5, 6] (14 rows each); the
+    # first part's destination commit happens, its source commit never does (kill -9). The rerun
+    # goes on inside the batch: every table's rows must be counted once, as archived or as twins.
+    need_socket(server)
+    settings = {"archive__batch_size": 6, "archive__max_batch_rows": 20}
+    config = remote_family_job(db, dest_db, tmp_path, 10, [1, 2, 3, 4, 5, 6], **settings)
+    before = split_family(db, dest_db)
+    kill_between_the_commits(db, tmp_path, spawn_cli, **dest_keys(dest_db), **ITEMS, **OPTIONS,
+                             archive__source_table="orders", archive__archive_table="orders_archive",
+                             **settings)
+    assert dest_db.count("orders_archive") == 2 and db.count("orders") == 10  # the window was hit
+    config = family_config(tmp_path, db, dest_db, **settings)  # the kill's config went through its proxy
+    predicted = dry_run(config)
+    rerun = run_cli(config)
+    assert rerun.returncode == 0, (rerun.stdout, rerun.stderr)
+    assert split_family(db, dest_db) == before
+    assert_no_orphans(db, dest_db)
+    assert dest_db.count("orders_archive") == 6 and dest_db.count("order_items_archive") == 18
+    counts = table_counts(db)
+    for name, table in (("items", "order_items_archive"), ("options", "item_options_archive")):
+        assert counts[name]["deleted"] == dest_db.count(table), (name, counts)
+        assert counts[name]["archived"] + counts[name]["duplicates"] == dest_db.count(table), (name, counts)
+        assert predicted["child_tables"][name]["rows_to_delete"] == dest_db.count(table), name
+    assert db.query("SELECT SUM(rows_archived), SUM(duplicates), SUM(rows_deleted) FROM process_logs") == [
+        (4, 2, 6)]
+    shown = status(config)["child_tables"]
+    assert shown["items"] == {"archived": 12, "deleted": 18, "duplicates": 6}, shown
+
+
+def test_a_lost_commit_answer_on_the_destination_settles_every_table(db, dest_db, dest_server, tmp_path):
+    # Attack: the destination commits batch 1's family, and the answer never comes back (the link
+    # dies). The source must roll back, the retry find every table's rows as twins, and the run end
+    # with each row in exactly one place and counted once.
+    need_socket(dest_server)
+    remote_family_job(db, dest_db, tmp_path, 10, [1, 2, 3, 4, 5, 6])
+    before = split_family(db, dest_db)
+    proxy = CuttingProxy(tmp_path / "dest.sock", dest_server.client_socket,
+                         lambda data: b"\x03commit" in data.lower(), delay=0.2, forward=True)
+    try:
+        result = run_cli(family_config(tmp_path, db, dest_db, archive__batch_size=3,
+                                       destination__unix_socket=proxy.path))
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "RETRY: Batch 1" in result.stdout, result.stdout  # the cut hit the batch's commit
+    assert split_family(db, dest_db) == before
+    assert_no_orphans(db, dest_db)
+    assert dest_db.count("orders_archive") == 6
+    counts = table_counts(db)
+    assert counts["items"]["deleted"] == 18 == counts["items"]["archived"] + counts["items"]["duplicates"]
+    assert counts["options"]["deleted"] == dest_db.count("item_options_archive")
+    assert db.scalar("SELECT SUM(rows_deleted) FROM process_logs") == 6
+
+
+def test_child_archives_with_foreign_keys_to_the_parent_archive_on_the_destination(db, dest_db, tmp_path):
+    # Attack: the destination's archive tables reference each other by foreign keys; a twin child
+    # already there forces the step-by-step path (1062), whose inserts must still go top down.
+    config = remote_family_job(db, dest_db, tmp_path, 10, [2, 3, 4, 5])
+    dest_db.execute("ALTER TABLE order_items_archive ADD FOREIGN KEY (order_id) REFERENCES "
+                    "orders_archive (id)")
+    dest_db.execute("ALTER TABLE item_options_archive ADD FOREIGN KEY (item_id) REFERENCES "
+                    "order_items_archive (id)")
+    order = db.query("SELECT * FROM orders WHERE id = 3")[0]
+    dest_db.execute("INSERT INTO orders_archive VALUES (%s, %s, %s)", order)
+    dest_db.execute("INSERT INTO order_items_archive SELECT * FROM (SELECT %s a, %s b, %s c, %s d) t",
+                    db.query("SELECT * FROM order_items WHERE id = 7")[0])  # order 3's, identical
+    before = split_family(db, dest_db, settled=False)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert split_family(db, dest_db) == before
+    assert_no_orphans(db, dest_db)
+    assert [r[0] for r in family_of(dest_db, "orders_archive")] == [2, 3, 4, 5]
