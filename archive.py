@@ -1395,7 +1395,8 @@ class KeyType:
             if self.kind == "timestamp":
                 return str(epoch_of(key).quantize(Decimal(1).scaleb(-self.fsp))).encode()
             fraction = f".{key.microsecond:06d}"[:self.fsp + 1] if self.fsp else ""
-            return (key.strftime("%Y-%m-%d %H:%M:%S") + fraction).encode()
+            # the year padded to 4 digits, as the server writes it: strftime's %Y writes 0001 as 1
+            return (f"{key.year:04d}-{key:%m-%d %H:%M:%S}" + fraction).encode()
         if isinstance(key, dt.date):
             return key.isoformat().encode()
         return encode_for_charset(key, self.charset)

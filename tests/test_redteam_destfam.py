@@ -334,3 +334,34 @@ def test_child_archives_with_foreign_keys_to_the_parent_archive_on_the_destinati
     assert split_family(db, dest_db) == before
     assert_no_orphans(db, dest_db)
     assert [r[0] for r in family_of(dest_db, "orders_archive")] == [2, 3, 4, 5]
+
+
+def test_a_datetime_child_key_before_the_year_1000_finds_its_archived_twin(db, dest_db, tmp_path):
+    # Attack: '0001-01-01 00:00:00' is a common "no date" sentinel (.NET's DateTime.MinValue). A
+    # child keyed by it whose identical copy is archived already (a kill between the commits leaves
+    # exactly that) sends the batch down the step-by-step path, which maps what the destination
+    # returns back to the keys by their bytes: Python's strftime writes the year 1 as '1', the
+    # server as '0001'.
+    db.execute(FAMILY[0])
+    db.execute("CREATE TABLE events (at DATETIME NOT NULL PRIMARY KEY, order_id INT NOT NULL, note "
+               "VARCHAR(10), KEY (order_id), FOREIGN KEY (order_id) REFERENCES orders (id))")
+    dest_db.execute("CREATE TABLE orders_archive (id INT PRIMARY KEY, customer VARCHAR(20), "
+                    "total DECIMAL(10,2))")
+    dest_db.execute("CREATE TABLE events_archive (at DATETIME NOT NULL PRIMARY KEY, order_id INT NOT NULL, "
+                    "note VARCHAR(10), KEY (order_id))")
+    db.execute("INSERT INTO orders VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)")
+    db.execute("INSERT INTO events VALUES ('0001-01-01 00:00:00', 1, 'never'), "
+               "('0999-12-31 23:59:59', 2, 'old'), ('2024-01-01 10:00:00', 2, 'new')")
+    dest_db.execute("INSERT INTO events_archive VALUES ('0001-01-01 00:00:00', 1, 'never')")  # a twin
+    events = {"child ev__source_table": "events", "child ev__archive_table": "events_archive",
+              "child ev__parent_columns": "order_id"}
+    config = write_config(tmp_path, db, archive__source_table="orders",
+                          archive__archive_table="orders_archive", **dest_keys(dest_db), **events)
+    write_csv(tmp_path / "csv" / "orders.csv", [1, 2])
+    predicted = dry_run(config)
+    assert predicted["child_tables"]["ev"] == {"rows_to_archive": 2, "rows_to_delete": 3}
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.count("events") == 0 and dest_db.count("events_archive") == 3
+    assert [r[0] for r in family_of(dest_db, "orders_archive")] == [1, 2]
+    assert table_counts(db)["ev"] == {"archived": 2, "deleted": 3, "duplicates": 1}
