@@ -9,12 +9,16 @@ error instead of a crash.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mysql.connector
 import pytest
 
-from helpers import ScratchDatabase, run_cli, write_config, write_csv
+from checks import completed_batches
+from helpers import ScratchDatabase, run_cli, wait_until, write_config, write_csv
 from proxy import CuttingProxy, need_socket
 from test_child_tables import (
     FAMILY,
@@ -365,3 +369,93 @@ def test_a_datetime_child_key_before_the_year_1000_finds_its_archived_twin(db, d
     assert db.count("events") == 0 and dest_db.count("events_archive") == 3
     assert [r[0] for r in family_of(dest_db, "orders_archive")] == [1, 2]
     assert table_counts(db)["ev"] == {"archived": 2, "deleted": 3, "duplicates": 1}
+
+
+# --------------------------------------------------------------------------- an application at work
+
+def write_items(db: ScratchDatabase, first_id: int, orders: list[int], running: Callable[[], bool],
+                written: list[tuple[Any, ...]]) -> None:
+    """An application thread: an item and its option at a time for the orders, until not running;
+    each family it committed goes into `written` as (item, order), a refused one as ("refused", errno)."""
+    conn = db.connect()
+    conn.autocommit = False
+    cursor = conn.cursor()
+    key = first_id
+    try:
+        while running() and key < first_id + 3 * 150:  # about 6 more rows an order at most
+            order = orders[key % len(orders)]
+            try:
+                cursor.execute("INSERT INTO order_items VALUES (%s, %s, %s, %s)",
+                               (key, order, f"app{key}", 1))
+                cursor.execute("INSERT INTO item_options VALUES (%s, 'app', %s)", (key, f"v{key}"))
+                conn.commit()
+                written.append((key, order))
+            except mysql.connector.Error as exc:
+                conn.rollback()
+                written.append(("refused", exc.errno))
+            key += 3
+    finally:
+        conn.close()
+
+
+def test_an_application_adding_child_rows_during_the_run_never_orphans_or_loses_one(
+        db, dest_db, tmp_path, spawn_cli):
+    # Attack: three application threads keep adding items (each with an option) to listed and
+    # unlisted orders while the run moves the listed ones. Every item committed must end up exactly
+    # once, with its order: in the source with an unlisted order, in the archive with a listed one.
+    listed = list(range(1, 61))
+    config = remote_family_job(db, dest_db, tmp_path, 80, listed, archive__batch_size=4,
+                               archive__max_batch_rows=40, controls__sleep_seconds=0.05)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 1 or proc.poll() is not None, timeout=60)
+    written: list[tuple[Any, ...]] = []
+    running = lambda: proc.poll() is None  # noqa: E731
+    threads = [threading.Thread(target=write_items, args=(db, 1000 + i, list(range(1, 81)), running, written))
+               for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert proc.wait(timeout=60) == 0, proc.read_stderr()
+    refused = {errno for what, errno in written if what == "refused"}
+    assert refused <= {1452, 1205, 1213}, refused  # an order archived meanwhile, or a lock wait
+    written = [(key, order) for key, order in written if key != "refused"]
+    assert any(order in listed for _, order in written), "no application write overlapped the run"
+    assert_no_orphans(db, dest_db)
+    here = {r[0]: r for r in family_of(db, "order_items")}
+    there = {r[0]: r for r in family_of(dest_db, "order_items_archive")}
+    assert not set(here) & set(there)
+    for key, order in written:
+        place = there if order in listed else here
+        assert key in place and place[key][1] == order, (key, order, order in listed)
+    assert [r[0] for r in family_of(dest_db, "orders_archive")] == listed
+    assert table_counts(db)["items"]["deleted"] == len(there)
+
+
+@pytest.mark.parametrize("change", [
+    "ALTER TABLE item_options_archive MODIFY val VARCHAR(7)",  # later copies would be cut short
+    "ALTER TABLE order_items_archive ADD COLUMN note VARCHAR(10) NULL",
+])
+def test_a_child_archive_altered_on_the_destination_mid_run_loses_nothing(
+        db, dest_db, tmp_path, spawn_cli, change):
+    # Attack: a DBA alters a child's archive table on the destination while the run goes on.
+    listed = list(range(1, 41))
+    config = remote_family_job(db, dest_db, tmp_path, 50, listed, archive__batch_size=2,
+                               controls__sleep_seconds=0.05)
+    before = split_family(db, dest_db)
+    proc = spawn_cli(config)
+    wait_until(lambda: completed_batches(db) >= 2 or proc.poll() is not None, timeout=60)
+    dest_db.execute(change)
+    code = proc.wait(timeout=120)
+    assert "Traceback" not in proc.read_stderr() and "internal error" not in proc.read_stderr()
+    if "MODIFY" in change:
+        assert code == 1, proc.read_stderr()  # the approved definition is gone: the run stops
+        dest_db.execute("ALTER TABLE item_options_archive MODIFY val VARCHAR(20)")
+        code = run_cli(config).returncode
+    assert code == 0, proc.read_stderr()
+    after = split_family(db, dest_db)
+    if "ADD" in change:  # the archive's copies have one more column, NULL
+        after["order_items"] = sorted(r[:4] for r in after["order_items"])
+    assert after == before
+    assert_no_orphans(db, dest_db)
+    assert [r[0] for r in family_of(dest_db, "orders_archive")] == listed
