@@ -9,6 +9,7 @@ error instead of a crash.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -459,3 +460,48 @@ def test_a_child_archive_altered_on_the_destination_mid_run_loses_nothing(
     assert after == before
     assert_no_orphans(db, dest_db)
     assert [r[0] for r in family_of(dest_db, "orders_archive")] == listed
+
+
+# --------------------------------------------------------------------------- packets
+
+def test_many_uuid_keyed_child_rows_fit_the_destinations_max_allowed_packet_or_are_refused(
+        db, dest_db, tmp_path):
+    # Attack: the preflight checks that a batch's key conditions fit max_allowed_packet for the
+    # listed keys (batch_size of them), but a batch looks up and verifies every child row's own key
+    # on the destination: up to max_batch_rows of them, here UUIDs. With a destination whose packet
+    # is small (256 KiB), the preflight says READY and then every batch fails.
+    db.execute(FAMILY[0])
+    db.execute("CREATE TABLE order_lines (uid CHAR(36) CHARACTER SET ascii NOT NULL PRIMARY KEY, "
+               "order_id INT NOT NULL, KEY (order_id), FOREIGN KEY (order_id) REFERENCES orders (id))")
+    dest_db.execute("CREATE TABLE orders_archive (id INT PRIMARY KEY, customer VARCHAR(20), "
+                    "total DECIMAL(10,2))")
+    dest_db.execute("CREATE TABLE order_lines_archive (uid CHAR(36) CHARACTER SET ascii NOT NULL "
+                    "PRIMARY KEY, order_id INT NOT NULL, KEY (order_id))")
+    db.execute("INSERT INTO orders SELECT seq, 'c', 1 FROM seq_1_to_100")
+    db.execute("INSERT INTO order_lines SELECT UUID(), o.seq FROM seq_1_to_100 o JOIN seq_1_to_40 n")
+    lines = {"child lines__source_table": "order_lines",
+             "child lines__archive_table": "order_lines_archive",
+             "child lines__parent_columns": "order_id"}
+    config = write_config(tmp_path, db, archive__source_table="orders",
+                          archive__archive_table="orders_archive", archive__batch_size=100,
+                          archive__max_batch_rows=5000, **dest_keys(dest_db), **lines)
+    write_csv(tmp_path / "csv" / "orders.csv", range(1, 101))
+    before = dest_db.scalar("SELECT @@GLOBAL.max_allowed_packet")
+    dest_db.execute("SET GLOBAL max_allowed_packet = 262144")
+    try:
+        check = run_cli(config, "--check")
+        refused = run_cli(config)
+        untouched = dest_db.count("order_lines_archive") == 0 and db.count("order_lines") == 4000
+        fits = re.search(r"use max_batch_rows (\d+) or less", check.stdout)
+        assert fits, check.stdout
+        config = write_config(tmp_path, db, archive__source_table="orders",
+                              archive__archive_table="orders_archive", archive__batch_size=100,
+                              archive__max_batch_rows=fits[1], **dest_keys(dest_db), **lines)
+        result = run_cli(config)
+    finally:
+        dest_db.execute("SET GLOBAL max_allowed_packet = %s", (before,))
+    assert check.returncode == 1, check.stdout
+    assert "[archive] max_batch_rows 5000: a batch of [child lines] char(36) ascii keys" in check.stdout
+    assert refused.returncode == 1 and untouched
+    assert result.returncode == 0, (result.stdout, result.stderr)  # the advice works
+    assert db.count("order_lines") == 0 and dest_db.count("order_lines_archive") == 4000
