@@ -86,8 +86,12 @@ def test_a_child_with_a_zero_datetime_key_is_refused_clearly_not_a_crash(db, des
     config = write_config(tmp_path, db, archive__source_table="orders",
                           archive__archive_table="orders_archive", **dest_keys(dest_db), **ship)
     write_csv(tmp_path / "csv" / "orders.csv", [1, 2])
+    dry = run_cli(config, "--dry-run")
+    said = dry.stdout + dry.stderr
+    assert "internal error" not in said and "0000-00-00" in said, said
     result = run_cli(config)
     assert "Traceback" not in result.stderr, result.stderr[-1500:]
+    assert "internal error" not in result.stderr, result.stderr
     assert result.returncode in (0, 1), (result.stdout, result.stderr)
     here, there = family_of(db, "shipments"), family_of(dest_db, "shipments_archive")
     assert len(here) + len(there) == 2 and not set(here) & set(there)
