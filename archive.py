@@ -1398,7 +1398,8 @@ class KeyType:
             if self.kind == "timestamp":
                 return str(epoch_of(key).quantize(Decimal(1).scaleb(-self.fsp))).encode()
             fraction = f".{key.microsecond:06d}"[:self.fsp + 1] if self.fsp else ""
-            return (key.strftime("%Y-%m-%d %H:%M:%S") + fraction).encode()
+            # the year padded to 4 digits, as the server writes it: strftime's %Y writes 0001 as 1
+            return (f"{key.year:04d}-{key:%m-%d %H:%M:%S}" + fraction).encode()
         if isinstance(key, dt.date):
             return key.isoformat().encode()
         return encode_for_charset(key, self.charset)
@@ -2382,6 +2383,14 @@ def fingerprint_of(literal: str) -> str:
 def batch_fingerprint_of(literals: Iterable[str]) -> str:
     """SHA-256 (hex) of a batch's row literals in byte order, as RemotePlan.verify_sql computes it."""
     return hashlib.sha256(b",".join(sorted(literal.encode() for literal in literals))).hexdigest()
+
+
+def statement_bytes(statement: tuple[str, Sequence[Any]]) -> int:
+    """At most the bytes a statement takes in a script once its parameters are quoted into it (a
+    parameter's every character escaped, at worst)."""
+    sql, params = statement
+    return len(sql.encode()) + sum(2 * len(p if isinstance(p, (bytes, bytearray)) else str(p).encode()) + 12
+                                   for p in params)
 
 
 # --------------------------------------------------------------------------- table plans
@@ -4913,18 +4922,20 @@ def check_guard(db: Database, plan: TablePlan, found: Preflight) -> None:
 
 # --------------------------------------------------------------------------- preflight
 
-def check_packet(db: Database, key_type: KeyType, batch_size: int, conditions: int, found: Preflight) -> None:
+def check_packet(db: Database, key_type: KeyType, batch_size: int, conditions: int, found: Preflight,
+                 setting: str = "batch_size", whose: str = "") -> None:
     """A batch's statements must fit the server's max_allowed_packet (its key conditions grow with
-    batch_size and the key's length), or every batch of long keys would fail."""
+    batch_size and the key's length), or every batch of long keys would fail. `setting` bounds the
+    keys (max_batch_rows for a child's own keys, `whose`: its section)."""
     packet = int(db.variable("max_allowed_packet") or 0)
     needed = batch_packet_bytes(key_type, batch_size, conditions)
     if packet and needed > packet:
         per_key = conditions * key_literal_bytes(key_type)
         fits = max(1, (packet - STATEMENT_OVERHEAD) // per_key)
         found.problems.append(
-            f"[archive] batch_size {batch_size}: a batch of {key_type.sql_type} keys can make statements of "
-            f"{needed} bytes, over max_allowed_packet {packet} on {db.where}; use batch_size {fits} or less, "
-            "or raise max_allowed_packet")
+            f"[archive] {setting} {batch_size}: a batch of {whose}{key_type.sql_type} keys can make "
+            f"statements of {needed} bytes, over max_allowed_packet {packet} on {db.where}; use {setting} "
+            f"{fits} or less, or raise max_allowed_packet")
 
 
 def check_write_set(db: Database, batch_size: int, source: str, found: Preflight, key: str = "batch_size"
@@ -5199,6 +5210,10 @@ def examine(db: Database, config: Config, dest: Database | None, found: Prefligh
     check_packet(db, key_type, config.batch_size, 2, found)  # INSERT ... SELECT and DELETE (or read, DELETE)
     if dest is not None:
         check_packet(dest, key_type, config.batch_size, 1, found)  # the lookup of the archived copies
+        for child in children:  # and of every child row's own key: up to max_batch_rows of them
+            if child.key_type.kind != UNMATCHED.kind:
+                check_packet(dest, child.key_type, config.batch_rows, 1, found, "max_batch_rows",
+                             f"[child {child.name}] ")
     plan = TablePlan(config.source_table, config.archive_table, key, copied, key_type, config.guard,
                      source_index=indexes[0], archive_index=indexes[1], recomputed=recomputed,
                      children=children)
@@ -7064,14 +7079,18 @@ class OtherServer(Mover):
             return True
         if not proven:
             self.check_destination()
-        *first, last = [c.remote.insert_sql(chunk) for c in copies for chunk in self.chunks(c.literals)]
-        inserted = sum(self.dest.execute(sql) for sql in first)
-        checks = [(c.remote.verify_sql(condition), params) for c in copies
-                  for condition, params in [c.remote.table.condition(c.keys, "a")]]
-        count_last, *verified = self.dest.execute_script([(last, ()), *checks], rows=True)
-        checked("inserted on the destination", sum(len(c.keys) for c in copies), inserted + count_last)
+        inserts: list[tuple[str, Sequence[Any]]] = [
+            (c.remote.insert_sql(chunk), ()) for c in copies for chunk in self.chunks(c.literals, len)]
+        checks: list[tuple[str, Sequence[Any]]] = [
+            (c.remote.verify_sql(condition), params) for c in copies
+            for condition, params in [c.remote.table.condition(c.keys, "a")]]
+        # A script is one packet: the statements go in as few scripts as fit it (the checks of every
+        # table's keys, up to max_batch_rows of them, with the last INSERT when there is room).
+        results = [result for script in self.chunks(inserts + checks, statement_bytes)
+                   for result in self.dest.execute_script(script, rows=True)]
+        checked("inserted on the destination", sum(len(c.keys) for c in copies), sum(results[:len(inserts)]))
         return all(tuple(rows[0]) == (len(c.keys), batch_fingerprint_of(c.proofs))
-                   for c, rows in zip(copies, verified))
+                   for c, rows in zip(copies, results[len(inserts):]))
 
     def check_destination(self) -> None:
         """Lock the archive table on the destination as the INSERT will, and prove it is still what
@@ -7085,17 +7104,18 @@ class OtherServer(Mover):
         """Go on with a plan made for the tables' new definitions."""
         self.plan, self.remote = plan, RemotePlan(plan)
 
-    def chunks(self, literals: Sequence[str]) -> Iterator[list[str]]:
-        """Row literals grouped so that each INSERT fits the destination's max_allowed_packet."""
-        chunk: list[str] = []
-        size = 0
-        for literal in literals:
-            length = len(literal) + 2
-            if chunk and size + length > self.packet * 3 // 4:
+    def chunks(self, items: Sequence[T], size: Callable[[T], int]) -> Iterator[list[T]]:
+        """Items (an INSERT's row literals, a script's statements) grouped so that each group fits
+        the destination's max_allowed_packet."""
+        chunk: list[T] = []
+        total = 0
+        for item in items:
+            length = size(item) + 2
+            if chunk and total + length > self.packet * 3 // 4:
                 yield chunk
-                chunk, size = [], 0
-            chunk.append(literal)
-            size += length
+                chunk, total = [], 0
+            chunk.append(item)
+            total += length
         if chunk:
             yield chunk
 
@@ -7113,6 +7133,19 @@ class OtherServer(Mover):
 
 
 # --------------------------------------------------------------------------- families elsewhere
+
+def decode_child_key(child: ChildPlan, root: Key, raw: Any) -> Key:
+    """A child row's own key as read from the source, to look it up on the destination; a key no
+    Python value holds (a zero date, '0000-00-00') is an error naming the row, not a crash."""
+    try:
+        return child.key_type.decode(raw)
+    except ValueError as exc:
+        stored = raw if isinstance(raw, int) else bytes(raw).decode("utf-8", "replace")
+        raise ArchiveError(f"a `{child.source}` row of key {format_key(root)} has a key "
+                           f"({', '.join(child.key)}) stored as {stored!s} that cannot be looked up "
+                           f"on the destination ({exc}): correct that row (a zero date?) or leave key "
+                           f"{format_key(root)} out; nothing was moved") from exc
+
 
 class FamilyElsewhere(InParts, OtherServer):
     """Archiving a source table with its [child NAME] tables into another server: OtherServer's
@@ -7173,7 +7206,7 @@ class FamilyElsewhere(InParts, OtherServer):
                 raise ArchiveError(f"a `{child.source}` row of key {format_key(root)} is too large to copy "
                                    "through the client: raise max_allowed_packet on the source and the "
                                    "destination; nothing was moved")
-            found.family[child.name].append(ChildRow(root, child.key_type.decode(own_raw), literal,
+            found.family[child.name].append(ChildRow(root, decode_child_key(child, root, own_raw), literal,
                                                      literal + more))
             found.child_new[(root, child.name)] = found.child_new.get((root, child.name), 0) + 1
 
