@@ -2576,18 +2576,22 @@ class TablePlan(KeyedTable):
             line.append(by_name[line[-1].parent])
         return line
 
-    def family_sql(self, child: ChildPlan) -> str:
-        """The child's rows (alias c) joined up to the source rows (alias s) they descend from.
+    def family_sql(self, child: ChildPlan, archived: bool = False) -> str:
+        """The child's rows (alias c) joined up to the source rows (alias s) they descend from (with
+        `archived`: the same join over the archive tables, as a destination holds a family).
 
         Parent and child are matched by `=`, under the columns' collations: what a foreign key
         between them matches, so every row the parent's deletion would strand comes along.
         """
         line, alias = self.lineage(child), "c"
-        joins = [f"{quote_ident(child.source)} c"]
+        joins = [f"{quote_ident(child.archive if archived else child.source)} c"]
         for depth, node in enumerate(line, 1):
             top = depth == len(line)
             up = "s" if top else f"p{depth}"
-            table = self.source_sql("s") if top else f"{quote_ident(line[depth].source)} {up}"
+            if top:
+                table = self.archive_sql("s") if archived else self.source_sql("s")
+            else:
+                table = f"{quote_ident(line[depth].archive if archived else line[depth].source)} {up}"
             on = " AND ".join(f"{alias}.{quote_ident(mine)} = {up}.{quote_ident(theirs)}"
                               for mine, theirs in zip(node.parent_columns, node.parent_key))
             joins.append(f"JOIN {table} ON {on}")
@@ -7223,7 +7227,30 @@ class FamilyElsewhere(InParts, OtherServer):
             collides = self.collisions(self.remotes[child.name], new)
             for row in rows:
                 self.sort_child_row(found, child, row, archived.get(row.key), row.key in collides)
+        self.hold_stale_copies(found, lock)
         found.hold_families()
+
+    def hold_stale_copies(self, found: Classified, lock: bool) -> None:
+        """An identical archived row whose destination family holds a child row its source family no
+        longer has (archived by an attempt a kill cut short between the two commits, then moved to
+        another parent or changed key) is a conflict: that copy would otherwise stay beside the live
+        row for ever, unreported."""
+        if not found.identical:
+            return
+        condition, params = self.plan.condition(found.identical, "s")
+        listed = self.plan.keys_by_bytes(found.identical)
+        for child in self.plan.children:
+            read = {(r.root, r.key) for r in found.family.get(child.name, [])}
+            joined = ("c", *(f"p{depth}" for depth in range(1, len(self.plan.lineage(child)))), "s")
+            sql = (f"SELECT {self.plan.returned_key_sql('s')}, {child.returned_key_sql('c')} FROM "
+                   f"{self.plan.family_sql(child, archived=True)} WHERE {condition}"
+                   f"{self.dest.dialect.locking((), joined) if lock else ''}")
+            for root_raw, own_raw in self.dest.query(sql, params):
+                root, key = listed[raw_key(root_raw)], child.key_type.decode(own_raw)
+                if (root, key) not in read:
+                    own = f"({', '.join(child.key)}) = ({format_key(key)})"
+                    found.details.setdefault(root, f"`{child.archive}` on the destination holds row {own} "
+                                                   f"under it, which `{child.source}` no longer has under it")
 
     def sort_child_row(self, found: Classified, child: ChildPlan, row: ChildRow, archived: str | None,
                        collides: bool) -> None:

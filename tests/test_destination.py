@@ -467,7 +467,9 @@ def kill_between_the_commits(db: ScratchDatabase, tmp_path: Path, spawn_cli, **c
     proxy = CuttingProxy(tmp_path / "proxy.sock", db.server.client_socket, lambda data: record in data,
                          delay=3, forward=False)
     try:
-        proc = spawn_cli(write_config(tmp_path, db, database__unix_socket=proxy.path, **config))
+        # a config of its own: the job's archive.ini must still reach the source directly afterwards
+        proc = spawn_cli(write_config(tmp_path, db, filename="proxied.ini", database__unix_socket=proxy.path,
+                                      **config))
         wait_until(lambda: not proxy.armed or proc.poll() is not None, timeout=60)
         assert proc.poll() is None, proc.read_stderr()
         time.sleep(0.3)
