@@ -27,7 +27,8 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
         metrics write), file_size, then for each file retry_transaction(Controls.stop_reason) and
         retry_file -> retry_transaction(archive_file), then retry_transaction(end_run).
     archive_file -> plan_file -> identify_file, Tracking.finished_record (then skip_finished_file),
-        resume_point -> verify_log_checkpoint, count_keys (or reject); then resume_inside
+        resume_point -> verify_log_checkpoint, count_keys (key_blocks: exact_record_reader, else
+        plain_record_reader, else the careful reader; or reject); then resume_inside
         (Tracking.settled_keys), Tracking.start_file, open_keys, then for each batch of iter_batches:
         file_identity, Controls.before_batch, archive_batch (settled_in); then finish_file (or
         file_changed), move_to_done_dir.
