@@ -27,7 +27,8 @@ How a run flows ("->" calls, "then" comes next; every function on a run's path i
         metrics write), file_size, then for each file retry_transaction(Controls.stop_reason) and
         retry_file -> retry_transaction(archive_file), then retry_transaction(end_run).
     archive_file -> plan_file -> identify_file, Tracking.finished_record (then skip_finished_file),
-        resume_point -> verify_log_checkpoint, count_keys (or reject); then resume_inside
+        resume_point -> verify_log_checkpoint, count_keys (key_blocks: exact_record_reader, else
+        plain_record_reader, else the careful reader; or reject); then resume_inside
         (Tracking.settled_keys), Tracking.start_file, open_keys, then for each batch of iter_batches:
         file_identity, Controls.before_batch, archive_batch (settled_in); then finish_file (or
         file_changed), move_to_done_dir.
@@ -1894,6 +1895,73 @@ def plain_record_reader(key_type: KeyType, indexes: Sequence[int], delimiter: st
     return read
 
 
+EXACT_DELIMITERS = frozenset(",;|\t")  # none of them can be part of a plain number, date or time
+
+
+def exact_part_pattern(part: KeyType) -> bytes:
+    """A field of one key part that parse_key reads as it is: no spaces, no sign but a minus, at
+    most the column's fractional digits (anything else is left to the plain or careful reader)."""
+    if part.kind == "int":
+        return rb"-?[0-9]{1,18}"
+    date = rb"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    if part.kind == "date":
+        return date
+    fraction = rb"(?:\.[0-9]{1,%d})?" % part.fsp if part.fsp else b""
+    return date + rb"(?: [0-9]{2}:[0-9]{2}:[0-9]{2}" + fraction + rb")?"
+
+
+def exact_part_reader(part: KeyType) -> Callable[[str], Scalar]:
+    """parse_key of a field that matched exact_part_pattern, without matching it again."""
+    if part.kind == "int":
+        def number(value: str) -> Scalar:
+            key = int(value)
+            if not part.low <= key <= part.high:
+                raise ValueError(f"{key} is out of range for {part.sql_type}")
+            return key
+        return number
+    if part.kind == "date":
+        return dt.date.fromisoformat
+    # as parse_temporal_key: fractional digits padded to 6, which every Python 3.9+ reads
+    return lambda value: dt.datetime.fromisoformat(value + "0" * (26 - len(value)) if len(value) > 19
+                                                   else value)
+
+
+def exact_record_reader(key_type: KeyType, indexes: Sequence[int], delimiter: str
+                        ) -> Callable[[bytes], PlainRead] | None:
+    """Reads a block whose every line is exactly the key's fields, in order, each an integer, date or
+    datetime as exact_part_pattern has it: one regular expression checks the whole block, then each
+    field is converted without being matched again. None for keys of other kinds or other layouts."""
+    parts = key_type.parts or (key_type,)
+    if any(p.kind not in ("int", "date", "datetime") for p in parts) \
+            or list(indexes) != list(range(len(parts))) or delimiter not in EXACT_DELIMITERS:
+        return None
+    fields = re.escape(delimiter.encode()).join(map(exact_part_pattern, parts))
+    block = re.compile(rb"(?:" + fields + rb"\n)*")
+    readers = [exact_part_reader(p) for p in parts]
+
+    def read(data: bytes) -> PlainRead:
+        if not block.fullmatch(data):
+            return None
+        lines = data.decode("ascii").split("\n")
+        lines.pop()
+        try:
+            keys = (list(map(readers[0], lines)) if len(readers) == 1 else
+                    [tuple(f(v) for f, v in zip(readers, line.split(delimiter))) for line in lines])
+        except ValueError:
+            return None  # a date that does not exist, a number out of range: the careful reader names it
+        return cast(list[Key], keys), list(map(len, lines))
+
+    return read
+
+
+def either_reader(first: Callable[[bytes], PlainRead] | None, second: Callable[[bytes], PlainRead]
+                  ) -> Callable[[bytes], PlainRead]:
+    """A block read by `first` when it reads it (and there is one), else by `second`."""
+    if first is None:
+        return second
+    return lambda block: first(block) or second(block)
+
+
 def keys_of_records(records: Iterator[Record], name: str, indexes: Sequence[int], key_type: KeyType
                     ) -> Iterator[tuple[int, int, Key]]:
     """The key fields of each record, parsed, or RejectedFile naming the line."""
@@ -1929,7 +1997,8 @@ def key_blocks(path: Path, fmt: CsvFormat, key_type: KeyType,
         plain = key_type.kind == "int" and indexes == [0]
         if plain or all(part.kind in PLAIN_KINDS for part in key_type.parts or (key_type,)):
             reader = (plain_int_reader(key_type) if plain else
-                      plain_record_reader(key_type, indexes, fmt.delimiter))
+                      either_reader(exact_record_reader(key_type, indexes, fmt.delimiter),
+                                    plain_record_reader(key_type, indexes, fmt.delimiter)))
             lines, last, offset = yield from plain_blocks(read_blocks(handle), reader, last, offset)
         text = "str" in (key_type.kind, *(part.kind for part in key_type.parts))
         records = read_records(lines, name, fmt, last, offset, plain, keep_spaces=text)
@@ -2206,6 +2275,10 @@ def key_text_sql(columns: Sequence[str], key_type: KeyType) -> str:
     return f"CAST({columns[0]} AS BINARY)"
 
 
+INLINE_LITERALS: dict[str, Callable[[Any], str]] = {  # sql_literal of an int, date or datetime key part
+    "int": str, "date": lambda v: f"'{v.isoformat()}'", "datetime": lambda v: f"'{v.isoformat(' ')}'"}
+
+
 def row_key_condition(columns: Sequence[str], keys: Sequence[Key], key_type: KeyType
                       ) -> tuple[str, tuple[Any, ...]]:
     """The condition for composite and TIMESTAMP keys: the key's index by a row-constructor IN
@@ -2223,12 +2296,13 @@ def row_key_condition(columns: Sequence[str], keys: Sequence[Key], key_type: Key
         # characters once it lists two rows: the text goes in the column's own character set
         marks = ["%s" if parts[i].charset in ("", "utf8mb4") else f"CONVERT(%s USING {parts[i].charset})"
                  for i in direct]
-        literals = [", ".join(sql_literal(row[i]) if bare else mark
-                              for i, bare, mark in zip(direct, inline, marks)) for row in rows]
+        # a column of cells per part, joined row by row: sql_literal's text, made a part at a time
+        cells = [list(map(INLINE_LITERALS[parts[i].kind], [row[i] for row in rows])) if bare
+                 else [mark] * len(rows) for i, bare, mark in zip(direct, inline, marks)]
+        literals = ", ".join(map(", ".join, zip(*cells))) if len(direct) == 1 else \
+            "(" + "), (".join(map(", ".join, zip(*cells))) + ")"
         names = ", ".join(columns[i] for i in direct)
-        if len(direct) > 1:
-            names, literals = f"({names})", [f"({one})" for one in literals]
-        terms.append(f"{names} IN ({', '.join(literals)})")
+        terms.append(f"{f'({names})' if len(direct) > 1 else names} IN ({literals})")
         params += [row[i] for row in rows for i, bare in zip(direct, inline) if not bare]
     for i, part in enumerate(parts):
         if part.kind == "timestamp":

@@ -214,6 +214,9 @@ What it does, in one run:
    orders (one table per invocation; the two runs added up).  Verified: both archives equal their
    pristine copies, both sources empty; prints a/b (goal at most 0.50).
 
+   With ``--compare``, 12 and 13 also time e, the other archive.py, interleaved with a and b, and
+   print e/b too: a change measured side by side with what it changes, in one run.
+
 Progress goes to stderr, result tables to stdout.  ``--keep`` leaves the temp dir
 (server datadir, CSVs, configs, logs) in place and prints its path.
 """

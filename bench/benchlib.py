@@ -546,23 +546,33 @@ def failure_note(exc: BaseException) -> str:
     return f"FAILED: {str(exc).splitlines()[0][:150]}" if str(exc) else f"FAILED: {type(exc).__name__}"
 
 
-def versus(env: Env, ours: Contender, pt: Contender, repeat: int, title: str, schema: Schema, prefix: str
-           ) -> list[Result]:
-    """A mode's archive.py (a) against pt-archiver (b, when it can run), interleaved: measured,
-    printed with a/b, the mode's database dropped."""
-    results = measure(env, [ours] + ([pt] if env.pt_missing is None else []), repeat)
-    print_versus(title, results)
+def versus(env: Env, ours: Contender, pt: Contender, repeat: int, title: str, schema: Schema, prefix: str,
+           other: Contender | None = None) -> list[Result]:
+    """A mode's archive.py (a) against pt-archiver (b, when it can run), and with --compare another
+    archive.py (e), interleaved: measured, printed with a/b (and e/b), the mode's database dropped."""
+    timed = [ours] + ([pt] if env.pt_missing is None else []) + ([other] if other is not None else [])
+    results = measure(env, timed, repeat)
+    print_versus(title, results, pt_ran=env.pt_missing is None)
     return close_mode(env, schema, results, prefix)
 
 
-def print_versus(title: str, results: list[Result]) -> None:
-    """A mode's table of archive.py (a) against pt-archiver (b), and a/b against the 0.50 goal."""
+def compare_env(env: Env, compare: Path | None) -> Env | None:
+    """With --compare: the mode's Env running that other archive.py instead; else None."""
+    if compare is None:
+        return None
+    return dataclasses.replace(env, archive_py=compare.resolve(), flags=archive_py_flags(compare))
+
+
+def print_versus(title: str, results: list[Result], pt_ran: bool = True) -> None:
+    """A mode's table of archive.py (a) against pt-archiver (b), and each archive.py/b against the
+    0.50 goal (with --compare, e/b too)."""
     print(f"\n== {title} ==")
     print(f"{'contender':<46} {'seconds':>9} {'rows/s':>10} {'peak RSS':>9}  note")
     for r in results:
         print(f"{r.name:<46} {fmt_seconds(r)} {fmt_rps(r)} {fmt_rss(r)}  {fmt_note(r)}".rstrip())
-    if len(results) == 2:
-        print(f"a/b = {fmt_ratio(results[0], results[1])} (goal: at most 0.50)")
+    if pt_ran and len(results) >= 2:
+        for r in results[:1] + results[2:]:
+            print(f"{r.name[0]}/b = {fmt_ratio(r, results[1])} (goal: at most 0.50)")
 
 
 def close_mode(env: Env, schema: Schema, results: list[Result], prefix: str) -> list[Result]:

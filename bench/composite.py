@@ -20,6 +20,7 @@ from benchlib import (
     Mode,
     Result,
     Schema,
+    compare_env,
     create_schema,
     positive_int,
     query,
@@ -75,13 +76,18 @@ def run_composite(env: Env, args: argparse.Namespace, _ids: Sequence[int] = ()) 
                                     ids_csv=env.workdir / "composite" / "keys.csv", peers=[])
     create_schema(env.conn, args.composite_rows, 1, EVENTS)
     write_keys_csv(composite, composite.ids_csv)
+    other = compare_env(composite, args.compare)
+    compared = None if other is None else Contender(
+        f"e archive.py {args.compare.name}", lambda: run_archive_py(other, "compare", args.batch_size),
+        env=other)
     return versus(composite, Contender("a archive.py, key (id, created_at)",
                                        lambda: run_archive_py(composite, "composite", args.batch_size),
                                        env=composite),
                   Contender("b pt-archiver --bulk-insert, ascending the key",
                             lambda: run_pt_archiver(composite, args.batch_size), env=composite),
                   args.repeat, f"composite key: {args.composite_rows} rows, PRIMARY KEY (id, created_at "
-                  f"DATETIME(6)), 4 RANGE partitions, batch size {args.batch_size}", EVENTS, "composite")
+                  f"DATETIME(6)), 4 RANGE partitions, batch size {args.batch_size}", EVENTS, "composite",
+                  compared)
 
 
 def add_args(p: argparse.ArgumentParser) -> None:

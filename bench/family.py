@@ -20,6 +20,7 @@ from benchlib import (
     Mode,
     Result,
     Schema,
+    compare_env,
     positive_int,
     query,
     run_archive_config,
@@ -118,12 +119,16 @@ def run_family(env: Env, args: argparse.Namespace, _ids: Sequence[int] = ()) -> 
     family.ids_csv.parent.mkdir(parents=True, exist_ok=True)
     family.ids_csv.write_text("id\n" + "".join(f"{k}\n" for k in range(1, orders + 1)))
     hooks: dict[str, Any] = {"env": family, "prepare": lambda: reset(family), "check": lambda: check(family)}
+    other = compare_env(family, args.compare)
+    compared = None if other is None else Contender(
+        f"e archive.py {args.compare.name}", lambda: run_archive_py(other, args), **{**hooks, "env": other})
     return versus(family, Contender("a archive.py, orders with [child items]",
                                     lambda: run_archive_py(family, args), **hooks),
                   Contender("b pt-archiver: items, then orders", lambda: run_pt_two_jobs(family, args),
                             **hooks),
                   args.repeat, f"child tables: {orders} orders with {items} items each "
-                  f"({orders * (items + 1)} rows), batch size {args.batch_size}", SCHEMA, "family")
+                  f"({orders * (items + 1)} rows), batch size {args.batch_size}", SCHEMA, "family",
+                  compared)
 
 
 def add_args(p: argparse.ArgumentParser) -> None:

@@ -236,6 +236,34 @@ def test_the_fast_reader_hands_a_bad_line_to_the_careful_one_which_names_it(tmp_
     assert len(keys) == 20000 and keys[15000][0] == 15004
 
 
+
+def test_every_line_the_exact_reader_takes_reads_as_the_careful_reader_reads_it(tmp_path):
+    """A block of exact fields (one pattern for the block, no field matched again) gives the keys
+    parse_fields gives, and what it cannot read (out of range, no such date, more digits than the
+    column holds) goes to the careful reader, which names the line."""
+    key_type = archive.composite_key_type([ID, DATETIME6, DATE])
+    fields = ["0,2024-01-01 00:00:01.5,2024-01-01", "-7,2024-02-29,2024-12-31",
+              "007,1999-12-31 23:59:59,1000-01-01", "2147483647,2024-01-01 00:00:00.000001,9999-12-31",
+              "-2147483648,2024-01-01 00:00:00.12,2024-01-02"]
+    lines = [fields[n % len(fields)] for n in range(20000)]
+    path = tmp_path / "k.csv"
+    path.write_text("id,at,day\n" + "\n".join(lines) + "\n")
+    keys = [k for _, _, k in read_keys(path, key_type, ("id", "at", "day"))]
+    careful = [archive.parse_fields([(f, archive.BARE) for f in line.split(",")], [0, 1, 2], key_type)
+               for line in fields]
+    assert keys == [careful[n % len(fields)] for n in range(20000)]
+    assert careful[0] == (0, dt.datetime(2024, 1, 1, 0, 0, 1, 500000), dt.date(2024, 1, 1))
+    for bad, message in [("2147483648,2024-01-01,2024-01-01", "line 15002: 2147483648 is out of range"),
+                         ("1,2023-02-29,2024-01-01", "line 15002: '2023-02-29' is no date"),
+                         ("1,2024-01-01,2024-13-01", "line 15002: '2024-13-01' is no date"),
+                         ("1,2024-01-01 00:00:00.1234567,2024-01-01",
+                          r"line 15002: .* is not a datetime\(6\) key")]:
+        broken = lines.copy()
+        broken[15000] = bad
+        path.write_text("id,at,day\n" + "\n".join(broken) + "\n")
+        with pytest.raises(archive.RejectedFile, match=message):
+            read_keys(path, key_type, ("id", "at", "day"))
+
 # --------------------------------------------------------------------------- on a real server
 
 def write_keys(path: Path, header: list[str], rows: list[tuple[Any, ...]]) -> None:
