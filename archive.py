@@ -91,8 +91,10 @@ Where monitoring lives: METRICS and MetricsFile (the Prometheus textfile: merge_
 Where the key export lives (--export-keys): export_keys -> check_export_config, export_lock,
     open_export (require_plan, ExportControls), remove_stale_exports, pending_exports
     (Tracking.finished_record), run_export -> free_stamp, walk_export (KeyWalk.last_sql, then per
-    chunk Controls.before_batch and export_chunk: KeyWalk.bound_sql, KeyWalk.keys_sql,
-    unpack_keys), KeyFileWriter (write, publish or abandon), write_manifest (export_manifest).
+    chunk Controls.before_batch, export_chunk -> read_chunk: a span (KeyWalk.span_end,
+    KeyWalk.keys_sql), else KeyWalk.one_pass_sql or KeyWalk.bound_sql and KeyWalk.keys_sql;
+    unpack_keys; then next_chunk, chunk_width), KeyFileWriter (write, publish or abandon),
+    write_manifest (export_manifest).
 Where held rows live: Tracking.batch_statements records the keys the guard held back in the
     conflict logs as kind HELD; recheck_conflicts revisits them with the conflicts (unless
     the config turns revisiting off).
@@ -3961,6 +3963,32 @@ def next_chunk_rows(rows: int, seconds: float) -> int:
     return max(least, min(most, 2 * rows, wanted))
 
 
+@dataclass(frozen=True)
+class ChunkPlan:
+    """The next chunk of an export's walk: at most `rows` index entries. A span (one integer key
+    only) is the key range (last key, last key + rows]: a unique integer key has at most `rows`
+    entries in it, and the server reads the range once, without first counting out its entries."""
+
+    rows: int
+    span: bool = False
+    share: float = 1.0  # of the last counted chunk's entries, the share that met the condition
+
+
+def next_chunk(plan: ChunkPlan, seconds: float, found: int, entries: int | None, width: int | None
+               ) -> ChunkPlan:
+    """The chunk after one that took `seconds` and found `found` keys; a counted chunk also says
+    how many index entries it read (`entries`) over how wide a key range (`width`, integer keys).
+    Keys at least every other integer make spans pay; a span finding far fewer keys than the last
+    share predicts may have reached thinner keys, so the next chunk counts again."""
+    rows = next_chunk_rows(plan.rows, seconds)
+    if plan.span:
+        return ChunkPlan(rows, span=found * 4 >= plan.rows * plan.share, share=plan.share)
+    if not entries:
+        return ChunkPlan(rows, share=plan.share)
+    dense = width is not None and 0 < width <= 2 * entries
+    return ChunkPlan(rows, span=dense, share=found / entries)
+
+
 def datetime_text(value: dt.datetime, fsp: int) -> str:
     """A DATETIME(fsp) as parse_temporal_key reads it (four-digit years, fsp fractional digits)."""
     text = (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
@@ -4022,6 +4050,128 @@ def export_records(rows: Sequence[Sequence[Any]], key_type: KeyType, layout: Seq
                                "leave such rows out in [export] where") from None
         records.append([values[i] if i is not None else "" for i in layout])
     return records
+
+
+@dataclass(frozen=True)
+class KeyWalk:
+    """The statements that walk the key's unique index in chunks after the last key seen (keyset
+    pagination: never OFFSET), plain non-locking reads; a TIMESTAMP part is compared by its seconds
+    since the epoch, which no session time zone changes."""
+
+    table: str
+    index: str
+    columns: tuple[str, ...]  # in key_column's order, as the rows hold them
+    order: tuple[int, ...]  # the index's column order, as positions in columns
+    key_type: KeyType
+    condition: str
+    packed: str | None = None  # integer keys: the delimiter the server joins a chunk's keys with
+
+    def part(self, i: int, alias: str = "", column: str = "") -> str:
+        """Key part i (or `column`, an expression of it) as it is compared and read."""
+        column = column or (f"{alias}." if alias else "") + quote_ident(self.columns[i])
+        kind = (self.key_type.parts or (self.key_type,))[i].kind
+        return f"UNIX_TIMESTAMP({column})" if kind == "timestamp" else column
+
+    def select_list(self, alias: str = "") -> str:
+        """The key's parts, in key_column's order."""
+        return ", ".join(self.part(i, alias) for i in range(len(self.columns)))
+
+    def order_by(self, descending: bool = False) -> str:
+        """ORDER BY the index's columns."""
+        return ", ".join(quote_ident(self.columns[i]) + (" DESC" if descending else "") for i in self.order)
+
+    def beyond(self, key: Sequence[Any], op: str) -> tuple[str, list[Any]]:
+        """Keys after `key` (op ">") or up to it ("<="), in index order, spelled so the range optimizer
+        reads them as ranges of the index: a > x OR (a = x AND b > y) ..."""
+        terms, params = [], []
+        for depth in range(len(self.order)):
+            equal = [f"{self.part(i)} = %s" for i in self.order[:depth]]
+            last = self.order[depth]
+            strict = ">" if op == ">" else "<"
+            terms.append("(" + " AND ".join(equal + [f"{self.part(last)} {strict} %s"]) + ")")
+            params += [key[i] for i in self.order[:depth + 1]]
+        if op == "<=":
+            terms.append("(" + " AND ".join(f"{self.part(i)} = %s" for i in self.order) + ")")
+            params += [key[i] for i in self.order]
+        first = self.order[0]
+        hint = ""
+        column = quote_ident(self.columns[first])
+        edge = int(key[first]) + (-86400 if op == ">" else 86401) if self.part(first) != column else 0
+        if 1 <= edge < 2 ** 31:  # a TIMESTAMP's exact seconds use no index: a range a day wider does
+            hint = f"{column} {'>=' if op == '>' else '<='} FROM_UNIXTIME({edge}) AND "
+        return f"{hint}({' OR '.join(terms)})", params
+
+    def present(self) -> str:
+        """Rows with a NULL key part have no key a file can name."""
+        return " AND ".join(f"{quote_ident(c)} IS NOT NULL" for c in self.columns)
+
+    def last_sql(self) -> str:
+        """The index's last key now: the walk ends there (keys inserted above it are the next export's)."""
+        return (f"SELECT {self.select_list()} FROM {quote_ident(self.table)} FORCE INDEX "
+                f"({quote_ident(self.index)}) WHERE {self.present()} ORDER BY {self.order_by(True)} LIMIT 1")
+
+    def bound_sql(self, after: Sequence[Any] | None, end: Sequence[Any], rows: int) -> tuple[str, list[Any]]:
+        """The last key of the next `rows` index entries up to `end` (none: the walk is over)."""
+        where, params = self.beyond(after, ">") if after is not None else ("1", [])
+        upto, end_params = self.beyond(end, "<=")
+        inner = (f"SELECT {', '.join(map(quote_ident, self.columns))} FROM {quote_ident(self.table)} "
+                 f"FORCE INDEX ({quote_ident(self.index)}) WHERE {self.present()} AND {where} AND {upto} "
+                 f"ORDER BY {self.order_by()} LIMIT {int(rows)}")
+        params = params + end_params
+        if len(self.columns) == 1:  # no sort: MAX orders as the index does (its collation, for text)
+            last = self.part(0, column=f"MAX(w.{quote_ident(self.columns[0])})")
+            return f"SELECT {last} FROM ({inner}) w HAVING COUNT(*) > 0", params
+        outer = f"SELECT {self.select_list('w')} FROM ({inner}) w ORDER BY {self.order_by(True)} LIMIT 1"
+        return outer, params
+
+    def one_pass_sql(self, after: Sequence[Any] | None, end: Sequence[Any], rows: int
+                     ) -> tuple[str, list[Any]]:
+        """For one integer column (packed): the chunk's last index entry, then the count and the lines
+        of the keys in it whose row meets the condition, from one read of its `rows` entries."""
+        where, params = self.beyond(after, ">") if after is not None else ("1", [])
+        upto, end_params = self.beyond(end, "<=")
+        column = quote_ident(self.columns[0])
+        inner = (f"SELECT {column}, ({self.condition}) IS TRUE AS archive_py_meets FROM "
+                 f"{quote_ident(self.table)} s FORCE INDEX ({quote_ident(self.index)}) "
+                 f"WHERE {self.present()} AND {where} AND {upto} "
+                 f"ORDER BY {self.order_by()} LIMIT {int(rows)}")
+        sql = (f"SELECT MAX(w.{column}), SUM(w.archive_py_meets), GROUP_CONCAT(IF(w.archive_py_meets, "
+               f"w.{column}, NULL) SEPARATOR '\\n'), COUNT(*) FROM ({inner}) w HAVING COUNT(*) > 0")
+        return sql, params + end_params
+
+    def span_end(self, after: Sequence[Any], end: Sequence[Any], rows: int) -> tuple[int]:
+        """For one integer column: the last key of the span of `rows` keys after `after`, up to `end`."""
+        return (min(int(after[0]) + rows, int(end[0])),)
+
+    def keys_sql(self, after: Sequence[Any] | None, upto: Sequence[Any]) -> tuple[str, list[Any]]:
+        """The keys of the rows that meet the condition, after `after` and up to `upto`."""
+        low, low_params = self.beyond(after, ">") if after is not None else ("1", [])
+        high, high_params = self.beyond(upto, "<=")
+        # Integer keys come back as the lines of the file, one row per chunk: the connector spends
+        # a microsecond on every row it converts, four times what the server spends on it.
+        line = (self.select_list() if len(self.columns) == 1
+                else f"CONCAT_WS({sql_literal(self.packed)}, {self.select_list()})")
+        what = f"COUNT(*), GROUP_CONCAT({line} SEPARATOR '\\n')" if self.packed else self.select_list()
+        sql = (f"SELECT {what} FROM {quote_ident(self.table)} s FORCE INDEX "
+               f"({quote_ident(self.index)}) WHERE {self.present()} AND {low} AND {high} "
+               f"AND ({self.condition}) ORDER BY {self.order_by()}")
+        return sql, low_params + high_params
+
+
+@dataclass(frozen=True)
+class WalkedChunk:
+    """What one chunk of the walk read."""
+
+    last: tuple[Any, ...] | None  # its last index entry (a span: its range's end); None: the walk is over
+    keys: list[Any]  # the keys in it that meet the condition: rows of key parts, or (packed) lines
+    entries: int | None = None  # the index entries it read (a span does not count them)
+
+
+def chunk_width(walk: KeyWalk, after: Sequence[Any] | None, chunk: WalkedChunk) -> int | None:
+    """How wide a key range a chunk of one integer key covered (None: not known)."""
+    if after is None or chunk.last is None or not walk.packed or len(walk.columns) != 1:
+        return None
+    return int(chunk.last[0]) - int(after[0])
 
 
 @dataclass(frozen=True)
@@ -8919,107 +9069,6 @@ class ExportControls(Controls):
         self.context.say(text)
 
 
-@dataclass(frozen=True)
-class KeyWalk:
-    """The statements that walk the key's unique index in chunks after the last key seen (keyset
-    pagination: never OFFSET), plain non-locking reads; a TIMESTAMP part is compared by its seconds
-    since the epoch, which no session time zone changes."""
-
-    table: str
-    index: str
-    columns: tuple[str, ...]  # in key_column's order, as the rows hold them
-    order: tuple[int, ...]  # the index's column order, as positions in columns
-    key_type: KeyType
-    condition: str
-    packed: str | None = None  # integer keys: the delimiter the server joins a chunk's keys with
-
-    def part(self, i: int, alias: str = "", column: str = "") -> str:
-        """Key part i (or `column`, an expression of it) as it is compared and read."""
-        column = column or (f"{alias}." if alias else "") + quote_ident(self.columns[i])
-        kind = (self.key_type.parts or (self.key_type,))[i].kind
-        return f"UNIX_TIMESTAMP({column})" if kind == "timestamp" else column
-
-    def select_list(self, alias: str = "") -> str:
-        """The key's parts, in key_column's order."""
-        return ", ".join(self.part(i, alias) for i in range(len(self.columns)))
-
-    def order_by(self, descending: bool = False) -> str:
-        """ORDER BY the index's columns."""
-        return ", ".join(quote_ident(self.columns[i]) + (" DESC" if descending else "") for i in self.order)
-
-    def beyond(self, key: Sequence[Any], op: str) -> tuple[str, list[Any]]:
-        """Keys after `key` (op ">") or up to it ("<="), in index order, spelled so the range optimizer
-        reads them as ranges of the index: a > x OR (a = x AND b > y) ..."""
-        terms, params = [], []
-        for depth in range(len(self.order)):
-            equal = [f"{self.part(i)} = %s" for i in self.order[:depth]]
-            last = self.order[depth]
-            strict = ">" if op == ">" else "<"
-            terms.append("(" + " AND ".join(equal + [f"{self.part(last)} {strict} %s"]) + ")")
-            params += [key[i] for i in self.order[:depth + 1]]
-        if op == "<=":
-            terms.append("(" + " AND ".join(f"{self.part(i)} = %s" for i in self.order) + ")")
-            params += [key[i] for i in self.order]
-        first = self.order[0]
-        hint = ""
-        column = quote_ident(self.columns[first])
-        edge = int(key[first]) + (-86400 if op == ">" else 86401) if self.part(first) != column else 0
-        if 1 <= edge < 2 ** 31:  # a TIMESTAMP's exact seconds use no index: a range a day wider does
-            hint = f"{column} {'>=' if op == '>' else '<='} FROM_UNIXTIME({edge}) AND "
-        return f"{hint}({' OR '.join(terms)})", params
-
-    def present(self) -> str:
-        """Rows with a NULL key part have no key a file can name."""
-        return " AND ".join(f"{quote_ident(c)} IS NOT NULL" for c in self.columns)
-
-    def last_sql(self) -> str:
-        """The index's last key now: the walk ends there (keys inserted above it are the next export's)."""
-        return (f"SELECT {self.select_list()} FROM {quote_ident(self.table)} FORCE INDEX "
-                f"({quote_ident(self.index)}) WHERE {self.present()} ORDER BY {self.order_by(True)} LIMIT 1")
-
-    def bound_sql(self, after: Sequence[Any] | None, end: Sequence[Any], rows: int) -> tuple[str, list[Any]]:
-        """The last key of the next `rows` index entries up to `end` (none: the walk is over)."""
-        where, params = self.beyond(after, ">") if after is not None else ("1", [])
-        upto, end_params = self.beyond(end, "<=")
-        inner = (f"SELECT {', '.join(map(quote_ident, self.columns))} FROM {quote_ident(self.table)} "
-                 f"FORCE INDEX ({quote_ident(self.index)}) WHERE {self.present()} AND {where} AND {upto} "
-                 f"ORDER BY {self.order_by()} LIMIT {int(rows)}")
-        params = params + end_params
-        if len(self.columns) == 1:  # no sort: MAX orders as the index does (its collation, for text)
-            last = self.part(0, column=f"MAX(w.{quote_ident(self.columns[0])})")
-            return f"SELECT {last} FROM ({inner}) w HAVING COUNT(*) > 0", params
-        outer = f"SELECT {self.select_list('w')} FROM ({inner}) w ORDER BY {self.order_by(True)} LIMIT 1"
-        return outer, params
-
-    def one_pass_sql(self, after: Sequence[Any] | None, end: Sequence[Any], rows: int
-                     ) -> tuple[str, list[Any]]:
-        """For one integer column (packed): the chunk's last index entry, then the count and the lines
-        of the keys in it whose row meets the condition, from one read of its `rows` entries."""
-        where, params = self.beyond(after, ">") if after is not None else ("1", [])
-        upto, end_params = self.beyond(end, "<=")
-        column = quote_ident(self.columns[0])
-        inner = (f"SELECT {column}, ({self.condition}) IS TRUE AS archive_py_meets FROM "
-                 f"{quote_ident(self.table)} s FORCE INDEX ({quote_ident(self.index)}) "
-                 f"WHERE {self.present()} AND {where} AND {upto} "
-                 f"ORDER BY {self.order_by()} LIMIT {int(rows)}")
-        sql = (f"SELECT MAX(w.{column}), SUM(w.archive_py_meets), GROUP_CONCAT(IF(w.archive_py_meets, "
-               f"w.{column}, NULL) SEPARATOR '\\n') FROM ({inner}) w HAVING COUNT(*) > 0")
-        return sql, params + end_params
-
-    def keys_sql(self, after: Sequence[Any] | None, upto: Sequence[Any]) -> tuple[str, list[Any]]:
-        """The keys of the rows that meet the condition, after `after` and up to `upto`."""
-        low, low_params = self.beyond(after, ">") if after is not None else ("1", [])
-        high, high_params = self.beyond(upto, "<=")
-        # Integer keys come back as the lines of the file, one row per chunk: the connector spends
-        # a microsecond on every row it converts, four times what the server spends on it.
-        what = (f"COUNT(*), GROUP_CONCAT(CONCAT_WS({sql_literal(self.packed)}, {self.select_list()}) "
-                "SEPARATOR '\\n')") if self.packed else self.select_list()
-        sql = (f"SELECT {what} FROM {quote_ident(self.table)} s FORCE INDEX "
-               f"({quote_ident(self.index)}) WHERE {self.present()} AND {low} AND {high} "
-               f"AND ({self.condition}) ORDER BY {self.order_by()}")
-        return sql, low_params + high_params
-
-
 def index_order(db: Database, plan: TablePlan) -> tuple[int, ...]:
     """The positions of the key's columns in the order of its unique index."""
     rows = db.read("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
@@ -9097,21 +9146,34 @@ def unpack_keys(count: int, text: str | None) -> list[str]:
     return lines
 
 
+def read_chunk(db: Database, walk: KeyWalk, after: Sequence[Any] | None, end: Sequence[Any],
+               plan: ChunkPlan) -> WalkedChunk:
+    """Read the chunk `plan` describes after `after` (None: from the start), up to `end`."""
+    if plan.span and after is not None:
+        if int(after[0]) >= int(end[0]):
+            return WalkedChunk(None, [])
+        upto = walk.span_end(after, end, plan.rows)
+        found = db.query(*walk.keys_sql(after, upto))
+        return WalkedChunk(upto, unpack_keys(int(found[0][0]), found[0][1]))
+    if walk.packed and len(walk.columns) == 1:  # half the reads of the two steps below
+        chunk = db.query(*walk.one_pass_sql(after, end, plan.rows))
+        if not chunk:
+            return WalkedChunk(None, [])
+        return WalkedChunk((chunk[0][0],), unpack_keys(int(chunk[0][1]), chunk[0][2]), int(chunk[0][3]))
+    bound = db.query(*walk.bound_sql(after, end, plan.rows))
+    if not bound:
+        return WalkedChunk(None, [])
+    found = db.query(*walk.keys_sql(after, bound[0]))
+    return WalkedChunk(bound[0], unpack_keys(int(found[0][0]), found[0][1]) if walk.packed else found)
+
+
 def export_chunk(context: RunContext, walk: KeyWalk, after: Sequence[Any] | None, end: Sequence[Any],
-                 rows: int) -> tuple[tuple[Any, ...] | None, list[Any]]:
-    """(the chunk's last index entry or None at the end, the keys in it that meet the condition:
-    rows of key parts, or with walk.packed the lines of the file)."""
-    def attempt() -> tuple[tuple[Any, ...] | None, list[Any]]:
+                 plan: ChunkPlan) -> WalkedChunk:
+    """read_chunk in a transaction of its own that ends in a rollback, retried as a batch is."""
+    def attempt() -> WalkedChunk:
         context.db.ensure_connected()
         with context.db.reading():
-            if walk.packed and len(walk.columns) == 1:  # half the reads of the two steps below
-                chunk = context.db.query(*walk.one_pass_sql(after, end, rows))
-                return ((chunk[0][0],), unpack_keys(int(chunk[0][1]), chunk[0][2])) if chunk else (None, [])
-            bound = context.db.query(*walk.bound_sql(after, end, rows))
-            if not bound:
-                return None, []
-            found = context.db.query(*walk.keys_sql(after, bound[0]))
-            return bound[0], unpack_keys(int(found[0][0]), found[0][1]) if walk.packed else found
+            return read_chunk(context.db, walk, after, end, plan)
     return retry_transaction(context, "Export chunk", attempt)
 
 
@@ -9119,7 +9181,8 @@ def walk_export(context: RunContext, walk: KeyWalk, sink: Callable[[list[Any]], 
     """Walk the whole index chunk by chunk between the run's throttles; return the keys found
     (context.state.stop_reason says when it stopped short)."""
     assert context.controls is not None
-    after, rows, total = None, EXPORT_CHUNK_ROWS[2], 0
+    after: tuple[Any, ...] | None = None
+    plan, total = ChunkPlan(EXPORT_CHUNK_ROWS[2]), 0
     last = retry_transaction(context, "Export start", lambda: context.db.read(walk.last_sql()))
     while last:
         reason = context.controls.before_batch()
@@ -9127,12 +9190,14 @@ def walk_export(context: RunContext, walk: KeyWalk, sink: Callable[[list[Any]], 
             context.state.stop_reason = reason
             return total
         started = time.monotonic()
-        after, keys = export_chunk(context, walk, after, last[0], rows)
-        if after is None:
+        chunk = export_chunk(context, walk, after, last[0], plan)
+        if chunk.last is None:
             return total
-        sink(keys)
-        total += len(keys)
-        rows = next_chunk_rows(rows, time.monotonic() - started)
+        sink(chunk.keys)
+        total += len(chunk.keys)
+        plan = next_chunk(plan, time.monotonic() - started, len(chunk.keys), chunk.entries,
+                          chunk_width(walk, after, chunk))
+        after = chunk.last
     return total
 
 
