@@ -118,8 +118,8 @@ def test_a_plain_condition_is_accepted():
 
 
 def test_a_chunk_the_server_cut_short_is_refused_not_written():
-    assert archive.unpack_keys(3, "1\n2\n3") == ["1", "2", "3"]
-    assert archive.unpack_keys(0, None) == []
+    assert list(archive.unpack_keys(3, "1\n2\n3")) == ["1", "2", "3"]
+    assert list(archive.unpack_keys(0, None)) == []
     with pytest.raises(archive.ArchiveError, match="2 of a chunk's 3 keys"):
         archive.unpack_keys(3, "1\n2")
 
@@ -139,6 +139,18 @@ def test_the_writer_publishes_whole_files_only(tmp_path):
     abandoned.write([[1], [2], [3]])
     abandoned.abandon()
     assert list((tmp_path / "x").iterdir()) == []
+
+
+def test_lines_from_the_server_are_cut_into_files_at_keys_per_file(tmp_path):
+    names = lambda n: archive.export_file_name("p", "20260101T000000Z", n)  # noqa: E731
+    writer = archive.KeyFileWriter(tmp_path, names, 2, ["id"], ",")
+    for text, count in (("1\n2\n3", 3), ("", 0), ("4\n5\n6\n7", 4), ("8", 1)):
+        writer.write(archive.unpack_keys(count, text))
+    files = writer.publish()
+    contents = [(tmp_path / f.name).read_bytes() for f in files]
+    assert contents == [b"id\n1\n2\n", b"id\n3\n4\n", b"id\n5\n6\n", b"id\n7\n8\n"]
+    assert [f.keys for f in files] == [2, 2, 2, 2]
+    assert [f.sha256 for f in files] == [hashlib.sha256(c).hexdigest() for c in contents]
 
 
 # --------------------------------------------------------------------------- on the server
