@@ -6,8 +6,11 @@ of them) into files in a fresh folder. The mariadb client writes one
 file, archive.py its key files (keys_per_file 100,000) and manifest, with its preflight, keyset
 walk of the primary key, throttle checks between chunks, fsync and rename. Each is timed (wall
 clock, best of --repeat) and its peak RSS read with GNU time; the two outputs are checked to
-hold the same ids. With --compare, another archive.py (e.g. main's: git show main:archive.py) is
-timed the same way in the same run, each attempt running the floor, it and this archive.py in turn.
+hold the same ids. The start-up column is `archive.py --version` (the interpreter, compiling
+archive.py, which Python does on every run of a script, and importing the connector): the part of
+every export that does not grow with the table. With --compare, another archive.py (e.g. main's:
+git show main:archive.py) is timed the same way in the same run, each attempt running the floor,
+it and this archive.py in turn.
 
     python bench/export.py [--sizes 100000,1000000,3000000] [--repeat 3] [--workdir DIR]
                            [--compare ARCHIVE_PY]
@@ -79,6 +82,9 @@ def measure_size(env: Env, rows: int, repeat: int, contenders: dict[str, Path]
             raise SystemExit(f"mariadb client failed: {(rundir / 'floor.log').read_text()}")
         best["mariadb"], peak["mariadb"] = min(best.get("mariadb", seconds), seconds), rss
         floor_ids = sorted(int(line) for line in floor_file.read_text().split())
+        seconds, _, _ = run_child([sys.executable, str(env.archive_py), "--version"], rundir / "start.log",
+                                  None)
+        best["start-up"] = min(best.get("start-up", seconds), seconds)
         for name, archive_py in contenders.items():
             seconds, rss, ids = export_once(env, archive_py, rundir, name)
             if ids != floor_ids:
@@ -115,8 +121,8 @@ def main() -> None:
         names = [name for name in contenders if name != "archive.py"]
         head = ("| rows | keys | mariadb -N -B > file | "
                 + "".join(f"{args.compare.name} | ratio | " for _ in names)
-                + "archive.py --export-keys | ratio | peak RSS (client / archive.py) |")
-        lines = [head, "|---:|---:|---:|" + "---:|---:|" * (len(names) + 1) + "---:|"]
+                + "archive.py --export-keys | ratio | of which start-up | peak RSS (client / archive.py) |")
+        lines = [head, "|---:|---:|---:|" + "---:|---:|" * (len(names) + 1) + "---:|---:|"]
         for rows in (int(size) for size in args.sizes.split(",")):
             best, peak, keys = measure_size(env, rows, args.repeat, contenders)
             floor = best["mariadb"]
@@ -124,7 +130,8 @@ def main() -> None:
                 + ", RSS " + " / ".join(f"{name} {rss} KB" for name, rss in peak.items()))
             cells = "".join(f"{best[name]:.2f} s | {best[name] / floor:.2f}x | " for name in names)
             lines.append(f"| {rows:,} | {keys:,} | {floor:.2f} s | {cells}{best['archive.py']:.2f} s | "
-                         f"{best['archive.py'] / floor:.2f}x | {(peak['mariadb'] or 0) / 1024:.0f} MB / "
+                         f"{best['archive.py'] / floor:.2f}x | {best['start-up']:.2f} s | "
+                         f"{(peak['mariadb'] or 0) / 1024:.0f} MB / "
                          f"{(peak['archive.py'] or 0) / 1024:.0f} MB |")
         print("\n".join(lines))
     finally:
