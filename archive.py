@@ -103,7 +103,7 @@ Sections, in this order:
     constants, errors, configuration,
     keys, CSV records, key files, batching, SQL text, table plans, table definitions,
     preflight decisions, text log, outcomes, pause decisions, terminal output, metrics,
-    key export files                                    (pure: no database)
+    key walk, key export files                          (pure: no database)
     server errors, database connection, table checks, privileges, preflight, tracking tables,
     tracking schema, run lock, tracking records, one batch, child tables, the batch transaction,
     destination mode, families elsewhere, conflicts, job reports, pauses and stops
@@ -3932,28 +3932,10 @@ def timestamp_of(value: Any) -> float | None:
     return value.replace(tzinfo=dt.timezone.utc).timestamp() if isinstance(value, dt.datetime) else None
 
 
-# --------------------------------------------------------------------------- key export files
+# --------------------------------------------------------------------------- key walk
 
 EXPORT_CHUNK_ROWS = (100, 50_000, 5_000)  # index entries one chunk of an export walks: least, most, first
 EXPORT_CHUNK_SECONDS = 0.5  # a chunk's target time; the next chunk's size follows the last one's speed
-EXPORT_STAMP = "%Y%m%dT%H%M%SZ"
-EXPORT_MAX_FILES = 9999  # four digits keep the names sorting in export order
-EXPORT_MANIFEST_FORMAT = 1
-
-
-def export_file_name(prefix: str, stamp: str, number: int) -> str:
-    """An exported key file's name: PREFIX-YYYYmmddTHHMMSSZ-0001.csv."""
-    return f"{prefix}-{stamp}-{number:04d}.csv"
-
-
-def export_file_pattern(prefix: str) -> re.Pattern[str]:
-    """What the names of an export with this prefix look like."""
-    return re.compile(re.escape(prefix) + r"-[0-9]{8}T[0-9]{6}Z-[0-9]{4}\.csv")
-
-
-def temporary_name(name: str) -> str:
-    """Where a key file is written until the whole export is: a hidden name csv_pattern must not match."""
-    return f".{name}.tmp"
 
 
 def next_chunk_rows(rows: int, seconds: float) -> int:
@@ -3989,67 +3971,26 @@ def next_chunk(plan: ChunkPlan, seconds: float, found: int, entries: int | None,
     return ChunkPlan(rows, span=dense, share=found / entries)
 
 
-def datetime_text(value: dt.datetime, fsp: int) -> str:
-    """A DATETIME(fsp) as parse_temporal_key reads it (four-digit years, fsp fractional digits)."""
-    text = (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
-            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}")
-    return text + (f".{value.microsecond:06d}"[:fsp + 1] if fsp else "")
+@dataclass(frozen=True)
+class KeyLines:
+    """A packed chunk's keys: `count` lines of the file joined by LF, as the server sent them (kept
+    whole: splitting them and joining them again took a tenth of an export's time)."""
 
+    text: str
+    count: int
 
-def timestamp_text(epoch: Decimal, key_type: KeyType) -> str:
-    """A TIMESTAMP (seconds since the epoch) as a wall-clock time in key_time_zone; a time the zone's
-    clocks show twice names no single instant (instant_of refuses it)."""
-    whole = int(epoch)
-    instant = EPOCH + dt.timedelta(seconds=whole, microseconds=int((epoch - whole) * 1_000_000))
-    local = instant.astimezone(time_zone(key_type.zone)).replace(tzinfo=None)
-    instant_of(local, key_type.zone)
-    return datetime_text(local, key_type.fsp)
+    def __len__(self) -> int:
+        return self.count
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.text.split("\n") if self.count else [])
 
-def export_part(value: Any, key_type: KeyType) -> Any:
-    """One part of a key as the reader takes it back byte-exactly (ValueError for what no key file
-    can hold): integers and text as they are, binary in hex, times as YYYY-MM-DD[ HH:MM:SS[.f]]."""
-    if value is None:  # a zero date (the connector reads it as None): no key file names it
-        raise ValueError("a zero date is no key a key file can hold")
-    kind = key_type.kind
-    if kind == "int":
-        return value
-    if kind == "bytes":
-        return "0x" + bytes(value).hex()
-    if kind == "str":
-        if not value:
-            raise ValueError("an empty text key is no key a key file can hold")
-        return value
-    if kind == "date":
-        return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
-    if kind == "datetime":
-        return datetime_text(value, key_type.fsp)
-    return timestamp_text(Decimal(value), key_type)
-
-
-def export_layout(fmt: CsvFormat) -> tuple[list[str] | None, list[int | None]]:
-    """(the header, or None without one; for each CSV field the key part it holds, or None)."""
-    if fmt.header:
-        return list(fmt.columns), list(range(len(fmt.columns)))
-    numbers = [int(column) for column in fmt.columns]
-    return None, [numbers.index(n) if n in numbers else None for n in range(1, max(numbers) + 1)]
-
-
-def export_records(rows: Sequence[Sequence[Any]], key_type: KeyType, layout: Sequence[int | None]
-                   ) -> list[list[Any]]:
-    """CSV records of a chunk's keys (a row holds the key's parts in key_column order)."""
-    parts = key_type.parts or (key_type,)
-    if all(p.kind == "int" for p in parts) and list(layout) == list(range(len(parts))):
-        return cast(list[list[Any]], rows)  # the csv module writes integers as they are
-    records = []
-    for row in rows:
-        try:
-            values = [export_part(value, part) for value, part in zip(row, parts)]
-        except ValueError as exc:
-            raise ArchiveError(f"--export-keys: the row with key {', '.join(map(str, row))}: {exc}; "
-                               "leave such rows out in [export] where") from None
-        records.append([values[i] if i is not None else "" for i in layout])
-    return records
+    def cut(self, n: int) -> tuple[KeyLines, KeyLines]:
+        """The first n lines, and the rest."""
+        if n >= self.count:
+            return self, KeyLines("", 0)
+        parts = self.text.split("\n", n)
+        return KeyLines("\n".join(parts[:n]), n), KeyLines(parts[n], self.count - n)
 
 
 @dataclass(frozen=True)
@@ -4174,26 +4115,89 @@ def chunk_width(walk: KeyWalk, after: Sequence[Any] | None, chunk: WalkedChunk) 
     return int(chunk.last[0]) - int(after[0])
 
 
-@dataclass(frozen=True)
-class KeyLines:
-    """A packed chunk's keys: `count` lines of the file joined by LF, as the server sent them (kept
-    whole: splitting them and joining them again took a tenth of an export's time)."""
+# --------------------------------------------------------------------------- key export files
 
-    text: str
-    count: int
+EXPORT_STAMP = "%Y%m%dT%H%M%SZ"
+EXPORT_MAX_FILES = 9999  # four digits keep the names sorting in export order
+EXPORT_MANIFEST_FORMAT = 1
 
-    def __len__(self) -> int:
-        return self.count
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.text.split("\n") if self.count else [])
+def export_file_name(prefix: str, stamp: str, number: int) -> str:
+    """An exported key file's name: PREFIX-YYYYmmddTHHMMSSZ-0001.csv."""
+    return f"{prefix}-{stamp}-{number:04d}.csv"
 
-    def cut(self, n: int) -> tuple[KeyLines, KeyLines]:
-        """The first n lines, and the rest."""
-        if n >= self.count:
-            return self, KeyLines("", 0)
-        parts = self.text.split("\n", n)
-        return KeyLines("\n".join(parts[:n]), n), KeyLines(parts[n], self.count - n)
+
+def export_file_pattern(prefix: str) -> re.Pattern[str]:
+    """What the names of an export with this prefix look like."""
+    return re.compile(re.escape(prefix) + r"-[0-9]{8}T[0-9]{6}Z-[0-9]{4}\.csv")
+
+
+def temporary_name(name: str) -> str:
+    """Where a key file is written until the whole export is: a hidden name csv_pattern must not match."""
+    return f".{name}.tmp"
+
+
+def datetime_text(value: dt.datetime, fsp: int) -> str:
+    """A DATETIME(fsp) as parse_temporal_key reads it (four-digit years, fsp fractional digits)."""
+    text = (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}")
+    return text + (f".{value.microsecond:06d}"[:fsp + 1] if fsp else "")
+
+
+def timestamp_text(epoch: Decimal, key_type: KeyType) -> str:
+    """A TIMESTAMP (seconds since the epoch) as a wall-clock time in key_time_zone; a time the zone's
+    clocks show twice names no single instant (instant_of refuses it)."""
+    whole = int(epoch)
+    instant = EPOCH + dt.timedelta(seconds=whole, microseconds=int((epoch - whole) * 1_000_000))
+    local = instant.astimezone(time_zone(key_type.zone)).replace(tzinfo=None)
+    instant_of(local, key_type.zone)
+    return datetime_text(local, key_type.fsp)
+
+
+def export_part(value: Any, key_type: KeyType) -> Any:
+    """One part of a key as the reader takes it back byte-exactly (ValueError for what no key file
+    can hold): integers and text as they are, binary in hex, times as YYYY-MM-DD[ HH:MM:SS[.f]]."""
+    if value is None:  # a zero date (the connector reads it as None): no key file names it
+        raise ValueError("a zero date is no key a key file can hold")
+    kind = key_type.kind
+    if kind == "int":
+        return value
+    if kind == "bytes":
+        return "0x" + bytes(value).hex()
+    if kind == "str":
+        if not value:
+            raise ValueError("an empty text key is no key a key file can hold")
+        return value
+    if kind == "date":
+        return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+    if kind == "datetime":
+        return datetime_text(value, key_type.fsp)
+    return timestamp_text(Decimal(value), key_type)
+
+
+def export_layout(fmt: CsvFormat) -> tuple[list[str] | None, list[int | None]]:
+    """(the header, or None without one; for each CSV field the key part it holds, or None)."""
+    if fmt.header:
+        return list(fmt.columns), list(range(len(fmt.columns)))
+    numbers = [int(column) for column in fmt.columns]
+    return None, [numbers.index(n) if n in numbers else None for n in range(1, max(numbers) + 1)]
+
+
+def export_records(rows: Sequence[Sequence[Any]], key_type: KeyType, layout: Sequence[int | None]
+                   ) -> list[list[Any]]:
+    """CSV records of a chunk's keys (a row holds the key's parts in key_column order)."""
+    parts = key_type.parts or (key_type,)
+    if all(p.kind == "int" for p in parts) and list(layout) == list(range(len(parts))):
+        return cast(list[list[Any]], rows)  # the csv module writes integers as they are
+    records = []
+    for row in rows:
+        try:
+            values = [export_part(value, part) for value, part in zip(row, parts)]
+        except ValueError as exc:
+            raise ArchiveError(f"--export-keys: the row with key {', '.join(map(str, row))}: {exc}; "
+                               "leave such rows out in [export] where") from None
+        records.append([values[i] if i is not None else "" for i in layout])
+    return records
 
 
 Records = Union[Sequence[Any], KeyLines]  # what a KeyFileWriter writes
