@@ -92,8 +92,10 @@ Where monitoring lives: METRICS and MetricsFile (the Prometheus textfile: merge_
 Where the key export lives (--export-keys): export_keys -> check_export_config, export_lock,
     open_export (require_plan, ExportControls), remove_stale_exports, pending_exports
     (Tracking.finished_record), run_export -> free_stamp, walk_export (KeyWalk.last_sql, then per
-    chunk Controls.before_batch and export_chunk: KeyWalk.bound_sql, KeyWalk.keys_sql,
-    unpack_keys), KeyFileWriter (write, publish or abandon), write_manifest (export_manifest).
+    chunk Controls.before_batch, export_chunk -> read_chunk: a span (KeyWalk.span_end,
+    KeyWalk.keys_sql), else KeyWalk.one_pass_sql or KeyWalk.bound_sql and KeyWalk.keys_sql;
+    unpack_keys; then next_chunk, chunk_width), KeyFileWriter (write, publish or abandon),
+    write_manifest (export_manifest).
 Where held rows live: Tracking.batch_statements records the keys the guard held back in the
     conflict logs as kind HELD; recheck_conflicts revisits them with the conflicts (unless
     the config turns revisiting off).
@@ -102,7 +104,7 @@ Sections, in this order:
     constants, errors, configuration,
     keys, CSV records, key files, batching, SQL text, table plans, table definitions,
     preflight decisions, text log, outcomes, pause decisions, terminal output, metrics,
-    key export files                                    (pure: no database)
+    key walk, key export files                          (pure: no database)
     server errors, database connection, table checks, privileges, preflight, tracking tables,
     tracking schema, run lock, tracking records, one batch, child tables, the batch transaction,
     destination mode, families elsewhere, conflicts, job reports, pauses and stops
@@ -4017,10 +4019,191 @@ def timestamp_of(value: Any) -> float | None:
     return value.replace(tzinfo=dt.timezone.utc).timestamp() if isinstance(value, dt.datetime) else None
 
 
-# --------------------------------------------------------------------------- key export files
+# --------------------------------------------------------------------------- key walk
 
 EXPORT_CHUNK_ROWS = (100, 50_000, 5_000)  # index entries one chunk of an export walks: least, most, first
 EXPORT_CHUNK_SECONDS = 0.5  # a chunk's target time; the next chunk's size follows the last one's speed
+
+
+def next_chunk_rows(rows: int, seconds: float) -> int:
+    """The next chunk's size: the last one's, scaled to the target time, at most doubled."""
+    least, most, _ = EXPORT_CHUNK_ROWS
+    wanted = int(rows * EXPORT_CHUNK_SECONDS / max(seconds, 1e-3))
+    return max(least, min(most, 2 * rows, wanted))
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """The next chunk of an export's walk: at most `rows` index entries. A span (one integer key
+    only) is the key range (last key, last key + rows]: a unique integer key has at most `rows`
+    entries in it, and the server reads the range once, without first counting out its entries."""
+
+    rows: int
+    span: bool = False
+    share: float = 1.0  # of the last counted chunk's entries, the share that met the condition
+
+
+def next_chunk(plan: ChunkPlan, seconds: float, found: int, entries: int | None, width: int | None
+               ) -> ChunkPlan:
+    """The chunk after one that took `seconds` and found `found` keys; a counted chunk also says
+    how many index entries it read (`entries`) over how wide a key range (`width`, integer keys).
+    Keys at least every other integer make spans pay; a span finding far fewer keys than the last
+    share predicts may have reached thinner keys, so the next chunk counts again."""
+    rows = next_chunk_rows(plan.rows, seconds)
+    if plan.span:
+        return ChunkPlan(rows, span=found * 4 >= plan.rows * plan.share, share=plan.share)
+    if not entries:
+        return ChunkPlan(rows, share=plan.share)
+    dense = width is not None and 0 < width <= 2 * entries
+    return ChunkPlan(rows, span=dense, share=found / entries)
+
+
+@dataclass(frozen=True)
+class KeyLines:
+    """A packed chunk's keys: `count` lines of the file joined by LF, as the server sent them (kept
+    whole: splitting them and joining them again took a tenth of an export's time)."""
+
+    text: str
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.text.split("\n") if self.count else [])
+
+    def cut(self, n: int) -> tuple[KeyLines, KeyLines]:
+        """The first n lines, and the rest."""
+        if n >= self.count:
+            return self, KeyLines("", 0)
+        parts = self.text.split("\n", n)
+        return KeyLines("\n".join(parts[:n]), n), KeyLines(parts[n], self.count - n)
+
+
+@dataclass(frozen=True)
+class KeyWalk:
+    """The statements that walk the key's unique index in chunks after the last key seen (keyset
+    pagination: never OFFSET), plain non-locking reads; a TIMESTAMP part is compared by its seconds
+    since the epoch, which no session time zone changes."""
+
+    table: str
+    index: str
+    columns: tuple[str, ...]  # in key_column's order, as the rows hold them
+    order: tuple[int, ...]  # the index's column order, as positions in columns
+    key_type: KeyType
+    condition: str
+    packed: str | None = None  # integer keys: the delimiter the server joins a chunk's keys with
+
+    def part(self, i: int, alias: str = "", column: str = "") -> str:
+        """Key part i (or `column`, an expression of it) as it is compared and read."""
+        column = column or (f"{alias}." if alias else "") + quote_ident(self.columns[i])
+        kind = (self.key_type.parts or (self.key_type,))[i].kind
+        return f"UNIX_TIMESTAMP({column})" if kind == "timestamp" else column
+
+    def select_list(self, alias: str = "") -> str:
+        """The key's parts, in key_column's order."""
+        return ", ".join(self.part(i, alias) for i in range(len(self.columns)))
+
+    def order_by(self, descending: bool = False) -> str:
+        """ORDER BY the index's columns."""
+        return ", ".join(quote_ident(self.columns[i]) + (" DESC" if descending else "") for i in self.order)
+
+    def beyond(self, key: Sequence[Any], op: str) -> tuple[str, list[Any]]:
+        """Keys after `key` (op ">") or up to it ("<="), in index order, spelled so the range optimizer
+        reads them as ranges of the index: a > x OR (a = x AND b > y) ..."""
+        terms, params = [], []
+        for depth in range(len(self.order)):
+            equal = [f"{self.part(i)} = %s" for i in self.order[:depth]]
+            last = self.order[depth]
+            strict = ">" if op == ">" else "<"
+            terms.append("(" + " AND ".join(equal + [f"{self.part(last)} {strict} %s"]) + ")")
+            params += [key[i] for i in self.order[:depth + 1]]
+        if op == "<=":
+            terms.append("(" + " AND ".join(f"{self.part(i)} = %s" for i in self.order) + ")")
+            params += [key[i] for i in self.order]
+        first = self.order[0]
+        hint = ""
+        column = quote_ident(self.columns[first])
+        edge = int(key[first]) + (-86400 if op == ">" else 86401) if self.part(first) != column else 0
+        if 1 <= edge < 2 ** 31:  # a TIMESTAMP's exact seconds use no index: a range a day wider does
+            hint = f"{column} {'>=' if op == '>' else '<='} FROM_UNIXTIME({edge}) AND "
+        return f"{hint}({' OR '.join(terms)})", params
+
+    def present(self) -> str:
+        """Rows with a NULL key part have no key a file can name."""
+        return " AND ".join(f"{quote_ident(c)} IS NOT NULL" for c in self.columns)
+
+    def last_sql(self) -> str:
+        """The index's last key now: the walk ends there (keys inserted above it are the next export's)."""
+        return (f"SELECT {self.select_list()} FROM {quote_ident(self.table)} FORCE INDEX "
+                f"({quote_ident(self.index)}) WHERE {self.present()} ORDER BY {self.order_by(True)} LIMIT 1")
+
+    def bound_sql(self, after: Sequence[Any] | None, end: Sequence[Any], rows: int) -> tuple[str, list[Any]]:
+        """The last key of the next `rows` index entries up to `end` (none: the walk is over)."""
+        where, params = self.beyond(after, ">") if after is not None else ("1", [])
+        upto, end_params = self.beyond(end, "<=")
+        inner = (f"SELECT {', '.join(map(quote_ident, self.columns))} FROM {quote_ident(self.table)} "
+                 f"FORCE INDEX ({quote_ident(self.index)}) WHERE {self.present()} AND {where} AND {upto} "
+                 f"ORDER BY {self.order_by()} LIMIT {int(rows)}")
+        params = params + end_params
+        if len(self.columns) == 1:  # no sort: MAX orders as the index does (its collation, for text)
+            last = self.part(0, column=f"MAX(w.{quote_ident(self.columns[0])})")
+            return f"SELECT {last} FROM ({inner}) w HAVING COUNT(*) > 0", params
+        outer = f"SELECT {self.select_list('w')} FROM ({inner}) w ORDER BY {self.order_by(True)} LIMIT 1"
+        return outer, params
+
+    def one_pass_sql(self, after: Sequence[Any] | None, end: Sequence[Any], rows: int
+                     ) -> tuple[str, list[Any]]:
+        """For one integer column (packed): the chunk's last index entry, then the count and the lines
+        of the keys in it whose row meets the condition, from one read of its `rows` entries."""
+        where, params = self.beyond(after, ">") if after is not None else ("1", [])
+        upto, end_params = self.beyond(end, "<=")
+        column = quote_ident(self.columns[0])
+        inner = (f"SELECT {column}, ({self.condition}) IS TRUE AS archive_py_meets FROM "
+                 f"{quote_ident(self.table)} s FORCE INDEX ({quote_ident(self.index)}) "
+                 f"WHERE {self.present()} AND {where} AND {upto} "
+                 f"ORDER BY {self.order_by()} LIMIT {int(rows)}")
+        sql = (f"SELECT MAX(w.{column}), SUM(w.archive_py_meets), GROUP_CONCAT(IF(w.archive_py_meets, "
+               f"w.{column}, NULL) SEPARATOR '\\n'), COUNT(*) FROM ({inner}) w HAVING COUNT(*) > 0")
+        return sql, params + end_params
+
+    def span_end(self, after: Sequence[Any], end: Sequence[Any], rows: int) -> tuple[int]:
+        """For one integer column: the last key of the span of `rows` keys after `after`, up to `end`."""
+        return (min(int(after[0]) + rows, int(end[0])),)
+
+    def keys_sql(self, after: Sequence[Any] | None, upto: Sequence[Any]) -> tuple[str, list[Any]]:
+        """The keys of the rows that meet the condition, after `after` and up to `upto`."""
+        low, low_params = self.beyond(after, ">") if after is not None else ("1", [])
+        high, high_params = self.beyond(upto, "<=")
+        # Integer keys come back as the lines of the file, one row per chunk: the connector spends
+        # a microsecond on every row it converts, four times what the server spends on it.
+        line = (self.select_list() if len(self.columns) == 1
+                else f"CONCAT_WS({sql_literal(self.packed)}, {self.select_list()})")
+        what = f"COUNT(*), GROUP_CONCAT({line} SEPARATOR '\\n')" if self.packed else self.select_list()
+        sql = (f"SELECT {what} FROM {quote_ident(self.table)} s FORCE INDEX "
+               f"({quote_ident(self.index)}) WHERE {self.present()} AND {low} AND {high} "
+               f"AND ({self.condition}) ORDER BY {self.order_by()}")
+        return sql, low_params + high_params
+
+
+@dataclass(frozen=True)
+class WalkedChunk:
+    """What one chunk of the walk read."""
+
+    last: tuple[Any, ...] | None  # its last index entry (a span: its range's end); None: the walk is over
+    keys: list[Any] | KeyLines  # the keys in it that meet the condition: rows of key parts, or lines
+    entries: int | None = None  # the index entries it read (a span does not count them)
+
+
+def chunk_width(walk: KeyWalk, after: Sequence[Any] | None, chunk: WalkedChunk) -> int | None:
+    """How wide a key range a chunk of one integer key covered (None: not known)."""
+    if after is None or chunk.last is None or not walk.packed or len(walk.columns) != 1:
+        return None
+    return int(chunk.last[0]) - int(after[0])
+
+
+# --------------------------------------------------------------------------- key export files
+
 EXPORT_STAMP = "%Y%m%dT%H%M%SZ"
 EXPORT_MAX_FILES = 9999  # four digits keep the names sorting in export order
 EXPORT_MANIFEST_FORMAT = 1
@@ -4039,13 +4222,6 @@ def export_file_pattern(prefix: str) -> re.Pattern[str]:
 def temporary_name(name: str) -> str:
     """Where a key file is written until the whole export is: a hidden name csv_pattern must not match."""
     return f".{name}.tmp"
-
-
-def next_chunk_rows(rows: int, seconds: float) -> int:
-    """The next chunk's size: the last one's, scaled to the target time, at most doubled."""
-    least, most, _ = EXPORT_CHUNK_ROWS
-    wanted = int(rows * EXPORT_CHUNK_SECONDS / max(seconds, 1e-3))
-    return max(least, min(most, 2 * rows, wanted))
 
 
 def datetime_text(value: dt.datetime, fsp: int) -> str:
@@ -4111,6 +4287,16 @@ def export_records(rows: Sequence[Sequence[Any]], key_type: KeyType, layout: Seq
     return records
 
 
+Records = Union[Sequence[Any], KeyLines]  # what a KeyFileWriter writes
+
+
+def cut_records(records: Records, n: int) -> tuple[Records, Records]:
+    """The first n records, and the rest."""
+    if isinstance(records, KeyLines):
+        return records.cut(n)
+    return records[:n], records[n:]
+
+
 @dataclass(frozen=True)
 class ExportedFile:
     """One key file an export wrote."""
@@ -4140,11 +4326,11 @@ class KeyFileWriter:
         name = self.names(number)
         return self.folder / (name if final else temporary_name(name))
 
-    def encode(self, records: Sequence[Any], lines: bool = False) -> bytes:
-        """Records as RFC 4180 text (quoted only where needed, LF line ends), in UTF-8; with lines,
-        records are lines already (integer keys the server wrote)."""
-        if lines:
-            return ("\n".join(records) + "\n").encode("utf-8") if records else b""
+    def encode(self, records: Records) -> bytes:
+        """Records as RFC 4180 text (quoted only where needed, LF line ends), in UTF-8; KeyLines are
+        lines already (integer keys the server wrote)."""
+        if isinstance(records, KeyLines):
+            return (records.text + "\n").encode("utf-8") if records.count else b""
         buffer = io.StringIO()
         csv.writer(buffer, delimiter=self.delimiter, lineterminator="\n").writerows(records)
         return buffer.getvalue().encode("utf-8")
@@ -4177,16 +4363,14 @@ class KeyFileWriter:
         self.files.append(ExportedFile(self.names(len(self.files) + 1), self.keys, self.size,
                                        self.digest.hexdigest()))
 
-    def write(self, records: Sequence[Any], lines: bool = False) -> None:
-        """Append records (or lines: see encode), starting a new file every keys_per_file."""
-        start = 0
-        while start < len(records):
+    def write(self, records: Records) -> None:
+        """Append records (or KeyLines), starting a new file every keys_per_file."""
+        while len(records):
             if self.handle is None:
                 self.open_next()
-            part = records[start:start + self.per_file - self.keys]
-            self.emit(self.encode(part, lines))
+            part, records = cut_records(records, self.per_file - self.keys)
+            self.emit(self.encode(part))
             self.keys += len(part)
-            start += len(part)
             if self.keys == self.per_file:
                 self.close_current()
 
@@ -9053,107 +9237,6 @@ class ExportControls(Controls):
         self.context.say(text)
 
 
-@dataclass(frozen=True)
-class KeyWalk:
-    """The statements that walk the key's unique index in chunks after the last key seen (keyset
-    pagination: never OFFSET), plain non-locking reads; a TIMESTAMP part is compared by its seconds
-    since the epoch, which no session time zone changes."""
-
-    table: str
-    index: str
-    columns: tuple[str, ...]  # in key_column's order, as the rows hold them
-    order: tuple[int, ...]  # the index's column order, as positions in columns
-    key_type: KeyType
-    condition: str
-    packed: str | None = None  # integer keys: the delimiter the server joins a chunk's keys with
-
-    def part(self, i: int, alias: str = "", column: str = "") -> str:
-        """Key part i (or `column`, an expression of it) as it is compared and read."""
-        column = column or (f"{alias}." if alias else "") + quote_ident(self.columns[i])
-        kind = (self.key_type.parts or (self.key_type,))[i].kind
-        return f"UNIX_TIMESTAMP({column})" if kind == "timestamp" else column
-
-    def select_list(self, alias: str = "") -> str:
-        """The key's parts, in key_column's order."""
-        return ", ".join(self.part(i, alias) for i in range(len(self.columns)))
-
-    def order_by(self, descending: bool = False) -> str:
-        """ORDER BY the index's columns."""
-        return ", ".join(quote_ident(self.columns[i]) + (" DESC" if descending else "") for i in self.order)
-
-    def beyond(self, key: Sequence[Any], op: str) -> tuple[str, list[Any]]:
-        """Keys after `key` (op ">") or up to it ("<="), in index order, spelled so the range optimizer
-        reads them as ranges of the index: a > x OR (a = x AND b > y) ..."""
-        terms, params = [], []
-        for depth in range(len(self.order)):
-            equal = [f"{self.part(i)} = %s" for i in self.order[:depth]]
-            last = self.order[depth]
-            strict = ">" if op == ">" else "<"
-            terms.append("(" + " AND ".join(equal + [f"{self.part(last)} {strict} %s"]) + ")")
-            params += [key[i] for i in self.order[:depth + 1]]
-        if op == "<=":
-            terms.append("(" + " AND ".join(f"{self.part(i)} = %s" for i in self.order) + ")")
-            params += [key[i] for i in self.order]
-        first = self.order[0]
-        hint = ""
-        column = quote_ident(self.columns[first])
-        edge = int(key[first]) + (-86400 if op == ">" else 86401) if self.part(first) != column else 0
-        if 1 <= edge < 2 ** 31:  # a TIMESTAMP's exact seconds use no index: a range a day wider does
-            hint = f"{column} {'>=' if op == '>' else '<='} FROM_UNIXTIME({edge}) AND "
-        return f"{hint}({' OR '.join(terms)})", params
-
-    def present(self) -> str:
-        """Rows with a NULL key part have no key a file can name."""
-        return " AND ".join(f"{quote_ident(c)} IS NOT NULL" for c in self.columns)
-
-    def last_sql(self) -> str:
-        """The index's last key now: the walk ends there (keys inserted above it are the next export's)."""
-        return (f"SELECT {self.select_list()} FROM {quote_ident(self.table)} FORCE INDEX "
-                f"({quote_ident(self.index)}) WHERE {self.present()} ORDER BY {self.order_by(True)} LIMIT 1")
-
-    def bound_sql(self, after: Sequence[Any] | None, end: Sequence[Any], rows: int) -> tuple[str, list[Any]]:
-        """The last key of the next `rows` index entries up to `end` (none: the walk is over)."""
-        where, params = self.beyond(after, ">") if after is not None else ("1", [])
-        upto, end_params = self.beyond(end, "<=")
-        inner = (f"SELECT {', '.join(map(quote_ident, self.columns))} FROM {quote_ident(self.table)} "
-                 f"FORCE INDEX ({quote_ident(self.index)}) WHERE {self.present()} AND {where} AND {upto} "
-                 f"ORDER BY {self.order_by()} LIMIT {int(rows)}")
-        params = params + end_params
-        if len(self.columns) == 1:  # no sort: MAX orders as the index does (its collation, for text)
-            last = self.part(0, column=f"MAX(w.{quote_ident(self.columns[0])})")
-            return f"SELECT {last} FROM ({inner}) w HAVING COUNT(*) > 0", params
-        outer = f"SELECT {self.select_list('w')} FROM ({inner}) w ORDER BY {self.order_by(True)} LIMIT 1"
-        return outer, params
-
-    def one_pass_sql(self, after: Sequence[Any] | None, end: Sequence[Any], rows: int
-                     ) -> tuple[str, list[Any]]:
-        """For one integer column (packed): the chunk's last index entry, then the count and the lines
-        of the keys in it whose row meets the condition, from one read of its `rows` entries."""
-        where, params = self.beyond(after, ">") if after is not None else ("1", [])
-        upto, end_params = self.beyond(end, "<=")
-        column = quote_ident(self.columns[0])
-        inner = (f"SELECT {column}, ({self.condition}) IS TRUE AS archive_py_meets FROM "
-                 f"{quote_ident(self.table)} s FORCE INDEX ({quote_ident(self.index)}) "
-                 f"WHERE {self.present()} AND {where} AND {upto} "
-                 f"ORDER BY {self.order_by()} LIMIT {int(rows)}")
-        sql = (f"SELECT MAX(w.{column}), SUM(w.archive_py_meets), GROUP_CONCAT(IF(w.archive_py_meets, "
-               f"w.{column}, NULL) SEPARATOR '\\n') FROM ({inner}) w HAVING COUNT(*) > 0")
-        return sql, params + end_params
-
-    def keys_sql(self, after: Sequence[Any] | None, upto: Sequence[Any]) -> tuple[str, list[Any]]:
-        """The keys of the rows that meet the condition, after `after` and up to `upto`."""
-        low, low_params = self.beyond(after, ">") if after is not None else ("1", [])
-        high, high_params = self.beyond(upto, "<=")
-        # Integer keys come back as the lines of the file, one row per chunk: the connector spends
-        # a microsecond on every row it converts, four times what the server spends on it.
-        what = (f"COUNT(*), GROUP_CONCAT(CONCAT_WS({sql_literal(self.packed)}, {self.select_list()}) "
-                "SEPARATOR '\\n')") if self.packed else self.select_list()
-        sql = (f"SELECT {what} FROM {quote_ident(self.table)} s FORCE INDEX "
-               f"({quote_ident(self.index)}) WHERE {self.present()} AND {low} AND {high} "
-               f"AND ({self.condition}) ORDER BY {self.order_by()}")
-        return sql, low_params + high_params
-
-
 def index_order(db: Database, plan: TablePlan) -> tuple[int, ...]:
     """The positions of the key's columns in the order of its unique index."""
     rows = db.read("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
@@ -9222,38 +9305,52 @@ def pending_exports(context: RunContext, prefix: str, tracked: bool) -> list[str
     return pending
 
 
-def unpack_keys(count: int, text: str | None) -> list[str]:
+def unpack_keys(count: int, text: str | None) -> KeyLines:
     """The lines of a packed chunk, all of them (group_concat_max_len must not have cut it)."""
-    lines = text.split("\n") if text else []
-    if len(lines) != count:
-        raise ArchiveError(f"--export-keys: the server returned {len(lines)} of a chunk's {count} keys "
+    lines = text.count("\n") + 1 if text else 0
+    if lines != count:
+        raise ArchiveError(f"--export-keys: the server returned {lines} of a chunk's {count} keys "
                            "(group_concat_max_len is smaller than max_allowed_packet?)")
-    return lines
+    return KeyLines(text or "", count)
+
+
+def read_chunk(db: Database, walk: KeyWalk, after: Sequence[Any] | None, end: Sequence[Any],
+               plan: ChunkPlan) -> WalkedChunk:
+    """Read the chunk `plan` describes after `after` (None: from the start), up to `end`."""
+    if plan.span and after is not None:
+        if int(after[0]) >= int(end[0]):
+            return WalkedChunk(None, [])
+        upto = walk.span_end(after, end, plan.rows)
+        found = db.query(*walk.keys_sql(after, upto))
+        return WalkedChunk(upto, unpack_keys(int(found[0][0]), found[0][1]))
+    if walk.packed and len(walk.columns) == 1:  # half the reads of the two steps below
+        chunk = db.query(*walk.one_pass_sql(after, end, plan.rows))
+        if not chunk:
+            return WalkedChunk(None, [])
+        return WalkedChunk((chunk[0][0],), unpack_keys(int(chunk[0][1]), chunk[0][2]), int(chunk[0][3]))
+    bound = db.query(*walk.bound_sql(after, end, plan.rows))
+    if not bound:
+        return WalkedChunk(None, [])
+    found = db.query(*walk.keys_sql(after, bound[0]))
+    return WalkedChunk(bound[0], unpack_keys(int(found[0][0]), found[0][1]) if walk.packed else found)
 
 
 def export_chunk(context: RunContext, walk: KeyWalk, after: Sequence[Any] | None, end: Sequence[Any],
-                 rows: int) -> tuple[tuple[Any, ...] | None, list[Any]]:
-    """(the chunk's last index entry or None at the end, the keys in it that meet the condition:
-    rows of key parts, or with walk.packed the lines of the file)."""
-    def attempt() -> tuple[tuple[Any, ...] | None, list[Any]]:
+                 plan: ChunkPlan) -> WalkedChunk:
+    """read_chunk in a transaction of its own that ends in a rollback, retried as a batch is."""
+    def attempt() -> WalkedChunk:
         context.db.ensure_connected()
         with context.db.reading():
-            if walk.packed and len(walk.columns) == 1:  # half the reads of the two steps below
-                chunk = context.db.query(*walk.one_pass_sql(after, end, rows))
-                return ((chunk[0][0],), unpack_keys(int(chunk[0][1]), chunk[0][2])) if chunk else (None, [])
-            bound = context.db.query(*walk.bound_sql(after, end, rows))
-            if not bound:
-                return None, []
-            found = context.db.query(*walk.keys_sql(after, bound[0]))
-            return bound[0], unpack_keys(int(found[0][0]), found[0][1]) if walk.packed else found
+            return read_chunk(context.db, walk, after, end, plan)
     return retry_transaction(context, "Export chunk", attempt)
 
 
-def walk_export(context: RunContext, walk: KeyWalk, sink: Callable[[list[Any]], None]) -> int:
+def walk_export(context: RunContext, walk: KeyWalk, sink: Callable[[list[Any] | KeyLines], None]) -> int:
     """Walk the whole index chunk by chunk between the run's throttles; return the keys found
     (context.state.stop_reason says when it stopped short)."""
     assert context.controls is not None
-    after, rows, total = None, EXPORT_CHUNK_ROWS[2], 0
+    after: tuple[Any, ...] | None = None
+    plan, total = ChunkPlan(EXPORT_CHUNK_ROWS[2]), 0
     last = retry_transaction(context, "Export start", lambda: context.db.read(walk.last_sql()))
     while last:
         reason = context.controls.before_batch()
@@ -9261,12 +9358,14 @@ def walk_export(context: RunContext, walk: KeyWalk, sink: Callable[[list[Any]], 
             context.state.stop_reason = reason
             return total
         started = time.monotonic()
-        after, keys = export_chunk(context, walk, after, last[0], rows)
-        if after is None:
+        chunk = export_chunk(context, walk, after, last[0], plan)
+        if chunk.last is None:
             return total
-        sink(keys)
-        total += len(keys)
-        rows = next_chunk_rows(rows, time.monotonic() - started)
+        sink(chunk.keys)
+        total += len(chunk.keys)
+        plan = next_chunk(plan, time.monotonic() - started, len(chunk.keys), chunk.entries,
+                          chunk_width(walk, after, chunk))
+        after = chunk.last
     return total
 
 
@@ -9328,9 +9427,9 @@ def run_export(context: RunContext, prefix: str, dry_run: bool) -> int:
                    context.plan.key_type, config.export_where or "", config.csv_delimiter if plain else None)
     writer = KeyFileWriter(config.csv_dir, functools.partial(export_file_name, prefix, stamp),
                            config.export_keys_per_file, header, config.csv_delimiter)
-    sink: Callable[[list[Any]], None] = (lambda keys: None) if dry_run else (
-        lambda keys: writer.write(keys, lines=True) if plain else
-        writer.write(export_records(keys, context.plan.key_type, layout)))
+    sink: Callable[[list[Any] | KeyLines], None] = (lambda keys: None) if dry_run else (
+        lambda keys: writer.write(keys if isinstance(keys, KeyLines) else
+                                  export_records(keys, context.plan.key_type, layout)))
     try:
         keys = walk_export(context, walk, sink)
     except BaseException:

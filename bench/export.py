@@ -6,9 +6,14 @@ of them) into files in a fresh folder. The mariadb client writes one
 file, archive.py its key files (keys_per_file 100,000) and manifest, with its preflight, keyset
 walk of the primary key, throttle checks between chunks, fsync and rename. Each is timed (wall
 clock, best of --repeat) and its peak RSS read with GNU time; the two outputs are checked to
-hold the same ids.
+hold the same ids. The start-up column is `archive.py --version` (the interpreter, compiling
+archive.py, which Python does on every run of a script, and importing the connector): the part of
+every export that does not grow with the table. With --compare, another archive.py (e.g. main's:
+git show main:archive.py) is timed the same way in the same run, each attempt running the floor,
+it and this archive.py in turn.
 
     python bench/export.py [--sizes 100000,1000000,3000000] [--repeat 3] [--workdir DIR]
+                           [--compare ARCHIVE_PY]
 """
 from __future__ import annotations
 
@@ -48,12 +53,26 @@ def exported_ids(folder: Path) -> list[int]:
     return [int(row[0]) for path in sorted(folder.glob("*.csv")) for row in list(csv.reader(path.open()))[1:]]
 
 
-def measure_size(env: Env, rows: int, repeat: int) -> tuple[float, float, int | None, int | None, int]:
-    """(floor seconds, archive.py seconds, floor RSS KB, archive.py RSS KB, keys) for one size."""
+def export_once(env: Env, archive_py: Path, rundir: Path, tag: str) -> tuple[float, int | None, list[int]]:
+    """(seconds, peak RSS KB, ids in its key files) of one `archive_py --export-keys` into rundir/tag."""
+    config = write_config(env, rundir / tag, 1000, env.ids_csv)
+    (rundir / tag / "csv" / env.ids_csv.name).unlink()
+    config.write_text(config.read_text() + f"\n[export]\nwhere = {CONDITION}\nkeys_per_file = 100000\n")
+    argv = [sys.executable, str(archive_py), str(config), "--export-keys", "-q"]
+    seconds, status, rss = run_child(argv, rundir / f"{tag}.log", env.time_bin)
+    if status:
+        raise SystemExit(f"{archive_py} --export-keys failed: {(rundir / f'{tag}.log').read_text()}")
+    return seconds, rss, exported_ids(rundir / tag / "csv")
+
+
+def measure_size(env: Env, rows: int, repeat: int, contenders: dict[str, Path]
+                 ) -> tuple[dict[str, float], dict[str, int | None], int]:
+    """({name: best seconds}, {name: peak RSS KB}, keys) for one size: the floor ("mariadb") and
+    each archive.py, run in turn within every attempt."""
     create_schema(env.conn, rows, schema=REWARDS)
     reset(env.conn, REWARDS)
-    best_floor = best_export = float("inf")
-    rss_floor = rss_export = None
+    best: dict[str, float] = {}
+    peak: dict[str, int | None] = {}
     keys = 0
     for attempt in range(repeat):
         rundir = Path(tempfile.mkdtemp(prefix=f"export-{rows}-{attempt}-", dir=env.workdir))
@@ -61,22 +80,20 @@ def measure_size(env: Env, rows: int, repeat: int) -> tuple[float, float, int | 
         seconds, status, rss = run_child(floor_argv(env, floor_file), rundir / "floor.log", env.time_bin)
         if status:
             raise SystemExit(f"mariadb client failed: {(rundir / 'floor.log').read_text()}")
-        best_floor, rss_floor = min(best_floor, seconds), rss
-        config = write_config(env, rundir, 1000, env.ids_csv)
-        (rundir / "csv" / env.ids_csv.name).unlink()
-        config.write_text(config.read_text() + f"\n[export]\nwhere = {CONDITION}\nkeys_per_file = 100000\n")
-        argv = [sys.executable, str(env.archive_py), str(config), "--export-keys", "-q"]
-        seconds, status, rss = run_child(argv, rundir / "export.log", env.time_bin)
-        if status:
-            raise SystemExit(f"archive.py --export-keys failed: {(rundir / 'export.log').read_text()}")
-        best_export, rss_export = min(best_export, seconds), max(rss or 0, rss_export or 0)
-        floor_ids = [int(line) for line in floor_file.read_text().split()]
-        ids = exported_ids(rundir / "csv")
-        if sorted(floor_ids) != ids:
-            raise SystemExit("archive.py exported other ids than the mariadb client")
-        keys = len(ids)
+        best["mariadb"], peak["mariadb"] = min(best.get("mariadb", seconds), seconds), rss
+        floor_ids = sorted(int(line) for line in floor_file.read_text().split())
+        seconds, _, _ = run_child([sys.executable, str(env.archive_py), "--version"], rundir / "start.log",
+                                  None)
+        best["start-up"] = min(best.get("start-up", seconds), seconds)
+        for name, archive_py in contenders.items():
+            seconds, rss, ids = export_once(env, archive_py, rundir, name)
+            if ids != floor_ids:
+                raise SystemExit(f"{archive_py} exported other ids than the mariadb client")
+            best[name] = min(best.get(name, seconds), seconds)
+            peak[name] = max(rss or 0, peak.get(name) or 0)
+            keys = len(ids)
         shutil.rmtree(rundir)
-    return best_floor, best_export, rss_floor, rss_export, keys
+    return best, peak, keys
 
 
 def main() -> None:
@@ -86,6 +103,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--compare", type=Path, metavar="ARCHIVE_PY",
+                        help="time another archive.py too, side by side (e.g. git show main:archive.py)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="archive-export-bench-"))
     server = start_server(workdir)
@@ -96,14 +115,24 @@ def main() -> None:
         archive_py = Path(__file__).resolve().parent.parent / "archive.py"
         env = Env(server=server, conn=conn, workdir=workdir, ids_csv=ids_csv, rows=0,
                   archive_py=archive_py, time_bin=find_gnu_time())
-        head = ("| rows | keys | mariadb -N -B > file | archive.py --export-keys | ratio "
-                "| peak RSS (client / archive.py) |")
-        lines = [head, "|---:|---:|---:|---:|---:|---:|"]
+        contenders = {"archive.py": archive_py}
+        if args.compare:
+            contenders = {"compared": args.compare.resolve(), **contenders}
+        names = [name for name in contenders if name != "archive.py"]
+        head = ("| rows | keys | mariadb -N -B > file | "
+                + "".join(f"{args.compare.name} | ratio | " for _ in names)
+                + "archive.py --export-keys | ratio | of which start-up | peak RSS (client / archive.py) |")
+        lines = [head, "|---:|---:|---:|" + "---:|---:|" * (len(names) + 1) + "---:|---:|"]
         for rows in (int(size) for size in args.sizes.split(",")):
-            floor, export, rss_floor, rss_export, keys = measure_size(env, rows, args.repeat)
-            log(f"{rows} rows: floor {floor:.2f}s, export {export:.2f}s, RSS {rss_floor} / {rss_export} KB")
-            lines.append(f"| {rows:,} | {keys:,} | {floor:.2f} s | {export:.2f} s | {export / floor:.2f}x | "
-                         f"{(rss_floor or 0) / 1024:.0f} MB / {(rss_export or 0) / 1024:.0f} MB |")
+            best, peak, keys = measure_size(env, rows, args.repeat, contenders)
+            floor = best["mariadb"]
+            log(f"{rows} rows: " + ", ".join(f"{name} {seconds:.2f}s" for name, seconds in best.items())
+                + ", RSS " + " / ".join(f"{name} {rss} KB" for name, rss in peak.items()))
+            cells = "".join(f"{best[name]:.2f} s | {best[name] / floor:.2f}x | " for name in names)
+            lines.append(f"| {rows:,} | {keys:,} | {floor:.2f} s | {cells}{best['archive.py']:.2f} s | "
+                         f"{best['archive.py'] / floor:.2f}x | {best['start-up']:.2f} s | "
+                         f"{(peak['mariadb'] or 0) / 1024:.0f} MB / "
+                         f"{(peak['archive.py'] or 0) / 1024:.0f} MB |")
         print("\n".join(lines))
     finally:
         server.stop()

@@ -11,6 +11,7 @@ that would widen or write refused.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -85,6 +86,21 @@ def test_the_chunk_size_follows_the_time_a_chunk_took_within_bounds():
     assert archive.next_chunk_rows(first, 100.0) == least
     assert archive.next_chunk_rows(most, 0.0) == most
 
+def test_dense_integer_keys_are_read_as_spans_and_thinner_keys_are_counted_again():
+    counted = archive.ChunkPlan(1000)
+    dense = archive.next_chunk(counted, archive.EXPORT_CHUNK_SECONDS, 800, 1000, 1500)
+    assert dense == archive.ChunkPlan(1000, span=True, share=0.8)
+    sparse = archive.next_chunk(counted, archive.EXPORT_CHUNK_SECONDS, 800, 1000, 2001)
+    assert sparse == archive.ChunkPlan(1000, share=0.8)
+    assert archive.next_chunk(dense, archive.EXPORT_CHUNK_SECONDS, 200, None, None).span
+    thinned = archive.next_chunk(dense, archive.EXPORT_CHUNK_SECONDS, 199, None, None)
+    assert not thinned.span and thinned.share == 0.8
+    assert not archive.next_chunk(counted, archive.EXPORT_CHUNK_SECONDS, 0, 0, None).span
+    least, most, _ = archive.EXPORT_CHUNK_ROWS  # a span is as bounded as any chunk
+    assert archive.next_chunk(dense, 0.0, most, None, None).rows == min(most, 2 * 1000)
+    assert archive.next_chunk(dense, 100.0, 1000, None, None).rows == least
+
+
 
 @pytest.mark.parametrize("where", [
     "1=1) OR (1=1", "id IN (SELECT id FROM rewards_archives)", "id > 0; DELETE FROM rewards",
@@ -102,8 +118,8 @@ def test_a_plain_condition_is_accepted():
 
 
 def test_a_chunk_the_server_cut_short_is_refused_not_written():
-    assert archive.unpack_keys(3, "1\n2\n3") == ["1", "2", "3"]
-    assert archive.unpack_keys(0, None) == []
+    assert list(archive.unpack_keys(3, "1\n2\n3")) == ["1", "2", "3"]
+    assert list(archive.unpack_keys(0, None)) == []
     with pytest.raises(archive.ArchiveError, match="2 of a chunk's 3 keys"):
         archive.unpack_keys(3, "1\n2")
 
@@ -123,6 +139,18 @@ def test_the_writer_publishes_whole_files_only(tmp_path):
     abandoned.write([[1], [2], [3]])
     abandoned.abandon()
     assert list((tmp_path / "x").iterdir()) == []
+
+
+def test_lines_from_the_server_are_cut_into_files_at_keys_per_file(tmp_path):
+    names = lambda n: archive.export_file_name("p", "20260101T000000Z", n)  # noqa: E731
+    writer = archive.KeyFileWriter(tmp_path, names, 2, ["id"], ",")
+    for text, count in (("1\n2\n3", 3), ("", 0), ("4\n5\n6\n7", 4), ("8", 1)):
+        writer.write(archive.unpack_keys(count, text))
+    files = writer.publish()
+    contents = [(tmp_path / f.name).read_bytes() for f in files]
+    assert contents == [b"id\n1\n2\n", b"id\n3\n4\n", b"id\n5\n6\n", b"id\n7\n8\n"]
+    assert [f.keys for f in files] == [2, 2, 2, 2]
+    assert [f.sha256 for f in files] == [hashlib.sha256(c).hexdigest() for c in contents]
 
 
 # --------------------------------------------------------------------------- on the server
@@ -467,6 +495,49 @@ def walk_one_by_one(session: Any, walk: Any) -> tuple[int, list[Any]]:
             found += session.read(*walk.keys_sql(after, bound[0]))
             after = bound[0]
         chunks += 1
+
+
+def walk_in_small_chunks(session: Any, walk: Any, rows: int) -> list[tuple[Any, Any, Any]]:
+    """Walk the index as walk_export does, its chunks `rows` entries at most: (plan, after, chunk)."""
+    end = session.read(walk.last_sql())[0]
+    plan, after = archive.ChunkPlan(rows), None
+    chunks: list[tuple[Any, Any, Any]] = []
+    while True:
+        with session.reading():
+            chunk = archive.read_chunk(session, walk, after, end, plan)
+        if chunk.last is None:
+            return chunks
+        chunks.append((plan, after, chunk))
+        plan = dataclasses.replace(archive.next_chunk(plan, 0.0, len(chunk.keys), chunk.entries,
+                                                      archive.chunk_width(walk, after, chunk)), rows=rows)
+        after = chunk.last
+
+
+def test_a_walk_through_dense_and_sparse_integer_keys_lists_each_key_once(db, tmp_path):
+    # dense keys are read as spans, sparse ones counted out; where they meet, each side's chunks hold
+    # at most their entries, and every key meeting the condition is listed once, in key order
+    keys = [*range(1, 61), *range(1000, 3000, 97), *range(5000, 5040), *range(9000, 9300, 7)]
+    db.execute("CREATE TABLE src (k BIGINT NOT NULL PRIMARY KEY, flag INT NULL) ENGINE=InnoDB")
+    flags = ", ".join(f"({k}, {'NULL' if k % 5 == 0 else k % 3})" for k in keys)
+    db.execute(f"INSERT INTO src VALUES {flags}")
+    db.execute("CREATE TABLE arc LIKE src")
+    path = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                        archive__key_column="k", export__where="flag > 0")
+    config = archive.load_config(path)
+    session = archive.Database(config.db)
+    try:
+        plan = archive.require_plan(session, config)
+        walk = archive.KeyWalk("src", plan.source_index, plan.key, archive.index_order(session, plan),
+                               plan.key_type, "flag > 0", ",")
+        chunks = walk_in_small_chunks(session, walk, 8)
+    finally:
+        session.close()
+    spans = [(after, chunk) for plan, after, chunk in chunks if plan.span]
+    assert spans and len(spans) < len(chunks)  # both kinds of chunk were walked
+    for after, chunk in spans:
+        assert chunk.last[0] - after[0] <= 8 and chunk.entries is None
+    listed = [int(key) for _, _, chunk in chunks for key in chunk.keys]
+    assert listed == [k for k in keys if k % 5 and k % 3]
 
 
 @pytest.mark.parametrize("composite", [False, True])
