@@ -102,9 +102,9 @@ Where held rows live: Tracking.batch_statements records the keys the guard held 
 
 Sections, in this order:
     constants, errors, configuration,
-    keys, CSV records, key files, batching, SQL text, table plans, table definitions,
-    preflight decisions, text log, outcomes, pause decisions, terminal output, metrics,
-    key walk, key export files                          (pure: no database)
+    keys, CSV records, key files, batching, SQL text, key conditions, row comparison, table plans,
+    table definitions, preflight decisions, text log, outcomes, pause decisions, terminal output,
+    metrics, key walk, key export files                 (pure: no database)
     server errors, database connection, table checks, privileges, preflight, tracking tables,
     tracking schema, run lock, tracking records, one batch, child tables, the batch transaction,
     destination mode, families elsewhere, conflicts, job reports, pauses and stops
@@ -2233,6 +2233,8 @@ def bind_params(sql: str, params: Sequence[Any]) -> str:
     return parts[0] + "".join(sql_literal(p) + part for p, part in zip(params, parts[1:]))
 
 
+# --------------------------------------------------------------------------- key conditions
+
 CHARSET_BYTES = {"utf8mb4": 4, "utf8mb3": 3, "utf8": 3, "latin1": 1, "ascii": 1}  # most per character
 STATEMENT_OVERHEAD = 4096  # column lists, table names, the fence and the gate, with room to spare
 
@@ -2347,6 +2349,8 @@ def key_condition(columns: Sequence[str], keys: Iterable[Key], key_type: KeyType
         terms.append(f"{column_sql} IN ({','.join(map(str, singles))})")
     return (terms[0] if len(terms) == 1 else "(" + " OR ".join(terms) + ")"), ()
 
+
+# --------------------------------------------------------------------------- row comparison
 
 @dataclass(frozen=True)
 class Column:

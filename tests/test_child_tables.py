@@ -183,18 +183,31 @@ FAMILY = (
 )
 
 
-def family_job(db: ScratchDatabase, tmp_path: Path, orders: int, listed: list[int], **config: Any) -> Path:
+DEST_FAMILY = (
+    "CREATE TABLE orders_archive (id INT PRIMARY KEY, customer VARCHAR(20), total DECIMAL(10,2))",
+    FAMILY[3],
+    FAMILY[5],
+)
+
+
+def family_job(db: ScratchDatabase, tmp_path: Path, orders: int, listed: list[int],
+               dest: ScratchDatabase | None = None, **config: Any) -> Path:
     """Orders 1..n, order k with items 3k-3..3k-1, each even item with two options (so an odd order
-    moves 8 rows, an even one 6); a key file of `listed`."""
-    for ddl in FAMILY:
+    moves 8 rows, an even one 6); a key file of `listed`. With `dest`, the three archive tables are
+    there, and the config's [destination] names it."""
+    for ddl in FAMILY if dest is None else (FAMILY[0], FAMILY[2], FAMILY[4]):
         db.execute(ddl)
+    if dest is not None:
+        for ddl in DEST_FAMILY:
+            dest.execute(ddl)
     db.execute(f"INSERT INTO orders SELECT seq, CONCAT('c', seq), seq * 1.5 FROM seq_1_to_{orders}")
     db.execute(f"INSERT INTO order_items SELECT seq, seq DIV 3 + 1, CONCAT('sku', seq), seq MOD 7 "
                f"FROM seq_0_to_{3 * orders - 1}")
     db.execute("INSERT INTO item_options SELECT i.id, o.opt, CONCAT(o.opt, i.id) FROM order_items i "
                "JOIN (SELECT 'color' AS opt UNION SELECT 'size') o WHERE i.id MOD 2 = 0")
+    there = dest_keys(dest) if dest is not None else {}
     path = write_config(tmp_path, db, archive__source_table="orders", archive__archive_table="orders_archive",
-                        **ITEMS, **OPTIONS, **config)
+                        **there, **ITEMS, **OPTIONS, **config)
     write_csv(tmp_path / "csv" / "orders.csv", listed)
     return path
 
@@ -628,29 +641,12 @@ def test_status_does_not_count_a_batch_left_in_parts_as_processed(db, tmp_path, 
 
 # --------------------------------------------------------------------------- into another server
 
-DEST_FAMILY = (
-    "CREATE TABLE orders_archive (id INT PRIMARY KEY, customer VARCHAR(20), total DECIMAL(10,2))",
-    FAMILY[3],
-    FAMILY[5],
-)
 
 
 def remote_family_job(db: ScratchDatabase, dest: ScratchDatabase, tmp_path: Path, orders: int,
                       listed: list[int], **config: Any) -> Path:
     """family_job's tables and rows on the source, its three archive tables on the destination."""
-    for ddl in (FAMILY[0], FAMILY[2], FAMILY[4]):
-        db.execute(ddl)
-    for ddl in DEST_FAMILY:
-        dest.execute(ddl)
-    db.execute(f"INSERT INTO orders SELECT seq, CONCAT('c', seq), seq * 1.5 FROM seq_1_to_{orders}")
-    db.execute(f"INSERT INTO order_items SELECT seq, seq DIV 3 + 1, CONCAT('sku', seq), seq MOD 7 "
-               f"FROM seq_0_to_{3 * orders - 1}")
-    db.execute("INSERT INTO item_options SELECT i.id, o.opt, CONCAT(o.opt, i.id) FROM order_items i "
-               "JOIN (SELECT 'color' AS opt UNION SELECT 'size') o WHERE i.id MOD 2 = 0")
-    path = write_config(tmp_path, db, archive__source_table="orders", archive__archive_table="orders_archive",
-                        **dest_keys(dest), **ITEMS, **OPTIONS, **config)
-    write_csv(tmp_path / "csv" / "orders.csv", listed)
-    return path
+    return family_job(db, tmp_path, orders, listed, dest, **config)
 
 
 def split_family(db: ScratchDatabase, dest: ScratchDatabase, settled: bool = True

@@ -22,6 +22,7 @@ from checks import completed_batches
 from helpers import ScratchDatabase, run_cli, wait_until, write_config, write_csv
 from proxy import CuttingProxy, need_socket
 from test_child_tables import (
+    DEST_FAMILY,
     FAMILY,
     ITEMS,
     OPTIONS,
@@ -67,25 +68,32 @@ def table_counts(db: ScratchDatabase) -> dict[str, dict[str, int]]:
 
 # --------------------------------------------------------------------------- child keys
 
+def datetime_child_job(db: ScratchDatabase, dest: ScratchDatabase, tmp_path: Path, table: str,
+                       rows: str) -> Path:
+    """Orders 1-3 and a child `table` keyed by a DATETIME (`rows` its VALUES, inserted with sql_mode
+    '', so zero dates go in) whose archive is on the destination; orders 1 and 2 listed."""
+    db.execute(FAMILY[0])
+    db.execute(f"CREATE TABLE {table} (at DATETIME NOT NULL PRIMARY KEY, order_id INT NOT NULL, note "
+               "VARCHAR(10), KEY (order_id), FOREIGN KEY (order_id) REFERENCES orders (id))")
+    dest.execute(DEST_FAMILY[0])
+    dest.execute(f"CREATE TABLE {table}_archive (at DATETIME NOT NULL PRIMARY KEY, order_id INT NOT NULL, "
+                 "note VARCHAR(10), KEY (order_id))")
+    db.execute("INSERT INTO orders VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)")
+    db.execute(f"SET STATEMENT sql_mode = '' FOR INSERT INTO {table} VALUES {rows}")
+    child = {"child ch__source_table": table, "child ch__archive_table": f"{table}_archive",
+             "child ch__parent_columns": "order_id"}
+    config = write_config(tmp_path, db, archive__source_table="orders",
+                          archive__archive_table="orders_archive", **dest_keys(dest), **child)
+    write_csv(tmp_path / "csv" / "orders.csv", [1, 2])
+    return config
+
+
 def test_a_child_with_a_zero_datetime_key_is_refused_clearly_not_a_crash(db, dest_db, tmp_path):
     # Attack: a legacy child table whose DATETIME key holds '0000-00-00 00:00:00' (MariaDB's default
     # sql_mode allows it). FamilyElsewhere decodes every child key read from the source in Python to
     # look it up on the destination; year 0 is no Python datetime.
-    db.execute(FAMILY[0])
-    db.execute("CREATE TABLE shipments (at DATETIME NOT NULL PRIMARY KEY, order_id INT NOT NULL, note "
-               "VARCHAR(10), KEY (order_id), FOREIGN KEY (order_id) REFERENCES orders (id))")
-    dest_db.execute("CREATE TABLE orders_archive (id INT PRIMARY KEY, customer VARCHAR(20), "
-                    "total DECIMAL(10,2))")
-    dest_db.execute("CREATE TABLE shipments_archive (at DATETIME NOT NULL PRIMARY KEY, "
-                    "order_id INT NOT NULL, note VARCHAR(10), KEY (order_id))")
-    db.execute("INSERT INTO orders VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)")
-    db.execute("SET STATEMENT sql_mode = '' FOR INSERT INTO shipments VALUES "
-               "('0000-00-00 00:00:00', 2, 'zero'), ('2024-01-01 10:00:00', 1, 'one')")
-    ship = {"child ship__source_table": "shipments", "child ship__archive_table": "shipments_archive",
-            "child ship__parent_columns": "order_id"}
-    config = write_config(tmp_path, db, archive__source_table="orders",
-                          archive__archive_table="orders_archive", **dest_keys(dest_db), **ship)
-    write_csv(tmp_path / "csv" / "orders.csv", [1, 2])
+    config = datetime_child_job(db, dest_db, tmp_path, "shipments",
+                                "('0000-00-00 00:00:00', 2, 'zero'), ('2024-01-01 10:00:00', 1, 'one')")
     dry = run_cli(config, "--dry-run")
     said = dry.stdout + dry.stderr
     assert "internal error" not in said and "0000-00-00" in said, said
@@ -354,29 +362,16 @@ def test_a_datetime_child_key_before_the_year_1000_finds_its_archived_twin(db, d
     # exactly that) sends the batch down the step-by-step path, which maps what the destination
     # returns back to the keys by their bytes: Python's strftime writes the year 1 as '1', the
     # server as '0001'.
-    db.execute(FAMILY[0])
-    db.execute("CREATE TABLE events (at DATETIME NOT NULL PRIMARY KEY, order_id INT NOT NULL, note "
-               "VARCHAR(10), KEY (order_id), FOREIGN KEY (order_id) REFERENCES orders (id))")
-    dest_db.execute("CREATE TABLE orders_archive (id INT PRIMARY KEY, customer VARCHAR(20), "
-                    "total DECIMAL(10,2))")
-    dest_db.execute("CREATE TABLE events_archive (at DATETIME NOT NULL PRIMARY KEY, order_id INT NOT NULL, "
-                    "note VARCHAR(10), KEY (order_id))")
-    db.execute("INSERT INTO orders VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)")
-    db.execute("INSERT INTO events VALUES ('0001-01-01 00:00:00', 1, 'never'), "
-               "('0999-12-31 23:59:59', 2, 'old'), ('2024-01-01 10:00:00', 2, 'new')")
+    config = datetime_child_job(db, dest_db, tmp_path, "events", "('0001-01-01 00:00:00', 1, 'never'), "
+                                "('0999-12-31 23:59:59', 2, 'old'), ('2024-01-01 10:00:00', 2, 'new')")
     dest_db.execute("INSERT INTO events_archive VALUES ('0001-01-01 00:00:00', 1, 'never')")  # a twin
-    events = {"child ev__source_table": "events", "child ev__archive_table": "events_archive",
-              "child ev__parent_columns": "order_id"}
-    config = write_config(tmp_path, db, archive__source_table="orders",
-                          archive__archive_table="orders_archive", **dest_keys(dest_db), **events)
-    write_csv(tmp_path / "csv" / "orders.csv", [1, 2])
     predicted = dry_run(config)
-    assert predicted["child_tables"]["ev"] == {"rows_to_archive": 2, "rows_to_delete": 3}
+    assert predicted["child_tables"]["ch"] == {"rows_to_archive": 2, "rows_to_delete": 3}
     result = run_cli(config)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert db.count("events") == 0 and dest_db.count("events_archive") == 3
     assert [r[0] for r in family_of(dest_db, "orders_archive")] == [1, 2]
-    assert table_counts(db)["ev"] == {"archived": 2, "deleted": 3, "duplicates": 1}
+    assert table_counts(db)["ch"] == {"archived": 2, "deleted": 3, "duplicates": 1}
 
 
 # --------------------------------------------------------------------------- an application at work
