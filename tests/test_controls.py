@@ -183,6 +183,16 @@ def finish_with_rerun(job: Job, *args: str) -> dict[str, Any]:
     return run
 
 
+def assert_gave_up_after(job: Job, run: dict[str, Any], replica_timeout: float) -> None:
+    """The run gave up once the replica trouble had lasted replica_timeout, by its own clock: the
+    pause it reports is at least that long, and shorter than replica_timeout plus 10 s (the next
+    check is due within check_interval; the slack is for a loaded machine, not for the code)."""
+    paused = paused_seconds(summaries(job)[-1])
+    waited = re.search(r"gave up after (\d+)s", run["stop_reason"])
+    assert waited and int(waited.group(1)) >= replica_timeout, run["stop_reason"]
+    assert replica_timeout <= paused < replica_timeout + 10, (paused, run["stop_reason"])
+
+
 def paused_seconds(summary: str) -> float:
     """The 'paused N.Ns' figure of a SUMMARY line."""
     match = re.search(r"\| paused (\d+(?:\.\d+)?)s \|", summary)
@@ -198,15 +208,15 @@ def test_max_runtime_stops_between_batches_and_rerun_finishes(tmp_path: Path, db
     """--max-runtime 1 with 20 batches 0.3 s apart stops early (exit 6); a rerun finishes."""
     job = make_job(tmp_path, db, range(1, 201), unlisted=range(1001, 1011), batch_size=10,
                    controls__sleep_seconds=0.3)
-    started = time.monotonic()
     res = run_cli(job.config, "--max-runtime", "1", timeout=60)
-    elapsed = time.monotonic() - started
     assert res.returncode == EXIT_INTERRUPTED, res.stdout + res.stderr
-    assert elapsed < 4.5, f"took {elapsed:.1f}s; the whole job needs at least 5.7s"
 
     run = assert_clean_stop(job, res.stdout, "max_runtime")
     done = completed_batches(db)
-    assert 1 <= len(done) < job.total_batches and done == list(range(1, len(done) + 1)), done
+    # Batch n starts after n - 1 sleeps of 0.3 s, so within the first second of the run at most
+    # batches 1 to 4 can start; a slow machine only makes fewer. A run that starts a batch after
+    # max_runtime has passed does more.
+    assert 1 <= len(done) <= 4 and done == list(range(1, len(done) + 1)), done
     assert run["rows_archived"] == len(done) * 10
     assert [f["status"] for f in file_rows(db, run["id"])] == ["INTERRUPTED"]
     moved = job.listed[: len(done) * 10]
@@ -223,10 +233,12 @@ def test_max_runtime_from_config_ends_a_long_pause(tmp_path: Path, db: ScratchDa
                    controls__replicas=f"mysql://mon:{MONITOR_PASSWORD}@127.0.0.1:{free_port()}",
                    controls__replica_timeout=600)
     started = time.monotonic()
-    res = run_cli(job.config, timeout=60)
+    res = run_cli(job.config, timeout=120)
     elapsed = time.monotonic() - started
     assert res.returncode == EXIT_INTERRUPTED, res.stdout + res.stderr
-    assert elapsed < 5, f"took {elapsed:.1f}s"
+    # Without max_runtime the pause lasts replica_timeout, 600 s: a tenth of it is "promptly"
+    # even on a loaded machine, and far from what a pause that ignores max_runtime takes.
+    assert elapsed < 60, f"took {elapsed:.1f}s"
     assert_clean_stop(job, res.stdout, "max_runtime")
     assert any("lag unknown" in line for line in log_lines(job, "PAUSE:")), log_text(job)
     assert completed_batches(db) == []
@@ -236,15 +248,16 @@ def test_max_runtime_from_config_ends_a_long_pause(tmp_path: Path, db: ScratchDa
 def test_sigterm_ends_a_pause_long_before_check_interval(tmp_path: Path, db: ScratchDatabase,
                                                          spawn_cli: Any) -> None:
     """A pause waits in short steps: SIGTERM stops it at once, not after check_interval."""
-    job = make_job(tmp_path, db, range(1, 31), batch_size=10, controls__check_interval=60,
+    job = make_job(tmp_path, db, range(1, 31), batch_size=10, controls__check_interval=600,
                    controls__replicas=f"mysql://mon:{MONITOR_PASSWORD}@127.0.0.1:{free_port()}",
                    controls__replica_timeout=600)
     proc = spawn_cli(job.config)
-    wait_until(lambda: log_lines(job, "PAUSE:"), timeout=15, message="PAUSE line")
+    wait_until(lambda: log_lines(job, "PAUSE:"), timeout=30, message="PAUSE line")
     proc.send_signal(signal.SIGTERM)
     sent = time.monotonic()
-    assert proc.wait(timeout=30) == EXIT_INTERRUPTED, proc.read_stdout() + proc.read_stderr()
-    assert time.monotonic() - sent < 5
+    assert proc.wait(timeout=120) == EXIT_INTERRUPTED, proc.read_stdout() + proc.read_stderr()
+    # A pause that sleeps check_interval in one piece ends 600 s later, not within a tenth of it.
+    assert time.monotonic() - sent < 60
     assert_clean_stop(job, proc.read_stdout(), "SIGTERM")
     assert completed_batches(db) == []
     # The stop says why the run was paused, and for how long.
@@ -269,13 +282,15 @@ def test_stop_file_stops_a_running_job_and_rerun_resumes(tmp_path: Path, db: Scr
                timeout=30, message="3 batches done")
     assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
     stop.touch()
-    touched = time.monotonic()
-    assert proc.wait(timeout=20) == EXIT_INTERRUPTED, proc.read_stdout() + proc.read_stderr()
-    assert time.monotonic() - touched < 2.5
+    # Read after the touch: every batch started before it is done, or the one batch in flight.
+    seen = len(completed_batches(db))
+    assert proc.wait(timeout=60) == EXIT_INTERRUPTED, proc.read_stdout() + proc.read_stderr()
     run = assert_clean_stop(job, proc.read_stdout(), "stop file")
     assert str(stop) in run["stop_reason"]
     done = completed_batches(db)
-    assert 3 <= len(done) < job.total_batches and done == list(range(1, len(done) + 1)), done
+    # Batches run one at a time and each is preceded by a look for the file: at most the batch in
+    # flight at the touch ends after it, however slow the machine.
+    assert 3 <= len(done) <= seen + 1 and done == list(range(1, len(done) + 1)), (done, seen)
 
     # While the file exists, a run stops before its first batch and moves nothing.
     res = run_cli(job.config, timeout=60)
@@ -290,17 +305,18 @@ def test_stop_file_stops_a_running_job_and_rerun_resumes(tmp_path: Path, db: Scr
 
 
 def test_stop_file_cuts_a_long_sleep_short(tmp_path: Path, db: ScratchDatabase, spawn_cli: Any) -> None:
-    """With sleep_seconds 60, a stop file created after batch 1 ends the run within seconds."""
+    """With sleep_seconds 600, a stop file created after batch 1 ends the run within seconds."""
     stop = tmp_path / "STOP"
     job = make_job(tmp_path, db, range(1, 31), batch_size=10,
-                   controls__sleep_seconds=60, controls__stop_file=stop)
+                   controls__sleep_seconds=600, controls__stop_file=stop)
     proc = spawn_cli(job.config)
     wait_until(lambda: proc.poll() is not None or completed_batches(db), timeout=30,
                message="batch 1 done")
     stop.touch()
     touched = time.monotonic()
-    assert proc.wait(timeout=20) == EXIT_INTERRUPTED, proc.read_stdout() + proc.read_stderr()
-    assert time.monotonic() - touched < 3
+    assert proc.wait(timeout=120) == EXIT_INTERRUPTED, proc.read_stdout() + proc.read_stderr()
+    # A sleep that does not look for the file ends 600 s later, not within a tenth of it.
+    assert time.monotonic() - touched < 60
     assert_clean_stop(job, proc.read_stdout(), "stop file")
     assert completed_batches(db) == [1]
     stop.unlink()
@@ -411,16 +427,17 @@ def test_a_held_back_row_whose_key_is_archived_too_is_a_conflict_until_resolved(
     "1=1; DROP TABLE rewards",
     "id IN (SELECT id FROM rewards_archives)",
     "1=1 -- trailing comment",
-    "SLEEP(5) = 0",
+    "SLEEP(600) = 0",
 ])
 def test_guard_with_a_statement_is_refused_before_touching_anything(
         tmp_path: Path, db: ScratchDatabase, guard: str) -> None:
     """A guard carrying a statement, subquery, comment or sleep is a config error (exit 2)."""
     job = make_job(tmp_path, db, range(1, 21), batch_size=10, controls__guard=guard)
     started = time.monotonic()
-    res = run_cli(job.config, timeout=60)
+    res = run_cli(job.config, timeout=120)
     assert res.returncode == EXIT_USAGE, res.stdout + res.stderr
-    assert time.monotonic() - started < 4
+    # A guard that reached the server would sleep 600 s per row; refused, it never runs.
+    assert time.monotonic() - started < 60
     assert "[controls] guard" in res.stderr, res.stderr
     assert db.table_exists("rewards") and not db.table_exists("process_logs")
     assert_rows(job, [], job.listed)
@@ -518,8 +535,9 @@ def test_unreachable_replica_gives_up_after_replica_timeout(tmp_path: Path, db: 
     res = run_cli(job.config, timeout=60)
     elapsed = time.monotonic() - started
     assert res.returncode == EXIT_INTERRUPTED, res.stdout + res.stderr
-    assert 1 <= elapsed < 6
+    assert elapsed >= 1
     run = assert_clean_stop(job, res.stdout, "gave up")
+    assert_gave_up_after(job, run, 1)
     assert "lag unknown" in run["stop_reason"]
     assert completed_batches(db) == []
     everything = log_text(job) + res.stdout + res.stderr + status_text(job)
@@ -736,8 +754,9 @@ def test_replica_timeout_gives_up_and_rerun_completes(
     res = run_cli(job.config, timeout=60)
     elapsed = time.monotonic() - started
     assert res.returncode == EXIT_INTERRUPTED, res.stdout + res.stderr
-    assert 2 <= elapsed < 8, elapsed
+    assert elapsed >= 2, elapsed
     run = assert_clean_stop(job, res.stdout, "gave up")
+    assert_gave_up_after(job, run, 2)
     assert "lag unknown" in run["stop_reason"]
     assert pause_line(job, "lag unknown")
     assert completed_batches(rdb) == []
