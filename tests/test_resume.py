@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -425,9 +424,8 @@ def test_a_frozen_run_does_not_hold_its_connection_past_the_servers_wait_timeout
             cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", (connection,))
             return cur.fetchone()[0] == 0
 
-        started = time.monotonic()
-        wait_until(gone, timeout=30, interval=0.5, message="the frozen run's connection to be dropped")
-        assert time.monotonic() - started < 15
+        # a condition, not a stopwatch: a session nobody drops stays for ever (60 s is 15 x wait_timeout)
+        wait_until(gone, timeout=60, interval=0.5, message="the frozen run's connection to be dropped")
         proc.send_signal(signal.SIGCONT)
         assert proc.wait(timeout=60) == 0, proc.read_stderr()
     finally:
