@@ -2507,6 +2507,16 @@ def returned_key_sql(columns: Sequence[str], key_type: KeyType) -> str:
     return columns[0] if key_type.kind == "int" else key_text_sql(columns, key_type)
 
 
+def raw_key(value: Any) -> Any:
+    """A key as the server returned it, hashable: bytes for text (bytearray from some cursors)."""
+    return bytes(value) if isinstance(value, (bytes, bytearray)) else value
+
+
+def listed_key(listed: dict[Any, Key], raw: Any) -> Key:
+    """The key a row's returned key stands for, by keys_by_bytes' map (an integer is itself)."""
+    return listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else cast(Key, raw)
+
+
 class KeyedTable:
     """What TablePlan and ChildPlan share: a table copied into its archive and known by its key."""
 
@@ -6619,11 +6629,20 @@ def schema_changed(db: Database, where: str) -> SchemaChanged:
     return SchemaChanged(f"a table on {where} changed since the preflight approved it")
 
 
+Step = tuple[str, int, tuple[str, Sequence[Any]]]  # what a statement does, the rows it must change, it
+
+
 def checked(what: str, expected: int, got: int) -> None:
     """A row count that must be exact, or the batch is rolled back."""
     if got != expected:
         raise ArchiveError(f"safety check failed: expected {expected} rows {what} but got {got}; the batch "
                            "was rolled back")
+
+
+def check_steps(steps: Sequence[Step], done: Sequence[Any]) -> None:
+    """Each step changed exactly its rows (checked), or the batch fails."""
+    for (what, expected, _), got in zip(steps, done):
+        checked(what, expected, got)
 
 
 def outcome_of_batch(counts: Counters, found: Classified) -> BatchOutcome:
@@ -6705,7 +6724,7 @@ class SameServer(Mover):
         found = Classified()
         rows = self.db.query(self.plan.classify_sql(condition, lock, self.db.dialect), params)
         for raw, passes_guard, archived, same in rows:
-            key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
+            key = listed_key(listed, raw)
             if not passes_guard:  # held back, yet archived too: in both tables, for a human
                 (found.conflicts if archived else found.skipped).append(key)
             elif not archived:
@@ -6801,11 +6820,6 @@ class SameServer(Mover):
 
 # --------------------------------------------------------------------------- child tables
 
-def raw_key(value: Any) -> Any:
-    """A key as the server returned it, hashable: bytes for text (bytearray from some cursors)."""
-    return bytes(value) if isinstance(value, (bytes, bytearray)) else value
-
-
 def family_too_big(key: Key, rows: int, limit: int) -> ArchiveError:
     """A listed row whose family alone is more than one transaction may move: its file fails."""
     return ArchiveError(f"key {format_key(key)} moves {rows} rows with its child rows, more than [archive] "
@@ -6851,6 +6865,15 @@ class InParts(Mover):
             rows += size
         return keys
 
+    def delete_steps(self, keys: Sequence[Key], rows: dict[str, int]) -> list[Step]:
+        """Deleting the child rows of `keys` bottom up (`rows` of each child table: as many as read
+        under the locks), then their rows: each statement with the count it must have."""
+        condition, params = self.plan.condition(keys, "s")
+        steps = [(f"deleted from `{c.source}`", rows[c.name],
+                  (self.plan.child_delete_sql(c, condition), params)) for c in reversed(self.plan.children)]
+        condition, params = self.plan.condition(keys)
+        return steps + [("deleted", len(keys), (self.plan.delete_sql(condition, len(keys)), params))]
+
     def family_outcome(self, counts: Counters, found: Classified, done: int) -> BatchOutcome:
         """A part's outcome: its counts, the keys it handled and each child table's rows."""
         tables = tuple((c.name, *self.moved[c.name][:3]) for c in self.plan.children)
@@ -6895,7 +6918,7 @@ class Family(InParts, SameServer):
             sql = self.plan.child_classify_sql(child, condition, lock, self.db.dialect)
             rows = self.db.query(sql, params)
             for raw, archived, same, own in rows:
-                key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
+                key = listed_key(listed, raw)
                 if archived and not same:
                     own = own.decode("utf-8", "replace") if isinstance(own, (bytes, bytearray)) else own
                     found.details.setdefault(key, f"`{child.source}` row ({', '.join(child.key)}) = ({own}) "
@@ -6919,7 +6942,7 @@ class Family(InParts, SameServer):
         self.moved = {c.name: [0, 0, 0] for c in self.plan.children}
         if not moving:
             return found.counts(keys, 0, 0, settled), found
-        steps: list[tuple[str, int, tuple[str, Sequence[Any]]]] = []  # (what, rows expected, statement)
+        steps: list[Step] = []
         if found.to_copy:
             condition, params = self.plan.condition(found.to_copy)
             steps.append(("copied", len(found.to_copy), (self.plan.insert_sql(condition), params)))
@@ -6928,14 +6951,10 @@ class Family(InParts, SameServer):
         steps += [(f"copied into `{c.archive}`", counts[c.name][0],
                    (self.plan.child_insert_sql(c, condition, counts[c.name][1] > 0), params))
                   for c in self.plan.children if counts[c.name][0]]
-        steps += [(f"deleted from `{c.source}`", sum(counts[c.name]),
-                   (self.plan.child_delete_sql(c, condition), params)) for c in reversed(self.plan.children)]
-        condition, params = self.plan.condition(moving)
-        steps.append(("deleted", len(moving), (self.plan.delete_sql(condition, len(moving)), params)))
+        steps += self.delete_steps(moving, {name: sum(n) for name, n in counts.items()})
         *done, references = self.db.execute_script(  # the references are read after the deletes
             [sql for _, _, sql in steps] + [(self.references_sql(), ())], rows=True)
-        for (what, expected, _), got in zip(steps, done):
-            checked(what, expected, got)
+        check_steps(steps, done)
         self.check_references(references)
         # every count is now the one classified under the locks
         self.moved = {name: [new, new + twins, twins] for name, (new, twins) in counts.items()}
@@ -7142,12 +7161,12 @@ class OtherServer(Mover):
             statements.append(("SAVEPOINT archive_py_read", ()))
         results = self.guarded(statements) if fence else self.db.execute_script(statements, rows=True)
         listed = self.plan.keys_by_bytes(keys)
-        recomputed = {bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw: text
+        recomputed = {raw_key(raw): text
                       for raw, text in (results[2] if self.plan.recomputed else [])}
         found = Classified()
         for raw, passes_guard, literal in results[0]:
-            key = listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw
-            extra = recomputed.get(bytes(raw) if isinstance(raw, (bytes, bytearray)) else raw, "")
+            key = listed_key(listed, raw)
+            extra = recomputed.get(raw_key(raw), "")
             if literal is None or extra is None:  # CONCAT gives NULL past max_allowed_packet
                 raise ArchiveError(f"row {format_key(key)} is too large to copy through the client: "
                                    "raise max_allowed_packet on the source and the destination; "
@@ -7203,7 +7222,7 @@ class OtherServer(Mover):
         condition, params = remote.table.condition(keys, "a")
         listed = remote.table.keys_by_bytes(keys)
         sql = remote.lookup_sql(condition, lock, self.dest.dialect)
-        return {listed[bytes(raw)] if isinstance(raw, (bytes, bytearray)) else raw: fingerprint
+        return {listed_key(listed, raw): fingerprint
                 for raw, fingerprint in self.dest.query(sql, params)}
 
     def on_destination(self, step: Callable[..., T], *args: Any) -> T:
@@ -7467,7 +7486,7 @@ class FamilyElsewhere(InParts, OtherServer):
                         extra: dict[Any, Any], listed: dict[Any, Key]) -> None:
         """One child table's rows as read: into found.family, each counted as to copy (for now)."""
         for root_raw, own_raw, literal in rows:
-            root, more = listed[raw_key(root_raw)], extra.get(raw_key(own_raw), "")
+            root, more = listed_key(listed, root_raw), extra.get(raw_key(own_raw), "")
             if literal is None or more is None:  # CONCAT gives NULL past max_allowed_packet
                 raise ArchiveError(f"a `{child.source}` row of key {format_key(root)} is too large to copy "
                                    "through the client: raise max_allowed_packet on the source and the "
@@ -7508,7 +7527,8 @@ class FamilyElsewhere(InParts, OtherServer):
                    f"{self.plan.family_sql(child, archived=True)} WHERE {condition}"
                    f"{self.dest.dialect.locking((), joined) if lock else ''}")
             for root_raw, own_raw in self.dest.query(sql, params):
-                root, key = listed[raw_key(root_raw)], child.key_type.decode(own_raw)
+                root = listed_key(listed, root_raw)
+                key = decode_child_key(child, root, own_raw)
                 if (root, key) not in read:
                     own = f"({', '.join(child.key)}) = ({format_key(key)})"
                     found.details.setdefault(root, f"`{child.archive}` on the destination holds row {own} "
@@ -7548,14 +7568,9 @@ class FamilyElsewhere(InParts, OtherServer):
         self.moved = {name: [len(mine) - twins[name], len(mine), twins[name]] for name, mine in rows.items()}
         if not keys:
             return 0
-        condition, params = self.plan.condition(keys, "s")
-        steps = [(f"deleted from `{c.source}`", len(rows[c.name]),
-                  (self.plan.child_delete_sql(c, condition), params)) for c in reversed(self.plan.children)]
-        condition, params = self.plan.condition(keys)
-        steps.append(("deleted", len(keys), (self.plan.delete_sql(condition, len(keys)), params)))
+        steps = self.delete_steps(keys, {name: len(mine) for name, mine in rows.items()})
         done = self.db.execute_script([sql for _, _, sql in steps])
-        for (what, expected, _), got in zip(steps, done):
-            checked(what, expected, got)
+        check_steps(steps, done)
         return int(done[-1])
 
     def carefully(self, keys: Sequence[Key], settled: frozenset[Key] = frozenset()
