@@ -105,9 +105,10 @@ Sections, in this order:
     keys, CSV records, key files, batching, SQL text, key conditions, row comparison, table plans,
     table definitions, preflight decisions, text log, outcomes, pause decisions, terminal output,
     metrics, key walk, key export files                 (pure: no database)
-    server errors, database connection, table checks, privileges, preflight, tracking tables,
-    tracking schema, run lock, tracking records, one batch, child tables, the batch transaction,
-    destination mode, families elsewhere, conflicts, job reports, pauses and stops
+    server errors, session settings, database connection, table checks, privileges, preflight,
+    tracking tables, tracking schema, run lock, tracking records, one batch, child tables,
+    the batch transaction, destination mode, families elsewhere, conflicts, job reports,
+    pauses and stops
                                                         (database code)
     one file, run                                       (the run)
     status, check and setup, dry run, key export, command line
@@ -4465,7 +4466,7 @@ def translate_error(exc: Exception) -> Exception:
                                                       sqlstate=getattr(exc, "sqlstate", None))
 
 
-# --------------------------------------------------------------------------- database connection
+# --------------------------------------------------------------------------- session settings
 
 def run_silence(config: Config) -> int:
     """Seconds a run's session waits for a server that stopped answering: a statement waits at
@@ -4498,6 +4499,8 @@ def encryption_of(rows: Sequence[tuple[Any, ...]], tls: TlsSettings) -> tuple[st
                              "offers no TLS (see its have_ssl, ssl_cert and ssl_key variables)")
     return version, cipher
 
+
+# --------------------------------------------------------------------------- database connection
 
 class Database:
     """One connection to a server (or to one node of a cluster), set up for exact copies.
@@ -4697,10 +4700,19 @@ class Database:
         self.last_used = time.monotonic()
         return False
 
+    def live_cursor(self) -> Any:
+        """The session's cursor. A session dropped after an error (the callers that leave the
+        reconnect to the next batch) is a lost connection to whoever uses it next, as a server gone
+        away would be: retried, not a crash."""
+        if self.cursor is None:
+            raise mysql.connector.errors.OperationalError(
+                errno=CR_SERVER_GONE_ERROR, msg=f"the session to {self.where} was dropped after an error")
+        return self.cursor
+
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the session's cursor; return its rows, if any."""
         self.last_used = time.monotonic()
-        self.cursor.execute(bind_params(sql, params) if params else sql)
+        self.live_cursor().execute(bind_params(sql, params) if params else sql)
         return self.cursor.fetchall() if self.cursor.with_rows else []
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -4716,7 +4728,7 @@ class Database:
         value it returned.
         """
         self.last_used = time.monotonic()
-        self.cursor.execute("; ".join(bind_params(sql, ps) if ps else sql for sql, ps in statements))
+        self.live_cursor().execute("; ".join(bind_params(sql, ps) if ps else sql for sql, ps in statements))
         results = [self.script_result(rows)]
         try:
             while self.cursor.nextset():
@@ -4766,6 +4778,7 @@ class Database:
 
     def commit(self) -> None:
         """Commit the open transaction."""
+        self.live_cursor()  # a dropped session has nothing to commit: a lost connection
         try:
             self.conn.commit()
         except mysql.connector.Error:

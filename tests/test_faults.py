@@ -305,3 +305,27 @@ def test_a_start_retried_after_its_session_died_with_the_conflict_retries_on_a_n
     finally:
         session.close()
     assert len(sessions) == 2
+
+
+def test_a_statement_on_a_session_dropped_after_an_error_is_a_lost_connection_not_a_crash(db):
+    """Found by a CI run on Galera under load: after a node died, one of the callers that drop the
+    session on an error and leave the reconnect to the next batch (Controls.keep_lock, the pause
+    checks) was followed by a statement on no session at all: 'internal error: AttributeError:
+    'NoneType' object has no attribute 'execute'', exit 1, where a lost connection is retried."""
+    kw = db.connection_kwargs()
+    hosts = () if kw.get("unix_socket") else ((kw["host"], kw.get("port")),)
+    settings = archive.DbSettings(hosts=hosts, user=kw.get("user", "root"), password=kw.get("password", ""),
+                                  database=db.name, unix_socket=kw.get("unix_socket"))
+    session = archive.Database(settings)
+    try:
+        session.connect()
+        session.disconnect()
+        for statement in (lambda: session.execute("SELECT 1"), lambda: session.query("SELECT 1"),
+                          lambda: session.execute_script([("SELECT 1", ())]), session.commit):
+            with pytest.raises(mysql.connector.Error) as raised:
+                statement()
+            assert archive.is_connection_error(raised.value), raised.value
+        session.ensure_connected()  # and the next use reconnects, as after any lost connection
+        assert session.query("SELECT 1") == [(1,)]
+    finally:
+        session.close()
