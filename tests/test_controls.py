@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -470,10 +470,13 @@ def threads_running(server: Any) -> int:
 
 def test_max_threads_running_pauses_until_the_server_is_quiet(
         tmp_path: Path, db: ScratchDatabase, server: Any, spawn_cli: Any) -> None:
-    """Three SELECT SLEEP(4) threads keep Threads_running above 2: the run waits them out."""
+    """Three sleeping SELECTs keep Threads_running above 2: the run waits until they are killed.
+
+    The sleepers last until the test kills them (not a few seconds the run must start within, which a
+    loaded machine missed): no batch may commit before the kill, and the run ends after it."""
     job = make_job(tmp_path, db, range(1, 51), batch_size=10,
                    controls__max_threads_running=2, controls__check_interval=0.2)
-    busy_since: list[datetime] = []
+    sleepers: list[int] = []
     errors: list[BaseException] = []
 
     def sleeper() -> None:
@@ -481,8 +484,14 @@ def test_max_threads_running_pauses_until_the_server_is_quiet(
             conn = server.connect()
             try:
                 cur = conn.cursor()
-                cur.execute("SELECT NOW(6), SLEEP(4)")
-                busy_since.append(cur.fetchall()[0][0])
+                cur.execute("SELECT CONNECTION_ID()")
+                sleepers.append(cur.fetchall()[0][0])
+                try:
+                    cur.execute("SELECT SLEEP(600)")
+                    cur.fetchall()
+                except mysql.connector.Error as exc:  # 1317 query interrupted: killed by the test
+                    if exc.errno != 1317:
+                        raise
             finally:
                 conn.close()
         except BaseException as exc:  # reported by the main thread
@@ -492,21 +501,25 @@ def test_max_threads_running_pauses_until_the_server_is_quiet(
     for t in threads:
         t.start()
     try:
-        wait_until(lambda: threads_running(server) >= 4, timeout=10, message="3 sleeping threads")
-        busy_at = time.monotonic()
+        wait_until(lambda: threads_running(server) >= 4, timeout=30, message="3 sleeping threads")
         proc = spawn_cli(job.config)
-        wait_until(lambda: log_lines(job, "PAUSE: Threads_running is "), timeout=10, message="PAUSE line")
+        wait_until(lambda: log_lines(job, "PAUSE: Threads_running is "), timeout=60, message="PAUSE line")
         status = run_cli(job.config, "--status")
         assert "PAUSED: Threads_running is" in status.stdout, status.stdout
-        code = proc.wait(timeout=40)
-        finished_at = time.monotonic()
+        assert db.count("batch_processing_logs") == 0 and db.count("rewards") == 50
+        killed_at = db.scalar("SELECT NOW(6)")
+        for conn_id in sleepers:
+            db.execute(f"KILL QUERY {int(conn_id)}")
+        code = proc.wait(timeout=120)
     finally:
+        for conn_id in sleepers:  # a failed assertion above must not leave them sleeping
+            with contextlib.suppress(mysql.connector.Error):
+                db.execute(f"KILL QUERY {int(conn_id)}")
         for t in threads:
-            t.join(timeout=15)
+            t.join(timeout=30)
     assert not errors, errors
     assert code == EXIT_OK, proc.read_stdout() + proc.read_stderr()
-    assert db.scalar("SELECT paused_seconds FROM process_logs") >= 2.5
-    assert finished_at - busy_at >= 3.0, f"finished {finished_at - busy_at:.1f}s into the busy period"
+    assert db.scalar("SELECT paused_seconds FROM process_logs") > 0
 
     pauses = log_lines(job, "PAUSE: Threads_running is ")
     assert pauses, log_text(job)
@@ -516,8 +529,8 @@ def test_max_threads_running_pauses_until_the_server_is_quiet(
     assert text.index("RESUME:") > text.index("PAUSE: Threads_running")
     # No batch committed while the sleepers ran (server clock on both sides).
     first_commit = db.scalar("SELECT MIN(created_at) FROM batch_processing_logs")
-    assert first_commit >= min(busy_since) + timedelta(seconds=3.5), (first_commit, busy_since)
-    assert paused_seconds(summaries(job)[-1]) >= 2.5
+    assert first_commit >= killed_at, (first_commit, killed_at)
+    assert paused_seconds(summaries(job)[-1]) > 0
     assert_each_batch_once(job)
     assert_rows(job, job.listed, [])
 
