@@ -5561,7 +5561,7 @@ def require_plan(db: Database, config: Config, dest: Database | None = None,
 
 # --------------------------------------------------------------------------- tracking tables
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA_COMMENT = f"archive.py tracking schema {SCHEMA_VERSION}"
 
 
@@ -5607,9 +5607,10 @@ TRACKING_DDL = (
   `start_time_utc` DATETIME(6) NULL,
   `last_seen_utc` DATETIME(6) NULL,
   `exit_code` TINYINT NULL,
+  `recheck_counts` TEXT NULL,
   KEY `ix_process_status` (`source_table`, `status`),
   KEY `ix_process_job` (`job`, `id`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 5'""",
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 6'""",
     """CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   `process_log_id` BIGINT UNSIGNED NOT NULL,
@@ -5695,6 +5696,24 @@ TRACKING_DDL = (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
 )
 
+TABLE_COUNTS = ("archived", "deleted", "duplicates")  # a child table's counts, as the JSON names them
+
+
+def dump_table_counts(tables: Iterable[tuple[str, int, int, int]]) -> str | None:
+    """Child tables' counts as the tracking tables keep them (JSON); None without child tables."""
+    found = {name: dict(zip(TABLE_COUNTS, rest)) for name, *rest in tables}
+    return json.dumps(found) if found else None
+
+
+def add_table_counts(totals: dict[str, dict[str, int]], text: str | None) -> dict[str, dict[str, int]]:
+    """Add child tables' counts kept as JSON (or NULL) to totals."""
+    for name, values in (json.loads(text) if text else {}).items():
+        total = totals.setdefault(name, dict.fromkeys(values, 0))
+        for what, n in values.items():
+            total[what] = total.get(what, 0) + int(n)
+    return totals
+
+
 def seen_now(alias: str = "") -> str:
     """The SET clause of a run's sign of life: local time for people, UTC for durations."""
     return f"{alias}last_seen = NOW(), {alias}last_seen_utc = UTC_TIMESTAMP(6)"
@@ -5778,6 +5797,11 @@ MIGRATIONS = (
             ("ALTER TABLE batch_processing_logs MODIFY `status` ENUM('COMPLETED','COMPLETED_WITH_DUPLICATES',"
              "'FAILED','PARTIAL') NOT NULL"),
         )),
+    # Schema 6: the child rows a run's recheck moved (in no batch), as JSON like a batch's
+    # table_counts, so --status counts a run's child rows as its SUMMARY does.
+    Migration(
+        6,
+        columns=(("process_logs", "recheck_counts", "ADD COLUMN `recheck_counts` TEXT NULL"),)),
 )
 
 
@@ -6248,6 +6272,14 @@ class Tracking:
         return (f"UPDATE process_logs SET {added_counts()}, {seen_now()} WHERE id = %s",
                 (*counts.values(), self.run_id))
 
+    def add_recheck_counts(self, moved: dict[str, list[int]]) -> tuple[str, tuple[Any, ...]]:
+        """Add the child rows a recheck moved to this run's row, inside the recheck's transaction
+        (only this run writes its row: what it reads there is what it committed)."""
+        rows = self.db.query("SELECT recheck_counts FROM process_logs WHERE id = %s", (self.run_id,))
+        totals = add_table_counts(add_table_counts({}, rows[0][0] if rows else None),
+                                  dump_table_counts((name, a, d, t) for name, (a, d, t) in moved.items()))
+        return "UPDATE process_logs SET recheck_counts = %s WHERE id = %s", (json.dumps(totals), self.run_id)
+
     def file_scope(self) -> tuple[str, tuple[Any, ...]]:
         """Which file rows are this job's (and read the same way), as a condition on alias f.
 
@@ -6359,8 +6391,7 @@ class Tracking:
         first part in this run, updated by the later ones."""
         done = len(batch.keys) if settled is None else settled
         status = whole.status if done >= len(batch.keys) else "PARTIAL"
-        tables = json.dumps({name: dict(zip(("archived", "deleted", "duplicates"), rest))
-                             for name, *rest in whole.tables}) if whole.tables else None
+        tables = dump_table_counts(whole.tables)
         row = (status, fit(format_key(batch.keys[0]), 255), fit(format_key(batch.keys[-1]), 255), done,
                encode_keys(whole.conflicts), batch.end_offset, batch.end_line, *whole.counts.values(), tables)
         where = (file_context.run_id, fit(file_context.scan.name, 255), batch.number)
@@ -7634,6 +7665,9 @@ def recheck_chunk(context: RunContext, file: tuple[str, str], chunk: dict[Key, l
     still = left - len(resolved) - (len(changed) if kind == "CONFLICT" else 0)
     statements = context.tracking.resolve_statements(resolved, file, still if kind == "CONFLICT" else None,
                                                      changed)
+    moved = context.mover.moved if isinstance(context.mover, InParts) else {}
+    if any(map(any, moved.values())):  # the child rows it moved are in no batch's table_counts
+        statements.append(context.tracking.add_recheck_counts(moved))
     context.db.execute_script(statements + [context.tracking.add_run_counts(counts), ("COMMIT", ())])
     # A conflict that became a held row is settled as a conflict: report it with the resolved ones.
     settled = {**resolved, **(dict.fromkeys(changed, "held") if kind == "CONFLICT" else {})}
@@ -7720,16 +7754,18 @@ def run_files(tracking: Tracking, run_id: int) -> list[dict[str, Any]]:
 
 
 def child_rows(tracking: Tracking, run_id: int) -> dict[str, dict[str, int]]:
-    """A run's rows of each child table (archived, deleted, duplicates), summed over its batches."""
+    """A run's rows of each child table (archived, deleted, duplicates): its batches' and (schema 6)
+    its recheck's."""
     if tracking.version < 5:
         return {}
     totals: dict[str, dict[str, int]] = {}
     for (counts,) in tracking.db.query("SELECT table_counts FROM batch_processing_logs WHERE "
                                        "process_log_id = %s AND table_counts IS NOT NULL", (run_id,)):
-        for name, values in json.loads(counts).items():
-            total = totals.setdefault(name, dict.fromkeys(values, 0))
-            for what, n in values.items():
-                total[what] = total.get(what, 0) + int(n)
+        add_table_counts(totals, counts)
+    if tracking.version >= 6:
+        for (counts,) in tracking.db.query("SELECT recheck_counts FROM process_logs WHERE id = %s",
+                                           (run_id,)):
+            add_table_counts(totals, counts)
     return totals
 
 

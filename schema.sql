@@ -1,4 +1,4 @@
--- Tracking tables for archive.py, schema version 5 (archive.py also creates any that are missing,
+-- Tracking tables for archive.py, schema version 6 (archive.py also creates any that are missing,
 -- and upgrades tables made by older versions on its first run, or with --setup: see README,
 -- Upgrading). This file only creates missing tables: it does not upgrade older ones.
 -- Kept identical to archive.TRACKING_DDL; tests/test_docs.py checks it.
@@ -34,9 +34,10 @@ CREATE TABLE IF NOT EXISTS `process_logs` (
   `start_time_utc` DATETIME(6) NULL,
   `last_seen_utc` DATETIME(6) NULL,
   `exit_code` TINYINT NULL,
+  `recheck_counts` TEXT NULL,
   KEY `ix_process_status` (`source_table`, `status`),
   KEY `ix_process_job` (`job`, `id`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 5';
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT='archive.py tracking schema 6';
 
 CREATE TABLE IF NOT EXISTS `file_processing_logs` (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import archive
-from checks import assert_batches_once
+from checks import assert_batches_once, text_log
 from helpers import (
     ScratchDatabase,
     kill_process_group,
@@ -32,6 +32,7 @@ from helpers import (
 )
 from proxy import need_socket
 from test_destination import dest_keys, kill_between_the_commits
+from test_resume import assert_like_fresh
 
 ITEMS = {"child items__source_table": "order_items", "child items__archive_table": "order_items_archive",
          "child items__parent_columns": "order_id"}
@@ -553,6 +554,28 @@ def test_the_summary_counts_the_child_rows_a_recheck_moves(db, tmp_path):
     assert db.count("order_items", "order_id = 4") == 0
     assert db.count("order_items_archive", "order_id = 4") == 3
     assert "rows archived 1 |" in again.stdout and "child rows archived items 3, options 2" in again.stdout
+    # ... and --status says the same of the run: the recheck's child rows are in no batch
+    shown = json.loads(run_cli(config, "--status", "--json").stdout)
+    assert shown["rows_archived"] == 1, shown
+    assert shown["child_tables"] == {"items": {"archived": 3, "deleted": 3, "duplicates": 0},
+                                     "options": {"archived": 2, "deleted": 2, "duplicates": 0}}, shown
+
+
+def test_schema_5_child_counts_read_as_they_were_and_the_next_run_upgrades_them(db, tmp_path, server):
+    # schema 6 added process_logs.recheck_counts: a read-only command on schema-5 tables must read
+    # the batches' child counts without it, and the next run adds it (the tables then a fresh install's)
+    config = family_job(db, tmp_path, 10, [2, 3])
+    assert run_cli(config).returncode == 0
+    db.execute("ALTER TABLE process_logs DROP COLUMN recheck_counts, "
+               "COMMENT = 'archive.py tracking schema 5'")
+    shown = run_cli(config, "--status", "--json")
+    assert shown.returncode == 0, (shown.stdout, shown.stderr)
+    assert json.loads(shown.stdout)["child_tables"]["items"]["archived"] == 6, shown.stdout
+    assert "tracking tables are schema 5; the next run upgrades them" in run_cli(config, "--check").stdout
+    again = run_cli(config, "-v")
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert f"MIGRATED: tracking tables to schema {archive.SCHEMA_VERSION}" in text_log(tmp_path)
+    assert_like_fresh(db, server)
 
 
 def test_a_key_listed_twice_in_a_batch_cut_between_them_is_not_counted_not_found(db, tmp_path):

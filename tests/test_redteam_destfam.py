@@ -137,10 +137,6 @@ def test_a_child_moved_to_another_parent_after_a_kill_is_not_left_in_both_places
 
 # --------------------------------------------------------------------------- counts
 
-@pytest.mark.xfail(strict=True, reason="--status sums child rows from batch_processing_logs.table_counts "
-                   "only: the recheck's (in no batch) are in the SUMMARY and process_logs but not in "
-                   "--status (also on one server); a run's own child counts need a place in the tracking "
-                   "schema")
 def test_the_child_rows_a_recheck_moves_are_in_the_status_as_in_the_summary(db, dest_db, tmp_path):
     # Attack: two orders are conflicts (a differing archived item); a human fixes the destination; the
     # next run's recheck moves both families. Its SUMMARY counts their items; --status (which reads
