@@ -6590,9 +6590,18 @@ class Classified:
     family: dict[str, list[ChildRow]] = field(default_factory=dict)
     twin_rows: set[tuple[str, Key]] = field(default_factory=set)
 
+    def moving(self) -> list[Key]:
+        """The listed keys whose rows leave the source: those to copy, then the identical twins."""
+        return self.to_copy + self.identical
+
+    def moving_family(self, name: str) -> list[ChildRow]:
+        """Into another server: child `name`'s rows read under the moving keys."""
+        moving = set(self.moving())
+        return [r for r in self.family.get(name, []) if r.root in moving]
+
     def family_rows(self) -> dict[Key, int]:
         """The rows each moving key moves over all tables: its own, and its descendants'."""
-        rows = dict.fromkeys(self.to_copy + self.identical, 1)
+        rows = dict.fromkeys(self.moving(), 1)
         for tally in (self.child_new, self.child_twins):
             for (root, _), n in tally.items():
                 if root in rows:
@@ -6601,7 +6610,7 @@ class Classified:
 
     def child_counts(self, name: str) -> tuple[int, int]:
         """Rows of child `name` to copy and already archived identically, of the moving keys."""
-        moving = set(self.to_copy) | set(self.identical)
+        moving = set(self.moving())
         return tuple(sum(n for (root, child), n in tally.items() if child == name and root in moving)
                      for tally in (self.child_new, self.child_twins))  # type: ignore[return-value]
 
@@ -6624,8 +6633,7 @@ class Classified:
     def hold_families(self) -> None:
         """A listed key with a differing archived child row (in `details`) is a conflict: its whole
         family stays."""
-        moving = self.to_copy + self.identical
-        self.conflicts += [k for k in moving if k in self.details]
+        self.conflicts += [k for k in self.moving() if k in self.details]
         self.to_copy = [k for k in self.to_copy if k not in self.details]
         self.identical = [k for k in self.identical if k not in self.details]
 
@@ -6953,7 +6961,7 @@ class Family(InParts, SameServer):
     def classify_children(self, found: Classified, lock: bool) -> None:
         """Lock and count each moving row's child rows, table by table from the top; a child row
         archived with a different copy makes its listed row a conflict: its whole family stays."""
-        moving = found.to_copy + found.identical
+        moving = found.moving()
         if not moving:
             return
         condition, params = self.plan.condition(moving, "s")
@@ -6982,7 +6990,7 @@ class Family(InParts, SameServer):
                     ) -> tuple[Counters, Classified]:
         """Copy the moving rows and their child rows top down, then delete them bottom up, in one
         round trip: every count as classified under the locks, or the batch is rolled back."""
-        moving = found.to_copy + found.identical
+        moving = found.moving()
         self.moved = {c.name: [0, 0, 0] for c in self.plan.children}
         if not moving:
             return found.counts(keys, 0, 0, settled), found
@@ -7543,10 +7551,9 @@ class FamilyElsewhere(InParts, OtherServer):
         """OtherServer.sort_out, then each moving row's child rows: new, identical twins, or a conflict
         of their listed row."""
         super().sort_out(found, lock)
-        moving = set(found.to_copy) | set(found.identical)
         found.child_new, found.child_twins, found.twin_rows = {}, {}, set()
         for child in self.plan.children:
-            rows = [r for r in found.family.get(child.name, []) if r.root in moving]
+            rows = found.moving_family(child.name)
             archived = self.lookup([r.key for r in rows], lock, self.remotes[child.name])
             new = [r.key for r in rows if r.key not in archived]
             collides = self.collisions(self.remotes[child.name], new)
@@ -7593,11 +7600,9 @@ class FamilyElsewhere(InParts, OtherServer):
 
     def copies(self, found: Classified, keys: list[Key]) -> list[Copies]:
         """The rows of `keys` and the new child rows of every moving row, parents first."""
-        moving = set(found.to_copy) | set(found.identical)
         copies = super().copies(found, keys)
         for child in self.plan.children:
-            rows = [r for r in found.family.get(child.name, [])
-                    if r.root in moving and (child.name, r.key) not in found.twin_rows]
+            rows = [r for r in found.moving_family(child.name) if (child.name, r.key) not in found.twin_rows]
             copies.append(Copies(self.remotes[child.name], [r.key for r in rows], [r.literal for r in rows],
                                  [r.proof for r in rows]))
         return copies
