@@ -2794,6 +2794,11 @@ class RemotePlan:
                   f"{row_literal_sql(self.table.recomputed, alias)} FROM {rows}")
         return ["SET SESSION time_zone = '+00:00'", select, f"SET SESSION time_zone = {sql_literal(zone)}"]
 
+    @staticmethod
+    def recomputed_rows(results: Sequence[Any]) -> dict[Any, Any]:
+        """recomputed_sql's literals by raw key, from the results of its statements (the SELECT's)."""
+        return {raw_key(raw): text for raw, text in results[1]}
+
     def lookup_sql(self, condition: str, lock: bool = True, dialect: Dialect = Dialect()) -> str:
         """Archived rows with these keys, with the fingerprints of their proofs (locked until the
         destination commits)."""
@@ -7213,8 +7218,7 @@ class OtherServer(Mover):
             statements.append(("SAVEPOINT archive_py_read", ()))
         results = self.guarded(statements) if fence else self.db.execute_script(statements, rows=True)
         listed = self.plan.keys_by_bytes(keys)
-        recomputed = {raw_key(raw): text
-                      for raw, text in (results[2] if self.plan.recomputed else [])}
+        recomputed = self.remote.recomputed_rows(results[1:]) if self.plan.recomputed else {}
         found = Classified()
         for raw, passes_guard, literal in results[0]:
             key = listed_key(listed, raw)
@@ -7522,17 +7526,19 @@ class FamilyElsewhere(InParts, OtherServer):
             return
         condition, params = self.plan.condition(found.to_copy, "s")
         statements: list[tuple[str, Sequence[Any]]] = []
+        sizes = []  # how many statements (and results) each child has
         for child in self.plan.children:
             remote = self.remotes[child.name]
-            statements.append((remote.read_sql(condition, lock), params))
-            statements += [(sql, params if "%s" in sql else ()) for sql in
-                           (remote.recomputed_sql(condition, self.zone) if child.recomputed else ())]
-        results = iter(self.db.execute_script(statements, rows=True))
+            extra = remote.recomputed_sql(condition, self.zone) if child.recomputed else []
+            statements += [(remote.read_sql(condition, lock), params),
+                           *((sql, params if "%s" in sql else ()) for sql in extra)]
+            sizes.append(1 + len(extra))
+        results = self.db.execute_script(statements, rows=True)
         listed = self.plan.keys_by_bytes(found.to_copy)
-        for child in self.plan.children:
-            rows = next(results)
-            extra = [next(results) for _ in range(3)][1] if child.recomputed else []  # SET, SELECT, SET
-            self.take_child_rows(found, child, rows, {raw_key(k): text for k, text in extra}, listed)
+        for child, size, end in zip(self.plan.children, sizes, itertools.accumulate(sizes)):
+            mine = results[end - size:end]
+            extra_rows = self.remotes[child.name].recomputed_rows(mine[1:]) if child.recomputed else {}
+            self.take_child_rows(found, child, mine[0], extra_rows, listed)
 
     def take_child_rows(self, found: Classified, child: ChildPlan, rows: Sequence[Any],
                         extra: dict[Any, Any], listed: dict[Any, Key]) -> None:
