@@ -206,13 +206,16 @@ What it does, in one run:
    ``PRIMARY KEY (id, created_at DATETIME(6))`` (``--composite-rows``, 1,000,000), all its keys
    in one CSV (``id,created_at`` with 6 fractional digits, in key order): a archive.py with
    ``key_column = id, created_at`` against b pt-archiver (the same flags as 3b), which ascends
-   the same primary key.  Verified like 3; prints a/b (goal at most 0.50).
+   the same primary key, and c the stored-procedure floor of 3c (id ranges: ids are unique in
+   this table).  Verified like 3; prints a/b (goal at most 0.50) and c/b.
 
 13. ``--family``: orders with their items (``--family-orders``, 200,000; ``--family-items``, 5 per
    order; the items' foreign key ``ON DELETE RESTRICT``): a archive.py with ``[child items]``,
    every order listed, against b pt-archiver (the same flags as 3b) on the items, then on the
-   orders (one table per invocation; the two runs added up).  Verified: both archives equal their
-   pristine copies, both sources empty; prints a/b (goal at most 0.50).
+   orders (one table per invocation; the two runs added up), and c an in-server floor: a stored
+   procedure moving a batch of orders and their items by order id range, one commit each.
+   Verified: both archives equal their pristine copies, both sources empty; prints a/b (goal at
+   most 0.50) and c/b.
 
    With ``--compare``, 12 and 13 also time e, the other archive.py, interleaved with a and b, and
    print e/b too: a change measured side by side with what it changes, in one run.

@@ -547,10 +547,12 @@ def failure_note(exc: BaseException) -> str:
 
 
 def versus(env: Env, ours: Contender, pt: Contender, repeat: int, title: str, schema: Schema, prefix: str,
-           other: Contender | None = None) -> list[Result]:
-    """A mode's archive.py (a) against pt-archiver (b, when it can run), and with --compare another
-    archive.py (e), interleaved: measured, printed with a/b (and e/b), the mode's database dropped."""
-    timed = [ours] + ([pt] if env.pt_missing is None else []) + ([other] if other is not None else [])
+           other: Contender | None = None, floor: Contender | None = None) -> list[Result]:
+    """A mode's archive.py (a) against pt-archiver (b, when it can run), its in-server floor (c, if
+    given), and with --compare another archive.py (e), interleaved: measured, printed with a/b (c/b,
+    e/b), the mode's database dropped."""
+    timed = ([ours] + ([pt] if env.pt_missing is None else []) + ([floor] if floor is not None else [])
+             + ([other] if other is not None else []))
     results = measure(env, timed, repeat)
     print_versus(title, results, pt_ran=env.pt_missing is None)
     return close_mode(env, schema, results, prefix)

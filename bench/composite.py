@@ -23,11 +23,12 @@ from benchlib import (
     compare_env,
     create_schema,
     positive_int,
+    pristine_ids,
     query,
     run_archive_py,
     versus,
 )
-from contenders import run_pt_archiver
+from contenders import run_pt_archiver, run_stored_proc
 
 EVENT_COLUMNS = ("id", "created_at", "account_id", "kind", "amount", "note")
 EVENT_FILL = """
@@ -76,6 +77,7 @@ def run_composite(env: Env, args: argparse.Namespace, _ids: Sequence[int] = ()) 
                                     ids_csv=env.workdir / "composite" / "keys.csv", peers=[])
     create_schema(env.conn, args.composite_rows, 1, EVENTS)
     write_keys_csv(composite, composite.ids_csv)
+    ids = pristine_ids(env.conn, EVENTS)  # unique here (the partitioning needs created_at in the key)
     other = compare_env(composite, args.compare)
     compared = None if other is None else Contender(
         f"e archive.py {args.compare.name}", lambda: run_archive_py(other, "compare", args.batch_size),
@@ -87,7 +89,8 @@ def run_composite(env: Env, args: argparse.Namespace, _ids: Sequence[int] = ()) 
                             lambda: run_pt_archiver(composite, args.batch_size), env=composite),
                   args.repeat, f"composite key: {args.composite_rows} rows, PRIMARY KEY (id, created_at "
                   f"DATETIME(6)), 4 RANGE partitions, batch size {args.batch_size}", EVENTS, "composite",
-                  compared)
+                  compared, Contender("c stored procedure (floor), id ranges", env=composite,
+                                      run=lambda: run_stored_proc(composite, args.batch_size, ids)))
 
 
 def add_args(p: argparse.ArgumentParser) -> None:

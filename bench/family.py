@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from benchlib import (
     versus,
     write_config,
 )
-from contenders import run_pt_archiver
+from contenders import batch_loop_sql, create_proc, insert_rows, run_pt_archiver
 
 DB = "bench_family"
 ORDERS = ("CREATE TABLE {name} (id INT NOT NULL PRIMARY KEY, customer VARCHAR(40) NOT NULL, "
@@ -42,6 +43,14 @@ SCHEMA = Schema(db=DB, source="orders", archive="orders_archive", pristine="orde
 TRACKING = "process_logs, file_processing_logs, batch_processing_logs, conflict_logs, run_locks"
 CHILD = ("\n[child items]\nsource_table = order_items\narchive_table = order_items_archive\n"
          "parent_columns = order_id\n")
+
+
+FLOOR = batch_loop_sql(  # the in-server floor: each batch's orders and their items by id range, one commit
+    "bench_move_families", "v_lo, v_hi", "BIGINT", "SELECT lo, hi FROM bench_batches ORDER BY batch_no",
+    "INSERT INTO order_items_archive SELECT * FROM order_items WHERE order_id BETWEEN v_lo AND v_hi;\n"
+    "    INSERT INTO orders_archive SELECT * FROM orders WHERE id BETWEEN v_lo AND v_hi;\n"
+    "    DELETE FROM order_items WHERE order_id BETWEEN v_lo AND v_hi;\n"
+    "    DELETE FROM orders WHERE id BETWEEN v_lo AND v_hi;")
 
 
 def create_tables(env: Env, orders: int, items: int) -> None:
@@ -60,6 +69,22 @@ def create_tables(env: Env, orders: int, items: int) -> None:
     query(conn, f"INSERT INTO items_pristine SELECT seq, seq DIV {items} + 1, CONCAT('sku', seq % 9973), "
                 f"1 + seq % 7, (seq % 10000) / 100, IF(seq % 3 = 0, CONCAT('gift \U0001F381 ', seq), NULL) "
                 f"FROM seq_0_to_{orders * items - 1}")
+    query(conn, "CREATE TABLE bench_batches (batch_no INT NOT NULL PRIMARY KEY, lo BIGINT NOT NULL, "
+                "hi BIGINT NOT NULL) ENGINE=InnoDB")
+
+
+def run_floor(env: Env, args: argparse.Namespace) -> float:
+    """The in-server floor once: a batch_size of orders per transaction, their items first."""
+    conn, orders = env.conn, args.family_orders
+    query(conn, f"USE `{DB}`")
+    query(conn, "TRUNCATE TABLE bench_batches")
+    insert_rows(conn, "INSERT INTO bench_batches VALUES (%s, %s, %s)",
+                [(n, lo, min(lo + args.batch_size - 1, orders))
+                 for n, lo in enumerate(range(1, orders + 1, args.batch_size), 1)])
+    create_proc(conn, SCHEMA, "bench_move_families", FLOOR)
+    t0 = time.perf_counter()
+    query(conn, "CALL bench_move_families()")
+    return time.perf_counter() - t0
 
 
 def reset(env: Env) -> None:
@@ -128,7 +153,8 @@ def run_family(env: Env, args: argparse.Namespace, _ids: Sequence[int] = ()) -> 
                             **hooks),
                   args.repeat, f"child tables: {orders} orders with {items} items each "
                   f"({orders * (items + 1)} rows), batch size {args.batch_size}", SCHEMA, "family",
-                  compared)
+                  compared, Contender("c stored procedure (floor), order ranges",
+                                      lambda: run_floor(family, args), **hooks))
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
