@@ -9,6 +9,7 @@ with DST, conflicts, resume after kill -9, --dry-run and the destination mode.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import itertools
@@ -152,6 +153,25 @@ def test_a_composite_condition_uses_the_key_index_then_the_bytes_of_every_part()
     ints = archive.composite_key_type([ID, DATETIME6])
     assert archive.key_condition(["`a`", "`b`"], [(1, dt.datetime(2024, 1, 1, 0, 0, 0, 5))], ints) == (
         "((`a`, `b`) IN ((1, '2024-01-01 00:00:00.000005')))", ())  # exact by value: no byte filter
+
+
+def test_a_batch_of_integer_and_time_parts_goes_as_their_box_filtered_by_the_row_in():
+    plan = archive.TablePlan("events", "events_archive", ("id", "at"),
+                             (archive.Column("id", "bigint"), archive.Column("at", "datetime")),
+                             archive.composite_key_type([ID, DATETIME6]))
+    new_year = dt.datetime(2024, 1, 1)
+    keys = [(7, new_year), (3, dt.datetime(2024, 5, 6, 7, 8, 9, 5)), (7, new_year)]
+    span = plan.span_of(keys)
+    assert span is not None
+    assert span.condition == ("`id` BETWEEN 3 AND 7 AND `at` BETWEEN '2024-01-01 00:00:00' AND "
+                              "'2024-05-06 07:08:09.000005' AND ((`id`, `at`) IN ((3, '2024-05-06 "
+                              "07:08:09.000005'), (7, '2024-01-01 00:00:00'))) IS TRUE")
+    # the box's rows beyond the two keys it lists: above 0, the batch takes its key list instead
+    assert span.unlisted_sql == ("SELECT GREATEST(COUNT(*) - 2, 0) INTO @archive_py_unlisted FROM `events` "
+                                 "FORCE INDEX (`PRIMARY`) WHERE `id` BETWEEN 3 AND 7 AND `at` BETWEEN "
+                                 "'2024-01-01 00:00:00' AND '2024-05-06 07:08:09.000005'")
+    for parts in ([TENANT, ID], [ID, BERLIN_TS]):  # their order on the server is not Python's
+        assert dataclasses.replace(plan, key_type=archive.composite_key_type(parts)).span_of(keys) is None
 
 
 def test_a_timestamp_part_is_matched_by_a_wide_range_then_by_its_seconds_since_the_epoch():
@@ -378,6 +398,25 @@ def test_a_partitioned_table_keyed_by_id_and_datetime6_moves_exactly_the_listed_
     left = sorted((n, dt.datetime.fromisoformat(w)) for n, w, _ in rows if (n, w) not in moved)
     assert db.query("SELECT id, created_at FROM events ORDER BY id, created_at") == left
     assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(5, 1)]
+
+
+def test_the_box_of_a_batch_never_moves_the_unlisted_rows_inside_it(db, tmp_path):
+    # Attack on the box (each part's smallest to largest key): a listed key that is gone leaves
+    # room for an unlisted row inside the box without the box holding more rows than the batch
+    # lists, so the range is taken, and only the row IN keeps (1, B1) and (1, B2) in the source
+    for name in ("events", "events_archive"):
+        db.execute(PARTITIONED.format(name=name))
+    db.executemany("INSERT INTO events VALUES (%s, %s, %s)",
+                   [(1, BOUNDARY[0], 1), (1, BOUNDARY[1], 2), (1, BOUNDARY[3], 3), (2, BOUNDARY[2], 4)])
+    listed = [(1, BOUNDARY[0]), (1, "2024-06-01 12:00:00"), (1, "2024-09-01"), (1, BOUNDARY[3])]
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "created_at"], listed)
+    result = run_cli(events_config(tmp_path, db, archive__batch_size=4))
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT id, created_at FROM events_archive ORDER BY created_at") == [
+        (1, dt.datetime.fromisoformat(BOUNDARY[0])), (1, dt.datetime.fromisoformat(BOUNDARY[3]))]
+    assert db.query("SELECT id, created_at FROM events ORDER BY created_at") == [
+        (1, dt.datetime.fromisoformat(BOUNDARY[1])), (2, dt.datetime.fromisoformat(BOUNDARY[2]))]
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(2, 2)]
 
 
 def test_a_key_the_column_cannot_hold_rejects_its_file_naming_the_line(db, tmp_path):
