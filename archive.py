@@ -6976,12 +6976,14 @@ class InParts(Mover):
 
 class Family(InParts, SameServer):
     """Archiving a source table with its [child NAME] tables: a batch moves each listed row with
-    every row below it, in one transaction. Every batch takes the careful path: a child row
-    archived with a different copy makes its listed row a conflict, and its whole family stays."""
+    every row below it, in one transaction. A batch whose rows are all new moves without locked
+    reads first (quickly); any other takes the careful path: a child row archived with a different
+    copy makes its listed row a conflict, and its whole family stays."""
 
     def __init__(self, db: Database, plan: TablePlan, tracking: Tracking):
         super().__init__(db, plan, tracking)
         self.moved = {}
+        self.quick = True  # until a batch meets an archived row: then the careful path, for this run
 
     def classify(self, keys: Sequence[Key], lock: bool = True) -> Classified:
         """Lock the keys' source rows and their child rows; sort them as SameServer does, a key
@@ -7022,9 +7024,46 @@ class Family(InParts, SameServer):
     def batch(self, batch: Batch) -> BatchOutcome:
         """The batch with its child rows, as many of its keys (from the first) as fit max_batch_rows."""
         keys = self.part_of(batch)
+        if self.quick and not self.plan.guard and not batch.settled and len(keys) == len(batch.keys):
+            outcome = self.quickly(batch)
+            if outcome is not None:
+                return outcome
+            keys = self.part_of(batch)  # rolled back: the careful path opens the transaction again
         keys, found = self.fit(keys, self.classify(keys))
         counts, found = self.move_family(keys, found, batch.settled)
         return self.family_outcome(counts, found, len(keys))
+
+    def quickly(self, batch: Batch) -> BatchOutcome | None:
+        """The whole batch (it fits max_batch_rows, as counted) in one round trip without the locked
+        reads: copy each table's rows top down and delete them bottom up; None, rolled back, when a
+        row is archived already (a duplicate key) or a delete's count is not its copy's.
+
+        An INSERT ... SELECT takes shared locks on the rows it copies (and on the index ranges it
+        reads them through), so each DELETE removes exactly the rows its table's copy took, unless
+        a row came into being in between: then the counts differ (SameServer.move's rule, per table).
+        """
+        keys, children = batch.keys, self.plan.children
+        condition, params = self.plan.condition(keys)
+        joined, joined_params = self.plan.condition(keys, "s")
+        script = [(self.plan.insert_sql(condition), params)]
+        script += [(self.plan.child_insert_sql(c, joined, twins=False), joined_params) for c in children]
+        script += [(self.plan.child_delete_sql(c, joined), joined_params) for c in reversed(children)]
+        script += [(self.plan.delete_sql(condition, len(set(keys))), params), (self.references_sql(), ())]
+        try:
+            copied, *counts, deleted, references = self.db.execute_script(script, rows=True)
+        except mysql.connector.Error as exc:
+            if exc.errno != ER_DUP_ENTRY:
+                raise
+            copied, counts, deleted, references = 0, [], -1, []
+        copies, deletes = counts[:len(children)], counts[len(children):][::-1]
+        if copies != deletes or copied != deleted or copied + sum(copies) > self.tracking.config.batch_rows:
+            self.db.rollback()
+            self.quick = False
+            return None
+        self.check_references(references)
+        self.moved = {c.name: [n, n, 0] for c, n in zip(children, copies)}
+        done = Counters(batches=1, archived=copied, deleted=deleted, not_found=len(set(keys)) - copied)
+        return self.family_outcome(done, Classified(), len(keys))
 
     def move_family(self, keys: Sequence[Key], found: Classified, settled: frozenset[Key] = frozenset()
                     ) -> tuple[Counters, Classified]:

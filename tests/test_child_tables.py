@@ -305,6 +305,34 @@ def test_a_differing_archived_child_keeps_its_whole_family_until_resolved(db, tm
     assert db.scalar("SELECT COUNT(*) FROM order_items_archive WHERE order_id IN (4, 5, 6)") == 9
 
 
+def test_batches_that_meet_archived_rows_after_quick_ones_move_exactly(db, tmp_path):
+    # Attack on the quick path (no locked reads while every row is new): batch 1 goes quickly; batch 2
+    # meets an identical archived option two levels down, after its orders and items were copied in
+    # the same round trip; batch 3 an identical archived item; batch 4 an item archived differently
+    config = family_job(db, tmp_path, 12, list(range(1, 13)), archive__batch_size=3)
+    db.execute("INSERT INTO item_options_archive SELECT * FROM item_options WHERE item_id = 14 LIMIT 1")
+    db.execute("INSERT INTO order_items_archive SELECT * FROM order_items WHERE id = 22")
+    db.execute("INSERT INTO order_items_archive SELECT id, order_id, sku, qty + 1 FROM order_items "
+               "WHERE id = 28")
+    rows = {t: set(family_of(db, t)) for t in ("orders", "order_items", "item_options")}
+    differing = family_of(db, "order_items_archive")[-1]
+    result = run_cli(config)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    stayed = {"orders": {r for r in rows["orders"] if r[0] == 10},
+              "order_items": {r for r in rows["order_items"] if r[1] == 10},
+              "item_options": {r for r in rows["item_options"] if r[0] == 28}}
+    for table, source in stayed.items():
+        assert set(family_of(db, table)) == source, table
+        archived = family_of(db, f"{table}_archive")
+        assert len(archived) == len(set(archived)), f"{table}: a row archived twice"
+        assert set(archived) == (rows[table] - source) | ({differing} if table == "order_items" else set())
+    assert db.query("SELECT rows_archived, duplicates, conflicts FROM process_logs") == [(11, 0, 1)]
+    shown = json.loads(run_cli(config, "--status", "--json").stdout)["child_tables"]
+    assert shown["items"] == {"archived": 32, "deleted": 33, "duplicates": 1}, shown
+    options = shown["options"]
+    assert options["duplicates"] == 1 and options["deleted"] == options["archived"] + 1, shown
+
+
 def leave_a_partial_batch(db: ScratchDatabase, config: Path, spawn_cli: Any) -> None:
     """Run the 20-key job of batch_size 10 and max_batch_rows 40 and kill -9 it while the second part
     of batch 1 waits for a lock: batch 1 is left PARTIAL with its first 5 keys moved."""
