@@ -22,18 +22,18 @@ ODD_DDL = """CREATE TABLE t (
 # The bytes a tab-separated file could get wrong: tab, line feed, carriage return, backslash,
 # 0x00, the four letters NULL and the two characters backslash N, trailing spaces, 4-byte UTF-8.
 ODD_ROWS = [
-    "(1, x'090a5c000d', x'5c4e', 'line 1\\nline 2\\ttab \\\\ back\\r\\n', 'NULL', 'a  ', "
-    "'{\"k\": \"\\\\n\\\\t\", \"n\": null}', '2024-01-01 00:00:00.000001', '-838:59:59.000000', "
-    "FROM_UNIXTIME(1700000000.5), b'111111111', 3.4028234e38, 1.0000000000000002, "
-    "-12345678901234567890.0123456789, 0, 'NULL', 'x,y', 18446744073709551615)",
-    "(2, x'', x'00', '', '\\\\N', '', '[]', '0000-00-00 00:00:00', '00:00:00', "
-    "'0000-00-00 00:00:00', b'0', -1e-50, -0e0, 0, 2000, '\\\\N', '', 0)",
-    "(3, x'4e554c4c', x'0a', 'trailing  ', 'x  ', 'é', '\"\\\\u0000\"', '9999-12-31 23:59:59.999999', "
-    "'838:59:59.999999', FROM_UNIXTIME(2147483647.999999), b'1', 1.17549435e-38, 2.2250738585072014e-308, "
-    "0.0000000001, 2155, 'a', 'y', 1)",
-    "(4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
-    "(5, x'5c5c5c', x'ff00fe', '😀\\\\', 'tab\\there', 'a\\tb', '{\"a\": 1.5e300}', '2024-02-29 12:00:00', "
-    "'-00:00:00.000001', FROM_UNIXTIME(1), b'100000000', -1.5, -1e-320, -0.5, 1901, NULL, 'x', NULL)",
+    ("(1, x'090a5c000d', x'5c4e', 'line 1\\nline 2\\ttab \\\\ back\\r\\n', 'NULL', 'a  ', "
+     "'{\"k\": \"\\\\n\\\\t\", \"n\": null}', '2024-01-01 00:00:00.000001', '-838:59:59.000000', "
+     "FROM_UNIXTIME(1700000000.5), b'111111111', 3.4028234e38, 1.0000000000000002, "
+     "-12345678901234567890.0123456789, 0, 'NULL', 'x,y', 18446744073709551615)"),
+    ("(2, x'', x'00', '', '\\\\N', '', '[]', '0000-00-00 00:00:00', '00:00:00', "
+     "'0000-00-00 00:00:00', b'0', -1e-50, -0e0, 0, 2000, '\\\\N', '', 0)"),
+    ("(3, x'4e554c4c', x'0a', 'trailing  ', 'x  ', 'é', '\"\\\\u0000\"', '9999-12-31 23:59:59.999999', "
+     "'838:59:59.999999', FROM_UNIXTIME(2147483647.999999), b'1', 1.17549435e-38, 2.2250738585072014e-308, "
+     "0.0000000001, 2155, 'a', 'y', 1)"),
+    "(4, " + ", ".join(["NULL"] * 18) + ")",
+    ("(5, x'5c5c5c', x'ff00fe', '😀\\\\', 'tab\\there', 'a\\tb', '{\"a\": 1.5e300}', '2024-02-29 12:00:00', "
+     "'-00:00:00.000001', FROM_UNIXTIME(1), b'100000000', -1.5, -1e-320, -0.5, 1901, NULL, 'x', NULL)"),
 ]
 
 # Every column by its bytes or exact value, NULL apart from every value (IS NULL first).
@@ -85,7 +85,8 @@ def test_every_odd_value_arrives_exact_through_the_staging_file(db, dest_db, tmp
 
 
 def test_a_destination_with_local_infile_off_gets_literal_inserts_and_check_says_so(db, infile_off, tmp_path):
-    config, original = remote_job(db, infile_off, tmp_path, range(1, 61), range(1, 41), archive__batch_size=15)
+    config, original = remote_job(db, infile_off, tmp_path, range(1, 61), range(1, 41),
+                                  archive__batch_size=15)
     check = run_cli(config, "--check")
     assert check.returncode == 0 and "Verdict: READY." in check.stdout, check.stdout
     assert ("rows travel as multi-row INSERTs split to fit it (local_infile is OFF on the destination: "
@@ -98,14 +99,14 @@ def test_a_destination_with_local_infile_off_gets_literal_inserts_and_check_says
 
 
 def test_an_archived_key_is_a_duplicate_through_the_staging_table_too(db, dest_db, tmp_path):
-    config, original = remote_job(db, dest_db, tmp_path, range(1, 31), range(1, 31), archive__batch_size=10)
+    config, _ = remote_job(db, dest_db, tmp_path, range(1, 31), range(1, 31), archive__batch_size=10)
     # key 5 archived identical (a twin), key 7 archived with another note (a conflict)
     columns = "id, user_id, kind, note, payload, amount, created_at, updated_at"
     for key, note in ((5, None), (7, "'changed'")):
         row = db.query(f"SELECT {columns} FROM rewards WHERE id = %s", (key,))[0]
         values = list(row)
-        dest_db.execute(f"INSERT INTO rewards_archives ({columns}) VALUES ({', '.join(['%s'] * len(values))})",
-                        values)
+        marks = ", ".join(["%s"] * len(values))
+        dest_db.execute(f"INSERT INTO rewards_archives ({columns}) VALUES ({marks})", values)
         if note:
             dest_db.execute(f"UPDATE rewards_archives SET note = {note} WHERE id = %s", (key,))
     before = loads(dest_db)
