@@ -2456,83 +2456,6 @@ def row_literal_sql(columns: Sequence[Column], alias: str) -> str:
     return f"CONCAT('(', {values}, ')')"
 
 
-# A staged row travels as a line of a LOAD DATA file (its defaults: a tab between fields, a line per
-# row, \N for NULL) whose fields follow literal_sql's decisions: strings, binary and geometry as the hex
-# of their bytes (no escapes to get right: a tab, a line feed, a backslash or 0x00 is two hex digits, and
-# the text 'NULL' is 4E554C4C), ENUM, SET, BIT and YEAR by number, a TIMESTAMP as its UTC epoch, a FLOAT
-# as its exact double, dates, times and the rest as their exact text. A type not listed stays literal.
-LOADED_BY_NUMBER = frozenset(("enum", "set", "bit", "year"))
-LOADED_AS_HEX = frozenset(("char", "varchar", "tinytext", "text", "mediumtext", "longtext", "binary",
-                           "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point",
-                           "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
-                           "geometrycollection"))
-LOADABLE = LOADED_BY_NUMBER | LOADED_AS_HEX | EXACT_NUMBERS | QUOTED_AS_TEXT | {"float", "timestamp"}
-PLAIN_PATH = re.compile(r"[A-Za-z0-9_./-]+")  # a LOAD DATA file name quoted as it is: nothing to escape
-
-
-def field_sql(column: Column, alias: str) -> str:
-    """SQL that renders a column's value as the LOAD DATA field recreating it exactly (\\N for NULL)."""
-    c, kind = f"{alias}.{quote_ident(column.name)}", column.data_type
-    if kind == "float":
-        text = f"IF({c} = 0 AND ATAN2({c}, -1) < 0, '-1e-50', {c} + 0e0)"
-    elif kind == "timestamp":
-        text = f"UNIX_TIMESTAMP({c})"  # 0 for the zero TIMESTAMP, which loaded_column knows
-    elif kind in LOADED_BY_NUMBER:
-        text = f"{c} + 0"
-    elif kind in EXACT_NUMBERS:
-        text = c
-    elif kind in QUOTED_AS_TEXT:
-        text = f"CAST({c} AS CHAR)"
-    else:
-        text = f"HEX({c})"
-    return rf"IF({c} IS NULL, '\\N', {text})"
-
-
-def row_line_sql(columns: Sequence[Column], alias: str) -> str:
-    """SQL that renders a row as its line of a LOAD DATA file (no line end): equal lines, equal rows."""
-    # CONCAT: a value whose text came out NULL (past max_allowed_packet) makes the whole line NULL.
-    return "CONCAT(" + r", '\t', ".join(field_sql(c, alias) for c in columns) + ")"
-
-
-def loaded_column(index: int, column: Column) -> tuple[str, str]:
-    """How LOAD DATA reads a column's field: into the column (numbers, dates and times), or into a
-    variable that sets it (read straight in, '2' would be the ENUM member named '2', '0' the YEAR 2000)."""
-    name, value, kind = quote_ident(column.name), f"@archive_py_{index}", column.data_type
-    if kind in EXACT_NUMBERS or kind in ("date", "datetime", "time", "float"):
-        return name, ""
-    if kind in QUOTED_AS_TEXT:  # INET4, INET6, UUID: a binary string of their text length is no value
-        return value, f"{name} = CONVERT({value} USING ascii)"
-    if kind == "timestamp":
-        epoch = f"CAST({value} AS DECIMAL(24, 6))"
-        return value, f"{name} = IF({epoch} = 0, '0000-00-00 00:00:00', FROM_UNIXTIME({epoch}))"
-    if kind in LOADED_BY_NUMBER:
-        return value, f"{name} = CAST({value} AS UNSIGNED)"
-    return value, f"{name} = UNHEX({value})"
-
-
-def staging_sql(archive: str, columns: Sequence[Column], path: str) -> list[str]:
-    """Load a batch's file into a fresh staging table of the session, then insert it into the archive.
-
-    LOAD DATA LOCAL implies IGNORE, so rows are never loaded into the archive itself (a duplicate
-    key would be skipped, its source row then deleted); what IGNORE lets through into the staging
-    table, a value strict mode refuses, shows in the warnings read right after the load. The INSERT
-    ... SELECT into the archive is neither IGNORE nor REPLACE: a duplicate key is an error (1062).
-    A temporary table is dropped and made without ending the transaction (TRUNCATE would commit).
-    """
-    stage, names = quote_ident("archive_py_stage"), ", ".join(quote_ident(c.name) for c in columns)
-    table = quote_ident(archive)
-    if not PLAIN_PATH.fullmatch(path):  # a file name must be a quoted string: sql_literal's hex is refused
-        raise ArchiveError(f"internal error: a LOAD DATA file name that needs quoting: {path!r}")
-    read = [loaded_column(index, c) for index, c in enumerate(columns)]
-    sets = ", ".join(assign for _, assign in read if assign)
-    make = f"CREATE TEMPORARY TABLE {stage} ENGINE=InnoDB AS SELECT {names} FROM {table} LIMIT 0"
-    load = (f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE {stage} CHARACTER SET binary "
-            f"({', '.join(target for target, _ in read)}){' SET ' + sets if sets else ''}")
-    return [f"DROP TEMPORARY TABLE IF EXISTS {stage}", make, load,
-            "SHOW WARNINGS LIMIT 3",
-            f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage}"]
-
-
 def fingerprint_of(literal: str) -> str:
     """SHA-256 (hex) of a row's literal, as the SQL SHA2() of the same text gives it."""
     return hashlib.sha256(literal.encode()).hexdigest()
@@ -2827,12 +2750,10 @@ class RemotePlan:
     A row is inserted as the literal of its copied columns and verified as that literal followed
     by the literal of the generated columns the destination computes again (`proof_sql`): a
     destination that computes one differently (another collation, another version) gets nothing.
-    `staged`: the copied columns travel and are proven as a LOAD DATA line instead (row_line_sql).
     """
 
     plan: TablePlan
     child: ChildPlan | None = None
-    staged: bool = False
 
     @property
     def table(self) -> KeyedTable:
@@ -2842,9 +2763,9 @@ class RemotePlan:
     def proof_sql(self, alias: str) -> str:
         """The text every copy is proven by: the inserted literal, then the recomputed columns'."""
         t = self.table
-        copied = (row_line_sql if self.staged else row_literal_sql)(t.columns, alias)
-        # A literal begins with '(', which no line holds: the recomputed literal cannot run into a line.
-        return f"CONCAT({copied}, {row_literal_sql(t.recomputed, alias)})" if t.recomputed else copied
+        if not t.recomputed:
+            return row_literal_sql(t.columns, alias)
+        return f"CONCAT({row_literal_sql(t.columns, alias)}, {row_literal_sql(t.recomputed, alias)})"
 
     def rows_sql(self, condition: str) -> tuple[str, str]:
         """What identifies each source row (the listed key, and a child row's own key) and the FROM
@@ -2860,8 +2781,7 @@ class RemotePlan:
         SQL literal; locked (a child row with the rows above it: they are all deleted)."""
         keys, rows = self.rows_sql(condition)
         alias = "s" if self.child is None else "c"
-        copied = (row_line_sql if self.staged else row_literal_sql)(self.table.columns, alias)
-        return (f"SELECT {keys}, {copied} FROM {rows}"
+        return (f"SELECT {keys}, {row_literal_sql(self.table.columns, alias)} FROM {rows}"
                 f"{' FOR UPDATE' if lock else ''}")
 
     def recomputed_sql(self, condition: str, zone: str) -> list[str]:
@@ -4592,12 +4512,8 @@ class Database:
     """
 
     def __init__(self, settings: DbSettings, lock_wait_timeout: int = 10, read_only: bool = False,
-                 wait_timeout: int | None = None, utc: bool = False, silence: int | None = None,
-                 infile: bool = False):
+                 wait_timeout: int | None = None, utc: bool = False, silence: int | None = None):
         self.settings = settings
-        # The one directory (mode 0700) this session's LOAD DATA LOCAL may send files from: a server
-        # asking for any other file gets nothing. Removed by close().
-        self.infile_dir = tempfile.mkdtemp(prefix="archive-py-load-") if infile else None
         self.silence = silence or wait_timeout  # read and write timeouts: a silent server is given up
         self.idle_limit = 28800.0  # the session's wait_timeout, after which the server drops it
         self.last_used = time.monotonic()
@@ -4615,11 +4531,7 @@ class Database:
         self.on_reconnect: Callable[[], None] | None = None
         self.on_note: Callable[[str], None] = lambda _text: None
         self.sessions = 0
-        try:
-            self.connect()
-        except BaseException:
-            self.close()  # no LOAD DATA directory left behind
-            raise
+        self.connect()
 
     @property
     def where(self) -> str:
@@ -4689,9 +4601,8 @@ class Database:
         """Connect to address `index` and set up the session; refuse a cluster node that isn't ready."""
         # A server that stops answering (a partition, a frozen host) is given up (run_silence,
         # probe_silence); connect_timeout covers the handshake.
-        infile = {"allow_local_infile_in_path": self.infile_dir} if self.infile_dir else {}
         self.conn = mysql.connector.connect(
-            **self.settings.connect_kwargs(index), **silence_limits(self.silence), **infile, autocommit=True,
+            **self.settings.connect_kwargs(index), **silence_limits(self.silence), autocommit=True,
             charset="utf8mb4",
             use_unicode=True, get_warnings=False, client_flags=[ClientFlag.FOUND_ROWS])
         self.cursor = self.conn.cursor()
@@ -4900,10 +4811,8 @@ class Database:
         return rows[0][0] if rows else None
 
     def close(self) -> None:
-        """Close the session (and remove its LOAD DATA directory)."""
+        """Close the session."""
         self.disconnect()
-        if self.infile_dir:
-            shutil.rmtree(self.infile_dir, ignore_errors=True)
 
 
 def retry_conflicts(db: Database, timeout: float, attempt: Callable[[], T]) -> T:
@@ -5211,28 +5120,6 @@ def check_key(db: Database, archive_db: Database, config: Config, source: list[d
     return (composite_key_type(parts) if len(parts) == len(keys) else None), indexes, names
 
 
-def staging_refusal(dest: Database, archive: str, columns: Sequence[Column], family: bool) -> str | None:
-    """Why rows cannot travel to the destination by LOAD DATA LOCAL into a staging table (None: they can)."""
-    if family:
-        return "a table with [child NAME] tables"
-    if str(dest.variable("local_infile")).upper() not in ("1", "ON"):
-        return "local_infile is OFF on the destination"
-    odd = [c for c in columns if c.data_type not in LOADABLE]
-    if odd:
-        return f"column `{odd[0].name}` is {odd[0].data_type}, which has no LOAD DATA format here"
-    stage = staging_sql(archive, columns, "/")[:2]  # the drop and the making of the staging table
-    try:
-        dest.execute(stage[1])
-        dest.execute(stage[0])
-    except mysql.connector.Error as exc:
-        if is_connection_error(exc):
-            raise
-        return f"cannot make the staging table ({describe_mysql_error(exc)})"
-    finally:
-        dest.rollback()
-    return None
-
-
 # --------------------------------------------------------------------------- privileges
 
 def send_probe(session: Database, sql: str, tries: int = 6) -> None:
@@ -5365,13 +5252,11 @@ def check_write_set(db: Database, batch_size: int, source: str, found: Preflight
             f"or less (estimated from the table's average row length, {average} bytes)")
 
 
-def check_transfer(archive_db: Database, found: Preflight, refusal: str | None) -> None:
-    """What rows need to reach another server: room in its max_allowed_packet, and how they travel."""
+def check_transfer(archive_db: Database, found: Preflight) -> None:
+    """What rows need to reach another server: room in its max_allowed_packet."""
     packet = int(archive_db.variable("max_allowed_packet") or 0)
-    how = ("rows travel by LOAD DATA LOCAL into a staging table, then INSERT ... SELECT" if refusal is None
-           else f"rows travel as multi-row INSERTs split to fit it ({refusal}: no LOAD DATA LOCAL staging)")
-    found.notes.append(f"destination {archive_db.where}: max_allowed_packet {packet}; {how}; a single row "
-                       "larger than max_allowed_packet fails its batch")
+    found.notes.append(f"destination {archive_db.where}: max_allowed_packet {packet}; inserts are split to "
+                       "fit it, and a single row larger than that fails its batch")
 
 
 def server_identity(db: Database) -> ServerIdentity:
@@ -5607,8 +5492,7 @@ def examine(db: Database, config: Config, dest: Database | None, found: Prefligh
         else:
             check_write_set(session, config.batch_size, config.source_table, found)
     if dest is not None:
-        refusal = staging_refusal(dest, config.archive_table, copied, bool(config.children))
-        check_transfer(dest, found, refusal)
+        check_transfer(dest, found)
         check_destination_server(db, dest, config, found)
     if key_type is None:
         return
@@ -7268,8 +7152,7 @@ class OtherServer(Mover):
 
     def __init__(self, db: Database, dest: Database, plan: TablePlan, tracking: Tracking):
         super().__init__(db, plan, tracking)
-        self.dest = dest
-        self.remote = RemotePlan(plan, staged=self.can_stage(plan))
+        self.dest, self.remote = dest, RemotePlan(plan)
         self.packet = int(dest.variable("max_allowed_packet") or 4 << 20)
         self.zone = str(db.query("SELECT @@SESSION.time_zone")[0][0])  # the source session's own
         self.beside = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="archive-destination")
@@ -7494,8 +7377,6 @@ class OtherServer(Mover):
             return True
         if not proven:
             self.check_destination()
-        if self.remote.staged:  # one table: a family is never staged (staging_refusal)
-            return self.insert_staged(copies[0])
         inserts: list[tuple[str, Sequence[Any]]] = [
             (c.remote.insert_sql(chunk), ()) for c in copies for chunk in self.chunks(c.literals, len)]
         checks: list[tuple[str, Sequence[Any]]] = [
@@ -7509,37 +7390,6 @@ class OtherServer(Mover):
         return all(tuple(rows[0]) == (len(c.keys), batch_fingerprint_of(c.proofs))
                    for c, rows in zip(copies, results[len(inserts):]))
 
-    def insert_staged(self, copies: Copies) -> bool:
-        """Load the rows' lines into a fresh staging table, insert them from there into the archive and
-        check them as insert() does, in one round trip (LOAD DATA sends the file within it)."""
-        path = os.path.join(cast(str, self.dest.infile_dir), "batch.tsv")
-        condition, params = copies.remote.table.condition(copies.keys, "a")
-        table = copies.remote.table
-        script = [(sql, ()) for sql in staging_sql(table.archive, table.columns, path)]
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # row data: for this user only
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-                out.writelines(line + "\n" for line in copies.literals)
-            *_, loaded, warnings, inserted, rows = self.dest.execute_script(
-                [*script, (copies.remote.verify_sql(condition), params)], rows=True)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        if warnings:  # what strict mode would have refused, had LOCAL not implied IGNORE
-            self.dest.rollback()
-            text = "; ".join(f"{level} {code}: {message}" for level, code, message in warnings)
-            raise ArchiveError(f"the destination's LOAD DATA of the batch into its staging table gave "
-                               f"warnings ({text}): a value the archive table cannot hold as the source "
-                               "holds it; nothing was moved")
-        checked("loaded into the staging table on the destination", len(copies.keys), loaded)
-        checked("inserted on the destination", len(copies.keys), inserted)
-        return tuple(rows[0]) == (len(copies.keys), batch_fingerprint_of(copies.proofs))
-
-    def can_stage(self, plan: TablePlan) -> bool:
-        """Whether this session's rows travel by LOAD DATA LOCAL into a staging table (staging_refusal)."""
-        return self.dest.infile_dir is not None and PLAIN_PATH.fullmatch(self.dest.infile_dir) is not None \
-            and staging_refusal(self.dest, plan.archive, plan.columns, bool(plan.children)) is None
-
     def check_destination(self) -> None:
         """Lock the archive table on the destination as the INSERT will, and prove it is still what
         the preflight approved, before anything is written there (the INSERT of literal rows
@@ -7550,7 +7400,7 @@ class OtherServer(Mover):
 
     def adopt(self, plan: TablePlan) -> None:
         """Go on with a plan made for the tables' new definitions."""
-        self.plan, self.remote = plan, RemotePlan(plan, staged=self.can_stage(plan))
+        self.plan, self.remote = plan, RemotePlan(plan)
 
     def chunks(self, items: Sequence[T], size: Callable[[T], int]) -> Iterator[list[T]]:
         """Items (an INSERT's row literals, a script's statements) grouped so that each group fits
@@ -8674,8 +8524,7 @@ def open_destination(config: Config, read_only: bool = False) -> Database | None
     if read_only:
         return Database(config.dest, config.lock_wait_timeout, read_only=True, utc=True,
                         silence=probe_silence(config, config.dest))
-    return Database(config.dest, config.lock_wait_timeout, utc=True, wait_timeout=run_silence(config),
-                    infile=True)
+    return Database(config.dest, config.lock_wait_timeout, utc=True, wait_timeout=run_silence(config))
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -1,14 +1,11 @@
-"""Into another server by LOAD DATA LOCAL into a staging table: every odd value arrives exact through
-the file, and a destination with local_infile OFF gets today's literal INSERTs, which --check names."""
+"""Into another server, the values a text transport most easily gets wrong arrive exact: tab, line
+feed, backslash, 0x00, the text NULL and backslash-N beside NULL, trailing spaces, JSON, fractions,
+BIT, FLOAT and DOUBLE extremes, zero dates (kept from measuring LOAD DATA LOCAL staging, issue 25)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from helpers import ScratchDatabase, run_cli, write_config, write_csv
-from test_destination import assert_exactly_once, dest_keys, remote_job
+from helpers import run_cli, write_config, write_csv
+from test_destination import dest_keys
 
 ODD_DDL = """CREATE TABLE t (
   id INT NOT NULL PRIMARY KEY,
@@ -45,22 +42,7 @@ ODD_FINGERPRINT = (
     "ts IS NULL, fl IS NULL, en IS NULL, ub IS NULL) FROM t ORDER BY id")
 
 
-def loads(dest: ScratchDatabase) -> int:
-    """LOAD DATA statements the destination server has run (all sessions)."""
-    return int(dest.query("SHOW GLOBAL STATUS LIKE 'Com_load'")[0][1])
-
-
-@pytest.fixture
-def infile_off(dest_db: ScratchDatabase) -> Iterator[ScratchDatabase]:
-    """The destination server with local_infile OFF for the test; ON again afterwards."""
-    dest_db.execute("SET GLOBAL local_infile = 0")
-    try:
-        yield dest_db
-    finally:
-        dest_db.execute("SET GLOBAL local_infile = 1")
-
-
-def test_every_odd_value_arrives_exact_through_the_staging_file(db, dest_db, tmp_path):
+def test_every_odd_value_arrives_exact_on_the_destination(db, dest_db, tmp_path):
     for session in (db, dest_db):
         session.execute(ODD_DDL)
     conn = db.connect()
@@ -74,44 +56,7 @@ def test_every_odd_value_arrives_exact_through_the_staging_file(db, dest_db, tmp
     write_csv(tmp_path / "csv" / "ids.csv", [row[0] for row in original])
     config = write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t",
                           **dest_keys(dest_db))
-    check = run_cli(config, "--check")
-    assert "rows travel by LOAD DATA LOCAL into a staging table" in check.stdout, check.stdout
-    before = loads(dest_db)
     result = run_cli(config)
     assert result.returncode == 0, (result.stdout, result.stderr)
-    assert loads(dest_db) > before  # the rows came through the file, not as literals
     assert db.query("SELECT COUNT(*) FROM t")[0][0] == 0
     assert dest_db.query(ODD_FINGERPRINT) == original
-
-
-def test_a_destination_with_local_infile_off_gets_literal_inserts_and_check_says_so(db, infile_off, tmp_path):
-    config, original = remote_job(db, infile_off, tmp_path, range(1, 61), range(1, 41),
-                                  archive__batch_size=15)
-    check = run_cli(config, "--check")
-    assert check.returncode == 0 and "Verdict: READY." in check.stdout, check.stdout
-    assert ("rows travel as multi-row INSERTs split to fit it (local_infile is OFF on the destination: "
-            "no LOAD DATA LOCAL staging)") in check.stdout, check.stdout
-    before = loads(infile_off)
-    result = run_cli(config)
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    assert loads(infile_off) == before
-    assert_exactly_once(db, infile_off, original, set(range(1, 41)))
-
-
-def test_an_archived_key_is_a_duplicate_through_the_staging_table_too(db, dest_db, tmp_path):
-    config, _ = remote_job(db, dest_db, tmp_path, range(1, 31), range(1, 31), archive__batch_size=10)
-    # key 5 archived identical (a twin), key 7 archived with another note (a conflict)
-    columns = "id, user_id, kind, note, payload, amount, created_at, updated_at"
-    for key, note in ((5, None), (7, "'changed'")):
-        row = db.query(f"SELECT {columns} FROM rewards WHERE id = %s", (key,))[0]
-        values = list(row)
-        marks = ", ".join(["%s"] * len(values))
-        dest_db.execute(f"INSERT INTO rewards_archives ({columns}) VALUES ({marks})", values)
-        if note:
-            dest_db.execute(f"UPDATE rewards_archives SET note = {note} WHERE id = %s", (key,))
-    before = loads(dest_db)
-    result = run_cli(config)
-    assert result.returncode == 3, (result.stdout, result.stderr)
-    assert loads(dest_db) > before
-    assert [r[0] for r in db.query("SELECT id FROM rewards ORDER BY id")] == [7]
-    assert dest_db.query("SELECT COUNT(*) FROM rewards_archives")[0][0] == 30
