@@ -2195,6 +2195,14 @@ class Dialect:
             return "SHOW ALL SLAVES STATUS"
         return "SHOW REPLICA STATUS" if self.mysql_since(8, 0, 22) else "SHOW SLAVE STATUS"
 
+    @property
+    def foreign_keys_table(self) -> str:
+        """InnoDB's own list of foreign keys (PROCESS privilege), which has those of tables this user
+        cannot see: MariaDB's INNODB_SYS_FOREIGN is INNODB_FOREIGN from MySQL 8.0, which has no
+        INNODB_SYS_FOREIGN (error 1109), with the same columns and TYPE flags:
+        https://dev.mysql.com/doc/refman/8.0/en/information-schema-innodb-foreign-table.html"""
+        return "INNODB_FOREIGN" if self.mysql else "INNODB_SYS_FOREIGN"
+
     def index_usable_sql(self) -> str:
         """A condition on information_schema.STATISTICS: the index may be named in FORCE INDEX. An
         INVISIBLE (MySQL 8.0: IS_VISIBLE) or IGNORED (MariaDB 10.6) index may not (error 1176):
@@ -2927,26 +2935,27 @@ class Definitions:
             tuple(normalized_create(rows[0][1]) for rows in creates) == self.creates
 
 
-def referencing_keys_sql(database: str, table: str, innodb: bool) -> str:
+def referencing_keys_sql(database: str, table: str, innodb: str) -> str:
     """The foreign keys of any table that reference `table`, as one text.
 
     information_schema.REFERENTIAL_CONSTRAINTS shows only the tables the user has privileges on,
-    and must open every table of the server to answer; InnoDB's own list (PROCESS privilege) has
-    them all, in a tenth of a millisecond.
+    and must open every table of the server to answer; InnoDB's own list (PROCESS privilege; its
+    table `innodb`, Dialect.foreign_keys_table, or "" for REFERENTIAL_CONSTRAINTS) has them all,
+    in a tenth of a millisecond.
     """
     if innodb:
         # InnoDB names tables 'db/table' in file-name encoding: of our identifier characters only
         # '$' is encoded.
         name = f"{database}/{table}".replace("$", "@0024")
         return ("SELECT GROUP_CONCAT(ID, ' ', FOR_NAME, ' ', TYPE ORDER BY ID SEPARATOR ', ') FROM "
-                f"information_schema.INNODB_SYS_FOREIGN WHERE REF_NAME = {sql_literal(name)}")
+                f"information_schema.{innodb} WHERE REF_NAME = {sql_literal(name)}")
     return ("SELECT GROUP_CONCAT(CONSTRAINT_SCHEMA, '.', TABLE_NAME, ' ', CONSTRAINT_NAME, ' ', DELETE_RULE "
             "ORDER BY CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME SEPARATOR ', ') FROM "
             "information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = DATABASE() "
             f"AND REFERENCED_TABLE_NAME = {sql_literal(table)}")
 
 
-def family_referencing_sql(database: str, tables: Sequence[str], innodb: bool) -> str:
+def family_referencing_sql(database: str, tables: Sequence[str], innodb: str) -> str:
     """The foreign keys that reach any of `tables` (the source and its child tables), one text,
     each table's part named, so a key that moved from one table to another is a change."""
     if len(tables) == 1:
@@ -4913,10 +4922,11 @@ def unique_keys_text(db: Database, table: str) -> str:
     return "its keys are " + "; ".join(f"{name} ({names})" for name, names in rows)
 
 
-def child_foreign_keys(db: Database, database: str, table: str, innodb: bool) -> list[tuple[Any, ...]]:
+def child_foreign_keys(db: Database, database: str, table: str, innodb: str) -> list[tuple[Any, ...]]:
     """(schema, child table, constraint, ON DELETE rule) of every foreign key to `table`.
 
-    With `innodb`, from InnoDB's own list, which also has the tables this user cannot see.
+    With `innodb` (Dialect.foreign_keys_table), from InnoDB's own list, which also has the tables
+    this user cannot see.
     """
     if not innodb:
         return db.query(
@@ -4925,7 +4935,7 @@ def child_foreign_keys(db: Database, database: str, table: str, innodb: bool) ->
             "AND REFERENCED_TABLE_NAME = %s", (table,))
     found = []
     for fk_id, child, flags in db.query(
-            "SELECT ID, FOR_NAME, TYPE FROM information_schema.INNODB_SYS_FOREIGN WHERE REF_NAME = %s",
+            f"SELECT ID, FOR_NAME, TYPE FROM information_schema.{innodb} WHERE REF_NAME = %s",
             (f"{database}/{table}".replace("$", "@0024"),)):
         schema, name = decode_innodb_name(child).split("/", 1)
         rule = next((rule for flag, rule in INNODB_DELETE_RULES if int(flags) & flag), "RESTRICT")
@@ -4933,12 +4943,13 @@ def child_foreign_keys(db: Database, database: str, table: str, innodb: bool) ->
     return found
 
 
-def choose_referencing(db: Database, config: Config, found: Preflight) -> bool:
-    """Whether this user can read InnoDB's list of foreign keys (PROCESS privilege); without it a
-    foreign key of a table the user cannot see would cascade into that table unnoticed."""
+def choose_referencing(db: Database, config: Config, found: Preflight) -> str:
+    """InnoDB's list of foreign keys when this user can read it (PROCESS privilege), else "";
+    without it a foreign key of a table the user cannot see would cascade into that table unnoticed."""
+    innodb = db.dialect.foreign_keys_table
     try:
-        db.query(referencing_keys_sql(config.database, config.source_table, innodb=True))
-        return True
+        db.query(referencing_keys_sql(config.database, config.source_table, innodb))
+        return innodb
     except mysql.connector.Error as exc:
         if is_connection_error(exc):
             raise
@@ -4947,11 +4958,11 @@ def choose_referencing(db: Database, config: Config, found: Preflight) -> bool:
                 f"cannot see every foreign key that references `{config.source_table}`: information_schema "
                 "shows only tables this user has privileges on, and a hidden child table with ON DELETE "
                 "CASCADE would lose rows with every batch; GRANT PROCESS ON *.* to this user so that the "
-                "preflight and every batch read InnoDB's own list (information_schema.INNODB_SYS_FOREIGN)")
+                f"preflight and every batch read InnoDB's own list (information_schema.{innodb})")
         else:
-            found.notes.append("this server has no information_schema.INNODB_SYS_FOREIGN: foreign keys are "
+            found.notes.append(f"this server has no information_schema.{innodb}: foreign keys are "
                                "read from REFERENTIAL_CONSTRAINTS, which omits tables this user cannot see")
-        return False
+        return ""
 
 
 def fetch_triggers(db: Database, table: str, event: str) -> list[tuple[str, bool]]:
@@ -5036,7 +5047,7 @@ def check_declared_foreign_key(db: Database, spec: ChildSpec, parent_table: str,
 
 
 def check_side_effects(db: Database, archive_db: Database, config: Config, found: Preflight,
-                       innodb: bool, covered: Sequence[tuple[str, str, str]] = ()) -> None:
+                       innodb: str, covered: Sequence[tuple[str, str, str]] = ()) -> None:
     """Foreign keys and triggers that make a DELETE or INSERT do more than move the row; the
     foreign keys of the child tables that move with it (`covered`) do not."""
     children = [c for c in child_foreign_keys(db, config.database, config.source_table, innodb)
@@ -5330,7 +5341,7 @@ def folded_names(config: Config, db: Database, dest: Database | None) -> Config:
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def watched_sides(config: Config, dest: Database | None, innodb: bool) -> tuple[Definitions, Definitions]:
+def watched_sides(config: Config, dest: Database | None, innodb: str) -> tuple[Definitions, Definitions]:
     """What every batch checks on the source's server (the source and its child tables, and their
     archives when they are there too) and on the destination (the archive tables)."""
     sources = [config.source_table] + [c.source_table for c in config.children]
@@ -5410,7 +5421,7 @@ def child_key_type(source: list[dict[str, Any]], key: tuple[str, ...], found: Pr
 
 
 def examine_child(db: Database, archive_db: Database, config: Config, spec: ChildSpec,
-                  parent_key: tuple[str, ...], found: Preflight, innodb: bool) -> ChildPlan | None:
+                  parent_key: tuple[str, ...], found: Preflight, innodb: str) -> ChildPlan | None:
     """One [child NAME] table: like the source, a key of its own, its archive's columns (on archive_db),
     no side effects, and an index on parent_columns (else every batch would lock the whole table)."""
     own = Preflight()
@@ -5458,7 +5469,7 @@ def examine_child(db: Database, archive_db: Database, config: Config, spec: Chil
 
 
 def examine_children(db: Database, archive_db: Database, config: Config, key: tuple[str, ...],
-                     found: Preflight, innodb: bool) -> tuple[ChildPlan, ...]:
+                     found: Preflight, innodb: str) -> tuple[ChildPlan, ...]:
     """Every [child NAME] table, parents first; each child's parent key is its parent's own key."""
     plans: dict[str, ChildPlan] = {}
     for spec in config.children:
@@ -5471,7 +5482,7 @@ def examine_children(db: Database, archive_db: Database, config: Config, key: tu
     return tuple(plans.values())
 
 
-def examine(db: Database, config: Config, dest: Database | None, found: Preflight, innodb: bool) -> None:
+def examine(db: Database, config: Config, dest: Database | None, found: Preflight, innodb: str) -> None:
     """The checks themselves: the plan into `found`, or the problems that block one."""
     archive_db = dest or db
     if not check_tables(db, archive_db, config, found):
