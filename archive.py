@@ -5580,9 +5580,11 @@ TEXT_BYTES = 60_000  # what a TEXT column (65,535 bytes) is given, with room to 
 ADMIN_SETUP = "as an admin, load schema.sql or run archive.py with --setup once; see the README's grants"
 
 
-# What a run writes to each tracking table (it reads them all), and a column to name in a test UPDATE.
+# What a run writes to each tracking table (it reads them all). A batch's row is UPDATEd by the
+# later parts of a batch moved in parts, and a failed batch's INSERT ... ON DUPLICATE KEY UPDATE
+# needs UPDATE whether or not the row exists.
 TRACKING_WRITES = {"process_logs": ("INSERT", "UPDATE"), "file_processing_logs": ("INSERT", "UPDATE"),
-                   "batch_processing_logs": ("INSERT",), "conflict_logs": ("INSERT", "UPDATE"),
+                   "batch_processing_logs": ("INSERT", "UPDATE"), "conflict_logs": ("INSERT", "UPDATE"),
                    "run_locks": ("INSERT", "UPDATE", "DELETE")}
 
 # The current schema. Columns added since schema 1 come last, in the order the

@@ -152,3 +152,43 @@ def test_a_schema_1_database_is_upgraded_for_a_least_privilege_user_by_one_setup
     result = run_cli(config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert db.count("rewards") == 10 and db.count("rewards_archives") == 20
+
+
+def grants_without_one() -> list[tuple[str, str]]:
+    """(privilege, table) for every privilege the README grants on a table or *.*, but REPLICATION
+    CLIENT (only with [controls] replicas)."""
+    block = readme_admin_block("app", "u", "pw")
+    found = []
+    for sql in block:
+        match = re.match(r"GRANT (.+) ON (\S+) TO", sql)
+        if match and match.group(1) != "REPLICATION CLIENT":
+            found += [(privilege, match.group(2)) for privilege in match.group(1).split(", ")]
+    return found
+
+
+def without(sqls: list[str], privilege: str, where: str) -> list[str]:
+    """The statements with `privilege` dropped from the GRANT on `where` (and that GRANT, if it was
+    its only one)."""
+    done = []
+    for sql in sqls:
+        match = re.match(r"GRANT (.+) ON (\S+) (TO .*)", sql)
+        if match and match.group(2) == where:
+            kept = [p for p in match.group(1).split(", ") if p != privilege]
+            if kept:
+                done.append(f"GRANT {', '.join(kept)} ON {where} {match.group(3)}")
+            continue
+        done.append(sql)
+    return done
+
+
+@pytest.mark.parametrize("privilege, where", grants_without_one())
+def test_check_is_not_ready_without_any_one_of_the_readme_grants(db, tmp_path, server, user,
+                                                                 privilege, where):
+    """A run that would fail on a privilege is never READY: each of the README's grants in turn left out."""
+    create_rewards_tables(db, archive=None)
+    insert_rewards(db, range(1, 31))
+    target = where.replace("`app`.", f"`{db.name}`.")
+    as_root(server, db.name, without(readme_admin_block(db.name, *user), privilege, target))
+    check = run_cli(job(tmp_path, db, user), "--check")
+    assert check.returncode == 1 and "Verdict: NOT READY" in check.stdout, check.stdout
+    assert fails(check.stdout), check.stdout
