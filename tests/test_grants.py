@@ -32,8 +32,8 @@ def statements(sql: str) -> list[str]:
     return [s.strip() for s in re.sub(r"--.*$", "", sql, flags=re.M).split(";") if s.strip()]
 
 
-def readme_admin_block(database: str, user: str, password: str) -> list[str]:
-    """The README's least-privilege block, statement by statement, for `database` and user@localhost;
+def readme_admin_block(database: str, user: str, password: str, host: str = "localhost") -> list[str]:
+    """The README's least-privilege block, statement by statement, for `database` and user@host;
     `SOURCE schema.sql` becomes schema.sql's own statements."""
     readme = (REPO / "README.md").read_text()
     block = readme.split("Least-privilege grants", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
@@ -43,18 +43,18 @@ def readme_admin_block(database: str, user: str, password: str) -> list[str]:
             done += statements((REPO / "schema.sql").read_text())
             continue
         sql = re.sub(r"^USE app$", f"USE `{database}`", sql).replace(" app.", f" `{database}`.")
-        done.append(sql.replace("'archiver'@'%'", f"'{user}'@'localhost'").replace("'...'", f"'{password}'"))
+        done.append(sql.replace("'archiver'@'%'", f"'{user}'@'{host}'").replace("'...'", f"'{password}'"))
     return done
 
 
 @pytest.fixture
-def user(server: Any) -> Iterator[tuple[str, str]]:
-    """A fresh user name and password; the user is dropped afterwards."""
-    name, password = f"g_{uuid.uuid4().hex[:8]}", "Grant-pw-1"
-    yield name, password
+def user(server: Any) -> Iterator[tuple[str, str, str]]:
+    """A fresh user name, password and host (where the tests connect from); dropped afterwards."""
+    name, password, host = f"g_{uuid.uuid4().hex[:8]}", "Grant-pw-1", server.client_host()
+    yield name, password, host
     root = server.connect()
     try:
-        root.cursor().execute(f"DROP USER IF EXISTS '{name}'@'localhost'")
+        root.cursor().execute(f"DROP USER IF EXISTS '{name}'@'{host}'")
     finally:
         root.close()
 
@@ -72,7 +72,7 @@ def as_root(server: Any, database: str, sqls: list[str]) -> None:
         root.close()
 
 
-def job(tmp_path: Path, db: ScratchDatabase, user: tuple[str, str], **overrides: Any) -> Path:
+def job(tmp_path: Path, db: ScratchDatabase, user: tuple[str, str, str], **overrides: Any) -> Path:
     """A config running as `user`, with its key file."""
     write_csv(tmp_path / "csv" / "ids.csv", KEYS)
     return write_config(tmp_path, db, archive__batch_size=10, database__user=user[0],
@@ -100,7 +100,7 @@ def test_the_readme_block_works_as_written_on_a_fresh_database(db, tmp_path, ser
 def test_check_is_not_ready_when_the_tracking_tables_cannot_be_created(db, tmp_path, server, user):
     create_rewards_tables(db)
     insert_rewards(db, range(1, 31))
-    where = f"'{user[0]}'@'localhost'"
+    where = f"'{user[0]}'@'{user[2]}'"
     as_root(server, db.name, [f"CREATE USER {where} IDENTIFIED BY '{user[1]}'",
                               f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{db.name}`.* TO {where}",
                               f"GRANT PROCESS ON *.* TO {where}"])

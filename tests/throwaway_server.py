@@ -176,6 +176,18 @@ class _ServerBase:
         """Open an autocommit utf8mb4 mysql.connector connection."""
         return _connect(self.connection_kwargs(database), kw)
 
+    def client_host(self) -> str:
+        """The host part of an account the tests connect as, as the server sees them: 'localhost'
+        through a socket, over TCP the client's address (or its name, if the server resolves
+        names), so a user created at it can log in from an ARCHIVE_TEST_DSN server too."""
+        conn = self.connect()
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT SUBSTRING_INDEX(USER(), '@', -1)")
+            return str(cursor.fetchall()[0][0])
+        finally:
+            conn.close()
+
 
 class ThrowawayMariaDB(_ServerBase):
     """A mariadbd of our own, running on a data directory inside *basedir*."""
