@@ -7822,6 +7822,11 @@ def replica_lag(conn: Any, where: str) -> tuple[float | None, str]:
         try:
             cursor.execute("SHOW REPLICA STATUS")
         except mysql.connector.Error as exc:
+            if exc.errno == ER_SPECIFIC_ACCESS_DENIED:  # else every read is "lag unknown": exit 6, later
+                raise ArchiveError(
+                    f"[controls] replicas: {where}: cannot read its lag, {describe_mysql_error(exc)}; GRANT "
+                    "SLAVE MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) ON *.* to this user (see the "
+                    "README's grants)") from exc
             if exc.errno != errorcode.ER_PARSE_ERROR:
                 raise
             cursor.execute("SHOW SLAVE STATUS")

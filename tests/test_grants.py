@@ -155,13 +155,13 @@ def test_a_schema_1_database_is_upgraded_for_a_least_privilege_user_by_one_setup
 
 
 def grants_without_one() -> list[tuple[str, str]]:
-    """(privilege, table) for every privilege the README grants on a table or *.*, but REPLICATION
-    CLIENT (only with [controls] replicas)."""
+    """(privilege, table) for every privilege the README grants on a table or *.*, but SLAVE MONITOR
+    (only with [controls] replicas)."""
     block = readme_admin_block("app", "u", "pw")
     found = []
     for sql in block:
         match = re.match(r"GRANT (.+) ON (\S+) TO", sql)
-        if match and match.group(1) != "REPLICATION CLIENT":
+        if match and match.group(1) != "SLAVE MONITOR":
             found += [(privilege, match.group(2)) for privilege in match.group(1).split(", ")]
     return found
 
@@ -192,3 +192,28 @@ def test_check_is_not_ready_without_any_one_of_the_readme_grants(db, tmp_path, s
     check = run_cli(job(tmp_path, db, user), "--check")
     assert check.returncode == 1 and "Verdict: NOT READY" in check.stdout, check.stdout
     assert fails(check.stdout), check.stdout
+
+
+def test_check_is_not_ready_without_the_replica_grant_when_it_watches_replicas(db, tmp_path, server, user):
+    """[controls] replicas: SHOW REPLICA STATUS needs the README's SLAVE MONITOR (MariaDB 10.5.9+; its
+    REPLICATION CLIENT no longer does), else every lag read was "unknown" and the run exit 6 after
+    replica_timeout while --check failed on a bare 1227 (here the server watches itself)."""
+    create_rewards_tables(db, archive=None)
+    insert_rewards(db, range(1, 31))
+    kw = server.connection_kwargs()
+    replica = (f"mysql://localhost/?unix_socket={kw['unix_socket']}" if "unix_socket" in kw
+               else f"mysql://{kw['host']}:{kw['port']}")
+    block = readme_admin_block(db.name, *user)
+    monitor = [sql for sql in block if "SLAVE MONITOR" in sql]
+    as_root(server, db.name, [sql for sql in block if sql not in monitor])
+    config = job(tmp_path, db, user, controls__replicas=replica, controls__replica_timeout="600")
+    check = run_cli(config, "--check")
+    assert check.returncode == 1 and "Verdict: NOT READY" in check.stdout, check.stdout + check.stderr
+    assert "cannot read its lag, MySQL Error 1227" in check.stdout, check.stdout
+    assert "GRANT SLAVE MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) ON *.*" in check.stdout
+    result = run_cli(config)  # refused at its first lag read, not paused for replica_timeout
+    assert result.returncode == 1 and "cannot read its lag" in result.stderr, result.stdout + result.stderr
+    assert db.count("rewards_archives") == 0
+    as_root(server, db.name, monitor)
+    check = run_cli(config, "--check")
+    assert check.returncode == 0 and "replica: " in check.stdout, check.stdout
