@@ -7822,11 +7822,6 @@ def replica_lag(conn: Any, where: str) -> tuple[float | None, str]:
         try:
             cursor.execute("SHOW REPLICA STATUS")
         except mysql.connector.Error as exc:
-            if exc.errno == ER_SPECIFIC_ACCESS_DENIED:  # else every read is "lag unknown": exit 6, later
-                raise ArchiveError(
-                    f"[controls] replicas: {where}: cannot read its lag, {describe_mysql_error(exc)}; GRANT "
-                    "SLAVE MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) ON *.* to this user (see the "
-                    "README's grants)") from exc
             if exc.errno != errorcode.ER_PARSE_ERROR:
                 raise
             cursor.execute("SHOW SLAVE STATUS")
@@ -7837,6 +7832,15 @@ def replica_lag(conn: Any, where: str) -> tuple[float | None, str]:
             member = next(iter(cursor.fetchall()), None)
             cursor.execute(GROUP_APPLIER_SQL)
             workers = cursor.fetchall()
+    except mysql.connector.Error as exc:
+        # Refused for good: read as "lag unknown", every run would pause until replica_timeout (exit 6).
+        if exc.errno in (ER_SPECIFIC_ACCESS_DENIED, errorcode.ER_TABLEACCESS_DENIED_ERROR):
+            raise ArchiveError(
+                f"[controls] replicas: {where}: cannot read its lag, {describe_mysql_error(exc)}; "
+                "GRANT SLAVE MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) ON *.* to this user, on a "
+                "Group Replication member also SELECT ON performance_schema.* (see the README's grants)"
+            ) from exc
+        raise
     finally:
         cursor.close()
     return replica_lag_from(status, member, workers, where)
