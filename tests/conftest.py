@@ -202,11 +202,22 @@ SERVER_FIXTURES = frozenset({"server", "pair", "galera_cluster", "galera_db", "d
                              "own_server"})
 
 
+# Fixtures that start MariaDB servers of their own (a cluster, a replica, TLS, server options).
+OWN_SERVER_FIXTURES = (SERVER_FIXTURES - {"server"}) | {"tls_server", "tls_db", "plain_server"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs MariaDB with ``server``: those using a SERVER_FIXTURES
     fixture, directly or through another one (a test that starts mariadbd itself carries
     ``@pytest.mark.server``).  ``pytest -m "not server"`` runs the rest, the pure tests,
-    without MariaDB; ``./dev.sh py39`` does."""
+    without MariaDB; ``./dev.sh py39`` does.  With ``$ARCHIVE_TEST_DSN`` a test that starts
+    servers of its own is skipped, as the README says: only the DSN's server is under test
+    (and its machine may have no MariaDB to start, nor want galera-4 installed as root)."""
+    external = bool(os.environ.get(DSN_ENV_VAR))
     for item in items:
-        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if SERVER_FIXTURES.intersection(names):
             item.add_marker(pytest.mark.server)
+        if external and (OWN_SERVER_FIXTURES.intersection(names) or (
+                item.get_closest_marker("server") is not None and "server" not in names)):
+            item.add_marker(pytest.mark.skip(reason=f"starts servers of its own ({DSN_ENV_VAR} is set)"))
