@@ -158,6 +158,24 @@ def test_missing_key_column_is_refused(db, tmp_path):
     expect_refused(db, config, ["no column `reward_id`"])
 
 
+@pytest.mark.mariadb_only(reason="IGNORED indexes are MariaDB's (MySQL's INVISIBLE: test_dialect.py)")
+def test_an_ignored_unique_key_is_not_a_key_because_force_index_cannot_name_it(db, tmp_path):
+    """FORCE INDEX of an IGNORED index fails every batch (1176, which read as a grant problem)."""
+    create_rewards_tables(db)
+    db.execute("ALTER TABLE rewards DROP PRIMARY KEY, "
+               "ADD COLUMN pk INT NOT NULL AUTO_INCREMENT PRIMARY KEY FIRST, "
+               "ADD UNIQUE KEY uq_id (id) IGNORED")
+    db.execute("ALTER TABLE rewards_archives ADD COLUMN pk INT NOT NULL FIRST")
+    insert_rewards(db, IDS)
+    config = write_config(tmp_path, db, archive__batch_size=BATCH)
+    write_csv(tmp_path / "csv" / "ids.csv", CSV_IDS)
+    expect_refused(db, config, ["`id` is not the primary key or a unique key of the source"])
+    db.execute("ALTER TABLE rewards ALTER INDEX uq_id NOT IGNORED")
+    result = run_cli(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert db.count("rewards_archives") == len(CSV_IDS)
+
+
 def test_key_column_that_is_not_unique_is_refused(db, tmp_path):
     """A non-unique index on the key and another primary key: a key could match many rows."""
     create_rewards_tables(db)
