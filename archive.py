@@ -7788,14 +7788,21 @@ def batches_of(tracking: Tracking, run_id: int) -> int:
 
 # --------------------------------------------------------------------------- pauses and stops
 
-def heartbeat_lag(conn: Any, table: tuple[str, str], server_id: int) -> float | None:
+def heartbeat_lag(conn: Any, table: tuple[str, str], server_id: int, where: str) -> float | None:
     """A replica's lag from pt-heartbeat's table: how old the newest heartbeat of the source
     (its server_id) is on the replica, in UTC (pt-heartbeat --utc); None without one."""
+    name = f"{quote_ident(table[0])}.{quote_ident(table[1])}"
     cursor = conn.cursor()
     try:
-        cursor.execute(f"SELECT TIMESTAMPDIFF(MICROSECOND, MAX(ts), UTC_TIMESTAMP(6)) / 1000000 FROM "
-                       f"{quote_ident(table[0])}.{quote_ident(table[1])} WHERE server_id = %s", (server_id,))
+        cursor.execute(f"SELECT TIMESTAMPDIFF(MICROSECOND, MAX(ts), UTC_TIMESTAMP(6)) / 1000000 FROM {name} "
+                       "WHERE server_id = %s", (server_id,))
         rows = cursor.fetchall()
+    except mysql.connector.Error as exc:
+        # Refused for good: read as "lag unknown", every run would pause until replica_timeout (exit 6).
+        if exc.errno in (errorcode.ER_TABLEACCESS_DENIED_ERROR, errorcode.ER_COLUMNACCESS_DENIED_ERROR):
+            raise ArchiveError(f"[controls] replicas: {where}: cannot read its lag, "
+                               f"{describe_mysql_error(exc)}; GRANT SELECT ON {name} to this user") from exc
+        raise
     finally:
         cursor.close()
     return None if not rows or rows[0][0] is None else max(float(rows[0][0]), 0.0)
@@ -8047,7 +8054,7 @@ class Controls:
             if self.source_id is None or self.source_id[0] != db.where:  # a new node after a failover
                 with db.reading():
                     self.source_id = (db.where, int(db.query("SELECT @@server_id")[0][0]))
-            return heartbeat_lag(conn, self.config.replica_lag_source, self.source_id[1])
+            return heartbeat_lag(conn, self.config.replica_lag_source, self.source_id[1], replica.describe())
         except mysql.connector.Error:
             self.replica_conns.pop(index, None)
             return None
@@ -8952,9 +8959,10 @@ def child_lines(plan: TablePlan, where: str = "") -> list[str]:
             f"{plural(len(c.columns), 'column')} copied" for c in plan.children]
 
 
-def replica_lines(config: Config) -> tuple[list[str], list[str]]:
+def replica_lines(config: Config, source_id: int) -> tuple[list[str], list[str]]:
     """--check's look at each replica in [controls] replicas: its server and lag now (lines), and
-    what would stop a run (problems: TLS refused, a replica whose lag cannot be read as set)."""
+    what would stop a run (problems: TLS refused, a replica whose lag cannot be read as set);
+    `source_id` is the source's @@server_id, whose heartbeats a heartbeat lag source reads."""
     lines, problems = [], []
     for replica in config.replicas:
         where = replica.describe()
@@ -8967,16 +8975,17 @@ def replica_lines(config: Config) -> tuple[list[str], list[str]]:
             lines.append(f"note: replica {where} cannot be reached now ({describe_mysql_error(exc)}); a run "
                          f"pauses while its lag is unknown, for at most replica_timeout")
             continue
+        source = config.replica_lag_source
         try:
-            lag, watched = replica_lag(conn, where) if config.replica_lag_source is None else (None, "")
+            lag, watched = (replica_lag(conn, where) if source is None else
+                            (heartbeat_lag(conn, source, source_id, where),
+                             f"the heartbeat table {source[0]}.{source[1]}"))
         except ArchiveError as exc:
             problems.append(str(exc))
             continue
         finally:
             conn.close()
-        source = config.replica_lag_source
-        lag_text = (f"lag read by the run from the heartbeat table {source[0]}.{source[1]}" if source else
-                    f"lag {lag:.0f}s ({watched})" if lag is not None else
+        lag_text = (f"lag {lag:.0f}s ({watched})" if lag is not None else
                     f"lag unknown ({watched}; not replicating?): a run pauses")
         lines.append(f"replica: {where}: {dialect.name}, {lag_text}")
     return lines, problems
@@ -8998,7 +9007,7 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
         present, version = tracking.schema.present(), tracking.schema.version()
         found.problems += tracking.schema.privilege_problems(present, version)
         found.problems += load_limit_problems(db, config)
-        watched, refused_replicas = replica_lines(config)
+        watched, refused_replicas = replica_lines(config, int(db.query("SELECT @@server_id")[0][0]))
         lines += watched
         found.problems += refused_replicas
     finally:

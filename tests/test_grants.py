@@ -194,15 +194,20 @@ def test_check_is_not_ready_without_any_one_of_the_readme_grants(db, tmp_path, s
     assert fails(check.stdout), check.stdout
 
 
+def itself_as_replica(server: Any) -> str:
+    """A [controls] replicas entry for the test server itself (user and password: the job's)."""
+    kw = server.connection_kwargs()
+    return (f"mysql://localhost/?unix_socket={kw['unix_socket']}" if "unix_socket" in kw
+            else f"mysql://{kw['host']}:{kw['port']}")
+
+
 def test_check_is_not_ready_without_the_replica_grant_when_it_watches_replicas(db, tmp_path, server, user):
     """[controls] replicas: SHOW REPLICA STATUS needs the README's SLAVE MONITOR (MariaDB 10.5.9+; its
     REPLICATION CLIENT no longer does), else every lag read was "unknown" and the run exit 6 after
     replica_timeout while --check failed on a bare 1227 (here the server watches itself)."""
     create_rewards_tables(db, archive=None)
     insert_rewards(db, range(1, 31))
-    kw = server.connection_kwargs()
-    replica = (f"mysql://localhost/?unix_socket={kw['unix_socket']}" if "unix_socket" in kw
-               else f"mysql://{kw['host']}:{kw['port']}")
+    replica = itself_as_replica(server)
     block = readme_admin_block(db.name, *user)
     monitor = [sql for sql in block if "SLAVE MONITOR" in sql]
     as_root(server, db.name, [sql for sql in block if sql not in monitor])
@@ -217,3 +222,28 @@ def test_check_is_not_ready_without_the_replica_grant_when_it_watches_replicas(d
     as_root(server, db.name, monitor)
     check = run_cli(config, "--check")
     assert check.returncode == 0 and "replica: " in check.stdout, check.stdout
+
+
+def test_check_is_not_ready_when_the_heartbeat_table_cannot_be_read(db, tmp_path, server, user):
+    """replica_lag_source = heartbeat:DB.TABLE: without SELECT on pt-heartbeat's table every lag read
+    was "unknown", so every run paused until replica_timeout (exit 6), and --check did not look."""
+    create_rewards_tables(db, archive=None)
+    insert_rewards(db, range(1, 31))
+    db.execute("CREATE TABLE heartbeat (ts VARCHAR(26) NOT NULL, "  # pt-heartbeat's, in short
+               "server_id INT UNSIGNED NOT NULL PRIMARY KEY)")
+    db.execute("INSERT INTO heartbeat VALUES (UTC_TIMESTAMP(6), @@server_id)")
+    replica = itself_as_replica(server)
+    as_root(server, db.name, readme_admin_block(db.name, *user))
+    config = job(tmp_path, db, user, controls__replicas=replica, controls__replica_timeout="600",
+                 controls__replica_lag_source=f"heartbeat:{db.name}.heartbeat")
+    check = run_cli(config, "--check")
+    assert check.returncode == 1 and "Verdict: NOT READY" in check.stdout, check.stdout + check.stderr
+    assert "cannot read its lag, MySQL Error 1142" in check.stdout, check.stdout
+    assert f"GRANT SELECT ON `{db.name}`.`heartbeat` to this user" in check.stdout, check.stdout
+    result = run_cli(config)  # refused at its first lag read, not paused for replica_timeout
+    assert result.returncode == 1 and "cannot read its lag" in result.stderr, result.stdout + result.stderr
+    assert db.count("rewards_archives") == 0
+    as_root(server, db.name, [f"GRANT SELECT ON `{db.name}`.heartbeat TO '{user[0]}'@'{user[2]}'"])
+    check = run_cli(config, "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert re.search(rf"lag [0-9]+s \(the heartbeat table {db.name}\.heartbeat\)", check.stdout), check.stdout
