@@ -7821,13 +7821,15 @@ GROUP_APPLIER_SQL = ("SELECT APPLYING_TRANSACTION AS applying, "
                      "WHERE CHANNEL_NAME = 'group_replication_applier'")
 
 
-def replica_lag(conn: Any, where: str) -> tuple[float | None, str]:
+def replica_lag(conn: Any, where: str, dialect: Dialect) -> tuple[float | None, str]:
     """A replica's lag (None when replication is not running) and what it was read from
-    (replica_lag_from): its channels' Seconds_Behind_Source, a Group Replication member's applier."""
+    (replica_lag_from): its channels' Seconds_Behind_Source, a Group Replication member's applier.
+    Every channel: on MariaDB SHOW REPLICA STATUS has only the default connection, ALL SLAVES
+    (Dialect.replica_status_sql) the named ones too, which may be the one from this source."""
     cursor = conn.cursor(dictionary=True)
     try:
         try:
-            cursor.execute("SHOW REPLICA STATUS")
+            cursor.execute(dialect.replica_status_sql)
         except mysql.connector.Error as exc:
             if exc.errno != errorcode.ER_PARSE_ERROR:
                 raise
@@ -7895,7 +7897,7 @@ class Controls:
         self.context, self.config, self.stop = context, context.config, stop
         self.metrics = metrics
         self.pauses = PauseState(context.config.replica_timeout)
-        self.replica_conns: dict[int, Any] = {}
+        self.replica_conns: dict[int, tuple[Any, Dialect]] = {}  # a session on each replica, and its server
         self.batches_seen = 0
         self.flow_sample: tuple[float, int] | None = None
         self.critical: str | None = None  # a critical_load value seen by the latest probe
@@ -8043,12 +8045,11 @@ class Controls:
     def read_lag(self, index: int, replica: DbSettings) -> float | None:
         """One replica's lag, reconnecting as needed; None when it cannot be known."""
         try:
-            conn = self.replica_conns.get(index)
-            if conn is None:
-                conn, _ = open_replica(self.config, replica)
-                self.replica_conns[index] = conn
+            if index not in self.replica_conns:
+                self.replica_conns[index] = open_replica(self.config, replica)
+            conn, dialect = self.replica_conns[index]
             if self.config.replica_lag_source is None:
-                return replica_lag(conn, replica.describe())[0]
+                return replica_lag(conn, replica.describe(), dialect)[0]
             db = self.context.db
             db.ensure_connected()
             if self.source_id is None or self.source_id[0] != db.where:  # a new node after a failover
@@ -8069,7 +8070,7 @@ class Controls:
 
     def close(self) -> None:
         """Close replica connections."""
-        for conn in self.replica_conns.values():
+        for conn, _ in self.replica_conns.values():
             with contextlib.suppress(Exception):  # a dead replica connection may fail to close
                 conn.close()
 
@@ -8977,7 +8978,7 @@ def replica_lines(config: Config, source_id: int) -> tuple[list[str], list[str]]
             continue
         source = config.replica_lag_source
         try:
-            lag, watched = (replica_lag(conn, where) if source is None else
+            lag, watched = (replica_lag(conn, where, dialect) if source is None else
                             (heartbeat_lag(conn, source, source_id, where),
                              f"the heartbeat table {source[0]}.{source[1]}"))
         except ArchiveError as exc:
