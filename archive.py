@@ -2203,6 +2203,14 @@ class Dialect:
             return "SHOW ALL SLAVES STATUS"
         return "SHOW REPLICA STATUS" if self.mysql_since(8, 0, 22) else "SHOW SLAVE STATUS"
 
+    @property
+    def foreign_keys_table(self) -> str:
+        """InnoDB's own list of foreign keys (PROCESS privilege), which has those of tables this user
+        cannot see: MariaDB's INNODB_SYS_FOREIGN is INNODB_FOREIGN from MySQL 8.0, which has no
+        INNODB_SYS_FOREIGN (error 1109), with the same columns and TYPE flags:
+        https://dev.mysql.com/doc/refman/8.0/en/information-schema-innodb-foreign-table.html"""
+        return "INNODB_FOREIGN" if self.mysql else "INNODB_SYS_FOREIGN"
+
     def index_usable_sql(self) -> str:
         """A condition on information_schema.STATISTICS: the index may be named in FORCE INDEX. An
         INVISIBLE (MySQL 8.0: IS_VISIBLE) or IGNORED (MariaDB 10.6) index may not (error 1176):
@@ -2967,26 +2975,27 @@ class Definitions:
             tuple(normalized_create(rows[0][1]) for rows in creates) == self.creates
 
 
-def referencing_keys_sql(database: str, table: str, innodb: bool) -> str:
+def referencing_keys_sql(database: str, table: str, innodb: str) -> str:
     """The foreign keys of any table that reference `table`, as one text.
 
     information_schema.REFERENTIAL_CONSTRAINTS shows only the tables the user has privileges on,
-    and must open every table of the server to answer; InnoDB's own list (PROCESS privilege) has
-    them all, in a tenth of a millisecond.
+    and must open every table of the server to answer; InnoDB's own list (PROCESS privilege; its
+    table `innodb`, Dialect.foreign_keys_table, or "" for REFERENTIAL_CONSTRAINTS) has them all,
+    in a tenth of a millisecond.
     """
     if innodb:
         # InnoDB names tables 'db/table' in file-name encoding: of our identifier characters only
         # '$' is encoded.
         name = f"{database}/{table}".replace("$", "@0024")
         return ("SELECT GROUP_CONCAT(ID, ' ', FOR_NAME, ' ', TYPE ORDER BY ID SEPARATOR ', ') FROM "
-                f"information_schema.INNODB_SYS_FOREIGN WHERE REF_NAME = {sql_literal(name)}")
+                f"information_schema.{innodb} WHERE REF_NAME = {sql_literal(name)}")
     return ("SELECT GROUP_CONCAT(CONSTRAINT_SCHEMA, '.', TABLE_NAME, ' ', CONSTRAINT_NAME, ' ', DELETE_RULE "
             "ORDER BY CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME SEPARATOR ', ') FROM "
             "information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = DATABASE() "
             f"AND REFERENCED_TABLE_NAME = {sql_literal(table)}")
 
 
-def family_referencing_sql(database: str, tables: Sequence[str], innodb: bool) -> str:
+def family_referencing_sql(database: str, tables: Sequence[str], innodb: str) -> str:
     """The foreign keys that reach any of `tables` (the source and its child tables), one text,
     each table's part named, so a key that moved from one table to another is a change."""
     if len(tables) == 1:
@@ -4953,10 +4962,11 @@ def unique_keys_text(db: Database, table: str) -> str:
     return "its keys are " + "; ".join(f"{name} ({names})" for name, names in rows)
 
 
-def child_foreign_keys(db: Database, database: str, table: str, innodb: bool) -> list[tuple[Any, ...]]:
+def child_foreign_keys(db: Database, database: str, table: str, innodb: str) -> list[tuple[Any, ...]]:
     """(schema, child table, constraint, ON DELETE rule) of every foreign key to `table`.
 
-    With `innodb`, from InnoDB's own list, which also has the tables this user cannot see.
+    With `innodb` (Dialect.foreign_keys_table), from InnoDB's own list, which also has the tables
+    this user cannot see.
     """
     if not innodb:
         return db.query(
@@ -4965,7 +4975,7 @@ def child_foreign_keys(db: Database, database: str, table: str, innodb: bool) ->
             "AND REFERENCED_TABLE_NAME = %s", (table,))
     found = []
     for fk_id, child, flags in db.query(
-            "SELECT ID, FOR_NAME, TYPE FROM information_schema.INNODB_SYS_FOREIGN WHERE REF_NAME = %s",
+            f"SELECT ID, FOR_NAME, TYPE FROM information_schema.{innodb} WHERE REF_NAME = %s",
             (f"{database}/{table}".replace("$", "@0024"),)):
         schema, name = decode_innodb_name(child).split("/", 1)
         rule = next((rule for flag, rule in INNODB_DELETE_RULES if int(flags) & flag), "RESTRICT")
@@ -4973,12 +4983,13 @@ def child_foreign_keys(db: Database, database: str, table: str, innodb: bool) ->
     return found
 
 
-def choose_referencing(db: Database, config: Config, found: Preflight) -> bool:
-    """Whether this user can read InnoDB's list of foreign keys (PROCESS privilege); without it a
-    foreign key of a table the user cannot see would cascade into that table unnoticed."""
+def choose_referencing(db: Database, config: Config, found: Preflight) -> str:
+    """InnoDB's list of foreign keys when this user can read it (PROCESS privilege), else "";
+    without it a foreign key of a table the user cannot see would cascade into that table unnoticed."""
+    innodb = db.dialect.foreign_keys_table
     try:
-        db.query(referencing_keys_sql(config.database, config.source_table, innodb=True))
-        return True
+        db.query(referencing_keys_sql(config.database, config.source_table, innodb))
+        return innodb
     except mysql.connector.Error as exc:
         if is_connection_error(exc):
             raise
@@ -4987,11 +4998,11 @@ def choose_referencing(db: Database, config: Config, found: Preflight) -> bool:
                 f"cannot see every foreign key that references `{config.source_table}`: information_schema "
                 "shows only tables this user has privileges on, and a hidden child table with ON DELETE "
                 "CASCADE would lose rows with every batch; GRANT PROCESS ON *.* to this user so that the "
-                "preflight and every batch read InnoDB's own list (information_schema.INNODB_SYS_FOREIGN)")
+                f"preflight and every batch read InnoDB's own list (information_schema.{innodb})")
         else:
-            found.notes.append("this server has no information_schema.INNODB_SYS_FOREIGN: foreign keys are "
+            found.notes.append(f"this server has no information_schema.{innodb}: foreign keys are "
                                "read from REFERENTIAL_CONSTRAINTS, which omits tables this user cannot see")
-        return False
+        return ""
 
 
 def fetch_triggers(db: Database, table: str, event: str) -> list[tuple[str, bool]]:
@@ -5076,7 +5087,7 @@ def check_declared_foreign_key(db: Database, spec: ChildSpec, parent_table: str,
 
 
 def check_side_effects(db: Database, archive_db: Database, config: Config, found: Preflight,
-                       innodb: bool, covered: Sequence[tuple[str, str, str]] = ()) -> None:
+                       innodb: str, covered: Sequence[tuple[str, str, str]] = ()) -> None:
     """Foreign keys and triggers that make a DELETE or INSERT do more than move the row; the
     foreign keys of the child tables that move with it (`covered`) do not."""
     children = [c for c in child_foreign_keys(db, config.database, config.source_table, innodb)
@@ -5370,7 +5381,7 @@ def folded_names(config: Config, db: Database, dest: Database | None) -> Config:
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def watched_sides(config: Config, dest: Database | None, innodb: bool) -> tuple[Definitions, Definitions]:
+def watched_sides(config: Config, dest: Database | None, innodb: str) -> tuple[Definitions, Definitions]:
     """What every batch checks on the source's server (the source and its child tables, and their
     archives when they are there too) and on the destination (the archive tables)."""
     sources = [config.source_table] + [c.source_table for c in config.children]
@@ -5450,7 +5461,7 @@ def child_key_type(source: list[dict[str, Any]], key: tuple[str, ...], found: Pr
 
 
 def examine_child(db: Database, archive_db: Database, config: Config, spec: ChildSpec,
-                  parent_key: tuple[str, ...], found: Preflight, innodb: bool) -> ChildPlan | None:
+                  parent_key: tuple[str, ...], found: Preflight, innodb: str) -> ChildPlan | None:
     """One [child NAME] table: like the source, a key of its own, its archive's columns (on archive_db),
     no side effects, and an index on parent_columns (else every batch would lock the whole table)."""
     own = Preflight()
@@ -5498,7 +5509,7 @@ def examine_child(db: Database, archive_db: Database, config: Config, spec: Chil
 
 
 def examine_children(db: Database, archive_db: Database, config: Config, key: tuple[str, ...],
-                     found: Preflight, innodb: bool) -> tuple[ChildPlan, ...]:
+                     found: Preflight, innodb: str) -> tuple[ChildPlan, ...]:
     """Every [child NAME] table, parents first; each child's parent key is its parent's own key."""
     plans: dict[str, ChildPlan] = {}
     for spec in config.children:
@@ -5511,7 +5522,7 @@ def examine_children(db: Database, archive_db: Database, config: Config, key: tu
     return tuple(plans.values())
 
 
-def examine(db: Database, config: Config, dest: Database | None, found: Preflight, innodb: bool) -> None:
+def examine(db: Database, config: Config, dest: Database | None, found: Preflight, innodb: str) -> None:
     """The checks themselves: the plan into `found`, or the problems that block one."""
     archive_db = dest or db
     if not check_tables(db, archive_db, config, found):
@@ -5609,9 +5620,11 @@ TEXT_BYTES = 60_000  # what a TEXT column (65,535 bytes) is given, with room to 
 ADMIN_SETUP = "as an admin, load schema.sql or run archive.py with --setup once; see the README's grants"
 
 
-# What a run writes to each tracking table (it reads them all), and a column to name in a test UPDATE.
+# What a run writes to each tracking table (it reads them all). A batch's row is UPDATEd by the
+# later parts of a batch moved in parts, and a failed batch's INSERT ... ON DUPLICATE KEY UPDATE
+# needs UPDATE whether or not the row exists.
 TRACKING_WRITES = {"process_logs": ("INSERT", "UPDATE"), "file_processing_logs": ("INSERT", "UPDATE"),
-                   "batch_processing_logs": ("INSERT",), "conflict_logs": ("INSERT", "UPDATE"),
+                   "batch_processing_logs": ("INSERT", "UPDATE"), "conflict_logs": ("INSERT", "UPDATE"),
                    "run_locks": ("INSERT", "UPDATE", "DELETE")}
 
 # The current schema. Columns added since schema 1 come last, in the order the
@@ -7896,14 +7909,21 @@ def batches_of(tracking: Tracking, run_id: int) -> int:
 
 # --------------------------------------------------------------------------- pauses and stops
 
-def heartbeat_lag(conn: Any, table: tuple[str, str], server_id: int) -> float | None:
+def heartbeat_lag(conn: Any, table: tuple[str, str], server_id: int, where: str) -> float | None:
     """A replica's lag from pt-heartbeat's table: how old the newest heartbeat of the source
     (its server_id) is on the replica, in UTC (pt-heartbeat --utc); None without one."""
+    name = f"{quote_ident(table[0])}.{quote_ident(table[1])}"
     cursor = conn.cursor()
     try:
-        cursor.execute(f"SELECT TIMESTAMPDIFF(MICROSECOND, MAX(ts), UTC_TIMESTAMP(6)) / 1000000 FROM "
-                       f"{quote_ident(table[0])}.{quote_ident(table[1])} WHERE server_id = %s", (server_id,))
+        cursor.execute(f"SELECT TIMESTAMPDIFF(MICROSECOND, MAX(ts), UTC_TIMESTAMP(6)) / 1000000 FROM {name} "
+                       "WHERE server_id = %s", (server_id,))
         rows = cursor.fetchall()
+    except mysql.connector.Error as exc:
+        # Refused for good: read as "lag unknown", every run would pause until replica_timeout (exit 6).
+        if exc.errno in (errorcode.ER_TABLEACCESS_DENIED_ERROR, errorcode.ER_COLUMNACCESS_DENIED_ERROR):
+            raise ArchiveError(f"[controls] replicas: {where}: cannot read its lag, "
+                               f"{describe_mysql_error(exc)}; GRANT SELECT ON {name} to this user") from exc
+        raise
     finally:
         cursor.close()
     return None if not rows or rows[0][0] is None else max(float(rows[0][0]), 0.0)
@@ -7922,13 +7942,15 @@ GROUP_APPLIER_SQL = ("SELECT APPLYING_TRANSACTION AS applying, "
                      "WHERE CHANNEL_NAME = 'group_replication_applier'")
 
 
-def replica_lag(conn: Any, where: str) -> tuple[float | None, str]:
+def replica_lag(conn: Any, where: str, dialect: Dialect) -> tuple[float | None, str]:
     """A replica's lag (None when replication is not running) and what it was read from
-    (replica_lag_from): its channels' Seconds_Behind_Source, a Group Replication member's applier."""
+    (replica_lag_from): its channels' Seconds_Behind_Source, a Group Replication member's applier.
+    Every channel: on MariaDB SHOW REPLICA STATUS has only the default connection, ALL SLAVES
+    (Dialect.replica_status_sql) the named ones too, which may be the one from this source."""
     cursor = conn.cursor(dictionary=True)
     try:
         try:
-            cursor.execute("SHOW REPLICA STATUS")
+            cursor.execute(dialect.replica_status_sql)
         except mysql.connector.Error as exc:
             if exc.errno != errorcode.ER_PARSE_ERROR:
                 raise
@@ -7940,6 +7962,15 @@ def replica_lag(conn: Any, where: str) -> tuple[float | None, str]:
             member = next(iter(cursor.fetchall()), None)
             cursor.execute(GROUP_APPLIER_SQL)
             workers = cursor.fetchall()
+    except mysql.connector.Error as exc:
+        # Refused for good: read as "lag unknown", every run would pause until replica_timeout (exit 6).
+        if exc.errno in (ER_SPECIFIC_ACCESS_DENIED, errorcode.ER_TABLEACCESS_DENIED_ERROR):
+            raise ArchiveError(
+                f"[controls] replicas: {where}: cannot read its lag, {describe_mysql_error(exc)}; "
+                "GRANT SLAVE MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) ON *.* to this user, on a "
+                "Group Replication member also SELECT ON performance_schema.* (see the README's grants)"
+            ) from exc
+        raise
     finally:
         cursor.close()
     return replica_lag_from(status, member, workers, where)
@@ -7987,7 +8018,7 @@ class Controls:
         self.context, self.config, self.stop = context, context.config, stop
         self.metrics = metrics
         self.pauses = PauseState(context.config.replica_timeout)
-        self.replica_conns: dict[int, Any] = {}
+        self.replica_conns: dict[int, tuple[Any, Dialect]] = {}  # a session on each replica, and its server
         self.batches_seen = 0
         self.flow_sample: tuple[float, int] | None = None
         self.critical: str | None = None  # a critical_load value seen by the latest probe
@@ -8135,18 +8166,17 @@ class Controls:
     def read_lag(self, index: int, replica: DbSettings) -> float | None:
         """One replica's lag, reconnecting as needed; None when it cannot be known."""
         try:
-            conn = self.replica_conns.get(index)
-            if conn is None:
-                conn, _ = open_replica(self.config, replica)
-                self.replica_conns[index] = conn
+            if index not in self.replica_conns:
+                self.replica_conns[index] = open_replica(self.config, replica)
+            conn, dialect = self.replica_conns[index]
             if self.config.replica_lag_source is None:
-                return replica_lag(conn, replica.describe())[0]
+                return replica_lag(conn, replica.describe(), dialect)[0]
             db = self.context.db
             db.ensure_connected()
             if self.source_id is None or self.source_id[0] != db.where:  # a new node after a failover
                 with db.reading():
                     self.source_id = (db.where, int(db.query("SELECT @@server_id")[0][0]))
-            return heartbeat_lag(conn, self.config.replica_lag_source, self.source_id[1])
+            return heartbeat_lag(conn, self.config.replica_lag_source, self.source_id[1], replica.describe())
         except mysql.connector.Error:
             self.replica_conns.pop(index, None)
             return None
@@ -8161,7 +8191,7 @@ class Controls:
 
     def close(self) -> None:
         """Close replica connections."""
-        for conn in self.replica_conns.values():
+        for conn, _ in self.replica_conns.values():
             with contextlib.suppress(Exception):  # a dead replica connection may fail to close
                 conn.close()
 
@@ -9051,9 +9081,10 @@ def child_lines(plan: TablePlan, where: str = "") -> list[str]:
             f"{plural(len(c.columns), 'column')} copied" for c in plan.children]
 
 
-def replica_lines(config: Config) -> tuple[list[str], list[str]]:
+def replica_lines(config: Config, source_id: int) -> tuple[list[str], list[str]]:
     """--check's look at each replica in [controls] replicas: its server and lag now (lines), and
-    what would stop a run (problems: TLS refused, a replica whose lag cannot be read as set)."""
+    what would stop a run (problems: TLS refused, a replica whose lag cannot be read as set);
+    `source_id` is the source's @@server_id, whose heartbeats a heartbeat lag source reads."""
     lines, problems = [], []
     for replica in config.replicas:
         where = replica.describe()
@@ -9066,16 +9097,17 @@ def replica_lines(config: Config) -> tuple[list[str], list[str]]:
             lines.append(f"note: replica {where} cannot be reached now ({describe_mysql_error(exc)}); a run "
                          f"pauses while its lag is unknown, for at most replica_timeout")
             continue
+        source = config.replica_lag_source
         try:
-            lag, watched = replica_lag(conn, where) if config.replica_lag_source is None else (None, "")
+            lag, watched = (replica_lag(conn, where, dialect) if source is None else
+                            (heartbeat_lag(conn, source, source_id, where),
+                             f"the heartbeat table {source[0]}.{source[1]}"))
         except ArchiveError as exc:
             problems.append(str(exc))
             continue
         finally:
             conn.close()
-        source = config.replica_lag_source
-        lag_text = (f"lag read by the run from the heartbeat table {source[0]}.{source[1]}" if source else
-                    f"lag {lag:.0f}s ({watched})" if lag is not None else
+        lag_text = (f"lag {lag:.0f}s ({watched})" if lag is not None else
                     f"lag unknown ({watched}; not replicating?): a run pauses")
         lines.append(f"replica: {where}: {dialect.name}, {lag_text}")
     return lines, problems
@@ -9097,7 +9129,7 @@ def check_command(config: Config, out: Any = None, verbose: bool = False) -> int
         present, version = tracking.schema.present(), tracking.schema.version()
         found.problems += tracking.schema.privilege_problems(present, version)
         found.problems += load_limit_problems(db, config)
-        watched, refused_replicas = replica_lines(config)
+        watched, refused_replicas = replica_lines(config, int(db.query("SELECT @@server_id")[0][0]))
         lines += watched
         found.problems += refused_replicas
     finally:

@@ -79,7 +79,7 @@ def run_checks(env: Env, args: argparse.Namespace, ids: Sequence[int]) -> list[R
         assert plan.definitions is not None
         innodb = plan.definitions
         schema = dataclasses.replace(innodb, referencing_sql=archive.referencing_keys_sql(
-            config.database, config.source_table, innodb=False))
+            config.database, config.source_table, innodb=""))
         print(f"\n== the definitions check of every batch: ms per batch of 1000 keys (INSERT ... SELECT "
               f"and DELETE, rolled back), median of {args.check_batches} ==")
         print(f"{'foreign keys read from':<52} {'without':>8} {'with':>8} {'cost':>8}")

@@ -2,8 +2,9 @@
 
 Fixtures:
 
-* ``server`` (session): a ``ThrowawayMariaDB`` in a temp dir, or the server
-  named by ``$ARCHIVE_TEST_DSN``; stopped at the end of the session.  Before
+* ``server`` (session): a ``ThrowawayMariaDB`` in a temp dir (a ``ThrowawayMySQL``, made by
+  ``mysqld --initialize-insecure``, when a MySQL mysqld is on PATH), or the server named by
+  ``$ARCHIVE_TEST_DSN``; stopped at the end of the session.  Before
   each test that uses it, it is restarted if a previous test killed it.
 * ``controllable_server``: the same server, but the test is skipped when it
   is external (cannot be killed or restarted).
@@ -46,7 +47,14 @@ from helpers import (
     start_cli,
     unique_db_name,
 )
-from throwaway_server import DSN_ENV_VAR, ThrowawayMariaDB, server_dialect, server_from_dsn
+from throwaway_server import (
+    DSN_ENV_VAR,
+    ThrowawayMariaDB,
+    find_mysql_binary,
+    server_dialect,
+    server_from_dsn,
+    session_server_class,
+)
 
 
 def _serve(server: Any, leftovers: Path) -> Iterator[Any]:
@@ -95,14 +103,15 @@ def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The MariaDB server for the whole session (throwaway, or external via DSN)."""
+    """The server for the whole session: external via DSN, else a throwaway one (a MySQL when a
+    MySQL mysqld is on PATH, else MariaDB)."""
     dsn = os.environ.get(DSN_ENV_VAR)
     if dsn:
         external = server_from_dsn(dsn)
         external.start()
         yield external
         return
-    srv = ThrowawayMariaDB(tmp_path_factory.mktemp("mariadb"))
+    srv = session_server_class()(tmp_path_factory.mktemp("mariadb"))
     yield from _serve(srv, srv.datadir)
 
 
@@ -202,11 +211,25 @@ SERVER_FIXTURES = frozenset({"server", "pair", "galera_cluster", "galera_db", "d
                              "own_server"})
 
 
+# Fixtures that start MariaDB servers of their own (a cluster, a replica, TLS, server options).
+OWN_SERVER_FIXTURES = (SERVER_FIXTURES - {"server"}) | {"tls_server", "tls_db", "plain_server"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs MariaDB with ``server``: those using a SERVER_FIXTURES
     fixture, directly or through another one (a test that starts mariadbd itself carries
     ``@pytest.mark.server``).  ``pytest -m "not server"`` runs the rest, the pure tests,
-    without MariaDB; ``./dev.sh py39`` does."""
+    without MariaDB; ``./dev.sh py39`` does.  With ``$ARCHIVE_TEST_DSN``, or a MySQL session
+    server, a test that starts MariaDB servers of its own is skipped, as the README says: only
+    that server is under test (and its machine may have no MariaDB to start, nor want galera-4
+    installed as root)."""
+    external = bool(os.environ.get(DSN_ENV_VAR))
+    why = f"{DSN_ENV_VAR} is set" if external else "the session's server is a MySQL"
+    external = external or find_mysql_binary() is not None
     for item in items:
-        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if SERVER_FIXTURES.intersection(names):
             item.add_marker(pytest.mark.server)
+        if external and (OWN_SERVER_FIXTURES.intersection(names) or (
+                item.get_closest_marker("server") is not None and "server" not in names)):
+            item.add_marker(pytest.mark.skip(reason=f"starts MariaDB servers of its own ({why})"))

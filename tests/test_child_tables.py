@@ -191,6 +191,12 @@ DEST_FAMILY = (
 )
 
 
+def numbers(first: int, last: int) -> str:
+    """A derived table `n` of the integers first..last in column `seq`: MariaDB's seq_1_to_N
+    tables (its SEQUENCE engine) do not exist on MySQL (ARCHIVE_TEST_DSN)."""
+    return "(" + " UNION ALL ".join(f"SELECT {k} AS seq" for k in range(first, last + 1)) + ") n"
+
+
 def family_job(db: ScratchDatabase, tmp_path: Path, orders: int, listed: list[int],
                dest: ScratchDatabase | None = None, **config: Any) -> Path:
     """Orders 1..n, order k with items 3k-3..3k-1, each even item with two options (so an odd order
@@ -201,9 +207,9 @@ def family_job(db: ScratchDatabase, tmp_path: Path, orders: int, listed: list[in
     if dest is not None:
         for ddl in DEST_FAMILY:
             dest.execute(ddl)
-    db.execute(f"INSERT INTO orders SELECT seq, CONCAT('c', seq), seq * 1.5 FROM seq_1_to_{orders}")
+    db.execute(f"INSERT INTO orders SELECT seq, CONCAT('c', seq), seq * 1.5 FROM {numbers(1, orders)}")
     db.execute(f"INSERT INTO order_items SELECT seq, seq DIV 3 + 1, CONCAT('sku', seq), seq MOD 7 "
-               f"FROM seq_0_to_{3 * orders - 1}")
+               f"FROM {numbers(0, 3 * orders - 1)}")
     db.execute("INSERT INTO item_options SELECT i.id, o.opt, CONCAT(o.opt, i.id) FROM order_items i "
                "JOIN (SELECT 'color' AS opt UNION SELECT 'size') o WHERE i.id MOD 2 = 0")
     there = dest_keys(dest) if dest is not None else {}

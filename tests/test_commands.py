@@ -572,15 +572,16 @@ def test_seed_live_progress_query_during_a_run(db, tmp_path, spawn_cli):
 def app_user(db, server):
     """A user with a password and every privilege on the test database; dropped afterwards."""
     user, password = f"app_{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex[:10]}"
+    host = server.client_host()  # where the tests connect from
     root = server.connect()
     cur = root.cursor()
-    cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
-    cur.execute(f"GRANT ALL PRIVILEGES ON `{db.name}`.* TO '{user}'@'localhost'")
-    cur.execute(f"GRANT PROCESS ON *.* TO '{user}'@'localhost'")  # to see every foreign key (README)
+    cur.execute(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
+    cur.execute(f"GRANT ALL PRIVILEGES ON `{db.name}`.* TO '{user}'@'{host}'")
+    cur.execute(f"GRANT PROCESS ON *.* TO '{user}'@'{host}'")  # to see every foreign key (README)
     try:
         yield user, password
     finally:
-        cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+        cur.execute(f"DROP USER IF EXISTS '{user}'@'{host}'")
         cur.close()
         root.close()
 

@@ -370,3 +370,14 @@ def test_replicas_inherit_tls_and_urls_may_change_it(ini, pem, tmp_path):
     message = expect_usage_error(ini(extra="[controls]\nreplicas = mysql://r1/?ssl_ca=/no/such.pem\n"),
                                  "[controls] replicas")
     assert "ssl_ca: /no/such.pem: no such file" in message
+
+
+def test_the_user_lock_name_is_fixed_length_whatever_the_table_names(ini):
+    """MySQL refuses GET_LOCK names over 64 characters (3057), and a run whose user lock is refused
+    loses the instant takeover of a dead run: the name is the owner token, never the table's."""
+    longest = "t" * 64
+    config = archive.load_config(ini({"database": longest, "source_table": longest,
+                                      "archive_table": "a" * 64}), environ={})
+    names = {archive.RunLock(None, config).user_lock_name() for _ in range(3)}  # type: ignore[arg-type]
+    assert len(names) == 3 and {len(name) for name in names} == {43}
+    assert all(longest not in name for name in names)

@@ -799,3 +799,22 @@ def test_check_looks_at_each_replica_it_would_watch(
         pair.start_replication()
     assert "lag unknown (Seconds_Behind_Master of 1 channel; not replicating?): a run pauses" in stopped
     assert MONITOR_PASSWORD not in result.stdout + stopped
+
+
+def test_a_mariadb_replica_is_watched_on_every_named_connection(
+        tmp_path: Path, rdb: ScratchDatabase, pair: ReplicationPair) -> None:
+    """MariaDB's SHOW REPLICA STATUS shows only the default connection: a named one (multi-source
+    replication, maybe the one from this source) went unwatched. SHOW ALL SLAVES STATUS has them all."""
+    job = replica_job(tmp_path, rdb, pair, 20, controls__replicas=pair.monitor_spec())
+    rep = pair.replica.connect()
+    try:
+        rep.cursor().execute("CHANGE MASTER 'other' TO MASTER_HOST = '127.0.0.1', "
+                             f"MASTER_PORT = {free_port()}, MASTER_USER = 'nobody'")  # never started
+        stopped = run_cli(job.config, "--check").stdout
+    finally:
+        rep.cursor().execute("RESET SLAVE 'other' ALL")
+        rep.close()
+    assert "lag unknown (Seconds_Behind_Master of 2 channels; not replicating?): a run pauses" in stopped, \
+        stopped
+    again = run_cli(job.config, "--check").stdout
+    assert re.search(r"lag [0-9]+s \(Seconds_Behind_Master of 1 channel\)", again), again

@@ -41,7 +41,9 @@ from test_exactness import MARIADB_TYPES, STEP_HEX, STEPS, step_table_ddl
 def dest_keys(dest: ScratchDatabase) -> dict[str, Any]:
     """The [destination] section for a scratch database on the destination server."""
     kw = dest.connection_kwargs()
-    return {"destination__unix_socket": kw["unix_socket"], "destination__user": kw.get("user", "root"),
+    where = ({"destination__unix_socket": kw["unix_socket"]} if "unix_socket" in kw
+             else {"destination__host": f"{kw['host']}:{kw['port']}"})  # an ARCHIVE_TEST_DSN on TCP
+    return {**where, "destination__user": kw.get("user", "root"),
             "destination__password": kw.get("password", ""), "destination__database": dest.name}
 
 

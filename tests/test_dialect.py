@@ -63,6 +63,19 @@ def test_an_invisible_or_ignored_index_is_not_a_usable_key():
     assert dialect("mariadb-10.11.19").index_usable_sql() == "IGNORED = 'NO'"  # MariaDB 10.6's
 
 
+def test_foreign_keys_of_hidden_tables_are_read_from_the_innodb_list_each_server_has():
+    """MySQL 8.0 renamed INNODB_SYS_FOREIGN to INNODB_FOREIGN: asking for the MariaDB name fell back
+    to REFERENTIAL_CONSTRAINTS, which omits the tables this user cannot see, so a hidden child table
+    with ON DELETE CASCADE would have lost rows with every batch."""
+    for name in ("mysql-8.0.36", "mysql-8.4.3", "mysql-9.1.0", "percona-8.0.35", "aurora-3.04.0"):
+        table = dialect(name).foreign_keys_table
+        assert "FROM information_schema.INNODB_FOREIGN WHERE REF_NAME = " in archive.referencing_keys_sql(
+            "app", "rewards", table), name
+    for name in ("mariadb-10.11.19", "mariadb-galera-10.6.16"):
+        assert dialect(name).foreign_keys_table == "INNODB_SYS_FOREIGN", name
+    assert "REFERENTIAL_CONSTRAINTS" in archive.referencing_keys_sql("app", "rewards", "")
+
+
 def column(name: str, column_type: str, charset: str | None = None, collation: str | None = None,
            data_type: str | None = None) -> dict[str, Any]:
     """An information_schema.COLUMNS row as fetch_columns reads it."""

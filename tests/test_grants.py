@@ -32,8 +32,8 @@ def statements(sql: str) -> list[str]:
     return [s.strip() for s in re.sub(r"--.*$", "", sql, flags=re.M).split(";") if s.strip()]
 
 
-def readme_admin_block(database: str, user: str, password: str) -> list[str]:
-    """The README's least-privilege block, statement by statement, for `database` and user@localhost;
+def readme_admin_block(database: str, user: str, password: str, host: str = "localhost") -> list[str]:
+    """The README's least-privilege block, statement by statement, for `database` and user@host;
     `SOURCE schema.sql` becomes schema.sql's own statements."""
     readme = (REPO / "README.md").read_text()
     block = readme.split("Least-privilege grants", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
@@ -43,18 +43,18 @@ def readme_admin_block(database: str, user: str, password: str) -> list[str]:
             done += statements((REPO / "schema.sql").read_text())
             continue
         sql = re.sub(r"^USE app$", f"USE `{database}`", sql).replace(" app.", f" `{database}`.")
-        done.append(sql.replace("'archiver'@'%'", f"'{user}'@'localhost'").replace("'...'", f"'{password}'"))
+        done.append(sql.replace("'archiver'@'%'", f"'{user}'@'{host}'").replace("'...'", f"'{password}'"))
     return done
 
 
 @pytest.fixture
-def user(server: Any) -> Iterator[tuple[str, str]]:
-    """A fresh user name and password; the user is dropped afterwards."""
-    name, password = f"g_{uuid.uuid4().hex[:8]}", "Grant-pw-1"
-    yield name, password
+def user(server: Any) -> Iterator[tuple[str, str, str]]:
+    """A fresh user name, password and host (where the tests connect from); dropped afterwards."""
+    name, password, host = f"g_{uuid.uuid4().hex[:8]}", "Grant-pw-1", server.client_host()
+    yield name, password, host
     root = server.connect()
     try:
-        root.cursor().execute(f"DROP USER IF EXISTS '{name}'@'localhost'")
+        root.cursor().execute(f"DROP USER IF EXISTS '{name}'@'{host}'")
     finally:
         root.close()
 
@@ -72,7 +72,7 @@ def as_root(server: Any, database: str, sqls: list[str]) -> None:
         root.close()
 
 
-def job(tmp_path: Path, db: ScratchDatabase, user: tuple[str, str], **overrides: Any) -> Path:
+def job(tmp_path: Path, db: ScratchDatabase, user: tuple[str, str, str], **overrides: Any) -> Path:
     """A config running as `user`, with its key file."""
     write_csv(tmp_path / "csv" / "ids.csv", KEYS)
     return write_config(tmp_path, db, archive__batch_size=10, database__user=user[0],
@@ -100,7 +100,7 @@ def test_the_readme_block_works_as_written_on_a_fresh_database(db, tmp_path, ser
 def test_check_is_not_ready_when_the_tracking_tables_cannot_be_created(db, tmp_path, server, user):
     create_rewards_tables(db)
     insert_rewards(db, range(1, 31))
-    where = f"'{user[0]}'@'localhost'"
+    where = f"'{user[0]}'@'{user[2]}'"
     as_root(server, db.name, [f"CREATE USER {where} IDENTIFIED BY '{user[1]}'",
                               f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{db.name}`.* TO {where}",
                               f"GRANT PROCESS ON *.* TO {where}"])
@@ -152,3 +152,98 @@ def test_a_schema_1_database_is_upgraded_for_a_least_privilege_user_by_one_setup
     result = run_cli(config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert db.count("rewards") == 10 and db.count("rewards_archives") == 20
+
+
+def grants_without_one() -> list[tuple[str, str]]:
+    """(privilege, table) for every privilege the README grants on a table or *.*, but SLAVE MONITOR
+    (only with [controls] replicas)."""
+    block = readme_admin_block("app", "u", "pw")
+    found = []
+    for sql in block:
+        match = re.match(r"GRANT (.+) ON (\S+) TO", sql)
+        if match and match.group(1) != "SLAVE MONITOR":
+            found += [(privilege, match.group(2)) for privilege in match.group(1).split(", ")]
+    return found
+
+
+def without(sqls: list[str], privilege: str, where: str) -> list[str]:
+    """The statements with `privilege` dropped from the GRANT on `where` (and that GRANT, if it was
+    its only one)."""
+    done = []
+    for sql in sqls:
+        match = re.match(r"GRANT (.+) ON (\S+) (TO .*)", sql)
+        if match and match.group(2) == where:
+            kept = [p for p in match.group(1).split(", ") if p != privilege]
+            if kept:
+                done.append(f"GRANT {', '.join(kept)} ON {where} {match.group(3)}")
+            continue
+        done.append(sql)
+    return done
+
+
+@pytest.mark.parametrize("privilege, where", grants_without_one())
+def test_check_is_not_ready_without_any_one_of_the_readme_grants(db, tmp_path, server, user,
+                                                                 privilege, where):
+    """A run that would fail on a privilege is never READY: each of the README's grants in turn left out."""
+    create_rewards_tables(db, archive=None)
+    insert_rewards(db, range(1, 31))
+    target = where.replace("`app`.", f"`{db.name}`.")
+    as_root(server, db.name, without(readme_admin_block(db.name, *user), privilege, target))
+    check = run_cli(job(tmp_path, db, user), "--check")
+    assert check.returncode == 1 and "Verdict: NOT READY" in check.stdout, check.stdout
+    assert fails(check.stdout), check.stdout
+
+
+def itself_as_replica(server: Any) -> str:
+    """A [controls] replicas entry for the test server itself (user and password: the job's)."""
+    kw = server.connection_kwargs()
+    return (f"mysql://localhost/?unix_socket={kw['unix_socket']}" if "unix_socket" in kw
+            else f"mysql://{kw['host']}:{kw['port']}")
+
+
+def test_check_is_not_ready_without_the_replica_grant_when_it_watches_replicas(db, tmp_path, server, user):
+    """[controls] replicas: SHOW REPLICA STATUS needs the README's SLAVE MONITOR (MariaDB 10.5.9+; its
+    REPLICATION CLIENT no longer does), else every lag read was "unknown" and the run exit 6 after
+    replica_timeout while --check failed on a bare 1227 (here the server watches itself)."""
+    create_rewards_tables(db, archive=None)
+    insert_rewards(db, range(1, 31))
+    replica = itself_as_replica(server)
+    block = readme_admin_block(db.name, *user)
+    monitor = [sql for sql in block if "SLAVE MONITOR" in sql]
+    as_root(server, db.name, [sql for sql in block if sql not in monitor])
+    config = job(tmp_path, db, user, controls__replicas=replica, controls__replica_timeout="600")
+    check = run_cli(config, "--check")
+    assert check.returncode == 1 and "Verdict: NOT READY" in check.stdout, check.stdout + check.stderr
+    assert "cannot read its lag, MySQL Error 1227" in check.stdout, check.stdout
+    assert "GRANT SLAVE MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) ON *.* to this user" in check.stdout
+    result = run_cli(config)  # refused at its first lag read, not paused for replica_timeout
+    assert result.returncode == 1 and "cannot read its lag" in result.stderr, result.stdout + result.stderr
+    assert db.count("rewards_archives") == 0
+    as_root(server, db.name, monitor)
+    check = run_cli(config, "--check")
+    assert check.returncode == 0 and "replica: " in check.stdout, check.stdout
+
+
+def test_check_is_not_ready_when_the_heartbeat_table_cannot_be_read(db, tmp_path, server, user):
+    """replica_lag_source = heartbeat:DB.TABLE: without SELECT on pt-heartbeat's table every lag read
+    was "unknown", so every run paused until replica_timeout (exit 6), and --check did not look."""
+    create_rewards_tables(db, archive=None)
+    insert_rewards(db, range(1, 31))
+    db.execute("CREATE TABLE heartbeat (ts VARCHAR(26) NOT NULL, "  # pt-heartbeat's, in short
+               "server_id INT UNSIGNED NOT NULL PRIMARY KEY)")
+    db.execute("INSERT INTO heartbeat VALUES (UTC_TIMESTAMP(6), @@server_id)")
+    replica = itself_as_replica(server)
+    as_root(server, db.name, readme_admin_block(db.name, *user))
+    config = job(tmp_path, db, user, controls__replicas=replica, controls__replica_timeout="600",
+                 controls__replica_lag_source=f"heartbeat:{db.name}.heartbeat")
+    check = run_cli(config, "--check")
+    assert check.returncode == 1 and "Verdict: NOT READY" in check.stdout, check.stdout + check.stderr
+    assert "cannot read its lag, MySQL Error 1142" in check.stdout, check.stdout
+    assert f"GRANT SELECT ON `{db.name}`.`heartbeat` to this user" in check.stdout, check.stdout
+    result = run_cli(config)  # refused at its first lag read, not paused for replica_timeout
+    assert result.returncode == 1 and "cannot read its lag" in result.stderr, result.stdout + result.stderr
+    assert db.count("rewards_archives") == 0
+    as_root(server, db.name, [f"GRANT SELECT ON `{db.name}`.heartbeat TO '{user[0]}'@'{user[2]}'"])
+    check = run_cli(config, "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert re.search(rf"lag [0-9]+s \(the heartbeat table {db.name}\.heartbeat\)", check.stdout), check.stdout

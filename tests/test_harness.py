@@ -37,7 +37,10 @@ from throwaway_server import (
     ExternalServer,
     ServerControlUnavailable,
     ThrowawayMariaDB,
+    ThrowawayMySQL,
+    find_mysql_binary,
     server_from_dsn,
+    session_server_class,
 )
 
 
@@ -245,3 +248,27 @@ def test_a_killed_command_leaves_its_temporary_files_in_the_test_s_own_directory
         holder.close()
     left = [path.name for path in (tmp_path / "cli-tmp").iterdir()]
     assert len(left) == 1 and left[0].startswith("archive-dry-run-"), left
+
+
+def test_a_mysql_mysqld_on_path_makes_the_session_server_a_throwaway_mysql(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Told by its --version (Debian's MariaDB installs a mysqld too); initialised insecure, with
+    no X Protocol listener and no redo log size option; the caller's options still come last."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "mysqld"
+    fake.write_text("#!/bin/sh\necho '/usr/sbin/mysqld  Ver 8.4.3 for Linux on x86_64 (MySQL Community "
+                    "Server - GPL)'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert find_mysql_binary() == str(fake) and session_server_class() is ThrowawayMySQL
+    srv = ThrowawayMySQL(tmp_path / "srv", ["--server-id=7"])
+    assert srv.install_command()[:4] == [str(fake), "--no-defaults", "--initialize-insecure",
+                                         f"--datadir={srv.datadir}"]
+    command = srv.command()
+    assert command[:2] == [str(fake), "--no-defaults"] and command[-1] == "--server-id=7"
+    assert "--mysqlx=OFF" in command and f"--secure-file-priv={srv.tmpdir}" in command
+    assert not any(arg.startswith("--innodb-log-file-size") for arg in command)
+    fake.write_text("#!/bin/sh\necho '/usr/sbin/mysqld  Ver 10.11.19-MariaDB-0+deb12u1 for "
+                    "debian-linux-gnu'\n")
+    assert find_mysql_binary() is None and session_server_class() is ThrowawayMariaDB

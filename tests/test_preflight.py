@@ -158,6 +158,24 @@ def test_missing_key_column_is_refused(db, tmp_path):
     expect_refused(db, config, ["no column `reward_id`"])
 
 
+@pytest.mark.mariadb_only(reason="IGNORED indexes are MariaDB's (MySQL's INVISIBLE: test_dialect.py)")
+def test_an_ignored_unique_key_is_not_a_key_because_force_index_cannot_name_it(db, tmp_path):
+    """FORCE INDEX of an IGNORED index fails every batch (1176, which read as a grant problem)."""
+    create_rewards_tables(db)
+    db.execute("ALTER TABLE rewards DROP PRIMARY KEY, "
+               "ADD COLUMN pk INT NOT NULL AUTO_INCREMENT PRIMARY KEY FIRST, "
+               "ADD UNIQUE KEY uq_id (id) IGNORED")
+    db.execute("ALTER TABLE rewards_archives ADD COLUMN pk INT NOT NULL FIRST")
+    insert_rewards(db, IDS)
+    config = write_config(tmp_path, db, archive__batch_size=BATCH)
+    write_csv(tmp_path / "csv" / "ids.csv", CSV_IDS)
+    expect_refused(db, config, ["`id` is not the primary key or a unique key of the source"])
+    db.execute("ALTER TABLE rewards ALTER INDEX uq_id NOT IGNORED")
+    result = run_cli(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert db.count("rewards_archives") == len(CSV_IDS)
+
+
 def test_key_column_that_is_not_unique_is_refused(db, tmp_path):
     """A non-unique index on the key and another primary key: a key could match many rows."""
     create_rewards_tables(db)
@@ -309,11 +327,12 @@ def test_user_without_delete_privilege_is_refused_at_preflight(db, tmp_path, ser
     insert_rewards(db, IDS)
     write_csv(tmp_path / "csv" / "ids.csv", CSV_IDS)
     user, password = f"lim_{uuid.uuid4().hex[:8]}", "Lim-pw-1"
+    host = server.client_host()  # where the tests connect from
     root = server.connect()
     cur = root.cursor()
     try:
-        cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
-        cur.execute(f"GRANT SELECT, INSERT, UPDATE, CREATE ON `{db.name}`.* TO '{user}'@'localhost'")
+        cur.execute(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
+        cur.execute(f"GRANT SELECT, INSERT, UPDATE, CREATE ON `{db.name}`.* TO '{user}'@'{host}'")
         config = write_config(tmp_path, db, archive__batch_size=BATCH,
                               database__user=user, database__password=password)
         message = expect_refused(db, config, ["DELETE"])
@@ -322,17 +341,17 @@ def test_user_without_delete_privilege_is_refused_at_preflight(db, tmp_path, ser
         # the tracking row was written by the limited user itself (so it really ran as that user)
         assert run_rows(db)[0]["status"] == "FAILED"
     finally:
-        cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+        cur.execute(f"DROP USER IF EXISTS '{user}'@'{host}'")
         cur.close()
         root.close()
 
 
-def readme_grants(database: str, user: str) -> list[str]:
-    """The README's least-privilege GRANT statements, for `database` and user@localhost."""
+def readme_grants(database: str, user: str, host: str) -> list[str]:
+    """The README's least-privilege GRANT statements, for `database` and user@host."""
     readme = (REPO / "README.md").read_text()
     block = readme.split("Least-privilege grants", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
     grants = [line.split(";")[0] for line in block.splitlines() if line.startswith("GRANT ")]
-    return [g.replace(" app.", f" `{database}`.").replace("'archiver'@'%'", f"'{user}'@'localhost'")
+    return [g.replace(" app.", f" `{database}`.").replace("'archiver'@'%'", f"'{user}'@'{host}'")
             for g in grants]
 
 
@@ -342,12 +361,13 @@ def test_the_readme_least_privilege_grants_are_enough(db, tmp_path, server):
     for ddl in (s for s in re.sub(r"^--.*$", "", schema, flags=re.M).split(";") if s.strip()):
         db.execute(ddl)  # the README's alternative to granting CREATE: load schema.sql first
     user, password = f"lp_{uuid.uuid4().hex[:8]}", "Lp-pw-1"
-    grants = readme_grants(db.name, user)
+    host = server.client_host()  # where the tests connect from
+    grants = readme_grants(db.name, user, host)
     assert any("rewards_archives" in g for g in grants), grants
     root = server.connect()
     cur = root.cursor()
     try:
-        cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
+        cur.execute(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
         for grant in grants:
             cur.execute(grant.replace("UPDATE, DELETE ON", "UPDATE ON"))
         config = write_config(tmp_path, db, archive__batch_size=BATCH,
@@ -366,7 +386,7 @@ def test_the_readme_least_privilege_grants_are_enough(db, tmp_path, server):
         assert sorted(snapshot(db, "rewards_archives")) == CSV_IDS
         assert [r["status"] for r in run_rows(db)][:2] == ["FAILED", "COMPLETED"]
     finally:
-        cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+        cur.execute(f"DROP USER IF EXISTS '{user}'@'{host}'")
         cur.close()
         root.close()
 
@@ -380,11 +400,12 @@ def test_a_cascading_child_hidden_from_the_user_is_seen_through_innodb_or_refuse
                "FOREIGN KEY (reward_id) REFERENCES rewards (id) ON DELETE CASCADE) ENGINE=InnoDB")
     db.execute("INSERT INTO reward_claims (reward_id) SELECT id FROM rewards")
     user, password = f"hid_{uuid.uuid4().hex[:8]}", "Hid-pw-1"
-    grants = [g for g in readme_grants(db.name, user) if "PROCESS" not in g]  # table grants only
+    host = server.client_host()  # where the tests connect from
+    grants = [g for g in readme_grants(db.name, user, host) if "PROCESS" not in g]  # table grants only
     root = server.connect()
     cur = root.cursor()
     try:
-        cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
+        cur.execute(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
         for grant in grants:
             cur.execute(grant)
         config = write_config(tmp_path, db, archive__batch_size=BATCH,
@@ -392,7 +413,7 @@ def test_a_cascading_child_hidden_from_the_user_is_seen_through_innodb_or_refuse
         message = expect_refused(db, config, ["cannot see every foreign key that references `rewards`",
                                               "GRANT PROCESS"], tables=("rewards", "reward_claims"))
         assert "reward_claims" not in message  # it cannot be named: this user cannot see it
-        cur.execute(f"GRANT PROCESS ON *.* TO '{user}'@'localhost'")
+        cur.execute(f"GRANT PROCESS ON *.* TO '{user}'@'{host}'")
         check = run_cli(config, "--check")  # now it sees the child, and what its foreign key does
         assert check.returncode == 1, check.stdout
         cascade = f"{db.name}.reward_claims (reward_claims_ibfk_1: ON DELETE CASCADE"
@@ -400,7 +421,7 @@ def test_a_cascading_child_hidden_from_the_user_is_seen_through_innodb_or_refuse
         assert run_cli(config).returncode == 1
         assert db.count("reward_claims") == len(IDS) and db.count("rewards_archives") == 0
     finally:
-        cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+        cur.execute(f"DROP USER IF EXISTS '{user}'@'{host}'")
         cur.close()
         root.close()
 
@@ -475,8 +496,10 @@ def test_archive_key_with_another_collation_is_refused(db, tmp_path):
                                  "utf8mb4_general_ci in the archive")], tables=("src", "arc"))
 
 
-@pytest.mark.parametrize("table, engine", [("rewards", "MyISAM"), ("rewards", "Aria"),
-                                           ("rewards_archives", "MyISAM"), ("rewards_archives", "MEMORY")])
+@pytest.mark.parametrize("table, engine", [
+    ("rewards", "MyISAM"),
+    pytest.param("rewards", "Aria", marks=pytest.mark.mariadb_only(reason="Aria is MariaDB's engine")),
+    ("rewards_archives", "MyISAM"), ("rewards_archives", "MEMORY")])
 def test_non_transactional_tables_are_refused_by_name(db, tmp_path, table, engine):
     config = setup_rewards(db, tmp_path)
     if engine == "MEMORY":
@@ -534,6 +557,7 @@ def test_an_allowed_trigger_is_noted_and_the_run_goes_on(db, tmp_path):
     assert db.count("deleted_log") == len(CSV_IDS)
 
 
+@pytest.mark.mariadb_only(reason="system-versioned tables are MariaDB's (MySQL has none)")
 def test_a_system_versioned_source_is_refused_unless_allowed(db, tmp_path):
     config = setup_rewards(db, tmp_path)
     db.execute("ALTER TABLE rewards ADD SYSTEM VERSIONING")

@@ -216,3 +216,29 @@ def test_a_destination_is_verified_with_its_own_ca(
     result = run_cli(config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert db.count("rewards") == 10 and tls_db.count("rewards_archives") == 20
+
+
+def test_a_user_created_require_x509_logs_in_with_its_client_certificate(
+        tmp_path: Path, tls_server: ThrowawayMariaDB, tls_db: ScratchDatabase, certs: Path) -> None:
+    """ssl_cert and ssl_key: the client's certificate, signed by the server's CA."""
+    if not (certs / "client.pem").exists():
+        openssl(certs, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
+                "-subj", "/CN=archiver")
+        openssl(certs, "x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", "client.pem", "-days", "2")
+    user, host = "x509_archiver", tls_server.client_host()
+    tls_db.execute(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY 'X509-pw-1' REQUIRE X509")
+    try:
+        tls_db.execute(f"GRANT ALL ON `{tls_db.name}`.* TO '{user}'@'{host}'")
+        tls_db.execute(f"GRANT PROCESS ON *.* TO '{user}'@'{host}'")
+        settings: dict[str, Any] = {"database__user": user, "database__password": "X509-pw-1",
+                                    "database__ssl_ca": certs / "ca.pem"}
+        refused = run_cli(tls_config(tmp_path, tls_db, **settings))
+        assert refused.returncode == 1 and "Access denied" in refused.stderr, refused.stdout + refused.stderr
+        assert untouched(tls_db)
+        result = run_cli(write_config(tmp_path, tls_db, **settings, database__ssl_cert=certs / "client.pem",
+                                      database__ssl_key=certs / "client.key"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert tls_db.count("rewards") == 10 and tls_db.count("rewards_archives") == 20
+    finally:
+        tls_db.execute(f"DROP USER IF EXISTS '{user}'@'{host}'")

@@ -45,9 +45,12 @@ __all__ = [
     "ServerControlUnavailable",
     "ServerStartError",
     "ThrowawayMariaDB",
+    "ThrowawayMySQL",
     "find_mariadb_binary",
+    "find_mysql_binary",
     "server_dialect",
     "server_from_dsn",
+    "session_server_class",
 ]
 
 DSN_ENV_VAR = "ARCHIVE_TEST_DSN"
@@ -176,6 +179,18 @@ class _ServerBase:
         """Open an autocommit utf8mb4 mysql.connector connection."""
         return _connect(self.connection_kwargs(database), kw)
 
+    def client_host(self) -> str:
+        """The host part of an account the tests connect as, as the server sees them: 'localhost'
+        through a socket, over TCP the client's address (or its name, if the server resolves
+        names), so a user created at it can log in from an ARCHIVE_TEST_DSN server too."""
+        conn = self.connect()
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT SUBSTRING_INDEX(USER(), '@', -1)")
+            return str(cursor.fetchall()[0][0])
+        finally:
+            conn.close()
+
 
 class ThrowawayMariaDB(_ServerBase):
     """A mariadbd of our own, running on a data directory inside *basedir*."""
@@ -287,14 +302,19 @@ class ThrowawayMariaDB(_ServerBase):
                 + _tail(self.install_log)
             )
 
-    def command(self) -> list[str]:
-        """Return the mariadbd command line (``--no-defaults`` first)."""
+    def binary(self) -> str:
+        """The server program to run."""
         mariadbd = find_mariadb_binary("mariadbd", "mysqld")
         if mariadbd is None:
             raise ServerStartError(
                 "mariadbd not found; install the mariadb-server package "
                 f"(apt-get install mariadb-server) or set {DSN_ENV_VAR}"
             )
+        return mariadbd
+
+    def command(self) -> list[str]:
+        """Return the mariadbd command line (``--no-defaults`` first)."""
+        mariadbd = self.binary()
         cmd = [
             mariadbd,
             "--no-defaults",
@@ -439,6 +459,67 @@ class ThrowawayMariaDB(_ServerBase):
     def client_socket(self) -> str | None:
         """The private socket, unless the server was started on a TCP port."""
         return str(self.socket) if self.port is None else None
+
+
+def find_mysql_binary() -> str | None:
+    """A MySQL mysqld (not MariaDB's: Debian's mariadb-server installs a mysqld too) on PATH or in
+    the sbin dirs, told by what its --version prints; None without one."""
+    mysqld = find_mariadb_binary("mysqld")
+    if mysqld is None:
+        return None
+    try:
+        version = subprocess.run([mysqld, "--version"], capture_output=True, text=True, timeout=30,
+                                 check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return mysqld if " Ver " in version and "mariadb" not in version.lower() else None
+
+
+class ThrowawayMySQL(ThrowawayMariaDB):
+    """A MySQL 8.0+ mysqld of our own, initialised with ``mysqld --initialize-insecure`` (root
+    without a password on the private socket); otherwise a ThrowawayMariaDB. Not run where this
+    was written (no MySQL could be installed there): the options follow the MySQL 8.0/8.4 manual."""
+
+    def binary(self) -> str:
+        """The MySQL mysqld found on PATH."""
+        mysqld = find_mysql_binary()
+        if mysqld is None:
+            raise ServerStartError("no MySQL mysqld on PATH (a MariaDB one does not count)")
+        return mysqld
+
+    def install_command(self) -> list[str]:
+        """mysqld --initialize-insecure on an empty data directory (it must not exist yet):
+        https://dev.mysql.com/doc/refman/8.0/en/data-directory-initialization.html"""
+        cmd = [self.binary(), "--no-defaults", "--initialize-insecure", f"--datadir={self.datadir}",
+               f"--tmpdir={self.tmpdir}", f"--log-error={self.install_log}"]
+        if os.geteuid() == 0:
+            cmd.append(f"--user={self.os_user or 'root'}")
+        return cmd
+
+    def _install(self) -> None:
+        """Create the system tables in a fresh data directory (first start only)."""
+        cmd = self.install_command()
+        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, check=False, timeout=self.startup_timeout)
+        if result.returncode != 0:
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            raise ServerStartError(f"{' '.join(cmd)} failed with exit code {result.returncode}:\n"
+                                   + _tail(self.install_log))
+
+    def command(self) -> list[str]:
+        """The mariadbd command line, for MySQL: no X Protocol listener (its port 33060 and socket
+        would clash between servers), secure_file_priv in our tmpdir (a packaged default directory
+        may not exist, and the server would not start), and no redo log size option (MySQL
+        8.0.30 deprecates innodb_log_file_size)."""
+        cmd = super().command()
+        own = len(cmd) - len(self.extra_args)  # the caller's options come last, and win
+        head = [arg for arg in cmd[:own] if not arg.startswith("--innodb-log-file-size")]
+        return [*head, "--mysqlx=OFF", f"--secure-file-priv={self.tmpdir}", *cmd[own:]]
+
+
+def session_server_class() -> type[ThrowawayMariaDB]:
+    """The throwaway server the session's tests run on: a MySQL when a MySQL mysqld is on PATH."""
+    return ThrowawayMySQL if find_mysql_binary() is not None else ThrowawayMariaDB
 
 
 class ExternalServer(_ServerBase):
