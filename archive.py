@@ -2743,8 +2743,9 @@ class TablePlan(KeyedTable):
                 f"ON {child.same_key_sql('a', 'c')} WHERE {condition}"
                 f"{dialect.locking(written, ('a',)) if lock else ''}")
 
-    def child_insert_sql(self, child: ChildPlan, condition: str, twins: bool = True) -> str:
-        """Copy the child rows of the listed source rows that are not archived yet (never IGNORE).
+    def child_insert_sql(self, child: ChildPlan, condition: str, twins: bool = True, rows: str = "") -> str:
+        """Copy the child rows of the listed source rows that are not archived yet (never IGNORE), from
+        `rows` (default: family_sql's join).
 
         Without `twins` (the locked read found none archived, and keeps it so) the archive is not
         read again: an INSERT ... SELECT that reads its own table goes through a temporary table
@@ -2752,7 +2753,21 @@ class TablePlan(KeyedTable):
         not_archived = (f" AND NOT EXISTS (SELECT 1 FROM {child.archive_sql('a')} WHERE "
                         f"{child.same_key_sql('a', 'c')})") if twins else ""
         return (f"INSERT INTO {quote_ident(child.archive)} ({child.column_list()}) SELECT "
-                f"{child.column_list('c')} FROM {self.family_sql(child)} WHERE {condition}{not_archived}")
+                f"{child.column_list('c')} FROM {rows or self.family_sql(child)} "
+                f"WHERE {condition}{not_archived}")
+
+    def direct_rows(self, child: ChildPlan, keys: Sequence[Key]) -> tuple[str, str, tuple[Any, ...]] | None:
+        """A child of the source table that holds its integer key in an integer column: its rows under
+        `keys` by that column (FROM, WHERE, parameters), which its index reads as ranges, where the
+        join up to the listed rows costs a lookup per row (5000 items: 20-22 ms instead of 28). The
+        same rows only while every listed row exists (else also a missing one's orphans): the
+        caller checks that. None for any other child."""
+        types = {c.name.lower(): c.data_type.lower() for c in child.columns}
+        if child.parent is not None or self.key_type.kind != "int" or \
+                types.get(child.parent_columns[0].lower()) not in INT_RANGES:
+            return None
+        condition, params = key_condition([f"c.{quote_ident(child.parent_columns[0])}"], keys, self.key_type)
+        return f"{quote_ident(child.source)} c", condition, params
 
     def family_count_sql(self, condition: str) -> str:
         """How many rows of each child table descend from the listed rows, read without locks (one
@@ -2760,9 +2775,10 @@ class TablePlan(KeyedTable):
         return "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {self.family_sql(c)} WHERE {condition})"
                                      for c in self.children)
 
-    def child_delete_sql(self, child: ChildPlan, condition: str) -> str:
-        """Delete every child row of the listed source rows (their copies are in the archive)."""
-        return f"DELETE c FROM {self.family_sql(child)} WHERE {condition}"
+    def child_delete_sql(self, child: ChildPlan, condition: str, rows: str = "") -> str:
+        """Delete every child row of the listed source rows (their copies are in the archive), from
+        `rows` (default: family_sql's join)."""
+        return f"DELETE c FROM {rows or self.family_sql(child)} WHERE {condition}"
 
 
 @dataclass(frozen=True)
@@ -7054,16 +7070,25 @@ class Family(InParts, SameServer):
         An INSERT ... SELECT takes shared locks on the rows it copies (and on the index ranges it
         reads them through), so each DELETE removes exactly the rows its table's copy took, unless
         a row came into being in between: then the counts differ (SameServer.move's rule, per table).
+        Everything after the listed rows' copy runs only if it copied every listed key (a child read
+        by its own column, direct_rows, is then exactly the join's rows); a batch with keys not found
+        takes the careful path, and the next batch tries again.
         """
-        keys, children = batch.keys, self.plan.children
+        keys, children, listed = batch.keys, self.plan.children, len(set(batch.keys))
         condition, params = self.plan.condition(keys)
         joined, joined_params = self.plan.condition(keys, "s")
-        script = [(self.plan.insert_sql(condition), params)]
-        script += [(self.plan.child_insert_sql(c, joined, twins=False), joined_params) for c in children]
-        script += [(self.plan.child_delete_sql(c, joined), joined_params) for c in reversed(children)]
-        script += [(self.plan.delete_sql(condition, len(set(keys))), params), (self.references_sql(), ())]
+        every = f" AND @archive_py_copied = {listed}"  # a constant to the optimizer: else nothing is read
+        sources = {c.name: self.plan.direct_rows(c, keys) or ("", joined, joined_params) for c in children}
+        script = [(self.plan.insert_sql(condition), params),
+                  ("SELECT ROW_COUNT() INTO @archive_py_copied", ())]
+        script += [(self.plan.child_insert_sql(c, f"({where}){every}", False, rows), p)
+                   for c in children for rows, where, p in [sources[c.name]]]
+        script += [(self.plan.child_delete_sql(c, f"({where}){every}", rows), p)
+                   for c in reversed(children) for rows, where, p in [sources[c.name]]]
+        script += [(self.plan.delete_sql(f"({condition}){every}", listed), params),
+                   (self.references_sql(), ())]
         try:
-            copied, *counts, deleted, references = self.db.execute_script(script, rows=True)
+            copied, _, *counts, deleted, references = self.db.execute_script(script, rows=True)
         except mysql.connector.Error as exc:
             if exc.errno != ER_DUP_ENTRY:
                 raise
@@ -7071,7 +7096,7 @@ class Family(InParts, SameServer):
         copies, deletes = counts[:len(children)], counts[len(children):][::-1]
         if copies != deletes or copied != deleted or copied + sum(copies) > self.tracking.config.batch_rows:
             self.db.rollback()
-            self.quick = False
+            self.quick = deleted == 0 and 0 < copied < listed  # only keys not found: the next batch may fit
             return None
         self.check_references(references)
         self.moved = {c.name: [n, n, 0] for c, n in zip(children, copies)}

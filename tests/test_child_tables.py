@@ -8,6 +8,7 @@ between parts, a parent too big for one transaction, and what the preflight refu
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import random
@@ -337,6 +338,52 @@ def test_batches_that_meet_archived_rows_after_quick_ones_move_exactly(db, tmp_p
     assert shown["items"] == {"archived": 32, "deleted": 33, "duplicates": 1}, shown
     options = shown["options"]
     assert options["duplicates"] == 1 and options["deleted"] == options["archived"] + 1, shown
+
+
+def test_orphans_of_a_listed_key_that_is_not_found_stay_in_the_source(db, tmp_path):
+    # Attack on the quick path's child rows read by their own column (order_id BETWEEN ...), not a
+    # join up to the listed orders: without a foreign key, rows may hold the id of an order that
+    # does not exist. Listed, that id must not take them along, and the other orders still move
+    db.execute("CREATE TABLE orders (id INT PRIMARY KEY, total INT)")
+    db.execute("CREATE TABLE orders_archive LIKE orders")
+    db.execute("CREATE TABLE notes (id INT PRIMARY KEY, order_id INT NOT NULL, txt VARCHAR(20), "
+               "KEY (order_id))")
+    db.execute("CREATE TABLE notes_archive LIKE notes")
+    db.execute("INSERT INTO orders SELECT seq, seq * 10 FROM seq_1_to_6")
+    # two notes per order, and two of order 7, which does not exist
+    db.execute("INSERT INTO notes SELECT seq, (seq - 1) DIV 2 + 1, CONCAT('n', seq) FROM seq_1_to_14")
+    notes = {"child notes__source_table": "notes", "child notes__archive_table": "notes_archive",
+             "child notes__parent_columns": "order_id", "child notes__without_foreign_key": "yes"}
+    config = write_config(tmp_path, db, archive__source_table="orders",
+                          archive__archive_table="orders_archive",
+                          **notes)
+    write_csv(tmp_path / "csv" / "orders.csv", list(range(1, 8)))
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT id FROM orders") == [] and db.count("orders_archive") == 6
+    assert db.query("SELECT id, order_id FROM notes ORDER BY id") == [(13, 7), (14, 7)]
+    assert db.count("notes_archive") == 12
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(6, 1)]
+    write_csv(tmp_path / "csv" / "more.csv", [7])  # listed alone: nothing found, nothing moves
+    again = run_cli(config)
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert db.count("notes") == 2 and db.count("notes_archive") == 12
+
+
+def test_only_a_childs_own_integer_column_under_an_integer_key_is_read_directly():
+    parent = archive.TablePlan("orders", "orders_archive", ("id",), (archive.Column("id", "int"),),
+                               archive.KeyType("int", low=-2 ** 31, high=2 ** 31 - 1, sql_type="int"))
+    items = archive.ChildPlan("items", "order_items", "order_items_archive", ("id",),
+                              (archive.Column("id", "int"), archive.Column("order_id", "BIGINT")), None,
+                              ("order_id",), ("id",))
+    assert parent.direct_rows(items, [3, 1, 4, 2, 9]) == (
+        "`order_items` c", "(c.`order_id` BETWEEN 1 AND 4 OR c.`order_id` IN (9))", ())
+    text = dataclasses.replace(items, columns=(archive.Column("id", "int"),
+                                               archive.Column("order_id", "varchar")))
+    grandchild = dataclasses.replace(items, parent="items")
+    by_text = dataclasses.replace(parent, key_type=archive.KeyType("str", max_length=9, charset="utf8mb4"))
+    assert parent.direct_rows(text, [1]) is None and parent.direct_rows(grandchild, [1]) is None
+    assert by_text.direct_rows(items, ["1"]) is None
 
 
 def leave_a_partial_batch(db: ScratchDatabase, config: Path, spawn_cli: Any) -> None:
