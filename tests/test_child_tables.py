@@ -873,3 +873,127 @@ def test_a_child_whose_own_key_cannot_be_looked_up_exactly_is_refused_into_anoth
     assert check.returncode == 1, check.stdout
     assert ("[child options]: its key (code) cannot be looked up exactly on the destination: key column "
             "type decimal(8,2) is not supported") in check.stdout, check.stdout
+
+
+# --------------------------------------------------------------------------- red team: the quick path
+
+def quick_job_behind(db: ScratchDatabase, tmp_path: Path, spawn_cli: Any, hold: list[str],
+                     then: list[str], **config: Any) -> tuple[Path, Any, Any]:
+    """Orders 1..12, 1..6 listed in batches of 3: another session runs `hold` (its locks stop the first
+    quick batch), the run starts and waits for them, then the session runs `then` (uncommitted)."""
+    path = family_job(db, tmp_path, 12, list(range(1, 7)), archive__batch_size=3, **config)
+    holder = db.connect()
+    holder.autocommit = False
+    cursor = holder.cursor()
+    for sql in hold:
+        cursor.execute(sql)
+    proc = spawn_cli(path)
+    wait_for_a_lock_wait(db, "the quick batch to wait for the held rows", lambda: proc.poll() is not None)
+    assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+    for sql in then:
+        cursor.execute(sql)
+    return path, holder, proc
+
+
+def family_snapshot(db: ScratchDatabase) -> dict[str, list[tuple[Any, ...]]]:
+    """whole_family as one consistent read: a batch the run commits meanwhile is in it or not, whole."""
+    conn = db.connect()
+    try:
+        cursor = conn.cursor()
+        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        found = {}
+        for table in ("orders", "order_items", "item_options"):
+            rows = []
+            for name in (table, f"{table}_archive"):
+                cursor.execute(f"SELECT * FROM `{name}`")
+                rows += cursor.fetchall()
+            found[table] = sorted(rows)
+        conn.rollback()
+        return found
+    finally:
+        conn.close()
+
+
+def listed_families_moved_exactly(db: ScratchDatabase, before: dict[str, list[tuple[Any, ...]]],
+                                  listed: set[int]) -> None:
+    """Every row is in exactly one table; the listed orders' families (as they are now) are archived,
+    nothing else is."""
+    assert whole_family(db) == before
+    items = [r for r in before["order_items"] if r[1] in listed]
+    item_ids = {r[0] for r in items}
+    assert family_of(db, "orders_archive") == [r for r in before["orders"] if r[0] in listed]
+    assert family_of(db, "order_items_archive") == items
+    assert family_of(db, "item_options_archive") == [r for r in before["item_options"] if r[0] in item_ids]
+    for table in ("orders", "order_items", "item_options"):
+        assert not set(family_of(db, table)) & set(family_of(db, f"{table}_archive")), table
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_a_quick_batch_behind_a_writer_that_adds_moves_and_deletes_child_rows_moves_the_family_it_finds(
+        db, tmp_path, spawn_cli, commit):
+    # Attack on the quick path's claim that INSERT ... SELECT's shared locks make each DELETE remove
+    # exactly what was copied: while the items copy waits for item 4 (order 2), the other session adds
+    # an item to order 2, moves item 30 (with its options) from order 11 into it and item 5 out of
+    # it, deletes and adds options of item 4; then commits or rolls back
+    _, holder, proc = quick_job_behind(db, tmp_path, spawn_cli, [
+        "UPDATE order_items SET qty = qty + 100 WHERE id = 4"], [
+        "INSERT INTO order_items VALUES (1000, 2, 'new', 1)",
+        "UPDATE order_items SET order_id = 2 WHERE id = 30",
+        "UPDATE order_items SET order_id = 11 WHERE id = 5",
+        "DELETE FROM item_options WHERE item_id = 4 AND opt = 'size'",
+        "INSERT INTO item_options VALUES (4, 'new', 'x'), (1000, 'color', 'y')"])
+    if commit:
+        holder.commit()
+    else:
+        holder.rollback()
+    before = family_snapshot(db)
+    holder.close()
+    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
+    listed_families_moved_exactly(db, before, set(range(1, 7)))
+    if commit:
+        assert (1000, 2, "new", 1) in family_of(db, "order_items_archive")
+        assert db.scalar("SELECT order_id FROM order_items WHERE id = 5") == 11
+
+
+def test_a_quick_batch_behind_a_locked_parent_whose_session_adds_children_moves_them_too(
+        db, tmp_path, spawn_cli):
+    # The parents' copy waits for order 2, whose session then gives it an item with two options
+    _, holder, proc = quick_job_behind(db, tmp_path, spawn_cli, [
+        "UPDATE orders SET total = 99 WHERE id = 2"], [
+        "INSERT INTO order_items VALUES (1000, 2, 'new', 1)",
+        "INSERT INTO item_options VALUES (1000, 'a', 'x'), (1000, 'b', 'y')"])
+    holder.commit()
+    before = family_snapshot(db)
+    holder.close()
+    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
+    listed_families_moved_exactly(db, before, set(range(1, 7)))
+    assert db.scalar("SELECT COUNT(*) FROM item_options_archive WHERE item_id = 1000") == 2
+
+
+def test_a_quick_batch_waiting_for_a_grandchild_while_its_session_moves_an_option_in_moves_exactly(
+        db, tmp_path, spawn_cli):
+    # The options copy (the last INSERT) waits for option (4, color); the other session then moves
+    # option (32, size) of order 11 under item 4 and changes the key of option (4, size)
+    _, holder, proc = quick_job_behind(db, tmp_path, spawn_cli, [
+        "UPDATE item_options SET val = 'held' WHERE item_id = 4 AND opt = 'color'"], [
+        "UPDATE item_options SET item_id = 4, opt = 'moved' WHERE item_id = 32 AND opt = 'size'",
+        "UPDATE item_options SET opt = 'zz' WHERE item_id = 4 AND opt = 'size'"])
+    holder.commit()
+    before = family_snapshot(db)
+    holder.close()
+    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
+    listed_families_moved_exactly(db, before, set(range(1, 7)))
+
+
+def test_a_kill_9_while_a_quick_batch_waits_leaves_every_row_once_and_the_rerun_moves_exactly(
+        db, tmp_path, spawn_cli):
+    config, holder, proc = quick_job_behind(db, tmp_path, spawn_cli, [
+        "UPDATE item_options SET val = 'held' WHERE item_id = 10 AND opt = 'size'"], [])
+    before = family_snapshot(db)
+    kill_process_group(proc, signal.SIGKILL)
+    holder.rollback()
+    holder.close()
+    assert whole_family(db) == before
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    listed_families_moved_exactly(db, before, set(range(1, 7)))
