@@ -997,3 +997,71 @@ def test_a_kill_9_while_a_quick_batch_waits_leaves_every_row_once_and_the_rerun_
     result = run_cli(config)
     assert result.returncode == 0, (result.stdout, result.stderr)
     listed_families_moved_exactly(db, before, set(range(1, 7)))
+
+
+def test_a_child_added_while_a_quick_batch_at_max_batch_rows_waits_sends_it_careful_and_in_parts(
+        db, tmp_path, spawn_cli):
+    # Orders 1, 2, 3 move 8 + 6 + 8 = 22 rows: exactly max_batch_rows by the lock-free count, so the
+    # batch goes quickly; while it waits for item 4, order 3 gets a 23rd row: the copies count 23,
+    # the quick batch is rolled back, and the careful path moves orders 1 and 2, then order 3
+    config = family_job(db, tmp_path, 12, [1, 2, 3, 4, 5, 6], archive__batch_size=3,
+                        archive__max_batch_rows=22)
+    holder = db.connect()
+    holder.autocommit = False
+    cursor = holder.cursor()
+    cursor.execute("UPDATE order_items SET qty = qty + 100 WHERE id = 4")
+    proc = spawn_cli(config)
+    wait_for_a_lock_wait(db, "the quick batch to wait for item 4", lambda: proc.poll() is not None)
+    assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+    cursor.execute("INSERT INTO order_items VALUES (1000, 3, 'new', 1)")
+    holder.commit()
+    holder.close()
+    before = family_snapshot(db)
+    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
+    listed_families_moved_exactly(db, before, set(range(1, 7)))
+    assert "PART: Batch 1 - 2 of 3 keys moved" in proc.read_stdout()
+
+
+def test_random_kills_during_quick_family_batches_never_lose_double_or_orphan_a_row(db, tmp_path, spawn_cli):
+    listed = list(range(1, 121))
+    config = family_job(db, tmp_path, 130, listed, archive__batch_size=4)
+    before = whole_family(db)
+    def batches() -> int:
+        return db.scalar("SELECT COUNT(*) FROM batch_processing_logs") if db.table_exists(
+            "batch_processing_logs") else 0
+
+    for _ in range(6):  # each kill as soon as the run committed a batch more: wherever its next one is
+        done = batches()
+        proc = spawn_cli(config)
+        wait_until(lambda: batches() > done or proc.poll() is not None, timeout=60)  # noqa: B023
+        kill_process_group(proc, signal.SIGKILL)
+        assert family_snapshot(db) == before
+        assert db.scalar("SELECT COUNT(*) FROM order_items i LEFT JOIN orders o ON o.id = i.order_id "
+                         "WHERE o.id IS NULL") == 0
+        assert db.scalar("SELECT COUNT(*) FROM order_items_archive i LEFT JOIN orders_archive o "
+                         "ON o.id = i.order_id WHERE o.id IS NULL") == 0
+    final = run_cli(config)
+    assert final.returncode == 0, (final.stdout, final.stderr)
+    listed_families_moved_exactly(db, before, set(listed))
+    assert_batches_once(db, "orders.csv", 30)
+
+
+def test_a_quick_batch_moves_children_whose_foreign_key_sets_null_before_their_parent_goes(db, tmp_path):
+    # ON DELETE SET NULL would alter an item left behind: each child goes first, bottom up
+    db.execute(FAMILY[0])
+    db.execute(FAMILY[1])
+    for name in ("order_items", "order_items_archive"):
+        fk = (", CONSTRAINT fk_n FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE SET NULL"
+              if name == "order_items" else "")
+        db.execute(f"CREATE TABLE {name} (id INT PRIMARY KEY, order_id INT NULL, sku VARCHAR(20), "
+                   f"KEY (order_id){fk})")
+    db.execute("INSERT INTO orders VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)")
+    db.execute("INSERT INTO order_items VALUES (1, 1, 'x'), (2, 2, 'y'), (3, 2, 'z'), (4, NULL, 'w')")
+    config = write_config(tmp_path, db, archive__source_table="orders",
+                          archive__archive_table="orders_archive", **ITEMS)
+    write_csv(tmp_path / "csv" / "orders.csv", [2, 3, 4])
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT * FROM order_items_archive ORDER BY id") == [(2, 2, "y"), (3, 2, "z")]
+    assert db.query("SELECT * FROM order_items ORDER BY id") == [(1, 1, "x"), (4, None, "w")]
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(2, 1)]
