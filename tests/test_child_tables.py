@@ -1065,3 +1065,43 @@ def test_a_quick_batch_moves_children_whose_foreign_key_sets_null_before_their_p
     assert db.query("SELECT * FROM order_items_archive ORDER BY id") == [(2, 2, "y"), (3, 2, "z")]
     assert db.query("SELECT * FROM order_items ORDER BY id") == [(1, 1, "x"), (4, None, "w")]
     assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(2, 1)]
+
+
+def test_a_quick_batch_behind_a_writer_that_replaces_a_listed_order_moves_the_new_family(
+        db, tmp_path, spawn_cli):
+    # The parents' copy waits for order 2; the other session deletes order 3 with its family and
+    # makes a new order 3 with one new item (a key reused): the new family moves, the old one is gone
+    _, holder, proc = quick_job_behind(db, tmp_path, spawn_cli, [
+        "UPDATE orders SET total = 99 WHERE id = 2"], [
+        "DELETE FROM item_options WHERE item_id IN (6, 8)", "DELETE FROM order_items WHERE order_id = 3",
+        "DELETE FROM orders WHERE id = 3", "INSERT INTO orders VALUES (3, 'new', 0)",
+        "INSERT INTO order_items VALUES (2000, 3, 'n', 0)"])
+    holder.commit()
+    before = family_snapshot(db)
+    holder.close()
+    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
+    listed_families_moved_exactly(db, before, set(range(1, 7)))
+    assert db.query("SELECT id FROM order_items_archive WHERE order_id = 3") == [(2000,)]
+
+
+def test_a_quick_batch_without_foreign_keys_leaves_orphans_and_moves_duplicated_keys_once(db, tmp_path):
+    # without_foreign_key = yes: rows whose parent is not listed, not in the source (an orphan of an
+    # order archived before) or listed twice in the file
+    db.execute(FAMILY[0])
+    db.execute(FAMILY[1])
+    db.execute(FAMILY[3].replace("order_items_archive", "order_items"))
+    db.execute(FAMILY[3])
+    db.execute("INSERT INTO orders VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)")
+    db.execute("INSERT INTO orders_archive VALUES (9, 'z', 9)")
+    db.execute("INSERT INTO order_items VALUES (1, 1, 'x', 1), (2, 2, 'y', 1), (3, 9, 'orphan', 1), "
+               "(4, 7, 'orphan', 1), (5, 2, 'y2', 1)")
+    config = write_config(tmp_path, db, archive__source_table="orders",
+                          archive__archive_table="orders_archive", archive__batch_size=5, **ITEMS,
+                          **{"child items__without_foreign_key": "yes"})
+    write_csv(tmp_path / "csv" / "orders.csv", [2, 9, 2, 7, 3])
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT id FROM orders_archive ORDER BY id") == [(2,), (3,), (9,)]
+    assert db.query("SELECT id FROM order_items_archive ORDER BY id") == [(2,), (5,)]
+    assert db.query("SELECT id FROM order_items ORDER BY id") == [(1,), (3,), (4,)]
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(2, 2)]

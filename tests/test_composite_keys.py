@@ -783,3 +783,23 @@ def test_a_timestamp_key_in_the_types_last_second_is_found(db, tmp_path):
     result = run_cli(config)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(2, 0)]
+
+
+def test_keys_of_many_tenants_whose_box_holds_unlisted_rows_go_as_key_lists_and_move_exactly(db, tmp_path):
+    # The box of (tenant, id) keys spread over 40 tenants holds every tenant's other rows: its count
+    # is over the keys listed, so the batch (and the rest of the run) takes its key list
+    table = "CREATE TABLE {name} (tenant INT NOT NULL, id BIGINT NOT NULL, v INT, PRIMARY KEY (tenant, id))"
+    for name in ("mt", "mt_archive"):
+        db.execute(table.format(name=name))
+    rows = [(t, i, t * i) for t in range(1, 41) for i in range(-5, 6)]
+    db.executemany("INSERT INTO mt VALUES (%s, %s, %s)", rows)
+    listed = [(t, (t % 11) - 5) for t in range(1, 41, 2)] + [(41, 0), (3, 6)]
+    write_keys(tmp_path / "csv" / "keys.csv", ["tenant", "id"], listed)
+    config = write_config(tmp_path, db, archive__source_table="mt", archive__archive_table="mt_archive",
+                          archive__key_column="tenant, id", archive__csv_column=None, archive__batch_size=7)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    moved = sorted(r for r in rows if r[:2] in listed)
+    assert db.query("SELECT * FROM mt_archive ORDER BY tenant, id") == moved
+    assert db.query("SELECT * FROM mt ORDER BY tenant, id") == sorted(set(rows) - set(moved))
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(20, 2)]
