@@ -803,3 +803,24 @@ def test_keys_of_many_tenants_whose_box_holds_unlisted_rows_go_as_key_lists_and_
     assert db.query("SELECT * FROM mt_archive ORDER BY tenant, id") == moved
     assert db.query("SELECT * FROM mt ORDER BY tenant, id") == sorted(set(rows) - set(moved))
     assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(20, 2)]
+
+
+@pytest.mark.parametrize("unlisted", [False, True])
+def test_a_batch_of_1500_integer_and_datetime6_keys_moves_every_listed_row(db, tmp_path, unlisted):
+    # Past in_predicate_conversion_threshold (1000), MariaDB may make an IN list a subquery over its
+    # constants, compared by their type: whole-second times written without fractions must still
+    # find their DATETIME(6) rows, in the box and (with unlisted rows in it) as a key list
+    table = "CREATE TABLE {name} (id INT NOT NULL, at DATETIME(6) NOT NULL, PRIMARY KEY (id, at))"
+    for name in ("ev", "ev_archive"):
+        db.execute(table.format(name=name))
+    base = dt.datetime(2024, 1, 1)
+    rows = [(n, base + dt.timedelta(seconds=n % 97, microseconds=0 if n % 3 else 250)) for n in range(3000)]
+    db.executemany("INSERT INTO ev VALUES (%s, %s)", rows)
+    listed = rows[::2] if unlisted else rows[:1500]
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "at"], listed)
+    config = write_config(tmp_path, db, archive__source_table="ev", archive__archive_table="ev_archive",
+                          archive__key_column="id, at", archive__csv_column=None, archive__batch_size=1500)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(1500, 0)]
+    assert db.query("SELECT * FROM ev_archive ORDER BY id, at") == sorted(listed)
