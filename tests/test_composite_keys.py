@@ -824,3 +824,25 @@ def test_a_batch_of_1500_integer_and_datetime6_keys_moves_every_listed_row(db, t
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(1500, 0)]
     assert db.query("SELECT * FROM ev_archive ORDER BY id, at") == sorted(listed)
+
+
+def test_zero_dates_inside_the_box_of_date_keys_stay_and_the_listed_rows_move(db, tmp_path):
+    # Zero dates and zero-in-date days (allowed without NO_ZERO_DATE / NO_ZERO_IN_DATE) sort inside
+    # the box of the listed dates or below it; no key can name them, so they never move
+    table = "CREATE TABLE {name} (id INT NOT NULL, d DATE NOT NULL, v INT, PRIMARY KEY (id, d))"
+    for name in ("zd", "zd_archive"):
+        db.execute(table.format(name=name))
+    db.execute("SET SESSION sql_mode = ''")
+    db.execute("INSERT INTO zd VALUES (1, '0000-00-00', 1), (1, '2024-00-00', 2), (1, '2024-01-00', 3), "
+               "(1, '2023-12-31', 4), (1, '2024-01-01', 5), (2, '2024-00-15', 6), (2, '2024-01-01', 7)")
+    listed = [(1, "2023-12-31"), (1, "2024-01-01"), (2, "2024-01-01"), (2, "2023-12-30"), (1, "2023-12-30"),
+              (2, "2023-12-31"), (1, "2023-12-29"), (2, "2023-12-29")]
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "d"], listed)
+    config = write_config(tmp_path, db, archive__source_table="zd", archive__archive_table="zd_archive",
+                          archive__key_column="id, d", archive__csv_column=None, archive__batch_size=8)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT id, CAST(d AS CHAR), v FROM zd_archive ORDER BY v") == [
+        (1, "2023-12-31", 4), (1, "2024-01-01", 5), (2, "2024-01-01", 7)]
+    assert db.query("SELECT id, CAST(d AS CHAR), v FROM zd ORDER BY v") == [
+        (1, "0000-00-00", 1), (1, "2024-00-00", 2), (1, "2024-01-00", 3), (2, "2024-00-15", 6)]
