@@ -7065,7 +7065,8 @@ class Family(InParts, SameServer):
     def quickly(self, batch: Batch) -> BatchOutcome | None:
         """The whole batch (it fits max_batch_rows, as counted) in one round trip without the locked
         reads: copy each table's rows top down and delete them bottom up; None, rolled back, when a
-        row is archived already (a duplicate key) or a delete's count is not its copy's.
+        row is archived already (a duplicate key), a delete's count is not its copy's or the family
+        grew past a Galera write-set limit.
 
         An INSERT ... SELECT takes shared locks on the rows it copies (and on the index ranges it
         reads them through), so each DELETE removes exactly the rows its table's copy took, unless
@@ -7090,7 +7091,9 @@ class Family(InParts, SameServer):
         try:
             copied, _, *counts, deleted, references = self.db.execute_script(script, rows=True)
         except mysql.connector.Error as exc:
-            if exc.errno != ER_DUP_ENTRY:
+            # Rows added to the family since the lock-free count can outgrow the write set the
+            # preflight fitted to Galera's limits: the careful path cuts the batch under its locks.
+            if exc.errno != ER_DUP_ENTRY and not (self.db.wsrep and explain_write_set_error(exc, 0)):
                 raise
             copied, counts, deleted, references = 0, [], -1, []
         copies, deletes = counts[:len(children)], counts[len(children):][::-1]

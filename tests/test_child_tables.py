@@ -920,3 +920,235 @@ def test_a_child_whose_own_key_cannot_be_looked_up_exactly_is_refused_into_anoth
     assert check.returncode == 1, check.stdout
     assert ("[child options]: its key (code) cannot be looked up exactly on the destination: key column "
             "type decimal(8,2) is not supported") in check.stdout, check.stdout
+
+
+# --------------------------------------------------------------------------- red team: the quick path
+
+def quick_job_behind(db: ScratchDatabase, tmp_path: Path, spawn_cli: Any, hold: list[str],
+                     then: list[str], **config: Any) -> tuple[Path, Any, Any]:
+    """Orders 1..12, 1..6 listed in batches of 3: another session runs `hold` (its locks stop the first
+    quick batch), the run starts and waits for them, then the session runs `then` (uncommitted)."""
+    path = family_job(db, tmp_path, 12, list(range(1, 7)), archive__batch_size=3, **config)
+    holder = db.connect()
+    holder.autocommit = False
+    cursor = holder.cursor()
+    for sql in hold:
+        cursor.execute(sql)
+    proc = spawn_cli(path)
+    wait_for_a_lock_wait(db, "the quick batch to wait for the held rows", lambda: proc.poll() is not None)
+    assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+    for sql in then:
+        cursor.execute(sql)
+    return path, holder, proc
+
+
+def family_snapshot(db: ScratchDatabase) -> dict[str, list[tuple[Any, ...]]]:
+    """whole_family as one consistent read: a batch the run commits meanwhile is in it or not, whole."""
+    conn = db.connect()
+    try:
+        cursor = conn.cursor()
+        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        found = {}
+        for table in ("orders", "order_items", "item_options"):
+            rows = []
+            for name in (table, f"{table}_archive"):
+                cursor.execute(f"SELECT * FROM `{name}`")
+                rows += cursor.fetchall()
+            found[table] = sorted(rows)
+        conn.rollback()
+        return found
+    finally:
+        conn.close()
+
+
+def listed_families_moved_exactly(db: ScratchDatabase, before: dict[str, list[tuple[Any, ...]]],
+                                  listed: set[int]) -> None:
+    """Every row is in exactly one table; the listed orders' families (as they are now) are archived,
+    nothing else is."""
+    assert whole_family(db) == before
+    items = [r for r in before["order_items"] if r[1] in listed]
+    item_ids = {r[0] for r in items}
+    assert family_of(db, "orders_archive") == [r for r in before["orders"] if r[0] in listed]
+    assert family_of(db, "order_items_archive") == items
+    assert family_of(db, "item_options_archive") == [r for r in before["item_options"] if r[0] in item_ids]
+    for table in ("orders", "order_items", "item_options"):
+        assert not set(family_of(db, table)) & set(family_of(db, f"{table}_archive")), table
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_a_quick_batch_behind_a_writer_that_adds_moves_and_deletes_child_rows_moves_the_family_it_finds(
+        db, tmp_path, spawn_cli, commit):
+    # Attack on the quick path's claim that INSERT ... SELECT's shared locks make each DELETE remove
+    # exactly what was copied: while the items copy waits for item 4 (order 2), the other session adds
+    # an item to order 2, moves item 30 (with its options) from order 11 into it and item 5 out of
+    # it, deletes and adds options of item 4; then commits or rolls back
+    _, holder, proc = quick_job_behind(db, tmp_path, spawn_cli, [
+        "UPDATE order_items SET qty = qty + 100 WHERE id = 4"], [
+        "INSERT INTO order_items VALUES (1000, 2, 'new', 1)",
+        "UPDATE order_items SET order_id = 2 WHERE id = 30",
+        "UPDATE order_items SET order_id = 11 WHERE id = 5",
+        "DELETE FROM item_options WHERE item_id = 4 AND opt = 'size'",
+        "INSERT INTO item_options VALUES (4, 'new', 'x'), (1000, 'color', 'y')"])
+    if commit:
+        holder.commit()
+    else:
+        holder.rollback()
+    before = family_snapshot(db)
+    holder.close()
+    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
+    listed_families_moved_exactly(db, before, set(range(1, 7)))
+    if commit:
+        assert (1000, 2, "new", 1) in family_of(db, "order_items_archive")
+        assert db.scalar("SELECT order_id FROM order_items WHERE id = 5") == 11
+
+
+def test_a_quick_batch_behind_a_locked_parent_whose_session_adds_children_moves_them_too(
+        db, tmp_path, spawn_cli):
+    # The parents' copy waits for order 2, whose session then gives it an item with two options
+    _, holder, proc = quick_job_behind(db, tmp_path, spawn_cli, [
+        "UPDATE orders SET total = 99 WHERE id = 2"], [
+        "INSERT INTO order_items VALUES (1000, 2, 'new', 1)",
+        "INSERT INTO item_options VALUES (1000, 'a', 'x'), (1000, 'b', 'y')"])
+    holder.commit()
+    before = family_snapshot(db)
+    holder.close()
+    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
+    listed_families_moved_exactly(db, before, set(range(1, 7)))
+    assert db.scalar("SELECT COUNT(*) FROM item_options_archive WHERE item_id = 1000") == 2
+
+
+def test_a_quick_batch_waiting_for_a_grandchild_while_its_session_moves_an_option_in_moves_exactly(
+        db, tmp_path, spawn_cli):
+    # The options copy (the last INSERT) waits for option (4, color); the other session then moves
+    # option (32, size) of order 11 under item 4 and changes the key of option (4, size)
+    _, holder, proc = quick_job_behind(db, tmp_path, spawn_cli, [
+        "UPDATE item_options SET val = 'held' WHERE item_id = 4 AND opt = 'color'"], [
+        "UPDATE item_options SET item_id = 4, opt = 'moved' WHERE item_id = 32 AND opt = 'size'",
+        "UPDATE item_options SET opt = 'zz' WHERE item_id = 4 AND opt = 'size'"])
+    holder.commit()
+    before = family_snapshot(db)
+    holder.close()
+    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
+    listed_families_moved_exactly(db, before, set(range(1, 7)))
+
+
+def test_a_kill_9_while_a_quick_batch_waits_leaves_every_row_once_and_the_rerun_moves_exactly(
+        db, tmp_path, spawn_cli):
+    config, holder, proc = quick_job_behind(db, tmp_path, spawn_cli, [
+        "UPDATE item_options SET val = 'held' WHERE item_id = 10 AND opt = 'size'"], [])
+    before = family_snapshot(db)
+    kill_process_group(proc, signal.SIGKILL)
+    holder.rollback()
+    holder.close()
+    assert whole_family(db) == before
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    listed_families_moved_exactly(db, before, set(range(1, 7)))
+
+
+def test_a_child_added_while_a_quick_batch_at_max_batch_rows_waits_sends_it_careful_and_in_parts(
+        db, tmp_path, spawn_cli):
+    # Orders 1, 2, 3 move 8 + 6 + 8 = 22 rows: exactly max_batch_rows by the lock-free count, so the
+    # batch goes quickly; while it waits for item 4, order 3 gets a 23rd row: the copies count 23,
+    # the quick batch is rolled back, and the careful path moves orders 1 and 2, then order 3
+    config = family_job(db, tmp_path, 12, [1, 2, 3, 4, 5, 6], archive__batch_size=3,
+                        archive__max_batch_rows=22)
+    holder = db.connect()
+    holder.autocommit = False
+    cursor = holder.cursor()
+    cursor.execute("UPDATE order_items SET qty = qty + 100 WHERE id = 4")
+    proc = spawn_cli(config)
+    wait_for_a_lock_wait(db, "the quick batch to wait for item 4", lambda: proc.poll() is not None)
+    assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+    cursor.execute("INSERT INTO order_items VALUES (1000, 3, 'new', 1)")
+    holder.commit()
+    holder.close()
+    before = family_snapshot(db)
+    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
+    listed_families_moved_exactly(db, before, set(range(1, 7)))
+    assert "PART: Batch 1 - 2 of 3 keys moved" in proc.read_stdout()
+
+
+def test_random_kills_during_quick_family_batches_never_lose_double_or_orphan_a_row(db, tmp_path, spawn_cli):
+    listed = list(range(1, 121))
+    config = family_job(db, tmp_path, 130, listed, archive__batch_size=4)
+    before = whole_family(db)
+    def batches() -> int:
+        return db.scalar("SELECT COUNT(*) FROM batch_processing_logs") if db.table_exists(
+            "batch_processing_logs") else 0
+
+    for _ in range(6):  # each kill as soon as the run committed a batch more: wherever its next one is
+        done = batches()
+        proc = spawn_cli(config)
+        wait_until(lambda: batches() > done or proc.poll() is not None, timeout=60)  # noqa: B023
+        kill_process_group(proc, signal.SIGKILL)
+        assert family_snapshot(db) == before
+        assert db.scalar("SELECT COUNT(*) FROM order_items i LEFT JOIN orders o ON o.id = i.order_id "
+                         "WHERE o.id IS NULL") == 0
+        assert db.scalar("SELECT COUNT(*) FROM order_items_archive i LEFT JOIN orders_archive o "
+                         "ON o.id = i.order_id WHERE o.id IS NULL") == 0
+    final = run_cli(config)
+    assert final.returncode == 0, (final.stdout, final.stderr)
+    listed_families_moved_exactly(db, before, set(listed))
+    assert_batches_once(db, "orders.csv", 30)
+
+
+def test_a_quick_batch_moves_children_whose_foreign_key_sets_null_before_their_parent_goes(db, tmp_path):
+    # ON DELETE SET NULL would alter an item left behind: each child goes first, bottom up
+    db.execute(FAMILY[0])
+    db.execute(FAMILY[1])
+    for name in ("order_items", "order_items_archive"):
+        fk = (", CONSTRAINT fk_n FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE SET NULL"
+              if name == "order_items" else "")
+        db.execute(f"CREATE TABLE {name} (id INT PRIMARY KEY, order_id INT NULL, sku VARCHAR(20), "
+                   f"KEY (order_id){fk})")
+    db.execute("INSERT INTO orders VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)")
+    db.execute("INSERT INTO order_items VALUES (1, 1, 'x'), (2, 2, 'y'), (3, 2, 'z'), (4, NULL, 'w')")
+    config = write_config(tmp_path, db, archive__source_table="orders",
+                          archive__archive_table="orders_archive", **ITEMS)
+    write_csv(tmp_path / "csv" / "orders.csv", [2, 3, 4])
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT * FROM order_items_archive ORDER BY id") == [(2, 2, "y"), (3, 2, "z")]
+    assert db.query("SELECT * FROM order_items ORDER BY id") == [(1, 1, "x"), (4, None, "w")]
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(2, 1)]
+
+
+def test_a_quick_batch_behind_a_writer_that_replaces_a_listed_order_moves_the_new_family(
+        db, tmp_path, spawn_cli):
+    # The parents' copy waits for order 2; the other session deletes order 3 with its family and
+    # makes a new order 3 with one new item (a key reused): the new family moves, the old one is gone
+    _, holder, proc = quick_job_behind(db, tmp_path, spawn_cli, [
+        "UPDATE orders SET total = 99 WHERE id = 2"], [
+        "DELETE FROM item_options WHERE item_id IN (6, 8)", "DELETE FROM order_items WHERE order_id = 3",
+        "DELETE FROM orders WHERE id = 3", "INSERT INTO orders VALUES (3, 'new', 0)",
+        "INSERT INTO order_items VALUES (2000, 3, 'n', 0)"])
+    holder.commit()
+    before = family_snapshot(db)
+    holder.close()
+    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
+    listed_families_moved_exactly(db, before, set(range(1, 7)))
+    assert db.query("SELECT id FROM order_items_archive WHERE order_id = 3") == [(2000,)]
+
+
+def test_a_quick_batch_without_foreign_keys_leaves_orphans_and_moves_duplicated_keys_once(db, tmp_path):
+    # without_foreign_key = yes: rows whose parent is not listed, not in the source (an orphan of an
+    # order archived before) or listed twice in the file
+    db.execute(FAMILY[0])
+    db.execute(FAMILY[1])
+    db.execute(FAMILY[3].replace("order_items_archive", "order_items"))
+    db.execute(FAMILY[3])
+    db.execute("INSERT INTO orders VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)")
+    db.execute("INSERT INTO orders_archive VALUES (9, 'z', 9)")
+    db.execute("INSERT INTO order_items VALUES (1, 1, 'x', 1), (2, 2, 'y', 1), (3, 9, 'orphan', 1), "
+               "(4, 7, 'orphan', 1), (5, 2, 'y2', 1)")
+    config = write_config(tmp_path, db, archive__source_table="orders",
+                          archive__archive_table="orders_archive", archive__batch_size=5, **ITEMS,
+                          **{"child items__without_foreign_key": "yes"})
+    write_csv(tmp_path / "csv" / "orders.csv", [2, 9, 2, 7, 3])
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT id FROM orders_archive ORDER BY id") == [(2,), (3,), (9,)]
+    assert db.query("SELECT id FROM order_items_archive ORDER BY id") == [(2,), (5,)]
+    assert db.query("SELECT id FROM order_items ORDER BY id") == [(1,), (3,), (4,)]
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(2, 2)]

@@ -31,6 +31,7 @@ from helpers import (
     kill_process_group,
     read_text_logs,
     run_cli,
+    wait_for_a_lock_wait,
     wait_until,
     write_config,
 )
@@ -419,6 +420,97 @@ def test_the_box_of_a_batch_never_moves_the_unlisted_rows_inside_it(db, tmp_path
     assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(2, 2)]
 
 
+EXTREMES = """CREATE TABLE {name} (
+  a BIGINT UNSIGNED NOT NULL,
+  b BIGINT NOT NULL,
+  d DATE NOT NULL,
+  v INT NOT NULL,
+  PRIMARY KEY (b DESC, d, a)
+) ENGINE=InnoDB"""
+
+
+def test_the_box_of_extreme_integers_and_dates_under_a_desc_index_moves_exactly_the_listed_rows(db, tmp_path):
+    # Attack on the box: BIGINT UNSIGNED and BIGINT at their extremes, DATE from 1000 to 9999, the
+    # key listed (a, d, b) against a PRIMARY KEY (b DESC, d, a); as many missing keys as the box has
+    # unlisted rows, so that its count lets the box be taken with 40 unlisted rows inside it
+    for name in ("m", "m_archive"):
+        db.execute(EXTREMES.format(name=name))
+    values = itertools.product([0, 1, 2 ** 64 - 2, 2 ** 64 - 1], [-2 ** 63, -1, 0, 2 ** 63 - 1],
+                               [dt.date(1000, 1, 1), dt.date(2024, 2, 29), dt.date(9999, 12, 31)])
+    rows = [(a, b, d, n) for n, (a, b, d) in enumerate(values)]
+    db.executemany("INSERT INTO m VALUES (%s, %s, %s, %s)", rows)
+    rng = random.Random(7)
+    listed = rng.sample([(a, d, b) for a, b, d, _ in rows], 8)
+    listed.append((0, dt.date(1000, 1, 1), -2 ** 63))  # the box's corners, if not drawn already
+    listed.append((2 ** 64 - 1, dt.date(9999, 12, 31), 2 ** 63 - 1))
+    missing = [(a, dt.date(2000, 1, n), b) for n in range(1, 21) for a, b in ((5, 7), (2 ** 64 - 3, -5))]
+    write_keys(tmp_path / "csv" / "keys.csv", ["a", "d", "b"], [*listed, *missing])
+    assert len(rows) <= len(set(listed)) + len(missing)  # the box holds them all: it is taken
+    config = write_config(tmp_path, db, archive__source_table="m", archive__archive_table="m_archive",
+                          archive__key_column="a, d, b", archive__csv_column=None, archive__batch_size=60)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    moved = sorted(r for r in rows if (r[0], r[2], r[1]) in set(listed))
+    assert sorted(db.query("SELECT * FROM m_archive")) == moved
+    assert sorted(db.query("SELECT * FROM m")) == sorted(set(rows) - set(moved))
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(len(moved), len(missing))]
+
+
+@pytest.mark.parametrize("fsp", [0, 3, 6])
+def test_the_box_of_negative_ids_and_datetimes_of_every_precision_moves_exactly_the_listed_rows(
+        db, tmp_path, fsp):
+    table = "CREATE TABLE {name} (id INT NOT NULL, at DATETIME(%d) NOT NULL, v INT, PRIMARY KEY (id, at))"
+    for name in ("t", "t_archive"):
+        db.execute(table.format(name=name) % fsp)
+    step = dt.timedelta(microseconds=10 ** (6 - fsp)) if fsp else dt.timedelta(seconds=1)
+    base = dt.datetime(2024, 12, 31, 23, 59, 59)
+    times = [base - step, base, base + step, base + 2 * step]
+    rows = [(i, t, n) for n, (i, t) in enumerate(itertools.product([-3, -2, -1, 0], times))]
+    db.executemany("INSERT INTO t VALUES (%s, %s, %s)", rows)
+    listed = [(-3, times[0]), (-1, times[1]), (0, times[3]), (-2, times[2])]
+    missing = [(-3, base - 5 * step), (0, base + 9 * step)] + [(-1, base + k * step) for k in range(3, 15)]
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "at"], [*listed, *missing])
+    config = write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t_archive",
+                          archive__key_column="id, at", archive__csv_column=None, archive__batch_size=20)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    moved = sorted(r for r in rows if r[:2] in listed)
+    assert db.query("SELECT * FROM t_archive ORDER BY id, at") == moved
+    assert db.query("SELECT * FROM t ORDER BY id, at") == sorted(set(rows) - set(moved))
+
+
+def test_rows_that_come_into_the_box_while_its_batch_waits_for_a_lock_stay_unless_listed(
+        db, tmp_path, spawn_cli):
+    # Attack on the box with a concurrent writer: the box's copy waits for listed row (1, T0); the
+    # other session then adds an unlisted row inside the box, the missing listed key (3, T2), and
+    # moves listed row (2, T2) to an unlisted key inside the box: only the listed keys move
+    table = "CREATE TABLE {name} (id BIGINT NOT NULL, at DATETIME(6) NOT NULL, v INT, PRIMARY KEY (id, at))"
+    for name in ("e", "e_archive"):
+        db.execute(table.format(name=name))
+    t = [dt.datetime(2024, 1, 1, 0, 0, 0, n) for n in range(5)]
+    db.executemany("INSERT INTO e VALUES (%s, %s, %s)",
+                   [(1, t[0], 1), (1, t[2], 2), (2, t[0], 3), (2, t[2], 4), (9, t[0], 5)])
+    listed = [(1, t[0]), (1, t[2]), (2, t[0]), (2, t[2]), (3, t[2])]
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "at"], listed)
+    config = write_config(tmp_path, db, archive__source_table="e", archive__archive_table="e_archive",
+                          archive__key_column="id, at", archive__csv_column=None, archive__batch_size=5)
+    holder = db.connect()
+    holder.autocommit = False
+    cursor = holder.cursor()
+    cursor.execute("UPDATE e SET v = 10 WHERE id = 1 AND at = %s", (t[0],))
+    proc = spawn_cli(config)
+    wait_for_a_lock_wait(db, "the box's copy to wait for (1, T0)", lambda: proc.poll() is not None)
+    assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+    cursor.execute("INSERT INTO e VALUES (1, %s, 6), (3, %s, 7)", (t[1], t[2]))
+    cursor.execute("UPDATE e SET at = %s WHERE id = 2 AND at = %s", (t[1], t[2]))
+    holder.commit()
+    holder.close()
+    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
+    assert db.query("SELECT * FROM e_archive ORDER BY id, at") == [
+        (1, t[0], 10), (1, t[2], 2), (2, t[0], 3), (3, t[2], 7)]
+    assert db.query("SELECT * FROM e ORDER BY id, at") == [(1, t[1], 6), (2, t[1], 4), (9, t[0], 5)]
+
+
 def test_a_key_the_column_cannot_hold_rejects_its_file_naming_the_line(db, tmp_path):
     for name in ("events", "events_archive"):
         db.execute(PARTITIONED.format(name=name).replace("DATETIME(6)", "DATETIME(3)"))
@@ -691,3 +783,66 @@ def test_a_timestamp_key_in_the_types_last_second_is_found(db, tmp_path):
     result = run_cli(config)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(2, 0)]
+
+
+def test_keys_of_many_tenants_whose_box_holds_unlisted_rows_go_as_key_lists_and_move_exactly(db, tmp_path):
+    # The box of (tenant, id) keys spread over 40 tenants holds every tenant's other rows: its count
+    # is over the keys listed, so the batch (and the rest of the run) takes its key list
+    table = "CREATE TABLE {name} (tenant INT NOT NULL, id BIGINT NOT NULL, v INT, PRIMARY KEY (tenant, id))"
+    for name in ("mt", "mt_archive"):
+        db.execute(table.format(name=name))
+    rows = [(t, i, t * i) for t in range(1, 41) for i in range(-5, 6)]
+    db.executemany("INSERT INTO mt VALUES (%s, %s, %s)", rows)
+    listed = [(t, (t % 11) - 5) for t in range(1, 41, 2)] + [(41, 0), (3, 6)]
+    write_keys(tmp_path / "csv" / "keys.csv", ["tenant", "id"], listed)
+    config = write_config(tmp_path, db, archive__source_table="mt", archive__archive_table="mt_archive",
+                          archive__key_column="tenant, id", archive__csv_column=None, archive__batch_size=7)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    moved = sorted(r for r in rows if r[:2] in listed)
+    assert db.query("SELECT * FROM mt_archive ORDER BY tenant, id") == moved
+    assert db.query("SELECT * FROM mt ORDER BY tenant, id") == sorted(set(rows) - set(moved))
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(20, 2)]
+
+
+@pytest.mark.parametrize("unlisted", [False, True])
+def test_a_batch_of_1500_integer_and_datetime6_keys_moves_every_listed_row(db, tmp_path, unlisted):
+    # Past in_predicate_conversion_threshold (1000), MariaDB may make an IN list a subquery over its
+    # constants, compared by their type: whole-second times written without fractions must still
+    # find their DATETIME(6) rows, in the box and (with unlisted rows in it) as a key list
+    table = "CREATE TABLE {name} (id INT NOT NULL, at DATETIME(6) NOT NULL, PRIMARY KEY (id, at))"
+    for name in ("ev", "ev_archive"):
+        db.execute(table.format(name=name))
+    base = dt.datetime(2024, 1, 1)
+    rows = [(n, base + dt.timedelta(seconds=n % 97, microseconds=0 if n % 3 else 250)) for n in range(3000)]
+    db.executemany("INSERT INTO ev VALUES (%s, %s)", rows)
+    listed = rows[::2] if unlisted else rows[:1500]
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "at"], listed)
+    config = write_config(tmp_path, db, archive__source_table="ev", archive__archive_table="ev_archive",
+                          archive__key_column="id, at", archive__csv_column=None, archive__batch_size=1500)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(1500, 0)]
+    assert db.query("SELECT * FROM ev_archive ORDER BY id, at") == sorted(listed)
+
+
+def test_zero_dates_inside_the_box_of_date_keys_stay_and_the_listed_rows_move(db, tmp_path):
+    # Zero dates and zero-in-date days (allowed without NO_ZERO_DATE / NO_ZERO_IN_DATE) sort inside
+    # the box of the listed dates or below it; no key can name them, so they never move
+    table = "CREATE TABLE {name} (id INT NOT NULL, d DATE NOT NULL, v INT, PRIMARY KEY (id, d))"
+    for name in ("zd", "zd_archive"):
+        db.execute(table.format(name=name))
+    db.execute("SET SESSION sql_mode = ''")
+    db.execute("INSERT INTO zd VALUES (1, '0000-00-00', 1), (1, '2024-00-00', 2), (1, '2024-01-00', 3), "
+               "(1, '2023-12-31', 4), (1, '2024-01-01', 5), (2, '2024-00-15', 6), (2, '2024-01-01', 7)")
+    listed = [(1, "2023-12-31"), (1, "2024-01-01"), (2, "2024-01-01"), (2, "2023-12-30"), (1, "2023-12-30"),
+              (2, "2023-12-31"), (1, "2023-12-29"), (2, "2023-12-29")]
+    write_keys(tmp_path / "csv" / "keys.csv", ["id", "d"], listed)
+    config = write_config(tmp_path, db, archive__source_table="zd", archive__archive_table="zd_archive",
+                          archive__key_column="id, d", archive__csv_column=None, archive__batch_size=8)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert db.query("SELECT id, CAST(d AS CHAR), v FROM zd_archive ORDER BY v") == [
+        (1, "2023-12-31", 4), (1, "2024-01-01", 5), (2, "2024-01-01", 7)]
+    assert db.query("SELECT id, CAST(d AS CHAR), v FROM zd ORDER BY v") == [
+        (1, "0000-00-00", 1), (1, "2024-00-00", 2), (1, "2024-01-00", 3), (2, "2024-00-15", 6)]

@@ -473,6 +473,77 @@ def test_a_family_job_on_the_cluster_moves_children_with_parents_within_the_writ
     assert "PART: Batch 1 - 5 of 10 keys moved" in result.stdout
 
 
+# Red team on the quick family path: it counts a batch's rows with a read that locks nothing, then
+# copies and deletes them all in one round trip, and only then compares what it moved with
+# max_batch_rows. Rows added to the family in between make its write set larger than the one the
+# preflight fitted to wsrep_max_ws_rows (2 x max_batch_rows + 8), and Galera refuses it mid-script,
+# where the careful path would have cut the batch into parts under its locks.
+def test_children_added_while_a_quick_family_batch_waits_never_push_it_past_wsrep_max_ws_rows(
+        galera_db, galera_cluster, tmp_path, spawn_cli):
+    causal(galera_db)
+    config = family_job(galera_db, tmp_path, 12, list(range(1, 7)), archive__batch_size=3,
+                        archive__max_batch_rows=22, database__host=hosts(galera_cluster, 0))
+    galera_cluster.set_global(0, "wsrep_max_ws_rows", 2 * 22 + archive.TRACKING_ROWS_PER_BATCH)
+    try:
+        holder = galera_cluster.connect(0, galera_db.name)
+        holder.autocommit = False
+        cursor = holder.cursor()
+        cursor.execute("UPDATE order_items SET qty = qty + 100 WHERE id = 4")  # order 2, batch 1
+        proc = spawn_cli(config)
+        wait_for_a_lock_wait(galera_db, "the quick batch to wait for item 4", lambda: proc.poll() is not None)
+        assert proc.poll() is None, proc.read_stdout() + proc.read_stderr()
+        # orders 1-3 were 22 rows by the count; six more items of order 3 make 28
+        cursor.execute("INSERT INTO order_items VALUES " + ", ".join(
+            f"({1000 + n}, 3, 'new{n}', 1)" for n in range(6)))
+        before = whole_family(galera_db)  # the quick batch still waits: nothing moved yet
+        items = [(i, o, sku, qty + 100 if i == 4 else qty) for i, o, sku, qty in before["order_items"]]
+        before["order_items"] = sorted(items + [(1000 + n, 3, f"new{n}", 1) for n in range(6)])
+        holder.commit()
+        holder.close()
+        code = proc.wait(timeout=120)
+    finally:
+        galera_cluster.set_global(0, "wsrep_max_ws_rows", 0)
+    assert code == 0, proc.read_stdout() + proc.read_stderr()
+    assert whole_family(galera_db) == before
+    assert [r[0] for r in galera_db.query("SELECT id FROM orders_archive ORDER BY id")] == list(range(1, 7))
+    assert galera_db.scalar("SELECT COUNT(*) FROM order_items WHERE order_id <= 6") == 0
+
+
+def test_a_quick_family_batch_aborted_by_another_node_s_writes_to_rows_it_copied_loses_nothing(
+        galera_db, galera_cluster, tmp_path, spawn_cli):
+    # The quick path's shared locks are node 0's own: the items copy has read items 0-3 (orders 1
+    # and 2) and waits for item 4, held on node 0, when node 1 changes item 2 and gives order 1 a
+    # new item. Node 0's applier must abort the batch (1213); the retry moves the families as they
+    # are now, each row once
+    causal(galera_db)
+    config = family_job(galera_db, tmp_path, 12, list(range(1, 7)), archive__batch_size=3,
+                        archive__lock_wait_timeout=120, archive__lock_lease=300,
+                        database__host=hosts(galera_cluster, 0))
+    holder = galera_cluster.connect(0, galera_db.name)
+    holder.autocommit = False
+    holder.cursor().execute("UPDATE order_items SET qty = qty + 100 WHERE id = 4")
+    proc = spawn_cli(config, "-v")
+    wait_for_a_lock_wait(galera_db, "the quick batch to wait for item 4", lambda: proc.poll() is not None)
+    other = galera_cluster.connect(1, galera_db.name)
+    try:
+        other.cursor().execute("UPDATE order_items SET qty = 4242 WHERE id = 2")  # autocommit
+        other.cursor().execute("INSERT INTO order_items VALUES (1000, 1, 'node1', 1)")
+    finally:
+        other.close()
+    wait_until(lambda: "1213" in proc.read_stdout() or proc.poll() is not None, timeout=60,
+               message="the batch's retry after 1213")
+    before = whole_family(galera_db)  # the retry waits for item 4 again: nothing moved yet
+    holder.rollback()
+    holder.close()
+    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
+    assert "RETRY: Batch 1 attempt 2 after MySQL Error 1213" in proc.read_stdout()
+    assert whole_family(galera_db) == before
+    items = galera_db.query("SELECT * FROM order_items_archive WHERE id IN (2, 1000) ORDER BY id")
+    assert items == [(2, 1, "sku2", 4242), (1000, 1, "node1", 1)]
+    assert galera_db.scalar("SELECT COUNT(*) FROM order_items WHERE order_id <= 6") == 0
+    assert [r[0] for r in galera_db.query("SELECT id FROM orders_archive ORDER BY id")] == list(range(1, 7))
+
+
 def test_an_export_on_the_cluster_reads_a_synced_node_and_its_keys_archive_exactly(
         galera_db, galera_cluster, tmp_path):
     causal(galera_db)
