@@ -9537,18 +9537,26 @@ exit codes: 0 ok, 1 failed, 2 bad usage or config, 3 duplicate conflicts kept,
 """
 
 
-def invocation(argv0: str) -> tuple[str, str]:
+def invocation(argv0: str, module: bool = False) -> tuple[str, str]:
     """How this program was started, for --help's examples and crontab line: `python archive.py`
-    (`cd /srv/archive && .venv/bin/python archive.py` in cron), or an installed command's name."""
+    (`cd /srv/archive && .venv/bin/python archive.py` in cron), `python -m archive` (module), or an
+    installed command's name."""
+    if module:
+        return "python -m archive", "cd /srv/archive && .venv/bin/python -m archive"
     name = os.path.basename(argv0 or "archive.py")
     if name.endswith(".py") or not name:
         return "python archive.py", "cd /srv/archive && .venv/bin/python archive.py"
     return name, name
 
 
+def started_as_module() -> bool:
+    """Whether `python -m archive` started this program (a script's __main__ has no module spec)."""
+    return __name__ == "__main__" and __spec__ is not None
+
+
 def build_parser(argv0: str | None = None) -> argparse.ArgumentParser:
     """The command line, with help that teaches."""
-    cmd, cron = invocation(sys.argv[0] if argv0 is None else argv0)
+    cmd, cron = invocation(sys.argv[0] if argv0 is None else argv0, argv0 is None and started_as_module())
     pad = " " * max(len("python archive.py") - len(cmd), 0)
     parser = argparse.ArgumentParser(
         prog="archive.py" if cmd.startswith("python") else cmd,

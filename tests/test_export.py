@@ -205,6 +205,32 @@ def test_the_cron_line_is_silent_when_fine_and_dry_run_counts_without_writing(db
     assert db.count("rewards_archives") == 250
 
 
+def test_the_cron_line_as_python_dash_m_archive_exports_stops_and_exits_as_the_script_does(
+        db, tmp_path, spawn_cli):
+    # the faster form of the cron line (cached bytecode): same files, same silence, same exit codes
+    config, _ = make_job(db, tmp_path, range(1, 20_001), {}, export__where="id % 4 = 0",
+                         export__keys_per_file=1000, controls__sleep_seconds=0.05)
+    proc = spawn_cli(config, "--export-keys", module=True)
+    wait_until(lambda: len(list((tmp_path / "csv").glob(".*.tmp"))) >= 2, timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 6, proc.read_stderr()
+    assert list((tmp_path / "csv").iterdir()) == []
+    assert "INTERRUPTED: export of rewards" in proc.read_stdout()
+    export = run_cli(config, "--export-keys", "-q", "--sleep", "0", module=True)
+    assert (export.returncode, export.stdout, export.stderr) == (0, "", "")
+    keys = [int(row[0]) for f in exported(tmp_path) for row in list(csv.reader(f.open()))[1:]]
+    assert keys == list(range(4, 20_001, 4))
+    again = run_cli(config, "--export-keys", module=True)
+    assert again.returncode == 0 and "EXPORT SKIPPED" in again.stdout
+    assert run_cli(config, "-q", "--sleep", "0", module=True).returncode == 0
+    assert db.count("rewards_archives") == 5000
+    wrong = config.with_name("wrong.ini")
+    wrong.write_text(config.read_text().replace("where = id % 4 = 0", "where = id IN (SELECT 1)"))
+    refused = [run_cli(wrong, "--export-keys", module=module) for module in (True, False)]
+    assert refused[0].returncode == refused[1].returncode == 2
+    assert refused[0].stderr == refused[1].stderr and refused[0].stderr.count("\n") == 1
+
+
 KEY_TYPES = {
     # name: (column type, keys (SQL literals), key_time_zone)
     "bigint unsigned": ("BIGINT UNSIGNED", ["0", "1", "18446744073709551615", "9223372036854775808"], None),
