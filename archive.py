@@ -94,7 +94,8 @@ Where the key export lives (--export-keys): export_keys -> check_export_config, 
     (Tracking.finished_record), run_export -> free_stamp, walk_export (KeyWalk.last_sql, then per
     chunk Controls.before_batch, export_chunk -> read_chunk: a span (KeyWalk.span_end,
     KeyWalk.keys_sql), else KeyWalk.one_pass_sql or KeyWalk.bound_sql and KeyWalk.keys_sql;
-    unpack_keys; then next_chunk, chunk_width), KeyFileWriter (write, publish or abandon),
+    unpack_keys; spans two at a time: read_pair, the second by a SideSession; then next_chunk,
+    chunk_width), KeyFileWriter (write, publish or abandon),
     write_manifest (export_manifest).
 Where held rows live: Tracking.batch_statements records the keys the guard held back in the
     conflict logs as kind HELD; recheck_conflicts revisits them with the conflicts (unless
@@ -9377,28 +9378,94 @@ def export_chunk(context: RunContext, walk: KeyWalk, after: Sequence[Any] | None
     return retry_transaction(context, "Export chunk", attempt)
 
 
+class SideSession:
+    """The export's second read-only session, in a thread of its own: while the main session reads
+    a span, it reads the next one, so the server walks two key ranges at once (on its own cores; one
+    range's read is all server time). Its connection is made as the first span is read. It is only
+    a shortcut: any error closes it and hands its span back to the main session, which reads it as
+    any chunk (with retries), and reads alone from then on."""
+
+    def __init__(self, config: Config):
+        self.config, self.broken = config, False
+        self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="archive-export")
+        self.session: concurrent.futures.Future[Database] = self.thread.submit(self.open)
+
+    def open(self) -> Database:
+        """The session, set up as the main one (read-only, the same timeouts)."""
+        config = self.config
+        return Database(config.db, config.lock_wait_timeout, read_only=True, wait_timeout=run_silence(config))
+
+    def read(self, walk: KeyWalk, after: Sequence[Any], end: Sequence[Any], plan: ChunkPlan) -> WalkedChunk:
+        """One span, as export_chunk reads it: a transaction of its own that ends in a rollback."""
+        db = self.session.result()
+        with db.reading():
+            return read_chunk(db, walk, after, end, plan)
+
+    def start(self, walk: KeyWalk, after: Sequence[Any], end: Sequence[Any], plan: ChunkPlan
+              ) -> concurrent.futures.Future[WalkedChunk]:
+        """Begin reading a span in the session's thread."""
+        return self.thread.submit(self.read, walk, after, end, plan)
+
+    def finish(self, reading: concurrent.futures.Future[WalkedChunk]) -> WalkedChunk | None:
+        """The span read, or None (the main session reads it) once anything went wrong."""
+        try:
+            return reading.result()
+        except Exception:  # connecting or reading: the main session's retries judge the error
+            self.broken = True
+            return None
+
+    def close(self) -> None:
+        """Wait for its thread, then close the session."""
+        self.thread.shutdown(wait=True)
+        if self.session.done() and self.session.exception() is None:
+            self.session.result().close()
+
+
+def read_pair(context: RunContext, side: SideSession, walk: KeyWalk, after: Sequence[Any],
+              end: Sequence[Any], plan: ChunkPlan) -> list[WalkedChunk]:
+    """Two spans of plan.rows keys side by side: the second by the side session, the first by the
+    main one; in key order."""
+    middle = walk.span_end(after, end, plan.rows)
+    ahead = side.start(walk, middle, end, plan)
+    first = export_chunk(context, walk, after, end, plan)
+    return [first, side.finish(ahead) or export_chunk(context, walk, middle, end, plan)]
+
+
 def walk_export(context: RunContext, walk: KeyWalk, sink: Callable[[list[Any] | KeyLines], None]) -> int:
-    """Walk the whole index chunk by chunk between the run's throttles; return the keys found
-    (context.state.stop_reason says when it stopped short)."""
+    """Walk the whole index chunk by chunk between the run's throttles (spans two at a time, see
+    SideSession); return the keys found (context.state.stop_reason says when it stopped short)."""
     assert context.controls is not None
     after: tuple[Any, ...] | None = None
     plan, total = ChunkPlan(EXPORT_CHUNK_ROWS[2]), 0
     last = retry_transaction(context, "Export start", lambda: context.db.read(walk.last_sql()))
-    while last:
-        reason = context.controls.before_batch()
-        if reason:
-            context.state.stop_reason = reason
-            return total
-        started = time.monotonic()
-        chunk = export_chunk(context, walk, after, last[0], plan)
-        if chunk.last is None:
-            return total
-        sink(chunk.keys)
-        total += len(chunk.keys)
-        plan = next_chunk(plan, time.monotonic() - started, len(chunk.keys), chunk.entries,
-                          chunk_width(walk, after, chunk))
-        after = chunk.last
-    return total
+    side: SideSession | None = None
+    try:
+        while last:
+            pair = plan.span and after is not None and not (side and side.broken)
+            reason = context.controls.before_batch()
+            if pair and not reason:  # each chunk of a pair is let through by the throttles
+                reason = context.controls.before_batch()
+            if reason:
+                context.state.stop_reason = reason
+                return total
+            started = time.monotonic()
+            if pair and after is not None:
+                side = side or SideSession(context.config)
+                chunks = read_pair(context, side, walk, after, last[0], plan)
+            else:
+                chunks = [export_chunk(context, walk, after, last[0], plan)]
+            for chunk in chunks:
+                if chunk.last is None:
+                    return total
+                sink(chunk.keys)
+                total += len(chunk.keys)
+            plan = next_chunk(plan, time.monotonic() - started, min(len(c.keys) for c in chunks),
+                              chunks[-1].entries, chunk_width(walk, after, chunks[0]))
+            after = chunks[-1].last
+        return total
+    finally:
+        if side is not None:
+            side.close()
 
 
 def free_stamp(csv_dir: Path, prefix: str, now: dt.datetime) -> str:
