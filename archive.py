@@ -4323,10 +4323,19 @@ class ExportedFile:
     sha256: str
 
 
+def sync_and_close(handle: BinaryIO) -> None:
+    """Force a written file to disk, then close it."""
+    try:
+        os.fsync(handle.fileno())
+    finally:
+        handle.close()
+
+
 class KeyFileWriter:
     """Writes an export's records, keys_per_file to a file, each under a temporary name in csv_dir,
-    fsynced when full; publish() renames them all once the whole export is written, so no run ever
-    sees a partial file or a partial export."""
+    fsynced when full (in a thread of its own, while the walk reads on); publish() waits for every
+    fsync, then renames them all once the whole export is written, so no run ever sees a partial
+    file or a partial export."""
 
     def __init__(self, folder: Path, names: Callable[[int], str], per_file: int, header: list[str] | None,
                  delimiter: str):
@@ -4336,6 +4345,8 @@ class KeyFileWriter:
         self.handle: BinaryIO | None = None
         self.digest = hashlib.sha256()
         self.keys = self.size = 0
+        self.syncer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="archive-fsync")
+        self.syncs: list[concurrent.futures.Future[None]] = []
 
     def path(self, number: int, final: bool = False) -> Path:
         """Where file `number` is written (or, final, published)."""
@@ -4370,14 +4381,19 @@ class KeyFileWriter:
             self.emit(self.encode([self.header]))
 
     def close_current(self) -> None:
-        """Force the open file to disk and note it."""
+        """Note the open file and hand it to the fsync thread (an fsync waits for the disk, not the CPU)."""
         assert self.handle is not None
         self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
+        self.syncs.append(self.syncer.submit(sync_and_close, self.handle))
         self.handle = None
         self.files.append(ExportedFile(self.names(len(self.files) + 1), self.keys, self.size,
                                        self.digest.hexdigest()))
+
+    def wait_for_disk(self) -> None:
+        """Wait until every full file is on disk (an fsync's error is raised here)."""
+        self.syncer.shutdown(wait=True)
+        for sync in self.syncs:
+            sync.result()
 
     def write(self, records: Records) -> None:
         """Append records (or KeyLines), starting a new file every keys_per_file."""
@@ -4394,6 +4410,7 @@ class KeyFileWriter:
         """Rename every file to its name (in order), then make the renames durable."""
         if self.handle is not None:
             self.close_current()
+        self.wait_for_disk()
         for number in range(1, len(self.files) + 1):
             os.rename(self.path(number), self.path(number, final=True))
         fd = os.open(self.folder, os.O_RDONLY)
@@ -4408,6 +4425,8 @@ class KeyFileWriter:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+        with contextlib.suppress(OSError):  # nothing of it is kept
+            self.wait_for_disk()
         for number in range(1, len(self.files) + 2):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path(number))
