@@ -147,6 +147,7 @@ import datetime as dt
 import difflib
 import fcntl
 import functools
+import gc
 import hashlib
 import io
 import itertools
@@ -9740,6 +9741,8 @@ def silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run the chosen command and map errors to exit codes."""
+    if argv is None:  # the command line, not a caller: what the imports made lives until exit, so
+        gc.freeze()  # no collection scans it again, nor the one at exit (-15% CPU of a 1M export)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
