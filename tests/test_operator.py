@@ -395,6 +395,16 @@ def test_python_dash_m_archive_is_the_same_program_as_the_script(tmp_path):
     assert shown.startswith("usage: archive.py ")
 
 
+def test_the_command_line_freezes_what_the_imports_made_and_a_caller_does_not():
+    # gc.freeze: no collection (the one at exit included) scans the modules' objects again; a caller
+    # passing argv (a test) keeps all its garbage collectable
+    code = ("import gc, sys, archive; archive.main(['--version']); print(gc.get_freeze_count()); "
+            "sys.argv = ['archive.py', '--version']; archive.main(); print(gc.get_freeze_count())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    caller, command_line = (int(line) for line in done.stdout.splitlines() if line.isdigit())
+    assert caller == 0 and command_line > 10_000, done.stdout + done.stderr
+
+
 # --------------------------------------------------------------------------- terminal width
 
 def run_on_a_terminal(command: list[str], columns: int, cwd: Path) -> tuple[int, str]:
