@@ -9418,6 +9418,7 @@ class SideSession:
     def read(self, walk: KeyWalk, after: Sequence[Any], end: Sequence[Any], plan: ChunkPlan) -> WalkedChunk:
         """One span, as export_chunk reads it: a transaction of its own that ends in a rollback."""
         db = self.session.result()
+        db.ensure_connected()  # long sleeps between chunks: a session the server dropped while idle
         with db.reading():
             return read_chunk(db, walk, after, end, plan)
 
