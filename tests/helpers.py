@@ -499,13 +499,17 @@ def write_config(tmp_path: str | os.PathLike[str], db: ScratchDatabase, *,
 # Running the CLI
 # --------------------------------------------------------------------------
 
-def cli_command(config_path: str | os.PathLike[str], *args: Any) -> list[str]:
-    """Return the argv that runs archive.py with *config_path* and *args*."""
-    return [sys.executable, str(ARCHIVE_SCRIPT), str(config_path), *map(str, args)]
+def cli_command(config_path: str | os.PathLike[str], *args: Any, module: bool = False) -> list[str]:
+    """Return the argv that runs archive.py with *config_path* and *args* (with *module*, as
+    ``python -m archive``: _cli_env puts the repository on PYTHONPATH)."""
+    program = ["-m", "archive"] if module else [str(ARCHIVE_SCRIPT)]
+    return [sys.executable, *program, str(config_path), *map(str, args)]
 
 
-def _cli_env(env: Mapping[str, str] | None, config_path: str | os.PathLike[str]) -> dict[str, str]:
-    """Return the environment for a CLI run: ours, unbuffered, TMPDIR beside the config, plus *env*.
+def _cli_env(env: Mapping[str, str] | None, config_path: str | os.PathLike[str],
+             module: bool = False) -> dict[str, str]:
+    """Return the environment for a CLI run: ours, unbuffered, TMPDIR beside the config, plus *env*
+    (with *module*, the repository on PYTHONPATH, so ``python -m archive`` finds it from anywhere).
 
     TMPDIR is ``cli-tmp`` in the config's directory (the test's tmp_path): a command killed
     there leaves its temporary files (the dry run's list of moved keys) with the test's own,
@@ -516,6 +520,8 @@ def _cli_env(env: Mapping[str, str] | None, config_path: str | os.PathLike[str])
     tmp = Path(config_path).parent / "cli-tmp"
     tmp.mkdir(exist_ok=True)
     merged["TMPDIR"] = str(tmp)
+    if module:
+        merged["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), merged.get("PYTHONPATH")]))
     if env:
         merged.update(env)
     return merged
@@ -524,16 +530,16 @@ def _cli_env(env: Mapping[str, str] | None, config_path: str | os.PathLike[str])
 def run_cli(config_path: str | os.PathLike[str], *args: Any, timeout: float = 120,
             env: Mapping[str, str] | None = None,
             cwd: str | os.PathLike[str] | None = None,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+            input: str | None = None, module: bool = False) -> subprocess.CompletedProcess[str]:
     """Run archive.py to completion and return the CompletedProcess (text output captured).
 
     ``cwd`` defaults to the config file's directory; ``env`` entries are added
-    to the current environment.
+    to the current environment; ``module`` runs it as ``python -m archive``.
     """
     return subprocess.run(
-        cli_command(config_path, *args),
+        cli_command(config_path, *args, module=module),
         capture_output=True, text=True, timeout=timeout, check=False,
-        env=_cli_env(env, config_path), cwd=str(cwd or Path(config_path).parent),
+        env=_cli_env(env, config_path, module), cwd=str(cwd or Path(config_path).parent),
         input=input, stdin=None if input is not None else subprocess.DEVNULL,
     )
 
@@ -584,8 +590,9 @@ class CliProcess(subprocess.Popen[str]):
 
 def start_cli(config_path: str | os.PathLike[str], *args: Any, stdout: Any = None,
               stderr: Any = None, env: Mapping[str, str] | None = None,
-              cwd: str | os.PathLike[str] | None = None) -> CliProcess:
-    """Start archive.py in its own process group and return the CliProcess (text mode).
+              cwd: str | os.PathLike[str] | None = None, module: bool = False) -> CliProcess:
+    """Start archive.py (``module``: as ``python -m archive``) in its own process group and return
+    the CliProcess (text mode).
 
     By default stdout and stderr go to fresh files ``cli-XXXXXXXX.out``/``.err``
     next to the config (``proc.stdout_path``, ``proc.read_stdout()``), so a
@@ -608,9 +615,9 @@ def start_cli(config_path: str | os.PathLike[str], *args: Any, stdout: Any = Non
         opened.append(stderr)
     try:
         proc = CliProcess(
-            cli_command(config_path, *args),
+            cli_command(config_path, *args, module=module),
             stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, text=True,
-            env=_cli_env(env, config_path), cwd=str(cwd or config_dir),
+            env=_cli_env(env, config_path, module), cwd=str(cwd or config_dir),
             start_new_session=True,
         )
     finally:

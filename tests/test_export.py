@@ -205,6 +205,32 @@ def test_the_cron_line_is_silent_when_fine_and_dry_run_counts_without_writing(db
     assert db.count("rewards_archives") == 250
 
 
+def test_the_cron_line_as_python_dash_m_archive_exports_stops_and_exits_as_the_script_does(
+        db, tmp_path, spawn_cli):
+    # the faster form of the cron line (cached bytecode): same files, same silence, same exit codes
+    config, _ = make_job(db, tmp_path, range(1, 20_001), {}, export__where="id % 4 = 0",
+                         export__keys_per_file=1000, controls__sleep_seconds=0.05)
+    proc = spawn_cli(config, "--export-keys", module=True)
+    wait_until(lambda: len(list((tmp_path / "csv").glob(".*.tmp"))) >= 2, timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 6, proc.read_stderr()
+    assert list((tmp_path / "csv").iterdir()) == []
+    assert "INTERRUPTED: export of rewards" in proc.read_stdout()
+    export = run_cli(config, "--export-keys", "-q", "--sleep", "0", module=True)
+    assert (export.returncode, export.stdout, export.stderr) == (0, "", "")
+    keys = [int(row[0]) for f in exported(tmp_path) for row in list(csv.reader(f.open()))[1:]]
+    assert keys == list(range(4, 20_001, 4))
+    again = run_cli(config, "--export-keys", module=True)
+    assert again.returncode == 0 and "EXPORT SKIPPED" in again.stdout
+    assert run_cli(config, "-q", "--sleep", "0", module=True).returncode == 0
+    assert db.count("rewards_archives") == 5000
+    wrong = config.with_name("wrong.ini")
+    wrong.write_text(config.read_text().replace("where = id % 4 = 0", "where = id IN (SELECT 1)"))
+    refused = [run_cli(wrong, "--export-keys", module=module) for module in (True, False)]
+    assert refused[0].returncode == refused[1].returncode == 2
+    assert refused[0].stderr == refused[1].stderr and refused[0].stderr.count("\n") == 1
+
+
 KEY_TYPES = {
     # name: (column type, keys (SQL literals), key_time_zone)
     "bigint unsigned": ("BIGINT UNSIGNED", ["0", "1", "18446744073709551615", "9223372036854775808"], None),
@@ -538,6 +564,89 @@ def test_a_walk_through_dense_and_sparse_integer_keys_lists_each_key_once(db, tm
         assert chunk.last[0] - after[0] <= 8 and chunk.entries is None
     listed = [int(key) for _, _, chunk in chunks for key in chunk.keys]
     assert listed == [k for k in keys if k % 5 and k % 3]
+
+
+def export_context(session: Any, config: Any) -> Any:
+    """The context --export-keys walks with, on `session` (its preflight passed), logging nowhere."""
+    log = archive.SilentLog(config.log_dir, dt.datetime.now())
+    context, _ = archive.open_export(config, session, None, log, archive.Reporter(0), archive.StopSignal())
+    return context
+
+
+def connections(db: ScratchDatabase) -> int:
+    """Connections the server has accepted so far."""
+    return int(db.query("SHOW GLOBAL STATUS LIKE 'Connections'")[0][1])
+
+
+def test_spans_read_two_at_a_time_by_two_sessions_list_each_matching_key_once(db, tmp_path):
+    """Dense keys are read as spans, two at a time (the second by a side session); with an application
+    inserting and updating meanwhile, every key that matched all along is listed, none that never
+    matched, none twice, in key order."""
+    dense, sparse = range(1, 60_001), range(100_000, 200_000, 50)
+    db.execute("CREATE TABLE src (k BIGINT NOT NULL PRIMARY KEY, flag INT NULL) ENGINE=InnoDB")
+    for part in (dense, sparse):
+        numbers = f"seq_{part.start}_to_{part.stop - 1}_step_{part.step}"  # the sequence engine's table
+        db.execute(f"INSERT INTO src SELECT seq, IF(seq % 3, 1, NULL) FROM {numbers}")
+    db.execute("CREATE TABLE arc LIKE src")
+    path = write_config(tmp_path, db, archive__source_table="src", archive__archive_table="arc",
+                        archive__key_column="k", export__where="flag = 1")
+    config = archive.load_config(path)
+    session = archive.Database(config.db)
+    app = db.connect(autocommit=True)
+    stop, touched = threading.Event(), set()
+
+    def write() -> None:
+        cursor, n = app.cursor(), 0
+        while not stop.is_set():
+            n += 1
+            gap = 100_000 + 50 * (n % 2000) + 1 + n // 2000  # a new key inside the walked range
+            cursor.execute("INSERT IGNORE INTO src VALUES (%s, 1)", (gap,))
+            cursor.execute("INSERT INTO src VALUES (%s, 1)", (300_000 + n,))  # above the last key
+            victim = (n * 7919) % 60_000 + 1
+            cursor.execute("UPDATE src SET flag = IF(flag IS NULL, 1, NULL) WHERE k = %s", (victim,))
+            touched.update({gap, victim})
+
+    listed: list[int] = []
+    thread = threading.Thread(target=write)
+    try:
+        context = export_context(session, config)
+        walk = archive.KeyWalk("src", context.plan.source_index, context.plan.key, (0,),
+                               context.plan.key_type, "flag = 1", ",")
+        thread.start()
+        before = connections(db)
+        total = archive.walk_export(context, walk, lambda keys: listed.extend(map(int, keys)))
+        opened = connections(db) - before
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+        app.close()
+        session.close()
+    assert opened == 1, "the spans were not read by a second session"
+    assert total == len(listed) == len(set(listed)), "a key is listed twice"
+    assert listed == sorted(listed)
+    steady = {k for (k,) in db.query("SELECT k FROM src WHERE flag = 1 AND k < 300000")} - touched
+    assert steady <= set(listed), "a key that matched all along is missing"
+    assert set(listed) - steady <= touched, "a key that never matched is listed"
+
+
+def test_a_side_session_that_cannot_read_hands_its_span_back_to_the_main_one(db, tmp_path):
+    path, _ = make_job(db, tmp_path, range(1, 5001), {}, export__where="id % 3 = 0")
+    config = archive.load_config(path)
+    session = archive.Database(config.db)
+    nowhere = dataclasses.replace(config.db, unix_socket=str(tmp_path / "no-server.sock"), hosts=())
+    side = archive.SideSession(dataclasses.replace(config, db=nowhere))
+    try:
+        context = export_context(session, config)
+        walk = archive.KeyWalk("rewards", context.plan.source_index, context.plan.key, (0,),
+                               context.plan.key_type, "id % 3 = 0", ",")
+        chunks = archive.read_pair(context, side, walk, (0,), (5000,), archive.ChunkPlan(2000, span=True))
+    finally:
+        side.close()
+        session.close()
+    assert side.broken
+    assert [c.last for c in chunks] == [(2000,), (4000,)]
+    assert [int(k) for c in chunks for k in c.keys] == list(range(3, 4001, 3))
 
 
 @pytest.mark.parametrize("composite", [False, True])

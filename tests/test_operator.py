@@ -28,6 +28,7 @@ from checks import (
 )
 from helpers import (
     ARCHIVE_SCRIPT,
+    REPO,
     cli_command,
     insert_rewards,
     kill_process_group,
@@ -366,6 +367,42 @@ def test_version_prints_the_release_and_a_hash_of_the_file():
     assert done.returncode == 0
     assert re.fullmatch(rf"archive\.py {re.escape(archive.__version__)} \(file sha256 [0-9a-f]{{12}}\)\n",
                         done.stdout), done.stdout
+
+
+def test_python_dash_m_archive_is_the_same_program_as_the_script(tmp_path):
+    """`python -m archive` (its bytecode cached in __pycache__, where a script is compiled again on
+    every run): the same version line, exit codes and one-line errors, and --help and its crontab
+    line in that form, from the script's directory or with it on PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    forms = {"script": ([sys.executable, str(ARCHIVE_SCRIPT)], tmp_path),
+             "module from its folder": ([sys.executable, "-m", "archive"], REPO),
+             "module on PYTHONPATH": ([sys.executable, "-m", "archive"], tmp_path)}
+    answers = {}
+    for form, (command, cwd) in forms.items():
+        version, missing, unknown = (
+            subprocess.run(command + args, capture_output=True, text=True, cwd=cwd, env=env, timeout=60)
+            for args in (["--version"], [str(tmp_path / "none.ini")], ["x.ini", "--no-such-option"]))
+        answers[form] = [(done.returncode, done.stdout, done.stderr) for done in (version, missing)]
+        assert unknown.returncode == 2 and "unrecognized arguments: --no-such-option" in unknown.stderr
+    assert answers["module from its folder"] == answers["module on PYTHONPATH"] == answers["script"]
+    assert answers["script"][0][0] == 0 and answers["script"][1][0] == 2
+    assert answers["script"][1][2] == f"archive.py: config: {tmp_path / 'none.ini'}: no such file\n"
+    shown = subprocess.run([sys.executable, "-m", "archive", "--help"], capture_output=True, text=True,
+                           cwd=REPO, timeout=60).stdout
+    assert "  python -m archive config.ini --export-keys " in shown
+    cron = "15 1 * * *  cd /srv/archive && .venv/bin/python -m archive config.ini -q --max-runtime 4h"
+    assert cron in shown
+    assert shown.startswith("usage: archive.py ")
+
+
+def test_the_command_line_freezes_what_the_imports_made_and_a_caller_does_not():
+    # gc.freeze: no collection (the one at exit included) scans the modules' objects again; a caller
+    # passing argv (a test) keeps all its garbage collectable
+    code = ("import gc, sys, archive; archive.main(['--version']); print(gc.get_freeze_count()); "
+            "sys.argv = ['archive.py', '--version']; archive.main(); print(gc.get_freeze_count())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    caller, command_line = (int(line) for line in done.stdout.splitlines() if line.isdigit())
+    assert caller == 0 and command_line > 10_000, done.stdout + done.stderr
 
 
 # --------------------------------------------------------------------------- terminal width
