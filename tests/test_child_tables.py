@@ -989,6 +989,15 @@ def test_a_quick_batch_behind_a_writer_that_adds_moves_and_deletes_child_rows_mo
         "UPDATE order_items SET order_id = 11 WHERE id = 5",
         "DELETE FROM item_options WHERE item_id = 4 AND opt = 'size'",
         "INSERT INTO item_options VALUES (4, 'new', 'x'), (1000, 'color', 'y')"])
+    release_and_check(db, holder, proc, commit)
+    if commit:
+        assert (1000, 2, "new", 1) in family_of(db, "order_items_archive")
+        assert db.scalar("SELECT order_id FROM order_items WHERE id = 5") == 11
+
+
+def release_and_check(db: ScratchDatabase, holder: Any, proc: Any, commit: bool = True) -> None:
+    """The other session commits (or rolls back) and lets go; the run then ends well and has moved
+    exactly the listed orders' families as they are now."""
     if commit:
         holder.commit()
     else:
@@ -997,9 +1006,6 @@ def test_a_quick_batch_behind_a_writer_that_adds_moves_and_deletes_child_rows_mo
     holder.close()
     assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
     listed_families_moved_exactly(db, before, set(range(1, 7)))
-    if commit:
-        assert (1000, 2, "new", 1) in family_of(db, "order_items_archive")
-        assert db.scalar("SELECT order_id FROM order_items WHERE id = 5") == 11
 
 
 def test_a_quick_batch_behind_a_locked_parent_whose_session_adds_children_moves_them_too(
@@ -1009,11 +1015,7 @@ def test_a_quick_batch_behind_a_locked_parent_whose_session_adds_children_moves_
         "UPDATE orders SET total = 99 WHERE id = 2"], [
         "INSERT INTO order_items VALUES (1000, 2, 'new', 1)",
         "INSERT INTO item_options VALUES (1000, 'a', 'x'), (1000, 'b', 'y')"])
-    holder.commit()
-    before = family_snapshot(db)
-    holder.close()
-    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
-    listed_families_moved_exactly(db, before, set(range(1, 7)))
+    release_and_check(db, holder, proc)
     assert db.scalar("SELECT COUNT(*) FROM item_options_archive WHERE item_id = 1000") == 2
 
 
@@ -1025,11 +1027,7 @@ def test_a_quick_batch_waiting_for_a_grandchild_while_its_session_moves_an_optio
         "UPDATE item_options SET val = 'held' WHERE item_id = 4 AND opt = 'color'"], [
         "UPDATE item_options SET item_id = 4, opt = 'moved' WHERE item_id = 32 AND opt = 'size'",
         "UPDATE item_options SET opt = 'zz' WHERE item_id = 4 AND opt = 'size'"])
-    holder.commit()
-    before = family_snapshot(db)
-    holder.close()
-    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
-    listed_families_moved_exactly(db, before, set(range(1, 7)))
+    release_and_check(db, holder, proc)
 
 
 def test_a_kill_9_while_a_quick_batch_waits_leaves_every_row_once_and_the_rerun_moves_exactly(
@@ -1123,11 +1121,7 @@ def test_a_quick_batch_behind_a_writer_that_replaces_a_listed_order_moves_the_ne
         "DELETE FROM item_options WHERE item_id IN (6, 8)", "DELETE FROM order_items WHERE order_id = 3",
         "DELETE FROM orders WHERE id = 3", "INSERT INTO orders VALUES (3, 'new', 0)",
         "INSERT INTO order_items VALUES (2000, 3, 'n', 0)"])
-    holder.commit()
-    before = family_snapshot(db)
-    holder.close()
-    assert proc.wait(timeout=120) == 0, proc.read_stdout() + proc.read_stderr()
-    listed_families_moved_exactly(db, before, set(range(1, 7)))
+    release_and_check(db, holder, proc)
     assert db.query("SELECT id FROM order_items_archive WHERE order_id = 3") == [(2000,)]
 
 

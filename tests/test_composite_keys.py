@@ -456,6 +456,24 @@ def test_the_box_of_extreme_integers_and_dates_under_a_desc_index_moves_exactly_
     assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(len(moved), len(missing))]
 
 
+def assert_moves_exactly(db: ScratchDatabase, tmp_path: Path, table: str, key: tuple[str, str],
+                         rows: list[tuple[Any, ...]], listed: list[Any], missing: list[Any],
+                         batch_size: int) -> None:
+    """A job on `table` keyed by `key` lists `listed` and `missing` (keys of no row): exactly the
+    listed rows move."""
+    write_keys(tmp_path / "csv" / "keys.csv", list(key), [*listed, *missing])
+    config = write_config(tmp_path, db, archive__source_table=table,
+                          archive__archive_table=f"{table}_archive", archive__key_column=", ".join(key),
+                          archive__csv_column=None,
+                          archive__batch_size=batch_size)
+    result = run_cli(config)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    moved = sorted(r for r in rows if r[:2] in listed)
+    order = ", ".join(key)
+    assert db.query(f"SELECT * FROM {table}_archive ORDER BY {order}") == moved
+    assert db.query(f"SELECT * FROM {table} ORDER BY {order}") == sorted(set(rows) - set(moved))
+
+
 @pytest.mark.parametrize("fsp", [0, 3, 6])
 def test_the_box_of_negative_ids_and_datetimes_of_every_precision_moves_exactly_the_listed_rows(
         db, tmp_path, fsp):
@@ -469,14 +487,7 @@ def test_the_box_of_negative_ids_and_datetimes_of_every_precision_moves_exactly_
     db.executemany("INSERT INTO t VALUES (%s, %s, %s)", rows)
     listed = [(-3, times[0]), (-1, times[1]), (0, times[3]), (-2, times[2])]
     missing = [(-3, base - 5 * step), (0, base + 9 * step)] + [(-1, base + k * step) for k in range(3, 15)]
-    write_keys(tmp_path / "csv" / "keys.csv", ["id", "at"], [*listed, *missing])
-    config = write_config(tmp_path, db, archive__source_table="t", archive__archive_table="t_archive",
-                          archive__key_column="id, at", archive__csv_column=None, archive__batch_size=20)
-    result = run_cli(config)
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    moved = sorted(r for r in rows if r[:2] in listed)
-    assert db.query("SELECT * FROM t_archive ORDER BY id, at") == moved
-    assert db.query("SELECT * FROM t ORDER BY id, at") == sorted(set(rows) - set(moved))
+    assert_moves_exactly(db, tmp_path, "t", ("id", "at"), rows, listed, missing, 20)
 
 
 def test_rows_that_come_into_the_box_while_its_batch_waits_for_a_lock_stay_unless_listed(
@@ -794,14 +805,7 @@ def test_keys_of_many_tenants_whose_box_holds_unlisted_rows_go_as_key_lists_and_
     rows = [(t, i, t * i) for t in range(1, 41) for i in range(-5, 6)]
     db.executemany("INSERT INTO mt VALUES (%s, %s, %s)", rows)
     listed = [(t, (t % 11) - 5) for t in range(1, 41, 2)] + [(41, 0), (3, 6)]
-    write_keys(tmp_path / "csv" / "keys.csv", ["tenant", "id"], listed)
-    config = write_config(tmp_path, db, archive__source_table="mt", archive__archive_table="mt_archive",
-                          archive__key_column="tenant, id", archive__csv_column=None, archive__batch_size=7)
-    result = run_cli(config)
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    moved = sorted(r for r in rows if r[:2] in listed)
-    assert db.query("SELECT * FROM mt_archive ORDER BY tenant, id") == moved
-    assert db.query("SELECT * FROM mt ORDER BY tenant, id") == sorted(set(rows) - set(moved))
+    assert_moves_exactly(db, tmp_path, "mt", ("tenant", "id"), rows, listed, [], 7)
     assert db.query("SELECT rows_archived, not_found FROM process_logs") == [(20, 2)]
 
 
