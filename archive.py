@@ -8698,6 +8698,7 @@ def open_run(config: Config, tracking: Tracking, dest: Database | None, log: Tex
                                    lambda: tracking.start_run(len(files), state.destination))
     write_header(config, log, state)
     notes += [f"LOCK: {takeover}"] if takeover else []
+    notes.append("TLS: " + " | ".join(f"{db.where}: {db.encryption}" for db in (tracking.db, dest) if db))
     if config.log_retention_days:
         removed = remove_old_logs(config.log_dir, config.log_retention_days, dt.date.today())
         notes += [(f"LOG_RETENTION: removed {plural(len(removed), 'text log')} older than "

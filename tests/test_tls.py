@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from checks import text_log
 from helpers import (
     ScratchDatabase,
     create_rewards_tables,
@@ -114,6 +115,9 @@ def test_a_verified_session_runs_on_a_server_that_requires_tls(
     result = run_cli(config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert tls_db.query("SELECT COUNT(*) FROM rewards") == [(10,)]
+    # the run's text log says so too, for every run, not only a --check
+    logged = [line for line in text_log(tmp_path).splitlines() if "TLS: " in line]
+    assert len(logged) == 1 and tls_line[len("tls: "):] in logged[0], (logged, tls_line)
     assert tls_db.query("SELECT COUNT(*) FROM rewards_archives") == [(20,)]
 
 
