@@ -7116,16 +7116,22 @@ class Family(InParts, SameServer):
             # preflight fitted to Galera's limits: the careful path cuts the batch under its locks.
             if exc.errno != ER_DUP_ENTRY and not (self.db.wsrep and explain_write_set_error(exc, 0)):
                 raise
-            copied, counts, deleted, references = 0, [], -1, []
+            self.not_quickly(again=False)
+            return None
         copies, deletes = counts[:len(children)], counts[len(children):][::-1]
         if copies != deletes or copied != deleted or copied + sum(copies) > self.tracking.config.batch_rows:
-            self.db.rollback()
-            self.quick = deleted == 0 and 0 < copied < listed  # only keys not found: the next batch may fit
+            self.not_quickly(again=deleted == 0 and 0 < copied < listed)  # only keys not found
             return None
         self.check_references(references)
         self.moved = {c.name: [n, n, 0] for c, n in zip(children, copies)}
-        done = Counters(batches=1, archived=copied, deleted=deleted, not_found=len(set(keys)) - copied)
+        done = Counters(batches=1, archived=copied, deleted=deleted, not_found=listed - copied)
         return self.family_outcome(done, Classified(), len(keys))
+
+    def not_quickly(self, again: bool) -> None:
+        """Roll the quick attempt back: the careful path takes the batch, and, unless `again` (the
+        attempt only met keys that are not found), every later batch of the run."""
+        self.db.rollback()
+        self.quick = again
 
     def move_family(self, keys: Sequence[Key], found: Classified, settled: frozenset[Key] = frozenset()
                     ) -> tuple[Counters, Classified]:
