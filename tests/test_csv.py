@@ -417,11 +417,14 @@ def test_an_unclosed_quote_costs_no_more_than_reading_a_well_formed_file():
     """Found by a red team: An unclosed quote made iter_records accumulate the rest of the file in
     `pending` and count its quotes again for every line: quadratic (150k lines ~30 s, 3M lines
     hours), with no heartbeat meanwhile, so the run's lease ran out while it was still alive.
-    Measured against the same number of well-formed lines, in CPU time: a busy machine slows both."""
+    Measured against the same number of well-formed lines, in CPU time: a busy machine slows both.
+    The quadratic reading took about 150 times as long; a linear one takes 0.4 times as long
+    plainly and up to 2.2 times under coverage's tracer (CI measured 1.85 s against 0.86 s), so
+    the bound is 4 times."""
     rows = [f"{n},ok\n".encode() for n in range(2, 150_000)]
     malformed = parsing_seconds([b"id,comment\n", b'1,O"Brien\n', *rows])
     well_formed = parsing_seconds([b"id,comment\n", b"1,OBrien\n", *rows])
-    assert malformed < 2 * well_formed + 0.1, (malformed, well_formed)
+    assert malformed < 4 * well_formed + 0.1, (malformed, well_formed)
 
 
 # --------------------------------------------------------------------------- whole files in a real run
